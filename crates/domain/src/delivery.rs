@@ -1,0 +1,56 @@
+//! States of a delivery and of a receiver's receipt.
+
+/// Where one alert's publication to one commune topic stands.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum PublishState {
+    /// Waiting for a worker (first try or a retry after a failure).
+    Queued,
+    /// Handed to the broker. Not proof of delivery: only receipts are.
+    Published,
+    /// Given up on: the alert expired before it could be published.
+    Expired,
+}
+
+impl PublishState {
+    pub fn code(self) -> &'static str {
+        match self {
+            Self::Queued => "queued",
+            Self::Published => "published",
+            Self::Expired => "expired",
+        }
+    }
+    pub fn from_code(code: &str) -> Option<Self> {
+        [Self::Queued, Self::Published, Self::Expired]
+            .into_iter()
+            .find(|s| s.code() == code)
+    }
+}
+
+/// What a receiver reports about one alert version.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum ReceiptStatus {
+    /// Verified and accepted.
+    Received,
+    /// Played on the loudspeakers.
+    Played,
+    /// Dropped: bad signature, unknown key, expired, replayed or malformed.
+    Rejected,
+    /// Accepted but could not be played.
+    Failed,
+}
+
+impl ReceiptStatus {
+    pub const ALL: [ReceiptStatus; 4] = [Self::Received, Self::Played, Self::Rejected, Self::Failed];
+
+    pub fn code(self) -> &'static str {
+        match self {
+            Self::Received => "received",
+            Self::Played => "played",
+            Self::Rejected => "rejected",
+            Self::Failed => "failed",
+        }
+    }
+    pub fn from_code(code: &str) -> Option<Self> {
+        Self::ALL.into_iter().find(|s| s.code() == code)
+    }
+}

@@ -1,0 +1,193 @@
+//! Closed sets: hazards, Decision 18/2021 risk levels, Decision 05/2020 flood alarm
+//! levels and Circular 39/2020 loudspeaker message classes.
+
+use std::fmt;
+
+/// A hazard type of Decision 18/2021 Art. 3 that matters to Lạng Sơn.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum Hazard {
+    Flood,
+    HeavyRain,
+    FlashFlood,
+    Landslide,
+    Storm,
+    Cold,
+    Heat,
+    Fog,
+    Thunderstorm,
+    Drought,
+    Earthquake,
+}
+
+impl Hazard {
+    pub const ALL: [Hazard; 11] = [
+        Self::Flood,
+        Self::HeavyRain,
+        Self::FlashFlood,
+        Self::Landslide,
+        Self::Storm,
+        Self::Cold,
+        Self::Heat,
+        Self::Fog,
+        Self::Thunderstorm,
+        Self::Drought,
+        Self::Earthquake,
+    ];
+
+    /// The wire and storage code (`flood`, `heavy_rain`, ...).
+    pub fn code(self) -> &'static str {
+        match self {
+            Self::Flood => "flood",
+            Self::HeavyRain => "heavy_rain",
+            Self::FlashFlood => "flash_flood",
+            Self::Landslide => "landslide",
+            Self::Storm => "storm",
+            Self::Cold => "cold",
+            Self::Heat => "heat",
+            Self::Fog => "fog",
+            Self::Thunderstorm => "thunderstorm",
+            Self::Drought => "drought",
+            Self::Earthquake => "earthquake",
+        }
+    }
+
+    pub fn from_code(code: &str) -> Option<Self> {
+        Self::ALL.into_iter().find(|h| h.code() == code)
+    }
+
+    /// The Vietnamese name used in messages.
+    pub fn name_vi(self) -> &'static str {
+        match self {
+            Self::Flood => "lũ",
+            Self::HeavyRain => "mưa lớn",
+            Self::FlashFlood => "lũ quét",
+            Self::Landslide => "sạt lở đất",
+            Self::Storm => "bão, áp thấp nhiệt đới",
+            Self::Cold => "rét hại, sương muối",
+            Self::Heat => "nắng nóng",
+            Self::Fog => "sương mù",
+            Self::Thunderstorm => "lốc, sét, mưa đá",
+            Self::Drought => "hạn hán",
+            Self::Earthquake => "động đất",
+        }
+    }
+}
+
+impl fmt::Display for Hazard {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.code())
+    }
+}
+
+/// A disaster risk level of Decision 18/2021 Art. 4: 1 (low) to 5 (catastrophic).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub struct RiskLevel(u8);
+
+impl RiskLevel {
+    pub fn new(level: u8) -> Option<Self> {
+        (1..=5).contains(&level).then_some(Self(level))
+    }
+
+    pub fn get(self) -> u8 {
+        self.0
+    }
+
+    /// The map colour that Appendix XII names for the level.
+    pub fn colour_vi(self) -> &'static str {
+        match self.0 {
+            1 => "xanh dương nhạt",
+            2 => "vàng nhạt",
+            3 => "da cam",
+            4 => "đỏ",
+            _ => "tím",
+        }
+    }
+}
+
+/// A flood alarm level at a hydrological station (Decision 05/2020): BĐ1 lowest, BĐ3 highest.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub enum AlarmLevel {
+    Bd1,
+    Bd2,
+    Bd3,
+}
+
+impl AlarmLevel {
+    pub const ALL: [AlarmLevel; 3] = [Self::Bd1, Self::Bd2, Self::Bd3];
+
+    pub fn number(self) -> u8 {
+        match self {
+            Self::Bd1 => 1,
+            Self::Bd2 => 2,
+            Self::Bd3 => 3,
+        }
+    }
+
+    pub fn from_number(n: u8) -> Option<Self> {
+        Self::ALL.into_iter().find(|l| l.number() == n)
+    }
+
+    /// `BĐ1`, `BĐ2`, `BĐ3`.
+    pub fn short_vi(self) -> &'static str {
+        match self {
+            Self::Bd1 => "BĐ1",
+            Self::Bd2 => "BĐ2",
+            Self::Bd3 => "BĐ3",
+        }
+    }
+}
+
+/// A loudspeaker message class of Circular 39/2020.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub enum MessageClass {
+    /// The commune operator schedules it.
+    Normal,
+    /// Played with priority inside the programme.
+    Priority,
+    /// Played immediately, pre-empting the programme.
+    Emergency,
+}
+
+impl MessageClass {
+    pub fn code(self) -> &'static str {
+        match self {
+            Self::Normal => "normal",
+            Self::Priority => "priority",
+            Self::Emergency => "emergency",
+        }
+    }
+
+    pub fn from_code(code: &str) -> Option<Self> {
+        [Self::Normal, Self::Priority, Self::Emergency]
+            .into_iter()
+            .find(|c| c.code() == code)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn risk_levels_are_one_to_five_and_ordered() {
+        assert_eq!(RiskLevel::new(0), None);
+        assert_eq!(RiskLevel::new(6), None);
+        assert!(RiskLevel::new(2) < RiskLevel::new(3));
+        assert_eq!(RiskLevel::new(5).map(RiskLevel::colour_vi), Some("tím"));
+    }
+
+    #[test]
+    fn codes_round_trip() {
+        for h in Hazard::ALL {
+            assert_eq!(Hazard::from_code(h.code()), Some(h));
+        }
+        for l in AlarmLevel::ALL {
+            assert_eq!(AlarmLevel::from_number(l.number()), Some(l));
+        }
+        assert!(AlarmLevel::Bd1 < AlarmLevel::Bd3);
+        assert_eq!(
+            MessageClass::from_code("emergency"),
+            Some(MessageClass::Emergency)
+        );
+    }
+}

@@ -1,0 +1,214 @@
+//! One measured value at a station, validated against its parameter's unit and
+//! range and against the time it was received.
+
+use chrono::{DateTime, Duration, Utc};
+
+use crate::StationId;
+
+/// What a station measures.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum Parameter {
+    /// River water level above the national datum, in metres.
+    WaterLevel,
+    /// Rain accumulated since the previous reading, in millimetres.
+    Rainfall,
+}
+
+impl Parameter {
+    pub fn code(self) -> &'static str {
+        match self {
+            Self::WaterLevel => "water_level",
+            Self::Rainfall => "rainfall",
+        }
+    }
+
+    pub fn from_code(code: &str) -> Option<Self> {
+        [Self::WaterLevel, Self::Rainfall]
+            .into_iter()
+            .find(|p| p.code() == code)
+    }
+
+    /// The one unit accepted for the parameter.
+    pub fn unit(self) -> &'static str {
+        match self {
+            Self::WaterLevel => "m",
+            Self::Rainfall => "mm",
+        }
+    }
+
+    /// The physically plausible range; a value outside it is a sensor or typing fault.
+    fn plausible(self) -> std::ops::RangeInclusive<f64> {
+        match self {
+            // Lowest land in Vietnam is near sea level; Mẫu Sơn is about 1 500 m.
+            Self::WaterLevel => -10.0..=3000.0,
+            // The world record for one day is under 2 000 mm.
+            Self::Rainfall => 0.0..=2000.0,
+        }
+    }
+}
+
+/// How far in the future an observation time may lie, to absorb clock skew.
+pub const MAX_CLOCK_SKEW: Duration = Duration::minutes(10);
+
+/// Why an observation was refused. Each variant names the field at fault.
+#[derive(Debug, Clone, PartialEq, thiserror::Error)]
+pub enum ObservationError {
+    #[error("parameter {0:?} is not one of water_level, rainfall")]
+    UnknownParameter(String),
+    #[error("unit {unit:?} is wrong for {parameter}: expected {expected:?}")]
+    WrongUnit {
+        parameter: &'static str,
+        unit: String,
+        expected: &'static str,
+    },
+    #[error("value {value} is outside the plausible range {min}..={max} for {parameter}")]
+    Implausible {
+        parameter: &'static str,
+        value: f64,
+        min: f64,
+        max: f64,
+    },
+    #[error("value is not a finite number")]
+    NotFinite,
+    #[error(
+        "observed_at {observed_at} is more than {max_skew_min} minutes after the time it was received ({now})"
+    )]
+    InFuture {
+        observed_at: DateTime<Utc>,
+        now: DateTime<Utc>,
+        max_skew_min: i64,
+    },
+}
+
+impl ObservationError {
+    /// The request field that carries the fault.
+    pub fn field(&self) -> &'static str {
+        match self {
+            Self::UnknownParameter(_) => "parameter",
+            Self::WrongUnit { .. } => "unit",
+            Self::Implausible { .. } | Self::NotFinite => "value",
+            Self::InFuture { .. } => "observed_at",
+        }
+    }
+}
+
+/// A validated observation.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Observation {
+    station: StationId,
+    parameter: Parameter,
+    value: f64,
+    observed_at: DateTime<Utc>,
+}
+
+impl Observation {
+    /// Validates one reading received at `now`.
+    pub fn new(
+        station: StationId,
+        parameter: &str,
+        value: f64,
+        unit: &str,
+        observed_at: DateTime<Utc>,
+        now: DateTime<Utc>,
+    ) -> Result<Self, ObservationError> {
+        let parameter = Parameter::from_code(parameter)
+            .ok_or_else(|| ObservationError::UnknownParameter(parameter.to_owned()))?;
+        if unit != parameter.unit() {
+            return Err(ObservationError::WrongUnit {
+                parameter: parameter.code(),
+                unit: unit.to_owned(),
+                expected: parameter.unit(),
+            });
+        }
+        if !value.is_finite() {
+            return Err(ObservationError::NotFinite);
+        }
+        let range = parameter.plausible();
+        if !range.contains(&value) {
+            return Err(ObservationError::Implausible {
+                parameter: parameter.code(),
+                value,
+                min: *range.start(),
+                max: *range.end(),
+            });
+        }
+        if observed_at > now + MAX_CLOCK_SKEW {
+            return Err(ObservationError::InFuture {
+                observed_at,
+                now,
+                max_skew_min: MAX_CLOCK_SKEW.num_minutes(),
+            });
+        }
+        Ok(Self {
+            station,
+            parameter,
+            value,
+            observed_at,
+        })
+    }
+
+    pub fn station(&self) -> &StationId {
+        &self.station
+    }
+    pub fn parameter(&self) -> Parameter {
+        self.parameter
+    }
+    /// The value in the parameter's unit ([`Parameter::unit`]).
+    pub fn value(&self) -> f64 {
+        self.value
+    }
+    pub fn observed_at(&self) -> DateTime<Utc> {
+        self.observed_at
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn at(s: &str) -> DateTime<Utc> {
+        s.parse().unwrap()
+    }
+
+    fn check(parameter: &str, value: f64, unit: &str, observed: &str, expected_field: Option<&str>) {
+        let now = at("2026-10-09T01:00:00Z");
+        let got = Observation::new(
+            StationId::new("HUULUNG").unwrap(),
+            parameter,
+            value,
+            unit,
+            at(observed),
+            now,
+        );
+        assert_eq!(
+            got.as_ref().err().map(ObservationError::field),
+            expected_field,
+            "{parameter} {value} {unit} {observed}: {got:?}"
+        );
+    }
+
+    #[test]
+    fn observations_are_validated_field_by_field() {
+        check("water_level", 19.4, "m", "2026-10-09T01:00:00Z", None);
+        check("rainfall", 0.0, "mm", "2026-10-09T00:00:00Z", None);
+        check("water_level", 19.4, "cm", "2026-10-09T01:00:00Z", Some("unit"));
+        check("discharge", 19.4, "m", "2026-10-09T01:00:00Z", Some("parameter"));
+        check(
+            "water_level",
+            f64::NAN,
+            "m",
+            "2026-10-09T01:00:00Z",
+            Some("value"),
+        );
+        check("water_level", 1e9, "m", "2026-10-09T01:00:00Z", Some("value"));
+        check("rainfall", -1.0, "mm", "2026-10-09T01:00:00Z", Some("value"));
+        check("water_level", 19.4, "m", "2026-10-09T01:09:59Z", None);
+        check(
+            "water_level",
+            19.4,
+            "m",
+            "2026-10-09T01:10:01Z",
+            Some("observed_at"),
+        );
+    }
+}
