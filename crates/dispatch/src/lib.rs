@@ -1,1 +1,18 @@
-//! placeholder
+//! Dissemination over MQTT: the receiver contract's wire format and signatures
+//! ([`wire`], [`topics`]), pure message rendering ([`render`]), the MQTT owner task
+//! ([`mqtt`]), the outbox worker ([`worker`]) and the consumer of receipts and
+//! heartbeats ([`inbound`]).
+//!
+//! Dispatch sends what the store holds; it never writes alerts. Its long-running parts
+//! are plain async functions taking a shutdown token ([`mqtt::MqttDriver::run`],
+//! [`worker::run_outbox`], [`inbound::run_inbound`]); the binary decides where they run.
+
+pub mod inbound;
+pub mod mqtt;
+pub mod render;
+pub mod topics;
+pub mod wire;
+pub mod worker;
+
+pub use topics::Topics;
+pub use wire::{Signer, TrustedKeys};

@@ -1,1 +1,136 @@
-//! placeholder
+//! Persistence: observations, alerts with their outbox of deliveries, receipts,
+//! receivers, API tokens and refused inputs, on SQLite (the embedded default).
+//!
+//! Only this crate uses sqlx. It holds no business rules: callers decide what an alert
+//! says and when a delivery is due; the store makes each write atomic and each claim
+//! exclusive. Entry points: [`Store::open`], [`Store::begin`] for a write that must be
+//! all-or-nothing, and the outbox methods [`Store::claim_due`], [`Store::mark_published`],
+//! [`Store::mark_retry`].
+
+mod alerts;
+mod outbox;
+mod receipts;
+mod tokens;
+
+use std::str::FromStr;
+use std::time::Duration;
+
+use chrono::{DateTime, TimeZone, Utc};
+use sqlx::migrate::{Migration, MigrationType, Migrator};
+use sqlx::sqlite::{SqliteConnectOptions, SqliteJournalMode, SqlitePoolOptions, SqliteSynchronous};
+use sqlx::{Sqlite, SqlitePool, Transaction};
+
+pub use alerts::{AlertRecord, NewDelivery, SignedPayload};
+pub use outbox::{ClaimedDelivery, DeliveryRecord};
+pub use receipts::{NewReceipt, ReceiptRecord, ReceiverRecord, RejectionRecord};
+pub use tokens::TokenRecord;
+
+/// A store failure. Each variant says what an operator needs to act.
+#[derive(Debug, thiserror::Error)]
+pub enum StoreError {
+    #[error("cannot open database {url:?}: {source}")]
+    Open { url: String, source: sqlx::Error },
+    #[error("database migration failed: {0}")]
+    Migrate(#[from] sqlx::migrate::MigrateError),
+    #[error("database error: {0}")]
+    Db(#[from] sqlx::Error),
+    #[error("stored row is corrupt: {0}")]
+    Corrupt(String),
+}
+
+pub type Result<T, E = StoreError> = std::result::Result<T, E>;
+
+/// The database, behind a connection pool.
+#[derive(Clone, Debug)]
+pub struct Store {
+    pool: SqlitePool,
+}
+
+/// An open write transaction. Dropping it without [`Tx::commit`] rolls everything back.
+pub struct Tx<'a> {
+    tx: Transaction<'a, Sqlite>,
+}
+
+impl Tx<'_> {
+    pub async fn commit(self) -> Result<()> {
+        self.tx.commit().await?;
+        Ok(())
+    }
+}
+
+fn migrator() -> Migrator {
+    let sql = |s: &'static str| sqlx::SqlSafeStr::into_sql_str(s);
+    Migrator::with_migrations(vec![Migration::new(
+        1,
+        "init".into(),
+        MigrationType::Simple,
+        sql(include_str!("../migrations/sqlite/0001_init.sql")),
+        false,
+    )])
+}
+
+impl Store {
+    /// Opens (creating if missing) an SQLite database in WAL mode and applies migrations.
+    /// `url` is `sqlite://PATH` or `sqlite::memory:`.
+    pub async fn open(url: &str) -> Result<Self> {
+        let open_err = |source| StoreError::Open {
+            url: url.to_owned(),
+            source,
+        };
+        let options = SqliteConnectOptions::from_str(url)
+            .map_err(open_err)?
+            .create_if_missing(true)
+            .journal_mode(SqliteJournalMode::Wal)
+            .synchronous(SqliteSynchronous::Full)
+            .foreign_keys(true)
+            .busy_timeout(Duration::from_secs(5));
+        // An in-memory database exists once per connection: keep exactly one.
+        let max = if url.contains(":memory:") { 1 } else { 8 };
+        let pool = SqlitePoolOptions::new()
+            .max_connections(max)
+            .connect_with(options)
+            .await
+            .map_err(open_err)?;
+        migrator().run(&pool).await?;
+        Ok(Self { pool })
+    }
+
+    /// Checks that the database answers.
+    pub async fn ping(&self) -> Result<()> {
+        sqlx::query("SELECT 1").execute(&self.pool).await?;
+        Ok(())
+    }
+
+    pub async fn begin(&self) -> Result<Tx<'static>> {
+        // BEGIN IMMEDIATE takes the write lock up front, so two writers never deadlock
+        // on a read-then-write upgrade.
+        let tx = self.pool.begin_with("BEGIN IMMEDIATE").await?;
+        Ok(Tx { tx })
+    }
+
+    pub async fn close(&self) {
+        self.pool.close().await;
+    }
+}
+
+pub(crate) fn ms(t: DateTime<Utc>) -> i64 {
+    t.timestamp_millis()
+}
+
+pub(crate) fn from_ms(ms: i64) -> Result<DateTime<Utc>> {
+    Utc.timestamp_millis_opt(ms)
+        .single()
+        .ok_or_else(|| StoreError::Corrupt(format!("timestamp {ms} ms is out of range")))
+}
+
+pub(crate) fn from_ms_opt(ms: Option<i64>) -> Result<Option<DateTime<Utc>>> {
+    ms.map(from_ms).transpose()
+}
+
+pub(crate) fn json_list(values: impl IntoIterator<Item = impl ToString>) -> String {
+    serde_json::Value::Array(values.into_iter().map(|v| v.to_string().into()).collect()).to_string()
+}
+
+pub(crate) fn parse_json_list(column: &str, text: &str) -> Result<Vec<String>> {
+    serde_json::from_str(text).map_err(|e| StoreError::Corrupt(format!("column {column}: {e}")))
+}

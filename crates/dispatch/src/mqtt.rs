@@ -1,0 +1,260 @@
+//! The MQTT owner task: the one task that owns the broker connection. Others reach it
+//! through a cloneable [`MqttHandle`]; inbound messages leave it through a channel, so
+//! nothing ever blocks inside the rumqttc event loop.
+
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::time::Duration;
+
+use rumqttc::{AsyncClient, Event, EventLoop, LastWill, MqttOptions, Packet, QoS};
+use tokio::sync::mpsc;
+use tokio_util::sync::CancellationToken;
+
+/// A broker address: `mqtt://host:port` or `tcp://host:port` (port 1883 if omitted).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct BrokerUrl {
+    pub host: String,
+    pub port: u16,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum BrokerUrlError {
+    #[error("broker url {0:?} must start with mqtt:// or tcp://")]
+    Scheme(String),
+    #[error("broker url {0:?} has no host")]
+    NoHost(String),
+    #[error("broker url {0:?} has an invalid port")]
+    Port(String),
+}
+
+impl BrokerUrl {
+    pub fn parse(url: &str) -> Result<Self, BrokerUrlError> {
+        let rest = url
+            .strip_prefix("mqtt://")
+            .or_else(|| url.strip_prefix("tcp://"))
+            .ok_or_else(|| BrokerUrlError::Scheme(url.to_owned()))?;
+        let rest = rest.trim_end_matches('/');
+        let (host, port) = match rest.rsplit_once(':') {
+            Some((h, p)) => (h, p.parse().map_err(|_| BrokerUrlError::Port(url.to_owned()))?),
+            None => (rest, 1883),
+        };
+        if host.is_empty() || host.contains(['/', '@']) {
+            return Err(BrokerUrlError::NoHost(url.to_owned()));
+        }
+        Ok(Self {
+            host: host.trim_start_matches('[').trim_end_matches(']').to_owned(),
+            port,
+        })
+    }
+}
+
+/// How to connect.
+#[derive(Clone)]
+pub struct MqttSettings {
+    pub broker: BrokerUrl,
+    pub client_id: String,
+    pub username: Option<String>,
+    pub password: Option<String>,
+    pub keep_alive: Duration,
+    /// Keep the session (and QoS 1 messages queued for it) across reconnects.
+    pub persistent_session: bool,
+    /// Topic filters to (re)subscribe to after every connect, at QoS 1.
+    pub subscriptions: Vec<String>,
+    /// A message the broker publishes (retained) if the connection drops: (topic, payload).
+    pub last_will: Option<(String, Vec<u8>)>,
+    /// A message to publish (retained) after every connect: (topic, payload).
+    pub on_connect: Option<(String, Vec<u8>)>,
+}
+
+impl std::fmt::Debug for MqttSettings {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("MqttSettings")
+            .field("broker", &self.broker)
+            .field("client_id", &self.client_id)
+            .field("username", &self.username)
+            .field("password", &self.password.as_ref().map(|_| "<redacted>"))
+            .finish_non_exhaustive()
+    }
+}
+
+/// An inbound PUBLISH, as received.
+#[derive(Debug, Clone)]
+pub struct InboundMessage {
+    pub topic: String,
+    pub payload: Vec<u8>,
+    pub retain: bool,
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum PublishError {
+    #[error("not connected to the broker")]
+    NotConnected,
+    #[error("the MQTT connection task has stopped: {0}")]
+    Closed(String),
+}
+
+/// A cloneable way to reach the connection.
+#[derive(Clone, Debug)]
+pub struct MqttHandle {
+    client: AsyncClient,
+    connected: Arc<AtomicBool>,
+}
+
+impl MqttHandle {
+    /// Queues a QoS 1 publish. Acceptance by the broker is not delivery: only a
+    /// receiver's receipt proves that.
+    pub async fn publish(&self, topic: &str, payload: Vec<u8>, retain: bool) -> Result<(), PublishError> {
+        if !self.is_connected() {
+            return Err(PublishError::NotConnected);
+        }
+        self.client
+            .publish(topic, QoS::AtLeastOnce, retain, payload)
+            .await
+            .map_err(|e| PublishError::Closed(e.to_string()))
+    }
+
+    pub fn is_connected(&self) -> bool {
+        self.connected.load(Ordering::Acquire)
+    }
+
+    /// Sends DISCONNECT (no last will is published).
+    pub async fn disconnect(&self) {
+        let _ = self.client.disconnect().await;
+    }
+}
+
+/// The owner task's state; drive it with [`MqttDriver::run`].
+pub struct MqttDriver {
+    eventloop: EventLoop,
+    client: AsyncClient,
+    settings: MqttSettings,
+    connected: Arc<AtomicBool>,
+    inbound: mpsc::Sender<InboundMessage>,
+}
+
+/// Capacity of the inbound channel; past it, messages are dropped with an error log.
+pub const INBOUND_CAPACITY: usize = 16_384;
+
+/// Creates the handle, the driver and the inbound stream. Nothing connects until the
+/// driver runs.
+pub fn connect(settings: MqttSettings) -> (MqttHandle, MqttDriver, mpsc::Receiver<InboundMessage>) {
+    let mut opts = MqttOptions::new(&settings.client_id, &settings.broker.host, settings.broker.port);
+    opts.set_keep_alive(settings.keep_alive);
+    opts.set_clean_session(!settings.persistent_session);
+    opts.set_max_packet_size(256 * 1024, 256 * 1024);
+    if let (Some(u), Some(p)) = (&settings.username, &settings.password) {
+        opts.set_credentials(u, p);
+    }
+    if let Some((topic, payload)) = &settings.last_will {
+        opts.set_last_will(LastWill::new(topic, payload.clone(), QoS::AtLeastOnce, true));
+    }
+    let (client, eventloop) = AsyncClient::new(opts, 1024);
+    let connected = Arc::new(AtomicBool::new(false));
+    let (tx, rx) = mpsc::channel(INBOUND_CAPACITY);
+    let handle = MqttHandle {
+        client: client.clone(),
+        connected: connected.clone(),
+    };
+    let driver = MqttDriver {
+        eventloop,
+        client,
+        settings,
+        connected,
+        inbound: tx,
+    };
+    (handle, driver, rx)
+}
+
+impl MqttDriver {
+    /// Polls the connection until `shutdown`, reconnecting with capped exponential backoff.
+    pub async fn run(mut self, shutdown: CancellationToken) {
+        let broker = format!("{}:{}", self.settings.broker.host, self.settings.broker.port);
+        let mut failures: u32 = 0;
+        loop {
+            let event = tokio::select! {
+                _ = shutdown.cancelled() => break,
+                event = self.eventloop.poll() => event,
+            };
+            match event {
+                Ok(Event::Incoming(Packet::ConnAck(_))) => {
+                    failures = 0;
+                    self.connected.store(true, Ordering::Release);
+                    tracing::info!(broker = %broker, client_id = %self.settings.client_id, "mqtt connected");
+                    self.after_connect().await;
+                }
+                Ok(Event::Incoming(Packet::Publish(p))) => {
+                    let msg = InboundMessage {
+                        topic: p.topic,
+                        payload: p.payload.to_vec(),
+                        retain: p.retain,
+                    };
+                    if let Err(e) = self.inbound.try_send(msg) {
+                        tracing::error!(error = %e, "inbound mqtt queue full or closed; message dropped");
+                    }
+                }
+                Ok(_) => {}
+                Err(e) => {
+                    self.connected.store(false, Ordering::Release);
+                    failures = failures.saturating_add(1);
+                    let wait = Duration::from_millis(200u64 << failures.min(6)).min(Duration::from_secs(10));
+                    tracing::warn!(broker = %broker, error = %e, retry_in_ms = wait.as_millis() as u64, "mqtt connection lost");
+                    tokio::select! {
+                        _ = shutdown.cancelled() => break,
+                        _ = tokio::time::sleep(wait) => {}
+                    }
+                }
+            }
+        }
+        self.connected.store(false, Ordering::Release);
+        // Best effort: a clean DISCONNECT, flushed within a short deadline.
+        let _ = self.client.try_disconnect();
+        let _ = tokio::time::timeout(Duration::from_millis(500), async {
+            while self.eventloop.poll().await.is_ok() {}
+        })
+        .await;
+    }
+
+    async fn after_connect(&self) {
+        for filter in &self.settings.subscriptions {
+            if let Err(e) = self.client.try_subscribe(filter, QoS::AtLeastOnce) {
+                tracing::error!(filter = %filter, error = %e, "mqtt subscribe failed");
+            }
+        }
+        if let Some((topic, payload)) = &self.settings.on_connect
+            && let Err(e) = self
+                .client
+                .try_publish(topic, QoS::AtLeastOnce, true, payload.clone())
+        {
+            tracing::warn!(topic = %topic, error = %e, "mqtt on-connect publish failed");
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn broker_urls_parse_or_say_why_not() {
+        assert_eq!(
+            BrokerUrl::parse("mqtt://127.0.0.1:1884"),
+            Ok(BrokerUrl {
+                host: "127.0.0.1".into(),
+                port: 1884
+            })
+        );
+        assert_eq!(BrokerUrl::parse("tcp://broker").map(|b| b.port), Ok(1883));
+        assert!(matches!(
+            BrokerUrl::parse("http://x"),
+            Err(BrokerUrlError::Scheme(_))
+        ));
+        assert!(matches!(
+            BrokerUrl::parse("mqtt://:1883"),
+            Err(BrokerUrlError::NoHost(_))
+        ));
+        assert!(matches!(
+            BrokerUrl::parse("mqtt://h:99999"),
+            Err(BrokerUrlError::Port(_))
+        ));
+    }
+}

@@ -1,0 +1,119 @@
+//! Pure message rendering: the Vietnamese text of an alert, from an assessment.
+
+use chrono::{DateTime, FixedOffset, Utc};
+use domain::{AlarmLevel, Station};
+use rules::Assessment;
+
+/// Vietnam's time zone (UTC+7, no daylight saving). Times in messages are local.
+pub fn vietnam() -> FixedOffset {
+    #[allow(clippy::expect_used)]
+    FixedOffset::east_opt(7 * 3600).expect("UTC+7 is a valid offset")
+}
+
+/// `08 giờ 00 ngày 09/10/2026`.
+pub fn local_time_vi(t: DateTime<Utc>) -> String {
+    t.with_timezone(&vietnam())
+        .format("%H giờ %M ngày %d/%m/%Y")
+        .to_string()
+}
+
+/// A number in Vietnamese style with two decimals: `19,40`.
+pub fn metres_vi(value: f64) -> String {
+    format!("{value:.2}").replace('.', ",")
+}
+
+/// The three texts of an alert.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct AlertText {
+    pub headline: String,
+    pub description: String,
+    pub instruction: String,
+}
+
+/// The text of a flood alarm-crossing pre-warning.
+pub fn flood_crossing_text(station: &Station, a: &Assessment) -> AlertText {
+    let n = a.alarm_level.number();
+    let above = a.value_m - a.threshold_m.value;
+    let mut description = format!(
+        "Lúc {}, mực nước sông {} tại trạm {} là {} m, trên mức báo động {} ({} m) {} m.",
+        local_time_vi(a.observed_at),
+        station.river,
+        station.name,
+        metres_vi(a.value_m),
+        n,
+        metres_vi(a.threshold_m.value),
+        metres_vi(above),
+    );
+    description.push_str(
+        " Đây là cảnh báo sớm do hệ thống tự động tính từ số liệu quan trắc, \
+         chưa được cơ quan dự báo khí tượng thủy văn xác nhận.",
+    );
+    if a.threshold_m.tag.is_provisional() {
+        description.push_str(" Mức báo động dùng để tính là số liệu tạm thời, chưa được xác minh.");
+    }
+    let instruction = match a.alarm_level {
+        AlarmLevel::Bd3 => {
+            "Người dân vùng ven sông, vùng trũng thấp khẩn trương di chuyển người và tài sản đến nơi an toàn; \
+             tuyệt đối không qua sông, suối, ngầm tràn khi nước lớn; theo dõi thông báo của chính quyền."
+        }
+        AlarmLevel::Bd2 => {
+            "Người dân vùng ven sông, vùng trũng thấp chủ động chuẩn bị di dời người và tài sản; \
+             không qua sông, suối khi nước lớn; theo dõi thông báo tiếp theo."
+        }
+        AlarmLevel::Bd1 => {
+            "Theo dõi chặt chẽ diễn biến mực nước và thông báo của chính quyền; hạn chế đi lại qua sông, suối."
+        }
+    };
+    AlertText {
+        headline: format!(
+            "Cảnh báo lũ: sông {} tại {} vượt báo động {}",
+            station.river, station.name, n
+        ),
+        description,
+        instruction: instruction.to_owned(),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use domain::{CommuneCode, StationId, Tag, Tagged};
+
+    #[test]
+    fn flood_text_is_vietnamese_local_time_and_says_it_is_a_pre_warning() {
+        let station = Station {
+            id: StationId::new("HUULUNG").unwrap(),
+            name: "Hữu Lũng".into(),
+            river: "Trung".into(),
+            basin: "Thương".into(),
+            bd1_m: Some(Tagged::new(17.0, Tag::D)),
+            bd2_m: Some(Tagged::new(18.0, Tag::M)),
+            bd3_m: Some(Tagged::new(19.0, Tag::D)),
+            historic_m: None,
+            communes: vec![CommuneCode::new("06385").unwrap()],
+            communes_provisional: None,
+        };
+        let t = "2026-10-09T01:00:00Z".parse().unwrap();
+        let obs = domain::Observation::new(station.id.clone(), "water_level", 19.4, "m", t, t).unwrap();
+        let a = rules::flood_alarm_crossing(&station, Some(18.9), &obs).unwrap();
+        let text = flood_crossing_text(&station, &a);
+        assert_eq!(
+            text.headline,
+            "Cảnh báo lũ: sông Trung tại Hữu Lũng vượt báo động 3"
+        );
+        assert!(
+            text.description.starts_with(
+                "Lúc 08 giờ 00 ngày 09/10/2026, mực nước sông Trung tại trạm Hữu Lũng là 19,40 m, \
+                 trên mức báo động 3 (19,00 m) 0,40 m."
+            ),
+            "{}",
+            text.description
+        );
+        assert!(text.description.contains("cảnh báo sớm"));
+        assert!(
+            !text.description.contains("tạm thời"),
+            "BĐ3 of Hữu Lũng is tagged D"
+        );
+        assert!(text.instruction.contains("khẩn trương"));
+    }
+}

@@ -1,0 +1,360 @@
+//! The wire format of the receiver contract, version 1: the signed envelope, the alert
+//! payload inside it, and the receipt, heartbeat and status messages that receivers send.
+//! `docs/receiver-protocol.md` is the normative text; this module is its implementation.
+
+use std::collections::HashMap;
+
+use base64::Engine as _;
+use base64::engine::general_purpose::STANDARD as B64;
+use chrono::{DateTime, SecondsFormat, Utc};
+use ed25519_dalek::{Signature, Signer as _, SigningKey, Verifier as _, VerifyingKey};
+use serde::{Deserialize, Serialize};
+use sha2::{Digest, Sha256};
+
+use domain::{Alert, AlertOrigin, CommuneCode, ReceiptStatus};
+use store::SignedPayload;
+
+/// The protocol version carried in every message as `"v"`.
+pub const PROTOCOL_VERSION: u32 = 1;
+
+/// What is published on an alert topic.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Envelope {
+    /// Base64 (standard alphabet, padded) of the exact payload bytes.
+    pub payload: String,
+    pub key_id: String,
+    /// Base64 of the 64-byte Ed25519 signature over the payload bytes.
+    pub sig: String,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct RepeatWire {
+    pub times: u8,
+    pub interval_s: u32,
+}
+
+/// The alert payload, as JSON inside the envelope.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct AlertPayload {
+    pub v: u32,
+    pub id: String,
+    pub province: String,
+    pub msg_type: String,
+    pub status: String,
+    pub references: Vec<String>,
+    pub sent: String,
+    pub effective: String,
+    pub expires: String,
+    pub hazard: String,
+    pub risk_level: Option<u8>,
+    pub alarm_level: Option<u8>,
+    pub class: String,
+    pub communes: Vec<String>,
+    pub headline: String,
+    pub description: String,
+    pub instruction: String,
+    pub repeat: RepeatWire,
+    pub origin: String,
+    pub provisional: bool,
+    pub provisional_reasons: Vec<String>,
+}
+
+/// A receiver's report on one alert.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ReceiptWire {
+    pub v: u32,
+    pub alert_id: String,
+    pub receiver_id: String,
+    pub commune: Option<String>,
+    pub status: String,
+    pub at: String,
+    #[serde(default)]
+    pub reason: Option<String>,
+}
+
+/// Periodic health from a receiver.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct HeartbeatWire {
+    pub v: u32,
+    pub receiver_id: String,
+    pub commune: String,
+    pub at: String,
+    pub uptime_s: u64,
+    pub last_played: Option<String>,
+}
+
+/// Retained on the status topic: `online` on connect, `offline` as the last will.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct StatusWire {
+    pub v: u32,
+    pub receiver_id: String,
+    pub commune: String,
+    pub state: String,
+}
+
+/// Serializes a wire struct. These structs hold only strings, numbers and lists, for
+/// which serde_json cannot fail.
+pub fn to_json<T: Serialize>(value: &T) -> Vec<u8> {
+    #[allow(clippy::expect_used)]
+    serde_json::to_vec(value).expect("wire structs of strings and numbers always serialize")
+}
+
+pub fn timestamp(t: DateTime<Utc>) -> String {
+    t.to_rfc3339_opts(SecondsFormat::Secs, true)
+}
+
+/// The payload of an alert, as the bytes that get signed.
+pub fn alert_payload(alert: &Alert) -> AlertPayload {
+    AlertPayload {
+        v: PROTOCOL_VERSION,
+        id: alert.id.to_string(),
+        province: alert.province.to_string(),
+        msg_type: alert.msg_type.code().to_owned(),
+        status: alert.status.code().to_owned(),
+        references: alert.references.iter().map(ToString::to_string).collect(),
+        sent: timestamp(alert.sent),
+        effective: timestamp(alert.effective),
+        expires: timestamp(alert.expires),
+        hazard: alert.hazard.code().to_owned(),
+        risk_level: alert.risk_level.map(|l| l.get()),
+        alarm_level: alert.alarm_level.map(|l| l.number()),
+        class: alert.class.code().to_owned(),
+        communes: alert.communes.iter().map(ToString::to_string).collect(),
+        headline: alert.headline.clone(),
+        description: alert.description.clone(),
+        instruction: alert.instruction.clone(),
+        repeat: RepeatWire {
+            times: alert.repeat.times,
+            interval_s: alert.repeat.interval_s,
+        },
+        origin: match alert.origin {
+            AlertOrigin::Computed { .. } => "computed",
+            AlertOrigin::Officer { .. } => "officer",
+            AlertOrigin::Bulletin { .. } => "bulletin",
+        }
+        .to_owned(),
+        provisional: alert.is_provisional(),
+        provisional_reasons: alert.provisional.clone(),
+    }
+}
+
+/// The key id of a public key: `ed25519:` and the first 16 hex digits of its SHA-256.
+pub fn key_id(key: &VerifyingKey) -> String {
+    let digest = Sha256::digest(key.as_bytes());
+    let hex: String = digest[..8].iter().map(|b| format!("{b:02x}")).collect();
+    format!("ed25519:{hex}")
+}
+
+/// Signs payloads with one Ed25519 key.
+pub struct Signer {
+    key: SigningKey,
+    key_id: String,
+}
+
+impl std::fmt::Debug for Signer {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        // Never print the secret.
+        f.debug_struct("Signer")
+            .field("key_id", &self.key_id)
+            .finish_non_exhaustive()
+    }
+}
+
+impl Signer {
+    pub fn from_seed(seed: &[u8; 32]) -> Self {
+        let key = SigningKey::from_bytes(seed);
+        let key_id = key_id(&key.verifying_key());
+        Self { key, key_id }
+    }
+
+    pub fn key_id(&self) -> &str {
+        &self.key_id
+    }
+
+    pub fn public_key(&self) -> VerifyingKey {
+        self.key.verifying_key()
+    }
+
+    /// Serializes and signs an alert's payload.
+    pub fn sign_alert(&self, alert: &Alert) -> SignedPayload {
+        let payload = to_json(&alert_payload(alert));
+        self.sign(payload)
+    }
+
+    pub fn sign(&self, payload: Vec<u8>) -> SignedPayload {
+        let sig = self.key.sign(&payload);
+        SignedPayload {
+            payload,
+            key_id: self.key_id.clone(),
+            sig: B64.encode(sig.to_bytes()),
+        }
+    }
+}
+
+/// The envelope bytes published for a stored signed payload.
+pub fn envelope_bytes(signed: &SignedPayload) -> Vec<u8> {
+    let env = Envelope {
+        payload: B64.encode(&signed.payload),
+        key_id: signed.key_id.clone(),
+        sig: signed.sig.clone(),
+    };
+    to_json(&env)
+}
+
+/// The public keys a receiver trusts, by key id.
+#[derive(Debug, Clone, Default)]
+pub struct TrustedKeys(HashMap<String, VerifyingKey>);
+
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum KeyError {
+    #[error("public key for {key_id:?} is not valid base64: {reason}")]
+    Base64 { key_id: String, reason: String },
+    #[error("public key for {key_id:?} is not a valid 32-byte Ed25519 key")]
+    Invalid { key_id: String },
+    #[error("key id {given:?} does not match its public key, whose id is {actual:?}")]
+    IdMismatch { given: String, actual: String },
+}
+
+impl TrustedKeys {
+    /// Adds a key given as base64; `key_id` must be the key's own id.
+    pub fn add_base64(&mut self, key_id: &str, public_b64: &str) -> Result<(), KeyError> {
+        let bytes = B64.decode(public_b64.trim()).map_err(|e| KeyError::Base64 {
+            key_id: key_id.to_owned(),
+            reason: e.to_string(),
+        })?;
+        let arr: [u8; 32] = bytes.try_into().map_err(|_| KeyError::Invalid {
+            key_id: key_id.to_owned(),
+        })?;
+        let key = VerifyingKey::from_bytes(&arr).map_err(|_| KeyError::Invalid {
+            key_id: key_id.to_owned(),
+        })?;
+        let actual = self::key_id(&key);
+        if actual != key_id {
+            return Err(KeyError::IdMismatch {
+                given: key_id.to_owned(),
+                actual,
+            });
+        }
+        self.0.insert(actual, key);
+        Ok(())
+    }
+
+    pub fn add(&mut self, key: VerifyingKey) {
+        self.0.insert(key_id(&key), key);
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.0.is_empty()
+    }
+
+    pub fn len(&self) -> usize {
+        self.0.len()
+    }
+}
+
+/// Why a receiver drops an envelope. The code goes into the `rejected` receipt's reason.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum Rejection {
+    #[error("malformed: {0}")]
+    Malformed(String),
+    #[error("unknown_key: key id {0:?} is not trusted")]
+    UnknownKey(String),
+    #[error("bad_signature: the signature does not verify over the payload")]
+    BadSignature,
+    #[error("unsupported_version: payload version {0} is not 1")]
+    UnsupportedVersion(u32),
+    #[error("id_mismatch: payload id {payload:?} is not the topic's alert id {topic:?}")]
+    IdMismatch { payload: String, topic: String },
+    #[error("wrong_commune: commune {0} is not among the alert's targets")]
+    WrongCommune(String),
+    #[error("expired: the alert expired at {0}")]
+    Expired(String),
+    #[error("replayed: alert {0} was already played")]
+    Replayed(String),
+}
+
+impl Rejection {
+    /// The short machine code (`bad_signature`, `expired`, ...).
+    pub fn code(&self) -> &'static str {
+        match self {
+            Self::Malformed(_) => "malformed",
+            Self::UnknownKey(_) => "unknown_key",
+            Self::BadSignature => "bad_signature",
+            Self::UnsupportedVersion(_) => "unsupported_version",
+            Self::IdMismatch { .. } => "id_mismatch",
+            Self::WrongCommune(_) => "wrong_commune",
+            Self::Expired(_) => "expired",
+            Self::Replayed(_) => "replayed",
+        }
+    }
+}
+
+/// Verifies an envelope from the alert topic of `topic_alert_id`, addressed to `commune`,
+/// at `now`, in the order the protocol prescribes: shape, key, signature, then content.
+/// Replays are the receiver's own check, since only it knows what it has played.
+pub fn verify_envelope(
+    bytes: &[u8],
+    keys: &TrustedKeys,
+    topic_alert_id: &str,
+    commune: &CommuneCode,
+    now: DateTime<Utc>,
+) -> Result<AlertPayload, Rejection> {
+    let env: Envelope =
+        serde_json::from_slice(bytes).map_err(|e| Rejection::Malformed(format!("envelope: {e}")))?;
+    let payload = B64
+        .decode(&env.payload)
+        .map_err(|e| Rejection::Malformed(format!("payload base64: {e}")))?;
+    let key = keys
+        .0
+        .get(&env.key_id)
+        .ok_or_else(|| Rejection::UnknownKey(env.key_id.clone()))?;
+    let sig_bytes = B64
+        .decode(&env.sig)
+        .map_err(|e| Rejection::Malformed(format!("sig base64: {e}")))?;
+    let sig = Signature::from_slice(&sig_bytes).map_err(|_| Rejection::BadSignature)?;
+    key.verify(&payload, &sig).map_err(|_| Rejection::BadSignature)?;
+
+    let alert: AlertPayload =
+        serde_json::from_slice(&payload).map_err(|e| Rejection::Malformed(format!("payload: {e}")))?;
+    if alert.v != PROTOCOL_VERSION {
+        return Err(Rejection::UnsupportedVersion(alert.v));
+    }
+    if alert.id != topic_alert_id {
+        return Err(Rejection::IdMismatch {
+            payload: alert.id,
+            topic: topic_alert_id.to_owned(),
+        });
+    }
+    if !alert.communes.iter().any(|c| c == commune.as_str()) {
+        return Err(Rejection::WrongCommune(commune.to_string()));
+    }
+    let expires: DateTime<Utc> = alert
+        .expires
+        .parse()
+        .map_err(|e| Rejection::Malformed(format!("expires {:?}: {e}", alert.expires)))?;
+    if now >= expires {
+        return Err(Rejection::Expired(alert.expires));
+    }
+    Ok(alert)
+}
+
+/// A receipt to publish, as bytes.
+pub fn receipt_bytes(
+    alert_id: &str,
+    receiver_id: &str,
+    commune: &str,
+    status: ReceiptStatus,
+    reason: Option<String>,
+    at: DateTime<Utc>,
+) -> Vec<u8> {
+    let r = ReceiptWire {
+        v: PROTOCOL_VERSION,
+        alert_id: alert_id.to_owned(),
+        receiver_id: receiver_id.to_owned(),
+        commune: Some(commune.to_owned()),
+        status: status.code().to_owned(),
+        at: timestamp(at),
+        reason,
+    };
+    to_json(&r)
+}

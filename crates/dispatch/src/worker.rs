@@ -1,0 +1,132 @@
+//! The outbox worker: claims due deliveries, publishes their signed envelopes outside
+//! any transaction, and records the outcome. A new alert wakes it at once.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use chrono::Utc;
+use store::{ClaimedDelivery, Store};
+use tokio::sync::Notify;
+use tokio_util::sync::CancellationToken;
+
+use crate::mqtt::MqttHandle;
+use crate::wire::envelope_bytes;
+
+#[derive(Debug, Clone)]
+pub struct OutboxSettings {
+    /// How long a claim is held before another worker may take the row.
+    pub lease: Duration,
+    /// Rows claimed per round.
+    pub batch: i64,
+    /// Longest sleep between rounds when nothing wakes the worker.
+    pub idle_poll: Duration,
+    /// First retry delay; doubles per attempt up to `retry_max`.
+    pub retry_base: Duration,
+    pub retry_max: Duration,
+}
+
+impl Default for OutboxSettings {
+    fn default() -> Self {
+        Self {
+            lease: Duration::from_secs(30),
+            batch: 64,
+            idle_poll: Duration::from_secs(5),
+            retry_base: Duration::from_secs(1),
+            retry_max: Duration::from_secs(60),
+        }
+    }
+}
+
+/// The delay before attempt `attempts + 1`, after `attempts` failed ones.
+pub fn retry_delay(settings: &OutboxSettings, attempts: i64) -> Duration {
+    let exp = u32::try_from(attempts.saturating_sub(1))
+        .unwrap_or(u32::MAX)
+        .min(20);
+    settings
+        .retry_base
+        .saturating_mul(1u32 << exp)
+        .min(settings.retry_max)
+}
+
+/// Runs the worker until `shutdown`. Store errors are logged and retried; they never end it.
+pub async fn run_outbox(
+    store: Store,
+    mqtt: MqttHandle,
+    wake: Arc<Notify>,
+    settings: OutboxSettings,
+    shutdown: CancellationToken,
+) {
+    loop {
+        let full = match round(&store, &mqtt, &settings).await {
+            Ok(n) => n as i64 >= settings.batch,
+            Err(e) => {
+                tracing::error!(error = %e, "outbox round failed; alerts may be delayed");
+                false
+            }
+        };
+        if full {
+            continue;
+        }
+        let sleep = match store.next_due().await {
+            Ok(Some(due)) => (due - Utc::now())
+                .to_std()
+                .unwrap_or(Duration::ZERO)
+                .min(settings.idle_poll),
+            _ => settings.idle_poll,
+        };
+        tokio::select! {
+            _ = shutdown.cancelled() => return,
+            _ = wake.notified() => {}
+            _ = tokio::time::sleep(sleep) => {}
+        }
+    }
+}
+
+async fn round(store: &Store, mqtt: &MqttHandle, settings: &OutboxSettings) -> store::Result<usize> {
+    let lease = chrono::Duration::from_std(settings.lease).unwrap_or(chrono::Duration::seconds(30));
+    let batch = store.claim_due(Utc::now(), lease, settings.batch).await?;
+    let n = batch.len();
+    for d in batch {
+        publish_one(store, mqtt, settings, d).await?;
+    }
+    Ok(n)
+}
+
+async fn publish_one(
+    store: &Store,
+    mqtt: &MqttHandle,
+    settings: &OutboxSettings,
+    d: ClaimedDelivery,
+) -> store::Result<()> {
+    let now = Utc::now();
+    if d.expires <= now {
+        tracing::error!(alert_id = %d.alert_id, commune = %d.commune, "delivery expired before it could be published");
+        return store.mark_expired(d.id).await;
+    }
+    match mqtt.publish(&d.topic, envelope_bytes(&d.signed), true).await {
+        Ok(()) => {
+            tracing::info!(alert_id = %d.alert_id, commune = %d.commune, attempt = d.attempts, "alert published");
+            store.mark_published(d.id, Utc::now()).await
+        }
+        Err(e) => {
+            let delay = retry_delay(settings, d.attempts);
+            tracing::warn!(alert_id = %d.alert_id, commune = %d.commune, attempt = d.attempts, error = %e,
+                retry_in_ms = delay.as_millis() as u64, "publish failed; will retry");
+            let next = now + chrono::Duration::from_std(delay).unwrap_or(chrono::Duration::seconds(60));
+            store.mark_retry(d.id, &e.to_string(), next).await
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn retries_back_off_exponentially_up_to_a_cap() {
+        let s = OutboxSettings::default();
+        let got: Vec<u64> = (1..=9).map(|a| retry_delay(&s, a).as_secs()).collect();
+        assert_eq!(got, [1, 2, 4, 8, 16, 32, 60, 60, 60]);
+        assert_eq!(retry_delay(&s, i64::MAX).as_secs(), 60);
+    }
+}

@@ -1,0 +1,244 @@
+//! Observations and alerts. An alert and its deliveries are written in one transaction.
+
+use chrono::{DateTime, Utc};
+use domain::{Alert, AlertOrigin, Observation, StationId};
+use sqlx::Row;
+
+use crate::{Result, Store, StoreError, Tx, from_ms, json_list, ms, parse_json_list};
+
+/// The signed bytes of an alert, kept so that every re-publication is byte-identical.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct SignedPayload {
+    pub payload: Vec<u8>,
+    pub key_id: String,
+    pub sig: String,
+}
+
+/// One outbox row to create with an alert.
+#[derive(Debug, Clone)]
+pub struct NewDelivery {
+    pub commune: String,
+    pub topic: String,
+    /// Higher is claimed first.
+    pub priority: i64,
+}
+
+/// An alert as stored, with its fields in storage form.
+#[derive(Debug, Clone)]
+pub struct AlertRecord {
+    pub id: String,
+    pub province: String,
+    pub msg_type: String,
+    pub status: String,
+    pub references: Vec<String>,
+    pub origin_kind: String,
+    pub origin_detail: String,
+    pub hazard: String,
+    pub risk_level: Option<i64>,
+    pub alarm_level: Option<i64>,
+    pub station: Option<String>,
+    pub class: String,
+    pub communes: Vec<String>,
+    pub sent: DateTime<Utc>,
+    pub effective: DateTime<Utc>,
+    pub expires: DateTime<Utc>,
+    pub headline: String,
+    pub description: String,
+    pub instruction: String,
+    pub repeat_times: i64,
+    pub repeat_interval_s: i64,
+    pub provisional: Vec<String>,
+    pub signed: SignedPayload,
+}
+
+const ALERT_COLUMNS: &str = "id, province, msg_type, status, refs, origin_kind, origin_detail, hazard, \
+     risk_level, alarm_level, station, class, communes, sent_ms, effective_ms, expires_ms, headline, \
+     description, instruction, repeat_times, repeat_interval_s, provisional, payload, key_id, sig";
+
+fn alert_from_row(row: &sqlx::sqlite::SqliteRow) -> Result<AlertRecord> {
+    Ok(AlertRecord {
+        id: row.try_get("id")?,
+        province: row.try_get("province")?,
+        msg_type: row.try_get("msg_type")?,
+        status: row.try_get("status")?,
+        references: parse_json_list("refs", row.try_get("refs")?)?,
+        origin_kind: row.try_get("origin_kind")?,
+        origin_detail: row.try_get("origin_detail")?,
+        hazard: row.try_get("hazard")?,
+        risk_level: row.try_get("risk_level")?,
+        alarm_level: row.try_get("alarm_level")?,
+        station: row.try_get("station")?,
+        class: row.try_get("class")?,
+        communes: parse_json_list("communes", row.try_get("communes")?)?,
+        sent: from_ms(row.try_get("sent_ms")?)?,
+        effective: from_ms(row.try_get("effective_ms")?)?,
+        expires: from_ms(row.try_get("expires_ms")?)?,
+        headline: row.try_get("headline")?,
+        description: row.try_get("description")?,
+        instruction: row.try_get("instruction")?,
+        repeat_times: row.try_get("repeat_times")?,
+        repeat_interval_s: row.try_get("repeat_interval_s")?,
+        provisional: parse_json_list("provisional", row.try_get("provisional")?)?,
+        signed: SignedPayload {
+            payload: row.try_get("payload")?,
+            key_id: row.try_get("key_id")?,
+            sig: row.try_get("sig")?,
+        },
+    })
+}
+
+impl Tx<'_> {
+    /// Stores an observation. Returns `false`, and changes nothing, if the same station
+    /// already has a reading of that parameter at that time.
+    pub async fn insert_observation(
+        &mut self,
+        observation: &Observation,
+        source: &str,
+        now: DateTime<Utc>,
+    ) -> Result<bool> {
+        let done = sqlx::query(
+            "INSERT INTO observations (station, parameter, value, observed_ms, received_ms, source)
+             VALUES (?, ?, ?, ?, ?, ?) ON CONFLICT DO NOTHING",
+        )
+        .bind(observation.station().as_str())
+        .bind(observation.parameter().code())
+        .bind(observation.value())
+        .bind(ms(observation.observed_at()))
+        .bind(ms(now))
+        .bind(source)
+        .execute(&mut *self.tx)
+        .await?;
+        Ok(done.rows_affected() == 1)
+    }
+
+    /// The latest reading of `parameter` at `station` strictly before `before`.
+    pub async fn previous_value(
+        &mut self,
+        station: &StationId,
+        parameter: &str,
+        before: DateTime<Utc>,
+    ) -> Result<Option<f64>> {
+        let row = sqlx::query(
+            "SELECT value FROM observations WHERE station = ? AND parameter = ? AND observed_ms < ?
+             ORDER BY observed_ms DESC LIMIT 1",
+        )
+        .bind(station.as_str())
+        .bind(parameter)
+        .bind(ms(before))
+        .fetch_optional(&mut *self.tx)
+        .await?;
+        Ok(row.map(|r| r.try_get("value")).transpose()?)
+    }
+
+    /// The highest alarm level among alerts for `station` and `hazard` that are live at `now`.
+    pub async fn live_alarm_level(
+        &mut self,
+        station: &StationId,
+        hazard: &str,
+        now: DateTime<Utc>,
+    ) -> Result<Option<i64>> {
+        let row = sqlx::query(
+            "SELECT MAX(alarm_level) AS level FROM alerts
+             WHERE station = ? AND hazard = ? AND expires_ms > ? AND msg_type <> 'Cancel'",
+        )
+        .bind(station.as_str())
+        .bind(hazard)
+        .bind(ms(now))
+        .fetch_one(&mut *self.tx)
+        .await?;
+        Ok(row.try_get("level")?)
+    }
+
+    /// Writes an alert, its signed payload and one outbox row per delivery.
+    pub async fn insert_alert(
+        &mut self,
+        alert: &Alert,
+        signed: &SignedPayload,
+        deliveries: &[NewDelivery],
+        now: DateTime<Utc>,
+    ) -> Result<()> {
+        let (origin_kind, origin_detail) = match &alert.origin {
+            AlertOrigin::Computed { rule_id } => ("computed", rule_id.as_str()),
+            AlertOrigin::Officer { user } => ("officer", user.as_str()),
+            AlertOrigin::Bulletin { source } => ("bulletin", source.as_str()),
+        };
+        sqlx::query(
+            "INSERT INTO alerts (id, province, msg_type, status, refs, origin_kind, origin_detail, hazard,
+                risk_level, alarm_level, station, class, communes, sent_ms, effective_ms, expires_ms,
+                headline, description, instruction, repeat_times, repeat_interval_s, provisional,
+                payload, key_id, sig, created_ms)
+             VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+        )
+        .bind(alert.id.as_str())
+        .bind(alert.province.as_str())
+        .bind(alert.msg_type.code())
+        .bind(alert.status.code())
+        .bind(json_list(&alert.references))
+        .bind(origin_kind)
+        .bind(origin_detail)
+        .bind(alert.hazard.code())
+        .bind(alert.risk_level.map(|l| i64::from(l.get())))
+        .bind(alert.alarm_level.map(|l| i64::from(l.number())))
+        .bind(alert.station.as_ref().map(|s| s.as_str()))
+        .bind(alert.class.code())
+        .bind(json_list(&alert.communes))
+        .bind(ms(alert.sent))
+        .bind(ms(alert.effective))
+        .bind(ms(alert.expires))
+        .bind(&alert.headline)
+        .bind(&alert.description)
+        .bind(&alert.instruction)
+        .bind(i64::from(alert.repeat.times))
+        .bind(i64::from(alert.repeat.interval_s))
+        .bind(json_list(&alert.provisional))
+        .bind(&signed.payload)
+        .bind(&signed.key_id)
+        .bind(&signed.sig)
+        .bind(ms(now))
+        .execute(&mut *self.tx)
+        .await?;
+        for d in deliveries {
+            sqlx::query(
+                "INSERT INTO deliveries (alert_id, commune, topic, priority, state, next_attempt_ms)
+                 VALUES (?, ?, ?, ?, 'queued', ?)",
+            )
+            .bind(alert.id.as_str())
+            .bind(&d.commune)
+            .bind(&d.topic)
+            .bind(d.priority)
+            .bind(ms(now))
+            .execute(&mut *self.tx)
+            .await?;
+        }
+        Ok(())
+    }
+}
+
+impl Store {
+    /// Alerts, newest first.
+    pub async fn list_alerts(&self, limit: i64) -> Result<Vec<AlertRecord>> {
+        let sql = format!("SELECT {ALERT_COLUMNS} FROM alerts ORDER BY created_ms DESC, id LIMIT ?");
+        let rows = sqlx::query(sqlx::AssertSqlSafe(sql))
+            .bind(limit)
+            .fetch_all(&self.pool)
+            .await?;
+        rows.iter().map(alert_from_row).collect()
+    }
+
+    pub async fn get_alert(&self, id: &str) -> Result<Option<AlertRecord>> {
+        let sql = format!("SELECT {ALERT_COLUMNS} FROM alerts WHERE id = ?");
+        let row = sqlx::query(sqlx::AssertSqlSafe(sql))
+            .bind(id)
+            .fetch_optional(&self.pool)
+            .await?;
+        row.as_ref().map(alert_from_row).transpose()
+    }
+
+    /// Number of stored observations (for health and tests).
+    pub async fn count_observations(&self) -> Result<i64> {
+        let row = sqlx::query("SELECT COUNT(*) AS n FROM observations")
+            .fetch_one(&self.pool)
+            .await?;
+        row.try_get("n").map_err(StoreError::from)
+    }
+}

@@ -1,0 +1,170 @@
+//! Receipts and heartbeats from receivers, and inputs refused at the edges.
+
+use chrono::{DateTime, Utc};
+use sqlx::Row;
+
+use crate::{Result, Store, from_ms, ms};
+
+/// A receipt as reported by a receiver (already checked against its topic).
+#[derive(Debug, Clone)]
+pub struct NewReceipt<'a> {
+    pub alert_id: &'a str,
+    pub receiver_id: &'a str,
+    pub commune: Option<&'a str>,
+    pub status: &'a str,
+    pub reason: Option<&'a str>,
+    pub receiver_at: DateTime<Utc>,
+}
+
+#[derive(Debug, Clone)]
+pub struct ReceiptRecord {
+    pub alert_id: String,
+    pub receiver_id: String,
+    pub commune: Option<String>,
+    pub status: String,
+    pub reason: Option<String>,
+    pub receiver_at: DateTime<Utc>,
+    pub recorded_at: DateTime<Utc>,
+}
+
+#[derive(Debug, Clone)]
+pub struct ReceiverRecord {
+    pub receiver_id: String,
+    pub commune: Option<String>,
+    pub online: bool,
+    pub last_seen: DateTime<Utc>,
+    pub detail: Option<String>,
+}
+
+#[derive(Debug, Clone)]
+pub struct RejectionRecord {
+    pub at: DateTime<Utc>,
+    pub channel: String,
+    pub source: String,
+    pub reason: String,
+}
+
+impl Store {
+    /// Records a receipt. Idempotent: the same status from the same receiver for the same
+    /// alert is stored once, and `false` is returned for a repeat.
+    pub async fn record_receipt(&self, r: &NewReceipt<'_>, now: DateTime<Utc>) -> Result<bool> {
+        let done = sqlx::query(
+            "INSERT INTO receipts (alert_id, receiver_id, commune, status, reason, receiver_ms, recorded_ms)
+             VALUES (?, ?, ?, ?, ?, ?, ?) ON CONFLICT DO NOTHING",
+        )
+        .bind(r.alert_id)
+        .bind(r.receiver_id)
+        .bind(r.commune)
+        .bind(r.status)
+        .bind(r.reason)
+        .bind(ms(r.receiver_at))
+        .bind(ms(now))
+        .execute(&self.pool)
+        .await?;
+        Ok(done.rows_affected() == 1)
+    }
+
+    pub async fn receipts_for_alert(&self, alert_id: &str) -> Result<Vec<ReceiptRecord>> {
+        let rows = sqlx::query(
+            "SELECT alert_id, receiver_id, commune, status, reason, receiver_ms, recorded_ms
+             FROM receipts WHERE alert_id = ? ORDER BY receiver_id, recorded_ms, id",
+        )
+        .bind(alert_id)
+        .fetch_all(&self.pool)
+        .await?;
+        rows.iter()
+            .map(|r| {
+                Ok(ReceiptRecord {
+                    alert_id: r.try_get("alert_id")?,
+                    receiver_id: r.try_get("receiver_id")?,
+                    commune: r.try_get("commune")?,
+                    status: r.try_get("status")?,
+                    reason: r.try_get("reason")?,
+                    receiver_at: from_ms(r.try_get("receiver_ms")?)?,
+                    recorded_at: from_ms(r.try_get("recorded_ms")?)?,
+                })
+            })
+            .collect()
+    }
+
+    /// Notes that a receiver was heard from (heartbeat or status).
+    pub async fn touch_receiver(
+        &self,
+        receiver_id: &str,
+        commune: Option<&str>,
+        online: bool,
+        detail: Option<&str>,
+        now: DateTime<Utc>,
+    ) -> Result<()> {
+        sqlx::query(
+            "INSERT INTO receivers (receiver_id, commune, online, last_seen_ms, detail) VALUES (?, ?, ?, ?, ?)
+             ON CONFLICT (receiver_id) DO UPDATE SET commune = COALESCE(excluded.commune, receivers.commune),
+                online = excluded.online, last_seen_ms = excluded.last_seen_ms,
+                detail = COALESCE(excluded.detail, receivers.detail)",
+        )
+        .bind(receiver_id)
+        .bind(commune)
+        .bind(online)
+        .bind(ms(now))
+        .bind(detail)
+        .execute(&self.pool)
+        .await?;
+        Ok(())
+    }
+
+    pub async fn list_receivers(&self) -> Result<Vec<ReceiverRecord>> {
+        let rows = sqlx::query(
+            "SELECT receiver_id, commune, online, last_seen_ms, detail FROM receivers ORDER BY receiver_id",
+        )
+        .fetch_all(&self.pool)
+        .await?;
+        rows.iter()
+            .map(|r| {
+                Ok(ReceiverRecord {
+                    receiver_id: r.try_get("receiver_id")?,
+                    commune: r.try_get("commune")?,
+                    online: r.try_get("online")?,
+                    last_seen: from_ms(r.try_get("last_seen_ms")?)?,
+                    detail: r.try_get("detail")?,
+                })
+            })
+            .collect()
+    }
+
+    /// Records an input that was refused, so that operators can see it.
+    pub async fn record_rejection(
+        &self,
+        channel: &str,
+        source: &str,
+        reason: &str,
+        now: DateTime<Utc>,
+    ) -> Result<()> {
+        sqlx::query("INSERT INTO rejections (at_ms, channel, source, reason) VALUES (?, ?, ?, ?)")
+            .bind(ms(now))
+            .bind(channel)
+            .bind(source)
+            .bind(reason)
+            .execute(&self.pool)
+            .await?;
+        Ok(())
+    }
+
+    /// The most recent refused inputs, newest first.
+    pub async fn list_rejections(&self, limit: i64) -> Result<Vec<RejectionRecord>> {
+        let rows =
+            sqlx::query("SELECT at_ms, channel, source, reason FROM rejections ORDER BY id DESC LIMIT ?")
+                .bind(limit)
+                .fetch_all(&self.pool)
+                .await?;
+        rows.iter()
+            .map(|r| {
+                Ok(RejectionRecord {
+                    at: from_ms(r.try_get("at_ms")?)?,
+                    channel: r.try_get("channel")?,
+                    source: r.try_get("source")?,
+                    reason: r.try_get("reason")?,
+                })
+            })
+            .collect()
+    }
+}

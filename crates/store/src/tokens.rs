@@ -1,0 +1,62 @@
+//! API bearer tokens, stored only as SHA-256 hashes.
+
+use chrono::{DateTime, Utc};
+use sqlx::Row;
+
+use crate::{Result, Store, from_ms, ms};
+
+#[derive(Debug, Clone)]
+pub struct TokenRecord {
+    pub id: i64,
+    pub role: String,
+    pub label: String,
+    pub created: DateTime<Utc>,
+}
+
+impl Store {
+    /// Stores a token by its hash (hex SHA-256 of the secret; the secret is never stored).
+    pub async fn insert_token(
+        &self,
+        token_sha256: &str,
+        role: &str,
+        label: &str,
+        now: DateTime<Utc>,
+    ) -> Result<()> {
+        sqlx::query("INSERT INTO api_tokens (token_sha256, role, label, created_ms) VALUES (?, ?, ?, ?)")
+            .bind(token_sha256)
+            .bind(role)
+            .bind(label)
+            .bind(ms(now))
+            .execute(&self.pool)
+            .await?;
+        Ok(())
+    }
+
+    /// The live (not revoked) token with this hash.
+    pub async fn find_token(&self, token_sha256: &str) -> Result<Option<TokenRecord>> {
+        let row = sqlx::query(
+            "SELECT id, role, label, created_ms FROM api_tokens WHERE token_sha256 = ? AND revoked_ms IS NULL",
+        )
+        .bind(token_sha256)
+        .fetch_optional(&self.pool)
+        .await?;
+        row.map(|r| {
+            Ok(TokenRecord {
+                id: r.try_get("id")?,
+                role: r.try_get("role")?,
+                label: r.try_get("label")?,
+                created: from_ms(r.try_get("created_ms")?)?,
+            })
+        })
+        .transpose()
+    }
+
+    /// How many live tokens have `role`.
+    pub async fn count_tokens(&self, role: &str) -> Result<i64> {
+        let row = sqlx::query("SELECT COUNT(*) AS n FROM api_tokens WHERE role = ? AND revoked_ms IS NULL")
+            .bind(role)
+            .fetch_one(&self.pool)
+            .await?;
+        Ok(row.try_get("n")?)
+    }
+}
