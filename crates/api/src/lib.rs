@@ -1,1 +1,107 @@
-//! placeholder
+//! The HTTP API for operators and duty officers: an axum [`router`] with bearer-token
+//! auth, JSON DTOs, and every error as `application/problem+json`.
+//!
+//! The API owns no process: the binary builds an [`AppState`], calls [`router`] and serves
+//! it. Handlers convert DTOs to domain types by hand and call the store or the ingest
+//! pipeline; they hold no business rules.
+
+pub mod alerts;
+pub mod auth;
+pub mod error;
+pub mod observations;
+
+use std::sync::Arc;
+
+use axum::Json;
+use axum::Router;
+use axum::extract::{DefaultBodyLimit, State};
+use axum::http::StatusCode;
+use axum::routing::{get, post};
+use serde::Serialize;
+use store::Store;
+
+pub use auth::{Role, token_hash};
+pub use error::ApiError;
+
+/// A public signing key, as served at `GET /api/v1/keys`.
+#[derive(Debug, Clone, Serialize)]
+pub struct KeyDto {
+    pub key_id: String,
+    pub algorithm: &'static str,
+    /// Base64 of the 32-byte Ed25519 public key.
+    pub public_key: String,
+    /// `active` keys sign new alerts; `retired` keys only verify older ones.
+    pub state: &'static str,
+}
+
+/// Everything the handlers need.
+#[derive(Clone)]
+pub struct AppState {
+    pub store: Store,
+    pub pipeline: ingest::Pipeline,
+    pub keys: Arc<Vec<KeyDto>>,
+    /// Whether the MQTT broker connection is up.
+    pub broker_ready: Arc<dyn Fn() -> bool + Send + Sync>,
+}
+
+/// Largest request body accepted.
+pub const MAX_BODY_BYTES: usize = 2 * 1024 * 1024;
+
+pub fn router(state: AppState) -> Router {
+    Router::new()
+        .route("/healthz", get(healthz))
+        .route("/readyz", get(readyz))
+        .route("/api/v1/keys", get(keys))
+        .route("/api/v1/observations", post(observations::post_observations))
+        .route("/api/v1/alerts", get(alerts::list_alerts))
+        .route("/api/v1/alerts/{id}", get(alerts::get_alert))
+        .route("/api/v1/receivers", get(alerts::list_receivers))
+        .route("/api/v1/rejections", get(alerts::list_rejections))
+        .fallback(not_found)
+        .layer(DefaultBodyLimit::max(MAX_BODY_BYTES))
+        .with_state(state)
+}
+
+#[derive(Serialize)]
+struct Health {
+    status: &'static str,
+}
+
+async fn healthz() -> Json<Health> {
+    Json(Health { status: "ok" })
+}
+
+#[derive(Serialize)]
+struct Ready {
+    database: &'static str,
+    broker: &'static str,
+}
+
+async fn readyz(State(state): State<AppState>) -> (StatusCode, Json<Ready>) {
+    let database = match state.store.ping().await {
+        Ok(()) => "ok",
+        Err(e) => {
+            tracing::warn!(error = %e, "readiness: database unreachable");
+            "unreachable"
+        }
+    };
+    let broker = if (state.broker_ready)() {
+        "ok"
+    } else {
+        "unreachable"
+    };
+    let code = if database == "ok" && broker == "ok" {
+        StatusCode::OK
+    } else {
+        StatusCode::SERVICE_UNAVAILABLE
+    };
+    (code, Json(Ready { database, broker }))
+}
+
+async fn keys(State(state): State<AppState>) -> Json<Vec<KeyDto>> {
+    Json(state.keys.as_ref().clone())
+}
+
+async fn not_found() -> ApiError {
+    ApiError::not_found("no such endpoint")
+}

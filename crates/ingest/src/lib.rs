@@ -1,1 +1,177 @@
-//! placeholder
+//! Intake of observations: validated readings are stored, passed through the rules, and
+//! any alert they raise is written with its outbox rows in the same transaction.
+//!
+//! Ingest decides no levels (the `rules` crate does) and sends nothing (dispatch does);
+//! it wakes the outbox worker after a commit. Entry points: [`Pipeline::accept`], the
+//! pure [`compose::flood_alert`], and the demo source [`demo::run_demo`].
+
+pub mod compose;
+pub mod demo;
+
+use std::collections::HashMap;
+use std::sync::Arc;
+
+use chrono::{DateTime, Duration, Utc};
+use dispatch::{Signer, Topics};
+use domain::{AlertId, AlertStatus, Observation, Parameter, Station, StationId};
+use store::{NewDelivery, Store};
+use tokio::sync::Notify;
+
+pub use compose::AlertPolicy;
+
+#[derive(Debug, thiserror::Error)]
+pub enum IngestError {
+    #[error("station {0:?} is not configured")]
+    UnknownStation(String),
+    #[error(transparent)]
+    Store(#[from] store::StoreError),
+    #[error("alert for {station} could not be built: {source}")]
+    Alert {
+        station: StationId,
+        source: domain::AlertError,
+    },
+}
+
+/// Where a batch of observations came from.
+#[derive(Debug, Clone)]
+pub struct Source {
+    /// Who sent it (token label, feed id, `demo`), stored with each reading.
+    pub name: String,
+    /// Status of alerts the batch raises: `Exercise` for the demo feed.
+    pub alert_status: AlertStatus,
+}
+
+/// What [`Pipeline::accept`] did.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct AcceptReport {
+    pub stored: usize,
+    pub duplicates: usize,
+    pub alerts: Vec<AlertId>,
+}
+
+/// The observation-to-alert path, shared by the API and every feed.
+#[derive(Clone)]
+pub struct Pipeline {
+    store: Store,
+    stations: Arc<HashMap<StationId, Station>>,
+    signer: Arc<Signer>,
+    topics: Topics,
+    policy: AlertPolicy,
+    wake: Arc<Notify>,
+}
+
+impl Pipeline {
+    pub fn new(
+        store: Store,
+        stations: Vec<Station>,
+        signer: Arc<Signer>,
+        topics: Topics,
+        policy: AlertPolicy,
+        wake: Arc<Notify>,
+    ) -> Self {
+        let stations = stations.into_iter().map(|s| (s.id.clone(), s)).collect();
+        Self {
+            store,
+            stations: Arc::new(stations),
+            signer,
+            topics,
+            policy,
+            wake,
+        }
+    }
+
+    pub fn station(&self, id: &StationId) -> Option<&Station> {
+        self.stations.get(id)
+    }
+
+    /// Stores a batch and raises the alerts it calls for, all in one transaction: on any
+    /// error nothing of the batch is kept. Readings already stored are counted as
+    /// duplicates and raise nothing.
+    pub async fn accept(
+        &self,
+        mut observations: Vec<Observation>,
+        source: &Source,
+        now: DateTime<Utc>,
+    ) -> Result<AcceptReport, IngestError> {
+        for o in &observations {
+            if !self.stations.contains_key(o.station()) {
+                return Err(IngestError::UnknownStation(o.station().to_string()));
+            }
+        }
+        observations.sort_by_key(|o| o.observed_at());
+        let mut report = AcceptReport::default();
+        let mut tx = self.store.begin().await?;
+        for o in &observations {
+            if !tx.insert_observation(o, &source.name, now).await? {
+                report.duplicates += 1;
+                continue;
+            }
+            report.stored += 1;
+            if o.parameter() != Parameter::WaterLevel || now - o.observed_at() > self.policy.max_reading_age {
+                continue;
+            }
+            let Some(station) = self.stations.get(o.station()) else {
+                continue;
+            };
+            let previous = tx
+                .previous_value(o.station(), o.parameter().code(), o.observed_at())
+                .await?;
+            if tx
+                .has_newer(o.station(), o.parameter().code(), o.observed_at())
+                .await?
+            {
+                continue;
+            }
+            let Some(assessment) = rules::flood_alarm_crossing(station, previous, o) else {
+                continue;
+            };
+            let live = tx.live_alarm_level(o.station(), "flood", now).await?;
+            if live.is_some_and(|l| l >= i64::from(assessment.alarm_level.number())) {
+                continue;
+            }
+            let id = new_alert_id();
+            let alert = compose::flood_alert(
+                station,
+                &assessment,
+                id,
+                &self.topics,
+                &self.policy,
+                source.alert_status,
+                now,
+            )
+            .map_err(|source| IngestError::Alert {
+                station: station.id.clone(),
+                source,
+            })?;
+            let signed = self.signer.sign_alert(&alert);
+            let deliveries: Vec<NewDelivery> = alert
+                .communes
+                .iter()
+                .map(|c| NewDelivery {
+                    commune: c.to_string(),
+                    topic: self.topics.alert(c, &alert.id),
+                    priority: compose::priority(alert.class),
+                })
+                .collect();
+            tx.insert_alert(&alert, &signed, &deliveries, now).await?;
+            tracing::info!(alert_id = %alert.id, station = %station.id, level = assessment.alarm_level.short_vi(),
+                communes = deliveries.len(), status = alert.status.code(), provisional = alert.is_provisional(),
+                "alert issued");
+            report.alerts.push(alert.id.clone());
+        }
+        tx.commit().await?;
+        if !report.alerts.is_empty() {
+            self.wake.notify_one();
+        }
+        Ok(report)
+    }
+}
+
+fn new_alert_id() -> AlertId {
+    // A v4 UUID is 36 characters of hex digits and '-', always a valid id.
+    #[allow(clippy::expect_used)]
+    AlertId::new(&uuid::Uuid::new_v4().to_string()).expect("a UUID is a valid alert id")
+}
+
+/// The default age past which a reading is stored but raises no alert.
+pub const DEFAULT_MAX_READING_AGE: Duration = Duration::hours(3);

@@ -130,6 +130,24 @@ impl Tx<'_> {
         Ok(row.map(|r| r.try_get("value")).transpose()?)
     }
 
+    /// Whether `station` has a reading of `parameter` later than `after`.
+    pub async fn has_newer(
+        &mut self,
+        station: &StationId,
+        parameter: &str,
+        after: DateTime<Utc>,
+    ) -> Result<bool> {
+        let row = sqlx::query(
+            "SELECT EXISTS (SELECT 1 FROM observations WHERE station = ? AND parameter = ? AND observed_ms > ?) AS newer",
+        )
+        .bind(station.as_str())
+        .bind(parameter)
+        .bind(ms(after))
+        .fetch_one(&mut *self.tx)
+        .await?;
+        Ok(row.try_get("newer")?)
+    }
+
     /// The highest alarm level among alerts for `station` and `hazard` that are live at `now`.
     pub async fn live_alarm_level(
         &mut self,

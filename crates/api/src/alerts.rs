@@ -1,0 +1,266 @@
+//! Read views for operators: alerts with their per-commune publish state and
+//! per-receiver receipts, receivers, and refused inputs.
+
+use std::collections::BTreeMap;
+
+use axum::Json;
+use axum::extract::{Path, Query, State};
+use chrono::{DateTime, Utc};
+use serde::{Deserialize, Serialize};
+use store::{AlertRecord, DeliveryRecord, ReceiptRecord};
+
+use crate::AppState;
+use crate::auth::Caller;
+use crate::error::ApiError;
+
+#[derive(Debug, Serialize)]
+pub struct OriginDto {
+    pub kind: String,
+    pub detail: String,
+}
+
+#[derive(Debug, Serialize)]
+pub struct AlertDto {
+    pub id: String,
+    pub province: String,
+    pub msg_type: String,
+    pub status: String,
+    pub references: Vec<String>,
+    pub hazard: String,
+    pub risk_level: Option<i64>,
+    pub alarm_level: Option<i64>,
+    pub station: Option<String>,
+    pub class: String,
+    pub communes: Vec<String>,
+    pub sent: DateTime<Utc>,
+    pub effective: DateTime<Utc>,
+    pub expires: DateTime<Utc>,
+    /// `live` until `expires`, then `expired`.
+    pub state: &'static str,
+    pub headline: String,
+    pub description: String,
+    pub instruction: String,
+    pub origin: OriginDto,
+    pub provisional: bool,
+    pub provisional_reasons: Vec<String>,
+    pub key_id: String,
+}
+
+impl AlertDto {
+    fn new(a: AlertRecord, now: DateTime<Utc>) -> Self {
+        Self {
+            state: if now >= a.expires { "expired" } else { "live" },
+            provisional: !a.provisional.is_empty(),
+            id: a.id,
+            province: a.province,
+            msg_type: a.msg_type,
+            status: a.status,
+            references: a.references,
+            hazard: a.hazard,
+            risk_level: a.risk_level,
+            alarm_level: a.alarm_level,
+            station: a.station,
+            class: a.class,
+            communes: a.communes,
+            sent: a.sent,
+            effective: a.effective,
+            expires: a.expires,
+            headline: a.headline,
+            description: a.description,
+            instruction: a.instruction,
+            origin: OriginDto {
+                kind: a.origin_kind,
+                detail: a.origin_detail,
+            },
+            provisional_reasons: a.provisional,
+            key_id: a.signed.key_id,
+        }
+    }
+}
+
+#[derive(Debug, Serialize)]
+pub struct DeliveryDto {
+    pub commune: String,
+    pub topic: String,
+    pub state: String,
+    pub attempts: i64,
+    pub next_attempt: DateTime<Utc>,
+    pub last_error: Option<String>,
+    pub published_at: Option<DateTime<Utc>>,
+}
+
+impl From<DeliveryRecord> for DeliveryDto {
+    fn from(d: DeliveryRecord) -> Self {
+        Self {
+            commune: d.commune,
+            topic: d.topic,
+            state: d.state,
+            attempts: d.attempts,
+            next_attempt: d.next_attempt,
+            last_error: d.last_error,
+            published_at: d.published,
+        }
+    }
+}
+
+#[derive(Debug, Serialize)]
+pub struct ReceiptDto {
+    pub status: String,
+    pub reason: Option<String>,
+    /// When the receiver says it happened.
+    pub at: DateTime<Utc>,
+    /// When the service recorded it.
+    pub recorded_at: DateTime<Utc>,
+}
+
+/// Everything one receiver reported about the alert.
+#[derive(Debug, Serialize)]
+pub struct ReceiverReceiptsDto {
+    pub receiver_id: String,
+    pub commune: Option<String>,
+    pub receipts: Vec<ReceiptDto>,
+}
+
+fn group_receipts(receipts: Vec<ReceiptRecord>) -> Vec<ReceiverReceiptsDto> {
+    let mut by_receiver: BTreeMap<String, ReceiverReceiptsDto> = BTreeMap::new();
+    for r in receipts {
+        let entry = by_receiver
+            .entry(r.receiver_id.clone())
+            .or_insert_with(|| ReceiverReceiptsDto {
+                receiver_id: r.receiver_id.clone(),
+                commune: r.commune.clone(),
+                receipts: Vec::new(),
+            });
+        entry.receipts.push(ReceiptDto {
+            status: r.status,
+            reason: r.reason,
+            at: r.receiver_at,
+            recorded_at: r.recorded_at,
+        });
+    }
+    by_receiver.into_values().collect()
+}
+
+#[derive(Debug, Serialize)]
+pub struct AlertDetailDto {
+    pub alert: AlertDto,
+    pub deliveries: Vec<DeliveryDto>,
+    pub receivers: Vec<ReceiverReceiptsDto>,
+}
+
+#[derive(Debug, Serialize)]
+pub struct AlertSummaryDto {
+    #[serde(flatten)]
+    pub alert: AlertDto,
+    pub communes_published: usize,
+    pub receivers_played: usize,
+    pub receivers_rejected: usize,
+}
+
+#[derive(Debug, Deserialize)]
+pub struct ListQuery {
+    pub limit: Option<i64>,
+}
+
+fn limit(q: &ListQuery) -> Result<i64, ApiError> {
+    match q.limit {
+        None => Ok(50),
+        Some(n) if (1..=500).contains(&n) => Ok(n),
+        Some(n) => Err(ApiError::bad_request(
+            "limit",
+            format!("limit {n} must be between 1 and 500"),
+        )),
+    }
+}
+
+pub async fn list_alerts(
+    State(state): State<AppState>,
+    _caller: Caller,
+    Query(q): Query<ListQuery>,
+) -> Result<Json<Vec<AlertSummaryDto>>, ApiError> {
+    let now = Utc::now();
+    let mut out = Vec::new();
+    for a in state.store.list_alerts(limit(&q)?).await? {
+        let deliveries = state.store.deliveries_for_alert(&a.id).await?;
+        let receipts = state.store.receipts_for_alert(&a.id).await?;
+        let count = |status: &str| receipts.iter().filter(|r| r.status == status).count();
+        out.push(AlertSummaryDto {
+            communes_published: deliveries.iter().filter(|d| d.state == "published").count(),
+            receivers_played: count("played"),
+            receivers_rejected: count("rejected"),
+            alert: AlertDto::new(a, now),
+        });
+    }
+    Ok(Json(out))
+}
+
+pub async fn get_alert(
+    State(state): State<AppState>,
+    _caller: Caller,
+    Path(id): Path<String>,
+) -> Result<Json<AlertDetailDto>, ApiError> {
+    let alert = state
+        .store
+        .get_alert(&id)
+        .await?
+        .ok_or_else(|| ApiError::not_found(format!("no alert {id:?}")))?;
+    let deliveries = state.store.deliveries_for_alert(&id).await?;
+    let receipts = state.store.receipts_for_alert(&id).await?;
+    Ok(Json(AlertDetailDto {
+        alert: AlertDto::new(alert, Utc::now()),
+        deliveries: deliveries.into_iter().map(DeliveryDto::from).collect(),
+        receivers: group_receipts(receipts),
+    }))
+}
+
+#[derive(Debug, Serialize)]
+pub struct ReceiverDto {
+    pub receiver_id: String,
+    pub commune: Option<String>,
+    pub online: bool,
+    pub last_seen: DateTime<Utc>,
+}
+
+pub async fn list_receivers(
+    State(state): State<AppState>,
+    _caller: Caller,
+) -> Result<Json<Vec<ReceiverDto>>, ApiError> {
+    let receivers = state.store.list_receivers().await?;
+    Ok(Json(
+        receivers
+            .into_iter()
+            .map(|r| ReceiverDto {
+                receiver_id: r.receiver_id,
+                commune: r.commune,
+                online: r.online,
+                last_seen: r.last_seen,
+            })
+            .collect(),
+    ))
+}
+
+#[derive(Debug, Serialize)]
+pub struct RejectionDto {
+    pub at: DateTime<Utc>,
+    pub channel: String,
+    pub source: String,
+    pub reason: String,
+}
+
+pub async fn list_rejections(
+    State(state): State<AppState>,
+    _caller: Caller,
+    Query(q): Query<ListQuery>,
+) -> Result<Json<Vec<RejectionDto>>, ApiError> {
+    let rows = state.store.list_rejections(limit(&q)?).await?;
+    Ok(Json(
+        rows.into_iter()
+            .map(|r| RejectionDto {
+                at: r.at,
+                channel: r.channel,
+                source: r.source,
+                reason: r.reason,
+            })
+            .collect(),
+    ))
+}

@@ -1,0 +1,108 @@
+//! Bearer-token authentication. Tokens are stored as SHA-256 hashes; the secret itself is
+//! never stored or logged.
+
+use axum::extract::FromRequestParts;
+use axum::http::header;
+use axum::http::request::Parts;
+use sha2::{Digest, Sha256};
+
+use crate::AppState;
+use crate::error::ApiError;
+
+/// What a token may do.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Role {
+    /// Everything, including writes.
+    Admin,
+    /// A station or feed: may write observations and read.
+    Station,
+    /// Operators: read only.
+    Viewer,
+}
+
+impl Role {
+    pub fn code(self) -> &'static str {
+        match self {
+            Self::Admin => "admin",
+            Self::Station => "station",
+            Self::Viewer => "viewer",
+        }
+    }
+
+    pub fn from_code(code: &str) -> Option<Self> {
+        [Self::Admin, Self::Station, Self::Viewer]
+            .into_iter()
+            .find(|r| r.code() == code)
+    }
+}
+
+/// The hex SHA-256 of a token secret, as stored.
+pub fn token_hash(secret: &str) -> String {
+    Sha256::digest(secret.as_bytes())
+        .iter()
+        .map(|b| format!("{b:02x}"))
+        .collect()
+}
+
+/// The authenticated caller of a request.
+#[derive(Debug, Clone)]
+pub struct Caller {
+    pub label: String,
+    pub role: Role,
+}
+
+impl Caller {
+    /// Fails with 403 unless the caller has one of `roles`.
+    pub fn require(&self, roles: &[Role], action: &str) -> Result<(), ApiError> {
+        if roles.contains(&self.role) {
+            Ok(())
+        } else {
+            Err(ApiError::forbidden(format!(
+                "role {:?} may not {action}",
+                self.role.code()
+            )))
+        }
+    }
+}
+
+impl FromRequestParts<AppState> for Caller {
+    type Rejection = ApiError;
+
+    async fn from_request_parts(parts: &mut Parts, state: &AppState) -> Result<Self, ApiError> {
+        let value = parts.headers.get(header::AUTHORIZATION).ok_or_else(|| {
+            ApiError::unauthorized("no Authorization header; send 'Authorization: Bearer <token>'")
+        })?;
+        let secret = value
+            .to_str()
+            .ok()
+            .and_then(|v| v.strip_prefix("Bearer "))
+            .map(str::trim)
+            .filter(|s| !s.is_empty())
+            .ok_or_else(|| ApiError::unauthorized("the Authorization header is not 'Bearer <token>'"))?;
+        let record = state
+            .store
+            .find_token(&token_hash(secret))
+            .await?
+            .ok_or_else(|| ApiError::unauthorized("the token is unknown or revoked"))?;
+        let role = Role::from_code(&record.role).ok_or_else(|| {
+            ApiError::internal(format!("token {} has unknown role {:?}", record.id, record.role))
+        })?;
+        Ok(Caller {
+            label: record.label,
+            role,
+        })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn token_hash_is_hex_sha256() {
+        assert_eq!(
+            token_hash("abc"),
+            "ba7816bf8f01cfea414140de5dae2223b00361a396177a9cb410ff61f20015ad"
+        );
+    }
+}

@@ -1,0 +1,141 @@
+//! One error type for every handler, rendered as `application/problem+json` (RFC 9457).
+
+use axum::http::{HeaderValue, StatusCode, header};
+use axum::response::{IntoResponse, Response};
+use serde::Serialize;
+
+/// A problem to report to the client.
+#[derive(Debug, Clone)]
+pub struct ApiError {
+    pub status: StatusCode,
+    /// Short slug; the problem type is `/problems/{slug}`.
+    pub slug: &'static str,
+    pub title: &'static str,
+    pub detail: String,
+    /// The request field at fault, as a path such as `[1].value`.
+    pub field: Option<String>,
+}
+
+#[derive(Serialize)]
+struct Problem<'a> {
+    #[serde(rename = "type")]
+    kind: String,
+    title: &'a str,
+    status: u16,
+    detail: &'a str,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    field: Option<&'a str>,
+}
+
+impl ApiError {
+    pub fn bad_request(field: impl Into<String>, detail: impl Into<String>) -> Self {
+        Self {
+            status: StatusCode::BAD_REQUEST,
+            slug: "invalid-request",
+            title: "The request is malformed",
+            detail: detail.into(),
+            field: Some(field.into()),
+        }
+    }
+
+    pub fn unprocessable(field: impl Into<String>, detail: impl Into<String>) -> Self {
+        Self {
+            status: StatusCode::UNPROCESSABLE_ENTITY,
+            slug: "unprocessable",
+            title: "The request refers to something that does not exist",
+            detail: detail.into(),
+            field: Some(field.into()),
+        }
+    }
+
+    pub fn unauthorized(detail: impl Into<String>) -> Self {
+        Self {
+            status: StatusCode::UNAUTHORIZED,
+            slug: "unauthorized",
+            title: "Authentication is required",
+            detail: detail.into(),
+            field: None,
+        }
+    }
+
+    pub fn forbidden(detail: impl Into<String>) -> Self {
+        Self {
+            status: StatusCode::FORBIDDEN,
+            slug: "forbidden",
+            title: "The token's role does not allow this",
+            detail: detail.into(),
+            field: None,
+        }
+    }
+
+    pub fn not_found(detail: impl Into<String>) -> Self {
+        Self {
+            status: StatusCode::NOT_FOUND,
+            slug: "not-found",
+            title: "Not found",
+            detail: detail.into(),
+            field: None,
+        }
+    }
+
+    pub fn unsupported_media(detail: impl Into<String>) -> Self {
+        Self {
+            status: StatusCode::UNSUPPORTED_MEDIA_TYPE,
+            slug: "unsupported-media-type",
+            title: "The body must be application/json",
+            detail: detail.into(),
+            field: None,
+        }
+    }
+
+    pub fn internal(detail: impl std::fmt::Display) -> Self {
+        // The detail goes to the log, not to the client.
+        tracing::error!(error = %detail, "request failed");
+        Self {
+            status: StatusCode::INTERNAL_SERVER_ERROR,
+            slug: "internal",
+            title: "Internal error",
+            detail: "the server could not complete the request; see its log".into(),
+            field: None,
+        }
+    }
+
+    pub fn unavailable(detail: impl Into<String>) -> Self {
+        Self {
+            status: StatusCode::SERVICE_UNAVAILABLE,
+            slug: "unavailable",
+            title: "Not ready",
+            detail: detail.into(),
+            field: None,
+        }
+    }
+}
+
+impl From<store::StoreError> for ApiError {
+    fn from(e: store::StoreError) -> Self {
+        Self::internal(e)
+    }
+}
+
+impl IntoResponse for ApiError {
+    fn into_response(self) -> Response {
+        let body = Problem {
+            kind: format!("/problems/{}", self.slug),
+            title: self.title,
+            status: self.status.as_u16(),
+            detail: &self.detail,
+            field: self.field.as_deref(),
+        };
+        let bytes = serde_json::to_vec(&body).unwrap_or_default();
+        let mut resp = (self.status, bytes).into_response();
+        resp.headers_mut().insert(
+            header::CONTENT_TYPE,
+            HeaderValue::from_static("application/problem+json"),
+        );
+        if self.status == StatusCode::UNAUTHORIZED {
+            resp.headers_mut()
+                .insert(header::WWW_AUTHENTICATE, HeaderValue::from_static("Bearer"));
+        }
+        resp
+    }
+}

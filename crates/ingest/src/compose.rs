@@ -1,0 +1,74 @@
+//! Pure composition of an alert from an assessment: text, class, lifetime and repeats.
+
+use chrono::{DateTime, Duration, Utc};
+use dispatch::Topics;
+use dispatch::render::flood_crossing_text;
+use domain::{
+    Alert, AlertError, AlertId, AlertOrigin, AlertSpec, AlertStatus, MessageClass, MsgType, Repeat, Station,
+};
+use rules::Assessment;
+
+/// How computed alerts are shaped; from the `[alerts]` settings.
+#[derive(Debug, Clone)]
+pub struct AlertPolicy {
+    /// Lifetime of a computed alert from the time it is issued.
+    pub ttl: Duration,
+    /// A reading older than this is stored but raises no alert.
+    pub max_reading_age: Duration,
+    pub repeat_emergency: Repeat,
+    pub repeat_priority: Repeat,
+    pub repeat_normal: Repeat,
+}
+
+/// Outbox priority of a message class: emergencies are claimed first.
+pub fn priority(class: MessageClass) -> i64 {
+    match class {
+        MessageClass::Emergency => 2,
+        MessageClass::Priority => 1,
+        MessageClass::Normal => 0,
+    }
+}
+
+/// The alert for a flood alarm crossing, issued at `now`.
+pub fn flood_alert(
+    station: &Station,
+    a: &Assessment,
+    id: AlertId,
+    topics: &Topics,
+    policy: &AlertPolicy,
+    status: AlertStatus,
+    now: DateTime<Utc>,
+) -> Result<Alert, AlertError> {
+    let mut text = flood_crossing_text(station, a);
+    if status != AlertStatus::Actual {
+        text.headline = format!("[DIỄN TẬP] {}", text.headline);
+    }
+    Alert::new(AlertSpec {
+        id,
+        province: topics.province().clone(),
+        msg_type: MsgType::Alert,
+        status,
+        references: Vec::new(),
+        origin: AlertOrigin::Computed {
+            rule_id: a.rule_id.to_owned(),
+        },
+        hazard: a.hazard,
+        risk_level: a.risk_level,
+        alarm_level: Some(a.alarm_level),
+        station: Some(a.station.clone()),
+        class: a.class,
+        communes: a.communes.clone(),
+        sent: now,
+        effective: now,
+        expires: now + policy.ttl,
+        headline: text.headline,
+        description: text.description,
+        instruction: text.instruction,
+        repeat: match a.class {
+            MessageClass::Emergency => policy.repeat_emergency,
+            MessageClass::Priority => policy.repeat_priority,
+            MessageClass::Normal => policy.repeat_normal,
+        },
+        provisional: a.provisional.clone(),
+    })
+}
