@@ -180,7 +180,7 @@ impl MqttDriver {
                     failures = 0;
                     self.connected.store(true, Ordering::Release);
                     tracing::info!(broker = %broker, client_id = %self.settings.client_id, "mqtt connected");
-                    self.after_connect().await;
+                    self.after_connect();
                 }
                 Ok(Event::Incoming(Packet::Publish(p))) => {
                     let msg = InboundMessage {
@@ -214,7 +214,7 @@ impl MqttDriver {
         .await;
     }
 
-    async fn after_connect(&self) {
+    fn after_connect(&self) {
         for filter in &self.settings.subscriptions {
             if let Err(e) = self.client.try_subscribe(filter, QoS::AtLeastOnce) {
                 tracing::error!(filter = %filter, error = %e, "mqtt subscribe failed");

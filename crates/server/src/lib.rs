@@ -1,1 +1,15 @@
-//! placeholder
+//! The `canhbao` service as a library: settings ([`config`]), the province's places
+//! ([`places`]), secrets ([`secrets`]), the embedded broker, and the wiring that starts
+//! and stops everything ([`app::App`]). The binary in `main.rs` only parses arguments,
+//! sets up telemetry and signals, and calls into here, so that tests drive the same
+//! wiring in-process.
+
+pub mod app;
+#[cfg(feature = "embedded-broker")]
+pub mod broker;
+pub mod config;
+pub mod places;
+pub mod secrets;
+
+pub use app::App;
+pub use config::{Settings, Sources};

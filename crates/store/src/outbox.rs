@@ -129,6 +129,21 @@ impl Store {
         Ok(())
     }
 
+    /// Re-queues every published delivery of an alert still live at `now`, so that a
+    /// broker that lost its retained messages (an embedded one, restarted) gets them back.
+    /// Returns how many rows were re-queued.
+    pub async fn requeue_live(&self, now: DateTime<Utc>) -> Result<u64> {
+        let done = sqlx::query(
+            "UPDATE deliveries SET state = 'queued', next_attempt_ms = ?1, lease_until_ms = NULL
+             WHERE state = 'published'
+               AND alert_id IN (SELECT id FROM alerts WHERE expires_ms > ?1)",
+        )
+        .bind(ms(now))
+        .execute(&self.pool)
+        .await?;
+        Ok(done.rows_affected())
+    }
+
     /// When the next queued delivery falls due, if any is queued.
     pub async fn next_due(&self) -> Result<Option<DateTime<Utc>>> {
         let row = sqlx::query(

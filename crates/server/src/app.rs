@@ -1,0 +1,212 @@
+//! Wiring: opens the store, loads the keys, starts the broker (embedded or not), the MQTT
+//! owner, the outbox worker, the inbound consumer, the demo feed and the HTTP server, and
+//! stops them all within the grace period.
+
+use std::net::SocketAddr;
+use std::os::unix::fs::PermissionsExt;
+use std::sync::Arc;
+
+use anyhow::{Context, Result};
+use base64::Engine as _;
+use base64::engine::general_purpose::STANDARD as B64;
+use chrono::Utc;
+use dispatch::mqtt::{BrokerUrl, MqttSettings};
+use dispatch::wire::key_id;
+use dispatch::{Topics, inbound, worker};
+use store::Store;
+use tokio::sync::Notify;
+use tokio::task::JoinSet;
+use tokio_util::sync::CancellationToken;
+
+use crate::config::{MqttMode, Settings};
+use crate::secrets;
+
+/// A running service.
+pub struct App {
+    /// Where the HTTP API listens.
+    pub http_addr: SocketAddr,
+    /// Where receivers connect: the embedded broker, or the external one.
+    pub broker: BrokerUrl,
+    /// The public signing key's id and base64 value.
+    pub key_id: String,
+    pub public_key_b64: String,
+    shutdown: CancellationToken,
+    tasks: JoinSet<()>,
+    grace: std::time::Duration,
+    store: Store,
+    #[cfg(feature = "embedded-broker")]
+    embedded: Option<crate::broker::EmbeddedBroker>,
+}
+
+impl App {
+    /// Starts every part of the service and returns once the HTTP listener is bound.
+    pub async fn start(settings: Settings) -> Result<App> {
+        let shutdown = CancellationToken::new();
+        std::fs::create_dir_all(&settings.data_dir)
+            .with_context(|| format!("creating data directory {}", settings.data_dir.display()))?;
+        let _ = std::fs::set_permissions(&settings.data_dir, std::fs::Permissions::from_mode(0o700));
+
+        let store = Store::open(&settings.database_url)
+            .await
+            .context("opening the database")?;
+        tracing::info!(data_dir = %settings.data_dir.display(), "database ready, migrations applied");
+
+        let signer = Arc::new(secrets::load_or_create_signing_key(&settings.signing_key_file)?);
+        let public_keys = settings.data_dir.join("signing-keys.pub.json");
+        secrets::write_public_keys(&public_keys, &signer)?;
+        tracing::info!(path = %public_keys.display(), "public signing keys for receivers written");
+        secrets::bootstrap_admin_token(&store, &settings.data_dir).await?;
+
+        #[cfg(feature = "embedded-broker")]
+        let mut embedded = None;
+        let broker = match &settings.mqtt.mode {
+            MqttMode::External { url } => url.clone(),
+            #[cfg(feature = "embedded-broker")]
+            MqttMode::Embedded { listen } => {
+                let b = crate::broker::start(*listen).await?;
+                let url = BrokerUrl {
+                    host: b.addr.ip().to_string(),
+                    port: b.addr.port(),
+                };
+                // The embedded broker forgot its retained alerts when it last stopped.
+                let n = store.requeue_live(Utc::now()).await?;
+                if n > 0 {
+                    tracing::info!(
+                        deliveries = n,
+                        "re-queued live alerts to rebuild retained messages"
+                    );
+                }
+                embedded = Some(b);
+                url
+            }
+            #[cfg(not(feature = "embedded-broker"))]
+            MqttMode::Embedded { .. } => anyhow::bail!("this build has no embedded broker"),
+        };
+
+        let topics = Topics::new(&settings.mqtt.topic_prefix, settings.province.clone())?;
+        let (mqtt, driver, inbound_rx) = dispatch::mqtt::connect(MqttSettings {
+            broker: broker.clone(),
+            client_id: settings.mqtt.client_id.clone(),
+            username: settings.mqtt.username.clone(),
+            password: settings.mqtt.password.clone(),
+            keep_alive: settings.mqtt.keep_alive,
+            persistent_session: true,
+            subscriptions: topics.inbound_filters().to_vec(),
+            last_will: None,
+            on_connect: None,
+        });
+        let wake = Arc::new(Notify::new());
+        let pipeline = ingest::Pipeline::new(
+            store.clone(),
+            settings.stations.clone(),
+            signer.clone(),
+            topics.clone(),
+            settings.alerts.clone(),
+            wake.clone(),
+        );
+
+        let mut tasks = JoinSet::new();
+        tasks.spawn(driver.run(shutdown.clone()));
+        tasks.spawn(inbound::run_inbound(
+            store.clone(),
+            topics.clone(),
+            inbound_rx,
+            shutdown.clone(),
+        ));
+        tasks.spawn(worker::run_outbox(
+            store.clone(),
+            mqtt.clone(),
+            wake,
+            settings.outbox.clone(),
+            shutdown.clone(),
+        ));
+        if let Some(interval) = settings.demo_interval {
+            tasks.spawn(ingest::demo::run_demo(
+                pipeline.clone(),
+                interval,
+                shutdown.clone(),
+            ));
+        }
+
+        let public_key_b64 = B64.encode(signer.public_key().as_bytes());
+        let key_id = key_id(&signer.public_key());
+        let state = api::AppState {
+            store: store.clone(),
+            pipeline,
+            keys: Arc::new(vec![api::KeyDto {
+                key_id: key_id.clone(),
+                algorithm: "ed25519",
+                public_key: public_key_b64.clone(),
+                state: "active",
+            }]),
+            broker_ready: Arc::new({
+                let mqtt = mqtt.clone();
+                move || mqtt.is_connected()
+            }),
+        };
+        let listener = tokio::net::TcpListener::bind(settings.http_listen)
+            .await
+            .with_context(|| format!("binding the HTTP API to {}", settings.http_listen))?;
+        let http_addr = listener.local_addr()?;
+        let router = api::router(state);
+        let stop = shutdown.clone();
+        tasks.spawn(async move {
+            let serve =
+                axum::serve(listener, router).with_graceful_shutdown(async move { stop.cancelled().await });
+            if let Err(e) = serve.await {
+                tracing::error!(error = %e, "HTTP server failed");
+            }
+        });
+        tracing::info!(http = %http_addr, broker = %format!("mqtt://{}:{}", broker.host, broker.port),
+            province = %settings.province, "canhbao started");
+
+        Ok(App {
+            http_addr,
+            broker,
+            key_id,
+            public_key_b64,
+            shutdown,
+            tasks,
+            grace: settings.grace,
+            store,
+            #[cfg(feature = "embedded-broker")]
+            embedded,
+        })
+    }
+
+    /// A token that stops the service when cancelled.
+    pub fn shutdown_token(&self) -> CancellationToken {
+        self.shutdown.clone()
+    }
+
+    /// Waits until the shutdown token is cancelled, then stops everything within the grace
+    /// period; tasks still running after it are aborted.
+    pub async fn run_until_stopped(mut self) {
+        self.shutdown.cancelled().await;
+        tracing::info!(grace_s = self.grace.as_secs(), "shutting down");
+        let deadline = tokio::time::sleep(self.grace);
+        tokio::pin!(deadline);
+        loop {
+            tokio::select! {
+                next = self.tasks.join_next() => if next.is_none() { break },
+                _ = &mut deadline => {
+                    tracing::warn!(remaining = self.tasks.len(), "grace period over; aborting remaining tasks");
+                    self.tasks.abort_all();
+                    break;
+                }
+            }
+        }
+        #[cfg(feature = "embedded-broker")]
+        if let Some(b) = self.embedded.take() {
+            b.task.abort();
+        }
+        self.store.close().await;
+        tracing::info!("stopped");
+    }
+
+    /// Stops the service (as on SIGTERM) and waits for it.
+    pub async fn stop(self) {
+        self.shutdown.cancel();
+        self.run_until_stopped().await;
+    }
+}

@@ -1,0 +1,707 @@
+//! Layered, typed settings: `config/default.toml`, then `config/$CANHBAO_ENV.toml`, then
+//! `CANHBAO__SECTION__KEY` variables, then command-line flags. Raw values are turned into
+//! validated [`Settings`] in one pass that reports every problem at once.
+
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use dispatch::mqtt::BrokerUrl;
+use dispatch::worker::OutboxSettings;
+use domain::{Commune, ProvinceCode, Repeat, Station};
+use ingest::AlertPolicy;
+use serde::Deserialize;
+use serde::de::DeserializeOwned;
+
+use crate::places;
+
+/// The built-in copies, used when the config directory does not exist (a binary
+/// deployed on its own).
+pub const EMBEDDED_DEFAULT: &str = include_str!("../../../config/default.toml");
+pub const EMBEDDED_STATIONS: &str = include_str!("../../../config/stations.toml");
+pub const EMBEDDED_COMMUNES: &str = include_str!("../../../config/communes.toml");
+
+/// The prefix of environment variables that override settings.
+pub const ENV_PREFIX: &str = "CANHBAO__";
+
+/// Where settings come from.
+#[derive(Debug, Clone, Default)]
+pub struct Sources {
+    /// The config directory (`config` by default).
+    pub config_dir: PathBuf,
+    /// The environment file's name (`production` reads `production.toml`).
+    pub env: Option<String>,
+    /// `CANHBAO__...` variables, as (name, value).
+    pub vars: Vec<(String, String)>,
+    /// Command-line overrides, as (`section.key`, value).
+    pub flags: Vec<(String, toml::Value)>,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Profile {
+    Embedded,
+    Production,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum MqttMode {
+    /// Run rmqtt in-process on this loopback address.
+    Embedded {
+        listen: SocketAddr,
+    },
+    External {
+        url: BrokerUrl,
+    },
+}
+
+#[derive(Clone)]
+pub struct MqttConfig {
+    pub mode: MqttMode,
+    pub topic_prefix: String,
+    pub client_id: String,
+    pub username: Option<String>,
+    pub password: Option<String>,
+    pub keep_alive: Duration,
+}
+
+impl std::fmt::Debug for MqttConfig {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("MqttConfig")
+            .field("mode", &self.mode)
+            .field("topic_prefix", &self.topic_prefix)
+            .field("client_id", &self.client_id)
+            .field("username", &self.username)
+            .field("password", &self.password.as_ref().map(|_| "<redacted>"))
+            .finish()
+    }
+}
+
+/// Validated settings.
+#[derive(Debug, Clone)]
+pub struct Settings {
+    pub profile: Profile,
+    pub province: ProvinceCode,
+    pub data_dir: PathBuf,
+    pub http_listen: SocketAddr,
+    pub database_url: String,
+    pub mqtt: MqttConfig,
+    pub signing_key_file: PathBuf,
+    /// The demo feed's tick, if the demo is on.
+    pub demo_interval: Option<Duration>,
+    pub alerts: AlertPolicy,
+    pub outbox: OutboxSettings,
+    pub grace: Duration,
+    pub stations: Vec<Station>,
+    pub communes: Vec<Commune>,
+}
+
+// ---- raw sections, as written ----
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct ServiceRaw {
+    profile: String,
+    province: String,
+    data_dir: PathBuf,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct HttpRaw {
+    listen: String,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct DatabaseRaw {
+    url: String,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct MqttRaw {
+    mode: String,
+    listen: String,
+    url: String,
+    topic_prefix: String,
+    client_id: String,
+    username: String,
+    password: String,
+    keep_alive_s: u64,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct SigningRaw {
+    key_file: String,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct DemoRaw {
+    enabled: bool,
+    interval_ms: u64,
+}
+
+#[derive(Deserialize, Clone, Copy)]
+#[serde(deny_unknown_fields)]
+struct RepeatRaw {
+    times: u8,
+    interval_s: u32,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct AlertsRaw {
+    ttl_minutes: i64,
+    max_reading_age_minutes: i64,
+    repeat_emergency: RepeatRaw,
+    repeat_priority: RepeatRaw,
+    repeat_normal: RepeatRaw,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct OutboxRaw {
+    lease_s: u64,
+    batch: i64,
+    idle_poll_ms: u64,
+    retry_base_ms: u64,
+    retry_max_ms: u64,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct ShutdownRaw {
+    grace_s: u64,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct DomainRaw {
+    stations_file: String,
+    communes_file: String,
+}
+
+const SECTIONS: [&str; 10] = [
+    "service", "http", "database", "mqtt", "signing", "demo", "alerts", "outbox", "shutdown", "domain",
+];
+
+/// Collects every problem found while loading.
+#[derive(Debug, Default)]
+pub struct Problems(pub Vec<String>);
+
+impl Problems {
+    fn push(&mut self, p: impl Into<String>) {
+        self.0.push(p.into());
+    }
+}
+
+impl std::fmt::Display for Problems {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        writeln!(f, "{} configuration problem(s):", self.0.len())?;
+        for p in &self.0 {
+            writeln!(f, "  - {p}")?;
+        }
+        Ok(())
+    }
+}
+
+impl std::error::Error for Problems {}
+
+fn read_layer(path: &Path, fallback: Option<&str>, problems: &mut Problems) -> Option<toml::Table> {
+    let text = match std::fs::read_to_string(path) {
+        Ok(t) => t,
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => match fallback {
+            Some(t) => t.to_owned(),
+            None => {
+                problems.push(format!("{}: file not found", path.display()));
+                return None;
+            }
+        },
+        Err(e) => {
+            problems.push(format!("{}: {e}", path.display()));
+            return None;
+        }
+    };
+    match text.parse::<toml::Table>() {
+        Ok(t) => Some(t),
+        Err(e) => {
+            problems.push(format!("{}: {e}", path.display()));
+            None
+        }
+    }
+}
+
+fn merge(base: &mut toml::Table, over: toml::Table) {
+    for (k, v) in over {
+        match (base.get_mut(&k), v) {
+            (Some(toml::Value::Table(b)), toml::Value::Table(o)) => merge(b, o),
+            (_, v) => {
+                base.insert(k, v);
+            }
+        }
+    }
+}
+
+fn set_path(root: &mut toml::Table, section: &str, key: &str, value: toml::Value) {
+    let entry = root
+        .entry(section.to_owned())
+        .or_insert_with(|| toml::Value::Table(toml::Table::new()));
+    if let toml::Value::Table(t) = entry {
+        t.insert(key.to_owned(), value);
+    }
+}
+
+/// Turns a variable's text into a value: a string where the setting is a string,
+/// otherwise the text parsed as a TOML value (`true`, `30`, `{ times = 3, ... }`).
+fn env_value(existing: Option<&toml::Value>, text: &str) -> Result<toml::Value, String> {
+    if matches!(existing, Some(toml::Value::String(_)) | None) {
+        return Ok(toml::Value::String(text.to_owned()));
+    }
+    let doc = format!("v = {text}");
+    doc.parse::<toml::Table>()
+        .ok()
+        .and_then(|mut t| t.remove("v"))
+        .ok_or_else(|| format!("{text:?} is not a valid value"))
+}
+
+fn section<T: DeserializeOwned>(root: &toml::Table, name: &str, problems: &mut Problems) -> Option<T> {
+    let Some(value) = root.get(name) else {
+        problems.push(format!("[{name}]: section is missing"));
+        return None;
+    };
+    match value.clone().try_into::<T>() {
+        Ok(v) => Some(v),
+        Err(e) => {
+            problems.push(format!("[{name}]: {}", e.to_string().trim()));
+            None
+        }
+    }
+}
+
+fn positive(problems: &mut Problems, name: &str, value: u64) -> Option<u64> {
+    if value == 0 {
+        problems.push(format!("{name} must be greater than 0"));
+        None
+    } else {
+        Some(value)
+    }
+}
+
+fn repeat(problems: &mut Problems, name: &str, r: RepeatRaw) -> Repeat {
+    if r.times == 0 {
+        problems.push(format!("alerts.{name}.times must be at least 1"));
+    }
+    Repeat {
+        times: r.times.max(1),
+        interval_s: r.interval_s,
+    }
+}
+
+/// Loads and validates settings from `sources`, reporting every problem at once.
+pub fn load(sources: &Sources) -> Result<Settings, Problems> {
+    let mut problems = Problems::default();
+    let dir_exists = sources.config_dir.is_dir();
+    let mut root = read_layer(
+        &sources.config_dir.join("default.toml"),
+        (!dir_exists).then_some(EMBEDDED_DEFAULT),
+        &mut problems,
+    )
+    .unwrap_or_default();
+    if let Some(env) = &sources.env {
+        if env.is_empty()
+            || !env
+                .bytes()
+                .all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_')
+        {
+            problems.push(format!(
+                "CANHBAO_ENV {env:?} must be a plain name such as \"production\""
+            ));
+        } else if let Some(layer) = read_layer(
+            &sources.config_dir.join(format!("{env}.toml")),
+            None,
+            &mut problems,
+        ) {
+            merge(&mut root, layer);
+        }
+    }
+    for (name, text) in &sources.vars {
+        let Some(rest) = name.strip_prefix(ENV_PREFIX) else {
+            continue;
+        };
+        let parts: Vec<String> = rest.split("__").map(str::to_ascii_lowercase).collect();
+        let [sec, key] = &parts[..] else {
+            problems.push(format!("{name}: expected {ENV_PREFIX}SECTION__KEY"));
+            continue;
+        };
+        let existing = root.get(sec.as_str()).and_then(|s| s.get(key.as_str()));
+        match env_value(existing, text) {
+            Ok(v) => set_path(&mut root, sec, key, v),
+            Err(e) => problems.push(format!("{name}: {e}")),
+        }
+    }
+    for (path, value) in &sources.flags {
+        if let Some((sec, key)) = path.split_once('.') {
+            set_path(&mut root, sec, key, value.clone());
+        }
+    }
+    for name in root.keys() {
+        if !SECTIONS.contains(&name.as_str()) {
+            problems.push(format!(
+                "[{name}]: unknown section; expected one of {}",
+                SECTIONS.join(", ")
+            ));
+        }
+    }
+
+    let service: Option<ServiceRaw> = section(&root, "service", &mut problems);
+    let http: Option<HttpRaw> = section(&root, "http", &mut problems);
+    let database: Option<DatabaseRaw> = section(&root, "database", &mut problems);
+    let mqtt: Option<MqttRaw> = section(&root, "mqtt", &mut problems);
+    let signing: Option<SigningRaw> = section(&root, "signing", &mut problems);
+    let demo: Option<DemoRaw> = section(&root, "demo", &mut problems);
+    let alerts: Option<AlertsRaw> = section(&root, "alerts", &mut problems);
+    let outbox: Option<OutboxRaw> = section(&root, "outbox", &mut problems);
+    let shutdown: Option<ShutdownRaw> = section(&root, "shutdown", &mut problems);
+    let domain_files: Option<DomainRaw> = section(&root, "domain", &mut problems);
+
+    let profile = service.as_ref().and_then(|s| match s.profile.as_str() {
+        "embedded" => Some(Profile::Embedded),
+        "production" => Some(Profile::Production),
+        other => {
+            problems.push(format!(
+                "service.profile {other:?} must be \"embedded\" or \"production\""
+            ));
+            None
+        }
+    });
+    let province = service.as_ref().and_then(|s| {
+        ProvinceCode::new(&s.province)
+            .map_err(|e| problems.push(format!("service.province: {e}")))
+            .ok()
+    });
+    let data_dir = service.as_ref().map(|s| s.data_dir.clone());
+    let http_listen = http.and_then(|h| {
+        h.listen
+            .parse::<SocketAddr>()
+            .map_err(|e| problems.push(format!("http.listen {:?}: {e}", h.listen)))
+            .ok()
+    });
+    let database_url = match (&database, &data_dir) {
+        (Some(d), Some(dir)) if d.url.is_empty() => {
+            Some(format!("sqlite://{}", dir.join("canhbao.db").display()))
+        }
+        (Some(d), _) if d.url.starts_with("sqlite:") => Some(d.url.clone()),
+        (Some(_), _) => {
+            // Never echo the URL: it may hold a password.
+            problems.push("database.url: only sqlite: URLs are supported by this build");
+            None
+        }
+        _ => None,
+    };
+    let mqtt = mqtt.and_then(|m| mqtt_config(m, &mut problems));
+    let signing_key_file = match (signing, &data_dir) {
+        (Some(s), Some(dir)) if s.key_file.is_empty() => Some(dir.join("signing.key")),
+        (Some(s), _) => Some(PathBuf::from(s.key_file)),
+        _ => None,
+    };
+    let demo_interval = demo.and_then(|d| {
+        if d.interval_ms < 100 {
+            problems.push(format!("demo.interval_ms {} must be at least 100", d.interval_ms));
+            return None;
+        }
+        Some(d.enabled.then(|| Duration::from_millis(d.interval_ms)))
+    });
+    let alerts = alerts.and_then(|a| {
+        if a.ttl_minutes <= 0 {
+            problems.push(format!(
+                "alerts.ttl_minutes {} must be greater than 0",
+                a.ttl_minutes
+            ));
+        }
+        if a.max_reading_age_minutes <= 0 {
+            problems.push(format!(
+                "alerts.max_reading_age_minutes {} must be greater than 0",
+                a.max_reading_age_minutes
+            ));
+        }
+        let policy = AlertPolicy {
+            ttl: chrono::Duration::minutes(a.ttl_minutes),
+            max_reading_age: chrono::Duration::minutes(a.max_reading_age_minutes),
+            repeat_emergency: repeat(&mut problems, "repeat_emergency", a.repeat_emergency),
+            repeat_priority: repeat(&mut problems, "repeat_priority", a.repeat_priority),
+            repeat_normal: repeat(&mut problems, "repeat_normal", a.repeat_normal),
+        };
+        (a.ttl_minutes > 0 && a.max_reading_age_minutes > 0).then_some(policy)
+    });
+    let outbox = outbox.and_then(|o| {
+        let lease = positive(&mut problems, "outbox.lease_s", o.lease_s);
+        let idle = positive(&mut problems, "outbox.idle_poll_ms", o.idle_poll_ms);
+        let base = positive(&mut problems, "outbox.retry_base_ms", o.retry_base_ms);
+        let max = positive(&mut problems, "outbox.retry_max_ms", o.retry_max_ms);
+        if o.batch <= 0 {
+            problems.push(format!("outbox.batch {} must be greater than 0", o.batch));
+        }
+        if let (Some(b), Some(m)) = (base, max)
+            && b > m
+        {
+            problems.push(format!(
+                "outbox.retry_base_ms {b} must not exceed outbox.retry_max_ms {m}"
+            ));
+        }
+        Some(OutboxSettings {
+            lease: Duration::from_secs(lease?),
+            batch: o.batch,
+            idle_poll: Duration::from_millis(idle?),
+            retry_base: Duration::from_millis(base?),
+            retry_max: Duration::from_millis(max?),
+        })
+        .filter(|s| s.batch > 0 && s.retry_base <= s.retry_max)
+    });
+    let grace = shutdown.and_then(|s| {
+        if (1..=300).contains(&s.grace_s) {
+            Some(Duration::from_secs(s.grace_s))
+        } else {
+            problems.push(format!(
+                "shutdown.grace_s {} must be between 1 and 300",
+                s.grace_s
+            ));
+            None
+        }
+    });
+    let places = domain_files.and_then(|d| {
+        let read =
+            |file: &str, embedded: &'static str, problems: &mut Problems| -> Option<(String, String)> {
+                let path = sources.config_dir.join(file);
+                match std::fs::read_to_string(&path) {
+                    Ok(t) => Some((path.display().to_string(), t)),
+                    Err(_) if !dir_exists => Some((format!("(built-in) {file}"), embedded.to_owned())),
+                    Err(e) => {
+                        problems.push(format!("domain: {}: {e}", path.display()));
+                        None
+                    }
+                }
+            };
+        let communes = read(&d.communes_file, EMBEDDED_COMMUNES, &mut problems);
+        let stations = read(&d.stations_file, EMBEDDED_STATIONS, &mut problems);
+        let (communes_name, communes_text) = communes?;
+        let (stations_name, stations_text) = stations?;
+        let (communes, mut errs) = places::parse_communes(&communes_text);
+        let communes_errs: Vec<String> = errs.drain(..).map(|e| format!("{communes_name}: {e}")).collect();
+        let (stations, errs) = places::parse_stations(&stations_text, &communes);
+        problems.0.extend(communes_errs);
+        problems
+            .0
+            .extend(errs.into_iter().map(|e| format!("{stations_name}: {e}")));
+        Some((stations, communes))
+    });
+
+    if !problems.0.is_empty() {
+        return Err(problems);
+    }
+    match (
+        profile,
+        province,
+        data_dir,
+        http_listen,
+        database_url,
+        mqtt,
+        signing_key_file,
+        demo_interval,
+        alerts,
+        outbox,
+        grace,
+        places,
+    ) {
+        (
+            Some(profile),
+            Some(province),
+            Some(data_dir),
+            Some(http_listen),
+            Some(database_url),
+            Some(mqtt),
+            Some(signing_key_file),
+            Some(demo_interval),
+            Some(alerts),
+            Some(outbox),
+            Some(grace),
+            Some((stations, communes)),
+        ) => Ok(Settings {
+            profile,
+            province,
+            data_dir,
+            http_listen,
+            database_url,
+            mqtt,
+            signing_key_file,
+            demo_interval,
+            alerts,
+            outbox,
+            grace,
+            stations,
+            communes,
+        }),
+        _ => Err(Problems(vec!["settings are incomplete".into()])),
+    }
+}
+
+fn mqtt_config(m: MqttRaw, problems: &mut Problems) -> Option<MqttConfig> {
+    let mode = match m.mode.as_str() {
+        "embedded" => {
+            if !cfg!(feature = "embedded-broker") {
+                problems
+                    .push("mqtt.mode \"embedded\" needs the cargo feature embedded-broker; use \"external\"");
+                None
+            } else {
+                match m.listen.parse::<SocketAddr>() {
+                    Ok(a) if a.ip().is_loopback() => Some(MqttMode::Embedded { listen: a }),
+                    Ok(a) => {
+                        problems.push(format!(
+                            "mqtt.listen {a}: the embedded broker binds to loopback only; use an external broker to serve a network"
+                        ));
+                        None
+                    }
+                    Err(e) => {
+                        problems.push(format!("mqtt.listen {:?}: {e}", m.listen));
+                        None
+                    }
+                }
+            }
+        }
+        "external" => match BrokerUrl::parse(&m.url) {
+            Ok(url) => Some(MqttMode::External { url }),
+            Err(e) => {
+                problems.push(format!("mqtt.url: {e}"));
+                None
+            }
+        },
+        other => {
+            problems.push(format!(
+                "mqtt.mode {other:?} must be \"embedded\" or \"external\""
+            ));
+            None
+        }
+    };
+    // Validate the prefix with any province; the real one is checked separately.
+    if let Err(e) = dispatch::Topics::new(&m.topic_prefix, ProvinceCode::new("00").ok()?) {
+        problems.push(format!("mqtt.topic_prefix: {e}"));
+    }
+    if m.client_id.is_empty() || m.client_id.len() > 64 {
+        problems.push("mqtt.client_id must be 1 to 64 characters");
+    }
+    if !(5..=3600).contains(&m.keep_alive_s) {
+        problems.push(format!(
+            "mqtt.keep_alive_s {} must be between 5 and 3600",
+            m.keep_alive_s
+        ));
+    }
+    if !m.username.is_empty() && m.password.is_empty() {
+        problems.push("mqtt.username is set but mqtt.password is empty; set CANHBAO__MQTT__PASSWORD");
+    }
+    let non_empty = |s: String| (!s.is_empty()).then_some(s);
+    Some(MqttConfig {
+        mode: mode?,
+        topic_prefix: m.topic_prefix,
+        client_id: m.client_id,
+        username: non_empty(m.username),
+        password: non_empty(m.password),
+        keep_alive: Duration::from_secs(m.keep_alive_s),
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn sources(vars: &[(&str, &str)]) -> Sources {
+        Sources {
+            config_dir: PathBuf::from(concat!(env!("CARGO_MANIFEST_DIR"), "/../../config")),
+            env: None,
+            vars: vars.iter().map(|(k, v)| (k.to_string(), v.to_string())).collect(),
+            flags: vec![],
+        }
+    }
+
+    #[test]
+    fn the_shipped_defaults_are_valid_and_embedded() {
+        let s = load(&sources(&[])).unwrap();
+        assert_eq!(s.profile, Profile::Embedded);
+        assert_eq!(s.http_listen.to_string(), "127.0.0.1:8080");
+        assert!(matches!(s.mqtt.mode, MqttMode::Embedded { listen } if listen.port() == 1884));
+        assert_eq!(s.communes.len(), 65);
+        assert_eq!(s.stations.len(), 3);
+        assert!(s.demo_interval.is_some());
+        assert_eq!(s.database_url, "sqlite://./var/canhbao.db");
+    }
+
+    #[test]
+    fn the_production_file_turns_the_demo_off_and_points_at_an_external_broker() {
+        let mut src = sources(&[("CANHBAO__MQTT__PASSWORD", "from-env")]);
+        src.env = Some("production".into());
+        let s = load(&src).unwrap();
+        assert_eq!(s.profile, Profile::Production);
+        assert_eq!(s.demo_interval, None);
+        assert!(matches!(s.mqtt.mode, MqttMode::External { .. }));
+        assert!(
+            !format!("{:?}", s.mqtt).contains("from-env"),
+            "secrets never reach Debug output"
+        );
+    }
+
+    #[test]
+    fn environment_variables_override_with_typed_values() {
+        let s = load(&sources(&[
+            ("CANHBAO__HTTP__LISTEN", "127.0.0.1:9999"),
+            ("CANHBAO__DEMO__ENABLED", "false"),
+            ("CANHBAO__OUTBOX__BATCH", "7"),
+            (
+                "CANHBAO__ALERTS__REPEAT_EMERGENCY",
+                "{ times = 5, interval_s = 60 }",
+            ),
+            ("CANHBAO_ENV", "ignored: single underscore"),
+        ]))
+        .unwrap();
+        assert_eq!(s.http_listen.port(), 9999);
+        assert_eq!(s.demo_interval, None);
+        assert_eq!(s.outbox.batch, 7);
+        assert_eq!(s.alerts.repeat_emergency.times, 5);
+    }
+
+    #[test]
+    fn every_problem_is_reported_at_once() {
+        let err = load(&sources(&[
+            ("CANHBAO__HTTP__LISTEN", "nowhere"),
+            ("CANHBAO__MQTT__MODE", "carrier-pigeon"),
+            ("CANHBAO__OUTBOX__LEASE_S", "0"),
+            ("CANHBAO__SHUTDOWN__GRACE_S", "9999"),
+            ("CANHBAO__SERVICE__PROVINCE", "200"),
+            ("CANHBAO__DEMO__SPEED", "1"),
+            ("CANHBAO__DATABASE__URL", "mysql://user:hunter2@db/x"),
+        ]))
+        .unwrap_err();
+        let text = err.to_string();
+        for needle in [
+            "http.listen \"nowhere\"",
+            "mqtt.mode \"carrier-pigeon\"",
+            "outbox.lease_s must be greater than 0",
+            "shutdown.grace_s 9999",
+            "service.province",
+            "unknown field `speed`",
+            "only sqlite: URLs",
+        ] {
+            assert!(text.contains(needle), "missing {needle:?} in:\n{text}");
+        }
+        assert!(
+            !text.contains("hunter2"),
+            "a database password must never be echoed"
+        );
+        assert!(err.0.len() >= 7, "{text}");
+    }
+
+    #[test]
+    fn the_embedded_broker_refuses_a_non_loopback_address() {
+        let err = load(&sources(&[("CANHBAO__MQTT__LISTEN", "0.0.0.0:1884")])).unwrap_err();
+        assert!(err.to_string().contains("loopback only"), "{err}");
+    }
+}

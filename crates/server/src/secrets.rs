@@ -1,0 +1,124 @@
+//! The signing key and the bootstrap admin token: created on first start with mode 0600,
+//! logged by path only, never by value.
+
+use std::fs::{self, OpenOptions};
+use std::io::Write;
+use std::os::unix::fs::{OpenOptionsExt, PermissionsExt};
+use std::path::Path;
+
+use anyhow::{Context, Result, bail};
+use base64::Engine as _;
+use base64::engine::general_purpose::{STANDARD as B64, URL_SAFE_NO_PAD};
+use dispatch::Signer;
+use dispatch::wire::key_id;
+use store::Store;
+
+/// Writes `contents` to a new file readable by its owner only, replacing any old file.
+fn write_private(path: &Path, contents: &[u8]) -> Result<()> {
+    if let Some(dir) = path.parent() {
+        fs::create_dir_all(dir).with_context(|| format!("creating {}", dir.display()))?;
+    }
+    let tmp = path.with_extension("tmp");
+    let _ = fs::remove_file(&tmp);
+    let mut f = OpenOptions::new()
+        .write(true)
+        .create_new(true)
+        .mode(0o600)
+        .open(&tmp)
+        .with_context(|| format!("creating {}", tmp.display()))?;
+    f.write_all(contents)?;
+    f.sync_all()?;
+    fs::rename(&tmp, path).with_context(|| format!("renaming {} to {}", tmp.display(), path.display()))?;
+    Ok(())
+}
+
+fn random<const N: usize>() -> Result<[u8; N]> {
+    let mut buf = [0u8; N];
+    getrandom::fill(&mut buf).map_err(|e| anyhow::anyhow!("no system randomness: {e}"))?;
+    Ok(buf)
+}
+
+/// Loads the Ed25519 signing key from `path`, creating it if it does not exist.
+pub fn load_or_create_signing_key(path: &Path) -> Result<Signer> {
+    match fs::read_to_string(path) {
+        Ok(text) => {
+            let mode = fs::metadata(path)?.permissions().mode();
+            if mode & 0o077 != 0 {
+                bail!(
+                    "signing key {} is readable by other users (mode {:o}); run chmod 600 on it",
+                    path.display(),
+                    mode & 0o777
+                );
+            }
+            let bytes = B64
+                .decode(text.trim())
+                .with_context(|| format!("signing key {} is not base64", path.display()))?;
+            let seed: [u8; 32] = bytes
+                .try_into()
+                .map_err(|_| anyhow::anyhow!("signing key {} must hold 32 bytes", path.display()))?;
+            let signer = Signer::from_seed(&seed);
+            tracing::info!(path = %path.display(), key_id = signer.key_id(), "signing key loaded");
+            Ok(signer)
+        }
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
+            let seed = random::<32>()?;
+            write_private(path, format!("{}\n", B64.encode(seed)).as_bytes())?;
+            let signer = Signer::from_seed(&seed);
+            tracing::info!(path = %path.display(), key_id = signer.key_id(), "signing key created");
+            Ok(signer)
+        }
+        Err(e) => Err(e).with_context(|| format!("reading signing key {}", path.display())),
+    }
+}
+
+/// Writes the public keys for receivers to trust (`signing-keys.pub.json`): not secret.
+pub fn write_public_keys(path: &Path, signer: &Signer) -> Result<()> {
+    let key = signer.public_key();
+    let doc = serde_json::json!([{
+        "key_id": key_id(&key),
+        "algorithm": "ed25519",
+        "public_key": B64.encode(key.as_bytes()),
+    }]);
+    fs::write(path, format!("{doc:#}\n")).with_context(|| format!("writing {}", path.display()))?;
+    Ok(())
+}
+
+/// On a database without an admin token, creates one and writes it to
+/// `DATA_DIR/admin.token` (mode 0600). Only its hash is stored.
+pub async fn bootstrap_admin_token(store: &Store, data_dir: &Path) -> Result<()> {
+    if store.count_tokens("admin").await? > 0 {
+        return Ok(());
+    }
+    let token = format!("cbk_{}", URL_SAFE_NO_PAD.encode(random::<32>()?));
+    let path = data_dir.join("admin.token");
+    write_private(&path, format!("{token}\n").as_bytes())?;
+    store
+        .insert_token(
+            &api::token_hash(&token),
+            "admin",
+            "bootstrap-admin",
+            chrono::Utc::now(),
+        )
+        .await?;
+    tracing::info!(path = %path.display(), "bootstrap admin token written; read it from the file");
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_created_key_is_private_and_loads_back_identically() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("sub/signing.key");
+        let a = load_or_create_signing_key(&path).unwrap();
+        let mode = fs::metadata(&path).unwrap().permissions().mode() & 0o777;
+        assert_eq!(mode, 0o600);
+        let b = load_or_create_signing_key(&path).unwrap();
+        assert_eq!(a.key_id(), b.key_id());
+        fs::set_permissions(&path, fs::Permissions::from_mode(0o644)).unwrap();
+        let err = load_or_create_signing_key(&path).unwrap_err().to_string();
+        assert!(err.contains("readable by other users"), "{err}");
+    }
+}
