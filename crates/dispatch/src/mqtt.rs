@@ -113,6 +113,14 @@ impl MqttHandle {
             .map_err(|e| PublishError::Closed(e.to_string()))
     }
 
+    /// Queues a QoS 1 publish even while disconnected; the client sends it once the
+    /// connection is back (unless the request queue is full, which is an error).
+    pub fn enqueue(&self, topic: &str, payload: Vec<u8>, retain: bool) -> Result<(), PublishError> {
+        self.client
+            .try_publish(topic, QoS::AtLeastOnce, retain, payload)
+            .map_err(|e| PublishError::Closed(e.to_string()))
+    }
+
     pub fn is_connected(&self) -> bool {
         self.connected.load(Ordering::Acquire)
     }

@@ -29,11 +29,14 @@ pub fn priority(class: MessageClass) -> i64 {
     }
 }
 
-/// The alert for a flood alarm crossing, issued at `now`.
+/// The alert for a flood alarm crossing, issued at `now`. With `references` (the live
+/// alerts it escalates) it is an Update.
+#[allow(clippy::too_many_arguments)]
 pub fn flood_alert(
     station: &Station,
     a: &Assessment,
     id: AlertId,
+    references: Vec<AlertId>,
     topics: &Topics,
     policy: &AlertPolicy,
     status: AlertStatus,
@@ -46,9 +49,13 @@ pub fn flood_alert(
     Alert::new(AlertSpec {
         id,
         province: topics.province().clone(),
-        msg_type: MsgType::Alert,
+        msg_type: if references.is_empty() {
+            MsgType::Alert
+        } else {
+            MsgType::Update
+        },
         status,
-        references: Vec::new(),
+        references,
         origin: AlertOrigin::Computed {
             rule_id: a.rule_id.to_owned(),
         },

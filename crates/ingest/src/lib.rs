@@ -125,15 +125,22 @@ impl Pipeline {
             let Some(assessment) = rules::flood_alarm_crossing(station, previous, o) else {
                 continue;
             };
-            let live = tx.live_alarm_level(o.station(), "flood", now).await?;
-            if live.is_some_and(|l| l >= i64::from(assessment.alarm_level.number())) {
+            let live = tx.live_alerts_for_station(o.station(), "flood", now).await?;
+            let level = i64::from(assessment.alarm_level.number());
+            if live.iter().any(|(_, l)| l.is_some_and(|l| l >= level)) {
                 continue;
             }
+            // An escalation of a live alert is a CAP Update that references it.
+            let references = live
+                .into_iter()
+                .filter_map(|(id, _)| AlertId::new(&id).ok())
+                .collect();
             let id = new_alert_id();
             let alert = compose::flood_alert(
                 station,
                 &assessment,
                 id,
+                references,
                 &self.topics,
                 &self.policy,
                 source.alert_status,

@@ -148,23 +148,27 @@ impl Tx<'_> {
         Ok(row.try_get("newer")?)
     }
 
-    /// The highest alarm level among alerts for `station` and `hazard` that are live at `now`.
-    pub async fn live_alarm_level(
+    /// Alerts for `station` and `hazard` live at `now` (not expired, not a Cancel), as
+    /// (id, alarm level), oldest first.
+    pub async fn live_alerts_for_station(
         &mut self,
         station: &StationId,
         hazard: &str,
         now: DateTime<Utc>,
-    ) -> Result<Option<i64>> {
-        let row = sqlx::query(
-            "SELECT MAX(alarm_level) AS level FROM alerts
-             WHERE station = ? AND hazard = ? AND expires_ms > ? AND msg_type <> 'Cancel'",
+    ) -> Result<Vec<(String, Option<i64>)>> {
+        let rows = sqlx::query(
+            "SELECT id, alarm_level FROM alerts
+             WHERE station = ? AND hazard = ? AND expires_ms > ? AND msg_type <> 'Cancel'
+             ORDER BY created_ms, id",
         )
         .bind(station.as_str())
         .bind(hazard)
         .bind(ms(now))
-        .fetch_one(&mut *self.tx)
+        .fetch_all(&mut *self.tx)
         .await?;
-        Ok(row.try_get("level")?)
+        rows.iter()
+            .map(|r| Ok((r.try_get("id")?, r.try_get("alarm_level")?)))
+            .collect()
     }
 
     /// Writes an alert, its signed payload and one outbox row per delivery.
