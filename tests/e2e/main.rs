@@ -1,1 +1,305 @@
+//! End-to-end scenarios through the real wiring: HTTP in, rules, outbox, broker,
+//! receiver, receipts back, and the operator's view.
 
+use std::time::Duration;
+
+use base64::Engine as _;
+use base64::engine::general_purpose::STANDARD as B64;
+use canhbao_receiver::ReceiverEvent;
+use canhbao_tests::{Broker, TestApp, external_broker, observation_now};
+use dispatch::Signer;
+use dispatch::wire::{Envelope, envelope_bytes};
+use serde_json::Value;
+
+const WAIT: Duration = Duration::from_secs(15);
+
+fn receipts_of<'a>(detail: &'a Value, receiver: &str) -> Vec<&'a Value> {
+    detail["receivers"]
+        .as_array()
+        .into_iter()
+        .flatten()
+        .filter(|r| r["receiver_id"] == receiver)
+        .flat_map(|r| r["receipts"].as_array().into_iter().flatten())
+        .collect()
+}
+
+fn has_receipt(detail: &Value, receiver: &str, status: &str) -> bool {
+    receipts_of(detail, receiver)
+        .iter()
+        .any(|r| r["status"] == status)
+}
+
+/// Posts a reading above BĐ3 at Hữu Lũng and follows the alert to a receiver of Xã Hữu
+/// Lũng (06385) and its receipts back to the API. Returns the alert id.
+async fn alert_reaches_receiver_and_is_receipted(app: &TestApp) -> String {
+    let mut rx = app.start_receiver("06385", "loa-06385-01").unwrap();
+    let (status, _, body) = app
+        .post_observations(&observation_now("HUULUNG", 19.4))
+        .await
+        .unwrap();
+    assert_eq!(status, 200, "{body}");
+    let alert_id = body["alerts"][0].as_str().expect("one alert raised").to_owned();
+
+    match rx.next(WAIT).await.unwrap() {
+        ReceiverEvent::Played(alert) => {
+            assert_eq!(alert.id, alert_id);
+            assert_eq!(alert.class, "emergency", "BĐ3 plays as an emergency");
+            assert_eq!(alert.alarm_level, Some(3));
+            assert_eq!(alert.status, "Actual");
+            assert!(alert.headline.contains("Hữu Lũng"), "{}", alert.headline);
+            assert!(alert.description.contains("19,40 m"), "{}", alert.description);
+        }
+        other => panic!("expected the alert to play, got {other:?}"),
+    }
+
+    let detail = app
+        .wait_for(&format!("/api/v1/alerts/{alert_id}"), WAIT, |d| {
+            has_receipt(d, "loa-06385-01", "played")
+        })
+        .await
+        .unwrap();
+    assert!(has_receipt(&detail, "loa-06385-01", "received"));
+    assert_eq!(detail["alert"]["communes"], serde_json::json!(["06385"]));
+    let deliveries = detail["deliveries"].as_array().unwrap();
+    assert_eq!(deliveries.len(), 1);
+    assert_eq!(deliveries[0]["state"], "published");
+    assert_eq!(deliveries[0]["commune"], "06385");
+    rx.stop().await;
+    alert_id
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_observation_above_bd3_reaches_a_receiver_verified_and_receipted_on_the_embedded_broker() {
+    let app = TestApp::spawn(Broker::Embedded).await.unwrap();
+    alert_reaches_receiver_and_is_receipted(&app).await;
+    app.app.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_observation_above_bd3_reaches_a_receiver_verified_and_receipted_on_mosquitto() {
+    let Some(broker) = external_broker() else {
+        eprintln!("CANHBAO_TEST_MQTT_URL is not set: the Mosquitto scenario runs in CI");
+        return;
+    };
+    let app = TestApp::spawn(broker).await.unwrap();
+    alert_reaches_receiver_and_is_receipted(&app).await;
+    app.app.stop().await;
+}
+
+/// Re-publishes the genuine envelope of `alert_id` with `mutate` applied, not retained.
+async fn publish_forgery(app: &TestApp, alert_id: &str, mutate: impl FnOnce(Envelope) -> Envelope) {
+    let (_, detail) = app.get(&format!("/api/v1/alerts/{alert_id}")).await.unwrap();
+    let topic = detail["deliveries"][0]["topic"].as_str().unwrap().to_owned();
+    let (raw, stop) = app.raw_client().await.unwrap();
+    // The genuine envelope, as a subscriber receives it.
+    let genuine = genuine_envelope(app, &topic).await;
+    let forged = mutate(genuine);
+    raw.publish(&topic, serde_json::to_vec(&forged).unwrap(), false)
+        .await
+        .unwrap();
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    stop.cancel();
+}
+
+async fn genuine_envelope(app: &TestApp, topic: &str) -> Envelope {
+    let (_, driver, mut rx) = dispatch::mqtt::connect(dispatch::mqtt::MqttSettings {
+        broker: app.broker.clone(),
+        client_id: format!("peek-{}", std::process::id()),
+        username: None,
+        password: None,
+        keep_alive: Duration::from_secs(30),
+        persistent_session: false,
+        subscriptions: vec![topic.to_owned()],
+        last_will: None,
+        on_connect: None,
+    });
+    let stop = tokio_util::sync::CancellationToken::new();
+    tokio::spawn(driver.run(stop.clone()));
+    let msg = tokio::time::timeout(WAIT, rx.recv()).await.unwrap().unwrap();
+    stop.cancel();
+    assert!(msg.retain, "a live alert is retained on its topic");
+    serde_json::from_slice(&msg.payload).unwrap()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn forged_envelopes_are_rejected_by_the_receiver_and_the_rejections_show_in_the_receipts() {
+    let app = TestApp::spawn(Broker::Embedded).await.unwrap();
+    let alert_id = alert_reaches_receiver_and_is_receipted(&app).await;
+
+    // A second receiver of the same commune gets the genuine alert first (retained).
+    let mut rx = app.start_receiver("06385", "loa-06385-02").unwrap();
+    assert!(matches!(rx.next(WAIT).await.unwrap(), ReceiverEvent::Played(_)));
+
+    // Altered payload, original signature: the text now claims a lower level.
+    publish_forgery(&app, &alert_id, |mut env| {
+        let payload = String::from_utf8(B64.decode(&env.payload).unwrap()).unwrap();
+        env.payload = B64.encode(payload.replace("19,40", "9,40"));
+        env
+    })
+    .await;
+    match rx.next(WAIT).await.unwrap() {
+        ReceiverEvent::Rejected { alert_id: id, reason } => {
+            assert_eq!(id, alert_id);
+            assert_eq!(reason.code(), "bad_signature");
+        }
+        other => panic!("a tampered envelope must be rejected, got {other:?}"),
+    }
+
+    // Signed by a key the receiver does not trust.
+    publish_forgery(&app, &alert_id, |env| {
+        let payload = B64.decode(&env.payload).unwrap();
+        let rogue = Signer::from_seed(&[7u8; 32]);
+        serde_json::from_slice(&envelope_bytes(&rogue.sign(payload))).unwrap()
+    })
+    .await;
+    match rx.next(WAIT).await.unwrap() {
+        ReceiverEvent::Rejected { reason, .. } => assert_eq!(reason.code(), "unknown_key"),
+        other => panic!("an unknown key must be rejected, got {other:?}"),
+    }
+
+    let detail = app
+        .wait_for(&format!("/api/v1/alerts/{alert_id}"), WAIT, |d| {
+            has_receipt(d, "loa-06385-02", "rejected")
+        })
+        .await
+        .unwrap();
+    let rejected: Vec<&Value> = receipts_of(&detail, "loa-06385-02")
+        .into_iter()
+        .filter(|r| r["status"] == "rejected")
+        .collect();
+    assert_eq!(
+        rejected.len(),
+        1,
+        "receipts are idempotent per status: {detail:#}"
+    );
+    assert!(
+        rejected[0]["reason"]
+            .as_str()
+            .unwrap()
+            .starts_with("bad_signature"),
+        "{detail:#}"
+    );
+    assert!(
+        has_receipt(&detail, "loa-06385-02", "played"),
+        "the genuine alert still played"
+    );
+    rx.stop().await;
+    app.app.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn bad_requests_are_refused_precisely_and_store_nothing() {
+    let app = TestApp::spawn(Broker::Embedded).await.unwrap();
+
+    // Malformed: 400, problem+json naming the field.
+    let bad = observation_now("HUULUNG", 19.4).replace("19.4", "\"19.4\"");
+    let (status, ctype, body) = app.post_observations(&bad).await.unwrap();
+    assert_eq!(status, 400, "{body}");
+    assert_eq!(ctype.as_deref(), Some("application/problem+json"));
+    assert_eq!(body["field"], "value", "{body}");
+    assert_eq!(body["status"], 400);
+
+    // One bad item in a batch: the good one is not stored either.
+    let batch = format!(
+        "[{},{}]",
+        observation_now("HUULUNG", 19.4),
+        observation_now("HUULUNG", 19.5).replace("\"m\"", "\"cm\"")
+    );
+    let (status, _, body) = app.post_observations(&batch).await.unwrap();
+    assert_eq!(status, 400);
+    assert_eq!(body["field"], "[1].unit", "{body}");
+
+    // Unknown station: 422.
+    let (status, ctype, body) = app
+        .post_observations(&observation_now("NOWHERE", 19.4))
+        .await
+        .unwrap();
+    assert_eq!(status, 422, "{body}");
+    assert_eq!(ctype.as_deref(), Some("application/problem+json"));
+    assert_eq!(body["field"], "station");
+
+    // No token, or a wrong one: 401.
+    let (status, _, _) = app
+        .post_observations_as(None, &observation_now("HUULUNG", 19.4))
+        .await
+        .unwrap();
+    assert_eq!(status, 401);
+    let (status, _, _) = app
+        .post_observations_as(Some("cbk_not-a-real-token"), &observation_now("HUULUNG", 19.4))
+        .await
+        .unwrap();
+    assert_eq!(status, 401);
+    let resp = app
+        .http
+        .get(format!("{}/api/v1/alerts", app.base))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(resp.status(), 401, "reads need a token too");
+
+    // Nothing was stored or raised, and the operator can see what was refused.
+    let (_, alerts) = app.get("/api/v1/alerts").await.unwrap();
+    assert_eq!(alerts, serde_json::json!([]));
+    let (_, rejections) = app.get("/api/v1/rejections").await.unwrap();
+    let reasons: Vec<&str> = rejections
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|r| r["reason"].as_str().unwrap())
+        .collect();
+    assert!(reasons.iter().any(|r| r.contains("[1].unit")), "{reasons:?}");
+    assert!(reasons.iter().any(|r| r.contains("NOWHERE")), "{reasons:?}");
+
+    // A valid reading still works afterwards, and a repeat of it is a duplicate.
+    let good = observation_now("HUULUNG", 16.0);
+    let (status, _, body) = app.post_observations(&good).await.unwrap();
+    assert_eq!((status, body["stored"].as_u64()), (200, Some(1)), "{body}");
+    let (_, _, body) = app.post_observations(&good).await.unwrap();
+    assert_eq!(body["duplicates"], 1, "{body}");
+    app.app.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_live_alert_survives_a_restart_of_the_embedded_broker_for_a_receiver_that_was_offline() {
+    let app = TestApp::spawn(Broker::Embedded).await.unwrap();
+    let prefix = app.prefix.clone();
+    let (_, _, body) = app
+        .post_observations(&observation_now("HUULUNG", 19.6))
+        .await
+        .unwrap();
+    let alert_id = body["alerts"][0].as_str().unwrap().to_owned();
+    app.wait_for(&format!("/api/v1/alerts/{alert_id}"), WAIT, |d| {
+        d["deliveries"][0]["state"] == "published"
+    })
+    .await
+    .unwrap();
+    let (dir, data_dir) = app.stop().await;
+
+    // The embedded broker's retained messages died with it; the restart rebuilds them.
+    let app = TestApp::spawn_in(&data_dir, &Broker::Embedded, &prefix)
+        .await
+        .unwrap();
+    let mut rx = app.start_receiver("06385", "loa-late").unwrap();
+    match rx.next(WAIT).await.unwrap() {
+        ReceiverEvent::Played(alert) => assert_eq!(alert.id, alert_id),
+        other => panic!("expected the live alert after restart, got {other:?}"),
+    }
+    rx.stop().await;
+    app.app.stop().await;
+    drop(dir);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn health_readiness_and_public_keys_answer_without_a_token() {
+    let app = TestApp::spawn(Broker::Embedded).await.unwrap();
+    let get = |p: &str| app.http.get(format!("{}{p}", app.base)).send();
+    assert_eq!(get("/healthz").await.unwrap().status(), 200);
+    let ready: Value = get("/readyz").await.unwrap().json().await.unwrap();
+    assert_eq!(ready, serde_json::json!({"database": "ok", "broker": "ok"}));
+    let keys: Value = get("/api/v1/keys").await.unwrap().json().await.unwrap();
+    assert_eq!(keys[0]["key_id"], app.app.key_id.as_str());
+    assert_eq!(keys[0]["public_key"], app.app.public_key_b64.as_str());
+    let resp = get("/api/v1/nothing-here").await.unwrap();
+    assert_eq!(resp.status(), 404);
+    app.app.stop().await;
+}

@@ -1,1 +1,307 @@
-//! placeholder
+//! The end-to-end harness: starts the real `canhbao` wiring in-process on free ports, with
+//! a temporary SQLite file and either the embedded broker or an external one, and drives
+//! it as its users do: HTTP for operators, MQTT receivers for communes.
+
+use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicU32, Ordering};
+use std::time::{Duration, Instant};
+
+use anyhow::{Context, Result, bail};
+use canhbao_receiver::{ReceiverConfig, ReceiverEvent};
+use canhbao_server::config::{self, Sources};
+use canhbao_server::{App, Settings};
+use dispatch::mqtt::{BrokerUrl, MqttHandle, MqttSettings};
+use dispatch::{Topics, TrustedKeys};
+use domain::{CommuneCode, ProvinceCode, ReceiverId};
+use serde_json::Value;
+use tokio::sync::mpsc;
+use tokio_util::sync::CancellationToken;
+
+/// Which broker the app under test uses.
+#[derive(Debug, Clone)]
+pub enum Broker {
+    /// The in-process rmqtt broker on a free loopback port.
+    Embedded,
+    /// An external broker such as Mosquitto, e.g. `mqtt://127.0.0.1:1883`.
+    External(String),
+}
+
+/// The external broker to test against, when `CANHBAO_TEST_MQTT_URL` is set.
+pub fn external_broker() -> Option<Broker> {
+    std::env::var("CANHBAO_TEST_MQTT_URL")
+        .ok()
+        .filter(|s| !s.is_empty())
+        .map(Broker::External)
+}
+
+fn unique(tag: &str) -> String {
+    static N: AtomicU32 = AtomicU32::new(0);
+    let nanos = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.subsec_nanos())
+        .unwrap_or(0);
+    format!(
+        "{tag}-{}-{}-{nanos:x}",
+        std::process::id(),
+        N.fetch_add(1, Ordering::Relaxed)
+    )
+}
+
+pub fn repo_config_dir() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).join("../config")
+}
+
+/// The settings of a test instance: the shipped config, with free ports, a data
+/// directory, the demo off, and a topic prefix and client id of its own so that tests
+/// sharing an external broker never see each other's messages.
+pub fn test_settings(data_dir: &Path, broker: &Broker, prefix: &str) -> Result<Settings> {
+    let mut vars: Vec<(String, String)> = vec![
+        (
+            "CANHBAO__SERVICE__DATA_DIR".into(),
+            data_dir.display().to_string(),
+        ),
+        ("CANHBAO__HTTP__LISTEN".into(), "127.0.0.1:0".into()),
+        ("CANHBAO__MQTT__LISTEN".into(), "127.0.0.1:0".into()),
+        ("CANHBAO__MQTT__TOPIC_PREFIX".into(), prefix.into()),
+        ("CANHBAO__MQTT__CLIENT_ID".into(), unique("canhbao-test")),
+        ("CANHBAO__DEMO__ENABLED".into(), "false".into()),
+        ("CANHBAO__OUTBOX__IDLE_POLL_MS".into(), "200".into()),
+        ("CANHBAO__SHUTDOWN__GRACE_S".into(), "5".into()),
+    ];
+    if let Broker::External(url) = broker {
+        vars.push(("CANHBAO__MQTT__MODE".into(), "external".into()));
+        vars.push(("CANHBAO__MQTT__URL".into(), url.clone()));
+    }
+    config::load(&Sources {
+        config_dir: repo_config_dir(),
+        env: None,
+        vars,
+        flags: vec![],
+    })
+    .map_err(|p| anyhow::anyhow!("{p}"))
+}
+
+/// A running app and what a test needs to talk to it.
+pub struct TestApp {
+    pub app: App,
+    pub base: String,
+    pub token: String,
+    pub broker: BrokerUrl,
+    pub prefix: String,
+    pub data_dir: PathBuf,
+    pub http: reqwest::Client,
+    _dir: Option<tempfile::TempDir>,
+}
+
+impl TestApp {
+    /// Starts an app with a fresh data directory.
+    pub async fn spawn(broker: Broker) -> Result<TestApp> {
+        let dir = tempfile::tempdir()?;
+        let data_dir = dir.path().to_path_buf();
+        let prefix = format!("{}/v1", unique("cbtest"));
+        let mut app = Self::spawn_in(&data_dir, &broker, &prefix).await?;
+        app._dir = Some(dir);
+        Ok(app)
+    }
+
+    /// Starts an app on an existing data directory (to test restarts).
+    pub async fn spawn_in(data_dir: &Path, broker: &Broker, prefix: &str) -> Result<TestApp> {
+        let settings = test_settings(data_dir, broker, prefix)?;
+        let app = App::start(settings).await?;
+        let token = std::fs::read_to_string(data_dir.join("admin.token"))?
+            .trim()
+            .to_owned();
+        let base = format!("http://{}", app.http_addr);
+        let broker = app.broker.clone();
+        let t = TestApp {
+            app,
+            base,
+            token,
+            broker,
+            prefix: prefix.to_owned(),
+            data_dir: data_dir.to_path_buf(),
+            http: reqwest::Client::builder()
+                .timeout(Duration::from_secs(10))
+                .build()?,
+            _dir: None,
+        };
+        t.wait_ready(Duration::from_secs(10)).await?;
+        Ok(t)
+    }
+
+    /// Stops the app, keeping its data directory (returned) for a restart.
+    pub async fn stop(self) -> (Option<tempfile::TempDir>, PathBuf) {
+        self.app.stop().await;
+        (self._dir, self.data_dir)
+    }
+
+    pub fn topics(&self) -> Topics {
+        #[allow(clippy::unwrap_used)]
+        Topics::new(&self.prefix, ProvinceCode::new("20").unwrap()).unwrap()
+    }
+
+    pub fn trusted_keys(&self) -> TrustedKeys {
+        let mut keys = TrustedKeys::default();
+        #[allow(clippy::unwrap_used)]
+        keys.add_base64(&self.app.key_id, &self.app.public_key_b64)
+            .unwrap();
+        keys
+    }
+
+    async fn wait_ready(&self, within: Duration) -> Result<()> {
+        let deadline = Instant::now() + within;
+        loop {
+            let r = self.http.get(format!("{}/readyz", self.base)).send().await;
+            if matches!(&r, Ok(r) if r.status() == 200) {
+                return Ok(());
+            }
+            if Instant::now() > deadline {
+                bail!("app not ready within {within:?}: {r:?}");
+            }
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+    }
+
+    /// POSTs a JSON body to /api/v1/observations with the admin token.
+    pub async fn post_observations(&self, body: &str) -> Result<(u16, Option<String>, Value)> {
+        self.post_observations_as(Some(&self.token), body).await
+    }
+
+    pub async fn post_observations_as(
+        &self,
+        token: Option<&str>,
+        body: &str,
+    ) -> Result<(u16, Option<String>, Value)> {
+        let mut req = self
+            .http
+            .post(format!("{}/api/v1/observations", self.base))
+            .header("content-type", "application/json")
+            .body(body.to_owned());
+        if let Some(t) = token {
+            req = req.bearer_auth(t);
+        }
+        let resp = req.send().await?;
+        let status = resp.status().as_u16();
+        let ctype = resp
+            .headers()
+            .get("content-type")
+            .and_then(|v| v.to_str().ok())
+            .map(str::to_owned);
+        let body = resp.json::<Value>().await.unwrap_or(Value::Null);
+        Ok((status, ctype, body))
+    }
+
+    pub async fn get(&self, path: &str) -> Result<(u16, Value)> {
+        let resp = self
+            .http
+            .get(format!("{}{path}", self.base))
+            .bearer_auth(&self.token)
+            .send()
+            .await?;
+        let status = resp.status().as_u16();
+        Ok((status, resp.json::<Value>().await.unwrap_or(Value::Null)))
+    }
+
+    /// Polls `GET path` until `done` holds for the body, or fails after `within`.
+    pub async fn wait_for(
+        &self,
+        path: &str,
+        within: Duration,
+        done: impl Fn(&Value) -> bool,
+    ) -> Result<Value> {
+        let deadline = Instant::now() + within;
+        loop {
+            let (_, body) = self.get(path).await?;
+            if done(&body) {
+                return Ok(body);
+            }
+            if Instant::now() > deadline {
+                bail!("condition on {path} not met within {within:?}; last body:\n{body:#}");
+            }
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+    }
+
+    /// Starts an in-process `canhbao-receiver` for `commune`.
+    pub fn start_receiver(&self, commune: &str, id: &str) -> Result<TestReceiver> {
+        let cfg = ReceiverConfig {
+            broker: self.broker.clone(),
+            receiver_id: ReceiverId::new(id)?,
+            commune: CommuneCode::new(commune)?,
+            topics: self.topics(),
+            keys: self.trusted_keys(),
+            username: None,
+            password: None,
+            heartbeat: Duration::from_secs(1),
+        };
+        let stop = CancellationToken::new();
+        let (tx, rx) = mpsc::unbounded_channel();
+        let task = tokio::spawn(canhbao_receiver::run(cfg, tx, stop.clone()));
+        Ok(TestReceiver {
+            events: rx,
+            stop,
+            task,
+        })
+    }
+
+    /// A plain MQTT client on the same broker, for publishing what an attacker would.
+    pub async fn raw_client(&self) -> Result<(MqttHandle, CancellationToken)> {
+        let (handle, driver, _rx) = dispatch::mqtt::connect(MqttSettings {
+            broker: self.broker.clone(),
+            client_id: unique("raw"),
+            username: None,
+            password: None,
+            keep_alive: Duration::from_secs(30),
+            persistent_session: false,
+            subscriptions: vec![],
+            last_will: None,
+            on_connect: None,
+        });
+        let stop = CancellationToken::new();
+        tokio::spawn(driver.run(stop.clone()));
+        let deadline = Instant::now() + Duration::from_secs(5);
+        while !handle.is_connected() {
+            if Instant::now() > deadline {
+                bail!("raw client could not connect to the broker");
+            }
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+        Ok((handle, stop))
+    }
+}
+
+/// A receiver running in-process.
+pub struct TestReceiver {
+    events: mpsc::UnboundedReceiver<ReceiverEvent>,
+    stop: CancellationToken,
+    task: tokio::task::JoinHandle<()>,
+}
+
+impl TestReceiver {
+    /// The next played or rejected envelope (connection events are skipped).
+    pub async fn next(&mut self, within: Duration) -> Result<ReceiverEvent> {
+        let deadline = tokio::time::Instant::now() + within;
+        loop {
+            let ev = tokio::time::timeout_at(deadline, self.events.recv())
+                .await
+                .context("no receiver event in time")?
+                .context("receiver stopped")?;
+            if !matches!(ev, ReceiverEvent::Connected) {
+                return Ok(ev);
+            }
+        }
+    }
+
+    pub async fn stop(self) {
+        self.stop.cancel();
+        let _ = self.task.await;
+    }
+}
+
+/// An observation body for `station` at the current time.
+pub fn observation_now(station: &str, value_m: f64) -> String {
+    let at = chrono::Utc::now().to_rfc3339_opts(chrono::SecondsFormat::Secs, true);
+    format!(
+        r#"{{"station":"{station}","parameter":"water_level","value":{value_m},"unit":"m","observed_at":"{at}"}}"#
+    )
+}
