@@ -1,6 +1,8 @@
 //! End-to-end scenarios through the real wiring: HTTP in, rules, outbox, broker,
 //! receiver, receipts back, and the operator's view.
 
+#![allow(clippy::unwrap_used)]
+
 use std::time::Duration;
 
 use base64::Engine as _;

@@ -265,18 +265,20 @@ provenance = "provisional"
         }
     }
 
+    type Row<'a> = (
+        String,
+        Option<(f64, &'a str)>,
+        Option<(f64, &'a str)>,
+        Option<(f64, &'a str)>,
+    );
+
     #[test]
     fn the_shipped_station_table_keeps_every_tag_of_the_reference() {
         let (communes, errs) = parse_communes(crate::config::EMBEDDED_COMMUNES);
         assert!(errs.is_empty(), "{errs:?}");
         let (stations, errs) = parse_stations(crate::config::EMBEDDED_STATIONS, &communes);
         assert!(errs.is_empty(), "{errs:?}");
-        let tags: Vec<(
-            String,
-            Option<(f64, &str)>,
-            Option<(f64, &str)>,
-            Option<(f64, &str)>,
-        )> = stations
+        let tags: Vec<Row> = stations
             .iter()
             .map(|s| {
                 let t = |l: Option<Tagged<f64>>| l.map(|l| (l.value, l.tag.as_str()));
