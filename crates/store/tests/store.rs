@@ -1,0 +1,224 @@
+//! The store on a real SQLite file: atomic alert writes, exclusive outbox claims,
+//! idempotent receipts.
+
+use chrono::{DateTime, Duration, Utc};
+use domain::{
+    AlarmLevel, Alert, AlertId, AlertOrigin, AlertSpec, AlertStatus, CommuneCode, Hazard, MessageClass,
+    MsgType, ProvinceCode, Repeat, StationId,
+};
+use store::{NewDelivery, NewReceipt, SignedPayload, Store};
+
+fn t0() -> DateTime<Utc> {
+    "2026-10-09T01:00:00Z".parse().unwrap()
+}
+
+fn alert(id: &str, class: MessageClass, communes: &[&str]) -> Alert {
+    Alert::new(AlertSpec {
+        id: AlertId::new(id).unwrap(),
+        province: ProvinceCode::new("20").unwrap(),
+        msg_type: MsgType::Alert,
+        status: AlertStatus::Actual,
+        references: vec![],
+        origin: AlertOrigin::Computed {
+            rule_id: "test@1".into(),
+        },
+        hazard: Hazard::Flood,
+        risk_level: None,
+        alarm_level: Some(AlarmLevel::Bd3),
+        station: Some(StationId::new("HUULUNG").unwrap()),
+        class,
+        communes: communes.iter().map(|c| CommuneCode::new(c).unwrap()).collect(),
+        sent: t0(),
+        effective: t0(),
+        expires: t0() + Duration::hours(6),
+        headline: "h".into(),
+        description: "d".into(),
+        instruction: String::new(),
+        repeat: Repeat {
+            times: 1,
+            interval_s: 0,
+        },
+        provisional: vec![],
+    })
+    .unwrap()
+}
+
+fn signed() -> SignedPayload {
+    SignedPayload {
+        payload: b"{}".to_vec(),
+        key_id: "ed25519:test".into(),
+        sig: "c2ln".into(),
+    }
+}
+
+async fn open() -> (tempfile::TempDir, Store) {
+    let dir = tempfile::tempdir().unwrap();
+    let url = format!("sqlite://{}", dir.path().join("t.db").display());
+    let store = Store::open(&url).await.unwrap();
+    (dir, store)
+}
+
+async fn insert(store: &Store, a: &Alert, priority: i64) {
+    let deliveries: Vec<NewDelivery> = a
+        .communes
+        .iter()
+        .map(|c| NewDelivery {
+            commune: c.to_string(),
+            topic: format!("t/{c}/{}", a.id),
+            priority,
+        })
+        .collect();
+    let mut tx = store.begin().await.unwrap();
+    tx.insert_alert(a, &signed(), &deliveries, t0()).await.unwrap();
+    tx.commit().await.unwrap();
+}
+
+#[tokio::test]
+async fn an_uncommitted_alert_leaves_nothing_behind() {
+    let (_dir, store) = open().await;
+    {
+        let mut tx = store.begin().await.unwrap();
+        let a = alert("a1", MessageClass::Priority, &["06385"]);
+        let d = [NewDelivery {
+            commune: "06385".into(),
+            topic: "t".into(),
+            priority: 1,
+        }];
+        tx.insert_alert(&a, &signed(), &d, t0()).await.unwrap();
+        // dropped without commit
+    }
+    assert!(store.list_alerts(10).await.unwrap().is_empty());
+    assert!(
+        store
+            .claim_due(t0(), Duration::seconds(30), 10)
+            .await
+            .unwrap()
+            .is_empty()
+    );
+}
+
+#[tokio::test]
+async fn emergencies_are_claimed_before_a_backlog_of_other_messages() {
+    let (_dir, store) = open().await;
+    for i in 0..5 {
+        insert(
+            &store,
+            &alert(&format!("normal-{i}"), MessageClass::Normal, &["06385", "06391"]),
+            0,
+        )
+        .await;
+    }
+    insert(
+        &store,
+        &alert("emergency", MessageClass::Emergency, &["06385"]),
+        2,
+    )
+    .await;
+    let claimed = store.claim_due(t0(), Duration::seconds(30), 3).await.unwrap();
+    assert_eq!(claimed.len(), 3);
+    assert_eq!(claimed[0].alert_id, "emergency");
+    assert_eq!(claimed[0].attempts, 1);
+}
+
+#[tokio::test]
+async fn a_claimed_delivery_is_invisible_until_its_lease_runs_out() {
+    let (_dir, store) = open().await;
+    insert(&store, &alert("a1", MessageClass::Priority, &["06385"]), 1).await;
+    let lease = Duration::seconds(30);
+    let first = store.claim_due(t0(), lease, 10).await.unwrap();
+    assert_eq!(first.len(), 1);
+    assert!(
+        store
+            .claim_due(t0() + Duration::seconds(29), lease, 10)
+            .await
+            .unwrap()
+            .is_empty()
+    );
+    // The worker died: after the lease another one takes it.
+    let again = store
+        .claim_due(t0() + Duration::seconds(31), lease, 10)
+        .await
+        .unwrap();
+    assert_eq!(again.len(), 1);
+    assert_eq!(again[0].attempts, 2);
+
+    store
+        .mark_retry(again[0].id, "broker down", t0() + Duration::seconds(60))
+        .await
+        .unwrap();
+    assert!(
+        store
+            .claim_due(t0() + Duration::seconds(59), lease, 10)
+            .await
+            .unwrap()
+            .is_empty()
+    );
+    let d = store.deliveries_for_alert("a1").await.unwrap();
+    assert_eq!(d[0].last_error.as_deref(), Some("broker down"));
+
+    let third = store
+        .claim_due(t0() + Duration::seconds(61), lease, 10)
+        .await
+        .unwrap();
+    store
+        .mark_published(third[0].id, t0() + Duration::seconds(61))
+        .await
+        .unwrap();
+    assert!(
+        store
+            .claim_due(t0() + Duration::hours(1), lease, 10)
+            .await
+            .unwrap()
+            .is_empty()
+    );
+    let d = store.deliveries_for_alert("a1").await.unwrap();
+    assert_eq!(d[0].state, "published");
+    assert_eq!(d[0].last_error, None);
+
+    // After a broker restart, a live alert's deliveries go back in the queue.
+    assert_eq!(store.requeue_live(t0() + Duration::hours(1)).await.unwrap(), 1);
+    assert_eq!(
+        store.requeue_live(t0() + Duration::hours(7)).await.unwrap(),
+        0,
+        "expired alerts stay done"
+    );
+}
+
+#[tokio::test]
+async fn receipts_are_idempotent_per_alert_receiver_and_status() {
+    let (_dir, store) = open().await;
+    let r = NewReceipt {
+        alert_id: "a1",
+        receiver_id: "loa-1",
+        commune: Some("06385"),
+        status: "played",
+        reason: None,
+        receiver_at: t0(),
+    };
+    assert!(store.record_receipt(&r, t0()).await.unwrap());
+    assert!(
+        !store
+            .record_receipt(&r, t0() + Duration::seconds(5))
+            .await
+            .unwrap()
+    );
+    let rejected = NewReceipt {
+        status: "rejected",
+        reason: Some("bad_signature"),
+        ..r.clone()
+    };
+    assert!(store.record_receipt(&rejected, t0()).await.unwrap());
+    let all = store.receipts_for_alert("a1").await.unwrap();
+    assert_eq!(all.len(), 2);
+}
+
+#[tokio::test]
+async fn reopening_a_database_keeps_its_data_and_migrations() {
+    let dir = tempfile::tempdir().unwrap();
+    let url = format!("sqlite://{}", dir.path().join("t.db").display());
+    let store = Store::open(&url).await.unwrap();
+    insert(&store, &alert("a1", MessageClass::Priority, &["06385"]), 1).await;
+    store.close().await;
+    let store = Store::open(&url).await.unwrap();
+    assert_eq!(store.list_alerts(10).await.unwrap().len(), 1);
+}
