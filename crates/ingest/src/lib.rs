@@ -100,9 +100,10 @@ impl Pipeline {
         }
         observations.sort_by_key(|o| o.observed_at());
         let mut report = AcceptReport::default();
+        let status = source.alert_status.code();
         let mut tx = self.store.begin().await?;
         for o in &observations {
-            if !tx.insert_observation(o, &source.name, now).await? {
+            if !tx.insert_observation(o, &source.name, status, now).await? {
                 report.duplicates += 1;
                 continue;
             }
@@ -114,10 +115,10 @@ impl Pipeline {
                 continue;
             };
             let previous = tx
-                .previous_value(o.station(), o.parameter().code(), o.observed_at())
+                .previous_value(o.station(), o.parameter().code(), status, o.observed_at())
                 .await?;
             if tx
-                .has_newer(o.station(), o.parameter().code(), o.observed_at())
+                .has_newer(o.station(), o.parameter().code(), status, o.observed_at())
                 .await?
             {
                 continue;
@@ -125,7 +126,9 @@ impl Pipeline {
             let Some(assessment) = rules::flood_alarm_crossing(station, previous, o) else {
                 continue;
             };
-            let live = tx.live_alerts_for_station(o.station(), "flood", now).await?;
+            let live = tx
+                .live_alerts_for_station(o.station(), "flood", status, now)
+                .await?;
             let level = i64::from(assessment.alarm_level.number());
             if live.iter().any(|(_, l)| l.is_some_and(|l| l >= level)) {
                 continue;

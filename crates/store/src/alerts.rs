@@ -88,17 +88,19 @@ fn alert_from_row(row: &sqlx::sqlite::SqliteRow) -> Result<AlertRecord> {
 }
 
 impl Tx<'_> {
-    /// Stores an observation. Returns `false`, and changes nothing, if the same station
-    /// already has a reading of that parameter at that time.
+    /// Stores an observation in the series of its CAP `status` (`Actual`, `Exercise` or
+    /// `Test`: they never mix). Returns `false`, and changes nothing, if that series
+    /// already has a reading of the parameter at that time.
     pub async fn insert_observation(
         &mut self,
         observation: &Observation,
         source: &str,
+        status: &str,
         now: DateTime<Utc>,
     ) -> Result<bool> {
         let done = sqlx::query(
-            "INSERT INTO observations (station, parameter, value, observed_ms, received_ms, source)
-             VALUES (?, ?, ?, ?, ?, ?) ON CONFLICT DO NOTHING",
+            "INSERT INTO observations (station, parameter, value, observed_ms, received_ms, source, status)
+             VALUES (?, ?, ?, ?, ?, ?, ?) ON CONFLICT DO NOTHING",
         )
         .bind(observation.station().as_str())
         .bind(observation.parameter().code())
@@ -106,63 +108,73 @@ impl Tx<'_> {
         .bind(ms(observation.observed_at()))
         .bind(ms(now))
         .bind(source)
+        .bind(status)
         .execute(&mut *self.tx)
         .await?;
         Ok(done.rows_affected() == 1)
     }
 
-    /// The latest reading of `parameter` at `station` strictly before `before`.
+    /// The latest reading of `parameter` at `station`, in the series of `status`,
+    /// strictly before `before`.
     pub async fn previous_value(
         &mut self,
         station: &StationId,
         parameter: &str,
+        status: &str,
         before: DateTime<Utc>,
     ) -> Result<Option<f64>> {
         let row = sqlx::query(
-            "SELECT value FROM observations WHERE station = ? AND parameter = ? AND observed_ms < ?
+            "SELECT value FROM observations WHERE station = ? AND parameter = ? AND status = ? AND observed_ms < ?
              ORDER BY observed_ms DESC LIMIT 1",
         )
         .bind(station.as_str())
         .bind(parameter)
+        .bind(status)
         .bind(ms(before))
         .fetch_optional(&mut *self.tx)
         .await?;
         Ok(row.map(|r| r.try_get("value")).transpose()?)
     }
 
-    /// Whether `station` has a reading of `parameter` later than `after`.
+    /// Whether `station` has a reading of `parameter`, in the series of `status`, later
+    /// than `after`.
     pub async fn has_newer(
         &mut self,
         station: &StationId,
         parameter: &str,
+        status: &str,
         after: DateTime<Utc>,
     ) -> Result<bool> {
         let row = sqlx::query(
-            "SELECT EXISTS (SELECT 1 FROM observations WHERE station = ? AND parameter = ? AND observed_ms > ?) AS newer",
+            "SELECT EXISTS (SELECT 1 FROM observations WHERE station = ? AND parameter = ? AND status = ? AND observed_ms > ?) AS newer",
         )
         .bind(station.as_str())
         .bind(parameter)
+        .bind(status)
         .bind(ms(after))
         .fetch_one(&mut *self.tx)
         .await?;
         Ok(row.try_get("newer")?)
     }
 
-    /// Alerts for `station` and `hazard` live at `now` (not expired, not a Cancel), as
-    /// (id, alarm level), oldest first.
+    /// Alerts for `station` and `hazard` with CAP `status` (an exercise never stands in
+    /// for a real alert) live at `now` (not expired, not a Cancel), as (id, alarm level),
+    /// oldest first.
     pub async fn live_alerts_for_station(
         &mut self,
         station: &StationId,
         hazard: &str,
+        status: &str,
         now: DateTime<Utc>,
     ) -> Result<Vec<(String, Option<i64>)>> {
         let rows = sqlx::query(
             "SELECT id, alarm_level FROM alerts
-             WHERE station = ? AND hazard = ? AND expires_ms > ? AND msg_type <> 'Cancel'
+             WHERE station = ? AND hazard = ? AND status = ? AND expires_ms > ? AND msg_type <> 'Cancel'
              ORDER BY created_ms, id",
         )
         .bind(station.as_str())
         .bind(hazard)
+        .bind(status)
         .bind(ms(now))
         .fetch_all(&mut *self.tx)
         .await?;

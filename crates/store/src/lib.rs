@@ -74,7 +74,7 @@ impl Store {
     /// `url` is `sqlite://PATH` or `sqlite::memory:`.
     pub async fn open(url: &str) -> Result<Self> {
         let open_err = |source| StoreError::Open {
-            url: url.to_owned(),
+            url: redact(url),
             source,
         };
         let options = SqliteConnectOptions::from_str(url)
@@ -113,6 +113,14 @@ impl Store {
     }
 }
 
+/// A database URL with any password replaced, fit for errors and logs.
+pub fn redact(url: &str) -> String {
+    match (url.find("://"), url.rfind('@')) {
+        (Some(scheme), Some(at)) if at > scheme => format!("{}://***@{}", &url[..scheme], &url[at + 1..]),
+        _ => url.to_owned(),
+    }
+}
+
 pub(crate) fn ms(t: DateTime<Utc>) -> i64 {
     t.timestamp_millis()
 }
@@ -133,4 +141,19 @@ pub(crate) fn json_list(values: impl IntoIterator<Item = impl ToString>) -> Stri
 
 pub(crate) fn parse_json_list(column: &str, text: &str) -> Result<Vec<String>> {
     serde_json::from_str(text).map_err(|e| StoreError::Corrupt(format!("column {column}: {e}")))
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn passwords_never_reach_an_error_message() {
+        assert_eq!(
+            super::redact("postgres://u:hunter2@db:5432/x"),
+            "postgres://***@db:5432/x"
+        );
+        assert_eq!(
+            super::redact("sqlite://./var/canhbao.db"),
+            "sqlite://./var/canhbao.db"
+        );
+    }
 }

@@ -1,6 +1,8 @@
 //! The store on a real SQLite file: atomic alert writes, exclusive outbox claims,
 //! idempotent receipts.
 
+#![allow(clippy::unwrap_used)]
+
 use chrono::{DateTime, Duration, Utc};
 use domain::{
     AlarmLevel, Alert, AlertId, AlertOrigin, AlertSpec, AlertStatus, CommuneCode, Hazard, MessageClass,

@@ -8,7 +8,9 @@ CREATE TABLE observations (
     observed_ms   INTEGER NOT NULL,
     received_ms   INTEGER NOT NULL,
     source        TEXT    NOT NULL,
-    UNIQUE (station, parameter, observed_ms)
+    -- CAP status of the source: Actual readings never mix with Exercise or Test ones.
+    status        TEXT    NOT NULL,
+    UNIQUE (station, parameter, status, observed_ms)
 );
 
 CREATE TABLE alerts (
