@@ -86,6 +86,7 @@ mod tests {
             name: "Hữu Lũng".into(),
             river: "Trung".into(),
             basin: "Thương".into(),
+            area_class: None,
             bd1_m: Some(Tagged::new(17.0, Tag::D)),
             bd2_m: Some(Tagged::new(18.0, Tag::M)),
             bd3_m: Some(Tagged::new(19.0, Tag::D)),

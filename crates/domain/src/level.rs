@@ -4,7 +4,7 @@
 use std::fmt;
 
 /// A hazard type of Decision 18/2021 Art. 3 that matters to Lạng Sơn.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
 pub enum Hazard {
     Flood,
     HeavyRain,
@@ -84,6 +84,9 @@ impl fmt::Display for Hazard {
 pub struct RiskLevel(u8);
 
 impl RiskLevel {
+    /// Level 1, low risk.
+    pub const LOW: RiskLevel = RiskLevel(1);
+
     pub fn new(level: u8) -> Option<Self> {
         (1..=5).contains(&level).then_some(Self(level))
     }

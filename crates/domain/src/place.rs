@@ -26,6 +26,9 @@ pub struct Station {
     pub name: String,
     pub river: String,
     pub basin: String,
+    /// The station's area class (1 to 4) of Decision 18/2021 Art. 45, if the province has
+    /// set it; no source gives it for Lạng Sơn's stations.
+    pub area_class: Option<u8>,
     pub bd1_m: Option<Tagged<f64>>,
     pub bd2_m: Option<Tagged<f64>>,
     pub bd3_m: Option<Tagged<f64>>,

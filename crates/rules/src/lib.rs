@@ -6,6 +6,13 @@
 //! Entry point: [`flood_alarm_crossing`], the first flood rule (Decision 05/2020 alarm
 //! levels BĐ1/BĐ2/BĐ3, crossed upward at a station).
 
+pub mod engine;
+pub mod eval;
+pub mod series;
+
+pub use engine::{Action, RuleErrors, RuleSet, load};
+pub use eval::{Inputs, evaluate};
+
 use chrono::{DateTime, Utc};
 use domain::{
     AlarmLevel, CommuneCode, Hazard, MessageClass, Observation, Parameter, RiskLevel, Station, StationId,
@@ -114,6 +121,7 @@ mod tests {
             name: "Hữu Lũng".into(),
             river: "Trung".into(),
             basin: "Thương".into(),
+            area_class: None,
             bd1_m: Some(Tagged::new(17.0, Tag::D)),
             bd2_m: Some(Tagged::new(18.0, Tag::M)),
             bd3_m: Some(Tagged::new(19.0, Tag::D)),

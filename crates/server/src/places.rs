@@ -54,6 +54,9 @@ struct StationRaw {
     name: String,
     river: String,
     basin: String,
+    /// Decision 18 Art. 45 area class (1 to 4); absent where no source gives it.
+    #[serde(default)]
+    area_class: Option<u8>,
     bd1: LevelRaw,
     bd2: LevelRaw,
     bd3: LevelRaw,
@@ -162,6 +165,11 @@ pub fn parse_stations(text: &str, communes: &[Commune]) -> (Vec<Station>, Vec<St
         if !seen.insert(id.clone()) {
             errors.push(format!("{at}: listed twice"));
         }
+        if let Some(c) = s.area_class
+            && !(1..=4).contains(&c)
+        {
+            errors.push(format!("{at}: area_class {c} must be 1, 2, 3 or 4"));
+        }
         let bd1 = level(&s.bd1, &format!("{at} bd1"), &mut errors);
         let bd2 = level(&s.bd2, &format!("{at} bd2"), &mut errors);
         let bd3 = level(&s.bd3, &format!("{at} bd3"), &mut errors);
@@ -209,6 +217,7 @@ pub fn parse_stations(text: &str, communes: &[Commune]) -> (Vec<Station>, Vec<St
             name: s.name,
             river: s.river,
             basin: s.basin,
+            area_class: s.area_class,
             bd1_m: bd1,
             bd2_m: bd2,
             bd3_m: bd3,

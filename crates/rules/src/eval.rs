@@ -1,0 +1,799 @@
+//! Evaluation: `evaluate(&RuleSet, &Inputs, now)` is pure and infallible. It gives, per
+//! hazard and commune, the highest level that fired, the rules and input values behind
+//! it, whether it is official, and diagnostics (stale, missing or implausible data). A
+//! live official bulletin overrides the computed level, up or down.
+
+use std::collections::{BTreeMap, BTreeSet, HashSet};
+use std::fmt;
+
+use chrono::{DateTime, Duration, Utc};
+use domain::{CommuneCode, Hazard, RiskLevel, Station, StationId};
+
+use crate::engine::{
+    Action, BasinScope, Bounds, Condition, DailyStat, Direction, Example, Operand, Rule, RuleSet,
+    StationLevel, Susceptibility,
+};
+use crate::series::{Param, Readings, local_day};
+
+/// What the rules know of a commune beyond its code.
+#[derive(Debug, Clone, PartialEq)]
+pub struct CommuneInfo {
+    pub code: CommuneCode,
+    /// Flash-flood and landslide susceptibility class of the commune's zone, if mapped.
+    pub susceptibility: Option<Susceptibility>,
+    /// Exposures that some rules ask about, such as `expressway` or `mountain_pass` (fog).
+    pub exposure: Vec<String>,
+}
+
+/// An official bulletin's stated level for a hazard and area.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Bulletin {
+    pub id: String,
+    pub sender: String,
+    pub hazard: Hazard,
+    /// `None` when the bulletin states no level (a thunderstorm warning then means level 1).
+    pub level: Option<RiskLevel>,
+    pub communes: Vec<CommuneCode>,
+    pub effective: DateTime<Utc>,
+    pub expires: DateTime<Utc>,
+}
+
+/// Everything the rules read.
+#[derive(Debug, Clone, Default)]
+pub struct Inputs {
+    /// The province's flash-flood group of Art. 46 (Lạng Sơn: 2).
+    pub province_group: Option<u8>,
+    pub stations: Vec<Station>,
+    pub communes: Vec<CommuneInfo>,
+    pub readings: Readings,
+    pub bulletins: Vec<Bulletin>,
+}
+
+/// A non-fatal problem met while evaluating.
+#[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub enum Diagnostic {
+    Stale {
+        station: StationId,
+        param: Param,
+        age_minutes: i64,
+    },
+    Missing {
+        station: StationId,
+        param: Param,
+    },
+    Implausible {
+        station: StationId,
+        param: Param,
+        value: String,
+    },
+    MissingLevel {
+        station: StationId,
+        level: &'static str,
+    },
+    MissingAreaClass {
+        station: StationId,
+    },
+    MissingSusceptibility {
+        commune: CommuneCode,
+    },
+    MissingProvinceGroup,
+    BulletinWithoutLevel {
+        bulletin: String,
+    },
+}
+
+impl fmt::Display for Diagnostic {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Self::Stale {
+                station,
+                param,
+                age_minutes,
+            } => {
+                write!(
+                    f,
+                    "stale: the latest {} at {station} is {age_minutes} min old",
+                    param.code()
+                )
+            }
+            Self::Missing { station, param } => {
+                write!(f, "missing: no {} at {station} for the window", param.code())
+            }
+            Self::Implausible {
+                station,
+                param,
+                value,
+            } => {
+                write!(
+                    f,
+                    "implausible: {} {value} at {station} was ignored",
+                    param.code()
+                )
+            }
+            Self::MissingLevel { station, level } => write!(f, "missing: {level} of {station} is not known"),
+            Self::MissingAreaClass { station } => {
+                write!(f, "missing: the Art. 45 area class of {station} is not set")
+            }
+            Self::MissingSusceptibility { commune } => {
+                write!(
+                    f,
+                    "missing: the susceptibility class of commune {commune} is not mapped"
+                )
+            }
+            Self::MissingProvinceGroup => write!(f, "missing: the province's Art. 46 group is not set"),
+            Self::BulletinWithoutLevel { bulletin } => {
+                write!(f, "bulletin {bulletin} states no risk level; it cannot set one")
+            }
+        }
+    }
+}
+
+/// An input value a fired rule used.
+#[derive(Debug, Clone, PartialEq)]
+pub struct InputUsed {
+    pub name: String,
+    pub value: f64,
+}
+
+/// Where a level comes from.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum LevelSource {
+    Computed,
+    Bulletin { id: String, sender: String },
+}
+
+/// The result for one hazard in one commune.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Assessment {
+    pub hazard: Hazard,
+    pub commune: CommuneCode,
+    /// `None` when nothing fired (the assessment then only carries diagnostics).
+    pub level: Option<RiskLevel>,
+    pub source: LevelSource,
+    /// The level computed from observations, even when a bulletin overrode it.
+    pub computed_level: Option<RiskLevel>,
+    /// True for a bulletin's level, or when every rule and figure behind it is official.
+    pub official: bool,
+    pub provisional_reasons: Vec<String>,
+    /// `id@version` of each rule that fired at `level`.
+    pub rules: Vec<String>,
+    pub inputs: Vec<InputUsed>,
+    pub diagnostics: Vec<Diagnostic>,
+    pub action: Action,
+}
+
+struct Ctx<'a> {
+    station: &'a Station,
+    commune: Option<&'a CommuneInfo>,
+    group: Option<u8>,
+    readings: &'a Readings,
+    set: &'a RuleSet,
+    now: DateTime<Utc>,
+    basins: Option<usize>,
+    used: Vec<InputUsed>,
+    diags: Vec<Diagnostic>,
+    provisional: Vec<String>,
+}
+
+impl Ctx<'_> {
+    fn resolve(&mut self, o: Operand) -> Option<f64> {
+        match o {
+            Operand::Const(v) => Some(v),
+            Operand::Station { level, offset } => {
+                let tagged = match level {
+                    StationLevel::Bd1 => self.station.bd1_m,
+                    StationLevel::Bd2 => self.station.bd2_m,
+                    StationLevel::Bd3 => self.station.bd3_m,
+                    StationLevel::Historic => self.station.historic_m,
+                };
+                let Some(t) = tagged else {
+                    self.diags.push(Diagnostic::MissingLevel {
+                        station: self.station.id.clone(),
+                        level: level.name(),
+                    });
+                    return None;
+                };
+                if t.tag.is_provisional() {
+                    self.provisional.push(format!(
+                        "{} {:.2} m of {} is tagged {}",
+                        level.name(),
+                        t.value,
+                        self.station.id,
+                        t.tag
+                    ));
+                }
+                self.used.push(InputUsed {
+                    name: format!("{}@{}", level.name(), self.station.id),
+                    value: t.value,
+                });
+                Some(t.value + offset)
+            }
+        }
+    }
+
+    fn within(&mut self, value: f64, b: &Bounds) -> bool {
+        type Check = (Option<Operand>, fn(f64, f64) -> bool);
+        let checks: [Check; 4] = [
+            (b.ge, |v, x| v >= x),
+            (b.gt, |v, x| v > x),
+            (b.lt, |v, x| v < x),
+            (b.le, |v, x| v <= x),
+        ];
+        for (op, ok) in checks {
+            if let Some(op) = op {
+                match self.resolve(op) {
+                    Some(x) if ok(value, x) => {}
+                    _ => return false,
+                }
+            }
+        }
+        true
+    }
+
+    fn plausible(&mut self, param: Param, value: f64) -> bool {
+        match self.set.limits.plausible.get(&param) {
+            Some((lo, hi)) if !(value >= *lo && value <= *hi) => {
+                self.diags.push(Diagnostic::Implausible {
+                    station: self.station.id.clone(),
+                    param,
+                    value: format!("{value}"),
+                });
+                false
+            }
+            _ => value.is_finite(),
+        }
+    }
+
+    fn latest(&mut self, param: Param) -> Option<f64> {
+        let id = &self.station.id;
+        let Some(r) = self.readings.latest(id, param, self.now) else {
+            self.diags.push(Diagnostic::Missing {
+                station: id.clone(),
+                param,
+            });
+            return None;
+        };
+        let age = (self.now - r.at).num_minutes();
+        if let Some(max) = self.set.limits.max_age_minutes.get(&param)
+            && age > *max
+        {
+            self.diags.push(Diagnostic::Stale {
+                station: id.clone(),
+                param,
+                age_minutes: age,
+            });
+            return None;
+        }
+        if !self.plausible(param, r.value) {
+            return None;
+        }
+        Some(r.value)
+    }
+
+    fn record(&mut self, name: String, value: f64) {
+        self.used.push(InputUsed { name, value });
+    }
+
+    fn eval(&mut self, c: &Condition) -> bool {
+        let id = self.station.id.clone();
+        match c {
+            Condition::All(v) => v.iter().all(|c| self.eval(c)),
+            Condition::Any(v) => v.iter().any(|c| self.eval(c)),
+            Condition::Not(c) => !self.eval(c),
+            Condition::Value {
+                param,
+                bounds,
+                forecast_hours: None,
+            } => match self.latest(*param) {
+                Some(v) => {
+                    self.record(format!("{}@{id}", param.code()), v);
+                    self.within(v, bounds)
+                }
+                None => false,
+            },
+            Condition::Value {
+                param,
+                bounds,
+                forecast_hours: Some(h),
+            } => {
+                let w = self
+                    .readings
+                    .window(&id, *param, self.now, self.now + Duration::hours(i64::from(*h)))
+                    .to_vec();
+                let mut peak: Option<f64> = None;
+                for r in w {
+                    if self.plausible(*param, r.value) {
+                        peak = Some(peak.map_or(r.value, |p: f64| p.max(r.value)));
+                    }
+                }
+                match peak {
+                    Some(v) => {
+                        self.record(format!("{} max next {h} h@{id}", param.code()), v);
+                        self.within(v, bounds)
+                    }
+                    None => {
+                        self.diags.push(Diagnostic::Missing {
+                            station: id,
+                            param: *param,
+                        });
+                        false
+                    }
+                }
+            }
+            Condition::Accumulation {
+                param,
+                hours,
+                direction,
+                bounds,
+            } => {
+                let span = Duration::hours(i64::from(*hours));
+                let (from, to) = match direction {
+                    Direction::Past => (self.now - span, self.now),
+                    Direction::Next => (self.now, self.now + span),
+                };
+                let w = self.readings.window(&id, *param, from, to).to_vec();
+                if w.is_empty() {
+                    self.diags.push(Diagnostic::Missing {
+                        station: id,
+                        param: *param,
+                    });
+                    return false;
+                }
+                let mut sum = 0.0;
+                for r in w {
+                    if self.plausible(*param, r.value) {
+                        sum += r.value;
+                    }
+                }
+                let dir = match direction {
+                    Direction::Past => "past",
+                    Direction::Next => "next",
+                };
+                self.record(format!("{} {dir} {hours} h@{id}", param.code()), sum);
+                self.within(sum, bounds)
+            }
+            Condition::Rise { param, hours, bounds } => {
+                let Some(now_v) = self.latest(*param) else {
+                    return false;
+                };
+                let then =
+                    self.readings
+                        .at_or_before(&id, *param, self.now - Duration::hours(i64::from(*hours)));
+                let Some(then) = then else {
+                    self.diags.push(Diagnostic::Missing {
+                        station: id,
+                        param: *param,
+                    });
+                    return false;
+                };
+                let rise = now_v - then.value;
+                self.record(format!("{} rise {hours} h@{id}", param.code()), rise);
+                self.within(rise, bounds)
+            }
+            Condition::Persist {
+                param,
+                stat,
+                days,
+                bounds,
+            } => {
+                let today = local_day(self.now);
+                for d in 1..=i64::from(*days) {
+                    let Some(s) = self.readings.daily(&id, *param, today - d) else {
+                        self.diags.push(Diagnostic::Missing {
+                            station: id,
+                            param: *param,
+                        });
+                        return false;
+                    };
+                    let v = match stat {
+                        DailyStat::Min => s.min,
+                        DailyStat::Mean => s.mean,
+                        DailyStat::Max => s.max,
+                        DailyStat::Sum => s.sum,
+                    };
+                    if d == 1 {
+                        self.record(format!("{} daily {stat:?} yesterday@{id}", param.code()), v);
+                    }
+                    if !self.within(v, bounds) {
+                        return false;
+                    }
+                }
+                true
+            }
+            Condition::AntecedentRainDays { rain_day_mm, bounds } => {
+                let today = local_day(self.now);
+                let mut n = 0u32;
+                while n < 60 {
+                    match self
+                        .readings
+                        .daily(&id, Param::Rainfall, today - 1 - i64::from(n))
+                    {
+                        Some(s) if s.sum >= *rain_day_mm => n += 1,
+                        _ => break,
+                    }
+                }
+                self.record(format!("antecedent rain days@{id}"), f64::from(n));
+                self.within(f64::from(n), bounds)
+            }
+            Condition::Susceptibility(set) => {
+                match self.commune.map(|c| (c.code.clone(), c.susceptibility)) {
+                    Some((_, Some(s))) => set.contains(&s),
+                    Some((code, None)) => {
+                        self.diags
+                            .push(Diagnostic::MissingSusceptibility { commune: code });
+                        false
+                    }
+                    None => false,
+                }
+            }
+            Condition::ProvinceGroup(set) => match self.group {
+                Some(g) => set.contains(&g),
+                None => {
+                    self.diags.push(Diagnostic::MissingProvinceGroup);
+                    false
+                }
+            },
+            Condition::AreaClass(set) => match self.station.area_class {
+                Some(c) => set.contains(&c),
+                None => {
+                    self.diags.push(Diagnostic::MissingAreaClass { station: id });
+                    false
+                }
+            },
+            Condition::Exposure(set) => self
+                .commune
+                .is_some_and(|c| c.exposure.iter().any(|e| set.contains(e))),
+            Condition::Basins(scope) => match (self.basins, scope) {
+                (None, _) => true,
+                (Some(n), BasinScope::One) => n == 1,
+                (Some(n), BasinScope::Several) => n >= 2,
+            },
+        }
+    }
+}
+
+fn uses_basins(c: &Condition) -> bool {
+    match c {
+        Condition::All(v) | Condition::Any(v) => v.iter().any(uses_basins),
+        Condition::Not(c) => uses_basins(c),
+        Condition::Basins(_) => true,
+        _ => false,
+    }
+}
+
+#[derive(Default)]
+struct Acc {
+    level: Option<RiskLevel>,
+    rules: Vec<String>,
+    all_official: bool,
+    auto: bool,
+    inputs: Vec<InputUsed>,
+    provisional: BTreeSet<String>,
+    diags: BTreeSet<Diagnostic>,
+}
+
+struct Fired {
+    hazard: Hazard,
+    commune: CommuneCode,
+    used: Vec<InputUsed>,
+    provisional: Vec<String>,
+}
+
+fn mk<'a>(
+    set: &'a RuleSet,
+    inputs: &'a Inputs,
+    now: DateTime<Utc>,
+    station: &'a Station,
+    commune: Option<&'a CommuneInfo>,
+    basins: Option<usize>,
+) -> Ctx<'a> {
+    Ctx {
+        station,
+        commune,
+        group: inputs.province_group,
+        readings: &inputs.readings,
+        set,
+        now,
+        basins,
+        used: Vec::new(),
+        diags: Vec::new(),
+        provisional: Vec::new(),
+    }
+}
+
+/// Evaluates one rule everywhere; returns what fired and the diagnostics met.
+fn run_rule(
+    set: &RuleSet,
+    rule: &Rule,
+    inputs: &Inputs,
+    now: DateTime<Utc>,
+    diags: &mut BTreeMap<(Hazard, CommuneCode), BTreeSet<Diagnostic>>,
+) -> Vec<Fired> {
+    let communes: BTreeMap<&CommuneCode, &CommuneInfo> =
+        inputs.communes.iter().map(|c| (&c.code, c)).collect();
+    // For "one basin" / "several basins": which basins does the rest of the rule hold on?
+    let basin_count = if uses_basins(&rule.when) {
+        let mut basins = HashSet::new();
+        for s in &inputs.stations {
+            let holds = s.communes.iter().any(|c| {
+                let mut ctx = mk(set, inputs, now, s, communes.get(c).copied(), None);
+                ctx.eval(&rule.when)
+            });
+            if holds {
+                basins.insert(s.basin.as_str());
+            }
+        }
+        Some(basins.len())
+    } else {
+        None
+    };
+    let mut fired = Vec::new();
+    for s in &inputs.stations {
+        for c in &s.communes {
+            let info = communes.get(c).copied();
+            let mut ctx = mk(set, inputs, now, s, info, basin_count);
+            let ok = ctx.eval(&rule.when);
+            diags
+                .entry((rule.hazard, c.clone()))
+                .or_default()
+                .extend(ctx.diags.drain(..));
+            if ok {
+                let mut provisional = std::mem::take(&mut ctx.provisional);
+                if let crate::engine::Provenance::Provisional { reason } = &rule.provenance {
+                    provisional.insert(0, format!("rule {}: {reason}", rule.key()));
+                }
+                fired.push(Fired {
+                    hazard: rule.hazard,
+                    commune: c.clone(),
+                    used: ctx.used,
+                    provisional,
+                });
+            }
+        }
+    }
+    fired
+}
+
+fn evaluate_rules<'r>(
+    set: &RuleSet,
+    rules: impl Iterator<Item = &'r Rule>,
+    inputs: &Inputs,
+    now: DateTime<Utc>,
+) -> Vec<Assessment> {
+    let mut acc: BTreeMap<(Hazard, CommuneCode), Acc> = BTreeMap::new();
+    let mut diags: BTreeMap<(Hazard, CommuneCode), BTreeSet<Diagnostic>> = BTreeMap::new();
+    for rule in rules {
+        for f in run_rule(set, rule, inputs, now, &mut diags) {
+            let a = acc.entry((f.hazard, f.commune)).or_default();
+            let official = rule.is_official() && f.provisional.is_empty();
+            if a.level < Some(rule.level) {
+                *a = Acc {
+                    level: Some(rule.level),
+                    all_official: true,
+                    diags: std::mem::take(&mut a.diags),
+                    ..Acc::default()
+                };
+            }
+            if a.level == Some(rule.level) {
+                a.rules.push(rule.key());
+                a.all_official &= official;
+                a.auto |= rule.action == Action::AutoIssue;
+                a.inputs.extend(f.used);
+                a.provisional.extend(f.provisional);
+            }
+        }
+    }
+    for (key, d) in diags {
+        acc.entry(key).or_default().diags.extend(d);
+    }
+    let mut out: Vec<Assessment> = acc
+        .into_iter()
+        .filter(|(_, a)| a.level.is_some() || !a.diags.is_empty())
+        .map(|((hazard, commune), a)| {
+            let mut inputs = a.inputs;
+            inputs.dedup_by(|x, y| x.name == y.name);
+            Assessment {
+                hazard,
+                commune,
+                level: a.level,
+                source: LevelSource::Computed,
+                computed_level: a.level,
+                official: a.level.is_some() && a.all_official,
+                provisional_reasons: a.provisional.into_iter().collect(),
+                rules: a.rules,
+                inputs,
+                diagnostics: a.diags.into_iter().collect(),
+                action: if a.auto {
+                    Action::AutoIssue
+                } else {
+                    Action::PreWarning
+                },
+            }
+        })
+        .collect();
+    apply_bulletins(&mut out, &inputs.bulletins, now);
+    out
+}
+
+/// A live bulletin's level replaces the computed one for its hazard and communes.
+fn apply_bulletins(out: &mut Vec<Assessment>, bulletins: &[Bulletin], now: DateTime<Utc>) {
+    let mut live: Vec<&Bulletin> = bulletins
+        .iter()
+        .filter(|b| b.effective <= now && now < b.expires)
+        .collect();
+    // The latest bulletin wins where several cover the same place.
+    live.sort_by_key(|b| b.effective);
+    for b in live {
+        let level = match (b.level, b.hazard) {
+            (Some(l), _) => l,
+            // Reference §1.4(h): a thunderstorm or hail warning means level 1.
+            (None, Hazard::Thunderstorm) => RiskLevel::LOW,
+            (None, _) => {
+                for c in &b.communes {
+                    if let Some(a) = out.iter_mut().find(|a| a.hazard == b.hazard && &a.commune == c) {
+                        a.diagnostics.push(Diagnostic::BulletinWithoutLevel {
+                            bulletin: b.id.clone(),
+                        });
+                    }
+                }
+                continue;
+            }
+        };
+        for c in &b.communes {
+            let pos = out.iter().position(|a| a.hazard == b.hazard && &a.commune == c);
+            let a = match pos {
+                Some(i) => &mut out[i],
+                None => {
+                    out.push(Assessment {
+                        hazard: b.hazard,
+                        commune: c.clone(),
+                        level: None,
+                        source: LevelSource::Computed,
+                        computed_level: None,
+                        official: false,
+                        provisional_reasons: vec![],
+                        rules: vec![],
+                        inputs: vec![],
+                        diagnostics: vec![],
+                        action: Action::AutoIssue,
+                    });
+                    let last = out.len() - 1;
+                    &mut out[last]
+                }
+            };
+            a.level = Some(level);
+            a.source = LevelSource::Bulletin {
+                id: b.id.clone(),
+                sender: b.sender.clone(),
+            };
+            a.official = true;
+            a.provisional_reasons.clear();
+            a.rules = vec![format!("bulletin:{}", b.id)];
+            a.action = Action::AutoIssue;
+        }
+    }
+    out.sort_by(|a, b| (a.hazard.code(), &a.commune).cmp(&(b.hazard.code(), &b.commune)));
+}
+
+/// Evaluates every rule of `set` over `inputs` at `now`.
+pub fn evaluate(set: &RuleSet, inputs: &Inputs, now: DateTime<Utc>) -> Vec<Assessment> {
+    evaluate_rules(set, set.rules.iter(), inputs, now)
+}
+
+/// The fixed `now` of examples.
+pub fn example_now() -> DateTime<Utc> {
+    DateTime::parse_from_rfc3339("2026-10-09T01:00:00Z")
+        .map(|t| t.with_timezone(&Utc))
+        .unwrap_or_default()
+}
+
+/// The commune code every example evaluates for.
+pub const EXAMPLE_COMMUNE: &str = "00001";
+
+/// Builds the inputs an example describes.
+pub fn example_inputs(ex: &crate::engine::ExampleRaw) -> Result<Inputs, String> {
+    use domain::{Tag, Tagged};
+    let commune = CommuneCode::new(EXAMPLE_COMMUNE).map_err(|e| e.to_string())?;
+    let mut stations = Vec::new();
+    let raw_stations = if ex.stations.is_empty() {
+        vec![crate::engine::ExampleStation {
+            id: "S1".into(),
+            basin: "B1".into(),
+            area_class: None,
+            bd1: None,
+            bd2: None,
+            bd3: None,
+            historic: None,
+        }]
+    } else {
+        ex.stations.clone()
+    };
+    for s in &raw_stations {
+        let v = |x: Option<f64>| x.map(|m| Tagged::new(m, Tag::V));
+        stations.push(Station {
+            id: StationId::new(&s.id).map_err(|e| e.to_string())?,
+            name: s.id.clone(),
+            river: String::new(),
+            basin: s.basin.clone(),
+            area_class: s.area_class,
+            bd1_m: v(s.bd1),
+            bd2_m: v(s.bd2),
+            bd3_m: v(s.bd3),
+            historic_m: v(s.historic),
+            communes: vec![commune.clone()],
+            communes_provisional: None,
+        });
+    }
+    let susceptibility = match &ex.commune.susceptibility {
+        Some(s) => {
+            Some(Susceptibility::from_code(s).ok_or_else(|| format!("susceptibility {s:?} is not a class"))?)
+        }
+        None => None,
+    };
+    let mut readings = Readings::new();
+    let now = example_now();
+    for r in &ex.readings {
+        let param = Param::from_code(&r.parameter)
+            .ok_or_else(|| format!("parameter {:?} is unknown", r.parameter))?;
+        let station = match &r.station {
+            Some(id) => StationId::new(id).map_err(|e| e.to_string())?,
+            None => stations[0].id.clone(),
+        };
+        for k in 0..r.count {
+            let hours = r.hours_ago + f64::from(k) * r.step_h;
+            let at = now - Duration::seconds((hours * 3600.0).round() as i64);
+            readings.push(&station, param, at, r.value);
+        }
+    }
+    Ok(Inputs {
+        province_group: Some(ex.province_group),
+        stations,
+        communes: vec![CommuneInfo {
+            code: commune,
+            susceptibility,
+            exposure: ex.commune.exposure.clone(),
+        }],
+        readings,
+        bulletins: vec![],
+    })
+}
+
+/// Runs one example of `rule`: Ok if the rule fires exactly when the example says so.
+pub fn run_example(set: &RuleSet, rule: &Rule, ex: &Example) -> Result<(), String> {
+    let inputs = example_inputs(&ex.raw)?;
+    let out = evaluate_rules(set, std::iter::once(rule), &inputs, example_now());
+    let fired = out.iter().any(|a| a.rules.contains(&rule.key()));
+    if fired == ex.fire {
+        return Ok(());
+    }
+    let diags: Vec<String> = out
+        .iter()
+        .flat_map(|a| a.diagnostics.iter().map(ToString::to_string))
+        .collect();
+    // What the rule read, fired or not.
+    let mut used: Vec<String> = Vec::new();
+    for s in &inputs.stations {
+        for c in &s.communes {
+            let info = inputs.communes.iter().find(|i| &i.code == c);
+            let mut ctx = mk(set, &inputs, example_now(), s, info, None);
+            ctx.eval(&rule.when);
+            used.extend(ctx.used.iter().map(|i| format!("{}={}", i.name, i.value)));
+        }
+    }
+    used.dedup();
+    Err(format!(
+        "expected the rule {}, but it {} (inputs: {}; diagnostics: {})",
+        if ex.fire { "to fire" } else { "not to fire" },
+        if fired { "fired" } else { "did not" },
+        if used.is_empty() {
+            "none".into()
+        } else {
+            used.join(", ")
+        },
+        if diags.is_empty() {
+            "none".into()
+        } else {
+            diags.join("; ")
+        },
+    ))
+}

@@ -1,0 +1,211 @@
+//! Readings as the rules see them: time series per station and parameter, with the
+//! window arithmetic that conditions need. Days are Vietnam local days (UTC+7).
+
+use std::collections::HashMap;
+
+use chrono::{DateTime, Duration, Utc};
+use domain::StationId;
+
+/// What a rule can read.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub enum Param {
+    /// River water level, m.
+    WaterLevel,
+    /// Rain since the previous reading, mm. Readings after `now` are forecasts.
+    Rainfall,
+    /// Air temperature, °C.
+    AirTemperature,
+    /// Horizontal visibility, m.
+    Visibility,
+    /// Maximum sustained wind, Beaufort force (forecast for storms).
+    WindBeaufort,
+}
+
+impl Param {
+    pub const ALL: [Param; 5] = [
+        Self::WaterLevel,
+        Self::Rainfall,
+        Self::AirTemperature,
+        Self::Visibility,
+        Self::WindBeaufort,
+    ];
+
+    pub fn code(self) -> &'static str {
+        match self {
+            Self::WaterLevel => "water_level",
+            Self::Rainfall => "rainfall",
+            Self::AirTemperature => "air_temperature",
+            Self::Visibility => "visibility",
+            Self::WindBeaufort => "wind_beaufort",
+        }
+    }
+
+    pub fn from_code(code: &str) -> Option<Self> {
+        Self::ALL.into_iter().find(|p| p.code() == code)
+    }
+
+    pub fn unit(self) -> &'static str {
+        match self {
+            Self::WaterLevel => "m",
+            Self::Rainfall => "mm",
+            Self::AirTemperature => "°C",
+            Self::Visibility => "m",
+            Self::WindBeaufort => "Bf",
+        }
+    }
+}
+
+/// One value at one time.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct Reading {
+    pub at: DateTime<Utc>,
+    pub value: f64,
+}
+
+/// Readings by station and parameter, each series sorted by time.
+#[derive(Debug, Clone, Default)]
+pub struct Readings {
+    series: HashMap<(StationId, Param), Vec<Reading>>,
+}
+
+const LOCAL_OFFSET_S: i64 = 7 * 3600;
+
+/// The Vietnam local day number of a time (days since 1970-01-01, local).
+pub fn local_day(t: DateTime<Utc>) -> i64 {
+    (t.timestamp() + LOCAL_OFFSET_S).div_euclid(86_400)
+}
+
+impl Readings {
+    pub fn new() -> Self {
+        Self::default()
+    }
+
+    /// Adds a reading; keeps each series sorted.
+    pub fn push(&mut self, station: &StationId, param: Param, at: DateTime<Utc>, value: f64) {
+        let s = self.series.entry((station.clone(), param)).or_default();
+        let pos = s.partition_point(|r| r.at <= at);
+        s.insert(pos, Reading { at, value });
+    }
+
+    pub fn series(&self, station: &StationId, param: Param) -> &[Reading] {
+        self.series
+            .get(&(station.clone(), param))
+            .map(Vec::as_slice)
+            .unwrap_or(&[])
+    }
+
+    /// Drops readings older than `before`, to bound memory in long replays.
+    pub fn prune(&mut self, before: DateTime<Utc>) {
+        for s in self.series.values_mut() {
+            let cut = s.partition_point(|r| r.at < before);
+            s.drain(..cut);
+        }
+    }
+
+    /// The latest reading at or before `now`.
+    pub fn latest(&self, station: &StationId, param: Param, now: DateTime<Utc>) -> Option<Reading> {
+        let s = self.series(station, param);
+        let end = s.partition_point(|r| r.at <= now);
+        end.checked_sub(1).map(|i| s[i])
+    }
+
+    /// The readings in `(from, to]`.
+    pub fn window(
+        &self,
+        station: &StationId,
+        param: Param,
+        from: DateTime<Utc>,
+        to: DateTime<Utc>,
+    ) -> &[Reading] {
+        let s = self.series(station, param);
+        let a = s.partition_point(|r| r.at <= from);
+        let b = s.partition_point(|r| r.at <= to);
+        &s[a..b.max(a)]
+    }
+
+    /// Sum over `(from, to]`, or `None` if the window holds no reading.
+    pub fn sum(
+        &self,
+        station: &StationId,
+        param: Param,
+        from: DateTime<Utc>,
+        to: DateTime<Utc>,
+    ) -> Option<f64> {
+        let w = self.window(station, param, from, to);
+        (!w.is_empty()).then(|| w.iter().map(|r| r.value).sum())
+    }
+
+    /// The value at or just before `at` (for rates of rise).
+    pub fn at_or_before(&self, station: &StationId, param: Param, at: DateTime<Utc>) -> Option<Reading> {
+        self.latest(station, param, at)
+    }
+
+    /// Daily statistics for the local day `day`: (min, mean, max, sum), if any reading.
+    pub fn daily(&self, station: &StationId, param: Param, day: i64) -> Option<DailyStats> {
+        let start = DateTime::<Utc>::from_timestamp(day * 86_400 - LOCAL_OFFSET_S, 0)?;
+        let w = self.window(
+            station,
+            param,
+            start - Duration::nanoseconds(1),
+            start + Duration::days(1) - Duration::nanoseconds(1),
+        );
+        if w.is_empty() {
+            return None;
+        }
+        let sum: f64 = w.iter().map(|r| r.value).sum();
+        Some(DailyStats {
+            min: w.iter().map(|r| r.value).fold(f64::INFINITY, f64::min),
+            max: w.iter().map(|r| r.value).fold(f64::NEG_INFINITY, f64::max),
+            mean: sum / w.len() as f64,
+            sum,
+        })
+    }
+}
+
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct DailyStats {
+    pub min: f64,
+    pub mean: f64,
+    pub max: f64,
+    pub sum: f64,
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn t(s: &str) -> DateTime<Utc> {
+        s.parse().unwrap()
+    }
+
+    #[test]
+    fn windows_are_half_open_and_days_are_local() {
+        let s = StationId::new("S").unwrap();
+        let mut r = Readings::new();
+        for h in 0..48 {
+            r.push(
+                &s,
+                Param::Rainfall,
+                t("2026-10-08T00:00:00Z") + Duration::hours(h),
+                1.0,
+            );
+        }
+        let now = t("2026-10-09T00:00:00Z");
+        assert_eq!(
+            r.sum(&s, Param::Rainfall, now - Duration::hours(24), now),
+            Some(24.0)
+        );
+        assert_eq!(
+            r.sum(&s, Param::Rainfall, now, now + Duration::hours(6)),
+            Some(6.0)
+        );
+        assert_eq!(r.latest(&s, Param::Rainfall, now).map(|x| x.at), Some(now));
+        // 2026-10-08 local runs from 2026-10-07T17:00Z: 17 hourly readings fall in it.
+        let day = local_day(t("2026-10-08T12:00:00Z"));
+        assert_eq!(r.daily(&s, Param::Rainfall, day).map(|d| d.sum), Some(17.0));
+        assert_eq!(
+            local_day(t("2026-10-08T16:59:59Z")) + 1,
+            local_day(t("2026-10-08T17:00:00Z"))
+        );
+    }
+}
