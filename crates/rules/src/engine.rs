@@ -186,6 +186,12 @@ pub struct Limits {
     pub max_age_minutes: BTreeMap<Param, i64>,
     /// Values outside these ranges are implausible and ignored.
     pub plausible: BTreeMap<Param, (f64, f64)>,
+    /// Added to values when testing whether a level still holds, so that a level comes
+    /// down only once the value is clearly below its threshold (negative where lower is
+    /// worse, as for visibility).
+    pub hysteresis: BTreeMap<Param, f64>,
+    /// How long a level must fail to hold before it comes down.
+    pub hold_minutes: Option<i64>,
 }
 
 /// A validated set of rules.
@@ -213,6 +219,10 @@ struct SettingsRaw {
     max_age_minutes: BTreeMap<String, i64>,
     #[serde(default)]
     plausible: BTreeMap<String, [f64; 2]>,
+    #[serde(default)]
+    hysteresis: BTreeMap<String, f64>,
+    #[serde(default)]
+    hold_minutes: Option<i64>,
 }
 
 #[derive(Deserialize)]
@@ -791,6 +801,22 @@ pub fn load(files: &[(String, String)]) -> Result<RuleSet, RuleErrors> {
                         "{name}: settings.max_age_minutes: {k:?} is not a known parameter"
                     )),
                 }
+            }
+            for (k, m) in s.hysteresis {
+                match Param::from_code(&k) {
+                    Some(p) if m.is_finite() => {
+                        set.limits.hysteresis.insert(p, m);
+                    }
+                    Some(_) => errs.push(format!("{name}: settings.hysteresis.{k}: must be a number")),
+                    None => errs.push(format!(
+                        "{name}: settings.hysteresis: {k:?} is not a known parameter"
+                    )),
+                }
+            }
+            match s.hold_minutes {
+                Some(h) if h < 0 => errs.push(format!("{name}: settings.hold_minutes: must not be negative")),
+                Some(h) => set.limits.hold_minutes = Some(h),
+                None => {}
             }
             for (k, [lo, hi]) in s.plausible {
                 match Param::from_code(&k) {

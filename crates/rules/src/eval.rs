@@ -170,12 +170,22 @@ struct Ctx<'a> {
     set: &'a RuleSet,
     now: DateTime<Utc>,
     basins: Option<usize>,
+    /// Apply the hysteresis margins (testing whether a level still holds).
+    held: bool,
     used: Vec<InputUsed>,
     diags: Vec<Diagnostic>,
     provisional: Vec<String>,
 }
 
 impl Ctx<'_> {
+    fn margin(&self, param: Param) -> f64 {
+        if self.held {
+            self.set.limits.hysteresis.get(&param).copied().unwrap_or(0.0)
+        } else {
+            0.0
+        }
+    }
+
     fn resolve(&mut self, o: Operand) -> Option<f64> {
         match o {
             Operand::Const(v) => Some(v),
@@ -267,7 +277,7 @@ impl Ctx<'_> {
         if !self.plausible(param, r.value) {
             return None;
         }
-        Some(r.value)
+        Some(r.value + self.margin(param))
     }
 
     fn record(&mut self, name: String, value: f64) {
@@ -306,7 +316,7 @@ impl Ctx<'_> {
                         peak = Some(peak.map_or(r.value, |p: f64| p.max(r.value)));
                     }
                 }
-                match peak {
+                match peak.map(|p| p + self.margin(*param)) {
                     Some(v) => {
                         self.record(format!("{} max next {h} h@{id}", param.code()), v);
                         self.within(v, bounds)
@@ -339,7 +349,7 @@ impl Ctx<'_> {
                     });
                     return false;
                 }
-                let mut sum = 0.0;
+                let mut sum = self.margin(*param);
                 for r in w {
                     if self.plausible(*param, r.value) {
                         sum += r.value;
@@ -366,6 +376,7 @@ impl Ctx<'_> {
                     });
                     return false;
                 };
+                // `now_v` already carries the margin.
                 let rise = now_v - then.value;
                 self.record(format!("{} rise {hours} h@{id}", param.code()), rise);
                 self.within(rise, bounds)
@@ -385,12 +396,13 @@ impl Ctx<'_> {
                         });
                         return false;
                     };
-                    let v = match stat {
-                        DailyStat::Min => s.min,
-                        DailyStat::Mean => s.mean,
-                        DailyStat::Max => s.max,
-                        DailyStat::Sum => s.sum,
-                    };
+                    let v = self.margin(*param)
+                        + match stat {
+                            DailyStat::Min => s.min,
+                            DailyStat::Mean => s.mean,
+                            DailyStat::Max => s.max,
+                            DailyStat::Sum => s.sum,
+                        };
                     if d == 1 {
                         self.record(format!("{} daily {stat:?} yesterday@{id}", param.code()), v);
                     }
@@ -495,6 +507,7 @@ fn mk<'a>(
         set,
         now,
         basins,
+        held: false,
         used: Vec::new(),
         diags: Vec::new(),
         provisional: Vec::new(),
@@ -507,6 +520,7 @@ fn run_rule(
     rule: &Rule,
     inputs: &Inputs,
     now: DateTime<Utc>,
+    held: bool,
     diags: &mut BTreeMap<(Hazard, CommuneCode), BTreeSet<Diagnostic>>,
 ) -> Vec<Fired> {
     let communes: BTreeMap<&CommuneCode, &CommuneInfo> =
@@ -517,6 +531,7 @@ fn run_rule(
         for s in &inputs.stations {
             let holds = s.communes.iter().any(|c| {
                 let mut ctx = mk(set, inputs, now, s, communes.get(c).copied(), None);
+                ctx.held = held;
                 ctx.eval(&rule.when)
             });
             if holds {
@@ -532,6 +547,7 @@ fn run_rule(
         for c in &s.communes {
             let info = communes.get(c).copied();
             let mut ctx = mk(set, inputs, now, s, info, basin_count);
+            ctx.held = held;
             let ok = ctx.eval(&rule.when);
             diags
                 .entry((rule.hazard, c.clone()))
@@ -559,11 +575,12 @@ fn evaluate_rules<'r>(
     rules: impl Iterator<Item = &'r Rule>,
     inputs: &Inputs,
     now: DateTime<Utc>,
+    held: bool,
 ) -> Vec<Assessment> {
     let mut acc: BTreeMap<(Hazard, CommuneCode), Acc> = BTreeMap::new();
     let mut diags: BTreeMap<(Hazard, CommuneCode), BTreeSet<Diagnostic>> = BTreeMap::new();
     for rule in rules {
-        for f in run_rule(set, rule, inputs, now, &mut diags) {
+        for f in run_rule(set, rule, inputs, now, held, &mut diags) {
             let a = acc.entry((f.hazard, f.commune)).or_default();
             let official = rule.is_official() && f.provisional.is_empty();
             if a.level < Some(rule.level) {
@@ -575,7 +592,10 @@ fn evaluate_rules<'r>(
                 };
             }
             if a.level == Some(rule.level) {
-                a.rules.push(rule.key());
+                let key = rule.key();
+                if !a.rules.contains(&key) {
+                    a.rules.push(key);
+                }
                 a.all_official &= official;
                 a.auto |= rule.action == Action::AutoIssue;
                 a.inputs.extend(f.used);
@@ -677,7 +697,13 @@ fn apply_bulletins(out: &mut Vec<Assessment>, bulletins: &[Bulletin], now: DateT
 
 /// Evaluates every rule of `set` over `inputs` at `now`.
 pub fn evaluate(set: &RuleSet, inputs: &Inputs, now: DateTime<Utc>) -> Vec<Assessment> {
-    evaluate_rules(set, set.rules.iter(), inputs, now)
+    evaluate_rules(set, set.rules.iter(), inputs, now, false)
+}
+
+/// Evaluates with the hysteresis margins added to every value: the levels that still
+/// hold, for the state machine's de-escalation.
+pub fn evaluate_held(set: &RuleSet, inputs: &Inputs, now: DateTime<Utc>) -> Vec<Assessment> {
+    evaluate_rules(set, set.rules.iter(), inputs, now, true)
 }
 
 /// The fixed `now` of examples.
@@ -761,7 +787,7 @@ pub fn example_inputs(ex: &crate::engine::ExampleRaw) -> Result<Inputs, String> 
 /// Runs one example of `rule`: Ok if the rule fires exactly when the example says so.
 pub fn run_example(set: &RuleSet, rule: &Rule, ex: &Example) -> Result<(), String> {
     let inputs = example_inputs(&ex.raw)?;
-    let out = evaluate_rules(set, std::iter::once(rule), &inputs, example_now());
+    let out = evaluate_rules(set, std::iter::once(rule), &inputs, example_now(), false);
     let fired = out.iter().any(|a| a.rules.contains(&rule.key()));
     if fired == ex.fire {
         return Ok(());

@@ -8,10 +8,13 @@
 
 pub mod engine;
 pub mod eval;
+pub mod replay;
 pub mod series;
+pub mod state;
 
 pub use engine::{Action, RuleErrors, RuleSet, load};
-pub use eval::{Inputs, evaluate};
+pub use eval::{Inputs, evaluate, evaluate_held};
+pub use state::{Tracker, Transition};
 
 use chrono::{DateTime, Utc};
 use domain::{
