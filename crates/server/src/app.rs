@@ -98,7 +98,7 @@ impl App {
         let wake = Arc::new(Notify::new());
         let pipeline = ingest::Pipeline::new(
             store.clone(),
-            settings.stations.clone(),
+            settings.area.stations.clone(),
             signer.clone(),
             topics.clone(),
             settings.alerts.clone(),

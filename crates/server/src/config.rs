@@ -8,18 +8,39 @@ use std::time::Duration;
 
 use dispatch::mqtt::BrokerUrl;
 use dispatch::worker::OutboxSettings;
-use domain::{Commune, ProvinceCode, Repeat, Station};
+use domain::{ProvinceCode, Repeat};
 use ingest::AlertPolicy;
+use rules::RuleSet;
 use serde::Deserialize;
 use serde::de::DeserializeOwned;
 
-use crate::places;
+use crate::places::{self, Area};
 
 /// The built-in copies, used when the config directory does not exist (a binary
 /// deployed on its own).
 pub const EMBEDDED_DEFAULT: &str = include_str!("../../../config/default.toml");
-pub const EMBEDDED_STATIONS: &str = include_str!("../../../config/stations.toml");
-pub const EMBEDDED_COMMUNES: &str = include_str!("../../../config/communes.toml");
+pub const EMBEDDED_AREA: &str = include_str!("../../../config/areas/lang-son.toml");
+pub const EMBEDDED_RULES: [(&str, &str); 7] = [
+    (
+        "cold_heat.toml",
+        include_str!("../../../config/rules/cold_heat.toml"),
+    ),
+    (
+        "flash_flood.toml",
+        include_str!("../../../config/rules/flash_flood.toml"),
+    ),
+    ("flood.toml", include_str!("../../../config/rules/flood.toml")),
+    ("fog.toml", include_str!("../../../config/rules/fog.toml")),
+    (
+        "heavy_rain.toml",
+        include_str!("../../../config/rules/heavy_rain.toml"),
+    ),
+    (
+        "settings.toml",
+        include_str!("../../../config/rules/settings.toml"),
+    ),
+    ("storm.toml", include_str!("../../../config/rules/storm.toml")),
+];
 
 /// The prefix of environment variables that override settings.
 pub const ENV_PREFIX: &str = "CANHBAO__";
@@ -91,8 +112,10 @@ pub struct Settings {
     pub alerts: AlertPolicy,
     pub outbox: OutboxSettings,
     pub grace: Duration,
-    pub stations: Vec<Station>,
-    pub communes: Vec<Commune>,
+    /// The province's places (communes, stations, mappings).
+    pub area: Area,
+    /// The validated rules, every example run.
+    pub rules: RuleSet,
 }
 
 // ---- raw sections, as written ----
@@ -179,8 +202,8 @@ struct ShutdownRaw {
 #[derive(Deserialize)]
 #[serde(deny_unknown_fields)]
 struct DomainRaw {
-    stations_file: String,
-    communes_file: String,
+    area_file: String,
+    rules_dir: String,
 }
 
 const SECTIONS: [&str; 10] = [
@@ -471,30 +494,33 @@ pub fn load(sources: &Sources) -> Result<Settings, Problems> {
         }
     });
     let places = domain_files.and_then(|d| {
-        let read =
-            |file: &str, embedded: &'static str, problems: &mut Problems| -> Option<(String, String)> {
-                let path = sources.config_dir.join(file);
-                match std::fs::read_to_string(&path) {
-                    Ok(t) => Some((path.display().to_string(), t)),
-                    Err(_) if !dir_exists => Some((format!("(built-in) {file}"), embedded.to_owned())),
-                    Err(e) => {
-                        problems.push(format!("domain: {}: {e}", path.display()));
-                        None
-                    }
-                }
-            };
-        let communes = read(&d.communes_file, EMBEDDED_COMMUNES, &mut problems);
-        let stations = read(&d.stations_file, EMBEDDED_STATIONS, &mut problems);
-        let (communes_name, communes_text) = communes?;
-        let (stations_name, stations_text) = stations?;
-        let (communes, mut errs) = places::parse_communes(&communes_text);
-        let communes_errs: Vec<String> = errs.drain(..).map(|e| format!("{communes_name}: {e}")).collect();
-        let (stations, errs) = places::parse_stations(&stations_text, &communes);
-        problems.0.extend(communes_errs);
+        let path = sources.config_dir.join(&d.area_file);
+        let (name, text) = match std::fs::read_to_string(&path) {
+            Ok(t) => (path.display().to_string(), t),
+            Err(_) if !dir_exists => (format!("(built-in) {}", d.area_file), EMBEDDED_AREA.to_owned()),
+            Err(e) => {
+                problems.push(format!("domain.area_file: {}: {e}", path.display()));
+                return None;
+            }
+        };
+        let (area, errs) = places::parse_area(&text);
         problems
             .0
-            .extend(errs.into_iter().map(|e| format!("{stations_name}: {e}")));
-        Some((stations, communes))
+            .extend(errs.into_iter().map(|e| format!("{name}: {e}")));
+        let files = match rule_files(&sources.config_dir, &d.rules_dir, dir_exists) {
+            Ok(f) => f,
+            Err(e) => {
+                problems.push(format!("domain.rules_dir: {e}"));
+                return None;
+            }
+        };
+        match rules::load(&files) {
+            Ok(set) => Some((area, set)),
+            Err(e) => {
+                problems.0.extend(e.0);
+                None
+            }
+        }
     });
 
     if !problems.0.is_empty() {
@@ -526,7 +552,7 @@ pub fn load(sources: &Sources) -> Result<Settings, Problems> {
             Some(alerts),
             Some(outbox),
             Some(grace),
-            Some((stations, communes)),
+            Some((area, rules)),
         ) => Ok(Settings {
             profile,
             province,
@@ -539,11 +565,41 @@ pub fn load(sources: &Sources) -> Result<Settings, Problems> {
             alerts,
             outbox,
             grace,
-            stations,
-            communes,
+            area,
+            rules,
         }),
         _ => Err(Problems(vec!["settings are incomplete".into()])),
     }
+}
+
+/// The rule files of `dir` (relative to the config directory), or the built-in ones when
+/// the config directory does not exist. Sorted by name.
+pub fn rule_files(config_dir: &Path, dir: &str, dir_exists: bool) -> Result<Vec<(String, String)>, String> {
+    if !dir_exists {
+        return Ok(EMBEDDED_RULES
+            .iter()
+            .map(|(n, t)| (format!("(built-in) rules/{n}"), (*t).to_owned()))
+            .collect());
+    }
+    read_rule_dir(&config_dir.join(dir))
+}
+
+/// Every `*.toml` file of a rules directory, sorted by name.
+pub fn read_rule_dir(path: &Path) -> Result<Vec<(String, String)>, String> {
+    let entries = std::fs::read_dir(path).map_err(|e| format!("{}: {e}", path.display()))?;
+    let mut files = Vec::new();
+    for entry in entries {
+        let p = entry.map_err(|e| format!("{}: {e}", path.display()))?.path();
+        if p.extension().is_some_and(|x| x == "toml") {
+            let text = std::fs::read_to_string(&p).map_err(|e| format!("{}: {e}", p.display()))?;
+            files.push((p.display().to_string(), text));
+        }
+    }
+    if files.is_empty() {
+        return Err(format!("{}: no rule files (*.toml)", path.display()));
+    }
+    files.sort();
+    Ok(files)
 }
 
 fn mqtt_config(m: MqttRaw, problems: &mut Problems) -> Option<MqttConfig> {
@@ -629,8 +685,9 @@ mod tests {
         assert_eq!(s.profile, Profile::Embedded);
         assert_eq!(s.http_listen.to_string(), "127.0.0.1:8080");
         assert!(matches!(s.mqtt.mode, MqttMode::Embedded { listen } if listen.port() == 1884));
-        assert_eq!(s.communes.len(), 65);
-        assert_eq!(s.stations.len(), 3);
+        assert_eq!(s.area.communes.len(), 65);
+        assert_eq!(s.area.stations.len(), 3);
+        assert!(s.rules.rules.len() >= 30);
         assert!(s.demo_interval.is_some());
         assert_eq!(s.database_url, "sqlite://./var/canhbao.db");
     }

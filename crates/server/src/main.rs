@@ -132,6 +132,7 @@ fn check_config(args: ConfigArgs) -> ExitCode {
     match load(&args) {
         Ok(s) => {
             let provisional_levels = s
+                .area
                 .stations
                 .iter()
                 .flat_map(|st| [st.bd1_m, st.bd2_m, st.bd3_m])
@@ -152,12 +153,13 @@ fn check_config(args: ConfigArgs) -> ExitCode {
                 "  demo           {}",
                 if s.demo_interval.is_some() { "on" } else { "off" }
             );
-            println!("  communes       {}", s.communes.len());
+            println!("  communes       {}", s.area.communes.len());
             println!(
                 "  stations       {} ({} alarm levels provisional, {} station-to-commune mappings provisional)",
-                s.stations.len(),
+                s.area.stations.len(),
                 provisional_levels,
-                s.stations
+                s.area
+                    .stations
                     .iter()
                     .filter(|st| st.communes_provisional.is_some())
                     .count()

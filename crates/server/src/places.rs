@@ -1,18 +1,183 @@
-//! The province's communes and stations, read from `config/communes.toml` and
-//! `config/stations.toml`, with their provenance tags checked. Every problem is reported.
+//! The province's places, read from its area file (`config/areas/lang-son.toml`):
+//! communes, stations with their alarm levels, the station-to-commune, zone-to-commune
+//! and exposure mappings, and the Art. 46 province group, with every provenance tag
+//! checked. Every problem is reported at once.
 
 use std::collections::HashSet;
 
 use domain::{Commune, CommuneCode, CommuneKind, Station, StationId, Tag, Tagged};
+use rules::engine::Susceptibility;
+use rules::eval::CommuneInfo;
 use serde::Deserialize;
 
 #[derive(Deserialize)]
 #[serde(deny_unknown_fields)]
-struct CommunesFile {
-    province: String,
+struct AreaFile {
+    province: ProvinceRaw,
+    #[serde(default)]
+    commune: Vec<CommuneRaw>,
+    #[serde(default)]
+    station: Vec<StationRaw>,
+    #[serde(default)]
+    exposure: Vec<MappingRaw>,
+    #[serde(default)]
+    susceptibility: Vec<MappingRaw>,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct ProvinceRaw {
+    code: String,
+    name: String,
+    flash_flood_group: Option<u8>,
+    #[serde(default)]
+    flash_flood_group_tag: Option<String>,
     names_tag: String,
     codes_tag: String,
-    commune: Vec<CommuneRaw>,
+}
+
+/// An exposure (`kind`) or a susceptibility `class` mapped to communes.
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct MappingRaw {
+    #[serde(default)]
+    kind: Option<String>,
+    #[serde(default)]
+    class: Option<String>,
+    communes: Vec<String>,
+    provenance: String,
+    #[serde(default)]
+    reason: String,
+    #[serde(default)]
+    citation: String,
+}
+
+/// Everything the area file says.
+#[derive(Debug, Clone, Default)]
+pub struct Area {
+    pub name: String,
+    pub province_group: Option<u8>,
+    pub communes: Vec<Commune>,
+    pub stations: Vec<Station>,
+    /// Per commune: susceptibility class and exposures, for the rules.
+    pub commune_info: Vec<CommuneInfo>,
+    /// Why each provisional mapping is provisional, for operators.
+    pub provisional: Vec<String>,
+}
+
+/// Parses and checks an area file.
+pub fn parse_area(text: &str) -> (Area, Vec<String>) {
+    let file: AreaFile = match toml::from_str(text) {
+        Ok(f) => f,
+        Err(e) => return (Area::default(), vec![e.to_string().trim().to_owned()]),
+    };
+    let mut errors = Vec::new();
+    let p = &file.province;
+    if domain::ProvinceCode::new(&p.code).is_err() {
+        errors.push(format!("province.code {:?} is not a 2-digit code", p.code));
+    }
+    check_tag(&p.names_tag, "province.names_tag", &mut errors);
+    check_tag(&p.codes_tag, "province.codes_tag", &mut errors);
+    if let Some(g) = p.flash_flood_group
+        && !(1..=4).contains(&g)
+    {
+        errors.push(format!("province.flash_flood_group {g} must be 1 to 4"));
+    }
+    if let Some(t) = &p.flash_flood_group_tag {
+        check_tag(t, "province.flash_flood_group_tag", &mut errors);
+    }
+    let communes = parse_communes_list(file.commune, &mut errors);
+    let (stations, errs) = parse_stations_list(file.station, &communes);
+    errors.extend(errs);
+    let mut info: Vec<CommuneInfo> = communes
+        .iter()
+        .map(|c| CommuneInfo {
+            code: c.code.clone(),
+            susceptibility: None,
+            exposure: Vec::new(),
+        })
+        .collect();
+    let mut provisional = Vec::new();
+    for (i, m) in file.exposure.iter().enumerate() {
+        let at = format!("exposure[{i}]");
+        let Some(kind) = m.kind.clone() else {
+            errors.push(format!("{at}: kind is required"));
+            continue;
+        };
+        mapping_provenance(m, &at, &mut errors, &mut provisional);
+        for code in mapping_communes(m, &at, &info, &mut errors) {
+            if let Some(c) = info.iter_mut().find(|c| c.code == code) {
+                c.exposure.push(kind.clone());
+            }
+        }
+    }
+    for (i, m) in file.susceptibility.iter().enumerate() {
+        let at = format!("susceptibility[{i}]");
+        let class = m.class.as_deref().and_then(Susceptibility::from_code);
+        let Some(class) = class else {
+            errors.push(format!(
+                "{at}: class {:?} must be low, medium, high or very_high",
+                m.class
+            ));
+            continue;
+        };
+        mapping_provenance(m, &at, &mut errors, &mut provisional);
+        for code in mapping_communes(m, &at, &info, &mut errors) {
+            if let Some(c) = info.iter_mut().find(|c| c.code == code) {
+                if c.susceptibility.is_some() {
+                    errors.push(format!("{at}: commune {code} already has a susceptibility class"));
+                }
+                c.susceptibility = Some(class);
+            }
+        }
+    }
+    for s in &stations {
+        if let Some(why) = &s.communes_provisional {
+            provisional.push(format!("station {} impact: {why}", s.id));
+        }
+    }
+    let area = Area {
+        name: p.name.clone(),
+        province_group: p.flash_flood_group,
+        communes,
+        stations,
+        commune_info: info,
+        provisional,
+    };
+    (area, errors)
+}
+
+fn mapping_provenance(m: &MappingRaw, at: &str, errors: &mut Vec<String>, provisional: &mut Vec<String>) {
+    match m.provenance.as_str() {
+        "official" if m.citation.trim().is_empty() => {
+            errors.push(format!("{at}: an official mapping must give its citation"))
+        }
+        "official" => {}
+        "provisional" if m.reason.trim().is_empty() => {
+            errors.push(format!("{at}: a provisional mapping must give its reason"))
+        }
+        "provisional" => provisional.push(format!("{at}: {}", m.reason)),
+        other => errors.push(format!(
+            "{at}: provenance {other:?} must be \"official\" or \"provisional\""
+        )),
+    }
+}
+
+fn mapping_communes(
+    m: &MappingRaw,
+    at: &str,
+    info: &[CommuneInfo],
+    errors: &mut Vec<String>,
+) -> Vec<CommuneCode> {
+    let mut out = Vec::new();
+    for c in &m.communes {
+        match CommuneCode::new(c) {
+            Ok(code) if info.iter().any(|i| i.code == code) => out.push(code),
+            Ok(_) => errors.push(format!("{at}: commune {c:?} is not in the commune list")),
+            Err(e) => errors.push(format!("{at}: {e}")),
+        }
+    }
+    out
 }
 
 #[derive(Deserialize)]
@@ -23,12 +188,6 @@ struct CommuneRaw {
     kind: String,
     #[serde(default)]
     formed_from: String,
-}
-
-#[derive(Deserialize)]
-#[serde(deny_unknown_fields)]
-struct StationsFile {
-    station: Vec<StationRaw>,
 }
 
 #[derive(Deserialize)]
@@ -74,21 +233,10 @@ fn check_tag(tag: &str, what: &str, errors: &mut Vec<String>) -> Option<Tag> {
     t
 }
 
-/// Parses the commune list.
-pub fn parse_communes(text: &str) -> (Vec<Commune>, Vec<String>) {
-    let mut errors = Vec::new();
-    let file: CommunesFile = match toml::from_str(text) {
-        Ok(f) => f,
-        Err(e) => return (Vec::new(), vec![e.to_string().trim().to_owned()]),
-    };
-    if domain::ProvinceCode::new(&file.province).is_err() {
-        errors.push(format!("province {:?} is not a 2-digit code", file.province));
-    }
-    check_tag(&file.names_tag, "names_tag", &mut errors);
-    check_tag(&file.codes_tag, "codes_tag", &mut errors);
+fn parse_communes_list(list: Vec<CommuneRaw>, errors: &mut Vec<String>) -> Vec<Commune> {
     let mut seen = HashSet::new();
     let mut out = Vec::new();
-    for c in file.commune {
+    for c in list {
         let at = format!("commune {:?}", c.code);
         let code = match CommuneCode::new(&c.code) {
             Ok(code) => code,
@@ -118,7 +266,7 @@ pub fn parse_communes(text: &str) -> (Vec<Commune>, Vec<String>) {
             kind,
         });
     }
-    (out, errors)
+    out
 }
 
 fn level(raw: &LevelRaw, what: &str, errors: &mut Vec<String>) -> Option<Tagged<f64>> {
@@ -143,17 +291,13 @@ fn level(raw: &LevelRaw, what: &str, errors: &mut Vec<String>) -> Option<Tagged<
     }
 }
 
-/// Parses the station table, checking each commune against `communes`.
-pub fn parse_stations(text: &str, communes: &[Commune]) -> (Vec<Station>, Vec<String>) {
+/// Checks the stations, each commune against `communes`.
+fn parse_stations_list(list: Vec<StationRaw>, communes: &[Commune]) -> (Vec<Station>, Vec<String>) {
     let mut errors = Vec::new();
-    let file: StationsFile = match toml::from_str(text) {
-        Ok(f) => f,
-        Err(e) => return (Vec::new(), vec![e.to_string().trim().to_owned()]),
-    };
     let known: HashSet<&CommuneCode> = communes.iter().map(|c| &c.code).collect();
     let mut seen = HashSet::new();
     let mut out = Vec::new();
-    for s in file.station {
+    for s in list {
         let at = format!("station {:?}", s.id);
         let id = match StationId::new(&s.id) {
             Ok(id) => id,
@@ -233,10 +377,14 @@ pub fn parse_stations(text: &str, communes: &[Commune]) -> (Vec<Station>, Vec<St
 mod tests {
     use super::*;
 
-    const COMMUNES: &str = r#"
-province = "20"
+    const HEAD: &str = r#"
+[province]
+code = "20"
+name = "Lạng Sơn"
+flash_flood_group = 2
 names_tag = "V"
 codes_tag = "S"
+
 [[commune]]
 code = "06385"
 name = "Xã Hữu Lũng"
@@ -244,15 +392,26 @@ kind = "commune"
 "#;
 
     #[test]
-    fn a_station_file_with_many_faults_reports_them_all() {
-        let (communes, errs) = parse_communes(COMMUNES);
-        assert!(errs.is_empty(), "{errs:?}");
-        let stations = r#"
+    fn an_area_file_with_many_faults_reports_them_all() {
+        let text = format!(
+            "{HEAD}{}",
+            r#"
+[[exposure]]
+kind = "expressway"
+communes = ["06385", "99999"]
+provenance = "provisional"
+
+[[susceptibility]]
+class = "extreme"
+communes = ["06385"]
+provenance = "official"
+
 [[station]]
 id = "HUULUNG"
 name = "Hữu Lũng"
 river = "Trung"
 basin = "Thương"
+area_class = 7
 bd1 = { m = 18.0, tag = "D" }
 bd2 = { m = 17.0, tag = "X" }
 bd3 = { m = 19.0, tag = "NF" }
@@ -260,15 +419,20 @@ historic = { tag = "V" }
 [station.impact]
 communes = ["06385", "99999"]
 provenance = "provisional"
-"#;
-        let (_, errs) = parse_stations(stations, &communes);
+"#
+        );
+        let (_, errs) = parse_area(&text);
         let text = errs.join("\n");
         for needle in [
+            "exposure[0]: a provisional mapping must give its reason",
+            "exposure[0]: commune \"99999\" is not in the commune list",
+            "susceptibility[0]: class Some(\"extreme\")",
+            "area_class 7 must be 1, 2, 3 or 4",
             "bd2: tag \"X\"",
             "bd3: tagged NF (not found) but gives 19 m",
             "historic: tagged V but gives no value",
-            "commune \"99999\" is not in the commune list",
-            "must give its reason",
+            "impact: commune \"99999\" is not in the commune list",
+            "impact: a provisional mapping must give its reason",
         ] {
             assert!(text.contains(needle), "missing {needle:?} in:\n{text}");
         }
@@ -282,17 +446,16 @@ provenance = "provisional"
     );
 
     #[test]
-    fn the_shipped_station_table_keeps_every_tag_of_the_reference() {
-        let (communes, errs) = parse_communes(crate::config::EMBEDDED_COMMUNES);
+    fn the_shipped_area_keeps_every_tag_of_the_reference() {
+        let (area, errs) = parse_area(crate::config::EMBEDDED_AREA);
         assert!(errs.is_empty(), "{errs:?}");
-        let (stations, errs) = parse_stations(crate::config::EMBEDDED_STATIONS, &communes);
-        assert!(errs.is_empty(), "{errs:?}");
-        let tags: Vec<Row> = stations
+        assert_eq!(area.communes.len(), 65);
+        assert_eq!(area.province_group, Some(2));
+        let t = |l: Option<Tagged<f64>>| l.map(|l| (l.value, l.tag.as_str()));
+        let tags: Vec<Row> = area
+            .stations
             .iter()
-            .map(|s| {
-                let t = |l: Option<Tagged<f64>>| l.map(|l| (l.value, l.tag.as_str()));
-                (s.id.to_string(), t(s.bd1_m), t(s.bd2_m), t(s.bd3_m))
-            })
+            .map(|s| (s.id.to_string(), t(s.bd1_m), t(s.bd2_m), t(s.bd3_m)))
             .collect();
         // shared/domain/stations.csv, row by row.
         assert_eq!(
@@ -313,6 +476,20 @@ provenance = "provisional"
                 ("VANMICH".into(), Some((187.0, "D")), None, Some((190.0, "D"))),
             ]
         );
-        assert!(stations.iter().all(|s| s.communes_provisional.is_some()));
+        assert!(
+            area.stations
+                .iter()
+                .all(|s| s.communes_provisional.is_some() && s.area_class.is_none())
+        );
+        assert!(
+            area.commune_info.iter().all(|c| c.susceptibility.is_none()),
+            "no source maps zones yet"
+        );
+        let pass = area
+            .commune_info
+            .iter()
+            .find(|c| c.code.as_str() == "06541")
+            .unwrap();
+        assert_eq!(pass.exposure, vec!["mountain_pass"]);
     }
 }
