@@ -7,6 +7,7 @@
 
 pub mod compose;
 pub mod demo;
+pub mod history;
 
 use std::collections::HashMap;
 use std::sync::Arc;

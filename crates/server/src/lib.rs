@@ -10,6 +10,7 @@ pub mod broker;
 pub mod config;
 pub mod places;
 pub mod secrets;
+pub mod tools;
 
 pub use app::App;
 pub use config::{Settings, Sources};

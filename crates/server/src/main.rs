@@ -27,6 +27,36 @@ enum Command {
     Serve(ConfigArgs),
     /// Load and validate the settings, reporting every problem at once.
     CheckConfig(ConfigArgs),
+    /// Validate rule files and run their examples; print a summary per hazard.
+    CheckRules {
+        /// The rules directory (default: config/rules, or the built-in rules).
+        dir: Option<PathBuf>,
+    },
+    /// Run the rules over historical observations with a simulated clock.
+    Replay(ReplayArgs),
+    /// Measure a scenario against its baseline (scenarios: rules).
+    Bench {
+        scenario: String,
+        /// Rounds; the median is reported.
+        #[arg(long, default_value_t = 3)]
+        rounds: usize,
+        #[command(flatten)]
+        config: ConfigArgs,
+    },
+}
+
+#[derive(Args)]
+struct ReplayArgs {
+    /// A CSV or JSON file of observations, or a directory of them.
+    path: PathBuf,
+    /// Output format: text or json.
+    #[arg(long, default_value = "text")]
+    format: String,
+    /// Assume an Art. 45 area class for a station, as STATION=N (repeatable).
+    #[arg(long = "area-class")]
+    area_class: Vec<String>,
+    #[command(flatten)]
+    config: ConfigArgs,
 }
 
 #[derive(Args, Clone)]
@@ -173,10 +203,108 @@ fn check_config(args: ConfigArgs) -> ExitCode {
     }
 }
 
+fn check_rules(dir: Option<PathBuf>) -> ExitCode {
+    let files = match dir {
+        Some(d) => config::read_rule_dir(&d),
+        None => {
+            let dir = PathBuf::from("config");
+            config::rule_files(&dir, "rules", dir.is_dir())
+        }
+    };
+    let files = match files {
+        Ok(f) => f,
+        Err(e) => {
+            eprintln!("error: {e}");
+            return ExitCode::FAILURE;
+        }
+    };
+    match rules::load(&files) {
+        Ok(set) => {
+            println!("{} rule files, {} rules", files.len(), set.rules.len());
+            let _ = canhbao_server::tools::print_summary(&set, &mut std::io::stdout());
+            ExitCode::SUCCESS
+        }
+        Err(e) => {
+            eprint!("{e}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+fn replay(args: ReplayArgs) -> Result<ExitCode> {
+    let settings = match load(&args.config) {
+        Ok(s) => s,
+        Err(p) => {
+            eprint!("{p}");
+            return Ok(ExitCode::FAILURE);
+        }
+    };
+    let json = match args.format.as_str() {
+        "text" => false,
+        "json" => true,
+        other => anyhow::bail!("--format {other:?} must be text or json"),
+    };
+    let mut classes = Vec::new();
+    for a in &args.area_class {
+        let (id, n) = a
+            .split_once('=')
+            .ok_or_else(|| anyhow::anyhow!("--area-class {a:?} must be STATION=N"))?;
+        classes.push((
+            id.to_owned(),
+            n.parse::<u8>()
+                .map_err(|_| anyhow::anyhow!("--area-class {a:?}: N must be 1 to 4"))?,
+        ));
+    }
+    let inputs = canhbao_server::tools::inputs_for(&settings.area, &classes)?;
+    let history = canhbao_server::tools::read_history(&args.path)?;
+    canhbao_server::tools::run_replay(
+        &settings.rules,
+        &inputs,
+        history,
+        json,
+        &mut std::io::stdout().lock(),
+    )?;
+    Ok(ExitCode::SUCCESS)
+}
+
+fn bench(scenario: &str, rounds: usize, args: &ConfigArgs) -> Result<ExitCode> {
+    let settings = match load(args) {
+        Ok(s) => s,
+        Err(p) => {
+            eprint!("{p}");
+            return Ok(ExitCode::FAILURE);
+        }
+    };
+    match scenario {
+        "rules" => canhbao_server::tools::bench_rules(
+            &settings.rules,
+            &settings.area,
+            rounds,
+            &mut std::io::stdout(),
+        )?,
+        other => anyhow::bail!("unknown bench scenario {other:?}; available: rules"),
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
+fn report(result: Result<ExitCode>) -> ExitCode {
+    result.unwrap_or_else(|e| {
+        eprintln!("error: {e:#}");
+        ExitCode::FAILURE
+    })
+}
+
 fn main() -> ExitCode {
     let cli = Cli::parse();
     match cli.command {
         Command::CheckConfig(args) => check_config(args),
+        Command::CheckRules { dir } => check_rules(dir),
+        Command::Replay(args) => report(replay(args)),
+        Command::Bench {
+            scenario,
+            rounds,
+            config,
+        } => report(bench(&scenario, rounds, &config)),
         Command::Serve(args) => {
             init_telemetry();
             let runtime = match tokio::runtime::Builder::new_multi_thread().enable_all().build() {

@@ -1,0 +1,261 @@
+//! Command-line tools over the rules: `check-rules`, `replay` and `bench rules`.
+
+use std::io::{IsTerminal, Write};
+use std::path::Path;
+use std::time::Instant;
+
+use anyhow::{Context, Result, bail};
+use chrono::{DateTime, Duration, Utc};
+use rules::RuleSet;
+use rules::eval::{Inputs, LevelSource};
+use rules::replay::{HistoricReading, ReplaySettings, TimelineEntry, replay};
+use serde_json::json;
+
+use crate::places::Area;
+
+/// Prints the summary table of a rule set.
+pub fn print_summary(set: &RuleSet, out: &mut impl Write) -> std::io::Result<()> {
+    let s = rules::engine::summary(set);
+    writeln!(
+        out,
+        "{:<14} {:>9} {:>12} {:>9}",
+        "hazard", "official", "provisional", "examples"
+    )?;
+    let (mut o, mut p, mut e) = (0, 0, 0);
+    for (hazard, (official, provisional, examples)) in &s.by_hazard {
+        writeln!(out, "{hazard:<14} {official:>9} {provisional:>12} {examples:>9}")?;
+        o += official;
+        p += provisional;
+        e += examples;
+    }
+    writeln!(out, "{:<14} {o:>9} {p:>12} {e:>9}", "total")?;
+    writeln!(out, "every example passed")
+}
+
+/// Reads the history files (CSV or JSON, or a directory of them).
+pub fn read_history(path: &Path) -> Result<Vec<HistoricReading>> {
+    let mut files = Vec::new();
+    if path.is_dir() {
+        for entry in std::fs::read_dir(path).with_context(|| format!("reading {}", path.display()))? {
+            let p = entry?.path();
+            if p.extension().is_some_and(|x| x == "csv" || x == "json") {
+                files.push(p);
+            }
+        }
+        files.sort();
+    } else {
+        files.push(path.to_path_buf());
+    }
+    let mut out = Vec::new();
+    for f in files {
+        let text = std::fs::read_to_string(&f).with_context(|| format!("reading {}", f.display()))?;
+        let name = f.display().to_string();
+        let mut readings = if f.extension().is_some_and(|x| x == "json") {
+            ingest::history::parse_json(&name, &text)?
+        } else {
+            ingest::history::parse_csv(&name, &text)?
+        };
+        out.append(&mut readings);
+    }
+    Ok(out)
+}
+
+/// The rules' view of an area, with hypothetical station area classes for backtesting.
+pub fn inputs_for(area: &Area, area_classes: &[(String, u8)]) -> Result<Inputs> {
+    let mut stations = area.stations.clone();
+    for (id, class) in area_classes {
+        let s = stations
+            .iter_mut()
+            .find(|s| s.id.as_str() == id)
+            .with_context(|| format!("--area-class: station {id:?} is not in the area file"))?;
+        if !(1..=4).contains(class) {
+            bail!("--area-class {id}={class}: the class must be 1 to 4");
+        }
+        s.area_class = Some(*class);
+    }
+    Ok(Inputs {
+        province_group: area.province_group,
+        stations,
+        communes: area.commune_info.clone(),
+        readings: Default::default(),
+        bulletins: vec![],
+    })
+}
+
+fn local(t: DateTime<Utc>) -> String {
+    t.with_timezone(&dispatch::render::vietnam())
+        .format("%Y-%m-%d %H:%M")
+        .to_string()
+}
+
+/// Runs a replay and writes the timeline as text or JSON.
+pub fn run_replay(
+    set: &RuleSet,
+    inputs: &Inputs,
+    history: Vec<HistoricReading>,
+    json_out: bool,
+    out: &mut impl Write,
+) -> Result<usize> {
+    let total = history.len();
+    let show = total > 20_000 && std::io::stderr().is_terminal();
+    let mut last_pct = 0;
+    let timeline = replay(
+        set,
+        inputs,
+        history,
+        ReplaySettings::for_rules(set),
+        |done, total| {
+            if show && total > 0 {
+                let pct = done * 100 / total;
+                if pct != last_pct {
+                    last_pct = pct;
+                    let bar = "#".repeat(pct / 4);
+                    eprint!("\r[{bar:<25}] {pct:>3}% of {total} readings");
+                }
+            }
+        },
+    );
+    if show {
+        eprintln!();
+    }
+    if json_out {
+        let items: Vec<serde_json::Value> = timeline.iter().map(entry_json).collect();
+        writeln!(out, "{}", serde_json::to_string_pretty(&items)?)?;
+    } else {
+        writeln!(
+            out,
+            "{:<16} {:<12} {:<7} {:<11} {:>5}  {:<11} {:<11} rules",
+            "time (UTC+7)", "hazard", "commune", "transition", "level", "action", "provenance"
+        )?;
+        for e in &timeline {
+            let c = &e.change;
+            let a = c.assessment.as_ref();
+            writeln!(
+                out,
+                "{:<16} {:<12} {:<7} {:<11} {:>5}  {:<11} {:<11} {}",
+                local(c.at),
+                c.hazard.code(),
+                c.commune,
+                c.transition.name(),
+                c.transition
+                    .level()
+                    .map(|l| l.get().to_string())
+                    .unwrap_or_else(|| "-".into()),
+                match e.action {
+                    Some(rules::Action::AutoIssue) => "auto-issue",
+                    Some(rules::Action::PreWarning) => "pre-warning",
+                    None => "-",
+                },
+                match a {
+                    Some(a) if a.official => "official",
+                    Some(_) => "provisional",
+                    None => "-",
+                },
+                a.map(|a| a.rules.join(" ")).unwrap_or_default()
+            )?;
+        }
+        writeln!(out, "{} transitions from {total} readings", timeline.len())?;
+    }
+    Ok(timeline.len())
+}
+
+fn entry_json(e: &TimelineEntry) -> serde_json::Value {
+    let c = &e.change;
+    let a = c.assessment.as_ref();
+    json!({
+        "at": c.at,
+        "hazard": c.hazard.code(),
+        "commune": c.commune.as_str(),
+        "transition": c.transition.name(),
+        "level": c.transition.level().map(|l| l.get()),
+        "action": e.action.map(|x| match x { rules::Action::AutoIssue => "auto-issue", rules::Action::PreWarning => "pre-warning" }),
+        "official": a.map(|a| a.official),
+        "source": a.map(|a| match &a.source { LevelSource::Computed => "computed".to_owned(), LevelSource::Bulletin { id, .. } => format!("bulletin:{id}") }),
+        "rules": a.map(|a| a.rules.clone()).unwrap_or_default(),
+        "provisional_reasons": a.map(|a| a.provisional_reasons.clone()).unwrap_or_default(),
+        "inputs": a.map(|a| a.inputs.iter().map(|i| json!({"name": i.name, "value": i.value})).collect::<Vec<_>>()).unwrap_or_default(),
+    })
+}
+
+/// A year of 10-minute water levels for every station, as CSV: a slow seasonal swell
+/// with flood peaks, crossing each station's alarm levels several times.
+pub fn synthetic_year_csv(area: &Area, start: DateTime<Utc>) -> String {
+    let mut out = String::from("station,parameter,value,unit,observed_at\n");
+    let steps = 365 * 144;
+    for s in &area.stations {
+        let base = s.bd1_m.map(|l| l.value).unwrap_or(100.0) - 1.5;
+        let span = s.bd3_m.map(|l| l.value).unwrap_or(base + 4.0) - base + 1.0;
+        for i in 0..steps {
+            let t = start + Duration::minutes(10 * i64::from(i));
+            let x = f64::from(i) / f64::from(steps);
+            let season = (x * std::f64::consts::TAU).sin().max(0.0);
+            let flood = ((x * 40.0 * std::f64::consts::TAU).sin().max(0.0)).powi(8);
+            let v = base + span * (0.4 * season + 0.8 * flood);
+            out.push_str(&format!(
+                "{},water_level,{v:.2},m,{}\n",
+                s.id,
+                t.to_rfc3339_opts(chrono::SecondsFormat::Secs, true)
+            ));
+        }
+    }
+    out
+}
+
+/// `canhbao bench rules`: parse-only against parse + rules over the same synthetic year.
+pub fn bench_rules(set: &RuleSet, area: &Area, rounds: usize, out: &mut impl Write) -> Result<()> {
+    let start: DateTime<Utc> = "2025-01-01T00:00:00Z".parse()?;
+    let csv = synthetic_year_csv(area, start);
+    let inputs = inputs_for(
+        area,
+        &area
+            .stations
+            .iter()
+            .map(|s| (s.id.to_string(), 2u8))
+            .collect::<Vec<_>>(),
+    )?;
+    let rows = csv.lines().count() - 1;
+    let mut parse_s = Vec::new();
+    let mut full_s = Vec::new();
+    let mut transitions = 0;
+    for _ in 0..rounds.max(1) {
+        let t = Instant::now();
+        let h = ingest::history::parse_csv("bench.csv", &csv)?;
+        std::hint::black_box(&h);
+        parse_s.push(t.elapsed().as_secs_f64());
+
+        let t = Instant::now();
+        let h = ingest::history::parse_csv("bench.csv", &csv)?;
+        let timeline = replay(set, &inputs, h, ReplaySettings::for_rules(set), |_, _| {});
+        transitions = timeline.len();
+        full_s.push(t.elapsed().as_secs_f64());
+    }
+    let median = |v: &mut Vec<f64>| {
+        v.sort_by(f64::total_cmp);
+        v[v.len() / 2]
+    };
+    let (p, f) = (median(&mut parse_s), median(&mut full_s));
+    writeln!(
+        out,
+        "rules bench: {rows} readings ({} stations x 1 year at 10 min), {} rules",
+        area.stations.len(),
+        set.rules.len()
+    )?;
+    writeln!(
+        out,
+        "  baseline parse only      {:>8.3} s  {:>12.0} readings/s",
+        p,
+        rows as f64 / p
+    )?;
+    writeln!(
+        out,
+        "  parse + rules + states   {:>8.3} s  {:>12.0} readings/s",
+        f,
+        rows as f64 / f
+    )?;
+    writeln!(
+        out,
+        "  ratio (throughput)       {:>8.3}x  (goal >= 0.5x); {transitions} transitions",
+        p / f
+    )?;
+    Ok(())
+}
