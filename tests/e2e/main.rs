@@ -305,3 +305,58 @@ async fn health_readiness_and_public_keys_answer_without_a_token() {
     assert_eq!(resp.status(), 404);
     app.app.stop().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn computed_risk_levels_become_visible_pre_warnings_not_broadcasts() {
+    let app = TestApp::spawn(Broker::Embedded).await.unwrap();
+    // 40 m visibility at Hữu Lũng: Xã Hữu Lũng (06385) is mapped, provisionally, on the
+    // expressway, where Art. 51 gives fog level 2.
+    let at = chrono::Utc::now().to_rfc3339_opts(chrono::SecondsFormat::Secs, true);
+    let body = format!(
+        r#"{{"station":"HUULUNG","parameter":"visibility","value":40,"unit":"m","observed_at":"{at}"}}"#
+    );
+    let (status, _, report) = app.post_observations(&body).await.unwrap();
+    assert_eq!(status, 200, "{report}");
+    assert_eq!(
+        report["alerts"],
+        serde_json::json!([]),
+        "a pre-warning is not broadcast"
+    );
+
+    let (_, view) = app.get("/api/v1/assessments").await.unwrap();
+    let t = &view["transitions"][0];
+    assert_eq!(t["hazard"], "fog");
+    assert_eq!(t["commune"], "06385");
+    assert_eq!(t["transition"], "new");
+    assert_eq!(t["level"], 2);
+    assert_eq!(t["action"], "pre-warning");
+    assert_eq!(
+        t["official"], false,
+        "the expressway mapping is provisional: {t:#}"
+    );
+    assert_eq!(t["rules"], serde_json::json!(["fog.art51.l2@1"]));
+    let reasons = t["detail"]["provisional_reasons"].to_string();
+    assert!(
+        reasons.contains("expressway exposure of 06385 is provisional"),
+        "{reasons}"
+    );
+    assert_eq!(
+        view["levels"],
+        serde_json::json!([{"hazard": "fog", "commune": "06385", "level": 2}])
+    );
+
+    // An observed BĐ3 crossing still alerts at once, while Art. 45 gives no risk level
+    // without the station's area class, and says so.
+    let (_, _, report) = app
+        .post_observations(&observation_now("HUULUNG", 19.4))
+        .await
+        .unwrap();
+    assert_eq!(report["alerts"].as_array().unwrap().len(), 1, "{report}");
+    let (_, view) = app.get("/api/v1/assessments").await.unwrap();
+    assert_eq!(
+        view["coinciding"],
+        serde_json::json!([]),
+        "only fog has a risk level: {view:#}"
+    );
+    app.app.stop().await;
+}

@@ -162,7 +162,7 @@ pub struct ListQuery {
     pub limit: Option<i64>,
 }
 
-fn limit(q: &ListQuery) -> Result<i64, ApiError> {
+pub(crate) fn limit(q: &ListQuery) -> Result<i64, ApiError> {
     match q.limit {
         None => Ok(50),
         Some(n) if (1..=500).contains(&n) => Ok(n),

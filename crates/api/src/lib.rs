@@ -6,6 +6,7 @@
 //! pipeline; they hold no business rules.
 
 pub mod alerts;
+pub mod assessments;
 pub mod auth;
 pub mod error;
 pub mod observations;
@@ -57,6 +58,7 @@ pub fn router(state: AppState) -> Router {
         .route("/api/v1/alerts/{id}", get(alerts::get_alert))
         .route("/api/v1/receivers", get(alerts::list_receivers))
         .route("/api/v1/rejections", get(alerts::list_rejections))
+        .route("/api/v1/assessments", get(assessments::list_assessments))
         .fallback(not_found)
         .layer(DefaultBodyLimit::max(MAX_BODY_BYTES))
         .with_state(state)

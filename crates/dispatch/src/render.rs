@@ -74,6 +74,37 @@ pub fn flood_crossing_text(station: &Station, a: &Assessment) -> AlertText {
     }
 }
 
+/// The text of an alert that the rules engine issues automatically for a risk level.
+pub fn risk_level_text(
+    hazard: domain::Hazard,
+    level: domain::RiskLevel,
+    official: bool,
+    at: DateTime<Utc>,
+) -> AlertText {
+    let name = hazard.name_vi();
+    let n = level.get();
+    let mut description = format!(
+        "Lúc {}, hệ thống cảnh báo tự động xác định cấp độ rủi ro thiên tai do {name} là cấp {n} \
+         (màu {}), theo Quyết định 18/2021/QĐ-TTg, từ số liệu quan trắc và dự báo.",
+        local_time_vi(at),
+        level.colour_vi()
+    );
+    if !official {
+        description
+            .push_str(" Cấp độ này là tạm thời, chưa được cơ quan dự báo khí tượng thủy văn xác nhận.");
+    }
+    let instruction = if n >= 3 {
+        "Người dân theo dõi chặt chẽ thông báo của chính quyền, chuẩn bị sẵn sàng sơ tán khi có lệnh."
+    } else {
+        "Theo dõi các bản tin tiếp theo và chủ động phòng tránh."
+    };
+    AlertText {
+        headline: format!("Cảnh báo cấp độ rủi ro thiên tai do {name}: cấp {n}"),
+        description,
+        instruction: instruction.to_owned(),
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

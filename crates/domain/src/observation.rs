@@ -12,6 +12,12 @@ pub enum Parameter {
     WaterLevel,
     /// Rain accumulated since the previous reading, in millimetres.
     Rainfall,
+    /// Air temperature, in degrees Celsius.
+    AirTemperature,
+    /// Horizontal visibility, in metres.
+    Visibility,
+    /// Maximum sustained wind, Beaufort force.
+    WindBeaufort,
 }
 
 impl Parameter {
@@ -19,13 +25,22 @@ impl Parameter {
         match self {
             Self::WaterLevel => "water_level",
             Self::Rainfall => "rainfall",
+            Self::AirTemperature => "air_temperature",
+            Self::Visibility => "visibility",
+            Self::WindBeaufort => "wind_beaufort",
         }
     }
 
+    pub const ALL: [Parameter; 5] = [
+        Self::WaterLevel,
+        Self::Rainfall,
+        Self::AirTemperature,
+        Self::Visibility,
+        Self::WindBeaufort,
+    ];
+
     pub fn from_code(code: &str) -> Option<Self> {
-        [Self::WaterLevel, Self::Rainfall]
-            .into_iter()
-            .find(|p| p.code() == code)
+        Self::ALL.into_iter().find(|p| p.code() == code)
     }
 
     /// The one unit accepted for the parameter.
@@ -33,6 +48,9 @@ impl Parameter {
         match self {
             Self::WaterLevel => "m",
             Self::Rainfall => "mm",
+            Self::AirTemperature => "°C",
+            Self::Visibility => "m",
+            Self::WindBeaufort => "Bf",
         }
     }
 
@@ -43,6 +61,10 @@ impl Parameter {
             Self::WaterLevel => -10.0..=3000.0,
             // The world record for one day is under 2 000 mm.
             Self::Rainfall => 0.0..=2000.0,
+            // Vietnam's records are about -6 °C and 44 °C.
+            Self::AirTemperature => -30.0..=55.0,
+            Self::Visibility => 0.0..=100_000.0,
+            Self::WindBeaufort => 0.0..=17.0,
         }
     }
 }
@@ -53,7 +75,9 @@ pub const MAX_CLOCK_SKEW: Duration = Duration::minutes(10);
 /// Why an observation was refused. Each variant names the field at fault.
 #[derive(Debug, Clone, PartialEq, thiserror::Error)]
 pub enum ObservationError {
-    #[error("parameter {0:?} is not one of water_level, rainfall")]
+    #[error(
+        "parameter {0:?} is not one of water_level, rainfall, air_temperature, visibility, wind_beaufort"
+    )]
     UnknownParameter(String),
     #[error("unit {unit:?} is wrong for {parameter}: expected {expected:?}")]
     WrongUnit {

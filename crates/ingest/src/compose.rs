@@ -79,3 +79,59 @@ pub fn flood_alert(
         provisional: a.provisional.clone(),
     })
 }
+
+/// The alert for a risk level that a rule auto-issues, for `communes`, issued at `now`.
+#[allow(clippy::too_many_arguments)]
+pub fn risk_alert(
+    a: &rules::eval::Assessment,
+    level: domain::RiskLevel,
+    communes: Vec<domain::CommuneCode>,
+    id: AlertId,
+    topics: &Topics,
+    policy: &AlertPolicy,
+    status: AlertStatus,
+    now: DateTime<Utc>,
+) -> Result<Alert, AlertError> {
+    let mut text = dispatch::render::risk_level_text(a.hazard, level, a.official, now);
+    if status != AlertStatus::Actual {
+        text.headline = format!("[DIỄN TẬP] {}", text.headline);
+    }
+    // Reference §4.2: level 3 and above pre-empts the programme.
+    let class = if level.get() >= 3 {
+        MessageClass::Emergency
+    } else {
+        MessageClass::Priority
+    };
+    let mut provisional = a.provisional_reasons.clone();
+    if !a.official && provisional.is_empty() {
+        provisional.push("the level is computed, not stated by an official bulletin".into());
+    }
+    Alert::new(AlertSpec {
+        id,
+        province: topics.province().clone(),
+        msg_type: MsgType::Alert,
+        status,
+        references: Vec::new(),
+        origin: AlertOrigin::Computed {
+            rule_id: a.rules.join(" "),
+        },
+        hazard: a.hazard,
+        risk_level: Some(level),
+        alarm_level: None,
+        station: None,
+        class,
+        communes,
+        sent: now,
+        effective: now,
+        expires: now + policy.ttl,
+        headline: text.headline,
+        description: text.description,
+        instruction: text.instruction,
+        repeat: match class {
+            MessageClass::Emergency => policy.repeat_emergency,
+            MessageClass::Priority => policy.repeat_priority,
+            MessageClass::Normal => policy.repeat_normal,
+        },
+        provisional,
+    })
+}

@@ -7,6 +7,7 @@
 
 pub mod compose;
 pub mod demo;
+mod engine;
 pub mod history;
 
 use std::collections::HashMap;
@@ -31,6 +32,11 @@ pub enum IngestError {
         station: StationId,
         source: domain::AlertError,
     },
+    #[error("{hazard} alert could not be built: {source}")]
+    RiskAlert {
+        hazard: domain::Hazard,
+        source: domain::AlertError,
+    },
 }
 
 /// Where a batch of observations came from.
@@ -48,6 +54,8 @@ pub struct AcceptReport {
     pub stored: usize,
     pub duplicates: usize,
     pub alerts: Vec<AlertId>,
+    /// Transitions of the rules engine that the batch caused (new, escalate, ...).
+    pub transitions: usize,
 }
 
 /// The observation-to-alert path, shared by the API and every feed.
@@ -59,6 +67,7 @@ pub struct Pipeline {
     topics: Topics,
     policy: AlertPolicy,
     wake: Arc<Notify>,
+    engine: Option<engine::Engine>,
 }
 
 impl Pipeline {
@@ -78,6 +87,23 @@ impl Pipeline {
             topics,
             policy,
             wake,
+            engine: None,
+        }
+    }
+
+    /// Adds the rules engine: after each batch, the rules run over the recent readings of
+    /// the batch's series and their transitions are recorded (and alerts auto-issued where
+    /// a rule says so). `base` carries the stations, communes and province group.
+    pub fn with_engine(mut self, rules: rules::RuleSet, base: rules::Inputs) -> Self {
+        self.engine = Some(engine::Engine::new(rules, base));
+        self
+    }
+
+    /// Loads the engine's levels from storage, so that a restart does not announce them again.
+    pub async fn restore_levels(&self) -> Result<usize, IngestError> {
+        match &self.engine {
+            Some(e) => e.restore(&self.store).await,
+            None => Ok(0),
         }
     }
 
@@ -154,23 +180,20 @@ impl Pipeline {
                 station: station.id.clone(),
                 source,
             })?;
-            let signed = self.signer.sign_alert(&alert);
-            let deliveries: Vec<NewDelivery> = alert
-                .communes
-                .iter()
-                .map(|c| NewDelivery {
-                    commune: c.to_string(),
-                    topic: self.topics.alert(c, &alert.id),
-                    priority: compose::priority(alert.class),
-                })
-                .collect();
-            tx.insert_alert(&alert, &signed, &deliveries, now).await?;
+            self.write_alert(&mut tx, &alert, now).await?;
             tracing::info!(alert_id = %alert.id, station = %station.id, level = assessment.alarm_level.short_vi(),
-                communes = deliveries.len(), status = alert.status.code(), provisional = alert.is_provisional(),
+                communes = alert.communes.len(), status = alert.status.code(), provisional = alert.is_provisional(),
                 "alert issued");
             report.alerts.push(alert.id.clone());
         }
+        let staged = match &self.engine {
+            Some(engine) => Some(engine.run(self, &mut tx, status, now, &mut report).await?),
+            None => None,
+        };
         tx.commit().await?;
+        if let (Some(engine), Some(staged)) = (&self.engine, staged) {
+            engine.commit(status, staged).await;
+        }
         if !report.alerts.is_empty() {
             self.wake.notify_one();
         }
@@ -178,7 +201,38 @@ impl Pipeline {
     }
 }
 
-fn new_alert_id() -> AlertId {
+impl Pipeline {
+    /// Signs an alert and writes it with one outbox row per commune, in `tx`.
+    pub(crate) async fn write_alert(
+        &self,
+        tx: &mut store::Tx<'_>,
+        alert: &domain::Alert,
+        now: DateTime<Utc>,
+    ) -> Result<(), IngestError> {
+        let signed = self.signer.sign_alert(alert);
+        let deliveries: Vec<NewDelivery> = alert
+            .communes
+            .iter()
+            .map(|c| NewDelivery {
+                commune: c.to_string(),
+                topic: self.topics.alert(c, &alert.id),
+                priority: compose::priority(alert.class),
+            })
+            .collect();
+        tx.insert_alert(alert, &signed, &deliveries, now).await?;
+        Ok(())
+    }
+
+    pub(crate) fn topics(&self) -> &Topics {
+        &self.topics
+    }
+
+    pub(crate) fn policy(&self) -> &AlertPolicy {
+        &self.policy
+    }
+}
+
+pub(crate) fn new_alert_id() -> AlertId {
     // A v4 UUID is 36 characters of hex digits and '-', always a valid id.
     #[allow(clippy::expect_used)]
     AlertId::new(&uuid::Uuid::new_v4().to_string()).expect("a UUID is a valid alert id")

@@ -226,3 +226,142 @@ async fn every_alert_is_signed_with_the_pipelines_key() {
     assert_eq!(payload.status, "Actual");
     assert!(payload.provisional);
 }
+
+// ---- the rules engine inside the pipeline ----
+
+const ENGINE_RULES: &str = r#"
+[[rule]]
+id = "test.cloudburst"
+version = 1
+hazard = "heavy_rain"
+level = 3
+provenance = "provisional"
+reason = "a test rule"
+action = "auto-issue"
+inputs = ["rainfall"]
+when = { accumulation = { parameter = "rainfall", hours = 1, direction = "past", ge = 50 } }
+
+[[rule.example]]
+name = "60 mm in the last hour"
+expect = "fire"
+readings = [{ parameter = "rainfall", value = 60 }]
+
+[[rule.example]]
+name = "10 mm"
+expect = "no-fire"
+readings = [{ parameter = "rainfall", value = 10 }]
+
+[[rule]]
+id = "test.fog"
+version = 1
+hazard = "fog"
+level = 2
+provenance = "official"
+citation = "test"
+action = "pre-warning"
+inputs = ["visibility"]
+when = { value = { parameter = "visibility", lt = 50 } }
+
+[[rule.example]]
+name = "40 m"
+expect = "fire"
+readings = [{ parameter = "visibility", value = 40 }]
+
+[[rule.example]]
+name = "400 m"
+expect = "no-fire"
+readings = [{ parameter = "visibility", value = 400 }]
+"#;
+
+fn engine_inputs() -> rules::Inputs {
+    rules::Inputs {
+        province_group: Some(2),
+        stations: vec![huu_lung()],
+        communes: vec![rules::eval::CommuneInfo {
+            code: CommuneCode::new("06385").unwrap(),
+            susceptibility: None,
+            exposure: vec![],
+            provisional: vec![],
+        }],
+        readings: Default::default(),
+        bulletins: vec![],
+    }
+}
+
+fn obs(param: &str, unit: &str, value: f64, at: DateTime<Utc>) -> Observation {
+    Observation::new(StationId::new("HUULUNG").unwrap(), param, value, unit, at, now()).unwrap()
+}
+
+#[tokio::test]
+async fn auto_issue_rules_raise_alerts_pre_warnings_do_not_and_levels_survive_a_restart() {
+    let (dir, store, p) = pipeline().await;
+    let set = rules::load(&[("t.toml".into(), ENGINE_RULES.into())]).unwrap();
+    let p = p.with_engine(set.clone(), engine_inputs());
+    let t = now();
+
+    let r = p
+        .accept(vec![obs("rainfall", "mm", 60.0, t)], &actual(), t)
+        .await
+        .unwrap();
+    assert_eq!((r.alerts.len(), r.transitions), (1, 1), "{r:?}");
+    let alert = store.get_alert(r.alerts[0].as_str()).await.unwrap().unwrap();
+    assert_eq!(
+        (alert.hazard.as_str(), alert.risk_level, alert.class.as_str()),
+        ("heavy_rain", Some(3), "emergency")
+    );
+    assert!(alert.headline.contains("cấp 3"), "{}", alert.headline);
+    assert_eq!(store.deliveries_for_alert(&alert.id).await.unwrap().len(), 1);
+
+    let r = p
+        .accept(vec![obs("visibility", "m", 40.0, t)], &actual(), t)
+        .await
+        .unwrap();
+    assert_eq!(
+        (r.alerts.len(), r.transitions),
+        (0, 1),
+        "a pre-warning issues nothing: {r:?}"
+    );
+    let log = store.list_assessments(10).await.unwrap();
+    let fog = log.iter().find(|a| a.hazard == "fog").unwrap();
+    assert_eq!(
+        (fog.transition.as_str(), fog.action.as_str(), fog.level),
+        ("new", "pre-warning", Some(2))
+    );
+    assert!(fog.alert_id.is_none());
+    let rain = log.iter().find(|a| a.hazard == "heavy_rain").unwrap();
+    assert_eq!(rain.alert_id.as_deref(), Some(alert.id.as_str()));
+
+    // The same levels again announce nothing, even after a restart.
+    let again = Pipeline::new(
+        store.clone(),
+        vec![huu_lung()],
+        Arc::new(Signer::from_seed(&[1; 32])),
+        Topics::new("canhbao/v1", ProvinceCode::new("20").unwrap()).unwrap(),
+        AlertPolicy {
+            ttl: Duration::hours(6),
+            max_reading_age: Duration::hours(3),
+            repeat_emergency: Repeat {
+                times: 3,
+                interval_s: 300,
+            },
+            repeat_priority: Repeat {
+                times: 2,
+                interval_s: 600,
+            },
+            repeat_normal: Repeat {
+                times: 1,
+                interval_s: 0,
+            },
+        },
+        Arc::new(Notify::new()),
+    )
+    .with_engine(set, engine_inputs());
+    assert_eq!(again.restore_levels().await.unwrap(), 2);
+    let t2 = t + Duration::minutes(5);
+    let r = again
+        .accept(vec![obs("visibility", "m", 30.0, t2)], &actual(), t2)
+        .await
+        .unwrap();
+    assert_eq!((r.alerts.len(), r.transitions), (0, 0), "{r:?}");
+    drop(dir);
+}

@@ -23,6 +23,9 @@ pub struct CommuneInfo {
     pub susceptibility: Option<Susceptibility>,
     /// Exposures that some rules ask about, such as `expressway` or `mountain_pass` (fog).
     pub exposure: Vec<String>,
+    /// Why this commune's susceptibility or exposures are provisional, if they are: a rule
+    /// that reads them is provisional too.
+    pub provisional: Vec<String>,
 }
 
 /// An official bulletin's stated level for a hazard and area.
@@ -280,6 +283,12 @@ impl Ctx<'_> {
         Some(r.value + self.margin(param))
     }
 
+    fn commune_provisional(&mut self) {
+        if let Some(c) = self.commune {
+            self.provisional.extend(c.provisional.iter().cloned());
+        }
+    }
+
     fn record(&mut self, name: String, value: f64) {
         self.used.push(InputUsed { name, value });
     }
@@ -452,9 +461,15 @@ impl Ctx<'_> {
                     false
                 }
             },
-            Condition::Exposure(set) => self
-                .commune
-                .is_some_and(|c| c.exposure.iter().any(|e| set.contains(e))),
+            Condition::Exposure(set) => {
+                let hit = self
+                    .commune
+                    .is_some_and(|c| c.exposure.iter().any(|e| set.contains(e)));
+                if hit {
+                    self.commune_provisional();
+                }
+                hit
+            }
             Condition::Basins(scope) => match (self.basins, scope) {
                 (None, _) => true,
                 (Some(n), BasinScope::One) => n == 1,
@@ -557,6 +572,12 @@ fn run_rule(
                 let mut provisional = std::mem::take(&mut ctx.provisional);
                 if let crate::engine::Provenance::Provisional { reason } = &rule.provenance {
                     provisional.insert(0, format!("rule {}: {reason}", rule.key()));
+                }
+                if let Some(why) = &s.communes_provisional {
+                    provisional.push(format!(
+                        "the communes of {} are a provisional mapping: {why}",
+                        s.id
+                    ));
                 }
                 fired.push(Fired {
                     hazard: rule.hazard,
@@ -778,6 +799,7 @@ pub fn example_inputs(ex: &crate::engine::ExampleRaw) -> Result<Inputs, String> 
             code: commune,
             susceptibility,
             exposure: ex.commune.exposure.clone(),
+            provisional: vec![],
         }],
         readings,
         bulletins: vec![],

@@ -73,6 +73,22 @@ impl Tracker {
         }
     }
 
+    /// Restores a level (from storage, after a restart) without announcing it again.
+    pub fn restore(&mut self, hazard: Hazard, commune: CommuneCode, level: RiskLevel) {
+        self.states.insert(
+            (hazard, commune),
+            AreaState {
+                level,
+                below_since: None,
+            },
+        );
+    }
+
+    /// Whether any area has a level (de-escalation then needs the held evaluation).
+    pub fn is_empty(&self) -> bool {
+        self.states.is_empty()
+    }
+
     /// The current level of a hazard in a commune.
     pub fn level(&self, hazard: Hazard, commune: &CommuneCode) -> Option<RiskLevel> {
         self.states.get(&(hazard, commune.clone())).map(|s| s.level)

@@ -143,6 +143,7 @@ fn inputs(stations: Vec<Station>, susceptibility: Option<Susceptibility>, exposu
             code: commune(),
             susceptibility,
             exposure: exposure.iter().map(|s| s.to_string()).collect(),
+            provisional: vec![],
         }],
         readings: Readings::new(),
         bulletins: vec![],

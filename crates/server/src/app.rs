@@ -103,6 +103,16 @@ impl App {
             topics.clone(),
             settings.alerts.clone(),
             wake.clone(),
+        )
+        .with_engine(
+            settings.rules.clone(),
+            crate::tools::inputs_for(&settings.area, &[])?,
+        );
+        let restored = pipeline.restore_levels().await?;
+        tracing::info!(
+            rules = settings.rules.rules.len(),
+            levels_restored = restored,
+            "rules engine ready"
         );
 
         let mut tasks = JoinSet::new();

@@ -95,6 +95,7 @@ pub fn parse_area(text: &str) -> (Area, Vec<String>) {
             code: c.code.clone(),
             susceptibility: None,
             exposure: Vec::new(),
+            provisional: Vec::new(),
         })
         .collect();
     let mut provisional = Vec::new();
@@ -108,6 +109,10 @@ pub fn parse_area(text: &str) -> (Area, Vec<String>) {
         for code in mapping_communes(m, &at, &info, &mut errors) {
             if let Some(c) = info.iter_mut().find(|c| c.code == code) {
                 c.exposure.push(kind.clone());
+                if m.provenance == "provisional" {
+                    c.provisional
+                        .push(format!("{kind} exposure of {code} is provisional: {}", m.reason));
+                }
             }
         }
     }
@@ -128,6 +133,10 @@ pub fn parse_area(text: &str) -> (Area, Vec<String>) {
                     errors.push(format!("{at}: commune {code} already has a susceptibility class"));
                 }
                 c.susceptibility = Some(class);
+                if m.provenance == "provisional" {
+                    c.provisional
+                        .push(format!("susceptibility of {code} is provisional: {}", m.reason));
+                }
             }
         }
     }

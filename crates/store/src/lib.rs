@@ -8,6 +8,7 @@
 //! [`Store::mark_retry`].
 
 mod alerts;
+mod levels;
 mod outbox;
 mod receipts;
 mod tokens;
@@ -21,6 +22,7 @@ use sqlx::sqlite::{SqliteConnectOptions, SqliteJournalMode, SqlitePoolOptions, S
 use sqlx::{Sqlite, SqlitePool, Transaction};
 
 pub use alerts::{AlertRecord, NewDelivery, SignedPayload};
+pub use levels::{AssessmentRecord, NewAssessment, StoredReading};
 pub use outbox::{ClaimedDelivery, DeliveryRecord};
 pub use receipts::{NewReceipt, ReceiptRecord, ReceiverRecord, RejectionRecord};
 pub use tokens::TokenRecord;
@@ -60,13 +62,22 @@ impl Tx<'_> {
 
 fn migrator() -> Migrator {
     let sql = |s: &'static str| sqlx::SqlSafeStr::into_sql_str(s);
-    Migrator::with_migrations(vec![Migration::new(
-        1,
-        "init".into(),
-        MigrationType::Simple,
-        sql(include_str!("../migrations/sqlite/0001_init.sql")),
-        false,
-    )])
+    Migrator::with_migrations(vec![
+        Migration::new(
+            1,
+            "init".into(),
+            MigrationType::Simple,
+            sql(include_str!("../migrations/sqlite/0001_init.sql")),
+            false,
+        ),
+        Migration::new(
+            2,
+            "assessments".into(),
+            MigrationType::Simple,
+            sql(include_str!("../migrations/sqlite/0002_assessments.sql")),
+            false,
+        ),
+    ])
 }
 
 impl Store {

@@ -1,0 +1,214 @@
+//! The rules engine inside the pipeline: after each batch, evaluate the recent readings
+//! of the batch's series, step the per-area state machine, record every transition, and
+//! issue an alert where a rule's action says `auto-issue`. Everything else is a
+//! pre-warning for a duty officer.
+
+use std::collections::{BTreeMap, HashMap};
+use std::sync::Arc;
+
+use chrono::{DateTime, Duration, Utc};
+use domain::{AlertStatus, CommuneCode, Hazard, RiskLevel, StationId};
+use rules::eval::{Assessment, Inputs, LevelSource};
+use rules::series::Param;
+use rules::state::{Change, Tracker, Transition};
+use rules::{Action, RuleSet, evaluate, evaluate_held};
+use serde_json::json;
+use store::{NewAssessment, Store, Tx};
+use tokio::sync::{Mutex, OwnedMutexGuard};
+
+use crate::{AcceptReport, IngestError, Pipeline, compose, new_alert_id};
+
+/// How far back readings are loaded for evaluation (the longest rule looks 11 days back).
+const HISTORY: Duration = Duration::days(15);
+
+const STATUSES: [AlertStatus; 3] = [AlertStatus::Actual, AlertStatus::Exercise, AlertStatus::Test];
+
+#[derive(Clone)]
+pub(crate) struct Engine {
+    rules: Arc<RuleSet>,
+    base: Arc<Inputs>,
+    hold: Duration,
+    /// One state machine per CAP status series.
+    trackers: Arc<Mutex<HashMap<String, Tracker>>>,
+}
+
+/// A stepped state machine, applied only once the batch's transaction commits.
+pub(crate) struct Staged {
+    guard: OwnedMutexGuard<HashMap<String, Tracker>>,
+    tracker: Tracker,
+}
+
+fn action_code(a: Action) -> &'static str {
+    match a {
+        Action::AutoIssue => "auto-issue",
+        Action::PreWarning => "pre-warning",
+    }
+}
+
+fn detail(a: Option<&Assessment>) -> String {
+    match a {
+        None => "{}".into(),
+        Some(a) => json!({
+            "computed_level": a.computed_level.map(RiskLevel::get),
+            "inputs": a.inputs.iter().map(|i| json!({"name": i.name, "value": i.value})).collect::<Vec<_>>(),
+            "provisional_reasons": a.provisional_reasons,
+            "diagnostics": a.diagnostics.iter().map(ToString::to_string).collect::<Vec<_>>(),
+        })
+        .to_string(),
+    }
+}
+
+impl Engine {
+    pub(crate) fn new(rules: RuleSet, base: Inputs) -> Self {
+        let hold = Duration::minutes(rules.limits.hold_minutes.unwrap_or(180));
+        Self {
+            rules: Arc::new(rules),
+            base: Arc::new(base),
+            hold,
+            trackers: Arc::new(Mutex::new(HashMap::new())),
+        }
+    }
+
+    pub(crate) async fn restore(&self, store: &Store) -> Result<usize, IngestError> {
+        let mut trackers = self.trackers.lock().await;
+        let mut n = 0;
+        for status in STATUSES {
+            let tracker = trackers
+                .entry(status.code().to_owned())
+                .or_insert_with(|| Tracker::new(self.hold));
+            for (hazard, commune, level) in store.area_levels(status.code()).await? {
+                let (Some(h), Ok(c), Some(l)) = (
+                    Hazard::from_code(&hazard),
+                    CommuneCode::new(&commune),
+                    u8::try_from(level).ok().and_then(RiskLevel::new),
+                ) else {
+                    tracing::warn!(hazard, commune, level, "stored area level ignored: not valid");
+                    continue;
+                };
+                tracker.restore(h, c, l);
+                n += 1;
+            }
+        }
+        Ok(n)
+    }
+
+    pub(crate) async fn run(
+        &self,
+        pipeline: &Pipeline,
+        tx: &mut Tx<'_>,
+        status: &str,
+        now: DateTime<Utc>,
+        report: &mut AcceptReport,
+    ) -> Result<Staged, IngestError> {
+        let guard = self.trackers.clone().lock_owned().await;
+        let mut tracker = guard
+            .get(status)
+            .cloned()
+            .unwrap_or_else(|| Tracker::new(self.hold));
+        let mut inputs = (*self.base).clone();
+        for r in tx.readings_since(status, now - HISTORY).await? {
+            if let (Ok(station), Some(param)) = (StationId::new(&r.station), Param::from_code(&r.parameter)) {
+                inputs.readings.push(&station, param, r.at, r.value);
+            }
+        }
+        let current = evaluate(&self.rules, &inputs, now);
+        let held = if tracker.is_empty() {
+            Vec::new()
+        } else {
+            evaluate_held(&self.rules, &inputs, now)
+        };
+        let changes = tracker.step(now, &current, &held);
+        let alerts = self.auto_issue(pipeline, tx, status, now, &changes).await?;
+        for id in alerts.values() {
+            if !report.alerts.contains(id) {
+                report.alerts.push(id.clone());
+            }
+        }
+        for c in &changes {
+            let a = c.assessment.as_ref();
+            let alert_id = alerts
+                .get(&(c.hazard, c.commune.clone()))
+                .map(|id| id.to_string());
+            let action = a.map(|a| a.action).unwrap_or(Action::PreWarning);
+            let source = match a.map(|a| &a.source) {
+                Some(LevelSource::Bulletin { id, .. }) => format!("bulletin:{id}"),
+                _ => "computed".to_owned(),
+            };
+            let rules = a.map(|a| a.rules.clone()).unwrap_or_default();
+            tx.record_assessment(&NewAssessment {
+                status,
+                at: now,
+                hazard: c.hazard.code(),
+                commune: c.commune.as_str(),
+                transition: c.transition.name(),
+                level: c.transition.level().map(RiskLevel::get),
+                action: action_code(action),
+                official: a.is_some_and(|a| a.official),
+                source: &source,
+                rules: &rules,
+                detail: &detail(a),
+                alert_id: alert_id.as_deref(),
+            })
+            .await?;
+            tracing::info!(hazard = c.hazard.code(), commune = %c.commune, transition = c.transition.name(),
+                level = c.transition.level().map(RiskLevel::get), action = action_code(action), status,
+                "risk level transition");
+        }
+        report.transitions += changes.len();
+        Ok(Staged { guard, tracker })
+    }
+
+    /// Issues one alert per hazard, level and rule set for the new and escalated levels
+    /// whose rules say `auto-issue`. Returns the alert id per hazard and commune.
+    async fn auto_issue(
+        &self,
+        pipeline: &Pipeline,
+        tx: &mut Tx<'_>,
+        status: &str,
+        now: DateTime<Utc>,
+        changes: &[Change],
+    ) -> Result<BTreeMap<(Hazard, CommuneCode), domain::AlertId>, IngestError> {
+        type Group<'a> = (Vec<CommuneCode>, &'a Assessment);
+        let mut groups: BTreeMap<(Hazard, RiskLevel, Vec<String>), Group> = BTreeMap::new();
+        for c in changes {
+            let (Transition::New { level } | Transition::Escalate { to: level, .. }) = c.transition else {
+                continue;
+            };
+            let Some(a) = c.assessment.as_ref().filter(|a| a.action == Action::AutoIssue) else {
+                continue;
+            };
+            groups
+                .entry((c.hazard, level, a.rules.clone()))
+                .or_insert_with(|| (Vec::new(), a))
+                .0
+                .push(c.commune.clone());
+        }
+        let status = AlertStatus::from_code(status).unwrap_or(AlertStatus::Actual);
+        let mut out = BTreeMap::new();
+        for ((hazard, level, _), (communes, a)) in groups {
+            let alert = compose::risk_alert(
+                a,
+                level,
+                communes.clone(),
+                new_alert_id(),
+                pipeline.topics(),
+                pipeline.policy(),
+                status,
+                now,
+            )
+            .map_err(|source| IngestError::RiskAlert { hazard, source })?;
+            pipeline.write_alert(tx, &alert, now).await?;
+            tracing::info!(alert_id = %alert.id, hazard = hazard.code(), level = level.get(),
+                communes = communes.len(), "alert auto-issued by the rules");
+            for c in communes {
+                out.insert((hazard, c), alert.id.clone());
+            }
+        }
+        Ok(out)
+    }
+
+    pub(crate) async fn commit(&self, status: &str, staged: Staged) {
+        let Staged { mut guard, tracker } = staged;
+        guard.insert(status.to_owned(), tracker);
+    }
+}

@@ -1,0 +1,166 @@
+//! The rules engine's persistent state: recent readings for evaluation, the current level
+//! per area, and the log of transitions (pre-warnings and auto-issued alerts).
+
+use chrono::{DateTime, Utc};
+use sqlx::Row;
+
+use crate::{Result, Store, Tx, from_ms, ms, parse_json_list};
+
+/// A stored reading, in storage form.
+#[derive(Debug, Clone, PartialEq)]
+pub struct StoredReading {
+    pub station: String,
+    pub parameter: String,
+    pub at: DateTime<Utc>,
+    pub value: f64,
+}
+
+/// A transition to record.
+#[derive(Debug, Clone)]
+pub struct NewAssessment<'a> {
+    pub status: &'a str,
+    pub at: DateTime<Utc>,
+    pub hazard: &'a str,
+    pub commune: &'a str,
+    pub transition: &'a str,
+    pub level: Option<u8>,
+    pub action: &'a str,
+    pub official: bool,
+    pub source: &'a str,
+    pub rules: &'a [String],
+    /// JSON text: inputs, provisional reasons, diagnostics.
+    pub detail: &'a str,
+    pub alert_id: Option<&'a str>,
+}
+
+#[derive(Debug, Clone)]
+pub struct AssessmentRecord {
+    pub id: i64,
+    pub status: String,
+    pub at: DateTime<Utc>,
+    pub hazard: String,
+    pub commune: String,
+    pub transition: String,
+    pub level: Option<i64>,
+    pub action: String,
+    pub official: bool,
+    pub source: String,
+    pub rules: Vec<String>,
+    pub detail: String,
+    pub alert_id: Option<String>,
+}
+
+impl Tx<'_> {
+    /// Readings of the series `status` observed at or after `since`, oldest first.
+    pub async fn readings_since(&mut self, status: &str, since: DateTime<Utc>) -> Result<Vec<StoredReading>> {
+        let rows = sqlx::query(
+            "SELECT station, parameter, observed_ms, value FROM observations
+             WHERE status = ? AND observed_ms >= ? ORDER BY observed_ms",
+        )
+        .bind(status)
+        .bind(ms(since))
+        .fetch_all(&mut *self.tx)
+        .await?;
+        rows.iter()
+            .map(|r| {
+                Ok(StoredReading {
+                    station: r.try_get("station")?,
+                    parameter: r.try_get("parameter")?,
+                    at: from_ms(r.try_get("observed_ms")?)?,
+                    value: r.try_get("value")?,
+                })
+            })
+            .collect()
+    }
+
+    pub async fn record_assessment(&mut self, a: &NewAssessment<'_>) -> Result<()> {
+        sqlx::query(
+            "INSERT INTO assessments (status, at_ms, hazard, commune, transition, level, action, official,
+                source, rules, detail, alert_id) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+        )
+        .bind(a.status)
+        .bind(ms(a.at))
+        .bind(a.hazard)
+        .bind(a.commune)
+        .bind(a.transition)
+        .bind(a.level.map(i64::from))
+        .bind(a.action)
+        .bind(a.official)
+        .bind(a.source)
+        .bind(crate::json_list(a.rules))
+        .bind(a.detail)
+        .bind(a.alert_id)
+        .execute(&mut *self.tx)
+        .await?;
+        match a.level {
+            Some(level) => {
+                sqlx::query(
+                    "INSERT INTO area_levels (status, hazard, commune, level, since_ms) VALUES (?, ?, ?, ?, ?)
+                     ON CONFLICT (status, hazard, commune) DO UPDATE SET level = excluded.level,
+                        since_ms = excluded.since_ms",
+                )
+                .bind(a.status)
+                .bind(a.hazard)
+                .bind(a.commune)
+                .bind(i64::from(level))
+                .bind(ms(a.at))
+                .execute(&mut *self.tx)
+                .await?;
+            }
+            None => {
+                sqlx::query("DELETE FROM area_levels WHERE status = ? AND hazard = ? AND commune = ?")
+                    .bind(a.status)
+                    .bind(a.hazard)
+                    .bind(a.commune)
+                    .execute(&mut *self.tx)
+                    .await?;
+            }
+        }
+        Ok(())
+    }
+}
+
+impl Store {
+    /// The current levels of a series, as (hazard, commune, level).
+    pub async fn area_levels(&self, status: &str) -> Result<Vec<(String, String, i64)>> {
+        let rows = sqlx::query(
+            "SELECT hazard, commune, level FROM area_levels WHERE status = ? ORDER BY commune, hazard",
+        )
+        .bind(status)
+        .fetch_all(&self.pool)
+        .await?;
+        rows.iter()
+            .map(|r| Ok((r.try_get("hazard")?, r.try_get("commune")?, r.try_get("level")?)))
+            .collect()
+    }
+
+    /// The most recent transitions, newest first.
+    pub async fn list_assessments(&self, limit: i64) -> Result<Vec<AssessmentRecord>> {
+        let rows = sqlx::query(
+            "SELECT id, status, at_ms, hazard, commune, transition, level, action, official, source, rules,
+                detail, alert_id FROM assessments ORDER BY id DESC LIMIT ?",
+        )
+        .bind(limit)
+        .fetch_all(&self.pool)
+        .await?;
+        rows.iter()
+            .map(|r| {
+                Ok(AssessmentRecord {
+                    id: r.try_get("id")?,
+                    status: r.try_get("status")?,
+                    at: from_ms(r.try_get("at_ms")?)?,
+                    hazard: r.try_get("hazard")?,
+                    commune: r.try_get("commune")?,
+                    transition: r.try_get("transition")?,
+                    level: r.try_get("level")?,
+                    action: r.try_get("action")?,
+                    official: r.try_get("official")?,
+                    source: r.try_get("source")?,
+                    rules: parse_json_list("rules", r.try_get("rules")?)?,
+                    detail: r.try_get("detail")?,
+                    alert_id: r.try_get("alert_id")?,
+                })
+            })
+            .collect()
+    }
+}
