@@ -13,7 +13,7 @@ use crate::engine::{
     Action, BasinScope, Bounds, Condition, DailyStat, Direction, Example, Operand, Rule, RuleSet,
     StationLevel, Susceptibility,
 };
-use crate::series::{Param, Readings, local_day};
+use crate::series::{Param, Reading, Readings, daily_in, latest_in, local_day, window_in};
 
 /// What the rules know of a commune beyond its code.
 #[derive(Debug, Clone, PartialEq)]
@@ -165,22 +165,63 @@ pub struct Assessment {
     pub action: Action,
 }
 
+/// An input read during evaluation, named only when a rule fires (naming costs an allocation).
+#[derive(Debug, Clone, Copy)]
+enum Used {
+    Latest(Param),
+    ForecastPeak(Param, u32),
+    Sum(Param, Direction, u32),
+    Rise(Param, u32),
+    Daily(Param, DailyStat),
+    AntecedentDays,
+    Level(StationLevel),
+}
+
+impl Used {
+    fn name(self, station: &StationId) -> String {
+        match self {
+            Self::Latest(p) => format!("{}@{station}", p.code()),
+            Self::ForecastPeak(p, h) => format!("{} max next {h} h@{station}", p.code()),
+            Self::Sum(p, d, h) => {
+                let dir = match d {
+                    Direction::Past => "past",
+                    Direction::Next => "next",
+                };
+                format!("{} {dir} {h} h@{station}", p.code())
+            }
+            Self::Rise(p, h) => format!("{} rise {h} h@{station}", p.code()),
+            Self::Daily(p, stat) => format!("{} daily {stat:?} yesterday@{station}", p.code()),
+            Self::AntecedentDays => format!("antecedent rain days@{station}"),
+            Self::Level(l) => format!("{}@{station}", l.name()),
+        }
+    }
+}
+
 struct Ctx<'a> {
     station: &'a Station,
     commune: Option<&'a CommuneInfo>,
     group: Option<u8>,
-    readings: &'a Readings,
     set: &'a RuleSet,
     now: DateTime<Utc>,
     basins: Option<usize>,
     /// Apply the hysteresis margins (testing whether a level still holds).
     held: bool,
-    used: Vec<InputUsed>,
+    /// The station's series, looked up once.
+    series: Option<&'a [Vec<Reading>; 5]>,
+    /// Provisionally tagged station levels read, named only if the rule fires.
+    provisional_levels: Vec<(StationLevel, f64, domain::Tag)>,
+    used: Vec<(Used, f64)>,
     diags: Vec<Diagnostic>,
     provisional: Vec<String>,
 }
 
-impl Ctx<'_> {
+impl<'a> Ctx<'a> {
+    fn s(&self, param: Param) -> &'a [Reading] {
+        self.series
+            .map(|all| all[param as usize].as_slice())
+            .unwrap_or(&[])
+    }
+
     fn margin(&self, param: Param) -> f64 {
         if self.held {
             self.set.limits.hysteresis.get(&param).copied().unwrap_or(0.0)
@@ -207,18 +248,9 @@ impl Ctx<'_> {
                     return None;
                 };
                 if t.tag.is_provisional() {
-                    self.provisional.push(format!(
-                        "{} {:.2} m of {} is tagged {}",
-                        level.name(),
-                        t.value,
-                        self.station.id,
-                        t.tag
-                    ));
+                    self.provisional_levels.push((level, t.value, t.tag));
                 }
-                self.used.push(InputUsed {
-                    name: format!("{}@{}", level.name(), self.station.id),
-                    value: t.value,
-                });
+                self.used.push((Used::Level(level), t.value));
                 Some(t.value + offset)
             }
         }
@@ -259,7 +291,7 @@ impl Ctx<'_> {
 
     fn latest(&mut self, param: Param) -> Option<f64> {
         let id = &self.station.id;
-        let Some(r) = self.readings.latest(id, param, self.now) else {
+        let Some(r) = latest_in(self.s(param), self.now) else {
             self.diags.push(Diagnostic::Missing {
                 station: id.clone(),
                 param,
@@ -289,12 +321,23 @@ impl Ctx<'_> {
         }
     }
 
-    fn record(&mut self, name: String, value: f64) {
-        self.used.push(InputUsed { name, value });
+    fn record(&mut self, what: Used, value: f64) {
+        self.used.push((what, value));
+    }
+
+    fn used_inputs(&self) -> Vec<InputUsed> {
+        self.used
+            .iter()
+            .map(|(u, v)| InputUsed {
+                name: u.name(&self.station.id),
+                value: *v,
+            })
+            .collect()
     }
 
     fn eval(&mut self, c: &Condition) -> bool {
-        let id = self.station.id.clone();
+        let station = self.station;
+        let id = &station.id;
         match c {
             Condition::All(v) => v.iter().all(|c| self.eval(c)),
             Condition::Any(v) => v.iter().any(|c| self.eval(c)),
@@ -305,7 +348,7 @@ impl Ctx<'_> {
                 forecast_hours: None,
             } => match self.latest(*param) {
                 Some(v) => {
-                    self.record(format!("{}@{id}", param.code()), v);
+                    self.record(Used::Latest(*param), v);
                     self.within(v, bounds)
                 }
                 None => false,
@@ -315,10 +358,11 @@ impl Ctx<'_> {
                 bounds,
                 forecast_hours: Some(h),
             } => {
-                let w = self
-                    .readings
-                    .window(&id, *param, self.now, self.now + Duration::hours(i64::from(*h)))
-                    .to_vec();
+                let w = window_in(
+                    self.s(*param),
+                    self.now,
+                    self.now + Duration::hours(i64::from(*h)),
+                );
                 let mut peak: Option<f64> = None;
                 for r in w {
                     if self.plausible(*param, r.value) {
@@ -327,12 +371,12 @@ impl Ctx<'_> {
                 }
                 match peak.map(|p| p + self.margin(*param)) {
                     Some(v) => {
-                        self.record(format!("{} max next {h} h@{id}", param.code()), v);
+                        self.record(Used::ForecastPeak(*param, *h), v);
                         self.within(v, bounds)
                     }
                     None => {
                         self.diags.push(Diagnostic::Missing {
-                            station: id,
+                            station: id.clone(),
                             param: *param,
                         });
                         false
@@ -350,10 +394,10 @@ impl Ctx<'_> {
                     Direction::Past => (self.now - span, self.now),
                     Direction::Next => (self.now, self.now + span),
                 };
-                let w = self.readings.window(&id, *param, from, to).to_vec();
+                let w = window_in(self.s(*param), from, to);
                 if w.is_empty() {
                     self.diags.push(Diagnostic::Missing {
-                        station: id,
+                        station: id.clone(),
                         param: *param,
                     });
                     return false;
@@ -364,30 +408,24 @@ impl Ctx<'_> {
                         sum += r.value;
                     }
                 }
-                let dir = match direction {
-                    Direction::Past => "past",
-                    Direction::Next => "next",
-                };
-                self.record(format!("{} {dir} {hours} h@{id}", param.code()), sum);
+                self.record(Used::Sum(*param, *direction, *hours), sum);
                 self.within(sum, bounds)
             }
             Condition::Rise { param, hours, bounds } => {
                 let Some(now_v) = self.latest(*param) else {
                     return false;
                 };
-                let then =
-                    self.readings
-                        .at_or_before(&id, *param, self.now - Duration::hours(i64::from(*hours)));
+                let then = latest_in(self.s(*param), self.now - Duration::hours(i64::from(*hours)));
                 let Some(then) = then else {
                     self.diags.push(Diagnostic::Missing {
-                        station: id,
+                        station: id.clone(),
                         param: *param,
                     });
                     return false;
                 };
                 // `now_v` already carries the margin.
                 let rise = now_v - then.value;
-                self.record(format!("{} rise {hours} h@{id}", param.code()), rise);
+                self.record(Used::Rise(*param, *hours), rise);
                 self.within(rise, bounds)
             }
             Condition::Persist {
@@ -398,9 +436,9 @@ impl Ctx<'_> {
             } => {
                 let today = local_day(self.now);
                 for d in 1..=i64::from(*days) {
-                    let Some(s) = self.readings.daily(&id, *param, today - d) else {
+                    let Some(s) = daily_in(self.s(*param), today - d) else {
                         self.diags.push(Diagnostic::Missing {
-                            station: id,
+                            station: id.clone(),
                             param: *param,
                         });
                         return false;
@@ -413,7 +451,7 @@ impl Ctx<'_> {
                             DailyStat::Sum => s.sum,
                         };
                     if d == 1 {
-                        self.record(format!("{} daily {stat:?} yesterday@{id}", param.code()), v);
+                        self.record(Used::Daily(*param, *stat), v);
                     }
                     if !self.within(v, bounds) {
                         return false;
@@ -425,15 +463,12 @@ impl Ctx<'_> {
                 let today = local_day(self.now);
                 let mut n = 0u32;
                 while n < 60 {
-                    match self
-                        .readings
-                        .daily(&id, Param::Rainfall, today - 1 - i64::from(n))
-                    {
+                    match daily_in(self.s(Param::Rainfall), today - 1 - i64::from(n)) {
                         Some(s) if s.sum >= *rain_day_mm => n += 1,
                         _ => break,
                     }
                 }
-                self.record(format!("antecedent rain days@{id}"), f64::from(n));
+                self.record(Used::AntecedentDays, f64::from(n));
                 self.within(f64::from(n), bounds)
             }
             Condition::Susceptibility(set) => {
@@ -457,7 +492,8 @@ impl Ctx<'_> {
             Condition::AreaClass(set) => match self.station.area_class {
                 Some(c) => set.contains(&c),
                 None => {
-                    self.diags.push(Diagnostic::MissingAreaClass { station: id });
+                    self.diags
+                        .push(Diagnostic::MissingAreaClass { station: id.clone() });
                     false
                 }
             },
@@ -518,11 +554,12 @@ fn mk<'a>(
         station,
         commune,
         group: inputs.province_group,
-        readings: &inputs.readings,
         set,
         now,
         basins,
         held: false,
+        series: inputs.readings.station(&station.id),
+        provisional_levels: Vec::new(),
         used: Vec::new(),
         diags: Vec::new(),
         provisional: Vec::new(),
@@ -530,16 +567,16 @@ fn mk<'a>(
 }
 
 /// Evaluates one rule everywhere; returns what fired and the diagnostics met.
+#[allow(clippy::too_many_arguments)]
 fn run_rule(
     set: &RuleSet,
     rule: &Rule,
     inputs: &Inputs,
+    communes: &BTreeMap<&CommuneCode, &CommuneInfo>,
     now: DateTime<Utc>,
     held: bool,
     diags: &mut BTreeMap<(Hazard, CommuneCode), BTreeSet<Diagnostic>>,
 ) -> Vec<Fired> {
-    let communes: BTreeMap<&CommuneCode, &CommuneInfo> =
-        inputs.communes.iter().map(|c| (&c.code, c)).collect();
     // For "one basin" / "several basins": which basins does the rest of the rule hold on?
     let basin_count = if uses_basins(&rule.when) {
         let mut basins = HashSet::new();
@@ -559,17 +596,35 @@ fn run_rule(
     };
     let mut fired = Vec::new();
     for s in &inputs.stations {
+        // A station that never measured any of the rule's inputs has nothing to say here
+        // (a river gauge has no visibility sensor): skip it, without a diagnostic.
+        if !rule.inputs.is_empty()
+            && rule
+                .inputs
+                .iter()
+                .all(|p| inputs.readings.series(&s.id, *p).is_empty())
+        {
+            continue;
+        }
         for c in &s.communes {
             let info = communes.get(c).copied();
             let mut ctx = mk(set, inputs, now, s, info, basin_count);
             ctx.held = held;
             let ok = ctx.eval(&rule.when);
-            diags
-                .entry((rule.hazard, c.clone()))
-                .or_default()
-                .extend(ctx.diags.drain(..));
+            if !ctx.diags.is_empty() {
+                diags
+                    .entry((rule.hazard, c.clone()))
+                    .or_default()
+                    .extend(ctx.diags.drain(..));
+            }
             if ok {
                 let mut provisional = std::mem::take(&mut ctx.provisional);
+                for (level, value, tag) in &ctx.provisional_levels {
+                    let text = format!("{} {value:.2} m of {} is tagged {tag}", level.name(), s.id);
+                    if !provisional.contains(&text) {
+                        provisional.push(text);
+                    }
+                }
                 if let crate::engine::Provenance::Provisional { reason } = &rule.provenance {
                     provisional.insert(0, format!("rule {}: {reason}", rule.key()));
                 }
@@ -582,7 +637,7 @@ fn run_rule(
                 fired.push(Fired {
                     hazard: rule.hazard,
                     commune: c.clone(),
-                    used: ctx.used,
+                    used: ctx.used_inputs(),
                     provisional,
                 });
             }
@@ -600,8 +655,10 @@ fn evaluate_rules<'r>(
 ) -> Vec<Assessment> {
     let mut acc: BTreeMap<(Hazard, CommuneCode), Acc> = BTreeMap::new();
     let mut diags: BTreeMap<(Hazard, CommuneCode), BTreeSet<Diagnostic>> = BTreeMap::new();
+    let communes: BTreeMap<&CommuneCode, &CommuneInfo> =
+        inputs.communes.iter().map(|c| (&c.code, c)).collect();
     for rule in rules {
-        for f in run_rule(set, rule, inputs, now, held, &mut diags) {
+        for f in run_rule(set, rule, inputs, &communes, now, held, &mut diags) {
             let a = acc.entry((f.hazard, f.commune)).or_default();
             let official = rule.is_official() && f.provisional.is_empty();
             if a.level < Some(rule.level) {
@@ -825,7 +882,11 @@ pub fn run_example(set: &RuleSet, rule: &Rule, ex: &Example) -> Result<(), Strin
             let info = inputs.communes.iter().find(|i| &i.code == c);
             let mut ctx = mk(set, &inputs, example_now(), s, info, None);
             ctx.eval(&rule.when);
-            used.extend(ctx.used.iter().map(|i| format!("{}={}", i.name, i.value)));
+            used.extend(
+                ctx.used_inputs()
+                    .iter()
+                    .map(|i| format!("{}={}", i.name, i.value)),
+            );
         }
     }
     used.dedup();

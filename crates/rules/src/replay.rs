@@ -75,7 +75,11 @@ pub fn replay(
             i += 1;
         }
         let current = evaluate(set, &inputs, clock);
-        let held = evaluate_held(set, &inputs, clock);
+        let held = if tracker.is_empty() {
+            Vec::new()
+        } else {
+            evaluate_held(set, &inputs, clock)
+        };
         for change in tracker.step(clock, &current, &held) {
             let action = change.assessment.as_ref().map(|a| a.action);
             out.push(TimelineEntry { change, action });

@@ -44,6 +44,10 @@ impl Param {
         Self::ALL.into_iter().find(|p| p.code() == code)
     }
 
+    fn index(self) -> usize {
+        self as usize
+    }
+
     pub fn unit(self) -> &'static str {
         match self {
             Self::WaterLevel => "m",
@@ -65,7 +69,8 @@ pub struct Reading {
 /// Readings by station and parameter, each series sorted by time.
 #[derive(Debug, Clone, Default)]
 pub struct Readings {
-    series: HashMap<(StationId, Param), Vec<Reading>>,
+    /// Per station, one series per parameter (indexed by `Param as usize`).
+    series: HashMap<StationId, [Vec<Reading>; 5]>,
 }
 
 const LOCAL_OFFSET_S: i64 = 7 * 3600;
@@ -82,31 +87,36 @@ impl Readings {
 
     /// Adds a reading; keeps each series sorted.
     pub fn push(&mut self, station: &StationId, param: Param, at: DateTime<Utc>, value: f64) {
-        let s = self.series.entry((station.clone(), param)).or_default();
+        let s = &mut self.series.entry(station.clone()).or_default()[param.index()];
         let pos = s.partition_point(|r| r.at <= at);
         s.insert(pos, Reading { at, value });
     }
 
+    /// Every series of one station, indexed by `Param as usize`.
+    pub fn station(&self, station: &StationId) -> Option<&[Vec<Reading>; 5]> {
+        self.series.get(station)
+    }
+
     pub fn series(&self, station: &StationId, param: Param) -> &[Reading] {
         self.series
-            .get(&(station.clone(), param))
-            .map(Vec::as_slice)
+            .get(station)
+            .map(|all| all[param.index()].as_slice())
             .unwrap_or(&[])
     }
 
     /// Drops readings older than `before`, to bound memory in long replays.
     pub fn prune(&mut self, before: DateTime<Utc>) {
-        for s in self.series.values_mut() {
-            let cut = s.partition_point(|r| r.at < before);
-            s.drain(..cut);
+        for all in self.series.values_mut() {
+            for s in all.iter_mut() {
+                let cut = s.partition_point(|r| r.at < before);
+                s.drain(..cut);
+            }
         }
     }
 
     /// The latest reading at or before `now`.
     pub fn latest(&self, station: &StationId, param: Param, now: DateTime<Utc>) -> Option<Reading> {
-        let s = self.series(station, param);
-        let end = s.partition_point(|r| r.at <= now);
-        end.checked_sub(1).map(|i| s[i])
+        latest_in(self.series(station, param), now)
     }
 
     /// The readings in `(from, to]`.
@@ -117,10 +127,7 @@ impl Readings {
         from: DateTime<Utc>,
         to: DateTime<Utc>,
     ) -> &[Reading] {
-        let s = self.series(station, param);
-        let a = s.partition_point(|r| r.at <= from);
-        let b = s.partition_point(|r| r.at <= to);
-        &s[a..b.max(a)]
+        window_in(self.series(station, param), from, to)
     }
 
     /// Sum over `(from, to]`, or `None` if the window holds no reading.
@@ -135,31 +142,43 @@ impl Readings {
         (!w.is_empty()).then(|| w.iter().map(|r| r.value).sum())
     }
 
-    /// The value at or just before `at` (for rates of rise).
-    pub fn at_or_before(&self, station: &StationId, param: Param, at: DateTime<Utc>) -> Option<Reading> {
-        self.latest(station, param, at)
-    }
-
-    /// Daily statistics for the local day `day`: (min, mean, max, sum), if any reading.
+    /// Daily statistics for the local day `day`, if any reading.
     pub fn daily(&self, station: &StationId, param: Param, day: i64) -> Option<DailyStats> {
-        let start = DateTime::<Utc>::from_timestamp(day * 86_400 - LOCAL_OFFSET_S, 0)?;
-        let w = self.window(
-            station,
-            param,
-            start - Duration::nanoseconds(1),
-            start + Duration::days(1) - Duration::nanoseconds(1),
-        );
-        if w.is_empty() {
-            return None;
-        }
-        let sum: f64 = w.iter().map(|r| r.value).sum();
-        Some(DailyStats {
-            min: w.iter().map(|r| r.value).fold(f64::INFINITY, f64::min),
-            max: w.iter().map(|r| r.value).fold(f64::NEG_INFINITY, f64::max),
-            mean: sum / w.len() as f64,
-            sum,
-        })
+        daily_in(self.series(station, param), day)
     }
+}
+
+/// The latest reading of a sorted series at or before `now`.
+pub fn latest_in(s: &[Reading], now: DateTime<Utc>) -> Option<Reading> {
+    let end = s.partition_point(|r| r.at <= now);
+    end.checked_sub(1).map(|i| s[i])
+}
+
+/// The readings of a sorted series in `(from, to]`.
+pub fn window_in(s: &[Reading], from: DateTime<Utc>, to: DateTime<Utc>) -> &[Reading] {
+    let a = s.partition_point(|r| r.at <= from);
+    let b = s.partition_point(|r| r.at <= to);
+    &s[a..b.max(a)]
+}
+
+/// Daily statistics (min, mean, max, sum) of a sorted series for the local day `day`.
+pub fn daily_in(s: &[Reading], day: i64) -> Option<DailyStats> {
+    let start = DateTime::<Utc>::from_timestamp(day * 86_400 - LOCAL_OFFSET_S, 0)?;
+    let w = window_in(
+        s,
+        start - Duration::nanoseconds(1),
+        start + Duration::days(1) - Duration::nanoseconds(1),
+    );
+    if w.is_empty() {
+        return None;
+    }
+    let sum: f64 = w.iter().map(|r| r.value).sum();
+    Some(DailyStats {
+        min: w.iter().map(|r| r.value).fold(f64::INFINITY, f64::min),
+        max: w.iter().map(|r| r.value).fold(f64::NEG_INFINITY, f64::max),
+        mean: sum / w.len() as f64,
+        sum,
+    })
 }
 
 #[derive(Debug, Clone, Copy, PartialEq)]
