@@ -360,3 +360,116 @@ async fn computed_risk_levels_become_visible_pre_warnings_not_broadcasts() {
     );
     app.app.stop().await;
 }
+
+/// The constructed Lạng Sơn CAP bulletin, re-timed to be live now.
+fn live_bulletin(identifier: &str, sender: &str, level: u8) -> Vec<u8> {
+    let text = std::fs::read_to_string(concat!(
+        env!("CARGO_MANIFEST_DIR"),
+        "/../crates/ingest/fixtures/cap/lang-son-flood-level3-CONSTRUCTED.xml"
+    ))
+    .unwrap();
+    let now = chrono::Utc::now();
+    let fmt = |t: chrono::DateTime<chrono::Utc>| t.to_rfc3339_opts(chrono::SecondsFormat::Secs, true);
+    text.replace("DBLU_12-09h00-LS-2026", identifier)
+        .replace("kttv-langson@example.vn", sender)
+        .replace("<value>3</value>", &format!("<value>{level}</value>"))
+        .replace(
+            "2026-10-09T09:00:00+07:00",
+            &fmt(now - chrono::Duration::minutes(5)),
+        )
+        .replace(
+            "2026-10-09T21:00:00+07:00",
+            &fmt(now + chrono::Duration::hours(6)),
+        )
+        .into_bytes()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_authoritative_cap_bulletin_sets_the_level_and_reaches_receivers() {
+    let app = TestApp::spawn(Broker::Embedded).await.unwrap();
+    let mut rx = app.start_receiver("06385", "loa-06385-01").unwrap();
+
+    let (status, body) = app
+        .post(
+            "/api/v1/bulletins",
+            "application/cap+xml",
+            &live_bulletin("LU-1", "kttv-langson@example.vn", 3),
+        )
+        .await
+        .unwrap();
+    assert_eq!(status, 200, "{body}");
+    let alert_id = body["alerts"][0]
+        .as_str()
+        .expect("the bulletin's level is issued")
+        .to_owned();
+    match rx.next(WAIT).await.unwrap() {
+        ReceiverEvent::Played(a) => {
+            assert_eq!(a.id, alert_id);
+            assert_eq!(
+                (a.hazard.as_str(), a.risk_level, a.class.as_str()),
+                ("flood", Some(3), "emergency")
+            );
+            assert!(!a.provisional, "a bulletin's level is official");
+        }
+        other => panic!("expected the bulletin's alert to play, got {other:?}"),
+    }
+    let (_, view) = app.get("/api/v1/assessments").await.unwrap();
+    let t = &view["transitions"][0];
+    assert_eq!(
+        (t["source"].as_str(), t["official"].as_bool()),
+        (Some("bulletin:LU-1"), Some(true)),
+        "{t:#}"
+    );
+
+    // The same bulletin again is a duplicate and announces nothing.
+    let (_, body) = app
+        .post(
+            "/api/v1/bulletins",
+            "application/cap+xml",
+            &live_bulletin("LU-1", "kttv-langson@example.vn", 3),
+        )
+        .await
+        .unwrap();
+    assert_eq!(
+        (
+            body["duplicates"].as_u64(),
+            body["alerts"].as_array().map(Vec::len)
+        ),
+        (Some(1), Some(0))
+    );
+
+    // Anyone else's bulletin, hostile XML and the wrong media type are refused and recorded.
+    let (status, body) = app
+        .post(
+            "/api/v1/bulletins",
+            "application/cap+xml",
+            &live_bulletin("LU-2", "someone@example.com", 5),
+        )
+        .await
+        .unwrap();
+    assert_eq!((status, body["field"].as_str()), (422, Some("sender")), "{body}");
+    let xxe = std::fs::read(concat!(
+        env!("CARGO_MANIFEST_DIR"),
+        "/../crates/ingest/fixtures/cap/xxe-external-entities-negative.xml"
+    ))
+    .unwrap();
+    let (status, body) = app
+        .post("/api/v1/bulletins", "application/xml", &xxe)
+        .await
+        .unwrap();
+    assert_eq!(status, 400, "{body}");
+    assert!(body["detail"].as_str().unwrap().contains("DTD"), "{body}");
+    let (status, _) = app
+        .post("/api/v1/bulletins", "text/plain", b"hello")
+        .await
+        .unwrap();
+    assert_eq!(status, 415);
+    let (_, rejections) = app.get("/api/v1/rejections").await.unwrap();
+    let reasons = rejections.to_string();
+    assert!(
+        reasons.contains("someone@example.com") && reasons.contains("DTD"),
+        "{reasons}"
+    );
+    rx.stop().await;
+    app.app.stop().await;
+}

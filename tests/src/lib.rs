@@ -67,6 +67,10 @@ pub fn test_settings(data_dir: &Path, broker: &Broker, prefix: &str) -> Result<S
         ("CANHBAO__DEMO__ENABLED".into(), "false".into()),
         ("CANHBAO__OUTBOX__IDLE_POLL_MS".into(), "200".into()),
         ("CANHBAO__SHUTDOWN__GRACE_S".into(), "5".into()),
+        (
+            "CANHBAO__BULLETINS__AUTHORITATIVE_SENDERS".into(),
+            r#"["kttv-langson@example.vn"]"#.into(),
+        ),
     ];
     if let Broker::External(url) = broker {
         vars.push(("CANHBAO__MQTT__MODE".into(), "external".into()));
@@ -189,6 +193,20 @@ impl TestApp {
             .map(str::to_owned);
         let body = resp.json::<Value>().await.unwrap_or(Value::Null);
         Ok((status, ctype, body))
+    }
+
+    /// POSTs a body of any media type with the admin token.
+    pub async fn post(&self, path: &str, content_type: &str, body: &[u8]) -> Result<(u16, Value)> {
+        let resp = self
+            .http
+            .post(format!("{}{path}", self.base))
+            .bearer_auth(&self.token)
+            .header("content-type", content_type)
+            .body(body.to_vec())
+            .send()
+            .await?;
+        let status = resp.status().as_u16();
+        Ok((status, resp.json::<Value>().await.unwrap_or(Value::Null)))
     }
 
     pub async fn get(&self, path: &str) -> Result<(u16, Value)> {

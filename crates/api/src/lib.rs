@@ -8,6 +8,7 @@
 pub mod alerts;
 pub mod assessments;
 pub mod auth;
+pub mod bulletins;
 pub mod error;
 pub mod observations;
 
@@ -43,6 +44,10 @@ pub struct AppState {
     pub keys: Arc<Vec<KeyDto>>,
     /// Whether the MQTT broker connection is up.
     pub broker_ready: Arc<dyn Fn() -> bool + Send + Sync>,
+    /// How CAP bulletins map to levels, and the province they may cover.
+    pub bulletins: Arc<ingest::bulletin::BulletinSettings>,
+    pub province: String,
+    pub communes: Arc<Vec<domain::CommuneCode>>,
 }
 
 /// Largest request body accepted.
@@ -59,6 +64,7 @@ pub fn router(state: AppState) -> Router {
         .route("/api/v1/receivers", get(alerts::list_receivers))
         .route("/api/v1/rejections", get(alerts::list_rejections))
         .route("/api/v1/assessments", get(assessments::list_assessments))
+        .route("/api/v1/bulletins", post(bulletins::post_bulletin))
         .fallback(not_found)
         .layer(DefaultBodyLimit::max(MAX_BODY_BYTES))
         .with_state(state)

@@ -27,6 +27,41 @@ pub struct AcceptedDto {
     pub stored: usize,
     pub duplicates: usize,
     pub alerts: Vec<String>,
+    /// Risk-level transitions the input caused (see `GET /api/v1/assessments`).
+    pub transitions: usize,
+}
+
+impl From<ingest::AcceptReport> for AcceptedDto {
+    fn from(r: ingest::AcceptReport) -> Self {
+        Self {
+            stored: r.stored,
+            duplicates: r.duplicates,
+            alerts: r.alerts.iter().map(ToString::to_string).collect(),
+            transitions: r.transitions,
+        }
+    }
+}
+
+/// Records a refused request where operators can see it (`GET /api/v1/rejections`).
+pub(crate) async fn record_refusal(
+    state: &AppState,
+    caller: &Caller,
+    e: &ApiError,
+    now: DateTime<Utc>,
+) -> Result<(), ApiError> {
+    if !e.status.is_client_error() {
+        return Ok(());
+    }
+    let reason = match &e.field {
+        Some(f) => format!("{} ({f}): {}", e.status.as_u16(), e.detail),
+        None => format!("{}: {}", e.status.as_u16(), e.detail),
+    };
+    tracing::warn!(source = %caller.label, reason = %reason, "input refused");
+    state
+        .store
+        .record_rejection("http", &format!("api:{}", caller.label), &reason, now)
+        .await?;
+    Ok(())
 }
 
 fn string_field<'a>(obj: &'a Map<String, Value>, at: &str, name: &str) -> Result<&'a str, ApiError> {
@@ -166,26 +201,9 @@ pub async fn post_observations(
     }
     .await;
     match result {
-        Ok(report) => Ok((
-            StatusCode::OK,
-            Json(AcceptedDto {
-                stored: report.stored,
-                duplicates: report.duplicates,
-                alerts: report.alerts.iter().map(ToString::to_string).collect(),
-            }),
-        )),
+        Ok(report) => Ok((StatusCode::OK, Json(AcceptedDto::from(report)))),
         Err(e) => {
-            if e.status.is_client_error() {
-                let reason = match &e.field {
-                    Some(f) => format!("{} ({f}): {}", e.status.as_u16(), e.detail),
-                    None => format!("{}: {}", e.status.as_u16(), e.detail),
-                };
-                tracing::warn!(source = %caller.label, reason = %reason, "observation refused");
-                state
-                    .store
-                    .record_rejection("http", &format!("api:{}", caller.label), &reason, now)
-                    .await?;
-            }
+            record_refusal(&state, &caller, &e, now).await?;
             Err(e)
         }
     }

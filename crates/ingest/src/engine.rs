@@ -111,6 +111,30 @@ impl Engine {
                 inputs.readings.push(&station, param, r.at, r.value);
             }
         }
+        for b in tx.live_bulletins(status, now).await? {
+            let (Some(hazard), Ok(communes)) = (
+                Hazard::from_code(&b.hazard),
+                b.communes
+                    .iter()
+                    .map(|c| CommuneCode::new(c))
+                    .collect::<Result<Vec<_>, _>>(),
+            ) else {
+                tracing::warn!(bulletin = %b.identifier, "stored bulletin ignored: not valid");
+                continue;
+            };
+            inputs.bulletins.push(rules::eval::Bulletin {
+                id: b.identifier,
+                sender: b.sender,
+                hazard,
+                level: b
+                    .level
+                    .and_then(|l| u8::try_from(l).ok())
+                    .and_then(RiskLevel::new),
+                communes,
+                effective: b.effective,
+                expires: b.expires,
+            });
+        }
         let current = evaluate(&self.rules, &inputs, now);
         let held = if tracker.is_empty() {
             Vec::new()

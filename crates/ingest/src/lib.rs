@@ -5,6 +5,8 @@
 //! it wakes the outbox worker after a commit. Entry points: [`Pipeline::accept`], the
 //! pure [`compose::flood_alert`], and the demo source [`demo::run_demo`].
 
+pub mod bulletin;
+pub mod cap;
 pub mod compose;
 pub mod demo;
 mod engine;
@@ -202,6 +204,50 @@ impl Pipeline {
 }
 
 impl Pipeline {
+    /// Stores an official bulletin (or the Update or Cancel that replaces earlier ones) and
+    /// runs the rules, all in one transaction. A bulletin's stated level overrides the
+    /// computed one for its hazard and communes, up or down.
+    pub async fn accept_bulletin(
+        &self,
+        change: &bulletin::BulletinChange,
+        now: DateTime<Utc>,
+    ) -> Result<AcceptReport, IngestError> {
+        let status = change.status.code();
+        let mut report = AcceptReport::default();
+        let mut tx = self.store.begin().await?;
+        let replaced = tx.replace_bulletins(&change.replaces, now).await?;
+        for b in &change.bulletins {
+            let record = store::BulletinRecord {
+                identifier: b.id.clone(),
+                status: status.to_owned(),
+                sender: b.sender.clone(),
+                hazard: b.hazard.code().to_owned(),
+                level: b.level.map(|l| i64::from(l.get())),
+                communes: b.communes.iter().map(ToString::to_string).collect(),
+                effective: b.effective,
+                expires: b.expires,
+            };
+            if tx.insert_bulletin(&record, now).await? {
+                report.stored += 1;
+            } else {
+                report.duplicates += 1;
+            }
+        }
+        tracing::info!(bulletin = %change.identifier, stored = report.stored, replaced, status, "bulletin accepted");
+        let staged = match &self.engine {
+            Some(engine) => Some(engine.run(self, &mut tx, status, now, &mut report).await?),
+            None => None,
+        };
+        tx.commit().await?;
+        if let (Some(engine), Some(staged)) = (&self.engine, staged) {
+            engine.commit(status, staged).await;
+        }
+        if !report.alerts.is_empty() {
+            self.wake.notify_one();
+        }
+        Ok(report)
+    }
+
     /// Signs an alert and writes it with one outbox row per commune, in `tx`.
     pub(crate) async fn write_alert(
         &self,

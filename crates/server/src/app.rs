@@ -153,6 +153,9 @@ impl App {
                 let mqtt = mqtt.clone();
                 move || mqtt.is_connected()
             }),
+            bulletins: Arc::new(settings.bulletins.clone()),
+            province: settings.province.to_string(),
+            communes: Arc::new(settings.area.communes.iter().map(|c| c.code.clone()).collect()),
         };
         let listener = tokio::net::TcpListener::bind(settings.http_listen)
             .await

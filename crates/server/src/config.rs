@@ -116,6 +116,8 @@ pub struct Settings {
     pub area: Area,
     /// The validated rules, every example run.
     pub rules: RuleSet,
+    /// How official CAP bulletins map to levels.
+    pub bulletins: ingest::bulletin::BulletinSettings,
 }
 
 // ---- raw sections, as written ----
@@ -201,13 +203,35 @@ struct ShutdownRaw {
 
 #[derive(Deserialize)]
 #[serde(deny_unknown_fields)]
+struct BulletinsRaw {
+    authoritative_senders: Vec<String>,
+    level_parameters: Vec<String>,
+    hazard_parameter: String,
+    commune_geocode: String,
+    province_geocode: String,
+    #[serde(default)]
+    events: std::collections::BTreeMap<String, String>,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
 struct DomainRaw {
     area_file: String,
     rules_dir: String,
 }
 
-const SECTIONS: [&str; 10] = [
-    "service", "http", "database", "mqtt", "signing", "demo", "alerts", "outbox", "shutdown", "domain",
+const SECTIONS: [&str; 11] = [
+    "service",
+    "http",
+    "database",
+    "mqtt",
+    "signing",
+    "demo",
+    "alerts",
+    "outbox",
+    "shutdown",
+    "domain",
+    "bulletins",
 ];
 
 /// Collects every problem found while loading.
@@ -388,6 +412,31 @@ pub fn load(sources: &Sources) -> Result<Settings, Problems> {
     let outbox: Option<OutboxRaw> = section(&root, "outbox", &mut problems);
     let shutdown: Option<ShutdownRaw> = section(&root, "shutdown", &mut problems);
     let domain_files: Option<DomainRaw> = section(&root, "domain", &mut problems);
+    let bulletins_raw: Option<BulletinsRaw> = section(&root, "bulletins", &mut problems);
+    let bulletins = bulletins_raw.map(|b| {
+        let mut events = std::collections::BTreeMap::new();
+        for (event, code) in b.events {
+            match domain::Hazard::from_code(&code) {
+                Some(h) => {
+                    events.insert(event, h);
+                }
+                None => problems.push(format!(
+                    "bulletins.events.{event:?}: {code:?} is not a hazard code"
+                )),
+            }
+        }
+        if b.level_parameters.is_empty() {
+            problems.push("bulletins.level_parameters: name at least one parameter");
+        }
+        ingest::bulletin::BulletinSettings {
+            authoritative_senders: b.authoritative_senders,
+            level_parameters: b.level_parameters,
+            hazard_parameter: b.hazard_parameter,
+            events,
+            commune_geocode: b.commune_geocode,
+            province_geocode: b.province_geocode,
+        }
+    });
 
     let profile = service.as_ref().and_then(|s| match s.profile.as_str() {
         "embedded" => Some(Profile::Embedded),
@@ -539,6 +588,7 @@ pub fn load(sources: &Sources) -> Result<Settings, Problems> {
         outbox,
         grace,
         places,
+        bulletins,
     ) {
         (
             Some(profile),
@@ -553,6 +603,7 @@ pub fn load(sources: &Sources) -> Result<Settings, Problems> {
             Some(outbox),
             Some(grace),
             Some((area, rules)),
+            Some(bulletins),
         ) => Ok(Settings {
             profile,
             province,
@@ -567,6 +618,7 @@ pub fn load(sources: &Sources) -> Result<Settings, Problems> {
             grace,
             area,
             rules,
+            bulletins,
         }),
         _ => Err(Problems(vec!["settings are incomplete".into()])),
     }

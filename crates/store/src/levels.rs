@@ -50,7 +50,82 @@ pub struct AssessmentRecord {
     pub alert_id: Option<String>,
 }
 
+/// A stored bulletin.
+#[derive(Debug, Clone, PartialEq)]
+pub struct BulletinRecord {
+    pub identifier: String,
+    pub status: String,
+    pub sender: String,
+    pub hazard: String,
+    pub level: Option<i64>,
+    pub communes: Vec<String>,
+    pub effective: DateTime<Utc>,
+    pub expires: DateTime<Utc>,
+}
+
 impl Tx<'_> {
+    /// Stores a bulletin; `false` if the same identifier and hazard is already stored.
+    pub async fn insert_bulletin(&mut self, b: &BulletinRecord, now: DateTime<Utc>) -> Result<bool> {
+        let done = sqlx::query(
+            "INSERT INTO bulletins (identifier, status, sender, hazard, level, communes, effective_ms, expires_ms,
+                received_ms) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?) ON CONFLICT DO NOTHING",
+        )
+        .bind(&b.identifier)
+        .bind(&b.status)
+        .bind(&b.sender)
+        .bind(&b.hazard)
+        .bind(b.level)
+        .bind(crate::json_list(&b.communes))
+        .bind(ms(b.effective))
+        .bind(ms(b.expires))
+        .bind(ms(now))
+        .execute(&mut *self.tx)
+        .await?;
+        Ok(done.rows_affected() > 0)
+    }
+
+    /// Marks the bulletins with these identifiers as replaced (by an Update or a Cancel).
+    pub async fn replace_bulletins(&mut self, identifiers: &[String], now: DateTime<Utc>) -> Result<u64> {
+        let mut n = 0;
+        for id in identifiers {
+            let done = sqlx::query(
+                "UPDATE bulletins SET replaced_ms = ? WHERE identifier = ? AND replaced_ms IS NULL",
+            )
+            .bind(ms(now))
+            .bind(id)
+            .execute(&mut *self.tx)
+            .await?;
+            n += done.rows_affected();
+        }
+        Ok(n)
+    }
+
+    /// Bulletins of a series live at `now`: effective, not expired, not replaced.
+    pub async fn live_bulletins(&mut self, status: &str, now: DateTime<Utc>) -> Result<Vec<BulletinRecord>> {
+        let rows = sqlx::query(
+            "SELECT identifier, status, sender, hazard, level, communes, effective_ms, expires_ms FROM bulletins
+             WHERE status = ?1 AND replaced_ms IS NULL AND effective_ms <= ?2 AND expires_ms > ?2 ORDER BY effective_ms",
+        )
+        .bind(status)
+        .bind(ms(now))
+        .fetch_all(&mut *self.tx)
+        .await?;
+        rows.iter()
+            .map(|r| {
+                Ok(BulletinRecord {
+                    identifier: r.try_get("identifier")?,
+                    status: r.try_get("status")?,
+                    sender: r.try_get("sender")?,
+                    hazard: r.try_get("hazard")?,
+                    level: r.try_get("level")?,
+                    communes: parse_json_list("communes", r.try_get("communes")?)?,
+                    effective: from_ms(r.try_get("effective_ms")?)?,
+                    expires: from_ms(r.try_get("expires_ms")?)?,
+                })
+            })
+            .collect()
+    }
+
     /// Readings of the series `status` observed at or after `since`, oldest first.
     pub async fn readings_since(&mut self, status: &str, since: DateTime<Utc>) -> Result<Vec<StoredReading>> {
         let rows = sqlx::query(

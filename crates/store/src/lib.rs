@@ -22,7 +22,7 @@ use sqlx::sqlite::{SqliteConnectOptions, SqliteJournalMode, SqlitePoolOptions, S
 use sqlx::{Sqlite, SqlitePool, Transaction};
 
 pub use alerts::{AlertRecord, NewDelivery, SignedPayload};
-pub use levels::{AssessmentRecord, NewAssessment, StoredReading};
+pub use levels::{AssessmentRecord, BulletinRecord, NewAssessment, StoredReading};
 pub use outbox::{ClaimedDelivery, DeliveryRecord};
 pub use receipts::{NewReceipt, ReceiptRecord, ReceiverRecord, RejectionRecord};
 pub use tokens::TokenRecord;
@@ -75,6 +75,13 @@ fn migrator() -> Migrator {
             "assessments".into(),
             MigrationType::Simple,
             sql(include_str!("../migrations/sqlite/0002_assessments.sql")),
+            false,
+        ),
+        Migration::new(
+            3,
+            "bulletins".into(),
+            MigrationType::Simple,
+            sql(include_str!("../migrations/sqlite/0003_bulletins.sql")),
             false,
         ),
     ])

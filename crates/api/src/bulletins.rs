@@ -1,0 +1,54 @@
+//! `POST /api/v1/bulletins`: an official CAP 1.2 bulletin (or its Update or Cancel). A
+//! bulletin from a configured authoritative sender that states a risk level is taken as
+//! authoritative for its hazard and communes, and overrides any computed level.
+
+use axum::Json;
+use axum::body::Bytes;
+use axum::extract::State;
+use axum::http::{HeaderMap, StatusCode, header};
+use chrono::Utc;
+
+use crate::AppState;
+use crate::auth::{Caller, Role};
+use crate::error::ApiError;
+use crate::observations::{AcceptedDto, record_refusal};
+
+const XML_TYPES: [&str; 3] = ["application/cap+xml", "application/xml", "text/xml"];
+
+pub async fn post_bulletin(
+    State(state): State<AppState>,
+    caller: Caller,
+    headers: HeaderMap,
+    body: Bytes,
+) -> Result<(StatusCode, Json<AcceptedDto>), ApiError> {
+    caller.require(&[Role::Admin, Role::Station], "submit bulletins")?;
+    let now = Utc::now();
+    let result = async {
+        let media = headers
+            .get(header::CONTENT_TYPE)
+            .and_then(|v| v.to_str().ok())
+            .and_then(|v| v.split(';').next())
+            .map(|m| m.trim().to_ascii_lowercase());
+        if !media.as_deref().is_some_and(|m| XML_TYPES.contains(&m)) {
+            return Err(ApiError::unsupported_media(
+                "send Content-Type: application/cap+xml",
+            ));
+        }
+        let cap = ingest::cap::parse_cap(&body).map_err(|e| ApiError::bad_request("body", e.to_string()))?;
+        let change = ingest::bulletin::to_bulletins(&cap, &state.bulletins, &state.province, &state.communes)
+            .map_err(|e| ApiError::unprocessable(e.field(), e.to_string()))?;
+        state
+            .pipeline
+            .accept_bulletin(&change, now)
+            .await
+            .map_err(ApiError::internal)
+    }
+    .await;
+    match result {
+        Ok(report) => Ok((StatusCode::OK, Json(AcceptedDto::from(report)))),
+        Err(e) => {
+            record_refusal(&state, &caller, &e, now).await?;
+            Err(e)
+        }
+    }
+}

@@ -1,0 +1,262 @@
+//! From a CAP message to authoritative bulletins: the risk level an official sender
+//! states for a hazard and communes. Pure; the mapping is configured (`[bulletins]`).
+
+use std::collections::BTreeMap;
+
+use domain::{AlertStatus, CommuneCode, Hazard, RiskLevel};
+use rules::eval::Bulletin;
+
+use crate::cap::CapAlert;
+
+/// How CAP fields map to bulletins.
+#[derive(Debug, Clone, Default)]
+pub struct BulletinSettings {
+    /// Exact `<sender>` values whose stated levels are authoritative.
+    pub authoritative_senders: Vec<String>,
+    /// `<parameter>` names that carry the Decision 18 risk level (1 to 5).
+    pub level_parameters: Vec<String>,
+    /// The `<parameter>` name that carries canhbao's hazard code (`flood`, ...).
+    pub hazard_parameter: String,
+    /// `<event>` texts mapped to hazards, for senders that do not send the parameter.
+    pub events: BTreeMap<String, Hazard>,
+    /// The `<geocode>` name of a 5-digit commune code.
+    pub commune_geocode: String,
+    /// The `<geocode>` name of a province code; the province's own code means every commune.
+    pub province_geocode: String,
+}
+
+/// What one CAP message does.
+#[derive(Debug, Clone, PartialEq)]
+pub struct BulletinChange {
+    pub identifier: String,
+    pub status: AlertStatus,
+    /// New bulletins (none for a Cancel).
+    pub bulletins: Vec<Bulletin>,
+    /// Identifiers of earlier bulletins that this Update or Cancel replaces.
+    pub replaces: Vec<String>,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum BulletinError {
+    #[error("sender {0:?} is not an authoritative sender")]
+    NotAuthoritative(String),
+    #[error("status {0:?} is not taken as a bulletin (only Actual, Exercise and Test)")]
+    Status(String),
+    #[error("msgType {0:?} carries no bulletin")]
+    MsgType(String),
+    #[error("no <info> states a hazard canhbao knows (parameter {0:?} or a configured <event>)")]
+    NoHazard(String),
+    #[error("<info> for {hazard} has no <expires>; a bulletin must end")]
+    NoExpiry { hazard: Hazard },
+    #[error("<info> for {hazard}: risk level {value:?} is not 1 to 5")]
+    Level { hazard: Hazard, value: String },
+    #[error("<info> for {hazard} names no commune of the province (geocode {geocode:?})")]
+    NoArea { hazard: Hazard, geocode: String },
+    #[error("geocode {value:?} is not a commune of the province")]
+    UnknownCommune { value: String },
+}
+
+impl BulletinError {
+    /// The CAP field at fault, for the API's problem report.
+    pub fn field(&self) -> &'static str {
+        match self {
+            Self::NotAuthoritative(_) => "sender",
+            Self::Status(_) => "status",
+            Self::MsgType(_) => "msgType",
+            Self::NoHazard(_) => "info.parameter",
+            Self::NoExpiry { .. } => "info.expires",
+            Self::Level { .. } => "info.parameter",
+            Self::NoArea { .. } | Self::UnknownCommune { .. } => "info.area.geocode",
+        }
+    }
+}
+
+/// Maps a CAP message to bulletins for a province with `province` code and `communes`.
+pub fn to_bulletins(
+    cap: &CapAlert,
+    settings: &BulletinSettings,
+    province: &str,
+    communes: &[CommuneCode],
+) -> Result<BulletinChange, BulletinError> {
+    if !settings.authoritative_senders.iter().any(|s| s == &cap.sender) {
+        return Err(BulletinError::NotAuthoritative(cap.sender.clone()));
+    }
+    let status =
+        AlertStatus::from_code(&cap.status).ok_or_else(|| BulletinError::Status(cap.status.clone()))?;
+    if !matches!(cap.msg_type.as_str(), "Alert" | "Update" | "Cancel") {
+        return Err(BulletinError::MsgType(cap.msg_type.clone()));
+    }
+    // CAP references are "sender,identifier,sent" triples.
+    let replaces: Vec<String> = cap
+        .references
+        .iter()
+        .map(|r| r.split(',').nth(1).unwrap_or(r).to_owned())
+        .collect();
+    if cap.msg_type == "Cancel" {
+        return Ok(BulletinChange {
+            identifier: cap.identifier.clone(),
+            status,
+            bulletins: Vec::new(),
+            replaces,
+        });
+    }
+    let mut bulletins = Vec::new();
+    for info in &cap.infos {
+        let param = |name: &str| {
+            info.parameters
+                .iter()
+                .find(|(n, _)| n == name)
+                .map(|(_, v)| v.as_str())
+        };
+        let hazard = param(&settings.hazard_parameter)
+            .and_then(Hazard::from_code)
+            .or_else(|| settings.events.get(&info.event).copied());
+        let Some(hazard) = hazard else { continue };
+        let level = match settings.level_parameters.iter().find_map(|n| param(n)) {
+            Some(v) => Some(
+                v.trim()
+                    .parse::<u8>()
+                    .ok()
+                    .and_then(RiskLevel::new)
+                    .ok_or_else(|| BulletinError::Level {
+                        hazard,
+                        value: v.to_owned(),
+                    })?,
+            ),
+            None => None,
+        };
+        let mut area = Vec::new();
+        for (name, value) in info.areas.iter().flat_map(|a| a.geocodes.iter()) {
+            if name == &settings.province_geocode && value == province {
+                area.extend(communes.iter().cloned());
+            } else if name == &settings.commune_geocode {
+                let code = CommuneCode::new(value)
+                    .ok()
+                    .filter(|c| communes.contains(c))
+                    .ok_or_else(|| BulletinError::UnknownCommune { value: value.clone() })?;
+                area.push(code);
+            }
+        }
+        area.sort();
+        area.dedup();
+        if area.is_empty() {
+            return Err(BulletinError::NoArea {
+                hazard,
+                geocode: settings.commune_geocode.clone(),
+            });
+        }
+        let expires = info.expires.ok_or(BulletinError::NoExpiry { hazard })?;
+        bulletins.push(Bulletin {
+            id: cap.identifier.clone(),
+            sender: cap.sender.clone(),
+            hazard,
+            level,
+            communes: area,
+            effective: info.effective.unwrap_or(cap.sent),
+            expires,
+        });
+    }
+    // Several languages of one message state the same thing: keep one per hazard.
+    bulletins.dedup_by(|a, b| a.hazard == b.hazard && a.level == b.level && a.communes == b.communes);
+    if bulletins.is_empty() {
+        return Err(BulletinError::NoHazard(settings.hazard_parameter.clone()));
+    }
+    Ok(BulletinChange {
+        identifier: cap.identifier.clone(),
+        status,
+        bulletins,
+        replaces,
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn settings() -> BulletinSettings {
+        BulletinSettings {
+            authoritative_senders: vec!["kttv-langson@example.vn".into()],
+            level_parameters: vec!["riskLevel".into()],
+            hazard_parameter: "hazard".into(),
+            events: [("Lũ".to_owned(), Hazard::Flood)].into_iter().collect(),
+            commune_geocode: "commune".into(),
+            province_geocode: "province".into(),
+        }
+    }
+
+    fn fixture() -> CapAlert {
+        let bytes = std::fs::read(format!(
+            "{}/fixtures/cap/lang-son-flood-level3-CONSTRUCTED.xml",
+            env!("CARGO_MANIFEST_DIR")
+        ))
+        .unwrap();
+        crate::cap::parse_cap(&bytes).unwrap()
+    }
+
+    fn communes() -> Vec<CommuneCode> {
+        ["06385", "06391"]
+            .iter()
+            .map(|c| CommuneCode::new(c).unwrap())
+            .collect()
+    }
+
+    #[test]
+    fn an_authoritative_bulletin_states_its_level_for_its_communes() {
+        let change = to_bulletins(&fixture(), &settings(), "20", &communes()).unwrap();
+        assert_eq!(change.status, AlertStatus::Actual);
+        let b = &change.bulletins[0];
+        assert_eq!((b.hazard, b.level.map(RiskLevel::get)), (Hazard::Flood, Some(3)));
+        assert_eq!(b.communes, vec![CommuneCode::new("06385").unwrap()]);
+    }
+
+    #[test]
+    fn anything_else_is_refused_with_the_field_at_fault() {
+        let mut cap = fixture();
+        cap.sender = "someone@example.com".into();
+        let e = to_bulletins(&cap, &settings(), "20", &communes()).unwrap_err();
+        assert_eq!(e.field(), "sender");
+        let mut cap = fixture();
+        cap.infos[0].parameters[1].1 = "7".into();
+        assert_eq!(
+            to_bulletins(&cap, &settings(), "20", &communes())
+                .unwrap_err()
+                .field(),
+            "info.parameter"
+        );
+        let mut cap = fixture();
+        cap.infos[0].areas[0].geocodes[0].1 = "99999".into();
+        assert_eq!(
+            to_bulletins(&cap, &settings(), "20", &communes())
+                .unwrap_err()
+                .field(),
+            "info.area.geocode"
+        );
+        let mut cap = fixture();
+        cap.infos[0].expires = None;
+        assert_eq!(
+            to_bulletins(&cap, &settings(), "20", &communes())
+                .unwrap_err()
+                .field(),
+            "info.expires"
+        );
+        // A province-wide geocode covers every commune; a Cancel replaces its references.
+        let mut cap = fixture();
+        cap.infos[0].areas[0].geocodes[0] = ("province".into(), "20".into());
+        assert_eq!(
+            to_bulletins(&cap, &settings(), "20", &communes())
+                .unwrap()
+                .bulletins[0]
+                .communes
+                .len(),
+            2
+        );
+        let mut cap = fixture();
+        cap.msg_type = "Cancel".into();
+        cap.references = vec!["kttv-langson@example.vn,DBLU_11,2026-10-09T03:00:00+07:00".into()];
+        let c = to_bulletins(&cap, &settings(), "20", &communes()).unwrap();
+        assert_eq!(
+            (c.bulletins.len(), c.replaces.clone()),
+            (0, vec!["DBLU_11".to_owned()])
+        );
+    }
+}
