@@ -166,12 +166,14 @@ pub struct Rule {
     pub when: Condition,
     pub examples: Vec<Example>,
     pub file: String,
+    /// `id@version`, computed once.
+    key: String,
 }
 
 impl Rule {
     /// `id@version`, as carried by assessments and alerts.
-    pub fn key(&self) -> String {
-        format!("{}@{}", self.id, self.version)
+    pub fn key(&self) -> &str {
+        &self.key
     }
 
     pub fn is_official(&self) -> bool {
@@ -763,6 +765,7 @@ fn parse_rule(raw: RuleRaw, file: &str, errs: &mut Vec<String>) -> Option<Rule> 
         return None;
     }
     Some(Rule {
+        key: format!("{}@{}", raw.id, raw.version),
         id: raw.id,
         version: raw.version,
         hazard: hazard?,

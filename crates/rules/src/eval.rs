@@ -542,23 +542,43 @@ struct Fired {
     provisional: Vec<String>,
 }
 
+/// A station with what evaluation looks up for it, prepared once per evaluation.
+struct Prepared<'a> {
+    station: &'a Station,
+    series: Option<&'a [Vec<Reading>; 5]>,
+    communes: Vec<(&'a CommuneCode, Option<&'a CommuneInfo>)>,
+}
+
+fn prepare(inputs: &Inputs) -> Vec<Prepared<'_>> {
+    let infos: BTreeMap<&CommuneCode, &CommuneInfo> = inputs.communes.iter().map(|c| (&c.code, c)).collect();
+    inputs
+        .stations
+        .iter()
+        .map(|s| Prepared {
+            station: s,
+            series: inputs.readings.station(&s.id),
+            communes: s.communes.iter().map(|c| (c, infos.get(c).copied())).collect(),
+        })
+        .collect()
+}
+
 fn mk<'a>(
     set: &'a RuleSet,
     inputs: &'a Inputs,
     now: DateTime<Utc>,
-    station: &'a Station,
+    p: &Prepared<'a>,
     commune: Option<&'a CommuneInfo>,
     basins: Option<usize>,
 ) -> Ctx<'a> {
     Ctx {
-        station,
+        station: p.station,
         commune,
         group: inputs.province_group,
         set,
         now,
         basins,
         held: false,
-        series: inputs.readings.station(&station.id),
+        series: p.series,
         provisional_levels: Vec::new(),
         used: Vec::new(),
         diags: Vec::new(),
@@ -572,7 +592,7 @@ fn run_rule(
     set: &RuleSet,
     rule: &Rule,
     inputs: &Inputs,
-    communes: &BTreeMap<&CommuneCode, &CommuneInfo>,
+    prepared: &[Prepared<'_>],
     now: DateTime<Utc>,
     held: bool,
     diags: &mut BTreeMap<(Hazard, CommuneCode), BTreeSet<Diagnostic>>,
@@ -580,14 +600,14 @@ fn run_rule(
     // For "one basin" / "several basins": which basins does the rest of the rule hold on?
     let basin_count = if uses_basins(&rule.when) {
         let mut basins = HashSet::new();
-        for s in &inputs.stations {
-            let holds = s.communes.iter().any(|c| {
-                let mut ctx = mk(set, inputs, now, s, communes.get(c).copied(), None);
+        for p in prepared {
+            let holds = p.communes.iter().any(|(_, info)| {
+                let mut ctx = mk(set, inputs, now, p, *info, None);
                 ctx.held = held;
                 ctx.eval(&rule.when)
             });
             if holds {
-                basins.insert(s.basin.as_str());
+                basins.insert(p.station.basin.as_str());
             }
         }
         Some(basins.len())
@@ -595,20 +615,16 @@ fn run_rule(
         None
     };
     let mut fired = Vec::new();
-    for s in &inputs.stations {
+    for p in prepared {
+        let s = p.station;
         // A station that never measured any of the rule's inputs has nothing to say here
         // (a river gauge has no visibility sensor): skip it, without a diagnostic.
-        if !rule.inputs.is_empty()
-            && rule
-                .inputs
-                .iter()
-                .all(|p| inputs.readings.series(&s.id, *p).is_empty())
-        {
+        let measured = |param: &Param| p.series.is_some_and(|all| !all[*param as usize].is_empty());
+        if !rule.inputs.is_empty() && !rule.inputs.iter().any(measured) {
             continue;
         }
-        for c in &s.communes {
-            let info = communes.get(c).copied();
-            let mut ctx = mk(set, inputs, now, s, info, basin_count);
+        for &(c, info) in &p.communes {
+            let mut ctx = mk(set, inputs, now, p, info, basin_count);
             ctx.held = held;
             let ok = ctx.eval(&rule.when);
             if !ctx.diags.is_empty() {
@@ -655,10 +671,9 @@ fn evaluate_rules<'r>(
 ) -> Vec<Assessment> {
     let mut acc: BTreeMap<(Hazard, CommuneCode), Acc> = BTreeMap::new();
     let mut diags: BTreeMap<(Hazard, CommuneCode), BTreeSet<Diagnostic>> = BTreeMap::new();
-    let communes: BTreeMap<&CommuneCode, &CommuneInfo> =
-        inputs.communes.iter().map(|c| (&c.code, c)).collect();
+    let prepared = prepare(inputs);
     for rule in rules {
-        for f in run_rule(set, rule, inputs, &communes, now, held, &mut diags) {
+        for f in run_rule(set, rule, inputs, &prepared, now, held, &mut diags) {
             let a = acc.entry((f.hazard, f.commune)).or_default();
             let official = rule.is_official() && f.provisional.is_empty();
             if a.level < Some(rule.level) {
@@ -670,9 +685,8 @@ fn evaluate_rules<'r>(
                 };
             }
             if a.level == Some(rule.level) {
-                let key = rule.key();
-                if !a.rules.contains(&key) {
-                    a.rules.push(key);
+                if !a.rules.iter().any(|k| k == rule.key()) {
+                    a.rules.push(rule.key().to_owned());
                 }
                 a.all_official &= official;
                 a.auto |= rule.action == Action::AutoIssue;
@@ -867,7 +881,7 @@ pub fn example_inputs(ex: &crate::engine::ExampleRaw) -> Result<Inputs, String> 
 pub fn run_example(set: &RuleSet, rule: &Rule, ex: &Example) -> Result<(), String> {
     let inputs = example_inputs(&ex.raw)?;
     let out = evaluate_rules(set, std::iter::once(rule), &inputs, example_now(), false);
-    let fired = out.iter().any(|a| a.rules.contains(&rule.key()));
+    let fired = out.iter().any(|a| a.rules.iter().any(|k| k == rule.key()));
     if fired == ex.fire {
         return Ok(());
     }
@@ -877,10 +891,9 @@ pub fn run_example(set: &RuleSet, rule: &Rule, ex: &Example) -> Result<(), Strin
         .collect();
     // What the rule read, fired or not.
     let mut used: Vec<String> = Vec::new();
-    for s in &inputs.stations {
-        for c in &s.communes {
-            let info = inputs.communes.iter().find(|i| &i.code == c);
-            let mut ctx = mk(set, &inputs, example_now(), s, info, None);
+    for p in prepare(&inputs) {
+        for &(_, info) in &p.communes {
+            let mut ctx = mk(set, &inputs, example_now(), &p, info, None);
             ctx.eval(&rule.when);
             used.extend(
                 ctx.used_inputs()
