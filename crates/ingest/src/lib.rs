@@ -188,18 +188,7 @@ impl Pipeline {
                 "alert issued");
             report.alerts.push(alert.id.clone());
         }
-        let staged = match &self.engine {
-            Some(engine) => Some(engine.run(self, &mut tx, status, now, &mut report).await?),
-            None => None,
-        };
-        tx.commit().await?;
-        if let (Some(engine), Some(staged)) = (&self.engine, staged) {
-            engine.commit(status, staged).await;
-        }
-        if !report.alerts.is_empty() {
-            self.wake.notify_one();
-        }
-        Ok(report)
+        self.finish(tx, status, now, report).await
     }
 }
 
@@ -234,6 +223,18 @@ impl Pipeline {
             }
         }
         tracing::info!(bulletin = %change.identifier, stored = report.stored, replaced, status, "bulletin accepted");
+        self.finish(tx, status, now, report).await
+    }
+
+    /// Runs the rules engine in `tx`, commits, applies the engine's new state, and wakes
+    /// the outbox worker if anything is to be sent.
+    async fn finish(
+        &self,
+        mut tx: store::Tx<'_>,
+        status: &str,
+        now: DateTime<Utc>,
+        mut report: AcceptReport,
+    ) -> Result<AcceptReport, IngestError> {
         let staged = match &self.engine {
             Some(engine) => Some(engine.run(self, &mut tx, status, now, &mut report).await?),
             None => None,

@@ -27,12 +27,8 @@ fn huu_lung() -> Station {
     }
 }
 
-async fn pipeline() -> (tempfile::TempDir, Store, Pipeline) {
-    let dir = tempfile::tempdir().unwrap();
-    let store = Store::open(&format!("sqlite://{}", dir.path().join("t.db").display()))
-        .await
-        .unwrap();
-    let policy = AlertPolicy {
+fn policy() -> AlertPolicy {
+    AlertPolicy {
         ttl: Duration::hours(6),
         max_reading_age: Duration::hours(3),
         repeat_emergency: Repeat {
@@ -47,15 +43,26 @@ async fn pipeline() -> (tempfile::TempDir, Store, Pipeline) {
             times: 1,
             interval_s: 0,
         },
-    };
-    let p = Pipeline::new(
+    }
+}
+
+fn pipeline_on(store: &Store) -> Pipeline {
+    Pipeline::new(
         store.clone(),
         vec![huu_lung()],
         Arc::new(Signer::from_seed(&[1; 32])),
         Topics::new("canhbao/v1", ProvinceCode::new("20").unwrap()).unwrap(),
-        policy,
+        policy(),
         Arc::new(Notify::new()),
-    );
+    )
+}
+
+async fn pipeline() -> (tempfile::TempDir, Store, Pipeline) {
+    let dir = tempfile::tempdir().unwrap();
+    let store = Store::open(&format!("sqlite://{}", dir.path().join("t.db").display()))
+        .await
+        .unwrap();
+    let p = pipeline_on(&store);
     (dir, store, p)
 }
 
@@ -332,30 +339,7 @@ async fn auto_issue_rules_raise_alerts_pre_warnings_do_not_and_levels_survive_a_
     assert_eq!(rain.alert_id.as_deref(), Some(alert.id.as_str()));
 
     // The same levels again announce nothing, even after a restart.
-    let again = Pipeline::new(
-        store.clone(),
-        vec![huu_lung()],
-        Arc::new(Signer::from_seed(&[1; 32])),
-        Topics::new("canhbao/v1", ProvinceCode::new("20").unwrap()).unwrap(),
-        AlertPolicy {
-            ttl: Duration::hours(6),
-            max_reading_age: Duration::hours(3),
-            repeat_emergency: Repeat {
-                times: 3,
-                interval_s: 300,
-            },
-            repeat_priority: Repeat {
-                times: 2,
-                interval_s: 600,
-            },
-            repeat_normal: Repeat {
-                times: 1,
-                interval_s: 0,
-            },
-        },
-        Arc::new(Notify::new()),
-    )
-    .with_engine(set, engine_inputs());
+    let again = pipeline_on(&store).with_engine(set, engine_inputs());
     assert_eq!(again.restore_levels().await.unwrap(), 2);
     let t2 = t + Duration::minutes(5);
     let r = again
