@@ -5,12 +5,12 @@
 use axum::Json;
 use axum::body::Bytes;
 use axum::extract::State;
-use axum::http::{HeaderMap, StatusCode, header};
+use axum::http::{HeaderMap, StatusCode};
 use chrono::Utc;
 
 use crate::AppState;
 use crate::auth::{Caller, Role};
-use crate::error::ApiError;
+use crate::error::{ApiError, require_media};
 use crate::observations::{AcceptedDto, record_refusal};
 
 const XML_TYPES: [&str; 3] = ["application/cap+xml", "application/xml", "text/xml"];
@@ -24,16 +24,7 @@ pub async fn post_bulletin(
     caller.require(&[Role::Admin, Role::Station], "submit bulletins")?;
     let now = Utc::now();
     let result = async {
-        let media = headers
-            .get(header::CONTENT_TYPE)
-            .and_then(|v| v.to_str().ok())
-            .and_then(|v| v.split(';').next())
-            .map(|m| m.trim().to_ascii_lowercase());
-        if !media.as_deref().is_some_and(|m| XML_TYPES.contains(&m)) {
-            return Err(ApiError::unsupported_media(
-                "send Content-Type: application/cap+xml",
-            ));
-        }
+        require_media(&headers, &XML_TYPES)?;
         let cap = ingest::cap::parse_cap(&body).map_err(|e| ApiError::bad_request("body", e.to_string()))?;
         let change = ingest::bulletin::to_bulletins(&cap, &state.bulletins, &state.province, &state.communes)
             .map_err(|e| ApiError::unprocessable(e.field(), e.to_string()))?;

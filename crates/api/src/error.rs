@@ -82,7 +82,7 @@ impl ApiError {
         Self {
             status: StatusCode::UNSUPPORTED_MEDIA_TYPE,
             slug: "unsupported-media-type",
-            title: "The body must be application/json",
+            title: "The body's media type is not accepted here",
             detail: detail.into(),
             field: None,
         }
@@ -108,6 +108,23 @@ impl ApiError {
             detail: detail.into(),
             field: None,
         }
+    }
+}
+
+/// Fails with 415 unless the request's media type is one of `accepted`.
+pub fn require_media(headers: &axum::http::HeaderMap, accepted: &[&str]) -> Result<(), ApiError> {
+    let media = headers
+        .get(header::CONTENT_TYPE)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.split(';').next())
+        .map(|m| m.trim().to_ascii_lowercase());
+    if media.as_deref().is_some_and(|m| accepted.contains(&m)) {
+        Ok(())
+    } else {
+        Err(ApiError::unsupported_media(format!(
+            "send Content-Type: {}",
+            accepted.first().copied().unwrap_or("application/json")
+        )))
     }
 }
 

@@ -6,7 +6,7 @@
 use axum::Json;
 use axum::body::Bytes;
 use axum::extract::State;
-use axum::http::{HeaderMap, StatusCode, header};
+use axum::http::{HeaderMap, StatusCode};
 use chrono::{DateTime, Utc};
 use domain::{AlertStatus, Observation, StationId};
 use ingest::{IngestError, Source};
@@ -15,7 +15,7 @@ use serde_json::{Map, Value};
 
 use crate::AppState;
 use crate::auth::{Caller, Role};
-use crate::error::ApiError;
+use crate::error::{ApiError, require_media};
 
 /// Most observations accepted in one request.
 pub const MAX_BATCH: usize = 10_000;
@@ -172,17 +172,7 @@ pub async fn post_observations(
     caller.require(&[Role::Admin, Role::Station], "write observations")?;
     let now = Utc::now();
     let result = async {
-        let json = headers
-            .get(header::CONTENT_TYPE)
-            .and_then(|v| v.to_str().ok())
-            .is_some_and(|v| {
-                v.split(';')
-                    .next()
-                    .is_some_and(|m| m.trim().eq_ignore_ascii_case("application/json"))
-            });
-        if !json {
-            return Err(ApiError::unsupported_media("send Content-Type: application/json"));
-        }
+        require_media(&headers, &["application/json"])?;
         let observations = parse_body(&body, now)?;
         let source = Source {
             name: format!("api:{}", caller.label),
