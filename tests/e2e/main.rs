@@ -211,7 +211,41 @@ async fn bad_requests_are_refused_precisely_and_store_nothing() {
     assert_eq!(status, 400);
     assert_eq!(body["field"], "[1].unit", "{body}");
 
-    // Unknown station: 422.
+    // Every bad row is listed, not just the first.
+    let batch = format!(
+        "[{},{},{}]",
+        observation_now("HUULUNG", 1e9),
+        observation_now("HUULUNG", 19.4),
+        observation_now("huu lung", 19.5)
+    );
+    let (status, _, body) = app.post_observations(&batch).await.unwrap();
+    assert_eq!(status, 400);
+    let fields: Vec<&str> = body["errors"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|e| e["field"].as_str().unwrap())
+        .collect();
+    assert_eq!(fields, vec!["[0].value", "[2].station"], "{body}");
+
+    // A station token writes only for its own stations, and the whole batch is refused.
+    let station_token = app
+        .create_token("station", "Hữu Lũng gauge", &["HUULUNG"])
+        .await
+        .unwrap();
+    let batch = format!(
+        "[{},{}]",
+        observation_now("HUULUNG", 16.0),
+        observation_now("LANGSON", 250.0)
+    );
+    let (status, _, body) = app
+        .post_observations_as(Some(&station_token), &batch)
+        .await
+        .unwrap();
+    assert_eq!(status, 403, "{body}");
+    assert_eq!(body["errors"][0]["field"], "[1].station", "{body}");
+
+    // Unknown station: 422, every unknown row listed.
     let (status, ctype, body) = app
         .post_observations(&observation_now("NOWHERE", 19.4))
         .await

@@ -195,6 +195,16 @@ impl TestApp {
         Ok((status, ctype, body))
     }
 
+    /// Creates an API token in the app's database (as `canhbao token-create` does).
+    pub async fn create_token(&self, role: &str, label: &str, stations: &[&str]) -> Result<String> {
+        let url = format!("sqlite://{}", self.data_dir.join("canhbao.db").display());
+        let store = store::Store::open(&url).await?;
+        let stations: Vec<String> = stations.iter().map(|s| s.to_string()).collect();
+        let token = canhbao_server::secrets::create_token(&store, role, label, &stations).await?;
+        store.close().await;
+        Ok(token)
+    }
+
     /// POSTs a body of any media type with the admin token.
     pub async fn post(&self, path: &str, content_type: &str, body: &[u8]) -> Result<(u16, Value)> {
         let resp = self

@@ -49,6 +49,8 @@ pub fn token_hash(secret: &str) -> String {
 pub struct Caller {
     pub label: String,
     pub role: Role,
+    /// For a station token, the stations it may write for; `None`: any.
+    pub stations: Option<Vec<String>>,
 }
 
 impl Caller {
@@ -90,6 +92,7 @@ impl FromRequestParts<AppState> for Caller {
         Ok(Caller {
             label: record.label,
             role,
+            stations: record.stations,
         })
     }
 }

@@ -14,6 +14,15 @@ pub struct ApiError {
     pub detail: String,
     /// The request field at fault, as a path such as `[1].value`.
     pub field: Option<String>,
+    /// Every fault, where there are several (each bad row of a batch).
+    pub errors: Vec<FieldError>,
+}
+
+/// One fault of a request with several.
+#[derive(Debug, Clone, Serialize)]
+pub struct FieldError {
+    pub field: String,
+    pub detail: String,
 }
 
 #[derive(Serialize)]
@@ -25,6 +34,8 @@ struct Problem<'a> {
     detail: &'a str,
     #[serde(skip_serializing_if = "Option::is_none")]
     field: Option<&'a str>,
+    #[serde(skip_serializing_if = "<[FieldError]>::is_empty")]
+    errors: &'a [FieldError],
 }
 
 impl ApiError {
@@ -35,6 +46,7 @@ impl ApiError {
             title: "The request is malformed",
             detail: detail.into(),
             field: Some(field.into()),
+            errors: Vec::new(),
         }
     }
 
@@ -45,6 +57,7 @@ impl ApiError {
             title: "The request refers to something that does not exist",
             detail: detail.into(),
             field: Some(field.into()),
+            errors: Vec::new(),
         }
     }
 
@@ -55,6 +68,7 @@ impl ApiError {
             title: "Authentication is required",
             detail: detail.into(),
             field: None,
+            errors: Vec::new(),
         }
     }
 
@@ -65,6 +79,7 @@ impl ApiError {
             title: "The token's role does not allow this",
             detail: detail.into(),
             field: None,
+            errors: Vec::new(),
         }
     }
 
@@ -75,6 +90,7 @@ impl ApiError {
             title: "Not found",
             detail: detail.into(),
             field: None,
+            errors: Vec::new(),
         }
     }
 
@@ -85,6 +101,7 @@ impl ApiError {
             title: "The body's media type is not accepted here",
             detail: detail.into(),
             field: None,
+            errors: Vec::new(),
         }
     }
 
@@ -97,6 +114,7 @@ impl ApiError {
             title: "Internal error",
             detail: "the server could not complete the request; see its log".into(),
             field: None,
+            errors: Vec::new(),
         }
     }
 
@@ -107,24 +125,36 @@ impl ApiError {
             title: "Not ready",
             detail: detail.into(),
             field: None,
+            errors: Vec::new(),
         }
     }
 }
 
-/// Fails with 415 unless the request's media type is one of `accepted`.
-pub fn require_media(headers: &axum::http::HeaderMap, accepted: &[&str]) -> Result<(), ApiError> {
+/// Fails with 415 unless the request's media type is one of `accepted`; returns its index.
+pub fn require_media(headers: &axum::http::HeaderMap, accepted: &[&str]) -> Result<usize, ApiError> {
     let media = headers
         .get(header::CONTENT_TYPE)
         .and_then(|v| v.to_str().ok())
         .and_then(|v| v.split(';').next())
         .map(|m| m.trim().to_ascii_lowercase());
-    if media.as_deref().is_some_and(|m| accepted.contains(&m)) {
-        Ok(())
+    if let Some(i) = media
+        .as_deref()
+        .and_then(|m| accepted.iter().position(|a| *a == m))
+    {
+        Ok(i)
     } else {
         Err(ApiError::unsupported_media(format!(
             "send Content-Type: {}",
             accepted.first().copied().unwrap_or("application/json")
         )))
+    }
+}
+
+impl ApiError {
+    /// Attaches every fault; the first stays in `field` and `detail`.
+    pub fn with_errors(mut self, errors: Vec<FieldError>) -> Self {
+        self.errors = errors;
+        self
     }
 }
 
@@ -142,6 +172,7 @@ impl IntoResponse for ApiError {
             status: self.status.as_u16(),
             detail: &self.detail,
             field: self.field.as_deref(),
+            errors: &self.errors,
         };
         let bytes = serde_json::to_vec(&body).unwrap_or_default();
         let mut resp = (self.status, bytes).into_response();

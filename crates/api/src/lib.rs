@@ -48,6 +48,8 @@ pub struct AppState {
     pub bulletins: Arc<ingest::bulletin::BulletinSettings>,
     pub province: String,
     pub communes: Arc<Vec<domain::CommuneCode>>,
+    /// Most observations accepted in one request.
+    pub max_batch: usize,
 }
 
 /// Largest request body accepted.

@@ -1,26 +1,21 @@
-//! `POST /api/v1/observations`: one observation or an array of them.
+//! `POST /api/v1/observations`: a batch in canhbao's station formats (JSON: one
+//! observation or an array; CSV), see `docs/station-formats.md`.
 //!
-//! The body is checked field by field before anything is stored, so that a 400 names the
-//! exact field at fault (`[2].value`), and a batch with one bad item stores nothing.
+//! Every row is checked before anything is stored: the batch is accepted or refused as a
+//! whole, and a refusal lists every bad row with its field (`[2].value`).
 
 use axum::Json;
 use axum::body::Bytes;
 use axum::extract::State;
 use axum::http::{HeaderMap, StatusCode};
 use chrono::{DateTime, Utc};
-use domain::{AlertStatus, Observation, StationId};
+use domain::AlertStatus;
 use ingest::{IngestError, Source};
 use serde::Serialize;
-use serde_json::{Map, Value};
 
 use crate::AppState;
 use crate::auth::{Caller, Role};
-use crate::error::{ApiError, require_media};
-
-/// Most observations accepted in one request.
-pub const MAX_BATCH: usize = 10_000;
-
-const FIELDS: [&str; 5] = ["station", "parameter", "value", "unit", "observed_at"];
+use crate::error::{ApiError, FieldError, require_media};
 
 #[derive(Debug, Serialize)]
 pub struct AcceptedDto {
@@ -64,103 +59,37 @@ pub(crate) async fn record_refusal(
     Ok(())
 }
 
-fn string_field<'a>(obj: &'a Map<String, Value>, at: &str, name: &str) -> Result<&'a str, ApiError> {
-    match obj.get(name) {
-        Some(Value::String(s)) => Ok(s),
-        Some(other) => Err(ApiError::bad_request(
-            format!("{at}{name}"),
-            format!("{name} must be a string, not {}", kind(other)),
-        )),
-        None => Err(ApiError::bad_request(
-            format!("{at}{name}"),
-            format!("{name} is required"),
-        )),
-    }
-}
-
-fn kind(v: &Value) -> &'static str {
-    match v {
-        Value::Null => "null",
-        Value::Bool(_) => "a boolean",
-        Value::Number(_) => "a number",
-        Value::String(_) => "a string",
-        Value::Array(_) => "an array",
-        Value::Object(_) => "an object",
-    }
-}
-
-/// Turns one JSON item into a validated observation. `at` is the path prefix (`[3].`).
-fn parse_item(item: &Value, at: &str, now: DateTime<Utc>) -> Result<Observation, ApiError> {
-    let root = if at.is_empty() {
-        "body".to_owned()
+fn rows_error(status: StatusCode, errors: Vec<FieldError>) -> ApiError {
+    let n = errors.len();
+    let first = errors.first().cloned().unwrap_or(FieldError {
+        field: "body".into(),
+        detail: "invalid".into(),
+    });
+    let detail = if n > 1 {
+        format!("{n} rows are refused; the first: {}", first.detail)
     } else {
-        at.trim_end_matches('.').to_owned()
+        first.detail.clone()
     };
-    let obj = item.as_object().ok_or_else(|| {
-        ApiError::bad_request(
-            root.clone(),
-            format!("an observation must be an object, not {}", kind(item)),
-        )
-    })?;
-    if let Some(extra) = obj.keys().find(|k| !FIELDS.contains(&k.as_str())) {
-        return Err(ApiError::bad_request(
-            format!("{at}{extra}"),
-            format!("unknown field {extra:?}; expected {}", FIELDS.join(", ")),
-        ));
+    let base = match status {
+        StatusCode::FORBIDDEN => ApiError::forbidden(detail),
+        StatusCode::UNPROCESSABLE_ENTITY => ApiError::unprocessable(first.field.clone(), detail),
+        _ => ApiError::bad_request(first.field.clone(), detail),
+    };
+    ApiError {
+        field: Some(first.field),
+        ..base
     }
-    let station = string_field(obj, at, "station")?;
-    let station =
-        StationId::new(station).map_err(|e| ApiError::bad_request(format!("{at}station"), e.to_string()))?;
-    let parameter = string_field(obj, at, "parameter")?;
-    let value = match obj.get("value") {
-        Some(Value::Number(n)) => n.as_f64().ok_or_else(|| {
-            ApiError::bad_request(format!("{at}value"), "value is not representable as a number")
-        })?,
-        Some(other) => {
-            return Err(ApiError::bad_request(
-                format!("{at}value"),
-                format!("value must be a number, not {}", kind(other)),
-            ));
-        }
-        None => return Err(ApiError::bad_request(format!("{at}value"), "value is required")),
-    };
-    let unit = string_field(obj, at, "unit")?;
-    let observed_at = string_field(obj, at, "observed_at")?;
-    let observed_at = DateTime::parse_from_rfc3339(observed_at)
-        .map_err(|e| {
-            ApiError::bad_request(
-                format!("{at}observed_at"),
-                format!("observed_at {observed_at:?} is not an RFC 3339 time with an offset: {e}"),
-            )
-        })?
-        .with_timezone(&Utc);
-    Observation::new(station, parameter, value, unit, observed_at, now)
-        .map_err(|e| ApiError::bad_request(format!("{at}{}", e.field()), e.to_string()))
+    .with_errors(errors)
 }
 
-/// Parses a body holding one observation or an array of them.
-pub fn parse_body(body: &[u8], now: DateTime<Utc>) -> Result<Vec<Observation>, ApiError> {
-    let value: Value = serde_json::from_slice(body)
-        .map_err(|e| ApiError::bad_request("body", format!("the body is not valid JSON: {e}")))?;
-    match &value {
-        Value::Array(items) => {
-            if items.is_empty() {
-                return Err(ApiError::bad_request("body", "the array is empty"));
-            }
-            if items.len() > MAX_BATCH {
-                return Err(ApiError::bad_request(
-                    "body",
-                    format!("{} observations in one request; at most {MAX_BATCH}", items.len()),
-                ));
-            }
-            items
-                .iter()
-                .enumerate()
-                .map(|(i, item)| parse_item(item, &format!("[{i}]."), now))
-                .collect()
-        }
-        _ => Ok(vec![parse_item(&value, "", now)?]),
-    }
+fn row_errors(errors: Vec<ingest::station::RowError>) -> Vec<FieldError> {
+    errors
+        .into_iter()
+        .map(|e| FieldError {
+            field: e.field,
+            detail: e.detail,
+        })
+        .collect()
 }
 
 pub async fn post_observations(
@@ -172,8 +101,43 @@ pub async fn post_observations(
     caller.require(&[Role::Admin, Role::Station], "write observations")?;
     let now = Utc::now();
     let result = async {
-        require_media(&headers, &["application/json"])?;
-        let observations = parse_body(&body, now)?;
+        let csv = require_media(&headers, &["application/json", "text/csv"])? == 1;
+        let parsed = if csv {
+            let text = std::str::from_utf8(&body)
+                .map_err(|e| ApiError::bad_request("body", format!("the CSV body is not UTF-8: {e}")))?;
+            ingest::station::parse_csv(text, now, state.max_batch)
+        } else {
+            ingest::station::parse_json(&body, now, state.max_batch)
+        };
+        let observations =
+            parsed.map_err(|errors| rows_error(StatusCode::BAD_REQUEST, row_errors(errors)))?;
+        // Every row's station must exist, and be the caller's own if it is a station token.
+        let indexed = csv || body.iter().find(|b| !b.is_ascii_whitespace()) == Some(&b'[');
+        let mut unknown = Vec::new();
+        let mut forbidden = Vec::new();
+        for (i, o) in observations.iter().enumerate() {
+            let station = o.station();
+            let field = if indexed { format!("[{i}].station") } else { "station".to_owned() };
+            if state.pipeline.station(station).is_none() {
+                unknown.push(FieldError {
+                    field,
+                    detail: format!("station {:?} is not configured", station.as_str()),
+                });
+            } else if let Some(own) = &caller.stations
+                && !own.iter().any(|s| s == station.as_str())
+            {
+                forbidden.push(FieldError {
+                    field,
+                    detail: format!("this token may not write for station {:?}", station.as_str()),
+                });
+            }
+        }
+        if !forbidden.is_empty() {
+            return Err(rows_error(StatusCode::FORBIDDEN, forbidden));
+        }
+        if !unknown.is_empty() {
+            return Err(rows_error(StatusCode::UNPROCESSABLE_ENTITY, unknown));
+        }
         let source = Source {
             name: format!("api:{}", caller.label),
             alert_status: AlertStatus::Actual,
@@ -196,60 +160,5 @@ pub async fn post_observations(
             record_refusal(&state, &caller, &e, now).await?;
             Err(e)
         }
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    fn field_of(body: &str) -> Option<String> {
-        let now = "2026-10-09T02:00:00Z".parse().unwrap();
-        parse_body(body.as_bytes(), now).err().and_then(|e| e.field)
-    }
-
-    #[test]
-    fn every_malformed_body_names_its_field() {
-        let ok = r#"{"station":"HUULUNG","parameter":"water_level","value":19.4,"unit":"m","observed_at":"2026-10-09T01:00:00Z"}"#;
-        assert_eq!(field_of(ok), None);
-        assert_eq!(field_of(&format!("[{ok},{ok}]")), None);
-        let cases = [
-            ("{", "body"),
-            ("[]", "body"),
-            ("42", "body"),
-            (
-                r#"{"parameter":"water_level","value":1,"unit":"m","observed_at":"2026-10-09T01:00:00Z"}"#,
-                "station",
-            ),
-            (
-                r#"{"station":"HUULUNG","parameter":"water_level","value":"19.4","unit":"m","observed_at":"2026-10-09T01:00:00Z"}"#,
-                "value",
-            ),
-            (
-                r#"{"station":"HUULUNG","parameter":"water_level","value":19.4,"unit":"cm","observed_at":"2026-10-09T01:00:00Z"}"#,
-                "unit",
-            ),
-            (
-                r#"{"station":"HUULUNG","parameter":"water_level","value":19.4,"unit":"m","observed_at":"yesterday"}"#,
-                "observed_at",
-            ),
-            (
-                r#"{"station":"HUULUNG","parameter":"water_level","value":19.4,"unit":"m","observed_at":"2026-10-09T01:00:00"}"#,
-                "observed_at",
-            ),
-            (
-                r#"{"station":"huu lung","parameter":"water_level","value":19.4,"unit":"m","observed_at":"2026-10-09T01:00:00Z"}"#,
-                "station",
-            ),
-            (
-                r#"{"station":"HUULUNG","parameter":"water_level","valeu":19.4,"unit":"m","observed_at":"2026-10-09T01:00:00Z"}"#,
-                "valeu",
-            ),
-        ];
-        for (body, field) in cases {
-            assert_eq!(field_of(body).as_deref(), Some(field), "{body}");
-        }
-        let bad = r#"{"station":"HUULUNG","parameter":"water_level","value":1e300,"unit":"m","observed_at":"2026-10-09T01:00:00Z"}"#;
-        assert_eq!(field_of(&format!("[{ok},{bad}]")).as_deref(), Some("[1].value"));
     }
 }

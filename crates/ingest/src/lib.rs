@@ -11,6 +11,7 @@ pub mod compose;
 pub mod demo;
 mod engine;
 pub mod history;
+pub mod station;
 
 use std::collections::HashMap;
 use std::sync::Arc;

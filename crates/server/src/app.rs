@@ -156,6 +156,7 @@ impl App {
             bulletins: Arc::new(settings.bulletins.clone()),
             province: settings.province.to_string(),
             communes: Arc::new(settings.area.communes.iter().map(|c| c.code.clone()).collect()),
+            max_batch: settings.max_batch,
         };
         let listener = tokio::net::TcpListener::bind(settings.http_listen)
             .await

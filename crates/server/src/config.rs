@@ -118,6 +118,8 @@ pub struct Settings {
     pub rules: RuleSet,
     /// How official CAP bulletins map to levels.
     pub bulletins: ingest::bulletin::BulletinSettings,
+    /// Most observations accepted in one batch.
+    pub max_batch: usize,
 }
 
 // ---- raw sections, as written ----
@@ -203,6 +205,12 @@ struct ShutdownRaw {
 
 #[derive(Deserialize)]
 #[serde(deny_unknown_fields)]
+struct IngestRaw {
+    max_batch: usize,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
 struct BulletinsRaw {
     authoritative_senders: Vec<String>,
     level_parameters: Vec<String>,
@@ -220,7 +228,7 @@ struct DomainRaw {
     rules_dir: String,
 }
 
-const SECTIONS: [&str; 11] = [
+const SECTIONS: [&str; 12] = [
     "service",
     "http",
     "database",
@@ -232,6 +240,7 @@ const SECTIONS: [&str; 11] = [
     "shutdown",
     "domain",
     "bulletins",
+    "ingest",
 ];
 
 /// Collects every problem found while loading.
@@ -413,6 +422,18 @@ pub fn load(sources: &Sources) -> Result<Settings, Problems> {
     let shutdown: Option<ShutdownRaw> = section(&root, "shutdown", &mut problems);
     let domain_files: Option<DomainRaw> = section(&root, "domain", &mut problems);
     let bulletins_raw: Option<BulletinsRaw> = section(&root, "bulletins", &mut problems);
+    let ingest_raw: Option<IngestRaw> = section(&root, "ingest", &mut problems);
+    let max_batch = ingest_raw.and_then(|i| {
+        if (1..=100_000).contains(&i.max_batch) {
+            Some(i.max_batch)
+        } else {
+            problems.push(format!(
+                "ingest.max_batch {} must be between 1 and 100000",
+                i.max_batch
+            ));
+            None
+        }
+    });
     let bulletins = bulletins_raw.map(|b| {
         let mut events = std::collections::BTreeMap::new();
         for (event, code) in b.events {
@@ -589,6 +610,7 @@ pub fn load(sources: &Sources) -> Result<Settings, Problems> {
         grace,
         places,
         bulletins,
+        max_batch,
     ) {
         (
             Some(profile),
@@ -604,6 +626,7 @@ pub fn load(sources: &Sources) -> Result<Settings, Problems> {
             Some(grace),
             Some((area, rules)),
             Some(bulletins),
+            Some(max_batch),
         ) => Ok(Settings {
             profile,
             province,
@@ -619,6 +642,7 @@ pub fn load(sources: &Sources) -> Result<Settings, Problems> {
             area,
             rules,
             bulletins,
+            max_batch,
         }),
         _ => Err(Problems(vec!["settings are incomplete".into()])),
     }

@@ -34,6 +34,20 @@ enum Command {
     },
     /// Run the rules over historical observations with a simulated clock.
     Replay(ReplayArgs),
+    /// Create an API token and print it once (it is stored only as a hash).
+    TokenCreate {
+        /// admin, station or viewer.
+        #[arg(long)]
+        role: String,
+        /// Whose token it is.
+        #[arg(long)]
+        label: String,
+        /// For a station token: a station it may write for (repeatable).
+        #[arg(long = "station")]
+        stations: Vec<String>,
+        #[command(flatten)]
+        config: ConfigArgs,
+    },
     /// Measure a scenario against its baseline (scenarios: rules).
     Bench {
         scenario: String,
@@ -287,6 +301,34 @@ fn bench(scenario: &str, rounds: usize, args: &ConfigArgs) -> Result<ExitCode> {
     Ok(ExitCode::SUCCESS)
 }
 
+fn token_create(role: &str, label: &str, stations: &[String], args: &ConfigArgs) -> Result<ExitCode> {
+    let settings = match load(args) {
+        Ok(s) => s,
+        Err(p) => {
+            eprint!("{p}");
+            return Ok(ExitCode::FAILURE);
+        }
+    };
+    for s in stations {
+        if !settings.area.stations.iter().any(|st| st.id.as_str() == s) {
+            anyhow::bail!("--station {s:?} is not in the area file");
+        }
+    }
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()?;
+    let token = runtime.block_on(async {
+        std::fs::create_dir_all(&settings.data_dir)?;
+        let store = store::Store::open(&settings.database_url).await?;
+        let token = canhbao_server::secrets::create_token(&store, role, label, stations).await;
+        store.close().await;
+        token
+    })?;
+    println!("{token}");
+    eprintln!("this is the only time the token is shown; it is stored as a hash");
+    Ok(ExitCode::SUCCESS)
+}
+
 fn report(result: Result<ExitCode>) -> ExitCode {
     result.unwrap_or_else(|e| {
         eprintln!("error: {e:#}");
@@ -305,6 +347,12 @@ fn main() -> ExitCode {
             rounds,
             config,
         } => report(bench(&scenario, rounds, &config)),
+        Command::TokenCreate {
+            role,
+            label,
+            stations,
+            config,
+        } => report(token_create(&role, &label, &stations, &config)),
         Command::Serve(args) => {
             init_telemetry();
             let runtime = match tokio::runtime::Builder::new_multi_thread().enable_all().build() {

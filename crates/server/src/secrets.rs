@@ -97,11 +97,30 @@ pub async fn bootstrap_admin_token(store: &Store, data_dir: &Path) -> Result<()>
             &api::token_hash(&token),
             "admin",
             "bootstrap-admin",
+            None,
             chrono::Utc::now(),
         )
         .await?;
     tracing::info!(path = %path.display(), "bootstrap admin token written; read it from the file");
     Ok(())
+}
+
+/// Creates an API token with `role` (and, for a station token, the stations it may write
+/// for); returns the secret, which is shown once and stored only as a hash.
+pub async fn create_token(store: &Store, role: &str, label: &str, stations: &[String]) -> Result<String> {
+    if api::Role::from_code(role).is_none() {
+        bail!("role {role:?} must be admin, station or viewer");
+    }
+    if label.trim().is_empty() {
+        bail!("a token needs a label that says whose it is");
+    }
+    let token = format!("cbk_{}", URL_SAFE_NO_PAD.encode(random::<32>()?));
+    let scope = (!stations.is_empty()).then_some(stations);
+    store
+        .insert_token(&api::token_hash(&token), role, label, scope, chrono::Utc::now())
+        .await?;
+    tracing::info!(role, label, stations = stations.len(), "API token created");
+    Ok(token)
 }
 
 #[cfg(test)]

@@ -84,6 +84,13 @@ fn migrator() -> Migrator {
             sql(include_str!("../migrations/sqlite/0003_bulletins.sql")),
             false,
         ),
+        Migration::new(
+            4,
+            "token stations".into(),
+            MigrationType::Simple,
+            sql(include_str!("../migrations/sqlite/0004_token_stations.sql")),
+            false,
+        ),
     ])
 }
 

@@ -11,6 +11,8 @@ pub struct TokenRecord {
     pub role: String,
     pub label: String,
     pub created: DateTime<Utc>,
+    /// For a station token, the stations it may write for; `None`: any.
+    pub stations: Option<Vec<String>>,
 }
 
 impl Store {
@@ -20,22 +22,26 @@ impl Store {
         token_sha256: &str,
         role: &str,
         label: &str,
+        stations: Option<&[String]>,
         now: DateTime<Utc>,
     ) -> Result<()> {
-        sqlx::query("INSERT INTO api_tokens (token_sha256, role, label, created_ms) VALUES (?, ?, ?, ?)")
-            .bind(token_sha256)
-            .bind(role)
-            .bind(label)
-            .bind(ms(now))
-            .execute(&self.pool)
-            .await?;
+        sqlx::query(
+            "INSERT INTO api_tokens (token_sha256, role, label, stations, created_ms) VALUES (?, ?, ?, ?, ?)",
+        )
+        .bind(token_sha256)
+        .bind(role)
+        .bind(label)
+        .bind(stations.map(crate::json_list))
+        .bind(ms(now))
+        .execute(&self.pool)
+        .await?;
         Ok(())
     }
 
     /// The live (not revoked) token with this hash.
     pub async fn find_token(&self, token_sha256: &str) -> Result<Option<TokenRecord>> {
         let row = sqlx::query(
-            "SELECT id, role, label, created_ms FROM api_tokens WHERE token_sha256 = ? AND revoked_ms IS NULL",
+            "SELECT id, role, label, created_ms, stations FROM api_tokens WHERE token_sha256 = ? AND revoked_ms IS NULL",
         )
         .bind(token_sha256)
         .fetch_optional(&self.pool)
@@ -46,6 +52,10 @@ impl Store {
                 role: r.try_get("role")?,
                 label: r.try_get("label")?,
                 created: from_ms(r.try_get("created_ms")?)?,
+                stations: r
+                    .try_get::<Option<String>, _>("stations")?
+                    .map(|s| crate::parse_json_list("stations", &s))
+                    .transpose()?,
             })
         })
         .transpose()
