@@ -507,3 +507,40 @@ async fn an_authoritative_cap_bulletin_sets_the_level_and_reaches_receivers() {
     rx.stop().await;
     app.app.stop().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn station_telemetry_over_mqtt_feeds_the_same_pipeline_and_refusals_are_recorded() {
+    let app = TestApp::spawn(Broker::Embedded).await.unwrap();
+    let (raw, stop) = app.raw_client().await.unwrap();
+    let topic = app
+        .topics()
+        .telemetry(&domain::StationId::new("HUULUNG").unwrap());
+    raw.publish(&topic, observation_now("HUULUNG", 19.4).into_bytes(), false)
+        .await
+        .unwrap();
+    let alerts = app
+        .wait_for("/api/v1/alerts", WAIT, |a| {
+            a.as_array().is_some_and(|v| !v.is_empty())
+        })
+        .await
+        .unwrap();
+    assert_eq!(alerts[0]["station"], "HUULUNG");
+    assert_eq!(alerts[0]["alarm_level"], 3);
+
+    // A reading for another station on this station's topic, and garbage, are refused.
+    raw.publish(&topic, observation_now("LANGSON", 250.0).into_bytes(), false)
+        .await
+        .unwrap();
+    raw.publish(&topic, b"{not json".to_vec(), false).await.unwrap();
+    let rejections = app
+        .wait_for("/api/v1/rejections", WAIT, |r| {
+            r.as_array().is_some_and(|v| v.len() >= 2)
+        })
+        .await
+        .unwrap();
+    let text = rejections.to_string();
+    assert!(text.contains("is not the topic's station"), "{text}");
+    assert!(text.contains("not valid JSON"), "{text}");
+    stop.cancel();
+    app.app.stop().await;
+}

@@ -117,7 +117,11 @@ pub async fn post_observations(
         let mut forbidden = Vec::new();
         for (i, o) in observations.iter().enumerate() {
             let station = o.station();
-            let field = if indexed { format!("[{i}].station") } else { "station".to_owned() };
+            let field = if indexed {
+                format!("[{i}].station")
+            } else {
+                "station".to_owned()
+            };
             if state.pipeline.station(station).is_none() {
                 unknown.push(FieldError {
                     field,

@@ -31,6 +31,8 @@ pub enum Checked {
         commune: CommuneCode,
         online: bool,
     },
+    /// Observations from an automatic station; the payload is parsed by ingest.
+    Telemetry { station: domain::StationId },
 }
 
 /// Longest reason text kept from a receipt.
@@ -62,6 +64,7 @@ fn commune(value: &str) -> Result<CommuneCode, String> {
 pub fn check(topics: &Topics, topic: &str, payload: &[u8]) -> Result<Checked, String> {
     let kind = topics.parse_inbound(topic).map_err(|e| e.to_string())?;
     match kind {
+        Inbound::Telemetry(station) => Ok(Checked::Telemetry { station }),
         Inbound::Receipt(receiver) => {
             let r: ReceiptWire = serde_json::from_slice(payload).map_err(|e| format!("receipt: {e}"))?;
             version(r.v)?;
@@ -123,11 +126,16 @@ pub fn check(topics: &Topics, topic: &str, payload: &[u8]) -> Result<Checked, St
     }
 }
 
-/// Stores what arrives on `inbound` until `shutdown` or until the channel closes.
+/// Station telemetry handed on to ingest: the station named by the topic, and the message.
+pub type Telemetry = (domain::StationId, InboundMessage);
+
+/// Stores what arrives on `inbound` until `shutdown` or until the channel closes; station
+/// telemetry goes on to `telemetry`.
 pub async fn run_inbound(
     store: Store,
     topics: Topics,
     mut inbound: mpsc::Receiver<InboundMessage>,
+    telemetry: mpsc::Sender<Telemetry>,
     shutdown: CancellationToken,
 ) {
     loop {
@@ -137,6 +145,12 @@ pub async fn run_inbound(
         };
         // An empty retained message clears a status topic; nothing to record.
         if msg.payload.is_empty() {
+            continue;
+        }
+        if let Ok(Inbound::Telemetry(station)) = topics.parse_inbound(&msg.topic) {
+            if let Err(e) = telemetry.try_send((station, msg)) {
+                tracing::error!(error = %e, "telemetry queue full or closed; station message dropped");
+            }
             continue;
         }
         if let Err(e) = handle(&store, &topics, &msg).await {
@@ -204,6 +218,7 @@ async fn handle(store: &Store, topics: &Topics, msg: &InboundMessage) -> store::
                 )
                 .await
         }
+        Ok(Checked::Telemetry { .. }) => Ok(()),
         Ok(Checked::Status {
             receiver,
             commune,

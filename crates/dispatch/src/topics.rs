@@ -15,6 +15,8 @@ pub enum Inbound {
     Receipt(ReceiverId),
     Heartbeat(ReceiverId),
     Status(ReceiverId),
+    /// Observations pushed by an automatic station.
+    Telemetry(domain::StationId),
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
@@ -25,6 +27,8 @@ pub enum TopicError {
     Unknown(String),
     #[error("topic {topic:?} names an invalid receiver id: {source}")]
     BadReceiver { topic: String, source: domain::IdError },
+    #[error("topic {topic:?} names an invalid station id: {source}")]
+    BadStation { topic: String, source: domain::IdError },
 }
 
 impl Topics {
@@ -67,12 +71,18 @@ impl Topics {
         format!("{}/status/{}", self.prefix, receiver)
     }
 
+    /// Where an automatic station pushes its observations.
+    pub fn telemetry(&self, station: &domain::StationId) -> String {
+        format!("{}/telemetry/{}", self.prefix, station)
+    }
+
     /// The filters the service subscribes to.
-    pub fn inbound_filters(&self) -> [String; 3] {
+    pub fn inbound_filters(&self) -> [String; 4] {
         [
             format!("{}/receipts/+", self.prefix),
             format!("{}/heartbeat/+", self.prefix),
             format!("{}/status/+", self.prefix),
+            format!("{}/telemetry/+", self.prefix),
         ]
     }
 
@@ -84,6 +94,13 @@ impl Topics {
             .and_then(|r| r.strip_prefix('/'))
             .ok_or_else(unknown)?;
         let (kind, id) = rest.split_once('/').ok_or_else(unknown)?;
+        if kind == "telemetry" {
+            let station = domain::StationId::new(id).map_err(|source| TopicError::BadStation {
+                topic: topic.to_owned(),
+                source,
+            })?;
+            return Ok(Inbound::Telemetry(station));
+        }
         let receiver = ReceiverId::new(id).map_err(|source| TopicError::BadReceiver {
             topic: topic.to_owned(),
             source,

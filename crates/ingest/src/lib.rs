@@ -12,6 +12,7 @@ pub mod demo;
 mod engine;
 pub mod history;
 pub mod station;
+pub mod telemetry;
 
 use std::collections::HashMap;
 use std::sync::Arc;

@@ -117,10 +117,19 @@ impl App {
 
         let mut tasks = JoinSet::new();
         tasks.spawn(driver.run(shutdown.clone()));
+        let (telemetry_tx, telemetry_rx) = tokio::sync::mpsc::channel(dispatch::mqtt::INBOUND_CAPACITY);
         tasks.spawn(inbound::run_inbound(
             store.clone(),
             topics.clone(),
             inbound_rx,
+            telemetry_tx,
+            shutdown.clone(),
+        ));
+        tasks.spawn(ingest::telemetry::run_telemetry(
+            pipeline.clone(),
+            store.clone(),
+            settings.max_batch,
+            telemetry_rx,
             shutdown.clone(),
         ));
         tasks.spawn(worker::run_outbox(
