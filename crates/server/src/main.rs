@@ -34,6 +34,16 @@ enum Command {
     },
     /// Run the rules over historical observations with a simulated clock.
     Replay(ReplayArgs),
+    /// Run a feed parser on a file: print what would be accepted as JSON lines, and every
+    /// rejection; exit non-zero if the file is rejected as a whole.
+    IngestFile {
+        /// cap, station-json or station-csv.
+        #[arg(long)]
+        format: String,
+        file: PathBuf,
+        #[command(flatten)]
+        config: ConfigArgs,
+    },
     /// Create an API token and print it once (it is stored only as a hash).
     TokenCreate {
         /// admin, station or viewer.
@@ -329,6 +339,24 @@ fn token_create(role: &str, label: &str, stations: &[String], args: &ConfigArgs)
     Ok(ExitCode::SUCCESS)
 }
 
+fn ingest_file(format: &str, file: &std::path::Path, args: &ConfigArgs) -> Result<ExitCode> {
+    let settings = match load(args) {
+        Ok(s) => s,
+        Err(p) => {
+            eprint!("{p}");
+            return Ok(ExitCode::FAILURE);
+        }
+    };
+    let bytes = std::fs::read(file).map_err(|e| anyhow::anyhow!("reading {}: {e}", file.display()))?;
+    let accepted =
+        canhbao_server::tools::ingest_file(format, &bytes, &settings, &mut std::io::stdout().lock())?;
+    Ok(if accepted {
+        ExitCode::SUCCESS
+    } else {
+        ExitCode::FAILURE
+    })
+}
+
 fn report(result: Result<ExitCode>) -> ExitCode {
     result.unwrap_or_else(|e| {
         eprintln!("error: {e:#}");
@@ -353,6 +381,7 @@ fn main() -> ExitCode {
             stations,
             config,
         } => report(token_create(&role, &label, &stations, &config)),
+        Command::IngestFile { format, file, config } => report(ingest_file(&format, &file, &config)),
         Command::Serve(args) => {
             init_telemetry();
             let runtime = match tokio::runtime::Builder::new_multi_thread().enable_all().build() {

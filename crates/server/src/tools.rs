@@ -259,3 +259,167 @@ pub fn bench_rules(set: &RuleSet, area: &Area, rounds: usize, out: &mut impl Wri
     )?;
     Ok(())
 }
+
+/// The formats `canhbao ingest-file` reads today.
+pub const INGEST_FORMATS: [&str; 3] = ["cap", "station-json", "station-csv"];
+
+/// `canhbao ingest-file`: runs a parser on a file and prints what would be accepted, one
+/// JSON line each, then every rejection. Returns false if the file is rejected as a whole.
+pub fn ingest_file(
+    format: &str,
+    bytes: &[u8],
+    settings: &crate::Settings,
+    out: &mut impl Write,
+) -> Result<bool> {
+    let now = Utc::now();
+    match format {
+        "station-json" | "station-csv" => {
+            let parsed = if format == "station-json" {
+                ingest::station::parse_json(bytes, now, settings.max_batch)
+            } else {
+                let text = std::str::from_utf8(bytes).context("the file is not UTF-8")?;
+                ingest::station::parse_csv(text, now, settings.max_batch)
+            };
+            match parsed {
+                Ok(observations) => {
+                    for o in &observations {
+                        let known = settings.area.stations.iter().any(|s| &s.id == o.station());
+                        let line = json!({
+                            "kind": "observation",
+                            "station": o.station().as_str(),
+                            "parameter": o.parameter().code(),
+                            "value": o.value(),
+                            "unit": o.parameter().unit(),
+                            "observed_at": o.observed_at(),
+                            "station_configured": known,
+                        });
+                        writeln!(out, "{line}")?;
+                    }
+                    Ok(true)
+                }
+                Err(errors) => {
+                    for e in errors {
+                        writeln!(
+                            out,
+                            "{}",
+                            json!({"kind": "rejection", "field": e.field, "reason": e.detail})
+                        )?;
+                    }
+                    Ok(false)
+                }
+            }
+        }
+        "cap" => {
+            let cap = match ingest::cap::parse_cap(bytes) {
+                Ok(c) => c,
+                Err(e) => {
+                    writeln!(
+                        out,
+                        "{}",
+                        json!({"kind": "rejection", "field": "document", "reason": e.to_string()})
+                    )?;
+                    return Ok(false);
+                }
+            };
+            let communes: Vec<domain::CommuneCode> =
+                settings.area.communes.iter().map(|c| c.code.clone()).collect();
+            match ingest::bulletin::to_bulletins(
+                &cap,
+                &settings.bulletins,
+                settings.province.as_str(),
+                &communes,
+            ) {
+                Ok(change) => {
+                    for b in &change.bulletins {
+                        let line = json!({
+                            "kind": "bulletin",
+                            "identifier": b.id,
+                            "status": change.status.code(),
+                            "sender": b.sender,
+                            "hazard": b.hazard.code(),
+                            "level": b.level.map(|l| l.get()),
+                            "communes": b.communes.iter().map(|c| c.as_str()).collect::<Vec<_>>(),
+                            "effective": b.effective,
+                            "expires": b.expires,
+                            "replaces": change.replaces,
+                        });
+                        writeln!(out, "{line}")?;
+                    }
+                    if change.bulletins.is_empty() {
+                        writeln!(
+                            out,
+                            "{}",
+                            json!({"kind": "cancel", "identifier": change.identifier, "replaces": change.replaces})
+                        )?;
+                    }
+                    Ok(true)
+                }
+                Err(e) => {
+                    let line = json!({
+                        "kind": "rejection",
+                        "field": e.field(),
+                        "reason": e.to_string(),
+                        "cap": {"identifier": cap.identifier, "sender": cap.sender, "msg_type": cap.msg_type, "infos": cap.infos.len()},
+                    });
+                    writeln!(out, "{line}")?;
+                    Ok(false)
+                }
+            }
+        }
+        other => bail!(
+            "format {other:?} is not supported yet; supported: {}",
+            INGEST_FORMATS.join(", ")
+        ),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn settings() -> crate::Settings {
+        crate::config::load(&crate::config::Sources {
+            config_dir: std::path::PathBuf::from(concat!(env!("CARGO_MANIFEST_DIR"), "/../../config")),
+            ..Default::default()
+        })
+        .unwrap()
+    }
+
+    fn run(format: &str, bytes: &[u8]) -> (bool, String) {
+        let mut out = Vec::new();
+        let ok = ingest_file(format, bytes, &settings(), &mut out).unwrap();
+        (ok, String::from_utf8(out).unwrap())
+    }
+
+    #[test]
+    fn ingest_file_prints_what_would_be_accepted_and_every_rejection() {
+        let csv = "station,parameter,value,unit,observed_at\nHUULUNG,water_level,17.2,m,2026-10-09T01:00:00Z\nNOWHERE,rainfall,3,mm,2026-10-09T01:00:00Z\n";
+        let (ok, out) = run("station-csv", csv.as_bytes());
+        assert!(ok);
+        let lines: Vec<serde_json::Value> = out.lines().map(|l| serde_json::from_str(l).unwrap()).collect();
+        assert_eq!(lines.len(), 2);
+        assert_eq!(
+            (
+                lines[0]["station"].as_str(),
+                lines[0]["station_configured"].as_bool()
+            ),
+            (Some("HUULUNG"), Some(true))
+        );
+        assert_eq!(lines[1]["station_configured"], false);
+
+        let (ok, out) = run("station-json", br#"[{"station":"HUULUNG","parameter":"rainfall","value":-1,"unit":"mm","observed_at":"2026-10-09T01:00:00Z"}]"#);
+        assert!(!ok, "{out}");
+        assert!(out.contains("\"field\":\"[0].value\""), "{out}");
+
+        let xxe = std::fs::read(concat!(
+            env!("CARGO_MANIFEST_DIR"),
+            "/../ingest/fixtures/cap/xxe-external-entities-negative.xml"
+        ))
+        .unwrap();
+        let (ok, out) = run("cap", &xxe);
+        assert!(!ok);
+        assert!(out.contains("DTD"), "{out}");
+        let mut out = Vec::new();
+        assert!(ingest_file("rss", b"", &settings(), &mut out).is_err());
+    }
+}
