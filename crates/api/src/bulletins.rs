@@ -26,6 +26,12 @@ pub async fn post_bulletin(
     let result = async {
         require_media(&headers, &XML_TYPES)?;
         let cap = ingest::cap::parse_cap(&body).map_err(|e| ApiError::bad_request("body", e.to_string()))?;
+        if let Some(f) = ingest::cap::validate(&cap, now)
+            .into_iter()
+            .find(|f| f.is_fatal())
+        {
+            return Err(ApiError::unprocessable(f.rule, f.detail));
+        }
         let change = ingest::bulletin::to_bulletins(&cap, &state.bulletins, &state.province, &state.communes)
             .map_err(|e| ApiError::unprocessable(e.field(), e.to_string()))?;
         state

@@ -248,6 +248,70 @@ pub fn parse_cap(bytes: &[u8]) -> Result<CapAlert, CapError> {
     })
 }
 
+/// A named check of a parsed CAP message, in the manner of Google's CAP validator.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Finding {
+    /// The rule's name, such as `cap.missing-expires`.
+    pub rule: &'static str,
+    pub detail: String,
+}
+
+impl Finding {
+    /// Whether the finding makes the message unusable as a bulletin (rather than merely old).
+    pub fn is_fatal(&self) -> bool {
+        !matches!(self.rule, "cap.stale" | "cap.expired")
+    }
+}
+
+/// How old a message may be before `cap.stale` flags it.
+pub const STALE_AFTER: chrono::Duration = chrono::Duration::days(2);
+
+/// Checks a parsed message at `now`; an empty list means it passes every rule.
+pub fn validate(a: &CapAlert, now: DateTime<Utc>) -> Vec<Finding> {
+    let mut out = Vec::new();
+    let mut push = |rule: &'static str, detail: String| out.push(Finding { rule, detail });
+    if matches!(a.msg_type.as_str(), "Update" | "Cancel") && a.references.is_empty() {
+        push(
+            "cap.update-without-references",
+            format!("an {} must reference the messages it changes", a.msg_type),
+        );
+    }
+    if a.msg_type != "Cancel" && a.infos.is_empty() {
+        push(
+            "cap.no-info",
+            format!("an {} without <info> says nothing", a.msg_type),
+        );
+    }
+    for (i, info) in a.infos.iter().enumerate() {
+        match info.expires {
+            None => push("cap.missing-expires", format!("info[{i}] has no <expires>")),
+            Some(exp) => {
+                let start = info.effective.unwrap_or(a.sent);
+                if start > exp {
+                    push(
+                        "cap.effective-after-expires",
+                        format!("info[{i}] takes effect at {start} after it expires at {exp}"),
+                    );
+                }
+                if exp <= now {
+                    push("cap.expired", format!("info[{i}] expired at {exp}"));
+                }
+            }
+        }
+    }
+    if now - a.sent > STALE_AFTER {
+        push(
+            "cap.stale",
+            format!(
+                "sent at {}, more than {} days ago",
+                a.sent,
+                STALE_AFTER.num_days()
+            ),
+        );
+    }
+    out
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -277,6 +341,50 @@ mod tests {
             ls.infos[0].expires.unwrap().to_rfc3339(),
             "2026-10-09T14:00:00+00:00"
         );
+    }
+
+    #[test]
+    fn every_shared_sample_parses_except_the_negatives() {
+        let dir = format!("{}/fixtures/cap", env!("CARGO_MANIFEST_DIR"));
+        let mut n = 0;
+        for entry in std::fs::read_dir(&dir).unwrap() {
+            let path = entry.unwrap().path();
+            if path.extension().is_none_or(|x| x != "xml") {
+                continue;
+            }
+            let name = path.file_name().unwrap().to_string_lossy().into_owned();
+            let got = parse_cap(&std::fs::read(&path).unwrap());
+            let negative = name.contains("negative") || name.starts_with("invalid-");
+            assert_eq!(got.is_err(), negative, "{name}: {got:?}");
+            n += 1;
+        }
+        assert_eq!(n, 16, "15 shared samples and one constructed");
+        let be = parse_cap(&fixture("be-rain-update-4-languages.xml")).unwrap();
+        assert_eq!(be.infos.len(), 4, "four languages");
+        let de = parse_cap(&fixture("de-dwd-thunderstorm-update-polygons.xml")).unwrap();
+        assert!(de.infos[0].areas.iter().map(|a| a.geocodes.len()).sum::<usize>() >= 71);
+        let cn = parse_cap(&fixture("cn-thunder-update-zh-en.xml")).unwrap();
+        assert!(cn.infos.iter().any(|i| i.language.starts_with("zh")));
+    }
+
+    #[test]
+    fn named_checks_flag_what_a_validator_would() {
+        let now: DateTime<Utc> = "2026-10-09T03:00:00Z".parse().unwrap();
+        let ls = parse_cap(&fixture("lang-son-flood-level3-CONSTRUCTED.xml")).unwrap();
+        assert_eq!(validate(&ls, now), vec![]);
+        let rules = |a: &CapAlert, now| validate(a, now).into_iter().map(|f| f.rule).collect::<Vec<_>>();
+        let mut bad = ls.clone();
+        bad.msg_type = "Update".into();
+        bad.infos[0].effective = Some("2026-10-10T00:00:00Z".parse().unwrap());
+        assert_eq!(
+            rules(&bad, now),
+            vec!["cap.update-without-references", "cap.effective-after-expires"]
+        );
+        let mut bad = ls.clone();
+        bad.infos[0].expires = None;
+        assert_eq!(rules(&bad, now), vec!["cap.missing-expires"]);
+        let later: DateTime<Utc> = "2026-10-12T00:00:00Z".parse().unwrap();
+        assert_eq!(rules(&ls, later), vec!["cap.expired", "cap.stale"]);
     }
 
     #[test]
