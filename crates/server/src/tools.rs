@@ -321,6 +321,15 @@ pub fn ingest_file(
                     return Ok(false);
                 }
             };
+            let findings = ingest::cap::validate(&cap, now);
+            for f in &findings {
+                let line =
+                    json!({"kind": "finding", "rule": f.rule, "detail": f.detail, "fatal": f.is_fatal()});
+                writeln!(out, "{line}")?;
+            }
+            if findings.iter().any(|f| f.is_fatal()) {
+                return Ok(false);
+            }
             let communes: Vec<domain::CommuneCode> =
                 settings.area.communes.iter().map(|c| c.code.clone()).collect();
             match ingest::bulletin::to_bulletins(
@@ -419,6 +428,15 @@ mod tests {
         let (ok, out) = run("cap", &xxe);
         assert!(!ok);
         assert!(out.contains("DTD"), "{out}");
+        let update = std::fs::read_to_string(concat!(
+            env!("CARGO_MANIFEST_DIR"),
+            "/../ingest/fixtures/cap/lang-son-flood-level3-CONSTRUCTED.xml"
+        ))
+        .unwrap()
+        .replace("<msgType>Alert</msgType>", "<msgType>Update</msgType>");
+        let (ok, out) = run("cap", update.as_bytes());
+        assert!(!ok, "an Update without references is refused");
+        assert!(out.contains("cap.update-without-references"), "{out}");
         let mut out = Vec::new();
         assert!(ingest_file("rss", b"", &settings(), &mut out).is_err());
     }
