@@ -498,6 +498,18 @@ async fn an_authoritative_cap_bulletin_sets_the_level_and_reaches_receivers() {
         .await
         .unwrap();
     assert_eq!(status, 415);
+    let update = String::from_utf8(live_bulletin("LU-3", "kttv-langson@example.vn", 2))
+        .unwrap()
+        .replace("<msgType>Alert</msgType>", "<msgType>Update</msgType>");
+    let (status, body) = app
+        .post("/api/v1/bulletins", "application/cap+xml", update.as_bytes())
+        .await
+        .unwrap();
+    assert_eq!(
+        (status, body["field"].as_str()),
+        (422, Some("cap.update-without-references")),
+        "{body}"
+    );
     let (_, rejections) = app.get("/api/v1/rejections").await.unwrap();
     let reasons = rejections.to_string();
     assert!(
