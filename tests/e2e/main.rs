@@ -556,3 +556,105 @@ async fn station_telemetry_over_mqtt_feeds_the_same_pipeline_and_refusals_are_re
     stop.cancel();
     app.app.stop().await;
 }
+
+/// A local feed server: serves fixtures with ETag behaviour, an error, and an oversized body.
+async fn feed_server() -> (String, std::sync::Arc<std::sync::atomic::AtomicUsize>) {
+    use axum::http::{HeaderMap, StatusCode, header};
+    use std::sync::Arc;
+    use std::sync::atomic::{AtomicUsize, Ordering};
+    let conditional_hits = Arc::new(AtomicUsize::new(0));
+    let hits = conditional_hits.clone();
+    let csv = format!(
+        "station,parameter,value,unit,observed_at\nHUULUNG,water_level,19.5,m,{}\n",
+        chrono::Utc::now().to_rfc3339_opts(chrono::SecondsFormat::Secs, true)
+    );
+    let app = axum::Router::new()
+        .route(
+            "/station.csv",
+            axum::routing::get(move |headers: HeaderMap| {
+                let csv = csv.clone();
+                let hits = hits.clone();
+                async move {
+                    if headers.get(header::IF_NONE_MATCH).is_some_and(|v| v == "\"v1\"") {
+                        hits.fetch_add(1, Ordering::SeqCst);
+                        return (
+                            StatusCode::NOT_MODIFIED,
+                            [(header::ETAG, "\"v1\"")],
+                            String::new(),
+                        );
+                    }
+                    (StatusCode::OK, [(header::ETAG, "\"v1\"")], csv)
+                }
+            }),
+        )
+        .route(
+            "/broken",
+            axum::routing::get(|| async { StatusCode::SERVICE_UNAVAILABLE }),
+        )
+        .route("/big", axum::routing::get(|| async { "x".repeat(5000) }));
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    tokio::spawn(async move { axum::serve(listener, app).await });
+    (format!("http://{addr}"), conditional_hits)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn polled_feeds_use_conditional_get_and_their_health_names_each_failure() {
+    let (base, conditional_hits) = feed_server().await;
+    let sources = format!(
+        r#"[{{ id = "gauge", url = "{base}/station.csv", format = "station-csv", interval_s = 2, timeout_s = 1 }},
+            {{ id = "down", url = "{base}/broken", format = "cap", interval_s = 2, timeout_s = 1 }},
+            {{ id = "huge", url = "{base}/big", format = "station-json", interval_s = 2, timeout_s = 1, max_body_bytes = 1000 }}]"#
+    );
+    let app = TestApp::spawn_with(
+        Broker::Embedded,
+        &[
+            ("CANHBAO__INGEST__SOURCES", &sources),
+            ("CANHBAO__INGEST__HOST_PAUSE_MS", "0"),
+        ],
+    )
+    .await
+    .unwrap();
+    // The gauge's reading above BĐ3 flows into an alert.
+    let alerts = app
+        .wait_for("/api/v1/alerts", WAIT, |a| {
+            a.as_array().is_some_and(|v| !v.is_empty())
+        })
+        .await
+        .unwrap();
+    assert_eq!(alerts[0]["station"], "HUULUNG");
+    // The next poll is conditional and answered 304; failures carry their cause.
+    let sources = app
+        .wait_for("/api/v1/sources", WAIT, |s| {
+            s.as_array().is_some_and(|v| {
+                v.iter()
+                    .any(|x| x["id"] == "down" && x["consecutive_failures"].as_i64() >= Some(2))
+            })
+        })
+        .await
+        .unwrap();
+    let by_id = |id: &str| {
+        sources
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|s| s["id"] == id)
+            .unwrap()
+            .clone()
+    };
+    assert_eq!(by_id("gauge")["accepted"], 1, "{sources:#}");
+    assert!(by_id("gauge")["last_success"].is_string());
+    assert_eq!(by_id("down")["last_error"], "HTTP 503");
+    assert_eq!(by_id("huge")["last_error"], "body over 1000 bytes");
+    assert!(by_id("down")["next_poll"].is_string());
+    // The gauge's next poll sends If-None-Match and is answered 304.
+    let deadline = std::time::Instant::now() + WAIT;
+    while conditional_hits.load(std::sync::atomic::Ordering::SeqCst) == 0 {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "no conditional GET within {WAIT:?}"
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    app.app.stop().await;
+}

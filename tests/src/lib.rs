@@ -55,6 +55,16 @@ pub fn repo_config_dir() -> PathBuf {
 /// directory, the demo off, and a topic prefix and client id of its own so that tests
 /// sharing an external broker never see each other's messages.
 pub fn test_settings(data_dir: &Path, broker: &Broker, prefix: &str) -> Result<Settings> {
+    test_settings_with(data_dir, broker, prefix, &[])
+}
+
+/// As [`test_settings`], with more `CANHBAO__...` variables.
+pub fn test_settings_with(
+    data_dir: &Path,
+    broker: &Broker,
+    prefix: &str,
+    extra: &[(&str, &str)],
+) -> Result<Settings> {
     let mut vars: Vec<(String, String)> = vec![
         (
             "CANHBAO__SERVICE__DATA_DIR".into(),
@@ -72,6 +82,7 @@ pub fn test_settings(data_dir: &Path, broker: &Broker, prefix: &str) -> Result<S
             r#"["kttv-langson@example.vn"]"#.into(),
         ),
     ];
+    vars.extend(extra.iter().map(|(k, v)| (k.to_string(), v.to_string())));
     if let Broker::External(url) = broker {
         vars.push(("CANHBAO__MQTT__MODE".into(), "external".into()));
         vars.push(("CANHBAO__MQTT__URL".into(), url.clone()));
@@ -100,17 +111,31 @@ pub struct TestApp {
 impl TestApp {
     /// Starts an app with a fresh data directory.
     pub async fn spawn(broker: Broker) -> Result<TestApp> {
+        Self::spawn_with(broker, &[]).await
+    }
+
+    /// Starts an app with a fresh data directory and more settings.
+    pub async fn spawn_with(broker: Broker, extra: &[(&str, &str)]) -> Result<TestApp> {
         let dir = tempfile::tempdir()?;
         let data_dir = dir.path().to_path_buf();
         let prefix = format!("{}/v1", unique("cbtest"));
-        let mut app = Self::spawn_in(&data_dir, &broker, &prefix).await?;
+        let mut app = Self::start(&data_dir, &broker, &prefix, extra).await?;
         app._dir = Some(dir);
         Ok(app)
     }
 
     /// Starts an app on an existing data directory (to test restarts).
     pub async fn spawn_in(data_dir: &Path, broker: &Broker, prefix: &str) -> Result<TestApp> {
-        let settings = test_settings(data_dir, broker, prefix)?;
+        Self::start(data_dir, broker, prefix, &[]).await
+    }
+
+    async fn start(
+        data_dir: &Path,
+        broker: &Broker,
+        prefix: &str,
+        extra: &[(&str, &str)],
+    ) -> Result<TestApp> {
+        let settings = test_settings_with(data_dir, broker, prefix, extra)?;
         let app = App::start(settings).await?;
         let token = std::fs::read_to_string(data_dir.join("admin.token"))?
             .trim()

@@ -264,3 +264,41 @@ pub async fn list_rejections(
             .collect(),
     ))
 }
+
+#[derive(Debug, Serialize)]
+pub struct SourceDto {
+    pub id: String,
+    pub url: String,
+    pub format: String,
+    pub last_success: Option<DateTime<Utc>>,
+    pub last_error: Option<String>,
+    pub last_error_at: Option<DateTime<Utc>>,
+    pub consecutive_failures: i64,
+    pub accepted: i64,
+    pub rejected: i64,
+    pub next_poll: Option<DateTime<Utc>>,
+}
+
+/// `GET /api/v1/sources`: the health of every polled feed.
+pub async fn list_sources(
+    State(state): State<AppState>,
+    _caller: Caller,
+) -> Result<Json<Vec<SourceDto>>, ApiError> {
+    let rows = state.store.list_sources().await?;
+    Ok(Json(
+        rows.into_iter()
+            .map(|s| SourceDto {
+                id: s.id,
+                url: s.url,
+                format: s.format,
+                last_success: s.last_success,
+                last_error: s.last_error,
+                last_error_at: s.last_error_at,
+                consecutive_failures: s.consecutive_failures,
+                accepted: s.accepted,
+                rejected: s.rejected,
+                next_poll: s.next_poll,
+            })
+            .collect(),
+    ))
+}

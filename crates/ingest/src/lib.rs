@@ -11,6 +11,7 @@ pub mod compose;
 pub mod demo;
 mod engine;
 pub mod history;
+pub mod poller;
 pub mod station;
 pub mod telemetry;
 

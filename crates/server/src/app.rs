@@ -139,6 +139,24 @@ impl App {
             settings.outbox.clone(),
             shutdown.clone(),
         ));
+        if !settings.poll.sources.is_empty() {
+            let ctx = ingest::poller::PollerContext::new(
+                &settings.poll.user_agent,
+                pipeline.clone(),
+                store.clone(),
+                Arc::new(settings.bulletins.clone()),
+                settings.province.to_string(),
+                Arc::new(settings.area.communes.iter().map(|c| c.code.clone()).collect()),
+                settings.max_batch,
+                settings.poll.host_pause,
+            )
+            .context("building the HTTP client for feeds")?;
+            for src in settings.poll.sources.clone() {
+                tracing::info!(feed = %src.id, url = %src.url, format = src.format.code(),
+                    interval_s = src.interval.as_secs(), "polling feed");
+                tasks.spawn(ingest::poller::run_source(ctx.clone(), src, shutdown.clone()));
+            }
+        }
         if let Some(interval) = settings.demo_interval {
             tasks.spawn(ingest::demo::run_demo(
                 pipeline.clone(),

@@ -120,6 +120,7 @@ pub struct Settings {
     pub bulletins: ingest::bulletin::BulletinSettings,
     /// Most observations accepted in one batch.
     pub max_batch: usize,
+    pub poll: PollSettings,
 }
 
 // ---- raw sections, as written ----
@@ -207,6 +208,33 @@ struct ShutdownRaw {
 #[serde(deny_unknown_fields)]
 struct IngestRaw {
     max_batch: usize,
+    user_agent: String,
+    host_pause_ms: u64,
+    sources: Vec<SourceRaw>,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct SourceRaw {
+    id: String,
+    url: String,
+    format: String,
+    interval_s: u64,
+    timeout_s: u64,
+    #[serde(default = "default_max_body")]
+    max_body_bytes: usize,
+}
+
+fn default_max_body() -> usize {
+    1024 * 1024
+}
+
+/// Polling settings.
+#[derive(Debug, Clone)]
+pub struct PollSettings {
+    pub user_agent: String,
+    pub host_pause: Duration,
+    pub sources: Vec<ingest::poller::PollSource>,
 }
 
 #[derive(Deserialize)]
@@ -423,17 +451,21 @@ pub fn load(sources: &Sources) -> Result<Settings, Problems> {
     let domain_files: Option<DomainRaw> = section(&root, "domain", &mut problems);
     let bulletins_raw: Option<BulletinsRaw> = section(&root, "bulletins", &mut problems);
     let ingest_raw: Option<IngestRaw> = section(&root, "ingest", &mut problems);
-    let max_batch = ingest_raw.and_then(|i| {
-        if (1..=100_000).contains(&i.max_batch) {
-            Some(i.max_batch)
-        } else {
-            problems.push(format!(
-                "ingest.max_batch {} must be between 1 and 100000",
-                i.max_batch
-            ));
-            None
+    let (max_batch, poll) = match ingest_raw {
+        Some(i) => {
+            let max_batch = if (1..=100_000).contains(&i.max_batch) {
+                Some(i.max_batch)
+            } else {
+                problems.push(format!(
+                    "ingest.max_batch {} must be between 1 and 100000",
+                    i.max_batch
+                ));
+                None
+            };
+            (max_batch, poll_settings(i, &mut problems))
         }
-    });
+        None => (None, None),
+    };
     let bulletins = bulletins_raw.map(|b| {
         let mut events = std::collections::BTreeMap::new();
         for (event, code) in b.events {
@@ -611,6 +643,7 @@ pub fn load(sources: &Sources) -> Result<Settings, Problems> {
         places,
         bulletins,
         max_batch,
+        poll,
     ) {
         (
             Some(profile),
@@ -627,6 +660,7 @@ pub fn load(sources: &Sources) -> Result<Settings, Problems> {
             Some((area, rules)),
             Some(bulletins),
             Some(max_batch),
+            Some(poll),
         ) => Ok(Settings {
             profile,
             province,
@@ -643,9 +677,66 @@ pub fn load(sources: &Sources) -> Result<Settings, Problems> {
             rules,
             bulletins,
             max_batch,
+            poll,
         }),
         _ => Err(Problems(vec!["settings are incomplete".into()])),
     }
+}
+
+fn poll_settings(i: IngestRaw, problems: &mut Problems) -> Option<PollSettings> {
+    if i.user_agent.trim().is_empty() {
+        problems.push("ingest.user_agent must name canhbao and a contact");
+    }
+    let mut ids = std::collections::HashSet::new();
+    let mut sources = Vec::new();
+    for (n, s) in i.sources.into_iter().enumerate() {
+        let at = format!("ingest.sources[{n}] {:?}", s.id);
+        if s.id.is_empty()
+            || !s
+                .id
+                .bytes()
+                .all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_')
+        {
+            problems.push(format!("{at}: id must be letters, digits, - and _"));
+        }
+        if !ids.insert(s.id.clone()) {
+            problems.push(format!("{at}: id is used twice"));
+        }
+        if !(s.url.starts_with("https://") || s.url.starts_with("http://")) {
+            problems.push(format!("{at}: url must be http:// or https://"));
+        }
+        let format = ingest::poller::FeedFormat::from_code(&s.format);
+        if format.is_none() {
+            problems.push(format!(
+                "{at}: format {:?} must be cap, station-json or station-csv",
+                s.format
+            ));
+        }
+        if s.interval_s == 0 {
+            problems.push(format!("{at}: interval_s must be greater than 0"));
+        }
+        if s.timeout_s == 0 || s.timeout_s >= s.interval_s {
+            problems.push(format!(
+                "{at}: timeout_s {} must be greater than 0 and shorter than interval_s {}",
+                s.timeout_s, s.interval_s
+            ));
+        }
+        if let Some(format) = format {
+            sources.push(ingest::poller::PollSource {
+                id: s.id,
+                url: s.url,
+                format,
+                interval: Duration::from_secs(s.interval_s),
+                timeout: Duration::from_secs(s.timeout_s),
+                max_body: s.max_body_bytes,
+            });
+        }
+    }
+    Some(PollSettings {
+        user_agent: i.user_agent,
+        host_pause: Duration::from_millis(i.host_pause_ms),
+        sources,
+    })
 }
 
 /// The rule files of `dir` (relative to the config directory), or the built-in ones when
@@ -811,6 +902,10 @@ mod tests {
             ("CANHBAO__SERVICE__PROVINCE", "200"),
             ("CANHBAO__DEMO__SPEED", "1"),
             ("CANHBAO__DATABASE__URL", "mysql://user:hunter2@db/x"),
+            (
+                "CANHBAO__INGEST__SOURCES",
+                r#"[{ id = "kttv", url = "https://example.vn/cap", format = "cap", interval_s = 60, timeout_s = 60 }]"#,
+            ),
         ]))
         .unwrap_err();
         let text = err.to_string();
@@ -822,6 +917,7 @@ mod tests {
             "service.province",
             "unknown field `speed`",
             "only sqlite: URLs",
+            "timeout_s 60 must be greater than 0 and shorter than interval_s 60",
         ] {
             assert!(text.contains(needle), "missing {needle:?} in:\n{text}");
         }

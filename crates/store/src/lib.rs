@@ -11,6 +11,7 @@ mod alerts;
 mod levels;
 mod outbox;
 mod receipts;
+mod sources;
 mod tokens;
 
 use std::str::FromStr;
@@ -25,6 +26,7 @@ pub use alerts::{AlertRecord, NewDelivery, SignedPayload};
 pub use levels::{AssessmentRecord, BulletinRecord, NewAssessment, StoredReading};
 pub use outbox::{ClaimedDelivery, DeliveryRecord};
 pub use receipts::{NewReceipt, ReceiptRecord, ReceiverRecord, RejectionRecord};
+pub use sources::SourceHealth;
 pub use tokens::TokenRecord;
 
 /// A store failure. Each variant says what an operator needs to act.
@@ -89,6 +91,13 @@ fn migrator() -> Migrator {
             "token stations".into(),
             MigrationType::Simple,
             sql(include_str!("../migrations/sqlite/0004_token_stations.sql")),
+            false,
+        ),
+        Migration::new(
+            5,
+            "sources".into(),
+            MigrationType::Simple,
+            sql(include_str!("../migrations/sqlite/0005_sources.sql")),
             false,
         ),
     ])
