@@ -594,6 +594,26 @@ async fn feed_server() -> (String, std::sync::Arc<std::sync::atomic::AtomicUsize
         .route("/big", axum::routing::get(|| async { "x".repeat(5000) }));
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
     let addr = listener.local_addr().unwrap();
+    let atom = format!(
+        r#"<feed xmlns="http://www.w3.org/2005/Atom"><title>KTTV Lạng Sơn</title><entry><id>LU-FEED</id><title>Tin lũ</title><link rel="related" type="application/cap+xml" href="http://{addr}/lu.xml"/></entry></feed>"#
+    );
+    let app = app
+        .route(
+            "/lu.xml",
+            axum::routing::get(|| async {
+                (
+                    [(header::CONTENT_TYPE, "application/cap+xml")],
+                    live_bulletin("LU-FEED", "kttv-langson@example.vn", 4),
+                )
+            }),
+        )
+        .route(
+            "/feed.atom",
+            axum::routing::get(move || {
+                let atom = atom.clone();
+                async move { ([(header::CONTENT_TYPE, "application/atom+xml")], atom) }
+            }),
+        );
     tokio::spawn(async move { axum::serve(listener, app).await });
     (format!("http://{addr}"), conditional_hits)
 }
@@ -604,7 +624,8 @@ async fn polled_feeds_use_conditional_get_and_their_health_names_each_failure() 
     let sources = format!(
         r#"[{{ id = "gauge", url = "{base}/station.csv", format = "station-csv", interval_s = 2, timeout_s = 1 }},
             {{ id = "down", url = "{base}/broken", format = "cap", interval_s = 2, timeout_s = 1 }},
-            {{ id = "huge", url = "{base}/big", format = "station-json", interval_s = 2, timeout_s = 1, max_body_bytes = 1000 }}]"#
+            {{ id = "huge", url = "{base}/big", format = "station-json", interval_s = 2, timeout_s = 1, max_body_bytes = 1000 }},
+            {{ id = "kttv-feed", url = "{base}/feed.atom", format = "atom", interval_s = 2, timeout_s = 1 }}]"#
     );
     let app = TestApp::spawn_with(
         Broker::Embedded,
@@ -646,6 +667,21 @@ async fn polled_feeds_use_conditional_get_and_their_health_names_each_failure() 
     assert!(by_id("gauge")["last_success"].is_string());
     assert_eq!(by_id("down")["last_error"], "HTTP 503");
     assert_eq!(by_id("huge")["last_error"], "body over 1000 bytes");
+    // The Atom feed's linked CAP bulletin was fetched, and its level issued.
+    let alerts = app
+        .wait_for("/api/v1/alerts", WAIT, |a| {
+            a.as_array()
+                .is_some_and(|v| v.iter().any(|x| x["risk_level"] == 4))
+        })
+        .await
+        .unwrap();
+    assert!(
+        alerts
+            .as_array()
+            .unwrap()
+            .iter()
+            .any(|x| x["risk_level"] == 4 && x["hazard"] == "flood")
+    );
     assert!(by_id("down")["next_poll"].is_string());
     // The gauge's next poll sends If-None-Match and is answered 304.
     let deadline = std::time::Instant::now() + WAIT;

@@ -20,6 +20,10 @@ use crate::{Pipeline, Source};
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum FeedFormat {
     Cap,
+    /// An Atom or RSS CAP feed: embedded alerts, or links to CAP documents.
+    CapFeed,
+    /// NWS alerts GeoJSON.
+    Nws,
     StationJson,
     StationCsv,
 }
@@ -28,6 +32,8 @@ impl FeedFormat {
     pub fn from_code(code: &str) -> Option<Self> {
         Some(match code {
             "cap" => Self::Cap,
+            "atom" | "rss" => Self::CapFeed,
+            "nws" => Self::Nws,
             "station-json" => Self::StationJson,
             "station-csv" => Self::StationCsv,
             _ => return None,
@@ -37,6 +43,8 @@ impl FeedFormat {
     pub fn code(self) -> &'static str {
         match self {
             Self::Cap => "cap",
+            Self::CapFeed => "atom",
+            Self::Nws => "nws",
             Self::StationJson => "station-json",
             Self::StationCsv => "station-csv",
         }
@@ -67,6 +75,8 @@ pub struct PollerContext {
     pub max_batch: usize,
     pub host_pause: Duration,
     hosts: Arc<Mutex<HashMap<String, Instant>>>,
+    /// CAP documents already fetched from feeds, per source.
+    links: Arc<Mutex<std::collections::HashSet<(String, String)>>>,
 }
 
 impl PollerContext {
@@ -95,7 +105,24 @@ impl PollerContext {
             max_batch,
             host_pause,
             hosts: Arc::new(Mutex::new(HashMap::new())),
+            links: Arc::new(Mutex::new(std::collections::HashSet::new())),
         })
+    }
+
+    /// Whether `url` was already fetched for `source`.
+    async fn seen_link(&self, source: &str, url: &str) -> bool {
+        self.links
+            .lock()
+            .await
+            .contains(&(source.to_owned(), url.to_owned()))
+    }
+
+    /// Remembers that `url` was fetched for `source` (not refetched while the process lives).
+    async fn mark_link(&self, source: &str, url: &str) {
+        self.links
+            .lock()
+            .await
+            .insert((source.to_owned(), url.to_owned()));
     }
 
     /// Waits until `host_pause` has passed since the last request to `host`.
@@ -231,19 +258,113 @@ async fn ingest_body(
         }
         FeedFormat::Cap => {
             let cap = crate::cap::parse_cap(body).map_err(|e| (format!("parse: {e}"), 1))?;
-            if let Some(f) = crate::cap::validate(&cap, now).into_iter().find(|f| f.is_fatal()) {
-                return Err((format!("{}: {}", f.rule, f.detail), 1));
+            accept_cap(ctx, &cap).await.map(|n| (n, 0)).map_err(|e| (e, 1))
+        }
+        FeedFormat::Nws => {
+            let alerts = crate::nws::parse_nws(body).map_err(|e| (format!("parse: {e}"), 1))?;
+            Ok(tally(
+                ctx,
+                alerts.iter().map(|a| (a.identifier.clone(), accept_cap(ctx, a))),
+                &src.id,
+            )
+            .await)
+        }
+        FeedFormat::CapFeed => {
+            let entries = crate::feed::parse_feed(body).map_err(|e| (format!("parse: {e}"), 1))?;
+            let mut results = Vec::new();
+            for entry in entries {
+                match entry.cap {
+                    crate::feed::EntryCap::Embedded(cap) => {
+                        results.push((entry.id, accept_cap(ctx, &cap).await))
+                    }
+                    crate::feed::EntryCap::Linked(url) => {
+                        // A CAP document is fetched once; later polls skip it.
+                        if !ctx.seen_link(&src.id, &url).await {
+                            let doc = fetch_linked(ctx, src, &url).await;
+                            let outcome = match doc {
+                                Ok(cap) => {
+                                    ctx.mark_link(&src.id, &url).await;
+                                    accept_cap(ctx, &cap).await
+                                }
+                                Err(e) => Err(e),
+                            };
+                            results.push((url, outcome));
+                        }
+                    }
+                    crate::feed::EntryCap::Summary(_) | crate::feed::EntryCap::None => {}
+                }
             }
-            let change = crate::bulletin::to_bulletins(&cap, &ctx.bulletins, &ctx.province, &ctx.communes)
-                .map_err(|e| (format!("bulletin: {e}"), 1))?;
-            let report = ctx
-                .pipeline
-                .accept_bulletin(&change, now)
-                .await
-                .map_err(|e| (format!("ingest: {e}"), 1))?;
-            Ok((report.stored as i64, 0))
+            Ok(tally(
+                ctx,
+                results.into_iter().map(|(id, r)| (id, std::future::ready(r))),
+                &src.id,
+            )
+            .await)
         }
     }
+}
+
+/// Validates a CAP alert, maps it to bulletins and accepts them; returns how many were new.
+async fn accept_cap(ctx: &PollerContext, cap: &crate::cap::CapAlert) -> Result<i64, String> {
+    let now = Utc::now();
+    if let Some(f) = crate::cap::validate(cap, now).into_iter().find(|f| f.is_fatal()) {
+        return Err(format!("{}: {}", f.rule, f.detail));
+    }
+    let change = crate::bulletin::to_bulletins(cap, &ctx.bulletins, &ctx.province, &ctx.communes)
+        .map_err(|e| format!("bulletin: {e}"))?;
+    let report = ctx
+        .pipeline
+        .accept_bulletin(&change, now)
+        .await
+        .map_err(|e| format!("ingest: {e}"))?;
+    Ok(report.stored as i64)
+}
+
+/// Fetches a CAP document linked from a feed, through the same pacing and limits.
+async fn fetch_linked(
+    ctx: &PollerContext,
+    src: &PollSource,
+    url: &str,
+) -> Result<crate::cap::CapAlert, String> {
+    let host = reqwest::Url::parse(url)
+        .ok()
+        .and_then(|u| u.host_str().map(str::to_owned))
+        .unwrap_or_default();
+    ctx.pace(&host).await;
+    let linked = PollSource {
+        url: url.to_owned(),
+        ..src.clone()
+    };
+    match fetch(ctx, &linked, None, None).await? {
+        Some((body, _)) => crate::cap::parse_cap(&body).map_err(|e| format!("linked {url}: {e}")),
+        None => Err(format!("linked {url}: 304 without a validator")),
+    }
+}
+
+/// Counts entries accepted and rejected; each rejection is logged and recorded for operators.
+async fn tally<F>(ctx: &PollerContext, items: impl Iterator<Item = (String, F)>, feed: &str) -> (i64, i64)
+where
+    F: std::future::Future<Output = Result<i64, String>>,
+{
+    let (mut accepted, mut rejected) = (0, 0);
+    for (id, outcome) in items {
+        match outcome.await {
+            Ok(n) => accepted += n,
+            Err(e) => {
+                rejected += 1;
+                tracing::warn!(feed, entry = %id, error = %e, "feed entry refused");
+                let reason = format!("entry {id}: {e}");
+                if let Err(err) = ctx
+                    .store
+                    .record_rejection("feed", feed, &reason, Utc::now())
+                    .await
+                {
+                    tracing::error!(feed, error = %err, "recording a refused feed entry failed");
+                }
+            }
+        }
+    }
+    (accepted, rejected)
 }
 
 /// Polls one source until `shutdown`. One task per source: a source's failure or slowness

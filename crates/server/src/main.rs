@@ -37,7 +37,7 @@ enum Command {
     /// Run a feed parser on a file: print what would be accepted as JSON lines, and every
     /// rejection; exit non-zero if the file is rejected as a whole.
     IngestFile {
-        /// cap, station-json or station-csv.
+        /// cap, atom, rss, nws, station-json or station-csv.
         #[arg(long)]
         format: String,
         file: PathBuf,

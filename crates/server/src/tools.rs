@@ -261,7 +261,7 @@ pub fn bench_rules(set: &RuleSet, area: &Area, rounds: usize, out: &mut impl Wri
 }
 
 /// The formats `canhbao ingest-file` reads today.
-pub const INGEST_FORMATS: [&str; 3] = ["cap", "station-json", "station-csv"];
+pub const INGEST_FORMATS: [&str; 6] = ["cap", "atom", "rss", "nws", "station-json", "station-csv"];
 
 /// `canhbao ingest-file`: runs a parser on a file and prints what would be accepted, one
 /// JSON line each, then every rejection. Returns false if the file is rejected as a whole.
@@ -375,6 +375,63 @@ pub fn ingest_file(
                 }
             }
         }
+        "atom" | "rss" => match ingest::feed::parse_feed(bytes) {
+            Ok(entries) => {
+                for e in entries {
+                    let (kind, detail) = match &e.cap {
+                        ingest::feed::EntryCap::Linked(url) => ("linked", json!(url)),
+                        ingest::feed::EntryCap::Embedded(a) => (
+                            "embedded",
+                            json!({"identifier": a.identifier, "sender": a.sender, "msg_type": a.msg_type}),
+                        ),
+                        ingest::feed::EntryCap::Summary(s) => (
+                            "summary",
+                            json!({"event": s.event, "status": s.status, "expires": s.expires, "area": s.area_desc}),
+                        ),
+                        ingest::feed::EntryCap::None => ("none", serde_json::Value::Null),
+                    };
+                    writeln!(
+                        out,
+                        "{}",
+                        json!({"kind": "entry", "id": e.id, "title": e.title, "cap": kind, "detail": detail})
+                    )?;
+                }
+                Ok(true)
+            }
+            Err(e) => {
+                writeln!(
+                    out,
+                    "{}",
+                    json!({"kind": "rejection", "field": "document", "reason": e.to_string()})
+                )?;
+                Ok(false)
+            }
+        },
+        "nws" => match ingest::nws::parse_nws(bytes) {
+            Ok(alerts) => {
+                for a in alerts {
+                    let line = json!({
+                        "kind": "alert",
+                        "identifier": a.identifier,
+                        "sender": a.sender,
+                        "msg_type": a.msg_type,
+                        "event": a.infos.first().map(|i| i.event.clone()),
+                        "expires": a.infos.first().and_then(|i| i.expires),
+                        "references": a.references.len(),
+                    });
+                    writeln!(out, "{line}")?;
+                }
+                Ok(true)
+            }
+            Err(e) => {
+                writeln!(
+                    out,
+                    "{}",
+                    json!({"kind": "rejection", "field": "document", "reason": e.to_string()})
+                )?;
+                Ok(false)
+            }
+        },
         other => bail!(
             "format {other:?} is not supported yet; supported: {}",
             INGEST_FORMATS.join(", ")
@@ -438,6 +495,20 @@ mod tests {
         assert!(!ok, "an Update without references is refused");
         assert!(out.contains("cap.update-without-references"), "{out}");
         let mut out = Vec::new();
-        assert!(ingest_file("rss", b"", &settings(), &mut out).is_err());
+        assert!(ingest_file("open-meteo", b"", &settings(), &mut out).is_err());
+        let feed = std::fs::read(concat!(
+            env!("CARGO_MANIFEST_DIR"),
+            "/../ingest/fixtures/feeds/nyalert-cap-index.rss"
+        ))
+        .unwrap();
+        let (ok, out) = run("rss", &feed);
+        assert!(ok && out.contains("\"cap\":\"linked\""), "{out}");
+        let nws = std::fs::read(concat!(
+            env!("CARGO_MANIFEST_DIR"),
+            "/../ingest/fixtures/feeds/api-alerts-active-zone-flood-watch.geojson"
+        ))
+        .unwrap();
+        let (ok, out) = run("nws", &nws);
+        assert!(ok && out.contains("Flood Watch"), "{out}");
     }
 }
