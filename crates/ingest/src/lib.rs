@@ -11,6 +11,8 @@ pub mod compose;
 pub mod demo;
 mod engine;
 pub mod feed;
+#[cfg(test)]
+mod fuzz_props;
 pub mod history;
 pub mod nws;
 pub mod poller;
