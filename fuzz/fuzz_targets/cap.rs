@@ -1,0 +1,7 @@
+#![no_main]
+//! CAP 1.2 documents: parse, then validate what parses.
+libfuzzer_sys::fuzz_target!(|data: &[u8]| {
+    if let Ok(alert) = ingest::cap::parse_cap(data) {
+        let _ = ingest::cap::validate(&alert, alert.sent);
+    }
+});
