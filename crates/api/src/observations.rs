@@ -24,6 +24,8 @@ pub struct AcceptedDto {
     pub alerts: Vec<String>,
     /// Risk-level transitions the input caused (see `GET /api/v1/assessments`).
     pub transitions: usize,
+    /// Readings flagged as implausible (a jump faster than the configured rate), not stored.
+    pub flagged: Vec<String>,
 }
 
 impl From<ingest::AcceptReport> for AcceptedDto {
@@ -33,6 +35,7 @@ impl From<ingest::AcceptReport> for AcceptedDto {
             duplicates: r.duplicates,
             alerts: r.alerts.iter().map(ToString::to_string).collect(),
             transitions: r.transitions,
+            flagged: r.flagged,
         }
     }
 }

@@ -18,6 +18,30 @@ pub struct AlertPolicy {
     pub repeat_emergency: Repeat,
     pub repeat_priority: Repeat,
     pub repeat_normal: Repeat,
+    /// The fastest plausible change of a water level, m per hour; a faster jump from the
+    /// previous reading is a sensor fault: the reading is flagged and not stored.
+    pub max_water_level_rate_m_per_h: Option<f64>,
+}
+
+/// Why a reading jumps implausibly fast from the previous one, if it does.
+pub fn implausible_jump(
+    previous: (f64, DateTime<Utc>),
+    value: f64,
+    at: DateTime<Utc>,
+    max_per_hour: f64,
+) -> Option<String> {
+    let hours = (at - previous.1).num_seconds() as f64 / 3600.0;
+    if hours <= 0.0 {
+        return None;
+    }
+    let rate = (value - previous.0).abs() / hours;
+    (rate > max_per_hour).then(|| {
+        format!(
+            "jump from {:.2} to {value:.2} in {:.0} min ({rate:.2} per hour, at most {max_per_hour} per hour)",
+            previous.0,
+            hours * 60.0
+        )
+    })
 }
 
 /// Outbox priority of a message class: emergencies are claimed first.

@@ -65,6 +65,8 @@ pub struct AcceptReport {
     pub alerts: Vec<AlertId>,
     /// Transitions of the rules engine that the batch caused (new, escalate, ...).
     pub transitions: usize,
+    /// Readings flagged as implausible and not stored, with why.
+    pub flagged: Vec<String>,
 }
 
 /// The observation-to-alert path, shared by the API and every feed.
@@ -139,6 +141,21 @@ impl Pipeline {
         let status = source.alert_status.code();
         let mut tx = self.store.begin().await?;
         for o in &observations {
+            // The jump check guards real sensors; the demo replays a series compressed in time.
+            if source.alert_status == AlertStatus::Actual
+                && let (Parameter::WaterLevel, Some(max)) =
+                    (o.parameter(), self.policy.max_water_level_rate_m_per_h)
+                && let Some(prev) = tx
+                    .previous_reading(o.station(), o.parameter().code(), status, o.observed_at())
+                    .await?
+                && let Some(why) = compose::implausible_jump(prev, o.value(), o.observed_at(), max)
+            {
+                tracing::warn!(station = %o.station(), reason = %why, "water level flagged as implausible");
+                report
+                    .flagged
+                    .push(format!("{} {}: {why}", o.station(), o.observed_at()));
+                continue;
+            }
             if !tx.insert_observation(o, &source.name, status, now).await? {
                 report.duplicates += 1;
                 continue;
@@ -151,8 +168,9 @@ impl Pipeline {
                 continue;
             };
             let previous = tx
-                .previous_value(o.station(), o.parameter().code(), status, o.observed_at())
-                .await?;
+                .previous_reading(o.station(), o.parameter().code(), status, o.observed_at())
+                .await?
+                .map(|(v, _)| v);
             if tx
                 .has_newer(o.station(), o.parameter().code(), status, o.observed_at())
                 .await?

@@ -254,7 +254,7 @@ async fn ingest_body(
                 .accept(observations, &source, now)
                 .await
                 .map_err(|e| (format!("ingest: {e}"), n))?;
-            Ok((report.stored as i64, 0))
+            Ok((report.stored as i64, report.flagged.len() as i64))
         }
         FeedFormat::Cap => {
             let cap = crate::cap::parse_cap(body).map_err(|e| (format!("parse: {e}"), 1))?;

@@ -43,6 +43,7 @@ fn policy() -> AlertPolicy {
             times: 1,
             interval_s: 0,
         },
+        max_water_level_rate_m_per_h: Some(3.0),
     }
 }
 
@@ -95,7 +96,7 @@ async fn an_escalation_is_an_update_referencing_the_live_alert_and_a_repeat_rais
     let t = now();
     let first = p
         .accept(
-            vec![reading("HUULUNG", 17.4, t - Duration::minutes(20))],
+            vec![reading("HUULUNG", 17.4, t - Duration::minutes(170))],
             &actual(),
             t,
         )
@@ -104,7 +105,7 @@ async fn an_escalation_is_an_update_referencing_the_live_alert_and_a_repeat_rais
     assert_eq!(first.alerts.len(), 1);
     let second = p
         .accept(
-            vec![reading("HUULUNG", 19.3, t - Duration::minutes(10))],
+            vec![reading("HUULUNG", 19.3, t - Duration::minutes(110))],
             &actual(),
             t,
         )
@@ -120,7 +121,7 @@ async fn an_escalation_is_an_update_referencing_the_live_alert_and_a_repeat_rais
     let again = p
         .accept(
             vec![
-                reading("HUULUNG", 18.5, t - Duration::minutes(5)),
+                reading("HUULUNG", 18.5, t - Duration::minutes(60)),
                 reading("HUULUNG", 19.2, t),
             ],
             &actual(),
@@ -348,4 +349,35 @@ async fn auto_issue_rules_raise_alerts_pre_warnings_do_not_and_levels_survive_a_
         .unwrap();
     assert_eq!((r.alerts.len(), r.transitions), (0, 0), "{r:?}");
     drop(dir);
+}
+
+#[tokio::test]
+async fn an_implausible_jump_is_flagged_and_not_stored() {
+    let (_d, store, p) = pipeline().await;
+    let t = now();
+    p.accept(
+        vec![reading("HUULUNG", 16.0, t - Duration::minutes(10))],
+        &actual(),
+        t,
+    )
+    .await
+    .unwrap();
+    // +5 m in 10 minutes is 30 m/h: a sensor fault, not a flood.
+    let r = p
+        .accept(vec![reading("HUULUNG", 21.0, t)], &actual(), t)
+        .await
+        .unwrap();
+    assert_eq!((r.stored, r.alerts.len(), r.flagged.len()), (0, 0, 1), "{r:?}");
+    assert!(r.flagged[0].contains("per hour"), "{:?}", r.flagged);
+    assert_eq!(store.count_observations().await.unwrap(), 1);
+    // A rise of 0.4 m in 10 minutes is plausible.
+    let r = p
+        .accept(
+            vec![reading("HUULUNG", 16.4, t + Duration::minutes(10))],
+            &actual(),
+            t + Duration::minutes(10),
+        )
+        .await
+        .unwrap();
+    assert_eq!((r.stored, r.flagged.len()), (1, 0));
 }

@@ -208,6 +208,7 @@ struct ShutdownRaw {
 #[serde(deny_unknown_fields)]
 struct IngestRaw {
     max_batch: usize,
+    max_water_level_rate_m_per_h: f64,
     user_agent: String,
     host_pause_ms: u64,
     sources: Vec<SourceRaw>,
@@ -451,6 +452,15 @@ pub fn load(sources: &Sources) -> Result<Settings, Problems> {
     let domain_files: Option<DomainRaw> = section(&root, "domain", &mut problems);
     let bulletins_raw: Option<BulletinsRaw> = section(&root, "bulletins", &mut problems);
     let ingest_raw: Option<IngestRaw> = section(&root, "ingest", &mut problems);
+    let max_rate = ingest_raw.as_ref().and_then(|i| {
+        let r = i.max_water_level_rate_m_per_h;
+        if !r.is_finite() || r < 0.0 {
+            problems.push(format!(
+                "ingest.max_water_level_rate_m_per_h {r} must be 0 (off) or positive"
+            ));
+        }
+        (r > 0.0).then_some(r)
+    });
     let (max_batch, poll) = match ingest_raw {
         Some(i) => {
             let max_batch = if (1..=100_000).contains(&i.max_batch) {
@@ -557,6 +567,7 @@ pub fn load(sources: &Sources) -> Result<Settings, Problems> {
             repeat_emergency: repeat(&mut problems, "repeat_emergency", a.repeat_emergency),
             repeat_priority: repeat(&mut problems, "repeat_priority", a.repeat_priority),
             repeat_normal: repeat(&mut problems, "repeat_normal", a.repeat_normal),
+            max_water_level_rate_m_per_h: max_rate,
         };
         (a.ttl_minutes > 0 && a.max_reading_age_minutes > 0).then_some(policy)
     });

@@ -115,16 +115,17 @@ impl Tx<'_> {
     }
 
     /// The latest reading of `parameter` at `station`, in the series of `status`,
-    /// strictly before `before`.
-    pub async fn previous_value(
+    /// strictly before `before`, as (value, time).
+    pub async fn previous_reading(
         &mut self,
         station: &StationId,
         parameter: &str,
         status: &str,
         before: DateTime<Utc>,
-    ) -> Result<Option<f64>> {
+    ) -> Result<Option<(f64, DateTime<Utc>)>> {
         let row = sqlx::query(
-            "SELECT value FROM observations WHERE station = ? AND parameter = ? AND status = ? AND observed_ms < ?
+            "SELECT value, observed_ms FROM observations
+             WHERE station = ? AND parameter = ? AND status = ? AND observed_ms < ?
              ORDER BY observed_ms DESC LIMIT 1",
         )
         .bind(station.as_str())
@@ -133,7 +134,8 @@ impl Tx<'_> {
         .bind(ms(before))
         .fetch_optional(&mut *self.tx)
         .await?;
-        Ok(row.map(|r| r.try_get("value")).transpose()?)
+        row.map(|r| Ok((r.try_get("value")?, from_ms(r.try_get("observed_ms")?)?)))
+            .transpose()
     }
 
     /// Whether `station` has a reading of `parameter`, in the series of `status`, later
