@@ -75,7 +75,8 @@ fn time(element: &'static str, value: &str) -> Result<DateTime<Utc>, CapError> {
         })
 }
 
-fn entity(name: &str) -> Result<String, CapError> {
+/// Resolves one of the five XML entities or a character reference; anything else is refused.
+pub(crate) fn entity(name: &str) -> Result<String, CapError> {
     let named = match name {
         "amp" => Some('&'),
         "lt" => Some('<'),

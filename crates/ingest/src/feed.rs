@@ -135,15 +135,7 @@ pub fn parse_feed(bytes: &[u8]) -> Result<Vec<FeedEntry>, FeedError> {
             Event::CData(t) => text.push_str(&String::from_utf8_lossy(&t)),
             Event::GeneralRef(r) => {
                 let name = r.decode().map_err(|e| xml(&reader, &e))?;
-                text.push_str(match name.as_ref() {
-                    "amp" => "&",
-                    "lt" => "<",
-                    "gt" => ">",
-                    "quot" => "\"",
-                    "apos" => "'",
-                    other if other.starts_with('#') => "",
-                    other => return Err(CapError::Entity(other.to_owned()).into()),
-                });
+                text.push_str(&crate::cap::entity(&name)?);
             }
             Event::End(e) => {
                 let name = String::from_utf8_lossy(e.local_name().as_ref()).into_owned();
