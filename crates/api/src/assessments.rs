@@ -15,7 +15,7 @@ use crate::alerts::ListQuery;
 use crate::auth::Caller;
 use crate::error::ApiError;
 
-#[derive(Debug, Serialize)]
+#[derive(Debug, Clone, Serialize)]
 pub struct LevelDto {
     pub hazard: String,
     pub commune: String,
@@ -73,11 +73,7 @@ pub async fn list_assessments(
         .collect();
     let mut by_commune: BTreeMap<String, Vec<LevelDto>> = BTreeMap::new();
     for l in &levels {
-        by_commune.entry(l.commune.clone()).or_default().push(LevelDto {
-            hazard: l.hazard.clone(),
-            commune: l.commune.clone(),
-            level: l.level,
-        });
+        by_commune.entry(l.commune.clone()).or_default().push(l.clone());
     }
     let coinciding = by_commune
         .into_iter()

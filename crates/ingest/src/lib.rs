@@ -141,13 +141,17 @@ impl Pipeline {
         let status = source.alert_status.code();
         let mut tx = self.store.begin().await?;
         for o in &observations {
+            let water = o.parameter() == Parameter::WaterLevel;
+            // The reading before this one, read once: for the jump check and the crossing.
+            let previous = if water {
+                tx.previous_reading(o.station(), o.parameter().code(), status, o.observed_at())
+                    .await?
+            } else {
+                None
+            };
             // The jump check guards real sensors; the demo replays a series compressed in time.
             if source.alert_status == AlertStatus::Actual
-                && let (Parameter::WaterLevel, Some(max)) =
-                    (o.parameter(), self.policy.max_water_level_rate_m_per_h)
-                && let Some(prev) = tx
-                    .previous_reading(o.station(), o.parameter().code(), status, o.observed_at())
-                    .await?
+                && let (Some(prev), Some(max)) = (previous, self.policy.max_water_level_rate_m_per_h)
                 && let Some(why) = compose::implausible_jump(prev, o.value(), o.observed_at(), max)
             {
                 tracing::warn!(station = %o.station(), reason = %why, "water level flagged as implausible");
@@ -161,16 +165,13 @@ impl Pipeline {
                 continue;
             }
             report.stored += 1;
-            if o.parameter() != Parameter::WaterLevel || now - o.observed_at() > self.policy.max_reading_age {
+            if !water || now - o.observed_at() > self.policy.max_reading_age {
                 continue;
             }
             let Some(station) = self.stations.get(o.station()) else {
                 continue;
             };
-            let previous = tx
-                .previous_reading(o.station(), o.parameter().code(), status, o.observed_at())
-                .await?
-                .map(|(v, _)| v);
+            let previous = previous.map(|(v, _)| v);
             if tx
                 .has_newer(o.station(), o.parameter().code(), status, o.observed_at())
                 .await?

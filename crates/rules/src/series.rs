@@ -113,39 +113,6 @@ impl Readings {
             }
         }
     }
-
-    /// The latest reading at or before `now`.
-    pub fn latest(&self, station: &StationId, param: Param, now: DateTime<Utc>) -> Option<Reading> {
-        latest_in(self.series(station, param), now)
-    }
-
-    /// The readings in `(from, to]`.
-    pub fn window(
-        &self,
-        station: &StationId,
-        param: Param,
-        from: DateTime<Utc>,
-        to: DateTime<Utc>,
-    ) -> &[Reading] {
-        window_in(self.series(station, param), from, to)
-    }
-
-    /// Sum over `(from, to]`, or `None` if the window holds no reading.
-    pub fn sum(
-        &self,
-        station: &StationId,
-        param: Param,
-        from: DateTime<Utc>,
-        to: DateTime<Utc>,
-    ) -> Option<f64> {
-        let w = self.window(station, param, from, to);
-        (!w.is_empty()).then(|| w.iter().map(|r| r.value).sum())
-    }
-
-    /// Daily statistics for the local day `day`, if any reading.
-    pub fn daily(&self, station: &StationId, param: Param, day: i64) -> Option<DailyStats> {
-        daily_in(self.series(station, param), day)
-    }
 }
 
 /// The latest reading of a sorted series at or before `now`.
@@ -210,18 +177,14 @@ mod tests {
             );
         }
         let now = t("2026-10-09T00:00:00Z");
-        assert_eq!(
-            r.sum(&s, Param::Rainfall, now - Duration::hours(24), now),
-            Some(24.0)
-        );
-        assert_eq!(
-            r.sum(&s, Param::Rainfall, now, now + Duration::hours(6)),
-            Some(6.0)
-        );
-        assert_eq!(r.latest(&s, Param::Rainfall, now).map(|x| x.at), Some(now));
+        let rain = r.series(&s, Param::Rainfall);
+        let sum = |w: &[Reading]| (!w.is_empty()).then(|| w.iter().map(|x| x.value).sum::<f64>());
+        assert_eq!(sum(window_in(rain, now - Duration::hours(24), now)), Some(24.0));
+        assert_eq!(sum(window_in(rain, now, now + Duration::hours(6))), Some(6.0));
+        assert_eq!(latest_in(rain, now).map(|x| x.at), Some(now));
         // 2026-10-08 local runs from 2026-10-07T17:00Z: 17 hourly readings fall in it.
         let day = local_day(t("2026-10-08T12:00:00Z"));
-        assert_eq!(r.daily(&s, Param::Rainfall, day).map(|d| d.sum), Some(17.0));
+        assert_eq!(daily_in(rain, day).map(|d| d.sum), Some(17.0));
         assert_eq!(
             local_day(t("2026-10-08T16:59:59Z")) + 1,
             local_day(t("2026-10-08T17:00:00Z"))

@@ -263,6 +263,16 @@ pub fn bench_rules(set: &RuleSet, area: &Area, rounds: usize, out: &mut impl Wri
 /// The formats `canhbao ingest-file` reads today.
 pub const INGEST_FORMATS: [&str; 6] = ["cap", "atom", "rss", "nws", "station-json", "station-csv"];
 
+/// Writes one rejection line; the file is refused.
+fn reject(out: &mut impl Write, field: &str, reason: &str) -> Result<bool> {
+    writeln!(
+        out,
+        "{}",
+        json!({"kind": "rejection", "field": field, "reason": reason})
+    )?;
+    Ok(false)
+}
+
 /// `canhbao ingest-file`: runs a parser on a file and prints what would be accepted, one
 /// JSON line each, then every rejection. Returns false if the file is rejected as a whole.
 pub fn ingest_file(
@@ -298,12 +308,8 @@ pub fn ingest_file(
                     Ok(true)
                 }
                 Err(errors) => {
-                    for e in errors {
-                        writeln!(
-                            out,
-                            "{}",
-                            json!({"kind": "rejection", "field": e.field, "reason": e.detail})
-                        )?;
+                    for e in &errors {
+                        reject(out, &e.field, &e.detail)?;
                     }
                     Ok(false)
                 }
@@ -313,12 +319,7 @@ pub fn ingest_file(
             let cap = match ingest::cap::parse_cap(bytes) {
                 Ok(c) => c,
                 Err(e) => {
-                    writeln!(
-                        out,
-                        "{}",
-                        json!({"kind": "rejection", "field": "document", "reason": e.to_string()})
-                    )?;
-                    return Ok(false);
+                    return reject(out, "document", &e.to_string());
                 }
             };
             let findings = ingest::cap::validate(&cap, now);
@@ -398,14 +399,7 @@ pub fn ingest_file(
                 }
                 Ok(true)
             }
-            Err(e) => {
-                writeln!(
-                    out,
-                    "{}",
-                    json!({"kind": "rejection", "field": "document", "reason": e.to_string()})
-                )?;
-                Ok(false)
-            }
+            Err(e) => reject(out, "document", &e.to_string()),
         },
         "nws" => match ingest::nws::parse_nws(bytes) {
             Ok(alerts) => {
@@ -423,14 +417,7 @@ pub fn ingest_file(
                 }
                 Ok(true)
             }
-            Err(e) => {
-                writeln!(
-                    out,
-                    "{}",
-                    json!({"kind": "rejection", "field": "document", "reason": e.to_string()})
-                )?;
-                Ok(false)
-            }
+            Err(e) => reject(out, "document", &e.to_string()),
         },
         other => bail!(
             "format {other:?} is not supported yet; supported: {}",
