@@ -13,11 +13,12 @@ pub mod level;
 pub mod observation;
 pub mod place;
 pub mod provenance;
+pub mod units;
 
 pub use alert::{Alert, AlertError, AlertOrigin, AlertSpec, AlertStatus, MsgType, Repeat};
 pub use ids::{AlertId, CommuneCode, IdError, ProvinceCode, ReceiverId, StationId};
 pub use level::{AlarmLevel, Hazard, MessageClass, RiskLevel};
-pub use observation::{Observation, ObservationError, Parameter};
+pub use observation::{Forecast, Observation, ObservationError, Parameter};
 pub use place::{Commune, CommuneKind, Station};
 pub use provenance::{Tag, Tagged};
 

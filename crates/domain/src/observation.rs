@@ -18,6 +18,10 @@ pub enum Parameter {
     Visibility,
     /// Maximum sustained wind, Beaufort force.
     WindBeaufort,
+    /// River discharge, in cubic metres per second.
+    Discharge,
+    /// Strongest gust, Beaufort force.
+    WindGustBeaufort,
 }
 
 impl Parameter {
@@ -28,15 +32,19 @@ impl Parameter {
             Self::AirTemperature => "air_temperature",
             Self::Visibility => "visibility",
             Self::WindBeaufort => "wind_beaufort",
+            Self::Discharge => "discharge",
+            Self::WindGustBeaufort => "wind_gust_beaufort",
         }
     }
 
-    pub const ALL: [Parameter; 5] = [
+    pub const ALL: [Parameter; 7] = [
         Self::WaterLevel,
         Self::Rainfall,
         Self::AirTemperature,
         Self::Visibility,
         Self::WindBeaufort,
+        Self::Discharge,
+        Self::WindGustBeaufort,
     ];
 
     pub fn from_code(code: &str) -> Option<Self> {
@@ -50,7 +58,8 @@ impl Parameter {
             Self::Rainfall => "mm",
             Self::AirTemperature => "°C",
             Self::Visibility => "m",
-            Self::WindBeaufort => "Bf",
+            Self::WindBeaufort | Self::WindGustBeaufort => "Bf",
+            Self::Discharge => "m3/s",
         }
     }
 
@@ -64,7 +73,9 @@ impl Parameter {
             // Vietnam's records are about -6 °C and 44 °C.
             Self::AirTemperature => -30.0..=55.0,
             Self::Visibility => 0.0..=100_000.0,
-            Self::WindBeaufort => 0.0..=17.0,
+            Self::WindBeaufort | Self::WindGustBeaufort => 0.0..=17.0,
+            // The Amazon's largest floods are near 300 000 m³/s.
+            Self::Discharge => 0.0..=500_000.0,
         }
     }
 }
@@ -76,7 +87,7 @@ pub const MAX_CLOCK_SKEW: Duration = Duration::minutes(10);
 #[derive(Debug, Clone, PartialEq, thiserror::Error)]
 pub enum ObservationError {
     #[error(
-        "parameter {0:?} is not one of water_level, rainfall, air_temperature, visibility, wind_beaufort"
+        "parameter {0:?} is not one of water_level, rainfall, air_temperature, visibility, wind_beaufort, discharge, wind_gust_beaufort"
     )]
     UnknownParameter(String),
     #[error("unit {unit:?} is wrong for {parameter}: expected {expected:?}")]
@@ -102,6 +113,12 @@ pub enum ObservationError {
         now: DateTime<Utc>,
         max_skew_min: i64,
     },
+    #[error("valid_at {valid_at} is more than {max_days} days after the forecast was issued ({issued_at})")]
+    BeyondHorizon {
+        valid_at: DateTime<Utc>,
+        issued_at: DateTime<Utc>,
+        max_days: i64,
+    },
 }
 
 impl ObservationError {
@@ -112,6 +129,7 @@ impl ObservationError {
             Self::WrongUnit { .. } => "unit",
             Self::Implausible { .. } | Self::NotFinite => "value",
             Self::InFuture { .. } => "observed_at",
+            Self::BeyondHorizon { .. } => "valid_at",
         }
     }
 }
@@ -135,27 +153,7 @@ impl Observation {
         observed_at: DateTime<Utc>,
         now: DateTime<Utc>,
     ) -> Result<Self, ObservationError> {
-        let parameter = Parameter::from_code(parameter)
-            .ok_or_else(|| ObservationError::UnknownParameter(parameter.to_owned()))?;
-        if unit != parameter.unit() {
-            return Err(ObservationError::WrongUnit {
-                parameter: parameter.code(),
-                unit: unit.to_owned(),
-                expected: parameter.unit(),
-            });
-        }
-        if !value.is_finite() {
-            return Err(ObservationError::NotFinite);
-        }
-        let range = parameter.plausible();
-        if !range.contains(&value) {
-            return Err(ObservationError::Implausible {
-                parameter: parameter.code(),
-                value,
-                min: *range.start(),
-                max: *range.end(),
-            });
-        }
+        let parameter = check_value(parameter, value, unit)?;
         if observed_at > now + MAX_CLOCK_SKEW {
             return Err(ObservationError::InFuture {
                 observed_at,
@@ -183,6 +181,91 @@ impl Observation {
     }
     pub fn observed_at(&self) -> DateTime<Utc> {
         self.observed_at
+    }
+}
+
+/// Checks a parameter code, its unit and the value's plausibility.
+fn check_value(parameter: &str, value: f64, unit: &str) -> Result<Parameter, ObservationError> {
+    let parameter = Parameter::from_code(parameter)
+        .ok_or_else(|| ObservationError::UnknownParameter(parameter.to_owned()))?;
+    if unit != parameter.unit() {
+        return Err(ObservationError::WrongUnit {
+            parameter: parameter.code(),
+            unit: unit.to_owned(),
+            expected: parameter.unit(),
+        });
+    }
+    if !value.is_finite() {
+        return Err(ObservationError::NotFinite);
+    }
+    let range = parameter.plausible();
+    if !range.contains(&value) {
+        return Err(ObservationError::Implausible {
+            parameter: parameter.code(),
+            value,
+            min: *range.start(),
+            max: *range.end(),
+        });
+    }
+    Ok(parameter)
+}
+
+/// The furthest ahead a forecast may reach (Open-Meteo's longest is 16 days).
+pub const FORECAST_HORIZON: Duration = Duration::days(16);
+
+/// A validated forecast value: what a model says a parameter will be at `valid_at`,
+/// as issued at `issued_at`. A newer issue replaces an older one for the same hour.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Forecast {
+    station: StationId,
+    parameter: Parameter,
+    value: f64,
+    valid_at: DateTime<Utc>,
+    issued_at: DateTime<Utc>,
+}
+
+impl Forecast {
+    /// Validates one forecast value; `valid_at` may lie before `issued_at` (a model run
+    /// covers the whole day) but not past [`FORECAST_HORIZON`].
+    pub fn new(
+        station: StationId,
+        parameter: &str,
+        value: f64,
+        unit: &str,
+        valid_at: DateTime<Utc>,
+        issued_at: DateTime<Utc>,
+    ) -> Result<Self, ObservationError> {
+        let parameter = check_value(parameter, value, unit)?;
+        if valid_at > issued_at + FORECAST_HORIZON {
+            return Err(ObservationError::BeyondHorizon {
+                valid_at,
+                issued_at,
+                max_days: FORECAST_HORIZON.num_days(),
+            });
+        }
+        Ok(Self {
+            station,
+            parameter,
+            value,
+            valid_at,
+            issued_at,
+        })
+    }
+
+    pub fn station(&self) -> &StationId {
+        &self.station
+    }
+    pub fn parameter(&self) -> Parameter {
+        self.parameter
+    }
+    pub fn value(&self) -> f64 {
+        self.value
+    }
+    pub fn valid_at(&self) -> DateTime<Utc> {
+        self.valid_at
+    }
+    pub fn issued_at(&self) -> DateTime<Utc> {
+        self.issued_at
     }
 }
 
@@ -216,7 +299,9 @@ mod tests {
         check("water_level", 19.4, "m", "2026-10-09T01:00:00Z", None);
         check("rainfall", 0.0, "mm", "2026-10-09T00:00:00Z", None);
         check("water_level", 19.4, "cm", "2026-10-09T01:00:00Z", Some("unit"));
-        check("discharge", 19.4, "m", "2026-10-09T01:00:00Z", Some("parameter"));
+        check("discharge", 19.4, "m", "2026-10-09T01:00:00Z", Some("unit"));
+        check("flow", 19.4, "m3/s", "2026-10-09T01:00:00Z", Some("parameter"));
+        check("discharge", 593.29, "m3/s", "2026-10-09T01:00:00Z", None);
         check(
             "water_level",
             f64::NAN,
@@ -234,5 +319,36 @@ mod tests {
             "2026-10-09T01:10:01Z",
             Some("observed_at"),
         );
+    }
+}
+
+#[cfg(test)]
+mod forecast_tests {
+    use super::*;
+
+    #[test]
+    fn forecasts_may_lie_ahead_but_not_past_the_horizon() {
+        let issued: DateTime<Utc> = "2026-10-09T00:00:00Z".parse().unwrap();
+        let st = StationId::new("HUULUNG").unwrap();
+        let ok = Forecast::new(
+            st.clone(),
+            "rainfall",
+            41.7,
+            "mm",
+            issued + Duration::days(2),
+            issued,
+        );
+        assert_eq!(ok.unwrap().valid_at(), issued + Duration::days(2));
+        let far = Forecast::new(
+            st.clone(),
+            "rainfall",
+            1.0,
+            "mm",
+            issued + Duration::days(17),
+            issued,
+        );
+        assert_eq!(far.unwrap_err().field(), "valid_at");
+        let neg = Forecast::new(st, "rainfall", -1.0, "mm", issued, issued);
+        assert_eq!(neg.unwrap_err().field(), "value");
     }
 }

@@ -207,7 +207,7 @@ struct Ctx<'a> {
     /// Apply the hysteresis margins (testing whether a level still holds).
     held: bool,
     /// The station's series, looked up once.
-    series: Option<&'a [Vec<Reading>; 5]>,
+    series: Option<&'a [Vec<Reading>; Param::COUNT]>,
     /// Provisionally tagged station levels read, named only if the rule fires.
     provisional_levels: Vec<(StationLevel, f64, domain::Tag)>,
     used: Vec<(Used, f64)>,
@@ -545,7 +545,7 @@ struct Fired {
 /// A station with what evaluation looks up for it, prepared once per evaluation.
 struct Prepared<'a> {
     station: &'a Station,
-    series: Option<&'a [Vec<Reading>; 5]>,
+    series: Option<&'a [Vec<Reading>; Param::COUNT]>,
     communes: Vec<(&'a CommuneCode, Option<&'a CommuneInfo>)>,
 }
 

@@ -19,15 +19,22 @@ pub enum Param {
     Visibility,
     /// Maximum sustained wind, Beaufort force (forecast for storms).
     WindBeaufort,
+    /// River discharge, m³/s.
+    Discharge,
+    /// Strongest gust, Beaufort force.
+    WindGustBeaufort,
 }
 
 impl Param {
-    pub const ALL: [Param; 5] = [
+    pub const COUNT: usize = 7;
+    pub const ALL: [Param; Self::COUNT] = [
         Self::WaterLevel,
         Self::Rainfall,
         Self::AirTemperature,
         Self::Visibility,
         Self::WindBeaufort,
+        Self::Discharge,
+        Self::WindGustBeaufort,
     ];
 
     pub fn code(self) -> &'static str {
@@ -37,6 +44,8 @@ impl Param {
             Self::AirTemperature => "air_temperature",
             Self::Visibility => "visibility",
             Self::WindBeaufort => "wind_beaufort",
+            Self::Discharge => "discharge",
+            Self::WindGustBeaufort => "wind_gust_beaufort",
         }
     }
 
@@ -54,7 +63,8 @@ impl Param {
             Self::Rainfall => "mm",
             Self::AirTemperature => "°C",
             Self::Visibility => "m",
-            Self::WindBeaufort => "Bf",
+            Self::WindBeaufort | Self::WindGustBeaufort => "Bf",
+            Self::Discharge => "m3/s",
         }
     }
 }
@@ -70,7 +80,7 @@ pub struct Reading {
 #[derive(Debug, Clone, Default)]
 pub struct Readings {
     /// Per station, one series per parameter (indexed by `Param as usize`).
-    series: HashMap<StationId, [Vec<Reading>; 5]>,
+    series: HashMap<StationId, [Vec<Reading>; Param::COUNT]>,
 }
 
 const LOCAL_OFFSET_S: i64 = 7 * 3600;
@@ -93,7 +103,7 @@ impl Readings {
     }
 
     /// Every series of one station, indexed by `Param as usize`.
-    pub fn station(&self, station: &StationId) -> Option<&[Vec<Reading>; 5]> {
+    pub fn station(&self, station: &StationId) -> Option<&[Vec<Reading>; Param::COUNT]> {
         self.series.get(station)
     }
 

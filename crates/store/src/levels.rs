@@ -15,6 +15,20 @@ pub struct StoredReading {
     pub value: f64,
 }
 
+/// Rows of (station, parameter, `time_column`, value) as readings.
+pub(crate) fn readings(rows: &[sqlx::sqlite::SqliteRow], time_column: &str) -> Result<Vec<StoredReading>> {
+    rows.iter()
+        .map(|r| {
+            Ok(StoredReading {
+                station: r.try_get("station")?,
+                parameter: r.try_get("parameter")?,
+                at: from_ms(r.try_get(time_column)?)?,
+                value: r.try_get("value")?,
+            })
+        })
+        .collect()
+}
+
 /// A transition to record.
 #[derive(Debug, Clone)]
 pub struct NewAssessment<'a> {
@@ -136,16 +150,7 @@ impl Tx<'_> {
         .bind(ms(since))
         .fetch_all(&mut *self.tx)
         .await?;
-        rows.iter()
-            .map(|r| {
-                Ok(StoredReading {
-                    station: r.try_get("station")?,
-                    parameter: r.try_get("parameter")?,
-                    at: from_ms(r.try_get("observed_ms")?)?,
-                    value: r.try_get("value")?,
-                })
-            })
-            .collect()
+        readings(&rows, "observed_ms")
     }
 
     pub async fn record_assessment(&mut self, a: &NewAssessment<'_>) -> Result<()> {

@@ -8,6 +8,7 @@
 //! [`Store::mark_retry`].
 
 mod alerts;
+mod forecasts;
 mod levels;
 mod outbox;
 mod receipts;
@@ -23,6 +24,7 @@ use sqlx::sqlite::{SqliteConnectOptions, SqliteJournalMode, SqlitePoolOptions, S
 use sqlx::{Sqlite, SqlitePool, Transaction};
 
 pub use alerts::{AlertRecord, NewDelivery, SignedPayload};
+pub use forecasts::ForecastRecord;
 pub use levels::{AssessmentRecord, BulletinRecord, NewAssessment, StoredReading};
 pub use outbox::{ClaimedDelivery, DeliveryRecord};
 pub use receipts::{NewReceipt, ReceiptRecord, ReceiverRecord, RejectionRecord};
@@ -98,6 +100,13 @@ fn migrator() -> Migrator {
             "sources".into(),
             MigrationType::Simple,
             sql(include_str!("../migrations/sqlite/0005_sources.sql")),
+            false,
+        ),
+        Migration::new(
+            6,
+            "forecasts".into(),
+            MigrationType::Simple,
+            sql(include_str!("../migrations/sqlite/0006_forecasts.sql")),
             false,
         ),
     ])
