@@ -557,6 +557,27 @@ async fn station_telemetry_over_mqtt_feeds_the_same_pipeline_and_refusals_are_re
     app.app.stop().await;
 }
 
+/// An app on the embedded broker that polls `sources` (a TOML array), with no host pause.
+async fn polling(sources: &str) -> TestApp {
+    TestApp::spawn_with(
+        Broker::Embedded,
+        &[
+            ("CANHBAO__INGEST__SOURCES", sources),
+            ("CANHBAO__INGEST__HOST_PAUSE_MS", "0"),
+        ],
+    )
+    .await
+    .unwrap()
+}
+
+/// The entry of a list (sources, ...) with this `id`.
+fn by_id(list: &Value, id: &str) -> Value {
+    list.as_array()
+        .and_then(|v| v.iter().find(|s| s["id"] == id))
+        .cloned()
+        .unwrap_or(Value::Null)
+}
+
 /// A local feed server: serves fixtures with ETag behaviour, an error, and an oversized body.
 async fn feed_server() -> (String, std::sync::Arc<std::sync::atomic::AtomicUsize>) {
     use axum::http::{HeaderMap, StatusCode, header};
@@ -627,15 +648,7 @@ async fn polled_feeds_use_conditional_get_and_their_health_names_each_failure() 
             {{ id = "huge", url = "{base}/big", format = "station-json", interval_s = 2, timeout_s = 1, max_body_bytes = 1000 }},
             {{ id = "kttv-feed", url = "{base}/feed.atom", format = "atom", interval_s = 2, timeout_s = 1 }}]"#
     );
-    let app = TestApp::spawn_with(
-        Broker::Embedded,
-        &[
-            ("CANHBAO__INGEST__SOURCES", &sources),
-            ("CANHBAO__INGEST__HOST_PAUSE_MS", "0"),
-        ],
-    )
-    .await
-    .unwrap();
+    let app = polling(&sources).await;
     // The gauge's reading above BĐ3 flows into an alert (the feed's bulletin may come first).
     let alerts = app
         .wait_for("/api/v1/alerts", WAIT, |a| {
@@ -665,15 +678,7 @@ async fn polled_feeds_use_conditional_get_and_their_health_names_each_failure() 
         })
         .await
         .unwrap();
-    let by_id = |id: &str| {
-        sources
-            .as_array()
-            .unwrap()
-            .iter()
-            .find(|s| s["id"] == id)
-            .unwrap()
-            .clone()
-    };
+    let by_id = |id: &str| by_id(&sources, id);
     assert_eq!(by_id("gauge")["accepted"], 1, "{sources:#}");
     assert!(by_id("gauge")["last_success"].is_string());
     assert_eq!(by_id("down")["last_error"], "HTTP 503");
@@ -703,5 +708,172 @@ async fn polled_feeds_use_conditional_get_and_their_health_names_each_failure() 
         );
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
+    app.app.stop().await;
+}
+
+/// A local hydro-met server: the Open-Meteo fixture re-timed to start in the next hour,
+/// a USGS OGC reading from now, and a CAP bulletin that announces its next issue.
+async fn hydromet_server(next_issue: chrono::DateTime<chrono::Utc>) -> String {
+    use axum::http::header;
+    let now = chrono::Utc::now();
+    let fixture = |name: &str| {
+        std::fs::read_to_string(format!(
+            "{}/../crates/ingest/fixtures/feeds/{name}",
+            env!("CARGO_MANIFEST_DIR")
+        ))
+        .unwrap()
+    };
+    let mut forecast: Value =
+        serde_json::from_str(&fixture("open-meteo-forecast-hourly-CONSTRUCTED.json")).unwrap();
+    let first = now.timestamp() / 3600 * 3600 + 3600;
+    let times: Vec<Value> = (0..48)
+        .map(|h| {
+            let t = chrono::DateTime::from_timestamp(first + h * 3600, 0).unwrap();
+            Value::from(t.format("%Y-%m-%dT%H:%M").to_string())
+        })
+        .collect();
+    forecast["hourly"]["time"] = Value::Array(times);
+    forecast["utc_offset_seconds"] = 0.into();
+    let forecast = forecast.to_string();
+    let mut usgs: Value = serde_json::from_str(&fixture("usgs-ogc-latest-continuous.json")).unwrap();
+    for f in usgs["features"].as_array_mut().unwrap() {
+        f["properties"]["time"] = now.to_rfc3339().into();
+    }
+    let usgs = usgs.to_string();
+    let fmt = |t: chrono::DateTime<chrono::Utc>| t.to_rfc3339_opts(chrono::SecondsFormat::Secs, true);
+    let cap = String::from_utf8(live_bulletin("NEXT-ISSUE-1", "kttv-langson@example.vn", 2))
+        .unwrap()
+        .replacen(
+            "<parameter>",
+            &format!(
+                "<parameter><valueName>nextIssue</valueName><value>{}</value></parameter><parameter>",
+                fmt(next_issue)
+            ),
+            1,
+        );
+    let app = axum::Router::new()
+        .route(
+            "/v1/forecast",
+            axum::routing::get(move || {
+                let body = forecast.clone();
+                async move { ([(header::CONTENT_TYPE, "application/json")], body) }
+            }),
+        )
+        .route(
+            "/v1/forecast-bad",
+            axum::routing::get(|| async {
+                (
+                    axum::http::StatusCode::BAD_REQUEST,
+                    r#"{"reason":"Cannot initialize WeatherVariable from invalid String value tempeture_2m for key hourly","error":true}"#,
+                )
+            }),
+        )
+        .route(
+            "/ogcapi/v0/collections/latest-continuous/items",
+            axum::routing::get(move || {
+                let body = usgs.clone();
+                async move { ([(header::CONTENT_TYPE, "application/geo+json")], body) }
+            }),
+        )
+        .route(
+            "/cap/next.xml",
+            axum::routing::get(move || {
+                let body = cap.clone();
+                async move { ([(header::CONTENT_TYPE, "application/cap+xml")], body) }
+            }),
+        );
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    tokio::spawn(async move { axum::serve(listener, app).await });
+    format!("http://{addr}")
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn forecasts_and_a_second_water_level_provider_reach_the_rules_and_bulletins_set_the_next_poll() {
+    let next_issue = chrono::Utc::now() + chrono::Duration::minutes(10);
+    let base = hydromet_server(next_issue).await;
+    // Hữu Lũng's gauge datum is put 19 m above the national datum, so the feed's 1.59 ft
+    // (0.48 m) reads 19.48 m there: above BĐ3 (19 m).
+    let sources = format!(
+        r#"[{{ id = "om", url = "{base}/v1/forecast", format = "open-meteo", interval_s = 3600, timeout_s = 5, points = [{{ point = "0", station = "HUULUNG" }}] }},
+            {{ id = "om-bad", url = "{base}/v1/forecast-bad", format = "open-meteo", interval_s = 3600, timeout_s = 5, points = [{{ point = "0", station = "HUULUNG" }}] }},
+            {{ id = "usgs", url = "{base}/ogcapi/v0/collections/latest-continuous/items", format = "usgs-ogc", interval_s = 3600, timeout_s = 5, points = [{{ point = "USGS-06904500", station = "HUULUNG", water_level_offset_m = 19.0 }}] }},
+            {{ id = "kttv", url = "{base}/cap/next.xml", format = "cap", interval_s = 3600, timeout_s = 5 }}]"#
+    );
+    let app = polling(&sources).await;
+    // The forecast's 48 hours (2 null past the horizon) are stored per station and hour.
+    let forecasts = app
+        .wait_for("/api/v1/forecasts?station=HUULUNG", WAIT, |f| {
+            f.as_array().is_some_and(|v| v.len() >= 4 * 46)
+        })
+        .await
+        .unwrap();
+    let rain: Vec<f64> = forecasts
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|f| f["parameter"] == "rainfall")
+        .map(|f| f["value"].as_f64().unwrap())
+        .collect();
+    assert_eq!(rain.len(), 46);
+    assert_eq!(rain.iter().copied().fold(0.0, f64::max), 41.7);
+    // The rules read them as the hours ahead: 177 mm over the next 24 h is heavy rain.
+    let view = app
+        .wait_for("/api/v1/assessments", WAIT, |v| {
+            v["transitions"]
+                .as_array()
+                .is_some_and(|t| t.iter().any(|t| t["hazard"] == "heavy_rain"))
+        })
+        .await
+        .unwrap();
+    let rain = view["transitions"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|t| t["hazard"] == "heavy_rain")
+        .unwrap();
+    assert_eq!(rain["commune"], "06385", "{rain:#}");
+    assert!(rain["level"].as_i64() >= Some(1), "{rain:#}");
+    assert!(
+        rain["rules"][0].as_str().unwrap().starts_with("heavy_rain.art44"),
+        "{rain:#}"
+    );
+    // USGS's gauge height, on the station's datum, crosses BĐ3 and raises the flood alert.
+    let alerts = app
+        .wait_for("/api/v1/alerts", WAIT, |a| {
+            a.as_array().is_some_and(|v| {
+                v.iter()
+                    .any(|x| x["station"] == "HUULUNG" && x["alarm_level"] == 3)
+            })
+        })
+        .await
+        .unwrap();
+    assert!(!alerts.as_array().unwrap().is_empty());
+    // Health: the API's own error reason, the values taken, and the next poll brought
+    // forward to 30 s after the bulletin's announced next issue (not the hour's interval).
+    let sources = app
+        .wait_for("/api/v1/sources", WAIT, |s| {
+            s.as_array().is_some_and(|v| {
+                v.iter().any(|x| x["id"] == "kttv" && x["accepted"] == 1)
+                    && v.iter()
+                        .any(|x| x["id"] == "om-bad" && x["last_error"].is_string())
+                    && v.iter().any(|x| x["id"] == "usgs" && x["accepted"] == 2)
+            })
+        })
+        .await
+        .unwrap();
+    let by_id = |id: &str| by_id(&sources, id);
+    let bad = by_id("om-bad")["last_error"].as_str().unwrap().to_owned();
+    assert!(
+        bad.starts_with("HTTP 400") && bad.contains("tempeture_2m"),
+        "{bad}"
+    );
+    let next: chrono::DateTime<chrono::Utc> = by_id("kttv")["next_poll"].as_str().unwrap().parse().unwrap();
+    let expected = next_issue + chrono::Duration::seconds(30);
+    assert!(
+        (next - expected).num_seconds().abs() <= 2,
+        "next poll {next} should be 30 s after the announced issue {next_issue}"
+    );
+    assert_eq!(by_id("om")["accepted"].as_i64(), Some(4 * 46), "{sources:#}");
     app.app.stop().await;
 }

@@ -10,6 +10,7 @@ pub mod assessments;
 pub mod auth;
 pub mod bulletins;
 pub mod error;
+pub mod forecasts;
 pub mod observations;
 
 use std::sync::Arc;
@@ -68,6 +69,7 @@ pub fn router(state: AppState) -> Router {
         .route("/api/v1/assessments", get(assessments::list_assessments))
         .route("/api/v1/bulletins", post(bulletins::post_bulletin))
         .route("/api/v1/sources", get(alerts::list_sources))
+        .route("/api/v1/forecasts", get(forecasts::list_forecasts))
         .fallback(not_found)
         .layer(DefaultBodyLimit::max(MAX_BODY_BYTES))
         .with_state(state)

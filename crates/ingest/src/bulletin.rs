@@ -23,6 +23,26 @@ pub struct BulletinSettings {
     pub commune_geocode: String,
     /// The `<geocode>` name of a province code; the province's own code means every commune.
     pub province_geocode: String,
+    /// `<parameter>` names that announce when the sender's next bulletin will be issued
+    /// (an RFC 3339 time); the poller polls then.
+    pub next_issue_parameters: Vec<String>,
+}
+
+/// When the message says its sender's next bulletin will be issued, if it says so in one
+/// of the configured parameters and that time is still ahead of `now`.
+pub fn next_issue(
+    cap: &CapAlert,
+    settings: &BulletinSettings,
+    now: chrono::DateTime<chrono::Utc>,
+) -> Option<chrono::DateTime<chrono::Utc>> {
+    cap.infos
+        .iter()
+        .flat_map(|i| i.parameters.iter())
+        .filter(|(name, _)| settings.next_issue_parameters.contains(name))
+        .filter_map(|(_, v)| chrono::DateTime::parse_from_rfc3339(v.trim()).ok())
+        .map(|t| t.with_timezone(&chrono::Utc))
+        .filter(|t| *t > now)
+        .min()
 }
 
 /// What one CAP message does.
@@ -181,7 +201,30 @@ mod tests {
             events: [("Lũ".to_owned(), Hazard::Flood)].into_iter().collect(),
             commune_geocode: "commune".into(),
             province_geocode: "province".into(),
+            next_issue_parameters: vec!["nextIssue".into()],
         }
+    }
+
+    #[test]
+    fn a_stated_next_issue_ahead_is_read_and_a_past_one_ignored() {
+        let mut cap = fixture();
+        let now: chrono::DateTime<chrono::Utc> = "2026-10-09T02:00:00Z".parse().unwrap();
+        assert_eq!(next_issue(&cap, &settings(), now), None);
+        cap.infos[0]
+            .parameters
+            .push(("nextIssue".into(), "2026-10-09T16:00:00+07:00".into()));
+        assert_eq!(
+            next_issue(&cap, &settings(), now),
+            Some("2026-10-09T09:00:00Z".parse().unwrap())
+        );
+        let later: chrono::DateTime<chrono::Utc> = "2026-10-09T10:00:00Z".parse().unwrap();
+        assert_eq!(next_issue(&cap, &settings(), later), None);
+        cap.infos[0].parameters.push(("nextIssue".into(), "soon".into()));
+        assert_eq!(
+            next_issue(&cap, &settings(), later),
+            None,
+            "an unreadable time is not a schedule"
+        );
     }
 
     fn fixture() -> CapAlert {

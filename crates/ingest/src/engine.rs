@@ -21,6 +21,9 @@ use crate::{AcceptReport, IngestError, Pipeline, compose, new_alert_id};
 /// How far back readings are loaded for evaluation (the longest rule looks 11 days back).
 const HISTORY: Duration = Duration::days(15);
 
+/// How far ahead forecasts are loaded (the longest forward window is a few days).
+const FORECAST_AHEAD: Duration = Duration::days(5);
+
 const STATUSES: [AlertStatus; 3] = [AlertStatus::Actual, AlertStatus::Exercise, AlertStatus::Test];
 
 #[derive(Clone)]
@@ -107,6 +110,11 @@ impl Engine {
             .unwrap_or_else(|| Tracker::new(self.hold));
         let mut inputs = (*self.base).clone();
         for r in tx.readings_since(status, now - HISTORY).await? {
+            if let (Ok(station), Some(param)) = (StationId::new(&r.station), Param::from_code(&r.parameter)) {
+                inputs.readings.push(&station, param, r.at, r.value);
+            }
+        }
+        for r in tx.forecasts_between(status, now, now + FORECAST_AHEAD).await? {
             if let (Ok(station), Some(param)) = (StationId::new(&r.station), Param::from_code(&r.parameter)) {
                 inputs.readings.push(&station, param, r.at, r.value);
             }

@@ -87,6 +87,19 @@ fn no_parser_panics_on_hostile_input() {
     ) {
         let _ = crate::nws::parse_nws(&input);
     }
+    for seed in [
+        "feeds/open-meteo-forecast-hourly-CONSTRUCTED.json",
+        "feeds/open-meteo-flood-api-river-discharge.json",
+        "feeds/usgs-ogc-continuous.json",
+        "feeds/usgs-waterservices-iv-discharge-gageheight.json",
+    ] {
+        for input in inputs(&fixture(seed), &mut rng, 600) {
+            let _ = crate::openmeteo::parse_forecast(&input);
+            let _ = crate::openmeteo::parse_flood(&input);
+            let _ = crate::usgs::parse_ogc(&input);
+            let _ = crate::usgs::parse_iv(&input);
+        }
+    }
     let json = br#"[{"station":"HUULUNG","parameter":"water_level","value":19.4,"unit":"m","observed_at":"2026-10-09T01:00:00Z"}]"#;
     for input in inputs(json, &mut rng, 1500) {
         let _ = crate::station::parse_json(&input, now(), 1000);
@@ -104,6 +117,14 @@ fn deeply_nested_and_exponential_inputs_get_specific_errors() {
     let nested_json = "[".repeat(100_000);
     let e = crate::station::parse_json(nested_json.as_bytes(), now(), 1000).unwrap_err();
     assert!(e[0].detail.contains("not valid JSON"), "{e:?}");
+    assert!(matches!(
+        crate::openmeteo::parse_forecast(nested_json.as_bytes()),
+        Err(crate::openmeteo::OpenMeteoError::Json(_))
+    ));
+    assert!(matches!(
+        crate::usgs::parse_iv(nested_json.as_bytes()),
+        Err(crate::usgs::UsgsError::Json(_))
+    ));
     let laughs = b"<?xml version=\"1.0\"?><!DOCTYPE lolz [<!ENTITY a \"aaaaaaaaaa\"><!ENTITY b \"&a;&a;&a;&a;&a;&a;&a;&a;&a;&a;\"><!ENTITY c \"&b;&b;&b;&b;&b;&b;&b;&b;&b;&b;\">]><alert>&c;</alert>";
     assert_eq!(crate::cap::parse_cap(laughs), Err(crate::cap::CapError::Dtd));
     let unclosed = format!("<alert>{}", "<a>".repeat(50_000));

@@ -14,10 +14,13 @@ pub mod feed;
 #[cfg(test)]
 mod fuzz_props;
 pub mod history;
+pub mod hydromet;
 pub mod nws;
+pub mod openmeteo;
 pub mod poller;
 pub mod station;
 pub mod telemetry;
+pub mod usgs;
 
 use std::collections::HashMap;
 use std::sync::Arc;
@@ -219,6 +222,34 @@ impl Pipeline {
 }
 
 impl Pipeline {
+    /// Stores forecast values (a newer issue replaces an older one for the same hour) and
+    /// runs the rules, in one transaction. The rules read forecasts as the readings after
+    /// `now`; past hours of a forecast are kept for operators but never mixed with
+    /// observations.
+    pub async fn accept_forecasts(
+        &self,
+        forecasts: &[domain::Forecast],
+        source: &Source,
+        now: DateTime<Utc>,
+    ) -> Result<AcceptReport, IngestError> {
+        for f in forecasts {
+            if !self.stations.contains_key(f.station()) {
+                return Err(IngestError::UnknownStation(f.station().to_string()));
+            }
+        }
+        let status = source.alert_status.code();
+        let mut report = AcceptReport::default();
+        let mut tx = self.store.begin().await?;
+        for f in forecasts {
+            if tx.upsert_forecast(f, &source.name, status, now).await? {
+                report.stored += 1;
+            } else {
+                report.duplicates += 1;
+            }
+        }
+        self.finish(tx, status, now, report).await
+    }
+
     /// Stores an official bulletin (or the Update or Cancel that replaces earlier ones) and
     /// runs the rules, all in one transaction. A bulletin's stated level overrides the
     /// computed one for its hazard and communes, up or down.

@@ -7,7 +7,7 @@ use std::collections::HashMap;
 use std::sync::Arc;
 use std::time::Duration;
 
-use chrono::Utc;
+use chrono::{DateTime, Utc};
 use store::Store;
 use tokio::sync::Mutex;
 use tokio::time::Instant;
@@ -26,6 +26,14 @@ pub enum FeedFormat {
     Nws,
     StationJson,
     StationCsv,
+    /// Open-Meteo forecast API (hourly): forecasts.
+    OpenMeteo,
+    /// Open-Meteo flood API (daily river discharge): forecasts.
+    OpenMeteoFlood,
+    /// USGS Water Data OGC API `continuous` items: observations.
+    UsgsOgc,
+    /// USGS NWIS instantaneous values (legacy): observations.
+    UsgsIv,
 }
 
 impl FeedFormat {
@@ -36,6 +44,10 @@ impl FeedFormat {
             "nws" => Self::Nws,
             "station-json" => Self::StationJson,
             "station-csv" => Self::StationCsv,
+            "open-meteo" => Self::OpenMeteo,
+            "open-meteo-flood" => Self::OpenMeteoFlood,
+            "usgs-ogc" => Self::UsgsOgc,
+            "usgs-iv" => Self::UsgsIv,
             _ => return None,
         })
     }
@@ -47,7 +59,45 @@ impl FeedFormat {
             Self::Nws => "nws",
             Self::StationJson => "station-json",
             Self::StationCsv => "station-csv",
+            Self::OpenMeteo => "open-meteo",
+            Self::OpenMeteoFlood => "open-meteo-flood",
+            Self::UsgsOgc => "usgs-ogc",
+            Self::UsgsIv => "usgs-iv",
         }
+    }
+
+    /// Every format code a source may name.
+    pub const CODES: [&str; 10] = [
+        "cap",
+        "atom",
+        "rss",
+        "nws",
+        "station-json",
+        "station-csv",
+        "open-meteo",
+        "open-meteo-flood",
+        "usgs-ogc",
+        "usgs-iv",
+    ];
+
+    /// Whether the format's values are at the feed's own points, which the source's
+    /// `points` must tie to stations.
+    pub fn uses_points(self) -> bool {
+        matches!(
+            self,
+            Self::OpenMeteo | Self::OpenMeteoFlood | Self::UsgsOgc | Self::UsgsIv
+        )
+    }
+}
+
+/// Runs a hydro-met format's pure decoder.
+pub fn decode_hydromet(format: FeedFormat, body: &[u8]) -> Result<crate::hydromet::Decoded, String> {
+    match format {
+        FeedFormat::OpenMeteo => crate::openmeteo::parse_forecast(body).map_err(|e| e.to_string()),
+        FeedFormat::OpenMeteoFlood => crate::openmeteo::parse_flood(body).map_err(|e| e.to_string()),
+        FeedFormat::UsgsOgc => crate::usgs::parse_ogc(body).map_err(|e| e.to_string()),
+        FeedFormat::UsgsIv => crate::usgs::parse_iv(body).map_err(|e| e.to_string()),
+        other => Err(format!("{} is not a hydro-met format", other.code())),
     }
 }
 
@@ -61,6 +111,8 @@ pub struct PollSource {
     /// Always shorter than `interval` (checked with the settings).
     pub timeout: Duration,
     pub max_body: usize,
+    /// The feed's points and their stations (hydro-met formats only).
+    pub points: Arc<crate::hydromet::PointMap>,
 }
 
 /// Shared by every source.
@@ -75,6 +127,8 @@ pub struct PollerContext {
     pub max_batch: usize,
     pub host_pause: Duration,
     hosts: Arc<Mutex<HashMap<String, Instant>>>,
+    /// One poller per source.
+    pub lease: SourceLease,
     /// CAP documents already fetched from feeds, per source.
     links: Arc<Mutex<std::collections::HashSet<(String, String)>>>,
 }
@@ -105,6 +159,7 @@ impl PollerContext {
             max_batch,
             host_pause,
             hosts: Arc::new(Mutex::new(HashMap::new())),
+            lease: SourceLease::Local,
             links: Arc::new(Mutex::new(std::collections::HashSet::new())),
         })
     }
@@ -148,6 +203,69 @@ pub fn backoff(interval: Duration, failures: u32, jitter_unit: f64) -> Duration 
     base.mul_f64(0.75 + 0.5 * jitter_unit.clamp(0.0, 1.0))
 }
 
+/// How long after a bulletin's announced next issue the source is polled, so that the
+/// new bulletin is there when we ask.
+pub const NEXT_ISSUE_GRACE: Duration = Duration::from_secs(30);
+
+/// The delay before the next poll. After failures, [`backoff`]. After a success, the
+/// interval, or sooner where a bulletin announced its next issue before that (never
+/// later: an unannounced bulletin must not wait for the announced one).
+pub fn next_delay(
+    interval: Duration,
+    failures: u32,
+    jitter_unit: f64,
+    next_issue: Option<DateTime<Utc>>,
+    now: DateTime<Utc>,
+) -> Duration {
+    if failures > 0 {
+        return backoff(interval, failures - 1, jitter_unit);
+    }
+    match next_issue.and_then(|t| (t - now).to_std().ok()) {
+        Some(until) => interval.min(until + NEXT_ISSUE_GRACE),
+        None => interval,
+    }
+}
+
+/// Who may poll a source: one poller per source at a time. In one process the local
+/// lease does it; with several instances a shared lease (a database lock) takes its place
+/// here, and the poll loop does not change.
+#[derive(Clone, Default)]
+pub enum SourceLease {
+    #[default]
+    Local,
+}
+
+static LOCAL_LEASES: std::sync::Mutex<Vec<String>> = std::sync::Mutex::new(Vec::new());
+
+/// A held lease; dropping it lets another poller take the source.
+pub struct LeaseGuard {
+    id: String,
+}
+
+impl Drop for LeaseGuard {
+    fn drop(&mut self) {
+        if let Ok(mut held) = LOCAL_LEASES.lock() {
+            held.retain(|h| h != &self.id);
+        }
+    }
+}
+
+impl SourceLease {
+    /// Takes the lease on `id`, or `None` if another poller holds it.
+    pub async fn try_acquire(&self, id: &str) -> Option<LeaseGuard> {
+        match self {
+            Self::Local => {
+                let mut held = LOCAL_LEASES.lock().ok()?;
+                if held.iter().any(|h| h == id) {
+                    return None;
+                }
+                held.push(id.to_owned());
+                Some(LeaseGuard { id: id.to_owned() })
+            }
+        }
+    }
+}
+
 fn jitter() -> f64 {
     (uuid::Uuid::new_v4().as_u128() % 10_000) as f64 / 10_000.0
 }
@@ -185,7 +303,25 @@ async fn fetch(
         return Ok(None);
     }
     if !status.is_success() {
-        return Err(format!("HTTP {}", status.as_u16()));
+        // The first bytes of an error body usually say why (Open-Meteo's `reason`).
+        let mut excerpt = Vec::new();
+        while excerpt.len() < 300 {
+            match resp.chunk().await {
+                Ok(Some(c)) => excerpt.extend_from_slice(&c),
+                _ => break,
+            }
+        }
+        excerpt.truncate(300);
+        let text: String = String::from_utf8_lossy(&excerpt)
+            .chars()
+            .map(|c| if c.is_control() { ' ' } else { c })
+            .collect();
+        let text = text.trim();
+        return Err(if text.is_empty() {
+            format!("HTTP {}", status.as_u16())
+        } else {
+            format!("HTTP {}: {text}", status.as_u16())
+        });
     }
     let header = |name| {
         resp.headers()
@@ -220,14 +356,84 @@ async fn fetch(
     Ok(Some((body, Polled { etag, last_modified })))
 }
 
-/// Parses and accepts a body; returns (accepted, rejected) or the reason it was refused whole.
-async fn ingest_body(
+/// What one poll took in.
+#[derive(Debug, Default)]
+struct Intake {
+    accepted: i64,
+    rejected: i64,
+    /// The soonest next issue that a bulletin of this poll announced.
+    next_issue: Option<DateTime<Utc>>,
+}
+
+impl Intake {
+    fn counts(accepted: i64, rejected: i64) -> Self {
+        Self {
+            accepted,
+            rejected,
+            next_issue: None,
+        }
+    }
+}
+
+/// At most this many refused values of one poll are recorded one by one; the rest are counted.
+const MAX_RECORDED_PER_POLL: usize = 20;
+
+/// Ties decoded hydro-met samples to stations and accepts them; every refused value is
+/// recorded for operators (up to [`MAX_RECORDED_PER_POLL`], then a count).
+async fn ingest_samples(
     ctx: &PollerContext,
     src: &PollSource,
-    body: &[u8],
-) -> Result<(i64, i64), (String, i64)> {
+    decoded: &crate::hydromet::Decoded,
+    now: DateTime<Utc>,
+) -> Result<Intake, (String, i64)> {
+    let source = Source {
+        name: format!("feed:{}", src.id),
+        alert_status: domain::AlertStatus::Actual,
+    };
+    let (outcome, errors) = match decoded.kind {
+        crate::hydromet::SampleKind::Observed => {
+            let (obs, errors) = src.points.observations(decoded, now);
+            let n = obs.len() as i64;
+            let r = ctx.pipeline.accept(obs, &source, now).await;
+            (r.map_err(|e| (format!("ingest: {e}"), n)), errors)
+        }
+        crate::hydromet::SampleKind::Forecast => {
+            let (fc, errors) = src.points.forecasts(decoded, now);
+            let n = fc.len() as i64;
+            let r = ctx.pipeline.accept_forecasts(&fc, &source, now).await;
+            (r.map_err(|e| (format!("ingest: {e}"), n)), errors)
+        }
+    };
+    for e in errors.iter().take(MAX_RECORDED_PER_POLL) {
+        record(ctx, &src.id, &format!("{}: {}", e.field, e.detail)).await;
+    }
+    if errors.len() > MAX_RECORDED_PER_POLL {
+        let more = errors.len() - MAX_RECORDED_PER_POLL;
+        record(ctx, &src.id, &format!("{more} more values refused in this poll")).await;
+    }
+    let report = outcome?;
+    Ok(Intake::counts(
+        report.stored as i64,
+        (errors.len() + report.flagged.len()) as i64,
+    ))
+}
+
+/// Records a refused item of a feed where operators see it (`GET /api/v1/rejections`).
+async fn record(ctx: &PollerContext, feed: &str, reason: &str) {
+    tracing::warn!(feed, reason, "feed item refused");
+    if let Err(err) = ctx.store.record_rejection("feed", feed, reason, Utc::now()).await {
+        tracing::error!(feed, error = %err, "recording a refused feed item failed");
+    }
+}
+
+/// Parses and accepts a body; returns what it took in or the reason it was refused whole.
+async fn ingest_body(ctx: &PollerContext, src: &PollSource, body: &[u8]) -> Result<Intake, (String, i64)> {
     let now = Utc::now();
     match src.format {
+        FeedFormat::OpenMeteo | FeedFormat::OpenMeteoFlood | FeedFormat::UsgsOgc | FeedFormat::UsgsIv => {
+            let decoded = decode_hydromet(src.format, body).map_err(|e| (format!("parse: {e}"), 1))?;
+            ingest_samples(ctx, src, &decoded, now).await
+        }
         FeedFormat::StationJson | FeedFormat::StationCsv => {
             let parsed = if src.format == FeedFormat::StationJson {
                 crate::station::parse_json(body, now, ctx.max_batch)
@@ -254,20 +460,34 @@ async fn ingest_body(
                 .accept(observations, &source, now)
                 .await
                 .map_err(|e| (format!("ingest: {e}"), n))?;
-            Ok((report.stored as i64, report.flagged.len() as i64))
+            Ok(Intake::counts(report.stored as i64, report.flagged.len() as i64))
         }
         FeedFormat::Cap => {
             let cap = crate::cap::parse_cap(body).map_err(|e| (format!("parse: {e}"), 1))?;
-            accept_cap(ctx, &cap).await.map(|n| (n, 0)).map_err(|e| (e, 1))
+            let accepted = accept_cap(ctx, &cap).await.map_err(|e| (e, 1))?;
+            Ok(Intake {
+                accepted,
+                rejected: 0,
+                next_issue: crate::bulletin::next_issue(&cap, &ctx.bulletins, now),
+            })
         }
         FeedFormat::Nws => {
             let alerts = crate::nws::parse_nws(body).map_err(|e| (format!("parse: {e}"), 1))?;
-            Ok(tally(
+            let next_issue = alerts
+                .iter()
+                .filter_map(|a| crate::bulletin::next_issue(a, &ctx.bulletins, now))
+                .min();
+            let (accepted, rejected) = tally(
                 ctx,
                 alerts.iter().map(|a| (a.identifier.clone(), accept_cap(ctx, a))),
                 &src.id,
             )
-            .await)
+            .await;
+            Ok(Intake {
+                accepted,
+                rejected,
+                next_issue,
+            })
         }
         FeedFormat::CapFeed => {
             let entries = crate::feed::parse_feed(body).map_err(|e| (format!("parse: {e}"), 1))?;
@@ -294,12 +514,13 @@ async fn ingest_body(
                     crate::feed::EntryCap::Summary(_) | crate::feed::EntryCap::None => {}
                 }
             }
-            Ok(tally(
+            let (accepted, rejected) = tally(
                 ctx,
                 results.into_iter().map(|(id, r)| (id, std::future::ready(r))),
                 &src.id,
             )
-            .await)
+            .await;
+            Ok(Intake::counts(accepted, rejected))
         }
     }
 }
@@ -352,15 +573,7 @@ where
             Ok(n) => accepted += n,
             Err(e) => {
                 rejected += 1;
-                tracing::warn!(feed, entry = %id, error = %e, "feed entry refused");
-                let reason = format!("entry {id}: {e}");
-                if let Err(err) = ctx
-                    .store
-                    .record_rejection("feed", feed, &reason, Utc::now())
-                    .await
-                {
-                    tracing::error!(feed, error = %err, "recording a refused feed entry failed");
-                }
+                record(ctx, feed, &format!("entry {id}: {e}")).await;
             }
         }
     }
@@ -368,9 +581,20 @@ where
 }
 
 /// Polls one source until `shutdown`. One task per source: a source's failure or slowness
-/// never delays another. (A lock seam for several instances goes where the loop starts a
-/// poll: today a single instance polls everything.)
+/// never delays another. The source is polled only while its lease is held.
 pub async fn run_source(ctx: PollerContext, src: PollSource, shutdown: CancellationToken) {
+    let _lease = loop {
+        match ctx.lease.try_acquire(&src.id).await {
+            Some(guard) => break guard,
+            None => {
+                tracing::info!(feed = %src.id, "another poller holds this source; waiting");
+                tokio::select! {
+                    _ = shutdown.cancelled() => return,
+                    _ = tokio::time::sleep(src.interval) => {}
+                }
+            }
+        }
+    };
     let host = reqwest::Url::parse(&src.url)
         .ok()
         .and_then(|u| u.host_str().map(str::to_owned))
@@ -392,7 +616,7 @@ pub async fn run_source(ctx: PollerContext, src: PollSource, shutdown: Cancellat
         ctx.pace(&host).await;
         let now = Utc::now();
         let outcome = match fetch(&ctx, &src, etag.as_deref(), modified.as_deref()).await {
-            Ok(None) => Ok((0, 0)),
+            Ok(None) => Ok(Intake::default()),
             Ok(Some((body, polled))) => {
                 etag = polled.etag.or(etag);
                 modified = polled.last_modified.or(modified);
@@ -401,14 +625,18 @@ pub async fn run_source(ctx: PollerContext, src: PollSource, shutdown: Cancellat
             Err(e) => Err((e, 0)),
         };
         let wait = match &outcome {
-            Ok(_) => src.interval,
-            Err(_) => backoff(src.interval, failures, jitter()),
+            Ok(intake) => next_delay(src.interval, 0, 0.5, intake.next_issue, now),
+            Err(_) => next_delay(src.interval, failures + 1, jitter(), None, now),
         };
         let next = now + chrono::Duration::from_std(wait).unwrap_or(chrono::Duration::hours(1));
         let recorded = match outcome {
-            Ok((accepted, rejected)) => {
+            Ok(Intake {
+                accepted,
+                rejected,
+                next_issue,
+            }) => {
                 failures = 0;
-                tracing::debug!(feed = %src.id, accepted, "feed polled");
+                tracing::debug!(feed = %src.id, accepted, ?next_issue, "feed polled");
                 ctx.store
                     .source_succeeded(
                         &src.id,
@@ -442,6 +670,42 @@ pub async fn run_source(ctx: PollerContext, src: PollSource, shutdown: Cancellat
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn an_announced_next_issue_brings_the_poll_forward_but_never_delays_it() {
+        let now: DateTime<Utc> = "2026-10-09T09:00:00Z".parse().unwrap();
+        let hour = Duration::from_secs(3600);
+        let at = |m: i64| Some(now + chrono::Duration::minutes(m));
+        assert_eq!(next_delay(hour, 0, 0.5, None, now), hour);
+        assert_eq!(next_delay(hour, 0, 0.5, at(10), now), Duration::from_secs(630));
+        assert_eq!(
+            next_delay(hour, 0, 0.5, at(180), now),
+            hour,
+            "never later than the interval"
+        );
+        assert_eq!(
+            next_delay(hour, 0, 0.5, at(-5), now),
+            hour,
+            "a past announcement is ignored"
+        );
+        let minute = Duration::from_secs(60);
+        assert_eq!(
+            next_delay(minute, 2, 0.5, at(1), now),
+            2 * minute,
+            "failures back off"
+        );
+    }
+
+    #[tokio::test]
+    async fn one_poller_per_source_at_a_time() {
+        let lease = SourceLease::Local;
+        let first = lease.try_acquire("lease-test").await;
+        assert!(first.is_some());
+        assert!(lease.try_acquire("lease-test").await.is_none());
+        assert!(lease.try_acquire("lease-test-other").await.is_some());
+        drop(first);
+        assert!(lease.try_acquire("lease-test").await.is_some());
+    }
 
     #[test]
     fn backoff_doubles_with_jitter_and_is_capped() {

@@ -224,6 +224,20 @@ struct SourceRaw {
     timeout_s: u64,
     #[serde(default = "default_max_body")]
     max_body_bytes: usize,
+    /// Open-Meteo and USGS: the feed's points and the stations they stand for.
+    #[serde(default)]
+    points: Vec<PointRaw>,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct PointRaw {
+    /// `0`, `1`, ... (Open-Meteo locations in request order) or a USGS site id.
+    point: String,
+    station: String,
+    /// Added to water levels: the gauge datum's height on the national datum.
+    #[serde(default)]
+    water_level_offset_m: f64,
 }
 
 fn default_max_body() -> usize {
@@ -246,6 +260,8 @@ struct BulletinsRaw {
     hazard_parameter: String,
     commune_geocode: String,
     province_geocode: String,
+    #[serde(default)]
+    next_issue_parameters: Vec<String>,
     #[serde(default)]
     events: std::collections::BTreeMap<String, String>,
 }
@@ -498,6 +514,7 @@ pub fn load(sources: &Sources) -> Result<Settings, Problems> {
             events,
             commune_geocode: b.commune_geocode,
             province_geocode: b.province_geocode,
+            next_issue_parameters: b.next_issue_parameters,
         }
     });
 
@@ -636,6 +653,18 @@ pub fn load(sources: &Sources) -> Result<Settings, Problems> {
         }
     });
 
+    if let (Some(poll), Some((area, _))) = (&poll, &places) {
+        for src in &poll.sources {
+            for (point, target) in &src.points.0 {
+                if !area.stations.iter().any(|s| s.id == target.station) {
+                    problems.push(format!(
+                        "ingest.sources {:?}: point {point:?} names station {:?}, which the area file does not configure",
+                        src.id, target.station.as_str()
+                    ));
+                }
+            }
+        }
+    }
     if !problems.0.is_empty() {
         return Err(problems);
     }
@@ -719,8 +748,9 @@ fn poll_settings(i: IngestRaw, problems: &mut Problems) -> Option<PollSettings> 
         let format = ingest::poller::FeedFormat::from_code(&s.format);
         if format.is_none() {
             problems.push(format!(
-                "{at}: format {:?} must be cap, station-json or station-csv",
-                s.format
+                "{at}: format {:?} must be one of {}",
+                s.format,
+                ingest::poller::FeedFormat::CODES.join(", ")
             ));
         }
         if s.interval_s == 0 {
@@ -732,6 +762,29 @@ fn poll_settings(i: IngestRaw, problems: &mut Problems) -> Option<PollSettings> 
                 s.timeout_s, s.interval_s
             ));
         }
+        let mut points = std::collections::HashMap::new();
+        for (k, p) in s.points.into_iter().enumerate() {
+            let pat = format!("{at}: points[{k}]");
+            match domain::StationId::new(&p.station) {
+                Ok(station) if p.water_level_offset_m.is_finite() => {
+                    let target = ingest::hydromet::PointTarget {
+                        station,
+                        water_level_offset_m: p.water_level_offset_m,
+                    };
+                    if points.insert(p.point.clone(), target).is_some() {
+                        problems.push(format!("{pat}: point {:?} is mapped twice", p.point));
+                    }
+                }
+                Ok(_) => problems.push(format!("{pat}: water_level_offset_m must be a number")),
+                Err(e) => problems.push(format!("{pat}: station: {e}")),
+            }
+        }
+        if format.is_some_and(|f| f.uses_points()) && points.is_empty() {
+            problems.push(format!(
+                "{at}: format {:?} needs points = [{{ point = \"...\", station = \"...\" }}] to tie its values to stations",
+                s.format
+            ));
+        }
         if let Some(format) = format {
             sources.push(ingest::poller::PollSource {
                 id: s.id,
@@ -740,6 +793,7 @@ fn poll_settings(i: IngestRaw, problems: &mut Problems) -> Option<PollSettings> 
                 interval: Duration::from_secs(s.interval_s),
                 timeout: Duration::from_secs(s.timeout_s),
                 max_body: s.max_body_bytes,
+                points: std::sync::Arc::new(ingest::hydromet::PointMap(points)),
             });
         }
     }
@@ -937,6 +991,44 @@ mod tests {
             "a database password must never be echoed"
         );
         assert!(err.0.len() >= 7, "{text}");
+    }
+
+    #[test]
+    fn hydromet_sources_must_tie_their_points_to_configured_stations() {
+        let err = load(&sources(&[(
+            "CANHBAO__INGEST__SOURCES",
+            r#"[{ id = "om", url = "https://api.open-meteo.com/v1/forecast", format = "open-meteo", interval_s = 3600, timeout_s = 30 },
+                { id = "usgs", url = "https://api.waterdata.usgs.gov/x", format = "usgs-ogc", interval_s = 900, timeout_s = 30,
+                  points = [{ point = "USGS-1", station = "NOWHERE" }, { point = "USGS-1", station = "HUULUNG" }] },
+                { id = "x", url = "https://example.vn/x", format = "grib", interval_s = 60, timeout_s = 30 }]"#,
+        )]))
+        .unwrap_err();
+        let text = err.to_string();
+        for needle in [
+            "\"om\": format \"open-meteo\" needs points",
+            "point \"USGS-1\" is mapped twice",
+            "format \"grib\" must be one of cap, atom, rss, nws, station-json, station-csv, open-meteo",
+        ] {
+            assert!(text.contains(needle), "missing {needle:?} in:\n{text}");
+        }
+        let ok = load(&sources(&[(
+            "CANHBAO__INGEST__SOURCES",
+            r#"[{ id = "usgs", url = "https://api.waterdata.usgs.gov/x", format = "usgs-iv", interval_s = 900, timeout_s = 30,
+                  points = [{ point = "USGS-1", station = "HUULUNG", water_level_offset_m = 12.5 }] }]"#,
+        )]))
+        .unwrap();
+        assert_eq!(ok.poll.sources[0].points.0["USGS-1"].water_level_offset_m, 12.5);
+        let err = load(&sources(&[(
+            "CANHBAO__INGEST__SOURCES",
+            r#"[{ id = "usgs", url = "https://api.waterdata.usgs.gov/x", format = "usgs-iv", interval_s = 900, timeout_s = 30,
+                  points = [{ point = "USGS-1", station = "NOWHERE" }] }]"#,
+        )]))
+        .unwrap_err();
+        assert!(
+            err.to_string()
+                .contains("names station \"NOWHERE\", which the area file does not configure"),
+            "{err}"
+        );
     }
 
     #[test]

@@ -37,10 +37,19 @@ enum Command {
     /// Run a feed parser on a file: print what would be accepted as JSON lines, and every
     /// rejection; exit non-zero if the file is rejected as a whole.
     IngestFile {
-        /// cap, atom, rss, nws, station-json or station-csv.
+        /// cap, atom, rss, nws, station-json, station-csv, open-meteo, open-meteo-flood,
+        /// usgs-ogc or usgs-iv.
         #[arg(long)]
         format: String,
         file: PathBuf,
+        /// Open-Meteo and USGS: tie the feed's points to stations as this configured
+        /// source does.
+        #[arg(long)]
+        source: Option<String>,
+        /// Open-Meteo and USGS: tie a point to a station, `POINT=STATION` or
+        /// `POINT=STATION@OFFSET_M` (repeatable).
+        #[arg(long = "point")]
+        points: Vec<String>,
         #[command(flatten)]
         config: ConfigArgs,
     },
@@ -339,7 +348,13 @@ fn token_create(role: &str, label: &str, stations: &[String], args: &ConfigArgs)
     Ok(ExitCode::SUCCESS)
 }
 
-fn ingest_file(format: &str, file: &std::path::Path, args: &ConfigArgs) -> Result<ExitCode> {
+fn ingest_file(
+    format: &str,
+    file: &std::path::Path,
+    source: Option<&str>,
+    points: &[String],
+    args: &ConfigArgs,
+) -> Result<ExitCode> {
     let settings = match load(args) {
         Ok(s) => s,
         Err(p) => {
@@ -347,9 +362,30 @@ fn ingest_file(format: &str, file: &std::path::Path, args: &ConfigArgs) -> Resul
             return Ok(ExitCode::FAILURE);
         }
     };
+    let mut map = match source {
+        Some(id) => {
+            let src = settings
+                .poll
+                .sources
+                .iter()
+                .find(|s| s.id == id)
+                .ok_or_else(|| anyhow::anyhow!("no source {id:?} in [ingest] sources"))?;
+            Some((*src.points).clone())
+        }
+        None => None,
+    };
+    for p in points {
+        let (point, target) = canhbao_server::tools::parse_point(p)?;
+        map.get_or_insert_with(Default::default).0.insert(point, target);
+    }
     let bytes = std::fs::read(file).map_err(|e| anyhow::anyhow!("reading {}: {e}", file.display()))?;
-    let accepted =
-        canhbao_server::tools::ingest_file(format, &bytes, &settings, &mut std::io::stdout().lock())?;
+    let accepted = canhbao_server::tools::ingest_file(
+        format,
+        &bytes,
+        &settings,
+        map.as_ref(),
+        &mut std::io::stdout().lock(),
+    )?;
     Ok(if accepted {
         ExitCode::SUCCESS
     } else {
@@ -381,7 +417,13 @@ fn main() -> ExitCode {
             stations,
             config,
         } => report(token_create(&role, &label, &stations, &config)),
-        Command::IngestFile { format, file, config } => report(ingest_file(&format, &file, &config)),
+        Command::IngestFile {
+            format,
+            file,
+            source,
+            points,
+            config,
+        } => report(ingest_file(&format, &file, source.as_deref(), &points, &config)),
         Command::Serve(args) => {
             init_telemetry();
             let runtime = match tokio::runtime::Builder::new_multi_thread().enable_all().build() {

@@ -260,9 +260,6 @@ pub fn bench_rules(set: &RuleSet, area: &Area, rounds: usize, out: &mut impl Wri
     Ok(())
 }
 
-/// The formats `canhbao ingest-file` reads today.
-pub const INGEST_FORMATS: [&str; 6] = ["cap", "atom", "rss", "nws", "station-json", "station-csv"];
-
 /// Writes one rejection line; the file is refused.
 fn reject(out: &mut impl Write, field: &str, reason: &str) -> Result<bool> {
     writeln!(
@@ -273,16 +270,98 @@ fn reject(out: &mut impl Write, field: &str, reason: &str) -> Result<bool> {
     Ok(false)
 }
 
+/// Parses `POINT=STATION` or `POINT=STATION@OFFSET_M` (the `--point` option).
+pub fn parse_point(arg: &str) -> Result<(String, ingest::hydromet::PointTarget)> {
+    let (point, rest) = arg
+        .split_once('=')
+        .with_context(|| format!("--point {arg:?}: write POINT=STATION or POINT=STATION@OFFSET_M"))?;
+    let (station, offset) = match rest.split_once('@') {
+        Some((s, o)) => (
+            s,
+            o.parse::<f64>()
+                .ok()
+                .filter(|v| v.is_finite())
+                .with_context(|| format!("--point {arg:?}: offset {o:?} is not a number of metres"))?,
+        ),
+        None => (rest, 0.0),
+    };
+    let station =
+        domain::StationId::new(station).map_err(|e| anyhow::anyhow!("--point {arg:?}: station: {e}"))?;
+    Ok((
+        point.to_owned(),
+        ingest::hydromet::PointTarget {
+            station,
+            water_level_offset_m: offset,
+        },
+    ))
+}
+
+/// `canhbao ingest-file` for Open-Meteo and USGS: every value in canhbao's units at the
+/// feed's point, with the station `points` ties it to (null where none does), then every
+/// refused value. With `points`, values that the station checks refuse are listed too.
+fn ingest_hydromet(
+    format: ingest::poller::FeedFormat,
+    bytes: &[u8],
+    points: Option<&ingest::hydromet::PointMap>,
+    out: &mut impl Write,
+) -> Result<bool> {
+    let decoded = match ingest::poller::decode_hydromet(format, bytes) {
+        Ok(d) => d,
+        Err(e) => return reject(out, "document", &e),
+    };
+    let empty = ingest::hydromet::PointMap::default();
+    let map = points.unwrap_or(&empty);
+    for (mut line, sample) in decoded.to_json_lines().into_iter().zip(&decoded.samples) {
+        line["station"] = serde_json::Value::Null;
+        if let Some(t) = map.0.get(&sample.point) {
+            line["station"] = json!(t.station.as_str());
+            // Water levels go onto the national datum, as the station's alarm levels are.
+            if sample.parameter == domain::Parameter::WaterLevel && t.water_level_offset_m != 0.0 {
+                line["value"] = json!(((sample.value + t.water_level_offset_m) * 1e6).round() / 1e6);
+                line["feed_value"] = json!((sample.value * 1e6).round() / 1e6);
+            }
+        }
+        writeln!(out, "{line}")?;
+    }
+    let now = Utc::now();
+    let errors = match (points, decoded.kind) {
+        (None, _) => decoded.errors.clone(),
+        (Some(m), ingest::hydromet::SampleKind::Observed) => m.observations(&decoded, now).1,
+        (Some(m), ingest::hydromet::SampleKind::Forecast) => m.forecasts(&decoded, now).1,
+    };
+    for e in &errors {
+        writeln!(
+            out,
+            "{}",
+            json!({"kind": "rejection", "field": e.field, "reason": e.detail})
+        )?;
+    }
+    writeln!(
+        out,
+        "{}",
+        json!({"kind": "summary", "values": decoded.samples.len(), "no_data": decoded.no_data, "refused": errors.len()})
+    )?;
+    Ok(true)
+}
+
 /// `canhbao ingest-file`: runs a parser on a file and prints what would be accepted, one
 /// JSON line each, then every rejection. Returns false if the file is rejected as a whole.
+/// `points` ties Open-Meteo and USGS points to stations.
 pub fn ingest_file(
     format: &str,
     bytes: &[u8],
     settings: &crate::Settings,
+    points: Option<&ingest::hydromet::PointMap>,
     out: &mut impl Write,
 ) -> Result<bool> {
     let now = Utc::now();
     match format {
+        "open-meteo" | "open-meteo-flood" | "usgs-ogc" | "usgs-iv" => {
+            let Some(f) = ingest::poller::FeedFormat::from_code(format) else {
+                bail!("format {format:?} is not known");
+            };
+            ingest_hydromet(f, bytes, points, out)
+        }
         "station-json" | "station-csv" => {
             let parsed = if format == "station-json" {
                 ingest::station::parse_json(bytes, now, settings.max_batch)
@@ -420,8 +499,8 @@ pub fn ingest_file(
             Err(e) => reject(out, "document", &e.to_string()),
         },
         other => bail!(
-            "format {other:?} is not supported yet; supported: {}",
-            INGEST_FORMATS.join(", ")
+            "format {other:?} is not known; supported: {}",
+            ingest::poller::FeedFormat::CODES.join(", ")
         ),
     }
 }
@@ -440,8 +519,87 @@ mod tests {
 
     fn run(format: &str, bytes: &[u8]) -> (bool, String) {
         let mut out = Vec::new();
-        let ok = ingest_file(format, bytes, &settings(), &mut out).unwrap();
+        let ok = ingest_file(format, bytes, &settings(), None, &mut out).unwrap();
         (ok, String::from_utf8(out).unwrap())
+    }
+
+    fn fixture(name: &str) -> Vec<u8> {
+        std::fs::read(format!(
+            "{}/../ingest/fixtures/feeds/{name}",
+            env!("CARGO_MANIFEST_DIR")
+        ))
+        .unwrap()
+    }
+
+    /// Snapshot tests: the normalised output of each hydro-met fixture is committed under
+    /// `crates/ingest/fixtures/snapshots/`; `UPDATE_SNAPSHOTS=1` rewrites them.
+    #[test]
+    fn hydromet_fixtures_match_their_snapshots() {
+        for (format, file, point) in [
+            (
+                "open-meteo",
+                "open-meteo-forecast-hourly-CONSTRUCTED.json",
+                "0=HUULUNG",
+            ),
+            (
+                "open-meteo-flood",
+                "open-meteo-flood-api-river-discharge.json",
+                "0=LANGSON",
+            ),
+            ("usgs-ogc", "usgs-ogc-continuous.json", "USGS-06904500=HUULUNG@15"),
+            (
+                "usgs-ogc",
+                "usgs-ogc-latest-continuous.json",
+                "USGS-06904500=HUULUNG@15",
+            ),
+            (
+                "usgs-iv",
+                "usgs-waterservices-iv-discharge-gageheight.json",
+                "USGS-01491000=VANMICH@185",
+            ),
+        ] {
+            let (p, t) = parse_point(point).unwrap();
+            let map = ingest::hydromet::PointMap(std::collections::HashMap::from([(p, t)]));
+            let mut out = Vec::new();
+            assert!(ingest_file(format, &fixture(file), &settings(), Some(&map), &mut out).unwrap());
+            let got = String::from_utf8(out).unwrap();
+            let path = format!(
+                "{}/../ingest/fixtures/snapshots/{file}.{format}.jsonl",
+                env!("CARGO_MANIFEST_DIR")
+            );
+            if std::env::var_os("UPDATE_SNAPSHOTS").is_some() {
+                std::fs::write(&path, &got).unwrap();
+            }
+            let want = std::fs::read_to_string(&path).unwrap_or_default();
+            assert_eq!(got, want, "{file} as {format} differs from {path}");
+        }
+    }
+
+    #[test]
+    fn hydromet_files_show_points_stations_and_refusals() {
+        let (ok, out) = run(
+            "usgs-iv",
+            &fixture("usgs-waterservices-iv-discharge-gageheight.json"),
+        );
+        assert!(ok);
+        let lines: Vec<serde_json::Value> = out.lines().map(|l| serde_json::from_str(l).unwrap()).collect();
+        assert_eq!(lines[0]["point"], "USGS-01491000");
+        assert_eq!(lines[0]["station"], serde_json::Value::Null, "no --point given");
+        assert_eq!(lines.last().unwrap()["values"], 20);
+        let (p, t) = parse_point("USGS-01645000=NOWHERE").unwrap();
+        let map = ingest::hydromet::PointMap(std::collections::HashMap::from([(p, t)]));
+        let mut out = Vec::new();
+        let body = fixture("usgs-waterservices-iv-discharge-gageheight.json");
+        assert!(ingest_file("usgs-iv", &body, &settings(), Some(&map), &mut out).unwrap());
+        let out = String::from_utf8(out).unwrap();
+        assert!(
+            out.contains("USGS-01491000") && out.contains("is not mapped"),
+            "{out}"
+        );
+        let (ok, out) = run("open-meteo", &fixture("open-meteo-error-400-CONSTRUCTED.json"));
+        assert!(!ok && out.contains("tempeture_2m"), "{out}");
+        assert!(parse_point("0=HUULUNG@abc").is_err());
+        assert!(parse_point("HUULUNG").is_err());
     }
 
     #[test]
@@ -482,7 +640,7 @@ mod tests {
         assert!(!ok, "an Update without references is refused");
         assert!(out.contains("cap.update-without-references"), "{out}");
         let mut out = Vec::new();
-        assert!(ingest_file("open-meteo", b"", &settings(), &mut out).is_err());
+        assert!(ingest_file("grib", b"", &settings(), None, &mut out).is_err());
         let feed = std::fs::read(concat!(
             env!("CARGO_MANIFEST_DIR"),
             "/../ingest/fixtures/feeds/nyalert-cap-index.rss"
