@@ -612,7 +612,32 @@ async fn feed_server() -> (String, std::sync::Arc<std::sync::atomic::AtomicUsize
             "/broken",
             axum::routing::get(|| async { StatusCode::SERVICE_UNAVAILABLE }),
         )
-        .route("/big", axum::routing::get(|| async { "x".repeat(5000) }));
+        .route("/big", axum::routing::get(|| async { "x".repeat(5000) }))
+        .route(
+            "/slow",
+            axum::routing::get(|| async {
+                tokio::time::sleep(Duration::from_secs(3)).await;
+                "too late"
+            }),
+        )
+        .route(
+            "/xxe.xml",
+            axum::routing::get(|| async {
+                std::fs::read(concat!(
+                    env!("CARGO_MANIFEST_DIR"),
+                    "/../crates/ingest/fixtures/cap/xxe-external-entities-negative.xml"
+                ))
+                .unwrap()
+            }),
+        )
+        .route(
+            "/latin1.csv",
+            // "Lạng Sơn" as Windows-1258 would send it: not UTF-8.
+            axum::routing::get(|| async {
+                b"station,parameter,value,unit,observed_at\nL\xe1ng,rainfall,1,mm,2026-10-09T00:00:00Z\n"
+                    .to_vec()
+            }),
+        );
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
     let addr = listener.local_addr().unwrap();
     let atom = format!(
@@ -639,14 +664,37 @@ async fn feed_server() -> (String, std::sync::Arc<std::sync::atomic::AtomicUsize
     (format!("http://{addr}"), conditional_hits)
 }
 
+/// A server that promises 1 000 bytes, sends 100 and hangs up: a truncated body.
+async fn truncating_server() -> String {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    tokio::spawn(async move {
+        while let Ok((mut socket, _)) = listener.accept().await {
+            let mut buf = [0u8; 4096];
+            let _ = socket.read(&mut buf).await;
+            let head = "HTTP/1.1 200 OK\r\nContent-Type: application/json\r\nContent-Length: 1000\r\n\r\n";
+            let _ = socket.write_all(head.as_bytes()).await;
+            let _ = socket.write_all(&[b' '; 100]).await;
+            let _ = socket.shutdown().await;
+        }
+    });
+    format!("http://{addr}")
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn polled_feeds_use_conditional_get_and_their_health_names_each_failure() {
     let (base, conditional_hits) = feed_server().await;
+    let cut = truncating_server().await;
     let sources = format!(
         r#"[{{ id = "gauge", url = "{base}/station.csv", format = "station-csv", interval_s = 2, timeout_s = 1 }},
             {{ id = "down", url = "{base}/broken", format = "cap", interval_s = 2, timeout_s = 1 }},
             {{ id = "huge", url = "{base}/big", format = "station-json", interval_s = 2, timeout_s = 1, max_body_bytes = 1000 }},
-            {{ id = "kttv-feed", url = "{base}/feed.atom", format = "atom", interval_s = 2, timeout_s = 1 }}]"#
+            {{ id = "kttv-feed", url = "{base}/feed.atom", format = "atom", interval_s = 2, timeout_s = 1 }},
+            {{ id = "slow", url = "{base}/slow", format = "cap", interval_s = 2, timeout_s = 1 }},
+            {{ id = "xxe", url = "{base}/xxe.xml", format = "cap", interval_s = 2, timeout_s = 1 }},
+            {{ id = "latin1", url = "{base}/latin1.csv", format = "station-csv", interval_s = 2, timeout_s = 1 }},
+            {{ id = "cut", url = "{cut}/items", format = "station-json", interval_s = 2, timeout_s = 1 }}]"#
     );
     let app = polling(&sources).await;
     // The gauge's reading above BĐ3 flows into an alert (the feed's bulletin may come first).
@@ -672,8 +720,10 @@ async fn polled_feeds_use_conditional_get_and_their_health_names_each_failure() 
                     .iter()
                     .any(|x| x["id"] == "down" && x["consecutive_failures"].as_i64() >= Some(2));
                 let gauge = v.iter().any(|x| x["id"] == "gauge" && x["accepted"] == 1);
-                let huge = v.iter().any(|x| x["id"] == "huge" && x["last_error"].is_string());
-                down && gauge && huge
+                let failed = ["huge", "slow", "xxe", "latin1", "cut"]
+                    .iter()
+                    .all(|id| v.iter().any(|x| x["id"] == *id && x["last_error"].is_string()));
+                down && gauge && failed
             })
         })
         .await
@@ -683,6 +733,13 @@ async fn polled_feeds_use_conditional_get_and_their_health_names_each_failure() 
     assert!(by_id("gauge")["last_success"].is_string());
     assert_eq!(by_id("down")["last_error"], "HTTP 503");
     assert_eq!(by_id("huge")["last_error"], "body over 1000 bytes");
+    // Slowness, hostile XML, a wrong encoding and a cut-off body each name their cause, and
+    // none of them held up the gauge (accepted above within the first polls).
+    assert_eq!(by_id("slow")["last_error"], "timeout after 1 s");
+    let error = |id: &str| by_id(id)["last_error"].as_str().unwrap_or_default().to_owned();
+    assert!(error("xxe").contains("DTD"), "{}", error("xxe"));
+    assert!(error("latin1").contains("not UTF-8"), "{}", error("latin1"));
+    assert!(error("cut").starts_with("body truncated"), "{}", error("cut"));
     // The Atom feed's linked CAP bulletin was fetched, and its level issued.
     let alerts = app
         .wait_for("/api/v1/alerts", WAIT, |a| {

@@ -384,6 +384,7 @@ fn ingest_file(
         &bytes,
         &settings,
         map.as_ref(),
+        chrono::Utc::now(),
         &mut std::io::stdout().lock(),
     )?;
     Ok(if accepted {

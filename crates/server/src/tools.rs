@@ -303,6 +303,7 @@ fn ingest_hydromet(
     format: ingest::poller::FeedFormat,
     bytes: &[u8],
     points: Option<&ingest::hydromet::PointMap>,
+    now: chrono::DateTime<Utc>,
     out: &mut impl Write,
 ) -> Result<bool> {
     let decoded = match ingest::poller::decode_hydromet(format, bytes) {
@@ -323,7 +324,6 @@ fn ingest_hydromet(
         }
         writeln!(out, "{line}")?;
     }
-    let now = Utc::now();
     let errors = match (points, decoded.kind) {
         (None, _) => decoded.errors.clone(),
         (Some(m), ingest::hydromet::SampleKind::Observed) => m.observations(&decoded, now).1,
@@ -346,21 +346,21 @@ fn ingest_hydromet(
 
 /// `canhbao ingest-file`: runs a parser on a file and prints what would be accepted, one
 /// JSON line each, then every rejection. Returns false if the file is rejected as a whole.
-/// `points` ties Open-Meteo and USGS points to stations.
+/// `points` ties Open-Meteo and USGS points to stations; `now` is when it is run.
 pub fn ingest_file(
     format: &str,
     bytes: &[u8],
     settings: &crate::Settings,
     points: Option<&ingest::hydromet::PointMap>,
+    now: chrono::DateTime<Utc>,
     out: &mut impl Write,
 ) -> Result<bool> {
-    let now = Utc::now();
     match format {
         "open-meteo" | "open-meteo-flood" | "usgs-ogc" | "usgs-iv" => {
             let Some(f) = ingest::poller::FeedFormat::from_code(format) else {
                 bail!("format {format:?} is not known");
             };
-            ingest_hydromet(f, bytes, points, out)
+            ingest_hydromet(f, bytes, points, now, out)
         }
         "station-json" | "station-csv" => {
             let parsed = if format == "station-json" {
@@ -519,7 +519,7 @@ mod tests {
 
     fn run(format: &str, bytes: &[u8]) -> (bool, String) {
         let mut out = Vec::new();
-        let ok = ingest_file(format, bytes, &settings(), None, &mut out).unwrap();
+        let ok = ingest_file(format, bytes, &settings(), None, Utc::now(), &mut out).unwrap();
         (ok, String::from_utf8(out).unwrap())
     }
 
@@ -531,10 +531,31 @@ mod tests {
         .unwrap()
     }
 
-    /// Snapshot tests: the normalised output of each hydro-met fixture is committed under
-    /// `crates/ingest/fixtures/snapshots/`; `UPDATE_SNAPSHOTS=1` rewrites them.
+    /// Snapshot tests: `ingest-file`'s output for every feed fixture, at a fixed time, is
+    /// committed under `crates/ingest/fixtures/snapshots/`; `UPDATE_SNAPSHOTS=1` rewrites
+    /// them after a deliberate change.
     #[test]
-    fn hydromet_fixtures_match_their_snapshots() {
+    fn every_feed_fixture_matches_its_snapshot() {
+        let now: chrono::DateTime<Utc> = "2026-10-09T02:00:00Z".parse().unwrap();
+        let fixtures = concat!(env!("CARGO_MANIFEST_DIR"), "/../ingest/fixtures");
+        let mut cases: Vec<(String, &str, Option<&str>)> = Vec::new();
+        for dir in ["cap", "feeds"] {
+            let mut names: Vec<String> = std::fs::read_dir(format!("{fixtures}/{dir}"))
+                .unwrap()
+                .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+                .collect();
+            names.sort();
+            for name in names {
+                let format = match name.rsplit('.').next() {
+                    Some("xml") => "cap",
+                    Some("atom") => "atom",
+                    Some("rss") => "rss",
+                    Some("geojson") => "nws",
+                    _ => continue,
+                };
+                cases.push((format!("{dir}/{name}"), format, None));
+            }
+        }
         for (format, file, point) in [
             (
                 "open-meteo",
@@ -558,15 +579,26 @@ mod tests {
                 "USGS-01491000=VANMICH@185",
             ),
         ] {
-            let (p, t) = parse_point(point).unwrap();
-            let map = ingest::hydromet::PointMap(std::collections::HashMap::from([(p, t)]));
+            cases.push((format!("feeds/{file}"), format, Some(point)));
+        }
+        assert!(cases.len() >= 29, "{} fixtures", cases.len());
+        let mut settings = settings();
+        // The constructed Lạng Sơn bulletin's sender, so that its snapshot shows bulletins.
+        settings
+            .bulletins
+            .authoritative_senders
+            .push("kttv-langson@example.vn".into());
+        for (file, format, point) in cases {
+            let map = point.map(|p| {
+                let (p, t) = parse_point(p).unwrap();
+                ingest::hydromet::PointMap(std::collections::HashMap::from([(p, t)]))
+            });
+            let bytes = std::fs::read(format!("{fixtures}/{file}")).unwrap();
             let mut out = Vec::new();
-            assert!(ingest_file(format, &fixture(file), &settings(), Some(&map), &mut out).unwrap());
+            ingest_file(format, &bytes, &settings, map.as_ref(), now, &mut out).unwrap();
             let got = String::from_utf8(out).unwrap();
-            let path = format!(
-                "{}/../ingest/fixtures/snapshots/{file}.{format}.jsonl",
-                env!("CARGO_MANIFEST_DIR")
-            );
+            let name = file.replace('/', "--");
+            let path = format!("{fixtures}/snapshots/{name}.{format}.jsonl");
             if std::env::var_os("UPDATE_SNAPSHOTS").is_some() {
                 std::fs::write(&path, &got).unwrap();
             }
@@ -590,7 +622,7 @@ mod tests {
         let map = ingest::hydromet::PointMap(std::collections::HashMap::from([(p, t)]));
         let mut out = Vec::new();
         let body = fixture("usgs-waterservices-iv-discharge-gageheight.json");
-        assert!(ingest_file("usgs-iv", &body, &settings(), Some(&map), &mut out).unwrap());
+        assert!(ingest_file("usgs-iv", &body, &settings(), Some(&map), Utc::now(), &mut out).unwrap());
         let out = String::from_utf8(out).unwrap();
         assert!(
             out.contains("USGS-01491000") && out.contains("is not mapped"),
@@ -640,7 +672,7 @@ mod tests {
         assert!(!ok, "an Update without references is refused");
         assert!(out.contains("cap.update-without-references"), "{out}");
         let mut out = Vec::new();
-        assert!(ingest_file("grib", b"", &settings(), None, &mut out).is_err());
+        assert!(ingest_file("grib", b"", &settings(), None, Utc::now(), &mut out).is_err());
         let feed = std::fs::read(concat!(
             env!("CARGO_MANIFEST_DIR"),
             "/../ingest/fixtures/feeds/nyalert-cap-index.rss"
