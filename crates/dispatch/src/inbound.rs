@@ -159,9 +159,58 @@ pub async fn run_inbound(
     }
 }
 
+/// Whether `receiver` is registered for `commune` (when the message names one). A message
+/// from an unregistered receiver is counted and ignored; one that claims another commune
+/// than the registered one is refused and recorded.
+async fn admitted(
+    store: &Store,
+    topic: &str,
+    receiver: &ReceiverId,
+    commune: Option<&CommuneCode>,
+    now: chrono::DateTime<Utc>,
+) -> store::Result<bool> {
+    match store.registered_receiver(receiver.as_str()).await? {
+        None => {
+            tracing::debug!(receiver = %receiver, topic, "message from an unregistered receiver ignored");
+            store.count_unregistered(receiver.as_str(), topic, now).await?;
+            Ok(false)
+        }
+        Some(r) => match commune {
+            Some(c) if c.as_str() != r.commune => {
+                let reason = format!(
+                    "receiver {receiver} is registered for commune {} but reports commune {c}",
+                    r.commune
+                );
+                tracing::warn!(topic, reason = %reason, "inbound message refused");
+                store.record_rejection("mqtt", topic, &reason, now).await?;
+                Ok(false)
+            }
+            _ => Ok(true),
+        },
+    }
+}
+
 async fn handle(store: &Store, topics: &Topics, msg: &InboundMessage) -> store::Result<()> {
     let now = Utc::now();
-    match check(topics, &msg.topic, &msg.payload) {
+    let checked = check(topics, &msg.topic, &msg.payload);
+    let who = match &checked {
+        Ok(Checked::Receipt {
+            receiver, commune, ..
+        }) => Some((receiver, commune.as_ref())),
+        Ok(
+            Checked::Heartbeat { receiver, commune }
+            | Checked::Status {
+                receiver, commune, ..
+            },
+        ) => Some((receiver, Some(commune))),
+        _ => None,
+    };
+    if let Some((receiver, commune)) = who
+        && !admitted(store, &msg.topic, receiver, commune, now).await?
+    {
+        return Ok(());
+    }
+    match checked {
         Err(reason) => {
             tracing::warn!(topic = %msg.topic, reason = %reason, "inbound message refused");
             store.record_rejection("mqtt", &msg.topic, &reason, now).await
@@ -184,6 +233,15 @@ async fn handle(store: &Store, topics: &Topics, msg: &InboundMessage) -> store::
                         reason: reason.as_deref(),
                         receiver_at: at,
                     },
+                    now,
+                )
+                .await?;
+            store
+                .advance_receiver_delivery(
+                    alert_id.as_str(),
+                    receiver.as_str(),
+                    status.code(),
+                    reason.as_deref(),
                     now,
                 )
                 .await?;

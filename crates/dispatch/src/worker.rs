@@ -23,6 +23,9 @@ pub struct OutboxSettings {
     /// First retry delay; doubles per attempt up to `retry_max`.
     pub retry_base: Duration,
     pub retry_max: Duration,
+    /// Delays before a published commune topic is sent again while a registered receiver
+    /// has not sent `received`; the last one repeats until the alert ends.
+    pub resend: Vec<Duration>,
 }
 
 impl Default for OutboxSettings {
@@ -33,6 +36,12 @@ impl Default for OutboxSettings {
             idle_poll: Duration::from_secs(5),
             retry_base: Duration::from_secs(1),
             retry_max: Duration::from_secs(60),
+            resend: vec![
+                Duration::from_secs(30),
+                Duration::from_secs(60),
+                Duration::from_secs(120),
+                Duration::from_secs(300),
+            ],
         }
     }
 }
@@ -57,6 +66,9 @@ pub async fn run_outbox(
     shutdown: CancellationToken,
 ) {
     loop {
+        if let Err(e) = maintain(&store, &mqtt, &settings).await {
+            tracing::error!(error = %e, "outbox maintenance failed; resends or clears may be delayed");
+        }
         let full = match round(&store, &mqtt, &settings).await {
             Ok(n) => n as i64 >= settings.batch,
             Err(e) => {
@@ -80,6 +92,41 @@ pub async fn run_outbox(
             _ = tokio::time::sleep(sleep) => {}
         }
     }
+}
+
+/// Resends what registered receivers have not acknowledged, ends the deliveries of expired
+/// alerts, and clears retained messages that are due (an empty retained publish).
+async fn maintain(store: &Store, mqtt: &MqttHandle, settings: &OutboxSettings) -> store::Result<()> {
+    let now = Utc::now();
+    let schedule: Vec<chrono::Duration> = settings
+        .resend
+        .iter()
+        .filter_map(|d| chrono::Duration::from_std(*d).ok())
+        .collect();
+    let resent = store.requeue_unacknowledged(now, &schedule).await?;
+    if resent > 0 {
+        tracing::info!(
+            topics = resent,
+            "resending alerts that a registered receiver has not acknowledged"
+        );
+    }
+    let expired = store.expire_deliveries(now).await?;
+    if expired > 0 {
+        tracing::warn!(
+            receivers = expired,
+            "alerts expired before these receivers acknowledged them"
+        );
+    }
+    for topic in store.due_clears(now, settings.batch).await? {
+        match mqtt.publish(&topic, Vec::new(), true).await {
+            Ok(()) => store.mark_cleared(&topic, Utc::now()).await?,
+            Err(e) => {
+                tracing::warn!(topic = %topic, error = %e, "clearing a retained alert failed; will retry");
+                break;
+            }
+        }
+    }
+    Ok(())
 }
 
 async fn round(store: &Store, mqtt: &MqttHandle, settings: &OutboxSettings) -> store::Result<usize> {
@@ -106,7 +153,9 @@ async fn publish_one(
     match mqtt.publish(&d.topic, envelope_bytes(&d.signed), true).await {
         Ok(()) => {
             tracing::info!(alert_id = %d.alert_id, commune = %d.commune, attempt = d.attempts, "alert published");
-            store.mark_published(d.id, Utc::now()).await
+            let now = Utc::now();
+            store.mark_published(d.id, now).await?;
+            store.mark_receivers_sent(&d.alert_id, &d.commune, now).await
         }
         Err(e) => {
             let delay = retry_delay(settings, d.attempts);

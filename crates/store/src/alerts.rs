@@ -1,8 +1,12 @@
 //! Observations and alerts. An alert and its deliveries are written in one transaction.
 
-use chrono::{DateTime, Utc};
+use chrono::{DateTime, Duration, Utc};
 use domain::{Alert, AlertOrigin, Observation, StationId};
 use sqlx::Row;
+
+/// How long after an Update or Cancel the retained messages of the alerts it replaces are
+/// cleared: long enough for the new one to be published first.
+pub const CLEAR_AFTER_SUPERSEDE: Duration = Duration::seconds(60);
 
 use crate::{Result, Store, StoreError, Tx, from_ms, json_list, ms, parse_json_list};
 
@@ -186,6 +190,9 @@ impl Tx<'_> {
     }
 
     /// Writes an alert, its signed payload and one outbox row per delivery.
+    /// Writes an alert, its outbox rows, one tracked delivery per registered receiver of
+    /// its communes, and the clearing of its retained messages at expiry; an Update or
+    /// Cancel also supersedes what the alerts it references had not delivered.
     pub async fn insert_alert(
         &mut self,
         alert: &Alert,
@@ -246,6 +253,20 @@ impl Tx<'_> {
             .execute(&mut *self.tx)
             .await?;
         }
+        let topics: Vec<(String, String)> = deliveries
+            .iter()
+            .map(|d| (d.commune.clone(), d.topic.clone()))
+            .collect();
+        let references: Vec<String> = alert.references.iter().map(ToString::to_string).collect();
+        self.track_receivers(
+            alert.id.as_str(),
+            &references,
+            &topics,
+            alert.expires,
+            CLEAR_AFTER_SUPERSEDE,
+            now,
+        )
+        .await?;
         Ok(())
     }
 }

@@ -12,6 +12,7 @@ mod forecasts;
 mod levels;
 mod outbox;
 mod receipts;
+mod registry;
 mod sources;
 mod tokens;
 
@@ -28,6 +29,7 @@ pub use forecasts::ForecastRecord;
 pub use levels::{AssessmentRecord, BulletinRecord, NewAssessment, StoredReading};
 pub use outbox::{ClaimedDelivery, DeliveryRecord};
 pub use receipts::{NewReceipt, ReceiptRecord, ReceiverRecord, RejectionRecord};
+pub use registry::{FleetRecord, ReceiverDeliveryRecord, RegisteredReceiver};
 pub use sources::SourceHealth;
 pub use tokens::TokenRecord;
 
@@ -107,6 +109,13 @@ fn migrator() -> Migrator {
             "forecasts".into(),
             MigrationType::Simple,
             sql(include_str!("../migrations/sqlite/0006_forecasts.sql")),
+            false,
+        ),
+        Migration::new(
+            7,
+            "receiver registry".into(),
+            MigrationType::Simple,
+            sql(include_str!("../migrations/sqlite/0007_registry.sql")),
             false,
         ),
     ])

@@ -15,7 +15,11 @@ fn t0() -> DateTime<Utc> {
 }
 
 fn alert(id: &str, class: MessageClass, communes: &[&str]) -> Alert {
-    Alert::new(AlertSpec {
+    Alert::new(spec(id, class, communes)).unwrap()
+}
+
+fn spec(id: &str, class: MessageClass, communes: &[&str]) -> AlertSpec {
+    AlertSpec {
         id: AlertId::new(id).unwrap(),
         province: ProvinceCode::new("20").unwrap(),
         msg_type: MsgType::Alert,
@@ -41,8 +45,7 @@ fn alert(id: &str, class: MessageClass, communes: &[&str]) -> Alert {
             interval_s: 0,
         },
         provisional: vec![],
-    })
-    .unwrap()
+    }
 }
 
 fn signed() -> SignedPayload {
@@ -223,4 +226,205 @@ async fn reopening_a_database_keeps_its_data_and_migrations() {
     store.close().await;
     let store = Store::open(&url).await.unwrap();
     assert_eq!(store.list_alerts(10).await.unwrap().len(), 1);
+}
+
+async fn register(store: &Store, id: &str, commune: &str) {
+    let r = store::RegisteredReceiver {
+        receiver_id: id.into(),
+        commune: commune.into(),
+        password_hash: None,
+        trusted_keys: vec![],
+        firmware: None,
+        registered: t0(),
+    };
+    assert!(store.register_receiver(&r).await.unwrap());
+}
+
+fn states(rows: &[store::ReceiverDeliveryRecord]) -> Vec<(String, String)> {
+    rows.iter()
+        .map(|r| (r.receiver_id.clone(), r.state.clone()))
+        .collect()
+}
+
+#[tokio::test]
+async fn each_registered_receiver_is_tracked_resent_to_until_it_acknowledges_and_expires_visibly() {
+    let (_dir, store) = open().await;
+    register(&store, "loa-a", "06385").await;
+    register(&store, "loa-b", "06385").await;
+    register(&store, "loa-c", "05977").await;
+    register(&store, "gone", "06385").await;
+    assert!(store.remove_receiver("gone", t0()).await.unwrap());
+    assert!(
+        !store
+            .register_receiver(&store.registered_receiver("loa-a").await.unwrap().unwrap())
+            .await
+            .unwrap(),
+        "already registered"
+    );
+    let a = alert("a-1", MessageClass::Emergency, &["06385"]);
+    insert(&store, &a, 2).await;
+    // One row per registered, not removed, receiver of the alert's communes.
+    let rows = store.receiver_deliveries("a-1").await.unwrap();
+    assert_eq!(
+        states(&rows),
+        [
+            ("loa-a".into(), "queued".into()),
+            ("loa-b".into(), "queued".into())
+        ]
+    );
+    let claimed = store.claim_due(t0(), Duration::seconds(30), 10).await.unwrap();
+    store.mark_published(claimed[0].id, t0()).await.unwrap();
+    store.mark_receivers_sent("a-1", "06385", t0()).await.unwrap();
+    // Receipts move a row forward, never back.
+    assert!(
+        store
+            .advance_receiver_delivery("a-1", "loa-a", "played", None, t0())
+            .await
+            .unwrap()
+    );
+    assert!(
+        !store
+            .advance_receiver_delivery("a-1", "loa-a", "received", None, t0())
+            .await
+            .unwrap()
+    );
+    assert!(
+        !store
+            .advance_receiver_delivery("a-1", "loa-a", "rejected", Some("replayed"), t0())
+            .await
+            .unwrap()
+    );
+    assert!(
+        !store
+            .advance_receiver_delivery("a-1", "stranger", "played", None, t0())
+            .await
+            .unwrap()
+    );
+    let rows = store.receiver_deliveries("a-1").await.unwrap();
+    assert_eq!(
+        states(&rows),
+        [("loa-a".into(), "played".into()), ("loa-b".into(), "sent".into())]
+    );
+    assert_eq!(rows[0].received, Some(t0()), "played implies received");
+    // loa-b has not acknowledged: the topic is re-queued once 30 s have passed, then 60 s.
+    let schedule = [Duration::seconds(30), Duration::seconds(60)];
+    assert_eq!(
+        store
+            .requeue_unacknowledged(t0() + Duration::seconds(29), &schedule)
+            .await
+            .unwrap(),
+        0
+    );
+    assert_eq!(
+        store
+            .requeue_unacknowledged(t0() + Duration::seconds(30), &schedule)
+            .await
+            .unwrap(),
+        1
+    );
+    let again = store
+        .claim_due(t0() + Duration::seconds(30), Duration::seconds(30), 10)
+        .await
+        .unwrap();
+    assert_eq!(again.len(), 1);
+    store
+        .mark_published(again[0].id, t0() + Duration::seconds(31))
+        .await
+        .unwrap();
+    assert_eq!(
+        store
+            .requeue_unacknowledged(t0() + Duration::seconds(61), &schedule)
+            .await
+            .unwrap(),
+        0
+    );
+    assert_eq!(
+        store
+            .requeue_unacknowledged(t0() + Duration::seconds(91), &schedule)
+            .await
+            .unwrap(),
+        1
+    );
+    // Once loa-b acknowledges, no more resends.
+    let third = store
+        .claim_due(t0() + Duration::seconds(91), Duration::seconds(30), 10)
+        .await
+        .unwrap();
+    store
+        .mark_published(third[0].id, t0() + Duration::seconds(92))
+        .await
+        .unwrap();
+    assert!(
+        store
+            .advance_receiver_delivery("a-1", "loa-b", "received", None, t0())
+            .await
+            .unwrap()
+    );
+    assert_eq!(
+        store
+            .requeue_unacknowledged(t0() + Duration::hours(1), &schedule)
+            .await
+            .unwrap(),
+        0
+    );
+
+    // A second alert that nobody acknowledges expires visibly, and its topic is cleared.
+    let b = alert("b-1", MessageClass::Normal, &["05977"]);
+    insert(&store, &b, 0).await;
+    assert!(
+        store
+            .due_clears(t0() + Duration::hours(5), 10)
+            .await
+            .unwrap()
+            .is_empty()
+    );
+    assert_eq!(
+        store.expire_deliveries(t0() + Duration::hours(6)).await.unwrap(),
+        1
+    );
+    let rows = store.receiver_deliveries("b-1").await.unwrap();
+    assert_eq!(states(&rows), [("loa-c".into(), "expired".into())]);
+    let due = store.due_clears(t0() + Duration::hours(6), 10).await.unwrap();
+    assert!(due.contains(&"t/05977/b-1".to_owned()), "{due:?}");
+    store
+        .mark_cleared("t/05977/b-1", t0() + Duration::hours(6))
+        .await
+        .unwrap();
+    assert!(
+        !store
+            .due_clears(t0() + Duration::hours(7), 10)
+            .await
+            .unwrap()
+            .contains(&"t/05977/b-1".to_owned())
+    );
+}
+
+#[tokio::test]
+async fn an_update_supersedes_what_its_predecessor_had_not_delivered_and_clears_its_topic() {
+    let (_dir, store) = open().await;
+    register(&store, "loa-a", "06385").await;
+    register(&store, "loa-b", "06385").await;
+    insert(&store, &alert("old", MessageClass::Priority, &["06385"]), 1).await;
+    assert!(
+        store
+            .advance_receiver_delivery("old", "loa-a", "played", None, t0())
+            .await
+            .unwrap()
+    );
+    let mut update = spec("new", MessageClass::Emergency, &["06385"]);
+    update.msg_type = MsgType::Update;
+    update.references = vec![AlertId::new("old").unwrap()];
+    insert(&store, &Alert::new(update).unwrap(), 2).await;
+    let rows = store.receiver_deliveries("old").await.unwrap();
+    assert_eq!(
+        states(&rows),
+        [
+            ("loa-a".into(), "played".into()),
+            ("loa-b".into(), "superseded".into())
+        ]
+    );
+    assert_eq!(rows[1].reason.as_deref(), Some("superseded by new"));
+    // The old topic is cleared a minute after the update, long before it would expire.
+    let due = store.due_clears(t0() + Duration::seconds(60), 10).await.unwrap();
+    assert_eq!(due, ["t/06385/old"]);
 }

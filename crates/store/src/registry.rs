@@ -1,0 +1,368 @@
+//! The receiver registry, per-receiver delivery states, resends and retained-message
+//! clears: what proves that a commune's loudspeakers heard an alert.
+
+use chrono::{DateTime, Duration, Utc};
+use sqlx::Row;
+
+use crate::{Result, Store, Tx, from_ms, from_ms_opt, json_list, ms, parse_json_list};
+
+/// A registered receiver.
+#[derive(Debug, Clone, PartialEq)]
+pub struct RegisteredReceiver {
+    pub receiver_id: String,
+    pub commune: String,
+    pub password_hash: Option<String>,
+    pub trusted_keys: Vec<String>,
+    pub firmware: Option<String>,
+    pub registered: DateTime<Utc>,
+}
+
+/// A registered receiver with what the fleet last heard from it.
+#[derive(Debug, Clone, PartialEq)]
+pub struct FleetRecord {
+    pub receiver: RegisteredReceiver,
+    /// The last retained status (`online`/`offline`), if any was heard.
+    pub online: Option<bool>,
+    pub last_seen: Option<DateTime<Utc>>,
+    pub last_heartbeat: Option<String>,
+    pub last_receipt: Option<DateTime<Utc>>,
+}
+
+/// One receiver's delivery of one alert.
+#[derive(Debug, Clone, PartialEq)]
+pub struct ReceiverDeliveryRecord {
+    pub alert_id: String,
+    pub receiver_id: String,
+    pub commune: String,
+    pub state: String,
+    pub at: DateTime<Utc>,
+    pub sent: Option<DateTime<Utc>>,
+    pub received: Option<DateTime<Utc>>,
+    pub played: Option<DateTime<Utc>>,
+    pub reason: Option<String>,
+}
+
+/// The forward order of delivery states; a state never moves back (the same order is
+/// written out in the SQL of [`Store::advance_receiver_delivery`]).
+fn rank(state: &str) -> i64 {
+    match state {
+        "queued" => 0,
+        "sent" => 1,
+        "rejected" | "failed" => 2,
+        "received" => 3,
+        "played" => 4,
+        _ => 5,
+    }
+}
+
+impl Store {
+    /// Registers a receiver (or re-registers a removed one). Returns false if it is already
+    /// registered and not removed.
+    pub async fn register_receiver(&self, r: &RegisteredReceiver) -> Result<bool> {
+        let done = sqlx::query(
+            "INSERT INTO receiver_registry (receiver_id, commune, password_hash, trusted_keys, firmware, registered_ms)
+             VALUES (?, ?, ?, ?, ?, ?)
+             ON CONFLICT (receiver_id) DO UPDATE SET commune = excluded.commune,
+                password_hash = excluded.password_hash, trusted_keys = excluded.trusted_keys,
+                firmware = excluded.firmware, registered_ms = excluded.registered_ms, removed_ms = NULL
+             WHERE receiver_registry.removed_ms IS NOT NULL",
+        )
+        .bind(&r.receiver_id)
+        .bind(&r.commune)
+        .bind(&r.password_hash)
+        .bind(json_list(&r.trusted_keys))
+        .bind(&r.firmware)
+        .bind(ms(r.registered))
+        .execute(&self.pool)
+        .await?;
+        Ok(done.rows_affected() == 1)
+    }
+
+    /// Removes a receiver from the registry (its history stays). Returns false if it was
+    /// not registered.
+    pub async fn remove_receiver(&self, receiver_id: &str, now: DateTime<Utc>) -> Result<bool> {
+        let done = sqlx::query(
+            "UPDATE receiver_registry SET removed_ms = ? WHERE receiver_id = ? AND removed_ms IS NULL",
+        )
+        .bind(ms(now))
+        .bind(receiver_id)
+        .execute(&self.pool)
+        .await?;
+        Ok(done.rows_affected() == 1)
+    }
+
+    /// The registered receiver, if it is registered and not removed.
+    pub async fn registered_receiver(&self, receiver_id: &str) -> Result<Option<RegisteredReceiver>> {
+        let row = sqlx::query(
+            "SELECT receiver_id, commune, password_hash, trusted_keys, firmware, registered_ms
+             FROM receiver_registry WHERE receiver_id = ? AND removed_ms IS NULL",
+        )
+        .bind(receiver_id)
+        .fetch_optional(&self.pool)
+        .await?;
+        row.as_ref().map(registered).transpose()
+    }
+
+    /// Every registered receiver with its last status, heartbeat and receipt, by id.
+    pub async fn fleet(&self) -> Result<Vec<FleetRecord>> {
+        let rows = sqlx::query(
+            "SELECT g.receiver_id, g.commune, g.password_hash, g.trusted_keys, g.firmware, g.registered_ms,
+                    r.online, r.last_seen_ms, r.detail,
+                    (SELECT MAX(recorded_ms) FROM receipts WHERE receipts.receiver_id = g.receiver_id) AS last_receipt_ms
+             FROM receiver_registry g LEFT JOIN receivers r ON r.receiver_id = g.receiver_id
+             WHERE g.removed_ms IS NULL ORDER BY g.receiver_id",
+        )
+        .fetch_all(&self.pool)
+        .await?;
+        rows.iter()
+            .map(|r| {
+                Ok(FleetRecord {
+                    receiver: registered(r)?,
+                    online: r.try_get("online")?,
+                    last_seen: from_ms_opt(r.try_get("last_seen_ms")?)?,
+                    last_heartbeat: r.try_get("detail")?,
+                    last_receipt: from_ms_opt(r.try_get("last_receipt_ms")?)?,
+                })
+            })
+            .collect()
+    }
+
+    /// Counts a message from a receiver that is not registered.
+    pub async fn count_unregistered(&self, receiver_id: &str, topic: &str, now: DateTime<Utc>) -> Result<()> {
+        sqlx::query(
+            "INSERT INTO unregistered_receivers (receiver_id, messages, last_ms, last_topic) VALUES (?, 1, ?, ?)
+             ON CONFLICT (receiver_id) DO UPDATE SET messages = messages + 1, last_ms = excluded.last_ms,
+                last_topic = excluded.last_topic",
+        )
+        .bind(receiver_id)
+        .bind(ms(now))
+        .bind(topic)
+        .execute(&self.pool)
+        .await?;
+        Ok(())
+    }
+
+    /// Messages ignored from unregistered receivers, in total.
+    pub async fn unregistered_messages(&self) -> Result<i64> {
+        let row = sqlx::query("SELECT COALESCE(SUM(messages), 0) AS n FROM unregistered_receivers")
+            .fetch_one(&self.pool)
+            .await?;
+        Ok(row.try_get("n")?)
+    }
+
+    /// Moves a receiver's delivery of an alert forward to `state` (never back), with the
+    /// time and reason. Returns false if there is no such delivery or it is already as far.
+    pub async fn advance_receiver_delivery(
+        &self,
+        alert_id: &str,
+        receiver_id: &str,
+        state: &str,
+        reason: Option<&str>,
+        now: DateTime<Utc>,
+    ) -> Result<bool> {
+        let done = sqlx::query(
+            "UPDATE receiver_deliveries SET state = ?1, state_ms = ?2,
+                received_ms = CASE WHEN ?1 IN ('received', 'played') THEN COALESCE(received_ms, ?2) ELSE received_ms END,
+                played_ms = CASE WHEN ?1 = 'played' THEN COALESCE(played_ms, ?2) ELSE played_ms END,
+                reason = COALESCE(?3, reason)
+             WHERE alert_id = ?4 AND receiver_id = ?5
+               AND (CASE state WHEN 'queued' THEN 0 WHEN 'sent' THEN 1 WHEN 'rejected' THEN 2
+                    WHEN 'failed' THEN 2 WHEN 'received' THEN 3 WHEN 'played' THEN 4 ELSE 5 END) < ?6",
+        )
+            .bind(state)
+            .bind(ms(now))
+            .bind(reason)
+            .bind(alert_id)
+            .bind(receiver_id)
+            .bind(rank(state))
+            .execute(&self.pool)
+            .await?;
+        Ok(done.rows_affected() == 1)
+    }
+
+    /// Every receiver's delivery of an alert, by commune and receiver.
+    pub async fn receiver_deliveries(&self, alert_id: &str) -> Result<Vec<ReceiverDeliveryRecord>> {
+        let rows = sqlx::query(
+            "SELECT alert_id, receiver_id, commune, state, state_ms, sent_ms, received_ms, played_ms, reason
+             FROM receiver_deliveries WHERE alert_id = ? ORDER BY commune, receiver_id",
+        )
+        .bind(alert_id)
+        .fetch_all(&self.pool)
+        .await?;
+        rows.iter()
+            .map(|r| {
+                Ok(ReceiverDeliveryRecord {
+                    alert_id: r.try_get("alert_id")?,
+                    receiver_id: r.try_get("receiver_id")?,
+                    commune: r.try_get("commune")?,
+                    state: r.try_get("state")?,
+                    at: from_ms(r.try_get("state_ms")?)?,
+                    sent: from_ms_opt(r.try_get("sent_ms")?)?,
+                    received: from_ms_opt(r.try_get("received_ms")?)?,
+                    played: from_ms_opt(r.try_get("played_ms")?)?,
+                    reason: r.try_get("reason")?,
+                })
+            })
+            .collect()
+    }
+
+    /// Marks the queued receivers of a published commune topic as sent.
+    pub async fn mark_receivers_sent(&self, alert_id: &str, commune: &str, now: DateTime<Utc>) -> Result<()> {
+        sqlx::query(
+            "UPDATE receiver_deliveries SET state = 'sent', state_ms = ?1, sent_ms = COALESCE(sent_ms, ?1)
+             WHERE alert_id = ?2 AND commune = ?3 AND state = 'queued'",
+        )
+        .bind(ms(now))
+        .bind(alert_id)
+        .bind(commune)
+        .execute(&self.pool)
+        .await?;
+        Ok(())
+    }
+
+    /// Re-queues published commune topics of live alerts that a registered receiver has
+    /// not acknowledged with `received`, once `schedule[resends]` (the last entry
+    /// repeating) has passed since the last publish. Returns how many were re-queued.
+    pub async fn requeue_unacknowledged(&self, now: DateTime<Utc>, schedule: &[Duration]) -> Result<u64> {
+        let mut total = 0;
+        for (i, wait) in schedule.iter().enumerate() {
+            // Rows with `resends == i` wait schedule[i]; the last step covers every later one.
+            let lo = i as i64;
+            let hi = if i + 1 == schedule.len() { i64::MAX } else { lo };
+            let done = sqlx::query(
+                "UPDATE deliveries SET state = 'queued', next_attempt_ms = ?1, lease_until_ms = NULL,
+                    resends = resends + 1
+                 WHERE state = 'published' AND resends BETWEEN ?2 AND ?3 AND published_ms <= ?4
+                   AND alert_id IN (SELECT id FROM alerts WHERE expires_ms > ?1)
+                   AND EXISTS (SELECT 1 FROM receiver_deliveries r
+                               WHERE r.alert_id = deliveries.alert_id AND r.commune = deliveries.commune
+                                 AND r.state IN ('queued', 'sent', 'rejected', 'failed'))",
+            )
+            .bind(ms(now))
+            .bind(lo)
+            .bind(hi)
+            .bind(ms(now - *wait))
+            .execute(&self.pool)
+            .await?;
+            total += done.rows_affected();
+        }
+        Ok(total)
+    }
+
+    /// Ends the receiver deliveries of alerts that expired before the receiver sent
+    /// `received`, and schedules their topics' retained messages to be cleared. Returns
+    /// how many receiver deliveries expired.
+    pub async fn expire_deliveries(&self, now: DateTime<Utc>) -> Result<u64> {
+        let done = sqlx::query(
+            "UPDATE receiver_deliveries SET state = 'expired', state_ms = ?1
+             WHERE state IN ('queued', 'sent', 'rejected', 'failed')
+               AND alert_id IN (SELECT id FROM alerts WHERE expires_ms <= ?1)",
+        )
+        .bind(ms(now))
+        .execute(&self.pool)
+        .await?;
+        Ok(done.rows_affected())
+    }
+
+    /// Retained messages due to be cleared: (topic).
+    pub async fn due_clears(&self, now: DateTime<Utc>, limit: i64) -> Result<Vec<String>> {
+        let rows = sqlx::query(
+            "SELECT topic FROM retained_clears WHERE done_ms IS NULL AND due_ms <= ? ORDER BY due_ms LIMIT ?",
+        )
+        .bind(ms(now))
+        .bind(limit)
+        .fetch_all(&self.pool)
+        .await?;
+        rows.iter().map(|r| Ok(r.try_get("topic")?)).collect()
+    }
+
+    pub async fn mark_cleared(&self, topic: &str, now: DateTime<Utc>) -> Result<()> {
+        sqlx::query("UPDATE retained_clears SET done_ms = ? WHERE topic = ?")
+            .bind(ms(now))
+            .bind(topic)
+            .execute(&self.pool)
+            .await?;
+        Ok(())
+    }
+}
+
+impl Tx<'_> {
+    /// The id of the Cancel that already ends `alert_id`, if one does.
+    pub async fn cancelled_by(&mut self, alert_id: &str) -> Result<Option<String>> {
+        let row = sqlx::query(
+            "SELECT a.id FROM alerts a, json_each(a.refs) r
+             WHERE a.msg_type = 'Cancel' AND r.value = ? LIMIT 1",
+        )
+        .bind(alert_id)
+        .fetch_optional(&mut *self.tx)
+        .await?;
+        row.map(|r| r.try_get("id")).transpose().map_err(Into::into)
+    }
+
+    /// Writes one queued delivery per registered receiver of each commune of an alert,
+    /// schedules the alert's topics to be cleared at expiry, and, for an Update or Cancel,
+    /// supersedes what the referenced alerts had not yet delivered and schedules their
+    /// topics to be cleared after `clear_delay`.
+    pub(crate) async fn track_receivers(
+        &mut self,
+        alert_id: &str,
+        references: &[String],
+        topics: &[(String, String)],
+        expires: DateTime<Utc>,
+        clear_delay: Duration,
+        now: DateTime<Utc>,
+    ) -> Result<()> {
+        for (commune, topic) in topics {
+            sqlx::query(
+                "INSERT INTO receiver_deliveries (alert_id, receiver_id, commune, state, state_ms)
+                 SELECT ?, receiver_id, commune, 'queued', ? FROM receiver_registry
+                 WHERE commune = ? AND removed_ms IS NULL",
+            )
+            .bind(alert_id)
+            .bind(ms(now))
+            .bind(commune)
+            .execute(&mut *self.tx)
+            .await?;
+            sqlx::query(
+                "INSERT INTO retained_clears (topic, due_ms) VALUES (?, ?)
+                 ON CONFLICT (topic) DO UPDATE SET due_ms = MIN(due_ms, excluded.due_ms)",
+            )
+            .bind(topic)
+            .bind(ms(expires))
+            .execute(&mut *self.tx)
+            .await?;
+        }
+        for old in references {
+            sqlx::query(
+                "UPDATE receiver_deliveries SET state = 'superseded', state_ms = ?1, reason = ?2
+                 WHERE alert_id = ?3 AND state IN ('queued', 'sent', 'rejected', 'failed')",
+            )
+            .bind(ms(now))
+            .bind(format!("superseded by {alert_id}"))
+            .bind(old)
+            .execute(&mut *self.tx)
+            .await?;
+            sqlx::query(
+                "UPDATE retained_clears SET due_ms = MIN(due_ms, ?1)
+                 WHERE done_ms IS NULL AND topic IN (SELECT topic FROM deliveries WHERE alert_id = ?2)",
+            )
+            .bind(ms(now + clear_delay))
+            .bind(old)
+            .execute(&mut *self.tx)
+            .await?;
+        }
+        Ok(())
+    }
+}
+
+fn registered(r: &sqlx::sqlite::SqliteRow) -> Result<RegisteredReceiver> {
+    let keys: String = r.try_get("trusted_keys")?;
+    Ok(RegisteredReceiver {
+        receiver_id: r.try_get("receiver_id")?,
+        commune: r.try_get("commune")?,
+        password_hash: r.try_get("password_hash")?,
+        trusted_keys: parse_json_list("trusted_keys", &keys)?,
+        firmware: r.try_get("firmware")?,
+        registered: from_ms(r.try_get("registered_ms")?)?,
+    })
+}
