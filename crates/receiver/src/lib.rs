@@ -3,26 +3,47 @@
 //!
 //! It subscribes to its commune's alert topics, verifies every envelope against the keys
 //! it was given (never against anything it received), plays what verifies, and reports
-//! `received`, `played` or `rejected` on its receipt topic, with heartbeats and a retained
-//! online/offline status. It trusts nothing it has not verified. Entry point: [`run`].
+//! `received`, `played`, `failed` or `rejected` on its receipt topic, with heartbeats and
+//! a retained online/offline status. It trusts nothing it has not verified.
+//!
+//! Playing follows the message classes of Circular 39/2020: an emergency interrupts a
+//! normal or priority alert, and the rest wait their turn ([`schedule`], pure). Each
+//! version is recorded before it first plays ([`state`]), so that a restart never plays
+//! it again. Playing is handing the alert to the caller (the binary prints it), or a
+//! command that reads the text aloud ([`play`]).
+//!
+//! Entry points: [`run`] (in memory, printing) and [`run_with`]. The binary opens the
+//! state file and decides where the receivers run; this crate reads no environment.
 
-use std::collections::HashMap;
-use std::path::Path;
+pub mod play;
+pub mod schedule;
+pub mod state;
+
+use std::collections::{HashMap, VecDeque};
+use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
-use anyhow::{Context, Result};
-use chrono::Utc;
+use chrono::{DateTime, Utc};
 use dispatch::Topics;
 use dispatch::mqtt::{BrokerUrl, InboundMessage, MqttHandle, MqttSettings};
 use dispatch::wire::{
-    self, AlertPayload, HeartbeatWire, PROTOCOL_VERSION, Rejection, StatusWire, TrustedKeys,
+    self, AlertPayload, HeartbeatWire, KeyError, PROTOCOL_VERSION, Rejection, StatusWire, TrustedKeys,
 };
-use domain::{AlertId, CommuneCode, ReceiptStatus, ReceiverId};
+use domain::{AlertId, CommuneCode, MessageClass, ReceiptStatus, ReceiverId};
 use serde::Deserialize;
 use tokio::sync::mpsc;
 use tokio_util::sync::CancellationToken;
 
-/// How a receiver is set up.
+use crate::play::{Outcome, PlayCommand};
+use crate::schedule::{Action, DropReason, Programme, Slot, StopReason};
+use crate::state::{Mark, PlayedLog, envelope_digest};
+
+/// How long the retained alerts that a (re)subscription brings are held before any of
+/// them plays. The broker sends them in one burst, in no set order; holding the burst
+/// lets an Update or Cancel in it keep the alert it replaces from playing first.
+pub const RETAINED_SETTLE: Duration = Duration::from_millis(250);
+
+/// How a receiver connects and who it is.
 #[derive(Debug, Clone)]
 pub struct ReceiverConfig {
     pub broker: BrokerUrl,
@@ -35,17 +56,53 @@ pub struct ReceiverConfig {
     pub heartbeat: Duration,
 }
 
+/// How a receiver remembers what it played and how it plays. The default remembers in
+/// memory only and plays by emitting [`ReceiverEvent::Played`] for the caller to print.
+#[derive(Debug, Default)]
+pub struct Playback {
+    /// The versions played; open it on a file ([`PlayedLog::open`]) so that a restart
+    /// does not play them again.
+    pub played: PlayedLog,
+    /// Reads the alert aloud through this command, `repeat.times` times. Without one, an
+    /// alert plays once, at once, by being handed to the caller.
+    pub command: Option<PlayCommand>,
+}
+
 /// What happened to an alert envelope, for the caller to show or test.
 #[derive(Debug, Clone)]
 pub enum ReceiverEvent {
     Connected,
-    /// Verified and played.
+    /// Verified and played: printed, or its first rendition through the play command
+    /// completed.
     Played(Box<AlertPayload>),
     /// Dropped, with the reason reported in the `rejected` receipt.
     Rejected {
         alert_id: String,
         reason: Rejection,
     },
+    /// Accepted but not played, with the reason reported in the `failed` receipt.
+    Failed {
+        alert_id: String,
+        reason: String,
+    },
+    /// The emergency `by` interrupted this alert's playback; it resumes afterwards.
+    Interrupted {
+        alert_id: String,
+        by: String,
+    },
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum KeyFileError {
+    #[error("cannot read the trusted keys {path:?}: {source}")]
+    Read { path: PathBuf, source: std::io::Error },
+    #[error("the trusted keys {path:?} are not a JSON key list: {source}")]
+    Parse {
+        path: PathBuf,
+        source: serde_json::Error,
+    },
+    #[error("in the trusted keys {path:?}: {source}")]
+    Key { path: PathBuf, source: KeyError },
 }
 
 #[derive(Deserialize)]
@@ -56,13 +113,21 @@ struct KeyFileEntry {
 
 /// Reads trusted keys from a JSON array of `{"key_id", "public_key"}` (as the service
 /// writes to `DATA_DIR/signing-keys.pub.json`).
-pub fn load_trusted_keys(path: &Path, keys: &mut TrustedKeys) -> Result<()> {
-    let text =
-        std::fs::read_to_string(path).with_context(|| format!("reading trusted keys {}", path.display()))?;
-    let entries: Vec<KeyFileEntry> = serde_json::from_str(&text)
-        .with_context(|| format!("trusted keys {} are not a JSON key list", path.display()))?;
+pub fn load_trusted_keys(path: &Path, keys: &mut TrustedKeys) -> Result<(), KeyFileError> {
+    let text = std::fs::read_to_string(path).map_err(|source| KeyFileError::Read {
+        path: path.to_owned(),
+        source,
+    })?;
+    let entries: Vec<KeyFileEntry> = serde_json::from_str(&text).map_err(|source| KeyFileError::Parse {
+        path: path.to_owned(),
+        source,
+    })?;
     for e in entries {
-        keys.add_base64(&e.key_id, &e.public_key)?;
+        keys.add_base64(&e.key_id, &e.public_key)
+            .map_err(|source| KeyFileError::Key {
+                path: path.to_owned(),
+                source,
+            })?;
     }
     Ok(())
 }
@@ -76,12 +141,31 @@ fn status_bytes(cfg: &ReceiverConfig, state: &str) -> Vec<u8> {
     })
 }
 
-/// Played alerts: id to the exact envelope bytes, to tell a redelivery from a replay.
-type Played = HashMap<String, Vec<u8>>;
-
-/// Runs the receiver until `shutdown`. Each handled envelope is also sent to `events`.
+/// Runs a receiver that remembers in memory and plays by emitting events, until
+/// `shutdown`.
 pub async fn run(
     cfg: ReceiverConfig,
+    events: mpsc::UnboundedSender<ReceiverEvent>,
+    shutdown: CancellationToken,
+) {
+    run_with(cfg, Playback::default(), events, shutdown).await;
+}
+
+/// What wakes the receiver's loop.
+enum Wake {
+    Shutdown,
+    Tick,
+    Message(InboundMessage),
+    Player(PlayerReport),
+    /// The retained burst has settled: release what was held.
+    Settled,
+}
+
+/// Runs the receiver until `shutdown`. Each handled envelope is also sent to `events`.
+/// It spawns the MQTT connection's task and one task per playback through a command.
+pub async fn run_with(
+    cfg: ReceiverConfig,
+    playback: Playback,
     events: mpsc::UnboundedSender<ReceiverEvent>,
     shutdown: CancellationToken,
 ) {
@@ -101,108 +185,593 @@ pub async fn run(
     let driver_task = tokio::spawn(driver.run(driver_stop.clone()));
     let started = Instant::now();
     let mut heartbeat = tokio::time::interval(cfg.heartbeat);
-    let mut played = Played::new();
-    let mut last_played: Option<String> = None;
+    let (reports_tx, reports) = mpsc::unbounded_channel();
+    let mut agent = Agent {
+        cfg: &cfg,
+        mqtt,
+        events,
+        played: playback.played,
+        command: playback.command,
+        programme: Programme::default(),
+        pending: HashMap::new(),
+        current: None,
+        reports_tx,
+        reports,
+        runs: 0,
+        last_played: None,
+        held: Vec::new(),
+        held_until: None,
+    };
     let mut was_connected = false;
     loop {
-        tokio::select! {
-            _ = shutdown.cancelled() => break,
-            _ = heartbeat.tick() => {
-                if mqtt.is_connected() {
+        let settle = agent.held_until;
+        let wake = tokio::select! {
+            _ = shutdown.cancelled() => Wake::Shutdown,
+            _ = heartbeat.tick() => Wake::Tick,
+            msg = inbound.recv() => msg.map_or(Wake::Shutdown, Wake::Message),
+            Some(r) = agent.reports.recv() => Wake::Player(r),
+            _ = sleep_until_some(settle) => Wake::Settled,
+        };
+        match wake {
+            Wake::Shutdown => break,
+            Wake::Tick => {
+                let connected = agent.mqtt.is_connected();
+                if connected {
                     if !was_connected {
-                        let _ = events.send(ReceiverEvent::Connected);
+                        let _ = agent.events.send(ReceiverEvent::Connected);
                     }
-                    let hb = HeartbeatWire {
-                        v: PROTOCOL_VERSION,
-                        receiver_id: cfg.receiver_id.to_string(),
-                        commune: cfg.commune.to_string(),
-                        at: wire::timestamp(Utc::now()),
-                        uptime_s: started.elapsed().as_secs(),
-                        last_played: last_played.clone(),
-                    };
-                    let _ = mqtt.enqueue(&cfg.topics.heartbeat(&cfg.receiver_id), wire::to_json(&hb), false);
+                    agent.heartbeat(started.elapsed());
                 }
-                was_connected = mqtt.is_connected();
+                was_connected = connected;
+                agent.played.prune(Utc::now());
             }
-            msg = inbound.recv() => {
-                let Some(msg) = msg else { break };
-                if let Some(id) = handle(&cfg, &mqtt, &mut played, &events, msg) {
-                    last_played = Some(id);
-                }
-            }
+            Wake::Message(msg) => agent.handle(msg).await,
+            Wake::Player(r) => agent.on_report(r).await,
+            Wake::Settled => agent.release().await,
         }
     }
+    // Silence the loudspeaker first: a stopped receiver must not keep playing.
+    agent.stop_current().await;
     // A clean stop sends no last will: say offline ourselves, then disconnect.
-    let _ = mqtt.enqueue(&status_topic, status_bytes(&cfg, "offline"), true);
+    let _ = agent
+        .mqtt
+        .enqueue(&status_topic, status_bytes(&cfg, "offline"), true);
     tokio::time::sleep(Duration::from_millis(100)).await;
     driver_stop.cancel();
     let _ = driver_task.await;
 }
 
-/// Handles one message from an alert topic; returns the id if it was played.
-fn handle(
-    cfg: &ReceiverConfig,
-    mqtt: &MqttHandle,
-    played: &mut Played,
-    events: &mpsc::UnboundedSender<ReceiverEvent>,
-    msg: InboundMessage,
-) -> Option<String> {
-    // An empty retained message clears a topic: nothing to play or report.
-    if msg.payload.is_empty() {
-        return None;
+/// Sleeps until `at`, or forever without one.
+async fn sleep_until_some(at: Option<tokio::time::Instant>) {
+    match at {
+        Some(at) => tokio::time::sleep_until(at).await,
+        None => std::future::pending().await,
     }
-    let Some(topic_id) = cfg.topics.parse_alert(&cfg.commune, &msg.topic) else {
-        tracing::warn!(topic = %msg.topic, "message on an unexpected topic ignored");
-        return None;
-    };
-    // The receipt names the topic's alert id; a malformed one is reported as such.
-    let receipt_id = AlertId::new(&topic_id)
-        .map(|a| a.to_string())
-        .unwrap_or_else(|_| "invalid-id".into());
-    let now = Utc::now();
-    let result =
-        wire::verify_envelope(&msg.payload, &cfg.keys, &topic_id, &cfg.commune, now).and_then(|alert| {
-            match played.get(&alert.id) {
-                // Retained redelivery on (re)subscribe: normal MQTT, already handled.
-                Some(bytes) if msg.retain && *bytes == msg.payload => Ok(None),
-                Some(_) => Err(Rejection::Replayed(alert.id.clone())),
-                None => Ok(Some(alert)),
-            }
-        });
-    let send = |status: ReceiptStatus, reason: Option<String>| {
+}
+
+/// A verified retained alert, held until its burst settles.
+struct Held {
+    alert: AlertPayload,
+    sha256: String,
+    expires: DateTime<Utc>,
+}
+
+/// An accepted alert that waits or plays.
+struct Pending {
+    alert: Box<AlertPayload>,
+    sha256: String,
+    expires: DateTime<Utc>,
+    /// Renditions completed so far: an interrupted alert resumes with the rest.
+    rendered: u8,
+    /// Whether the version is in the played log (from the moment it first starts).
+    recorded: bool,
+    /// Whether the `played` receipt went out.
+    played: bool,
+}
+
+/// The playback task of the alert playing through the command.
+struct Current {
+    id: String,
+    run: u64,
+    stop: CancellationToken,
+    task: tokio::task::JoinHandle<()>,
+}
+
+/// What a playback task tells the loop. `run` tells a stopped playback's late reports
+/// from those of the one that replaced it.
+struct PlayerReport {
+    id: String,
+    run: u64,
+    kind: ReportKind,
+}
+
+enum ReportKind {
+    /// A rendition completed successfully.
+    Rendered,
+    /// The playback ended on its own; never sent for a stopped one.
+    Ended(Outcome),
+}
+
+/// The receiver's state, owned by its loop.
+struct Agent<'a> {
+    cfg: &'a ReceiverConfig,
+    mqtt: MqttHandle,
+    events: mpsc::UnboundedSender<ReceiverEvent>,
+    played: PlayedLog,
+    command: Option<PlayCommand>,
+    programme: Programme,
+    pending: HashMap<String, Pending>,
+    current: Option<Current>,
+    reports_tx: mpsc::UnboundedSender<PlayerReport>,
+    reports: mpsc::UnboundedReceiver<PlayerReport>,
+    runs: u64,
+    last_played: Option<String>,
+    /// Retained alerts of the current burst, in arrival order, and when it settles.
+    held: Vec<Held>,
+    held_until: Option<tokio::time::Instant>,
+}
+
+impl Agent<'_> {
+    fn heartbeat(&self, uptime: Duration) {
+        let hb = HeartbeatWire {
+            v: PROTOCOL_VERSION,
+            receiver_id: self.cfg.receiver_id.to_string(),
+            commune: self.cfg.commune.to_string(),
+            at: wire::timestamp(Utc::now()),
+            uptime_s: uptime.as_secs(),
+            last_played: self.last_played.clone(),
+        };
+        let _ = self.mqtt.enqueue(
+            &self.cfg.topics.heartbeat(&self.cfg.receiver_id),
+            wire::to_json(&hb),
+            false,
+        );
+    }
+
+    fn send(&self, alert_id: &str, status: ReceiptStatus, reason: Option<String>) {
         let bytes = wire::receipt_bytes(
-            &receipt_id,
-            cfg.receiver_id.as_str(),
-            cfg.commune.as_str(),
+            alert_id,
+            self.cfg.receiver_id.as_str(),
+            self.cfg.commune.as_str(),
             status,
             reason,
             Utc::now(),
         );
-        if let Err(e) = mqtt.enqueue(&cfg.topics.receipt(&cfg.receiver_id), bytes, false) {
-            tracing::error!(alert_id = %receipt_id, error = %e, "receipt could not be queued");
-        }
-    };
-    match result {
-        Ok(None) => None,
-        Ok(Some(alert)) => {
-            send(ReceiptStatus::Received, None);
-            played.insert(alert.id.clone(), msg.payload.clone());
-            // Playing is printing in this reference agent; the caller renders the event.
-            send(ReceiptStatus::Played, None);
-            let id = alert.id.clone();
-            let _ = events.send(ReceiverEvent::Played(Box::new(alert)));
-            Some(id)
-        }
-        Err(reason) => {
-            tracing::warn!(alert_id = %receipt_id, reason = %reason, "envelope rejected");
-            send(ReceiptStatus::Rejected, Some(reason.to_string()));
-            let _ = events.send(ReceiverEvent::Rejected {
-                alert_id: receipt_id.clone(),
-                reason,
-            });
-            None
+        if let Err(e) = self
+            .mqtt
+            .enqueue(&self.cfg.topics.receipt(&self.cfg.receiver_id), bytes, false)
+        {
+            tracing::error!(alert_id = %alert_id, receiver = %self.cfg.receiver_id, error = %e,
+                "receipt could not be queued");
         }
     }
+
+    /// The digest of the version of `id` already accepted (played, waiting, or held),
+    /// if any.
+    fn seen(&self, id: &str) -> Option<&str> {
+        self.played
+            .played(id)
+            .or_else(|| self.pending.get(id).map(|p| p.sha256.as_str()))
+            .or_else(|| {
+                self.held
+                    .iter()
+                    .find(|h| h.alert.id == id)
+                    .map(|h| h.sha256.as_str())
+            })
+    }
+
+    /// Handles one message from an alert topic.
+    async fn handle(&mut self, msg: InboundMessage) {
+        // An empty retained message clears a topic: nothing to play or report.
+        if msg.payload.is_empty() {
+            return;
+        }
+        let Some(topic_id) = self.cfg.topics.parse_alert(&self.cfg.commune, &msg.topic) else {
+            tracing::warn!(topic = %msg.topic, receiver = %self.cfg.receiver_id,
+                "message on an unexpected topic ignored");
+            return;
+        };
+        // The receipt names the topic's alert id; a malformed one is reported as such.
+        let valid_id = AlertId::new(&topic_id).ok();
+        let receipt_id = valid_id
+            .as_ref()
+            .map_or_else(|| "invalid-id".to_owned(), ToString::to_string);
+        let now = Utc::now();
+        let sha256 = envelope_digest(&msg.payload);
+        // A byte-identical copy sent while we listen is the service resending because it
+        // lacks our `received`: acknowledge again, do not play again.
+        let mut reacknowledge = false;
+        let result = wire::verify_envelope(&msg.payload, &self.cfg.keys, &topic_id, &self.cfg.commune, now)
+            .and_then(|alert| {
+                // The payload's id equals the topic's; it must also be a valid id, since it
+                // names receipts and lines of the state file.
+                if valid_id.is_none() {
+                    return Err(Rejection::Malformed(format!(
+                        "alert id {:?} is not 1 to 64 of A-Z, a-z, 0-9, -, _ and .",
+                        alert.id
+                    )));
+                }
+                let expires = alert
+                    .expires
+                    .parse::<DateTime<Utc>>()
+                    .map_err(|e| Rejection::Malformed(format!("expires {:?}: {e}", alert.expires)))?;
+                match self.seen(&alert.id) {
+                    // Retained redelivery on (re)subscribe: normal MQTT, already handled.
+                    Some(d) if msg.retain && d == sha256 => Ok(None),
+                    Some(d) if d == sha256 => {
+                        reacknowledge = true;
+                        Ok(None)
+                    }
+                    Some(_) => Err(Rejection::Replayed(alert.id.clone())),
+                    None => Ok(Some((alert, expires))),
+                }
+            });
+        match result {
+            Ok(None) => {
+                if reacknowledge {
+                    self.send(&receipt_id, ReceiptStatus::Received, None);
+                }
+            }
+            Ok(Some((alert, expires))) => {
+                if let Some(by) = self.superseded_by(&alert.id) {
+                    tracing::info!(alert_id = %alert.id, by = %by, receiver = %self.cfg.receiver_id,
+                        "alert already replaced by a newer message; not played");
+                } else if msg.retain {
+                    // Part of the burst a (re)subscription brings: wait for the rest of it.
+                    self.held_until
+                        .get_or_insert_with(|| tokio::time::Instant::now() + RETAINED_SETTLE);
+                    self.held.push(Held {
+                        alert,
+                        sha256,
+                        expires,
+                    });
+                } else {
+                    self.accept(alert, sha256, expires).await;
+                }
+            }
+            Err(reason) => {
+                tracing::warn!(alert_id = %receipt_id, receiver = %self.cfg.receiver_id,
+                    reason = %reason, "envelope rejected");
+                self.send(&receipt_id, ReceiptStatus::Rejected, Some(reason.to_string()));
+                let _ = self.events.send(ReceiverEvent::Rejected {
+                    alert_id: receipt_id,
+                    reason,
+                });
+            }
+        }
+    }
+
+    /// The alert that replaced `id` before it played here, if one did.
+    fn superseded_by(&self, id: &str) -> Option<String> {
+        match self.played.get(id) {
+            Some(Mark::Superseded { by }) => Some(by.clone()),
+            _ => None,
+        }
+    }
+
+    /// Releases the settled retained burst: what another alert of the burst replaces is
+    /// set aside unplayed, and the rest is accepted, emergencies first.
+    async fn release(&mut self) {
+        self.held_until = None;
+        let mut held = std::mem::take(&mut self.held);
+        // Replaced id to the id and expiry of the alert that replaces it.
+        let replaced: HashMap<String, (String, DateTime<Utc>)> = held
+            .iter()
+            .flat_map(|h| {
+                h.alert
+                    .references
+                    .iter()
+                    .map(|r| (r.clone(), (h.alert.id.clone(), h.expires)))
+            })
+            .collect();
+        held.sort_by_key(|h| {
+            std::cmp::Reverse(MessageClass::from_code(&h.alert.class).unwrap_or(MessageClass::Normal))
+        });
+        for h in held {
+            if let Some((by, expires)) = replaced.get(&h.alert.id) {
+                tracing::info!(alert_id = %h.alert.id, by = %by, receiver = %self.cfg.receiver_id,
+                    "retained alert replaced by a newer one of the same burst; not played");
+                self.record_superseded(&h.alert.id, by, *expires).await;
+                continue;
+            }
+            // An alert accepted while this one was held may have replaced it.
+            if let Some(by) = self.superseded_by(&h.alert.id) {
+                tracing::info!(alert_id = %h.alert.id, by = %by, receiver = %self.cfg.receiver_id,
+                    "retained alert replaced by a newer message; not played");
+                continue;
+            }
+            self.accept(h.alert, h.sha256, h.expires).await;
+        }
+    }
+
+    /// Writes that `by`, which expires at `expires`, replaced `id` before it played here.
+    async fn record_superseded(&mut self, id: &str, by: &str, expires: DateTime<Utc>) {
+        let append = self.played.record_superseded(id, by, expires);
+        self.write(id, append).await;
+    }
+
+    /// A verified new version: report it received, and hand it to the programme.
+    async fn accept(&mut self, alert: AlertPayload, sha256: String, expires: DateTime<Utc>) {
+        self.send(&alert.id, ReceiptStatus::Received, None);
+        // What it replaces and this receiver has not started (unseen, or held in a
+        // retained burst) must not play later, as it would if the broker still retains
+        // it. What waits or plays, the programme stops below.
+        for r in &alert.references {
+            if self.played.get(r).is_none() && !self.pending.contains_key(r) {
+                self.record_superseded(r, &alert.id, expires).await;
+            }
+        }
+        let class = MessageClass::from_code(&alert.class).unwrap_or_else(|| {
+            tracing::warn!(alert_id = %alert.id, class = %alert.class,
+                "unknown message class; playing it as normal");
+            MessageClass::Normal
+        });
+        let slot = Slot {
+            id: alert.id.clone(),
+            class,
+            expires,
+            references: alert.references.clone(),
+        };
+        self.pending.insert(
+            alert.id.clone(),
+            Pending {
+                alert: Box::new(alert),
+                sha256,
+                expires,
+                rendered: 0,
+                recorded: false,
+                played: false,
+            },
+        );
+        let actions = self.programme.arrive(slot, Utc::now());
+        self.apply(actions).await;
+    }
+
+    /// Carries out the programme's actions, and those that follow from them (a printed
+    /// alert ends at once, and the next one starts).
+    async fn apply(&mut self, actions: Vec<Action>) {
+        let mut work = VecDeque::from(actions);
+        while let Some(action) = work.pop_front() {
+            match action {
+                Action::Play(id) => work.extend(self.start(&id).await),
+                Action::Stop { id, reason } => {
+                    self.stop_current().await;
+                    match reason {
+                        StopReason::Interrupted { by } => {
+                            tracing::info!(alert_id = %id, by = %by, receiver = %self.cfg.receiver_id,
+                                "playback interrupted by an emergency; it resumes afterwards");
+                            let _ = self.events.send(ReceiverEvent::Interrupted { alert_id: id, by });
+                        }
+                        StopReason::Superseded { by } => {
+                            tracing::info!(alert_id = %id, by = %by, receiver = %self.cfg.receiver_id,
+                                "playback stopped: replaced by a newer message");
+                            self.pending.remove(&id);
+                        }
+                    }
+                }
+                Action::Drop { id, reason } => {
+                    let Some(p) = self.pending.remove(&id) else {
+                        continue;
+                    };
+                    match reason {
+                        DropReason::Expired => {
+                            self.fail(
+                                &id,
+                                p.played,
+                                format!(
+                                    "expired: the alert expired at {} before it could play",
+                                    p.alert.expires
+                                ),
+                            );
+                        }
+                        DropReason::Superseded { by } => {
+                            tracing::info!(alert_id = %id, by = %by, receiver = %self.cfg.receiver_id,
+                                "waiting alert dropped: replaced by a newer message");
+                            // Remember it as replaced, so that its retained copy, if the
+                            // broker still holds one, does not play after a reconnect.
+                            self.record_superseded(&id, &by, p.expires).await;
+                        }
+                    }
+                }
+            }
+        }
+    }
+
+    /// Writes the version to the played log before anything of it plays.
+    async fn record(&mut self, id: &str, sha256: &str, expires: DateTime<Utc>) {
+        let append = self.played.record(id, sha256, expires);
+        self.write(id, append).await;
+    }
+
+    /// Writes a line of the played log, off the loop's thread.
+    async fn write(&self, id: &str, append: Option<state::Append>) {
+        let Some(append) = append else {
+            return;
+        };
+        let written = tokio::task::spawn_blocking(move || append.write()).await;
+        let error = match written {
+            Ok(Ok(())) => return,
+            Ok(Err(e)) => e.to_string(),
+            Err(e) => e.to_string(),
+        };
+        // Playing a warning matters more than never repeating one: play it anyway.
+        tracing::error!(alert_id = %id, receiver = %self.cfg.receiver_id, error = %error,
+            "state not recorded; a restart may play this alert again");
+    }
+
+    /// Starts, or resumes, playing `id`. Returns the actions that follow when the playing
+    /// ends at once (printing, or nothing left to play).
+    async fn start(&mut self, id: &str) -> Vec<Action> {
+        let Some(p) = self.pending.get(id) else {
+            return self.programme.finished(Utc::now());
+        };
+        if !p.recorded {
+            let (sha256, expires) = (p.sha256.clone(), p.expires);
+            self.record(id, &sha256, expires).await;
+            if let Some(p) = self.pending.get_mut(id) {
+                p.recorded = true;
+            }
+        }
+        let Some(cmd) = self.command.clone() else {
+            // Playing is handing the alert over: it is played at once, and done.
+            self.mark_played(id);
+            self.pending.remove(id);
+            return self.programme.finished(Utc::now());
+        };
+        let Some(p) = self.pending.get(id) else {
+            return self.programme.finished(Utc::now());
+        };
+        let remaining = p.alert.repeat.times.max(1).saturating_sub(p.rendered);
+        if remaining == 0 {
+            self.pending.remove(id);
+            return self.programme.finished(Utc::now());
+        }
+        let text = speech_vi(&p.alert);
+        let interval = Duration::from_secs(u64::from(p.alert.repeat.interval_s));
+        let until_expiry = (p.expires - Utc::now()).to_std().unwrap_or(Duration::ZERO);
+        let deadline = tokio::time::Instant::now() + until_expiry;
+        self.runs += 1;
+        let run = self.runs;
+        let stop = CancellationToken::new();
+        let tx = self.reports_tx.clone();
+        let task_stop = stop.clone();
+        let task_id = id.to_owned();
+        let task = tokio::spawn(async move {
+            let report = |kind| {
+                let _ = tx.send(PlayerReport {
+                    id: task_id.clone(),
+                    run,
+                    kind,
+                });
+            };
+            let outcome = play::play(&cmd, &text, remaining, interval, deadline, &task_stop, || {
+                report(ReportKind::Rendered)
+            })
+            .await;
+            if outcome != Outcome::Stopped {
+                report(ReportKind::Ended(outcome));
+            }
+        });
+        tracing::info!(alert_id = %id, receiver = %self.cfg.receiver_id, renditions = remaining,
+            "playing through the play command");
+        self.current = Some(Current {
+            id: id.to_owned(),
+            run,
+            stop,
+            task,
+        });
+        Vec::new()
+    }
+
+    /// Stops the playback under way, if any, and waits until its command is dead.
+    async fn stop_current(&mut self) {
+        let Some(c) = self.current.take() else {
+            return;
+        };
+        c.stop.cancel();
+        if tokio::time::timeout(Duration::from_secs(5), c.task)
+            .await
+            .is_err()
+        {
+            tracing::error!(alert_id = %c.id, receiver = %self.cfg.receiver_id,
+                "playback did not stop within 5 s");
+        }
+        // Renditions it completed before it stopped still count.
+        while let Ok(r) = self.reports.try_recv() {
+            if matches!(r.kind, ReportKind::Rendered) {
+                self.rendered(&r.id);
+            }
+        }
+    }
+
+    async fn on_report(&mut self, r: PlayerReport) {
+        match r.kind {
+            ReportKind::Rendered => self.rendered(&r.id),
+            ReportKind::Ended(outcome) => {
+                if self.current.as_ref().map(|c| c.run) != Some(r.run) {
+                    return;
+                }
+                self.current = None;
+                let played = self.pending.remove(&r.id).is_some_and(|p| p.played);
+                match outcome {
+                    Outcome::Done | Outcome::Stopped => {}
+                    Outcome::Failed(reason) => self.fail(&r.id, played, reason),
+                    Outcome::Expired => self.fail(
+                        &r.id,
+                        played,
+                        "expired: the alert expired before its first rendition completed".into(),
+                    ),
+                }
+                let actions = self.programme.finished(Utc::now());
+                self.apply(actions).await;
+            }
+        }
+    }
+
+    /// A rendition of `id` completed: the first one makes it played.
+    fn rendered(&mut self, id: &str) {
+        let Some(p) = self.pending.get_mut(id) else {
+            return;
+        };
+        p.rendered = p.rendered.saturating_add(1);
+        if !p.played {
+            self.mark_played(id);
+        }
+    }
+
+    /// Sends the `played` receipt and event, once per version.
+    fn mark_played(&mut self, id: &str) {
+        let Some(p) = self.pending.get_mut(id) else {
+            return;
+        };
+        if p.played {
+            return;
+        }
+        p.played = true;
+        let alert = p.alert.clone();
+        self.send(id, ReceiptStatus::Played, None);
+        self.last_played = Some(id.to_owned());
+        let _ = self.events.send(ReceiverEvent::Played(alert));
+    }
+
+    /// Reports that `id` could not be played; after it was played, only logs it, since
+    /// its `played` receipt already went out.
+    fn fail(&self, id: &str, played: bool, reason: String) {
+        if played {
+            tracing::warn!(alert_id = %id, receiver = %self.cfg.receiver_id, reason = %reason,
+                "a later rendition did not complete");
+            return;
+        }
+        tracing::error!(alert_id = %id, receiver = %self.cfg.receiver_id, reason = %reason,
+            "accepted alert could not be played");
+        self.send(id, ReceiptStatus::Failed, Some(reason.clone()));
+        let _ = self.events.send(ReceiverEvent::Failed {
+            alert_id: id.to_owned(),
+            reason,
+        });
+    }
+}
+
+/// What a loudspeaker reads out: the headline, description and instruction, with an
+/// exercise or test announced before and after (protocol §8). Unlike [`render_vi`], it
+/// carries no codes or ids, which mean nothing spoken.
+pub fn speech_vi(a: &AlertPayload) -> String {
+    let notice = match a.status.as_str() {
+        "Exercise" => Some("Đây là tin diễn tập, không phải tình huống thật."),
+        "Test" => Some("Đây là tin thử nghiệm, không phải tình huống thật."),
+        _ => None,
+    };
+    let mut parts: Vec<&str> = Vec::new();
+    parts.extend(notice);
+    parts.push(&a.headline);
+    parts.push(&a.description);
+    if !a.instruction.is_empty() {
+        parts.push(&a.instruction);
+    }
+    parts.extend(notice);
+    let mut text = parts.join("\n");
+    text.push('\n');
+    text
 }
 
 /// The alert as a loudspeaker operator would read it, in Vietnamese.

@@ -1,12 +1,17 @@
 //! `canhbao-receiver`: the reference commune loudspeaker agent. It prints each verified
-//! alert in Vietnamese and reports receipts.
+//! alert in Vietnamese (and reads it aloud through `--play-command`), reports receipts,
+//! and remembers what it played in a state file. `--simulate N` runs N receivers in one
+//! process, to load-test a broker and the service.
 
-use std::path::PathBuf;
+use std::collections::{HashMap, HashSet};
+use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 use std::time::Duration;
 
-use anyhow::{Context, Result, bail};
-use canhbao_receiver::{ReceiverConfig, ReceiverEvent, load_trusted_keys, render_vi, run};
+use anyhow::{Result, bail};
+use canhbao_receiver::play::PlayCommand;
+use canhbao_receiver::state::PlayedLog;
+use canhbao_receiver::{Playback, ReceiverConfig, ReceiverEvent, load_trusted_keys, render_vi, run_with};
 use clap::Parser;
 use dispatch::mqtt::BrokerUrl;
 use dispatch::{Topics, TrustedKeys};
@@ -27,10 +32,10 @@ struct Cli {
     broker: String,
     /// The commune code this receiver serves (5 digits).
     #[arg(long)]
-    commune: String,
+    commune: Option<String>,
     /// This receiver's identity (letters, digits, - and _).
     #[arg(long)]
-    id: String,
+    id: Option<String>,
     /// Province code.
     #[arg(long, default_value = "20")]
     province: String,
@@ -53,65 +58,277 @@ struct Cli {
     /// Seconds between heartbeats.
     #[arg(long, default_value_t = 30)]
     heartbeat_s: u64,
+    /// Where the versions played are recorded, so that a restart does not play them
+    /// again [default: var/receiver-ID.state].
+    #[arg(long)]
+    state: Option<PathBuf>,
+    /// Read each alert aloud through this command, e.g. "espeak-ng -v vi": split on
+    /// whitespace and run without a shell, the text on its standard input, repeated as
+    /// the alert says. Without it, alerts are printed only.
+    #[arg(long)]
+    play_command: Option<String>,
+    /// Run N receivers in this process, with ids sim-COMMUNE-I, spread over --communes.
+    #[arg(long, value_name = "N")]
+    simulate: Option<usize>,
+    /// With --simulate: the communes to spread the receivers over, comma-separated
+    /// [default: --commune].
+    #[arg(long, value_delimiter = ',')]
+    communes: Vec<String>,
+    /// With --simulate: the directory of the receivers' state files.
+    #[arg(long, default_value = "var/sim")]
+    state_dir: PathBuf,
+    /// With --simulate: print only the totals, at exit.
+    #[arg(long)]
+    quiet: bool,
 }
 
-fn config(cli: Cli) -> Result<ReceiverConfig> {
+/// Settings shared by every receiver of the process.
+struct Common {
+    broker: BrokerUrl,
+    topics: Topics,
+    keys: TrustedKeys,
+    username: Option<String>,
+    password: Option<String>,
+    heartbeat: Duration,
+    play_command: Option<PlayCommand>,
+}
+
+/// One receiver to run.
+struct Planned {
+    id: ReceiverId,
+    commune: CommuneCode,
+    state: PathBuf,
+}
+
+/// What to run: one receiver, or a simulated fleet.
+enum Mode {
+    Single(Planned),
+    Simulate { receivers: Vec<Planned>, quiet: bool },
+}
+
+/// Turns the raw arguments into validated settings, reporting every problem at once.
+fn validate(cli: Cli) -> Result<(Common, Mode)> {
+    let mut problems: Vec<String> = Vec::new();
     let mut keys = TrustedKeys::default();
-    if cli.trusted_keys.exists() || cli.trusted_key.is_empty() {
-        load_trusted_keys(&cli.trusted_keys, &mut keys)?;
+    if (cli.trusted_keys.exists() || cli.trusted_key.is_empty())
+        && let Err(e) = load_trusted_keys(&cli.trusted_keys, &mut keys)
+    {
+        problems.push(e.to_string());
     }
     for k in &cli.trusted_key {
-        let (id, b64) = k
-            .split_once('=')
-            .with_context(|| format!("--trusted-key {k:?} must be KEY_ID=BASE64"))?;
-        keys.add_base64(id, b64)?;
+        match k.split_once('=') {
+            Some((id, b64)) => {
+                if let Err(e) = keys.add_base64(id, b64) {
+                    problems.push(format!("--trusted-key: {e}"));
+                }
+            }
+            None => problems.push(format!("--trusted-key {k:?} must be KEY_ID=BASE64")),
+        }
     }
-    if keys.is_empty() {
-        bail!("no trusted keys: give --trusted-keys FILE or --trusted-key KEY_ID=BASE64");
+    if keys.is_empty() && problems.is_empty() {
+        problems.push("no trusted keys: give --trusted-keys FILE or --trusted-key KEY_ID=BASE64".into());
     }
     if cli.heartbeat_s == 0 {
-        bail!("--heartbeat-s must be at least 1");
+        problems.push("--heartbeat-s must be at least 1".into());
     }
-    let province = ProvinceCode::new(&cli.province)?;
-    Ok(ReceiverConfig {
-        broker: BrokerUrl::parse(&cli.broker)?,
-        receiver_id: ReceiverId::new(&cli.id)?,
-        commune: CommuneCode::new(&cli.commune)?,
-        topics: Topics::new(&cli.prefix, province)?,
-        keys,
-        username: cli.username,
-        password: cli.password,
-        heartbeat: Duration::from_secs(cli.heartbeat_s),
-    })
-}
-
-#[tokio::main]
-async fn main() -> ExitCode {
-    let filter = EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new("info"));
-    tracing_subscriber::fmt()
-        .with_env_filter(filter)
-        .with_target(false)
-        .with_writer(std::io::stderr)
-        .init();
-    let cfg = match config(Cli::parse()) {
-        Ok(c) => c,
-        Err(e) => {
-            eprintln!("error: {e:#}");
-            return ExitCode::from(2);
+    let broker = BrokerUrl::parse(&cli.broker)
+        .map_err(|e| problems.push(e.to_string()))
+        .ok();
+    let topics = ProvinceCode::new(&cli.province)
+        .map_err(|e| problems.push(format!("--province: {e}")))
+        .ok()
+        .and_then(|p| {
+            Topics::new(&cli.prefix, p)
+                .map_err(|e| problems.push(e.to_string()))
+                .ok()
+        });
+    let play_command = cli.play_command.as_deref().and_then(|c| {
+        PlayCommand::parse(c)
+            .map_err(|e| problems.push(e.to_string()))
+            .ok()
+    });
+    let mode = match cli.simulate {
+        None => {
+            if !cli.communes.is_empty() {
+                problems.push("--communes needs --simulate; a receiver serves one --commune".into());
+            }
+            if cli.quiet {
+                problems.push("--quiet needs --simulate".into());
+            }
+            let commune = match &cli.commune {
+                Some(c) => CommuneCode::new(c)
+                    .map_err(|e| problems.push(format!("--commune: {e}")))
+                    .ok(),
+                None => {
+                    problems.push("--commune is required".into());
+                    None
+                }
+            };
+            let id = match &cli.id {
+                Some(i) => ReceiverId::new(i)
+                    .map_err(|e| problems.push(format!("--id: {e}")))
+                    .ok(),
+                None => {
+                    problems.push("--id is required (or --simulate N)".into());
+                    None
+                }
+            };
+            match (id, commune) {
+                (Some(id), Some(commune)) => {
+                    let state = cli
+                        .state
+                        .clone()
+                        .unwrap_or_else(|| PathBuf::from(format!("var/receiver-{id}.state")));
+                    Some(Mode::Single(Planned { id, commune, state }))
+                }
+                _ => None,
+            }
+        }
+        Some(n) => {
+            if n == 0 {
+                problems.push("--simulate needs at least 1 receiver".into());
+            }
+            if cli.id.is_some() {
+                problems.push("--id is not used with --simulate: ids are sim-COMMUNE-I".into());
+            }
+            if cli.state.is_some() {
+                problems.push("--state is not used with --simulate: see --state-dir".into());
+            }
+            let raw: Vec<&String> = if cli.communes.is_empty() {
+                cli.commune.iter().collect()
+            } else {
+                cli.communes.iter().collect()
+            };
+            if raw.is_empty() {
+                problems.push("--simulate needs --communes or --commune".into());
+            }
+            let mut communes = Vec::new();
+            for c in raw {
+                match CommuneCode::new(c.trim()) {
+                    Ok(c) => communes.push(c),
+                    Err(e) => problems.push(format!("--communes: {e}")),
+                }
+            }
+            simulated(n, &communes, &cli.state_dir)
+                .map_err(|e| problems.push(e))
+                .ok()
+                .map(|receivers| Mode::Simulate {
+                    receivers,
+                    quiet: cli.quiet,
+                })
         }
     };
+    match (broker, topics, mode) {
+        (Some(broker), Some(topics), Some(mode)) if problems.is_empty() => Ok((
+            Common {
+                broker,
+                topics,
+                keys,
+                username: cli.username,
+                password: cli.password,
+                heartbeat: Duration::from_secs(cli.heartbeat_s),
+                play_command,
+            },
+            mode,
+        )),
+        _ => bail!("{}", problems.join("\n")),
+    }
+}
+
+/// The simulated receivers: `sim-{commune}-{i}`, receiver `i` serving commune `i` modulo
+/// their number.
+fn simulated(n: usize, communes: &[CommuneCode], dir: &Path) -> Result<Vec<Planned>, String> {
+    if communes.is_empty() {
+        return Ok(Vec::new());
+    }
+    (0..n)
+        .map(|i| {
+            let commune = communes[i % communes.len()].clone();
+            let id = ReceiverId::new(&format!("sim-{commune}-{i}")).map_err(|e| e.to_string())?;
+            let state = dir.join(format!("{id}.state"));
+            Ok(Planned { id, commune, state })
+        })
+        .collect()
+}
+
+fn receiver_config(common: &Common, p: &Planned) -> ReceiverConfig {
+    ReceiverConfig {
+        broker: common.broker.clone(),
+        receiver_id: p.id.clone(),
+        commune: p.commune.clone(),
+        topics: common.topics.clone(),
+        keys: common.keys.clone(),
+        username: common.username.clone(),
+        password: common.password.clone(),
+        heartbeat: common.heartbeat,
+    }
+}
+
+/// Opens a receiver's state file, logging what loading found.
+fn open_state(p: &Planned) -> Result<PlayedLog> {
+    let (log, report) = PlayedLog::open(&p.state, chrono::Utc::now())?;
+    if report.torn || report.corrupt > 0 {
+        tracing::warn!(receiver = %p.id, state = %p.state.display(), torn = report.torn,
+            corrupt = report.corrupt, "state file had unreadable lines; they were dropped");
+    }
+    tracing::debug!(receiver = %p.id, state = %p.state.display(), kept = report.kept,
+        expired = report.expired, "state loaded");
+    Ok(log)
+}
+
+/// Resolves on Ctrl-C or, on Unix, SIGTERM (how a service manager stops us).
+async fn terminated() {
+    #[cfg(unix)]
+    {
+        use tokio::signal::unix::{SignalKind, signal};
+        match signal(SignalKind::terminate()) {
+            Ok(mut term) => {
+                tokio::select! {
+                    _ = tokio::signal::ctrl_c() => {}
+                    _ = term.recv() => {}
+                }
+            }
+            Err(_) => {
+                let _ = tokio::signal::ctrl_c().await;
+            }
+        }
+    }
+    #[cfg(not(unix))]
+    {
+        let _ = tokio::signal::ctrl_c().await;
+    }
+}
+
+async fn single(common: Common, p: Planned) -> Result<()> {
+    let played = open_state(&p)?;
+    let cfg = receiver_config(&common, &p);
     tracing::info!(receiver = %cfg.receiver_id, commune = %cfg.commune, keys = cfg.keys.len(),
-        broker = %format!("{}:{}", cfg.broker.host, cfg.broker.port), "receiver starting");
+        broker = %format!("{}:{}", cfg.broker.host, cfg.broker.port),
+        state = %p.state.display(), remembered = played.len(),
+        play_command = %common.play_command.as_ref().map(ToString::to_string).unwrap_or_default(),
+        "receiver starting");
     let shutdown = CancellationToken::new();
     let (tx, mut rx) = mpsc::unbounded_channel();
-    let task = tokio::spawn(run(cfg, tx, shutdown.clone()));
+    let playback = Playback {
+        played,
+        command: common.play_command.clone(),
+    };
+    let task = tokio::spawn(run_with(cfg, playback, tx, shutdown.clone()));
+    let stop = terminated();
+    tokio::pin!(stop);
     loop {
         tokio::select! {
-            _ = tokio::signal::ctrl_c() => break,
+            _ = &mut stop => break,
             ev = rx.recv() => match ev {
                 Some(ReceiverEvent::Played(alert)) => println!("{}", render_vi(&alert)),
                 Some(ReceiverEvent::Rejected { alert_id, reason }) => {
                     println!("!!! Từ chối tin {alert_id}: {reason}\n")
+                }
+                Some(ReceiverEvent::Failed { alert_id, reason }) => {
+                    println!("!!! Không phát được tin {alert_id}: {reason}\n")
+                }
+                Some(ReceiverEvent::Interrupted { alert_id, by }) => {
+                    println!("--- Tin {alert_id} tạm dừng để phát tin khẩn cấp {by}\n")
                 }
                 Some(ReceiverEvent::Connected) => tracing::info!("connected and subscribed"),
                 None => break,
@@ -120,5 +337,157 @@ async fn main() -> ExitCode {
     }
     shutdown.cancel();
     let _ = task.await;
-    ExitCode::SUCCESS
+    Ok(())
+}
+
+/// Totals of a simulation.
+#[derive(Default)]
+struct Totals {
+    connected: HashSet<usize>,
+    played: usize,
+    alerts: HashSet<String>,
+    rejected: usize,
+    failed: usize,
+}
+
+async fn simulate(common: Common, receivers: Vec<Planned>, quiet: bool) -> Result<()> {
+    let mut logs = Vec::with_capacity(receivers.len());
+    for p in &receivers {
+        logs.push(open_state(p)?);
+    }
+    let communes: HashSet<&CommuneCode> = receivers.iter().map(|p| &p.commune).collect();
+    tracing::info!(receivers = receivers.len(), communes = communes.len(),
+        broker = %format!("{}:{}", common.broker.host, common.broker.port), "simulation starting");
+    let started = std::time::Instant::now();
+    let shutdown = CancellationToken::new();
+    // Each receiver's events reach one channel, tagged with its index.
+    let (all_tx, mut all_rx) = mpsc::unbounded_channel::<(usize, ReceiverEvent)>();
+    let mut tasks = Vec::with_capacity(receivers.len());
+    for (i, (p, played)) in receivers.iter().zip(logs).enumerate() {
+        let (tx, mut rx) = mpsc::unbounded_channel();
+        let playback = Playback {
+            played,
+            command: common.play_command.clone(),
+        };
+        tasks.push(tokio::spawn(run_with(
+            receiver_config(&common, p),
+            playback,
+            tx,
+            shutdown.clone(),
+        )));
+        let all_tx = all_tx.clone();
+        tokio::spawn(async move {
+            while let Some(ev) = rx.recv().await {
+                if all_tx.send((i, ev)).is_err() {
+                    break;
+                }
+            }
+        });
+    }
+    drop(all_tx);
+    let mut totals = Totals::default();
+    let mut all_connected = false;
+    let mut by_alert: HashMap<String, usize> = HashMap::new();
+    let stop = terminated();
+    tokio::pin!(stop);
+    loop {
+        let (i, ev) = tokio::select! {
+            _ = &mut stop => break,
+            ev = all_rx.recv() => match ev {
+                Some(ev) => ev,
+                None => break,
+            },
+        };
+        let id = &receivers[i].id;
+        match ev {
+            ReceiverEvent::Connected => {
+                totals.connected.insert(i);
+                if !quiet && !all_connected && totals.connected.len() == receivers.len() {
+                    all_connected = true;
+                    println!(
+                        "all {} receivers connected after {:.1} s",
+                        receivers.len(),
+                        started.elapsed().as_secs_f64()
+                    );
+                }
+            }
+            ReceiverEvent::Played(alert) => {
+                totals.played += 1;
+                *by_alert.entry(alert.id.clone()).or_default() += 1;
+                if !quiet {
+                    println!("{id} played {}", alert.id);
+                }
+                totals.alerts.insert(alert.id);
+            }
+            ReceiverEvent::Rejected { alert_id, reason } => {
+                totals.rejected += 1;
+                if !quiet {
+                    println!("{id} rejected {alert_id}: {reason}");
+                }
+            }
+            ReceiverEvent::Failed { alert_id, reason } => {
+                totals.failed += 1;
+                if !quiet {
+                    println!("{id} failed {alert_id}: {reason}");
+                }
+            }
+            ReceiverEvent::Interrupted { alert_id, by } => {
+                if !quiet {
+                    println!("{id} interrupted {alert_id} for {by}");
+                }
+            }
+        }
+    }
+    shutdown.cancel();
+    for t in tasks {
+        let _ = t.await;
+    }
+    println!(
+        "simulated {} receivers over {} communes: {} connected, {} played ({} distinct alerts), {} rejected, {} failed",
+        receivers.len(),
+        communes.len(),
+        totals.connected.len(),
+        totals.played,
+        totals.alerts.len(),
+        totals.rejected,
+        totals.failed
+    );
+    let mut per_alert: Vec<(String, usize)> = by_alert.into_iter().collect();
+    per_alert.sort();
+    for (alert, n) in per_alert {
+        println!("  {alert}: played by {n}");
+    }
+    Ok(())
+}
+
+#[tokio::main]
+async fn main() -> ExitCode {
+    let cli = Cli::parse();
+    // A simulated fleet would log every connection of every receiver: warnings only,
+    // unless RUST_LOG asks for more.
+    let level = if cli.simulate.is_some() { "warn" } else { "info" };
+    let filter = EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new(level));
+    tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_target(false)
+        .with_writer(std::io::stderr)
+        .init();
+    let (common, mode) = match validate(cli) {
+        Ok(v) => v,
+        Err(e) => {
+            eprintln!("error: {e:#}");
+            return ExitCode::from(2);
+        }
+    };
+    let result = match mode {
+        Mode::Single(p) => single(common, p).await,
+        Mode::Simulate { receivers, quiet } => simulate(common, receivers, quiet).await,
+    };
+    match result {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("error: {e:#}");
+            ExitCode::FAILURE
+        }
+    }
 }

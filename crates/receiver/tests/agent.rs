@@ -1,0 +1,728 @@
+//! The reference receiver against a real broker: what it remembers across a restart, how
+//! an emergency interrupts, how a failing play command is reported, and the simulated
+//! fleet of the binary.
+//!
+//! These need an MQTT broker that allows anonymous clients, named by
+//! `CANHBAO_TEST_MQTT_URL` (e.g. `mqtt://127.0.0.1:1883`); without it they pass at once.
+//! Each test uses a topic prefix of its own, and clears the retained alerts it published.
+
+#![allow(clippy::unwrap_used)]
+
+use std::path::Path;
+use std::time::Duration;
+
+use canhbao_receiver::play::PlayCommand;
+use canhbao_receiver::state::PlayedLog;
+use canhbao_receiver::{Playback, ReceiverConfig, ReceiverEvent, run_with};
+use chrono::Utc;
+use dispatch::mqtt::{BrokerUrl, InboundMessage, MqttHandle, MqttSettings};
+use dispatch::wire::{self, AlertPayload, ReceiptWire, RepeatWire, envelope_bytes};
+use dispatch::{Signer, Topics, TrustedKeys};
+use domain::{AlertId, CommuneCode, ProvinceCode, ReceiverId};
+use tokio::sync::mpsc;
+use tokio::time::{Instant, timeout};
+use tokio_util::sync::CancellationToken;
+
+const WAIT: Duration = Duration::from_secs(10);
+const HUU_LUNG: &str = "06385";
+
+fn broker() -> Option<BrokerUrl> {
+    let url = std::env::var("CANHBAO_TEST_MQTT_URL").ok()?;
+    if url.is_empty() {
+        return None;
+    }
+    Some(BrokerUrl::parse(&url).unwrap())
+}
+
+/// A name no other test run uses.
+fn unique(tag: &str) -> String {
+    use std::sync::atomic::{AtomicU32, Ordering};
+    static N: AtomicU32 = AtomicU32::new(0);
+    let nanos = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .subsec_nanos();
+    format!(
+        "{tag}-{}-{}-{nanos:x}",
+        std::process::id(),
+        N.fetch_add(1, Ordering::Relaxed)
+    )
+}
+
+/// A test's own world on the broker: its topics, its signing key, and a monitor client
+/// that publishes alerts and collects receipts and statuses.
+struct World {
+    broker: BrokerUrl,
+    topics: Topics,
+    prefix: String,
+    signer: Signer,
+    monitor: MqttHandle,
+    inbound: mpsc::Receiver<InboundMessage>,
+    stop: CancellationToken,
+    published: Vec<String>,
+    /// Receivers started, whose persistent sessions the broker should forget at the end.
+    receivers: Vec<String>,
+}
+
+impl World {
+    async fn new(broker: BrokerUrl) -> World {
+        let prefix = format!("canhbao-test/{}", unique("rx"));
+        let topics = Topics::new(&prefix, ProvinceCode::new("20").unwrap()).unwrap();
+        let (monitor, driver, inbound) = dispatch::mqtt::connect(MqttSettings {
+            broker: broker.clone(),
+            client_id: unique("monitor"),
+            username: None,
+            password: None,
+            keep_alive: Duration::from_secs(30),
+            persistent_session: false,
+            subscriptions: vec![format!("{prefix}/receipts/+"), format!("{prefix}/status/+")],
+            last_will: None,
+            on_connect: None,
+        });
+        let stop = CancellationToken::new();
+        tokio::spawn(driver.run(stop.clone()));
+        let deadline = Instant::now() + WAIT;
+        while !monitor.is_connected() {
+            assert!(Instant::now() < deadline, "cannot connect to the test broker");
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+        // Let the subscription settle before anything is published.
+        tokio::time::sleep(Duration::from_millis(200)).await;
+        World {
+            broker,
+            topics,
+            prefix,
+            signer: Signer::from_seed(&[7; 32]),
+            monitor,
+            inbound,
+            stop,
+            published: Vec::new(),
+            receivers: Vec::new(),
+        }
+    }
+
+    fn keys(&self) -> TrustedKeys {
+        let mut keys = TrustedKeys::default();
+        keys.add(self.signer.public_key());
+        keys
+    }
+
+    fn config(&mut self, receiver: &str, commune: &str) -> ReceiverConfig {
+        self.receivers.push(receiver.to_owned());
+        ReceiverConfig {
+            broker: self.broker.clone(),
+            receiver_id: ReceiverId::new(receiver).unwrap(),
+            commune: CommuneCode::new(commune).unwrap(),
+            topics: self.topics.clone(),
+            keys: self.keys(),
+            username: None,
+            password: None,
+            heartbeat: Duration::from_millis(200),
+        }
+    }
+
+    /// Signs `alert` and publishes it, retained, on its topic for every target commune.
+    async fn publish(&mut self, alert: &AlertPayload) {
+        let bytes = envelope_bytes(&self.signer.sign(wire::to_json(alert)));
+        for c in &alert.communes {
+            let topic = self
+                .topics
+                .alert(&CommuneCode::new(c).unwrap(), &AlertId::new(&alert.id).unwrap());
+            self.monitor.publish(&topic, bytes.clone(), true).await.unwrap();
+            self.published.push(topic);
+        }
+    }
+
+    /// The receipts that arrived so far (statuses are skipped).
+    fn receipts(&mut self) -> Vec<ReceiptWire> {
+        let mut out = Vec::new();
+        while let Ok(m) = self.inbound.try_recv() {
+            if m.topic.starts_with(&format!("{}/receipts/", self.prefix)) {
+                out.push(serde_json::from_slice(&m.payload).unwrap());
+            }
+        }
+        out
+    }
+
+    /// Waits for receipts until `done` holds for all received so far; returns them.
+    async fn receipts_until(
+        &mut self,
+        mut all: Vec<ReceiptWire>,
+        done: impl Fn(&[ReceiptWire]) -> bool,
+    ) -> Vec<ReceiptWire> {
+        let deadline = Instant::now() + WAIT;
+        while !done(&all) {
+            assert!(Instant::now() < deadline, "receipts so far: {all:#?}");
+            tokio::time::sleep(Duration::from_millis(50)).await;
+            all.extend(self.receipts());
+        }
+        all
+    }
+
+    /// Clears the retained alerts this test published, and makes the broker forget the
+    /// persistent sessions of its receivers (a clean-session connect under their client
+    /// ids), so that a shared broker does not collect them run after run.
+    async fn clear(self) {
+        for topic in &self.published {
+            self.monitor.publish(topic, Vec::new(), true).await.unwrap();
+        }
+        for id in &self.receivers {
+            let (handle, driver, _rx) = dispatch::mqtt::connect(MqttSettings {
+                broker: self.broker.clone(),
+                client_id: format!("rx-{id}"),
+                username: None,
+                password: None,
+                keep_alive: Duration::from_secs(30),
+                persistent_session: false,
+                subscriptions: vec![],
+                last_will: None,
+                on_connect: None,
+            });
+            let stop = CancellationToken::new();
+            let task = tokio::spawn(driver.run(stop.clone()));
+            let deadline = Instant::now() + WAIT;
+            while !handle.is_connected() && Instant::now() < deadline {
+                tokio::time::sleep(Duration::from_millis(10)).await;
+            }
+            stop.cancel();
+            task.await.unwrap();
+        }
+        tokio::time::sleep(Duration::from_millis(200)).await;
+        self.stop.cancel();
+    }
+}
+
+fn alert(id: &str, class: &str, headline: &str) -> AlertPayload {
+    let now = Utc::now();
+    AlertPayload {
+        v: 1,
+        id: id.to_owned(),
+        province: "20".into(),
+        msg_type: "Alert".into(),
+        status: "Exercise".into(),
+        references: vec![],
+        sent: wire::timestamp(now),
+        effective: wire::timestamp(now),
+        expires: wire::timestamp(now + chrono::Duration::minutes(30)),
+        hazard: "flood".into(),
+        risk_level: None,
+        alarm_level: Some(1),
+        class: class.to_owned(),
+        communes: vec![HUU_LUNG.into()],
+        headline: headline.to_owned(),
+        description: "Mực nước sông Trung tại Hữu Lũng đang lên.".into(),
+        instruction: String::new(),
+        repeat: RepeatWire {
+            times: 1,
+            interval_s: 0,
+        },
+        origin: "officer".into(),
+        provisional: false,
+        provisional_reasons: vec![],
+    }
+}
+
+/// A receiver running in the test.
+struct Rx {
+    events: mpsc::UnboundedReceiver<ReceiverEvent>,
+    stop: CancellationToken,
+    task: tokio::task::JoinHandle<()>,
+}
+
+impl Rx {
+    fn start(cfg: ReceiverConfig, playback: Playback) -> Rx {
+        let (tx, events) = mpsc::unbounded_channel();
+        let stop = CancellationToken::new();
+        let task = tokio::spawn(run_with(cfg, playback, tx, stop.clone()));
+        Rx { events, stop, task }
+    }
+
+    async fn connected(&mut self) {
+        match timeout(WAIT, self.events.recv()).await.unwrap().unwrap() {
+            ReceiverEvent::Connected => {}
+            other => panic!("expected to connect first, got {other:?}"),
+        }
+    }
+
+    /// The next event other than a connection.
+    async fn next(&mut self) -> ReceiverEvent {
+        loop {
+            let ev = timeout(WAIT, self.events.recv())
+                .await
+                .expect("no receiver event in time")
+                .expect("receiver stopped");
+            if !matches!(ev, ReceiverEvent::Connected) {
+                return ev;
+            }
+        }
+    }
+
+    /// Every event other than a connection within `window`.
+    async fn quiet_for(&mut self, window: Duration) -> Vec<ReceiverEvent> {
+        let deadline = Instant::now() + window;
+        let mut got = Vec::new();
+        while let Ok(Some(ev)) = tokio::time::timeout_at(deadline, self.events.recv()).await {
+            if !matches!(ev, ReceiverEvent::Connected) {
+                got.push(ev);
+            }
+        }
+        got
+    }
+
+    async fn stop(self) {
+        self.stop.cancel();
+        self.task.await.unwrap();
+    }
+}
+
+fn played(ev: &ReceiverEvent) -> Option<&str> {
+    match ev {
+        ReceiverEvent::Played(a) => Some(a.id.as_str()),
+        _ => None,
+    }
+}
+
+fn statuses<'a>(receipts: &'a [ReceiptWire], alert_id: &str) -> Vec<&'a str> {
+    receipts
+        .iter()
+        .filter(|r| r.alert_id == alert_id)
+        .map(|r| r.status.as_str())
+        .collect()
+}
+
+#[tokio::test]
+async fn a_restarted_receiver_ignores_the_retained_alert_it_played_but_plays_its_update() {
+    let Some(url) = broker() else { return };
+    let mut w = World::new(url).await;
+    let dir = tempfile::tempdir().unwrap();
+    let state = dir.path().join("rx.state");
+    let rx_id = unique("loa");
+    let first = alert(&unique("a"), "normal", "Thông báo lũ trên sông Trung");
+    w.publish(&first).await;
+
+    let (log, _) = PlayedLog::open(&state, Utc::now()).unwrap();
+    let mut rx = Rx::start(
+        w.config(&rx_id, HUU_LUNG),
+        Playback {
+            played: log,
+            command: None,
+        },
+    );
+    assert_eq!(played(&rx.next().await), Some(first.id.as_str()));
+    let receipts = w
+        .receipts_until(Vec::new(), |r| statuses(r, &first.id) == ["received", "played"])
+        .await;
+    assert!(receipts.iter().all(|r| r.receiver_id == rx_id));
+    // The service resends the same bytes while it lacks a receipt: the receiver says
+    // `received` again and plays nothing.
+    w.publish(&first).await;
+    w.receipts_until(receipts, |r| {
+        statuses(r, &first.id) == ["received", "played", "received"]
+    })
+    .await;
+    let more = rx.quiet_for(Duration::from_millis(500)).await;
+    assert!(more.iter().all(|e| played(e).is_none()), "played twice: {more:?}");
+    rx.stop().await;
+    let text = std::fs::read_to_string(&state).unwrap();
+    assert!(text.contains(&first.id), "the played version is on disk: {text}");
+
+    // Restart on the same state file. The broker hands the retained alert over again;
+    // the receiver must stay silent about it, yet play the update that replaces it.
+    let (log, report) = PlayedLog::open(&state, Utc::now()).unwrap();
+    assert_eq!(report.kept, 1);
+    let mut rx = Rx::start(
+        w.config(&rx_id, HUU_LUNG),
+        Playback {
+            played: log,
+            command: None,
+        },
+    );
+    rx.connected().await;
+    // A receiver without the state file gets the retained alert: it really is redelivered.
+    let mut fresh = Rx::start(w.config(&unique("loa-fresh"), HUU_LUNG), Playback::default());
+    assert_eq!(played(&fresh.next().await), Some(first.id.as_str()));
+
+    let mut update = alert(&unique("u"), "normal", "Cập nhật: lũ trên sông Trung");
+    update.msg_type = "Update".into();
+    update.references = vec![first.id.clone()];
+    w.publish(&update).await;
+    assert_eq!(played(&rx.next().await), Some(update.id.as_str()));
+    let more = rx.quiet_for(Duration::from_millis(700)).await;
+    assert!(more.is_empty(), "nothing else may happen: {more:?}");
+
+    // The same id with other bytes is a replay, and is reported.
+    let mut forged = first.clone();
+    forged.headline = "Thông báo lũ đã qua".into();
+    w.publish(&forged).await;
+    match rx.next().await {
+        ReceiverEvent::Rejected { alert_id, reason } => {
+            assert_eq!(alert_id, first.id);
+            assert_eq!(reason.code(), "replayed");
+        }
+        other => panic!("a different version of a played id must be rejected, got {other:?}"),
+    }
+    let receipts = w
+        .receipts_until(Vec::new(), |r| {
+            r.iter().any(|x| x.receiver_id == rx_id && x.status == "rejected")
+        })
+        .await;
+    let mine: Vec<&ReceiptWire> = receipts.iter().filter(|r| r.receiver_id == rx_id).collect();
+    let of_first: Vec<&str> = mine
+        .iter()
+        .filter(|r| r.alert_id == first.id)
+        .map(|r| r.status.as_str())
+        .collect();
+    assert_eq!(of_first, ["rejected"], "no receipt for the redelivery: {mine:#?}");
+    assert!(
+        mine.iter()
+            .filter(|r| r.alert_id == first.id && r.status == "rejected")
+            .all(|r| r.reason.as_deref().unwrap_or("").starts_with("replayed: "))
+    );
+    rx.stop().await;
+    fresh.stop().await;
+    w.clear().await;
+}
+
+#[tokio::test]
+async fn a_receiver_that_comes_back_plays_the_cancel_and_never_the_alert_it_cancels() {
+    let Some(url) = broker() else { return };
+    let mut w = World::new(url).await;
+    let dir = tempfile::tempdir().unwrap();
+    let state = dir.path().join("rx.state");
+    // Both are live and retained when the receiver arrives; the broker hands them over
+    // in no set order.
+    let original = alert(&unique("a"), "emergency", "Lũ trên sông Trung");
+    let mut cancel = alert(&unique("c"), "priority", "Hủy bỏ: lũ trên sông Trung");
+    cancel.msg_type = "Cancel".into();
+    cancel.references = vec![original.id.clone()];
+    w.publish(&original).await;
+    w.publish(&cancel).await;
+
+    let rx_id = unique("loa");
+    for restart in [false, true] {
+        let (played_log, _) = PlayedLog::open(&state, Utc::now()).unwrap();
+        let mut rx = Rx::start(
+            w.config(&rx_id, HUU_LUNG),
+            Playback {
+                played: played_log,
+                command: None,
+            },
+        );
+        let events = rx.quiet_for(Duration::from_millis(1500)).await;
+        let ids: Vec<&str> = events.iter().filter_map(played).collect();
+        if restart {
+            assert_eq!(ids, Vec::<&str>::new(), "{events:?}");
+        } else {
+            assert_eq!(ids, [cancel.id.as_str()], "{events:?}");
+        }
+        assert_eq!(events.len(), ids.len(), "{events:?}");
+        rx.stop().await;
+    }
+    let receipts = w.receipts();
+    assert_eq!(statuses(&receipts, &original.id), Vec::<&str>::new());
+    assert_eq!(statuses(&receipts, &cancel.id), ["received", "played"]);
+    w.clear().await;
+}
+
+/// Writes a play script: a text containing "SLOW" plays for 30 s (in a child of the
+/// shell, as a pipeline would), anything else at once. Each slow start appends the
+/// shell's pid, which is also its process group, to `pids`.
+fn slow_player(dir: &Path) -> (PlayCommand, std::path::PathBuf) {
+    let script = dir.join("play.sh");
+    let pids = dir.join("slow.pids");
+    std::fs::write(
+        &script,
+        format!(
+            "text=$(cat)\ncase \"$text\" in\n  *SLOW*) echo $$ >> {pids}; sleep 30 ;;\nesac\nexit 0\n",
+            pids = pids.display()
+        ),
+    )
+    .unwrap();
+    let cmd = PlayCommand::parse(&format!("sh {}", script.display())).unwrap();
+    (cmd, pids)
+}
+
+fn pids(file: &Path) -> Vec<i32> {
+    std::fs::read_to_string(file)
+        .unwrap_or_default()
+        .lines()
+        .filter_map(|l| l.trim().parse().ok())
+        .collect()
+}
+
+async fn wait_for_pids(file: &Path, n: usize) -> Vec<i32> {
+    let deadline = Instant::now() + WAIT;
+    loop {
+        let p = pids(file);
+        if p.len() >= n {
+            return p;
+        }
+        assert!(Instant::now() < deadline, "the play command did not start");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+}
+
+/// Live processes in process group `pgid`, from /proc (Linux).
+fn group_members(pgid: i32) -> Vec<i32> {
+    let mut found = Vec::new();
+    for entry in std::fs::read_dir("/proc").unwrap().flatten() {
+        let Ok(pid) = entry.file_name().to_string_lossy().parse::<i32>() else {
+            continue;
+        };
+        let Ok(stat) = std::fs::read_to_string(entry.path().join("stat")) else {
+            continue;
+        };
+        let Some((_, rest)) = stat.rsplit_once(')') else {
+            continue;
+        };
+        let fields: Vec<&str> = rest.split_whitespace().collect();
+        if fields.get(2).and_then(|f| f.parse::<i32>().ok()) == Some(pgid) && fields.first() != Some(&"Z") {
+            found.push(pid);
+        }
+    }
+    found
+}
+
+#[tokio::test]
+async fn an_emergency_interrupts_a_long_normal_playback_which_resumes_after_it() {
+    let Some(url) = broker() else { return };
+    let mut w = World::new(url).await;
+    let dir = tempfile::tempdir().unwrap();
+    let (cmd, pid_file) = slow_player(dir.path());
+    let rx_id = unique("loa");
+    let mut rx = Rx::start(
+        w.config(&rx_id, HUU_LUNG),
+        Playback {
+            played: PlayedLog::in_memory(),
+            command: Some(cmd),
+        },
+    );
+    rx.connected().await;
+
+    let normal = alert(&unique("n"), "normal", "SLOW: lịch tiêm phòng cho gia súc");
+    w.publish(&normal).await;
+    let first_run = wait_for_pids(&pid_file, 1).await[0];
+
+    let emergency = alert(&unique("e"), "emergency", "Lũ quét trên suối Hữu Lũng");
+    w.publish(&emergency).await;
+    match rx.next().await {
+        ReceiverEvent::Interrupted { alert_id, by } => {
+            assert_eq!((alert_id, by), (normal.id.clone(), emergency.id.clone()));
+        }
+        other => panic!("the emergency must interrupt the normal alert, got {other:?}"),
+    }
+    assert_eq!(played(&rx.next().await), Some(emergency.id.as_str()));
+
+    // The normal alert starts again after the emergency; its first run was killed with
+    // everything it started.
+    let second_run = wait_for_pids(&pid_file, 2).await[1];
+    assert_ne!(first_run, second_run);
+    assert_eq!(group_members(first_run), Vec::<i32>::new());
+
+    // Stopping the receiver silences the loudspeaker too.
+    rx.stop().await;
+    tokio::time::sleep(Duration::from_millis(100)).await;
+    assert_eq!(group_members(second_run), Vec::<i32>::new());
+
+    let receipts = w
+        .receipts_until(Vec::new(), |r| {
+            statuses(r, &emergency.id) == ["received", "played"]
+        })
+        .await;
+    assert_eq!(
+        statuses(&receipts, &normal.id),
+        ["received"],
+        "never completed, so never played"
+    );
+    w.clear().await;
+}
+
+#[tokio::test]
+async fn a_play_command_that_fails_is_reported_as_failed() {
+    let Some(url) = broker() else { return };
+    let mut w = World::new(url).await;
+    let rx_id = unique("loa");
+    let mut rx = Rx::start(
+        w.config(&rx_id, HUU_LUNG),
+        Playback {
+            played: PlayedLog::in_memory(),
+            command: Some(PlayCommand::parse("false").unwrap()),
+        },
+    );
+    rx.connected().await;
+    let a = alert(&unique("f"), "priority", "Thông báo mưa lớn");
+    w.publish(&a).await;
+    match rx.next().await {
+        ReceiverEvent::Failed { alert_id, reason } => {
+            assert_eq!(alert_id, a.id);
+            assert!(reason.contains("exit status: 1"), "{reason}");
+        }
+        other => panic!("expected a failure, got {other:?}"),
+    }
+    let receipts = w
+        .receipts_until(Vec::new(), |r| statuses(r, &a.id) == ["received", "failed"])
+        .await;
+    let failed = receipts
+        .iter()
+        .find(|r| r.status == "failed")
+        .and_then(|r| r.reason.clone())
+        .unwrap();
+    assert!(failed.contains("\"false\" failed"), "{failed}");
+    rx.stop().await;
+    w.clear().await;
+}
+
+/// Whether `line` is the simulation's report of one receiver playing one alert.
+fn is_played(line: &str) -> bool {
+    line.starts_with("sim-") && line.contains(" played ")
+}
+
+/// One run of the binary's `--simulate`.
+struct Simulation<'a> {
+    receivers: usize,
+    communes: &'a [&'a str],
+    /// Run until this many alerts played (counted from the printed lines).
+    played: usize,
+    /// With `--quiet`, nothing is printed until the end: run until every receiver's
+    /// online status arrived instead (keep it small: the monitor counts them).
+    quiet: bool,
+    within: Duration,
+}
+
+/// Runs `sim` on the same state directory as any earlier run, stops it with SIGINT once
+/// it got where it should, and returns what it printed.
+async fn simulate(w: &mut World, state_dir: &Path, sim: Simulation<'_>) -> String {
+    use base64::Engine as _;
+    use tokio::io::AsyncBufReadExt as _;
+    let public = base64::engine::general_purpose::STANDARD.encode(w.signer.public_key().as_bytes());
+    let n = sim.receivers.to_string();
+    let communes = sim.communes.join(",");
+    let dir = state_dir.display().to_string();
+    let key = format!("{}={public}", w.signer.key_id());
+    let url = std::env::var("CANHBAO_TEST_MQTT_URL").unwrap();
+    let mut args = vec![
+        "--broker",
+        &url,
+        "--prefix",
+        &w.prefix,
+        "--trusted-key",
+        &key,
+        "--simulate",
+        &n,
+        "--communes",
+        &communes,
+        "--state-dir",
+        &dir,
+        "--heartbeat-s",
+        "1",
+    ];
+    if sim.quiet {
+        args.push("--quiet");
+    }
+    let mut child = tokio::process::Command::new(env!("CARGO_BIN_EXE_canhbao-receiver"))
+        .args(&args)
+        .stdout(std::process::Stdio::piped())
+        .kill_on_drop(true)
+        .spawn()
+        .unwrap();
+    let mut stdout = tokio::io::BufReader::new(child.stdout.take().unwrap()).lines();
+    let mut out = String::new();
+    let (mut played, mut online, mut all_connected) = (0, 0, false);
+    let started = Instant::now();
+    let deadline = started + sim.within;
+    let ready = |played, online, all_connected| {
+        if sim.quiet {
+            online >= sim.receivers
+        } else {
+            all_connected && played >= sim.played
+        }
+    };
+    while !ready(played, online, all_connected) {
+        tokio::select! {
+            line = stdout.next_line() => {
+                let line = line.unwrap().expect("the simulation ended early");
+                played += usize::from(is_played(&line));
+                all_connected |= line.starts_with("all ") && line.contains(" connected");
+                out.push_str(&line);
+                out.push('\n');
+            }
+            m = w.inbound.recv() => {
+                let m = m.unwrap();
+                if !m.retain && m.topic.contains("/status/")
+                    && String::from_utf8_lossy(&m.payload).contains("\"online\"")
+                {
+                    online += 1;
+                }
+            }
+            _ = tokio::time::sleep_until(deadline) => {
+                panic!("{played} played, {online} online, all connected: {all_connected}\n{out}")
+            }
+        }
+    }
+    eprintln!(
+        "{} simulated receivers ready after {:?}",
+        sim.receivers,
+        started.elapsed()
+    );
+    // Time for a heartbeat tick (which counts as connected), and for any stray replay.
+    tokio::time::sleep(Duration::from_millis(1500)).await;
+    let pid = rustix::process::Pid::from_raw(i32::try_from(child.id().unwrap()).unwrap()).unwrap();
+    rustix::process::kill_process(pid, rustix::process::Signal::INT).unwrap();
+    while let Some(line) = timeout(WAIT, stdout.next_line()).await.unwrap().unwrap() {
+        out.push_str(&line);
+        out.push('\n');
+    }
+    let status = timeout(WAIT, child.wait()).await.unwrap().unwrap();
+    assert!(status.success(), "{status}\n{out}");
+    out
+}
+
+#[tokio::test]
+async fn a_simulated_fleet_plays_each_alert_once_per_receiver_even_across_a_restart() {
+    let Some(url) = broker() else { return };
+    let mut w = World::new(url).await;
+    let dir = tempfile::tempdir().unwrap();
+    let mut a = alert(&unique("sim-a"), "emergency", "Lũ trên sông Trung");
+    a.communes = vec![HUU_LUNG.into(), "05977".into()];
+    w.publish(&a).await;
+
+    // 30 receivers over 3 communes: the 20 of the two targeted communes play it.
+    let communes = ["06385", "05977", "06391"];
+    let sim = |quiet| Simulation {
+        receivers: 30,
+        communes: &communes,
+        played: 20,
+        quiet,
+        within: WAIT,
+    };
+    let out = simulate(&mut w, dir.path(), sim(false)).await;
+    assert!(out.contains(&format!("sim-06385-0 played {}\n", a.id)), "{out}");
+    assert!(out.contains(&format!("sim-05977-1 played {}\n", a.id)), "{out}");
+    assert!(!out.contains("sim-06391-2 played"), "{out}");
+    assert_eq!(out.lines().filter(|l| is_played(l)).count(), 20, "{out}");
+    assert!(
+        out.contains(
+            "simulated 30 receivers over 3 communes: 30 connected, 20 played (1 distinct alerts), 0 rejected, 0 failed\n"
+        ),
+        "{out}"
+    );
+    assert!(out.contains(&format!("  {}: played by 20\n", a.id)), "{out}");
+    assert_eq!(
+        std::fs::read_dir(dir.path()).unwrap().count(),
+        30,
+        "a state file each"
+    );
+    w.receipts();
+
+    // Again, quietly, on the same state files: the retained alert is redelivered, and
+    // ignored without a receipt.
+    let out = simulate(&mut w, dir.path(), sim(true)).await;
+    assert!(
+        out.starts_with(
+            "simulated 30 receivers over 3 communes: 30 connected, 0 played (0 distinct alerts), 0 rejected, 0 failed\n"
+        ),
+        "only the totals: {out}"
+    );
+    assert_eq!(w.receipts(), Vec::new());
+    w.clear().await;
+}
