@@ -146,6 +146,36 @@ pub struct AlertDetailDto {
     pub alert: AlertDto,
     pub deliveries: Vec<DeliveryDto>,
     pub receivers: Vec<ReceiverReceiptsDto>,
+    /// Each registered receiver of the alert's communes: queued, sent, received, played,
+    /// rejected, failed, expired or superseded, with the time of each step.
+    pub receiver_deliveries: Vec<ReceiverDeliveryDto>,
+}
+
+#[derive(Debug, Serialize)]
+pub struct ReceiverDeliveryDto {
+    pub receiver_id: String,
+    pub commune: String,
+    pub state: String,
+    pub at: DateTime<Utc>,
+    pub sent: Option<DateTime<Utc>>,
+    pub received: Option<DateTime<Utc>>,
+    pub played: Option<DateTime<Utc>>,
+    pub reason: Option<String>,
+}
+
+impl From<store::ReceiverDeliveryRecord> for ReceiverDeliveryDto {
+    fn from(r: store::ReceiverDeliveryRecord) -> Self {
+        Self {
+            receiver_id: r.receiver_id,
+            commune: r.commune,
+            state: r.state,
+            at: r.at,
+            sent: r.sent,
+            received: r.received,
+            played: r.played,
+            reason: r.reason,
+        }
+    }
 }
 
 #[derive(Debug, Serialize)]
@@ -206,37 +236,65 @@ pub async fn get_alert(
         .ok_or_else(|| ApiError::not_found(format!("no alert {id:?}")))?;
     let deliveries = state.store.deliveries_for_alert(&id).await?;
     let receipts = state.store.receipts_for_alert(&id).await?;
+    let tracked = state.store.receiver_deliveries(&id).await?;
     Ok(Json(AlertDetailDto {
         alert: AlertDto::new(alert, Utc::now()),
         deliveries: deliveries.into_iter().map(DeliveryDto::from).collect(),
         receivers: group_receipts(receipts),
+        receiver_deliveries: tracked.into_iter().map(ReceiverDeliveryDto::from).collect(),
     }))
 }
 
 #[derive(Debug, Serialize)]
-pub struct ReceiverDto {
-    pub receiver_id: String,
-    pub commune: Option<String>,
-    pub online: bool,
-    pub last_seen: DateTime<Utc>,
+pub struct CancelledDto {
+    pub cancelled: String,
+    /// The Cancel alert that carries the news to receivers.
+    pub cancel_id: String,
 }
 
-pub async fn list_receivers(
+/// `POST /api/v1/alerts/{id}/cancel`, optionally with `{"reason": "..."}`: sends a Cancel
+/// to every commune of a live alert. Admins only until duty-officer roles exist.
+pub async fn cancel_alert(
     State(state): State<AppState>,
-    _caller: Caller,
-) -> Result<Json<Vec<ReceiverDto>>, ApiError> {
-    let receivers = state.store.list_receivers().await?;
-    Ok(Json(
-        receivers
-            .into_iter()
-            .map(|r| ReceiverDto {
-                receiver_id: r.receiver_id,
-                commune: r.commune,
-                online: r.online,
-                last_seen: r.last_seen,
-            })
-            .collect(),
-    ))
+    caller: Caller,
+    Path(id): Path<String>,
+    body: axum::body::Bytes,
+) -> Result<(axum::http::StatusCode, Json<CancelledDto>), ApiError> {
+    caller.require(&[crate::auth::Role::Admin], "cancel alerts")?;
+    let reason = if body.is_empty() {
+        String::new()
+    } else {
+        let v: serde_json::Value = serde_json::from_slice(&body)
+            .map_err(|e| ApiError::bad_request("body", format!("not valid JSON: {e}")))?;
+        match v.get("reason") {
+            None | Some(serde_json::Value::Null) => String::new(),
+            Some(serde_json::Value::String(s)) if s.chars().count() <= 500 => s.clone(),
+            Some(_) => {
+                return Err(ApiError::bad_request(
+                    "reason",
+                    "reason must be a string of at most 500 characters",
+                ));
+            }
+        }
+    };
+    use ingest::CancelError as E;
+    match state
+        .pipeline
+        .cancel(&id, &reason, &caller.label, Utc::now())
+        .await
+    {
+        Ok(cancel) => Ok((
+            axum::http::StatusCode::CREATED,
+            Json(CancelledDto {
+                cancelled: id,
+                cancel_id: cancel.id.to_string(),
+            }),
+        )),
+        Err(e @ E::NotFound(_)) => Err(ApiError::not_found(e.to_string())),
+        Err(e @ E::AlreadyCancelled { .. }) => Err(ApiError::conflict(e.to_string())),
+        Err(e @ (E::Expired { .. } | E::IsCancel(_))) => Err(ApiError::unprocessable("id", e.to_string())),
+        Err(e) => Err(ApiError::internal(e)),
+    }
 }
 
 #[derive(Debug, Serialize)]

@@ -83,6 +83,17 @@ impl ApiError {
         }
     }
 
+    pub fn conflict(detail: impl Into<String>) -> Self {
+        Self {
+            status: StatusCode::CONFLICT,
+            slug: "conflict",
+            title: "The resource already exists",
+            detail: detail.into(),
+            field: None,
+            errors: Vec::new(),
+        }
+    }
+
     pub fn not_found(detail: impl Into<String>) -> Self {
         Self {
             status: StatusCode::NOT_FOUND,

@@ -10,6 +10,7 @@ pub mod assessments;
 pub mod auth;
 pub mod bulletins;
 pub mod error;
+pub mod fleet;
 pub mod forecasts;
 pub mod observations;
 
@@ -19,7 +20,7 @@ use axum::Json;
 use axum::Router;
 use axum::extract::{DefaultBodyLimit, State};
 use axum::http::StatusCode;
-use axum::routing::{get, post};
+use axum::routing::{delete, get, post};
 use serde::Serialize;
 use store::Store;
 
@@ -33,8 +34,9 @@ pub struct KeyDto {
     pub algorithm: &'static str,
     /// Base64 of the 32-byte Ed25519 public key.
     pub public_key: String,
-    /// `active` keys sign new alerts; `retired` keys only verify older ones.
-    pub state: &'static str,
+    /// `active`: signs new alerts; `valid`: verifies (a key being rolled in, or one whose
+    /// alerts may still be live). Retired keys are not listed.
+    pub state: String,
 }
 
 /// Everything the handlers need.
@@ -64,7 +66,13 @@ pub fn router(state: AppState) -> Router {
         .route("/api/v1/observations", post(observations::post_observations))
         .route("/api/v1/alerts", get(alerts::list_alerts))
         .route("/api/v1/alerts/{id}", get(alerts::get_alert))
-        .route("/api/v1/receivers", get(alerts::list_receivers))
+        .route("/api/v1/alerts/{id}/cancel", post(alerts::cancel_alert))
+        .route(
+            "/api/v1/receivers",
+            get(fleet::list_receivers).post(fleet::register_receiver),
+        )
+        .route("/api/v1/receivers/{id}", delete(fleet::remove_receiver))
+        .route("/metrics", get(fleet::metrics))
         .route("/api/v1/rejections", get(alerts::list_rejections))
         .route("/api/v1/assessments", get(assessments::list_assessments))
         .route("/api/v1/bulletins", post(bulletins::post_bulletin))

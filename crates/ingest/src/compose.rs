@@ -159,3 +159,96 @@ pub fn risk_alert(
         provisional,
     })
 }
+
+/// The alert a Cancel ends: what [`cancel_alert`] needs of it.
+#[derive(Debug, Clone)]
+pub struct Cancelled {
+    pub id: AlertId,
+    pub headline: String,
+    pub hazard: domain::Hazard,
+    pub class: MessageClass,
+    pub communes: Vec<domain::CommuneCode>,
+    pub status: AlertStatus,
+    pub expires: DateTime<Utc>,
+}
+
+/// The Cancel of `original`, by `by` at `now`: it reaches the same communes with the same
+/// class (a cancelled emergency is announced as urgently as it was raised), plays once,
+/// and lives as long as the original would have, so that a receiver that comes back
+/// before then still hears that it is over.
+pub fn cancel_alert(
+    original: &Cancelled,
+    reason: &str,
+    by: &str,
+    id: AlertId,
+    topics: &Topics,
+    now: DateTime<Utc>,
+) -> Result<Alert, AlertError> {
+    let reason = reason.trim();
+    let mut description = format!(
+        "Tin cảnh báo \"{}\" (mã {}) đã được hủy bỏ.",
+        original.headline, original.id
+    );
+    if !reason.is_empty() {
+        description.push_str(&format!(" Lý do: {reason}."));
+    }
+    Alert::new(AlertSpec {
+        id,
+        province: topics.province().clone(),
+        msg_type: MsgType::Cancel,
+        status: original.status,
+        references: vec![original.id.clone()],
+        origin: AlertOrigin::Officer { user: by.to_owned() },
+        hazard: original.hazard,
+        risk_level: None,
+        alarm_level: None,
+        station: None,
+        class: original.class,
+        communes: original.communes.clone(),
+        sent: now,
+        effective: now,
+        expires: original.expires,
+        headline: format!("HỦY BỎ: {}", original.headline),
+        description,
+        instruction: String::new(),
+        repeat: Repeat {
+            times: 1,
+            interval_s: 0,
+        },
+        provisional: vec![],
+    })
+}
+
+#[cfg(test)]
+mod cancel_tests {
+    use super::*;
+
+    #[test]
+    fn a_cancel_references_the_original_and_keeps_its_class_and_reach() {
+        let now: DateTime<Utc> = "2026-10-09T02:00:00Z".parse().unwrap();
+        let topics = Topics::new("canhbao/v1", domain::ProvinceCode::new("20").unwrap()).unwrap();
+        let original = Cancelled {
+            id: AlertId::new("a-1").unwrap(),
+            headline: "Lũ trên BĐ3 tại Hữu Lũng".into(),
+            hazard: domain::Hazard::Flood,
+            class: MessageClass::Emergency,
+            communes: vec![domain::CommuneCode::new("06385").unwrap()],
+            status: AlertStatus::Actual,
+            expires: now + Duration::hours(5),
+        };
+        let c = cancel_alert(
+            &original,
+            "đo sai",
+            "truc-ban",
+            AlertId::new("c-1").unwrap(),
+            &topics,
+            now,
+        )
+        .unwrap();
+        assert_eq!(c.msg_type, MsgType::Cancel);
+        assert_eq!(c.references, vec![original.id.clone()]);
+        assert_eq!((c.class, c.expires), (MessageClass::Emergency, original.expires));
+        assert!(c.description.contains("Lý do: đo sai."), "{}", c.description);
+        assert!(c.headline.starts_with("HỦY BỎ:"));
+    }
+}

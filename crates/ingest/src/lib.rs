@@ -51,6 +51,29 @@ pub enum IngestError {
     },
 }
 
+/// Why an alert could not be cancelled.
+#[derive(Debug, thiserror::Error)]
+pub enum CancelError {
+    #[error("no alert {0:?}")]
+    NotFound(String),
+    #[error("alert {id} already expired at {expires}")]
+    Expired { id: String, expires: DateTime<Utc> },
+    #[error("alert {id} is already cancelled by {by}")]
+    AlreadyCancelled { id: String, by: String },
+    #[error("alert {0} is itself a Cancel")]
+    IsCancel(String),
+    #[error("stored alert {0} is not valid: {1}")]
+    Corrupt(String, String),
+    #[error(transparent)]
+    Ingest(#[from] IngestError),
+}
+
+impl From<store::StoreError> for CancelError {
+    fn from(e: store::StoreError) -> Self {
+        Self::Ingest(IngestError::Store(e))
+    }
+}
+
 /// Where a batch of observations came from.
 #[derive(Debug, Clone)]
 pub struct Source {
@@ -325,6 +348,60 @@ impl Pipeline {
             .collect();
         tx.insert_alert(alert, &signed, &deliveries, now).await?;
         Ok(())
+    }
+
+    /// Cancels a live alert: a Cancel that references it, to the same communes, signed and
+    /// queued in one transaction; what the original had not yet delivered is superseded.
+    pub async fn cancel(
+        &self,
+        original_id: &str,
+        reason: &str,
+        by: &str,
+        now: DateTime<Utc>,
+    ) -> Result<domain::Alert, CancelError> {
+        let a = self
+            .store
+            .get_alert(original_id)
+            .await?
+            .ok_or_else(|| CancelError::NotFound(original_id.to_owned()))?;
+        if a.msg_type == "Cancel" {
+            return Err(CancelError::IsCancel(a.id));
+        }
+        if a.expires <= now {
+            return Err(CancelError::Expired {
+                id: a.id,
+                expires: a.expires,
+            });
+        }
+        let corrupt = |what: &str| CancelError::Corrupt(a.id.clone(), what.to_owned());
+        let original = compose::Cancelled {
+            id: AlertId::new(&a.id).map_err(|e| corrupt(&e.to_string()))?,
+            headline: a.headline.clone(),
+            hazard: domain::Hazard::from_code(&a.hazard).ok_or_else(|| corrupt("hazard"))?,
+            class: domain::MessageClass::from_code(&a.class).ok_or_else(|| corrupt("class"))?,
+            communes: a
+                .communes
+                .iter()
+                .map(|c| domain::CommuneCode::new(c))
+                .collect::<Result<_, _>>()
+                .map_err(|e| corrupt(&e.to_string()))?,
+            status: AlertStatus::from_code(&a.status).ok_or_else(|| corrupt("status"))?,
+            expires: a.expires,
+        };
+        let cancel = compose::cancel_alert(&original, reason, by, new_alert_id(), &self.topics, now)
+            .map_err(|source| IngestError::RiskAlert {
+                hazard: original.hazard,
+                source,
+            })?;
+        let mut tx = self.store.begin().await?;
+        if let Some(by) = tx.cancelled_by(&a.id).await? {
+            return Err(CancelError::AlreadyCancelled { id: a.id, by });
+        }
+        self.write_alert(&mut tx, &cancel, now).await?;
+        tx.commit().await?;
+        self.wake.notify_one();
+        tracing::info!(alert_id = %a.id, cancel_id = %cancel.id, by, "alert cancelled");
+        Ok(cancel)
     }
 
     pub(crate) fn topics(&self) -> &Topics {

@@ -51,9 +51,20 @@ impl App {
             .context("opening the database")?;
         tracing::info!(data_dir = %settings.data_dir.display(), "database ready, migrations applied");
 
-        let signer = Arc::new(secrets::load_or_create_signing_key(&settings.signing_key_file)?);
+        let keyring_dir = settings.data_dir.join("keyring");
+        let keyring = crate::keyring::Keyring::load_or_init(
+            &keyring_dir,
+            &settings.signing_key_file,
+            chrono::Utc::now(),
+        )?;
+        let signer = Arc::new(keyring.active_signer(&keyring_dir)?);
+        tracing::info!(
+            key_id = signer.key_id(),
+            keys = keyring.published().len(),
+            "signing keyring loaded"
+        );
         let public_keys = settings.data_dir.join("signing-keys.pub.json");
-        secrets::write_public_keys(&public_keys, &signer)?;
+        secrets::write_public_keys(&public_keys, &keyring.published())?;
         tracing::info!(path = %public_keys.display(), "public signing keys for receivers written");
         secrets::bootstrap_admin_token(&store, &settings.data_dir).await?;
 
@@ -170,12 +181,18 @@ impl App {
         let state = api::AppState {
             store: store.clone(),
             pipeline,
-            keys: Arc::new(vec![api::KeyDto {
-                key_id: key_id.clone(),
-                algorithm: "ed25519",
-                public_key: public_key_b64.clone(),
-                state: "active",
-            }]),
+            keys: Arc::new(
+                keyring
+                    .published()
+                    .into_iter()
+                    .map(|(key_id, public_key, state)| api::KeyDto {
+                        key_id,
+                        algorithm: "ed25519",
+                        public_key,
+                        state,
+                    })
+                    .collect(),
+            ),
             broker_ready: Arc::new({
                 let mqtt = mqtt.clone();
                 move || mqtt.is_connected()

@@ -196,6 +196,7 @@ struct OutboxRaw {
     idle_poll_ms: u64,
     retry_base_ms: u64,
     retry_max_ms: u64,
+    resend_s: Vec<u64>,
 }
 
 #[derive(Deserialize)]
@@ -603,12 +604,19 @@ pub fn load(sources: &Sources) -> Result<Settings, Problems> {
                 "outbox.retry_base_ms {b} must not exceed outbox.retry_max_ms {m}"
             ));
         }
+        if o.resend_s.is_empty() || o.resend_s.contains(&0) {
+            problems.push(format!(
+                "outbox.resend_s {:?} must list at least one delay, each greater than 0",
+                o.resend_s
+            ));
+        }
         Some(OutboxSettings {
             lease: Duration::from_secs(lease?),
             batch: o.batch,
             idle_poll: Duration::from_millis(idle?),
             retry_base: Duration::from_millis(base?),
             retry_max: Duration::from_millis(max?),
+            resend: o.resend_s.iter().map(|s| Duration::from_secs(*s)).collect(),
         })
         .filter(|s| s.batch > 0 && s.retry_base <= s.retry_max)
     });

@@ -1,5 +1,6 @@
 //! The `canhbao` service as a library: settings ([`config`]), the province's places
-//! ([`places`]), secrets ([`secrets`]), the embedded broker, and the wiring that starts
+//! ([`places`]), secrets ([`secrets`]), the embedded broker, Mosquitto's password file and
+//! ACL ([`mosquitto`]), and the wiring that starts
 //! and stops everything ([`app::App`]). The binary in `main.rs` only parses arguments,
 //! sets up telemetry and signals, and calls into here, so that tests drive the same
 //! wiring in-process.
@@ -8,6 +9,8 @@ pub mod app;
 #[cfg(feature = "embedded-broker")]
 pub mod broker;
 pub mod config;
+pub mod keyring;
+pub mod mosquitto;
 pub mod places;
 pub mod secrets;
 pub mod tools;

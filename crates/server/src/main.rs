@@ -67,6 +67,33 @@ enum Command {
         #[command(flatten)]
         config: ConfigArgs,
     },
+    /// Signing keys: generate, list, activate or retire (rotation; takes effect on restart).
+    Keys {
+        #[command(subcommand)]
+        action: KeysCli,
+        #[command(flatten)]
+        config: ConfigArgs,
+    },
+    /// The receiver registry: add, list or remove loudspeaker receivers.
+    Receivers {
+        #[command(subcommand)]
+        action: ReceiversAction,
+        #[command(flatten)]
+        config: ConfigArgs,
+    },
+    /// Write Mosquitto's password file (DIR/passwd) and ACL (DIR/acl) for the registered
+    /// receivers and the service, and print the mosquitto.conf lines that use them.
+    MosquittoConfig {
+        /// The directory for passwd and acl (created if missing; the files are replaced).
+        #[arg(long)]
+        out: PathBuf,
+        /// A file holding the service's broker password (default: [mqtt] password, else
+        /// DATA_DIR/mqtt-service.password, made on first use).
+        #[arg(long)]
+        service_password_file: Option<PathBuf>,
+        #[command(flatten)]
+        config: ConfigArgs,
+    },
     /// Measure a scenario against its baseline (scenarios: rules).
     Bench {
         scenario: String,
@@ -320,6 +347,185 @@ fn bench(scenario: &str, rounds: usize, args: &ConfigArgs) -> Result<ExitCode> {
     Ok(ExitCode::SUCCESS)
 }
 
+#[derive(Subcommand)]
+enum KeysCli {
+    /// Add a key. It is published for receivers but does not sign until activated, so
+    /// that receivers can be given it first; `--activate` makes it sign at once.
+    Generate {
+        #[arg(long)]
+        activate: bool,
+    },
+    /// List every key with its state (active, valid, retired).
+    List,
+    /// Make a valid key the one that signs; the previous one stays valid.
+    Activate { key_id: String },
+    /// Stop publishing a key that no longer signs, and delete its secret.
+    Retire { key_id: String },
+}
+
+fn keys(action: KeysCli, args: &ConfigArgs) -> Result<ExitCode> {
+    let settings = match load(args) {
+        Ok(s) => s,
+        Err(p) => {
+            eprint!("{p}");
+            return Ok(ExitCode::FAILURE);
+        }
+    };
+    use canhbao_server::keyring::{KeysAction, run_keys};
+    let action = match action {
+        KeysCli::Generate { activate } => KeysAction::Generate { activate },
+        KeysCli::List => KeysAction::List,
+        KeysCli::Activate { key_id } => KeysAction::Activate(key_id),
+        KeysCli::Retire { key_id } => KeysAction::Retire(key_id),
+    };
+    run_keys(
+        &action,
+        &settings.data_dir,
+        &settings.signing_key_file,
+        chrono::Utc::now(),
+        &mut std::io::stdout().lock(),
+    )?;
+    eprintln!("the running service uses the keyring as it was when it started: restart it to apply");
+    Ok(ExitCode::SUCCESS)
+}
+
+#[derive(Subcommand)]
+enum ReceiversAction {
+    /// Register a receiver for a commune.
+    Add {
+        #[arg(long)]
+        id: String,
+        #[arg(long)]
+        commune: String,
+        #[arg(long)]
+        firmware: Option<String>,
+        /// A signing key id the receiver trusts (repeatable).
+        #[arg(long = "trusted-key")]
+        trusted_keys: Vec<String>,
+    },
+    /// List registered receivers with their health.
+    List,
+    /// Remove a receiver from the registry (its history stays).
+    Remove {
+        #[arg(long)]
+        id: String,
+    },
+}
+
+fn receivers(action: ReceiversAction, args: &ConfigArgs) -> Result<ExitCode> {
+    let settings = match load(args) {
+        Ok(s) => s,
+        Err(p) => {
+            eprint!("{p}");
+            return Ok(ExitCode::FAILURE);
+        }
+    };
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()?;
+    runtime.block_on(async {
+        std::fs::create_dir_all(&settings.data_dir)?;
+        let store = store::Store::open(&settings.database_url).await?;
+        let out = &mut std::io::stdout().lock();
+        let result = match action {
+            ReceiversAction::Add {
+                id,
+                commune,
+                firmware,
+                trusted_keys,
+            } => {
+                let communes: Vec<domain::CommuneCode> =
+                    settings.area.communes.iter().map(|c| c.code.clone()).collect();
+                canhbao_server::tools::receivers_add(
+                    &store,
+                    &communes,
+                    &id,
+                    &commune,
+                    firmware,
+                    trusted_keys,
+                    out,
+                    &mut std::io::stderr(),
+                )
+                .await
+            }
+            ReceiversAction::List => canhbao_server::tools::receivers_list(&store, out).await,
+            ReceiversAction::Remove { id } => canhbao_server::tools::receivers_remove(&store, &id, out).await,
+        };
+        store.close().await;
+        result.map(|()| ExitCode::SUCCESS)
+    })
+}
+
+fn mosquitto_config(
+    dir: &std::path::Path,
+    password_file: Option<&std::path::Path>,
+    args: &ConfigArgs,
+) -> Result<ExitCode> {
+    use canhbao_server::mosquitto::{self, AclLayout, PasswordSource, ServiceAccount};
+    let settings = match load(args) {
+        Ok(s) => s,
+        Err(p) => {
+            eprint!("{p}");
+            return Ok(ExitCode::FAILURE);
+        }
+    };
+    let layout = AclLayout::new(&settings.mqtt.topic_prefix, settings.province.clone())?;
+    let username = mosquitto::service_username(settings.mqtt.username.as_deref())?;
+    std::fs::create_dir_all(&settings.data_dir)?;
+    let (password, source) = mosquitto::service_password(
+        password_file,
+        settings.mqtt.password.as_deref(),
+        &settings.data_dir,
+    )?;
+    let service = ServiceAccount::new(&username, &password)?;
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()?;
+    let written = runtime.block_on(async {
+        let store = store::Store::open(&settings.database_url).await?;
+        let written = mosquitto::write_config(&store, &layout, &service, dir).await;
+        store.close().await;
+        written
+    })?;
+    for s in &written.skipped {
+        eprintln!("warning: left out: {s}");
+    }
+    eprintln!(
+        "wrote {0}/passwd and {0}/acl: {1} receivers and the service's user {username:?}",
+        written.dir.display(),
+        written.receivers
+    );
+    match &source {
+        PasswordSource::File(p) => eprintln!("the service's password is the one in {}", p.display()),
+        PasswordSource::Settings => {
+            eprintln!("the service's password is [mqtt] password (CANHBAO__MQTT__PASSWORD)")
+        }
+        PasswordSource::Kept(p) | PasswordSource::Created(p) => {
+            let made = if matches!(source, PasswordSource::Created(_)) {
+                "new, "
+            } else {
+                ""
+            };
+            eprintln!(
+                "the service's password is in {} ({made}mode 0600): set CANHBAO__MQTT__PASSWORD to it",
+                p.display()
+            );
+        }
+    }
+    if settings.mqtt.username.is_none() {
+        eprintln!(
+            "set [mqtt] username = {username:?} (CANHBAO__MQTT__USERNAME) so that canhbao logs in as that user"
+        );
+    }
+    eprintln!("Mosquitto must be able to read both files; reload it (SIGHUP) to apply them");
+    let port = match &settings.mqtt.mode {
+        MqttMode::External { url } => url.port,
+        MqttMode::Embedded { .. } => 1883,
+    };
+    print!("{}", mosquitto::conf_snippet(&written.dir, &port.to_string()));
+    Ok(ExitCode::SUCCESS)
+}
+
 fn token_create(role: &str, label: &str, stations: &[String], args: &ConfigArgs) -> Result<ExitCode> {
     let settings = match load(args) {
         Ok(s) => s,
@@ -412,6 +618,13 @@ fn main() -> ExitCode {
             rounds,
             config,
         } => report(bench(&scenario, rounds, &config)),
+        Command::Receivers { action, config } => report(receivers(action, &config)),
+        Command::Keys { action, config } => report(keys(action, &config)),
+        Command::MosquittoConfig {
+            out,
+            service_password_file,
+            config,
+        } => report(mosquitto_config(&out, service_password_file.as_deref(), &config)),
         Command::TokenCreate {
             role,
             label,

@@ -10,11 +10,10 @@ use anyhow::{Context, Result, bail};
 use base64::Engine as _;
 use base64::engine::general_purpose::{STANDARD as B64, URL_SAFE_NO_PAD};
 use dispatch::Signer;
-use dispatch::wire::key_id;
 use store::Store;
 
 /// Writes `contents` to a new file readable by its owner only, replacing any old file.
-fn write_private(path: &Path, contents: &[u8]) -> Result<()> {
+pub(crate) fn write_private(path: &Path, contents: &[u8]) -> Result<()> {
     if let Some(dir) = path.parent() {
         fs::create_dir_all(dir).with_context(|| format!("creating {}", dir.display()))?;
     }
@@ -32,7 +31,7 @@ fn write_private(path: &Path, contents: &[u8]) -> Result<()> {
     Ok(())
 }
 
-fn random<const N: usize>() -> Result<[u8; N]> {
+pub(crate) fn random<const N: usize>() -> Result<[u8; N]> {
     let mut buf = [0u8; N];
     getrandom::fill(&mut buf).map_err(|e| anyhow::anyhow!("no system randomness: {e}"))?;
     Ok(buf)
@@ -71,14 +70,24 @@ pub fn load_or_create_signing_key(path: &Path) -> Result<Signer> {
     }
 }
 
+/// Loads an Ed25519 signing key that must exist (a keyring seed).
+pub(crate) fn load_signing_key(path: &Path) -> Result<Signer> {
+    if !path.exists() {
+        bail!("signing key {} is missing", path.display());
+    }
+    load_or_create_signing_key(path)
+}
+
 /// Writes the public keys for receivers to trust (`signing-keys.pub.json`): not secret.
-pub fn write_public_keys(path: &Path, signer: &Signer) -> Result<()> {
-    let key = signer.public_key();
-    let doc = serde_json::json!([{
-        "key_id": key_id(&key),
-        "algorithm": "ed25519",
-        "public_key": B64.encode(key.as_bytes()),
-    }]);
+/// `keys` are (key id, base64 public key, state) of every key that is not retired.
+pub fn write_public_keys(path: &Path, keys: &[(String, String, String)]) -> Result<()> {
+    let doc: Vec<serde_json::Value> = keys
+        .iter()
+        .map(|(id, key, state)| {
+            serde_json::json!({"key_id": id, "algorithm": "ed25519", "public_key": key, "state": state})
+        })
+        .collect();
+    let doc = serde_json::Value::Array(doc);
     fs::write(path, format!("{doc:#}\n")).with_context(|| format!("writing {}", path.display()))?;
     Ok(())
 }

@@ -270,6 +270,78 @@ fn reject(out: &mut impl Write, field: &str, reason: &str) -> Result<bool> {
     Ok(false)
 }
 
+/// `canhbao receivers add`: registers a receiver for a commune of the province, with a new
+/// broker password. The password alone goes to `out`, this once (the registry keeps only
+/// its Mosquitto hash); what happened goes to `note`.
+#[allow(clippy::too_many_arguments)]
+pub async fn receivers_add(
+    store: &store::Store,
+    communes: &[domain::CommuneCode],
+    id: &str,
+    commune: &str,
+    firmware: Option<String>,
+    trusted_keys: Vec<String>,
+    out: &mut impl Write,
+    note: &mut impl Write,
+) -> Result<()> {
+    let id = domain::ReceiverId::new(id).map_err(|e| anyhow::anyhow!("--id: {e}"))?;
+    let commune = domain::CommuneCode::new(commune).map_err(|e| anyhow::anyhow!("--commune: {e}"))?;
+    if !communes.contains(&commune) {
+        bail!("--commune {commune} is not a commune of the area file");
+    }
+    let credentials = api::fleet::new_broker_password()
+        .map_err(|e| anyhow::anyhow!("no system randomness for a password: {e}"))?;
+    let record = store::RegisteredReceiver {
+        receiver_id: id.to_string(),
+        commune: commune.to_string(),
+        password_hash: Some(credentials.hash),
+        trusted_keys,
+        firmware,
+        registered: Utc::now(),
+    };
+    if !store.register_receiver(&record).await? {
+        bail!("receiver {id} is already registered");
+    }
+    writeln!(
+        note,
+        "registered {id} for commune {commune}; its MQTT username is {id}"
+    )?;
+    writeln!(out, "{}", credentials.password)?;
+    writeln!(
+        note,
+        "this is the only time its MQTT password is shown; the registry keeps only its hash. \
+         Run `canhbao mosquitto-config --out DIR` and reload Mosquitto so that it can log in"
+    )?;
+    Ok(())
+}
+
+/// `canhbao receivers list`: one JSON line per registered receiver, with its health.
+pub async fn receivers_list(store: &store::Store, out: &mut impl Write) -> Result<()> {
+    let now = Utc::now();
+    for f in store.fleet().await? {
+        let line = json!({
+            "receiver_id": f.receiver.receiver_id,
+            "commune": f.receiver.commune,
+            "health": api::fleet::health(f.online, f.last_seen, now),
+            "last_seen": f.last_seen,
+            "last_receipt": f.last_receipt,
+            "firmware": f.receiver.firmware,
+            "trusted_keys": f.receiver.trusted_keys,
+        });
+        writeln!(out, "{line}")?;
+    }
+    Ok(())
+}
+
+/// `canhbao receivers remove`.
+pub async fn receivers_remove(store: &store::Store, id: &str, out: &mut impl Write) -> Result<()> {
+    if !store.remove_receiver(id, Utc::now()).await? {
+        bail!("no registered receiver {id:?}");
+    }
+    writeln!(out, "removed {id}; its receipts and heartbeats are now ignored")?;
+    Ok(())
+}
+
 /// Parses `POINT=STATION` or `POINT=STATION@OFFSET_M` (the `--point` option).
 pub fn parse_point(arg: &str) -> Result<(String, ingest::hydromet::PointTarget)> {
     let (point, rest) = arg

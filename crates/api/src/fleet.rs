@@ -1,0 +1,489 @@
+//! The receiver registry and fleet health: `GET /api/v1/receivers` (every registered
+//! receiver, online, offline or stale, and coverage per commune), `POST /api/v1/receivers`
+//! and `DELETE /api/v1/receivers/{id}` (admins), and `GET /metrics` (Prometheus text).
+//! Also each receiver's broker password: [`new_broker_password`] makes one and its
+//! Mosquitto hash ([`mosquitto_hash`]), which `canhbao mosquitto-config` writes to
+//! Mosquitto's password file.
+
+use std::collections::BTreeMap;
+use std::fmt::Write as _;
+
+use axum::Json;
+use axum::body::Bytes;
+use axum::extract::{Path, State};
+use axum::http::{HeaderMap, StatusCode, header};
+use axum::response::IntoResponse;
+use base64::Engine as _;
+use base64::engine::general_purpose::STANDARD as B64;
+use chrono::{DateTime, Duration, Utc};
+use serde::Serialize;
+use serde_json::Value;
+use sha2::{Digest, Sha512};
+
+use crate::AppState;
+use crate::auth::{Caller, Role};
+use crate::error::{ApiError, require_media};
+
+/// A receiver whose last word is older than this is stale, whatever its last status said
+/// (heartbeats come every 30 s by default: this is several missed in a row).
+pub const STALE_AFTER: Duration = Duration::minutes(3);
+
+/// A receiver's health from its last retained status and when it was last heard from.
+pub fn health(online: Option<bool>, last_seen: Option<DateTime<Utc>>, now: DateTime<Utc>) -> &'static str {
+    match (online, last_seen) {
+        (_, None) | (None, _) => "never_seen",
+        (Some(false), _) => "offline",
+        (Some(true), Some(t)) if now - t > STALE_AFTER => "stale",
+        (Some(true), Some(_)) => "online",
+    }
+}
+
+#[derive(Debug, Serialize)]
+pub struct FleetReceiverDto {
+    pub receiver_id: String,
+    pub commune: String,
+    /// `online`, `offline` (its last will or a clean stop), `stale` (silent too long) or
+    /// `never_seen`.
+    pub health: &'static str,
+    pub last_seen: Option<DateTime<Utc>>,
+    pub last_receipt: Option<DateTime<Utc>>,
+    pub firmware: Option<String>,
+    pub trusted_keys: Vec<String>,
+    pub registered: DateTime<Utc>,
+    /// The last heartbeat as received.
+    pub last_heartbeat: Option<Value>,
+}
+
+#[derive(Debug, Serialize, Default)]
+pub struct CoverageDto {
+    pub commune: String,
+    pub registered: usize,
+    pub online: usize,
+}
+
+#[derive(Debug, Serialize)]
+pub struct FleetDto {
+    pub receivers: Vec<FleetReceiverDto>,
+    /// Per commune with a registered receiver: how many are online.
+    pub coverage: Vec<CoverageDto>,
+    /// Messages ignored because their receiver is not registered.
+    pub unregistered_messages: i64,
+}
+
+async fn fleet(state: &AppState) -> Result<FleetDto, ApiError> {
+    let now = Utc::now();
+    let mut receivers = Vec::new();
+    let mut coverage: BTreeMap<String, CoverageDto> = BTreeMap::new();
+    for f in state.store.fleet().await? {
+        let health = health(f.online, f.last_seen, now);
+        let c = coverage
+            .entry(f.receiver.commune.clone())
+            .or_insert_with(|| CoverageDto {
+                commune: f.receiver.commune.clone(),
+                ..Default::default()
+            });
+        c.registered += 1;
+        c.online += usize::from(health == "online");
+        receivers.push(FleetReceiverDto {
+            receiver_id: f.receiver.receiver_id,
+            commune: f.receiver.commune,
+            health,
+            last_seen: f.last_seen,
+            last_receipt: f.last_receipt,
+            firmware: f.receiver.firmware,
+            trusted_keys: f.receiver.trusted_keys,
+            registered: f.receiver.registered,
+            last_heartbeat: f.last_heartbeat.and_then(|h| serde_json::from_str(&h).ok()),
+        });
+    }
+    Ok(FleetDto {
+        receivers,
+        coverage: coverage.into_values().collect(),
+        unregistered_messages: state.store.unregistered_messages().await?,
+    })
+}
+
+pub async fn list_receivers(
+    State(state): State<AppState>,
+    _caller: Caller,
+) -> Result<Json<FleetDto>, ApiError> {
+    Ok(Json(fleet(&state).await?))
+}
+
+#[derive(Serialize)]
+pub struct RegisteredDto {
+    pub receiver_id: String,
+    pub commune: String,
+    pub trusted_keys: Vec<String>,
+    pub firmware: Option<String>,
+    /// The receiver's broker password (its username is its id), in this response only:
+    /// the registry keeps its Mosquitto hash.
+    pub mqtt_password: String,
+}
+
+impl std::fmt::Debug for RegisteredDto {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("RegisteredDto")
+            .field("receiver_id", &self.receiver_id)
+            .field("commune", &self.commune)
+            .field("trusted_keys", &self.trusted_keys)
+            .field("firmware", &self.firmware)
+            .field("mqtt_password", &"<redacted>")
+            .finish()
+    }
+}
+
+fn string_list(v: Option<&Value>, field: &str) -> Result<Vec<String>, ApiError> {
+    match v {
+        None | Some(Value::Null) => Ok(Vec::new()),
+        Some(Value::Array(a)) => a
+            .iter()
+            .map(|x| {
+                x.as_str()
+                    .map(str::to_owned)
+                    .ok_or_else(|| ApiError::bad_request(field, format!("{field} must be a list of strings")))
+            })
+            .collect(),
+        Some(_) => Err(ApiError::bad_request(
+            field,
+            format!("{field} must be a list of strings"),
+        )),
+    }
+}
+
+/// Registers a receiver: `{"receiver_id", "commune", "trusted_keys"?, "firmware"?}`. The
+/// 201 body carries its new broker password (`mqtt_password`), which is never shown again.
+pub async fn register_receiver(
+    State(state): State<AppState>,
+    caller: Caller,
+    headers: HeaderMap,
+    body: Bytes,
+) -> Result<impl IntoResponse, ApiError> {
+    caller.require(&[Role::Admin], "register receivers")?;
+    require_media(&headers, &["application/json"])?;
+    let v: Value = serde_json::from_slice(&body)
+        .map_err(|e| ApiError::bad_request("body", format!("not valid JSON: {e}")))?;
+    let text = |field: &str| -> Result<String, ApiError> {
+        v.get(field)
+            .and_then(Value::as_str)
+            .map(str::to_owned)
+            .ok_or_else(|| ApiError::bad_request(field, format!("{field} is required and must be a string")))
+    };
+    let id = domain::ReceiverId::new(&text("receiver_id")?)
+        .map_err(|e| ApiError::bad_request("receiver_id", e.to_string()))?;
+    let commune = domain::CommuneCode::new(&text("commune")?)
+        .map_err(|e| ApiError::bad_request("commune", e.to_string()))?;
+    if !state.communes.contains(&commune) {
+        return Err(ApiError::unprocessable(
+            "commune",
+            format!(
+                "commune {commune} is not a commune of province {}",
+                state.province
+            ),
+        ));
+    }
+    let trusted_keys = string_list(v.get("trusted_keys"), "trusted_keys")?;
+    let firmware = v.get("firmware").and_then(Value::as_str).map(str::to_owned);
+    let credentials = new_broker_password()
+        .map_err(|e| ApiError::internal(format!("no system randomness for a password: {e}")))?;
+    let record = store::RegisteredReceiver {
+        receiver_id: id.to_string(),
+        commune: commune.to_string(),
+        password_hash: Some(credentials.hash),
+        trusted_keys: trusted_keys.clone(),
+        firmware: firmware.clone(),
+        registered: Utc::now(),
+    };
+    if !state.store.register_receiver(&record).await? {
+        return Err(ApiError::conflict(format!("receiver {id} is already registered")));
+    }
+    tracing::info!(receiver = %id, commune = %commune, by = %caller.label, "receiver registered");
+    Ok((
+        StatusCode::CREATED,
+        // The body holds a password: no cache may keep it.
+        [(header::CACHE_CONTROL, "no-store")],
+        Json(RegisteredDto {
+            receiver_id: record.receiver_id,
+            commune: record.commune,
+            trusted_keys,
+            firmware,
+            mqtt_password: credentials.password,
+        }),
+    ))
+}
+
+// ---- broker passwords ----
+
+/// PBKDF2 iterations of a Mosquitto 2.0 hash: `PW_DEFAULT_ITERATIONS` (101) of its
+/// `password_mosq.h`, what `mosquitto_passwd` writes by default.
+pub const MOSQUITTO_ITERATIONS: u32 = 101;
+
+/// Salt bytes of a Mosquitto 2.0 hash (`SALT_LEN` of `mosquitto_passwd.c`).
+pub const MOSQUITTO_SALT_LEN: usize = 12;
+
+/// Characters in a generated broker password: 24 of 62 letters and digits, about 143 bits.
+pub const BROKER_PASSWORD_LEN: usize = 24;
+
+const PASSWORD_ALPHABET: &[u8; 62] = b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789";
+
+/// A new broker password and its Mosquitto hash. `Debug` shows neither.
+pub struct BrokerPassword {
+    /// Shown once to whoever registered the receiver; never stored or logged.
+    pub password: String,
+    /// `$7$101$<salt>$<hash>`, for the registry and Mosquitto's password file.
+    pub hash: String,
+}
+
+impl std::fmt::Debug for BrokerPassword {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("BrokerPassword(<redacted>)")
+    }
+}
+
+/// Draws a password from the operating system's CSPRNG (letters and digits, without
+/// modulo bias) and hashes it with a fresh salt.
+pub fn new_broker_password() -> Result<BrokerPassword, getrandom::Error> {
+    let mut password = String::with_capacity(BROKER_PASSWORD_LEN);
+    while password.len() < BROKER_PASSWORD_LEN {
+        let mut buf = [0u8; 32];
+        getrandom::fill(&mut buf)?;
+        // 248 = 4 * 62: dropping bytes from 248 up keeps every character equally likely.
+        for b in buf.into_iter().filter(|b| *b < 248) {
+            if password.len() < BROKER_PASSWORD_LEN {
+                password.push(char::from(PASSWORD_ALPHABET[usize::from(b % 62)]));
+            }
+        }
+    }
+    let mut salt = [0u8; MOSQUITTO_SALT_LEN];
+    getrandom::fill(&mut salt)?;
+    let hash = mosquitto_hash(&password, &salt, MOSQUITTO_ITERATIONS);
+    Ok(BrokerPassword { password, hash })
+}
+
+/// The password hash as Mosquitto 2.0's `mosquitto_passwd` writes it after `user:`:
+/// `$7$<iterations>$<salt>$<hash>`, where 7 means PBKDF2-HMAC-SHA512, and salt and hash
+/// (64 bytes) are standard base64 with padding.
+pub fn mosquitto_hash(password: &str, salt: &[u8], iterations: u32) -> String {
+    let derived = pbkdf2_hmac_sha512(password.as_bytes(), salt, iterations);
+    format!("$7${iterations}${}${}", B64.encode(salt), B64.encode(derived))
+}
+
+/// Whether `s` has the form [`mosquitto_hash`] writes, so that it can go into a password
+/// file as it is (no `:` or line break can hide in it).
+pub fn is_mosquitto_hash(s: &str) -> bool {
+    let parts: Vec<&str> = s.split('$').collect();
+    match parts.as_slice() {
+        ["", "7", iterations, salt, hash] => {
+            iterations.parse::<u32>().is_ok_and(|n| n > 0)
+                && B64.decode(salt).is_ok_and(|s| !s.is_empty())
+                && B64.decode(hash).is_ok_and(|h| h.len() == 64)
+        }
+        _ => false,
+    }
+}
+
+/// PBKDF2 (RFC 8018) with HMAC-SHA512 (RFC 2104), one 64-byte block: what OpenSSL's
+/// `PKCS5_PBKDF2_HMAC(.., EVP_sha512(), 64, ..)` gives Mosquitto. We only ever make
+/// hashes (Mosquitto checks them), so no constant-time comparison is needed here.
+/// `iterations` 0 counts as 1.
+fn pbkdf2_hmac_sha512(password: &[u8], salt: &[u8], iterations: u32) -> [u8; 64] {
+    const BLOCK: usize = 128;
+    let mut key = [0u8; BLOCK];
+    if password.len() > BLOCK {
+        key[..64].copy_from_slice(&Sha512::digest(password));
+    } else {
+        key[..password.len()].copy_from_slice(password);
+    }
+    let mut inner = Sha512::new();
+    inner.update(key.map(|b| b ^ 0x36));
+    let mut outer = Sha512::new();
+    outer.update(key.map(|b| b ^ 0x5c));
+    let hmac = |parts: &[&[u8]]| {
+        let mut i = inner.clone();
+        for p in parts {
+            i.update(p);
+        }
+        let mut o = outer.clone();
+        o.update(i.finalize());
+        let mut out = [0u8; 64];
+        out.copy_from_slice(&o.finalize());
+        out
+    };
+    let mut u = hmac(&[salt, &1u32.to_be_bytes()]);
+    let mut t = u;
+    for _ in 1..iterations {
+        u = hmac(&[&u]);
+        for (t, u) in t.iter_mut().zip(u) {
+            *t ^= u;
+        }
+    }
+    t
+}
+
+pub async fn remove_receiver(
+    State(state): State<AppState>,
+    caller: Caller,
+    Path(id): Path<String>,
+) -> Result<StatusCode, ApiError> {
+    caller.require(&[Role::Admin], "remove receivers")?;
+    if state.store.remove_receiver(&id, Utc::now()).await? {
+        tracing::info!(receiver = %id, by = %caller.label, "receiver removed from the registry");
+        Ok(StatusCode::NO_CONTENT)
+    } else {
+        Err(ApiError::not_found(format!("no registered receiver {id:?}")))
+    }
+}
+
+/// Fleet health as Prometheus text (no token: counts only, no identities).
+pub async fn metrics(State(state): State<AppState>) -> Result<impl IntoResponse, ApiError> {
+    let f = fleet(&state).await?;
+    let mut out = String::new();
+    let by = |h: &str| f.receivers.iter().filter(|r| r.health == h).count();
+    let _ = writeln!(out, "# HELP canhbao_receivers Registered receivers by health.");
+    let _ = writeln!(out, "# TYPE canhbao_receivers gauge");
+    for h in ["online", "offline", "stale", "never_seen"] {
+        let _ = writeln!(out, "canhbao_receivers{{health=\"{h}\"}} {}", by(h));
+    }
+    let _ = writeln!(
+        out,
+        "# HELP canhbao_commune_receivers_registered Registered receivers per commune."
+    );
+    let _ = writeln!(out, "# TYPE canhbao_commune_receivers_registered gauge");
+    for c in &f.coverage {
+        let _ = writeln!(
+            out,
+            "canhbao_commune_receivers_registered{{commune=\"{}\"}} {}",
+            c.commune, c.registered
+        );
+    }
+    let _ = writeln!(
+        out,
+        "# HELP canhbao_commune_receivers_online Online receivers per commune."
+    );
+    let _ = writeln!(out, "# TYPE canhbao_commune_receivers_online gauge");
+    for c in &f.coverage {
+        let _ = writeln!(
+            out,
+            "canhbao_commune_receivers_online{{commune=\"{}\"}} {}",
+            c.commune, c.online
+        );
+    }
+    let _ = writeln!(
+        out,
+        "# HELP canhbao_unregistered_messages_total Messages ignored from unregistered receivers."
+    );
+    let _ = writeln!(out, "# TYPE canhbao_unregistered_messages_total counter");
+    let _ = writeln!(
+        out,
+        "canhbao_unregistered_messages_total {}",
+        f.unregistered_messages
+    );
+    Ok(([(header::CONTENT_TYPE, "text/plain; version=0.0.4")], out))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn health_follows_status_and_silence() {
+        let now: DateTime<Utc> = "2026-10-09T02:00:00Z".parse().unwrap();
+        let ago = |m: i64| Some(now - Duration::minutes(m));
+        assert_eq!(health(Some(true), ago(1), now), "online");
+        assert_eq!(health(Some(true), ago(4), now), "stale");
+        assert_eq!(health(Some(false), ago(1), now), "offline");
+        assert_eq!(health(None, None, now), "never_seen");
+    }
+
+    fn hex(bytes: &[u8]) -> String {
+        bytes.iter().map(|b| format!("{b:02x}")).collect()
+    }
+
+    #[test]
+    fn pbkdf2_hmac_sha512_matches_known_vectors() {
+        // (password, salt, iterations, derived key): the first two are the widely published
+        // PBKDF2-HMAC-SHA512 vectors; the long passwords (a hashed HMAC key, and one of
+        // exactly a block) were computed with Python's hashlib.pbkdf2_hmac.
+        let long = "p".repeat(200);
+        let block = "p".repeat(128);
+        let cases: [(&str, &str, u32, &str); 4] = [
+            (
+                "password",
+                "salt",
+                1,
+                "867f70cf1ade02cff3752599a3a53dc4af34c7a669815ae5d513554e1c8cf252c02d470a285a0501bad999bfe943c08f050235d7d68b1da55e63f73b60a57fce",
+            ),
+            (
+                "password",
+                "salt",
+                2,
+                "e1d9c16aa681708a45f5c7c4e215ceb66e011a2e9f0040713f18aefdb866d53cf76cab2868a39b9f7840edce4fef5a82be67335c77a6068e04112754f27ccf4e",
+            ),
+            (
+                &long,
+                "salt",
+                3,
+                "0499d2f52a54272883fc04786c49cbfe54771bb53aa16a2f8d3fdad6a6ef15fad0133b49b8e08dc4bbd208c754356edd34d0e5e2516c4975f9150c616cc96d35",
+            ),
+            (
+                &block,
+                "salt",
+                3,
+                "ae9967296ba9f3ff05582b4a78e59c1bb1bf135aa82f6959b03fd5e61f8deb71a6e31aba4a51d857897ca861e5be3a715fca5cb05d0fb3d99254e5effa168e47",
+            ),
+        ];
+        for (password, salt, n, expected) in cases {
+            assert_eq!(
+                hex(&pbkdf2_hmac_sha512(password.as_bytes(), salt.as_bytes(), n)),
+                expected,
+                "{n}"
+            );
+        }
+    }
+
+    #[test]
+    fn hashes_match_what_mosquitto_passwd_wrote() {
+        // `mosquitto_passwd -b -c FILE alice secret` of Mosquitto 2.0.11 wrote this line.
+        let line = "alice:$7$101$FFmFHortPeD0FXbU$gep5UZ8RU7JNuYXau2718A159O77K3HfYd9IiMjQ3grnykkaBABGyN7RMZH6V5wDvtt9vnFDt0pDMdBad2vHuA==";
+        let (_, hash) = line.split_once(':').unwrap();
+        let salt = B64.decode("FFmFHortPeD0FXbU").unwrap();
+        assert_eq!(salt.len(), MOSQUITTO_SALT_LEN);
+        assert_eq!(mosquitto_hash("secret", &salt, MOSQUITTO_ITERATIONS), hash);
+        assert!(is_mosquitto_hash(hash));
+    }
+
+    #[test]
+    fn new_broker_passwords_are_random_letters_and_digits_with_their_hash() {
+        let a = new_broker_password().unwrap();
+        let b = new_broker_password().unwrap();
+        assert_ne!(a.password, b.password);
+        for p in [&a, &b] {
+            assert_eq!(p.password.len(), BROKER_PASSWORD_LEN);
+            assert!(
+                p.password.bytes().all(|c| c.is_ascii_alphanumeric()),
+                "{}",
+                p.password
+            );
+            assert!(is_mosquitto_hash(&p.hash), "{}", p.hash);
+            assert!(p.hash.starts_with("$7$101$"));
+            let salt = B64.decode(p.hash.split('$').nth(3).unwrap()).unwrap();
+            assert_eq!(mosquitto_hash(&p.password, &salt, MOSQUITTO_ITERATIONS), p.hash);
+            assert!(!format!("{p:?}").contains(&p.password));
+        }
+    }
+
+    #[test]
+    fn only_well_formed_hashes_pass() {
+        for bad in [
+            "",
+            "secret",
+            "$6$FFmFHortPeD0FXbU$gep5UZ8RU7JNuYXau2718A159O77K3HfYd9IiMjQ3grnykkaBABGyN7RMZH6V5wDvtt9vnFDt0pDMdBad2vHuA==",
+            "$7$0$FFmFHortPeD0FXbU$gep5UZ8RU7JNuYXau2718A159O77K3HfYd9IiMjQ3grnykkaBABGyN7RMZH6V5wDvtt9vnFDt0pDMdBad2vHuA==",
+            "$7$101$FFmFHortPeD0FXbU$gep5UZ8RU7JNuYXau2718A159O77K3HfYd9IiMjQ3grnykkaBABGyN7RMZH6V5wDvtt9vnFDt0pDMdBad2vHuA==\nmallory:x",
+            "$7$101$FFmF:ortPeD0FXbU$gep5UZ8RU7JNuYXau2718A159O77K3HfYd9IiMjQ3grnykkaBABGyN7RMZH6V5wDvtt9vnFDt0pDMdBad2vHuA==",
+            "$7$101$FFmFHortPeD0FXbU$c2hvcnQ=",
+        ] {
+            assert!(!is_mosquitto_hash(bad), "{bad}");
+        }
+    }
+}
