@@ -34,7 +34,7 @@ fn has_receipt(detail: &Value, receiver: &str, status: &str) -> bool {
 /// Posts a reading above BĐ3 at Hữu Lũng and follows the alert to a receiver of Xã Hữu
 /// Lũng (06385) and its receipts back to the API. Returns the alert id.
 async fn alert_reaches_receiver_and_is_receipted(app: &TestApp) -> String {
-    let mut rx = app.start_receiver("06385", "loa-06385-01").unwrap();
+    let mut rx = app.start_receiver("06385", "loa-06385-01").await.unwrap();
     let (status, _, body) = app
         .post_observations(&observation_now("HUULUNG", 19.4))
         .await
@@ -129,7 +129,7 @@ async fn forged_envelopes_are_rejected_by_the_receiver_and_the_rejections_show_i
     let alert_id = alert_reaches_receiver_and_is_receipted(&app).await;
 
     // A second receiver of the same commune gets the genuine alert first (retained).
-    let mut rx = app.start_receiver("06385", "loa-06385-02").unwrap();
+    let mut rx = app.start_receiver("06385", "loa-06385-02").await.unwrap();
     assert!(matches!(rx.next(WAIT).await.unwrap(), ReceiverEvent::Played(_)));
 
     // Altered payload, original signature: the text now claims a lower level.
@@ -315,7 +315,7 @@ async fn a_live_alert_survives_a_restart_of_the_embedded_broker_for_a_receiver_t
     let app = TestApp::spawn_in(&data_dir, &Broker::Embedded, &prefix)
         .await
         .unwrap();
-    let mut rx = app.start_receiver("06385", "loa-late").unwrap();
+    let mut rx = app.start_receiver("06385", "loa-late").await.unwrap();
     match rx.next(WAIT).await.unwrap() {
         ReceiverEvent::Played(alert) => assert_eq!(alert.id, alert_id),
         other => panic!("expected the live alert after restart, got {other:?}"),
@@ -421,7 +421,7 @@ fn live_bulletin(identifier: &str, sender: &str, level: u8) -> Vec<u8> {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn an_authoritative_cap_bulletin_sets_the_level_and_reaches_receivers() {
     let app = TestApp::spawn(Broker::Embedded).await.unwrap();
-    let mut rx = app.start_receiver("06385", "loa-06385-01").unwrap();
+    let mut rx = app.start_receiver("06385", "loa-06385-01").await.unwrap();
 
     let (status, body) = app
         .post(
@@ -932,5 +932,199 @@ async fn forecasts_and_a_second_water_level_provider_reach_the_rules_and_bulleti
         "next poll {next} should be 30 s after the announced issue {next_issue}"
     );
     assert_eq!(by_id("om")["accepted"].as_i64(), Some(4 * 46), "{sources:#}");
+    app.app.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn receipts_drive_resends_and_only_registered_receivers_count() {
+    let app = TestApp::spawn_with(Broker::Embedded, &[("CANHBAO__OUTBOX__RESEND_S", "[1]")])
+        .await
+        .unwrap();
+    // Two registered receivers of Xã Hữu Lũng; the second is not running yet.
+    let mut first = app.start_receiver("06385", "loa-hl-1").await.unwrap();
+    app.register_receiver("06385", "loa-hl-2").await.unwrap();
+    // A receiver the registry does not know: it hears the alert, but its receipts count
+    // for nothing.
+    let mut rogue = app.start_unregistered_receiver("06385", "loa-rogue").unwrap();
+    let (_, _, body) = app
+        .post_observations(&observation_now("HUULUNG", 19.4))
+        .await
+        .unwrap();
+    let alert_id = body["alerts"][0].as_str().unwrap().to_owned();
+    assert!(matches!(
+        first.next(WAIT).await.unwrap(),
+        ReceiverEvent::Played(_)
+    ));
+    assert!(matches!(
+        rogue.next(WAIT).await.unwrap(),
+        ReceiverEvent::Played(_)
+    ));
+    let path = format!("/api/v1/alerts/{alert_id}");
+    let state_of = |d: &Value, id: &str| {
+        d["receiver_deliveries"]
+            .as_array()
+            .and_then(|v| v.iter().find(|r| r["receiver_id"] == id))
+            .map(|r| r["state"].as_str().unwrap_or_default().to_owned())
+    };
+    let detail = app
+        .wait_for(&path, WAIT, |d| {
+            state_of(d, "loa-hl-1").as_deref() == Some("played")
+        })
+        .await
+        .unwrap();
+    assert_eq!(
+        state_of(&detail, "loa-hl-2").as_deref(),
+        Some("sent"),
+        "{detail:#}"
+    );
+    assert_eq!(state_of(&detail, "loa-rogue"), None);
+    assert!(
+        receipts_of(&detail, "loa-rogue").is_empty(),
+        "an unregistered receipt is ignored"
+    );
+
+    // The broker loses the retained alert (as an embedded broker restart would) before the
+    // second receiver connects: only canhbao's resend can reach it, and does, because the
+    // second receiver has not acknowledged.
+    let (raw, raw_stop) = app.raw_client().await.unwrap();
+    let topic = detail["deliveries"][0]["topic"].as_str().unwrap().to_owned();
+    raw.publish(&topic, Vec::new(), true).await.unwrap();
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    let mut second = app.start_unregistered_receiver("06385", "loa-hl-2").unwrap();
+    match second.next(WAIT).await.unwrap() {
+        ReceiverEvent::Played(a) => assert_eq!(a.id, alert_id),
+        ReceiverEvent::Connected => match second.next(WAIT).await.unwrap() {
+            ReceiverEvent::Played(a) => assert_eq!(a.id, alert_id),
+            other => panic!("expected the resent alert, got {other:?}"),
+        },
+        other => panic!("expected the resent alert, got {other:?}"),
+    }
+    let detail = app
+        .wait_for(&path, WAIT, |d| {
+            state_of(d, "loa-hl-2").as_deref() == Some("played")
+        })
+        .await
+        .unwrap();
+    let d = &detail["deliveries"][0];
+    assert!(d["attempts"].as_i64() >= Some(2), "resent: {d:#}");
+    // The fleet: both registered receivers online, the rogue counted and not listed.
+    let fleet = app
+        .wait_for("/api/v1/receivers", WAIT, |f| {
+            f["coverage"][0]["online"] == 2 && f["unregistered_messages"].as_i64() >= Some(1)
+        })
+        .await
+        .unwrap();
+    assert_eq!(fleet["coverage"][0]["commune"], "06385");
+    assert_eq!(fleet["coverage"][0]["registered"], 2);
+    assert!(
+        fleet["receivers"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .all(|r| r["receiver_id"] != "loa-rogue")
+    );
+    let metrics = app
+        .http
+        .get(format!("{}/metrics", app.base))
+        .send()
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    assert!(
+        metrics.contains("canhbao_commune_receivers_online{commune=\"06385\"} 2"),
+        "{metrics}"
+    );
+    raw_stop.cancel();
+    for r in [first, second, rogue] {
+        r.stop().await;
+    }
+    app.app.stop().await;
+}
+
+/// The next alert a receiver plays, as (id, msg_type); other events are skipped.
+async fn next_played(rx: &mut canhbao_tests::TestReceiver) -> (String, String) {
+    loop {
+        if let ReceiverEvent::Played(p) = rx.next(WAIT).await.unwrap() {
+            return (p.id.clone(), p.msg_type.clone());
+        }
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_cancel_reaches_every_receiver_including_one_that_was_offline_and_nothing_replays() {
+    let app = TestApp::spawn(Broker::Embedded).await.unwrap();
+    let mut a = app.start_receiver("06385", "loa-c-a").await.unwrap();
+    let mut b = app.start_receiver("06385", "loa-c-b").await.unwrap();
+    let (_, _, body) = app
+        .post_observations(&observation_now("HUULUNG", 19.4))
+        .await
+        .unwrap();
+    let alert_id = body["alerts"][0].as_str().unwrap().to_owned();
+    assert_eq!(next_played(&mut a).await.0, alert_id);
+    assert_eq!(next_played(&mut b).await.0, alert_id);
+    b.stop().await;
+
+    // A viewer may not cancel; an admin may, once.
+    let viewer = app.create_token("viewer", "operator", &[]).await.unwrap();
+    let denied = app
+        .http
+        .post(format!("{}/api/v1/alerts/{alert_id}/cancel", app.base))
+        .bearer_auth(&viewer)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(denied.status().as_u16(), 403);
+    let path = format!("/api/v1/alerts/{alert_id}/cancel");
+    let (status, answer) = app
+        .post(&path, "application/json", br#"{"reason":"tram do hong"}"#)
+        .await
+        .unwrap();
+    assert_eq!(status, 201, "{answer}");
+    let cancel_id = answer["cancel_id"].as_str().unwrap().to_owned();
+    let (status, again) = app.post(&path, "application/json", b"").await.unwrap();
+    assert_eq!(status, 409, "{again}");
+    let (status, _) = app
+        .post(
+            &format!("/api/v1/alerts/{cancel_id}/cancel"),
+            "application/json",
+            b"",
+        )
+        .await
+        .unwrap();
+    assert_eq!(status, 422, "a Cancel is not cancelled");
+
+    assert_eq!(
+        next_played(&mut a).await,
+        (cancel_id.clone(), "Cancel".to_owned())
+    );
+    // The receiver that was away comes back: it hears the Cancel, and does not play the
+    // original again although it is still retained.
+    let mut b = app.start_receiver("06385", "loa-c-b").await.unwrap();
+    assert_eq!(
+        next_played(&mut b).await,
+        (cancel_id.clone(), "Cancel".to_owned())
+    );
+    let detail = app
+        .wait_for(&format!("/api/v1/alerts/{cancel_id}"), WAIT, |d| {
+            d["receiver_deliveries"]
+                .as_array()
+                .is_some_and(|v| v.len() == 2 && v.iter().all(|r| r["state"] == "played"))
+        })
+        .await
+        .unwrap();
+    assert_eq!(detail["alert"]["msg_type"], "Cancel");
+    assert_eq!(detail["alert"]["references"], serde_json::json!([alert_id]));
+    // Nothing else plays: not the original, not the Cancel a second time.
+    assert!(
+        tokio::time::timeout(Duration::from_millis(1500), next_played(&mut b))
+            .await
+            .is_err(),
+        "a version was played twice"
+    );
+    for r in [a, b] {
+        r.stop().await;
+    }
     app.app.stop().await;
 }

@@ -275,8 +275,31 @@ impl TestApp {
         }
     }
 
-    /// Starts an in-process `canhbao-receiver` for `commune`.
-    pub fn start_receiver(&self, commune: &str, id: &str) -> Result<TestReceiver> {
+    /// Registers a receiver through the API, as an admin does (already registered is fine).
+    pub async fn register_receiver(&self, commune: &str, id: &str) -> Result<()> {
+        let body = serde_json::json!({"receiver_id": id, "commune": commune});
+        let (status, answer) = self
+            .post(
+                "/api/v1/receivers",
+                "application/json",
+                body.to_string().as_bytes(),
+            )
+            .await?;
+        anyhow::ensure!(
+            status == 201 || status == 409,
+            "registering {id}: {status} {answer}"
+        );
+        Ok(())
+    }
+
+    /// Registers and starts an in-process `canhbao-receiver` for `commune`.
+    pub async fn start_receiver(&self, commune: &str, id: &str) -> Result<TestReceiver> {
+        self.register_receiver(commune, id).await?;
+        self.start_unregistered_receiver(commune, id)
+    }
+
+    /// Starts an in-process `canhbao-receiver` that the registry does not know.
+    pub fn start_unregistered_receiver(&self, commune: &str, id: &str) -> Result<TestReceiver> {
         let cfg = ReceiverConfig {
             broker: self.broker.clone(),
             receiver_id: ReceiverId::new(id)?,
@@ -287,9 +310,17 @@ impl TestApp {
             password: None,
             heartbeat: Duration::from_secs(1),
         };
+        // A state file per receiver id in the app's data directory, as a real receiver
+        // keeps: a restarted TestReceiver remembers what it played.
+        let path = self.data_dir.join("receivers").join(format!("{id}.state"));
+        let (played, _) = canhbao_receiver::state::PlayedLog::open(&path, chrono::Utc::now())?;
+        let playback = canhbao_receiver::Playback {
+            played,
+            command: None,
+        };
         let stop = CancellationToken::new();
         let (tx, rx) = mpsc::unbounded_channel();
-        let task = tokio::spawn(canhbao_receiver::run(cfg, tx, stop.clone()));
+        let task = tokio::spawn(canhbao_receiver::run_with(cfg, playback, tx, stop.clone()));
         Ok(TestReceiver {
             events: rx,
             stop,
