@@ -3,7 +3,7 @@
 
 use chrono::{DateTime, Utc};
 use domain::{AlertId, CommuneCode, ReceiptStatus, ReceiverId};
-use store::{NewReceipt, Store};
+use store::{NewReceipt, Store, Tx};
 use tokio::sync::mpsc;
 use tokio_util::sync::CancellationToken;
 
@@ -138,32 +138,67 @@ pub async fn run_inbound(
     telemetry: mpsc::Sender<Telemetry>,
     shutdown: CancellationToken,
 ) {
+    let mut batch = Vec::with_capacity(MAX_BATCH);
     loop {
-        let msg = tokio::select! {
+        let first = tokio::select! {
             _ = shutdown.cancelled() => return,
             msg = inbound.recv() => match msg { Some(m) => m, None => return },
         };
-        // An empty retained message clears a status topic; nothing to record.
-        if msg.payload.is_empty() {
-            continue;
-        }
-        if let Ok(Inbound::Telemetry(station)) = topics.parse_inbound(&msg.topic) {
-            if let Err(e) = telemetry.try_send((station, msg)) {
-                tracing::error!(error = %e, "telemetry queue full or closed; station message dropped");
+        // What else is already waiting goes into the same transaction: one disk sync for a
+        // burst of receipts and heartbeats, not one per message.
+        batch.clear();
+        batch.push(first);
+        while batch.len() < MAX_BATCH {
+            match inbound.try_recv() {
+                Ok(m) => batch.push(m),
+                Err(_) => break,
             }
-            continue;
         }
-        if let Err(e) = handle(&store, &topics, &msg).await {
-            tracing::error!(topic = %msg.topic, error = %e, "storing an inbound message failed");
+        let mut stored = Vec::with_capacity(batch.len());
+        for msg in batch.drain(..) {
+            // An empty retained message clears a status topic; nothing to record.
+            if msg.payload.is_empty() {
+                continue;
+            }
+            if let Ok(Inbound::Telemetry(station)) = topics.parse_inbound(&msg.topic) {
+                if let Err(e) = telemetry.try_send((station, msg)) {
+                    tracing::error!(error = %e, "telemetry queue full or closed; station message dropped");
+                }
+                continue;
+            }
+            stored.push(msg);
+        }
+        if let Err(e) = store_batch(&store, &topics, &stored).await {
+            // One bad write must not cost the others: each message again, on its own.
+            tracing::warn!(messages = stored.len(), error = %e, "storing an inbound batch failed; retrying one by one");
+            for msg in &stored {
+                if let Err(e) = store_batch(&store, &topics, std::slice::from_ref(msg)).await {
+                    tracing::error!(topic = %msg.topic, error = %e, "storing an inbound message failed");
+                }
+            }
         }
     }
+}
+
+/// Most inbound messages stored in one transaction.
+const MAX_BATCH: usize = 512;
+
+async fn store_batch(store: &Store, topics: &Topics, messages: &[InboundMessage]) -> store::Result<()> {
+    if messages.is_empty() {
+        return Ok(());
+    }
+    let mut tx = store.begin().await?;
+    for msg in messages {
+        handle(&mut tx, topics, msg).await?;
+    }
+    tx.commit().await
 }
 
 /// Whether `receiver` is registered for `commune` (when the message names one). A message
 /// from an unregistered receiver is counted and ignored; one that claims another commune
 /// than the registered one is refused and recorded.
 async fn admitted(
-    store: &Store,
+    store: &mut Tx<'_>,
     topic: &str,
     receiver: &ReceiverId,
     commune: Option<&CommuneCode>,
@@ -190,7 +225,7 @@ async fn admitted(
     }
 }
 
-async fn handle(store: &Store, topics: &Topics, msg: &InboundMessage) -> store::Result<()> {
+async fn handle(store: &mut Tx<'_>, topics: &Topics, msg: &InboundMessage) -> store::Result<()> {
     let now = Utc::now();
     let checked = check(topics, &msg.topic, &msg.payload);
     let who = match &checked {
@@ -250,7 +285,7 @@ async fn handle(store: &Store, topics: &Topics, msg: &InboundMessage) -> store::
                     ReceiptStatus::Rejected | ReceiptStatus::Failed => tracing::warn!(
                         alert_id = %alert_id, receiver = %receiver, status = status.code(),
                         reason = reason.as_deref().unwrap_or(""), "receiver did not play an alert"),
-                    ReceiptStatus::Received | ReceiptStatus::Played => tracing::info!(
+                    ReceiptStatus::Received | ReceiptStatus::Played => tracing::debug!(
                         alert_id = %alert_id, receiver = %receiver, status = status.code(), "receipt"),
                 }
             }

@@ -160,6 +160,12 @@ impl Store {
         Ok(Tx { tx })
     }
 
+    /// A transaction for reads (a deferred BEGIN: it takes no write lock).
+    pub async fn begin_read(&self) -> Result<Tx<'static>> {
+        let tx = self.pool.begin().await?;
+        Ok(Tx { tx })
+    }
+
     pub async fn close(&self) {
         self.pool.close().await;
     }

@@ -3,7 +3,7 @@
 use chrono::{DateTime, Utc};
 use sqlx::Row;
 
-use crate::{Result, Store, from_ms, ms};
+use crate::{Result, Store, Tx, from_ms, ms};
 
 /// A receipt as reported by a receiver (already checked against its topic).
 #[derive(Debug, Clone)]
@@ -44,10 +44,11 @@ pub struct RejectionRecord {
     pub reason: String,
 }
 
-impl Store {
+
+impl Tx<'_> {
     /// Records a receipt. Idempotent: the same status from the same receiver for the same
     /// alert is stored once, and `false` is returned for a repeat.
-    pub async fn record_receipt(&self, r: &NewReceipt<'_>, now: DateTime<Utc>) -> Result<bool> {
+    pub async fn record_receipt(&mut self, r: &NewReceipt<'_>, now: DateTime<Utc>) -> Result<bool> {
         let done = sqlx::query(
             "INSERT INTO receipts (alert_id, receiver_id, commune, status, reason, receiver_ms, recorded_ms)
              VALUES (?, ?, ?, ?, ?, ?, ?) ON CONFLICT DO NOTHING",
@@ -59,9 +60,83 @@ impl Store {
         .bind(r.reason)
         .bind(ms(r.receiver_at))
         .bind(ms(now))
-        .execute(&self.pool)
+        .execute(&mut *self.tx)
         .await?;
         Ok(done.rows_affected() == 1)
+    }
+
+    /// Notes that a receiver was heard from (heartbeat or status).
+    pub async fn touch_receiver(
+        &mut self,
+        receiver_id: &str,
+        commune: Option<&str>,
+        online: bool,
+        detail: Option<&str>,
+        now: DateTime<Utc>,
+    ) -> Result<()> {
+        sqlx::query(
+            "INSERT INTO receivers (receiver_id, commune, online, last_seen_ms, detail) VALUES (?, ?, ?, ?, ?)
+             ON CONFLICT (receiver_id) DO UPDATE SET commune = COALESCE(excluded.commune, receivers.commune),
+                online = excluded.online, last_seen_ms = excluded.last_seen_ms,
+                detail = COALESCE(excluded.detail, receivers.detail)",
+        )
+        .bind(receiver_id)
+        .bind(commune)
+        .bind(online)
+        .bind(ms(now))
+        .bind(detail)
+        .execute(&mut *self.tx)
+        .await?;
+        Ok(())
+    }
+
+    /// Records an input that was refused, so that operators can see it.
+    pub async fn record_rejection(
+        &mut self,
+        channel: &str,
+        source: &str,
+        reason: &str,
+        now: DateTime<Utc>,
+    ) -> Result<()> {
+        sqlx::query("INSERT INTO rejections (at_ms, channel, source, reason) VALUES (?, ?, ?, ?)")
+            .bind(ms(now))
+            .bind(channel)
+            .bind(source)
+            .bind(reason)
+            .execute(&mut *self.tx)
+            .await?;
+        Ok(())
+    }
+}
+
+impl Store {
+    /// [`Tx::record_receipt`] in a transaction of its own.
+    pub async fn record_receipt(&self, r: &NewReceipt<'_>, now: DateTime<Utc>) -> Result<bool> {
+        let mut tx = self.begin().await?;
+        let new = tx.record_receipt(r, now).await?;
+        tx.commit().await?;
+        Ok(new)
+    }
+
+    /// [`Tx::touch_receiver`] in a transaction of its own.
+    pub async fn touch_receiver(
+        &self,
+        receiver_id: &str,
+        commune: Option<&str>,
+        online: bool,
+        detail: Option<&str>,
+        now: DateTime<Utc>,
+    ) -> Result<()> {
+        let mut tx = self.begin().await?;
+        tx.touch_receiver(receiver_id, commune, online, detail, now).await?;
+        tx.commit().await
+    }
+
+    /// [`Tx::record_rejection`] in a transaction of its own.
+    pub async fn record_rejection(&self, channel: &str, source: &str, reason: &str, now: DateTime<Utc>) -> Result<()> {
+        let mut tx = self.begin().await?;
+        tx.record_rejection(channel, source, reason, now).await?;
+        tx.commit().await
     }
 
     pub async fn receipts_for_alert(&self, alert_id: &str) -> Result<Vec<ReceiptRecord>> {
@@ -87,30 +162,6 @@ impl Store {
             .collect()
     }
 
-    /// Notes that a receiver was heard from (heartbeat or status).
-    pub async fn touch_receiver(
-        &self,
-        receiver_id: &str,
-        commune: Option<&str>,
-        online: bool,
-        detail: Option<&str>,
-        now: DateTime<Utc>,
-    ) -> Result<()> {
-        sqlx::query(
-            "INSERT INTO receivers (receiver_id, commune, online, last_seen_ms, detail) VALUES (?, ?, ?, ?, ?)
-             ON CONFLICT (receiver_id) DO UPDATE SET commune = COALESCE(excluded.commune, receivers.commune),
-                online = excluded.online, last_seen_ms = excluded.last_seen_ms,
-                detail = COALESCE(excluded.detail, receivers.detail)",
-        )
-        .bind(receiver_id)
-        .bind(commune)
-        .bind(online)
-        .bind(ms(now))
-        .bind(detail)
-        .execute(&self.pool)
-        .await?;
-        Ok(())
-    }
 
     pub async fn list_receivers(&self) -> Result<Vec<ReceiverRecord>> {
         let rows = sqlx::query(
@@ -131,23 +182,6 @@ impl Store {
             .collect()
     }
 
-    /// Records an input that was refused, so that operators can see it.
-    pub async fn record_rejection(
-        &self,
-        channel: &str,
-        source: &str,
-        reason: &str,
-        now: DateTime<Utc>,
-    ) -> Result<()> {
-        sqlx::query("INSERT INTO rejections (at_ms, channel, source, reason) VALUES (?, ?, ?, ?)")
-            .bind(ms(now))
-            .bind(channel)
-            .bind(source)
-            .bind(reason)
-            .execute(&self.pool)
-            .await?;
-        Ok(())
-    }
 
     /// The most recent refused inputs, newest first.
     pub async fn list_rejections(&self, limit: i64) -> Result<Vec<RejectionRecord>> {

@@ -56,6 +56,36 @@ fn rank(state: &str) -> i64 {
 }
 
 impl Store {
+    /// [`Tx::registered_receiver`] outside a transaction.
+    pub async fn registered_receiver(&self, receiver_id: &str) -> Result<Option<RegisteredReceiver>> {
+        let mut tx = self.begin_read().await?;
+        let r = tx.registered_receiver(receiver_id).await?;
+        tx.commit().await?;
+        Ok(r)
+    }
+
+    /// [`Tx::count_unregistered`] in a transaction of its own.
+    pub async fn count_unregistered(&self, receiver_id: &str, topic: &str, now: DateTime<Utc>) -> Result<()> {
+        let mut tx = self.begin().await?;
+        tx.count_unregistered(receiver_id, topic, now).await?;
+        tx.commit().await
+    }
+
+    /// [`Tx::advance_receiver_delivery`] in a transaction of its own.
+    pub async fn advance_receiver_delivery(
+        &self,
+        alert_id: &str,
+        receiver_id: &str,
+        state: &str,
+        reason: Option<&str>,
+        now: DateTime<Utc>,
+    ) -> Result<bool> {
+        let mut tx = self.begin().await?;
+        let moved = tx.advance_receiver_delivery(alert_id, receiver_id, state, reason, now).await?;
+        tx.commit().await?;
+        Ok(moved)
+    }
+
     /// Registers a receiver (or re-registers a removed one). Returns false if it is already
     /// registered and not removed.
     pub async fn register_receiver(&self, r: &RegisteredReceiver) -> Result<bool> {
@@ -91,17 +121,6 @@ impl Store {
         Ok(done.rows_affected() == 1)
     }
 
-    /// The registered receiver, if it is registered and not removed.
-    pub async fn registered_receiver(&self, receiver_id: &str) -> Result<Option<RegisteredReceiver>> {
-        let row = sqlx::query(
-            "SELECT receiver_id, commune, password_hash, trusted_keys, firmware, registered_ms
-             FROM receiver_registry WHERE receiver_id = ? AND removed_ms IS NULL",
-        )
-        .bind(receiver_id)
-        .fetch_optional(&self.pool)
-        .await?;
-        row.as_ref().map(registered).transpose()
-    }
 
     /// Every registered receiver with its last status, heartbeat and receipt, by id.
     pub async fn fleet(&self) -> Result<Vec<FleetRecord>> {
@@ -127,20 +146,6 @@ impl Store {
             .collect()
     }
 
-    /// Counts a message from a receiver that is not registered.
-    pub async fn count_unregistered(&self, receiver_id: &str, topic: &str, now: DateTime<Utc>) -> Result<()> {
-        sqlx::query(
-            "INSERT INTO unregistered_receivers (receiver_id, messages, last_ms, last_topic) VALUES (?, 1, ?, ?)
-             ON CONFLICT (receiver_id) DO UPDATE SET messages = messages + 1, last_ms = excluded.last_ms,
-                last_topic = excluded.last_topic",
-        )
-        .bind(receiver_id)
-        .bind(ms(now))
-        .bind(topic)
-        .execute(&self.pool)
-        .await?;
-        Ok(())
-    }
 
     /// Messages ignored from unregistered receivers, in total.
     pub async fn unregistered_messages(&self) -> Result<i64> {
@@ -150,35 +155,6 @@ impl Store {
         Ok(row.try_get("n")?)
     }
 
-    /// Moves a receiver's delivery of an alert forward to `state` (never back), with the
-    /// time and reason. Returns false if there is no such delivery or it is already as far.
-    pub async fn advance_receiver_delivery(
-        &self,
-        alert_id: &str,
-        receiver_id: &str,
-        state: &str,
-        reason: Option<&str>,
-        now: DateTime<Utc>,
-    ) -> Result<bool> {
-        let done = sqlx::query(
-            "UPDATE receiver_deliveries SET state = ?1, state_ms = ?2,
-                received_ms = CASE WHEN ?1 IN ('received', 'played') THEN COALESCE(received_ms, ?2) ELSE received_ms END,
-                played_ms = CASE WHEN ?1 = 'played' THEN COALESCE(played_ms, ?2) ELSE played_ms END,
-                reason = COALESCE(?3, reason)
-             WHERE alert_id = ?4 AND receiver_id = ?5
-               AND (CASE state WHEN 'queued' THEN 0 WHEN 'sent' THEN 1 WHEN 'rejected' THEN 2
-                    WHEN 'failed' THEN 2 WHEN 'received' THEN 3 WHEN 'played' THEN 4 ELSE 5 END) < ?6",
-        )
-            .bind(state)
-            .bind(ms(now))
-            .bind(reason)
-            .bind(alert_id)
-            .bind(receiver_id)
-            .bind(rank(state))
-            .execute(&self.pool)
-            .await?;
-        Ok(done.rows_affected() == 1)
-    }
 
     /// Every receiver's delivery of an alert, by commune and receiver.
     pub async fn receiver_deliveries(&self, alert_id: &str) -> Result<Vec<ReceiverDeliveryRecord>> {
@@ -221,7 +197,7 @@ impl Store {
     }
 
     /// Re-queues published commune topics of live alerts that a registered receiver has
-    /// not acknowledged with `received`, once `schedule[resends]` (the last entry
+    /// not acknowledged (driven by the live alerts, so the history is never scanned) with `received`, once `schedule[resends]` (the last entry
     /// repeating) has passed since the last publish. Returns how many were re-queued.
     pub async fn requeue_unacknowledged(&self, now: DateTime<Utc>, schedule: &[Duration]) -> Result<u64> {
         let mut total = 0;
@@ -232,11 +208,13 @@ impl Store {
             let done = sqlx::query(
                 "UPDATE deliveries SET state = 'queued', next_attempt_ms = ?1, lease_until_ms = NULL,
                     resends = resends + 1
-                 WHERE state = 'published' AND resends BETWEEN ?2 AND ?3 AND published_ms <= ?4
-                   AND alert_id IN (SELECT id FROM alerts WHERE expires_ms > ?1)
-                   AND EXISTS (SELECT 1 FROM receiver_deliveries r
-                               WHERE r.alert_id = deliveries.alert_id AND r.commune = deliveries.commune
-                                 AND r.state IN ('queued', 'sent', 'rejected', 'failed'))",
+                 WHERE id IN (
+                    SELECT d.id FROM alerts a CROSS JOIN deliveries d
+                    WHERE d.alert_id = a.id AND a.expires_ms > ?1 AND +d.state = 'published'
+                      AND d.resends BETWEEN ?2 AND ?3 AND d.published_ms <= ?4
+                      AND EXISTS (SELECT 1 FROM receiver_deliveries r
+                                  WHERE r.alert_id = d.alert_id AND r.commune = d.commune
+                                    AND r.state IN ('queued', 'sent', 'rejected', 'failed')))",
             )
             .bind(ms(now))
             .bind(lo)
@@ -255,8 +233,10 @@ impl Store {
     pub async fn expire_deliveries(&self, now: DateTime<Utc>) -> Result<u64> {
         let done = sqlx::query(
             "UPDATE receiver_deliveries SET state = 'expired', state_ms = ?1
-             WHERE state IN ('queued', 'sent', 'rejected', 'failed')
-               AND alert_id IN (SELECT id FROM alerts WHERE expires_ms <= ?1)",
+             WHERE rowid IN (
+                SELECT r.rowid FROM receiver_deliveries r CROSS JOIN alerts a
+                WHERE a.id = r.alert_id AND r.state IN ('queued', 'sent', 'rejected', 'failed')
+                  AND a.expires_ms <= ?1)",
         )
         .bind(ms(now))
         .execute(&self.pool)
@@ -287,6 +267,63 @@ impl Store {
 }
 
 impl Tx<'_> {
+    /// The registered receiver, if it is registered and not removed.
+    pub async fn registered_receiver(&mut self, receiver_id: &str) -> Result<Option<RegisteredReceiver>> {
+        let row = sqlx::query(
+            "SELECT receiver_id, commune, password_hash, trusted_keys, firmware, registered_ms
+             FROM receiver_registry WHERE receiver_id = ? AND removed_ms IS NULL",
+        )
+        .bind(receiver_id)
+        .fetch_optional(&mut *self.tx)
+        .await?;
+        row.as_ref().map(registered).transpose()
+    }
+
+    /// Counts a message from a receiver that is not registered.
+    pub async fn count_unregistered(&mut self, receiver_id: &str, topic: &str, now: DateTime<Utc>) -> Result<()> {
+        sqlx::query(
+            "INSERT INTO unregistered_receivers (receiver_id, messages, last_ms, last_topic) VALUES (?, 1, ?, ?)
+             ON CONFLICT (receiver_id) DO UPDATE SET messages = messages + 1, last_ms = excluded.last_ms,
+                last_topic = excluded.last_topic",
+        )
+        .bind(receiver_id)
+        .bind(ms(now))
+        .bind(topic)
+        .execute(&mut *self.tx)
+        .await?;
+        Ok(())
+    }
+
+    /// Moves a receiver's delivery of an alert forward to `state` (never back), with the
+    /// time and reason. Returns false if there is no such delivery or it is already as far.
+    pub async fn advance_receiver_delivery(
+        &mut self,
+        alert_id: &str,
+        receiver_id: &str,
+        state: &str,
+        reason: Option<&str>,
+        now: DateTime<Utc>,
+    ) -> Result<bool> {
+        let done = sqlx::query(
+            "UPDATE receiver_deliveries SET state = ?1, state_ms = ?2,
+                received_ms = CASE WHEN ?1 IN ('received', 'played') THEN COALESCE(received_ms, ?2) ELSE received_ms END,
+                played_ms = CASE WHEN ?1 = 'played' THEN COALESCE(played_ms, ?2) ELSE played_ms END,
+                reason = COALESCE(?3, reason)
+             WHERE alert_id = ?4 AND receiver_id = ?5
+               AND (CASE state WHEN 'queued' THEN 0 WHEN 'sent' THEN 1 WHEN 'rejected' THEN 2
+                    WHEN 'failed' THEN 2 WHEN 'received' THEN 3 WHEN 'played' THEN 4 ELSE 5 END) < ?6",
+        )
+            .bind(state)
+            .bind(ms(now))
+            .bind(reason)
+            .bind(alert_id)
+            .bind(receiver_id)
+            .bind(rank(state))
+            .execute(&mut *self.tx)
+            .await?;
+        Ok(done.rows_affected() == 1)
+    }
+
     /// The id of the Cancel that already ends `alert_id`, if one does.
     pub async fn cancelled_by(&mut self, alert_id: &str) -> Result<Option<String>> {
         let row = sqlx::query(

@@ -38,6 +38,12 @@ CREATE TABLE receiver_deliveries (
     PRIMARY KEY (alert_id, receiver_id)
 );
 CREATE INDEX receiver_deliveries_open ON receiver_deliveries (alert_id, commune, state);
+-- The rows still waiting for a receiver's `received`: what resends and expiry look at, so
+-- that neither reads the whole history.
+CREATE INDEX receiver_deliveries_unacknowledged ON receiver_deliveries (alert_id, commune)
+    WHERE state IN ('queued', 'sent', 'rejected', 'failed');
+-- Live alerts, found by expiry.
+CREATE INDEX alerts_by_expiry ON alerts (expires_ms);
 
 -- Resending: a published commune topic is sent again on a schedule until every registered
 -- receiver of the commune has sent `received`, or the alert ends.
@@ -50,3 +56,4 @@ CREATE TABLE retained_clears (
     due_ms   INTEGER NOT NULL,
     done_ms  INTEGER
 );
+CREATE INDEX retained_clears_due ON retained_clears (due_ms) WHERE done_ms IS NULL;
