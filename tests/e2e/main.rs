@@ -159,28 +159,73 @@ async fn forged_envelopes_are_rejected_by_the_receiver_and_the_rejections_show_i
         other => panic!("an unknown key must be rejected, got {other:?}"),
     }
 
+    // Signed with the service's own key (as a stolen key or a replay could be): an expired
+    // copy, and another version under an id already played.
+    let seed = B64
+        .decode(
+            std::fs::read_to_string(app.data_dir.join("signing.key"))
+                .unwrap()
+                .trim(),
+        )
+        .unwrap();
+    let service = Signer::from_seed(&seed.try_into().unwrap());
+    let resign = |env: Envelope, change: &dyn Fn(&mut Value)| {
+        let mut payload: Value = serde_json::from_slice(&B64.decode(&env.payload).unwrap()).unwrap();
+        change(&mut payload);
+        let bytes = serde_json::to_vec(&payload).unwrap();
+        serde_json::from_slice::<Envelope>(&envelope_bytes(&service.sign(bytes))).unwrap()
+    };
+    publish_forgery(&app, &alert_id, |env| {
+        resign(env, &|p| p["expires"] = "2020-01-01T00:00:00Z".into())
+    })
+    .await;
+    match rx.next(WAIT).await.unwrap() {
+        ReceiverEvent::Rejected { reason, .. } => assert_eq!(reason.code(), "expired"),
+        other => panic!("an expired copy must be rejected, got {other:?}"),
+    }
+    publish_forgery(&app, &alert_id, |env| {
+        resign(env, &|p| p["headline"] = "Nước đã rút".into())
+    })
+    .await;
+    match rx.next(WAIT).await.unwrap() {
+        ReceiverEvent::Rejected { reason, .. } => assert_eq!(reason.code(), "replayed"),
+        other => panic!("another version of a played id must be rejected, got {other:?}"),
+    }
+
+    // Each kind of refusal is visible for this receiver in the API; none played.
+    let codes = |d: &Value| {
+        let mut c: Vec<String> = receipts_of(d, "loa-06385-02")
+            .into_iter()
+            .filter(|r| r["status"] == "rejected")
+            .map(|r| {
+                r["reason"]
+                    .as_str()
+                    .unwrap()
+                    .split(':')
+                    .next()
+                    .unwrap()
+                    .to_owned()
+            })
+            .collect();
+        c.sort();
+        c
+    };
     let detail = app
         .wait_for(&format!("/api/v1/alerts/{alert_id}"), WAIT, |d| {
-            has_receipt(d, "loa-06385-02", "rejected")
+            codes(d).len() == 4
         })
         .await
         .unwrap();
-    let rejected: Vec<&Value> = receipts_of(&detail, "loa-06385-02")
-        .into_iter()
-        .filter(|r| r["status"] == "rejected")
-        .collect();
     assert_eq!(
-        rejected.len(),
-        1,
-        "receipts are idempotent per status: {detail:#}"
-    );
-    assert!(
-        rejected[0]["reason"]
-            .as_str()
-            .unwrap()
-            .starts_with("bad_signature"),
+        codes(&detail),
+        ["bad_signature", "expired", "replayed", "unknown_key"],
         "{detail:#}"
     );
+    let played: Vec<&Value> = receipts_of(&detail, "loa-06385-02")
+        .into_iter()
+        .filter(|r| r["status"] == "played")
+        .collect();
+    assert_eq!(played.len(), 1, "only the genuine alert played: {detail:#}");
     assert!(
         has_receipt(&detail, "loa-06385-02", "played"),
         "the genuine alert still played"

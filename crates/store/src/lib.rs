@@ -118,6 +118,13 @@ fn migrator() -> Migrator {
             sql(include_str!("../migrations/sqlite/0007_registry.sql")),
             false,
         ),
+        Migration::new(
+            8,
+            "receipt reasons".into(),
+            MigrationType::Simple,
+            sql(include_str!("../migrations/sqlite/0008_receipt_reasons.sql")),
+            false,
+        ),
     ])
 }
 

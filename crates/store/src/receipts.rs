@@ -44,20 +44,45 @@ pub struct RejectionRecord {
     pub reason: String,
 }
 
+/// The rejection codes of the receiver protocol (§5); any other reason counts as `other`,
+/// so that a receiver cannot make the table grow with invented codes.
+const REASON_CODES: [&str; 8] = [
+    "malformed",
+    "unknown_key",
+    "bad_signature",
+    "unsupported_version",
+    "id_mismatch",
+    "wrong_commune",
+    "expired",
+    "replayed",
+];
+
+/// The code that keeps a rejected or failed receipt apart from others of its alert.
+fn reason_code(status: &str, reason: Option<&str>) -> &'static str {
+    match status {
+        "rejected" | "failed" => {
+            let head = reason.and_then(|r| r.split(':').next()).unwrap_or("").trim();
+            REASON_CODES.into_iter().find(|c| *c == head).unwrap_or("other")
+        }
+        _ => "",
+    }
+}
 
 impl Tx<'_> {
-    /// Records a receipt. Idempotent: the same status from the same receiver for the same
-    /// alert is stored once, and `false` is returned for a repeat.
+    /// Records a receipt. Idempotent: the same status (and, for a refusal, the same reason
+    /// code) from the same receiver for the same alert is stored once, and `false` is
+    /// returned for a repeat.
     pub async fn record_receipt(&mut self, r: &NewReceipt<'_>, now: DateTime<Utc>) -> Result<bool> {
         let done = sqlx::query(
-            "INSERT INTO receipts (alert_id, receiver_id, commune, status, reason, receiver_ms, recorded_ms)
-             VALUES (?, ?, ?, ?, ?, ?, ?) ON CONFLICT DO NOTHING",
+            "INSERT INTO receipts (alert_id, receiver_id, commune, status, reason, reason_code, receiver_ms, recorded_ms)
+             VALUES (?, ?, ?, ?, ?, ?, ?, ?) ON CONFLICT DO NOTHING",
         )
         .bind(r.alert_id)
         .bind(r.receiver_id)
         .bind(r.commune)
         .bind(r.status)
         .bind(r.reason)
+        .bind(reason_code(r.status, r.reason))
         .bind(ms(r.receiver_at))
         .bind(ms(now))
         .execute(&mut *self.tx)
@@ -128,12 +153,19 @@ impl Store {
         now: DateTime<Utc>,
     ) -> Result<()> {
         let mut tx = self.begin().await?;
-        tx.touch_receiver(receiver_id, commune, online, detail, now).await?;
+        tx.touch_receiver(receiver_id, commune, online, detail, now)
+            .await?;
         tx.commit().await
     }
 
     /// [`Tx::record_rejection`] in a transaction of its own.
-    pub async fn record_rejection(&self, channel: &str, source: &str, reason: &str, now: DateTime<Utc>) -> Result<()> {
+    pub async fn record_rejection(
+        &self,
+        channel: &str,
+        source: &str,
+        reason: &str,
+        now: DateTime<Utc>,
+    ) -> Result<()> {
         let mut tx = self.begin().await?;
         tx.record_rejection(channel, source, reason, now).await?;
         tx.commit().await
@@ -162,7 +194,6 @@ impl Store {
             .collect()
     }
 
-
     pub async fn list_receivers(&self) -> Result<Vec<ReceiverRecord>> {
         let rows = sqlx::query(
             "SELECT receiver_id, commune, online, last_seen_ms, detail FROM receivers ORDER BY receiver_id",
@@ -181,7 +212,6 @@ impl Store {
             })
             .collect()
     }
-
 
     /// The most recent refused inputs, newest first.
     pub async fn list_rejections(&self, limit: i64) -> Result<Vec<RejectionRecord>> {

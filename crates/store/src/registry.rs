@@ -81,7 +81,9 @@ impl Store {
         now: DateTime<Utc>,
     ) -> Result<bool> {
         let mut tx = self.begin().await?;
-        let moved = tx.advance_receiver_delivery(alert_id, receiver_id, state, reason, now).await?;
+        let moved = tx
+            .advance_receiver_delivery(alert_id, receiver_id, state, reason, now)
+            .await?;
         tx.commit().await?;
         Ok(moved)
     }
@@ -121,7 +123,6 @@ impl Store {
         Ok(done.rows_affected() == 1)
     }
 
-
     /// Every registered receiver with its last status, heartbeat and receipt, by id.
     pub async fn fleet(&self) -> Result<Vec<FleetRecord>> {
         let rows = sqlx::query(
@@ -146,7 +147,6 @@ impl Store {
             .collect()
     }
 
-
     /// Messages ignored from unregistered receivers, in total.
     pub async fn unregistered_messages(&self) -> Result<i64> {
         let row = sqlx::query("SELECT COALESCE(SUM(messages), 0) AS n FROM unregistered_receivers")
@@ -154,7 +154,6 @@ impl Store {
             .await?;
         Ok(row.try_get("n")?)
     }
-
 
     /// Every receiver's delivery of an alert, by commune and receiver.
     pub async fn receiver_deliveries(&self, alert_id: &str) -> Result<Vec<ReceiverDeliveryRecord>> {
@@ -280,7 +279,12 @@ impl Tx<'_> {
     }
 
     /// Counts a message from a receiver that is not registered.
-    pub async fn count_unregistered(&mut self, receiver_id: &str, topic: &str, now: DateTime<Utc>) -> Result<()> {
+    pub async fn count_unregistered(
+        &mut self,
+        receiver_id: &str,
+        topic: &str,
+        now: DateTime<Utc>,
+    ) -> Result<()> {
         sqlx::query(
             "INSERT INTO unregistered_receivers (receiver_id, messages, last_ms, last_topic) VALUES (?, 1, ?, ?)
              ON CONFLICT (receiver_id) DO UPDATE SET messages = messages + 1, last_ms = excluded.last_ms,

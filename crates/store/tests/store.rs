@@ -213,8 +213,23 @@ async fn receipts_are_idempotent_per_alert_receiver_and_status() {
         ..r.clone()
     };
     assert!(store.record_receipt(&rejected, t0()).await.unwrap());
+    // Another kind of refusal of the same alert is kept; the same kind again is not, and
+    // invented codes all count as one.
+    let unknown_key = NewReceipt {
+        reason: Some("unknown_key: key id \"x\" is not trusted"),
+        ..rejected.clone()
+    };
+    assert!(store.record_receipt(&unknown_key, t0()).await.unwrap());
+    assert!(!store.record_receipt(&unknown_key, t0()).await.unwrap());
+    for junk in ["zzz: a", "yyy: b"] {
+        let r = NewReceipt {
+            reason: Some(junk),
+            ..rejected.clone()
+        };
+        store.record_receipt(&r, t0()).await.unwrap();
+    }
     let all = store.receipts_for_alert("a1").await.unwrap();
-    assert_eq!(all.len(), 2);
+    assert_eq!(all.len(), 4, "played, bad_signature, unknown_key, other: {all:?}");
 }
 
 #[tokio::test]
