@@ -194,6 +194,7 @@ pub async fn run_with(
         command: playback.command,
         programme: Programme::default(),
         pending: HashMap::new(),
+        outcomes: Default::default(),
         current: None,
         reports_tx,
         reports,
@@ -224,6 +225,13 @@ pub async fn run_with(
                 }
                 was_connected = connected;
                 agent.played.prune(Utc::now());
+                // Outcomes of alerts no longer remembered (expired) are not needed either.
+                let played = &agent.played;
+                agent
+                    .outcomes
+                    .lock()
+                    .unwrap_or_else(std::sync::PoisonError::into_inner)
+                    .retain(|id, _| played.get(id).is_some());
             }
             Wake::Message(msg) => agent.handle(msg).await,
             Wake::Player(r) => agent.on_report(r).await,
@@ -301,6 +309,10 @@ struct Agent<'a> {
     command: Option<PlayCommand>,
     programme: Programme,
     pending: HashMap<String, Pending>,
+    /// The final receipt sent per alert since this process started (`played`, or `failed`
+    /// with its reason), repeated when the service resends the alert: a receipt lost with
+    /// a broker that died is sent again.
+    outcomes: std::sync::Mutex<HashMap<String, (ReceiptStatus, Option<String>)>>,
     current: Option<Current>,
     reports_tx: mpsc::UnboundedSender<PlayerReport>,
     reports: mpsc::UnboundedReceiver<PlayerReport>,
@@ -329,6 +341,12 @@ impl Agent<'_> {
     }
 
     fn send(&self, alert_id: &str, status: ReceiptStatus, reason: Option<String>) {
+        if matches!(status, ReceiptStatus::Played | ReceiptStatus::Failed) {
+            self.outcomes
+                .lock()
+                .unwrap_or_else(std::sync::PoisonError::into_inner)
+                .insert(alert_id.to_owned(), (status, reason.clone()));
+        }
         let bytes = wire::receipt_bytes(
             alert_id,
             self.cfg.receiver_id.as_str(),
@@ -410,6 +428,15 @@ impl Agent<'_> {
             Ok(None) => {
                 if reacknowledge {
                     self.send(&receipt_id, ReceiptStatus::Received, None);
+                    let outcome = self
+                        .outcomes
+                        .lock()
+                        .unwrap_or_else(std::sync::PoisonError::into_inner)
+                        .get(&receipt_id)
+                        .cloned();
+                    if let Some((status, reason)) = outcome {
+                        self.send(&receipt_id, status, reason);
+                    }
                 }
             }
             Ok(Some((alert, expires))) => {

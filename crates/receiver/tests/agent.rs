@@ -313,11 +313,11 @@ async fn a_restarted_receiver_ignores_the_retained_alert_it_played_but_plays_its
         .receipts_until(Vec::new(), |r| statuses(r, &first.id) == ["received", "played"])
         .await;
     assert!(receipts.iter().all(|r| r.receiver_id == rx_id));
-    // The service resends the same bytes while it lacks a receipt: the receiver says
-    // `received` again and plays nothing.
+    // The service resends the same bytes while it lacks a receipt: the receiver sends its
+    // receipts again and plays nothing.
     w.publish(&first).await;
     w.receipts_until(receipts, |r| {
-        statuses(r, &first.id) == ["received", "played", "received"]
+        statuses(r, &first.id) == ["received", "played", "received", "played"]
     })
     .await;
     let more = rx.quiet_for(Duration::from_millis(500)).await;

@@ -48,10 +48,11 @@ fn rank(state: &str) -> i64 {
     match state {
         "queued" => 0,
         "sent" => 1,
-        "rejected" | "failed" => 2,
+        "rejected" => 2,
         "received" => 3,
-        "played" => 4,
-        _ => 5,
+        "failed" => 4,
+        "played" => 5,
+        _ => 6,
     }
 }
 
@@ -181,11 +182,15 @@ impl Store {
             .collect()
     }
 
-    /// Marks the queued receivers of a published commune topic as sent.
+    /// Marks the receivers of a published commune topic as sent (the time is kept even where
+    /// a fast receipt already moved the state further).
     pub async fn mark_receivers_sent(&self, alert_id: &str, commune: &str, now: DateTime<Utc>) -> Result<()> {
         sqlx::query(
-            "UPDATE receiver_deliveries SET state = 'sent', state_ms = ?1, sent_ms = COALESCE(sent_ms, ?1)
-             WHERE alert_id = ?2 AND commune = ?3 AND state = 'queued'",
+            "UPDATE receiver_deliveries
+             SET state = CASE WHEN state = 'queued' THEN 'sent' ELSE state END,
+                 state_ms = CASE WHEN state = 'queued' THEN ?1 ELSE state_ms END,
+                 sent_ms = COALESCE(sent_ms, ?1)
+             WHERE alert_id = ?2 AND commune = ?3 AND sent_ms IS NULL",
         )
         .bind(ms(now))
         .bind(alert_id)
@@ -195,9 +200,11 @@ impl Store {
         Ok(())
     }
 
-    /// Re-queues published commune topics of live alerts that a registered receiver has
-    /// not acknowledged (driven by the live alerts, so the history is never scanned) with `received`, once `schedule[resends]` (the last entry
-    /// repeating) has passed since the last publish. Returns how many were re-queued.
+    /// Re-queues published commune topics of live alerts where a registered receiver has
+    /// not reported `played` (or `failed`), once `schedule[resends]` (the last entry
+    /// repeating) has passed since the last publish. A receiver answers a copy it already
+    /// has with its receipts again, so a receipt lost with a broker is recovered. Driven by
+    /// the live alerts, so the history is never scanned. Returns how many were re-queued.
     pub async fn requeue_unacknowledged(&self, now: DateTime<Utc>, schedule: &[Duration]) -> Result<u64> {
         let mut total = 0;
         for (i, wait) in schedule.iter().enumerate() {
@@ -213,7 +220,7 @@ impl Store {
                       AND d.resends BETWEEN ?2 AND ?3 AND d.published_ms <= ?4
                       AND EXISTS (SELECT 1 FROM receiver_deliveries r
                                   WHERE r.alert_id = d.alert_id AND r.commune = d.commune
-                                    AND r.state IN ('queued', 'sent', 'rejected', 'failed')))",
+                                    AND r.state IN ('queued', 'sent', 'rejected', 'received')))",
             )
             .bind(ms(now))
             .bind(lo)
@@ -234,7 +241,7 @@ impl Store {
             "UPDATE receiver_deliveries SET state = 'expired', state_ms = ?1
              WHERE rowid IN (
                 SELECT r.rowid FROM receiver_deliveries r CROSS JOIN alerts a
-                WHERE a.id = r.alert_id AND r.state IN ('queued', 'sent', 'rejected', 'failed')
+                WHERE a.id = r.alert_id AND r.state IN ('queued', 'sent', 'rejected')
                   AND a.expires_ms <= ?1)",
         )
         .bind(ms(now))
@@ -315,7 +322,7 @@ impl Tx<'_> {
                 reason = COALESCE(?3, reason)
              WHERE alert_id = ?4 AND receiver_id = ?5
                AND (CASE state WHEN 'queued' THEN 0 WHEN 'sent' THEN 1 WHEN 'rejected' THEN 2
-                    WHEN 'failed' THEN 2 WHEN 'received' THEN 3 WHEN 'played' THEN 4 ELSE 5 END) < ?6",
+                    WHEN 'received' THEN 3 WHEN 'failed' THEN 4 WHEN 'played' THEN 5 ELSE 6 END) < ?6",
         )
             .bind(state)
             .bind(ms(now))
@@ -376,7 +383,7 @@ impl Tx<'_> {
         for old in references {
             sqlx::query(
                 "UPDATE receiver_deliveries SET state = 'superseded', state_ms = ?1, reason = ?2
-                 WHERE alert_id = ?3 AND state IN ('queued', 'sent', 'rejected', 'failed')",
+                 WHERE alert_id = ?3 AND state IN ('queued', 'sent', 'rejected')",
             )
             .bind(ms(now))
             .bind(format!("superseded by {alert_id}"))

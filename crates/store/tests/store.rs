@@ -360,7 +360,7 @@ async fn each_registered_receiver_is_tracked_resent_to_until_it_acknowledges_and
             .unwrap(),
         1
     );
-    // Once loa-b acknowledges, no more resends.
+    // `received` alone does not end the resends: its `played` may be lost with a broker.
     let third = store
         .claim_due(t0() + Duration::seconds(91), Duration::seconds(30), 10)
         .await
@@ -375,13 +375,23 @@ async fn each_registered_receiver_is_tracked_resent_to_until_it_acknowledges_and
             .await
             .unwrap()
     );
-    assert_eq!(
-        store
-            .requeue_unacknowledged(t0() + Duration::hours(1), &schedule)
-            .await
-            .unwrap(),
-        0
-    );
+    let resent = store.requeue_unacknowledged(t0() + Duration::seconds(152), &schedule);
+    assert_eq!(resent.await.unwrap(), 1);
+    let fourth = store
+        .claim_due(t0() + Duration::seconds(152), Duration::seconds(30), 10)
+        .await
+        .unwrap();
+    store
+        .mark_published(fourth[0].id, t0() + Duration::seconds(153))
+        .await
+        .unwrap();
+    // How it played ends them; a failure is final, and a late `received` does not undo it.
+    let failed = store.advance_receiver_delivery("a-1", "loa-b", "failed", Some("player: exit 1"), t0());
+    assert!(failed.await.unwrap());
+    let late = store.advance_receiver_delivery("a-1", "loa-b", "received", None, t0());
+    assert!(!late.await.unwrap());
+    let resent = store.requeue_unacknowledged(t0() + Duration::hours(1), &schedule);
+    assert_eq!(resent.await.unwrap(), 0);
 
     // A second alert that nobody acknowledges expires visibly, and its topic is cleared.
     let b = alert("b-1", MessageClass::Normal, &["05977"]);

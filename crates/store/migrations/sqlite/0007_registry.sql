@@ -22,9 +22,9 @@ CREATE TABLE unregistered_receivers (
 );
 
 -- Per-receiver delivery tracking: one row per alert and registered receiver of a target
--- commune, written with the alert. The state only moves forward (queued, sent, then
--- rejected or failed, then received, then played); expired and superseded end a row
--- that never reached received.
+-- commune, written with the alert. The state only moves forward (queued, sent, rejected,
+-- received, then failed or played); expired and superseded end a row that never reached
+-- received.
 CREATE TABLE receiver_deliveries (
     alert_id     TEXT    NOT NULL REFERENCES alerts (id),
     receiver_id  TEXT    NOT NULL,
@@ -41,12 +41,12 @@ CREATE INDEX receiver_deliveries_open ON receiver_deliveries (alert_id, commune,
 -- The rows still waiting for a receiver's `received`: what resends and expiry look at, so
 -- that neither reads the whole history.
 CREATE INDEX receiver_deliveries_unacknowledged ON receiver_deliveries (alert_id, commune)
-    WHERE state IN ('queued', 'sent', 'rejected', 'failed');
+    WHERE state IN ('queued', 'sent', 'rejected');
 -- Live alerts, found by expiry.
 CREATE INDEX alerts_by_expiry ON alerts (expires_ms);
 
 -- Resending: a published commune topic is sent again on a schedule until every registered
--- receiver of the commune has sent `received`, or the alert ends.
+-- receiver of the commune has sent `played` (or `failed`), or the alert ends.
 ALTER TABLE deliveries ADD COLUMN resends INTEGER NOT NULL DEFAULT 0;
 
 -- Retained messages to clear (an empty retained publish) once due: the topics of alerts

@@ -1,0 +1,389 @@
+//! Fault scenarios: the real wiring under failures of what it depends on. Each test brings
+//! its own broker, so none depends on `CANHBAO_TEST_MQTT_URL`.
+
+#![allow(clippy::unwrap_used)]
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::net::TcpListener;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+use canhbao_receiver::ReceiverEvent;
+use canhbao_tests::{Broker, TestApp, TestReceiver};
+use serde_json::Value;
+use tokio_util::sync::CancellationToken;
+
+const MOSQUITTO: &str = "/usr/sbin/mosquitto";
+
+/// A Mosquitto started by the test on a loopback port, killed when the test ends, passed
+/// or failed.
+struct Mosquitto {
+    child: Option<Child>,
+    conf: PathBuf,
+    log: PathBuf,
+    port: u16,
+}
+
+impl Mosquitto {
+    /// Starts Mosquitto on `port` without persistence: a restart forgets every retained
+    /// message and session.
+    fn start(dir: &Path, port: u16) -> Mosquitto {
+        let conf = dir.join("mosquitto.conf");
+        std::fs::write(
+            &conf,
+            format!(
+                "listener {port} 127.0.0.1\nallow_anonymous true\npersistence false\n\
+                 log_dest stderr\nlog_type error\nlog_type warning\nlog_type notice\n"
+            ),
+        )
+        .unwrap();
+        let mut broker = Mosquitto {
+            child: None,
+            conf,
+            log: dir.join("mosquitto.log"),
+            port,
+        };
+        broker.launch();
+        broker
+    }
+
+    fn launch(&mut self) {
+        let log = std::fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(&self.log)
+            .unwrap();
+        let child = Command::new(MOSQUITTO)
+            .arg("-c")
+            .arg(&self.conf)
+            .stdout(Stdio::null())
+            .stderr(log)
+            .spawn()
+            .unwrap();
+        self.child = Some(child);
+        let deadline = Instant::now() + Duration::from_secs(10);
+        while std::net::TcpStream::connect(("127.0.0.1", self.port)).is_err() {
+            if let Some(status) = self.child.as_mut().unwrap().try_wait().unwrap() {
+                panic!("mosquitto exited with {status}: {}", self.log());
+            }
+            assert!(
+                Instant::now() < deadline,
+                "mosquitto did not listen: {}",
+                self.log()
+            );
+            std::thread::sleep(Duration::from_millis(20));
+        }
+    }
+
+    /// SIGKILL: no clean shutdown, no last wills flushed, nothing saved.
+    fn kill(&mut self) {
+        if let Some(mut child) = self.child.take() {
+            let _ = child.kill();
+            let _ = child.wait();
+        }
+    }
+
+    /// The same broker again, on the same port, with nothing remembered.
+    fn restart(&mut self) {
+        self.kill();
+        self.launch();
+    }
+
+    fn log(&self) -> String {
+        std::fs::read_to_string(&self.log).unwrap_or_default()
+    }
+
+    /// The last lines of the broker's log (both runs), for a failure message.
+    fn log_tail(&self) -> String {
+        let log = self.log();
+        let lines: Vec<&str> = log.lines().collect();
+        lines[lines.len().saturating_sub(40)..].join("\n")
+    }
+}
+
+impl Drop for Mosquitto {
+    fn drop(&mut self) {
+        self.kill();
+    }
+}
+
+/// A port that was free a moment ago.
+fn free_port() -> u16 {
+    let l = TcpListener::bind("127.0.0.1:0").unwrap();
+    l.local_addr().unwrap().port()
+}
+
+/// The constructed Lạng Sơn CAP bulletin, re-timed to be live now.
+fn live_bulletin(identifier: &str, sender: &str, level: u8) -> Vec<u8> {
+    let text = std::fs::read_to_string(concat!(
+        env!("CARGO_MANIFEST_DIR"),
+        "/../crates/ingest/fixtures/cap/lang-son-flood-level3-CONSTRUCTED.xml"
+    ))
+    .unwrap();
+    let now = chrono::Utc::now();
+    let fmt = |t: chrono::DateTime<chrono::Utc>| t.to_rfc3339_opts(chrono::SecondsFormat::Secs, true);
+    text.replace("DBLU_12-09h00-LS-2026", identifier)
+        .replace("kttv-langson@example.vn", sender)
+        .replace("<value>3</value>", &format!("<value>{level}</value>"))
+        .replace(
+            "2026-10-09T09:00:00+07:00",
+            &fmt(now - chrono::Duration::minutes(5)),
+        )
+        .replace(
+            "2026-10-09T21:00:00+07:00",
+            &fmt(now + chrono::Duration::hours(6)),
+        )
+        .into_bytes()
+}
+
+/// The bulletin for `hazard` at `level`, for the whole province (Lạng Sơn, 20).
+fn province_bulletin(identifier: &str, hazard: &str, level: u8) -> Vec<u8> {
+    let text = String::from_utf8(live_bulletin(identifier, "kttv-langson@example.vn", level)).unwrap();
+    let text = text
+        .replace(
+            "<valueName>commune</valueName>",
+            "<valueName>province</valueName>",
+        )
+        .replace("<value>06385</value>", "<value>20</value>")
+        .replace("<value>flood</value>", &format!("<value>{hazard}</value>"));
+    assert!(text.contains("<value>20</value>") && text.contains(hazard));
+    text.into_bytes()
+}
+
+/// Ten communes and wards of the province (config/areas/lang-son.toml).
+const COMMUNES: [&str; 10] = [
+    "05977", "05983", "05986", "06187", "06001", "06004", "06019", "06037", "06040", "06046",
+];
+const PER_COMMUNE: usize = 4;
+/// Communes and wards of Lạng Sơn: a province-wide alert goes to all of them.
+const COMMUNES_IN_PROVINCE: usize = 65;
+
+/// What a receiver did while the test ran.
+#[derive(Debug, Default)]
+struct Seen {
+    played: Vec<String>,
+    others: Vec<String>,
+}
+
+/// Collects a receiver's events until `stop`, then hands the receiver back with them.
+fn collect(mut rx: TestReceiver, stop: CancellationToken) -> tokio::task::JoinHandle<(TestReceiver, Seen)> {
+    tokio::spawn(async move {
+        let mut seen = Seen::default();
+        let mut note = |ev: ReceiverEvent| match ev {
+            ReceiverEvent::Played(a) => seen.played.push(a.id.clone()),
+            other => seen.others.push(format!("{other:?}")),
+        };
+        loop {
+            tokio::select! {
+                ev = rx.next(Duration::from_secs(3600)) => match ev {
+                    Ok(ev) => note(ev),
+                    Err(_) => break,
+                },
+                _ = stop.cancelled() => break,
+            }
+        }
+        // What was already queued when the test stopped looking still counts.
+        while let Ok(ev) = rx.next(Duration::ZERO).await {
+            note(ev);
+        }
+        (rx, seen)
+    })
+}
+
+/// Each receiver's delivery state of an alert, by receiver id.
+fn states(detail: &Value) -> BTreeMap<String, String> {
+    detail["receiver_deliveries"]
+        .as_array()
+        .into_iter()
+        .flatten()
+        .map(|r| {
+            (
+                r["receiver_id"].as_str().unwrap_or_default().to_owned(),
+                r["state"].as_str().unwrap_or_default().to_owned(),
+            )
+        })
+        .collect()
+}
+
+/// How far the dispatch of `alerts` is: receiver deliveries by state, and how many
+/// commune topics are published.
+async fn progress(app: &TestApp, alerts: &[String]) -> (BTreeMap<String, usize>, usize) {
+    let mut at: BTreeMap<String, usize> = BTreeMap::new();
+    let mut published = 0;
+    for alert_id in alerts {
+        let (_, d) = app.get(&format!("/api/v1/alerts/{alert_id}")).await.unwrap();
+        for s in states(&d).into_values() {
+            *at.entry(s).or_default() += 1;
+        }
+        published += d["deliveries"]
+            .as_array()
+            .into_iter()
+            .flatten()
+            .filter(|d| d["state"] == "published")
+            .count();
+    }
+    (at, published)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_broker_killed_and_restarted_during_a_dispatch_loses_no_delivery_and_replays_nothing() {
+    if !Path::new(MOSQUITTO).exists() {
+        eprintln!("{MOSQUITTO} is not installed; skipped");
+        return;
+    }
+    let started = Instant::now();
+    let dir = tempfile::tempdir().unwrap();
+    let port = free_port();
+    let mut broker = Mosquitto::start(dir.path(), port);
+    let app = TestApp::spawn_with(
+        Broker::External(format!("mqtt://127.0.0.1:{port}")),
+        &[("CANHBAO__OUTBOX__RESEND_S", "[1, 2]")],
+    )
+    .await
+    .unwrap();
+
+    // 40 registered receivers, 4 in each of 10 communes, all online before anything is sent.
+    let stop_collecting = CancellationToken::new();
+    let mut receivers = Vec::new();
+    let mut ids = BTreeSet::new();
+    for commune in COMMUNES {
+        for n in 1..=PER_COMMUNE {
+            let id = format!("loa-{commune}-{n}");
+            let rx = app.start_receiver(commune, &id).await.unwrap();
+            receivers.push((id.clone(), collect(rx, stop_collecting.clone())));
+            ids.insert(id);
+        }
+    }
+    let online = |f: &Value| {
+        f["coverage"]
+            .as_array()
+            .map_or(0, |c| c.iter().filter_map(|c| c["online"].as_u64()).sum())
+    };
+    app.wait_for("/api/v1/receivers", Duration::from_secs(20), |f| {
+        online(f) == ids.len() as u64
+    })
+    .await
+    .unwrap();
+
+    // Three province-wide bulletins, each raising an alert to all 65 communes.
+    let first_post = Instant::now();
+    let mut alerts = Vec::new();
+    for (identifier, hazard, level) in [
+        ("FAULT-LU-1", "flood", 3),
+        ("FAULT-MUA-1", "heavy_rain", 2),
+        ("FAULT-BAO-1", "storm", 3),
+    ] {
+        let (status, body) = app
+            .post(
+                "/api/v1/bulletins",
+                "application/cap+xml",
+                &province_bulletin(identifier, hazard, level),
+            )
+            .await
+            .unwrap();
+        assert_eq!(status, 200, "{identifier}: {body}");
+        let raised = body["alerts"].as_array().unwrap();
+        assert_eq!(raised.len(), 1, "{identifier} raises one alert: {body}");
+        alerts.push(raised[0].as_str().unwrap().to_owned());
+    }
+
+    // The broker dies in the middle of the dispatch, once receipts have begun to come
+    // back, and comes back with nothing: no retained alerts, no sessions, no
+    // subscriptions.
+    let progress_deadline = Instant::now() + Duration::from_secs(20);
+    loop {
+        let (at, _) = progress(&app, &alerts).await;
+        if at.contains_key("received") || at.contains_key("played") {
+            break;
+        }
+        assert!(
+            Instant::now() < progress_deadline,
+            "the dispatch did not start: {at:?}"
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    broker.kill();
+    let killed = Instant::now();
+    // Where the dispatch was when the broker died (the store does not need the broker).
+    let (at_kill, published) = progress(&app, &alerts).await;
+    tokio::time::sleep(Duration::from_millis(1500)).await;
+    broker.restart();
+    eprintln!(
+        "broker killed {:?} after the first bulletin, with {published} of {} commune topics \
+         published and receiver deliveries {at_kill:?}; back after {:?}",
+        killed - first_post,
+        alerts.len() * COMMUNES_IN_PROVINCE,
+        killed.elapsed()
+    );
+    assert!(
+        at_kill.get("played") != Some(&(alerts.len() * ids.len())),
+        "the broker must die during the dispatch, not after it: {at_kill:?}"
+    );
+
+    // Every registered receiver plays every alert, within a bound.
+    let deadline = Instant::now() + Duration::from_secs(60);
+    for alert_id in &alerts {
+        let path = format!("/api/v1/alerts/{alert_id}");
+        let (_, detail) = app.get(&path).await.unwrap();
+        let communes = detail["deliveries"].as_array().map_or(0, Vec::len);
+        assert_eq!(
+            communes, COMMUNES_IN_PROVINCE,
+            "the alert goes to every commune: {detail:#}"
+        );
+        let within = deadline.saturating_duration_since(Instant::now());
+        let waited = app
+            .wait_for(&path, within, |d| {
+                let s = states(d);
+                s.keys().cloned().collect::<BTreeSet<_>>() == ids && s.values().all(|v| v == "played")
+            })
+            .await;
+        if let Err(e) = waited {
+            let (_, detail) = app.get(&path).await.unwrap();
+            let stuck: Vec<_> = states(&detail)
+                .into_iter()
+                .filter(|(_, s)| s != "played")
+                .collect();
+            panic!(
+                "{alert_id}: not every receiver played it: {stuck:?}\n{e:#}\nbroker log:\n{}",
+                broker.log_tail()
+            );
+        }
+    }
+    eprintln!(
+        "every delivery played {:?} after the broker was killed",
+        killed.elapsed()
+    );
+
+    // Resends of what is already acknowledged, or retained copies after a reconnect,
+    // would show up now: give them time, then look at what each receiver played.
+    tokio::time::sleep(Duration::from_secs(3)).await;
+    stop_collecting.cancel();
+    let expected: BTreeSet<String> = alerts.iter().cloned().collect();
+    let mut problems = Vec::new();
+    let mut stopped = Vec::new();
+    for (id, task) in receivers {
+        let (rx, seen) = task.await.unwrap();
+        stopped.push(rx);
+        let mut counts: BTreeMap<&str, usize> = BTreeMap::new();
+        for p in &seen.played {
+            *counts.entry(p.as_str()).or_default() += 1;
+        }
+        let played: BTreeSet<String> = counts.keys().map(|s| s.to_string()).collect();
+        if played != expected || counts.values().any(|&n| n != 1) || !seen.others.is_empty() {
+            problems.push(format!("{id}: played {counts:?}, other events {:?}", seen.others));
+        }
+    }
+    let stopping: Vec<_> = stopped.into_iter().map(|rx| tokio::spawn(rx.stop())).collect();
+    for s in stopping {
+        s.await.unwrap();
+    }
+    app.app.stop().await;
+    drop(broker);
+    assert!(
+        problems.is_empty(),
+        "each receiver must play each alert exactly once:\n{}",
+        problems.join("\n")
+    );
+    eprintln!("done in {:?}", started.elapsed());
+}
