@@ -232,6 +232,11 @@ impl App {
         })
     }
 
+    /// The service's store (for in-process tools such as `bench dispatch`).
+    pub fn store(&self) -> &Store {
+        &self.store
+    }
+
     /// A token that stops the service when cancelled.
     pub fn shutdown_token(&self) -> CancellationToken {
         self.shutdown.clone()

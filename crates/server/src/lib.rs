@@ -6,6 +6,7 @@
 //! wiring in-process.
 
 pub mod app;
+pub mod bench_dispatch;
 #[cfg(feature = "embedded-broker")]
 pub mod broker;
 pub mod config;

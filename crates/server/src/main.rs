@@ -94,12 +94,19 @@ enum Command {
         #[command(flatten)]
         config: ConfigArgs,
     },
-    /// Measure a scenario against its baseline (scenarios: rules).
+    /// Measure a scenario against its baseline measured in the same run (scenarios:
+    /// rules, dispatch).
     Bench {
         scenario: String,
         /// Rounds; the median is reported.
         #[arg(long, default_value_t = 3)]
         rounds: usize,
+        /// dispatch: simulated receivers, spread round-robin over the province's communes.
+        #[arg(long, default_value_t = 1000)]
+        receivers: usize,
+        /// dispatch: the external broker (Mosquitto) to measure on.
+        #[arg(long, default_value = "mqtt://127.0.0.1:1883")]
+        broker: String,
         #[command(flatten)]
         config: ConfigArgs,
     },
@@ -327,7 +334,27 @@ fn replay(args: ReplayArgs) -> Result<ExitCode> {
     Ok(ExitCode::SUCCESS)
 }
 
-fn bench(scenario: &str, rounds: usize, args: &ConfigArgs) -> Result<ExitCode> {
+fn bench(
+    scenario: &str,
+    rounds: usize,
+    receivers: usize,
+    broker: String,
+    args: &ConfigArgs,
+) -> Result<ExitCode> {
+    if scenario == "dispatch" {
+        let bench = canhbao_server::bench_dispatch::DispatchBench {
+            receivers,
+            broker,
+            rounds,
+        };
+        let runtime = tokio::runtime::Builder::new_multi_thread().enable_all().build()?;
+        runtime.block_on(canhbao_server::bench_dispatch::bench_dispatch(
+            &args.sources(),
+            &bench,
+            &mut std::io::stdout(),
+        ))?;
+        return Ok(ExitCode::SUCCESS);
+    }
     let settings = match load(args) {
         Ok(s) => s,
         Err(p) => {
@@ -342,7 +369,7 @@ fn bench(scenario: &str, rounds: usize, args: &ConfigArgs) -> Result<ExitCode> {
             rounds,
             &mut std::io::stdout(),
         )?,
-        other => anyhow::bail!("unknown bench scenario {other:?}; available: rules"),
+        other => anyhow::bail!("unknown bench scenario {other:?}; available: rules, dispatch"),
     }
     Ok(ExitCode::SUCCESS)
 }
@@ -616,8 +643,10 @@ fn main() -> ExitCode {
         Command::Bench {
             scenario,
             rounds,
+            receivers,
+            broker,
             config,
-        } => report(bench(&scenario, rounds, &config)),
+        } => report(bench(&scenario, rounds, receivers, broker, &config)),
         Command::Receivers { action, config } => report(receivers(action, &config)),
         Command::Keys { action, config } => report(keys(action, &config)),
         Command::MosquittoConfig {

@@ -1,0 +1,687 @@
+//! `canhbao bench dispatch`: the time from issuing one alert to the whole province until
+//! the store holds a `received` receipt from every one of N simulated receivers, against
+//! a raw publish of the same envelope bytes to the same commune topics, with one MQTT
+//! client, to N plain subscribers on the same broker, measured in the same run.
+//!
+//! Each round starts a fresh service (temporary data directory and SQLite file, demo and
+//! feeds off, a topic prefix and client ids of its own) against the external broker,
+//! registers the receivers round-robin over the area file's communes and starts them
+//! in-process, and cleans up after itself: receivers and service stopped, their broker
+//! sessions discarded and the retained messages it left cleared.
+
+use std::io::Write;
+use std::path::PathBuf;
+use std::sync::atomic::{AtomicU32, Ordering};
+use std::time::{Duration, Instant};
+
+use anyhow::{Context, Result, bail, ensure};
+use chrono::Utc;
+use dispatch::mqtt::{BrokerUrl, MqttHandle, MqttSettings};
+use dispatch::{Topics, TrustedKeys};
+use domain::{AlertId, CommuneCode, ReceiverId};
+use tokio::sync::mpsc;
+use tokio_util::sync::CancellationToken;
+
+use crate::config::{MqttMode, Sources};
+use crate::{App, Settings};
+
+/// The bulletin's sender, made authoritative for the bench's own instance only.
+const SENDER: &str = "canhbao-bench@example.invalid";
+/// How often the store is asked whether every receiver has acknowledged.
+const POLL: Duration = Duration::from_millis(10);
+/// How long a round may take to connect, or to deliver, before it fails.
+const PATIENCE: Duration = Duration::from_secs(120);
+
+/// What to measure.
+#[derive(Debug, Clone)]
+pub struct DispatchBench {
+    pub receivers: usize,
+    /// `mqtt://host:port` of the external broker (Mosquitto).
+    pub broker: String,
+    pub rounds: usize,
+}
+
+/// One round's figures.
+#[derive(Debug, Clone, Copy)]
+pub struct Round {
+    /// Issue (POST of the bulletin) until the store shows `received` from every receiver.
+    pub received: Duration,
+    /// Issue until the store shows `played` from every receiver.
+    pub played: Duration,
+    /// First raw publish until every plain subscriber holds the message.
+    pub raw: Duration,
+    /// Receivers whose `received` and `played` the store showed, subscribers that got
+    /// the raw message.
+    pub counted_received: usize,
+    pub counted_played: usize,
+    pub counted_raw: usize,
+}
+
+/// The result of a run.
+#[derive(Debug, Clone)]
+pub struct DispatchReport {
+    pub receivers: usize,
+    pub communes: usize,
+    pub broker: String,
+    pub envelope_bytes: usize,
+    pub rounds: Vec<Round>,
+}
+
+fn median(mut v: Vec<Duration>) -> Duration {
+    v.sort();
+    v.get(v.len() / 2).copied().unwrap_or_default()
+}
+
+fn ms(d: Duration) -> f64 {
+    d.as_secs_f64() * 1000.0
+}
+
+impl DispatchReport {
+    pub fn median_received(&self) -> Duration {
+        median(self.rounds.iter().map(|r| r.received).collect())
+    }
+    pub fn median_played(&self) -> Duration {
+        median(self.rounds.iter().map(|r| r.played).collect())
+    }
+    pub fn median_raw(&self) -> Duration {
+        median(self.rounds.iter().map(|r| r.raw).collect())
+    }
+
+    /// Writes the report in the style of `bench rules`.
+    pub fn write(&self, out: &mut impl Write) -> std::io::Result<()> {
+        let (raw, rec, played) = (self.median_raw(), self.median_received(), self.median_played());
+        writeln!(
+            out,
+            "dispatch bench: {} receivers over {} communes, broker {}, envelope {} bytes, median of {} rounds",
+            self.receivers,
+            self.communes,
+            self.broker,
+            self.envelope_bytes,
+            self.rounds.len()
+        )?;
+        writeln!(
+            out,
+            "  baseline raw publish      {:>9.1} ms  first of {} QoS 1 publishes (one client) until all {} plain subscribers hold it",
+            ms(raw),
+            self.communes,
+            self.receivers
+        )?;
+        writeln!(
+            out,
+            "  canhbao issue->received   {:>9.1} ms  POST of a province-wide CAP bulletin until the store holds `received` from all {} receivers (polled every {} ms)",
+            ms(rec),
+            self.receivers,
+            POLL.as_millis()
+        )?;
+        writeln!(
+            out,
+            "  canhbao issue->played     {:>9.1} ms  the same, until `played` from all of them",
+            ms(played)
+        )?;
+        writeln!(
+            out,
+            "  ratio (time)              {:>9.2}x  canhbao received / raw publish",
+            rec.as_secs_f64() / raw.as_secs_f64().max(1e-9)
+        )?;
+        let list = |f: fn(&Round) -> Duration| {
+            self.rounds
+                .iter()
+                .map(|r| format!("{:.1}", ms(f(r))))
+                .collect::<Vec<_>>()
+                .join(" ")
+        };
+        writeln!(
+            out,
+            "  rounds (ms): raw [{}]  received [{}]  played [{}]",
+            list(|r| r.raw),
+            list(|r| r.received),
+            list(|r| r.played)
+        )?;
+        let min = |f: fn(&Round) -> usize| self.rounds.iter().map(f).min().unwrap_or(0);
+        writeln!(
+            out,
+            "  counted (fewest in a round): received {}/{}, played {}/{}, raw {}/{}",
+            min(|r| r.counted_received),
+            self.receivers,
+            min(|r| r.counted_played),
+            self.receivers,
+            min(|r| r.counted_raw),
+            self.receivers
+        )
+    }
+}
+
+fn unique(tag: &str) -> String {
+    static N: AtomicU32 = AtomicU32::new(0);
+    let nanos = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.subsec_nanos())
+        .unwrap_or(0);
+    format!(
+        "{tag}-{}-{}-{nanos:x}",
+        std::process::id(),
+        N.fetch_add(1, Ordering::Relaxed)
+    )
+}
+
+/// A temporary directory, removed when dropped.
+struct TempDir(PathBuf);
+
+impl TempDir {
+    fn new() -> Result<Self> {
+        let path = std::env::temp_dir().join(unique("canhbao-bench"));
+        std::fs::create_dir_all(&path).with_context(|| format!("creating {}", path.display()))?;
+        Ok(Self(path))
+    }
+}
+
+impl Drop for TempDir {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_dir_all(&self.0);
+    }
+}
+
+/// The bench instance's settings: the configured ones, with a temporary SQLite file and
+/// key, the external broker, a fresh topic prefix and client id, no demo and no feeds.
+fn settings(base: &Sources, data_dir: &std::path::Path, broker: &str) -> Result<Settings> {
+    use toml::Value::{Array, Boolean, String as S};
+    let mut sources = base.clone();
+    let prefix = format!("{}/v1", unique("cbbench"));
+    sources.flags.extend([
+        ("service.data_dir".into(), S(data_dir.display().to_string())),
+        ("database.url".into(), S(String::new())),
+        ("signing.key_file".into(), S(String::new())),
+        ("http.listen".into(), S("127.0.0.1:0".into())),
+        ("mqtt.mode".into(), S("external".into())),
+        ("mqtt.url".into(), S(broker.into())),
+        ("mqtt.topic_prefix".into(), S(prefix)),
+        ("mqtt.client_id".into(), S(unique("canhbao-bench"))),
+        ("demo.enabled".into(), Boolean(false)),
+        ("ingest.sources".into(), Array(vec![])),
+        (
+            "bulletins.authoritative_senders".into(),
+            Array(vec![S(SENDER.into())]),
+        ),
+    ]);
+    crate::config::load(&sources).map_err(|p| anyhow::anyhow!("{p}"))
+}
+
+/// An authoritative flood bulletin at risk level 3 for the whole province (CAP status
+/// Exercise, so that nothing it reaches could take it for real).
+fn bulletin(identifier: &str, settings: &Settings) -> String {
+    let now = Utc::now();
+    let t = |d: chrono::Duration| (now + d).to_rfc3339_opts(chrono::SecondsFormat::Secs, true);
+    format!(
+        r#"<?xml version="1.0" encoding="UTF-8"?>
+<alert xmlns="urn:oasis:names:tc:emergency:cap:1.2">
+  <identifier>{identifier}</identifier>
+  <sender>{SENDER}</sender>
+  <sent>{sent}</sent>
+  <status>Exercise</status>
+  <msgType>Alert</msgType>
+  <scope>Public</scope>
+  <info>
+    <language>vi-VN</language>
+    <category>Met</category>
+    <event>Lũ</event>
+    <urgency>Immediate</urgency>
+    <severity>Severe</severity>
+    <certainty>Likely</certainty>
+    <effective>{sent}</effective>
+    <expires>{expires}</expires>
+    <senderName>canhbao bench</senderName>
+    <headline>Đo thử: tin lũ toàn tỉnh</headline>
+    <description>Bản tin đo thử của canhbao bench dispatch.</description>
+    <parameter><valueName>{hazard}</valueName><value>flood</value></parameter>
+    <parameter><valueName>{level}</valueName><value>3</value></parameter>
+    <area>
+      <areaDesc>Toàn tỉnh</areaDesc>
+      <geocode><valueName>{geocode}</valueName><value>{province}</value></geocode>
+    </area>
+  </info>
+</alert>
+"#,
+        sent = t(chrono::Duration::minutes(-1)),
+        expires = t(chrono::Duration::hours(2)),
+        hazard = settings.bulletins.hazard_parameter,
+        level = settings
+            .bulletins
+            .level_parameters
+            .first()
+            .map(String::as_str)
+            .unwrap_or("riskLevel"),
+        geocode = settings.bulletins.province_geocode,
+        province = settings.province,
+    )
+}
+
+/// Runs the scenario: `rounds` of (canhbao, then the raw baseline).
+pub async fn run(base: &Sources, bench: &DispatchBench) -> Result<DispatchReport> {
+    ensure!(bench.receivers > 0, "--receivers must be at least 1");
+    let probe = settings(base, &std::env::temp_dir(), &bench.broker)?;
+    let communes: Vec<CommuneCode> = probe.area.communes.iter().map(|c| c.code.clone()).collect();
+    ensure!(!communes.is_empty(), "the area file has no communes");
+    let MqttMode::External { url } = &probe.mqtt.mode else {
+        bail!("the bench needs an external broker");
+    };
+    let broker = url.clone();
+    let mut rounds = Vec::new();
+    let mut envelope_bytes = 0;
+    for _ in 0..bench.rounds.max(1) {
+        let (mut round, envelope, alert_id) = canhbao_round(base, bench, &communes).await?;
+        envelope_bytes = envelope.len();
+        let (raw, counted) =
+            raw_round(&broker, &probe, &communes, bench.receivers, &envelope, &alert_id).await?;
+        round.raw = raw;
+        round.counted_raw = counted;
+        rounds.push(round);
+    }
+    Ok(DispatchReport {
+        receivers: bench.receivers,
+        communes: communes.len(),
+        broker: format!("mqtt://{}:{}", broker.host, broker.port),
+        envelope_bytes,
+        rounds,
+    })
+}
+
+/// A plain client on the broker, connected.
+async fn client(broker: &BrokerUrl, id: String, subscriptions: Vec<String>) -> Result<Client> {
+    let (handle, driver, inbound) = dispatch::mqtt::connect(MqttSettings {
+        broker: broker.clone(),
+        client_id: id,
+        username: None,
+        password: None,
+        keep_alive: Duration::from_secs(60),
+        persistent_session: false,
+        subscriptions,
+        last_will: None,
+        on_connect: None,
+    });
+    let stop = CancellationToken::new();
+    let task = tokio::spawn(driver.run(stop.clone()));
+    let c = Client {
+        handle,
+        stop,
+        task,
+        inbound,
+    };
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while !c.handle.is_connected() {
+        if Instant::now() > deadline {
+            c.close().await;
+            bail!("could not connect to the broker");
+        }
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    Ok(c)
+}
+
+struct Client {
+    handle: MqttHandle,
+    stop: CancellationToken,
+    task: tokio::task::JoinHandle<()>,
+    inbound: mpsc::Receiver<dispatch::mqtt::InboundMessage>,
+}
+
+impl Client {
+    /// Disconnects after what was queued has been handed to the broker.
+    async fn close(self) {
+        tokio::time::sleep(Duration::from_millis(100)).await;
+        self.stop.cancel();
+        let _ = self.task.await;
+    }
+}
+
+/// Discards the broker sessions of these client ids (a clean-session connect does), so
+/// that the run leaves no persistent sessions behind.
+async fn forget_sessions(broker: &BrokerUrl, ids: Vec<String>) {
+    for chunk in ids.chunks(200) {
+        let mut set = tokio::task::JoinSet::new();
+        for id in chunk {
+            let (broker, id) = (broker.clone(), id.clone());
+            set.spawn(async move {
+                if let Ok(c) = client(&broker, id, vec![]).await {
+                    c.close().await;
+                }
+            });
+        }
+        while set.join_next().await.is_some() {}
+    }
+}
+
+/// Publishes an empty retained message to each topic, clearing what is retained there,
+/// and waits until the broker has taken them all (a last message to itself comes back).
+async fn clear_retained(broker: &BrokerUrl, topics: &[String]) -> Result<()> {
+    let id = unique("cbbench-clear");
+    let done = format!("{id}/done");
+    let mut c = client(broker, id, vec![done.clone()]).await?;
+    let result = async {
+        for t in topics {
+            c.handle.publish(t, Vec::new(), true).await?;
+        }
+        c.handle.publish(&done, b"done".to_vec(), false).await?;
+        let deadline = tokio::time::Instant::now() + Duration::from_secs(30);
+        loop {
+            match tokio::time::timeout_at(deadline, c.inbound.recv()).await {
+                Ok(Some(m)) if m.topic == done => return Ok(()),
+                Ok(Some(_)) => {}
+                _ => bail!(
+                    "the broker did not confirm the clearing of {} retained messages",
+                    topics.len()
+                ),
+            }
+        }
+    }
+    .await;
+    c.close().await;
+    result
+}
+
+struct Receivers {
+    ids: Vec<ReceiverId>,
+    stop: CancellationToken,
+    tasks: tokio::task::JoinSet<()>,
+}
+
+/// One canhbao round: the round's figures (raw left at zero), the envelope bytes and the
+/// alert id.
+async fn canhbao_round(
+    base: &Sources,
+    bench: &DispatchBench,
+    communes: &[CommuneCode],
+) -> Result<(Round, Vec<u8>, String)> {
+    let dir = TempDir::new()?;
+    let settings = settings(base, &dir.0, &bench.broker)?;
+    let topics = Topics::new(&settings.mqtt.topic_prefix, settings.province.clone())?;
+    let app_client = settings.mqtt.client_id.clone();
+    let bulletin = bulletin(&unique("BENCH"), &settings);
+    let app = App::start(settings).await?;
+    let broker = app.broker.clone();
+    let mut receivers = Receivers {
+        ids: Vec::new(),
+        stop: CancellationToken::new(),
+        tasks: tokio::task::JoinSet::new(),
+    };
+    let result = drive(
+        &app,
+        &dir.0,
+        &topics,
+        bench.receivers,
+        communes,
+        bulletin,
+        &mut receivers,
+    )
+    .await;
+
+    receivers.stop.cancel();
+    while receivers.tasks.join_next().await.is_some() {}
+    app.stop().await;
+    let mut sessions: Vec<String> = receivers.ids.iter().map(|id| format!("rx-{id}")).collect();
+    sessions.push(app_client);
+    forget_sessions(&broker, sessions).await;
+    let mut retained: Vec<String> = receivers.ids.iter().map(|id| topics.status(id)).collect();
+    if let Ok((_, _, alert_id)) = &result
+        && let Ok(id) = AlertId::new(alert_id)
+    {
+        retained.extend(communes.iter().map(|c| topics.alert(c, &id)));
+    }
+    clear_retained(&broker, &retained)
+        .await
+        .context("clearing the retained messages of the round")?;
+    result
+}
+
+async fn drive(
+    app: &App,
+    data_dir: &std::path::Path,
+    topics: &Topics,
+    n: usize,
+    communes: &[CommuneCode],
+    bulletin: String,
+    receivers: &mut Receivers,
+) -> Result<(Round, Vec<u8>, String)> {
+    let store = app.store();
+    let http = reqwest::Client::builder().timeout(PATIENCE).build()?;
+    let base = format!("http://{}", app.http_addr);
+    let token = std::fs::read_to_string(data_dir.join("admin.token"))?
+        .trim()
+        .to_owned();
+    let mut keys = TrustedKeys::default();
+    keys.add_base64(&app.key_id, &app.public_key_b64)?;
+
+    let run = unique("b");
+    let now = Utc::now();
+    for i in 0..n {
+        let id = ReceiverId::new(&format!("{run}-{i}"))?;
+        let commune = communes[i % communes.len()].clone();
+        store
+            .register_receiver(&store::RegisteredReceiver {
+                receiver_id: id.to_string(),
+                commune: commune.to_string(),
+                password_hash: None,
+                trusted_keys: vec![],
+                firmware: None,
+                registered: now,
+            })
+            .await?;
+        let cfg = canhbao_receiver::ReceiverConfig {
+            broker: app.broker.clone(),
+            receiver_id: id.clone(),
+            commune,
+            topics: topics.clone(),
+            keys: keys.clone(),
+            username: None,
+            password: None,
+            // No heartbeat burst may land inside the measurement.
+            heartbeat: Duration::from_secs(3600),
+        };
+        let playback = canhbao_receiver::Playback {
+            played: canhbao_receiver::state::PlayedLog::in_memory(),
+            command: None,
+        };
+        // Events are not needed: the store is what the bench reads.
+        let (events, _) = mpsc::unbounded_channel();
+        receivers.tasks.spawn(canhbao_receiver::run_with(
+            cfg,
+            playback,
+            events,
+            receivers.stop.clone(),
+        ));
+        receivers.ids.push(id);
+    }
+
+    // Ready: the service's broker connection is up and every receiver said `online`
+    // (sent after its subscription, so it is subscribed).
+    let deadline = Instant::now() + PATIENCE;
+    loop {
+        let ready = http
+            .get(format!("{base}/readyz"))
+            .send()
+            .await
+            .is_ok_and(|r| r.status().is_success());
+        let online = store
+            .fleet()
+            .await?
+            .iter()
+            .filter(|f| f.online == Some(true))
+            .count();
+        if ready && online == n {
+            break;
+        }
+        if Instant::now() > deadline {
+            bail!("only {online} of {n} receivers online (service ready: {ready}) after {PATIENCE:?}");
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+
+    let t0 = Instant::now();
+    let resp = http
+        .post(format!("{base}/api/v1/bulletins"))
+        .bearer_auth(&token)
+        .header("content-type", "application/cap+xml")
+        .body(bulletin)
+        .send()
+        .await?;
+    let status = resp.status();
+    let body: serde_json::Value = resp.json().await.unwrap_or_default();
+    ensure!(status.is_success(), "the bulletin was refused: {status} {body}");
+    let alerts: Vec<&str> = body["alerts"]
+        .as_array()
+        .map(|a| a.iter().filter_map(|v| v.as_str()).collect())
+        .unwrap_or_default();
+    let [alert_id] = alerts[..] else {
+        bail!("expected the bulletin to issue one alert, got {body}");
+    };
+    let (mut received, mut played) = (None, None);
+    loop {
+        let rows = store.receiver_deliveries(alert_id).await?;
+        let counted_received = rows.iter().filter(|r| r.received.is_some()).count();
+        let counted_played = rows.iter().filter(|r| r.played.is_some()).count();
+        if received.is_none() && counted_received >= n {
+            received = Some(t0.elapsed());
+        }
+        if played.is_none() && counted_played >= n {
+            played = Some(t0.elapsed());
+        }
+        if let (Some(received), Some(played)) = (received, played) {
+            ensure!(rows.len() == n, "{} deliveries for {n} receivers", rows.len());
+            let alert = store
+                .get_alert(alert_id)
+                .await?
+                .context("the issued alert is not in the store")?;
+            let round = Round {
+                received,
+                played,
+                raw: Duration::ZERO,
+                counted_received,
+                counted_played,
+                counted_raw: 0,
+            };
+            return Ok((
+                round,
+                dispatch::wire::envelope_bytes(&alert.signed),
+                alert_id.to_owned(),
+            ));
+        }
+        if t0.elapsed() > PATIENCE {
+            bail!(
+                "after {PATIENCE:?}, {counted_received} of {n} receivers received and {counted_played} played alert {alert_id}"
+            );
+        }
+        tokio::time::sleep(POLL).await;
+    }
+}
+
+/// The baseline: the same bytes, one QoS 1 publish per commune topic (not retained) under
+/// a prefix of its own, to `n` plain subscribers spread as the receivers are. Returns the
+/// time from the first publish until the last subscriber holds it, and how many did.
+async fn raw_round(
+    broker: &BrokerUrl,
+    settings: &Settings,
+    communes: &[CommuneCode],
+    n: usize,
+    envelope: &[u8],
+    alert_id: &str,
+) -> Result<(Duration, usize)> {
+    let topics = Topics::new(
+        &format!("{}/v1", unique("cbbench-raw")),
+        settings.province.clone(),
+    )?;
+    let alert = AlertId::new(alert_id)?;
+    let probe = AlertId::new("probe")?;
+    let publisher = client(broker, unique("cbbench-pub"), vec![]).await?;
+    let stop = CancellationToken::new();
+    let (tx, mut rx) = mpsc::unbounded_channel::<Option<Instant>>();
+    let mut subs = tokio::task::JoinSet::new();
+    for i in 0..n {
+        let commune = &communes[i % communes.len()];
+        let (want, probe_topic) = (topics.alert(commune, &alert), topics.alert(commune, &probe));
+        let (filter, broker, tx, stop) = (
+            topics.alerts_filter(commune),
+            broker.clone(),
+            tx.clone(),
+            stop.clone(),
+        );
+        let id = unique("cbbench-sub");
+        subs.spawn(async move {
+            let Ok(mut c) = client(&broker, id, vec![filter]).await else {
+                return;
+            };
+            let mut probed = false;
+            loop {
+                tokio::select! {
+                    _ = stop.cancelled() => break,
+                    m = c.inbound.recv() => match m {
+                        None => break,
+                        Some(m) if m.topic == probe_topic && !probed && !m.payload.is_empty() => {
+                            probed = true;
+                            let _ = tx.send(None);
+                        }
+                        Some(m) if m.topic == want && !m.payload.is_empty() => {
+                            let _ = tx.send(Some(Instant::now()));
+                        }
+                        Some(_) => {}
+                    },
+                }
+            }
+            c.stop.cancel();
+            let _ = c.task.await;
+        });
+    }
+    drop(tx);
+    let probes: Vec<String> = communes.iter().map(|c| topics.alert(c, &probe)).collect();
+    let result = async {
+        // Every subscriber is subscribed once it holds the retained probe of its commune.
+        for t in &probes {
+            publisher.handle.publish(t, b"probe".to_vec(), true).await?;
+        }
+        let deadline = tokio::time::Instant::now() + PATIENCE;
+        let mut ready = 0;
+        while ready < n {
+            match tokio::time::timeout_at(deadline, rx.recv()).await {
+                Ok(Some(None)) => ready += 1,
+                Ok(Some(Some(_))) => {}
+                _ => bail!("only {ready} of {n} raw subscribers subscribed"),
+            }
+        }
+        let t0 = Instant::now();
+        for c in communes {
+            publisher
+                .handle
+                .publish(&topics.alert(c, &alert), envelope.to_vec(), false)
+                .await?;
+        }
+        let (mut got, mut last) = (0, t0);
+        while got < n {
+            match tokio::time::timeout_at(deadline, rx.recv()).await {
+                Ok(Some(Some(at))) => {
+                    got += 1;
+                    last = last.max(at);
+                }
+                Ok(Some(None)) => {}
+                _ => bail!("only {got} of {n} raw subscribers got the message"),
+            }
+        }
+        Ok((last - t0, got))
+    }
+    .await;
+    stop.cancel();
+    while subs.join_next().await.is_some() {}
+    for t in &probes {
+        let _ = publisher.handle.publish(t, Vec::new(), true).await;
+    }
+    publisher.close().await;
+    result
+}
+
+/// Runs the scenario and writes its report.
+pub async fn bench_dispatch(
+    base: &Sources,
+    bench: &DispatchBench,
+    out: &mut impl Write,
+) -> Result<DispatchReport> {
+    let report = run(base, bench).await?;
+    report.write(out)?;
+    Ok(report)
+}
