@@ -1173,3 +1173,39 @@ async fn a_cancel_reaches_every_receiver_including_one_that_was_offline_and_noth
     }
     app.app.stop().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sms_preview_gives_the_encoding_the_text_and_the_parts() {
+    let app = TestApp::spawn(Broker::Embedded).await.unwrap();
+    let text = "Cảnh báo lũ cấp 3 tại xã Hữu Lũng. Đề nghị di dời ngay khỏi vùng trũng thấp ven sông Trung.";
+    let preview = |policy: &str| {
+        let body = serde_json::json!({"text": text, "policy": policy}).to_string();
+        let app = &app;
+        async move {
+            app.post("/api/v1/sms/preview", "application/json", body.as_bytes())
+                .await
+                .unwrap()
+        }
+    };
+    let (status, ucs2) = preview("ucs2").await;
+    assert_eq!(status, 200, "{ucs2}");
+    assert_eq!(ucs2["encoding"], "UCS-2");
+    assert_eq!(ucs2["text"], text);
+    assert_eq!(ucs2["segments"], 2, "{} characters", text.chars().count());
+    let (_, gsm7) = preview("gsm7").await;
+    assert_eq!(gsm7["encoding"], "GSM-7");
+    assert_eq!(gsm7["segments"], 1);
+    assert!(
+        gsm7["text"]
+            .as_str()
+            .unwrap()
+            .starts_with("Canh bao lu cap 3 tai xa Huu Lung. De nghi"),
+        "{gsm7}"
+    );
+    let (_, auto) = preview("auto").await;
+    assert_eq!(auto["encoding"], "UCS-2", "two parts are within auto's default");
+    let (status, bad) = preview("morse").await;
+    assert_eq!(status, 400, "{bad}");
+    assert!(bad["detail"].as_str().unwrap().contains("morse"), "{bad}");
+    app.app.stop().await;
+}

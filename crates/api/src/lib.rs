@@ -13,6 +13,7 @@ pub mod error;
 pub mod fleet;
 pub mod forecasts;
 pub mod observations;
+pub mod sms;
 
 use std::sync::Arc;
 
@@ -78,6 +79,7 @@ pub fn router(state: AppState) -> Router {
         .route("/api/v1/bulletins", post(bulletins::post_bulletin))
         .route("/api/v1/sources", get(alerts::list_sources))
         .route("/api/v1/forecasts", get(forecasts::list_forecasts))
+        .route("/api/v1/sms/preview", post(sms::preview))
         .fallback(not_found)
         .layer(DefaultBodyLimit::max(MAX_BODY_BYTES))
         .with_state(state)

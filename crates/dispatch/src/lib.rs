@@ -1,5 +1,6 @@
 //! Dissemination over MQTT: the receiver contract's wire format and signatures
-//! ([`wire`], [`topics`]), pure message rendering ([`render`]), the MQTT owner task
+//! ([`wire`], [`topics`]), pure message rendering ([`render`], and SMS encoding and parts
+//! in [`sms_text`]), the MQTT owner task
 //! ([`mqtt`]), the outbox worker ([`worker`]) and the consumer of receipts and
 //! heartbeats ([`inbound`]).
 //!
@@ -10,6 +11,7 @@
 pub mod inbound;
 pub mod mqtt;
 pub mod render;
+pub mod sms_text;
 pub mod topics;
 pub mod wire;
 pub mod worker;
