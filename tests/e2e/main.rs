@@ -1209,3 +1209,56 @@ async fn sms_preview_gives_the_encoding_the_text_and_the_parts() {
     assert!(bad["detail"].as_str().unwrap().contains("morse"), "{bad}");
     app.app.stop().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_contact_directory_imports_whole_or_not_at_all_for_admins_only() {
+    let app = TestApp::spawn(Broker::Embedded).await.unwrap();
+    let good = "name,phone,commune,role,language,opt_out\n\
+                \"Nguyễn Văn An, chủ tịch\",0912 345 678,06385,commune_chair,vi,no\n\
+                Hoàng Thị Mai,+84388123456,05977,resident,,yes\n";
+    let (status, body) = app
+        .post("/api/v1/contacts/import", "text/csv", good.as_bytes())
+        .await
+        .unwrap();
+    assert_eq!(status, 200, "{body}");
+    assert_eq!(
+        (body["added"].as_u64(), body["updated"].as_u64()),
+        (Some(2), Some(0))
+    );
+    // A file with one bad row is refused whole, and every bad row is named.
+    let bad = "name,phone,commune,role\n\
+               Lò Văn Sinh,0987654321,06385,village_head\n\
+               Bad,0205 3812345,06385,resident\n\
+               Worse,0912000111,99999,resident\n";
+    let (status, problem) = app
+        .post("/api/v1/contacts/import", "text/csv", bad.as_bytes())
+        .await
+        .unwrap();
+    assert_eq!(status, 422, "{problem}");
+    let fields: Vec<&str> = problem["errors"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|e| e["field"].as_str().unwrap())
+        .collect();
+    assert_eq!(fields, ["line 3.phone", "line 4.commune"], "{problem}");
+    let (_, list) = app.get("/api/v1/contacts").await.unwrap();
+    let phones: Vec<&str> = list
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|c| c["phone"].as_str().unwrap())
+        .collect();
+    assert_eq!(phones.len(), 2, "nothing of the bad file was kept: {list}");
+    assert!(phones.contains(&"+84912345678") && phones.contains(&"+84388123456"));
+    let viewer = app.create_token("viewer", "operator", &[]).await.unwrap();
+    let denied = app
+        .http
+        .get(format!("{}/api/v1/contacts", app.base))
+        .bearer_auth(&viewer)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(denied.status().as_u16(), 403, "contacts are personal data");
+    app.app.stop().await;
+}

@@ -9,6 +9,7 @@ pub mod alerts;
 pub mod assessments;
 pub mod auth;
 pub mod bulletins;
+pub mod contacts;
 pub mod error;
 pub mod fleet;
 pub mod forecasts;
@@ -80,6 +81,8 @@ pub fn router(state: AppState) -> Router {
         .route("/api/v1/sources", get(alerts::list_sources))
         .route("/api/v1/forecasts", get(forecasts::list_forecasts))
         .route("/api/v1/sms/preview", post(sms::preview))
+        .route("/api/v1/contacts", get(contacts::list))
+        .route("/api/v1/contacts/import", post(contacts::import))
         .fallback(not_found)
         .layer(DefaultBodyLimit::max(MAX_BODY_BYTES))
         .with_state(state)

@@ -85,7 +85,7 @@ fn rows_error(status: StatusCode, errors: Vec<FieldError>) -> ApiError {
     .with_errors(errors)
 }
 
-fn row_errors(errors: Vec<ingest::station::RowError>) -> Vec<FieldError> {
+pub(crate) fn row_errors(errors: Vec<ingest::station::RowError>) -> Vec<FieldError> {
     errors
         .into_iter()
         .map(|e| FieldError {

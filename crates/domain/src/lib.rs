@@ -11,6 +11,7 @@ pub mod alert;
 pub mod ids;
 pub mod level;
 pub mod observation;
+pub mod phone;
 pub mod place;
 pub mod provenance;
 pub mod units;
@@ -19,6 +20,7 @@ pub use alert::{Alert, AlertError, AlertOrigin, AlertSpec, AlertStatus, MsgType,
 pub use ids::{AlertId, CommuneCode, IdError, ProvinceCode, ReceiverId, StationId};
 pub use level::{AlarmLevel, Hazard, MessageClass, RiskLevel};
 pub use observation::{Forecast, Observation, ObservationError, Parameter};
+pub use phone::{PhoneError, PhoneNumber};
 pub use place::{Commune, CommuneKind, Station};
 pub use provenance::{Tag, Tagged};
 

@@ -104,6 +104,13 @@ fn no_parser_panics_on_hostile_input() {
     for input in inputs(json, &mut rng, 1500) {
         let _ = crate::station::parse_json(&input, now(), 1000);
     }
+    let communes = [domain::CommuneCode::new("06385").unwrap()];
+    let directory = "name,phone,commune,role,language,opt_out\n\"Nguyễn Văn An, chủ tịch\",0912345678,06385,commune_chair,vi,no\n";
+    for input in inputs(directory.as_bytes(), &mut rng, 1500) {
+        if let Ok(text) = std::str::from_utf8(&input) {
+            let _ = crate::contacts::parse_csv(text, &communes);
+        }
+    }
     let csv = b"station,parameter,value,unit,observed_at\nHUULUNG,water_level,19.4,m,2026-10-09T01:00:00Z\n";
     for input in inputs(csv, &mut rng, 1500) {
         if let Ok(text) = std::str::from_utf8(&input) {

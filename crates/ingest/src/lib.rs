@@ -8,7 +8,9 @@
 pub mod bulletin;
 pub mod cap;
 pub mod compose;
+pub mod contacts;
 pub mod demo;
+pub mod directory;
 mod engine;
 pub mod feed;
 #[cfg(test)]

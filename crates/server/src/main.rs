@@ -74,6 +74,13 @@ enum Command {
         #[command(flatten)]
         config: ConfigArgs,
     },
+    /// The SMS contact directory.
+    Contacts {
+        #[command(subcommand)]
+        action: ContactsAction,
+        #[command(flatten)]
+        config: ConfigArgs,
+    },
     /// The receiver registry: add, list or remove loudspeaker receivers.
     Receivers {
         #[command(subcommand)]
@@ -375,6 +382,64 @@ fn bench(
 }
 
 #[derive(Subcommand)]
+enum ContactsAction {
+    /// Import a CSV directory (name,phone,commune,role[,language,opt_out]); the whole
+    /// file or nothing, with every bad row named.
+    Import { file: PathBuf },
+}
+
+fn contacts(action: ContactsAction, args: &ConfigArgs) -> Result<ExitCode> {
+    let settings = match load(args) {
+        Ok(s) => s,
+        Err(p) => {
+            eprint!("{p}");
+            return Ok(ExitCode::FAILURE);
+        }
+    };
+    let ContactsAction::Import { file } = action;
+    let text =
+        std::fs::read_to_string(&file).map_err(|e| anyhow::anyhow!("reading {}: {e}", file.display()))?;
+    let communes: Vec<domain::CommuneCode> = settings.area.communes.iter().map(|c| c.code.clone()).collect();
+    let parsed = match ingest::contacts::parse_csv(&text, &communes) {
+        Ok(c) => c,
+        Err(errors) => {
+            for e in &errors {
+                eprintln!("{}: {}", e.field, e.detail);
+            }
+            eprintln!("{} rejected rows; nothing was imported", errors.len());
+            return Ok(ExitCode::FAILURE);
+        }
+    };
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()?;
+    let done = runtime.block_on(async {
+        std::fs::create_dir_all(&settings.data_dir)?;
+        let store = store::Store::open(&settings.database_url).await?;
+        let done = ingest::directory::import_contacts(&store, &parsed, chrono::Utc::now(), |n, total| {
+            let width = 30;
+            let filled = n * width / total.max(1);
+            eprint!(
+                "\rimporting [{}{}] {n}/{total}",
+                "#".repeat(filled),
+                " ".repeat(width - filled)
+            );
+        })
+        .await;
+        store.close().await;
+        anyhow::Ok(done?)
+    })?;
+    eprintln!();
+    println!(
+        "{} contacts imported: {} new, {} updated",
+        parsed.len(),
+        done.added,
+        done.updated
+    );
+    Ok(ExitCode::SUCCESS)
+}
+
+#[derive(Subcommand)]
 enum KeysCli {
     /// Add a key. It is published for receivers but does not sign until activated, so
     /// that receivers can be given it first; `--activate` makes it sign at once.
@@ -649,6 +714,7 @@ fn main() -> ExitCode {
         } => report(bench(&scenario, rounds, receivers, broker, &config)),
         Command::Receivers { action, config } => report(receivers(action, &config)),
         Command::Keys { action, config } => report(keys(action, &config)),
+        Command::Contacts { action, config } => report(contacts(action, &config)),
         Command::MosquittoConfig {
             out,
             service_password_file,

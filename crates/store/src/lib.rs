@@ -8,6 +8,7 @@
 //! [`Store::mark_retry`].
 
 mod alerts;
+mod contacts;
 mod forecasts;
 mod levels;
 mod outbox;
@@ -25,6 +26,7 @@ use sqlx::sqlite::{SqliteConnectOptions, SqliteJournalMode, SqlitePoolOptions, S
 use sqlx::{Sqlite, SqlitePool, Transaction};
 
 pub use alerts::{AlertRecord, NewDelivery, SignedPayload};
+pub use contacts::ContactRecord;
 pub use forecasts::ForecastRecord;
 pub use levels::{AssessmentRecord, BulletinRecord, NewAssessment, StoredReading};
 pub use outbox::{ClaimedDelivery, DeliveryRecord};
@@ -123,6 +125,13 @@ fn migrator() -> Migrator {
             "receipt reasons".into(),
             MigrationType::Simple,
             sql(include_str!("../migrations/sqlite/0008_receipt_reasons.sql")),
+            false,
+        ),
+        Migration::new(
+            9,
+            "contacts".into(),
+            MigrationType::Simple,
+            sql(include_str!("../migrations/sqlite/0009_contacts.sql")),
             false,
         ),
     ])
