@@ -1,0 +1,1231 @@
+//! The Kannel SMS gateway: a pure half that builds the `sendsms` request, reads Kannel's
+//! answer and its delivery-report (DLR) callbacks, plus a token bucket; and an I/O half,
+//! [`KannelGateway::send`], that sends one message under a concurrency cap, a rate limit
+//! and a timeout.
+//!
+//! What Kannel answers (smsbox 1.4.5, checked against a live Kannel in
+//! `tests/kannel.rs` and `shared/data/sms/kannel-http-transcript.txt`):
+//!
+//! | status | body                                  | here                          |
+//! |--------|---------------------------------------|-------------------------------|
+//! | 202    | `0: Accepted for delivery`            | [`SendOutcome::Accepted`]     |
+//! | 202    | `3: Queued for later delivery`        | [`SendOutcome::Queued`]       |
+//! | 403    | `Authorization failed for sendsms`    | rejected, permanent           |
+//! | 403    | `Not routable. Do not try again.`     | rejected, permanent           |
+//! | 400    | `Missing receiver number, rejected`…  | rejected, permanent           |
+//! | 503    | `Temporal failure, try again later.`  | rejected, transient           |
+//! | 500    | `Sending failed.`                     | rejected, transient           |
+//!
+//! A rejection means Kannel took nothing: it is safe to retry or to move the message to
+//! another gateway. Kannel does not deduplicate, so the one place where a copy can be
+//! sent twice is an answer that never came back (a timeout or a broken connection after
+//! the request left) or a 2xx we cannot read: [`GatewayError::may_have_sent`] tells those
+//! apart from the failures where nothing reached Kannel.
+//!
+//! The delivery-report URL carries our message reference and the gateway's secret, and
+//! asks Kannel for every report type (`dlr-mask` = [`DLR_MASK`]); see [`dlr_url`].
+//!
+//! Secrets (the sendsms password and the DLR secret) never appear in `Debug` output, in
+//! errors or in logs: [`KannelConfig`] and [`SendsmsUrl`] redact them, and transport
+//! errors are stripped of their URL.
+
+use std::fmt;
+use std::num::{NonZeroU32, NonZeroUsize};
+use std::sync::Mutex;
+use std::time::{Duration, Instant};
+
+use chrono::{DateTime, Utc};
+use sha2::{Digest, Sha256};
+use tokio::sync::Semaphore;
+
+pub use crate::sms_text::Encoding;
+
+/// smsbox's `sendsms-url` (Kannel's default), appended to [`KannelConfig::base_url`].
+pub const SENDSMS_PATH: &str = "/cgi-bin/sendsms";
+
+/// The delivery reports we ask Kannel for: all five.
+///
+/// - 8 (SMSC accepted) tells the outbox the message left Kannel: from then on sending it
+///   through another gateway could give the person a second copy.
+/// - 16 (SMSC rejected) is final and means no copy was made: fail over at once.
+/// - 4 (buffered at the SMSC: the handset is off or out of coverage) says the message is
+///   waiting for the phone, which another gateway would reach no sooner.
+/// - 1 (delivered) and 2 (failed) are the final answers about the handset.
+pub const DLR_MASK: u8 = 31;
+
+/// Most bytes of a sendsms answer that are read; Kannel's are under 50.
+const MAX_ANSWER_BYTES: usize = 4096;
+
+const REDACTED: &str = "[redacted]";
+
+// ------------------------------------------------------------------------------------
+// Settings and message
+// ------------------------------------------------------------------------------------
+
+/// One Kannel gateway: its smsbox, its `sendsms-user`, the sender and our DLR endpoint.
+#[derive(Clone, PartialEq, Eq)]
+pub struct KannelConfig {
+    /// smsbox's HTTP root, for example `http://127.0.0.1:13013` (its `sendsms-port`);
+    /// [`SENDSMS_PATH`] is appended.
+    pub base_url: String,
+    /// The `sendsms-user` group's `username`.
+    pub username: String,
+    /// The `sendsms-user` group's `password`. Never shown.
+    pub password: String,
+    /// The sender: a registered brandname or a number.
+    pub from: String,
+    /// Our delivery-report endpoint for this gateway, for example
+    /// `https://canhbao.example/api/v1/sms/dlr/kannel`; the reference, the secret and
+    /// Kannel's escape codes are added as query parameters.
+    pub dlr_url_base: String,
+    /// The per-gateway secret that authenticates delivery reports. Never shown.
+    pub dlr_secret: String,
+}
+
+impl KannelConfig {
+    /// The shortest DLR secret accepted.
+    pub const MIN_SECRET_CHARS: usize = 16;
+
+    /// Every problem with these settings, none if they are usable.
+    pub fn problems(&self) -> Vec<String> {
+        let mut problems = Vec::new();
+        let mut url = |name: &str, value: &str| {
+            if !(value.starts_with("http://") || value.starts_with("https://")) {
+                problems.push(format!("{name} {value:?} is not an http(s) URL"));
+            } else if value.contains('#') || value.chars().any(char::is_whitespace) {
+                problems.push(format!("{name} {value:?} has a fragment or whitespace"));
+            }
+        };
+        url("base_url", &self.base_url);
+        url("dlr_url_base", &self.dlr_url_base);
+        if self.base_url.contains('?') {
+            problems.push(format!("base_url {:?} must not have a query", self.base_url));
+        }
+        if self.username.is_empty() {
+            problems.push("username is empty".to_owned());
+        }
+        if self.password.is_empty() {
+            problems.push("password is empty".to_owned());
+        }
+        if self.from.trim().is_empty() {
+            problems.push("from (the sender) is empty".to_owned());
+        }
+        if self.dlr_secret.chars().count() < Self::MIN_SECRET_CHARS {
+            problems.push(format!(
+                "dlr_secret is shorter than {} characters",
+                Self::MIN_SECRET_CHARS
+            ));
+        }
+        problems
+    }
+}
+
+impl fmt::Debug for KannelConfig {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("KannelConfig")
+            .field("base_url", &self.base_url)
+            .field("username", &self.username)
+            .field("password", &REDACTED)
+            .field("from", &self.from)
+            .field("dlr_url_base", &self.dlr_url_base)
+            .field("dlr_secret", &REDACTED)
+            .finish()
+    }
+}
+
+/// Our reference for one SMS (one alert version to one number), echoed back in its
+/// delivery reports: 1 to 64 characters of `A-Z a-z 0-9 . _ : -`.
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+pub struct MessageRef(String);
+
+impl MessageRef {
+    pub const MAX_CHARS: usize = 64;
+
+    pub fn new(value: &str) -> Result<Self, MessageError> {
+        let ok = !value.is_empty()
+            && value.len() <= Self::MAX_CHARS
+            && value
+                .bytes()
+                .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'.' | b'_' | b':' | b'-'));
+        if ok {
+            Ok(Self(value.to_owned()))
+        } else {
+            Err(MessageError::BadRef(value.chars().take(80).collect()))
+        }
+    }
+
+    pub fn as_str(&self) -> &str {
+        &self.0
+    }
+}
+
+impl fmt::Display for MessageRef {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(&self.0)
+    }
+}
+
+/// One SMS to one number.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct SmsMessage {
+    /// E.164, for example `+84912345678`.
+    pub to: String,
+    /// The text as it is to arrive (already GSM-7-safe when `encoding` is GSM-7).
+    pub text: String,
+    pub encoding: Encoding,
+    pub message_ref: MessageRef,
+}
+
+/// Why a message cannot be sent at all (nothing was sent).
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum MessageError {
+    #[error("recipient {0:?} is not an E.164 number (+ and 8 to 15 digits)")]
+    BadNumber(String),
+    #[error("the text is empty")]
+    EmptyText,
+    #[error("the text has characters outside the GSM-7 alphabet but the encoding is GSM-7")]
+    NotGsm7,
+    #[error("message reference {0:?} is not 1 to 64 characters of A-Z a-z 0-9 . _ : -")]
+    BadRef(String),
+}
+
+/// `+`, a non-zero digit, then 7 to 14 more digits.
+fn is_e164(number: &str) -> bool {
+    match number.strip_prefix('+') {
+        Some(digits) => {
+            (8..=15).contains(&digits.len())
+                && digits.bytes().all(|b| b.is_ascii_digit())
+                && !digits.starts_with('0')
+        }
+        None => false,
+    }
+}
+
+// ------------------------------------------------------------------------------------
+// The sendsms request (pure)
+// ------------------------------------------------------------------------------------
+
+/// Kannel's `coding`: 0 for the GSM-7 default alphabet, 2 for UCS-2.
+pub fn coding(encoding: Encoding) -> u8 {
+    match encoding {
+        Encoding::Gsm7 => 0,
+        Encoding::Ucs2 => 2,
+    }
+}
+
+/// A complete sendsms URL. It holds the password, so its `Debug` shows only the endpoint.
+#[derive(Clone, PartialEq, Eq)]
+pub struct SendsmsUrl(String);
+
+impl SendsmsUrl {
+    /// The URL itself, with the password: for the HTTP client only, never for a log.
+    pub fn expose(&self) -> &str {
+        &self.0
+    }
+}
+
+impl fmt::Debug for SendsmsUrl {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let endpoint = self.0.split('?').next().unwrap_or_default();
+        write!(f, "SendsmsUrl({endpoint}?{REDACTED})")
+    }
+}
+
+/// The `dlr-url` for one message, as Kannel is to receive it: our endpoint with the
+/// reference and the secret, and Kannel's escape codes for what it fills in.
+///
+/// `status=%d` (the report type: 1, 2, 4, 8 or 16), `ts=%T` (Unix time; `%t` would be a
+/// text time), `answer=%A` (the SMSC's reply, `ACK/` or `NACK/...` or an SMPP receipt),
+/// `smsc=%i` (Kannel's smsc-id), `msgid=%F` (the SMSC's own message id) and `to=%p` (the
+/// recipient).
+///
+/// Kannel replaces `%x` everywhere in this URL and turns `%%` into `%` (urltrans.c,
+/// `urltrans_fill_escape_codes`), so every literal part is percent-encoded and then has its
+/// `%` doubled: otherwise a `%C3` in a secret would come back as `UTF-83`.
+pub fn dlr_url(config: &KannelConfig, message_ref: &MessageRef) -> String {
+    let base = &config.dlr_url_base;
+    let mut url = base.replace('%', "%%");
+    url.push(if base.contains('?') { '&' } else { '?' });
+    url.push_str("ref=");
+    url.push_str(&kannel_literal(message_ref.as_str()));
+    url.push_str("&secret=");
+    url.push_str(&kannel_literal(&config.dlr_secret));
+    url.push_str("&status=%d&ts=%T&answer=%A&smsc=%i&msgid=%F&to=%p");
+    url
+}
+
+/// The sendsms GET URL for one message.
+pub fn sendsms_url(config: &KannelConfig, msg: &SmsMessage) -> Result<SendsmsUrl, MessageError> {
+    if !is_e164(&msg.to) {
+        return Err(MessageError::BadNumber(msg.to.chars().take(32).collect()));
+    }
+    if msg.text.is_empty() {
+        return Err(MessageError::EmptyText);
+    }
+    if msg.encoding == Encoding::Gsm7 && !crate::sms_text::is_gsm7(&msg.text) {
+        return Err(MessageError::NotGsm7);
+    }
+    let coding = coding(msg.encoding).to_string();
+    let mask = DLR_MASK.to_string();
+    let dlr = dlr_url(config, &msg.message_ref);
+    let params: [(&str, &str); 9] = [
+        ("username", &config.username),
+        ("password", &config.password),
+        ("from", &config.from),
+        ("to", &msg.to),
+        ("text", &msg.text),
+        ("charset", "UTF-8"),
+        ("coding", &coding),
+        ("dlr-mask", &mask),
+        ("dlr-url", &dlr),
+    ];
+    let mut url = config.base_url.trim_end_matches('/').to_owned();
+    url.push_str(SENDSMS_PATH);
+    for (i, (name, value)) in params.iter().enumerate() {
+        url.push(if i == 0 { '?' } else { '&' });
+        url.push_str(name);
+        url.push('=');
+        percent_encode(value, &mut url);
+    }
+    Ok(SendsmsUrl(url))
+}
+
+/// RFC 3986: everything but unreserved characters as `%XX` of its UTF-8 bytes.
+fn percent_encode(value: &str, out: &mut String) {
+    const HEX: &[u8; 16] = b"0123456789ABCDEF";
+    for b in value.bytes() {
+        if b.is_ascii_alphanumeric() || matches!(b, b'-' | b'.' | b'_' | b'~') {
+            out.push(char::from(b));
+        } else {
+            out.push('%');
+            out.push(char::from(HEX[usize::from(b >> 4)]));
+            out.push(char::from(HEX[usize::from(b & 0x0f)]));
+        }
+    }
+}
+
+/// A literal query value inside a dlr-url: percent-encoded, then `%` doubled for Kannel.
+fn kannel_literal(value: &str) -> String {
+    let mut encoded = String::new();
+    percent_encode(value, &mut encoded);
+    encoded.replace('%', "%%")
+}
+
+// ------------------------------------------------------------------------------------
+// Kannel's answer (pure)
+// ------------------------------------------------------------------------------------
+
+/// What Kannel said to one sendsms request.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum SendOutcome {
+    /// `0: Accepted for delivery`: handed to an SMSC link.
+    Accepted,
+    /// `3: Queued for later delivery`: stored by bearerbox while no SMSC link can take it;
+    /// Kannel sends it when one comes back.
+    Queued,
+    /// Kannel took nothing.
+    Rejected {
+        status: u16,
+        reason: String,
+        kind: RejectKind,
+    },
+}
+
+/// Whether the same request could succeed later.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum RejectKind {
+    /// 5xx, 408, 429: Kannel is overloaded or has no route for now. Retry with backoff,
+    /// or move the message to another gateway.
+    Transient,
+    /// Any other answer: bad credentials, a bad request, not routable. This gateway will
+    /// never take it as it is; another gateway may.
+    Permanent,
+}
+
+/// A 2xx that is neither of Kannel's two success answers: Kannel may have taken the
+/// message.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("kannel answered {status} with the unexpected body {body:?}")]
+pub struct UnexpectedAnswer {
+    pub status: u16,
+    /// The first 200 characters.
+    pub body: String,
+}
+
+/// Reads smsbox's answer to a sendsms request.
+pub fn parse_sendsms_answer(status: u16, body: &str) -> Result<SendOutcome, UnexpectedAnswer> {
+    let text = body.trim();
+    if (200..300).contains(&status) {
+        return match text.split_once(':').map(|(code, _)| code.trim()) {
+            Some("0") => Ok(SendOutcome::Accepted),
+            Some("3") => Ok(SendOutcome::Queued),
+            _ => Err(UnexpectedAnswer {
+                status,
+                body: text.chars().take(200).collect(),
+            }),
+        };
+    }
+    let kind = if status >= 500 || status == 408 || status == 429 {
+        RejectKind::Transient
+    } else {
+        RejectKind::Permanent
+    };
+    Ok(SendOutcome::Rejected {
+        status,
+        reason: text.chars().take(200).collect(),
+        kind,
+    })
+}
+
+// ------------------------------------------------------------------------------------
+// Delivery reports (pure)
+// ------------------------------------------------------------------------------------
+
+/// Kannel's delivery-report types (`%d`, dlr.h).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum DlrStatus {
+    /// 1: delivered to the handset.
+    Delivered,
+    /// 2: not delivered to the handset.
+    Failed,
+    /// 4: buffered at the SMSC (the handset is not reachable yet).
+    Buffered,
+    /// 8: the SMSC accepted the message.
+    SmscAccepted,
+    /// 16: the SMSC rejected the message.
+    SmscRejected,
+}
+
+impl DlrStatus {
+    pub fn from_code(code: u8) -> Option<Self> {
+        Some(match code {
+            1 => Self::Delivered,
+            2 => Self::Failed,
+            4 => Self::Buffered,
+            8 => Self::SmscAccepted,
+            16 => Self::SmscRejected,
+            _ => return None,
+        })
+    }
+
+    pub fn code(self) -> u8 {
+        match self {
+            Self::Delivered => 1,
+            Self::Failed => 2,
+            Self::Buffered => 4,
+            Self::SmscAccepted => 8,
+            Self::SmscRejected => 16,
+        }
+    }
+
+    /// No later report changes the outcome.
+    pub fn is_final(self) -> bool {
+        match self {
+            Self::Delivered | Self::Failed | Self::SmscRejected => true,
+            Self::Buffered | Self::SmscAccepted => false,
+        }
+    }
+}
+
+/// One delivery report, authenticated.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct DeliveryReport {
+    pub message_ref: MessageRef,
+    pub status: DlrStatus,
+    /// Kannel's time for the report (`%T`), when it gave one.
+    pub at: Option<DateTime<Utc>>,
+    /// The SMSC's reply (`%A`): `ACK/`, `NACK/<reason>`, or an SMPP receipt text.
+    pub reason: String,
+    /// The SMSC's message id (`%F`), when it gave one.
+    pub smsc_message_id: Option<String>,
+    /// Kannel's smsc-id of the link (`%i`).
+    pub smsc: Option<String>,
+    /// The recipient (`%p`).
+    pub to: Option<String>,
+}
+
+/// Why a delivery-report callback is refused.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum DlrError {
+    #[error("no dlr secret is configured for this gateway")]
+    NoSecretConfigured,
+    #[error("the delivery report has no secret")]
+    MissingSecret,
+    #[error("the delivery report's secret is wrong")]
+    WrongSecret,
+    #[error("the delivery report repeats {0:?}")]
+    Duplicate(&'static str),
+    #[error("the delivery report has no {0:?}")]
+    Missing(&'static str),
+    #[error("the delivery report's reference {0:?} is not one of ours")]
+    BadRef(String),
+    #[error("the delivery report's status {0:?} is not 1, 2, 4, 8 or 16")]
+    BadStatus(String),
+    #[error("the delivery report's time {0:?} is not a Unix time")]
+    BadTime(String),
+}
+
+/// Reads a delivery-report callback's query string (with or without its `?`), as made
+/// from [`dlr_url`]. The secret is checked first, in constant time; a report that fails
+/// it says nothing more about itself.
+pub fn parse_dlr_query(query: &str, secret: &str) -> Result<DeliveryReport, DlrError> {
+    const KEYS: [&str; 8] = ["ref", "secret", "status", "ts", "answer", "smsc", "msgid", "to"];
+    if secret.is_empty() {
+        return Err(DlrError::NoSecretConfigured);
+    }
+    let mut values: [Option<String>; 8] = Default::default();
+    let mut duplicate = None;
+    for pair in query.strip_prefix('?').unwrap_or(query).split('&') {
+        let (key, value) = pair.split_once('=').unwrap_or((pair, ""));
+        let key = form_decode(key);
+        if let Some(i) = KEYS.iter().position(|k| *k == key) {
+            if values[i].is_some() {
+                duplicate.get_or_insert(KEYS[i]);
+            }
+            values[i] = Some(form_decode(value));
+        }
+    }
+    let [reference, given_secret, status, ts, answer, smsc, msgid, to] = values;
+    let given_secret = given_secret.ok_or(DlrError::MissingSecret)?;
+    if !same_secret(&given_secret, secret) {
+        return Err(DlrError::WrongSecret);
+    }
+    if let Some(key) = duplicate {
+        return Err(DlrError::Duplicate(key));
+    }
+    let reference = reference.ok_or(DlrError::Missing("ref"))?;
+    let message_ref = MessageRef::new(&reference).map_err(|_| DlrError::BadRef(reference))?;
+    let status = status.ok_or(DlrError::Missing("status"))?;
+    let status = status
+        .parse::<u8>()
+        .ok()
+        .and_then(DlrStatus::from_code)
+        .ok_or(DlrError::BadStatus(status))?;
+    let at = match ts.filter(|t| !t.is_empty()) {
+        None => None,
+        Some(t) => Some(
+            t.parse::<i64>()
+                .ok()
+                .and_then(|secs| DateTime::from_timestamp(secs, 0))
+                .ok_or(DlrError::BadTime(t))?,
+        ),
+    };
+    let non_empty = |v: Option<String>| v.filter(|v| !v.is_empty());
+    Ok(DeliveryReport {
+        message_ref,
+        status,
+        at,
+        reason: answer.unwrap_or_default(),
+        smsc_message_id: non_empty(msgid),
+        smsc: non_empty(smsc),
+        to: non_empty(to),
+    })
+}
+
+/// Compares SHA-256 digests in constant time, so neither the content nor the length of
+/// the expected secret leaks through timing.
+fn same_secret(given: &str, expected: &str) -> bool {
+    let a = Sha256::digest(given.as_bytes());
+    let b = Sha256::digest(expected.as_bytes());
+    a.iter().zip(b.iter()).fold(0u8, |acc, (x, y)| acc | (x ^ y)) == 0
+}
+
+/// `application/x-www-form-urlencoded` decoding: `+` is a space, `%XX` a byte; a broken
+/// escape is kept as it is, and bytes that are not UTF-8 become U+FFFD.
+fn form_decode(value: &str) -> String {
+    fn hex(b: u8) -> Option<u8> {
+        char::from(b).to_digit(16).and_then(|d| u8::try_from(d).ok())
+    }
+    let bytes = value.as_bytes();
+    let mut out = Vec::with_capacity(bytes.len());
+    let mut i = 0;
+    while i < bytes.len() {
+        match bytes[i] {
+            b'+' => out.push(b' '),
+            b'%' => match (
+                bytes.get(i + 1).copied().and_then(hex),
+                bytes.get(i + 2).copied().and_then(hex),
+            ) {
+                (Some(hi), Some(lo)) => {
+                    out.push(hi << 4 | lo);
+                    i += 2;
+                }
+                _ => out.push(b'%'),
+            },
+            b => out.push(b),
+        }
+        i += 1;
+    }
+    String::from_utf8_lossy(&out).into_owned()
+}
+
+// ------------------------------------------------------------------------------------
+// Rate limit (pure)
+// ------------------------------------------------------------------------------------
+
+/// A token bucket: `per_second` tokens a second, at most `burst` saved up. Time is an
+/// argument.
+#[derive(Debug, Clone)]
+pub struct TokenBucket {
+    per_second: f64,
+    burst: f64,
+    tokens: f64,
+    last: Option<Instant>,
+}
+
+impl TokenBucket {
+    /// A full bucket.
+    pub fn new(per_second: NonZeroU32, burst: NonZeroU32) -> Self {
+        Self {
+            per_second: f64::from(per_second.get()),
+            burst: f64::from(burst.get()),
+            tokens: f64::from(burst.get()),
+            last: None,
+        }
+    }
+
+    /// Takes a token at `now` and returns how long to wait before using it: zero when one
+    /// was there. Tokens taken ahead are owed (the count goes below zero), so callers are
+    /// served in the order they reserved and the long-run rate never exceeds `per_second`.
+    pub fn reserve(&mut self, now: Instant) -> Duration {
+        if let Some(last) = self.last {
+            let elapsed = now.saturating_duration_since(last).as_secs_f64();
+            self.tokens = (self.tokens + elapsed * self.per_second).min(self.burst);
+        }
+        self.last = Some(self.last.map_or(now, |last| last.max(now)));
+        self.tokens -= 1.0;
+        if self.tokens >= 0.0 {
+            Duration::ZERO
+        } else {
+            Duration::from_secs_f64(-self.tokens / self.per_second)
+        }
+    }
+}
+
+// ------------------------------------------------------------------------------------
+// The gateway (I/O)
+// ------------------------------------------------------------------------------------
+
+/// How hard one gateway may be driven.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct GatewayLimits {
+    /// Messages a second, over time.
+    pub per_second: NonZeroU32,
+    /// Messages that may go at once after a quiet spell.
+    pub burst: NonZeroU32,
+    /// Requests in flight at once.
+    pub max_in_flight: NonZeroUsize,
+    /// For one whole request (connect, send, answer).
+    pub timeout: Duration,
+    /// For the connection alone.
+    pub connect_timeout: Duration,
+}
+
+impl Default for GatewayLimits {
+    fn default() -> Self {
+        Self {
+            per_second: NonZeroU32::MIN.saturating_add(9),
+            burst: NonZeroU32::MIN.saturating_add(9),
+            max_in_flight: NonZeroUsize::MIN.saturating_add(3),
+            timeout: Duration::from_secs(10),
+            connect_timeout: Duration::from_secs(3),
+        }
+    }
+}
+
+/// Why a send did not get an answer from Kannel.
+#[derive(Debug, thiserror::Error)]
+pub enum GatewayError {
+    #[error("invalid kannel settings: {}", .0.join("; "))]
+    Config(Vec<String>),
+    #[error("the http client could not be built")]
+    Client(#[source] reqwest::Error),
+    #[error("the message cannot be sent")]
+    Message(#[from] MessageError),
+    #[error("the kannel gateway is closed")]
+    Closed,
+    #[error("kannel at {endpoint} cannot be reached")]
+    Unreachable {
+        endpoint: String,
+        #[source]
+        source: reqwest::Error,
+    },
+    #[error("kannel at {endpoint} did not answer within {timeout:?}")]
+    Timeout { endpoint: String, timeout: Duration },
+    #[error("the request to kannel at {endpoint} failed")]
+    Transport {
+        endpoint: String,
+        #[source]
+        source: reqwest::Error,
+    },
+    #[error("kannel at {endpoint} gave an answer that cannot be read")]
+    Unexpected {
+        endpoint: String,
+        #[source]
+        source: UnexpectedAnswer,
+    },
+}
+
+impl GatewayError {
+    /// Whether Kannel may have taken the message although we have no answer saying so.
+    /// Sending it again (here or elsewhere) may then give the person a second copy: this
+    /// is the at-least-once edge, and the only one.
+    pub fn may_have_sent(&self) -> bool {
+        match self {
+            Self::Config(_)
+            | Self::Client(_)
+            | Self::Message(_)
+            | Self::Closed
+            | Self::Unreachable { .. } => false,
+            Self::Timeout { .. } | Self::Transport { .. } | Self::Unexpected { .. } => true,
+        }
+    }
+}
+
+/// One Kannel smsbox, driven within its [`GatewayLimits`].
+pub struct KannelGateway {
+    config: KannelConfig,
+    endpoint: String,
+    timeout: Duration,
+    client: reqwest::Client,
+    in_flight: Semaphore,
+    bucket: Mutex<TokenBucket>,
+}
+
+impl fmt::Debug for KannelGateway {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("KannelGateway")
+            .field("config", &self.config)
+            .field("timeout", &self.timeout)
+            .finish_non_exhaustive()
+    }
+}
+
+impl KannelGateway {
+    /// Checks the settings (every problem at once) and builds the HTTP client: no proxy
+    /// from the environment, no redirects (they would carry the password elsewhere).
+    pub fn new(config: KannelConfig, limits: GatewayLimits) -> Result<Self, GatewayError> {
+        let problems = config.problems();
+        if !problems.is_empty() {
+            return Err(GatewayError::Config(problems));
+        }
+        let client = reqwest::Client::builder()
+            .no_proxy()
+            .redirect(reqwest::redirect::Policy::none())
+            .timeout(limits.timeout)
+            .connect_timeout(limits.connect_timeout)
+            .pool_max_idle_per_host(limits.max_in_flight.get())
+            .build()
+            .map_err(|e| GatewayError::Client(e.without_url()))?;
+        let endpoint = format!("{}{SENDSMS_PATH}", config.base_url.trim_end_matches('/'));
+        Ok(Self {
+            config,
+            endpoint,
+            timeout: limits.timeout,
+            client,
+            in_flight: Semaphore::new(limits.max_in_flight.get()),
+            bucket: Mutex::new(TokenBucket::new(limits.per_second, limits.burst)),
+        })
+    }
+
+    pub fn config(&self) -> &KannelConfig {
+        &self.config
+    }
+
+    /// Refuses every later send with [`GatewayError::Closed`] (nothing sent); sends under
+    /// way finish.
+    pub fn close(&self) {
+        self.in_flight.close();
+    }
+
+    /// Sends one message: waits for a free slot and for the rate limit, then asks Kannel.
+    pub async fn send(&self, msg: &SmsMessage) -> Result<SendOutcome, GatewayError> {
+        let url = sendsms_url(&self.config, msg)?;
+        let _permit = self.in_flight.acquire().await.map_err(|_| GatewayError::Closed)?;
+        let wait = self
+            .bucket
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .reserve(Instant::now());
+        if !wait.is_zero() {
+            tokio::time::sleep(wait).await;
+        }
+        let mut response = self
+            .client
+            .get(url.expose())
+            .send()
+            .await
+            .map_err(|e| self.transport_error(e))?;
+        let status = response.status().as_u16();
+        let mut body = Vec::new();
+        while body.len() < MAX_ANSWER_BYTES {
+            match response.chunk().await {
+                Ok(Some(chunk)) => body.extend_from_slice(&chunk),
+                Ok(None) => break,
+                Err(e) => return Err(self.transport_error(e)),
+            }
+        }
+        let outcome = parse_sendsms_answer(status, &String::from_utf8_lossy(&body)).map_err(|source| {
+            GatewayError::Unexpected {
+                endpoint: self.endpoint.clone(),
+                source,
+            }
+        });
+        sms_submitted(&msg.message_ref, &outcome);
+        outcome
+    }
+
+    fn transport_error(&self, error: reqwest::Error) -> GatewayError {
+        let endpoint = self.endpoint.clone();
+        let source = error.without_url();
+        if source.is_connect() {
+            GatewayError::Unreachable { endpoint, source }
+        } else if source.is_timeout() {
+            GatewayError::Timeout {
+                endpoint,
+                timeout: self.timeout,
+            }
+        } else {
+            GatewayError::Transport { endpoint, source }
+        }
+    }
+}
+
+/// What Kannel said to one message; the number and the text are not logged.
+fn sms_submitted(message_ref: &MessageRef, outcome: &Result<SendOutcome, GatewayError>) {
+    match outcome {
+        Ok(SendOutcome::Accepted) => {
+            tracing::debug!(gateway = "kannel", %message_ref, "sms accepted for delivery");
+        }
+        Ok(SendOutcome::Queued) => {
+            tracing::info!(gateway = "kannel", %message_ref, "sms queued by kannel: no smsc link");
+        }
+        Ok(SendOutcome::Rejected { status, reason, kind }) => {
+            tracing::warn!(gateway = "kannel", %message_ref, status, ?kind, %reason, "sms rejected by kannel");
+        }
+        Err(e) => {
+            tracing::warn!(gateway = "kannel", %message_ref, error = %e, "kannel answer unreadable");
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    #![allow(clippy::unwrap_used)]
+
+    use super::*;
+
+    const SECRET: &str = "0123456789abcdef-secret";
+
+    fn config() -> KannelConfig {
+        KannelConfig {
+            base_url: "http://127.0.0.1:23013/".to_owned(),
+            username: "tester".to_owned(),
+            password: "foobar".to_owned(),
+            from: "CANHBAO".to_owned(),
+            dlr_url_base: "http://127.0.0.1:23080/dlr".to_owned(),
+            dlr_secret: SECRET.to_owned(),
+        }
+    }
+
+    fn message(to: &str, text: &str, encoding: Encoding) -> SmsMessage {
+        SmsMessage {
+            to: to.to_owned(),
+            text: text.to_owned(),
+            encoding,
+            message_ref: MessageRef::new("a1b2:84912345678").unwrap(),
+        }
+    }
+
+    /// What smsbox does to a dlr-url when a report comes (urltrans_fill_escape_codes), for
+    /// the codes we use: `%d %T %A %i %F %p` filled and URL-encoded, `%%` to `%`, any other
+    /// `%x` kept.
+    fn kannel_fill(pattern: &str, status: u8, answer: &str, msgid: &str) -> String {
+        let mut out = String::new();
+        let mut chars = pattern.chars();
+        while let Some(c) = chars.next() {
+            if c != '%' {
+                out.push(c);
+                continue;
+            }
+            match chars.next() {
+                Some('d') => out.push_str(&status.to_string()),
+                Some('T') => out.push_str("1795862006"),
+                Some('A') => percent_encode(answer, &mut out),
+                Some('i') => out.push_str("FAKE"),
+                Some('F') => percent_encode(msgid, &mut out),
+                Some('p') => percent_encode("+84912345678", &mut out),
+                Some('%') => out.push('%'),
+                Some(other) => {
+                    out.push('%');
+                    out.push(other);
+                }
+                None => out.push('%'),
+            }
+        }
+        out
+    }
+
+    fn query_of(url: &str) -> &str {
+        url.split_once('?').unwrap().1
+    }
+
+    #[test]
+    fn the_sendsms_url_carries_every_parameter_encoded() {
+        let url = sendsms_url(&config(), &message("+84912345678", "Cảnh báo lũ", Encoding::Ucs2)).unwrap();
+        assert_eq!(
+            url.expose(),
+            "http://127.0.0.1:23013/cgi-bin/sendsms?username=tester&password=foobar\
+             &from=CANHBAO&to=%2B84912345678&text=C%E1%BA%A3nh%20b%C3%A1o%20l%C5%A9\
+             &charset=UTF-8&coding=2&dlr-mask=31&dlr-url=http%3A%2F%2F127.0.0.1%3A23080%2Fdlr\
+             %3Fref%3Da1b2%25%253A84912345678%26secret%3D0123456789abcdef-secret\
+             %26status%3D%25d%26ts%3D%25T%26answer%3D%25A%26smsc%3D%25i%26msgid%3D%25F%26to%3D%25p"
+        );
+        let gsm = sendsms_url(
+            &config(),
+            &message("+84912345678", "Canh bao @ 100%", Encoding::Gsm7),
+        )
+        .unwrap();
+        assert!(gsm.expose().contains("&text=Canh%20bao%20%40%20100%25&"));
+        assert!(gsm.expose().contains("&coding=0&"));
+    }
+
+    #[test]
+    fn the_dlr_url_doubles_every_literal_percent_for_kannel() {
+        let mut cfg = config();
+        cfg.dlr_url_base = "https://x.example/dlr?gw=k%201".to_owned();
+        cfg.dlr_secret = "Zq%C3+/&x=1 ~Lạng sơn".to_owned();
+        let url = dlr_url(&cfg, &MessageRef::new("r-1").unwrap());
+        assert_eq!(
+            url,
+            "https://x.example/dlr?gw=k%%201&ref=r-1\
+             &secret=Zq%%25C3%%2B%%2F%%26x%%3D1%%20~L%%E1%%BA%%A1ng%%20s%%C6%%A1n\
+             &status=%d&ts=%T&answer=%A&smsc=%i&msgid=%F&to=%p"
+        );
+    }
+
+    #[test]
+    fn a_report_filled_in_by_kannel_parses_back_to_our_reference_and_secret() {
+        for secret in [SECRET, "Zq%C3+/&x=1 ~Lạng sơn", "%d%A%%%F%T....."] {
+            let mut cfg = config();
+            cfg.dlr_secret = secret.to_owned();
+            let reference = MessageRef::new("alert-7.v2:84912345678").unwrap();
+            let filled = kannel_fill(&dlr_url(&cfg, &reference), 16, "NACK/0x0000000b/Invalid Dest", "");
+            let report = parse_dlr_query(query_of(&filled), secret).unwrap();
+            assert_eq!(report.message_ref, reference);
+            assert_eq!(report.status, DlrStatus::SmscRejected);
+            assert_eq!(report.reason, "NACK/0x0000000b/Invalid Dest");
+            assert_eq!(report.to.as_deref(), Some("+84912345678"));
+            assert_eq!(report.smsc.as_deref(), Some("FAKE"));
+            assert_eq!(report.smsc_message_id, None);
+        }
+    }
+
+    #[test]
+    fn kannels_answers_are_read_as_the_transcript_shows() {
+        use RejectKind::{Permanent, Transient};
+        fn check(status: u16, body: &str, expected: Result<SendOutcome, UnexpectedAnswer>) {
+            assert_eq!(parse_sendsms_answer(status, body), expected, "{status} {body:?}");
+        }
+        let rejected = |status: u16, reason: &str, kind| {
+            Ok(SendOutcome::Rejected {
+                status,
+                reason: reason.to_owned(),
+                kind,
+            })
+        };
+        check(202, "0: Accepted for delivery", Ok(SendOutcome::Accepted));
+        check(200, "0: Accepted for delivery\n", Ok(SendOutcome::Accepted));
+        check(202, "3: Queued for later delivery", Ok(SendOutcome::Queued));
+        check(
+            403,
+            "Authorization failed for sendsms",
+            rejected(403, "Authorization failed for sendsms", Permanent),
+        );
+        check(
+            400,
+            "Missing receiver number, rejected",
+            rejected(400, "Missing receiver number, rejected", Permanent),
+        );
+        check(
+            400,
+            "Sender missing and no global set, rejected",
+            rejected(400, "Sender missing and no global set, rejected", Permanent),
+        );
+        check(
+            403,
+            "Not routable. Do not try again.",
+            rejected(403, "Not routable. Do not try again.", Permanent),
+        );
+        check(
+            503,
+            "Temporal failure, try again later.",
+            rejected(503, "Temporal failure, try again later.", Transient),
+        );
+        check(
+            500,
+            "Sending failed.",
+            rejected(500, "Sending failed.", Transient),
+        );
+        check(429, "", rejected(429, "", Transient));
+        check(302, "", rejected(302, "", Permanent));
+        check(
+            202,
+            "Sent.",
+            Err(UnexpectedAnswer {
+                status: 202,
+                body: "Sent.".to_owned(),
+            }),
+        );
+    }
+
+    #[test]
+    fn the_transcripts_delivery_reports_parse() {
+        // Section 1a of kannel-http-transcript.txt, with our names for the parameters.
+        let ack = format!(
+            "ref=MSG42&secret={SECRET}&status=8&answer=ACK%2F&ts=1795862006&to=%2B15550002222\
+             &smsc=FAKE&msgid="
+        );
+        let report = parse_dlr_query(&ack, SECRET).unwrap();
+        assert_eq!(report.status, DlrStatus::SmscAccepted);
+        assert!(!report.status.is_final());
+        assert_eq!(report.reason, "ACK/");
+        assert_eq!(report.at, DateTime::from_timestamp(1_795_862_006, 0));
+        assert_eq!(report.smsc_message_id, None);
+        let delivered = format!(
+            "?ref=MSG42&secret={SECRET}&status=1&answer=&ts=1795862006&to=%2B15550002222\
+             &smsc=FAKE&msgid=ff362d8d-033f-4317-bb8c-6295ae2443bb"
+        );
+        let report = parse_dlr_query(&delivered, SECRET).unwrap();
+        assert_eq!(report.status, DlrStatus::Delivered);
+        assert!(report.status.is_final());
+        assert_eq!(report.message_ref.as_str(), "MSG42");
+        assert_eq!(
+            report.smsc_message_id.as_deref(),
+            Some("ff362d8d-033f-4317-bb8c-6295ae2443bb")
+        );
+        assert_eq!(report.to.as_deref(), Some("+15550002222"));
+    }
+
+    #[test]
+    fn bad_delivery_reports_are_refused_and_the_secret_comes_first() {
+        fn check(query: &str, expected: DlrError) {
+            assert_eq!(parse_dlr_query(query, SECRET), Err(expected), "{query}");
+        }
+        let s = format!("secret={SECRET}");
+        check("ref=a&status=1", DlrError::MissingSecret);
+        check("ref=a&status=1&secret=", DlrError::WrongSecret);
+        check(
+            "ref=a&status=1&secret=0123456789abcdef-secreT",
+            DlrError::WrongSecret,
+        );
+        check("ref=a&status=99&secret=x", DlrError::WrongSecret);
+        check(&format!("{s}&status=1"), DlrError::Missing("ref"));
+        check(&format!("{s}&ref=a"), DlrError::Missing("status"));
+        check(
+            &format!("{s}&ref=a&status=3"),
+            DlrError::BadStatus("3".to_owned()),
+        );
+        check(
+            &format!("{s}&ref=a&status=%25d"),
+            DlrError::BadStatus("%d".to_owned()),
+        );
+        check(
+            &format!("{s}&ref=a+b&status=1"),
+            DlrError::BadRef("a b".to_owned()),
+        );
+        check(
+            &format!("{s}&ref=a&status=1&ts=yesterday"),
+            DlrError::BadTime("yesterday".to_owned()),
+        );
+        check(&format!("{s}&ref=a&ref=b&status=1"), DlrError::Duplicate("ref"));
+        check(&format!("{s}&{s}&ref=a&status=1"), DlrError::Duplicate("secret"));
+        assert_eq!(
+            parse_dlr_query(&format!("{s}&ref=a&status=1"), ""),
+            Err(DlrError::NoSecretConfigured)
+        );
+        let ok = parse_dlr_query(&format!("{s}&ref=a&status=2&extra=1"), SECRET).unwrap();
+        assert_eq!(
+            (ok.status, ok.at, ok.reason.as_str()),
+            (DlrStatus::Failed, None, "")
+        );
+    }
+
+    #[test]
+    fn status_codes_round_trip_and_only_kannels_five_exist() {
+        for code in 0..=u8::MAX {
+            match DlrStatus::from_code(code) {
+                Some(status) => assert_eq!(status.code(), code),
+                None => assert!(![1, 2, 4, 8, 16].contains(&code)),
+            }
+        }
+    }
+
+    #[test]
+    fn messages_that_cannot_be_sent_are_refused_before_any_request() {
+        fn check(to: &str, text: &str, encoding: Encoding, expected: MessageError) {
+            assert_eq!(
+                sendsms_url(&config(), &message(to, text, encoding)),
+                Err(expected)
+            );
+        }
+        check(
+            "0912345678",
+            "x",
+            Encoding::Gsm7,
+            MessageError::BadNumber("0912345678".to_owned()),
+        );
+        check(
+            "+84 912345678",
+            "x",
+            Encoding::Gsm7,
+            MessageError::BadNumber("+84 912345678".to_owned()),
+        );
+        check(
+            "+0912345678",
+            "x",
+            Encoding::Gsm7,
+            MessageError::BadNumber("+0912345678".to_owned()),
+        );
+        check(
+            "+8491234567890123",
+            "x",
+            Encoding::Gsm7,
+            MessageError::BadNumber("+8491234567890123".to_owned()),
+        );
+        check("+84912345678", "", Encoding::Ucs2, MessageError::EmptyText);
+        check("+84912345678", "Cảnh báo", Encoding::Gsm7, MessageError::NotGsm7);
+        assert!(MessageRef::new("").is_err());
+        assert!(MessageRef::new(&"x".repeat(65)).is_err());
+        assert!(MessageRef::new("a/b").is_err());
+        assert!(MessageRef::new(&"x".repeat(64)).is_ok());
+    }
+
+    #[test]
+    fn settings_report_every_problem_at_once() {
+        let bad = KannelConfig {
+            base_url: "127.0.0.1:13013?x".to_owned(),
+            username: String::new(),
+            password: String::new(),
+            from: " ".to_owned(),
+            dlr_url_base: "http://h/dlr#x".to_owned(),
+            dlr_secret: "short".to_owned(),
+        };
+        assert_eq!(bad.problems().len(), 7, "{:?}", bad.problems());
+        assert!(config().problems().is_empty());
+        match KannelGateway::new(bad, GatewayLimits::default()) {
+            Err(GatewayError::Config(problems)) => assert_eq!(problems.len(), 7),
+            other => panic!("{other:?}"),
+        }
+    }
+
+    #[test]
+    fn secrets_never_show_in_debug_output() {
+        let cfg = config();
+        let url = sendsms_url(&cfg, &message("+84912345678", "x", Encoding::Gsm7)).unwrap();
+        let gateway = KannelGateway::new(cfg.clone(), GatewayLimits::default()).unwrap();
+        for shown in [format!("{cfg:?}"), format!("{url:?}"), format!("{gateway:?}")] {
+            assert!(!shown.contains("foobar"), "{shown}");
+            assert!(!shown.contains(SECRET), "{shown}");
+        }
+        assert_eq!(
+            format!("{url:?}"),
+            "SendsmsUrl(http://127.0.0.1:23013/cgi-bin/sendsms?[redacted])"
+        );
+    }
+
+    #[test]
+    fn the_token_bucket_allows_a_burst_then_the_rate() {
+        let t0 = Instant::now();
+        let ms = Duration::from_millis;
+        let mut bucket = TokenBucket::new(NonZeroU32::new(10).unwrap(), NonZeroU32::new(3).unwrap());
+        // (time of the reservation, expected wait)
+        let steps = [
+            (0, 0),
+            (0, 0),
+            (0, 0),
+            (0, 100),
+            (0, 200),
+            (300, 0), // the debt is paid by t=300: the bucket is empty again
+            (300, 100),
+            (1_000, 0), // refilled to the burst, no more
+            (1_000, 0),
+            (1_000, 0),
+            (1_000, 100),
+            (900, 200), // a late caller with an older instant does not get time back
+        ];
+        for (i, (at, wait)) in steps.into_iter().enumerate() {
+            let got = bucket.reserve(t0 + ms(at));
+            assert!(
+                got.abs_diff(ms(wait)) < Duration::from_micros(10),
+                "step {i}: {got:?} != {wait} ms"
+            );
+        }
+    }
+
+    #[test]
+    fn the_token_bucket_never_exceeds_its_rate_over_time() {
+        let t0 = Instant::now();
+        let mut bucket = TokenBucket::new(NonZeroU32::new(25).unwrap(), NonZeroU32::new(5).unwrap());
+        // 200 callers arriving every millisecond: the k-th may go at (k - burst + 1) / rate.
+        for k in 0u32..200 {
+            let now = t0 + Duration::from_millis(u64::from(k));
+            let go = now + bucket.reserve(now);
+            let earliest = Duration::from_secs_f64(f64::from(k.saturating_sub(4)) / 25.0);
+            let at = go - t0;
+            assert!(
+                at + Duration::from_micros(10) >= earliest,
+                "caller {k} at {at:?} before {earliest:?}"
+            );
+        }
+    }
+
+    #[tokio::test]
+    async fn an_unreachable_gateway_is_known_to_have_sent_nothing() {
+        // A port that was free a moment ago: nothing listens there.
+        let port = std::net::TcpListener::bind("127.0.0.1:0")
+            .unwrap()
+            .local_addr()
+            .unwrap()
+            .port();
+        let mut cfg = config();
+        cfg.base_url = format!("http://127.0.0.1:{port}");
+        let gateway = KannelGateway::new(cfg, GatewayLimits::default()).unwrap();
+        let err = gateway
+            .send(&message("+84912345678", "x", Encoding::Gsm7))
+            .await
+            .unwrap_err();
+        assert!(matches!(err, GatewayError::Unreachable { .. }), "{err:?}");
+        assert!(!err.may_have_sent());
+        let chain = format!("{err} / {:?}", std::error::Error::source(&err));
+        assert!(!chain.contains("foobar") && !chain.contains(SECRET), "{chain}");
+        gateway.close();
+        let closed = gateway.send(&message("+84912345678", "x", Encoding::Gsm7)).await;
+        assert!(matches!(closed, Err(GatewayError::Closed)));
+    }
+
+    #[tokio::test]
+    async fn a_gateway_that_never_answers_times_out_as_maybe_sent() {
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let port = listener.local_addr().unwrap().port();
+        let hold = tokio::spawn(async move {
+            let (socket, _) = listener.accept().await.unwrap();
+            tokio::time::sleep(Duration::from_secs(5)).await;
+            drop(socket);
+        });
+        let mut cfg = config();
+        cfg.base_url = format!("http://127.0.0.1:{port}");
+        let limits = GatewayLimits {
+            timeout: Duration::from_millis(300),
+            ..GatewayLimits::default()
+        };
+        let gateway = KannelGateway::new(cfg, limits).unwrap();
+        let err = gateway
+            .send(&message("+84912345678", "x", Encoding::Gsm7))
+            .await
+            .unwrap_err();
+        assert!(matches!(err, GatewayError::Timeout { .. }), "{err:?}");
+        assert!(err.may_have_sent());
+        hold.abort();
+    }
+}
