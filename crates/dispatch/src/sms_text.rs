@@ -258,3 +258,125 @@ mod tests {
         }
     }
 }
+
+/// SMS wording per hazard and risk level, with placeholders: `{prefix}` (`[DIỄN TẬP] ` or
+/// `[THỬ NGHIỆM] ` for non-real alerts), `{sender}`, `{kind}` (`CẢNH BÁO`, `CẬP NHẬT`,
+/// `HỦY BỎ`), `{hazard}`, `{level}` (` cấp N` or empty), `{headline}`, `{instruction}`,
+/// `{expires}`. The most specific template wins: hazard and level, then hazard, then the
+/// default.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct SmsTemplates {
+    pub sender: String,
+    pub default: String,
+    pub by_hazard: std::collections::BTreeMap<(domain::Hazard, Option<u8>), String>,
+}
+
+impl SmsTemplates {
+    /// canhbao's built-in wording: short, with the official level and what to do.
+    pub fn builtin(sender: &str) -> Self {
+        Self {
+            sender: sender.to_owned(),
+            default:
+                "{prefix}[{sender}] {kind} {hazard}{level}: {headline}. {instruction} Hiệu lực đến {expires}."
+                    .to_owned(),
+            by_hazard: std::collections::BTreeMap::new(),
+        }
+    }
+
+    /// The SMS text of `alert`.
+    pub fn render(&self, alert: &domain::Alert) -> String {
+        let level = alert.risk_level.map(domain::RiskLevel::get);
+        let template = self
+            .by_hazard
+            .get(&(alert.hazard, level))
+            .or_else(|| self.by_hazard.get(&(alert.hazard, None)))
+            .unwrap_or(&self.default);
+        let prefix = match alert.status {
+            domain::AlertStatus::Actual => "",
+            domain::AlertStatus::Exercise => "[DIỄN TẬP] ",
+            domain::AlertStatus::Test => "[THỬ NGHIỆM] ",
+        };
+        let kind = match alert.msg_type {
+            domain::MsgType::Alert => "CẢNH BÁO",
+            domain::MsgType::Update => "CẬP NHẬT",
+            domain::MsgType::Cancel => "HỦY BỎ",
+        };
+        let text = template
+            .replace("{prefix}", prefix)
+            .replace("{sender}", &self.sender)
+            .replace("{kind}", kind)
+            .replace("{hazard}", &alert.hazard.name_vi().to_uppercase())
+            .replace("{level}", &level.map(|l| format!(" cấp {l}")).unwrap_or_default())
+            .replace("{headline}", alert.headline.trim_end_matches('.'))
+            .replace("{instruction}", alert.instruction.trim())
+            .replace("{expires}", &crate::render::local_time_vi(alert.expires));
+        // An empty placeholder leaves double spaces behind.
+        text.split_whitespace().collect::<Vec<_>>().join(" ")
+    }
+}
+
+#[cfg(test)]
+mod template_tests {
+    use super::*;
+    use chrono::{DateTime, Duration, Utc};
+    use domain::{AlertId, AlertOrigin, AlertSpec, AlertStatus, CommuneCode, Hazard, MessageClass, MsgType};
+
+    fn alert(status: AlertStatus, level: Option<u8>) -> domain::Alert {
+        let now: DateTime<Utc> = "2026-10-09T02:00:00Z".parse().unwrap();
+        domain::Alert::new(AlertSpec {
+            id: AlertId::new("a-1").unwrap(),
+            province: domain::ProvinceCode::new("20").unwrap(),
+            msg_type: MsgType::Alert,
+            status,
+            references: vec![],
+            origin: AlertOrigin::Computed {
+                rule_id: "r@1".into(),
+            },
+            hazard: Hazard::Flood,
+            risk_level: level.and_then(domain::RiskLevel::new),
+            alarm_level: None,
+            station: None,
+            class: MessageClass::Emergency,
+            communes: vec![CommuneCode::new("06385").unwrap()],
+            sent: now,
+            effective: now,
+            expires: now + Duration::hours(6),
+            headline: "Lũ trên báo động 3 tại Hữu Lũng".into(),
+            description: "d".into(),
+            instruction: "Di chuyển ngay đến nơi an toàn.".into(),
+            repeat: domain::Repeat {
+                times: 3,
+                interval_s: 60,
+            },
+            provisional: vec![],
+        })
+        .unwrap()
+    }
+
+    #[test]
+    fn the_most_specific_template_wins_and_exercises_say_so() {
+        let mut t = SmsTemplates::builtin("PCTT Lạng Sơn");
+        let text = t.render(&alert(AlertStatus::Actual, Some(3)));
+        assert_eq!(
+            text,
+            "[PCTT Lạng Sơn] CẢNH BÁO LŨ cấp 3: Lũ trên báo động 3 tại Hữu Lũng. Di chuyển ngay đến nơi an toàn. Hiệu lực đến 15 giờ 00 ngày 09/10/2026."
+        );
+        assert_eq!(render(&text, SmsPolicy::Ucs2).segments, 3);
+        assert!(
+            t.render(&alert(AlertStatus::Exercise, None))
+                .starts_with("[DIỄN TẬP] [PCTT Lạng Sơn] CẢNH BÁO LŨ: ")
+        );
+        t.by_hazard
+            .insert((Hazard::Flood, None), "{kind} {hazard}{level}".into());
+        t.by_hazard
+            .insert((Hazard::Flood, Some(3)), "LŨ CẤP 3 - SƠ TÁN NGAY".into());
+        assert_eq!(
+            t.render(&alert(AlertStatus::Actual, Some(3))),
+            "LŨ CẤP 3 - SƠ TÁN NGAY"
+        );
+        assert_eq!(
+            t.render(&alert(AlertStatus::Actual, Some(2))),
+            "CẢNH BÁO LŨ cấp 2"
+        );
+    }
+}
