@@ -12,6 +12,7 @@ pub mod inbound;
 pub mod mqtt;
 pub mod render;
 pub mod sms_gateway;
+pub mod sms_plan;
 pub mod sms_text;
 pub mod topics;
 pub mod wire;
