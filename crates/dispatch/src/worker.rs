@@ -154,8 +154,7 @@ async fn publish_one(
         Ok(()) => {
             tracing::info!(alert_id = %d.alert_id, commune = %d.commune, attempt = d.attempts, "alert published");
             let now = Utc::now();
-            store.mark_published(d.id, now).await?;
-            store.mark_receivers_sent(&d.alert_id, &d.commune, now).await
+            store.mark_published(d.id, now).await
         }
         Err(e) => {
             let delay = retry_delay(settings, d.attempts);

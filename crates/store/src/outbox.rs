@@ -92,16 +92,24 @@ impl Store {
         Ok(claimed)
     }
 
+    /// Records a publication, and marks the commune's registered receivers as sent, in
+    /// one transaction (one disk sync per publication).
     pub async fn mark_published(&self, id: i64, now: DateTime<Utc>) -> Result<()> {
-        sqlx::query(
+        let mut tx = self.begin().await?;
+        let row = sqlx::query(
             "UPDATE deliveries SET state = 'published', published_ms = ?, lease_until_ms = NULL,
-                last_error = NULL WHERE id = ?",
+                last_error = NULL WHERE id = ? RETURNING alert_id, commune",
         )
         .bind(ms(now))
         .bind(id)
-        .execute(&self.pool)
+        .fetch_optional(&mut *tx.tx)
         .await?;
-        Ok(())
+        if let Some(row) = row {
+            let alert_id: String = row.try_get("alert_id")?;
+            let commune: String = row.try_get("commune")?;
+            tx.mark_receivers_sent(&alert_id, &commune, now).await?;
+        }
+        tx.commit().await
     }
 
     /// Puts a delivery back in the queue after a failed attempt.

@@ -182,24 +182,6 @@ impl Store {
             .collect()
     }
 
-    /// Marks the receivers of a published commune topic as sent (the time is kept even where
-    /// a fast receipt already moved the state further).
-    pub async fn mark_receivers_sent(&self, alert_id: &str, commune: &str, now: DateTime<Utc>) -> Result<()> {
-        sqlx::query(
-            "UPDATE receiver_deliveries
-             SET state = CASE WHEN state = 'queued' THEN 'sent' ELSE state END,
-                 state_ms = CASE WHEN state = 'queued' THEN ?1 ELSE state_ms END,
-                 sent_ms = COALESCE(sent_ms, ?1)
-             WHERE alert_id = ?2 AND commune = ?3 AND sent_ms IS NULL",
-        )
-        .bind(ms(now))
-        .bind(alert_id)
-        .bind(commune)
-        .execute(&self.pool)
-        .await?;
-        Ok(())
-    }
-
     /// Re-queues published commune topics of live alerts where a registered receiver has
     /// not reported `played` (or `failed`), once `schedule[resends]` (the last entry
     /// repeating) has passed since the last publish. A receiver answers a copy it already
@@ -273,6 +255,29 @@ impl Store {
 }
 
 impl Tx<'_> {
+    /// Marks the receivers of a published commune topic as sent (the time is kept even where
+    /// a fast receipt already moved the state further).
+    pub async fn mark_receivers_sent(
+        &mut self,
+        alert_id: &str,
+        commune: &str,
+        now: DateTime<Utc>,
+    ) -> Result<()> {
+        sqlx::query(
+            "UPDATE receiver_deliveries
+             SET state = CASE WHEN state = 'queued' THEN 'sent' ELSE state END,
+                 state_ms = CASE WHEN state = 'queued' THEN ?1 ELSE state_ms END,
+                 sent_ms = COALESCE(sent_ms, ?1)
+             WHERE alert_id = ?2 AND commune = ?3 AND sent_ms IS NULL",
+        )
+        .bind(ms(now))
+        .bind(alert_id)
+        .bind(commune)
+        .execute(&mut *self.tx)
+        .await?;
+        Ok(())
+    }
+
     /// The registered receiver, if it is registered and not removed.
     pub async fn registered_receiver(&mut self, receiver_id: &str) -> Result<Option<RegisteredReceiver>> {
         let row = sqlx::query(
