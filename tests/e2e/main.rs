@@ -8,7 +8,7 @@ use std::time::Duration;
 use base64::Engine as _;
 use base64::engine::general_purpose::STANDARD as B64;
 use canhbao_receiver::ReceiverEvent;
-use canhbao_tests::{Broker, TestApp, external_broker, observation_now};
+use canhbao_tests::{Broker, TestApp, external_broker, live_bulletin, observation_now};
 use dispatch::Signer;
 use dispatch::wire::{Envelope, envelope_bytes};
 use serde_json::Value;
@@ -438,29 +438,6 @@ async fn computed_risk_levels_become_visible_pre_warnings_not_broadcasts() {
         "only fog has a risk level: {view:#}"
     );
     app.app.stop().await;
-}
-
-/// The constructed Lạng Sơn CAP bulletin, re-timed to be live now.
-fn live_bulletin(identifier: &str, sender: &str, level: u8) -> Vec<u8> {
-    let text = std::fs::read_to_string(concat!(
-        env!("CARGO_MANIFEST_DIR"),
-        "/../crates/ingest/fixtures/cap/lang-son-flood-level3-CONSTRUCTED.xml"
-    ))
-    .unwrap();
-    let now = chrono::Utc::now();
-    let fmt = |t: chrono::DateTime<chrono::Utc>| t.to_rfc3339_opts(chrono::SecondsFormat::Secs, true);
-    text.replace("DBLU_12-09h00-LS-2026", identifier)
-        .replace("kttv-langson@example.vn", sender)
-        .replace("<value>3</value>", &format!("<value>{level}</value>"))
-        .replace(
-            "2026-10-09T09:00:00+07:00",
-            &fmt(now - chrono::Duration::minutes(5)),
-        )
-        .replace(
-            "2026-10-09T21:00:00+07:00",
-            &fmt(now + chrono::Duration::hours(6)),
-        )
-        .into_bytes()
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -10,7 +10,7 @@ use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
 use canhbao_receiver::ReceiverEvent;
-use canhbao_tests::{Broker, TestApp, TestReceiver};
+use canhbao_tests::{Broker, TestApp, TestReceiver, live_bulletin};
 use serde_json::Value;
 use tokio_util::sync::CancellationToken;
 
@@ -112,29 +112,6 @@ impl Drop for Mosquitto {
 fn free_port() -> u16 {
     let l = TcpListener::bind("127.0.0.1:0").unwrap();
     l.local_addr().unwrap().port()
-}
-
-/// The constructed Lạng Sơn CAP bulletin, re-timed to be live now.
-fn live_bulletin(identifier: &str, sender: &str, level: u8) -> Vec<u8> {
-    let text = std::fs::read_to_string(concat!(
-        env!("CARGO_MANIFEST_DIR"),
-        "/../crates/ingest/fixtures/cap/lang-son-flood-level3-CONSTRUCTED.xml"
-    ))
-    .unwrap();
-    let now = chrono::Utc::now();
-    let fmt = |t: chrono::DateTime<chrono::Utc>| t.to_rfc3339_opts(chrono::SecondsFormat::Secs, true);
-    text.replace("DBLU_12-09h00-LS-2026", identifier)
-        .replace("kttv-langson@example.vn", sender)
-        .replace("<value>3</value>", &format!("<value>{level}</value>"))
-        .replace(
-            "2026-10-09T09:00:00+07:00",
-            &fmt(now - chrono::Duration::minutes(5)),
-        )
-        .replace(
-            "2026-10-09T21:00:00+07:00",
-            &fmt(now + chrono::Duration::hours(6)),
-        )
-        .into_bytes()
 }
 
 /// The bulletin for `hazard` at `level`, for the whole province (Lạng Sơn, 20).

@@ -389,3 +389,27 @@ pub fn observation_now(station: &str, value_m: f64) -> String {
         r#"{{"station":"{station}","parameter":"water_level","value":{value_m},"unit":"m","observed_at":"{at}"}}"#
     )
 }
+
+/// The constructed Lạng Sơn CAP bulletin, re-timed to be live now.
+#[allow(clippy::unwrap_used)]
+pub fn live_bulletin(identifier: &str, sender: &str, level: u8) -> Vec<u8> {
+    let text = std::fs::read_to_string(concat!(
+        env!("CARGO_MANIFEST_DIR"),
+        "/../crates/ingest/fixtures/cap/lang-son-flood-level3-CONSTRUCTED.xml"
+    ))
+    .unwrap();
+    let now = chrono::Utc::now();
+    let fmt = |t: chrono::DateTime<chrono::Utc>| t.to_rfc3339_opts(chrono::SecondsFormat::Secs, true);
+    text.replace("DBLU_12-09h00-LS-2026", identifier)
+        .replace("kttv-langson@example.vn", sender)
+        .replace("<value>3</value>", &format!("<value>{level}</value>"))
+        .replace(
+            "2026-10-09T09:00:00+07:00",
+            &fmt(now - chrono::Duration::minutes(5)),
+        )
+        .replace(
+            "2026-10-09T21:00:00+07:00",
+            &fmt(now + chrono::Duration::hours(6)),
+        )
+        .into_bytes()
+}
