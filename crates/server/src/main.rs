@@ -198,6 +198,17 @@ fn load(args: &ConfigArgs) -> Result<Settings, config::Problems> {
     config::load(&args.sources())
 }
 
+/// The settings, or `None` after printing every problem with them.
+fn load_or_report(args: &ConfigArgs) -> Option<Settings> {
+    match load(args) {
+        Ok(s) => Some(s),
+        Err(p) => {
+            eprint!("{p}");
+            None
+        }
+    }
+}
+
 async fn serve(args: ConfigArgs) -> Result<ExitCode> {
     let settings = match load(&args) {
         Ok(s) => s,
@@ -362,12 +373,8 @@ fn bench(
         ))?;
         return Ok(ExitCode::SUCCESS);
     }
-    let settings = match load(args) {
-        Ok(s) => s,
-        Err(p) => {
-            eprint!("{p}");
-            return Ok(ExitCode::FAILURE);
-        }
+    let Some(settings) = load_or_report(args) else {
+        return Ok(ExitCode::FAILURE);
     };
     match scenario {
         "rules" => canhbao_server::tools::bench_rules(
@@ -389,12 +396,8 @@ enum ContactsAction {
 }
 
 fn contacts(action: ContactsAction, args: &ConfigArgs) -> Result<ExitCode> {
-    let settings = match load(args) {
-        Ok(s) => s,
-        Err(p) => {
-            eprint!("{p}");
-            return Ok(ExitCode::FAILURE);
-        }
+    let Some(settings) = load_or_report(args) else {
+        return Ok(ExitCode::FAILURE);
     };
     let ContactsAction::Import { file } = action;
     let text =
@@ -456,12 +459,8 @@ enum KeysCli {
 }
 
 fn keys(action: KeysCli, args: &ConfigArgs) -> Result<ExitCode> {
-    let settings = match load(args) {
-        Ok(s) => s,
-        Err(p) => {
-            eprint!("{p}");
-            return Ok(ExitCode::FAILURE);
-        }
+    let Some(settings) = load_or_report(args) else {
+        return Ok(ExitCode::FAILURE);
     };
     use canhbao_server::keyring::{KeysAction, run_keys};
     let action = match action {
@@ -505,12 +504,8 @@ enum ReceiversAction {
 }
 
 fn receivers(action: ReceiversAction, args: &ConfigArgs) -> Result<ExitCode> {
-    let settings = match load(args) {
-        Ok(s) => s,
-        Err(p) => {
-            eprint!("{p}");
-            return Ok(ExitCode::FAILURE);
-        }
+    let Some(settings) = load_or_report(args) else {
+        return Ok(ExitCode::FAILURE);
     };
     let runtime = tokio::runtime::Builder::new_current_thread()
         .enable_all()
@@ -554,12 +549,8 @@ fn mosquitto_config(
     args: &ConfigArgs,
 ) -> Result<ExitCode> {
     use canhbao_server::mosquitto::{self, AclLayout, PasswordSource, ServiceAccount};
-    let settings = match load(args) {
-        Ok(s) => s,
-        Err(p) => {
-            eprint!("{p}");
-            return Ok(ExitCode::FAILURE);
-        }
+    let Some(settings) = load_or_report(args) else {
+        return Ok(ExitCode::FAILURE);
     };
     let layout = AclLayout::new(&settings.mqtt.topic_prefix, settings.province.clone())?;
     let username = mosquitto::service_username(settings.mqtt.username.as_deref())?;
@@ -619,12 +610,8 @@ fn mosquitto_config(
 }
 
 fn token_create(role: &str, label: &str, stations: &[String], args: &ConfigArgs) -> Result<ExitCode> {
-    let settings = match load(args) {
-        Ok(s) => s,
-        Err(p) => {
-            eprint!("{p}");
-            return Ok(ExitCode::FAILURE);
-        }
+    let Some(settings) = load_or_report(args) else {
+        return Ok(ExitCode::FAILURE);
     };
     for s in stations {
         if !settings.area.stations.iter().any(|st| st.id.as_str() == s) {
@@ -653,12 +640,8 @@ fn ingest_file(
     points: &[String],
     args: &ConfigArgs,
 ) -> Result<ExitCode> {
-    let settings = match load(args) {
-        Ok(s) => s,
-        Err(p) => {
-            eprint!("{p}");
-            return Ok(ExitCode::FAILURE);
-        }
+    let Some(settings) = load_or_report(args) else {
+        return Ok(ExitCode::FAILURE);
     };
     let mut map = match source {
         Some(id) => {
