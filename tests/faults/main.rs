@@ -10,7 +10,7 @@ use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
 use canhbao_receiver::ReceiverEvent;
-use canhbao_tests::{Broker, TestApp, TestReceiver, live_bulletin};
+use canhbao_tests::{Broker, TestApp, TestReceiver};
 use serde_json::Value;
 use tokio_util::sync::CancellationToken;
 
@@ -116,16 +116,20 @@ fn free_port() -> u16 {
 
 /// The bulletin for `hazard` at `level`, for the whole province (Lạng Sơn, 20).
 fn province_bulletin(identifier: &str, hazard: &str, level: u8) -> Vec<u8> {
-    let text = String::from_utf8(live_bulletin(identifier, "kttv-langson@example.vn", level)).unwrap();
-    let text = text
-        .replace(
-            "<valueName>commune</valueName>",
-            "<valueName>province</valueName>",
-        )
-        .replace("<value>06385</value>", "<value>20</value>")
-        .replace("<value>flood</value>", &format!("<value>{hazard}</value>"));
-    assert!(text.contains("<value>20</value>") && text.contains(hazard));
-    text.into_bytes()
+    let settings = canhbao_server::config::load(&canhbao_server::Sources {
+        config_dir: canhbao_tests::repo_config_dir(),
+        ..Default::default()
+    })
+    .unwrap();
+    canhbao_server::bench_dispatch::province_bulletin(
+        identifier,
+        "kttv-langson@example.vn",
+        hazard,
+        level,
+        "Actual",
+        &settings,
+    )
+    .into_bytes()
 }
 
 /// Ten communes and wards of the province (config/areas/lang-son.toml).

@@ -3,11 +3,11 @@
 //! it as its users do: HTTP for operators, MQTT receivers for communes.
 
 use std::path::{Path, PathBuf};
-use std::sync::atomic::{AtomicU32, Ordering};
 use std::time::{Duration, Instant};
 
 use anyhow::{Context, Result, bail};
 use canhbao_receiver::{ReceiverConfig, ReceiverEvent};
+use canhbao_server::bench_dispatch::unique;
 use canhbao_server::config::{self, Sources};
 use canhbao_server::{App, Settings};
 use dispatch::mqtt::{BrokerUrl, MqttHandle, MqttSettings};
@@ -32,19 +32,6 @@ pub fn external_broker() -> Option<Broker> {
         .ok()
         .filter(|s| !s.is_empty())
         .map(Broker::External)
-}
-
-fn unique(tag: &str) -> String {
-    static N: AtomicU32 = AtomicU32::new(0);
-    let nanos = std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map(|d| d.subsec_nanos())
-        .unwrap_or(0);
-    format!(
-        "{tag}-{}-{}-{nanos:x}",
-        std::process::id(),
-        N.fetch_add(1, Ordering::Relaxed)
-    )
 }
 
 pub fn repo_config_dir() -> PathBuf {

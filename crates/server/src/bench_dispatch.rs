@@ -151,7 +151,8 @@ impl DispatchReport {
     }
 }
 
-fn unique(tag: &str) -> String {
+/// A name no other run uses (topic prefixes, client ids, temp dirs).
+pub fn unique(tag: &str) -> String {
     static N: AtomicU32 = AtomicU32::new(0);
     let nanos = std::time::SystemTime::now()
         .duration_since(std::time::UNIX_EPOCH)
@@ -206,34 +207,41 @@ fn settings(base: &Sources, data_dir: &std::path::Path, broker: &str) -> Result<
     crate::config::load(&sources).map_err(|p| anyhow::anyhow!("{p}"))
 }
 
-/// An authoritative flood bulletin at risk level 3 for the whole province (CAP status
-/// Exercise, so that nothing it reaches could take it for real).
-fn bulletin(identifier: &str, settings: &Settings) -> String {
+/// A CAP bulletin from `sender` for the whole province, stating `hazard` at risk `level`,
+/// live from a minute ago for two hours, in the CAP field names of `settings`.
+pub fn province_bulletin(
+    identifier: &str,
+    sender: &str,
+    hazard: &str,
+    level: u8,
+    status: &str,
+    settings: &Settings,
+) -> String {
     let now = Utc::now();
     let t = |d: chrono::Duration| (now + d).to_rfc3339_opts(chrono::SecondsFormat::Secs, true);
     format!(
         r#"<?xml version="1.0" encoding="UTF-8"?>
 <alert xmlns="urn:oasis:names:tc:emergency:cap:1.2">
   <identifier>{identifier}</identifier>
-  <sender>{SENDER}</sender>
+  <sender>{sender}</sender>
   <sent>{sent}</sent>
-  <status>Exercise</status>
+  <status>{status}</status>
   <msgType>Alert</msgType>
   <scope>Public</scope>
   <info>
     <language>vi-VN</language>
     <category>Met</category>
-    <event>Lũ</event>
+    <event>{hazard}</event>
     <urgency>Immediate</urgency>
     <severity>Severe</severity>
     <certainty>Likely</certainty>
     <effective>{sent}</effective>
     <expires>{expires}</expires>
-    <senderName>canhbao bench</senderName>
-    <headline>Đo thử: tin lũ toàn tỉnh</headline>
-    <description>Bản tin đo thử của canhbao bench dispatch.</description>
-    <parameter><valueName>{hazard}</valueName><value>flood</value></parameter>
-    <parameter><valueName>{level}</valueName><value>3</value></parameter>
+    <senderName>canhbao</senderName>
+    <headline>Tin {hazard} toàn tỉnh</headline>
+    <description>Bản tin {hazard} cấp {level} cho toàn tỉnh.</description>
+    <parameter><valueName>{hazard_name}</valueName><value>{hazard}</value></parameter>
+    <parameter><valueName>{level_name}</valueName><value>{level}</value></parameter>
     <area>
       <areaDesc>Toàn tỉnh</areaDesc>
       <geocode><valueName>{geocode}</valueName><value>{province}</value></geocode>
@@ -243,8 +251,8 @@ fn bulletin(identifier: &str, settings: &Settings) -> String {
 "#,
         sent = t(chrono::Duration::minutes(-1)),
         expires = t(chrono::Duration::hours(2)),
-        hazard = settings.bulletins.hazard_parameter,
-        level = settings
+        hazard_name = settings.bulletins.hazard_parameter,
+        level_name = settings
             .bulletins
             .level_parameters
             .first()
@@ -395,7 +403,8 @@ async fn canhbao_round(
     let settings = settings(base, &dir.0, &bench.broker)?;
     let topics = Topics::new(&settings.mqtt.topic_prefix, settings.province.clone())?;
     let app_client = settings.mqtt.client_id.clone();
-    let bulletin = bulletin(&unique("BENCH"), &settings);
+    // CAP status Exercise, so that nothing it reaches could take it for real.
+    let bulletin = province_bulletin(&unique("BENCH"), SENDER, "flood", 3, "Exercise", &settings);
     let app = App::start(settings).await?;
     let broker = app.broker.clone();
     let mut receivers = Receivers {

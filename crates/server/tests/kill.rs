@@ -12,6 +12,7 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use canhbao_receiver::{Playback, ReceiverConfig, ReceiverEvent, state::PlayedLog};
+use canhbao_server::bench_dispatch::{province_bulletin, unique};
 use dispatch::mqtt::BrokerUrl;
 use dispatch::{Topics, TrustedKeys};
 use domain::{CommuneCode, ProvinceCode, ReceiverId};
@@ -34,18 +35,6 @@ impl Drop for Service {
 
 fn repo() -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR")).join("../..")
-}
-
-fn unique(p: &str) -> String {
-    format!("{p}{}", uuid_like())
-}
-
-fn uuid_like() -> String {
-    let t = std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .unwrap()
-        .as_nanos();
-    format!("{:x}{:x}", t, std::process::id())
 }
 
 /// The last lines of the service's log, newest first.
@@ -117,27 +106,14 @@ async fn wait_ready(http: &reqwest::Client, base: &str, log: &Path) {
     }
 }
 
-/// A CAP bulletin from the authoritative sender for the whole province (geocode 20).
+/// A CAP bulletin from the authoritative sender for the whole province.
 fn bulletin(identifier: &str, hazard: &str, level: u8) -> String {
-    let now = chrono::Utc::now();
-    let fmt = |t: chrono::DateTime<chrono::Utc>| t.to_rfc3339_opts(chrono::SecondsFormat::Secs, true);
-    format!(
-        r#"<?xml version="1.0" encoding="UTF-8"?>
-<alert xmlns="urn:oasis:names:tc:emergency:cap:1.2">
-  <identifier>{identifier}</identifier><sender>{SENDER}</sender><sent>{sent}</sent>
-  <status>Actual</status><msgType>Alert</msgType><scope>Public</scope>
-  <info><language>vi-VN</language><category>Met</category><event>{hazard}</event>
-    <urgency>Immediate</urgency><severity>Severe</severity><certainty>Likely</certainty>
-    <effective>{sent}</effective><expires>{expires}</expires>
-    <headline>Thử nghiệm sự cố: {hazard}</headline><description>Toàn tỉnh.</description>
-    <parameter><valueName>hazard</valueName><value>{hazard}</value></parameter>
-    <parameter><valueName>riskLevel</valueName><value>{level}</value></parameter>
-    <area><areaDesc>Tỉnh Lạng Sơn</areaDesc><geocode><valueName>province</valueName><value>20</value></geocode></area>
-  </info>
-</alert>"#,
-        sent = fmt(now - chrono::Duration::minutes(1)),
-        expires = fmt(now + chrono::Duration::hours(3)),
-    )
+    let settings = canhbao_server::config::load(&canhbao_server::Sources {
+        config_dir: repo().join("config"),
+        ..Default::default()
+    })
+    .unwrap();
+    province_bulletin(identifier, SENDER, hazard, level, "Actual", &settings)
 }
 
 /// The province's commune codes, from the area file.
