@@ -2,6 +2,8 @@
 //! a temporary SQLite file and either the embedded broker or an external one, and drives
 //! it as its users do: HTTP for operators, MQTT receivers for communes.
 
+pub mod kannel;
+
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
@@ -285,8 +287,33 @@ impl TestApp {
         self.start_unregistered_receiver(commune, id)
     }
 
+    /// Registers and starts a receiver that plays through `command` (e.g. `sleep 60`: a
+    /// loudspeaker that takes its time), reporting `played` only when it exits.
+    pub async fn start_receiver_playing_with(
+        &self,
+        commune: &str,
+        id: &str,
+        command: &str,
+    ) -> Result<TestReceiver> {
+        self.register_receiver(commune, id).await?;
+        self.receiver(
+            commune,
+            id,
+            Some(canhbao_receiver::play::PlayCommand::parse(command)?),
+        )
+    }
+
     /// Starts an in-process `canhbao-receiver` that the registry does not know.
     pub fn start_unregistered_receiver(&self, commune: &str, id: &str) -> Result<TestReceiver> {
+        self.receiver(commune, id, None)
+    }
+
+    fn receiver(
+        &self,
+        commune: &str,
+        id: &str,
+        command: Option<canhbao_receiver::play::PlayCommand>,
+    ) -> Result<TestReceiver> {
         let cfg = ReceiverConfig {
             broker: self.broker.clone(),
             receiver_id: ReceiverId::new(id)?,
@@ -301,10 +328,7 @@ impl TestApp {
         // keeps: a restarted TestReceiver remembers what it played.
         let path = self.data_dir.join("receivers").join(format!("{id}.state"));
         let (played, _) = canhbao_receiver::state::PlayedLog::open(&path, chrono::Utc::now())?;
-        let playback = canhbao_receiver::Playback {
-            played,
-            command: None,
-        };
+        let playback = canhbao_receiver::Playback { played, command };
         let stop = CancellationToken::new();
         let (tx, rx) = mpsc::unbounded_channel();
         let task = tokio::spawn(canhbao_receiver::run_with(cfg, playback, tx, stop.clone()));

@@ -149,6 +149,55 @@ pub struct AlertDetailDto {
     /// Each registered receiver of the alert's communes: queued, sent, received, played,
     /// rejected, failed, expired or superseded, with the time of each step.
     pub receiver_deliveries: Vec<ReceiverDeliveryDto>,
+    /// Communes whose officials got the alert by SMS, and why.
+    pub sms_fallbacks: Vec<SmsFallbackDto>,
+    /// Every SMS of this alert version, with where it stands.
+    pub sms: Vec<SmsDto>,
+}
+
+#[derive(Debug, Serialize)]
+pub struct SmsFallbackDto {
+    pub commune: String,
+    pub reason: String,
+    pub recipients: i64,
+    pub decided: DateTime<Utc>,
+}
+
+#[derive(Debug, Serialize)]
+pub struct SmsDto {
+    /// The full number for admins; others see `+8491*****78`.
+    pub phone: String,
+    pub commune: String,
+    pub role: String,
+    /// `fallback`, or `follow_up` (an update or cancel to someone who had the original).
+    pub cause: String,
+    pub message_ref: String,
+    pub encoding: String,
+    pub segments: i64,
+    /// queued, sending, submitted, buffered, smsc_accepted, delivered, failed,
+    /// unconfirmed, unreported, superseded or expired.
+    pub state: String,
+    pub gateway: Option<String>,
+    pub tried: Vec<String>,
+    pub attempts: i64,
+    pub submitted: Option<DateTime<Utc>>,
+    pub finished: Option<DateTime<Utc>>,
+    pub last_error: Option<String>,
+}
+
+/// `+84912345678` as `+8491*****78`: enough to tell numbers apart on a screen.
+fn mask_phone(phone: &str) -> String {
+    phone
+        .chars()
+        .enumerate()
+        .map(|(i, c)| {
+            if i >= 5 && i + 2 < phone.chars().count() {
+                '*'
+            } else {
+                c
+            }
+        })
+        .collect()
 }
 
 #[derive(Debug, Serialize)]
@@ -226,7 +275,7 @@ pub async fn list_alerts(
 
 pub async fn get_alert(
     State(state): State<AppState>,
-    _caller: Caller,
+    caller: Caller,
     Path(id): Path<String>,
 ) -> Result<Json<AlertDetailDto>, ApiError> {
     let alert = state
@@ -237,11 +286,45 @@ pub async fn get_alert(
     let deliveries = state.store.deliveries_for_alert(&id).await?;
     let receipts = state.store.receipts_for_alert(&id).await?;
     let tracked = state.store.receiver_deliveries(&id).await?;
+    let fallbacks = state.store.fallbacks_for_alert(&id).await?;
+    let messages = state.store.sms_for_alert(&id).await?;
     Ok(Json(AlertDetailDto {
         alert: AlertDto::new(alert, Utc::now()),
         deliveries: deliveries.into_iter().map(DeliveryDto::from).collect(),
         receivers: group_receipts(receipts),
         receiver_deliveries: tracked.into_iter().map(ReceiverDeliveryDto::from).collect(),
+        sms_fallbacks: fallbacks
+            .into_iter()
+            .map(|f| SmsFallbackDto {
+                commune: f.commune,
+                reason: f.reason,
+                recipients: f.recipients,
+                decided: f.decided,
+            })
+            .collect(),
+        sms: messages
+            .into_iter()
+            .map(|m| SmsDto {
+                phone: if caller.role == crate::Role::Admin {
+                    m.phone
+                } else {
+                    mask_phone(&m.phone)
+                },
+                commune: m.commune,
+                role: m.role,
+                cause: m.cause,
+                message_ref: m.message_ref,
+                encoding: m.encoding,
+                segments: m.segments,
+                state: m.state,
+                gateway: m.gateway,
+                tried: m.tried,
+                attempts: m.attempts,
+                submitted: m.submitted,
+                finished: m.finished,
+                last_error: m.last_error,
+            })
+            .collect(),
     }))
 }
 

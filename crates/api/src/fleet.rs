@@ -26,7 +26,7 @@ use crate::error::{ApiError, require_media};
 
 /// A receiver whose last word is older than this is stale, whatever its last status said
 /// (heartbeats come every 30 s by default: this is several missed in a row).
-pub const STALE_AFTER: Duration = Duration::minutes(3);
+pub const STALE_AFTER: Duration = store::ONLINE_WITHIN;
 
 /// A receiver's health from its last retained status and when it was last heard from.
 pub fn health(online: Option<bool>, last_seen: Option<DateTime<Utc>>, now: DateTime<Utc>) -> &'static str {

@@ -55,6 +55,8 @@ pub struct AppState {
     pub communes: Arc<Vec<domain::CommuneCode>>,
     /// Most observations accepted in one request.
     pub max_batch: usize,
+    /// The SMS channel, when a gateway is configured.
+    pub sms: Option<sms::SmsContext>,
 }
 
 /// Largest request body accepted.
@@ -81,6 +83,10 @@ pub fn router(state: AppState) -> Router {
         .route("/api/v1/sources", get(alerts::list_sources))
         .route("/api/v1/forecasts", get(forecasts::list_forecasts))
         .route("/api/v1/sms/preview", post(sms::preview))
+        .route(
+            "/api/v1/sms/dlr/{gateway}",
+            get(sms::delivery_report).post(sms::delivery_report),
+        )
         .route("/api/v1/contacts", get(contacts::list))
         .route("/api/v1/contacts/import", post(contacts::import))
         .fallback(not_found)

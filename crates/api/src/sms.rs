@@ -61,3 +61,76 @@ pub async fn preview(_caller: Caller, headers: HeaderMap, body: Bytes) -> Result
         text: r.text,
     }))
 }
+
+/// The SMS channel's running parts that the API needs.
+#[derive(Clone)]
+pub struct SmsContext {
+    pub gateways: dispatch::sms_worker::Gateways,
+    /// Wakes the SMS sender (a report may have moved a message to another gateway).
+    pub wake: std::sync::Arc<dyn Fn() + Send + Sync>,
+}
+
+/// `GET` or `POST /api/v1/sms/dlr/{gateway}`: a gateway's delivery report. Authenticated
+/// by the gateway's secret in the URL (no bearer token: gateways cannot send one), applied
+/// once whatever order reports come in, and answered with what the gateway expects
+/// (`ACK/Jasmin` for Jasmin). A refused report is recorded as a rejection.
+pub async fn delivery_report(
+    axum::extract::State(state): axum::extract::State<crate::AppState>,
+    axum::extract::Path(gateway): axum::extract::Path<String>,
+    axum::extract::RawQuery(query): axum::extract::RawQuery,
+    body: Bytes,
+) -> Result<
+    (
+        axum::http::StatusCode,
+        [(axum::http::HeaderName, &'static str); 1],
+        &'static str,
+    ),
+    ApiError,
+> {
+    use dispatch::sms_worker::{ReportError, apply_callback};
+    let Some(sms) = &state.sms else {
+        return Err(ApiError::not_found("the sms channel is not configured"));
+    };
+    let now = chrono::Utc::now();
+    let body = String::from_utf8_lossy(&body);
+    let result = apply_callback(
+        &state.store,
+        &sms.gateways,
+        &gateway,
+        query.as_deref().unwrap_or_default(),
+        &body,
+        now,
+    )
+    .await;
+    let error = match result {
+        Ok((_, state_after)) => {
+            if state_after == "queued" {
+                (sms.wake)();
+            }
+            let ack = sms.gateways.get(&gateway).map_or("OK", |g| g.dlr_ack());
+            return Ok((
+                axum::http::StatusCode::OK,
+                [(axum::http::header::CONTENT_TYPE, "text/plain; charset=utf-8")],
+                ack,
+            ));
+        }
+        Err(ReportError::Store(e)) => return Err(ApiError::internal(e)),
+        Err(e @ ReportError::UnknownGateway(_)) => ApiError::not_found(e.to_string()),
+        Err(e @ ReportError::UnknownMessage(_)) => ApiError::not_found(e.to_string()),
+        Err(ReportError::Refused(e)) => match e {
+            dispatch::sms_gateway::DlrError::MissingSecret | dispatch::sms_gateway::DlrError::WrongSecret => {
+                ApiError::unauthorized(e.to_string())
+            }
+            other => ApiError::bad_request("report", other.to_string()),
+        },
+    };
+    let source = format!("sms-dlr:{}", gateway.chars().take(40).collect::<String>());
+    let reason = format!("{}: {}", error.status.as_u16(), error.detail);
+    tracing::warn!(%source, %reason, "delivery report refused");
+    state
+        .store
+        .record_rejection("http", &source, &reason, now)
+        .await
+        .map_err(ApiError::internal)?;
+    Err(error)
+}

@@ -190,7 +190,7 @@ pub enum MessageError {
 }
 
 /// `+`, a non-zero digit, then 7 to 14 more digits.
-fn is_e164(number: &str) -> bool {
+pub(crate) fn is_e164(number: &str) -> bool {
     match number.strip_prefix('+') {
         Some(digits) => {
             (8..=15).contains(&digits.len())
@@ -291,7 +291,7 @@ pub fn sendsms_url(config: &KannelConfig, msg: &SmsMessage) -> Result<SendsmsUrl
 }
 
 /// RFC 3986: everything but unreserved characters as `%XX` of its UTF-8 bytes.
-fn percent_encode(value: &str, out: &mut String) {
+pub(crate) fn percent_encode(value: &str, out: &mut String) {
     const HEX: &[u8; 16] = b"0123456789ABCDEF";
     for b in value.bytes() {
         if b.is_ascii_alphanumeric() || matches!(b, b'-' | b'.' | b'_' | b'~') {
@@ -345,7 +345,7 @@ pub enum RejectKind {
 /// A 2xx that is neither of Kannel's two success answers: Kannel may have taken the
 /// message.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
-#[error("kannel answered {status} with the unexpected body {body:?}")]
+#[error("the gateway answered {status} with the unexpected body {body:?}")]
 pub struct UnexpectedAnswer {
     pub status: u16,
     /// The first 200 characters.
@@ -463,6 +463,16 @@ pub enum DlrError {
     BadStatus(String),
     #[error("the delivery report's time {0:?} is not a Unix time")]
     BadTime(String),
+    /// A status word the gateway is not known to send (Jasmin's `message_status`, or a
+    /// webhook status missing from its `status_map`).
+    #[error("the delivery report's status {0:?} is not one this gateway is known to send")]
+    UnknownStatus(String),
+    #[error("the delivery report's level {0:?} is not 1, 2 or 3")]
+    BadLevel(String),
+    #[error("the delivery report's body is not JSON: {0}")]
+    NotJson(String),
+    #[error("the delivery report's body has no status (a string or a number) at {0:?}")]
+    NoStatusAt(String),
 }
 
 /// Reads a delivery-report callback's query string (with or without its `?`), as made
@@ -524,7 +534,7 @@ pub fn parse_dlr_query(query: &str, secret: &str) -> Result<DeliveryReport, DlrE
 
 /// Compares SHA-256 digests in constant time, so neither the content nor the length of
 /// the expected secret leaks through timing.
-fn same_secret(given: &str, expected: &str) -> bool {
+pub(crate) fn same_secret(given: &str, expected: &str) -> bool {
     let a = Sha256::digest(given.as_bytes());
     let b = Sha256::digest(expected.as_bytes());
     a.iter().zip(b.iter()).fold(0u8, |acc, (x, y)| acc | (x ^ y)) == 0
@@ -532,7 +542,7 @@ fn same_secret(given: &str, expected: &str) -> bool {
 
 /// `application/x-www-form-urlencoded` decoding: `+` is a space, `%XX` a byte; a broken
 /// escape is kept as it is, and bytes that are not UTF-8 become U+FFFD.
-fn form_decode(value: &str) -> String {
+pub(crate) fn form_decode(value: &str) -> String {
     fn hex(b: u8) -> Option<u8> {
         char::from(b).to_digit(16).and_then(|d| u8::try_from(d).ok())
     }
@@ -633,32 +643,32 @@ impl Default for GatewayLimits {
     }
 }
 
-/// Why a send did not get an answer from Kannel.
+/// Why a send did not get an answer from a gateway (any kind: Kannel, Jasmin, webhook).
 #[derive(Debug, thiserror::Error)]
 pub enum GatewayError {
-    #[error("invalid kannel settings: {}", .0.join("; "))]
+    #[error("invalid gateway settings: {}", .0.join("; "))]
     Config(Vec<String>),
     #[error("the http client could not be built")]
     Client(#[source] reqwest::Error),
     #[error("the message cannot be sent")]
     Message(#[from] MessageError),
-    #[error("the kannel gateway is closed")]
+    #[error("the gateway is closed")]
     Closed,
-    #[error("kannel at {endpoint} cannot be reached")]
+    #[error("the gateway at {endpoint} cannot be reached")]
     Unreachable {
         endpoint: String,
         #[source]
         source: reqwest::Error,
     },
-    #[error("kannel at {endpoint} did not answer within {timeout:?}")]
+    #[error("the gateway at {endpoint} did not answer within {timeout:?}")]
     Timeout { endpoint: String, timeout: Duration },
-    #[error("the request to kannel at {endpoint} failed")]
+    #[error("the request to the gateway at {endpoint} failed")]
     Transport {
         endpoint: String,
         #[source]
         source: reqwest::Error,
     },
-    #[error("kannel at {endpoint} gave an answer that cannot be read")]
+    #[error("the gateway at {endpoint} gave an answer that cannot be read")]
     Unexpected {
         endpoint: String,
         #[source]
@@ -667,7 +677,7 @@ pub enum GatewayError {
 }
 
 impl GatewayError {
-    /// Whether Kannel may have taken the message although we have no answer saying so.
+    /// Whether the gateway may have taken the message although we have no answer saying so.
     /// Sending it again (here or elsewhere) may then give the person a second copy: this
     /// is the at-least-once edge, and the only one.
     pub fn may_have_sent(&self) -> bool {
@@ -682,9 +692,10 @@ impl GatewayError {
     }
 }
 
-/// One Kannel smsbox, driven within its [`GatewayLimits`].
-pub struct KannelGateway {
-    config: KannelConfig,
+/// The HTTP side every gateway kind shares: a client that follows no redirects (they
+/// would carry credentials elsewhere) and takes no proxy from the environment, a
+/// concurrency cap and a rate limit.
+pub struct HttpLink {
     endpoint: String,
     timeout: Duration,
     client: reqwest::Client,
@@ -692,23 +703,9 @@ pub struct KannelGateway {
     bucket: Mutex<TokenBucket>,
 }
 
-impl fmt::Debug for KannelGateway {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.debug_struct("KannelGateway")
-            .field("config", &self.config)
-            .field("timeout", &self.timeout)
-            .finish_non_exhaustive()
-    }
-}
-
-impl KannelGateway {
-    /// Checks the settings (every problem at once) and builds the HTTP client: no proxy
-    /// from the environment, no redirects (they would carry the password elsewhere).
-    pub fn new(config: KannelConfig, limits: GatewayLimits) -> Result<Self, GatewayError> {
-        let problems = config.problems();
-        if !problems.is_empty() {
-            return Err(GatewayError::Config(problems));
-        }
+impl HttpLink {
+    /// `endpoint` names the gateway in errors and logs; it must hold no secret.
+    pub fn new(endpoint: String, limits: GatewayLimits) -> Result<Self, GatewayError> {
         let client = reqwest::Client::builder()
             .no_proxy()
             .redirect(reqwest::redirect::Policy::none())
@@ -717,9 +714,7 @@ impl KannelGateway {
             .pool_max_idle_per_host(limits.max_in_flight.get())
             .build()
             .map_err(|e| GatewayError::Client(e.without_url()))?;
-        let endpoint = format!("{}{SENDSMS_PATH}", config.base_url.trim_end_matches('/'));
         Ok(Self {
-            config,
             endpoint,
             timeout: limits.timeout,
             client,
@@ -728,19 +723,21 @@ impl KannelGateway {
         })
     }
 
-    pub fn config(&self) -> &KannelConfig {
-        &self.config
+    pub fn endpoint(&self) -> &str {
+        &self.endpoint
     }
 
-    /// Refuses every later send with [`GatewayError::Closed`] (nothing sent); sends under
-    /// way finish.
+    /// Refuses every later request with [`GatewayError::Closed`] (nothing sent).
     pub fn close(&self) {
         self.in_flight.close();
     }
 
-    /// Sends one message: waits for a free slot and for the rate limit, then asks Kannel.
-    pub async fn send(&self, msg: &SmsMessage) -> Result<SendOutcome, GatewayError> {
-        let url = sendsms_url(&self.config, msg)?;
+    /// Sends `request` (built from [`HttpLink::client`]) once a slot is free and the rate
+    /// limit allows, and reads the status and at most 4 KiB of the answer.
+    pub async fn exchange(
+        &self,
+        request: impl FnOnce(&reqwest::Client) -> reqwest::RequestBuilder,
+    ) -> Result<(u16, String), GatewayError> {
         let _permit = self.in_flight.acquire().await.map_err(|_| GatewayError::Closed)?;
         let wait = self
             .bucket
@@ -750,9 +747,7 @@ impl KannelGateway {
         if !wait.is_zero() {
             tokio::time::sleep(wait).await;
         }
-        let mut response = self
-            .client
-            .get(url.expose())
+        let mut response = request(&self.client)
             .send()
             .await
             .map_err(|e| self.transport_error(e))?;
@@ -765,14 +760,15 @@ impl KannelGateway {
                 Err(e) => return Err(self.transport_error(e)),
             }
         }
-        let outcome = parse_sendsms_answer(status, &String::from_utf8_lossy(&body)).map_err(|source| {
-            GatewayError::Unexpected {
-                endpoint: self.endpoint.clone(),
-                source,
-            }
-        });
-        sms_submitted(&msg.message_ref, &outcome);
-        outcome
+        Ok((status, String::from_utf8_lossy(&body).into_owned()))
+    }
+
+    /// An answer that cannot be read, as an error naming this gateway.
+    pub fn unexpected(&self, source: UnexpectedAnswer) -> GatewayError {
+        GatewayError::Unexpected {
+            endpoint: self.endpoint.clone(),
+            source,
+        }
     }
 
     fn transport_error(&self, error: reqwest::Error) -> GatewayError {
@@ -788,6 +784,54 @@ impl KannelGateway {
         } else {
             GatewayError::Transport { endpoint, source }
         }
+    }
+}
+
+/// One Kannel smsbox, driven within its [`GatewayLimits`].
+pub struct KannelGateway {
+    config: KannelConfig,
+    link: HttpLink,
+}
+
+impl fmt::Debug for KannelGateway {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("KannelGateway")
+            .field("config", &self.config)
+            .field("endpoint", &self.link.endpoint)
+            .finish_non_exhaustive()
+    }
+}
+
+impl KannelGateway {
+    /// Checks the settings (every problem at once) and builds the HTTP client: no proxy
+    /// from the environment, no redirects (they would carry the password elsewhere).
+    pub fn new(config: KannelConfig, limits: GatewayLimits) -> Result<Self, GatewayError> {
+        let problems = config.problems();
+        if !problems.is_empty() {
+            return Err(GatewayError::Config(problems));
+        }
+        let endpoint = format!("{}{SENDSMS_PATH}", config.base_url.trim_end_matches('/'));
+        let link = HttpLink::new(endpoint, limits)?;
+        Ok(Self { config, link })
+    }
+
+    pub fn config(&self) -> &KannelConfig {
+        &self.config
+    }
+
+    /// Refuses every later send with [`GatewayError::Closed`] (nothing sent); sends under
+    /// way finish.
+    pub fn close(&self) {
+        self.link.close();
+    }
+
+    /// Sends one message: waits for a free slot and for the rate limit, then asks Kannel.
+    pub async fn send(&self, msg: &SmsMessage) -> Result<SendOutcome, GatewayError> {
+        let url = sendsms_url(&self.config, msg)?;
+        let (status, body) = self.link.exchange(|c| c.get(url.expose())).await?;
+        let outcome = parse_sendsms_answer(status, &body).map_err(|e| self.link.unexpected(e));
+        sms_submitted(&msg.message_ref, &outcome);
+        outcome
     }
 }
 

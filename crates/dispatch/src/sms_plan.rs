@@ -1,11 +1,14 @@
 //! Pure decisions of the SMS channel: the state of one SMS from what the gateway answered
-//! and the delivery reports that came back (in any order), and when a commune's officials
-//! get the SMS fallback because its loudspeakers have not played an alert.
+//! and the delivery reports that came back (in any order), which gateway a message moves
+//! to, and when a commune's officials get the SMS fallback because its loudspeakers have
+//! not played an alert.
 
 use chrono::{DateTime, Duration, Utc};
 use domain::MessageClass;
+use sha2::{Digest, Sha256};
+use store::SmsOutcome;
 
-use crate::sms_gateway::DlrStatus;
+use crate::sms_gateway::{DlrStatus, GatewayError, MessageRef, SendOutcome};
 
 /// Where one SMS to one number stands.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
@@ -24,6 +27,15 @@ pub enum SmsState {
     Delivered,
     /// Final: the SMSC or the network refused it.
     Failed,
+    /// The gateway may have it: its answer never came (a timeout, or the sender stopped
+    /// mid-call). It is not sent again unless its report deadline passes.
+    Unconfirmed,
+    /// No report came by the deadline and no other gateway was left to try.
+    Unreported,
+    /// An update or cancel came before it was sent: never sent.
+    Superseded,
+    /// The alert ended before it could be sent.
+    Expired,
 }
 
 impl SmsState {
@@ -36,11 +48,37 @@ impl SmsState {
             Self::SmscAccepted => "smsc_accepted",
             Self::Delivered => "delivered",
             Self::Failed => "failed",
+            Self::Unconfirmed => "unconfirmed",
+            Self::Unreported => "unreported",
+            Self::Superseded => "superseded",
+            Self::Expired => "expired",
         }
     }
 
+    pub fn from_code(code: &str) -> Option<Self> {
+        [
+            Self::Queued,
+            Self::Sending,
+            Self::Submitted,
+            Self::Buffered,
+            Self::SmscAccepted,
+            Self::Delivered,
+            Self::Failed,
+            Self::Unconfirmed,
+            Self::Unreported,
+            Self::Superseded,
+            Self::Expired,
+        ]
+        .into_iter()
+        .find(|s| s.code() == code)
+    }
+
+    /// No report changes it.
     pub fn is_final(self) -> bool {
-        matches!(self, Self::Delivered | Self::Failed)
+        matches!(
+            self,
+            Self::Delivered | Self::Failed | Self::Superseded | Self::Expired
+        )
     }
 
     /// Progress order for reports that arrive out of order: a report never moves an SMS
@@ -49,10 +87,10 @@ impl SmsState {
         match self {
             Self::Queued => 0,
             Self::Sending => 1,
-            Self::Submitted => 2,
+            Self::Submitted | Self::Unconfirmed | Self::Unreported => 2,
             Self::Buffered => 3,
             Self::SmscAccepted => 4,
-            Self::Delivered | Self::Failed => 5,
+            Self::Delivered | Self::Failed | Self::Superseded | Self::Expired => 5,
         }
     }
 }
@@ -70,6 +108,152 @@ pub fn apply_report(current: SmsState, report: DlrStatus) -> SmsState {
         current
     } else {
         next
+    }
+}
+
+/// Our reference for the SMS of `alert_id` to `phone`: the same every time it is computed,
+/// so a message written twice (two instances deciding at once) is one row.
+pub fn message_ref(alert_id: &str, phone: &str) -> MessageRef {
+    let digest = Sha256::digest(format!("{alert_id}\n{phone}").as_bytes());
+    let hex: String = digest.iter().take(15).map(|b| format!("{b:02x}")).collect();
+    // 31 characters of [a-z0-9]: always a valid reference.
+    MessageRef::new(&format!("s{hex}")).unwrap_or_else(|_| unreachable!("hex is a valid reference"))
+}
+
+/// The first gateway of `order` that has not had the message: neither `current` nor one
+/// of `tried`.
+pub fn untried_gateway<'a>(order: &'a [String], current: &str, tried: &[String]) -> Option<&'a str> {
+    order
+        .iter()
+        .find(|g| g.as_str() != current && !tried.contains(g))
+        .map(String::as_str)
+}
+
+/// The gateway after `current` in `order`, wrapping around (itself if it is the only one).
+fn next_in_order<'a>(order: &'a [String], current: &'a str) -> &'a str {
+    match order.iter().position(|g| g == current) {
+        Some(i) => order[(i + 1) % order.len()].as_str(),
+        None => order.first().map_or(current, String::as_str),
+    }
+}
+
+/// How long to wait and retry when no gateway would take a message for now.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct SmsTiming {
+    /// How long a gateway has to send a delivery report before the message moves on.
+    pub report_deadline: Duration,
+    /// First delay once every gateway refused for now; doubles per attempt up to `retry_max`.
+    pub retry_base: Duration,
+    pub retry_max: Duration,
+}
+
+/// What becomes of a message after `gateway` answered (or did not), given the gateways
+/// already `tried` (not counting `gateway`) and the failover `order`.
+///
+/// - Taken (`0: Accepted`, `3: Queued`): submitted, with a report deadline.
+/// - No answer after the request left (a timeout, a broken connection, an unreadable
+///   2xx): the gateway may have it, so it is not resent; it waits for a report.
+/// - Refused for now (5xx, 429, unreachable): the next gateway at once; once every gateway
+///   has refused, the same order again after a backoff.
+/// - Refused for good (4xx): the next gateway not yet tried, or failed.
+/// - A message no gateway can send (a bad number, an empty text): failed.
+#[allow(clippy::too_many_arguments)]
+pub fn after_send(
+    answer: Result<&SendOutcome, &GatewayError>,
+    gateway: &str,
+    tried: &[String],
+    order: &[String],
+    attempts: i64,
+    now: DateTime<Utc>,
+    timing: &SmsTiming,
+) -> SmsOutcome {
+    let transient = |error: String| {
+        let next = next_in_order(order, gateway);
+        let all_tried = order.iter().all(|g| g == gateway || tried.contains(g));
+        let delay = if all_tried {
+            let exp = u32::try_from(attempts.saturating_sub(1))
+                .unwrap_or(u32::MAX)
+                .min(20);
+            (timing.retry_base * (1i32 << exp.min(30))).min(timing.retry_max)
+        } else {
+            Duration::zero()
+        };
+        SmsOutcome::Retry {
+            error,
+            gateway: next.to_owned(),
+            next_attempt: now + delay,
+        }
+    };
+    match answer {
+        Ok(SendOutcome::Accepted | SendOutcome::Queued) => SmsOutcome::Submitted {
+            report_deadline: now + timing.report_deadline,
+        },
+        Ok(SendOutcome::Rejected { status, reason, kind }) => {
+            let error = format!("{gateway} refused it: {status} {reason}");
+            match kind {
+                crate::sms_gateway::RejectKind::Transient => transient(error),
+                crate::sms_gateway::RejectKind::Permanent => match untried_gateway(order, gateway, tried) {
+                    Some(next) => SmsOutcome::Retry {
+                        error,
+                        gateway: next.to_owned(),
+                        next_attempt: now,
+                    },
+                    None => SmsOutcome::Failed { error },
+                },
+            }
+        }
+        Err(e) if e.may_have_sent() => SmsOutcome::Unconfirmed {
+            error: format!("{gateway}: {e}"),
+            report_deadline: now + timing.report_deadline,
+        },
+        Err(e @ (GatewayError::Message(_) | GatewayError::Config(_))) => SmsOutcome::Failed {
+            error: format!("{gateway}: {e}"),
+        },
+        Err(e) => transient(format!("{gateway}: {e}")),
+    }
+}
+
+/// What a delivery report does to its message.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum ReportEffect {
+    Keep,
+    Set(SmsState),
+    /// The SMSC refused it (no copy was made): send it through this gateway now.
+    MoveTo(String),
+}
+
+/// Applies a report from `reporter` to a message in `current` state held by `gateway`.
+/// Reports from the message's gateway follow [`apply_report`]; a gateway the message
+/// already left can only say it was delivered after all. An SMSC rejection moves the
+/// message to a gateway not yet tried.
+pub fn after_report(
+    current: SmsState,
+    report: DlrStatus,
+    reporter: &str,
+    gateway: &str,
+    tried: &[String],
+    order: &[String],
+) -> ReportEffect {
+    if current.is_final() {
+        return ReportEffect::Keep;
+    }
+    if reporter != gateway {
+        return if report == DlrStatus::Delivered {
+            ReportEffect::Set(SmsState::Delivered)
+        } else {
+            ReportEffect::Keep
+        };
+    }
+    if report == DlrStatus::SmscRejected
+        && let Some(next) = untried_gateway(order, gateway, tried)
+    {
+        return ReportEffect::MoveTo(next.to_owned());
+    }
+    let next = apply_report(current, report);
+    if next == current {
+        ReportEffect::Keep
+    } else {
+        ReportEffect::Set(next)
     }
 }
 
@@ -232,5 +416,138 @@ mod tests {
             fallback(n, issued, issued + Duration::minutes(5), s(2, 2, 0), &after),
             None
         );
+    }
+
+    fn order() -> Vec<String> {
+        vec!["a".to_owned(), "b".to_owned()]
+    }
+
+    fn timing() -> SmsTiming {
+        SmsTiming {
+            report_deadline: Duration::seconds(300),
+            retry_base: Duration::seconds(1),
+            retry_max: Duration::seconds(60),
+        }
+    }
+
+    #[test]
+    fn a_message_moves_to_the_other_gateway_only_when_nothing_was_sent() {
+        use crate::sms_gateway::RejectKind;
+        let now: DateTime<Utc> = "2026-10-09T02:00:00Z".parse().unwrap();
+        let send =
+            |answer: Result<&SendOutcome, &GatewayError>, gateway: &str, tried: &[String], attempts| {
+                after_send(answer, gateway, tried, &order(), attempts, now, &timing())
+            };
+        assert_eq!(
+            send(Ok(&SendOutcome::Queued), "a", &[], 1),
+            SmsOutcome::Submitted {
+                report_deadline: now + Duration::seconds(300)
+            }
+        );
+        let busy = SendOutcome::Rejected {
+            status: 503,
+            reason: "Temporal failure, try again later.".into(),
+            kind: RejectKind::Transient,
+        };
+        // The first refusal for now goes straight to the other gateway...
+        let SmsOutcome::Retry {
+            gateway,
+            next_attempt,
+            ..
+        } = send(Ok(&busy), "a", &[], 1)
+        else {
+            panic!("not a retry");
+        };
+        assert_eq!((gateway.as_str(), next_attempt), ("b", now));
+        // ...and once both refused, back to the first after a backoff that grows.
+        let SmsOutcome::Retry {
+            gateway,
+            next_attempt,
+            ..
+        } = send(Ok(&busy), "b", &["a".into()], 3)
+        else {
+            panic!("not a retry");
+        };
+        assert_eq!(
+            (gateway.as_str(), next_attempt),
+            ("a", now + Duration::seconds(4))
+        );
+        let refused = SendOutcome::Rejected {
+            status: 403,
+            reason: "Not routable. Do not try again.".into(),
+            kind: RejectKind::Permanent,
+        };
+        assert!(
+            matches!(send(Ok(&refused), "a", &[], 1), SmsOutcome::Retry { gateway, .. } if gateway == "b")
+        );
+        let SmsOutcome::Failed { error } = send(Ok(&refused), "b", &["a".into()], 2) else {
+            panic!("not failed");
+        };
+        assert_eq!(error, "b refused it: 403 Not routable. Do not try again.");
+        // No answer after the request left: maybe sent, so never resent at once.
+        let timeout = GatewayError::Timeout {
+            endpoint: "http://a".into(),
+            timeout: std::time::Duration::from_secs(10),
+        };
+        assert!(matches!(
+            send(Err(&timeout), "a", &[], 1),
+            SmsOutcome::Unconfirmed { .. }
+        ));
+        let bad = GatewayError::Message(crate::sms_gateway::MessageError::EmptyText);
+        assert!(matches!(send(Err(&bad), "a", &[], 1), SmsOutcome::Failed { .. }));
+        assert!(matches!(
+            send(Err(&GatewayError::Closed), "a", &[], 1),
+            SmsOutcome::Retry { gateway, .. } if gateway == "b"
+        ));
+    }
+
+    #[test]
+    fn reports_from_a_gateway_the_message_left_only_count_when_delivered() {
+        use DlrStatus::*;
+        let o = order();
+        assert_eq!(
+            after_report(SmsState::Submitted, SmscAccepted, "a", "a", &[], &o),
+            ReportEffect::Set(SmsState::SmscAccepted)
+        );
+        assert_eq!(
+            after_report(SmsState::Queued, Failed, "a", "b", &["a".into()], &o),
+            ReportEffect::Keep,
+            "a late failure from the old gateway must not end the new attempt"
+        );
+        assert_eq!(
+            after_report(SmsState::Submitted, Delivered, "a", "b", &["a".into()], &o),
+            ReportEffect::Set(SmsState::Delivered)
+        );
+        assert_eq!(
+            after_report(SmsState::Submitted, SmscRejected, "a", "a", &[], &o),
+            ReportEffect::MoveTo("b".into()),
+            "an SMSC rejection made no copy: the next gateway gets it"
+        );
+        assert_eq!(
+            after_report(SmsState::Submitted, SmscRejected, "b", "b", &["a".into()], &o),
+            ReportEffect::Set(SmsState::Failed)
+        );
+        assert_eq!(
+            after_report(SmsState::Unconfirmed, Delivered, "a", "a", &[], &o),
+            ReportEffect::Set(SmsState::Delivered)
+        );
+        assert_eq!(
+            after_report(SmsState::Superseded, Delivered, "a", "a", &[], &o),
+            ReportEffect::Keep
+        );
+        for s in [SmsState::Unreported, SmsState::Expired, SmsState::SmscAccepted] {
+            assert_eq!(SmsState::from_code(s.code()), Some(s));
+        }
+    }
+
+    #[test]
+    fn references_are_stable_valid_and_distinct() {
+        let a = message_ref("canhbao-20-flood-1", "+84912345678");
+        assert_eq!(a, message_ref("canhbao-20-flood-1", "+84912345678"));
+        assert_ne!(a, message_ref("canhbao-20-flood-1", "+84912345679"));
+        assert_ne!(a, message_ref("canhbao-20-flood-2", "+84912345678"));
+        assert_eq!(a.as_str().len(), 31);
+        assert_eq!(untried_gateway(&order(), "a", &[]), Some("b"));
+        assert_eq!(untried_gateway(&order(), "b", &["a".into()]), None);
     }
 }

@@ -285,7 +285,32 @@ impl SmsTemplates {
 
     /// The SMS text of `alert`.
     pub fn render(&self, alert: &domain::Alert) -> String {
-        let level = alert.risk_level.map(domain::RiskLevel::get);
+        self.render_view(&SmsAlert {
+            status: alert.status,
+            msg_type: alert.msg_type,
+            hazard: alert.hazard,
+            level: alert.risk_level.map(domain::RiskLevel::get),
+            headline: &alert.headline,
+            instruction: &alert.instruction,
+            expires: alert.expires,
+        })
+    }
+
+    /// The SMS text of a stored alert; `None` if a stored code is not one canhbao knows.
+    pub fn render_record(&self, alert: &store::AlertRecord) -> Option<String> {
+        Some(self.render_view(&SmsAlert {
+            status: domain::AlertStatus::from_code(&alert.status)?,
+            msg_type: domain::MsgType::from_code(&alert.msg_type)?,
+            hazard: domain::Hazard::from_code(&alert.hazard)?,
+            level: alert.risk_level.and_then(|l| u8::try_from(l).ok()),
+            headline: &alert.headline,
+            instruction: &alert.instruction,
+            expires: alert.expires,
+        }))
+    }
+
+    fn render_view(&self, alert: &SmsAlert<'_>) -> String {
+        let level = alert.level;
         let template = self
             .by_hazard
             .get(&(alert.hazard, level))
@@ -313,6 +338,17 @@ impl SmsTemplates {
         // An empty placeholder leaves double spaces behind.
         text.split_whitespace().collect::<Vec<_>>().join(" ")
     }
+}
+
+/// The fields of an alert that its SMS text uses.
+struct SmsAlert<'a> {
+    status: domain::AlertStatus,
+    msg_type: domain::MsgType,
+    hazard: domain::Hazard,
+    level: Option<u8>,
+    headline: &'a str,
+    instruction: &'a str,
+    expires: chrono::DateTime<chrono::Utc>,
 }
 
 #[cfg(test)]

@@ -168,6 +168,25 @@ impl App {
                 tasks.spawn(ingest::poller::run_source(ctx.clone(), src, shutdown.clone()));
             }
         }
+        let sms = if settings.sms.gateways.is_empty() {
+            tracing::info!("sms channel off: no gateway is configured in [sms]");
+            None
+        } else {
+            let gateways = settings.sms.build().context("building the sms gateways")?;
+            let sms_wake = Arc::new(Notify::new());
+            tracing::info!(gateways = ?gateways.order(), "sms channel on");
+            tasks.spawn(dispatch::sms_worker::run_sms(
+                store.clone(),
+                gateways.clone(),
+                settings.sms.settings.clone(),
+                sms_wake.clone(),
+                shutdown.clone(),
+            ));
+            Some(api::sms::SmsContext {
+                gateways,
+                wake: Arc::new(move || sms_wake.notify_one()),
+            })
+        };
         if let Some(interval) = settings.demo_interval {
             tasks.spawn(ingest::demo::run_demo(
                 pipeline.clone(),
@@ -201,6 +220,7 @@ impl App {
             province: settings.province.to_string(),
             communes: Arc::new(settings.area.communes.iter().map(|c| c.code.clone()).collect()),
             max_batch: settings.max_batch,
+            sms,
         };
         let listener = tokio::net::TcpListener::bind(settings.http_listen)
             .await

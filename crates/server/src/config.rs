@@ -121,6 +121,8 @@ pub struct Settings {
     /// Most observations accepted in one batch.
     pub max_batch: usize,
     pub poll: PollSettings,
+    /// The SMS channel: off (no gateway) unless `[[sms.gateways]]` names one.
+    pub sms: crate::sms_config::SmsConfig,
 }
 
 // ---- raw sections, as written ----
@@ -274,7 +276,7 @@ struct DomainRaw {
     rules_dir: String,
 }
 
-const SECTIONS: [&str; 12] = [
+const SECTIONS: [&str; 13] = [
     "service",
     "http",
     "database",
@@ -287,6 +289,7 @@ const SECTIONS: [&str; 12] = [
     "domain",
     "bulletins",
     "ingest",
+    "sms",
 ];
 
 /// Collects every problem found while loading.
@@ -468,6 +471,15 @@ pub fn load(sources: &Sources) -> Result<Settings, Problems> {
     let shutdown: Option<ShutdownRaw> = section(&root, "shutdown", &mut problems);
     let domain_files: Option<DomainRaw> = section(&root, "domain", &mut problems);
     let bulletins_raw: Option<BulletinsRaw> = section(&root, "bulletins", &mut problems);
+    let sms = section::<crate::sms_config::SmsRaw>(&root, "sms", &mut problems).and_then(|raw| {
+        let secrets: Vec<(String, String)> = sources
+            .vars
+            .iter()
+            .filter(|(k, _)| k.starts_with(crate::sms_config::SECRET_PREFIX))
+            .cloned()
+            .collect();
+        crate::sms_config::load(raw, &secrets, &mut problems.0)
+    });
     let ingest_raw: Option<IngestRaw> = section(&root, "ingest", &mut problems);
     let max_rate = ingest_raw.as_ref().and_then(|i| {
         let r = i.max_water_level_rate_m_per_h;
@@ -692,6 +704,7 @@ pub fn load(sources: &Sources) -> Result<Settings, Problems> {
         bulletins,
         max_batch,
         poll,
+        sms,
     ) {
         (
             Some(profile),
@@ -709,6 +722,7 @@ pub fn load(sources: &Sources) -> Result<Settings, Problems> {
             Some(bulletins),
             Some(max_batch),
             Some(poll),
+            Some(sms),
         ) => Ok(Settings {
             profile,
             province,
@@ -726,6 +740,7 @@ pub fn load(sources: &Sources) -> Result<Settings, Problems> {
             bulletins,
             max_batch,
             poll,
+            sms,
         }),
         _ => Err(Problems(vec!["settings are incomplete".into()])),
     }

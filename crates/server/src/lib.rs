@@ -14,6 +14,7 @@ pub mod keyring;
 pub mod mosquitto;
 pub mod places;
 pub mod secrets;
+pub mod sms_config;
 pub mod tools;
 
 pub use app::App;

@@ -177,7 +177,10 @@ impl ConfigArgs {
             config_dir: self.config_dir.clone(),
             env: self.env.clone(),
             vars: std::env::vars()
-                .filter(|(k, _)| k.starts_with(config::ENV_PREFIX))
+                .filter(|(k, _)| {
+                    k.starts_with(config::ENV_PREFIX)
+                        || k.starts_with(canhbao_server::sms_config::SECRET_PREFIX)
+                })
                 .collect(),
             flags,
         }

@@ -14,6 +14,7 @@ mod levels;
 mod outbox;
 mod receipts;
 mod registry;
+mod sms;
 mod sources;
 mod tokens;
 
@@ -32,6 +33,10 @@ pub use levels::{AssessmentRecord, BulletinRecord, NewAssessment, StoredReading}
 pub use outbox::{ClaimedDelivery, DeliveryRecord};
 pub use receipts::{NewReceipt, ReceiptRecord, ReceiverRecord, RejectionRecord};
 pub use registry::{FleetRecord, ReceiverDeliveryRecord, RegisteredReceiver};
+pub use sms::{
+    FallbackCandidate, FallbackRecord, NewSms, OverdueSms, ReportDecision, SmsClaim, SmsOutcome, SmsRecord,
+    SmsReportApplied,
+};
 pub use sources::SourceHealth;
 pub use tokens::TokenRecord;
 
@@ -49,6 +54,10 @@ pub enum StoreError {
 }
 
 pub type Result<T, E = StoreError> = std::result::Result<T, E>;
+
+/// A receiver heard from within this long, whose last word was not `offline`, is online
+/// (the fleet view's stale window, and the SMS fallback's "online when issued").
+pub const ONLINE_WITHIN: chrono::Duration = chrono::Duration::minutes(3);
 
 /// The database, behind a connection pool.
 #[derive(Clone, Debug)]
@@ -132,6 +141,13 @@ fn migrator() -> Migrator {
             "contacts".into(),
             MigrationType::Simple,
             sql(include_str!("../migrations/sqlite/0009_contacts.sql")),
+            false,
+        ),
+        Migration::new(
+            10,
+            "sms".into(),
+            MigrationType::Simple,
+            sql(include_str!("../migrations/sqlite/0010_sms.sql")),
             false,
         ),
     ])

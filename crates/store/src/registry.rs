@@ -367,12 +367,16 @@ impl Tx<'_> {
     ) -> Result<()> {
         for (commune, topic) in topics {
             sqlx::query(
-                "INSERT INTO receiver_deliveries (alert_id, receiver_id, commune, state, state_ms)
-                 SELECT ?, receiver_id, commune, 'queued', ? FROM receiver_registry
-                 WHERE commune = ? AND removed_ms IS NULL",
+                "INSERT INTO receiver_deliveries (alert_id, receiver_id, commune, state, state_ms, online_at_issue)
+                 SELECT ?1, g.receiver_id, g.commune, 'queued', ?2,
+                    EXISTS (SELECT 1 FROM receivers v WHERE v.receiver_id = g.receiver_id
+                            AND v.online = 1 AND v.last_seen_ms >= ?3)
+                 FROM receiver_registry g
+                 WHERE g.commune = ?4 AND g.removed_ms IS NULL",
             )
             .bind(alert_id)
             .bind(ms(now))
+            .bind(ms(now - crate::ONLINE_WITHIN))
             .bind(commune)
             .execute(&mut *self.tx)
             .await?;
@@ -386,6 +390,22 @@ impl Tx<'_> {
             .await?;
         }
         for old in references {
+            sqlx::query("INSERT OR IGNORE INTO alert_refs (alert_id, refers_to) VALUES (?, ?)")
+                .bind(alert_id)
+                .bind(old)
+                .execute(&mut *self.tx)
+                .await?;
+            // An SMS of the old version not yet handed to a gateway is not sent at all.
+            sqlx::query(
+                "UPDATE sms_messages SET state = 'superseded', final_ms = ?1, lease_until_ms = NULL,
+                    last_error = ?2
+                 WHERE alert_id = ?3 AND state = 'queued'",
+            )
+            .bind(ms(now))
+            .bind(format!("superseded by {alert_id} before it was sent"))
+            .bind(old)
+            .execute(&mut *self.tx)
+            .await?;
             sqlx::query(
                 "UPDATE receiver_deliveries SET state = 'superseded', state_ms = ?1, reason = ?2
                  WHERE alert_id = ?3 AND state IN ('queued', 'sent', 'rejected')",

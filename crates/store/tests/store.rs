@@ -452,3 +452,138 @@ async fn an_update_supersedes_what_its_predecessor_had_not_delivered_and_clears_
     let due = store.due_clears(t0() + Duration::seconds(60), 10).await.unwrap();
     assert_eq!(due, ["t/06385/old"]);
 }
+
+fn sms(phone: &str) -> store::NewSms {
+    store::NewSms {
+        phone: phone.into(),
+        commune: "06385".into(),
+        role: "commune_chair".into(),
+        cause: "fallback".into(),
+        message_ref: format!("ref-{phone}"),
+        text: "t".into(),
+        encoding: "GSM-7".into(),
+        segments: 1,
+        priority: 2,
+        gateway: "a".into(),
+    }
+}
+
+#[tokio::test]
+async fn an_sms_caught_mid_send_by_a_crash_is_never_sent_again_blindly() {
+    let (_dir, store) = open().await;
+    let a = alert("a-sms", MessageClass::Emergency, &["06385"]);
+    insert(&store, &a, 2).await;
+    assert!(
+        store
+            .decide_fallback(
+                "a-sms",
+                "06385",
+                "no receiver",
+                &[sms("+84912000001"), sms("+84912000002")],
+                t0()
+            )
+            .await
+            .unwrap()
+    );
+    // A second instance deciding the same commune writes nothing more.
+    assert!(
+        !store
+            .decide_fallback("a-sms", "06385", "no receiver", &[sms("+84912000003")], t0())
+            .await
+            .unwrap()
+    );
+    let lease = Duration::seconds(60);
+    let claimed = store.claim_sms(t0(), lease, 10).await.unwrap();
+    assert_eq!(claimed.len(), 2);
+    // The process dies here: both are `sending`, and nothing claims them again...
+    assert!(
+        store
+            .claim_sms(t0() + Duration::hours(1), lease, 10)
+            .await
+            .unwrap()
+            .is_empty()
+    );
+    assert_eq!(
+        store
+            .recover_sms_sending(t0() + Duration::seconds(59), Duration::seconds(300))
+            .await
+            .unwrap(),
+        0
+    );
+    // ...until the lease is over: then they wait for a report, still not queued.
+    let later = t0() + Duration::seconds(61);
+    assert_eq!(
+        store
+            .recover_sms_sending(later, Duration::seconds(300))
+            .await
+            .unwrap(),
+        2
+    );
+    assert!(store.claim_sms(later, lease, 10).await.unwrap().is_empty());
+    let rows = store.sms_for_alert("a-sms").await.unwrap();
+    assert!(rows.iter().all(|r| r.state == "unconfirmed"), "{rows:?}");
+    // A report for one settles it; the other moves to gateway b once its deadline passes.
+    let applied = store
+        .apply_sms_report(
+            "ref-+84912000001",
+            "a",
+            "1",
+            "delivered",
+            None,
+            later,
+            |state, gw, _| {
+                assert_eq!((state, gw), ("unconfirmed", "a"));
+                store::ReportDecision::Set("delivered".into())
+            },
+        )
+        .await
+        .unwrap();
+    assert_eq!(
+        applied,
+        store::SmsReportApplied::Applied {
+            state: "delivered".into(),
+            repeat: false
+        }
+    );
+    let repeat = store
+        .apply_sms_report(
+            "ref-+84912000001",
+            "a",
+            "1",
+            "delivered",
+            None,
+            later,
+            |_, _, _| store::ReportDecision::Keep,
+        )
+        .await
+        .unwrap();
+    assert_eq!(
+        repeat,
+        store::SmsReportApplied::Applied {
+            state: "delivered".into(),
+            repeat: true
+        }
+    );
+    let deadline = t0() + Duration::seconds(300);
+    assert!(
+        store
+            .overdue_sms(deadline - Duration::seconds(1), 10)
+            .await
+            .unwrap()
+            .is_empty()
+    );
+    let overdue = store.overdue_sms(deadline, 10).await.unwrap();
+    assert_eq!(overdue.len(), 1);
+    assert!(
+        store
+            .resolve_overdue(&overdue[0], Some("b"), "no report from a", deadline)
+            .await
+            .unwrap()
+    );
+    let again = store.claim_sms(deadline, lease, 10).await.unwrap();
+    assert_eq!(again.len(), 1);
+    assert_eq!(
+        (again[0].gateway.as_str(), again[0].tried.clone()),
+        ("b", vec!["a".to_owned()])
+    );
+}

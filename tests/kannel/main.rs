@@ -1,19 +1,17 @@
-//! The Kannel gateway against a real Kannel 1.4.5 (Debian's `kannel` and `kannel-extras`):
-//! bearerbox, smsbox and the fake SMSC peer `fakesmsc`, all on free loopback ports, with
-//! this test as the delivery-report endpoint. What fakesmsc prints is what an SMSC got.
+//! The Kannel gateway against a real Kannel 1.4.5 (Debian's `kannel` and `kannel-extras`,
+//! started by [`canhbao_tests::kannel`]), with this test as the delivery-report endpoint.
+//! What fakesmsc prints is what an SMSC got.
 //!
 //! Without bearerbox on the machine the test passes at once: `.ci/run` installs Kannel.
 
 #![allow(clippy::unwrap_used)]
 
 use std::collections::HashMap;
-use std::fs::File;
-use std::net::TcpListener as StdListener;
 use std::num::{NonZeroU32, NonZeroUsize};
-use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Stdio};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
+
+use canhbao_tests::kannel::{Kannel, decode_fakesmsc_ucs2, installed};
 
 use dispatch::sms_gateway::{
     DeliveryReport, DlrStatus, Encoding, GatewayLimits, KannelConfig, KannelGateway, MessageRef, RejectKind,
@@ -22,180 +20,10 @@ use dispatch::sms_gateway::{
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::sync::mpsc;
 
-const FAKESMSC: &str = "/usr/lib/kannel/test/fakesmsc";
 /// Percent signs, `+`, `/`, `&`, `=`, spaces and Vietnamese: everything a dlr-url can break on.
 const SECRET: &str = "Zq%C3+/&x=1 ~Lạng Sơn %d%A";
 const UCS2_TEXT: &str = "Cảnh báo lũ cấp 3 tại xã Hữu Lũng. Di chuyển ngay đến nơi an toàn!";
 const GSM7_TEXT: &str = "Canh bao lu cap 3 tai xa Huu Lung: di chuyen ngay @ {noi an toan} 100%";
-
-fn find_program(name: &str) -> Option<PathBuf> {
-    let path = std::env::var_os("PATH").unwrap_or_default();
-    std::env::split_paths(&path)
-        .chain(["/usr/sbin".into(), "/usr/bin".into()])
-        .map(|dir| dir.join(name))
-        .find(|p| p.is_file())
-}
-
-fn free_port() -> u16 {
-    StdListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
-}
-
-/// A running Kannel; its processes are killed when it goes, and its logs shown if the test
-/// failed.
-struct Kannel {
-    dir: tempfile::TempDir,
-    conf: PathBuf,
-    admin_port: u16,
-    smsc_port: u16,
-    sendsms_port: u16,
-    children: Vec<(&'static str, Child)>,
-}
-
-impl Kannel {
-    /// The configuration of `shared/data/sms/kannel-loopback-fakesmsc.conf`, on free ports
-    /// and in a temporary folder.
-    fn configure(dlr_port: u16) -> Self {
-        let dir = tempfile::tempdir().unwrap();
-        let run = dir.path().display().to_string();
-        let (admin_port, box_port, smsc_port, sendsms_port) =
-            (free_port(), free_port(), free_port(), free_port());
-        let conf = format!(
-            r#"group = core
-admin-port = {admin_port}
-admin-password = adminpw
-status-password = statuspw
-admin-interface = 127.0.0.1
-admin-allow-ip = "127.0.0.1"
-smsbox-port = {box_port}
-smsbox-interface = 127.0.0.1
-box-allow-ip = "127.0.0.1"
-log-file = "{run}/bearerbox.log"
-log-level = 0
-dlr-storage = internal
-
-group = smsc
-smsc = fake
-smsc-id = FAKE
-host = 127.0.0.1
-port = {smsc_port}
-connect-allow-ip = "127.0.0.1"
-
-group = smsbox
-bearerbox-host = 127.0.0.1
-sendsms-port = {sendsms_port}
-sendsms-interface = 127.0.0.1
-log-file = "{run}/smsbox.log"
-log-level = 0
-access-log = "{run}/access.log"
-
-group = sendsms-user
-username = tester
-password = foobar
-user-allow-ip = "127.0.0.1"
-max-messages = 10
-concatenation = true
-
-group = sms-service
-keyword = default
-catch-all = true
-max-messages = 0
-get-url = "http://127.0.0.1:{dlr_port}/mo?from=%p&to=%P&text=%a&smsc=%i&ts=%t"
-"#
-        );
-        let path = dir.path().join("kannel.conf");
-        std::fs::write(&path, conf).unwrap();
-        Self {
-            conf: path,
-            dir,
-            admin_port,
-            smsc_port,
-            sendsms_port,
-            children: Vec::new(),
-        }
-    }
-
-    fn spawn(&mut self, name: &'static str, program: &Path, args: &[&str]) {
-        let out = |suffix: &str| File::create(self.dir.path().join(format!("{name}.{suffix}"))).unwrap();
-        let child = Command::new(program)
-            .args(args)
-            .current_dir(self.dir.path())
-            .stdin(Stdio::null())
-            .stdout(out("stdout"))
-            .stderr(out("stderr"))
-            .spawn()
-            .unwrap_or_else(|e| panic!("start {name}: {e}"));
-        self.children.push((name, child));
-    }
-
-    fn output(&self, name: &str) -> String {
-        let read = |suffix: &str| {
-            std::fs::read_to_string(self.dir.path().join(format!("{name}.{suffix}"))).unwrap_or_default()
-        };
-        read("stdout") + &read("stderr")
-    }
-
-    fn sendsms_base(&self) -> String {
-        format!("http://127.0.0.1:{}", self.sendsms_port)
-    }
-
-    /// bearerbox's status page, or nothing while it does not answer.
-    async fn status(&self, http: &reqwest::Client) -> String {
-        let url = format!(
-            "http://127.0.0.1:{}/status.txt?password=statuspw",
-            self.admin_port
-        );
-        match http.get(url).send().await {
-            Ok(r) => r.text().await.unwrap_or_default(),
-            Err(_) => String::new(),
-        }
-    }
-
-    async fn wait_for_status(&self, http: &reqwest::Client, what: &str, needle: &str) {
-        let deadline = Instant::now() + Duration::from_secs(10);
-        loop {
-            if self.status(http).await.contains(needle) {
-                return;
-            }
-            assert!(Instant::now() < deadline, "{what} not ready after 10 s");
-            tokio::time::sleep(Duration::from_millis(50)).await;
-        }
-    }
-
-    /// fakesmsc's "Got message N: <from to type data>" lines, as (from, to, type, data).
-    fn fakesmsc_received(&self) -> Vec<(String, String, String, String)> {
-        self.output("fakesmsc")
-            .lines()
-            .filter_map(|line| {
-                let rest = &line[line.find("Got message ")?..];
-                let inner = rest[rest.find(": <")? + 3..].strip_suffix('>')?;
-                let mut parts = inner.splitn(4, ' ').map(str::to_owned);
-                Some((parts.next()?, parts.next()?, parts.next()?, parts.next()?))
-            })
-            .collect()
-    }
-}
-
-impl Drop for Kannel {
-    fn drop(&mut self) {
-        // smsbox first, bearerbox last; SIGKILL: nothing of theirs needs to survive.
-        for (_, child) in self.children.iter_mut().rev() {
-            let _ = child.kill();
-            let _ = child.wait();
-        }
-        if std::thread::panicking() {
-            for name in ["bearerbox.log", "smsbox.log", "access.log"] {
-                let text = std::fs::read_to_string(self.dir.path().join(name)).unwrap_or_default();
-                let tail: Vec<_> = text.lines().rev().take(40).collect();
-                eprintln!("--- {name} (last lines, newest first)\n{}", tail.join("\n"));
-            }
-            eprintln!("--- fakesmsc\n{}", self.output("fakesmsc"));
-        }
-    }
-}
 
 /// The delivery-report endpoint: answers every request 200 and hands on its target.
 async fn dlr_endpoint() -> (u16, mpsc::UnboundedReceiver<String>) {
@@ -227,29 +55,6 @@ async fn dlr_endpoint() -> (u16, mpsc::UnboundedReceiver<String>) {
     (port, rx)
 }
 
-/// fakesmsc prints UCS-2 as URL-encoded UTF-16BE.
-fn decode_fakesmsc_ucs2(data: &str) -> String {
-    let mut bytes = Vec::new();
-    let raw = data.as_bytes();
-    let mut i = 0;
-    while i < raw.len() {
-        match raw[i] {
-            b'+' => bytes.push(b' '),
-            b'%' => {
-                bytes.push(u8::from_str_radix(std::str::from_utf8(&raw[i + 1..i + 3]).unwrap(), 16).unwrap());
-                i += 2;
-            }
-            b => bytes.push(b),
-        }
-        i += 1;
-    }
-    let units: Vec<u16> = bytes
-        .chunks(2)
-        .map(|c| u16::from_be_bytes([c[0], c[1]]))
-        .collect();
-    String::from_utf16(&units).unwrap()
-}
-
 fn sms(to: &str, text: &str, encoding: Encoding, reference: &str) -> SmsMessage {
     SmsMessage {
         to: to.to_owned(),
@@ -261,14 +66,10 @@ fn sms(to: &str, text: &str, encoding: Encoding, reference: &str) -> SmsMessage 
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn kannel_takes_our_messages_delivers_them_intact_and_reports_back() {
-    let (Some(bearerbox), Some(smsbox)) = (find_program("bearerbox"), find_program("smsbox")) else {
+    let Some((bearerbox, smsbox)) = installed() else {
         eprintln!("skipped: Kannel is not installed (apt-get install kannel kannel-extras)");
         return;
     };
-    assert!(
-        Path::new(FAKESMSC).is_file(),
-        "kannel-extras is missing: no {FAKESMSC}"
-    );
     let started = Instant::now();
     let http = reqwest::Client::builder()
         .no_proxy()
@@ -278,13 +79,7 @@ async fn kannel_takes_our_messages_delivers_them_intact_and_reports_back() {
 
     let (dlr_port, mut dlrs) = dlr_endpoint().await;
     let mut kannel = Kannel::configure(dlr_port);
-    let conf = kannel.conf.display().to_string();
-    kannel.spawn("bearerbox", &bearerbox, &["-v", "1", &conf]);
-    kannel
-        .wait_for_status(&http, "bearerbox", "SMSC connections")
-        .await;
-    kannel.spawn("smsbox", &smsbox, &["-v", "1", &conf]);
-    kannel.wait_for_status(&http, "smsbox", "smsbox:").await;
+    kannel.start_boxes(&bearerbox, &smsbox, &http).await;
 
     let config = KannelConfig {
         base_url: kannel.sendsms_base(),
@@ -312,25 +107,7 @@ async fn kannel_takes_our_messages_delivers_them_intact_and_reports_back() {
     );
     assert_eq!(gateway.send(&queued).await.unwrap(), SendOutcome::Queued);
 
-    let fakesmsc_port = kannel.smsc_port.to_string();
-    kannel.spawn(
-        "fakesmsc",
-        Path::new(FAKESMSC),
-        &[
-            "-H",
-            "127.0.0.1",
-            "-r",
-            &fakesmsc_port,
-            "-i",
-            "1",
-            "-m",
-            "0",
-            "x y text nop",
-        ],
-    );
-    kannel
-        .wait_for_status(&http, "the fake SMSC link", "(online")
-        .await;
+    kannel.start_fakesmsc(&http).await;
 
     let ucs2 = sms(
         "+84912345678",

@@ -1,0 +1,421 @@
+//! The SMS sender: decides fallbacks and follow-ups, claims due messages (marking them
+//! `sending` before any gateway call), hands them to their gateways within each gateway's
+//! limits, records the outcomes, and moves messages whose report is overdue to the next
+//! gateway. A new alert, a report or a receipt wakes it; otherwise it sweeps every
+//! `sweep_every`.
+//!
+//! Where a second copy can still happen: a gateway that took a message (Kannel does not
+//! deduplicate) but whose every delivery report was lost for longer than the report
+//! deadline, while another gateway is configured. A crash or restart alone never resends:
+//! a message left `sending` waits for its report like an unanswered send.
+
+use std::collections::HashMap;
+use std::sync::Arc;
+use std::time::Duration;
+
+use chrono::{DateTime, Utc};
+use domain::MessageClass;
+use store::{NewSms, SmsClaim, SmsOutcome, Store};
+use tokio::sync::Notify;
+use tokio_util::sync::CancellationToken;
+
+use crate::sms_gateway::{DeliveryReport, DlrError, MessageRef, SmsMessage};
+use crate::sms_gateways::Gateway;
+use crate::sms_plan::{
+    CommuneLoudspeakers, FallbackAfter, ReportEffect, SmsState, SmsTiming, after_report, after_send,
+    fallback, message_ref,
+};
+use crate::sms_text::{Encoding, SmsPolicy, SmsTemplates, render};
+
+/// How the SMS channel behaves.
+#[derive(Debug, Clone)]
+pub struct SmsSettings {
+    pub policy: SmsPolicy,
+    pub templates: SmsTemplates,
+    pub fallback_after: FallbackAfter,
+    /// Directory roles that get the fallback (`commune_chair`, `village_head`, `resident`).
+    pub roles: Vec<String>,
+    pub timing: SmsTiming,
+    /// How long a claim is held: longer than any gateway's timeout.
+    pub lease: chrono::Duration,
+    /// Messages claimed per round.
+    pub batch: i64,
+    /// How often fallbacks, follow-ups and overdue reports are looked at.
+    pub sweep_every: Duration,
+}
+
+/// The configured gateways, in failover order (the first is the primary).
+#[derive(Debug, Clone)]
+pub struct Gateways {
+    order: Vec<String>,
+    by_id: HashMap<String, Arc<Gateway>>,
+}
+
+impl Gateways {
+    pub fn new(gateways: Vec<Gateway>) -> Self {
+        let order = gateways.iter().map(|g| g.id().to_owned()).collect();
+        let by_id = gateways
+            .into_iter()
+            .map(|g| (g.id().to_owned(), Arc::new(g)))
+            .collect();
+        Self { order, by_id }
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.order.is_empty()
+    }
+
+    pub fn order(&self) -> &[String] {
+        &self.order
+    }
+
+    pub fn get(&self, id: &str) -> Option<&Arc<Gateway>> {
+        self.by_id.get(id)
+    }
+
+    pub fn primary(&self) -> Option<&str> {
+        self.order.first().map(String::as_str)
+    }
+
+    pub fn close(&self) {
+        self.by_id.values().for_each(|g| g.close());
+    }
+}
+
+/// Why a delivery-report callback was not applied.
+#[derive(Debug, thiserror::Error)]
+pub enum ReportError {
+    #[error("no sms gateway is called {0:?}")]
+    UnknownGateway(String),
+    #[error(transparent)]
+    Refused(#[from] DlrError),
+    #[error("no sms has the reference {0}")]
+    UnknownMessage(MessageRef),
+    #[error(transparent)]
+    Store(#[from] store::StoreError),
+}
+
+/// Authenticates and applies one delivery-report callback of gateway `gateway_id`
+/// (idempotent: a repeat changes nothing). Returns the report and the message's state.
+pub async fn apply_callback(
+    store: &Store,
+    gateways: &Gateways,
+    gateway_id: &str,
+    query: &str,
+    body: &str,
+    now: DateTime<Utc>,
+) -> Result<(DeliveryReport, String), ReportError> {
+    let gateway = gateways
+        .get(gateway_id)
+        .ok_or_else(|| ReportError::UnknownGateway(gateway_id.chars().take(40).collect()))?;
+    let report = gateway.parse_dlr(query, body)?;
+    let order = gateways.order().to_vec();
+    let status = report.status;
+    let applied = store
+        .apply_sms_report(
+            report.message_ref.as_str(),
+            gateway_id,
+            &status.code().to_string(),
+            &report.reason,
+            report.at,
+            now,
+            |state, current, tried| {
+                let Some(state) = SmsState::from_code(state) else {
+                    return store::ReportDecision::Keep;
+                };
+                match after_report(state, status, gateway_id, current, tried, &order) {
+                    ReportEffect::Keep => store::ReportDecision::Keep,
+                    ReportEffect::Set(s) => store::ReportDecision::Set(s.code().to_owned()),
+                    ReportEffect::MoveTo(g) => store::ReportDecision::MoveTo(g),
+                }
+            },
+        )
+        .await?;
+    match applied {
+        store::SmsReportApplied::Unknown => Err(ReportError::UnknownMessage(report.message_ref)),
+        store::SmsReportApplied::Applied { state, repeat } => {
+            tracing::debug!(gateway = gateway_id, message_ref = %report.message_ref, status = status.code(), %state, repeat, "sms delivery report");
+            Ok((report, state))
+        }
+    }
+}
+
+/// Runs the sender until `shutdown`. Store errors are logged and retried; they never end it.
+pub async fn run_sms(
+    store: Store,
+    gateways: Gateways,
+    settings: SmsSettings,
+    wake: Arc<Notify>,
+    shutdown: CancellationToken,
+) {
+    let mut last_sweep: Option<tokio::time::Instant> = None;
+    loop {
+        if last_sweep.is_none_or(|t| t.elapsed() >= settings.sweep_every) {
+            if let Err(e) = sweep(&store, &gateways, &settings, Utc::now()).await {
+                tracing::error!(error = %e, "sms sweep failed; fallbacks or failovers may be delayed");
+            }
+            last_sweep = Some(tokio::time::Instant::now());
+        }
+        let full = match send_round(&store, &gateways, &settings).await {
+            Ok(n) => n as i64 >= settings.batch,
+            Err(e) => {
+                tracing::error!(error = %e, "sms round failed; messages may be delayed");
+                false
+            }
+        };
+        if full {
+            continue;
+        }
+        let mut sleep = settings.sweep_every;
+        if let Ok(Some(due)) = store.next_sms_due().await {
+            sleep = sleep.min((due - Utc::now()).to_std().unwrap_or(Duration::ZERO));
+        }
+        tokio::select! {
+            _ = shutdown.cancelled() => return,
+            _ = wake.notified() => { last_sweep = None; }
+            _ = tokio::time::sleep(sleep) => {}
+        }
+    }
+}
+
+/// Decides fallbacks and follow-ups, ends what expired, recovers what a stopped sender
+/// left `sending`, and moves overdue messages on.
+pub async fn sweep(
+    store: &Store,
+    gateways: &Gateways,
+    settings: &SmsSettings,
+    now: DateTime<Utc>,
+) -> store::Result<()> {
+    let Some(primary) = gateways.primary() else {
+        return Ok(());
+    };
+    let recovered = store
+        .recover_sms_sending(now, settings.timing.report_deadline)
+        .await?;
+    if recovered > 0 {
+        tracing::warn!(
+            messages = recovered,
+            "sms left mid-send by a stopped sender now wait for their delivery reports"
+        );
+    }
+    let expired = store.expire_sms(now).await?;
+    if expired > 0 {
+        tracing::warn!(messages = expired, "sms expired before they could be sent");
+    }
+    let mut texts: HashMap<String, Option<(String, i64)>> = HashMap::new();
+    for c in store.fallback_candidates(now, 500).await? {
+        let Some(class) = MessageClass::from_code(&c.class) else {
+            continue;
+        };
+        let speakers = CommuneLoudspeakers {
+            registered: usize::try_from(c.registered).unwrap_or(0),
+            online_at_issue: usize::try_from(c.online_at_issue).unwrap_or(0),
+            played: usize::try_from(c.played).unwrap_or(0),
+        };
+        let Some(reason) = fallback(class, c.sent, now, speakers, &settings.fallback_after) else {
+            continue;
+        };
+        let Some((text, priority)) = alert_text(store, settings, &mut texts, &c.alert_id).await? else {
+            continue;
+        };
+        let recipients = store.sms_recipients(&c.commune, &settings.roles).await?;
+        let messages: Vec<NewSms> = recipients
+            .iter()
+            .map(|r| {
+                new_sms(
+                    &c.alert_id,
+                    &r.phone,
+                    &c.commune,
+                    &r.role,
+                    "fallback",
+                    &text,
+                    priority,
+                    primary,
+                    settings,
+                )
+            })
+            .collect();
+        let reason = reason.to_string();
+        if store
+            .decide_fallback(&c.alert_id, &c.commune, &reason, &messages, now)
+            .await?
+        {
+            tracing::warn!(alert_id = %c.alert_id, commune = %c.commune, recipients = messages.len(), %reason,
+                "loudspeakers did not cover the commune: its officials get the alert by sms");
+        }
+    }
+    let mut follow_ups: HashMap<String, Vec<NewSms>> = HashMap::new();
+    for (alert_id, phone, commune, role) in store.follow_up_candidates(now, 2000).await? {
+        let Some((text, priority)) = alert_text(store, settings, &mut texts, &alert_id).await? else {
+            continue;
+        };
+        let m = new_sms(
+            &alert_id,
+            &phone,
+            &commune,
+            &role,
+            "follow_up",
+            &text,
+            priority,
+            primary,
+            settings,
+        );
+        follow_ups.entry(alert_id).or_default().push(m);
+    }
+    for (alert_id, messages) in follow_ups {
+        let n = store.queue_sms(&alert_id, &messages, now).await?;
+        tracing::info!(%alert_id, messages = n, "an update or cancel goes by sms to everyone who had the original by sms");
+    }
+    for sms in store.overdue_sms(now, 500).await? {
+        let next = crate::sms_plan::untried_gateway(gateways.order(), &sms.gateway, &sms.tried);
+        let reason = match next {
+            Some(g) => format!(
+                "no delivery report from {} within {} s; moved to {g}",
+                sms.gateway,
+                settings.timing.report_deadline.num_seconds()
+            ),
+            None => format!(
+                "no delivery report from {} within {} s and no other gateway to try",
+                sms.gateway,
+                settings.timing.report_deadline.num_seconds()
+            ),
+        };
+        if store.resolve_overdue(&sms, next, &reason, now).await? {
+            tracing::warn!(sms_id = sms.id, %reason, "sms report overdue");
+        }
+    }
+    Ok(())
+}
+
+/// The SMS text of an alert and its priority, rendered once per sweep.
+async fn alert_text(
+    store: &Store,
+    settings: &SmsSettings,
+    cache: &mut HashMap<String, Option<(String, i64)>>,
+    alert_id: &str,
+) -> store::Result<Option<(String, i64)>> {
+    if let Some(hit) = cache.get(alert_id) {
+        return Ok(hit.clone());
+    }
+    let rendered = store.get_alert(alert_id).await?.and_then(|a| {
+        let text = settings.templates.render_record(&a)?;
+        let priority = match MessageClass::from_code(&a.class)? {
+            MessageClass::Emergency => 2,
+            MessageClass::Priority => 1,
+            MessageClass::Normal => 0,
+        };
+        Some((text, priority))
+    });
+    if rendered.is_none() {
+        tracing::error!(%alert_id, "a stored alert has a code canhbao does not know; no sms is written for it");
+    }
+    cache.insert(alert_id.to_owned(), rendered.clone());
+    Ok(rendered)
+}
+
+#[allow(clippy::too_many_arguments)]
+fn new_sms(
+    alert_id: &str,
+    phone: &str,
+    commune: &str,
+    role: &str,
+    cause: &str,
+    text: &str,
+    priority: i64,
+    gateway: &str,
+    settings: &SmsSettings,
+) -> NewSms {
+    let rendered = render(text, settings.policy);
+    NewSms {
+        phone: phone.to_owned(),
+        commune: commune.to_owned(),
+        role: role.to_owned(),
+        cause: cause.to_owned(),
+        message_ref: message_ref(alert_id, phone).as_str().to_owned(),
+        text: rendered.text,
+        encoding: rendered.encoding.label().to_owned(),
+        segments: i64::from(rendered.segments),
+        priority,
+        gateway: gateway.to_owned(),
+    }
+}
+
+/// Claims a batch (marked `sending` in the same commit), sends it concurrently within
+/// each gateway's limits, and records every outcome in one transaction.
+async fn send_round(store: &Store, gateways: &Gateways, settings: &SmsSettings) -> store::Result<usize> {
+    if gateways.is_empty() {
+        return Ok(0);
+    }
+    let claimed = store
+        .claim_sms(Utc::now(), settings.lease, settings.batch)
+        .await?;
+    let n = claimed.len();
+    if n == 0 {
+        return Ok(0);
+    }
+    let mut tasks = tokio::task::JoinSet::new();
+    for claim in claimed {
+        let gateway = gateways.get(&claim.gateway).cloned();
+        let order = gateways.order().to_vec();
+        let timing = settings.timing;
+        tasks.spawn(async move {
+            let outcome = send_one(gateway.as_deref(), &claim, &order, &timing).await;
+            (claim, outcome)
+        });
+    }
+    let mut outcomes = Vec::with_capacity(n);
+    while let Some(done) = tasks.join_next().await {
+        match done {
+            Ok(pair) => outcomes.push(pair),
+            // A panicked send leaves its row `sending`: recovered as unconfirmed, never resent blindly.
+            Err(e) => tracing::error!(error = %e, "an sms send task failed"),
+        }
+    }
+    store.record_sms_outcomes(&outcomes, Utc::now()).await?;
+    Ok(n)
+}
+
+async fn send_one(
+    gateway: Option<&Gateway>,
+    claim: &SmsClaim,
+    order: &[String],
+    timing: &SmsTiming,
+) -> SmsOutcome {
+    let Some(gateway) = gateway else {
+        // The configuration lost this gateway since the message was queued: nothing was sent.
+        let next = order.first().cloned().unwrap_or_default();
+        return SmsOutcome::Retry {
+            error: format!(
+                "gateway {:?} is no longer configured; moved to {next}",
+                claim.gateway
+            ),
+            gateway: next,
+            next_attempt: Utc::now(),
+        };
+    };
+    let message = match MessageRef::new(&claim.message_ref) {
+        Ok(message_ref) => SmsMessage {
+            to: claim.phone.clone(),
+            text: claim.text.clone(),
+            encoding: if claim.encoding == Encoding::Gsm7.label() {
+                Encoding::Gsm7
+            } else {
+                Encoding::Ucs2
+            },
+            message_ref,
+        },
+        Err(e) => {
+            return SmsOutcome::Failed { error: e.to_string() };
+        }
+    };
+    let answer = gateway.send(&message).await;
+    after_send(
+        answer.as_ref(),
+        gateway.id(),
+        &claim.tried,
+        order,
+        claim.attempts,
+        Utc::now(),
+        timing,
+    )
+}
