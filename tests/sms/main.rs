@@ -410,3 +410,48 @@ async fn a_gateway_killed_mid_run_fails_over_and_no_number_gets_two_copies() {
     );
     app.app.stop().await;
 }
+
+/// `canhbao bench sms` with a few recipients: every message is counted delivered and the
+/// report carries both baselines and a ratio. Timings are not asserted (speed is measured
+/// by the bench command, never in a test).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn bench_sms_delivers_to_every_recipient_and_reports_a_ratio() {
+    let http = http();
+    let Some(k) = kannel(&http, free_port()).await else {
+        eprintln!("skipped: Kannel is not installed (apt-get install kannel kannel-extras)");
+        return;
+    };
+    let bench = canhbao_server::bench_sms::SmsBench {
+        recipients: 100,
+        kannel: k.sendsms_base(),
+        username: "tester".into(),
+        password: "foobar".into(),
+        in_flight: 4,
+        rounds: 1,
+    };
+    let sources = canhbao_server::Sources {
+        config_dir: canhbao_tests::repo_config_dir(),
+        ..Default::default()
+    };
+    let mut out = Vec::new();
+    let report = canhbao_server::bench_sms::bench_sms(&sources, &bench, &mut out)
+        .await
+        .unwrap();
+    let text = String::from_utf8(out).unwrap();
+    assert_eq!(report.rounds[0].counted_delivered, 100, "{text}");
+    assert_eq!(report.communes, 65, "{text}");
+    for label in [
+        "baseline sendsms loop",
+        "baseline with reports",
+        "canhbao issue->submitted",
+        "canhbao issue->delivered",
+        "ratio (time)",
+    ] {
+        assert!(text.contains(label), "{label} missing from:\n{text}");
+    }
+    // The SMSC got the canhbao run and both baselines: three messages per number.
+    let got = received(&k);
+    assert_eq!(got.len(), 100, "{text}");
+    assert!(got.values().all(|m| m.len() == 3), "{text}");
+    eprintln!("{text}");
+}

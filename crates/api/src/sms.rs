@@ -66,6 +66,8 @@ pub async fn preview(_caller: Caller, headers: HeaderMap, body: Bytes) -> Result
 #[derive(Clone)]
 pub struct SmsContext {
     pub gateways: dispatch::sms_worker::Gateways,
+    /// Applies delivery reports, a burst in one transaction.
+    pub reports: dispatch::sms_worker::ReportApplier,
     /// Wakes the SMS sender (a report may have moved a message to another gateway).
     pub wake: std::sync::Arc<dyn Fn() + Send + Sync>,
 }
@@ -94,12 +96,11 @@ pub async fn delivery_report(
     let now = chrono::Utc::now();
     let body = String::from_utf8_lossy(&body);
     let result = apply_callback(
-        &state.store,
+        &sms.reports,
         &sms.gateways,
         &gateway,
         query.as_deref().unwrap_or_default(),
         &body,
-        now,
     )
     .await;
     let error = match result {
@@ -114,7 +115,9 @@ pub async fn delivery_report(
                 ack,
             ));
         }
-        Err(ReportError::Store(e)) => return Err(ApiError::internal(e)),
+        Err(e @ (ReportError::NotStored(_) | ReportError::Stopped)) => {
+            return Err(ApiError::unavailable(e.to_string()));
+        }
         Err(e @ ReportError::UnknownGateway(_)) => ApiError::not_found(e.to_string()),
         Err(e @ ReportError::UnknownMessage(_)) => ApiError::not_found(e.to_string()),
         Err(ReportError::Refused(e)) => match e {

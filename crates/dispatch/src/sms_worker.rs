@@ -90,52 +90,130 @@ pub enum ReportError {
     #[error(transparent)]
     Refused(#[from] DlrError),
     #[error("no sms has the reference {0}")]
-    UnknownMessage(MessageRef),
-    #[error(transparent)]
-    Store(#[from] store::StoreError),
+    UnknownMessage(String),
+    #[error("the report could not be stored: {0}")]
+    NotStored(String),
+    #[error("the sms channel is stopping")]
+    Stopped,
 }
 
-/// Authenticates and applies one delivery-report callback of gateway `gateway_id`
-/// (idempotent: a repeat changes nothing). Returns the report and the message's state.
+/// Most reports applied in one transaction.
+const REPORT_BATCH: usize = 256;
+
+type Reply = tokio::sync::oneshot::Sender<Result<String, ReportError>>;
+
+/// Hands authenticated reports to [`run_report_applier`], which applies whatever has
+/// arrived together in one transaction: a burst of reports costs one disk sync, not one
+/// each.
+#[derive(Debug, Clone)]
+pub struct ReportApplier {
+    tx: tokio::sync::mpsc::Sender<(store::IncomingReport, Reply)>,
+}
+
+impl ReportApplier {
+    /// The handle, and the receiving end for [`run_report_applier`].
+    pub fn new() -> (Self, ReportQueue) {
+        let (tx, rx) = tokio::sync::mpsc::channel(4 * REPORT_BATCH);
+        (Self { tx }, ReportQueue(rx))
+    }
+}
+
+/// The receiving end of a [`ReportApplier`].
+#[derive(Debug)]
+pub struct ReportQueue(tokio::sync::mpsc::Receiver<(store::IncomingReport, Reply)>);
+
+/// Authenticates one delivery-report callback of gateway `gateway_id` and applies it
+/// (idempotent: a repeat changes nothing). Returns the report and its message's state
+/// once the state is stored.
 pub async fn apply_callback(
-    store: &Store,
+    applier: &ReportApplier,
     gateways: &Gateways,
     gateway_id: &str,
     query: &str,
     body: &str,
-    now: DateTime<Utc>,
 ) -> Result<(DeliveryReport, String), ReportError> {
     let gateway = gateways
         .get(gateway_id)
         .ok_or_else(|| ReportError::UnknownGateway(gateway_id.chars().take(40).collect()))?;
     let report = gateway.parse_dlr(query, body)?;
-    let order = gateways.order().to_vec();
-    let status = report.status;
-    let applied = store
-        .apply_sms_report(
-            report.message_ref.as_str(),
-            gateway_id,
-            &status.code().to_string(),
-            &report.reason,
-            report.at,
-            now,
-            |state, current, tried| {
-                let Some(state) = SmsState::from_code(state) else {
+    let incoming = store::IncomingReport {
+        message_ref: report.message_ref.as_str().to_owned(),
+        gateway: gateway_id.to_owned(),
+        status: report.status.code().to_string(),
+        detail: report.reason.clone(),
+        reported: report.at,
+    };
+    let (reply, answer) = tokio::sync::oneshot::channel();
+    applier
+        .tx
+        .send((incoming, reply))
+        .await
+        .map_err(|_| ReportError::Stopped)?;
+    let state = answer.await.map_err(|_| ReportError::Stopped)??;
+    Ok((report, state))
+}
+
+/// Applies queued reports in batches until every [`ReportApplier`] is gone or `shutdown`.
+pub async fn run_report_applier(
+    store: Store,
+    gateways: Gateways,
+    mut queue: ReportQueue,
+    shutdown: CancellationToken,
+) {
+    loop {
+        let first = tokio::select! {
+            _ = shutdown.cancelled() => return,
+            next = queue.0.recv() => match next {
+                Some(first) => first,
+                None => return,
+            },
+        };
+        let mut batch = vec![first];
+        while batch.len() < REPORT_BATCH {
+            match queue.0.try_recv() {
+                Ok(next) => batch.push(next),
+                Err(_) => break,
+            }
+        }
+        let reports: Vec<store::IncomingReport> = batch.iter().map(|(r, _)| r.clone()).collect();
+        let order = gateways.order();
+        let result = store
+            .apply_sms_reports(&reports, Utc::now(), |i, state, current, tried| {
+                let (Some(state), Some(status)) = (
+                    SmsState::from_code(state),
+                    reports[i]
+                        .status
+                        .parse()
+                        .ok()
+                        .and_then(crate::sms_gateway::DlrStatus::from_code),
+                ) else {
                     return store::ReportDecision::Keep;
                 };
-                match after_report(state, status, gateway_id, current, tried, &order) {
+                match after_report(state, status, &reports[i].gateway, current, tried, order) {
                     ReportEffect::Keep => store::ReportDecision::Keep,
                     ReportEffect::Set(s) => store::ReportDecision::Set(s.code().to_owned()),
                     ReportEffect::MoveTo(g) => store::ReportDecision::MoveTo(g),
                 }
-            },
-        )
-        .await?;
-    match applied {
-        store::SmsReportApplied::Unknown => Err(ReportError::UnknownMessage(report.message_ref)),
-        store::SmsReportApplied::Applied { state, repeat } => {
-            tracing::debug!(gateway = gateway_id, message_ref = %report.message_ref, status = status.code(), %state, repeat, "sms delivery report");
-            Ok((report, state))
+            })
+            .await;
+        match result {
+            Ok(applied) => {
+                for ((report, reply), applied) in batch.into_iter().zip(applied) {
+                    let _ = reply.send(match applied {
+                        store::SmsReportApplied::Unknown => {
+                            Err(ReportError::UnknownMessage(report.message_ref))
+                        }
+                        store::SmsReportApplied::Applied { state, .. } => Ok(state),
+                    });
+                }
+            }
+            Err(e) => {
+                tracing::error!(error = %e, reports = batch.len(), "sms delivery reports could not be stored");
+                let reason = e.to_string();
+                for (_, reply) in batch {
+                    let _ = reply.send(Err(ReportError::NotStored(reason.clone())));
+                }
+            }
         }
     }
 }
@@ -299,11 +377,7 @@ async fn alert_text(
     }
     let rendered = store.get_alert(alert_id).await?.and_then(|a| {
         let text = settings.templates.render_record(&a)?;
-        let priority = match MessageClass::from_code(&a.class)? {
-            MessageClass::Emergency => 2,
-            MessageClass::Priority => 1,
-            MessageClass::Normal => 0,
-        };
+        let priority = MessageClass::from_code(&a.class)?.priority();
         Some((text, priority))
     });
     if rendered.is_none() {

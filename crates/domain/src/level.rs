@@ -165,6 +165,15 @@ impl MessageClass {
             .into_iter()
             .find(|c| c.code() == code)
     }
+
+    /// Outbox priority (MQTT and SMS): emergencies are claimed first.
+    pub fn priority(self) -> i64 {
+        match self {
+            Self::Emergency => 2,
+            Self::Priority => 1,
+            Self::Normal => 0,
+        }
+    }
 }
 
 #[cfg(test)]

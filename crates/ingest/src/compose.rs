@@ -44,15 +44,6 @@ pub fn implausible_jump(
     })
 }
 
-/// Outbox priority of a message class: emergencies are claimed first.
-pub fn priority(class: MessageClass) -> i64 {
-    match class {
-        MessageClass::Emergency => 2,
-        MessageClass::Priority => 1,
-        MessageClass::Normal => 0,
-    }
-}
-
 /// The alert for a flood alarm crossing, issued at `now`. With `references` (the live
 /// alerts it escalates) it is an Update.
 #[allow(clippy::too_many_arguments)]

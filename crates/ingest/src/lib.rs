@@ -345,7 +345,7 @@ impl Pipeline {
             .map(|c| NewDelivery {
                 commune: c.to_string(),
                 topic: self.topics.alert(c, &alert.id),
-                priority: compose::priority(alert.class),
+                priority: alert.class.priority(),
             })
             .collect();
         tx.insert_alert(alert, &signed, &deliveries, now).await?;

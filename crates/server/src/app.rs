@@ -182,7 +182,15 @@ impl App {
                 sms_wake.clone(),
                 shutdown.clone(),
             ));
+            let (reports, queue) = dispatch::sms_worker::ReportApplier::new();
+            tasks.spawn(dispatch::sms_worker::run_report_applier(
+                store.clone(),
+                gateways.clone(),
+                queue,
+                shutdown.clone(),
+            ));
             Some(api::sms::SmsContext {
+                reports,
                 gateways,
                 wake: Arc::new(move || sms_wake.notify_one()),
             })

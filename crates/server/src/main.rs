@@ -102,7 +102,7 @@ enum Command {
         config: ConfigArgs,
     },
     /// Measure a scenario against its baseline measured in the same run (scenarios:
-    /// rules, dispatch).
+    /// rules, dispatch, sms).
     Bench {
         scenario: String,
         /// Rounds; the median is reported.
@@ -114,9 +114,32 @@ enum Command {
         /// dispatch: the external broker (Mosquitto) to measure on.
         #[arg(long, default_value = "mqtt://127.0.0.1:1883")]
         broker: String,
+        /// sms: recipients, spread over the province's communes.
+        #[arg(long, default_value_t = 10_000)]
+        recipients: usize,
+        /// sms: the running Kannel's smsbox (with a fake SMSC), its sendsms user, and the
+        /// variable holding its password.
+        #[arg(long, default_value = "http://127.0.0.1:13013")]
+        kannel: String,
+        #[arg(long, default_value = "tester")]
+        kannel_user: String,
+        #[arg(long, default_value = "CANHBAO_SECRET_KANNEL_PASSWORD")]
+        kannel_password_env: String,
+        /// sms: requests in flight at once.
+        #[arg(long, default_value_t = 8)]
+        in_flight: usize,
         #[command(flatten)]
         config: ConfigArgs,
     },
+}
+
+/// `bench sms` options.
+struct SmsBenchArgs {
+    recipients: usize,
+    kannel: String,
+    kannel_user: String,
+    kannel_password_env: String,
+    in_flight: usize,
 }
 
 #[derive(Args)]
@@ -360,8 +383,28 @@ fn bench(
     rounds: usize,
     receivers: usize,
     broker: String,
+    sms: SmsBenchArgs,
     args: &ConfigArgs,
 ) -> Result<ExitCode> {
+    if scenario == "sms" {
+        let password = std::env::var(&sms.kannel_password_env)
+            .map_err(|_| anyhow::anyhow!("set {} to the sendsms user's password", sms.kannel_password_env))?;
+        let bench = canhbao_server::bench_sms::SmsBench {
+            recipients: sms.recipients,
+            kannel: sms.kannel,
+            username: sms.kannel_user,
+            password,
+            in_flight: sms.in_flight,
+            rounds,
+        };
+        let runtime = tokio::runtime::Builder::new_multi_thread().enable_all().build()?;
+        runtime.block_on(canhbao_server::bench_sms::bench_sms(
+            &args.sources(),
+            &bench,
+            &mut std::io::stdout(),
+        ))?;
+        return Ok(ExitCode::SUCCESS);
+    }
     if scenario == "dispatch" {
         let bench = canhbao_server::bench_dispatch::DispatchBench {
             receivers,
@@ -386,7 +429,7 @@ fn bench(
             rounds,
             &mut std::io::stdout(),
         )?,
-        other => anyhow::bail!("unknown bench scenario {other:?}; available: rules, dispatch"),
+        other => anyhow::bail!("unknown bench scenario {other:?}; available: rules, dispatch, sms"),
     }
     Ok(ExitCode::SUCCESS)
 }
@@ -696,8 +739,22 @@ fn main() -> ExitCode {
             rounds,
             receivers,
             broker,
+            recipients,
+            kannel,
+            kannel_user,
+            kannel_password_env,
+            in_flight,
             config,
-        } => report(bench(&scenario, rounds, receivers, broker, &config)),
+        } => {
+            let sms = SmsBenchArgs {
+                recipients,
+                kannel,
+                kannel_user,
+                kannel_password_env,
+                in_flight,
+            };
+            report(bench(&scenario, rounds, receivers, broker, sms, &config))
+        }
         Command::Receivers { action, config } => report(receivers(action, &config)),
         Command::Keys { action, config } => report(keys(action, &config)),
         Command::Contacts { action, config } => report(contacts(action, &config)),

@@ -34,8 +34,8 @@ pub use outbox::{ClaimedDelivery, DeliveryRecord};
 pub use receipts::{NewReceipt, ReceiptRecord, ReceiverRecord, RejectionRecord};
 pub use registry::{FleetRecord, ReceiverDeliveryRecord, RegisteredReceiver};
 pub use sms::{
-    FallbackCandidate, FallbackRecord, NewSms, OverdueSms, ReportDecision, SmsClaim, SmsOutcome, SmsRecord,
-    SmsReportApplied,
+    FallbackCandidate, FallbackRecord, IncomingReport, NewSms, OverdueSms, ReportDecision, SmsClaim,
+    SmsOutcome, SmsRecord, SmsReportApplied,
 };
 pub use sources::SourceHealth;
 pub use tokens::TokenRecord;

@@ -91,6 +91,7 @@ pub struct SmsRecord {
     pub role: String,
     pub cause: String,
     pub message_ref: String,
+    pub text: String,
     pub encoding: String,
     pub segments: i64,
     pub state: String,
@@ -109,6 +110,17 @@ pub struct FallbackRecord {
     pub reason: String,
     pub recipients: i64,
     pub decided: DateTime<Utc>,
+}
+
+/// An authenticated delivery report, to record and apply.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct IncomingReport {
+    pub message_ref: String,
+    /// The gateway it came from.
+    pub gateway: String,
+    pub status: String,
+    pub detail: String,
+    pub reported: Option<DateTime<Utc>>,
 }
 
 /// What a delivery report does to its message (decided by the caller).
@@ -450,91 +462,28 @@ impl Store {
         Ok(done.rows_affected() == 1)
     }
 
-    /// Records a delivery report once and applies it to its message: `decide(state,
-    /// gateway, tried)` gives the message's next state, or the gateway to queue it for now.
-    #[allow(clippy::too_many_arguments)]
-    pub async fn apply_sms_report(
+    /// Records delivery reports once each and applies them to their messages, all in one
+    /// transaction (one disk sync for a burst of reports): `decide(i, state, gateway,
+    /// tried)` gives the next state of report `i`'s message, or the gateway to queue it for
+    /// now. Reports for the same message apply in order.
+    pub async fn apply_sms_reports(
         &self,
-        message_ref: &str,
-        gateway: &str,
-        status: &str,
-        detail: &str,
-        reported: Option<DateTime<Utc>>,
+        reports: &[IncomingReport],
         now: DateTime<Utc>,
-        decide: impl FnOnce(&str, &str, &[String]) -> ReportDecision,
-    ) -> Result<SmsReportApplied> {
+        mut decide: impl FnMut(usize, &str, &str, &[String]) -> ReportDecision,
+    ) -> Result<Vec<SmsReportApplied>> {
         let mut tx = self.begin().await?;
-        let Some(row) =
-            sqlx::query("SELECT id, state, gateway, tried FROM sms_messages WHERE message_ref = ?")
-                .bind(message_ref)
-                .fetch_optional(&mut *tx.tx)
-                .await?
-        else {
-            return Ok(SmsReportApplied::Unknown);
-        };
-        let id: i64 = row.try_get("id")?;
-        let current: String = row.try_get("state")?;
-        let current_gateway: Option<String> = row.try_get("gateway")?;
-        let tried: String = row.try_get("tried")?;
-        let tried = parse_json_list("tried", &tried)?;
-        let inserted = sqlx::query(
-            "INSERT INTO sms_reports (message_ref, gateway, status, detail, reported_ms, recorded_ms)
-             VALUES (?, ?, ?, ?, ?, ?) ON CONFLICT (message_ref, gateway, status) DO NOTHING",
-        )
-        .bind(message_ref)
-        .bind(gateway)
-        .bind(status)
-        .bind(detail)
-        .bind(reported.map(ms))
-        .bind(ms(now))
-        .execute(&mut *tx.tx)
-        .await?
-        .rows_affected()
-            == 1;
-        let state = match decide(&current, current_gateway.as_deref().unwrap_or_default(), &tried) {
-            ReportDecision::Keep => current,
-            ReportDecision::Set(state) => {
-                let is_final = matches!(state.as_str(), "delivered" | "failed");
-                sqlx::query(
-                    "UPDATE sms_messages SET state = ?1, final_ms = CASE WHEN ?2 THEN ?3 ELSE final_ms END,
-                        lease_until_ms = NULL, report_deadline_ms = CASE WHEN ?2 THEN NULL ELSE report_deadline_ms END,
-                        last_error = CASE WHEN ?1 = 'failed' THEN ?4 ELSE last_error END
-                     WHERE id = ?5",
-                )
-                .bind(&state)
-                .bind(is_final)
-                .bind(ms(now))
-                .bind(format!("{gateway} reported {status}: {detail}"))
-                .bind(id)
-                .execute(&mut *tx.tx)
-                .await?;
-                state
-            }
-            ReportDecision::MoveTo(next) => {
-                let mut tried = tried;
-                if let Some(g) = current_gateway.filter(|g| !tried.contains(g)) {
-                    tried.push(g);
-                }
-                sqlx::query(
-                    "UPDATE sms_messages SET state = 'queued', gateway = ?1, tried = ?2, next_attempt_ms = ?3,
-                        report_deadline_ms = NULL, lease_until_ms = NULL, last_error = ?4
-                     WHERE id = ?5",
-                )
-                .bind(&next)
-                .bind(json_list(&tried))
-                .bind(ms(now))
-                .bind(format!("{gateway} reported {status}: {detail}; moved to {next}"))
-                .bind(id)
-                .execute(&mut *tx.tx)
-                .await?;
-                "queued".to_owned()
-            }
-        };
+        let mut applied = Vec::with_capacity(reports.len());
+        for (i, report) in reports.iter().enumerate() {
+            applied.push(
+                apply_report(&mut tx, report, now, |state, gateway, tried| {
+                    decide(i, state, gateway, tried)
+                })
+                .await?,
+            );
+        }
         tx.commit().await?;
-        Ok(SmsReportApplied::Applied {
-            state,
-            repeat: !inserted,
-        })
+        Ok(applied)
     }
 
     /// When the next queued message falls due, if one is queued.
@@ -547,7 +496,7 @@ impl Store {
 
     pub async fn sms_for_alert(&self, alert_id: &str) -> Result<Vec<SmsRecord>> {
         let rows = sqlx::query(
-            "SELECT id, alert_id, phone, commune, role, cause, message_ref, encoding, segments, state, gateway,
+            "SELECT id, alert_id, phone, commune, role, cause, message_ref, text, encoding, segments, state, gateway,
                 tried, attempts, submitted_ms, final_ms, last_error
              FROM sms_messages WHERE alert_id = ? ORDER BY commune, phone",
         )
@@ -565,6 +514,7 @@ impl Store {
                     role: r.try_get("role")?,
                     cause: r.try_get("cause")?,
                     message_ref: r.try_get("message_ref")?,
+                    text: r.try_get("text")?,
                     encoding: r.try_get("encoding")?,
                     segments: r.try_get("segments")?,
                     state: r.try_get("state")?,
@@ -641,4 +591,88 @@ async fn insert_sms(
         .rows_affected();
     }
     Ok(n)
+}
+
+async fn apply_report(
+    tx: &mut crate::Tx<'_>,
+    report: &IncomingReport,
+    now: DateTime<Utc>,
+    decide: impl FnOnce(&str, &str, &[String]) -> ReportDecision,
+) -> Result<SmsReportApplied> {
+    let IncomingReport {
+        message_ref,
+        gateway,
+        status,
+        detail,
+        reported,
+    } = report;
+    let Some(row) = sqlx::query("SELECT id, state, gateway, tried FROM sms_messages WHERE message_ref = ?")
+        .bind(message_ref)
+        .fetch_optional(&mut *tx.tx)
+        .await?
+    else {
+        return Ok(SmsReportApplied::Unknown);
+    };
+    let id: i64 = row.try_get("id")?;
+    let current: String = row.try_get("state")?;
+    let current_gateway: Option<String> = row.try_get("gateway")?;
+    let tried: String = row.try_get("tried")?;
+    let tried = parse_json_list("tried", &tried)?;
+    let inserted = sqlx::query(
+        "INSERT INTO sms_reports (message_ref, gateway, status, detail, reported_ms, recorded_ms)
+         VALUES (?, ?, ?, ?, ?, ?) ON CONFLICT (message_ref, gateway, status) DO NOTHING",
+    )
+    .bind(message_ref)
+    .bind(gateway)
+    .bind(status)
+    .bind(detail)
+    .bind(reported.map(ms))
+    .bind(ms(now))
+    .execute(&mut *tx.tx)
+    .await?
+    .rows_affected()
+        == 1;
+    let state = match decide(&current, current_gateway.as_deref().unwrap_or_default(), &tried) {
+        ReportDecision::Keep => current,
+        ReportDecision::Set(state) => {
+            let is_final = matches!(state.as_str(), "delivered" | "failed");
+            sqlx::query(
+                "UPDATE sms_messages SET state = ?1, final_ms = CASE WHEN ?2 THEN ?3 ELSE final_ms END,
+                    lease_until_ms = NULL, report_deadline_ms = CASE WHEN ?2 THEN NULL ELSE report_deadline_ms END,
+                    last_error = CASE WHEN ?1 = 'failed' THEN ?4 ELSE last_error END
+                 WHERE id = ?5",
+            )
+            .bind(&state)
+            .bind(is_final)
+            .bind(ms(now))
+            .bind(format!("{gateway} reported {status}: {detail}"))
+            .bind(id)
+            .execute(&mut *tx.tx)
+            .await?;
+            state
+        }
+        ReportDecision::MoveTo(next) => {
+            let mut tried = tried;
+            if let Some(g) = current_gateway.filter(|g| !tried.contains(g)) {
+                tried.push(g);
+            }
+            sqlx::query(
+                "UPDATE sms_messages SET state = 'queued', gateway = ?1, tried = ?2, next_attempt_ms = ?3,
+                    report_deadline_ms = NULL, lease_until_ms = NULL, last_error = ?4
+                 WHERE id = ?5",
+            )
+            .bind(&next)
+            .bind(json_list(&tried))
+            .bind(ms(now))
+            .bind(format!("{gateway} reported {status}: {detail}; moved to {next}"))
+            .bind(id)
+            .execute(&mut *tx.tx)
+            .await?;
+            "queued".to_owned()
+        }
+    };
+    Ok(SmsReportApplied::Applied {
+        state,
+        repeat: !inserted,
+    })
 }

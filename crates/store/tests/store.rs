@@ -522,47 +522,46 @@ async fn an_sms_caught_mid_send_by_a_crash_is_never_sent_again_blindly() {
     assert!(store.claim_sms(later, lease, 10).await.unwrap().is_empty());
     let rows = store.sms_for_alert("a-sms").await.unwrap();
     assert!(rows.iter().all(|r| r.state == "unconfirmed"), "{rows:?}");
-    // A report for one settles it; the other moves to gateway b once its deadline passes.
+    // A report for one settles it (a repeat in the same burst changes nothing); the other
+    // moves to gateway b once its deadline passes.
+    let report = store::IncomingReport {
+        message_ref: "ref-+84912000001".into(),
+        gateway: "a".into(),
+        status: "1".into(),
+        detail: "delivered".into(),
+        reported: None,
+    };
+    let mut seen = Vec::new();
     let applied = store
-        .apply_sms_report(
-            "ref-+84912000001",
-            "a",
-            "1",
-            "delivered",
-            None,
-            later,
-            |state, gw, _| {
-                assert_eq!((state, gw), ("unconfirmed", "a"));
+        .apply_sms_reports(&[report.clone(), report], later, |i, state, gw, _| {
+            seen.push((i, state.to_owned(), gw.to_owned()));
+            if state == "unconfirmed" {
                 store::ReportDecision::Set("delivered".into())
-            },
-        )
+            } else {
+                store::ReportDecision::Keep
+            }
+        })
         .await
         .unwrap();
+    assert_eq!(
+        seen,
+        [
+            (0, "unconfirmed".to_owned(), "a".to_owned()),
+            (1, "delivered".to_owned(), "a".to_owned())
+        ]
+    );
     assert_eq!(
         applied,
-        store::SmsReportApplied::Applied {
-            state: "delivered".into(),
-            repeat: false
-        }
-    );
-    let repeat = store
-        .apply_sms_report(
-            "ref-+84912000001",
-            "a",
-            "1",
-            "delivered",
-            None,
-            later,
-            |_, _, _| store::ReportDecision::Keep,
-        )
-        .await
-        .unwrap();
-    assert_eq!(
-        repeat,
-        store::SmsReportApplied::Applied {
-            state: "delivered".into(),
-            repeat: true
-        }
+        [
+            store::SmsReportApplied::Applied {
+                state: "delivered".into(),
+                repeat: false
+            },
+            store::SmsReportApplied::Applied {
+                state: "delivered".into(),
+                repeat: true
+            },
+        ]
     );
     let deadline = t0() + Duration::seconds(300);
     assert!(
