@@ -181,7 +181,9 @@ impl Kannel {
     /// (to, parts, text).
     pub fn messages(&self) -> Vec<(String, usize, String)> {
         let mut whole = Vec::new();
-        // (to, concatenation reference) -> (parts expected, [(part number, bytes)])
+        // (to, concatenation reference) -> (parts expected, [(part number, bytes)]); a
+        // group is complete, and taken out, once all its parts came (the 8-bit reference
+        // comes round again after 256 messages).
         let mut partial: std::collections::BTreeMap<(String, u8), Parts> = std::collections::BTreeMap::new();
         for (_, to, kind, data) in self.fakesmsc_received() {
             match kind.as_str() {
@@ -195,31 +197,40 @@ impl Kannel {
                     let [5, 0, 3, reference, total, seq] = udh[..] else {
                         continue;
                     };
-                    let entry = partial.entry((to, reference)).or_insert((total, Vec::new()));
+                    let key = (to.clone(), reference);
+                    let entry = partial.entry(key.clone()).or_insert((total, Vec::new()));
                     entry.1.push((seq, url_decode(text)));
+                    if entry.1.len() == usize::from(total)
+                        && let Some((_, parts)) = partial.remove(&key)
+                    {
+                        whole.push(joined(to, parts));
+                    }
                 }
                 _ => whole.push((to, 1, data)),
             }
         }
-        for ((to, _), (total, mut parts)) in partial {
-            parts.sort();
-            let text: Vec<u8> = parts.iter().flat_map(|(_, b)| b.clone()).collect();
-            let n = parts.len();
-            assert_eq!(n, usize::from(total), "{to}: {n} of {total} parts arrived");
-            // UCS-2 parts are UTF-16BE (with zero bytes); GSM-7 ones come as text.
-            let text = if text.contains(&0) {
-                let units: Vec<u16> = text
-                    .chunks(2)
-                    .map(|c| u16::from_be_bytes([c[0], c.get(1).copied().unwrap_or(0)]))
-                    .collect();
-                String::from_utf16_lossy(&units)
-            } else {
-                String::from_utf8_lossy(&text).into_owned()
-            };
-            whole.push((to, n, text));
-        }
+        let incomplete: Vec<_> = partial.keys().collect();
+        assert!(incomplete.is_empty(), "parts missing for {incomplete:?}");
         whole
     }
+}
+
+/// A concatenated message from its parts: UCS-2 parts are UTF-16BE (with zero bytes);
+/// GSM-7 ones come as text.
+fn joined(to: String, mut parts: Vec<(u8, Vec<u8>)>) -> (String, usize, String) {
+    parts.sort();
+    let n = parts.len();
+    let text: Vec<u8> = parts.into_iter().flat_map(|(_, b)| b).collect();
+    let text = if text.contains(&0) {
+        let units: Vec<u16> = text
+            .chunks(2)
+            .map(|c| u16::from_be_bytes([c[0], c.get(1).copied().unwrap_or(0)]))
+            .collect();
+        String::from_utf16_lossy(&units)
+    } else {
+        String::from_utf8_lossy(&text).into_owned()
+    };
+    (to, n, text)
 }
 
 /// A concatenated message being put together: the parts announced, and those seen.
