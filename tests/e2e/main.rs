@@ -1239,3 +1239,159 @@ async fn a_contact_directory_imports_whole_or_not_at_all_for_admins_only() {
     assert_eq!(denied.status().as_u16(), 403, "contacts are personal data");
     app.app.stop().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_alert_preview_shows_every_channel_and_sends_nothing() {
+    let app = TestApp::spawn(Broker::Embedded).await.unwrap();
+    let mut rx = app.start_receiver("06385", "loa-preview").await.unwrap();
+    app.wait_for("/api/v1/receivers", WAIT, |b| {
+        b["receivers"][0]["health"] == "online"
+    })
+    .await
+    .unwrap();
+    let csv = "name,phone,commune,role,language,opt_out\n\
+               Chủ tịch,0912000101,05983,commune_chair,vi,no\n\
+               Trưởng thôn,0912000102,05983,village_head,vi,no\n\
+               Người dân,0912000103,05983,resident,vi,no\n\
+               Trưởng thôn nghỉ,0912000104,05983,village_head,vi,yes\n";
+    let (status, _) = app
+        .post("/api/v1/contacts/import", "text/csv", csv.as_bytes())
+        .await
+        .unwrap();
+    assert_eq!(status, 200);
+    let draft = serde_json::json!({
+        "hazard": "flash_flood",
+        "risk_level": 3,
+        "communes": ["06385", "05983"],
+        "headline": "Nguy cơ lũ quét tại Hữu Lũng",
+        "description": "Mưa lớn trên 150 mm trong 6 giờ qua.",
+        "instruction": "Không đi qua ngầm tràn.",
+        "valid_minutes": 120
+    });
+    let (status, p) = app
+        .post(
+            "/api/v1/alerts/preview",
+            "application/json",
+            draft.to_string().as_bytes(),
+        )
+        .await
+        .unwrap();
+    assert_eq!(status, 200, "{p}");
+    assert_eq!(
+        (
+            p["payload"]["class"].as_str(),
+            p["payload"]["risk_level"].as_u64(),
+            p["payload"]["origin"].as_str()
+        ),
+        (Some("emergency"), Some(3), Some("officer")),
+        "level 3 pre-empts the programme: {p}"
+    );
+    assert_eq!(
+        (
+            p["loudspeakers"]["times"].as_u64(),
+            p["loudspeakers"]["interval_s"].as_u64()
+        ),
+        (Some(3), Some(300)),
+        "[alerts] repeat_emergency"
+    );
+    assert_eq!(p["loudspeakers"]["topics"].as_array().unwrap().len(), 2);
+    let text = p["sms"]["text"].as_str().unwrap();
+    assert!(
+        text.starts_with(
+            "[PCTT Lạng Sơn] CẢNH BÁO LŨ QUÉT cấp 3: Nguy cơ lũ quét tại Hữu Lũng. Không đi qua ngầm tràn."
+        ),
+        "{text}"
+    );
+    // The same text through the SMS preview gives the same encoding and parts.
+    let (_, same) = app
+        .post(
+            "/api/v1/sms/preview",
+            "application/json",
+            serde_json::json!({"text": text, "policy": "auto", "max_ucs2_segments": 3})
+                .to_string()
+                .as_bytes(),
+        )
+        .await
+        .unwrap();
+    assert_eq!(
+        (&p["sms"]["encoding"], &p["sms"]["segments"]),
+        (&same["encoding"], &same["segments"]),
+        "{same}"
+    );
+    let by_commune: std::collections::HashMap<&str, &Value> = p["sms"]["communes"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|c| (c["commune"].as_str().unwrap(), c))
+        .collect();
+    let hl = by_commune["06385"];
+    assert_eq!(
+        (
+            hl["receivers_online"].as_u64(),
+            hl["fallback"].as_str(),
+            hl["officials"].as_u64()
+        ),
+        (Some(1), Some("after_deadline"), Some(0)),
+        "{hl}"
+    );
+    let none = by_commune["05983"];
+    assert_eq!(
+        (
+            none["fallback"].as_str(),
+            none["reason"].as_str(),
+            none["officials"].as_u64()
+        ),
+        (
+            Some("at_once"),
+            Some("the commune has no registered loudspeaker receiver"),
+            Some(2)
+        ),
+        "a resident and an opted-out head are not officials who get it: {none}"
+    );
+    assert_eq!(
+        p["sms"]["gateways"],
+        serde_json::json!([]),
+        "the channel is off in this app"
+    );
+
+    // Nothing was issued, and no receiver heard anything.
+    let (_, alerts) = app.get("/api/v1/alerts").await.unwrap();
+    assert_eq!(alerts.as_array().unwrap().len(), 0, "{alerts}");
+    assert!(rx.next(Duration::from_millis(500)).await.is_err());
+
+    // A bad draft names every faulty field; a viewer may not preview.
+    let bad = serde_json::json!({"hazard": "meteor", "risk_level": 9, "communes": ["06385", "99999"]});
+    let (status, problem) = app
+        .post(
+            "/api/v1/alerts/preview",
+            "application/json",
+            bad.to_string().as_bytes(),
+        )
+        .await
+        .unwrap();
+    assert_eq!(status, 422, "{problem}");
+    let fields: Vec<&str> = problem["errors"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|e| e["field"].as_str().unwrap())
+        .collect();
+    assert_eq!(
+        fields,
+        ["hazard", "risk_level", "communes[1]", "headline", "description"],
+        "{problem}"
+    );
+    let viewer = app.create_token("viewer", "operator", &[]).await.unwrap();
+    let denied = app
+        .http
+        .post(format!("{}/api/v1/alerts/preview", app.base))
+        .bearer_auth(&viewer)
+        .header("content-type", "application/json")
+        .body(draft.to_string())
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(denied.status().as_u16(), 403);
+    rx.stop().await;
+    app.app.stop().await;
+}

@@ -54,7 +54,7 @@ impl ApiError {
         Self {
             status: StatusCode::UNPROCESSABLE_ENTITY,
             slug: "unprocessable",
-            title: "The request refers to something that does not exist",
+            title: "The request is well formed but its content cannot be accepted",
             detail: detail.into(),
             field: Some(field.into()),
             errors: Vec::new(),

@@ -378,6 +378,14 @@ pub async fn metrics(State(state): State<AppState>) -> Result<impl IntoResponse,
         "canhbao_unregistered_messages_total {}",
         f.unregistered_messages
     );
+    let _ = writeln!(
+        out,
+        "# HELP canhbao_sms SMS messages by state (queued, sending, submitted, delivered, failed, unconfirmed, unreported, ...)."
+    );
+    let _ = writeln!(out, "# TYPE canhbao_sms gauge");
+    for (sms_state, n) in state.store.sms_states().await? {
+        let _ = writeln!(out, "canhbao_sms{{state=\"{sms_state}\"}} {n}");
+    }
     Ok(([(header::CONTENT_TYPE, "text/plain; version=0.0.4")], out))
 }
 

@@ -14,6 +14,7 @@ pub mod error;
 pub mod fleet;
 pub mod forecasts;
 pub mod observations;
+pub mod preview;
 pub mod sms;
 
 use std::sync::Arc;
@@ -57,6 +58,9 @@ pub struct AppState {
     pub max_batch: usize,
     /// The SMS channel, when a gateway is configured.
     pub sms: Option<sms::SmsContext>,
+    /// How SMS are worded and when officials get them (also when the channel is off, for
+    /// previews).
+    pub sms_settings: Arc<dispatch::sms_worker::SmsSettings>,
 }
 
 /// Largest request body accepted.
@@ -69,6 +73,7 @@ pub fn router(state: AppState) -> Router {
         .route("/api/v1/keys", get(keys))
         .route("/api/v1/observations", post(observations::post_observations))
         .route("/api/v1/alerts", get(alerts::list_alerts))
+        .route("/api/v1/alerts/preview", post(preview::preview))
         .route("/api/v1/alerts/{id}", get(alerts::get_alert))
         .route("/api/v1/alerts/{id}/cancel", post(alerts::cancel_alert))
         .route(

@@ -151,6 +151,69 @@ pub fn risk_alert(
     })
 }
 
+/// A duty officer's warning before it is issued.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Draft {
+    pub hazard: domain::Hazard,
+    pub risk_level: Option<domain::RiskLevel>,
+    /// `None`: emergency from risk level 3, priority below (reference §4.2).
+    pub class: Option<MessageClass>,
+    pub communes: Vec<domain::CommuneCode>,
+    pub headline: String,
+    pub description: String,
+    pub instruction: String,
+    pub status: AlertStatus,
+    /// How long it stays in force from issue.
+    pub valid_for: Duration,
+}
+
+/// The class a draft gets when its officer names none.
+pub fn draft_class(draft: &Draft) -> MessageClass {
+    draft.class.unwrap_or(match draft.risk_level {
+        Some(l) if l.get() >= 3 => MessageClass::Emergency,
+        _ => MessageClass::Priority,
+    })
+}
+
+/// The alert a draft would be if `by` issued it at `now`: its class, repeats from the
+/// `[alerts]` policy, and its lifetime.
+pub fn officer_alert(
+    draft: &Draft,
+    by: &str,
+    id: AlertId,
+    topics: &Topics,
+    policy: &AlertPolicy,
+    now: DateTime<Utc>,
+) -> Result<Alert, AlertError> {
+    let class = draft_class(draft);
+    Alert::new(AlertSpec {
+        id,
+        province: topics.province().clone(),
+        msg_type: MsgType::Alert,
+        status: draft.status,
+        references: vec![],
+        origin: AlertOrigin::Officer { user: by.to_owned() },
+        hazard: draft.hazard,
+        risk_level: draft.risk_level,
+        alarm_level: None,
+        station: None,
+        class,
+        communes: draft.communes.clone(),
+        sent: now,
+        effective: now,
+        expires: now + draft.valid_for,
+        headline: draft.headline.trim().to_owned(),
+        description: draft.description.trim().to_owned(),
+        instruction: draft.instruction.trim().to_owned(),
+        repeat: match class {
+            MessageClass::Emergency => policy.repeat_emergency,
+            MessageClass::Priority => policy.repeat_priority,
+            MessageClass::Normal => policy.repeat_normal,
+        },
+        provisional: vec![],
+    })
+}
+
 /// The alert a Cancel ends: what [`cancel_alert`] needs of it.
 #[derive(Debug, Clone)]
 pub struct Cancelled {

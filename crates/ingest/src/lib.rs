@@ -406,6 +406,25 @@ impl Pipeline {
         Ok(cancel)
     }
 
+    /// What `draft` would be if `by` issued it now: nothing is written or sent.
+    pub fn draft_alert(
+        &self,
+        draft: &compose::Draft,
+        by: &str,
+        now: DateTime<Utc>,
+    ) -> Result<domain::Alert, domain::AlertError> {
+        compose::officer_alert(draft, by, new_alert_id(), &self.topics, &self.policy, now)
+    }
+
+    /// The commune topics an alert is published on.
+    pub fn alert_topics(&self, alert: &domain::Alert) -> Vec<String> {
+        alert
+            .communes
+            .iter()
+            .map(|c| self.topics.alert(c, &alert.id))
+            .collect()
+    }
+
     pub(crate) fn topics(&self) -> &Topics {
         &self.topics
     }

@@ -229,6 +229,7 @@ impl App {
             communes: Arc::new(settings.area.communes.iter().map(|c| c.code.clone()).collect()),
             max_batch: settings.max_batch,
             sms,
+            sms_settings: Arc::new(settings.sms.settings.clone()),
         };
         let listener = tokio::net::TcpListener::bind(settings.http_listen)
             .await
