@@ -15,6 +15,8 @@ use canhbao_tests::kannel::{Kannel, free_port, installed};
 use canhbao_tests::{Broker, TestApp, TestReceiver, live_bulletin};
 use serde_json::Value;
 
+mod providers;
+
 const WAIT: Duration = Duration::from_secs(20);
 const DLR_SECRET: &str = "dlr-secret-0123456789-Lạng Sơn";
 
@@ -248,6 +250,19 @@ async fn officials_get_the_alert_by_sms_when_loudspeakers_cannot_or_do_not_play_
             "{r}"
         );
     }
+
+    let metrics = http
+        .get(format!("{}/metrics", app.base))
+        .send()
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    assert!(
+        metrics.contains("canhbao_sms{state=\"delivered\"} 3"),
+        "{metrics}"
+    );
 
     // A forged or stray delivery report changes nothing and is recorded.
     let message_ref = rows[0]["message_ref"].as_str().unwrap();

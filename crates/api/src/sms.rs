@@ -128,7 +128,11 @@ pub async fn delivery_report(
         },
     };
     let source = format!("sms-dlr:{}", gateway.chars().take(40).collect::<String>());
-    let reason = format!("{}: {}", error.status.as_u16(), error.detail);
+    // A report's fields come from outside: keep what is logged and stored short.
+    let reason: String = format!("{}: {}", error.status.as_u16(), error.detail)
+        .chars()
+        .take(300)
+        .collect();
     tracing::warn!(%source, %reason, "delivery report refused");
     state
         .store

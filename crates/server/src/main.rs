@@ -305,6 +305,15 @@ fn check_config(args: ConfigArgs) -> ExitCode {
                     .filter(|st| st.communes_provisional.is_some())
                     .count()
             );
+            let gateways: Vec<&str> = s.sms.gateways.iter().map(|g| g.id.as_str()).collect();
+            println!(
+                "  sms            {}",
+                if gateways.is_empty() {
+                    "off (no gateway in [sms])".to_owned()
+                } else {
+                    format!("gateways {} (failover in this order)", gateways.join(", "))
+                }
+            );
             ExitCode::SUCCESS
         }
         Err(problems) => {

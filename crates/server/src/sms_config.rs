@@ -233,7 +233,6 @@ pub(crate) fn load(
     let mut specs = Vec::new();
     for (i, g) in raw.gateways.iter().enumerate() {
         let at = format!("sms.gateways[{i}] ({})", g.id);
-        let before = problems.len();
         if g.id.is_empty()
             || !g
                 .id
@@ -275,9 +274,8 @@ pub(crate) fn load(
                     dlr_url_base,
                     dlr_secret,
                 };
-                if problems.len() == before {
-                    problems.extend(config.problems().into_iter().map(|p| format!("{at}: {p}")));
-                }
+                let missing = (config.password.is_empty(), config.dlr_secret.is_empty());
+                problems.extend(gateway_problems(&at, config.problems(), missing));
                 Some(SpecKind::Kannel(config))
             }
             "jasmin" => {
@@ -290,9 +288,8 @@ pub(crate) fn load(
                     dlr_url_base,
                     dlr_secret,
                 };
-                if problems.len() == before {
-                    problems.extend(config.problems().into_iter().map(|p| format!("{at}: {p}")));
-                }
+                let missing = (config.password.is_empty(), config.dlr_secret.is_empty());
+                problems.extend(gateway_problems(&at, config.problems(), missing));
                 Some(SpecKind::Jasmin(config))
             }
             "webhook" => webhook(g, &at, &raw.sender, dlr_url_base, dlr_secret, secrets, problems)
@@ -345,7 +342,6 @@ fn webhook(
     secrets: &[(String, String)],
     problems: &mut Vec<String>,
 ) -> Option<WebhookConfig> {
-    let before = problems.len();
     let Some(body) = g.body.clone() else {
         problems.push(format!("{at}: a webhook needs a body template"));
         return None;
@@ -416,9 +412,11 @@ fn webhook(
         config.status_pointer = p.clone();
     }
     config.status_map = status_map;
-    if problems.len() == before {
-        problems.extend(config.problems().into_iter().map(|p| format!("{at}: {p}")));
-    }
+    problems.extend(gateway_problems(
+        at,
+        config.problems(),
+        (false, config.dlr_secret.is_empty()),
+    ));
     Some(config)
 }
 
@@ -433,6 +431,21 @@ fn valid_sender(sender: &str) -> bool {
             .bytes()
             .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'.' | b'-' | b'_' | b' '));
     numeric || alphanumeric
+}
+
+/// A gateway's own problems, without those about a secret whose variable was already
+/// reported missing (`missing` = password, DLR secret).
+fn gateway_problems(
+    at: &str,
+    found: Vec<String>,
+    missing: (bool, bool),
+) -> impl Iterator<Item = String> + '_ {
+    found
+        .into_iter()
+        .filter(move |p| {
+            !(missing.0 && p.starts_with("password") || missing.1 && p.starts_with("dlr_secret"))
+        })
+        .map(move |p| format!("{at}: {p}"))
 }
 
 #[cfg(test)]

@@ -1,0 +1,630 @@
+//! The SMS channel through the two gateway kinds that need no Kannel: Jasmin's HTTP API
+//! and a templated JSON webhook, each played by a small HTTP/1.1 server in the test. The
+//! server records what it got, answers as the provider does and then, like the provider,
+//! calls the delivery-report URL from the request back, recording what canhbao answered.
+
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use canhbao_tests::kannel::free_port;
+use canhbao_tests::{Broker, TestApp};
+use serde_json::Value;
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::{TcpListener, TcpStream};
+
+use super::{DLR_SECRET, import_contacts, issue, sms_rows, url_encode, wait_until};
+
+/// Jasmin's message id in its `Success "<id>"` answer.
+const JASMIN_ID: &str = "07033084-5cfd-4812-90a4-e4d24ffb6e3d";
+/// A password a form body can break on.
+const JASMIN_PASSWORD: &str = "jasm1n&pw=+ Sơn%";
+/// The webhook provider's API key, sent in a header.
+const API_KEY: &str = "sk_test_4f2a9c+Lạng/Sơn";
+/// 05983 has no loudspeaker receiver: its chair gets the SMS at once.
+const CHAIR_05983: &str = "name,phone,commune,role,language,opt_out\n\
+                           Chủ tịch 05983,0912000006,05983,commune_chair,vi,no\n";
+
+// ------------------------------------------------------------------------------------
+// A fake provider
+// ------------------------------------------------------------------------------------
+
+/// One request as the fake provider got it.
+#[derive(Debug, Clone)]
+struct Received {
+    method: String,
+    target: String,
+    headers: Vec<(String, String)>,
+    body: String,
+}
+
+impl Received {
+    fn header(&self, name: &str) -> Option<&str> {
+        self.headers
+            .iter()
+            .find(|(n, _)| n.eq_ignore_ascii_case(name))
+            .map(|(_, v)| v.as_str())
+    }
+
+    /// The form body, every pair decoded, in order.
+    fn form(&self) -> Vec<(String, String)> {
+        form_pairs(&self.body)
+    }
+
+    /// The one value of `name` in the form body.
+    fn field(&self, name: &str) -> String {
+        let form = self.form();
+        let values: Vec<&String> = form.iter().filter(|(k, _)| k == name).map(|(_, v)| v).collect();
+        assert_eq!(values.len(), 1, "{name} in {form:?}");
+        values[0].clone()
+    }
+}
+
+/// What the fake provider answers to one request, and the reports it sends afterwards.
+struct Answer {
+    status: u16,
+    content_type: &'static str,
+    body: String,
+    reports: Vec<Report>,
+}
+
+/// One delivery report the provider POSTs back.
+struct Report {
+    url: String,
+    content_type: &'static str,
+    body: String,
+}
+
+type Respond = Arc<dyn Fn(&Received) -> Answer + Send + Sync>;
+
+/// What the fake provider saw: the requests it got and canhbao's answers to its reports.
+#[derive(Clone, Default)]
+struct Log {
+    requests: Arc<Mutex<Vec<Received>>>,
+    report_answers: Arc<Mutex<Vec<(u16, String)>>>,
+}
+
+impl Log {
+    fn requests(&self) -> Vec<Received> {
+        self.requests.lock().unwrap().clone()
+    }
+
+    fn report_answers(&self) -> Vec<(u16, String)> {
+        self.report_answers.lock().unwrap().clone()
+    }
+}
+
+/// Starts a provider on a free loopback port; returns its root URL and its log.
+async fn fake_provider(respond: Respond) -> (String, Log) {
+    let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let base = format!("http://{}", listener.local_addr().unwrap());
+    let log = Log::default();
+    let shared = log.clone();
+    tokio::spawn(async move {
+        while let Ok((socket, _)) = listener.accept().await {
+            tokio::spawn(serve(socket, respond.clone(), shared.clone()));
+        }
+    });
+    (base, log)
+}
+
+/// One connection: reads the request, answers it and closes the connection, then (only
+/// once the answer is out, as a provider does) sends its reports one after the other.
+async fn serve(mut socket: TcpStream, respond: Respond, log: Log) {
+    let Some(request) = read_request(&mut socket).await else {
+        return;
+    };
+    let answer = respond(&request);
+    log.requests.lock().unwrap().push(request);
+    let reason = match answer.status {
+        200 => "OK",
+        202 => "Accepted",
+        _ => "Other",
+    };
+    let head = format!(
+        "HTTP/1.1 {} {reason}\r\nContent-Type: {}\r\nContent-Length: {}\r\nConnection: close\r\n\r\n",
+        answer.status,
+        answer.content_type,
+        answer.body.len()
+    );
+    let written = async {
+        socket.write_all(head.as_bytes()).await?;
+        socket.write_all(answer.body.as_bytes()).await?;
+        socket.flush().await?;
+        socket.shutdown().await
+    };
+    if written.await.is_err() {
+        return;
+    }
+    drop(socket);
+    let http = client();
+    for report in answer.reports {
+        let answered = http
+            .post(&report.url)
+            .header("content-type", report.content_type)
+            .body(report.body)
+            .send()
+            .await;
+        let entry = match answered {
+            Ok(resp) => {
+                let status = resp.status().as_u16();
+                (status, resp.text().await.unwrap_or_default())
+            }
+            Err(e) => (0, format!("no answer: {e}")),
+        };
+        log.report_answers.lock().unwrap().push(entry);
+    }
+}
+
+/// Reads one HTTP/1.1 request: the head, then `Content-Length` bytes of body.
+async fn read_request(socket: &mut TcpStream) -> Option<Received> {
+    let mut data = Vec::new();
+    let mut buf = [0u8; 4096];
+    let head_end = loop {
+        if let Some(at) = data.windows(4).position(|w| w == b"\r\n\r\n") {
+            break at;
+        }
+        match socket.read(&mut buf).await {
+            Ok(0) | Err(_) => return None,
+            Ok(n) => data.extend_from_slice(&buf[..n]),
+        }
+    };
+    let head = String::from_utf8(data[..head_end].to_vec()).ok()?;
+    let mut lines = head.split("\r\n");
+    let mut start = lines.next()?.split(' ');
+    let method = start.next()?.to_owned();
+    let target = start.next()?.to_owned();
+    let headers: Vec<(String, String)> = lines
+        .filter_map(|line| line.split_once(':'))
+        .map(|(n, v)| (n.trim().to_owned(), v.trim().to_owned()))
+        .collect();
+    let length: usize = headers
+        .iter()
+        .find(|(n, _)| n.eq_ignore_ascii_case("content-length"))
+        .and_then(|(_, v)| v.parse().ok())
+        .unwrap_or(0);
+    let mut body = data[head_end + 4..].to_vec();
+    while body.len() < length {
+        match socket.read(&mut buf).await {
+            Ok(0) | Err(_) => return None,
+            Ok(n) => body.extend_from_slice(&buf[..n]),
+        }
+    }
+    Some(Received {
+        method,
+        target,
+        headers,
+        body: String::from_utf8(body).ok()?,
+    })
+}
+
+fn client() -> reqwest::Client {
+    reqwest::Client::builder()
+        .no_proxy()
+        .timeout(Duration::from_secs(10))
+        .build()
+        .unwrap()
+}
+
+/// `a=1&b=x+y` as decoded pairs (`+` is a space, `%XX` a byte).
+fn form_pairs(text: &str) -> Vec<(String, String)> {
+    text.split('&')
+        .filter(|pair| !pair.is_empty())
+        .map(|pair| {
+            let (k, v) = pair.split_once('=').unwrap_or((pair, ""));
+            (form_decode(k), form_decode(v))
+        })
+        .collect()
+}
+
+fn form_decode(value: &str) -> String {
+    let raw = value.as_bytes();
+    let mut bytes = Vec::with_capacity(raw.len());
+    let mut i = 0;
+    while i < raw.len() {
+        match raw[i] {
+            b'+' => bytes.push(b' '),
+            b'%' if i + 2 < raw.len() => {
+                let hex = std::str::from_utf8(&raw[i + 1..i + 3]).unwrap();
+                bytes.push(u8::from_str_radix(hex, 16).unwrap());
+                i += 2;
+            }
+            b => bytes.push(b),
+        }
+        i += 1;
+    }
+    String::from_utf8(bytes).unwrap()
+}
+
+/// As an HTML form encodes a value (what Jasmin's `urlencode` does).
+fn form_encode(value: &str) -> String {
+    let mut out = String::new();
+    for b in value.bytes() {
+        if b.is_ascii_alphanumeric() || matches!(b, b'-' | b'.' | b'_') {
+            out.push(char::from(b));
+        } else if b == b' ' {
+            out.push('+');
+        } else {
+            out.push_str(&format!("%{b:02X}"));
+        }
+    }
+    out
+}
+
+fn form_body(fields: &[(&str, &str)]) -> String {
+    fields
+        .iter()
+        .map(|(k, v)| format!("{}={}", form_encode(k), form_encode(v)))
+        .collect::<Vec<_>>()
+        .join("&")
+}
+
+/// UTF-16BE in hexadecimal back to text.
+fn utf16_hex_decode(hex: &str) -> String {
+    assert!(
+        hex.len().is_multiple_of(4) && hex.bytes().all(|b| b.is_ascii_hexdigit()),
+        "{hex}"
+    );
+    let units: Vec<u16> = (0..hex.len())
+        .step_by(4)
+        .map(|i| u16::from_str_radix(&hex[i..i + 4], 16).unwrap())
+        .collect();
+    String::from_utf16(&units).unwrap()
+}
+
+/// Checks a delivery-report URL: canhbao's endpoint for `gateway` under the app's public
+/// URL, with the message's reference and the gateway's secret in its query.
+fn assert_dlr_url(url: &str, port: u16, gateway: &str, message_ref: &str, secret: &str) {
+    let (base, query) = url.split_once('?').unwrap_or_else(|| panic!("no query: {url}"));
+    assert_eq!(base, format!("http://127.0.0.1:{port}/api/v1/sms/dlr/{gateway}"));
+    let pairs = form_pairs(query);
+    let names: Vec<&str> = pairs.iter().map(|(k, _)| k.as_str()).collect();
+    assert_eq!(names, ["ref", "secret"], "{url}");
+    assert_eq!(pairs[0].1, message_ref, "{url}");
+    assert_eq!(pairs[1].1, secret, "the secret must survive the URL: {url}");
+}
+
+/// An app whose only SMS gateway is `gateway` (a TOML inline table), with `extra`
+/// variables (its secrets, other `[sms]` settings).
+async fn provider_app(port: u16, gateway: &str, extra: &[(&str, &str)]) -> TestApp {
+    let listen = format!("127.0.0.1:{port}");
+    let public = format!("http://127.0.0.1:{port}");
+    let gateways = format!("[{gateway}]");
+    let mut vars: Vec<(&str, &str)> = vec![
+        ("CANHBAO__HTTP__LISTEN", &listen),
+        ("CANHBAO__SMS__PUBLIC_URL", &public),
+        ("CANHBAO__SMS__GATEWAYS", &gateways),
+        ("CANHBAO__SMS__SWEEP_MS", "200"),
+        // Longer than the test waits: a missing report shows as a message that never
+        // gets to `delivered`, not as a move to another gateway.
+        ("CANHBAO__SMS__REPORT_DEADLINE_S", "60"),
+    ];
+    vars.extend_from_slice(extra);
+    TestApp::spawn_with(Broker::Embedded, &vars).await.unwrap()
+}
+
+async fn dlr_rejections(app: &TestApp, gateway: &str) -> Vec<String> {
+    let (_, rejections) = app.get("/api/v1/rejections").await.unwrap();
+    let source = format!("sms-dlr:{gateway}");
+    rejections
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|r| r["source"] == source.as_str())
+        .map(|r| r["reason"].as_str().unwrap_or_default().to_owned())
+        .collect()
+}
+
+// ------------------------------------------------------------------------------------
+// Jasmin
+// ------------------------------------------------------------------------------------
+
+/// What Jasmin posts to the `dlr-url` for a message it took: the SMSC's `submit_sm_resp`
+/// (level 1), then the handset's receipt (level 2).
+fn jasmin_reports(dlr_url: &str, short_text: &str) -> Vec<Report> {
+    let level1 = form_body(&[("id", JASMIN_ID), ("message_status", "ESME_ROK"), ("level", "1")]);
+    vec![
+        Report {
+            url: dlr_url.to_owned(),
+            content_type: "application/x-www-form-urlencoded",
+            body: level1,
+        },
+        Report {
+            url: dlr_url.to_owned(),
+            content_type: "application/x-www-form-urlencoded",
+            body: jasmin_level2(short_text),
+        },
+    ]
+}
+
+fn jasmin_level2(short_text: &str) -> String {
+    form_body(&[
+        ("id", JASMIN_ID),
+        ("id_smsc", "2a7f4c19"),
+        ("message_status", "DELIVRD"),
+        ("level", "2"),
+        ("subdate", "2501011200"),
+        ("donedate", "2501011201"),
+        ("sub", "001"),
+        ("dlvrd", "001"),
+        ("err", "000"),
+        ("text", short_text),
+    ])
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn jasmin_takes_the_fallback_sms_and_its_reports_are_acknowledged_as_jasmin_expects() {
+    // The fake Jasmin: `POST /send` gets `Success "<id>"`, then both reports follow.
+    let respond: Respond = Arc::new(|r: &Received| {
+        if r.method != "POST" || r.target != "/send" {
+            return Answer {
+                status: 404,
+                content_type: "text/plain",
+                body: "Not found".into(),
+                reports: vec![],
+            };
+        }
+        let form = r.form();
+        let dlr_url = form.iter().find(|(k, _)| k == "dlr-url").map(|(_, v)| v.clone());
+        let text = form
+            .iter()
+            .find(|(k, _)| k == "content" || k == "hex-content")
+            .map(|(_, v)| v.chars().take(20).collect::<String>())
+            .unwrap_or_default();
+        Answer {
+            status: 200,
+            content_type: "text/plain",
+            body: format!("Success \"{JASMIN_ID}\""),
+            reports: dlr_url.map(|u| jasmin_reports(&u, &text)).unwrap_or_default(),
+        }
+    });
+    let (jasmin, log) = fake_provider(respond).await;
+    let port = free_port();
+    let gateway = format!(
+        r#"{{ id = "jasmin-1", kind = "jasmin", url = "{jasmin}", username = "canhbao", password_env = "CANHBAO_SECRET_JASMIN_PASSWORD", dlr_secret_env = "CANHBAO_SECRET_JASMIN_DLR", per_second = 50, burst = 1, max_in_flight = 2, timeout_ms = 2000, connect_timeout_ms = 500 }}"#
+    );
+    // UCS-2 throughout: the text goes as `hex-content` with `coding=8`.
+    let app = provider_app(
+        port,
+        &gateway,
+        &[
+            ("CANHBAO__SMS__POLICY", "ucs2"),
+            ("CANHBAO_SECRET_JASMIN_PASSWORD", JASMIN_PASSWORD),
+            ("CANHBAO_SECRET_JASMIN_DLR", DLR_SECRET),
+        ],
+    )
+    .await;
+    import_contacts(&app, CHAIR_05983).await;
+    let alerts = issue(&app, "LU-JASMIN-1", &["05983"]).await;
+    assert_eq!(alerts.len(), 1, "{alerts:?}");
+
+    let rows = sms_rows(&app, &alerts[0], 1, &["delivered"]).await;
+    let row = &rows[0];
+    assert_eq!(
+        (
+            row["gateway"].as_str(),
+            row["cause"].as_str(),
+            row["attempts"].as_i64(),
+            row["encoding"].as_str()
+        ),
+        (Some("jasmin-1"), Some("fallback"), Some(1), Some("UCS-2")),
+        "{row}"
+    );
+    let message_ref = row["message_ref"].as_str().unwrap();
+
+    // What Jasmin got: one form with every field it knows, in sms_jasmin's order, and no
+    // other (Jasmin refuses unknown arguments).
+    let requests = log.requests();
+    assert_eq!(requests.len(), 1, "{requests:#?}");
+    let send = &requests[0];
+    assert_eq!((send.method.as_str(), send.target.as_str()), ("POST", "/send"));
+    assert_eq!(
+        send.header("content-type"),
+        Some("application/x-www-form-urlencoded")
+    );
+    let names: Vec<String> = send.form().into_iter().map(|(k, _)| k).collect();
+    assert_eq!(
+        names,
+        [
+            "username",
+            "password",
+            "to",
+            "from",
+            "coding",
+            "dlr",
+            "dlr-url",
+            "dlr-level",
+            "dlr-method",
+            "hex-content"
+        ],
+        "{}",
+        send.body
+    );
+    assert!(
+        !send.body.contains(JASMIN_PASSWORD),
+        "the password is form-encoded"
+    );
+    for (name, expected) in [
+        ("username", "canhbao"),
+        ("password", JASMIN_PASSWORD),
+        ("to", "84912000006"),
+        ("from", "PCTTLANGSON"),
+        ("coding", "8"),
+        ("dlr", "yes"),
+        ("dlr-level", "3"),
+        ("dlr-method", "POST"),
+    ] {
+        assert_eq!(send.field(name), expected, "{name}");
+    }
+    let text = utf16_hex_decode(&send.field("hex-content"));
+    assert!(text.starts_with("[PCTT Lạng Sơn] CẢNH BÁO LŨ cấp 3: "), "{text}");
+    assert_dlr_url(&send.field("dlr-url"), port, "jasmin-1", message_ref, DLR_SECRET);
+
+    // Both reports were taken, and answered as Jasmin needs to stop resending them.
+    wait_until("canhbao's answers to both reports", || {
+        log.report_answers().len() == 2
+    })
+    .await;
+    let ack = (200, "ACK/Jasmin".to_owned());
+    assert_eq!(log.report_answers(), [ack.clone(), ack.clone()]);
+
+    // Jasmin resends a report whose ACK it did not get: the repeat is acknowledged too and
+    // changes nothing.
+    let dlr_url = send.field("dlr-url");
+    let level2 = jasmin_level2("[PCTT Lang Son] CAN");
+    let http = client();
+    let post = |url: String, body: String| {
+        let http = http.clone();
+        async move {
+            let resp = http
+                .post(url)
+                .header("content-type", "application/x-www-form-urlencoded")
+                .body(body)
+                .send()
+                .await
+                .unwrap();
+            (resp.status().as_u16(), resp.text().await.unwrap())
+        }
+    };
+    assert_eq!(post(dlr_url.clone(), level2.clone()).await, ack);
+
+    // A report with a wrong secret is refused, and not acknowledged as Jasmin's ACK.
+    let forged_url = format!(
+        "http://127.0.0.1:{port}/api/v1/sms/dlr/jasmin-1?ref={}&secret={}",
+        url_encode(message_ref),
+        url_encode("guessed-secret-0000000000")
+    );
+    let (status, body) = post(forged_url, level2).await;
+    assert_eq!(status, 401, "{body}");
+    assert_ne!(body.trim(), "ACK/Jasmin");
+    let rejections = dlr_rejections(&app, "jasmin-1").await;
+    assert_eq!(rejections.len(), 1, "{rejections:?}");
+    assert!(rejections[0].starts_with("401"), "{rejections:?}");
+
+    let rows = sms_rows(&app, &alerts[0], 1, &["delivered"]).await;
+    assert_eq!(rows[0]["gateway"], "jasmin-1", "{rows:?}");
+    assert_eq!(log.requests().len(), 1, "nothing sent twice");
+    app.app.stop().await;
+}
+
+// ------------------------------------------------------------------------------------
+// A templated JSON webhook
+// ------------------------------------------------------------------------------------
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_templated_webhook_gets_the_json_and_its_reports_apply() {
+    // The fake provider: takes the JSON with 202 and its id, then reports it delivered.
+    let respond: Respond = Arc::new(|r: &Received| {
+        let json: Value = serde_json::from_str(&r.body).unwrap_or(Value::Null);
+        let reports = json["callback"]["url"]
+            .as_str()
+            .map(|url| {
+                vec![Report {
+                    url: url.to_owned(),
+                    content_type: "application/json",
+                    body: r#"{"id": "msg-0001", "status": "DELIVERED"}"#.to_owned(),
+                }]
+            })
+            .unwrap_or_default();
+        Answer {
+            status: 202,
+            content_type: "application/json",
+            body: r#"{"id": "msg-0001", "status": "QUEUED"}"#.to_owned(),
+            reports,
+        }
+    });
+    let (provider, log) = fake_provider(respond).await;
+    let port = free_port();
+    let gateway = format!(
+        r#"{{ id = "hook-1", kind = "webhook", url = "{provider}/v1/messages", method = "POST", dlr_secret_env = "CANHBAO_SECRET_HOOK_DLR", headers = {{ Authorization = "Bearer ${{CANHBAO_SECRET_HOOK_KEY}}", X-Api-Version = "2" }}, body = {{ to = "{{{{to}}}}", msisdn = "{{{{to_digits}}}}", sender = "{{{{from}}}}", message = {{ text = "{{{{text}}}}", encoding = "{{{{encoding}}}}" }}, callback = {{ url = "{{{{dlr_url}}}}", reference = "{{{{ref}}}}" }}, flash = false, validity_minutes = 60 }}, status_pointer = "/status", status_map = {{ DELIVERED = "delivered", UNDELIVERABLE = "failed" }}, per_second = 50, max_in_flight = 2, timeout_ms = 2000, connect_timeout_ms = 500 }}"#
+    );
+    let app = provider_app(
+        port,
+        &gateway,
+        &[
+            ("CANHBAO_SECRET_HOOK_KEY", API_KEY),
+            ("CANHBAO_SECRET_HOOK_DLR", DLR_SECRET),
+        ],
+    )
+    .await;
+    import_contacts(&app, CHAIR_05983).await;
+    let alerts = issue(&app, "LU-HOOK-1", &["05983"]).await;
+    assert_eq!(alerts.len(), 1, "{alerts:?}");
+
+    let rows = sms_rows(&app, &alerts[0], 1, &["delivered"]).await;
+    let row = &rows[0];
+    assert_eq!(
+        (
+            row["gateway"].as_str(),
+            row["cause"].as_str(),
+            row["attempts"].as_i64()
+        ),
+        (Some("hook-1"), Some("fallback"), Some(1)),
+        "{row}"
+    );
+    let message_ref = row["message_ref"].as_str().unwrap();
+    let encoding = row["encoding"].as_str().unwrap();
+
+    // What the provider got: the template filled in, the key from the secret variable.
+    let requests = log.requests();
+    assert_eq!(requests.len(), 1, "{requests:#?}");
+    let send = &requests[0];
+    assert_eq!(
+        (send.method.as_str(), send.target.as_str()),
+        ("POST", "/v1/messages")
+    );
+    assert_eq!(send.header("content-type"), Some("application/json"));
+    let bearer = format!("Bearer {API_KEY}");
+    assert_eq!(send.header("authorization"), Some(bearer.as_str()));
+    assert_eq!(send.header("x-api-version"), Some("2"));
+    let json: Value = serde_json::from_str(&send.body).unwrap();
+    assert_eq!(json["to"], "+84912000006", "{json}");
+    assert_eq!(json["msisdn"], "84912000006", "{json}");
+    assert_eq!(json["sender"], "PCTTLANGSON", "{json}");
+    assert_eq!(json["message"]["encoding"], encoding, "{json}");
+    assert_eq!(json["callback"]["reference"], message_ref, "{json}");
+    assert_eq!(json["flash"], false, "{json}");
+    assert_eq!(json["validity_minutes"], 60, "{json}");
+    let text = json["message"]["text"].as_str().unwrap();
+    // The default policy (auto, at most 3 UCS-2 parts) sends this wording in GSM-7.
+    assert!(
+        text.starts_with("[PCTT Lang Son] CANH BAO LU cap 3: ")
+            || text.starts_with("[PCTT Lạng Sơn] CẢNH BÁO LŨ cấp 3: "),
+        "{text}"
+    );
+    assert_eq!(encoding == "GSM-7", text.is_ascii(), "{encoding}: {text}");
+    assert_dlr_url(
+        json["callback"]["url"].as_str().unwrap(),
+        port,
+        "hook-1",
+        message_ref,
+        DLR_SECRET,
+    );
+
+    // The report was taken.
+    wait_until("canhbao's answer to the report", || {
+        !log.report_answers().is_empty()
+    })
+    .await;
+    let answers = log.report_answers();
+    assert_eq!(answers.len(), 1, "{answers:?}");
+    assert_eq!(answers[0].0, 200, "{answers:?}");
+
+    // The same report with a wrong secret is refused and recorded.
+    let forged = client()
+        .post(format!(
+            "http://127.0.0.1:{port}/api/v1/sms/dlr/hook-1?ref={}&secret={}",
+            url_encode(message_ref),
+            url_encode("guessed-secret-0000000000")
+        ))
+        .header("content-type", "application/json")
+        .body(r#"{"status": "UNDELIVERABLE"}"#)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(forged.status().as_u16(), 401);
+    assert_eq!(dlr_rejections(&app, "hook-1").await.len(), 1);
+    let rows = sms_rows(&app, &alerts[0], 1, &["delivered"]).await;
+    assert_eq!(rows[0]["gateway"], "hook-1", "{rows:?}");
+    assert_eq!(log.requests().len(), 1, "nothing sent twice");
+    app.app.stop().await;
+}
