@@ -151,12 +151,12 @@ get-url = "http://127.0.0.1:{dlr_port}/mo?from=%p&to=%P&text=%a&smsc=%i&ts=%t"
     }
 
     pub async fn wait_for_status(&self, http: &reqwest::Client, what: &str, needle: &str) {
-        let deadline = Instant::now() + Duration::from_secs(10);
+        let deadline = Instant::now() + Duration::from_secs(30);
         loop {
             if self.status(http).await.contains(needle) {
                 return;
             }
-            assert!(Instant::now() < deadline, "{what} not ready after 10 s");
+            assert!(Instant::now() < deadline, "{what} not ready after 30 s");
             tokio::time::sleep(Duration::from_millis(50)).await;
         }
     }
@@ -177,8 +177,8 @@ get-url = "http://127.0.0.1:{dlr_port}/mo?from=%p&to=%P&text=%a&smsc=%i&ts=%t"
 
 impl Kannel {
     /// Whole messages as the SMSC got them, with the parts of a concatenated message
-    /// (fakesmsc's `udh` lines) joined in order, URL-decoded, and UCS-2 decoded. Returns
-    /// (to, parts, text).
+    /// (fakesmsc's `udh` lines) joined in order, URL-decoded, and UCS-2 decoded; a message
+    /// whose parts have not all come is left out. Returns (to, parts, text).
     pub fn messages(&self) -> Vec<(String, usize, String)> {
         let mut whole = Vec::new();
         // (to, concatenation reference) -> (parts expected, [(part number, bytes)]); a
@@ -209,8 +209,7 @@ impl Kannel {
                 _ => whole.push((to, 1, data)),
             }
         }
-        let incomplete: Vec<_> = partial.keys().collect();
-        assert!(incomplete.is_empty(), "parts missing for {incomplete:?}");
+        // Groups still missing parts are not whole messages (yet): callers wait for them.
         whole
     }
 }
