@@ -2,7 +2,7 @@
 //! a temporary SQLite file and either the embedded broker or an external one, and drives
 //! it as its users do: HTTP for operators, MQTT receivers for communes.
 
-pub mod kannel;
+pub use testkit::kannel;
 
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};

@@ -654,6 +654,8 @@ pub enum GatewayError {
     Message(#[from] MessageError),
     #[error("the gateway is closed")]
     Closed,
+    #[error("the send was called off before anything left: {0}")]
+    CalledOff(String),
     #[error("the gateway at {endpoint} cannot be reached")]
     Unreachable {
         endpoint: String,
@@ -686,6 +688,7 @@ impl GatewayError {
             | Self::Client(_)
             | Self::Message(_)
             | Self::Closed
+            | Self::CalledOff(_)
             | Self::Unreachable { .. } => false,
             Self::Timeout { .. } | Self::Transport { .. } | Self::Unexpected { .. } => true,
         }
@@ -733,10 +736,13 @@ impl HttpLink {
     }
 
     /// Sends `request` (built from [`HttpLink::client`]) once a slot is free and the rate
-    /// limit allows, and reads the status and at most 4 KiB of the answer.
+    /// limit allows, and reads the status and at most 4 KiB of the answer. `ready` runs
+    /// just before the request leaves (the outbox's `sending` mark); if it fails, nothing
+    /// is sent.
     pub async fn exchange(
         &self,
         request: impl FnOnce(&reqwest::Client) -> reqwest::RequestBuilder,
+        ready: impl Future<Output = Result<(), String>>,
     ) -> Result<(u16, String), GatewayError> {
         let _permit = self.in_flight.acquire().await.map_err(|_| GatewayError::Closed)?;
         let wait = self
@@ -747,6 +753,7 @@ impl HttpLink {
         if !wait.is_zero() {
             tokio::time::sleep(wait).await;
         }
+        ready.await.map_err(GatewayError::CalledOff)?;
         let mut response = request(&self.client)
             .send()
             .await
@@ -827,8 +834,17 @@ impl KannelGateway {
 
     /// Sends one message: waits for a free slot and for the rate limit, then asks Kannel.
     pub async fn send(&self, msg: &SmsMessage) -> Result<SendOutcome, GatewayError> {
+        self.send_when(msg, std::future::ready(Ok(()))).await
+    }
+
+    /// As [`KannelGateway::send`], with `ready` run just before the request leaves.
+    pub async fn send_when(
+        &self,
+        msg: &SmsMessage,
+        ready: impl Future<Output = Result<(), String>>,
+    ) -> Result<SendOutcome, GatewayError> {
         let url = sendsms_url(&self.config, msg)?;
-        let (status, body) = self.link.exchange(|c| c.get(url.expose())).await?;
+        let (status, body) = self.link.exchange(|c| c.get(url.expose()), ready).await?;
         let outcome = parse_sendsms_answer(status, &body).map_err(|e| self.link.unexpected(e));
         sms_submitted(&msg.message_ref, &outcome);
         outcome

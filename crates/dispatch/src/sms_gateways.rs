@@ -50,10 +50,20 @@ impl Gateway {
 
     /// Hands one message to the gateway, within its rate limit and concurrency cap.
     pub async fn send(&self, msg: &SmsMessage) -> Result<SendOutcome, GatewayError> {
+        self.send_when(msg, std::future::ready(Ok(()))).await
+    }
+
+    /// As [`Gateway::send`], with `ready` run once a slot is free and the rate limit
+    /// allows, just before the request leaves; if it fails, nothing is sent.
+    pub async fn send_when(
+        &self,
+        msg: &SmsMessage,
+        ready: impl Future<Output = Result<(), String>>,
+    ) -> Result<SendOutcome, GatewayError> {
         match &self.kind {
-            GatewayKind::Kannel(g) => g.send(msg).await,
-            GatewayKind::Jasmin(g) => g.send(msg).await,
-            GatewayKind::Webhook(g) => g.send(msg).await,
+            GatewayKind::Kannel(g) => g.send_when(msg, ready).await,
+            GatewayKind::Jasmin(g) => g.send_when(msg, ready).await,
+            GatewayKind::Webhook(g) => g.send_when(msg, ready).await,
         }
     }
 

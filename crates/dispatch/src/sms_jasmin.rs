@@ -486,14 +486,26 @@ impl JasminGateway {
 
     /// Sends one message: waits for a free slot and for the rate limit, then asks Jasmin.
     pub async fn send(&self, msg: &SmsMessage) -> Result<SendOutcome, GatewayError> {
+        self.send_when(msg, std::future::ready(Ok(()))).await
+    }
+
+    /// As [`JasminGateway::send`], with `ready` run just before the request leaves.
+    pub async fn send_when(
+        &self,
+        msg: &SmsMessage,
+        ready: impl Future<Output = Result<(), String>>,
+    ) -> Result<SendOutcome, GatewayError> {
         let request = jasmin_request(&self.config, msg)?;
         let (status, body) = self
             .link
-            .exchange(|c| {
-                c.post(request.url())
-                    .header(reqwest::header::CONTENT_TYPE, "application/x-www-form-urlencoded")
-                    .body(request.expose_body().to_owned())
-            })
+            .exchange(
+                |c| {
+                    c.post(request.url())
+                        .header(reqwest::header::CONTENT_TYPE, "application/x-www-form-urlencoded")
+                        .body(request.expose_body().to_owned())
+                },
+                ready,
+            )
             .await?;
         let outcome = parse_jasmin_answer(status, &body).map_err(|e| self.link.unexpected(e));
         sms_submitted(&msg.message_ref, jasmin_message_id(&body), &outcome);

@@ -589,16 +589,28 @@ impl WebhookGateway {
     /// Sends one message: waits for a free slot and for the rate limit, then calls the
     /// provider.
     pub async fn send(&self, msg: &SmsMessage) -> Result<SendOutcome, GatewayError> {
+        self.send_when(msg, std::future::ready(Ok(()))).await
+    }
+
+    /// As [`WebhookGateway::send`], with `ready` run just before the request leaves.
+    pub async fn send_when(
+        &self,
+        msg: &SmsMessage,
+        ready: impl Future<Output = Result<(), String>>,
+    ) -> Result<SendOutcome, GatewayError> {
         let request = webhook_request(&self.config, msg)?;
         let (status, body) = self
             .link
-            .exchange(|c| {
-                let mut builder = c.request(request.method().to_reqwest(), request.url());
-                for (name, value) in request.headers() {
-                    builder = builder.header(name, value);
-                }
-                builder.body(request.body().to_owned())
-            })
+            .exchange(
+                |c| {
+                    let mut builder = c.request(request.method().to_reqwest(), request.url());
+                    for (name, value) in request.headers() {
+                        builder = builder.header(name, value);
+                    }
+                    builder.body(request.body().to_owned())
+                },
+                ready,
+            )
             .await?;
         let outcome = parse_webhook_answer(status, &body, &self.config.accepted_statuses)
             .map_err(|e| self.link.unexpected(e));

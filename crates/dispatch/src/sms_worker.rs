@@ -1,8 +1,8 @@
-//! The SMS sender: decides fallbacks and follow-ups, claims due messages (marking them
-//! `sending` before any gateway call), hands them to their gateways within each gateway's
-//! limits, records the outcomes, and moves messages whose report is overdue to the next
-//! gateway. A new alert, a report or a receipt wakes it; otherwise it sweeps every
-//! `sweep_every`.
+//! The SMS sender: decides fallbacks and follow-ups, claims due messages under a lease,
+//! marks each `sending` (committed) just before its gateway call leaves, hands them to
+//! their gateways within each gateway's limits, records the outcomes, and moves messages
+//! whose report is overdue to the next gateway. It sweeps every `sweep_every`, and at once
+//! when a delivery report moves a message to another gateway.
 //!
 //! Where a second copy can still happen: a gateway that took a message (Kannel does not
 //! deduplicate) but whose every delivery report was lost for longer than the report
@@ -226,6 +226,9 @@ pub async fn run_sms(
     wake: Arc<Notify>,
     shutdown: CancellationToken,
 ) {
+    let (marker, marks) = tokio::sync::mpsc::channel(4 * REPORT_BATCH);
+    let marker = Marker(marker);
+    let marking = tokio::spawn(run_marker(store.clone(), settings.lease, marks));
     let mut last_sweep: Option<tokio::time::Instant> = None;
     loop {
         if last_sweep.is_none_or(|t| t.elapsed() >= settings.sweep_every) {
@@ -234,7 +237,7 @@ pub async fn run_sms(
             }
             last_sweep = Some(tokio::time::Instant::now());
         }
-        let full = match send_round(&store, &gateways, &settings).await {
+        let full = match send_round(&store, &gateways, &settings, &marker).await {
             Ok(n) => n as i64 >= settings.batch,
             Err(e) => {
                 tracing::error!(error = %e, "sms round failed; messages may be delayed");
@@ -249,9 +252,64 @@ pub async fn run_sms(
             sleep = sleep.min((due - Utc::now()).to_std().unwrap_or(Duration::ZERO));
         }
         tokio::select! {
-            _ = shutdown.cancelled() => return,
+            _ = shutdown.cancelled() => break,
             _ = wake.notified() => { last_sweep = None; }
             _ = tokio::time::sleep(sleep) => {}
+        }
+    }
+    drop(marker);
+    let _ = marking.await;
+}
+
+type Mark = (i64, tokio::sync::oneshot::Sender<Result<(), String>>);
+
+/// Asks [`run_marker`] to mark a claimed message `sending`.
+#[derive(Clone)]
+struct Marker(tokio::sync::mpsc::Sender<Mark>);
+
+impl Marker {
+    /// Resolves once the message is marked `sending` (committed), or with why it must not
+    /// be sent.
+    async fn mark(&self, id: i64) -> Result<(), String> {
+        let (reply, answer) = tokio::sync::oneshot::channel();
+        self.0
+            .send((id, reply))
+            .await
+            .map_err(|_| "the sms sender is stopping".to_owned())?;
+        answer
+            .await
+            .map_err(|_| "the sms sender is stopping".to_owned())?
+    }
+}
+
+/// Marks messages `sending` as their gateway calls come up, all that are waiting in one
+/// commit, so that the mark costs one disk sync per burst, not one per message.
+async fn run_marker(store: Store, lease: chrono::Duration, mut marks: tokio::sync::mpsc::Receiver<Mark>) {
+    while let Some(first) = marks.recv().await {
+        let mut batch = vec![first];
+        while batch.len() < REPORT_BATCH {
+            match marks.try_recv() {
+                Ok(next) => batch.push(next),
+                Err(_) => break,
+            }
+        }
+        let ids: Vec<i64> = batch.iter().map(|(id, _)| *id).collect();
+        match store.mark_sms_sending(&ids, Utc::now(), lease).await {
+            Ok(marked) => {
+                for (id, reply) in batch {
+                    let _ = reply.send(if marked.contains(&id) {
+                        Ok(())
+                    } else {
+                        Err("no longer queued (superseded, expired or taken by another sender)".to_owned())
+                    });
+                }
+            }
+            Err(e) => {
+                tracing::error!(error = %e, "sms could not be marked sending; they are not sent now");
+                for (_, reply) in batch {
+                    let _ = reply.send(Err(format!("the sending mark could not be stored: {e}")));
+                }
+            }
         }
     }
 }
@@ -414,9 +472,15 @@ fn new_sms(
     }
 }
 
-/// Claims a batch (marked `sending` in the same commit), sends it concurrently within
-/// each gateway's limits, and records every outcome in one transaction.
-async fn send_round(store: &Store, gateways: &Gateways, settings: &SmsSettings) -> store::Result<usize> {
+/// Claims a batch under a lease, sends it concurrently within each gateway's limits (each
+/// message marked `sending` just before its call leaves), and records every outcome in one
+/// transaction.
+async fn send_round(
+    store: &Store,
+    gateways: &Gateways,
+    settings: &SmsSettings,
+    marker: &Marker,
+) -> store::Result<usize> {
     if gateways.is_empty() {
         return Ok(0);
     }
@@ -432,8 +496,9 @@ async fn send_round(store: &Store, gateways: &Gateways, settings: &SmsSettings) 
         let gateway = gateways.get(&claim.gateway).cloned();
         let order = gateways.order().to_vec();
         let timing = settings.timing;
+        let marker = marker.clone();
         tasks.spawn(async move {
-            let outcome = send_one(gateway.as_deref(), &claim, &order, &timing).await;
+            let outcome = send_one(gateway.as_deref(), &claim, &order, &timing, &marker).await;
             (claim, outcome)
         });
     }
@@ -454,6 +519,7 @@ async fn send_one(
     claim: &SmsClaim,
     order: &[String],
     timing: &SmsTiming,
+    marker: &Marker,
 ) -> SmsOutcome {
     let Some(gateway) = gateway else {
         // The configuration lost this gateway since the message was queued: nothing was sent.
@@ -482,7 +548,7 @@ async fn send_one(
             return SmsOutcome::Failed { error: e.to_string() };
         }
     };
-    let answer = gateway.send(&message).await;
+    let answer = gateway.send_when(&message, marker.mark(claim.id)).await;
     after_send(
         answer.as_ref(),
         gateway.id(),

@@ -5,49 +5,25 @@
 //! `CANHBAO_TEST_MQTT_URL` (it outlives the service, as in production); without that
 //! variable the test does nothing.
 
+mod common;
+
 use std::collections::HashMap;
-use std::path::{Path, PathBuf};
-use std::process::{Child, Command};
+use std::path::PathBuf;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use canhbao_receiver::{Playback, ReceiverConfig, ReceiverEvent, state::PlayedLog};
-use canhbao_server::bench_dispatch::{province_bulletin, unique};
+use canhbao_server::bench_dispatch::unique;
+use common::{Service, bulletin, repo, spawn_service, tail, wait_ready};
 use dispatch::mqtt::BrokerUrl;
 use dispatch::{Topics, TrustedKeys};
 use domain::{CommuneCode, ProvinceCode, ReceiverId};
 use serde_json::Value;
+use testkit::kannel::free_port;
 use tokio::sync::mpsc;
 use tokio_util::sync::CancellationToken;
 
 const RECEIVERS: usize = 300;
-const SENDER: &str = "kttv-langson@example.vn";
-
-/// The service as a child process, killed when the test ends.
-struct Service(Child);
-
-impl Drop for Service {
-    fn drop(&mut self) {
-        let _ = self.0.kill();
-        let _ = self.0.wait();
-    }
-}
-
-fn repo() -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR")).join("../..")
-}
-
-/// The last lines of the service's log, newest first.
-fn tail(log: &Path) -> String {
-    let text = std::fs::read_to_string(log).unwrap_or_default();
-    let lines: Vec<&str> = text.lines().rev().take(40).collect();
-    lines.join("\n")
-}
-
-fn free_port() -> u16 {
-    let l = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
-    l.local_addr().unwrap().port()
-}
 
 struct Setup {
     data_dir: PathBuf,
@@ -59,61 +35,19 @@ struct Setup {
 }
 
 fn start(s: &Setup) -> Service {
-    let log = std::fs::OpenOptions::new()
-        .create(true)
-        .append(true)
-        .open(&s.log)
-        .unwrap();
-    let child = Command::new(env!("CARGO_BIN_EXE_canhbao"))
-        .arg("serve")
-        .arg("--config-dir")
-        .arg(repo().join("config"))
-        .env("CANHBAO__SERVICE__DATA_DIR", &s.data_dir)
-        .env("CANHBAO__HTTP__LISTEN", &s.http)
-        .env("CANHBAO__MQTT__MODE", "external")
-        .env("CANHBAO__MQTT__URL", &s.broker)
-        .env("CANHBAO__MQTT__TOPIC_PREFIX", &s.prefix)
-        .env("CANHBAO__MQTT__CLIENT_ID", &s.client_id)
-        .env("CANHBAO__DEMO__ENABLED", "false")
-        .env("CANHBAO__OUTBOX__IDLE_POLL_MS", "200")
-        .env("CANHBAO__OUTBOX__RESEND_S", "[2, 5]")
-        .env(
-            "CANHBAO__BULLETINS__AUTHORITATIVE_SENDERS",
-            format!(r#"["{SENDER}"]"#),
-        )
-        .env("RUST_LOG", "info")
-        .stdout(log.try_clone().unwrap())
-        .stderr(log)
-        .spawn()
-        .unwrap();
-    Service(child)
-}
-
-async fn wait_ready(http: &reqwest::Client, base: &str, log: &Path) {
-    let deadline = Instant::now() + Duration::from_secs(30);
-    loop {
-        if let Ok(r) = http.get(format!("{base}/readyz")).send().await
-            && r.status().is_success()
-        {
-            return;
-        }
-        assert!(
-            Instant::now() < deadline,
-            "the service did not become ready: {}",
-            tail(log)
-        );
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    }
-}
-
-/// A CAP bulletin from the authoritative sender for the whole province.
-fn bulletin(identifier: &str, hazard: &str, level: u8) -> String {
-    let settings = canhbao_server::config::load(&canhbao_server::Sources {
-        config_dir: repo().join("config"),
-        ..Default::default()
-    })
-    .unwrap();
-    province_bulletin(identifier, SENDER, hazard, level, "Actual", &settings)
+    spawn_service(
+        &s.log,
+        &[
+            ("CANHBAO__SERVICE__DATA_DIR", s.data_dir.display().to_string()),
+            ("CANHBAO__HTTP__LISTEN", s.http.clone()),
+            ("CANHBAO__MQTT__MODE", "external".into()),
+            ("CANHBAO__MQTT__URL", s.broker.clone()),
+            ("CANHBAO__MQTT__TOPIC_PREFIX", s.prefix.clone()),
+            ("CANHBAO__MQTT__CLIENT_ID", s.client_id.clone()),
+            ("CANHBAO__OUTBOX__IDLE_POLL_MS", "200".into()),
+            ("CANHBAO__OUTBOX__RESEND_S", "[2, 5]".into()),
+        ],
+    )
 }
 
 /// The province's commune codes, from the area file.

@@ -267,16 +267,17 @@ impl Store {
         Ok(n)
     }
 
-    /// Claims up to `limit` due messages and marks them `sending`, in one transaction that
-    /// commits before any of them is handed to a gateway: a crash after this point leaves
-    /// them `sending`, and [`Store::recover_sms_sending`] never sends those again blindly.
+    /// Claims up to `limit` due messages under a lease: they stay `queued`, invisible to
+    /// other senders until the lease runs out, so a sender that dies before trying them
+    /// leaves them to be claimed again. Each is marked `sending` by
+    /// [`Store::mark_sms_sending`] just before its gateway call.
     pub async fn claim_sms(&self, now: DateTime<Utc>, lease: Duration, limit: i64) -> Result<Vec<SmsClaim>> {
         let mut tx = self.pool.begin_with("BEGIN IMMEDIATE").await?;
         let rows = sqlx::query(
-            "UPDATE sms_messages SET state = 'sending', sending_ms = ?1, lease_until_ms = ?2,
-                attempts = attempts + 1
+            "UPDATE sms_messages SET lease_until_ms = ?2, attempts = attempts + 1
              WHERE id IN (
                 SELECT id FROM sms_messages WHERE state = 'queued' AND next_attempt_ms <= ?1
+                  AND (lease_until_ms IS NULL OR lease_until_ms <= ?1)
                 ORDER BY priority DESC, next_attempt_ms, id LIMIT ?3)
              RETURNING id, alert_id, phone, text, encoding, message_ref, gateway, tried, attempts, priority",
         )
@@ -309,6 +310,37 @@ impl Store {
             .collect::<Result<Vec<_>>>()?;
         claimed.sort_by_key(|(priority, c)| (std::cmp::Reverse(*priority), c.id));
         Ok(claimed.into_iter().map(|(_, c)| c).collect())
+    }
+
+    /// Marks claimed messages `sending`, in one commit, just before their gateway calls;
+    /// returns the ids marked. A message no longer `queued` (superseded by a cancel or an
+    /// update since it was claimed) is not marked and must not be sent. A crash after this
+    /// commit leaves the message `sending`, and [`Store::recover_sms_sending`] never sends
+    /// it again blindly.
+    pub async fn mark_sms_sending(
+        &self,
+        ids: &[i64],
+        now: DateTime<Utc>,
+        lease: Duration,
+    ) -> Result<Vec<i64>> {
+        let mut tx = self.begin().await?;
+        let mut marked = Vec::with_capacity(ids.len());
+        for id in ids {
+            let done = sqlx::query(
+                "UPDATE sms_messages SET state = 'sending', sending_ms = ?1, lease_until_ms = ?2
+                 WHERE id = ?3 AND state = 'queued'",
+            )
+            .bind(ms(now))
+            .bind(ms(now + lease))
+            .bind(id)
+            .execute(&mut *tx.tx)
+            .await?;
+            if done.rows_affected() == 1 {
+                marked.push(*id);
+            }
+        }
+        tx.commit().await?;
+        Ok(marked)
     }
 
     /// Records the outcomes of a batch of sends in one transaction. A message a delivery
@@ -488,9 +520,12 @@ impl Store {
 
     /// When the next queued message falls due, if one is queued.
     pub async fn next_sms_due(&self) -> Result<Option<DateTime<Utc>>> {
-        let row = sqlx::query("SELECT MIN(next_attempt_ms) AS due FROM sms_messages WHERE state = 'queued'")
-            .fetch_one(&self.pool)
-            .await?;
+        let row = sqlx::query(
+            "SELECT MIN(MAX(next_attempt_ms, COALESCE(lease_until_ms, 0))) AS due FROM sms_messages
+             WHERE state = 'queued'",
+        )
+        .fetch_one(&self.pool)
+        .await?;
         from_ms_opt(row.try_get("due")?)
     }
 

@@ -495,7 +495,34 @@ async fn an_sms_caught_mid_send_by_a_crash_is_never_sent_again_blindly() {
     let lease = Duration::seconds(60);
     let claimed = store.claim_sms(t0(), lease, 10).await.unwrap();
     assert_eq!(claimed.len(), 2);
-    // The process dies here: both are `sending`, and nothing claims them again...
+    // A sender that dies before trying them leaves them to the next claim, once its lease
+    // is over.
+    assert!(
+        store
+            .claim_sms(t0() + Duration::seconds(59), lease, 10)
+            .await
+            .unwrap()
+            .is_empty()
+    );
+    let claimed = store.claim_sms(t0(), lease, 10).await.unwrap_or_default();
+    assert!(claimed.is_empty(), "still leased");
+    let claimed = store
+        .claim_sms(t0() + Duration::seconds(60), lease, 10)
+        .await
+        .unwrap();
+    assert_eq!(claimed.len(), 2);
+    assert_eq!(claimed[0].attempts, 2);
+    let ids: Vec<i64> = claimed.iter().map(|c| c.id).collect();
+    assert_eq!(store.mark_sms_sending(&ids, t0(), lease).await.unwrap(), ids);
+    assert!(
+        store
+            .mark_sms_sending(&ids, t0(), lease)
+            .await
+            .unwrap()
+            .is_empty(),
+        "marked once"
+    );
+    // The process dies mid-call: both are `sending`, and nothing claims them again...
     assert!(
         store
             .claim_sms(t0() + Duration::hours(1), lease, 10)

@@ -87,6 +87,9 @@ sendsms-interface = 127.0.0.1
 log-file = "{run}/smsbox.log"
 log-level = 0
 access-log = "{run}/access.log"
+# Delivery reports that cannot be handed over (the service is restarting) are tried again.
+http-request-retry = 30
+http-queue-delay = 1
 
 group = sendsms-user
 username = tester
