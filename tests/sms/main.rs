@@ -59,6 +59,7 @@ async fn sms_app(port: u16, gateways: &[(&str, String, u32)]) -> TestApp {
             ("CANHBAO__SMS__GATEWAYS", &gateways),
             ("CANHBAO__SMS__SWEEP_MS", "200"),
             ("CANHBAO__SMS__REPORT_DEADLINE_S", "3"),
+            ("CANHBAO__SMS__LEASE_S", "2"),
             (
                 "CANHBAO__SMS__FALLBACK_AFTER_S",
                 "{ emergency = 4, priority = 4, normal = 4 }",

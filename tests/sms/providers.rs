@@ -296,7 +296,7 @@ async fn provider_app(port: u16, gateway: &str, extra: &[(&str, &str)]) -> TestA
         ("CANHBAO__SMS__SWEEP_MS", "200"),
         // Longer than the test waits: a missing report shows as a message that never
         // gets to `delivered`, not as a move to another gateway.
-        ("CANHBAO__SMS__REPORT_DEADLINE_S", "60"),
+        ("CANHBAO__SMS__REPORT_DEADLINE_S", "120"),
     ];
     vars.extend_from_slice(extra);
     TestApp::spawn_with(Broker::Embedded, &vars).await.unwrap()

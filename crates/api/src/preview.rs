@@ -57,7 +57,8 @@ pub struct CommuneSmsDto {
     pub receivers_online: usize,
     /// Officials in the directory who would get the SMS (not opted out).
     pub officials: usize,
-    /// `at_once` (with the reason) or `after_deadline` (if not every receiver plays).
+    /// `at_once` (with the reason), `after_deadline` (if not every receiver plays), or
+    /// `never` (an exercise or a test).
     pub fallback: &'static str,
     pub reason: String,
 }
@@ -104,6 +105,9 @@ pub async fn preview(
             played: 0,
         };
         let (when, reason) = match fallback(alert.class, now, now, speakers, &sms.fallback_after) {
+            _ if alert.status != AlertStatus::Actual => {
+                ("never", "exercises and tests never go by SMS".to_owned())
+            }
             Some(reason) => ("at_once", reason.to_string()),
             None => (
                 "after_deadline",

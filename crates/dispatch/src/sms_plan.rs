@@ -120,20 +120,48 @@ pub fn message_ref(alert_id: &str, phone: &str) -> MessageRef {
     MessageRef::new(&format!("s{hex}")).unwrap_or_else(|_| unreachable!("hex is a valid reference"))
 }
 
-/// The first gateway of `order` that has not had the message: neither `current` nor one
-/// of `tried`.
-pub fn untried_gateway<'a>(order: &'a [String], current: &str, tried: &[String]) -> Option<&'a str> {
-    order
-        .iter()
-        .find(|g| g.as_str() != current && !tried.contains(g))
-        .map(String::as_str)
+/// Where a message stands among the gateways: the one that has it or will (`gateway`),
+/// those it moved away from that may have it (`tried`: never used again, a second copy
+/// could follow), and those that refused it for good (`refused`), in failover `order`.
+#[derive(Debug, Clone, Copy)]
+pub struct Route<'a> {
+    pub gateway: &'a str,
+    pub tried: &'a [String],
+    pub refused: &'a [String],
+    pub order: &'a [String],
 }
 
-/// The gateway after `current` in `order`, wrapping around (itself if it is the only one).
-fn next_in_order<'a>(order: &'a [String], current: &'a str) -> &'a str {
-    match order.iter().position(|g| g == current) {
-        Some(i) => order[(i + 1) % order.len()].as_str(),
-        None => order.first().map_or(current, String::as_str),
+impl<'a> Route<'a> {
+    fn usable(&self, g: &str) -> bool {
+        !self.tried.iter().any(|t| t == g) && !self.refused.iter().any(|r| r == g)
+    }
+
+    /// The first usable gateway other than the current one.
+    pub fn next_untried(&self) -> Option<&'a str> {
+        self.order
+            .iter()
+            .map(String::as_str)
+            .find(|g| *g != self.gateway && self.usable(g))
+    }
+
+    /// The usable gateway after the current one, wrapping round (the current one if it is
+    /// the only one left).
+    fn next_in_turn(&self) -> &'a str {
+        let usable: Vec<&'a str> = self
+            .order
+            .iter()
+            .map(String::as_str)
+            .filter(|g| self.usable(g))
+            .collect();
+        match usable.iter().position(|g| *g == self.gateway) {
+            Some(i) => usable[(i + 1) % usable.len()],
+            None => usable.first().copied().unwrap_or(self.gateway),
+        }
+    }
+
+    /// Whether a gateway the message left may have it: then it must never end as `failed`.
+    fn may_be_out(&self) -> bool {
+        !self.tried.is_empty()
     }
 }
 
@@ -147,44 +175,69 @@ pub struct SmsTiming {
     pub retry_max: Duration,
 }
 
-/// What becomes of a message after `gateway` answered (or did not), given the gateways
-/// already `tried` (not counting `gateway`) and the failover `order`.
+impl SmsTiming {
+    /// The backoff before attempt `n + 1` of a round of refusals; never overflows.
+    fn backoff(&self, n: i64) -> Duration {
+        let exp = u32::try_from(n.saturating_sub(1)).unwrap_or(u32::MAX).min(30);
+        self.retry_base
+            .checked_mul(1i32 << exp)
+            .map_or(self.retry_max, |d| d.min(self.retry_max))
+    }
+}
+
+/// What becomes of a message after `route.gateway` answered (or did not).
 ///
 /// - Taken (`0: Accepted`, `3: Queued`): submitted, with a report deadline.
 /// - No answer after the request left (a timeout, a broken connection, an unreadable
 ///   2xx): the gateway may have it, so it is not resent; it waits for a report.
-/// - Refused for now (5xx, 429, unreachable): the next gateway at once; once every gateway
-///   has refused, the same order again after a backoff.
-/// - Refused for good (4xx): the next gateway not yet tried, or failed.
+/// - Refused for now (5xx, 429, unreachable): the next usable gateway at once; once each
+///   has had its turn, again after a backoff that grows.
+/// - Refused for good (4xx): the next usable gateway; with none left, failed, or
+///   unreported if a gateway it left may have it.
 /// - A message no gateway can send (a bad number, an empty text): failed.
-#[allow(clippy::too_many_arguments)]
+///
+/// `None`: the send was called off before anything left (the message was superseded,
+/// expired or taken by another sender); nothing is to be recorded.
 pub fn after_send(
     answer: Result<&SendOutcome, &GatewayError>,
-    gateway: &str,
-    tried: &[String],
-    order: &[String],
+    route: &Route<'_>,
     attempts: i64,
     now: DateTime<Utc>,
     timing: &SmsTiming,
-) -> SmsOutcome {
+) -> Option<SmsOutcome> {
+    let gateway = route.gateway;
     let transient = |error: String| {
-        let next = next_in_order(order, gateway);
-        let all_tried = order.iter().all(|g| g == gateway || tried.contains(g));
-        let delay = if all_tried {
-            let exp = u32::try_from(attempts.saturating_sub(1))
-                .unwrap_or(u32::MAX)
-                .min(20);
-            (timing.retry_base * (1i32 << exp.min(30))).min(timing.retry_max)
-        } else {
+        let next = route.next_in_turn();
+        let usable = route.order.iter().filter(|g| route.usable(g)).count();
+        let turns = i64::try_from(usable.max(1)).unwrap_or(1);
+        let delay = if attempts < turns {
             Duration::zero()
+        } else {
+            timing.backoff(attempts - turns + 1)
         };
         SmsOutcome::Retry {
             error,
             gateway: next.to_owned(),
             next_attempt: now + delay,
+            refused_for_good: false,
         }
     };
-    match answer {
+    let given_up = |error: String| match route.next_untried() {
+        Some(next) => SmsOutcome::Retry {
+            error,
+            gateway: next.to_owned(),
+            next_attempt: now,
+            refused_for_good: true,
+        },
+        None if route.may_be_out() => SmsOutcome::Unreported {
+            error: format!(
+                "{error}; a gateway it left ({}) may have sent it",
+                route.tried.join(", ")
+            ),
+        },
+        None => SmsOutcome::Failed { error },
+    };
+    Some(match answer {
         Ok(SendOutcome::Accepted | SendOutcome::Queued) => SmsOutcome::Submitted {
             report_deadline: now + timing.report_deadline,
         },
@@ -192,25 +245,17 @@ pub fn after_send(
             let error = format!("{gateway} refused it: {status} {reason}");
             match kind {
                 crate::sms_gateway::RejectKind::Transient => transient(error),
-                crate::sms_gateway::RejectKind::Permanent => match untried_gateway(order, gateway, tried) {
-                    Some(next) => SmsOutcome::Retry {
-                        error,
-                        gateway: next.to_owned(),
-                        next_attempt: now,
-                    },
-                    None => SmsOutcome::Failed { error },
-                },
+                crate::sms_gateway::RejectKind::Permanent => given_up(error),
             }
         }
+        Err(GatewayError::CalledOff(_)) => return None,
         Err(e) if e.may_have_sent() => SmsOutcome::Unconfirmed {
             error: format!("{gateway}: {e}"),
             report_deadline: now + timing.report_deadline,
         },
-        Err(e @ (GatewayError::Message(_) | GatewayError::Config(_))) => SmsOutcome::Failed {
-            error: format!("{gateway}: {e}"),
-        },
+        Err(e @ (GatewayError::Message(_) | GatewayError::Config(_))) => given_up(format!("{gateway}: {e}")),
         Err(e) => transient(format!("{gateway}: {e}")),
-    }
+    })
 }
 
 /// What a delivery report does to its message.
@@ -222,30 +267,30 @@ pub enum ReportEffect {
     MoveTo(String),
 }
 
-/// Applies a report from `reporter` to a message in `current` state held by `gateway`.
-/// Reports from the message's gateway follow [`apply_report`]; a gateway the message
-/// already left can only say it was delivered after all. An SMSC rejection moves the
-/// message to a gateway not yet tried.
-pub fn after_report(
-    current: SmsState,
-    report: DlrStatus,
-    reporter: &str,
-    gateway: &str,
-    tried: &[String],
-    order: &[String],
-) -> ReportEffect {
-    if current.is_final() {
-        return ReportEffect::Keep;
-    }
-    if reporter != gateway {
-        return if report == DlrStatus::Delivered {
+/// Applies a report from `reporter` to a message in `current` state on `route`. Reports
+/// from the message's gateway follow [`apply_report`]; a gateway it left (one that may
+/// have it) can only say it was delivered after all, which then wins even over a failure
+/// elsewhere; any other gateway's report changes nothing. An SMSC rejection moves the
+/// message to the next usable gateway.
+pub fn after_report(current: SmsState, report: DlrStatus, reporter: &str, route: &Route<'_>) -> ReportEffect {
+    if reporter != route.gateway {
+        let left_it = route.tried.iter().any(|t| t == reporter);
+        return if left_it
+            && report == DlrStatus::Delivered
+            && !matches!(
+                current,
+                SmsState::Delivered | SmsState::Superseded | SmsState::Expired
+            ) {
             ReportEffect::Set(SmsState::Delivered)
         } else {
             ReportEffect::Keep
         };
     }
+    if current.is_final() {
+        return ReportEffect::Keep;
+    }
     if report == DlrStatus::SmscRejected
-        && let Some(next) = untried_gateway(order, gateway, tried)
+        && let Some(next) = route.next_untried()
     {
         return ReportEffect::MoveTo(next.to_owned());
     }
@@ -430,16 +475,32 @@ mod tests {
         }
     }
 
+    fn route<'a>(
+        gateway: &'a str,
+        tried: &'a [String],
+        refused: &'a [String],
+        order: &'a [String],
+    ) -> Route<'a> {
+        Route {
+            gateway,
+            tried,
+            refused,
+            order,
+        }
+    }
+
     #[test]
-    fn a_message_moves_to_the_other_gateway_only_when_nothing_was_sent() {
+    fn a_message_moves_to_another_gateway_only_when_no_copy_can_be_out() {
         use crate::sms_gateway::RejectKind;
         let now: DateTime<Utc> = "2026-10-09T02:00:00Z".parse().unwrap();
-        let send =
-            |answer: Result<&SendOutcome, &GatewayError>, gateway: &str, tried: &[String], attempts| {
-                after_send(answer, gateway, tried, &order(), attempts, now, &timing())
-            };
+        let o = order();
+        let a = ["a".to_owned()];
+        let none: [String; 0] = [];
+        let send = |answer: Result<&SendOutcome, &GatewayError>, r: Route<'_>, attempts| {
+            after_send(answer, &r, attempts, now, &timing()).unwrap()
+        };
         assert_eq!(
-            send(Ok(&SendOutcome::Queued), "a", &[], 1),
+            send(Ok(&SendOutcome::Queued), route("a", &none, &none, &o), 1),
             SmsOutcome::Submitted {
                 report_deadline: now + Duration::seconds(300)
             }
@@ -453,18 +514,22 @@ mod tests {
         let SmsOutcome::Retry {
             gateway,
             next_attempt,
+            refused_for_good,
             ..
-        } = send(Ok(&busy), "a", &[], 1)
+        } = send(Ok(&busy), route("a", &none, &none, &o), 1)
         else {
             panic!("not a retry");
         };
-        assert_eq!((gateway.as_str(), next_attempt), ("b", now));
-        // ...and once both refused, back to the first after a backoff that grows.
+        assert_eq!(
+            (gateway.as_str(), next_attempt, refused_for_good),
+            ("b", now, false)
+        );
+        // ...and once each had its turn, round again after a backoff that grows.
         let SmsOutcome::Retry {
             gateway,
             next_attempt,
             ..
-        } = send(Ok(&busy), "b", &["a".into()], 3)
+        } = send(Ok(&busy), route("b", &none, &none, &o), 4)
         else {
             panic!("not a retry");
         };
@@ -472,67 +537,107 @@ mod tests {
             (gateway.as_str(), next_attempt),
             ("a", now + Duration::seconds(4))
         );
+        // A gateway that may have it (it was moved away from after a silent deadline) is
+        // never used again, however busy the other one is.
+        let SmsOutcome::Retry { gateway, .. } = send(Ok(&busy), route("b", &a, &none, &o), 9) else {
+            panic!("not a retry");
+        };
+        assert_eq!(gateway, "b");
         let refused = SendOutcome::Rejected {
             status: 403,
             reason: "Not routable. Do not try again.".into(),
             kind: RejectKind::Permanent,
         };
-        assert!(
-            matches!(send(Ok(&refused), "a", &[], 1), SmsOutcome::Retry { gateway, .. } if gateway == "b")
-        );
-        let SmsOutcome::Failed { error } = send(Ok(&refused), "b", &["a".into()], 2) else {
+        assert!(matches!(
+            send(Ok(&refused), route("a", &none, &none, &o), 1),
+            SmsOutcome::Retry { gateway, refused_for_good: true, .. } if gateway == "b"
+        ));
+        let SmsOutcome::Failed { error } = send(Ok(&refused), route("b", &none, &a, &o), 2) else {
             panic!("not failed");
         };
         assert_eq!(error, "b refused it: 403 Not routable. Do not try again.");
+        // Refused for good at b, but a may have sent it: unreported, never failed.
+        assert!(matches!(
+            send(Ok(&refused), route("b", &a, &none, &o), 2),
+            SmsOutcome::Unreported { .. }
+        ));
         // No answer after the request left: maybe sent, so never resent at once.
         let timeout = GatewayError::Timeout {
             endpoint: "http://a".into(),
             timeout: std::time::Duration::from_secs(10),
         };
         assert!(matches!(
-            send(Err(&timeout), "a", &[], 1),
+            send(Err(&timeout), route("a", &none, &none, &o), 1),
             SmsOutcome::Unconfirmed { .. }
         ));
         let bad = GatewayError::Message(crate::sms_gateway::MessageError::EmptyText);
-        assert!(matches!(send(Err(&bad), "a", &[], 1), SmsOutcome::Failed { .. }));
         assert!(matches!(
-            send(Err(&GatewayError::Closed), "a", &[], 1),
+            send(Err(&bad), route("b", &none, &a, &o), 1),
+            SmsOutcome::Failed { .. }
+        ));
+        assert!(matches!(
+            send(Err(&GatewayError::Closed), route("a", &none, &none, &o), 1),
             SmsOutcome::Retry { gateway, .. } if gateway == "b"
         ));
+        // Called off before anything left: nothing to record.
+        let off = GatewayError::CalledOff("superseded".into());
+        assert_eq!(
+            after_send(Err(&off), &route("a", &none, &none, &o), 1, now, &timing()),
+            None
+        );
+        // A huge base never overflows the backoff.
+        let t = SmsTiming {
+            retry_base: Duration::days(1),
+            ..timing()
+        };
+        assert_eq!(t.backoff(60), t.retry_max);
     }
 
     #[test]
-    fn reports_from_a_gateway_the_message_left_only_count_when_delivered() {
+    fn reports_count_only_from_the_gateway_that_has_it_or_one_that_may() {
         use DlrStatus::*;
         let o = order();
+        let a = ["a".to_owned()];
+        let none: [String; 0] = [];
+        let r = |gateway, tried| route(gateway, tried, &none, &o);
         assert_eq!(
-            after_report(SmsState::Submitted, SmscAccepted, "a", "a", &[], &o),
+            after_report(SmsState::Submitted, SmscAccepted, "a", &r("a", &none)),
             ReportEffect::Set(SmsState::SmscAccepted)
         );
         assert_eq!(
-            after_report(SmsState::Queued, Failed, "a", "b", &["a".into()], &o),
+            after_report(SmsState::Queued, Failed, "a", &r("b", &a)),
             ReportEffect::Keep,
             "a late failure from the old gateway must not end the new attempt"
         );
         assert_eq!(
-            after_report(SmsState::Submitted, Delivered, "a", "b", &["a".into()], &o),
+            after_report(SmsState::Submitted, Delivered, "a", &r("b", &a)),
             ReportEffect::Set(SmsState::Delivered)
         );
         assert_eq!(
-            after_report(SmsState::Submitted, SmscRejected, "a", "a", &[], &o),
+            after_report(SmsState::Failed, Delivered, "a", &r("b", &a)),
+            ReportEffect::Set(SmsState::Delivered),
+            "a copy the old gateway delivered wins over a refusal at the new one"
+        );
+        assert_eq!(
+            after_report(SmsState::Submitted, Delivered, "b", &r("a", &none)),
+            ReportEffect::Keep,
+            "a gateway that never had it cannot say it delivered it"
+        );
+        assert_eq!(
+            after_report(SmsState::Submitted, SmscRejected, "a", &r("a", &none)),
             ReportEffect::MoveTo("b".into()),
             "an SMSC rejection made no copy: the next gateway gets it"
         );
         assert_eq!(
-            after_report(SmsState::Submitted, SmscRejected, "b", "b", &["a".into()], &o),
+            after_report(SmsState::Submitted, SmscRejected, "b", &r("b", &a)),
             ReportEffect::Set(SmsState::Failed)
         );
         assert_eq!(
-            after_report(SmsState::Unconfirmed, Delivered, "a", "a", &[], &o),
+            after_report(SmsState::Unconfirmed, Delivered, "a", &r("a", &none)),
             ReportEffect::Set(SmsState::Delivered)
         );
         assert_eq!(
-            after_report(SmsState::Superseded, Delivered, "a", "a", &[], &o),
+            after_report(SmsState::Superseded, Delivered, "a", &r("a", &none)),
             ReportEffect::Keep
         );
         for s in [SmsState::Unreported, SmsState::Expired, SmsState::SmscAccepted] {
@@ -547,7 +652,10 @@ mod tests {
         assert_ne!(a, message_ref("canhbao-20-flood-1", "+84912345679"));
         assert_ne!(a, message_ref("canhbao-20-flood-2", "+84912345678"));
         assert_eq!(a.as_str().len(), 31);
-        assert_eq!(untried_gateway(&order(), "a", &[]), Some("b"));
-        assert_eq!(untried_gateway(&order(), "b", &["a".into()]), None);
+        let o = order();
+        let a = ["a".to_owned()];
+        assert_eq!(route("a", &[], &[], &o).next_untried(), Some("b"));
+        assert_eq!(route("b", &a, &[], &o).next_untried(), None);
+        assert_eq!(route("b", &[], &a, &o).next_untried(), None);
     }
 }

@@ -22,7 +22,7 @@ use tokio_util::sync::CancellationToken;
 use crate::sms_gateway::{DeliveryReport, DlrError, MessageRef, SmsMessage};
 use crate::sms_gateways::Gateway;
 use crate::sms_plan::{
-    CommuneLoudspeakers, FallbackAfter, ReportEffect, SmsState, SmsTiming, after_report, after_send,
+    CommuneLoudspeakers, FallbackAfter, ReportEffect, Route, SmsState, SmsTiming, after_report, after_send,
     fallback, message_ref,
 };
 use crate::sms_text::{Encoding, SmsPolicy, SmsTemplates, render};
@@ -178,7 +178,7 @@ pub async fn run_report_applier(
         let reports: Vec<store::IncomingReport> = batch.iter().map(|(r, _)| r.clone()).collect();
         let order = gateways.order();
         let result = store
-            .apply_sms_reports(&reports, Utc::now(), |i, state, current, tried| {
+            .apply_sms_reports(&reports, Utc::now(), |i, state, current, tried, refused| {
                 let (Some(state), Some(status)) = (
                     SmsState::from_code(state),
                     reports[i]
@@ -189,7 +189,13 @@ pub async fn run_report_applier(
                 ) else {
                     return store::ReportDecision::Keep;
                 };
-                match after_report(state, status, &reports[i].gateway, current, tried, order) {
+                let route = Route {
+                    gateway: current,
+                    tried,
+                    refused,
+                    order,
+                };
+                match after_report(state, status, &reports[i].gateway, &route) {
                     ReportEffect::Keep => store::ReportDecision::Keep,
                     ReportEffect::Set(s) => store::ReportDecision::Set(s.code().to_owned()),
                     ReportEffect::MoveTo(g) => store::ReportDecision::MoveTo(g),
@@ -226,6 +232,17 @@ pub async fn run_sms(
     wake: Arc<Notify>,
     shutdown: CancellationToken,
 ) {
+    match store
+        .extend_sms_deadlines(Utc::now(), settings.timing.report_deadline)
+        .await
+    {
+        Ok(0) => {}
+        Ok(n) => tracing::info!(
+            messages = n,
+            "sms waiting for delivery reports get a full deadline from this start"
+        ),
+        Err(e) => tracing::error!(error = %e, "sms report deadlines could not be extended"),
+    }
     let (marker, marks) = tokio::sync::mpsc::channel(4 * REPORT_BATCH);
     let marker = Marker(marker);
     let marking = tokio::spawn(run_marker(store.clone(), settings.lease, marks));
@@ -322,9 +339,6 @@ pub async fn sweep(
     settings: &SmsSettings,
     now: DateTime<Utc>,
 ) -> store::Result<()> {
-    let Some(primary) = gateways.primary() else {
-        return Ok(());
-    };
     let recovered = store
         .recover_sms_sending(now, settings.timing.report_deadline)
         .await?;
@@ -338,6 +352,10 @@ pub async fn sweep(
     if expired > 0 {
         tracing::warn!(messages = expired, "sms expired before they could be sent");
     }
+    // Without a gateway, nothing new is decided: queued messages still end visibly.
+    let Some(primary) = gateways.primary() else {
+        return Ok(());
+    };
     let mut texts: HashMap<String, Option<(String, i64)>> = HashMap::new();
     for c in store.fallback_candidates(now, 500).await? {
         let Some(class) = MessageClass::from_code(&c.class) else {
@@ -403,7 +421,13 @@ pub async fn sweep(
         tracing::info!(%alert_id, messages = n, "an update or cancel goes by sms to everyone who had the original by sms");
     }
     for sms in store.overdue_sms(now, 500).await? {
-        let next = crate::sms_plan::untried_gateway(gateways.order(), &sms.gateway, &sms.tried);
+        let route = Route {
+            gateway: &sms.gateway,
+            tried: &sms.tried,
+            refused: &sms.refused,
+            order: gateways.order(),
+        };
+        let next = route.next_untried();
         let reason = match next {
             Some(g) => format!(
                 "no delivery report from {} within {} s; moved to {g}",
@@ -499,13 +523,15 @@ async fn send_round(
         let marker = marker.clone();
         tasks.spawn(async move {
             let outcome = send_one(gateway.as_deref(), &claim, &order, &timing, &marker).await;
-            (claim, outcome)
+            outcome.map(|o| (claim, o))
         });
     }
     let mut outcomes = Vec::with_capacity(n);
     while let Some(done) = tasks.join_next().await {
         match done {
-            Ok(pair) => outcomes.push(pair),
+            Ok(Some(pair)) => outcomes.push(pair),
+            // Called off before anything left: the message is another sender's, or ended.
+            Ok(None) => {}
             // A panicked send leaves its row `sending`: recovered as unconfirmed, never resent blindly.
             Err(e) => tracing::error!(error = %e, "an sms send task failed"),
         }
@@ -520,42 +546,42 @@ async fn send_one(
     order: &[String],
     timing: &SmsTiming,
     marker: &Marker,
-) -> SmsOutcome {
-    let Some(gateway) = gateway else {
-        // The configuration lost this gateway since the message was queued: nothing was sent.
-        let next = order.first().cloned().unwrap_or_default();
-        return SmsOutcome::Retry {
-            error: format!(
-                "gateway {:?} is no longer configured; moved to {next}",
-                claim.gateway
-            ),
-            gateway: next,
-            next_attempt: Utc::now(),
-        };
-    };
-    let message = match MessageRef::new(&claim.message_ref) {
-        Ok(message_ref) => SmsMessage {
-            to: claim.phone.clone(),
-            text: claim.text.clone(),
-            encoding: if claim.encoding == Encoding::Gsm7.label() {
-                Encoding::Gsm7
-            } else {
-                Encoding::Ucs2
-            },
-            message_ref,
+) -> Option<SmsOutcome> {
+    let message = MessageRef::new(&claim.message_ref).map(|message_ref| SmsMessage {
+        to: claim.phone.clone(),
+        text: claim.text.clone(),
+        encoding: if claim.encoding == Encoding::Gsm7.label() {
+            Encoding::Gsm7
+        } else {
+            Encoding::Ucs2
         },
-        Err(e) => {
-            return SmsOutcome::Failed { error: e.to_string() };
-        }
+        message_ref,
+    });
+    let (Some(gateway), Ok(message)) = (gateway, message.as_ref()) else {
+        // Nothing can be sent as it stands; the outcome is recorded against the mark.
+        marker.mark(claim.id).await.ok()?;
+        return Some(match message {
+            Err(e) => SmsOutcome::Failed { error: e.to_string() },
+            Ok(_) => {
+                let next = order.first().cloned().unwrap_or_default();
+                SmsOutcome::Retry {
+                    error: format!(
+                        "gateway {:?} is no longer configured; moved to {next}",
+                        claim.gateway
+                    ),
+                    gateway: next,
+                    next_attempt: Utc::now(),
+                    refused_for_good: false,
+                }
+            }
+        });
     };
-    let answer = gateway.send_when(&message, marker.mark(claim.id)).await;
-    after_send(
-        answer.as_ref(),
-        gateway.id(),
-        &claim.tried,
+    let answer = gateway.send_when(message, marker.mark(claim.id)).await;
+    let route = Route {
+        gateway: gateway.id(),
+        tried: &claim.tried,
+        refused: &claim.refused,
         order,
-        claim.attempts,
-        Utc::now(),
-        timing,
-    )
+    };
+    after_send(answer.as_ref(), &route, claim.attempts, Utc::now(), timing)
 }

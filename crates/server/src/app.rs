@@ -168,20 +168,21 @@ impl App {
                 tasks.spawn(ingest::poller::run_source(ctx.clone(), src, shutdown.clone()));
             }
         }
-        let sms = if settings.sms.gateways.is_empty() {
+        // The sender always runs: without a gateway it still ends queued messages visibly.
+        let gateways = settings.sms.build().context("building the sms gateways")?;
+        let sms_wake = Arc::new(Notify::new());
+        tasks.spawn(dispatch::sms_worker::run_sms(
+            store.clone(),
+            gateways.clone(),
+            settings.sms.settings.clone(),
+            sms_wake.clone(),
+            shutdown.clone(),
+        ));
+        let sms = if gateways.is_empty() {
             tracing::info!("sms channel off: no gateway is configured in [sms]");
             None
         } else {
-            let gateways = settings.sms.build().context("building the sms gateways")?;
-            let sms_wake = Arc::new(Notify::new());
             tracing::info!(gateways = ?gateways.order(), "sms channel on");
-            tasks.spawn(dispatch::sms_worker::run_sms(
-                store.clone(),
-                gateways.clone(),
-                settings.sms.settings.clone(),
-                sms_wake.clone(),
-                shutdown.clone(),
-            ));
             let (reports, queue) = dispatch::sms_worker::ReportApplier::new();
             tasks.spawn(dispatch::sms_worker::run_report_applier(
                 store.clone(),

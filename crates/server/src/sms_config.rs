@@ -208,6 +208,32 @@ pub(crate) fn load(
     if raw.batch <= 0 {
         problems.push(format!("sms.batch {} must be greater than 0", raw.batch));
     }
+    const DAY_S: u64 = 86_400;
+    for (name, v) in [
+        ("sms.fallback_after_s.emergency", f.emergency),
+        ("sms.fallback_after_s.priority", f.priority),
+        ("sms.fallback_after_s.normal", f.normal),
+        ("sms.report_deadline_s", raw.report_deadline_s),
+        ("sms.lease_s", raw.lease_s),
+        ("sms.retry_max_ms", raw.retry_max_ms / 1000),
+    ] {
+        if v > DAY_S {
+            problems.push(format!("{name} {v} s is longer than a day"));
+        }
+    }
+    if raw.lease_s >= raw.report_deadline_s {
+        problems.push(format!(
+            "sms.lease_s {} must be shorter than sms.report_deadline_s {}: a message left mid-send must \
+             wait for its report after the lease",
+            raw.lease_s, raw.report_deadline_s
+        ));
+    }
+    if raw.retry_base_ms > raw.retry_max_ms {
+        problems.push(format!(
+            "sms.retry_base_ms {} must not exceed sms.retry_max_ms {}",
+            raw.retry_base_ms, raw.retry_max_ms
+        ));
+    }
     let public_url_ok = raw.public_url.starts_with("http://") || raw.public_url.starts_with("https://");
     if !raw.gateways.is_empty() && !public_url_ok {
         problems.push(format!(
@@ -363,8 +389,11 @@ fn webhook(
     };
     let mut headers = Vec::new();
     for (name, value) in &g.headers {
+        // `${NAME}` is replaced by the variable; the search goes on after what was put in,
+        // so a secret that itself holds `${` is never read as a name.
         let mut value = value.clone();
-        while let Some(start) = value.find("${") {
+        let mut from = 0;
+        while let Some(start) = value[from..].find("${").map(|i| i + from) {
             let Some(len) = value[start..].find('}') else {
                 problems.push(format!("{at}: header {name}: an unclosed ${{"));
                 break;
@@ -382,6 +411,7 @@ fn webhook(
                 break;
             };
             value.replace_range(start..start + len + 1, &secret);
+            from = start + secret.len();
         }
         headers.push((name.clone(), value));
     }

@@ -49,6 +49,7 @@ pub struct SmsClaim {
     pub message_ref: String,
     pub gateway: String,
     pub tried: Vec<String>,
+    pub refused: Vec<String>,
     pub attempts: i64,
 }
 
@@ -62,14 +63,18 @@ pub enum SmsOutcome {
         error: String,
         report_deadline: DateTime<Utc>,
     },
-    /// Nothing was sent: try again at `next_attempt` through `gateway`.
+    /// Nothing was sent: try again at `next_attempt` through `gateway`; with
+    /// `refused_for_good`, the gateway that refused joins `refused`.
     Retry {
         error: String,
         gateway: String,
         next_attempt: DateTime<Utc>,
+        refused_for_good: bool,
     },
     /// Nothing was sent and no gateway is left to try.
     Failed { error: String },
+    /// No gateway is left to try, but one it left may have sent it.
+    Unreported { error: String },
 }
 
 /// A message waiting for a delivery report past its deadline.
@@ -78,6 +83,7 @@ pub struct OverdueSms {
     pub id: i64,
     pub gateway: String,
     pub tried: Vec<String>,
+    pub refused: Vec<String>,
     pub state: String,
 }
 
@@ -152,19 +158,24 @@ impl Store {
         now: DateTime<Utc>,
         limit: i64,
     ) -> Result<Vec<FallbackCandidate>> {
+        // A commune where every registered receiver already played needs no decision: it is
+        // left out, so that it never crowds out communes that do.
         let rows = sqlx::query(
-            "SELECT a.id, a.class, a.sent_ms, c.value AS commune,
-                (SELECT COUNT(*) FROM receiver_deliveries d
-                  WHERE d.alert_id = a.id AND d.commune = c.value) AS registered,
-                (SELECT COUNT(*) FROM receiver_deliveries d
-                  WHERE d.alert_id = a.id AND d.commune = c.value AND d.online_at_issue = 1) AS online,
-                (SELECT COUNT(*) FROM receiver_deliveries d
-                  WHERE d.alert_id = a.id AND d.commune = c.value AND d.state = 'played') AS played
-             FROM alerts a, json_each(a.communes) c
-             WHERE a.expires_ms > ?1 AND a.msg_type <> 'Cancel' AND a.status = 'Actual'
-               AND NOT EXISTS (SELECT 1 FROM alert_refs r WHERE r.refers_to = a.id)
-               AND NOT EXISTS (SELECT 1 FROM sms_fallbacks f WHERE f.alert_id = a.id AND f.commune = c.value)
-             ORDER BY a.sent_ms, a.id, c.value LIMIT ?2",
+            "SELECT * FROM (
+                SELECT a.id, a.class, a.sent_ms, c.value AS commune,
+                    (SELECT COUNT(*) FROM receiver_deliveries d
+                      WHERE d.alert_id = a.id AND d.commune = c.value) AS registered,
+                    (SELECT COUNT(*) FROM receiver_deliveries d
+                      WHERE d.alert_id = a.id AND d.commune = c.value AND d.online_at_issue = 1) AS online,
+                    (SELECT COUNT(*) FROM receiver_deliveries d
+                      WHERE d.alert_id = a.id AND d.commune = c.value AND d.state = 'played') AS played
+                FROM alerts a, json_each(a.communes) c
+                WHERE a.expires_ms > ?1 AND a.msg_type <> 'Cancel' AND a.status = 'Actual'
+                  AND NOT EXISTS (SELECT 1 FROM alert_refs r WHERE r.refers_to = a.id)
+                  AND NOT EXISTS (SELECT 1 FROM sms_fallbacks f WHERE f.alert_id = a.id AND f.commune = c.value)
+             )
+             WHERE NOT (registered > 0 AND played >= registered)
+             ORDER BY sent_ms, id, commune LIMIT ?2",
         )
         .bind(ms(now))
         .bind(limit)
@@ -233,12 +244,19 @@ impl Store {
         now: DateTime<Utc>,
         limit: i64,
     ) -> Result<Vec<(String, String, String, String)>> {
+        // Every alert an Update or Cancel replaces, directly or through a chain of them.
         let sql = format!(
-            "SELECT DISTINCT b.id AS alert_id, m.phone, m.commune, m.role
-             FROM alert_refs r
-             JOIN alerts b ON b.id = r.alert_id
-             JOIN sms_messages m ON m.alert_id = r.refers_to
+            "WITH RECURSIVE chain (alert_id, ancestor) AS (
+                SELECT alert_id, refers_to FROM alert_refs
+                UNION
+                SELECT c.alert_id, r.refers_to FROM chain c JOIN alert_refs r ON r.alert_id = c.ancestor
+             )
+             SELECT DISTINCT b.id AS alert_id, m.phone, m.commune, m.role
+             FROM chain c
+             JOIN alerts b ON b.id = c.alert_id
+             JOIN sms_messages m ON m.alert_id = c.ancestor
              WHERE b.expires_ms > ?1 AND m.state IN {REACHED}
+               AND NOT EXISTS (SELECT 1 FROM alert_refs x WHERE x.refers_to = b.id)
                AND NOT EXISTS (SELECT 1 FROM sms_messages n WHERE n.alert_id = b.id AND n.phone = m.phone)
              ORDER BY b.id, m.phone LIMIT ?2"
         );
@@ -279,7 +297,7 @@ impl Store {
                 SELECT id FROM sms_messages WHERE state = 'queued' AND next_attempt_ms <= ?1
                   AND (lease_until_ms IS NULL OR lease_until_ms <= ?1)
                 ORDER BY priority DESC, next_attempt_ms, id LIMIT ?3)
-             RETURNING id, alert_id, phone, text, encoding, message_ref, gateway, tried, attempts, priority",
+             RETURNING id, alert_id, phone, text, encoding, message_ref, gateway, tried, refused, attempts, priority",
         )
         .bind(ms(now))
         .bind(ms(now + lease))
@@ -291,6 +309,7 @@ impl Store {
             .iter()
             .map(|r| {
                 let tried: String = r.try_get("tried")?;
+                let refused: String = r.try_get("refused")?;
                 let gateway: Option<String> = r.try_get("gateway")?;
                 Ok((
                     r.try_get::<i64, _>("priority")?,
@@ -303,6 +322,7 @@ impl Store {
                         message_ref: r.try_get("message_ref")?,
                         gateway: gateway.unwrap_or_default(),
                         tried: parse_json_list("tried", &tried)?,
+                        refused: parse_json_list("refused", &refused)?,
                         attempts: r.try_get("attempts")?,
                     },
                 ))
@@ -326,6 +346,25 @@ impl Store {
         let mut tx = self.begin().await?;
         let mut marked = Vec::with_capacity(ids.len());
         for id in ids {
+            // A message of an alert that was updated, cancelled or ended since it was
+            // queued is never sent, however it came back to the queue.
+            sqlx::query(
+                "UPDATE sms_messages SET state = CASE
+                        WHEN EXISTS (SELECT 1 FROM alert_refs r WHERE r.refers_to = sms_messages.alert_id)
+                        THEN 'superseded' ELSE 'expired' END,
+                    final_ms = ?1, lease_until_ms = NULL,
+                    last_error = CASE
+                        WHEN EXISTS (SELECT 1 FROM alert_refs r WHERE r.refers_to = sms_messages.alert_id)
+                        THEN 'the alert was updated or cancelled before this was sent'
+                        ELSE 'the alert expired before it could be sent' END
+                 WHERE id = ?2 AND state = 'queued'
+                   AND (EXISTS (SELECT 1 FROM alert_refs r WHERE r.refers_to = sms_messages.alert_id)
+                        OR (SELECT expires_ms FROM alerts a WHERE a.id = sms_messages.alert_id) <= ?1)",
+            )
+            .bind(ms(now))
+            .bind(id)
+            .execute(&mut *tx.tx)
+            .await?;
             let done = sqlx::query(
                 "UPDATE sms_messages SET state = 'sending', sending_ms = ?1, lease_until_ms = ?2
                  WHERE id = ?3 AND state = 'queued'",
@@ -352,52 +391,67 @@ impl Store {
     ) -> Result<()> {
         let mut tx = self.begin().await?;
         for (claim, outcome) in outcomes {
-            // `tried` lists the gateways a message has left: the one it moves away from
-            // joins it.
-            let mut tried = claim.tried.clone();
-            if let SmsOutcome::Retry { gateway, .. } = outcome
-                && *gateway != claim.gateway
-                && !tried.contains(&claim.gateway)
+            let mut refused = claim.refused.clone();
+            if let SmsOutcome::Retry {
+                refused_for_good: true,
+                ..
+            } = outcome
+                && !refused.contains(&claim.gateway)
             {
-                tried.push(claim.gateway.clone());
+                refused.push(claim.gateway.clone());
             }
-            let tried = json_list(&tried);
+            let refused = json_list(&refused);
+            // Only the attempt that marked the message may record its outcome.
+            let guard = "WHERE id = ?1 AND state = 'sending' AND attempts = ?2";
             let q = match outcome {
-                SmsOutcome::Submitted { report_deadline } => sqlx::query(
-                    "UPDATE sms_messages SET state = 'submitted', submitted_ms = ?1, report_deadline_ms = ?2,
-                        tried = ?3, lease_until_ms = NULL, last_error = NULL WHERE id = ?4 AND state = 'sending'",
-                )
+                SmsOutcome::Submitted { report_deadline } => sqlx::query(sqlx::AssertSqlSafe(format!(
+                    "UPDATE sms_messages SET state = 'submitted', submitted_ms = ?3, report_deadline_ms = ?4,
+                        lease_until_ms = NULL, last_error = NULL, refused = ?5 {guard}"
+                )))
+                .bind(claim.id)
+                .bind(claim.attempts)
                 .bind(ms(now))
                 .bind(ms(*report_deadline)),
                 SmsOutcome::Unconfirmed {
                     error,
                     report_deadline,
-                } => sqlx::query(
-                    "UPDATE sms_messages SET state = 'unconfirmed', report_deadline_ms = ?1, last_error = ?2,
-                        tried = ?3, lease_until_ms = NULL WHERE id = ?4 AND state = 'sending'",
-                )
-                .bind(ms(*report_deadline))
-                .bind(error),
+                } => sqlx::query(sqlx::AssertSqlSafe(format!(
+                    "UPDATE sms_messages SET state = 'unconfirmed', last_error = ?3, report_deadline_ms = ?4,
+                        lease_until_ms = NULL, refused = ?5 {guard}"
+                )))
+                .bind(claim.id)
+                .bind(claim.attempts)
+                .bind(error)
+                .bind(ms(*report_deadline)),
                 SmsOutcome::Retry {
-                    gateway,
-                    next_attempt,
-                    ..
-                } => sqlx::query(
-                    "UPDATE sms_messages SET state = 'queued', next_attempt_ms = ?1, gateway = ?2, last_error = ?5,
-                        tried = ?3, lease_until_ms = NULL WHERE id = ?4 AND state = 'sending'",
-                )
-                .bind(ms(*next_attempt))
-                .bind(gateway),
-                SmsOutcome::Failed { error } => sqlx::query(
-                    "UPDATE sms_messages SET state = 'failed', final_ms = ?1, last_error = ?2,
-                        tried = ?3, lease_until_ms = NULL WHERE id = ?4 AND state = 'sending'",
-                )
-                .bind(ms(now))
-                .bind(error),
+                    error, next_attempt, ..
+                } => sqlx::query(sqlx::AssertSqlSafe(format!(
+                    "UPDATE sms_messages SET state = 'queued', last_error = ?3, next_attempt_ms = ?4, gateway = ?6,
+                        lease_until_ms = NULL, refused = ?5 {guard}"
+                )))
+                .bind(claim.id)
+                .bind(claim.attempts)
+                .bind(error)
+                .bind(ms(*next_attempt)),
+                SmsOutcome::Failed { error } | SmsOutcome::Unreported { error } => {
+                    let state = if matches!(outcome, SmsOutcome::Failed { .. }) {
+                        "failed"
+                    } else {
+                        "unreported"
+                    };
+                    sqlx::query(sqlx::AssertSqlSafe(format!(
+                        "UPDATE sms_messages SET state = '{state}', last_error = ?3, final_ms = ?4,
+                            lease_until_ms = NULL, refused = ?5 {guard}"
+                    )))
+                    .bind(claim.id)
+                    .bind(claim.attempts)
+                    .bind(error)
+                    .bind(ms(now))
+                }
             };
-            let q = q.bind(&tried).bind(claim.id);
+            let q = q.bind(&refused);
             let q = match outcome {
-                SmsOutcome::Retry { error, .. } => q.bind(error),
+                SmsOutcome::Retry { gateway, .. } => q.bind(gateway),
                 _ => q,
             };
             q.execute(&mut *tx.tx).await?;
@@ -411,12 +465,27 @@ impl Store {
     pub async fn recover_sms_sending(&self, now: DateTime<Utc>, deadline: Duration) -> Result<u64> {
         let done = sqlx::query(
             "UPDATE sms_messages SET state = 'unconfirmed', lease_until_ms = NULL,
-                report_deadline_ms = sending_ms + ?1,
+                report_deadline_ms = MAX(sending_ms, ?2) + ?1,
                 last_error = 'the sender stopped while handing it to the gateway; waiting for a delivery report'
              WHERE state = 'sending' AND lease_until_ms <= ?2",
         )
         .bind(deadline.num_milliseconds())
         .bind(ms(now))
+        .execute(&self.pool)
+        .await?;
+        Ok(done.rows_affected())
+    }
+
+    /// Gives every message waiting for a report a full `deadline` from `now`: called once
+    /// when the sender starts, since reports that came while no sender was running are
+    /// retried by the gateways (Kannel's `http-request-retry`, Jasmin's 3 tries) and must
+    /// not be mistaken for lost ones. Returns how many.
+    pub async fn extend_sms_deadlines(&self, now: DateTime<Utc>, deadline: Duration) -> Result<u64> {
+        let done = sqlx::query(
+            "UPDATE sms_messages SET report_deadline_ms = MAX(report_deadline_ms, ?1)
+             WHERE state IN ('submitted', 'unconfirmed') AND report_deadline_ms < ?1",
+        )
+        .bind(ms(now + deadline))
         .execute(&self.pool)
         .await?;
         Ok(done.rows_affected())
@@ -438,7 +507,7 @@ impl Store {
     /// Messages still without a final report past their deadline.
     pub async fn overdue_sms(&self, now: DateTime<Utc>, limit: i64) -> Result<Vec<OverdueSms>> {
         let rows = sqlx::query(
-            "SELECT id, gateway, tried, state FROM sms_messages
+            "SELECT id, gateway, tried, refused, state FROM sms_messages
              WHERE state IN ('submitted', 'unconfirmed') AND report_deadline_ms <= ?1
              ORDER BY report_deadline_ms LIMIT ?2",
         )
@@ -449,11 +518,13 @@ impl Store {
         rows.iter()
             .map(|r| {
                 let tried: String = r.try_get("tried")?;
+                let refused: String = r.try_get("refused")?;
                 let gateway: Option<String> = r.try_get("gateway")?;
                 Ok(OverdueSms {
                     id: r.try_get("id")?,
                     gateway: gateway.unwrap_or_default(),
                     tried: parse_json_list("tried", &tried)?,
+                    refused: parse_json_list("refused", &refused)?,
                     state: r.try_get("state")?,
                 })
             })
@@ -502,14 +573,14 @@ impl Store {
         &self,
         reports: &[IncomingReport],
         now: DateTime<Utc>,
-        mut decide: impl FnMut(usize, &str, &str, &[String]) -> ReportDecision,
+        mut decide: impl FnMut(usize, &str, &str, &[String], &[String]) -> ReportDecision,
     ) -> Result<Vec<SmsReportApplied>> {
         let mut tx = self.begin().await?;
         let mut applied = Vec::with_capacity(reports.len());
         for (i, report) in reports.iter().enumerate() {
             applied.push(
-                apply_report(&mut tx, report, now, |state, gateway, tried| {
-                    decide(i, state, gateway, tried)
+                apply_report(&mut tx, report, now, |state, gateway, tried, refused| {
+                    decide(i, state, gateway, tried, refused)
                 })
                 .await?,
             );
@@ -632,7 +703,7 @@ async fn apply_report(
     tx: &mut crate::Tx<'_>,
     report: &IncomingReport,
     now: DateTime<Utc>,
-    decide: impl FnOnce(&str, &str, &[String]) -> ReportDecision,
+    decide: impl FnOnce(&str, &str, &[String], &[String]) -> ReportDecision,
 ) -> Result<SmsReportApplied> {
     let IncomingReport {
         message_ref,
@@ -641,10 +712,11 @@ async fn apply_report(
         detail,
         reported,
     } = report;
-    let Some(row) = sqlx::query("SELECT id, state, gateway, tried FROM sms_messages WHERE message_ref = ?")
-        .bind(message_ref)
-        .fetch_optional(&mut *tx.tx)
-        .await?
+    let Some(row) =
+        sqlx::query("SELECT id, state, gateway, tried, refused FROM sms_messages WHERE message_ref = ?")
+            .bind(message_ref)
+            .fetch_optional(&mut *tx.tx)
+            .await?
     else {
         return Ok(SmsReportApplied::Unknown);
     };
@@ -653,6 +725,8 @@ async fn apply_report(
     let current_gateway: Option<String> = row.try_get("gateway")?;
     let tried: String = row.try_get("tried")?;
     let tried = parse_json_list("tried", &tried)?;
+    let refused: String = row.try_get("refused")?;
+    let refused = parse_json_list("refused", &refused)?;
     let inserted = sqlx::query(
         "INSERT INTO sms_reports (message_ref, gateway, status, detail, reported_ms, recorded_ms)
          VALUES (?, ?, ?, ?, ?, ?) ON CONFLICT (message_ref, gateway, status) DO NOTHING",
@@ -667,7 +741,12 @@ async fn apply_report(
     .await?
     .rows_affected()
         == 1;
-    let state = match decide(&current, current_gateway.as_deref().unwrap_or_default(), &tried) {
+    let state = match decide(
+        &current,
+        current_gateway.as_deref().unwrap_or_default(),
+        &tried,
+        &refused,
+    ) {
         ReportDecision::Keep => current,
         ReportDecision::Set(state) => {
             let is_final = matches!(state.as_str(), "delivered" | "failed");
@@ -687,17 +766,18 @@ async fn apply_report(
             state
         }
         ReportDecision::MoveTo(next) => {
-            let mut tried = tried;
-            if let Some(g) = current_gateway.filter(|g| !tried.contains(g)) {
-                tried.push(g);
+            // The SMSC refused it: no copy was made, and this gateway will not take it.
+            let mut refused = refused;
+            if let Some(g) = current_gateway.filter(|g| !refused.contains(g)) {
+                refused.push(g);
             }
             sqlx::query(
-                "UPDATE sms_messages SET state = 'queued', gateway = ?1, tried = ?2, next_attempt_ms = ?3,
+                "UPDATE sms_messages SET state = 'queued', gateway = ?1, refused = ?2, next_attempt_ms = ?3,
                     report_deadline_ms = NULL, lease_until_ms = NULL, last_error = ?4
                  WHERE id = ?5",
             )
             .bind(&next)
-            .bind(json_list(&tried))
+            .bind(json_list(&refused))
             .bind(ms(now))
             .bind(format!("{gateway} reported {status}: {detail}; moved to {next}"))
             .bind(id)

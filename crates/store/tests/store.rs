@@ -560,7 +560,7 @@ async fn an_sms_caught_mid_send_by_a_crash_is_never_sent_again_blindly() {
     };
     let mut seen = Vec::new();
     let applied = store
-        .apply_sms_reports(&[report.clone(), report], later, |i, state, gw, _| {
+        .apply_sms_reports(&[report.clone(), report], later, |i, state, gw, _, _| {
             seen.push((i, state.to_owned(), gw.to_owned()));
             if state == "unconfirmed" {
                 store::ReportDecision::Set("delivered".into())
@@ -590,7 +590,8 @@ async fn an_sms_caught_mid_send_by_a_crash_is_never_sent_again_blindly() {
             },
         ]
     );
-    let deadline = t0() + Duration::seconds(300);
+    // Its report has a full deadline from the recovery, not from the send before the crash.
+    let deadline = later + Duration::seconds(300);
     assert!(
         store
             .overdue_sms(deadline - Duration::seconds(1), 10)
@@ -611,5 +612,118 @@ async fn an_sms_caught_mid_send_by_a_crash_is_never_sent_again_blindly() {
     assert_eq!(
         (again[0].gateway.as_str(), again[0].tried.clone()),
         ("b", vec!["a".to_owned()])
+    );
+}
+
+/// An Update (or Cancel) of `old`.
+fn follow_up(id: &str, kind: MsgType, old: &str) -> Alert {
+    let mut s = spec(id, MessageClass::Emergency, &["06385"]);
+    s.msg_type = kind;
+    s.references = vec![AlertId::new(old).unwrap()];
+    Alert::new(s).unwrap()
+}
+
+/// Claims, marks and records every due SMS as submitted; returns their alert ids.
+async fn send_all(store: &Store, now: DateTime<Utc>) -> Vec<String> {
+    let lease = Duration::seconds(60);
+    let claimed = store.claim_sms(now, lease, 100).await.unwrap();
+    let ids: Vec<i64> = claimed.iter().map(|c| c.id).collect();
+    let marked = store.mark_sms_sending(&ids, now, lease).await.unwrap();
+    let outcomes: Vec<_> = claimed
+        .iter()
+        .filter(|c| marked.contains(&c.id))
+        .map(|c| {
+            (
+                c.clone(),
+                store::SmsOutcome::Submitted {
+                    report_deadline: now + Duration::seconds(300),
+                },
+            )
+        })
+        .collect();
+    store.record_sms_outcomes(&outcomes, now).await.unwrap();
+    outcomes.iter().map(|(c, _)| c.alert_id.clone()).collect()
+}
+
+#[tokio::test]
+async fn a_cancel_reaches_whoever_had_any_version_and_stops_what_was_not_sent() {
+    let (_dir, store) = open().await;
+    insert(&store, &alert("v1", MessageClass::Emergency, &["06385"]), 2).await;
+    store
+        .decide_fallback("v1", "06385", "no receiver", &[sms("+84912000001")], t0())
+        .await
+        .unwrap();
+    assert_eq!(send_all(&store, t0()).await, ["v1"]);
+
+    // The update follows by SMS to whoever had v1; it is claimed, but a cancel of the
+    // update comes before its call leaves.
+    insert(&store, &follow_up("v2", MsgType::Update, "v1"), 2).await;
+    let due = store.follow_up_candidates(t0(), 10).await.unwrap();
+    assert_eq!(
+        due,
+        [(
+            "v2".into(),
+            "+84912000001".into(),
+            "06385".into(),
+            "commune_chair".into()
+        )]
+    );
+    let mut m = sms("+84912000001");
+    m.message_ref = "ref-v2".into();
+    m.cause = "follow_up".into();
+    store.queue_sms("v2", &[m], t0()).await.unwrap();
+    let claimed = store.claim_sms(t0(), Duration::seconds(60), 10).await.unwrap();
+    assert_eq!(claimed.len(), 1);
+    insert(&store, &follow_up("v3", MsgType::Cancel, "v2"), 2).await;
+    assert!(
+        store
+            .mark_sms_sending(&[claimed[0].id], t0(), Duration::seconds(60))
+            .await
+            .unwrap()
+            .is_empty(),
+        "a message of an updated or cancelled version is never sent"
+    );
+    let v2 = store.sms_for_alert("v2").await.unwrap();
+    assert_eq!(v2[0].state, "superseded", "{v2:?}");
+
+    // The cancel references only v2, yet reaches the number that had v1; v2 itself gets
+    // no more follow-ups now that it is replaced.
+    let due = store.follow_up_candidates(t0(), 10).await.unwrap();
+    assert_eq!(
+        due,
+        [(
+            "v3".into(),
+            "+84912000001".into(),
+            "06385".into(),
+            "commune_chair".into()
+        )]
+    );
+}
+
+#[tokio::test]
+async fn a_commune_whose_loudspeakers_all_played_is_never_a_fallback_candidate() {
+    let (_dir, store) = open().await;
+    register(&store, "r-1", "06385").await;
+    insert(
+        &store,
+        &alert("p1", MessageClass::Emergency, &["06385", "05977"]),
+        2,
+    )
+    .await;
+    let communes = |c: Vec<store::FallbackCandidate>| c.into_iter().map(|c| c.commune).collect::<Vec<_>>();
+    let later = t0() + Duration::minutes(1);
+    assert_eq!(
+        communes(store.fallback_candidates(later, 10).await.unwrap()),
+        ["05977", "06385"]
+    );
+    for status in ["received", "played"] {
+        store
+            .advance_receiver_delivery("p1", "r-1", status, None, later)
+            .await
+            .unwrap();
+    }
+    assert_eq!(
+        communes(store.fallback_candidates(later, 10).await.unwrap()),
+        ["05977"]
     );
 }

@@ -42,7 +42,8 @@ CREATE TABLE sms_messages (
     priority            INTEGER NOT NULL,
     state               TEXT    NOT NULL,
     gateway             TEXT,                      -- the gateway that has it, or will
-    tried               TEXT    NOT NULL DEFAULT '[]',  -- gateways it moved away from (JSON)
+    tried               TEXT    NOT NULL DEFAULT '[]',  -- gateways it left that may have it (JSON)
+    refused             TEXT    NOT NULL DEFAULT '[]',  -- gateways that refused it for good (JSON)
     attempts            INTEGER NOT NULL DEFAULT 0,
     next_attempt_ms     INTEGER NOT NULL,
     lease_until_ms      INTEGER,
