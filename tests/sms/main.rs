@@ -14,6 +14,7 @@ use std::time::{Duration, Instant};
 use canhbao_tests::kannel::{Kannel, free_port, installed};
 use canhbao_tests::{Broker, TestApp, TestReceiver, live_bulletin};
 use serde_json::Value;
+use testkit::http::url_encode;
 
 mod providers;
 
@@ -328,19 +329,6 @@ async fn officials_get_the_alert_by_sms_when_loudspeakers_cannot_or_do_not_play_
     slow.stop().await;
     quick.stop().await;
     app.app.stop().await;
-}
-
-fn url_encode(value: &str) -> String {
-    value
-        .bytes()
-        .map(|b| {
-            if b.is_ascii_alphanumeric() || matches!(b, b'-' | b'.' | b'_' | b'~') {
-                char::from(b).to_string()
-            } else {
-                format!("%{b:02X}")
-            }
-        })
-        .collect()
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -9,10 +9,10 @@ use std::time::Duration;
 use canhbao_tests::kannel::free_port;
 use canhbao_tests::{Broker, TestApp};
 use serde_json::Value;
-use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use testkit::http::{Request, form_encode, form_fields, read_request, url_encode};
 use tokio::net::{TcpListener, TcpStream};
 
-use super::{DLR_SECRET, import_contacts, issue, sms_rows, url_encode, wait_until};
+use super::{DLR_SECRET, import_contacts, issue, sms_rows, wait_until};
 
 /// Jasmin's message id in its `Success "<id>"` answer.
 const JASMIN_ID: &str = "07033084-5cfd-4812-90a4-e4d24ffb6e3d";
@@ -27,37 +27,6 @@ const CHAIR_05983: &str = "name,phone,commune,role,language,opt_out\n\
 // ------------------------------------------------------------------------------------
 // A fake provider
 // ------------------------------------------------------------------------------------
-
-/// One request as the fake provider got it.
-#[derive(Debug, Clone)]
-struct Received {
-    method: String,
-    target: String,
-    headers: Vec<(String, String)>,
-    body: String,
-}
-
-impl Received {
-    fn header(&self, name: &str) -> Option<&str> {
-        self.headers
-            .iter()
-            .find(|(n, _)| n.eq_ignore_ascii_case(name))
-            .map(|(_, v)| v.as_str())
-    }
-
-    /// The form body, every pair decoded, in order.
-    fn form(&self) -> Vec<(String, String)> {
-        form_pairs(&self.body)
-    }
-
-    /// The one value of `name` in the form body.
-    fn field(&self, name: &str) -> String {
-        let form = self.form();
-        let values: Vec<&String> = form.iter().filter(|(k, _)| k == name).map(|(_, v)| v).collect();
-        assert_eq!(values.len(), 1, "{name} in {form:?}");
-        values[0].clone()
-    }
-}
 
 /// What the fake provider answers to one request, and the reports it sends afterwards.
 struct Answer {
@@ -74,17 +43,17 @@ struct Report {
     body: String,
 }
 
-type Respond = Arc<dyn Fn(&Received) -> Answer + Send + Sync>;
+type Respond = Arc<dyn Fn(&Request) -> Answer + Send + Sync>;
 
 /// What the fake provider saw: the requests it got and canhbao's answers to its reports.
 #[derive(Clone, Default)]
 struct Log {
-    requests: Arc<Mutex<Vec<Received>>>,
+    requests: Arc<Mutex<Vec<Request>>>,
     report_answers: Arc<Mutex<Vec<(u16, String)>>>,
 }
 
 impl Log {
-    fn requests(&self) -> Vec<Received> {
+    fn requests(&self) -> Vec<Request> {
         self.requests.lock().unwrap().clone()
     }
 
@@ -115,23 +84,13 @@ async fn serve(mut socket: TcpStream, respond: Respond, log: Log) {
     };
     let answer = respond(&request);
     log.requests.lock().unwrap().push(request);
-    let reason = match answer.status {
-        200 => "OK",
-        202 => "Accepted",
-        _ => "Other",
-    };
-    let head = format!(
-        "HTTP/1.1 {} {reason}\r\nContent-Type: {}\r\nContent-Length: {}\r\nConnection: close\r\n\r\n",
+    let written = testkit::http::respond(
+        &mut socket,
         answer.status,
         answer.content_type,
-        answer.body.len()
+        &answer.body,
+        true,
     );
-    let written = async {
-        socket.write_all(head.as_bytes()).await?;
-        socket.write_all(answer.body.as_bytes()).await?;
-        socket.flush().await?;
-        socket.shutdown().await
-    };
     if written.await.is_err() {
         return;
     }
@@ -155,99 +114,12 @@ async fn serve(mut socket: TcpStream, respond: Respond, log: Log) {
     }
 }
 
-/// Reads one HTTP/1.1 request: the head, then `Content-Length` bytes of body.
-async fn read_request(socket: &mut TcpStream) -> Option<Received> {
-    let mut data = Vec::new();
-    let mut buf = [0u8; 4096];
-    let head_end = loop {
-        if let Some(at) = data.windows(4).position(|w| w == b"\r\n\r\n") {
-            break at;
-        }
-        match socket.read(&mut buf).await {
-            Ok(0) | Err(_) => return None,
-            Ok(n) => data.extend_from_slice(&buf[..n]),
-        }
-    };
-    let head = String::from_utf8(data[..head_end].to_vec()).ok()?;
-    let mut lines = head.split("\r\n");
-    let mut start = lines.next()?.split(' ');
-    let method = start.next()?.to_owned();
-    let target = start.next()?.to_owned();
-    let headers: Vec<(String, String)> = lines
-        .filter_map(|line| line.split_once(':'))
-        .map(|(n, v)| (n.trim().to_owned(), v.trim().to_owned()))
-        .collect();
-    let length: usize = headers
-        .iter()
-        .find(|(n, _)| n.eq_ignore_ascii_case("content-length"))
-        .and_then(|(_, v)| v.parse().ok())
-        .unwrap_or(0);
-    let mut body = data[head_end + 4..].to_vec();
-    while body.len() < length {
-        match socket.read(&mut buf).await {
-            Ok(0) | Err(_) => return None,
-            Ok(n) => body.extend_from_slice(&buf[..n]),
-        }
-    }
-    Some(Received {
-        method,
-        target,
-        headers,
-        body: String::from_utf8(body).ok()?,
-    })
-}
-
 fn client() -> reqwest::Client {
     reqwest::Client::builder()
         .no_proxy()
         .timeout(Duration::from_secs(10))
         .build()
         .unwrap()
-}
-
-/// `a=1&b=x+y` as decoded pairs (`+` is a space, `%XX` a byte).
-fn form_pairs(text: &str) -> Vec<(String, String)> {
-    text.split('&')
-        .filter(|pair| !pair.is_empty())
-        .map(|pair| {
-            let (k, v) = pair.split_once('=').unwrap_or((pair, ""));
-            (form_decode(k), form_decode(v))
-        })
-        .collect()
-}
-
-fn form_decode(value: &str) -> String {
-    let raw = value.as_bytes();
-    let mut bytes = Vec::with_capacity(raw.len());
-    let mut i = 0;
-    while i < raw.len() {
-        match raw[i] {
-            b'+' => bytes.push(b' '),
-            b'%' if i + 2 < raw.len() => {
-                let hex = std::str::from_utf8(&raw[i + 1..i + 3]).unwrap();
-                bytes.push(u8::from_str_radix(hex, 16).unwrap());
-                i += 2;
-            }
-            b => bytes.push(b),
-        }
-        i += 1;
-    }
-    String::from_utf8(bytes).unwrap()
-}
-
-/// As an HTML form encodes a value (what Jasmin's `urlencode` does).
-fn form_encode(value: &str) -> String {
-    let mut out = String::new();
-    for b in value.bytes() {
-        if b.is_ascii_alphanumeric() || matches!(b, b'-' | b'.' | b'_') {
-            out.push(char::from(b));
-        } else if b == b' ' {
-            out.push('+');
-        } else {
-            out.push_str(&format!("%{b:02X}"));
-        }
-    }
-    out
 }
 
 fn form_body(fields: &[(&str, &str)]) -> String {
@@ -276,7 +148,7 @@ fn utf16_hex_decode(hex: &str) -> String {
 fn assert_dlr_url(url: &str, port: u16, gateway: &str, message_ref: &str, secret: &str) {
     let (base, query) = url.split_once('?').unwrap_or_else(|| panic!("no query: {url}"));
     assert_eq!(base, format!("http://127.0.0.1:{port}/api/v1/sms/dlr/{gateway}"));
-    let pairs = form_pairs(query);
+    let pairs = form_fields(query);
     let names: Vec<&str> = pairs.iter().map(|(k, _)| k.as_str()).collect();
     assert_eq!(names, ["ref", "secret"], "{url}");
     assert_eq!(pairs[0].1, message_ref, "{url}");
@@ -354,7 +226,7 @@ fn jasmin_level2(short_text: &str) -> String {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn jasmin_takes_the_fallback_sms_and_its_reports_are_acknowledged_as_jasmin_expects() {
     // The fake Jasmin: `POST /send` gets `Success "<id>"`, then both reports follow.
-    let respond: Respond = Arc::new(|r: &Received| {
+    let respond: Respond = Arc::new(|r: &Request| {
         if r.method != "POST" || r.target != "/send" {
             return Answer {
                 status: 404,
@@ -513,7 +385,7 @@ async fn jasmin_takes_the_fallback_sms_and_its_reports_are_acknowledged_as_jasmi
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_templated_webhook_gets_the_json_and_its_reports_apply() {
     // The fake provider: takes the JSON with 202 and its id, then reports it delivered.
-    let respond: Respond = Arc::new(|r: &Received| {
+    let respond: Respond = Arc::new(|r: &Request| {
         let json: Value = serde_json::from_str(&r.body).unwrap_or(Value::Null);
         let reports = json["callback"]["url"]
             .as_str()

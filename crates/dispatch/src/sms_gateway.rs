@@ -365,16 +365,22 @@ pub fn parse_sendsms_answer(status: u16, body: &str) -> Result<SendOutcome, Unex
             }),
         };
     }
-    let kind = if status >= 500 || status == 408 || status == 429 {
+    Ok(rejected(status, text, false))
+}
+
+/// A refusal (nothing taken): transient for 5xx, 408 and 429, or when the gateway's own
+/// answer says it will pass (`passing`); permanent otherwise. Keeps 200 characters.
+pub(crate) fn rejected(status: u16, text: &str, passing: bool) -> SendOutcome {
+    let kind = if status >= 500 || status == 408 || status == 429 || passing {
         RejectKind::Transient
     } else {
         RejectKind::Permanent
     };
-    Ok(SendOutcome::Rejected {
+    SendOutcome::Rejected {
         status,
         reason: text.chars().take(200).collect(),
         kind,
-    })
+    }
 }
 
 // ------------------------------------------------------------------------------------
@@ -846,27 +852,60 @@ impl KannelGateway {
         let url = sendsms_url(&self.config, msg)?;
         let (status, body) = self.link.exchange(|c| c.get(url.expose()), ready).await?;
         let outcome = parse_sendsms_answer(status, &body).map_err(|e| self.link.unexpected(e));
-        sms_submitted(&msg.message_ref, &outcome);
+        log_outcome("kannel", &msg.message_ref, None, &outcome);
         outcome
     }
 }
 
-/// What Kannel said to one message; the number and the text are not logged.
-fn sms_submitted(message_ref: &MessageRef, outcome: &Result<SendOutcome, GatewayError>) {
+/// What a gateway said to one message, logged the same way for every kind: the number,
+/// the text and the secrets are not logged, and numbers a gateway echoes back in a reason
+/// are masked ([`loggable`]).
+pub(crate) fn log_outcome(
+    gateway: &'static str,
+    message_ref: &MessageRef,
+    gateway_message_id: Option<&str>,
+    outcome: &Result<SendOutcome, GatewayError>,
+) {
     match outcome {
         Ok(SendOutcome::Accepted) => {
-            tracing::debug!(gateway = "kannel", %message_ref, "sms accepted for delivery");
+            tracing::debug!(gateway, %message_ref, gateway_message_id, "sms accepted for delivery");
         }
         Ok(SendOutcome::Queued) => {
-            tracing::info!(gateway = "kannel", %message_ref, "sms queued by kannel: no smsc link");
+            tracing::info!(gateway, %message_ref, "sms queued by the gateway for later delivery");
         }
         Ok(SendOutcome::Rejected { status, reason, kind }) => {
-            tracing::warn!(gateway = "kannel", %message_ref, status, ?kind, %reason, "sms rejected by kannel");
+            let reason = loggable(reason);
+            tracing::warn!(gateway, %message_ref, status, ?kind, %reason, "sms rejected by the gateway");
         }
         Err(e) => {
-            tracing::warn!(gateway = "kannel", %message_ref, error = %e, "kannel answer unreadable");
+            tracing::warn!(gateway, %message_ref, error = %e, "gateway answer unreadable");
         }
     }
+}
+
+/// A gateway's answer for a log: runs of 6 or more digits (a phone number a gateway echoes
+/// back, as Jasmin's `Argument [to] has an invalid value: [...]` does) become `[number]`.
+pub(crate) fn loggable(reason: &str) -> String {
+    let mut out = String::with_capacity(reason.len());
+    let mut digits = String::new();
+    let flush = |digits: &mut String, out: &mut String| {
+        if digits.len() >= 6 {
+            out.push_str("[number]");
+        } else {
+            out.push_str(digits);
+        }
+        digits.clear();
+    };
+    for c in reason.chars() {
+        if c.is_ascii_digit() {
+            digits.push(c);
+        } else {
+            flush(&mut digits, &mut out);
+            out.push(c);
+        }
+    }
+    flush(&mut digits, &mut out);
+    out
 }
 
 #[cfg(test)]
@@ -1287,5 +1326,15 @@ mod tests {
         assert!(matches!(err, GatewayError::Timeout { .. }), "{err:?}");
         assert!(err.may_have_sent());
         hold.abort();
+    }
+
+    #[test]
+    fn numbers_are_masked_in_logged_reasons() {
+        assert_eq!(
+            loggable("Error \"Argument [to] has an invalid value: [84912345678].\""),
+            "Error \"Argument [to] has an invalid value: [[number]].\""
+        );
+        assert_eq!(loggable("Error 412 at 12345"), "Error 412 at 12345");
+        assert_eq!(loggable("+84912345678"), "+[number]");
     }
 }

@@ -43,7 +43,7 @@ use std::fmt;
 
 use crate::sms_gateway::{
     DeliveryReport, DlrError, DlrStatus, Encoding, GatewayError, GatewayLimits, HttpLink, KannelConfig,
-    MessageError, MessageRef, RejectKind, SendOutcome, SmsMessage, UnexpectedAnswer, form_decode, is_e164,
+    MessageError, MessageRef, SendOutcome, SmsMessage, UnexpectedAnswer, form_decode, is_e164, log_outcome,
     percent_encode, same_secret,
 };
 
@@ -296,16 +296,7 @@ pub fn parse_jasmin_answer(status: u16, body: &str) -> Result<SendOutcome, Unexp
         (403, "Error \"User throughput exceeded\"")
             | (412, "Error \"Failover route has no bound connectors\"")
     );
-    let kind = if status >= 500 || status == 408 || status == 429 || passing {
-        RejectKind::Transient
-    } else {
-        RejectKind::Permanent
-    };
-    Ok(SendOutcome::Rejected {
-        status,
-        reason: text.chars().take(200).collect(),
-        kind,
-    })
+    Ok(crate::sms_gateway::rejected(status, text, passing))
 }
 
 // ------------------------------------------------------------------------------------
@@ -508,57 +499,8 @@ impl JasminGateway {
             )
             .await?;
         let outcome = parse_jasmin_answer(status, &body).map_err(|e| self.link.unexpected(e));
-        sms_submitted(&msg.message_ref, jasmin_message_id(&body), &outcome);
+        log_outcome("jasmin", &msg.message_ref, jasmin_message_id(&body), &outcome);
         outcome
-    }
-}
-
-/// A gateway's answer for a log: runs of 6 or more digits (a phone number a gateway echoes
-/// back, as Jasmin's `Argument [to] has an invalid value: [...]` does) become `[number]`.
-pub(crate) fn loggable(reason: &str) -> String {
-    let mut out = String::with_capacity(reason.len());
-    let mut digits = String::new();
-    let flush = |digits: &mut String, out: &mut String| {
-        if digits.len() >= 6 {
-            out.push_str("[number]");
-        } else {
-            out.push_str(digits);
-        }
-        digits.clear();
-    };
-    for c in reason.chars() {
-        if c.is_ascii_digit() {
-            digits.push(c);
-        } else {
-            flush(&mut digits, &mut out);
-            out.push(c);
-        }
-    }
-    flush(&mut digits, &mut out);
-    out
-}
-
-/// What Jasmin said to one message; the number, the text and the secrets are not logged.
-fn sms_submitted(
-    message_ref: &MessageRef,
-    jasmin_id: Option<&str>,
-    outcome: &Result<SendOutcome, GatewayError>,
-) {
-    match outcome {
-        Ok(SendOutcome::Accepted) => {
-            let jasmin_id = jasmin_id.unwrap_or_default();
-            tracing::debug!(gateway = "jasmin", %message_ref, jasmin_id, "sms accepted for delivery");
-        }
-        Ok(SendOutcome::Queued) => {
-            tracing::info!(gateway = "jasmin", %message_ref, "sms queued by jasmin");
-        }
-        Ok(SendOutcome::Rejected { status, reason, kind }) => {
-            let reason = loggable(reason);
-            tracing::warn!(gateway = "jasmin", %message_ref, status, ?kind, %reason, "sms rejected by jasmin");
-        }
-        Err(e) => {
-            tracing::warn!(gateway = "jasmin", %message_ref, error = %e, "jasmin answer unreadable");
-        }
     }
 }
 
@@ -728,7 +670,7 @@ mod tests {
 
     #[test]
     fn jasmins_documented_answers_are_read() {
-        use RejectKind::{Permanent, Transient};
+        use crate::sms_gateway::RejectKind::{Permanent, Transient};
         fn check(status: u16, body: &str, expected: Result<SendOutcome, UnexpectedAnswer>) {
             assert_eq!(parse_jasmin_answer(status, body), expected, "{status} {body:?}");
         }
@@ -947,15 +889,5 @@ mod tests {
             assert!(!shown.contains(SECRET), "{shown}");
             assert!(!shown.contains("84912345678"), "{shown}");
         }
-    }
-
-    #[test]
-    fn numbers_are_masked_in_logged_reasons() {
-        assert_eq!(
-            loggable("Error \"Argument [to] has an invalid value: [84912345678].\""),
-            "Error \"Argument [to] has an invalid value: [[number]].\""
-        );
-        assert_eq!(loggable("Error 412 at 12345"), "Error 412 at 12345");
-        assert_eq!(loggable("+84912345678"), "+[number]");
     }
 }

@@ -18,10 +18,10 @@ use serde_json::Value;
 
 use crate::sms_gateway::{
     DeliveryReport, DlrError, DlrStatus, GatewayError, GatewayLimits, HttpLink, MessageError, MessageRef,
-    RejectKind, SendOutcome, SmsMessage, UnexpectedAnswer,
+    SendOutcome, SmsMessage, UnexpectedAnswer, log_outcome,
 };
 use crate::sms_jasmin::{
-    Fields, authenticate_callback, callback_url, check_message, check_secret, check_url, loggable,
+    Fields, authenticate_callback, callback_url, check_message, check_secret, check_url,
 };
 
 const REDACTED: &str = "[redacted]";
@@ -496,16 +496,7 @@ pub fn parse_webhook_answer(
             body: text.chars().take(200).collect(),
         });
     }
-    let kind = if status >= 500 || status == 408 || status == 429 {
-        RejectKind::Transient
-    } else {
-        RejectKind::Permanent
-    };
-    Ok(SendOutcome::Rejected {
-        status,
-        reason: text.chars().take(200).collect(),
-        kind,
-    })
+    Ok(crate::sms_gateway::rejected(status, text, false))
 }
 
 // ------------------------------------------------------------------------------------
@@ -614,28 +605,8 @@ impl WebhookGateway {
             .await?;
         let outcome = parse_webhook_answer(status, &body, &self.config.accepted_statuses)
             .map_err(|e| self.link.unexpected(e));
-        sms_submitted(&msg.message_ref, &outcome);
+        log_outcome("webhook", &msg.message_ref, None, &outcome);
         outcome
-    }
-}
-
-/// What the provider said to one message; the number, the text and the keys are not
-/// logged.
-fn sms_submitted(message_ref: &MessageRef, outcome: &Result<SendOutcome, GatewayError>) {
-    match outcome {
-        Ok(SendOutcome::Accepted) => {
-            tracing::debug!(gateway = "webhook", %message_ref, "sms accepted for delivery");
-        }
-        Ok(SendOutcome::Queued) => {
-            tracing::info!(gateway = "webhook", %message_ref, "sms queued by the provider");
-        }
-        Ok(SendOutcome::Rejected { status, reason, kind }) => {
-            let reason = loggable(reason);
-            tracing::warn!(gateway = "webhook", %message_ref, status, ?kind, %reason, "sms rejected by the provider");
-        }
-        Err(e) => {
-            tracing::warn!(gateway = "webhook", %message_ref, error = %e, "provider answer unreadable");
-        }
     }
 }
 
@@ -838,7 +809,7 @@ mod tests {
 
     #[test]
     fn answers_are_read_by_status() {
-        use RejectKind::{Permanent, Transient};
+        use crate::sms_gateway::RejectKind::{Permanent, Transient};
         fn check(status: u16, accepted: &[u16], expected: Result<SendOutcome, UnexpectedAnswer>) {
             assert_eq!(
                 parse_webhook_answer(status, " {\"error\":\"x\"} ", accepted),

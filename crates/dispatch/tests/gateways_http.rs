@@ -15,7 +15,7 @@ use dispatch::sms_gateways::{Gateway, GatewayKind};
 use dispatch::sms_jasmin::{JasminConfig, JasminGateway};
 use dispatch::sms_webhook::{WebhookConfig, WebhookGateway, WebhookMethod};
 use serde_json::{Value, json};
-use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use testkit::http::{Request, form_encode, read_request, respond};
 use tokio::net::TcpListener;
 use tokio::sync::mpsc;
 
@@ -27,127 +27,11 @@ const UCS2_TEXT: &str = "Cảnh báo lũ cấp 3 tại xã Hữu Lũng: \"sơ t�
 const GSM7_TEXT: &str = "Canh bao lu: a&b=c+d \"quoted\"\nnew line 100% @";
 const JASMIN_ID: &str = "07033084-5cfd-4812-90a4-e4d24ffb6e3d";
 
-/// One request as a server got it.
-#[derive(Debug, Clone)]
-struct Received {
-    method: String,
-    target: String,
-    headers: Vec<(String, String)>,
-    body: String,
-}
-
-impl Received {
-    fn header(&self, name: &str) -> Option<&str> {
-        self.headers
-            .iter()
-            .find(|(n, _)| n.eq_ignore_ascii_case(name))
-            .map(|(_, v)| v.as_str())
-    }
-
-    /// The form body, decoded the way a form is (`+` is a space).
-    fn form(&self) -> Vec<(String, String)> {
-        self.body
-            .split('&')
-            .map(|pair| {
-                let (k, v) = pair.split_once('=').unwrap_or((pair, ""));
-                (form_decode(k), form_decode(v))
-            })
-            .collect()
-    }
-
-    fn field(&self, name: &str) -> String {
-        let form = self.form();
-        let mut values = form.iter().filter(|(k, _)| k == name);
-        let value = values
-            .next()
-            .unwrap_or_else(|| panic!("no {name} in {form:?}"))
-            .1
-            .clone();
-        assert!(values.next().is_none(), "{name} twice");
-        value
-    }
-}
-
-fn form_decode(value: &str) -> String {
-    let raw = value.as_bytes();
-    let mut bytes = Vec::new();
-    let mut i = 0;
-    while i < raw.len() {
-        match raw[i] {
-            b'+' => bytes.push(b' '),
-            b'%' => {
-                bytes.push(u8::from_str_radix(std::str::from_utf8(&raw[i + 1..i + 3]).unwrap(), 16).unwrap());
-                i += 2;
-            }
-            b => bytes.push(b),
-        }
-        i += 1;
-    }
-    String::from_utf8(bytes).unwrap()
-}
-
-fn form_encode(value: &str) -> String {
-    let mut out = String::new();
-    for b in value.bytes() {
-        if b.is_ascii_alphanumeric() || matches!(b, b'-' | b'.' | b'_') {
-            out.push(char::from(b));
-        } else if b == b' ' {
-            out.push('+');
-        } else {
-            out.push_str(&format!("%{b:02X}"));
-        }
-    }
-    out
-}
-
-/// Reads one HTTP/1.1 request (head, then `Content-Length` bytes of body).
-async fn read_request(socket: &mut tokio::net::TcpStream) -> Option<Received> {
-    let mut data = Vec::new();
-    let mut buf = [0u8; 4096];
-    let head_end = loop {
-        if let Some(at) = data.windows(4).position(|w| w == b"\r\n\r\n") {
-            break at;
-        }
-        match socket.read(&mut buf).await {
-            Ok(0) | Err(_) => return None,
-            Ok(n) => data.extend_from_slice(&buf[..n]),
-        }
-    };
-    let head = String::from_utf8(data[..head_end].to_vec()).unwrap();
-    let mut lines = head.split("\r\n");
-    let mut start = lines.next().unwrap().split(' ');
-    let method = start.next().unwrap().to_owned();
-    let target = start.next().unwrap().to_owned();
-    let headers: Vec<(String, String)> = lines
-        .map(|l| {
-            let (n, v) = l.split_once(':').unwrap();
-            (n.trim().to_owned(), v.trim().to_owned())
-        })
-        .collect();
-    let length: usize = headers
-        .iter()
-        .find(|(n, _)| n.eq_ignore_ascii_case("content-length"))
-        .map_or(0, |(_, v)| v.parse().unwrap());
-    let mut body = data[head_end + 4..].to_vec();
-    while body.len() < length {
-        match socket.read(&mut buf).await {
-            Ok(0) | Err(_) => return None,
-            Ok(n) => body.extend_from_slice(&buf[..n]),
-        }
-    }
-    Some(Received {
-        method,
-        target,
-        headers,
-        body: String::from_utf8(body).unwrap(),
-    })
-}
-
-type Answer = fn(&Received) -> (u16, &'static str, String);
+type Answer = fn(&Request) -> (u16, &'static str, String);
 
 /// A server on a free loopback port that answers every request with `answer` and hands
 /// on what it got.
-async fn server(answer: Answer) -> (String, mpsc::UnboundedReceiver<Received>) {
+async fn server(answer: Answer) -> (String, mpsc::UnboundedReceiver<Request>) {
     let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
     let base = format!("http://{}", listener.local_addr().unwrap());
     let (tx, rx) = mpsc::unbounded_channel();
@@ -158,11 +42,10 @@ async fn server(answer: Answer) -> (String, mpsc::UnboundedReceiver<Received>) {
                 while let Some(request) = read_request(&mut socket).await {
                     let (status, content_type, body) = answer(&request);
                     let _ = tx.send(request);
-                    let response = format!(
-                        "HTTP/1.1 {status} X\r\nContent-Type: {content_type}\r\nContent-Length: {}\r\n\r\n{body}",
-                        body.len()
-                    );
-                    if socket.write_all(response.as_bytes()).await.is_err() {
+                    if respond(&mut socket, status, content_type, &body, false)
+                        .await
+                        .is_err()
+                    {
                         return;
                     }
                 }
@@ -173,7 +56,7 @@ async fn server(answer: Answer) -> (String, mpsc::UnboundedReceiver<Received>) {
 }
 
 /// Jasmin as documented: the answer depends on the number, so one server plays every case.
-fn jasmin_answer(request: &Received) -> (u16, &'static str, String) {
+fn jasmin_answer(request: &Request) -> (u16, &'static str, String) {
     let plain = "text/plain";
     if request
         .form()
@@ -198,7 +81,7 @@ fn jasmin_answer(request: &Received) -> (u16, &'static str, String) {
     }
 }
 
-fn provider_answer(request: &Received) -> (u16, &'static str, String) {
+fn provider_answer(request: &Request) -> (u16, &'static str, String) {
     let json = "application/json";
     let body: Value = serde_json::from_str(&request.body).unwrap_or(Value::Null);
     match body["to"].as_str() {

@@ -11,6 +11,8 @@ use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
+use crate::http::url_decode;
+
 /// fakesmsc, from kannel-extras.
 pub const FAKESMSC: &str = "/usr/lib/kannel/test/fakesmsc";
 
@@ -237,25 +239,6 @@ fn joined(to: String, mut parts: Vec<(u8, Vec<u8>)>) -> (String, usize, String) 
 
 /// A concatenated message being put together: the parts announced, and those seen.
 type Parts = (u8, Vec<(u8, Vec<u8>)>);
-
-/// `+` is a space, `%XX` a byte.
-fn url_decode(data: &str) -> Vec<u8> {
-    let raw = data.as_bytes();
-    let mut bytes = Vec::with_capacity(raw.len());
-    let mut i = 0;
-    while i < raw.len() {
-        match raw[i] {
-            b'+' => bytes.push(b' '),
-            b'%' if i + 2 < raw.len() => {
-                bytes.push(u8::from_str_radix(std::str::from_utf8(&raw[i + 1..i + 3]).unwrap(), 16).unwrap());
-                i += 2;
-            }
-            b => bytes.push(b),
-        }
-        i += 1;
-    }
-    bytes
-}
 
 impl Drop for Kannel {
     fn drop(&mut self) {
