@@ -133,8 +133,9 @@ pub async fn bench_sms(base: &Sources, bench: &SmsBench, out: &mut impl Write) -
         last = (sent.segments, sent.encoding.clone(), communes);
         // The same text in the same encoding, to the same numbers.
         round.loop_sequential = baseline(bench, &sent, 1, None).await?;
-        let sink = report_sink().await?;
+        let (sink, reports) = report_sink().await?;
         round.loop_with_reports = baseline(bench, &sent, bench.in_flight, Some(&sink)).await?;
+        drain(&reports, bench.recipients).await;
         rounds.push(round);
     }
     let report = SmsReport {
@@ -300,14 +301,39 @@ async fn drive(
 
 /// A local HTTP endpoint that answers every request `200 ok` at once: where the baseline's
 /// delivery reports go.
-async fn report_sink() -> Result<String> {
+/// Returns its URL and the count of reports it took.
+async fn report_sink() -> Result<(String, std::sync::Arc<std::sync::atomic::AtomicUsize>)> {
+    use std::sync::atomic::{AtomicUsize, Ordering};
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
     let url = format!("http://{}/dlr", listener.local_addr()?);
-    let app = axum::Router::new().fallback(|| async { "ok" });
+    let count = std::sync::Arc::new(AtomicUsize::new(0));
+    let seen = count.clone();
+    let app = axum::Router::new().fallback(move || {
+        seen.fetch_add(1, Ordering::Relaxed);
+        async { "ok" }
+    });
     tokio::spawn(async move {
         let _ = axum::serve(listener, app).await;
     });
-    Ok(url)
+    Ok((url, count))
+}
+
+/// Waits until the sink has taken a report for each message and no more come for a
+/// second, so that the next round does not start behind Kannel's backlog of reports (a
+/// report Kannel cannot hand over would clog it for later runs).
+async fn drain(count: &std::sync::atomic::AtomicUsize, at_least: usize) {
+    use std::sync::atomic::Ordering;
+    let deadline = Instant::now() + Duration::from_secs(120);
+    let mut last = (count.load(Ordering::Relaxed), Instant::now());
+    while Instant::now() < deadline {
+        tokio::time::sleep(Duration::from_millis(100)).await;
+        let now = count.load(Ordering::Relaxed);
+        if now != last.0 {
+            last = (now, Instant::now());
+        } else if now >= at_least && last.1.elapsed() >= Duration::from_secs(1) {
+            return;
+        }
+    }
 }
 
 /// N sendsms requests for the same text and numbers, `in_flight` at a time; with `sink`,
