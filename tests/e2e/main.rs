@@ -1395,3 +1395,129 @@ async fn an_alert_preview_shows_every_channel_and_sends_nothing() {
     rx.stop().await;
     app.app.stop().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn people_log_in_with_roles_lock_out_after_failures_and_the_bootstrap_token_retires() {
+    let app = TestApp::spawn(Broker::Embedded).await.unwrap();
+    let store = app.app.store();
+    let login = |user: &str, password: &str| {
+        let body = serde_json::json!({"username": user, "password": password}).to_string();
+        let (http, base) = (app.http.clone(), app.base.clone());
+        async move {
+            let r = http
+                .post(format!("{base}/api/v1/login"))
+                .header("content-type", "application/json")
+                .body(body)
+                .send()
+                .await
+                .unwrap();
+            let status = r.status().as_u16();
+            (status, r.json::<Value>().await.unwrap_or_default())
+        }
+    };
+    let get = |token: String, path: &'static str| {
+        let (http, base) = (app.http.clone(), app.base.clone());
+        async move {
+            http.get(format!("{base}{path}"))
+                .bearer_auth(token)
+                .send()
+                .await
+                .unwrap()
+                .status()
+                .as_u16()
+        }
+    };
+    let officer_pw = "mat-khau-truc-ban-1".to_owned();
+    canhbao_server::users::add(
+        store,
+        &app.data_dir,
+        "truc.ban",
+        "officer",
+        Some(officer_pw.clone()),
+    )
+    .await
+    .unwrap();
+    assert!(
+        canhbao_server::users::add(
+            store,
+            &app.data_dir,
+            "truc.ban",
+            "viewer",
+            Some(officer_pw.clone())
+        )
+        .await
+        .is_err(),
+        "names are unique"
+    );
+    // Until an admin user exists, the bootstrap token keeps working.
+    assert_eq!(get(app.token.clone(), "/api/v1/alerts").await, 200);
+
+    let (status, body) = login("truc.ban", &officer_pw).await;
+    assert_eq!(status, 200, "{body}");
+    assert_eq!(body["role"], "officer");
+    let officer = body["token"].as_str().unwrap().to_owned();
+    assert_eq!(get(officer.clone(), "/api/v1/alerts").await, 200);
+    let denied = app
+        .http
+        .post(format!("{}/api/v1/receivers", app.base))
+        .bearer_auth(&officer)
+        .header("content-type", "application/json")
+        .body(r#"{"receiver_id":"loa-x","commune":"06385"}"#)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(
+        denied.status().as_u16(),
+        403,
+        "registering receivers is an admin's"
+    );
+    // Its token ends with the shift: expired tokens are not found.
+    let hash = api::token_hash(&officer);
+    let later = chrono::Utc::now() + chrono::Duration::hours(13);
+    assert!(store.find_token(&hash, later).await.unwrap().is_none());
+
+    // A wrong name and a wrong password get the same answer; five wrong passwords lock
+    // the account, even against the right one.
+    let (unknown, a) = login("nobody", "whatever-password").await;
+    let (wrong, b) = login("truc.ban", "not-the-password").await;
+    assert_eq!((unknown, wrong), (401, 401));
+    assert_eq!(a["detail"], b["detail"]);
+    for _ in 0..4 {
+        assert_eq!(login("truc.ban", "not-the-password").await.0, 401);
+    }
+    let (locked, body) = login("truc.ban", &officer_pw).await;
+    assert_eq!(locked, 429, "{body}");
+    // A reset lifts the lock and revokes the old token.
+    let new_pw = canhbao_server::users::reset_password(store, "truc.ban", None)
+        .await
+        .unwrap();
+    assert_eq!(get(officer.clone(), "/api/v1/alerts").await, 401);
+    let (status, body) = login("truc.ban", &new_pw).await;
+    assert_eq!(status, 200, "{body}");
+    let officer = body["token"].as_str().unwrap().to_owned();
+    // Logging out ends the token.
+    let out = app
+        .http
+        .post(format!("{}/api/v1/logout", app.base))
+        .bearer_auth(&officer)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(out.status().as_u16(), 204);
+    assert_eq!(get(officer, "/api/v1/alerts").await, 401);
+
+    // The first admin user retires the bootstrap token and its file.
+    let admin_pw = canhbao_server::users::add(store, &app.data_dir, "quan.tri", "admin", None)
+        .await
+        .unwrap();
+    assert_eq!(get(app.token.clone(), "/api/v1/alerts").await, 401);
+    assert!(!app.data_dir.join("admin.token").exists());
+    let (status, body) = login("quan.tri", &admin_pw).await;
+    assert_eq!((status, body["role"].as_str()), (200, Some("admin")), "{body}");
+    // A disabled user's tokens stop working and they cannot log in.
+    let admin = body["token"].as_str().unwrap().to_owned();
+    canhbao_server::users::disable(store, "quan.tri").await.unwrap();
+    assert_eq!(get(admin, "/api/v1/alerts").await, 401);
+    assert_eq!(login("quan.tri", &admin_pw).await.0, 401);
+    app.app.stop().await;
+}

@@ -336,14 +336,17 @@ pub struct CancelledDto {
 }
 
 /// `POST /api/v1/alerts/{id}/cancel`, optionally with `{"reason": "..."}`: sends a Cancel
-/// to every commune of a live alert. Admins only until duty-officer roles exist.
+/// to every commune of a live alert. Officers and admins.
 pub async fn cancel_alert(
     State(state): State<AppState>,
     caller: Caller,
     Path(id): Path<String>,
     body: axum::body::Bytes,
 ) -> Result<(axum::http::StatusCode, Json<CancelledDto>), ApiError> {
-    caller.require(&[crate::auth::Role::Admin], "cancel alerts")?;
+    caller.require(
+        &[crate::auth::Role::Admin, crate::auth::Role::Officer],
+        "cancel alerts",
+    )?;
     let reason = if body.is_empty() {
         String::new()
     } else {

@@ -12,8 +12,12 @@ use crate::error::ApiError;
 /// What a token may do.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Role {
-    /// Everything, including writes.
+    /// Users, receivers, contacts, keys and sources; everything an officer may do.
     Admin,
+    /// Duty officers: draft, submit, update and cancel warnings.
+    Officer,
+    /// Approve warnings (never their own submission).
+    Approver,
     /// A station or feed: may write observations and read.
     Station,
     /// Operators: read only.
@@ -21,18 +25,29 @@ pub enum Role {
 }
 
 impl Role {
+    /// The roles a person can have (a station is a machine key).
+    pub const PEOPLE: [Role; 4] = [Role::Viewer, Role::Officer, Role::Approver, Role::Admin];
+
     pub fn code(self) -> &'static str {
         match self {
             Self::Admin => "admin",
+            Self::Officer => "officer",
+            Self::Approver => "approver",
             Self::Station => "station",
             Self::Viewer => "viewer",
         }
     }
 
     pub fn from_code(code: &str) -> Option<Self> {
-        [Self::Admin, Self::Station, Self::Viewer]
-            .into_iter()
-            .find(|r| r.code() == code)
+        [
+            Self::Admin,
+            Self::Officer,
+            Self::Approver,
+            Self::Station,
+            Self::Viewer,
+        ]
+        .into_iter()
+        .find(|r| r.code() == code)
     }
 }
 
@@ -83,9 +98,9 @@ impl FromRequestParts<AppState> for Caller {
             .ok_or_else(|| ApiError::unauthorized("the Authorization header is not 'Bearer <token>'"))?;
         let record = state
             .store
-            .find_token(&token_hash(secret))
+            .find_token(&token_hash(secret), chrono::Utc::now())
             .await?
-            .ok_or_else(|| ApiError::unauthorized("the token is unknown or revoked"))?;
+            .ok_or_else(|| ApiError::unauthorized("the token is unknown, expired or revoked"))?;
         let role = Role::from_code(&record.role).ok_or_else(|| {
             ApiError::internal(format!("token {} has unknown role {:?}", record.id, record.role))
         })?;

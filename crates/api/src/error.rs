@@ -129,6 +129,17 @@ impl ApiError {
         }
     }
 
+    pub fn too_many(detail: impl Into<String>) -> Self {
+        Self {
+            status: StatusCode::TOO_MANY_REQUESTS,
+            slug: "too-many-requests",
+            title: "Too many requests",
+            detail: detail.into(),
+            field: None,
+            errors: Vec::new(),
+        }
+    }
+
     pub fn unavailable(detail: impl Into<String>) -> Self {
         Self {
             status: StatusCode::SERVICE_UNAVAILABLE,

@@ -13,6 +13,7 @@ pub mod contacts;
 pub mod error;
 pub mod fleet;
 pub mod forecasts;
+pub mod login;
 pub mod observations;
 pub mod preview;
 pub mod sms;
@@ -61,6 +62,8 @@ pub struct AppState {
     /// How SMS are worded and when officials get them (also when the channel is off, for
     /// previews).
     pub sms_settings: Arc<dispatch::sms_worker::SmsSettings>,
+    /// Login attempts as a whole (see [`login::login_limiter`]).
+    pub login_limiter: Arc<std::sync::Mutex<dispatch::sms_gateway::TokenBucket>>,
 }
 
 /// Largest request body accepted.
@@ -71,6 +74,8 @@ pub fn router(state: AppState) -> Router {
         .route("/healthz", get(healthz))
         .route("/readyz", get(readyz))
         .route("/api/v1/keys", get(keys))
+        .route("/api/v1/login", post(login::login))
+        .route("/api/v1/logout", post(login::logout))
         .route("/api/v1/observations", post(observations::post_observations))
         .route("/api/v1/alerts", get(alerts::list_alerts))
         .route("/api/v1/alerts/preview", post(preview::preview))

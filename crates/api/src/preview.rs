@@ -66,15 +66,14 @@ pub struct CommuneSmsDto {
 /// The draft, as JSON: `hazard`, `communes` (codes), `headline` and `description` are
 /// required; `risk_level` (1-5), `class` (`emergency`, `priority`, `normal`; default by
 /// level), `instruction`, `status` (`Actual`, `Exercise`, `Test`; default
-/// `Actual`) and `valid_minutes` (default 360) are optional. Admins only until duty
-/// officers have roles of their own.
+/// `Actual`) and `valid_minutes` (default 360) are optional. Officers and admins.
 pub async fn preview(
     State(state): State<AppState>,
     caller: Caller,
     headers: HeaderMap,
     body: Bytes,
 ) -> Result<Json<PreviewDto>, ApiError> {
-    caller.require(&[Role::Admin], "preview alerts")?;
+    caller.require(&[Role::Admin, Role::Officer], "preview alerts")?;
     require_media(&headers, &["application/json"])?;
     let v: Value = serde_json::from_slice(&body)
         .map_err(|e| ApiError::bad_request("body", format!("not valid JSON: {e}")))?;

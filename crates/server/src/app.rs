@@ -231,6 +231,7 @@ impl App {
             max_batch: settings.max_batch,
             sms,
             sms_settings: Arc::new(settings.sms.settings.clone()),
+            login_limiter: api::login::login_limiter(),
         };
         let listener = tokio::net::TcpListener::bind(settings.http_listen)
             .await

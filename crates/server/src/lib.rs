@@ -17,6 +17,7 @@ pub mod places;
 pub mod secrets;
 pub mod sms_config;
 pub mod tools;
+pub mod users;
 
 pub use app::App;
 pub use config::{Settings, Sources};

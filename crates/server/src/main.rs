@@ -81,6 +81,13 @@ enum Command {
         #[command(flatten)]
         config: ConfigArgs,
     },
+    /// People who log in: add, list, disable, reset-password.
+    Users {
+        #[command(subcommand)]
+        action: UsersAction,
+        #[command(flatten)]
+        config: ConfigArgs,
+    },
     /// The receiver registry: add, list or remove loudspeaker receivers.
     Receivers {
         #[command(subcommand)]
@@ -444,6 +451,92 @@ fn bench(
 }
 
 #[derive(Subcommand)]
+enum UsersAction {
+    /// Add a person with a role (viewer, officer, approver, admin). The password is
+    /// generated and shown once, unless --password-stdin reads one (at least 12 characters).
+    Add {
+        username: String,
+        #[arg(long)]
+        role: String,
+        #[arg(long)]
+        password_stdin: bool,
+    },
+    /// Every user with role, state and last login.
+    List,
+    /// Disable a user and revoke their tokens.
+    Disable { username: String },
+    /// Set a new password (generated and shown once, or from --password-stdin); revokes the
+    /// user's tokens and lifts a lockout.
+    ResetPassword {
+        username: String,
+        #[arg(long)]
+        password_stdin: bool,
+    },
+}
+
+fn read_password(from_stdin: bool) -> Result<Option<String>> {
+    if !from_stdin {
+        return Ok(None);
+    }
+    let mut line = String::new();
+    std::io::stdin().read_line(&mut line)?;
+    Ok(Some(line.trim_end_matches(['\r', '\n']).to_owned()))
+}
+
+fn users(action: UsersAction, args: &ConfigArgs) -> Result<ExitCode> {
+    let Some(settings) = load_or_report(args) else {
+        return Ok(ExitCode::FAILURE);
+    };
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()?;
+    runtime.block_on(async {
+        std::fs::create_dir_all(&settings.data_dir)?;
+        let store = store::Store::open(&settings.database_url).await?;
+        use canhbao_server::users;
+        match action {
+            UsersAction::Add {
+                username,
+                role,
+                password_stdin,
+            } => {
+                let given = read_password(password_stdin)?;
+                let generated = given.is_none();
+                let password = users::add(&store, &settings.data_dir, &username, &role, given).await?;
+                println!("user {username} added with role {role}");
+                if generated {
+                    println!("password (shown once): {password}");
+                }
+            }
+            UsersAction::List => {
+                for line in users::list(&store).await? {
+                    println!("{line}");
+                }
+            }
+            UsersAction::Disable { username } => {
+                users::disable(&store, &username).await?;
+                println!("user {username} disabled; their tokens are revoked");
+            }
+            UsersAction::ResetPassword {
+                username,
+                password_stdin,
+            } => {
+                let given = read_password(password_stdin)?;
+                let generated = given.is_none();
+                let password = users::reset_password(&store, &username, given).await?;
+                println!("password of {username} reset; their tokens are revoked");
+                if generated {
+                    println!("password (shown once): {password}");
+                }
+            }
+        }
+        store.close().await;
+        Ok::<_, anyhow::Error>(())
+    })?;
+    Ok(ExitCode::SUCCESS)
+}
+
+#[derive(Subcommand)]
 enum ContactsAction {
     /// Import a CSV directory (name,phone,commune,role[,language,opt_out]); the whole
     /// file or nothing, with every bad row named.
@@ -767,6 +860,7 @@ fn main() -> ExitCode {
         Command::Receivers { action, config } => report(receivers(action, &config)),
         Command::Keys { action, config } => report(keys(action, &config)),
         Command::Contacts { action, config } => report(contacts(action, &config)),
+        Command::Users { action, config } => report(users(action, &config)),
         Command::MosquittoConfig {
             out,
             service_password_file,

@@ -95,7 +95,8 @@ pub fn write_public_keys(path: &Path, keys: &[(String, String, String)]) -> Resu
 /// On a database without an admin token, creates one and writes it to
 /// `DATA_DIR/admin.token` (mode 0600). Only its hash is stored.
 pub async fn bootstrap_admin_token(store: &Store, data_dir: &Path) -> Result<()> {
-    if store.count_tokens("admin").await? > 0 {
+    crate::users::retire_bootstrap(store, data_dir).await?;
+    if store.count_tokens("admin").await? > 0 || store.list_users().await?.iter().any(|u| u.role == "admin") {
         return Ok(());
     }
     let token = format!("cbk_{}", URL_SAFE_NO_PAD.encode(random::<32>()?));
@@ -105,7 +106,7 @@ pub async fn bootstrap_admin_token(store: &Store, data_dir: &Path) -> Result<()>
         .insert_token(
             &api::token_hash(&token),
             "admin",
-            "bootstrap-admin",
+            crate::users::BOOTSTRAP_LABEL,
             None,
             chrono::Utc::now(),
         )

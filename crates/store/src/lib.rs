@@ -17,6 +17,7 @@ mod registry;
 mod sms;
 mod sources;
 mod tokens;
+mod users;
 
 use std::str::FromStr;
 use std::time::Duration;
@@ -39,6 +40,7 @@ pub use sms::{
 };
 pub use sources::SourceHealth;
 pub use tokens::TokenRecord;
+pub use users::UserRecord;
 
 /// A store failure. Each variant says what an operator needs to act.
 #[derive(Debug, thiserror::Error)]
@@ -148,6 +150,13 @@ fn migrator() -> Migrator {
             "sms".into(),
             MigrationType::Simple,
             sql(include_str!("../migrations/sqlite/0010_sms.sql")),
+            false,
+        ),
+        Migration::new(
+            11,
+            "users".into(),
+            MigrationType::Simple,
+            sql(include_str!("../migrations/sqlite/0011_users.sql")),
             false,
         ),
     ])

@@ -38,12 +38,18 @@ impl Store {
         Ok(())
     }
 
-    /// The live (not revoked) token with this hash.
-    pub async fn find_token(&self, token_sha256: &str) -> Result<Option<TokenRecord>> {
+    /// The live token with this hash at `now`: not revoked, not expired, and, for a
+    /// login's token, of a user who is not disabled.
+    pub async fn find_token(&self, token_sha256: &str, now: DateTime<Utc>) -> Result<Option<TokenRecord>> {
         let row = sqlx::query(
-            "SELECT id, role, label, created_ms, stations FROM api_tokens WHERE token_sha256 = ? AND revoked_ms IS NULL",
+            "SELECT t.id, t.role, t.label, t.created_ms, t.stations FROM api_tokens t
+             LEFT JOIN users u ON u.id = t.user_id
+             WHERE t.token_sha256 = ? AND t.revoked_ms IS NULL
+               AND (t.expires_ms IS NULL OR t.expires_ms > ?)
+               AND (t.user_id IS NULL OR (u.id IS NOT NULL AND u.disabled_ms IS NULL))",
         )
         .bind(token_sha256)
+        .bind(ms(now))
         .fetch_optional(&self.pool)
         .await?;
         row.map(|r| {
