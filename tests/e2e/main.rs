@@ -3,6 +3,8 @@
 
 #![allow(clippy::unwrap_used)]
 
+mod authz;
+
 use std::time::Duration;
 
 use base64::Engine as _;
