@@ -1523,3 +1523,101 @@ async fn people_log_in_with_roles_lock_out_after_failures_and_the_bootstrap_toke
     assert_eq!(login("quan.tri", &admin_pw).await.0, 401);
     app.app.stop().await;
 }
+
+/// `xmllint`, when the machine has it (`.ci/run` installs `libxml2-utils`).
+fn xmllint() -> Option<std::path::PathBuf> {
+    ["/usr/bin/xmllint", "/usr/local/bin/xmllint"]
+        .into_iter()
+        .map(std::path::PathBuf::from)
+        .find(|p| p.is_file())
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_alert_and_its_cancel_are_valid_cap_documents_that_read_back() {
+    let app = TestApp::spawn(Broker::Embedded).await.unwrap();
+    let (status, body) = app
+        .post(
+            "/api/v1/bulletins",
+            "application/cap+xml",
+            &live_bulletin("LU-CAP-OUT", "kttv-langson@example.vn", 3),
+        )
+        .await
+        .unwrap();
+    assert_eq!(status, 200, "{body}");
+    let alert_id = body["alerts"][0].as_str().unwrap().to_owned();
+    let (status, body) = app
+        .post(
+            &format!("/api/v1/alerts/{alert_id}/cancel"),
+            "application/json",
+            b"{}",
+        )
+        .await
+        .unwrap();
+    assert_eq!(status, 201, "{body}");
+    let cancel_id = body["cancel_id"].as_str().unwrap().to_owned();
+
+    let dir = tempfile::tempdir().unwrap();
+    for (id, kind) in [(&alert_id, "Alert"), (&cancel_id, "Cancel")] {
+        let r = app
+            .http
+            .get(format!("{}/api/v1/alerts/{id}.cap", app.base))
+            .bearer_auth(&app.token)
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(r.status().as_u16(), 200);
+        assert_eq!(
+            r.headers()["content-type"].to_str().unwrap(),
+            "application/cap+xml; charset=utf-8"
+        );
+        let xml = r.text().await.unwrap();
+        // canhbao reads its own CAP back: same identifier, type, level and commune.
+        let cap = ingest::cap::parse_cap(xml.as_bytes()).unwrap_or_else(|e| panic!("{e}\n{xml}"));
+        assert_eq!(cap.identifier, *id, "{xml}");
+        assert_eq!(cap.msg_type, kind);
+        assert!(xml.contains("<value>06385</value>"), "{xml}");
+        if kind == "Alert" {
+            assert!(
+                xml.contains("<valueName>riskLevel</valueName>\n      <value>3</value>"),
+                "{xml}"
+            );
+            assert!(
+                xml.contains("<severity>Severe</severity>") && xml.contains("<urgency>Immediate</urgency>")
+            );
+        } else {
+            assert!(
+                xml.contains(&format!("<references>canhbao.province-20,{alert_id},")),
+                "{xml}"
+            );
+        }
+        let Some(xmllint) = xmllint() else {
+            eprintln!("xmllint is missing (apt-get install libxml2-utils): schema not checked");
+            continue;
+        };
+        let path = dir.path().join(format!("{kind}.xml"));
+        std::fs::write(&path, &xml).unwrap();
+        let out = std::process::Command::new(xmllint)
+            .args(["--noout", "--schema"])
+            .arg(concat!(
+                env!("CARGO_MANIFEST_DIR"),
+                "/../crates/ingest/fixtures/cap/CAP-v1.2.xsd"
+            ))
+            .arg(&path)
+            .output()
+            .unwrap();
+        assert!(
+            out.status.success(),
+            "{}\n{xml}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+    }
+    let missing = app
+        .http
+        .get(format!("{}/api/v1/alerts/no-such.cap", app.base))
+        .bearer_auth(&app.token)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(missing.status().as_u16(), 404);
+    app.app.stop().await;
+}

@@ -273,6 +273,71 @@ pub async fn list_alerts(
     Ok(Json(out))
 }
 
+/// `GET /api/v1/alerts/{id}`: the alert with its deliveries; `{id}.cap` gives its CAP 1.2
+/// document (`application/cap+xml`).
+pub async fn get_alert_or_cap(
+    state: State<AppState>,
+    caller: Caller,
+    Path(id): Path<String>,
+) -> Result<axum::response::Response, ApiError> {
+    use axum::response::IntoResponse;
+    match id.strip_suffix(".cap") {
+        Some(id) => cap_document(&state.0, id).await.map(IntoResponse::into_response),
+        None => get_alert(state, caller, Path(id))
+            .await
+            .map(IntoResponse::into_response),
+    }
+}
+
+/// The CAP sender of this service: `canhbao.province-<code>`.
+pub fn cap_sender(province: &str) -> String {
+    format!("canhbao.province-{province}")
+}
+
+async fn cap_document(
+    state: &AppState,
+    id: &str,
+) -> Result<([(axum::http::HeaderName, &'static str); 1], String), ApiError> {
+    let alert = state
+        .store
+        .get_alert(id)
+        .await?
+        .ok_or_else(|| ApiError::not_found(format!("no alert {id:?}")))?;
+    let mut references = Vec::new();
+    for r in &alert.references {
+        if let Some(old) = state.store.get_alert(r).await? {
+            references.push(dispatch::cap_out::CapReference {
+                id: old.id,
+                sent: old.sent,
+            });
+        }
+    }
+    let sender = cap_sender(&state.province);
+    let ctx = dispatch::cap_out::CapContext {
+        sender: &sender,
+        sender_name: "canhbao",
+        commune_geocode: &state.bulletins.commune_geocode,
+        level_parameter: state
+            .bulletins
+            .level_parameters
+            .first()
+            .map_or("riskLevel", String::as_str),
+        hazard_parameter: &state.bulletins.hazard_parameter,
+    };
+    let xml =
+        dispatch::cap_out::alert_cap_xml(&alert, &references, &ctx, |c| state.commune_names.get(c).cloned())
+            .ok_or_else(|| {
+                ApiError::internal(format!("alert {id} has a stored code canhbao does not know"))
+            })?;
+    Ok((
+        [(
+            axum::http::header::CONTENT_TYPE,
+            "application/cap+xml; charset=utf-8",
+        )],
+        xml,
+    ))
+}
+
 pub async fn get_alert(
     State(state): State<AppState>,
     caller: Caller,

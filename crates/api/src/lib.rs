@@ -55,6 +55,8 @@ pub struct AppState {
     pub bulletins: Arc<ingest::bulletin::BulletinSettings>,
     pub province: String,
     pub communes: Arc<Vec<domain::CommuneCode>>,
+    /// Commune names by code, for CAP `<areaDesc>`.
+    pub commune_names: Arc<std::collections::HashMap<String, String>>,
     /// Most observations accepted in one request.
     pub max_batch: usize,
     /// The SMS channel, when a gateway is configured.
@@ -79,7 +81,7 @@ pub fn router(state: AppState) -> Router {
         .route("/api/v1/observations", post(observations::post_observations))
         .route("/api/v1/alerts", get(alerts::list_alerts))
         .route("/api/v1/alerts/preview", post(preview::preview))
-        .route("/api/v1/alerts/{id}", get(alerts::get_alert))
+        .route("/api/v1/alerts/{id}", get(alerts::get_alert_or_cap))
         .route("/api/v1/alerts/{id}/cancel", post(alerts::cancel_alert))
         .route(
             "/api/v1/receivers",

@@ -8,6 +8,7 @@
 //! are plain async functions taking a shutdown token ([`mqtt::MqttDriver::run`],
 //! [`worker::run_outbox`], [`inbound::run_inbound`]); the binary decides where they run.
 
+pub mod cap_out;
 pub mod inbound;
 pub mod mqtt;
 pub mod render;

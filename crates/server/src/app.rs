@@ -228,6 +228,14 @@ impl App {
             bulletins: Arc::new(settings.bulletins.clone()),
             province: settings.province.to_string(),
             communes: Arc::new(settings.area.communes.iter().map(|c| c.code.clone()).collect()),
+            commune_names: Arc::new(
+                settings
+                    .area
+                    .communes
+                    .iter()
+                    .map(|c| (c.code.to_string(), c.name.clone()))
+                    .collect(),
+            ),
             max_batch: settings.max_batch,
             sms,
             sms_settings: Arc::new(settings.sms.settings.clone()),
