@@ -47,6 +47,8 @@ const MATRIX: &[(&str, &str, Allowed)] = &[
     ("POST", "/api/v1/receivers", Allowed::Roles(&["admin"])),
     ("DELETE", "/api/v1/receivers/{id}", Allowed::Roles(&["admin"])),
     ("GET", "/metrics", Allowed::Public),
+    ("GET", "/feeds/alerts.atom", Allowed::Public),
+    ("GET", "/feeds/cap/{file}", Allowed::Public),
     ("GET", "/api/v1/rejections", Allowed::AnyToken),
     ("GET", "/api/v1/assessments", Allowed::AnyToken),
     ("POST", "/api/v1/bulletins", Allowed::Roles(&["station", "admin"])),

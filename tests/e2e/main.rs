@@ -1621,3 +1621,96 @@ async fn an_alert_and_its_cancel_are_valid_cap_documents_that_read_back() {
     assert_eq!(missing.status().as_u16(), 404);
     app.app.stop().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_public_atom_feed_lists_live_actual_alerts_with_their_cap_and_an_etag() {
+    let app = TestApp::spawn(Broker::Embedded).await.unwrap();
+    let feed = |etag: Option<String>| {
+        let (http, base) = (app.http.clone(), app.base.clone());
+        async move {
+            let mut r = http.get(format!("{base}/feeds/alerts.atom"));
+            if let Some(e) = etag {
+                r = r.header("if-none-match", e);
+            }
+            let r = r.send().await.unwrap();
+            let status = r.status().as_u16();
+            let etag = r.headers().get("etag").map(|v| v.to_str().unwrap().to_owned());
+            (status, etag, r.text().await.unwrap())
+        }
+    };
+    let links = |body: &str| -> Vec<String> {
+        ingest::feed::parse_feed(body.as_bytes())
+            .unwrap_or_else(|e| panic!("{e}\n{body}"))
+            .into_iter()
+            .map(|e| match e.cap {
+                ingest::feed::EntryCap::Linked(url) => url,
+                other => panic!("not a link: {other:?}"),
+            })
+            .collect()
+    };
+    let (status, empty_tag, body) = feed(None).await;
+    assert_eq!(status, 200);
+    assert!(links(&body).is_empty(), "{body}");
+
+    let (_, issued) = app
+        .post(
+            "/api/v1/bulletins",
+            "application/cap+xml",
+            &live_bulletin("LU-FEED", "kttv-langson@example.vn", 3),
+        )
+        .await
+        .unwrap();
+    let alert_id = issued["alerts"][0].as_str().unwrap().to_owned();
+    let exercise = String::from_utf8(live_bulletin("LU-FEED-DRILL", "kttv-langson@example.vn", 2))
+        .unwrap()
+        .replace("<status>Actual</status>", "<status>Exercise</status>");
+    let (status, drill) = app
+        .post("/api/v1/bulletins", "application/cap+xml", exercise.as_bytes())
+        .await
+        .unwrap();
+    assert_eq!(status, 200, "{drill}");
+    let drill_id = drill["alerts"][0].as_str().unwrap().to_owned();
+
+    let (_, tag, body) = feed(None).await;
+    assert_ne!(tag, empty_tag);
+    assert_eq!(
+        links(&body),
+        [format!("cap/{alert_id}.cap")],
+        "the drill is not public: {body}"
+    );
+    let (status, _, _) = feed(tag.clone()).await;
+    assert_eq!(status, 304, "an unchanged feed is not sent again");
+
+    // The CAP document behind the link needs no token; a drill's is not public.
+    let cap = app
+        .http
+        .get(format!("{}/feeds/cap/{alert_id}.cap", app.base))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(cap.status().as_u16(), 200);
+    let doc = ingest::cap::parse_cap(&cap.bytes().await.unwrap()).unwrap();
+    assert_eq!(doc.identifier, alert_id);
+    let hidden = app
+        .http
+        .get(format!("{}/feeds/cap/{drill_id}.cap", app.base))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(hidden.status().as_u16(), 404);
+
+    // Once cancelled, the feed carries the Cancel instead of the alert.
+    let (_, body) = app
+        .post(
+            &format!("/api/v1/alerts/{alert_id}/cancel"),
+            "application/json",
+            b"{}",
+        )
+        .await
+        .unwrap();
+    let cancel_id = body["cancel_id"].as_str().unwrap().to_owned();
+    let (status, _, body) = feed(tag).await;
+    assert_eq!(status, 200);
+    assert_eq!(links(&body), [format!("cap/{cancel_id}.cap")], "{body}");
+    app.app.stop().await;
+}

@@ -294,7 +294,7 @@ pub fn cap_sender(province: &str) -> String {
     format!("canhbao.province-{province}")
 }
 
-async fn cap_document(
+pub(crate) async fn cap_document(
     state: &AppState,
     id: &str,
 ) -> Result<([(axum::http::HeaderName, &'static str); 1], String), ApiError> {

@@ -11,6 +11,7 @@ pub mod auth;
 pub mod bulletins;
 pub mod contacts;
 pub mod error;
+pub mod feeds;
 pub mod fleet;
 pub mod forecasts;
 pub mod login;
@@ -89,6 +90,8 @@ pub fn router(state: AppState) -> Router {
         )
         .route("/api/v1/receivers/{id}", delete(fleet::remove_receiver))
         .route("/metrics", get(fleet::metrics))
+        .route("/feeds/alerts.atom", get(feeds::alerts_atom))
+        .route("/feeds/cap/{file}", get(feeds::cap))
         .route("/api/v1/rejections", get(alerts::list_rejections))
         .route("/api/v1/assessments", get(assessments::list_assessments))
         .route("/api/v1/bulletins", post(bulletins::post_bulletin))

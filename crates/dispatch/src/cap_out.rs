@@ -176,6 +176,34 @@ pub fn alert_cap_xml(
     ))
 }
 
+/// An Atom feed of `alerts` (newest first), each entry linking to its CAP document at
+/// `cap/<id>.cap` relative to the feed. `updated` is the newest alert's sent time, or
+/// `now` for an empty feed.
+pub fn alerts_atom(alerts: &[store::AlertRecord], feed_id: &str, title: &str, now: DateTime<Utc>) -> String {
+    let updated = alerts.iter().map(|a| a.sent).max().unwrap_or(now);
+    let mut x = String::with_capacity(512 + alerts.len() * 512);
+    x.push_str("<?xml version=\"1.0\" encoding=\"UTF-8\"?>\n<feed xmlns=\"http://www.w3.org/2005/Atom\">\n");
+    x.push_str(&format!("  <id>{}</id>\n", escape(feed_id)));
+    x.push_str(&format!("  <title>{}</title>\n", escape(title)));
+    x.push_str(&format!("  <updated>{}</updated>\n", cap_time(updated)));
+    x.push_str("  <author><name>canhbao</name></author>\n");
+    x.push_str("  <link rel=\"self\" href=\"alerts.atom\"/>\n");
+    for a in alerts {
+        x.push_str("  <entry>\n");
+        x.push_str(&format!("    <id>urn:canhbao:alert:{}</id>\n", escape(&a.id)));
+        x.push_str(&format!("    <title>{}</title>\n", escape(&a.headline)));
+        x.push_str(&format!("    <updated>{}</updated>\n", cap_time(a.sent)));
+        x.push_str(&format!("    <summary>{}</summary>\n", escape(&a.description)));
+        x.push_str(&format!(
+            "    <link rel=\"alternate\" type=\"application/cap+xml\" href=\"cap/{}.cap\"/>\n",
+            escape(&a.id)
+        ));
+        x.push_str("  </entry>\n");
+    }
+    x.push_str("</feed>\n");
+    x
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

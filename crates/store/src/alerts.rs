@@ -282,6 +282,23 @@ impl Store {
         rows.iter().map(alert_from_row).collect()
     }
 
+    /// Live public alerts at `now`: CAP status Actual, not expired, and not replaced by an
+    /// Update or Cancel (a live Cancel is listed: it is the news). Newest first.
+    pub async fn live_public_alerts(&self, now: DateTime<Utc>, limit: i64) -> Result<Vec<AlertRecord>> {
+        let sql = format!(
+            "SELECT {ALERT_COLUMNS} FROM alerts a
+             WHERE a.status = 'Actual' AND a.expires_ms > ?
+               AND NOT EXISTS (SELECT 1 FROM alert_refs r WHERE r.refers_to = a.id)
+             ORDER BY a.sent_ms DESC, a.id LIMIT ?"
+        );
+        let rows = sqlx::query(sqlx::AssertSqlSafe(sql))
+            .bind(ms(now))
+            .bind(limit)
+            .fetch_all(&self.pool)
+            .await?;
+        rows.iter().map(alert_from_row).collect()
+    }
+
     pub async fn get_alert(&self, id: &str) -> Result<Option<AlertRecord>> {
         let sql = format!("SELECT {ALERT_COLUMNS} FROM alerts WHERE id = ?");
         let row = sqlx::query(sqlx::AssertSqlSafe(sql))
