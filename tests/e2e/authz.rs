@@ -50,6 +50,8 @@ const MATRIX: &[(&str, &str, Allowed)] = &[
     ("GET", "/feeds/alerts.atom", Allowed::Public),
     ("GET", "/feeds/cap/{file}", Allowed::Public),
     ("GET", "/api/v1/rejections", Allowed::AnyToken),
+    ("GET", "/api/v1/audit", Allowed::Roles(&["admin"])),
+    ("GET", "/api/v1/audit/verify", Allowed::Roles(&["admin"])),
     ("GET", "/api/v1/assessments", Allowed::AnyToken),
     ("POST", "/api/v1/bulletins", Allowed::Roles(&["station", "admin"])),
     ("GET", "/api/v1/sources", Allowed::AnyToken),

@@ -1714,3 +1714,62 @@ async fn the_public_atom_feed_lists_live_actual_alerts_with_their_cap_and_an_eta
     assert_eq!(links(&body), [format!("cap/{cancel_id}.cap")], "{body}");
     app.app.stop().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn every_action_lands_in_a_verifiable_audit_chain() {
+    let app = TestApp::spawn(Broker::Embedded).await.unwrap();
+    app.register_receiver("06385", "loa-audit").await.unwrap();
+    let (_, issued) = app
+        .post(
+            "/api/v1/bulletins",
+            "application/cap+xml",
+            &live_bulletin("LU-AUDIT", "kttv-langson@example.vn", 3),
+        )
+        .await
+        .unwrap();
+    let alert_id = issued["alerts"][0].as_str().unwrap().to_owned();
+    let (status, _) = app
+        .post(
+            &format!("/api/v1/alerts/{alert_id}/cancel"),
+            "application/json",
+            r#"{"reason": "đo sai"}"#.as_bytes(),
+        )
+        .await
+        .unwrap();
+    assert_eq!(status, 201);
+    canhbao_server::users::add(app.app.store(), &app.data_dir, "truc.ban", "officer", None)
+        .await
+        .unwrap();
+
+    let (status, log) = app.get("/api/v1/audit").await.unwrap();
+    assert_eq!(status, 200, "{log}");
+    let actions: Vec<(&str, &str, &str)> = log
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|r| {
+            (
+                r["actor"].as_str().unwrap(),
+                r["action"].as_str().unwrap(),
+                r["target"].as_str().unwrap(),
+            )
+        })
+        .collect();
+    assert_eq!(
+        actions,
+        [
+            ("cli", "user.add", "truc.ban"),
+            ("bootstrap-admin", "alert.cancel", alert_id.as_str()),
+            ("bootstrap-admin", "receiver.register", "loa-audit"),
+        ],
+        "newest first: {log}"
+    );
+    assert_eq!(log[1]["detail"]["reason"], "đo sai");
+    let (_, verdict) = app.get("/api/v1/audit/verify").await.unwrap();
+    assert_eq!(
+        (verdict["rows"].as_i64(), verdict["intact"].as_bool()),
+        (Some(3), Some(true)),
+        "{verdict}"
+    );
+    app.app.stop().await;
+}

@@ -434,13 +434,23 @@ pub async fn cancel_alert(
         .cancel(&id, &reason, &caller.label, Utc::now())
         .await
     {
-        Ok(cancel) => Ok((
-            axum::http::StatusCode::CREATED,
-            Json(CancelledDto {
-                cancelled: id,
-                cancel_id: cancel.id.to_string(),
-            }),
-        )),
+        Ok(cancel) => {
+            crate::audit::record(
+                &state,
+                &caller.label,
+                "alert.cancel",
+                &id,
+                serde_json::json!({"cancel_id": cancel.id.to_string(), "reason": reason}),
+            )
+            .await;
+            Ok((
+                axum::http::StatusCode::CREATED,
+                Json(CancelledDto {
+                    cancelled: id,
+                    cancel_id: cancel.id.to_string(),
+                }),
+            ))
+        }
         Err(e @ E::NotFound(_)) => Err(ApiError::not_found(e.to_string())),
         Err(e @ E::AlreadyCancelled { .. }) => Err(ApiError::conflict(e.to_string())),
         Err(e @ (E::Expired { .. } | E::IsCancel(_))) => Err(ApiError::unprocessable("id", e.to_string())),

@@ -39,6 +39,14 @@ pub async fn import(
     })?;
     let done = ingest::directory::import_contacts(&state.store, &contacts, Utc::now(), |_, _| {}).await?;
     tracing::info!(by = %caller.label, imported = contacts.len(), added = done.added, "contacts imported");
+    crate::audit::record(
+        &state,
+        &caller.label,
+        "contacts.import",
+        "directory",
+        serde_json::json!({"imported": contacts.len(), "added": done.added, "updated": done.updated}),
+    )
+    .await;
     Ok(Json(ImportedDto {
         imported: contacts.len(),
         added: done.added,

@@ -198,6 +198,14 @@ pub async fn register_receiver(
         return Err(ApiError::conflict(format!("receiver {id} is already registered")));
     }
     tracing::info!(receiver = %id, commune = %commune, by = %caller.label, "receiver registered");
+    crate::audit::record(
+        &state,
+        &caller.label,
+        "receiver.register",
+        &record.receiver_id,
+        serde_json::json!({"commune": record.commune}),
+    )
+    .await;
     Ok((
         StatusCode::CREATED,
         // The body holds a password: no cache may keep it.
@@ -328,6 +336,14 @@ pub async fn remove_receiver(
     caller.require(&[Role::Admin], "remove receivers")?;
     if state.store.remove_receiver(&id, Utc::now()).await? {
         tracing::info!(receiver = %id, by = %caller.label, "receiver removed from the registry");
+        crate::audit::record(
+            &state,
+            &caller.label,
+            "receiver.remove",
+            &id,
+            serde_json::json!({}),
+        )
+        .await;
         Ok(StatusCode::NO_CONTENT)
     } else {
         Err(ApiError::not_found(format!("no registered receiver {id:?}")))

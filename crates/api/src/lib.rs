@@ -7,6 +7,7 @@
 
 pub mod alerts;
 pub mod assessments;
+pub mod audit;
 pub mod auth;
 pub mod bulletins;
 pub mod contacts;
@@ -93,6 +94,8 @@ pub fn router(state: AppState) -> Router {
         .route("/feeds/alerts.atom", get(feeds::alerts_atom))
         .route("/feeds/cap/{file}", get(feeds::cap))
         .route("/api/v1/rejections", get(alerts::list_rejections))
+        .route("/api/v1/audit", get(audit::list))
+        .route("/api/v1/audit/verify", get(audit::verify))
         .route("/api/v1/assessments", get(assessments::list_assessments))
         .route("/api/v1/bulletins", post(bulletins::post_bulletin))
         .route("/api/v1/sources", get(alerts::list_sources))

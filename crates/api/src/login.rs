@@ -152,11 +152,21 @@ pub async fn login(
     }
     if !matches {
         let failures = user.failed_logins + 1;
-        state
-            .store
-            .login_failed(user.id, lock_after(failures, now))
-            .await?;
+        let lock = lock_after(failures, now);
+        state.store.login_failed(user.id, lock).await?;
         tracing::warn!(username = %user.username, failures, "login failed");
+        crate::audit::record(
+            &state,
+            &user.username,
+            if lock.is_some() {
+                "login.locked"
+            } else {
+                "login.failed"
+            },
+            &user.username,
+            serde_json::json!({"failures": failures}),
+        )
+        .await;
         return Err(refused());
     }
     let token = format!("cbu_{}", generate_password().map_err(ApiError::internal)?);
@@ -166,6 +176,14 @@ pub async fn login(
         .login_succeeded(&user, &token_hash(&token), expires, now)
         .await?;
     tracing::info!(username = %user.username, role = %user.role, "login");
+    crate::audit::record(
+        &state,
+        &user.username,
+        "login",
+        &user.username,
+        serde_json::json!({"role": user.role, "expires": expires}),
+    )
+    .await;
     Ok(Json(LoginDto {
         token,
         token_type: "Bearer",

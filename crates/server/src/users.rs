@@ -50,6 +50,15 @@ pub async fn add(
     {
         bail!("a user {username:?} already exists");
     }
+    store
+        .append_audit(
+            "cli",
+            "user.add",
+            username,
+            &serde_json::json!({"role": role.code()}),
+            Utc::now(),
+        )
+        .await?;
     if role == Role::Admin {
         retire_bootstrap(store, data_dir).await?;
     }
@@ -82,6 +91,15 @@ pub async fn reset_password(store: &Store, username: &str, password: Option<Stri
     if !store.set_password(username, &hash, Utc::now()).await? {
         bail!("no user {username:?}");
     }
+    store
+        .append_audit(
+            "cli",
+            "user.reset_password",
+            username,
+            &serde_json::json!({}),
+            Utc::now(),
+        )
+        .await?;
     Ok(password)
 }
 
@@ -90,6 +108,15 @@ pub async fn disable(store: &Store, username: &str) -> Result<()> {
     if !store.disable_user(username, Utc::now()).await? {
         bail!("no user {username:?}");
     }
+    store
+        .append_audit(
+            "cli",
+            "user.disable",
+            username,
+            &serde_json::json!({}),
+            Utc::now(),
+        )
+        .await?;
     Ok(())
 }
 

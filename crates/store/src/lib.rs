@@ -8,6 +8,7 @@
 //! [`Store::mark_retry`].
 
 mod alerts;
+mod audit;
 mod contacts;
 mod forecasts;
 mod levels;
@@ -28,6 +29,7 @@ use sqlx::sqlite::{SqliteConnectOptions, SqliteJournalMode, SqlitePoolOptions, S
 use sqlx::{Sqlite, SqlitePool, Transaction};
 
 pub use alerts::{AlertRecord, NewDelivery, SignedPayload};
+pub use audit::{AuditRecord, AuditVerdict, audit_hash};
 pub use contacts::ContactRecord;
 pub use forecasts::ForecastRecord;
 pub use levels::{AssessmentRecord, BulletinRecord, NewAssessment, StoredReading};
@@ -157,6 +159,13 @@ fn migrator() -> Migrator {
             "users".into(),
             MigrationType::Simple,
             sql(include_str!("../migrations/sqlite/0011_users.sql")),
+            false,
+        ),
+        Migration::new(
+            12,
+            "audit".into(),
+            MigrationType::Simple,
+            sql(include_str!("../migrations/sqlite/0012_audit.sql")),
             false,
         ),
     ])

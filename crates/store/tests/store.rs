@@ -727,3 +727,39 @@ async fn a_commune_whose_loudspeakers_all_played_is_never_a_fallback_candidate()
         ["05977"]
     );
 }
+
+#[tokio::test]
+async fn the_audit_chain_detects_a_changed_or_removed_row() {
+    let dir = tempfile::tempdir().unwrap();
+    let url = format!("sqlite://{}", dir.path().join("t.db").display());
+    let store = Store::open(&url).await.unwrap();
+    for (i, action) in ["login", "alert.cancel", "receiver.register"].iter().enumerate() {
+        let row = store
+            .append_audit(
+                "truc.ban",
+                action,
+                &format!("t-{i}"),
+                &serde_json::json!({"n": i}),
+                t0(),
+            )
+            .await
+            .unwrap();
+        assert_eq!(row.id, i64::try_from(i).unwrap() + 1);
+    }
+    let ok = store.verify_audit().await.unwrap();
+    assert_eq!((ok.rows, ok.broken_at), (3, None));
+
+    // Someone with the database file rewrites what row 2 says...
+    let raw = sqlx::SqlitePool::connect(&url).await.unwrap();
+    sqlx::query("UPDATE audit_log SET detail = '{\"n\":9}' WHERE id = 2")
+        .execute(&raw)
+        .await
+        .unwrap();
+    assert_eq!(store.verify_audit().await.unwrap().broken_at, Some(2));
+    // ...or removes it.
+    sqlx::query("DELETE FROM audit_log WHERE id = 2")
+        .execute(&raw)
+        .await
+        .unwrap();
+    assert_eq!(store.verify_audit().await.unwrap().broken_at, Some(3));
+}
