@@ -1535,26 +1535,8 @@ fn xmllint() -> Option<std::path::PathBuf> {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn an_alert_and_its_cancel_are_valid_cap_documents_that_read_back() {
     let app = TestApp::spawn(Broker::Embedded).await.unwrap();
-    let (status, body) = app
-        .post(
-            "/api/v1/bulletins",
-            "application/cap+xml",
-            &live_bulletin("LU-CAP-OUT", "kttv-langson@example.vn", 3),
-        )
-        .await
-        .unwrap();
-    assert_eq!(status, 200, "{body}");
-    let alert_id = body["alerts"][0].as_str().unwrap().to_owned();
-    let (status, body) = app
-        .post(
-            &format!("/api/v1/alerts/{alert_id}/cancel"),
-            "application/json",
-            b"{}",
-        )
-        .await
-        .unwrap();
-    assert_eq!(status, 201, "{body}");
-    let cancel_id = body["cancel_id"].as_str().unwrap().to_owned();
+    let alert_id = app.issue_bulletin("LU-CAP-OUT").await.unwrap();
+    let cancel_id = app.cancel(&alert_id, "").await.unwrap();
 
     let dir = tempfile::tempdir().unwrap();
     for (id, kind) in [(&alert_id, "Alert"), (&cancel_id, "Cancel")] {
@@ -1652,15 +1634,7 @@ async fn the_public_atom_feed_lists_live_actual_alerts_with_their_cap_and_an_eta
     assert_eq!(status, 200);
     assert!(links(&body).is_empty(), "{body}");
 
-    let (_, issued) = app
-        .post(
-            "/api/v1/bulletins",
-            "application/cap+xml",
-            &live_bulletin("LU-FEED", "kttv-langson@example.vn", 3),
-        )
-        .await
-        .unwrap();
-    let alert_id = issued["alerts"][0].as_str().unwrap().to_owned();
+    let alert_id = app.issue_bulletin("LU-FEED").await.unwrap();
     let exercise = String::from_utf8(live_bulletin("LU-FEED-DRILL", "kttv-langson@example.vn", 2))
         .unwrap()
         .replace("<status>Actual</status>", "<status>Exercise</status>");
@@ -1700,15 +1674,7 @@ async fn the_public_atom_feed_lists_live_actual_alerts_with_their_cap_and_an_eta
     assert_eq!(hidden.status().as_u16(), 404);
 
     // Once cancelled, the feed carries the Cancel instead of the alert.
-    let (_, body) = app
-        .post(
-            &format!("/api/v1/alerts/{alert_id}/cancel"),
-            "application/json",
-            b"{}",
-        )
-        .await
-        .unwrap();
-    let cancel_id = body["cancel_id"].as_str().unwrap().to_owned();
+    let cancel_id = app.cancel(&alert_id, "").await.unwrap();
     let (status, _, body) = feed(tag).await;
     assert_eq!(status, 200);
     assert_eq!(links(&body), [format!("cap/{cancel_id}.cap")], "{body}");
@@ -1719,24 +1685,8 @@ async fn the_public_atom_feed_lists_live_actual_alerts_with_their_cap_and_an_eta
 async fn every_action_lands_in_a_verifiable_audit_chain() {
     let app = TestApp::spawn(Broker::Embedded).await.unwrap();
     app.register_receiver("06385", "loa-audit").await.unwrap();
-    let (_, issued) = app
-        .post(
-            "/api/v1/bulletins",
-            "application/cap+xml",
-            &live_bulletin("LU-AUDIT", "kttv-langson@example.vn", 3),
-        )
-        .await
-        .unwrap();
-    let alert_id = issued["alerts"][0].as_str().unwrap().to_owned();
-    let (status, _) = app
-        .post(
-            &format!("/api/v1/alerts/{alert_id}/cancel"),
-            "application/json",
-            r#"{"reason": "đo sai"}"#.as_bytes(),
-        )
-        .await
-        .unwrap();
-    assert_eq!(status, 201);
+    let alert_id = app.issue_bulletin("LU-AUDIT").await.unwrap();
+    app.cancel(&alert_id, "đo sai").await.unwrap();
     canhbao_server::users::add(app.app.store(), &app.data_dir, "truc.ban", "officer", None)
         .await
         .unwrap();

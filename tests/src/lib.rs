@@ -264,6 +264,40 @@ impl TestApp {
         }
     }
 
+    /// Posts the live Lạng Sơn bulletin (`identifier`, level 3) from the authoritative
+    /// sender and returns the id of the alert it raises.
+    pub async fn issue_bulletin(&self, identifier: &str) -> Result<String> {
+        let (status, body) = self
+            .post(
+                "/api/v1/bulletins",
+                "application/cap+xml",
+                &live_bulletin(identifier, "kttv-langson@example.vn", 3),
+            )
+            .await?;
+        anyhow::ensure!(status == 200, "bulletin {identifier}: {status} {body}");
+        body["alerts"][0]
+            .as_str()
+            .map(str::to_owned)
+            .context("the bulletin raised no alert")
+    }
+
+    /// Cancels an alert as an admin, with `reason`; returns the Cancel's id.
+    pub async fn cancel(&self, alert_id: &str, reason: &str) -> Result<String> {
+        let body = serde_json::json!({ "reason": reason }).to_string();
+        let (status, answer) = self
+            .post(
+                &format!("/api/v1/alerts/{alert_id}/cancel"),
+                "application/json",
+                body.as_bytes(),
+            )
+            .await?;
+        anyhow::ensure!(status == 201, "cancel {alert_id}: {status} {answer}");
+        answer["cancel_id"]
+            .as_str()
+            .map(str::to_owned)
+            .context("no cancel_id")
+    }
+
     /// Registers a receiver through the API, as an admin does (already registered is fine).
     pub async fn register_receiver(&self, commune: &str, id: &str) -> Result<()> {
         let body = serde_json::json!({"receiver_id": id, "commune": commune});

@@ -484,16 +484,8 @@ fn read_password(from_stdin: bool) -> Result<Option<String>> {
 }
 
 fn users(action: UsersAction, args: &ConfigArgs) -> Result<ExitCode> {
-    let Some(settings) = load_or_report(args) else {
-        return Ok(ExitCode::FAILURE);
-    };
-    let runtime = tokio::runtime::Builder::new_current_thread()
-        .enable_all()
-        .build()?;
-    runtime.block_on(async {
-        std::fs::create_dir_all(&settings.data_dir)?;
-        let store = store::Store::open(&settings.database_url).await?;
-        use canhbao_server::users;
+    use canhbao_server::users;
+    let done = with_store(args, async |settings, store| {
         match action {
             UsersAction::Add {
                 username,
@@ -502,19 +494,19 @@ fn users(action: UsersAction, args: &ConfigArgs) -> Result<ExitCode> {
             } => {
                 let given = read_password(password_stdin)?;
                 let generated = given.is_none();
-                let password = users::add(&store, &settings.data_dir, &username, &role, given).await?;
+                let password = users::add(store, &settings.data_dir, &username, &role, given).await?;
                 println!("user {username} added with role {role}");
                 if generated {
                     println!("password (shown once): {password}");
                 }
             }
             UsersAction::List => {
-                for line in users::list(&store).await? {
+                for line in users::list(store).await? {
                     println!("{line}");
                 }
             }
             UsersAction::Disable { username } => {
-                users::disable(&store, &username).await?;
+                users::disable(store, &username).await?;
                 println!("user {username} disabled; their tokens are revoked");
             }
             UsersAction::ResetPassword {
@@ -523,17 +515,16 @@ fn users(action: UsersAction, args: &ConfigArgs) -> Result<ExitCode> {
             } => {
                 let given = read_password(password_stdin)?;
                 let generated = given.is_none();
-                let password = users::reset_password(&store, &username, given).await?;
+                let password = users::reset_password(store, &username, given).await?;
                 println!("password of {username} reset; their tokens are revoked");
                 if generated {
                     println!("password (shown once): {password}");
                 }
             }
         }
-        store.close().await;
-        Ok::<_, anyhow::Error>(())
+        Ok(())
     })?;
-    Ok(ExitCode::SUCCESS)
+    Ok(done.map_or(ExitCode::FAILURE, |()| ExitCode::SUCCESS))
 }
 
 #[derive(Subcommand)]
@@ -652,17 +643,9 @@ enum ReceiversAction {
 }
 
 fn receivers(action: ReceiversAction, args: &ConfigArgs) -> Result<ExitCode> {
-    let Some(settings) = load_or_report(args) else {
-        return Ok(ExitCode::FAILURE);
-    };
-    let runtime = tokio::runtime::Builder::new_current_thread()
-        .enable_all()
-        .build()?;
-    runtime.block_on(async {
-        std::fs::create_dir_all(&settings.data_dir)?;
-        let store = store::Store::open(&settings.database_url).await?;
+    let done = with_store(args, async |settings, store| {
         let out = &mut std::io::stdout().lock();
-        let result = match action {
+        match action {
             ReceiversAction::Add {
                 id,
                 commune,
@@ -672,7 +655,7 @@ fn receivers(action: ReceiversAction, args: &ConfigArgs) -> Result<ExitCode> {
                 let communes: Vec<domain::CommuneCode> =
                     settings.area.communes.iter().map(|c| c.code.clone()).collect();
                 canhbao_server::tools::receivers_add(
-                    &store,
+                    store,
                     &communes,
                     &id,
                     &commune,
@@ -683,11 +666,31 @@ fn receivers(action: ReceiversAction, args: &ConfigArgs) -> Result<ExitCode> {
                 )
                 .await
             }
-            ReceiversAction::List => canhbao_server::tools::receivers_list(&store, out).await,
-            ReceiversAction::Remove { id } => canhbao_server::tools::receivers_remove(&store, &id, out).await,
-        };
+            ReceiversAction::List => canhbao_server::tools::receivers_list(store, out).await,
+            ReceiversAction::Remove { id } => canhbao_server::tools::receivers_remove(store, &id, out).await,
+        }
+    })?;
+    Ok(done.map_or(ExitCode::FAILURE, |()| ExitCode::SUCCESS))
+}
+
+/// Runs `f` on the configured database, offline, for a command: `None` when the settings
+/// are refused (every problem already reported).
+fn with_store<T>(
+    args: &ConfigArgs,
+    f: impl AsyncFnOnce(&Settings, &store::Store) -> Result<T>,
+) -> Result<Option<T>> {
+    let Some(settings) = load_or_report(args) else {
+        return Ok(None);
+    };
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()?;
+    runtime.block_on(async {
+        std::fs::create_dir_all(&settings.data_dir)?;
+        let store = store::Store::open(&settings.database_url).await?;
+        let out = f(&settings, &store).await;
         store.close().await;
-        result.map(|()| ExitCode::SUCCESS)
+        out.map(Some)
     })
 }
 

@@ -35,15 +35,7 @@ pub async fn add(
     let Some(role) = Role::from_code(role).filter(|r| Role::PEOPLE.contains(r)) else {
         bail!("role {role:?} must be one of viewer, officer, approver, admin");
     };
-    let password = match password {
-        Some(p) => p,
-        None => generate_password()?,
-    };
-    let hash = tokio::task::spawn_blocking({
-        let password = password.clone();
-        move || hash_password(&password)
-    })
-    .await??;
+    let (password, hash) = hashed(password).await?;
     if !store
         .create_user(username, role.code(), &hash, Utc::now())
         .await?
@@ -65,6 +57,21 @@ pub async fn add(
     Ok(password)
 }
 
+/// The password to hand over (the given one, or a generated one) and its argon2id hash,
+/// computed off the async threads.
+async fn hashed(password: Option<String>) -> Result<(String, String)> {
+    let password = match password {
+        Some(p) => p,
+        None => generate_password()?,
+    };
+    let hash = tokio::task::spawn_blocking({
+        let password = password.clone();
+        move || hash_password(&password)
+    })
+    .await??;
+    Ok((password, hash))
+}
+
 /// Revokes the bootstrap admin token once an enabled admin user exists, and removes its
 /// file. Returns whether it was retired now.
 pub async fn retire_bootstrap(store: &Store, data_dir: &std::path::Path) -> Result<bool> {
@@ -79,15 +86,7 @@ pub async fn retire_bootstrap(store: &Store, data_dir: &std::path::Path) -> Resu
 /// Sets a new password (given or generated) and returns it; the user's tokens are revoked
 /// and a lockout lifted.
 pub async fn reset_password(store: &Store, username: &str, password: Option<String>) -> Result<String> {
-    let password = match password {
-        Some(p) => p,
-        None => generate_password()?,
-    };
-    let hash = tokio::task::spawn_blocking({
-        let password = password.clone();
-        move || hash_password(&password)
-    })
-    .await??;
+    let (password, hash) = hashed(password).await?;
     if !store.set_password(username, &hash, Utc::now()).await? {
         bail!("no user {username:?}");
     }
