@@ -800,35 +800,60 @@ impl HttpLink {
     }
 }
 
-/// One Kannel smsbox, driven within its [`GatewayLimits`].
-pub struct KannelGateway {
-    config: KannelConfig,
+/// What makes one kind of gateway: its settings' problems, its endpoint, its request for
+/// a message (pure, built before any slot is taken) and how its answers read.
+pub trait Protocol: fmt::Debug + Send + Sync {
+    /// For logs: `kannel`, `jasmin`, `webhook`.
+    const NAME: &'static str;
+    /// Every problem with the settings, none if they are usable.
+    fn problems(&self) -> Vec<String>;
+    /// The URL requests go to, without secrets (for errors and logs).
+    fn endpoint(&self) -> String;
+    /// The request for `msg`, or why it cannot be sent at all.
+    fn request(&self, msg: &SmsMessage) -> Result<Request, GatewayError>;
+    /// What the gateway's answer means.
+    fn read_answer(&self, status: u16, body: &str) -> Result<SendOutcome, UnexpectedAnswer>;
+    /// The gateway's own id for the message, when its answer carries one.
+    fn message_id<'a>(&self, _body: &'a str) -> Option<&'a str> {
+        None
+    }
+}
+
+/// A request built from a message, applied to the client once a slot is free.
+pub type Request = Box<dyn FnOnce(&reqwest::Client) -> reqwest::RequestBuilder + Send>;
+
+/// One gateway of kind `P`, driven within its [`GatewayLimits`].
+pub struct HttpGateway<P> {
+    config: P,
     link: HttpLink,
 }
 
-impl fmt::Debug for KannelGateway {
+/// One Kannel smsbox.
+pub type KannelGateway = HttpGateway<KannelConfig>;
+
+impl<P: Protocol> fmt::Debug for HttpGateway<P> {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.debug_struct("KannelGateway")
+        f.debug_struct("HttpGateway")
+            .field("kind", &P::NAME)
             .field("config", &self.config)
             .field("endpoint", &self.link.endpoint)
             .finish_non_exhaustive()
     }
 }
 
-impl KannelGateway {
+impl<P: Protocol> HttpGateway<P> {
     /// Checks the settings (every problem at once) and builds the HTTP client: no proxy
-    /// from the environment, no redirects (they would carry the password elsewhere).
-    pub fn new(config: KannelConfig, limits: GatewayLimits) -> Result<Self, GatewayError> {
+    /// from the environment, no redirects (they would carry credentials elsewhere).
+    pub fn new(config: P, limits: GatewayLimits) -> Result<Self, GatewayError> {
         let problems = config.problems();
         if !problems.is_empty() {
             return Err(GatewayError::Config(problems));
         }
-        let endpoint = format!("{}{SENDSMS_PATH}", config.base_url.trim_end_matches('/'));
-        let link = HttpLink::new(endpoint, limits)?;
+        let link = HttpLink::new(config.endpoint(), limits)?;
         Ok(Self { config, link })
     }
 
-    pub fn config(&self) -> &KannelConfig {
+    pub fn config(&self) -> &P {
         &self.config
     }
 
@@ -838,22 +863,47 @@ impl KannelGateway {
         self.link.close();
     }
 
-    /// Sends one message: waits for a free slot and for the rate limit, then asks Kannel.
+    /// Sends one message: waits for a free slot and for the rate limit, then asks the
+    /// gateway.
     pub async fn send(&self, msg: &SmsMessage) -> Result<SendOutcome, GatewayError> {
         self.send_when(msg, std::future::ready(Ok(()))).await
     }
 
-    /// As [`KannelGateway::send`], with `ready` run just before the request leaves.
+    /// As [`HttpGateway::send`], with `ready` run just before the request leaves.
     pub async fn send_when(
         &self,
         msg: &SmsMessage,
         ready: impl Future<Output = Result<(), String>>,
     ) -> Result<SendOutcome, GatewayError> {
-        let url = sendsms_url(&self.config, msg)?;
-        let (status, body) = self.link.exchange(|c| c.get(url.expose()), ready).await?;
-        let outcome = parse_sendsms_answer(status, &body).map_err(|e| self.link.unexpected(e));
-        log_outcome("kannel", &msg.message_ref, None, &outcome);
+        let request = self.config.request(msg)?;
+        let (status, body) = self.link.exchange(request, ready).await?;
+        let outcome = self
+            .config
+            .read_answer(status, &body)
+            .map_err(|e| self.link.unexpected(e));
+        log_outcome(P::NAME, &msg.message_ref, self.config.message_id(&body), &outcome);
         outcome
+    }
+}
+
+impl Protocol for KannelConfig {
+    const NAME: &'static str = "kannel";
+
+    fn problems(&self) -> Vec<String> {
+        KannelConfig::problems(self)
+    }
+
+    fn endpoint(&self) -> String {
+        format!("{}{SENDSMS_PATH}", self.base_url.trim_end_matches('/'))
+    }
+
+    fn request(&self, msg: &SmsMessage) -> Result<Request, GatewayError> {
+        let url = sendsms_url(self, msg)?;
+        Ok(Box::new(move |c: &reqwest::Client| c.get(url.expose())))
+    }
+
+    fn read_answer(&self, status: u16, body: &str) -> Result<SendOutcome, UnexpectedAnswer> {
+        parse_sendsms_answer(status, body)
     }
 }
 

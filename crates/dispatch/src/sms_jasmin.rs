@@ -42,8 +42,8 @@
 use std::fmt;
 
 use crate::sms_gateway::{
-    DeliveryReport, DlrError, DlrStatus, Encoding, GatewayError, GatewayLimits, HttpLink, KannelConfig,
-    MessageError, MessageRef, SendOutcome, SmsMessage, UnexpectedAnswer, form_decode, is_e164, log_outcome,
+    DeliveryReport, DlrError, DlrStatus, Encoding, GatewayError, HttpGateway, KannelConfig, MessageError,
+    MessageRef, Protocol, Request, SendOutcome, SmsMessage, UnexpectedAnswer, form_decode, is_e164,
     percent_encode, same_secret,
 };
 
@@ -438,69 +438,35 @@ pub fn parse_jasmin_dlr(query: &str, body: &str, secret: &str) -> Result<Deliver
 // The gateway (I/O)
 // ------------------------------------------------------------------------------------
 
-/// One Jasmin HTTP API, driven within its [`GatewayLimits`].
-pub struct JasminGateway {
-    config: JasminConfig,
-    link: HttpLink,
-}
+/// One Jasmin HTTP API.
+pub type JasminGateway = HttpGateway<JasminConfig>;
 
-impl fmt::Debug for JasminGateway {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.debug_struct("JasminGateway")
-            .field("config", &self.config)
-            .field("endpoint", &self.link.endpoint())
-            .finish_non_exhaustive()
-    }
-}
+impl Protocol for JasminConfig {
+    const NAME: &'static str = "jasmin";
 
-impl JasminGateway {
-    /// Checks the settings (every problem at once) and builds the HTTP client.
-    pub fn new(config: JasminConfig, limits: GatewayLimits) -> Result<Self, GatewayError> {
-        let problems = config.problems();
-        if !problems.is_empty() {
-            return Err(GatewayError::Config(problems));
-        }
-        let endpoint = format!("{}{SEND_PATH}", config.base_url.trim_end_matches('/'));
-        let link = HttpLink::new(endpoint, limits)?;
-        Ok(Self { config, link })
+    fn problems(&self) -> Vec<String> {
+        JasminConfig::problems(self)
     }
 
-    pub fn config(&self) -> &JasminConfig {
-        &self.config
+    fn endpoint(&self) -> String {
+        format!("{}{SEND_PATH}", self.base_url.trim_end_matches('/'))
     }
 
-    /// Refuses every later send with [`GatewayError::Closed`] (nothing sent); sends under
-    /// way finish.
-    pub fn close(&self) {
-        self.link.close();
+    fn request(&self, msg: &SmsMessage) -> Result<Request, GatewayError> {
+        let request = jasmin_request(self, msg)?;
+        Ok(Box::new(move |c: &reqwest::Client| {
+            c.post(request.url())
+                .header(reqwest::header::CONTENT_TYPE, "application/x-www-form-urlencoded")
+                .body(request.expose_body().to_owned())
+        }))
     }
 
-    /// Sends one message: waits for a free slot and for the rate limit, then asks Jasmin.
-    pub async fn send(&self, msg: &SmsMessage) -> Result<SendOutcome, GatewayError> {
-        self.send_when(msg, std::future::ready(Ok(()))).await
+    fn read_answer(&self, status: u16, body: &str) -> Result<SendOutcome, UnexpectedAnswer> {
+        parse_jasmin_answer(status, body)
     }
 
-    /// As [`JasminGateway::send`], with `ready` run just before the request leaves.
-    pub async fn send_when(
-        &self,
-        msg: &SmsMessage,
-        ready: impl Future<Output = Result<(), String>>,
-    ) -> Result<SendOutcome, GatewayError> {
-        let request = jasmin_request(&self.config, msg)?;
-        let (status, body) = self
-            .link
-            .exchange(
-                |c| {
-                    c.post(request.url())
-                        .header(reqwest::header::CONTENT_TYPE, "application/x-www-form-urlencoded")
-                        .body(request.expose_body().to_owned())
-                },
-                ready,
-            )
-            .await?;
-        let outcome = parse_jasmin_answer(status, &body).map_err(|e| self.link.unexpected(e));
-        log_outcome("jasmin", &msg.message_ref, jasmin_message_id(&body), &outcome);
-        outcome
+    fn message_id<'a>(&self, body: &'a str) -> Option<&'a str> {
+        jasmin_message_id(body)
     }
 }
 
@@ -873,7 +839,7 @@ mod tests {
         };
         assert_eq!(bad.problems().len(), 7, "{:?}", bad.problems());
         assert!(config().problems().is_empty());
-        match JasminGateway::new(bad, GatewayLimits::default()) {
+        match JasminGateway::new(bad, crate::sms_gateway::GatewayLimits::default()) {
             Err(GatewayError::Config(problems)) => assert_eq!(problems.len(), 7),
             other => panic!("{other:?}"),
         }
@@ -883,7 +849,7 @@ mod tests {
     fn secrets_never_show_in_debug_output() {
         let cfg = config();
         let request = jasmin_request(&cfg, &message("+84912345678", "x", Encoding::Gsm7)).unwrap();
-        let gateway = JasminGateway::new(cfg.clone(), GatewayLimits::default()).unwrap();
+        let gateway = JasminGateway::new(cfg.clone(), crate::sms_gateway::GatewayLimits::default()).unwrap();
         for shown in [format!("{cfg:?}"), format!("{request:?}"), format!("{gateway:?}")] {
             assert!(!shown.contains("jasm1n"), "{shown}");
             assert!(!shown.contains(SECRET), "{shown}");

@@ -17,8 +17,8 @@ use reqwest::header::{CONTENT_TYPE, HeaderName, HeaderValue};
 use serde_json::Value;
 
 use crate::sms_gateway::{
-    DeliveryReport, DlrError, DlrStatus, GatewayError, GatewayLimits, HttpLink, MessageError, MessageRef,
-    SendOutcome, SmsMessage, UnexpectedAnswer, log_outcome,
+    DeliveryReport, DlrError, DlrStatus, GatewayError, HttpGateway, MessageError, MessageRef, Protocol,
+    Request, SendOutcome, SmsMessage, UnexpectedAnswer,
 };
 use crate::sms_jasmin::{
     Fields, authenticate_callback, callback_url, check_message, check_secret, check_url,
@@ -541,72 +541,33 @@ pub fn parse_webhook_dlr(
 // The gateway (I/O)
 // ------------------------------------------------------------------------------------
 
-/// One webhook provider, driven within its [`GatewayLimits`].
-pub struct WebhookGateway {
-    config: WebhookConfig,
-    link: HttpLink,
-}
+/// One webhook provider.
+pub type WebhookGateway = HttpGateway<WebhookConfig>;
 
-impl fmt::Debug for WebhookGateway {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.debug_struct("WebhookGateway")
-            .field("config", &self.config)
-            .field("endpoint", &self.link.endpoint())
-            .finish_non_exhaustive()
-    }
-}
+impl Protocol for WebhookConfig {
+    const NAME: &'static str = "webhook";
 
-impl WebhookGateway {
-    /// Checks the settings (every problem at once) and builds the HTTP client.
-    pub fn new(config: WebhookConfig, limits: GatewayLimits) -> Result<Self, GatewayError> {
-        let problems = config.problems();
-        if !problems.is_empty() {
-            return Err(GatewayError::Config(problems));
-        }
-        let link = HttpLink::new(config.endpoint().to_owned(), limits)?;
-        Ok(Self { config, link })
+    fn problems(&self) -> Vec<String> {
+        WebhookConfig::problems(self)
     }
 
-    pub fn config(&self) -> &WebhookConfig {
-        &self.config
+    fn endpoint(&self) -> String {
+        WebhookConfig::endpoint(self).to_owned()
     }
 
-    /// Refuses every later send with [`GatewayError::Closed`] (nothing sent); sends under
-    /// way finish.
-    pub fn close(&self) {
-        self.link.close();
+    fn request(&self, msg: &SmsMessage) -> Result<Request, GatewayError> {
+        let request = webhook_request(self, msg)?;
+        Ok(Box::new(move |c: &reqwest::Client| {
+            let mut builder = c.request(request.method().to_reqwest(), request.url());
+            for (name, value) in request.headers() {
+                builder = builder.header(name, value);
+            }
+            builder.body(request.body().to_owned())
+        }))
     }
 
-    /// Sends one message: waits for a free slot and for the rate limit, then calls the
-    /// provider.
-    pub async fn send(&self, msg: &SmsMessage) -> Result<SendOutcome, GatewayError> {
-        self.send_when(msg, std::future::ready(Ok(()))).await
-    }
-
-    /// As [`WebhookGateway::send`], with `ready` run just before the request leaves.
-    pub async fn send_when(
-        &self,
-        msg: &SmsMessage,
-        ready: impl Future<Output = Result<(), String>>,
-    ) -> Result<SendOutcome, GatewayError> {
-        let request = webhook_request(&self.config, msg)?;
-        let (status, body) = self
-            .link
-            .exchange(
-                |c| {
-                    let mut builder = c.request(request.method().to_reqwest(), request.url());
-                    for (name, value) in request.headers() {
-                        builder = builder.header(name, value);
-                    }
-                    builder.body(request.body().to_owned())
-                },
-                ready,
-            )
-            .await?;
-        let outcome = parse_webhook_answer(status, &body, &self.config.accepted_statuses)
-            .map_err(|e| self.link.unexpected(e));
-        log_outcome("webhook", &msg.message_ref, None, &outcome);
-        outcome
+    fn read_answer(&self, status: u16, body: &str) -> Result<SendOutcome, UnexpectedAnswer> {
+        parse_webhook_answer(status, body, &self.accepted_statuses)
     }
 }
 
@@ -764,7 +725,7 @@ mod tests {
             ]
         );
         assert!(config().problems().is_empty(), "{:?}", config().problems());
-        match WebhookGateway::new(bad, GatewayLimits::default()) {
+        match WebhookGateway::new(bad, crate::sms_gateway::GatewayLimits::default()) {
             Err(GatewayError::Config(p)) => assert_eq!(p.len(), expected.len()),
             other => panic!("{other:?}"),
         }
@@ -954,7 +915,7 @@ mod tests {
     fn keys_and_secrets_never_show_in_debug_output() {
         let cfg = config();
         let request = webhook_request(&cfg, &message("Cảnh báo", Encoding::Ucs2)).unwrap();
-        let gateway = WebhookGateway::new(cfg.clone(), GatewayLimits::default()).unwrap();
+        let gateway = WebhookGateway::new(cfg.clone(), crate::sms_gateway::GatewayLimits::default()).unwrap();
         for shown in [format!("{cfg:?}"), format!("{request:?}"), format!("{gateway:?}")] {
             for secret in [KEY, SECRET, "bodykey", "querykey", "84912345678", "Cảnh"] {
                 assert!(!shown.contains(secret), "{secret} in {shown}");
