@@ -38,6 +38,7 @@ const MATRIX: &[(&str, &str, Allowed)] = &[
         Allowed::Roles(&["officer", "admin"]),
     ),
     ("GET", "/api/v1/alerts/{id}", Allowed::AnyToken),
+    ("GET", "/api/v1/alerts/{id}/deliveries", Allowed::AnyToken),
     (
         "POST",
         "/api/v1/alerts/{id}/cancel",
@@ -59,6 +60,46 @@ const MATRIX: &[(&str, &str, Allowed)] = &[
     ("POST", "/api/v1/sms/preview", Allowed::AnyToken),
     ("GET", "/api/v1/sms/dlr/{gateway}", Allowed::Public),
     ("POST", "/api/v1/sms/dlr/{gateway}", Allowed::Public),
+    ("GET", "/api/v1/warnings", Allowed::AnyToken),
+    ("POST", "/api/v1/warnings", Allowed::Roles(&["officer", "admin"])),
+    ("GET", "/api/v1/warnings/{id}", Allowed::AnyToken),
+    (
+        "PUT",
+        "/api/v1/warnings/{id}",
+        Allowed::Roles(&["officer", "admin"]),
+    ),
+    (
+        "POST",
+        "/api/v1/warnings/{id}/submit",
+        Allowed::Roles(&["officer", "admin"]),
+    ),
+    (
+        "POST",
+        "/api/v1/warnings/{id}/approve",
+        Allowed::Roles(&["approver", "admin"]),
+    ),
+    (
+        "POST",
+        "/api/v1/warnings/{id}/reject",
+        Allowed::Roles(&["approver", "admin"]),
+    ),
+    (
+        "POST",
+        "/api/v1/warnings/{id}/discard",
+        Allowed::Roles(&["officer", "admin"]),
+    ),
+    ("GET", "/api/v1/notifications", Allowed::AnyToken),
+    ("GET", "/api/v1/prewarnings", Allowed::AnyToken),
+    (
+        "POST",
+        "/api/v1/prewarnings/{id}/confirm",
+        Allowed::Roles(&["officer", "admin"]),
+    ),
+    (
+        "POST",
+        "/api/v1/prewarnings/{id}/dismiss",
+        Allowed::Roles(&["officer", "admin"]),
+    ),
     ("GET", "/api/v1/contacts", Allowed::Roles(&["admin"])),
     ("POST", "/api/v1/contacts/import", Allowed::Roles(&["admin"])),
 ];

@@ -219,18 +219,76 @@ impl TestApp {
         Ok(token)
     }
 
-    /// POSTs a body of any media type with the admin token.
+    /// POSTs a body of any media type with the admin token (and a fresh Idempotency-Key,
+    /// which the routes that send need).
     pub async fn post(&self, path: &str, content_type: &str, body: &[u8]) -> Result<(u16, Value)> {
         let resp = self
             .http
             .post(format!("{}{path}", self.base))
             .bearer_auth(&self.token)
             .header("content-type", content_type)
+            .header("idempotency-key", api::warnings::uuid_v4())
             .body(body.to_vec())
             .send()
             .await?;
         let status = resp.status().as_u16();
         Ok((status, resp.json::<Value>().await.unwrap_or(Value::Null)))
+    }
+
+    /// A request as `token` with a JSON body: (status, body, whether it was a replay of
+    /// an earlier answer to the same Idempotency-Key). `key: None` sends a fresh key.
+    pub async fn call_as(
+        &self,
+        token: &str,
+        method: &str,
+        path: &str,
+        key: Option<&str>,
+        body: &Value,
+    ) -> Result<(u16, Value, bool)> {
+        let key = key.map_or_else(api::warnings::uuid_v4, str::to_owned);
+        let resp = self
+            .http
+            .request(method.parse()?, format!("{}{path}", self.base))
+            .bearer_auth(token)
+            .header("content-type", "application/json")
+            .header("idempotency-key", key)
+            .body(body.to_string())
+            .send()
+            .await?;
+        let status = resp.status().as_u16();
+        let replayed = resp.headers().contains_key("idempotent-replayed");
+        Ok((
+            status,
+            resp.json::<Value>().await.unwrap_or(Value::Null),
+            replayed,
+        ))
+    }
+
+    /// Adds a user with `role` (as `canhbao users add` does) and logs them in; returns
+    /// their bearer token. Their identity in the API is `user:<name>`.
+    pub async fn login_new_user(&self, name: &str, role: &str) -> Result<String> {
+        let password = format!("{name}-password-123");
+        canhbao_server::users::add(
+            self.app.store(),
+            &self.data_dir,
+            name,
+            role,
+            Some(password.clone()),
+        )
+        .await?;
+        let r: Value = self
+            .http
+            .post(format!("{}/api/v1/login", self.base))
+            .header("content-type", "application/json")
+            .body(serde_json::json!({"username": name, "password": password}).to_string())
+            .send()
+            .await?
+            .json()
+            .await?;
+        r["token"]
+            .as_str()
+            .map(str::to_owned)
+            .context("login gave no token")
     }
 
     pub async fn get(&self, path: &str) -> Result<(u16, Value)> {

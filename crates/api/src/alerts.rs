@@ -4,14 +4,14 @@
 use std::collections::BTreeMap;
 
 use axum::Json;
-use axum::extract::{Path, Query, State};
+use axum::extract::{Path, State};
 use chrono::{DateTime, Utc};
 use serde::{Deserialize, Serialize};
 use store::{AlertRecord, DeliveryRecord, ReceiptRecord};
 
 use crate::AppState;
 use crate::auth::Caller;
-use crate::error::ApiError;
+use crate::error::{ApiError, Q};
 
 #[derive(Debug, Serialize)]
 pub struct OriginDto {
@@ -35,8 +35,11 @@ pub struct AlertDto {
     pub sent: DateTime<Utc>,
     pub effective: DateTime<Utc>,
     pub expires: DateTime<Utc>,
-    /// `live` until `expires`, then `expired`.
+    /// `live` until `expires`, then `expired`; `updated` or `cancelled` once a later
+    /// message of the incident replaced it (see `replaced_by`).
     pub state: &'static str,
+    /// The newest Update or Cancel that references this alert.
+    pub replaced_by: Option<String>,
     pub headline: String,
     pub description: String,
     pub instruction: String,
@@ -47,9 +50,15 @@ pub struct AlertDto {
 }
 
 impl AlertDto {
-    fn new(a: AlertRecord, now: DateTime<Utc>) -> Self {
+    pub(crate) fn new(a: AlertRecord, now: DateTime<Utc>) -> Self {
         Self {
-            state: if now >= a.expires { "expired" } else { "live" },
+            state: match (&a.replaced_by, now >= a.expires) {
+                (Some((t, _)), _) if t == "Cancel" => "cancelled",
+                (Some(_), _) => "updated",
+                (None, true) => "expired",
+                (None, false) => "live",
+            },
+            replaced_by: a.replaced_by.as_ref().map(|(_, id)| id.clone()),
             provisional: !a.provisional.is_empty(),
             id: a.id,
             province: a.province,
@@ -185,6 +194,32 @@ pub struct SmsDto {
     pub last_error: Option<String>,
 }
 
+impl SmsDto {
+    /// `full_number`: admins see the number, others `+8491*****78`.
+    pub fn new(m: store::SmsRecord, full_number: bool) -> Self {
+        Self {
+            phone: if full_number {
+                m.phone
+            } else {
+                mask_phone(&m.phone)
+            },
+            commune: m.commune,
+            role: m.role,
+            cause: m.cause,
+            message_ref: m.message_ref,
+            encoding: m.encoding,
+            segments: m.segments,
+            state: m.state,
+            gateway: m.gateway,
+            tried: m.tried,
+            attempts: m.attempts,
+            submitted: m.submitted,
+            finished: m.finished,
+            last_error: m.last_error,
+        }
+    }
+}
+
 /// `+84912345678` as `+8491*****78`: enough to tell numbers apart on a screen.
 fn mask_phone(phone: &str) -> String {
     phone
@@ -237,6 +272,7 @@ pub struct AlertSummaryDto {
 }
 
 #[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
 pub struct ListQuery {
     pub limit: Option<i64>,
 }
@@ -252,14 +288,140 @@ pub(crate) fn limit(q: &ListQuery) -> Result<i64, ApiError> {
     }
 }
 
+/// Filters of `GET /api/v1/alerts`; every one narrows.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct AlertQuery {
+    /// `Actual`, `Exercise` or `Test`.
+    pub status: Option<String>,
+    pub hazard: Option<String>,
+    /// Risk level 1-5.
+    pub level: Option<i64>,
+    /// A commune code the alert targets.
+    pub commune: Option<String>,
+    /// `Alert`, `Update` or `Cancel`.
+    pub msg_type: Option<String>,
+    /// Sent at or after (RFC 3339).
+    pub since: Option<String>,
+    /// Sent before (RFC 3339).
+    pub until: Option<String>,
+    /// From the `Link: <...>; rel="next"` of the previous page.
+    pub cursor: Option<String>,
+    pub limit: Option<i64>,
+}
+
+fn alert_filter(state: &AppState, q: &AlertQuery) -> Result<store::AlertFilter, ApiError> {
+    let time = |name: &str, v: &Option<String>| -> Result<Option<DateTime<Utc>>, ApiError> {
+        v.as_deref()
+            .map(|t| {
+                DateTime::parse_from_rfc3339(t)
+                    .map(|t| t.with_timezone(&Utc))
+                    .map_err(|_| ApiError::bad_request(name, format!("{name} must be an RFC 3339 time")))
+            })
+            .transpose()
+    };
+    if let Some(s) = &q.status
+        && domain::AlertStatus::from_code(s).is_none()
+    {
+        return Err(ApiError::bad_request(
+            "status",
+            "status must be Actual, Exercise or Test",
+        ));
+    }
+    if let Some(h) = &q.hazard
+        && domain::Hazard::from_code(h).is_none()
+    {
+        return Err(ApiError::bad_request(
+            "hazard",
+            "hazard is not a hazard code such as \"flood\"",
+        ));
+    }
+    if let Some(l) = q.level
+        && !(1..=5).contains(&l)
+    {
+        return Err(ApiError::bad_request("level", "level must be 1 to 5"));
+    }
+    if let Some(c) = &q.commune
+        && !state.communes.iter().any(|k| k.as_str() == c)
+    {
+        return Err(ApiError::bad_request(
+            "commune",
+            "commune is not a commune code of this province",
+        ));
+    }
+    if let Some(m) = &q.msg_type
+        && !["Alert", "Update", "Cancel"].contains(&m.as_str())
+    {
+        return Err(ApiError::bad_request(
+            "msg_type",
+            "msg_type must be Alert, Update or Cancel",
+        ));
+    }
+    let before = match &q.cursor {
+        None => None,
+        Some(c) => Some(
+            c.split_once('_')
+                .and_then(|(ms, id)| Some((ms.parse::<i64>().ok()?, id.to_owned())))
+                .filter(|(_, id)| !id.is_empty() && id.len() <= 64)
+                .ok_or_else(|| ApiError::bad_request("cursor", "cursor is not one this API gave"))?,
+        ),
+    };
+    Ok(store::AlertFilter {
+        status: q.status.clone(),
+        hazard: q.hazard.clone(),
+        level: q.level,
+        commune: q.commune.clone(),
+        msg_type: q.msg_type.clone(),
+        since: time("since", &q.since)?,
+        until: time("until", &q.until)?,
+        before,
+    })
+}
+
+/// `GET /api/v1/alerts`: newest first, filtered by `status`, `hazard`, `level`,
+/// `commune`, `msg_type`, `since` and `until`; `limit` (1-500, default 50) per page, and
+/// when there may be more, a `Link: <...&cursor=...>; rel="next"` header to the next.
 pub async fn list_alerts(
     State(state): State<AppState>,
     _caller: Caller,
-    Query(q): Query<ListQuery>,
-) -> Result<Json<Vec<AlertSummaryDto>>, ApiError> {
+    Q(q): Q<AlertQuery>,
+) -> Result<(axum::http::HeaderMap, Json<Vec<AlertSummaryDto>>), ApiError> {
     let now = Utc::now();
+    let per_page = limit(&ListQuery { limit: q.limit })?;
+    let filter = alert_filter(&state, &q)?;
+    let rows = state.store.find_alerts(&filter, per_page).await?;
+    let next = match rows.last() {
+        Some((a, created)) if i64::try_from(rows.len()).unwrap_or(0) == per_page => {
+            let mut params: Vec<(&str, String)> = [
+                ("status", &q.status),
+                ("hazard", &q.hazard),
+                ("commune", &q.commune),
+                ("msg_type", &q.msg_type),
+                ("since", &q.since),
+                ("until", &q.until),
+            ]
+            .into_iter()
+            .filter_map(|(k, v)| v.clone().map(|v| (k, v)))
+            .collect();
+            if let Some(l) = q.level {
+                params.push(("level", l.to_string()));
+            }
+            params.push(("limit", per_page.to_string()));
+            params.push(("cursor", format!("{created}_{}", a.id)));
+            let query: Vec<String> = params
+                .into_iter()
+                .map(|(k, v)| format!("{k}={}", percent(&v)))
+                .collect();
+            Some(format!("</api/v1/alerts?{}>; rel=\"next\"", query.join("&")))
+        }
+        _ => None,
+    };
+    let mut headers = axum::http::HeaderMap::new();
+    if let Some(link) = next.and_then(|l| axum::http::HeaderValue::from_str(&l).ok()) {
+        headers.insert(axum::http::header::LINK, link);
+    }
     let mut out = Vec::new();
-    for a in state.store.list_alerts(limit(&q)?).await? {
+    for (a, _) in rows {
         let deliveries = state.store.deliveries_for_alert(&a.id).await?;
         let receipts = state.store.receipts_for_alert(&a.id).await?;
         let count = |status: &str| receipts.iter().filter(|r| r.status == status).count();
@@ -270,7 +432,20 @@ pub async fn list_alerts(
             alert: AlertDto::new(a, now),
         });
     }
-    Ok(Json(out))
+    Ok((headers, Json(out)))
+}
+
+/// Percent-encodes a query value (RFC 3986 unreserved characters stay).
+fn percent(v: &str) -> String {
+    v.bytes()
+        .map(|b| {
+            if b.is_ascii_alphanumeric() || b"-._~".contains(&b) {
+                (b as char).to_string()
+            } else {
+                format!("%{b:02X}")
+            }
+        })
+        .collect()
 }
 
 /// `GET /api/v1/alerts/{id}`: the alert with its deliveries; `{id}.cap` gives its CAP 1.2
@@ -369,26 +544,7 @@ pub async fn get_alert(
             .collect(),
         sms: messages
             .into_iter()
-            .map(|m| SmsDto {
-                phone: if caller.role == crate::Role::Admin {
-                    m.phone
-                } else {
-                    mask_phone(&m.phone)
-                },
-                commune: m.commune,
-                role: m.role,
-                cause: m.cause,
-                message_ref: m.message_ref,
-                encoding: m.encoding,
-                segments: m.segments,
-                state: m.state,
-                gateway: m.gateway,
-                tried: m.tried,
-                attempts: m.attempts,
-                submitted: m.submitted,
-                finished: m.finished,
-                last_error: m.last_error,
-            })
+            .map(|m| SmsDto::new(m, caller.role == crate::Role::Admin))
             .collect(),
     }))
 }
@@ -434,25 +590,15 @@ pub async fn cancel_alert(
         .cancel(&id, &reason, &caller.label, Utc::now())
         .await
     {
-        Ok(cancel) => {
-            crate::audit::record(
-                &state,
-                &caller.label,
-                "alert.cancel",
-                &id,
-                serde_json::json!({"cancel_id": cancel.id.to_string(), "reason": reason}),
-            )
-            .await;
-            Ok((
-                axum::http::StatusCode::CREATED,
-                Json(CancelledDto {
-                    cancelled: id,
-                    cancel_id: cancel.id.to_string(),
-                }),
-            ))
-        }
+        Ok(cancel) => Ok((
+            axum::http::StatusCode::CREATED,
+            Json(CancelledDto {
+                cancelled: id,
+                cancel_id: cancel.id.to_string(),
+            }),
+        )),
         Err(e @ E::NotFound(_)) => Err(ApiError::not_found(e.to_string())),
-        Err(e @ E::AlreadyCancelled { .. }) => Err(ApiError::conflict(e.to_string())),
+        Err(e @ (E::AlreadyCancelled { .. } | E::NotLatest { .. })) => Err(ApiError::conflict(e.to_string())),
         Err(e @ (E::Expired { .. } | E::IsCancel(_))) => Err(ApiError::unprocessable("id", e.to_string())),
         Err(e) => Err(ApiError::internal(e)),
     }
@@ -469,7 +615,7 @@ pub struct RejectionDto {
 pub async fn list_rejections(
     State(state): State<AppState>,
     _caller: Caller,
-    Query(q): Query<ListQuery>,
+    Q(q): Q<ListQuery>,
 ) -> Result<Json<Vec<RejectionDto>>, ApiError> {
     let rows = state.store.list_rejections(limit(&q)?).await?;
     Ok(Json(

@@ -6,14 +6,14 @@
 use std::collections::BTreeMap;
 
 use axum::Json;
-use axum::extract::{Query, State};
+use axum::extract::State;
 use chrono::{DateTime, Utc};
 use serde::Serialize;
 
 use crate::AppState;
 use crate::alerts::ListQuery;
 use crate::auth::Caller;
-use crate::error::ApiError;
+use crate::error::{ApiError, Q};
 
 #[derive(Debug, Clone, Serialize)]
 pub struct LevelDto {
@@ -57,7 +57,7 @@ pub struct AssessmentsDto {
 pub async fn list_assessments(
     State(state): State<AppState>,
     _caller: Caller,
-    Query(q): Query<ListQuery>,
+    Q(q): Q<ListQuery>,
 ) -> Result<Json<AssessmentsDto>, ApiError> {
     let limit = crate::alerts::limit(&q)?;
     let levels: Vec<LevelDto> = state

@@ -2,14 +2,14 @@
 //! walked from its start), for admins; and [`record`], which handlers call after an action.
 
 use axum::Json;
-use axum::extract::{Query, State};
+use axum::extract::State;
 use chrono::{DateTime, Utc};
 use serde::Serialize;
 
 use crate::AppState;
 use crate::alerts::{ListQuery, limit};
 use crate::auth::{Caller, Role};
-use crate::error::ApiError;
+use crate::error::{ApiError, Q};
 
 /// Appends an action to the audit chain. A failure is logged loudly: the action itself
 /// has already happened.
@@ -37,7 +37,7 @@ pub struct AuditDto {
 pub async fn list(
     State(state): State<AppState>,
     caller: Caller,
-    Query(q): Query<ListQuery>,
+    Q(q): Q<ListQuery>,
 ) -> Result<Json<Vec<AuditDto>>, ApiError> {
     caller.require(&[Role::Admin], "read the audit log")?;
     let rows = state.store.list_audit(limit(&q)?).await?;

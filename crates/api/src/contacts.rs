@@ -4,14 +4,14 @@
 
 use axum::Json;
 use axum::body::Bytes;
-use axum::extract::{Query, State};
+use axum::extract::State;
 use axum::http::HeaderMap;
 use chrono::{DateTime, Utc};
 use serde::{Deserialize, Serialize};
 
 use crate::AppState;
 use crate::auth::{Caller, Role};
-use crate::error::{ApiError, require_media};
+use crate::error::{ApiError, Q, require_media};
 
 #[derive(Debug, Serialize)]
 pub struct ImportedDto {
@@ -55,6 +55,7 @@ pub async fn import(
 }
 
 #[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
 pub struct ContactsQuery {
     pub commune: Option<String>,
     pub limit: Option<i64>,
@@ -74,7 +75,7 @@ pub struct ContactDto {
 pub async fn list(
     State(state): State<AppState>,
     caller: Caller,
-    Query(q): Query<ContactsQuery>,
+    Q(q): Q<ContactsQuery>,
 ) -> Result<Json<Vec<ContactDto>>, ApiError> {
     caller.require(&[Role::Admin], "read the contact directory")?;
     let limit = q.limit.unwrap_or(1000).clamp(1, 10_000);

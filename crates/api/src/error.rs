@@ -129,6 +129,17 @@ impl ApiError {
         }
     }
 
+    pub fn too_large(detail: impl Into<String>) -> Self {
+        Self {
+            status: StatusCode::PAYLOAD_TOO_LARGE,
+            slug: "too-large",
+            title: "The request body is too large",
+            detail: detail.into(),
+            field: None,
+            errors: Vec::new(),
+        }
+    }
+
     pub fn too_many(detail: impl Into<String>) -> Self {
         Self {
             status: StatusCode::TOO_MANY_REQUESTS,
@@ -207,5 +218,24 @@ impl IntoResponse for ApiError {
                 .insert(header::WWW_AUTHENTICATE, HeaderValue::from_static("Bearer"));
         }
         resp
+    }
+}
+
+/// Query parameters, refused as `application/problem+json` (axum's own `Query` answers
+/// in plain text) when they do not parse.
+pub struct Q<T>(pub T);
+
+impl<T, S> axum::extract::FromRequestParts<S> for Q<T>
+where
+    T: serde::de::DeserializeOwned,
+    S: Send + Sync,
+{
+    type Rejection = ApiError;
+
+    async fn from_request_parts(parts: &mut axum::http::request::Parts, state: &S) -> Result<Self, ApiError> {
+        axum::extract::Query::<T>::from_request_parts(parts, state)
+            .await
+            .map(|axum::extract::Query(t)| Q(t))
+            .map_err(|e| ApiError::bad_request("query", e.body_text()))
     }
 }

@@ -2,15 +2,16 @@
 //! Open-Meteo and other forecast feeds), newest issue per hour, soonest first.
 
 use axum::Json;
-use axum::extract::{Query, State};
+use axum::extract::State;
 use chrono::{DateTime, Duration, Utc};
 use serde::{Deserialize, Serialize};
 
 use crate::AppState;
 use crate::auth::Caller;
-use crate::error::ApiError;
+use crate::error::{ApiError, Q};
 
 #[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
 pub struct ForecastQuery {
     pub station: Option<String>,
     pub limit: Option<i64>,
@@ -30,7 +31,7 @@ pub struct ForecastDto {
 pub async fn list_forecasts(
     State(state): State<AppState>,
     _caller: Caller,
-    Query(q): Query<ForecastQuery>,
+    Q(q): Q<ForecastQuery>,
 ) -> Result<Json<Vec<ForecastDto>>, ApiError> {
     let limit = match q.limit {
         None => 500,

@@ -11,14 +11,19 @@ pub mod audit;
 pub mod auth;
 pub mod bulletins;
 pub mod contacts;
+pub mod draft;
 pub mod error;
 pub mod feeds;
 pub mod fleet;
 pub mod forecasts;
+pub mod idempotency;
 pub mod login;
+pub mod matrix;
 pub mod observations;
 pub mod preview;
+pub mod prewarnings;
 pub mod sms;
+pub mod warnings;
 
 use std::sync::Arc;
 
@@ -26,6 +31,7 @@ use axum::Json;
 use axum::Router;
 use axum::extract::{DefaultBodyLimit, State};
 use axum::http::StatusCode;
+use axum::middleware::from_fn_with_state;
 use axum::routing::{delete, get, post};
 use serde::Serialize;
 use store::Store;
@@ -74,6 +80,16 @@ pub struct AppState {
 pub const MAX_BODY_BYTES: usize = 2 * 1024 * 1024;
 
 pub fn router(state: AppState) -> Router {
+    // Every request that can send a warning needs an Idempotency-Key.
+    let sends = |roles: &'static [Role]| {
+        from_fn_with_state(
+            idempotency::Sends {
+                state: state.clone(),
+                roles,
+            },
+            idempotency::require,
+        )
+    };
     Router::new()
         .route("/healthz", get(healthz))
         .route("/readyz", get(readyz))
@@ -84,7 +100,30 @@ pub fn router(state: AppState) -> Router {
         .route("/api/v1/alerts", get(alerts::list_alerts))
         .route("/api/v1/alerts/preview", post(preview::preview))
         .route("/api/v1/alerts/{id}", get(alerts::get_alert_or_cap))
-        .route("/api/v1/alerts/{id}/cancel", post(alerts::cancel_alert))
+        .route("/api/v1/alerts/{id}/deliveries", get(matrix::deliveries))
+        .route(
+            "/api/v1/alerts/{id}/cancel",
+            post(alerts::cancel_alert).route_layer(sends(&warnings::AUTHORS)),
+        )
+        .route("/api/v1/warnings", get(warnings::list).post(warnings::create))
+        .route("/api/v1/warnings/{id}", get(warnings::get).put(warnings::edit))
+        .route(
+            "/api/v1/warnings/{id}/submit",
+            post(warnings::submit).route_layer(sends(&warnings::AUTHORS)),
+        )
+        .route(
+            "/api/v1/warnings/{id}/approve",
+            post(warnings::approve).route_layer(sends(&warnings::APPROVERS)),
+        )
+        .route("/api/v1/warnings/{id}/reject", post(warnings::reject))
+        .route("/api/v1/warnings/{id}/discard", post(warnings::discard))
+        .route("/api/v1/notifications", get(warnings::notifications))
+        .route("/api/v1/prewarnings", get(prewarnings::list))
+        .route(
+            "/api/v1/prewarnings/{id}/confirm",
+            post(prewarnings::confirm).route_layer(sends(&warnings::AUTHORS)),
+        )
+        .route("/api/v1/prewarnings/{id}/dismiss", post(prewarnings::dismiss))
         .route(
             "/api/v1/receivers",
             get(fleet::list_receivers).post(fleet::register_receiver),

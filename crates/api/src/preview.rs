@@ -8,20 +8,16 @@ use axum::Json;
 use axum::body::Bytes;
 use axum::extract::State;
 use axum::http::HeaderMap;
-use chrono::{Duration, Utc};
+use chrono::Utc;
 use dispatch::sms_plan::{CommuneLoudspeakers, fallback};
 use dispatch::sms_text::render;
-use domain::{AlertStatus, CommuneCode, Hazard, MessageClass, RiskLevel};
-use ingest::compose::Draft;
+use domain::AlertStatus;
 use serde::Serialize;
 use serde_json::Value;
 
 use crate::AppState;
 use crate::auth::{Caller, Role};
-use crate::error::{ApiError, FieldError, require_media};
-
-/// The longest a draft may stay in force: a week.
-const MAX_VALID_MINUTES: i64 = 7 * 24 * 60;
+use crate::error::{ApiError, require_media};
 
 #[derive(Debug, Serialize)]
 pub struct PreviewDto {
@@ -77,7 +73,7 @@ pub async fn preview(
     require_media(&headers, &["application/json"])?;
     let v: Value = serde_json::from_slice(&body)
         .map_err(|e| ApiError::bad_request("body", format!("not valid JSON: {e}")))?;
-    let draft = parse_draft(&v, &state.communes)?;
+    let draft = crate::draft::parse_draft(&v, &state.communes)?;
     let now = Utc::now();
     let alert = state
         .pipeline
@@ -146,118 +142,4 @@ pub async fn preview(
             communes,
         },
     }))
-}
-
-/// Reads a draft, naming every faulty field at once.
-fn parse_draft(v: &Value, known: &[CommuneCode]) -> Result<Draft, ApiError> {
-    let mut errors = Vec::new();
-    let mut fail = |field: &str, detail: String| {
-        errors.push(FieldError {
-            field: field.to_owned(),
-            detail,
-        })
-    };
-    let text = |name: &str| {
-        v.get(name)
-            .and_then(Value::as_str)
-            .map(str::trim)
-            .unwrap_or_default()
-    };
-    let hazard = Hazard::from_code(text("hazard"));
-    if hazard.is_none() {
-        fail(
-            "hazard",
-            format!(
-                "hazard {:?} is not a hazard code such as \"flood\"",
-                text("hazard")
-            ),
-        );
-    }
-    let risk_level = match v.get("risk_level") {
-        None | Some(Value::Null) => None,
-        Some(l) => {
-            let level = l
-                .as_u64()
-                .and_then(|n| u8::try_from(n).ok())
-                .and_then(RiskLevel::new);
-            if level.is_none() {
-                fail("risk_level", format!("risk_level {l} must be 1 to 5"));
-            }
-            level
-        }
-    };
-    let class = match v.get("class") {
-        None | Some(Value::Null) => None,
-        Some(c) => {
-            let class = c.as_str().and_then(MessageClass::from_code);
-            if class.is_none() {
-                fail(
-                    "class",
-                    format!("class {c} must be emergency, priority or normal"),
-                );
-            }
-            class
-        }
-    };
-    let status = match v.get("status") {
-        None | Some(Value::Null) => Some(AlertStatus::Actual),
-        Some(s) => s.as_str().and_then(AlertStatus::from_code),
-    };
-    if status.is_none() {
-        fail("status", "status must be Actual, Exercise or Test".into());
-    }
-    let mut communes = Vec::new();
-    match v.get("communes").and_then(Value::as_array) {
-        Some(list) if !list.is_empty() => {
-            for (i, c) in list.iter().enumerate() {
-                match c.as_str().map(CommuneCode::new) {
-                    Some(Ok(code)) if known.contains(&code) => communes.push(code),
-                    _ => fail(
-                        &format!("communes[{i}]"),
-                        format!("{c} is not a commune of this province"),
-                    ),
-                }
-            }
-        }
-        _ => fail("communes", "communes must list at least one commune code".into()),
-    }
-    for field in ["headline", "description"] {
-        if text(field).is_empty() {
-            fail(field, format!("{field} is required"));
-        }
-    }
-    let headline = text("headline");
-    let valid_minutes = match v.get("valid_minutes") {
-        None | Some(Value::Null) => 360,
-        Some(m) => match m.as_i64().filter(|m| (1..=MAX_VALID_MINUTES).contains(m)) {
-            Some(m) => m,
-            None => {
-                fail(
-                    "valid_minutes",
-                    format!("valid_minutes {m} must be 1 to {MAX_VALID_MINUTES}"),
-                );
-                360
-            }
-        },
-    };
-    match (hazard, status) {
-        (Some(hazard), Some(status)) if errors.is_empty() => Ok(Draft {
-            hazard,
-            risk_level,
-            class,
-            communes,
-            headline: headline.to_owned(),
-            description: text("description").to_owned(),
-            instruction: text("instruction").to_owned(),
-            status,
-            valid_for: Duration::minutes(valid_minutes),
-        }),
-        _ => {
-            let first = errors.first().cloned().unwrap_or(FieldError {
-                field: "body".into(),
-                detail: "invalid".into(),
-            });
-            Err(ApiError::unprocessable(first.field, first.detail).with_errors(errors))
-        }
-    }
 }

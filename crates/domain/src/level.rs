@@ -95,6 +95,13 @@ impl RiskLevel {
         self.0
     }
 
+    /// The compound escalation of Decision 18 Art. 4: when hazards coincide, a level may
+    /// be raised by 1, or by 2 where serious loss is threatened, never above 5. `None`
+    /// for any other number of steps.
+    pub fn escalated(self, steps: u8) -> Option<Self> {
+        (1..=2).contains(&steps).then(|| Self((self.0 + steps).min(5)))
+    }
+
     /// The map colour that Appendix XII names for the level.
     pub fn colour_vi(self) -> &'static str {
         match self.0 {
@@ -201,5 +208,21 @@ mod tests {
             MessageClass::from_code("emergency"),
             Some(MessageClass::Emergency)
         );
+    }
+}
+
+#[cfg(test)]
+mod escalation_tests {
+    use super::RiskLevel;
+
+    #[test]
+    fn escalation_adds_one_or_two_and_stops_at_five() {
+        let l = |n| RiskLevel::new(n).unwrap();
+        assert_eq!(l(2).escalated(1), Some(l(3)));
+        assert_eq!(l(2).escalated(2), Some(l(4)));
+        assert_eq!(l(4).escalated(2), Some(l(5)));
+        assert_eq!(l(5).escalated(1), Some(l(5)));
+        assert_eq!(l(3).escalated(0), None);
+        assert_eq!(l(3).escalated(3), None);
     }
 }

@@ -163,47 +163,118 @@ pub struct Draft {
     pub description: String,
     pub instruction: String,
     pub status: AlertStatus,
-    /// How long it stays in force from issue.
+    /// When it takes effect; `None`: at issue.
+    pub effective: Option<DateTime<Utc>>,
+    /// When it ends; `None`: `valid_for` after it takes effect.
+    pub expires: Option<DateTime<Utc>>,
+    /// How long it stays in force when `expires` is not given.
     pub valid_for: Duration,
+    /// The compound escalation of Decision 18 Art. 4, applied by the officer.
+    pub escalation: Option<Escalation>,
 }
 
-/// The class a draft gets when its officer names none.
+/// An officer's compound escalation: +1 or +2 on the computed level, with why.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Escalation {
+    pub steps: u8,
+    pub reason: String,
+}
+
+impl Draft {
+    /// The level the alert carries: the draft's, raised by its escalation (never above 5).
+    pub fn level(&self) -> Result<Option<domain::RiskLevel>, DraftError> {
+        match (self.risk_level, &self.escalation) {
+            (level, None) => Ok(level),
+            (None, Some(_)) => Err(DraftError::EscalationWithoutLevel),
+            (Some(level), Some(e)) => {
+                if e.reason.trim().is_empty() {
+                    return Err(DraftError::EscalationWithoutReason);
+                }
+                level
+                    .escalated(e.steps)
+                    .map(Some)
+                    .ok_or(DraftError::EscalationSteps(e.steps))
+            }
+        }
+    }
+}
+
+/// Why a draft cannot become an alert.
+#[derive(Debug, thiserror::Error, PartialEq)]
+pub enum DraftError {
+    #[error("an escalation needs a risk level to raise")]
+    EscalationWithoutLevel,
+    #[error("an escalation needs a reason")]
+    EscalationWithoutReason,
+    #[error("an escalation raises a level by 1 or 2 (Decision 18 Art. 4), not {0}")]
+    EscalationSteps(u8),
+    #[error("it would already have expired at {expires}")]
+    AlreadyExpired { expires: DateTime<Utc> },
+    #[error(transparent)]
+    Alert(#[from] AlertError),
+}
+
+/// The class a draft gets when its officer names none: emergency from risk level 3
+/// (after any escalation), priority below.
 pub fn draft_class(draft: &Draft) -> MessageClass {
-    draft.class.unwrap_or(match draft.risk_level {
+    let level = draft.level().ok().flatten().or(draft.risk_level);
+    draft.class.unwrap_or(match level {
         Some(l) if l.get() >= 3 => MessageClass::Emergency,
         _ => MessageClass::Priority,
     })
 }
 
 /// The alert a draft would be if `by` issued it at `now`: its class, repeats from the
-/// `[alerts]` policy, and its lifetime.
+/// `[alerts]` policy, and its lifetime. `references` are every earlier message of the
+/// incident when it is an Update (empty for a new alert). An alert whose `expires` has
+/// passed at `now` is refused.
 pub fn officer_alert(
     draft: &Draft,
     by: &str,
     id: AlertId,
+    references: Vec<AlertId>,
     topics: &Topics,
     policy: &AlertPolicy,
     now: DateTime<Utc>,
-) -> Result<Alert, AlertError> {
+) -> Result<Alert, DraftError> {
     let class = draft_class(draft);
-    Alert::new(AlertSpec {
+    let risk_level = draft.level()?;
+    let effective = draft.effective.unwrap_or(now);
+    let expires = draft.expires.unwrap_or(effective + draft.valid_for);
+    if expires <= now {
+        return Err(DraftError::AlreadyExpired { expires });
+    }
+    let mut description = draft.description.trim().to_owned();
+    if let (Some(e), Some(from), Some(to)) = (&draft.escalation, draft.risk_level, risk_level) {
+        description.push_str(&format!(
+            "\nCấp độ rủi ro được nâng từ cấp {} lên cấp {} theo Điều 4 Quyết định 18/2021/QĐ-TTg: {}.",
+            from.get(),
+            to.get(),
+            e.reason.trim()
+        ));
+    }
+    Ok(Alert::new(AlertSpec {
         id,
         province: topics.province().clone(),
-        msg_type: MsgType::Alert,
+        msg_type: if references.is_empty() {
+            MsgType::Alert
+        } else {
+            MsgType::Update
+        },
         status: draft.status,
-        references: vec![],
+        references,
         origin: AlertOrigin::Officer { user: by.to_owned() },
         hazard: draft.hazard,
-        risk_level: draft.risk_level,
+        risk_level,
         alarm_level: None,
         station: None,
         class,
         communes: draft.communes.clone(),
         sent: now,
-        effective: now,
-        expires: now + draft.valid_for,
+        effective,
+        expires,
         headline: draft.headline.trim().to_owned(),
-        description: draft.description.trim().to_owned(),
+        description,
         instruction: draft.instruction.trim().to_owned(),
         repeat: match class {
             MessageClass::Emergency => policy.repeat_emergency,
@@ -211,13 +282,15 @@ pub fn officer_alert(
             MessageClass::Normal => policy.repeat_normal,
         },
         provisional: vec![],
-    })
+    })?)
 }
 
 /// The alert a Cancel ends: what [`cancel_alert`] needs of it.
 #[derive(Debug, Clone)]
 pub struct Cancelled {
     pub id: AlertId,
+    /// Every earlier message of the incident, which the Cancel references too.
+    pub references: Vec<AlertId>,
     pub headline: String,
     pub hazard: domain::Hazard,
     pub class: MessageClass,
@@ -251,7 +324,12 @@ pub fn cancel_alert(
         province: topics.province().clone(),
         msg_type: MsgType::Cancel,
         status: original.status,
-        references: vec![original.id.clone()],
+        references: original
+            .references
+            .iter()
+            .chain([&original.id])
+            .cloned()
+            .collect(),
         origin: AlertOrigin::Officer { user: by.to_owned() },
         hazard: original.hazard,
         risk_level: None,
@@ -283,6 +361,7 @@ mod cancel_tests {
         let topics = Topics::new("canhbao/v1", domain::ProvinceCode::new("20").unwrap()).unwrap();
         let original = Cancelled {
             id: AlertId::new("a-1").unwrap(),
+            references: vec![AlertId::new("a-0").unwrap()],
             headline: "Lũ trên BĐ3 tại Hữu Lũng".into(),
             hazard: domain::Hazard::Flood,
             class: MessageClass::Emergency,
@@ -300,9 +379,131 @@ mod cancel_tests {
         )
         .unwrap();
         assert_eq!(c.msg_type, MsgType::Cancel);
-        assert_eq!(c.references, vec![original.id.clone()]);
+        // The whole incident: the update it ends and the alert that update replaced.
+        assert_eq!(
+            c.references,
+            vec![AlertId::new("a-0").unwrap(), original.id.clone()]
+        );
         assert_eq!((c.class, c.expires), (MessageClass::Emergency, original.expires));
         assert!(c.description.contains("Lý do: đo sai."), "{}", c.description);
         assert!(c.headline.starts_with("HỦY BỎ:"));
+    }
+}
+
+#[cfg(test)]
+mod officer_tests {
+    use super::*;
+    use domain::{CommuneCode, Hazard, RiskLevel};
+
+    fn now() -> DateTime<Utc> {
+        "2026-10-09T02:00:00Z".parse().unwrap()
+    }
+
+    fn topics() -> Topics {
+        Topics::new("canhbao/v1", domain::ProvinceCode::new("20").unwrap()).unwrap()
+    }
+
+    fn policy() -> AlertPolicy {
+        AlertPolicy {
+            ttl: Duration::hours(6),
+            max_reading_age: Duration::hours(3),
+            repeat_emergency: Repeat {
+                times: 3,
+                interval_s: 300,
+            },
+            repeat_priority: Repeat {
+                times: 2,
+                interval_s: 600,
+            },
+            repeat_normal: Repeat {
+                times: 1,
+                interval_s: 0,
+            },
+            max_water_level_rate_m_per_h: None,
+        }
+    }
+
+    fn draft(level: u8) -> Draft {
+        Draft {
+            hazard: Hazard::Flood,
+            risk_level: RiskLevel::new(level),
+            class: None,
+            communes: vec![CommuneCode::new("06385").unwrap()],
+            headline: "Lũ sông Thương".into(),
+            description: "Mực nước lên nhanh.".into(),
+            instruction: String::new(),
+            status: AlertStatus::Actual,
+            effective: None,
+            expires: None,
+            valid_for: Duration::hours(2),
+            escalation: None,
+        }
+    }
+
+    fn issue(d: &Draft, references: Vec<AlertId>) -> Result<Alert, DraftError> {
+        officer_alert(
+            d,
+            "user:an",
+            AlertId::new("w-1").unwrap(),
+            references,
+            &topics(),
+            &policy(),
+            now(),
+        )
+    }
+
+    #[test]
+    fn an_escalation_raises_the_level_and_the_class_and_says_why() {
+        let mut d = draft(2);
+        assert_eq!(issue(&d, vec![]).unwrap().class, MessageClass::Priority);
+        d.escalation = Some(Escalation {
+            steps: 2,
+            reason: "mưa lớn cùng lũ".into(),
+        });
+        let a = issue(&d, vec![]).unwrap();
+        assert_eq!(a.risk_level, RiskLevel::new(4));
+        assert_eq!(a.class, MessageClass::Emergency);
+        assert!(a.description.contains("từ cấp 2 lên cấp 4") && a.description.contains("mưa lớn cùng lũ"));
+        d.escalation = Some(Escalation {
+            steps: 3,
+            reason: "x".into(),
+        });
+        assert_eq!(issue(&d, vec![]), Err(DraftError::EscalationSteps(3)));
+        d.escalation = Some(Escalation {
+            steps: 1,
+            reason: " ".into(),
+        });
+        assert_eq!(issue(&d, vec![]), Err(DraftError::EscalationWithoutReason));
+        let mut no_level = draft(1);
+        no_level.risk_level = None;
+        no_level.escalation = Some(Escalation {
+            steps: 1,
+            reason: "x".into(),
+        });
+        assert_eq!(issue(&no_level, vec![]), Err(DraftError::EscalationWithoutLevel));
+    }
+
+    #[test]
+    fn a_draft_cannot_be_issued_expired_or_ending_before_it_starts() {
+        let mut d = draft(3);
+        d.expires = Some(now() - Duration::minutes(1));
+        assert!(matches!(
+            issue(&d, vec![]),
+            Err(DraftError::AlreadyExpired { .. })
+        ));
+        d.expires = Some(now() + Duration::hours(1));
+        d.effective = Some(now() + Duration::hours(2));
+        assert!(matches!(
+            issue(&d, vec![]),
+            Err(DraftError::Alert(AlertError::ExpiresBeforeEffective { .. }))
+        ));
+    }
+
+    #[test]
+    fn a_draft_with_references_is_an_update() {
+        let refs = vec![AlertId::new("a-0").unwrap(), AlertId::new("a-1").unwrap()];
+        let a = issue(&draft(3), refs.clone()).unwrap();
+        assert_eq!((a.msg_type, a.references.clone()), (MsgType::Update, refs));
+        assert_eq!(issue(&draft(3), vec![]).unwrap().msg_type, MsgType::Alert);
     }
 }

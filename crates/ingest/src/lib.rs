@@ -23,6 +23,7 @@ pub mod poller;
 pub mod station;
 pub mod telemetry;
 pub mod usgs;
+pub mod warnings;
 
 use std::collections::HashMap;
 use std::sync::Arc;
@@ -64,6 +65,8 @@ pub enum CancelError {
     AlreadyCancelled { id: String, by: String },
     #[error("alert {0} is itself a Cancel")]
     IsCancel(String),
+    #[error("alert {id} was replaced by {by}; cancel {by}, the latest of the incident")]
+    NotLatest { id: String, by: String },
     #[error("stored alert {0} is not valid: {1}")]
     Corrupt(String, String),
     #[error(transparent)]
@@ -107,6 +110,7 @@ pub struct Pipeline {
     policy: AlertPolicy,
     wake: Arc<Notify>,
     engine: Option<engine::Engine>,
+    approval: warnings::ApprovalPolicy,
 }
 
 impl Pipeline {
@@ -127,12 +131,28 @@ impl Pipeline {
             policy,
             wake,
             engine: None,
+            approval: warnings::ApprovalPolicy::default(),
         }
     }
 
     /// Adds the rules engine: after each batch, the rules run over the recent readings of
     /// the batch's series and their transitions are recorded (and alerts auto-issued where
     /// a rule says so). `base` carries the stations, communes and province group.
+    /// Sets when a second person must approve an officer's warning.
+    pub fn with_approval(mut self, approval: warnings::ApprovalPolicy) -> Self {
+        self.approval = approval;
+        self
+    }
+
+    pub fn approval(&self) -> &warnings::ApprovalPolicy {
+        &self.approval
+    }
+
+    /// Wakes the outbox worker after a commit that queued deliveries.
+    pub(crate) fn wake(&self) {
+        self.wake.notify_one();
+    }
+
     pub fn with_engine(mut self, rules: rules::RuleSet, base: rules::Inputs) -> Self {
         self.engine = Some(engine::Engine::new(rules, base));
         self
@@ -378,6 +398,12 @@ impl Pipeline {
         let corrupt = |what: &str| CancelError::Corrupt(a.id.clone(), what.to_owned());
         let original = compose::Cancelled {
             id: AlertId::new(&a.id).map_err(|e| corrupt(&e.to_string()))?,
+            references: a
+                .references
+                .iter()
+                .map(|r| AlertId::new(r))
+                .collect::<Result<_, _>>()
+                .map_err(|e| corrupt(&e.to_string()))?,
             headline: a.headline.clone(),
             hazard: domain::Hazard::from_code(&a.hazard).ok_or_else(|| corrupt("hazard"))?,
             class: domain::MessageClass::from_code(&a.class).ok_or_else(|| corrupt("class"))?,
@@ -399,7 +425,24 @@ impl Pipeline {
         if let Some(by) = tx.cancelled_by(&a.id).await? {
             return Err(CancelError::AlreadyCancelled { id: a.id, by });
         }
+        if let Some(by) = tx.superseded_by(&a.id).await? {
+            return Err(CancelError::NotLatest { id: a.id, by });
+        }
         self.write_alert(&mut tx, &cancel, now).await?;
+        tx.append_audit(
+            by,
+            "alert.cancel",
+            &a.id,
+            &serde_json::json!({
+                "cancel_id": cancel.id.as_str(),
+                "reason": reason,
+                "references": cancel.references.iter().map(AlertId::as_str).collect::<Vec<_>>(),
+                "communes": cancel.communes.iter().map(|c| c.as_str()).collect::<Vec<_>>(),
+                "channels": {"loudspeaker": "queued", "sms": "to every number that had a version"},
+            }),
+            now,
+        )
+        .await?;
         tx.commit().await?;
         self.wake.notify_one();
         tracing::info!(alert_id = %a.id, cancel_id = %cancel.id, by, "alert cancelled");
@@ -412,8 +455,8 @@ impl Pipeline {
         draft: &compose::Draft,
         by: &str,
         now: DateTime<Utc>,
-    ) -> Result<domain::Alert, domain::AlertError> {
-        compose::officer_alert(draft, by, new_alert_id(), &self.topics, &self.policy, now)
+    ) -> Result<domain::Alert, compose::DraftError> {
+        compose::officer_alert(draft, by, new_alert_id(), vec![], &self.topics, &self.policy, now)
     }
 
     /// The commune topics an alert is published on.

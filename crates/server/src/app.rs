@@ -118,7 +118,8 @@ impl App {
         .with_engine(
             settings.rules.clone(),
             crate::tools::inputs_for(&settings.area, &[])?,
-        );
+        )
+        .with_approval(settings.approval.clone());
         let restored = pipeline.restore_levels().await?;
         tracing::info!(
             rules = settings.rules.rules.len(),

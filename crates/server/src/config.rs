@@ -123,6 +123,8 @@ pub struct Settings {
     pub poll: PollSettings,
     /// The SMS channel: off (no gateway) unless `[[sms.gateways]]` names one.
     pub sms: crate::sms_config::SmsConfig,
+    /// When a duty officer's warning needs a second person.
+    pub approval: ingest::warnings::ApprovalPolicy,
 }
 
 // ---- raw sections, as written ----
@@ -188,6 +190,14 @@ struct AlertsRaw {
     repeat_emergency: RepeatRaw,
     repeat_priority: RepeatRaw,
     repeat_normal: RepeatRaw,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct ApprovalRaw {
+    two_person: bool,
+    min_level: u8,
+    classes: Vec<String>,
 }
 
 #[derive(Deserialize)]
@@ -276,8 +286,9 @@ struct DomainRaw {
     rules_dir: String,
 }
 
-const SECTIONS: [&str; 13] = [
+const SECTIONS: [&str; 14] = [
     "service",
+    "approval",
     "http",
     "database",
     "mqtt",
@@ -467,6 +478,29 @@ pub fn load(sources: &Sources) -> Result<Settings, Problems> {
     let signing: Option<SigningRaw> = section(&root, "signing", &mut problems);
     let demo: Option<DemoRaw> = section(&root, "demo", &mut problems);
     let alerts: Option<AlertsRaw> = section(&root, "alerts", &mut problems);
+    let approval = section::<ApprovalRaw>(&root, "approval", &mut problems).and_then(|a| {
+        let mut classes = Vec::new();
+        for c in &a.classes {
+            match domain::MessageClass::from_code(c) {
+                Some(c) => classes.push(c),
+                None => problems.push(format!(
+                    "approval.classes: {c:?} is not emergency, priority or normal"
+                )),
+            }
+        }
+        if !(1..=6).contains(&a.min_level) {
+            problems.push(format!(
+                "approval.min_level {} must be 1 to 5 (6: no level needs approval)",
+                a.min_level
+            ));
+            return None;
+        }
+        (classes.len() == a.classes.len()).then_some(ingest::warnings::ApprovalPolicy {
+            enabled: a.two_person,
+            min_level: a.min_level,
+            classes,
+        })
+    });
     let outbox: Option<OutboxRaw> = section(&root, "outbox", &mut problems);
     let shutdown: Option<ShutdownRaw> = section(&root, "shutdown", &mut problems);
     let domain_files: Option<DomainRaw> = section(&root, "domain", &mut problems);
@@ -705,6 +739,7 @@ pub fn load(sources: &Sources) -> Result<Settings, Problems> {
         max_batch,
         poll,
         sms,
+        approval,
     ) {
         (
             Some(profile),
@@ -723,6 +758,7 @@ pub fn load(sources: &Sources) -> Result<Settings, Problems> {
             Some(max_batch),
             Some(poll),
             Some(sms),
+            Some(approval),
         ) => Ok(Settings {
             profile,
             province,
@@ -741,6 +777,7 @@ pub fn load(sources: &Sources) -> Result<Settings, Problems> {
             max_batch,
             poll,
             sms,
+            approval,
         }),
         _ => Err(Problems(vec!["settings are incomplete".into()])),
     }

@@ -321,6 +321,20 @@ fn check_config(args: ConfigArgs) -> ExitCode {
                     format!("gateways {} (failover in this order)", gateways.join(", "))
                 }
             );
+            let a = &s.approval;
+            println!(
+                "  approval       {}",
+                if a.enabled {
+                    let classes: Vec<&str> = a.classes.iter().map(|c| c.code()).collect();
+                    format!(
+                        "two-person rule from risk level {} and for class {}",
+                        a.min_level,
+                        classes.join(", ")
+                    )
+                } else {
+                    "off: every officer issues alone".to_owned()
+                }
+            );
             ExitCode::SUCCESS
         }
         Err(problems) => {

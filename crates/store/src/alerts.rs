@@ -53,11 +53,31 @@ pub struct AlertRecord {
     pub repeat_interval_s: i64,
     pub provisional: Vec<String>,
     pub signed: SignedPayload,
+    /// The newest message that references this one: (`Update` or `Cancel`, its id).
+    pub replaced_by: Option<(String, String)>,
+}
+
+/// Which alerts to list: every field narrows; `before` is the cursor (the last row of
+/// the previous page, as `created_ms` and id).
+#[derive(Debug, Clone, Default)]
+pub struct AlertFilter {
+    pub status: Option<String>,
+    pub hazard: Option<String>,
+    pub level: Option<i64>,
+    pub commune: Option<String>,
+    pub msg_type: Option<String>,
+    /// Sent at or after.
+    pub since: Option<DateTime<Utc>>,
+    /// Sent before.
+    pub until: Option<DateTime<Utc>>,
+    pub before: Option<(i64, String)>,
 }
 
 const ALERT_COLUMNS: &str = "id, province, msg_type, status, refs, origin_kind, origin_detail, hazard, \
      risk_level, alarm_level, station, class, communes, sent_ms, effective_ms, expires_ms, headline, \
-     description, instruction, repeat_times, repeat_interval_s, provisional, payload, key_id, sig";
+     description, instruction, repeat_times, repeat_interval_s, provisional, payload, key_id, sig, created_ms, \
+     (SELECT b.msg_type || ' ' || b.id FROM alert_refs r JOIN alerts b ON b.id = r.alert_id \
+      WHERE r.refers_to = alerts.id ORDER BY b.sent_ms DESC, b.id LIMIT 1) AS replaced_by";
 
 fn alert_from_row(row: &sqlx::sqlite::SqliteRow) -> Result<AlertRecord> {
     Ok(AlertRecord {
@@ -88,6 +108,9 @@ fn alert_from_row(row: &sqlx::sqlite::SqliteRow) -> Result<AlertRecord> {
             key_id: row.try_get("key_id")?,
             sig: row.try_get("sig")?,
         },
+        replaced_by: row
+            .try_get::<Option<String>, _>("replaced_by")?
+            .and_then(|r| r.split_once(' ').map(|(t, id)| (t.to_owned(), id.to_owned()))),
     })
 }
 
@@ -274,22 +297,52 @@ impl Tx<'_> {
 impl Store {
     /// Alerts, newest first.
     pub async fn list_alerts(&self, limit: i64) -> Result<Vec<AlertRecord>> {
-        let sql = format!("SELECT {ALERT_COLUMNS} FROM alerts ORDER BY created_ms DESC, id LIMIT ?");
+        Ok(self
+            .find_alerts(&AlertFilter::default(), limit)
+            .await?
+            .into_iter()
+            .map(|(a, _)| a)
+            .collect())
+    }
+
+    /// Alerts matching `f`, newest first, each with its cursor (`created_ms`).
+    pub async fn find_alerts(&self, f: &AlertFilter, limit: i64) -> Result<Vec<(AlertRecord, i64)>> {
+        let sql = format!(
+            "SELECT {ALERT_COLUMNS} FROM alerts
+             WHERE (?1 IS NULL OR status = ?1) AND (?2 IS NULL OR hazard = ?2)
+               AND (?3 IS NULL OR risk_level = ?3)
+               AND (?4 IS NULL OR EXISTS (SELECT 1 FROM json_each(alerts.communes) c WHERE c.value = ?4))
+               AND (?5 IS NULL OR msg_type = ?5)
+               AND (?6 IS NULL OR sent_ms >= ?6) AND (?7 IS NULL OR sent_ms < ?7)
+               AND (?8 IS NULL OR created_ms < ?8 OR (created_ms = ?8 AND id > ?9))
+             ORDER BY created_ms DESC, id LIMIT ?10"
+        );
         let rows = sqlx::query(sqlx::AssertSqlSafe(sql))
+            .bind(&f.status)
+            .bind(&f.hazard)
+            .bind(f.level)
+            .bind(&f.commune)
+            .bind(&f.msg_type)
+            .bind(f.since.map(ms))
+            .bind(f.until.map(ms))
+            .bind(f.before.as_ref().map(|b| b.0))
+            .bind(f.before.as_ref().map(|b| b.1.as_str()))
             .bind(limit)
             .fetch_all(&self.pool)
             .await?;
-        rows.iter().map(alert_from_row).collect()
+        rows.iter()
+            .map(|r| Ok((alert_from_row(r)?, r.try_get("created_ms")?)))
+            .collect()
     }
 
     /// Live public alerts at `now`: CAP status Actual, not expired, and not replaced by an
     /// Update or Cancel (a live Cancel is listed: it is the news). Newest first.
     pub async fn live_public_alerts(&self, now: DateTime<Utc>, limit: i64) -> Result<Vec<AlertRecord>> {
         let sql = format!(
-            "SELECT {ALERT_COLUMNS} FROM alerts a
-             WHERE a.status = 'Actual' AND a.expires_ms > ?
-               AND NOT EXISTS (SELECT 1 FROM alert_refs r WHERE r.refers_to = a.id)
-             ORDER BY a.sent_ms DESC, a.id LIMIT ?"
+            "SELECT {ALERT_COLUMNS} FROM alerts
+             WHERE status = 'Actual' AND expires_ms > ?
+               AND NOT EXISTS (SELECT 1 FROM alert_refs x WHERE x.refers_to = alerts.id)
+             ORDER BY sent_ms DESC, id LIMIT ?"
         );
         let rows = sqlx::query(sqlx::AssertSqlSafe(sql))
             .bind(ms(now))

@@ -73,19 +73,19 @@ fn record(r: &sqlx::sqlite::SqliteRow) -> Result<AuditRecord> {
     })
 }
 
-impl Store {
-    /// Appends one action to the chain (the write lock is held, so rows never interleave).
+impl crate::Tx<'_> {
+    /// Appends one action to the chain inside this transaction, so that the action and
+    /// its record commit together (the write lock is held, so rows never interleave).
     pub async fn append_audit(
-        &self,
+        &mut self,
         actor: &str,
         action: &str,
         target: &str,
         detail: &serde_json::Value,
         now: DateTime<Utc>,
     ) -> Result<AuditRecord> {
-        let mut tx = self.begin().await?;
         let last = sqlx::query("SELECT id, hash FROM audit_log ORDER BY id DESC LIMIT 1")
-            .fetch_optional(&mut *tx.tx)
+            .fetch_optional(&mut *self.tx)
             .await?;
         let (prev_id, prev_hash) = match last {
             Some(r) => (r.try_get::<i64, _>("id")?, r.try_get::<String, _>("hash")?),
@@ -107,9 +107,8 @@ impl Store {
         .bind(&detail)
         .bind(&prev_hash)
         .bind(&hash)
-        .execute(&mut *tx.tx)
+        .execute(&mut *self.tx)
         .await?;
-        tx.commit().await?;
         Ok(AuditRecord {
             id,
             at: now,
@@ -120,6 +119,23 @@ impl Store {
             prev_hash,
             hash,
         })
+    }
+}
+
+impl Store {
+    /// Appends one action to the chain in a transaction of its own.
+    pub async fn append_audit(
+        &self,
+        actor: &str,
+        action: &str,
+        target: &str,
+        detail: &serde_json::Value,
+        now: DateTime<Utc>,
+    ) -> Result<AuditRecord> {
+        let mut tx = self.begin().await?;
+        let record = tx.append_audit(actor, action, target, detail, now).await?;
+        tx.commit().await?;
+        Ok(record)
     }
 
     /// The newest `limit` rows, newest first.

@@ -216,31 +216,57 @@ impl Store {
 
     /// The most recent transitions, newest first.
     pub async fn list_assessments(&self, limit: i64) -> Result<Vec<AssessmentRecord>> {
-        let rows = sqlx::query(
-            "SELECT id, status, at_ms, hazard, commune, transition, level, action, official, source, rules,
-                detail, alert_id FROM assessments ORDER BY id DESC LIMIT ?",
-        )
-        .bind(limit)
-        .fetch_all(&self.pool)
-        .await?;
-        rows.iter()
-            .map(|r| {
-                Ok(AssessmentRecord {
-                    id: r.try_get("id")?,
-                    status: r.try_get("status")?,
-                    at: from_ms(r.try_get("at_ms")?)?,
-                    hazard: r.try_get("hazard")?,
-                    commune: r.try_get("commune")?,
-                    transition: r.try_get("transition")?,
-                    level: r.try_get("level")?,
-                    action: r.try_get("action")?,
-                    official: r.try_get("official")?,
-                    source: r.try_get("source")?,
-                    rules: parse_json_list("rules", r.try_get("rules")?)?,
-                    detail: r.try_get("detail")?,
-                    alert_id: r.try_get("alert_id")?,
-                })
-            })
-            .collect()
+        let sql = format!("SELECT {ASSESSMENT_COLUMNS} FROM assessments ORDER BY id DESC LIMIT ?");
+        let rows = sqlx::query(sqlx::AssertSqlSafe(sql))
+            .bind(limit)
+            .fetch_all(&self.pool)
+            .await?;
+        rows.iter().map(assessment).collect()
     }
+
+    pub async fn get_assessment(&self, id: i64) -> Result<Option<AssessmentRecord>> {
+        let sql = format!("SELECT {ASSESSMENT_COLUMNS} FROM assessments WHERE id = ?");
+        let row = sqlx::query(sqlx::AssertSqlSafe(sql))
+            .bind(id)
+            .fetch_optional(&self.pool)
+            .await?;
+        row.as_ref().map(assessment).transpose()
+    }
+
+    /// Pre-warnings of the rules engine on real observations (CAP status Actual) with a
+    /// level, that nobody has confirmed or dismissed, newest first.
+    pub async fn open_prewarnings(&self, limit: i64) -> Result<Vec<AssessmentRecord>> {
+        let sql = format!(
+            "SELECT {ASSESSMENT_COLUMNS} FROM assessments a
+             WHERE a.action = 'pre-warning' AND a.status = 'Actual' AND a.level IS NOT NULL
+               AND NOT EXISTS (SELECT 1 FROM warnings w WHERE w.prewarning_id = a.id)
+               AND NOT EXISTS (SELECT 1 FROM prewarning_dismissals d WHERE d.assessment_id = a.id)
+             ORDER BY a.id DESC LIMIT ?"
+        );
+        let rows = sqlx::query(sqlx::AssertSqlSafe(sql))
+            .bind(limit)
+            .fetch_all(&self.pool)
+            .await?;
+        rows.iter().map(assessment).collect()
+    }
+}
+
+const ASSESSMENT_COLUMNS: &str = "id, status, at_ms, hazard, commune, transition, level, action, official, source, rules, detail, alert_id";
+
+fn assessment(r: &sqlx::sqlite::SqliteRow) -> Result<AssessmentRecord> {
+    Ok(AssessmentRecord {
+        id: r.try_get("id")?,
+        status: r.try_get("status")?,
+        at: from_ms(r.try_get("at_ms")?)?,
+        hazard: r.try_get("hazard")?,
+        commune: r.try_get("commune")?,
+        transition: r.try_get("transition")?,
+        level: r.try_get("level")?,
+        action: r.try_get("action")?,
+        official: r.try_get("official")?,
+        source: r.try_get("source")?,
+        rules: parse_json_list("rules", r.try_get("rules")?)?,
+        detail: r.try_get("detail")?,
+        alert_id: r.try_get("alert_id")?,
+    })
 }

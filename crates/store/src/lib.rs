@@ -11,6 +11,7 @@ mod alerts;
 mod audit;
 mod contacts;
 mod forecasts;
+mod idempotency;
 mod levels;
 mod outbox;
 mod receipts;
@@ -19,6 +20,7 @@ mod sms;
 mod sources;
 mod tokens;
 mod users;
+mod warnings;
 
 use std::str::FromStr;
 use std::time::Duration;
@@ -28,10 +30,11 @@ use sqlx::migrate::{Migration, MigrationType, Migrator};
 use sqlx::sqlite::{SqliteConnectOptions, SqliteJournalMode, SqlitePoolOptions, SqliteSynchronous};
 use sqlx::{Sqlite, SqlitePool, Transaction};
 
-pub use alerts::{AlertRecord, NewDelivery, SignedPayload};
+pub use alerts::{AlertFilter, AlertRecord, NewDelivery, SignedPayload};
 pub use audit::{AuditRecord, AuditVerdict, audit_hash};
 pub use contacts::ContactRecord;
 pub use forecasts::ForecastRecord;
+pub use idempotency::IdempotencyBegin;
 pub use levels::{AssessmentRecord, BulletinRecord, NewAssessment, StoredReading};
 pub use outbox::{ClaimedDelivery, DeliveryRecord};
 pub use receipts::{NewReceipt, ReceiptRecord, ReceiverRecord, RejectionRecord};
@@ -43,6 +46,7 @@ pub use sms::{
 pub use sources::SourceHealth;
 pub use tokens::TokenRecord;
 pub use users::UserRecord;
+pub use warnings::{NewWarning, NotificationRecord, WarningRecord};
 
 /// A store failure. Each variant says what an operator needs to act.
 #[derive(Debug, thiserror::Error)]
@@ -166,6 +170,13 @@ fn migrator() -> Migrator {
             "audit".into(),
             MigrationType::Simple,
             sql(include_str!("../migrations/sqlite/0012_audit.sql")),
+            false,
+        ),
+        Migration::new(
+            13,
+            "warnings".into(),
+            MigrationType::Simple,
+            sql(include_str!("../migrations/sqlite/0013_warnings.sql")),
             false,
         ),
     ])

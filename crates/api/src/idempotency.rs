@@ -1,0 +1,158 @@
+//! `Idempotency-Key` on every request that can send a warning (submit, approve, confirm,
+//! cancel). The first request with a key runs; every retry with the same key and the
+//! same request gets the first response again (with `Idempotent-Replayed: true`) and
+//! runs nothing. A retry that arrives while the first still runs waits for its answer.
+//! The same key with a different request is refused (422). Keys are per caller.
+//!
+//! This is the replay of answers; what stops a second send is the state change each
+//! action makes in its own transaction (a warning is issued from `pending` once, an alert
+//! is cancelled once), which holds even for two different keys.
+
+use std::time::Duration;
+
+use axum::body::{Body, to_bytes};
+use axum::extract::{FromRequestParts, Request, State};
+use axum::http::{HeaderValue, StatusCode, header};
+use axum::middleware::Next;
+use axum::response::{IntoResponse, Response};
+use sha2::{Digest, Sha256};
+use store::IdempotencyBegin;
+
+use crate::auth::{Caller, Role};
+use crate::error::ApiError;
+use crate::{AppState, MAX_BODY_BYTES};
+
+pub const HEADER: &str = "idempotency-key";
+/// How long a retry waits for the first request's answer.
+const WAIT_FOR_FIRST: Duration = Duration::from_secs(20);
+/// Largest response kept for replay.
+const MAX_KEPT_RESPONSE: usize = 1024 * 1024;
+
+/// The state of the middleware: the app, and the roles the route allows (checked first,
+/// so that a caller without the role gets 403 whatever their headers).
+#[derive(Clone)]
+pub struct Sends {
+    pub state: AppState,
+    pub roles: &'static [Role],
+}
+
+/// The middleware: `route_layer(from_fn_with_state(Sends { .. }, idempotency::require))`.
+pub async fn require(State(sends): State<Sends>, req: Request, next: Next) -> Response {
+    match run(&sends, req, next).await {
+        Ok(r) | Err(r) => r,
+    }
+}
+
+fn key_of(req: &Request) -> Result<String, ApiError> {
+    let value = req.headers().get(HEADER).ok_or_else(|| {
+        ApiError::bad_request(
+            "Idempotency-Key",
+            "this request can send a warning: give it an Idempotency-Key header (a UUID), and the same key on every retry",
+        )
+    })?;
+    match value.to_str() {
+        Ok(k) if (8..=128).contains(&k.len()) && k.bytes().all(|b| b.is_ascii_graphic()) => Ok(k.to_owned()),
+        _ => Err(ApiError::bad_request(
+            "Idempotency-Key",
+            "the Idempotency-Key must be 8 to 128 visible ASCII characters",
+        )),
+    }
+}
+
+async fn run(sends: &Sends, req: Request, next: Next) -> Result<Response, Response> {
+    let state = &sends.state;
+    let (mut parts, body) = req.into_parts();
+    // Who asks comes first: without a valid token and the role, nothing else matters.
+    let caller = Caller::from_request_parts(&mut parts, state)
+        .await
+        .map_err(IntoResponse::into_response)?;
+    caller
+        .require(sends.roles, &format!("{} {}", parts.method, parts.uri.path()))
+        .map_err(IntoResponse::into_response)?;
+    let key =
+        key_of(&Request::from_parts(parts.clone(), Body::empty())).map_err(IntoResponse::into_response)?;
+    let bytes = to_bytes(body, MAX_BODY_BYTES).await.map_err(|_| {
+        ApiError::too_large(format!("the body is over {MAX_BODY_BYTES} bytes")).into_response()
+    })?;
+    let mut h = Sha256::new();
+    h.update(parts.method.as_str().as_bytes());
+    h.update(b"\n");
+    h.update(parts.uri.path().as_bytes());
+    h.update(b"\n");
+    h.update(&bytes);
+    let request: String = h.finalize().iter().map(|b| format!("{b:02x}")).collect();
+    let scope = caller.label.clone();
+    let started = tokio::time::Instant::now();
+    loop {
+        let begun = state
+            .store
+            .idempotency_begin(&scope, &key, &request, chrono::Utc::now())
+            .await
+            .map_err(|e| ApiError::from(e).into_response())?;
+        match begun {
+            IdempotencyBegin::Run => break,
+            IdempotencyBegin::Running { same: false } | IdempotencyBegin::Done { same: false, .. } => {
+                return Err(ApiError::unprocessable(
+                    "Idempotency-Key",
+                    "this Idempotency-Key was used for a different request; use a new key for a new request",
+                )
+                .into_response());
+            }
+            IdempotencyBegin::Running { same: true } => {
+                if started.elapsed() > WAIT_FOR_FIRST {
+                    return Err(ApiError::conflict(
+                        "the first request with this Idempotency-Key is still running; retry later with the same key",
+                    )
+                    .into_response());
+                }
+                tokio::time::sleep(Duration::from_millis(50)).await;
+            }
+            IdempotencyBegin::Done {
+                status,
+                content_type,
+                body,
+                ..
+            } => {
+                let mut resp = (StatusCode::from_u16(status).unwrap_or(StatusCode::OK), body).into_response();
+                if let Some(ct) = content_type.and_then(|c| HeaderValue::from_str(&c).ok()) {
+                    resp.headers_mut().insert(header::CONTENT_TYPE, ct);
+                }
+                resp.headers_mut()
+                    .insert("idempotent-replayed", HeaderValue::from_static("true"));
+                return Ok(resp);
+            }
+        }
+    }
+    let resp = next.run(Request::from_parts(parts, Body::from(bytes))).await;
+    let (rparts, rbody) = resp.into_parts();
+    let rbytes = match to_bytes(rbody, MAX_KEPT_RESPONSE).await {
+        Ok(b) => b,
+        Err(e) => {
+            let _ = state.store.idempotency_abandon(&scope, &key).await;
+            return Err(ApiError::internal(format!("response could not be read: {e}")).into_response());
+        }
+    };
+    let status = rparts.status;
+    // A refusal before anything was done is not kept: a retry (after a login, or
+    // once the server is healthy) should run. Everything else is the answer.
+    let kept = if status.is_server_error()
+        || matches!(
+            status,
+            StatusCode::UNAUTHORIZED | StatusCode::FORBIDDEN | StatusCode::TOO_MANY_REQUESTS
+        ) {
+        state.store.idempotency_abandon(&scope, &key).await
+    } else {
+        let ct = rparts
+            .headers
+            .get(header::CONTENT_TYPE)
+            .and_then(|v| v.to_str().ok());
+        state
+            .store
+            .idempotency_finish(&scope, &key, status.as_u16(), ct, &rbytes)
+            .await
+    };
+    if let Err(e) = kept {
+        tracing::error!(error = %e, "the answer to an Idempotency-Key request could not be kept");
+    }
+    Ok(Response::from_parts(rparts, Body::from(rbytes)))
+}

@@ -1,0 +1,433 @@
+//! Duty officers' warnings: `POST /api/v1/warnings` writes a draft (an Update when it
+//! names the alert it `updates`); its author edits, discards or submits it; a second
+//! person approves or returns it. The two-person rule, the override and the references
+//! of an Update are decided by the server (`ingest::warnings`), never by the client.
+
+use axum::Json;
+use axum::body::Bytes;
+use axum::extract::{Path, State};
+use axum::http::{HeaderMap, StatusCode};
+use chrono::{DateTime, Utc};
+use ingest::compose::Draft;
+use ingest::warnings::{LifecycleError, Submitted, WarningError};
+use serde::{Deserialize, Serialize};
+use serde_json::Value;
+use store::WarningRecord;
+
+use crate::AppState;
+use crate::auth::{Caller, Role};
+use crate::draft::{MAX_REASON, draft_json, parse_draft};
+use crate::error::{ApiError, Q, require_media};
+
+/// Who may write, submit, update and cancel.
+pub const AUTHORS: [Role; 2] = [Role::Admin, Role::Officer];
+/// Who may approve or return (never their own submission).
+pub const APPROVERS: [Role; 2] = [Role::Admin, Role::Approver];
+
+#[derive(Debug, Serialize)]
+pub struct WarningDto {
+    pub id: String,
+    /// draft, pending, issued or discarded.
+    pub state: String,
+    pub author: String,
+    /// The alert this warning updates (it is issued as a CAP Update).
+    pub updates: Option<String>,
+    /// The pre-warning of the rules engine it confirms.
+    pub prewarning_id: Option<i64>,
+    pub draft: Value,
+    /// Why a second person must approve it (set at submit).
+    pub approval_reason: Option<String>,
+    /// Set when an officer issued it alone under the emergency override.
+    pub override_reason: Option<String>,
+    pub overridden: bool,
+    pub submitted: Option<DateTime<Utc>>,
+    /// The approver, or who returned it.
+    pub reviewed_by: Option<String>,
+    pub reviewed: Option<DateTime<Utc>>,
+    /// The approver's note, or why it was returned.
+    pub review_note: Option<String>,
+    /// The alert it became.
+    pub alert_id: Option<String>,
+    pub created: DateTime<Utc>,
+    pub updated: DateTime<Utc>,
+}
+
+impl From<WarningRecord> for WarningDto {
+    fn from(w: WarningRecord) -> Self {
+        Self {
+            draft: serde_json::from_str(&w.draft).unwrap_or(Value::Null),
+            overridden: w.override_reason.is_some(),
+            id: w.id,
+            state: w.state,
+            author: w.author,
+            updates: w.updates,
+            prewarning_id: w.prewarning_id,
+            approval_reason: w.approval_reason,
+            override_reason: w.override_reason,
+            submitted: w.submitted,
+            reviewed_by: w.reviewed_by,
+            reviewed: w.reviewed,
+            review_note: w.review_note,
+            alert_id: w.alert_id,
+            created: w.created,
+            updated: w.updated,
+        }
+    }
+}
+
+pub(crate) fn json_body(headers: &HeaderMap, body: &Bytes) -> Result<Value, ApiError> {
+    if body.is_empty() {
+        return Ok(Value::Object(Default::default()));
+    }
+    require_media(headers, &["application/json"])?;
+    serde_json::from_slice(body).map_err(|e| ApiError::bad_request("body", format!("not valid JSON: {e}")))
+}
+
+/// A text field of at most [`MAX_REASON`] characters; `required` refuses it empty.
+pub(crate) fn reason(v: &Value, field: &str, required: bool) -> Result<Option<String>, ApiError> {
+    match v.get(field) {
+        None | Some(Value::Null) if !required => Ok(None),
+        Some(Value::String(s)) if s.chars().count() <= MAX_REASON && (!required || !s.trim().is_empty()) => {
+            Ok(Some(s.trim().to_owned()))
+        }
+        _ => Err(ApiError::unprocessable(
+            field,
+            format!(
+                "{field} must be {}a string of at most {MAX_REASON} characters",
+                if required { "a non-empty " } else { "" }
+            ),
+        )),
+    }
+}
+
+pub(crate) fn warning_error(e: WarningError) -> ApiError {
+    use WarningError as E;
+    match e {
+        E::Lifecycle(e @ (LifecycleError::NotAuthor { .. } | LifecycleError::OwnSubmission { .. })) => {
+            ApiError::forbidden(e.to_string())
+        }
+        e @ (E::Lifecycle(_) | E::Raced(_) | E::NotLatest { .. }) => ApiError::conflict(e.to_string()),
+        e @ E::NotFound(_) => ApiError::not_found(e.to_string()),
+        e @ (E::UpdateMissing(_)
+        | E::UpdateOfCancel(_)
+        | E::UpdateOfExpired { .. }
+        | E::UpdateNarrows { .. }) => ApiError::unprocessable("updates", e.to_string()),
+        e @ E::OverrideWithoutReason => ApiError::unprocessable("override_reason", e.to_string()),
+        e @ E::Draft(_) => ApiError::unprocessable("draft", e.to_string()),
+        e @ (E::Corrupt(..) | E::Store(_) | E::Ingest(_)) => ApiError::internal(e),
+    }
+}
+
+async fn load(state: &AppState, id: &str) -> Result<WarningRecord, ApiError> {
+    state
+        .store
+        .get_warning(id)
+        .await?
+        .ok_or_else(|| ApiError::not_found(format!("no warning {id:?}")))
+}
+
+/// The stored draft, read again against today's communes.
+fn stored_draft(state: &AppState, w: &WarningRecord) -> Result<Draft, ApiError> {
+    let v: Value = serde_json::from_str(&w.draft)
+        .map_err(|e| ApiError::internal(format!("warning {} holds a draft that is not JSON: {e}", w.id)))?;
+    parse_draft(&v, &state.communes)
+}
+
+/// Splits a request into its draft fields and `updates`.
+fn draft_and_updates(state: &AppState, mut v: Value) -> Result<(Draft, Option<String>), ApiError> {
+    let updates = match v.as_object_mut().and_then(|o| o.remove("updates")) {
+        None | Some(Value::Null) => None,
+        Some(Value::String(s)) if !s.is_empty() && s.len() <= 64 => Some(s),
+        Some(_) => return Err(ApiError::unprocessable("updates", "updates must be an alert id")),
+    };
+    Ok((parse_draft(&v, &state.communes)?, updates))
+}
+
+/// `POST /api/v1/warnings`: a new draft, by an officer. With `"updates": "<alert id>"`
+/// it will be issued as an Update of that alert (which must be the latest of its incident,
+/// live, and not a Cancel; checked again at issue).
+pub async fn create(
+    State(state): State<AppState>,
+    caller: Caller,
+    headers: HeaderMap,
+    body: Bytes,
+) -> Result<(StatusCode, Json<WarningDto>), ApiError> {
+    caller.require(&AUTHORS, "write warnings")?;
+    let v = json_body(&headers, &body)?;
+    let (draft, updates) = draft_and_updates(&state, v)?;
+    if let Some(u) = &updates {
+        let a = state.store.get_alert(u).await?;
+        if a.is_none() {
+            return Err(ApiError::unprocessable("updates", format!("no alert {u:?}")));
+        }
+    }
+    let id = format!("w-{}", uuid_v4());
+    let now = Utc::now();
+    let draft = draft_json(&draft).to_string();
+    let mut tx = state.store.begin().await?;
+    tx.insert_warning(
+        &store::NewWarning {
+            id: &id,
+            author: &caller.label,
+            updates: updates.as_deref(),
+            prewarning_id: None,
+            draft: &draft,
+        },
+        now,
+    )
+    .await?;
+    tx.append_audit(
+        &caller.label,
+        "warning.create",
+        &id,
+        &serde_json::json!({"updates": updates, "draft": serde_json::from_str::<Value>(&draft).ok()}),
+        now,
+    )
+    .await?;
+    tx.commit().await?;
+    Ok((StatusCode::CREATED, Json(load(&state, &id).await?.into())))
+}
+
+pub fn uuid_v4() -> String {
+    let mut b = [0u8; 16];
+    // Without randomness an id could collide; getrandom fails only on a broken system.
+    if getrandom::fill(&mut b).is_err() {
+        let t = Utc::now().timestamp_nanos_opt().unwrap_or_default();
+        b[..8].copy_from_slice(&t.to_le_bytes());
+    }
+    b[6] = (b[6] & 0x0f) | 0x40;
+    b[8] = (b[8] & 0x3f) | 0x80;
+    let h: String = b.iter().map(|x| format!("{x:02x}")).collect();
+    format!(
+        "{}-{}-{}-{}-{}",
+        &h[..8],
+        &h[8..12],
+        &h[12..16],
+        &h[16..20],
+        &h[20..]
+    )
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct WarningQuery {
+    pub state: Option<String>,
+    pub limit: Option<i64>,
+}
+
+/// `GET /api/v1/warnings?state=pending`: the desk's queue, most recently changed first.
+pub async fn list(
+    State(state): State<AppState>,
+    _caller: Caller,
+    Q(q): Q<WarningQuery>,
+) -> Result<Json<Vec<WarningDto>>, ApiError> {
+    if let Some(s) = &q.state
+        && ingest::warnings::WarningState::from_code(s).is_none()
+    {
+        return Err(ApiError::bad_request(
+            "state",
+            "state must be draft, pending, issued or discarded",
+        ));
+    }
+    let limit = crate::alerts::limit(&crate::alerts::ListQuery { limit: q.limit })?;
+    let rows = state.store.list_warnings(q.state.as_deref(), limit).await?;
+    Ok(Json(rows.into_iter().map(WarningDto::from).collect()))
+}
+
+pub async fn get(
+    State(state): State<AppState>,
+    _caller: Caller,
+    Path(id): Path<String>,
+) -> Result<Json<WarningDto>, ApiError> {
+    Ok(Json(load(&state, &id).await?.into()))
+}
+
+/// `PUT /api/v1/warnings/{id}`: its author replaces a draft (also one returned to them).
+pub async fn edit(
+    State(state): State<AppState>,
+    caller: Caller,
+    Path(id): Path<String>,
+    headers: HeaderMap,
+    body: Bytes,
+) -> Result<Json<WarningDto>, ApiError> {
+    caller.require(&AUTHORS, "edit warnings")?;
+    let w = load(&state, &id).await?;
+    let v = json_body(&headers, &body)?;
+    let (draft, updates) = draft_and_updates(&state, v)?;
+    if updates != w.updates {
+        return Err(ApiError::unprocessable(
+            "updates",
+            "what a warning updates is set when it is written; write a new warning instead",
+        ));
+    }
+    check(&w, &caller, ingest::warnings::Action::Edit)?;
+    let now = Utc::now();
+    let draft = draft_json(&draft).to_string();
+    let mut tx = state.store.begin().await?;
+    if !tx.edit_warning(&id, &draft, now).await? {
+        return Err(warning_error(WarningError::Raced(id)));
+    }
+    tx.append_audit(
+        &caller.label,
+        "warning.edit",
+        &id,
+        &serde_json::json!({"draft": serde_json::from_str::<Value>(&draft).ok()}),
+        now,
+    )
+    .await?;
+    tx.commit().await?;
+    Ok(Json(load(&state, &id).await?.into()))
+}
+
+fn check(w: &WarningRecord, caller: &Caller, action: ingest::warnings::Action) -> Result<(), ApiError> {
+    let state = ingest::warnings::WarningState::from_code(&w.state)
+        .ok_or_else(|| ApiError::internal(format!("warning {} has state {:?}", w.id, w.state)))?;
+    ingest::warnings::check(&w.id, state, &w.author, &caller.label, action)
+        .map_err(|e| warning_error(e.into()))
+}
+
+/// `POST /api/v1/warnings/{id}/discard`: its author drops a draft.
+pub async fn discard(
+    State(state): State<AppState>,
+    caller: Caller,
+    Path(id): Path<String>,
+) -> Result<Json<WarningDto>, ApiError> {
+    caller.require(&AUTHORS, "discard warnings")?;
+    let w = load(&state, &id).await?;
+    check(&w, &caller, ingest::warnings::Action::Discard)?;
+    let now = Utc::now();
+    let mut tx = state.store.begin().await?;
+    if !tx.discard_warning(&id, now).await? {
+        return Err(warning_error(WarningError::Raced(id)));
+    }
+    tx.append_audit(&caller.label, "warning.discard", &id, &serde_json::json!({}), now)
+        .await?;
+    tx.commit().await?;
+    Ok(Json(load(&state, &id).await?.into()))
+}
+
+#[derive(Debug, Serialize)]
+pub struct IssuedDto {
+    pub warning: WarningDto,
+    /// The alert, once issued.
+    pub alert_id: Option<String>,
+    pub msg_type: Option<String>,
+    pub references: Vec<String>,
+}
+
+async fn issued(state: &AppState, id: &str, alert: Option<&domain::Alert>) -> Result<IssuedDto, ApiError> {
+    Ok(IssuedDto {
+        warning: load(state, id).await?.into(),
+        alert_id: alert.map(|a| a.id.to_string()),
+        msg_type: alert.map(|a| a.msg_type.code().to_owned()),
+        references: alert
+            .map(|a| a.references.iter().map(ToString::to_string).collect())
+            .unwrap_or_default(),
+    })
+}
+
+/// `POST /api/v1/warnings/{id}/submit`, optionally `{"override_reason": "..."}`: its
+/// author submits a draft. 201 with the alert when issued at once; 202 when it waits for
+/// a second person. Needs an `Idempotency-Key`.
+pub async fn submit(
+    State(state): State<AppState>,
+    caller: Caller,
+    Path(id): Path<String>,
+    headers: HeaderMap,
+    body: Bytes,
+) -> Result<(StatusCode, Json<IssuedDto>), ApiError> {
+    caller.require(&AUTHORS, "submit warnings")?;
+    let v = json_body(&headers, &body)?;
+    let override_reason = reason(&v, "override_reason", false)?;
+    let w = load(&state, &id).await?;
+    let draft = stored_draft(&state, &w)?;
+    let done = state
+        .pipeline
+        .submit_warning(&w, &draft, &caller.label, override_reason.as_deref(), Utc::now())
+        .await
+        .map_err(warning_error)?;
+    match done {
+        Submitted::Pending(_) => Ok((StatusCode::ACCEPTED, Json(issued(&state, &id, None).await?))),
+        Submitted::Issued(alert) => Ok((
+            StatusCode::CREATED,
+            Json(issued(&state, &id, Some(&alert)).await?),
+        )),
+    }
+}
+
+/// `POST /api/v1/warnings/{id}/approve`, optionally `{"note": "..."}`: a second person
+/// approves a pending warning and it is issued. Needs an `Idempotency-Key`.
+pub async fn approve(
+    State(state): State<AppState>,
+    caller: Caller,
+    Path(id): Path<String>,
+    headers: HeaderMap,
+    body: Bytes,
+) -> Result<(StatusCode, Json<IssuedDto>), ApiError> {
+    caller.require(&APPROVERS, "approve warnings")?;
+    let v = json_body(&headers, &body)?;
+    let note = reason(&v, "note", false)?.unwrap_or_default();
+    let w = load(&state, &id).await?;
+    let draft = stored_draft(&state, &w)?;
+    let alert = state
+        .pipeline
+        .approve_warning(&w, &draft, &caller.label, &note, Utc::now())
+        .await
+        .map_err(warning_error)?;
+    Ok((
+        StatusCode::CREATED,
+        Json(issued(&state, &id, Some(&alert)).await?),
+    ))
+}
+
+/// `POST /api/v1/warnings/{id}/reject` with `{"reason": "..."}`: a second person returns
+/// a pending warning to its author as a draft; the author is told why.
+pub async fn reject(
+    State(state): State<AppState>,
+    caller: Caller,
+    Path(id): Path<String>,
+    headers: HeaderMap,
+    body: Bytes,
+) -> Result<Json<WarningDto>, ApiError> {
+    caller.require(&APPROVERS, "return warnings")?;
+    let v = json_body(&headers, &body)?;
+    let why = reason(&v, "reason", true)?.unwrap_or_default();
+    let w = load(&state, &id).await?;
+    state
+        .pipeline
+        .return_warning(&w, &caller.label, &why, Utc::now())
+        .await
+        .map_err(warning_error)?;
+    Ok(Json(load(&state, &id).await?.into()))
+}
+
+#[derive(Debug, Serialize)]
+pub struct NotificationDto {
+    pub id: i64,
+    pub at: DateTime<Utc>,
+    /// `override` (an officer issued alone) or `returned` (your draft came back).
+    pub kind: String,
+    pub warning_id: Option<String>,
+    pub alert_id: Option<String>,
+    pub text: String,
+}
+
+/// `GET /api/v1/notifications`: what the caller must be told, newest first.
+pub async fn notifications(
+    State(state): State<AppState>,
+    caller: Caller,
+) -> Result<Json<Vec<NotificationDto>>, ApiError> {
+    let rows = state.store.notifications(&caller.label, 100).await?;
+    Ok(Json(
+        rows.into_iter()
+            .map(|n| NotificationDto {
+                id: n.id,
+                at: n.at,
+                kind: n.kind,
+                warning_id: n.warning_id,
+                alert_id: n.alert_id,
+                text: n.text,
+            })
+            .collect(),
+    ))
+}

@@ -1,0 +1,127 @@
+//! `Idempotency-Key`: the first request with a key runs; its response is kept and given
+//! again to every retry with the same key and the same request. The claim is one
+//! `INSERT`, so of two racing requests exactly one runs.
+
+use chrono::{DateTime, Duration, Utc};
+use sqlx::Row;
+
+use crate::{Result, Store, ms};
+
+/// What a request with an `Idempotency-Key` should do.
+#[derive(Debug, Clone, PartialEq)]
+pub enum IdempotencyBegin {
+    /// It is the first (or the earlier one was abandoned): run it.
+    Run,
+    /// Another request with this key is running (`same`: with the same request).
+    Running { same: bool },
+    /// It ran: give its response again (`same`: the request was the same).
+    Done {
+        same: bool,
+        status: u16,
+        content_type: Option<String>,
+        body: Vec<u8>,
+    },
+}
+
+/// A running request whose process died is taken over after this long.
+pub const ABANDONED_AFTER: Duration = Duration::seconds(60);
+
+impl Store {
+    /// Claims `key` for `scope` and the request whose SHA-256 is `request`.
+    pub async fn idempotency_begin(
+        &self,
+        scope: &str,
+        key: &str,
+        request: &str,
+        now: DateTime<Utc>,
+    ) -> Result<IdempotencyBegin> {
+        let mut tx = self.begin().await?;
+        // A running claim older than ABANDONED_AFTER belonged to a process that died.
+        sqlx::query(
+            "DELETE FROM idempotency_keys WHERE scope = ? AND key = ? AND state = 'running' AND created_ms < ?",
+        )
+        .bind(scope)
+        .bind(key)
+        .bind(ms(now - ABANDONED_AFTER))
+        .execute(&mut *tx.tx)
+        .await?;
+        let inserted = sqlx::query(
+            "INSERT INTO idempotency_keys (scope, key, request_sha256, state, created_ms)
+             VALUES (?, ?, ?, 'running', ?) ON CONFLICT DO NOTHING",
+        )
+        .bind(scope)
+        .bind(key)
+        .bind(request)
+        .bind(ms(now))
+        .execute(&mut *tx.tx)
+        .await?;
+        let answer = if inserted.rows_affected() == 1 {
+            IdempotencyBegin::Run
+        } else {
+            let r = sqlx::query(
+                "SELECT request_sha256, state, status, content_type, body FROM idempotency_keys
+                 WHERE scope = ? AND key = ?",
+            )
+            .bind(scope)
+            .bind(key)
+            .fetch_one(&mut *tx.tx)
+            .await?;
+            let same = r.try_get::<String, _>("request_sha256")? == request;
+            if r.try_get::<String, _>("state")? == "running" {
+                IdempotencyBegin::Running { same }
+            } else {
+                IdempotencyBegin::Done {
+                    same,
+                    status: u16::try_from(r.try_get::<i64, _>("status")?).unwrap_or(500),
+                    content_type: r.try_get("content_type")?,
+                    body: r.try_get("body")?,
+                }
+            }
+        };
+        tx.commit().await?;
+        Ok(answer)
+    }
+
+    /// Keeps the response of the request that holds `key`.
+    pub async fn idempotency_finish(
+        &self,
+        scope: &str,
+        key: &str,
+        status: u16,
+        content_type: Option<&str>,
+        body: &[u8],
+    ) -> Result<()> {
+        sqlx::query(
+            "UPDATE idempotency_keys SET state = 'done', status = ?, content_type = ?, body = ?
+             WHERE scope = ? AND key = ? AND state = 'running'",
+        )
+        .bind(i64::from(status))
+        .bind(content_type)
+        .bind(body)
+        .bind(scope)
+        .bind(key)
+        .execute(&self.pool)
+        .await?;
+        Ok(())
+    }
+
+    /// Lets go of `key` without a response to keep (the request failed before it acted),
+    /// so that a retry runs.
+    pub async fn idempotency_abandon(&self, scope: &str, key: &str) -> Result<()> {
+        sqlx::query("DELETE FROM idempotency_keys WHERE scope = ? AND key = ? AND state = 'running'")
+            .bind(scope)
+            .bind(key)
+            .execute(&self.pool)
+            .await?;
+        Ok(())
+    }
+
+    /// Forgets keys older than `before` (kept a day: a retry comes within minutes).
+    pub async fn idempotency_prune(&self, before: DateTime<Utc>) -> Result<u64> {
+        let done = sqlx::query("DELETE FROM idempotency_keys WHERE created_ms < ? AND state = 'done'")
+            .bind(ms(before))
+            .execute(&self.pool)
+            .await?;
+        Ok(done.rows_affected())
+    }
+}

@@ -1,0 +1,600 @@
+//! The duty desk's lifecycle over real HTTP, SQLite and the embedded broker: drafts,
+//! the two-person rule, returns, the emergency override, Update and Cancel chains built
+//! by the server, expiry, pre-warnings, and Idempotency-Key under concurrency.
+
+use std::time::Duration;
+
+use canhbao_receiver::ReceiverEvent;
+use canhbao_tests::{Broker, TestApp};
+use serde_json::{Value, json};
+
+const WAIT: Duration = Duration::from_secs(15);
+
+fn draft(level: u8, headline: &str) -> Value {
+    json!({
+        "hazard": "flood", "risk_level": level, "communes": ["06385"],
+        "headline": headline, "description": "Mực nước sông Thương lên nhanh.",
+        "instruction": "Chuẩn bị sơ tán.", "valid_minutes": 120,
+    })
+}
+
+/// Writes a draft as `token`; returns its id.
+async fn write(app: &TestApp, token: &str, body: &Value) -> String {
+    let (status, w, _) = app
+        .call_as(token, "POST", "/api/v1/warnings", None, body)
+        .await
+        .unwrap();
+    assert_eq!(status, 201, "{w}");
+    assert_eq!(w["state"], "draft");
+    w["id"].as_str().unwrap().to_owned()
+}
+
+async fn act(app: &TestApp, token: &str, id: &str, verb: &str, body: Value) -> (u16, Value) {
+    let (status, v, _) = app
+        .call_as(
+            token,
+            "POST",
+            &format!("/api/v1/warnings/{id}/{verb}"),
+            None,
+            &body,
+        )
+        .await
+        .unwrap();
+    (status, v)
+}
+
+async fn played(rx: &mut canhbao_tests::TestReceiver) -> Box<dispatch::wire::AlertPayload> {
+    loop {
+        if let ReceiverEvent::Played(p) = rx.next(WAIT).await.unwrap() {
+            return p;
+        }
+    }
+}
+
+async fn officer_alerts(app: &TestApp) -> Vec<Value> {
+    let (_, list) = app.get("/api/v1/alerts?limit=500").await.unwrap();
+    list.as_array()
+        .unwrap()
+        .iter()
+        .filter(|a| a["origin"]["kind"] == "officer")
+        .cloned()
+        .collect()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_level_3_warning_waits_for_a_second_person_who_is_never_its_author() {
+    let app = TestApp::spawn(Broker::Embedded).await.unwrap();
+    let an = app.login_new_user("an.tran", "officer").await.unwrap();
+    let binh = app.login_new_user("binh.vo", "officer").await.unwrap();
+    let chi = app.login_new_user("chi.le", "approver").await.unwrap();
+    let mut rx = app.start_receiver("06385", "loa-w-1").await.unwrap();
+
+    let id = write(&app, &an, &draft(3, "Lũ lớn trên sông Thương")).await;
+    // Only the author edits or submits.
+    let (status, _, _) = app
+        .call_as(
+            &binh,
+            "PUT",
+            &format!("/api/v1/warnings/{id}"),
+            None,
+            &draft(3, "x"),
+        )
+        .await
+        .unwrap();
+    assert_eq!(status, 403);
+    assert_eq!(act(&app, &binh, &id, "submit", json!({})).await.0, 403);
+
+    let (status, sub) = act(&app, &an, &id, "submit", json!({})).await;
+    assert_eq!(status, 202, "{sub}");
+    assert_eq!(sub["warning"]["state"], "pending");
+    assert!(
+        sub["warning"]["approval_reason"]
+            .as_str()
+            .unwrap()
+            .contains("risk level 3"),
+        "{sub}"
+    );
+    assert!(
+        officer_alerts(&app).await.is_empty(),
+        "nothing is sent before approval"
+    );
+
+    // The approver returns it; the author is told why and edits it.
+    let (status, back) = act(
+        &app,
+        &chi,
+        &id,
+        "reject",
+        json!({"reason": "ghi rõ xã bị ảnh hưởng"}),
+    )
+    .await;
+    assert_eq!(status, 200, "{back}");
+    assert_eq!(
+        (back["state"].as_str(), back["review_note"].as_str()),
+        (Some("draft"), Some("ghi rõ xã bị ảnh hưởng"))
+    );
+    let (_, told, _) = app
+        .call_as(&an, "GET", "/api/v1/notifications", None, &json!(null))
+        .await
+        .unwrap();
+    assert_eq!(told[0]["kind"], "returned", "{told}");
+    let (status, _, _) = app
+        .call_as(
+            &an,
+            "PUT",
+            &format!("/api/v1/warnings/{id}"),
+            None,
+            &draft(3, "Lũ lớn tại xã Hữu Lũng"),
+        )
+        .await
+        .unwrap();
+    assert_eq!(status, 200);
+    assert_eq!(act(&app, &an, &id, "submit", json!({})).await.0, 202);
+
+    // An admin who wrote a warning cannot approve it either.
+    let own = write(&app, &app.token, &draft(4, "Lũ rất lớn")).await;
+    assert_eq!(act(&app, &app.token, &own, "submit", json!({})).await.0, 202);
+    let (status, e) = act(&app, &app.token, &own, "approve", json!({})).await;
+    assert_eq!(status, 403, "{e}");
+    assert!(e["detail"].as_str().unwrap().contains("second person"), "{e}");
+
+    let (status, ok) = act(&app, &chi, &id, "approve", json!({"note": "đã kiểm tra"})).await;
+    assert_eq!(status, 201, "{ok}");
+    let alert_id = ok["alert_id"].as_str().unwrap().to_owned();
+    assert_eq!(ok["warning"]["reviewed_by"], "user:chi.le");
+    let shown = played(&mut rx).await;
+    assert_eq!(
+        (shown.id.as_str(), shown.headline.as_str()),
+        (alert_id.as_str(), "Lũ lớn tại xã Hữu Lũng")
+    );
+    assert_eq!(shown.class, "emergency");
+    // The delivery matrix shows the commune, its topic and the receiver that played it.
+    let m = app
+        .wait_for(&format!("/api/v1/alerts/{alert_id}/deliveries"), WAIT, |m| {
+            m["communes"][0]["receivers"][0]["state"] == "played"
+        })
+        .await
+        .unwrap();
+    assert_eq!(m["communes"][0]["commune"], "06385");
+    assert_eq!(m["communes"][0]["topic"]["state"], "published");
+    assert_eq!(m["communes"][0]["receivers"][0]["receiver_id"], "loa-w-1");
+    assert!(m["communes"][0]["receivers"][0]["received"].is_string(), "{m}");
+    assert_eq!(m["summary"]["receivers_by_state"], json!({"played": 1}));
+    // Approving again sends nothing.
+    assert_eq!(act(&app, &chi, &id, "approve", json!({})).await.0, 409);
+    assert_eq!(officer_alerts(&app).await.len(), 1);
+
+    let (_, audit) = app.get("/api/v1/audit?limit=50").await.unwrap();
+    let actions: Vec<&str> = audit
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter_map(|a| a["action"].as_str())
+        .collect();
+    for a in [
+        "warning.create",
+        "warning.submit",
+        "warning.return",
+        "warning.edit",
+        "warning.approve",
+    ] {
+        assert!(actions.contains(&a), "{a} not in {actions:?}");
+    }
+    let approve = audit
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|a| a["action"] == "warning.approve")
+        .unwrap();
+    assert_eq!(approve["actor"], "user:chi.le");
+    assert_eq!(approve["detail"]["author"], "user:an.tran");
+    assert_eq!(approve["detail"]["alert_id"], alert_id.as_str());
+    rx.stop().await;
+    app.app.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_override_issues_alone_with_a_reason_is_flagged_and_every_approver_is_told() {
+    let app = TestApp::spawn(Broker::Embedded).await.unwrap();
+    let an = app.login_new_user("an.tran", "officer").await.unwrap();
+    let chi = app.login_new_user("chi.le", "approver").await.unwrap();
+    let dung = app.login_new_user("dung.ho", "approver").await.unwrap();
+
+    // Below the rule, an officer issues alone, no override needed.
+    let low = write(&app, &an, &draft(2, "Mưa lớn")).await;
+    let (status, issued) = act(&app, &an, &low, "submit", json!({})).await;
+    assert_eq!(status, 201, "{issued}");
+    assert_eq!(issued["warning"]["overridden"], false);
+
+    let id = write(&app, &an, &draft(4, "Lũ quét tại Hữu Lũng")).await;
+    let (status, e) = act(&app, &an, &id, "submit", json!({"override_reason": "  "})).await;
+    assert_eq!(status, 422, "an override needs a reason: {e}");
+    let (status, ok) = act(
+        &app,
+        &an,
+        &id,
+        "submit",
+        json!({"override_reason": "lũ quét đang xảy ra, không liên lạc được lãnh đạo"}),
+    )
+    .await;
+    assert_eq!(status, 201, "{ok}");
+    assert_eq!(ok["warning"]["overridden"], true);
+    assert_eq!(ok["warning"]["state"], "issued");
+    let alert_id = ok["alert_id"].as_str().unwrap();
+    for approver in [&chi, &dung] {
+        let (_, told, _) = app
+            .call_as(approver, "GET", "/api/v1/notifications", None, &json!(null))
+            .await
+            .unwrap();
+        assert_eq!(told[0]["kind"], "override", "{told}");
+        assert_eq!(told[0]["alert_id"], alert_id);
+        assert!(
+            told[0]["text"].as_str().unwrap().contains("không liên lạc được"),
+            "{told}"
+        );
+    }
+    let (_, mine, _) = app
+        .call_as(&an, "GET", "/api/v1/notifications", None, &json!(null))
+        .await
+        .unwrap();
+    assert_eq!(mine, json!([]), "the officer is not told of their own override");
+    let (_, audit) = app.get("/api/v1/audit?limit=20").await.unwrap();
+    assert!(
+        audit
+            .as_array()
+            .unwrap()
+            .iter()
+            .any(|a| a["action"] == "warning.override" && a["actor"] == "user:an.tran")
+    );
+    app.app.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn updates_and_cancels_reference_the_whole_incident_and_only_the_latest_can_change() {
+    let app = TestApp::spawn(Broker::Embedded).await.unwrap();
+    let an = app.login_new_user("an.tran", "officer").await.unwrap();
+    let chi = app.login_new_user("chi.le", "approver").await.unwrap();
+    let mut rx = app.start_receiver("06385", "loa-w-2").await.unwrap();
+
+    let first = write(&app, &an, &draft(2, "Mưa lớn cấp 2")).await;
+    let a = act(&app, &an, &first, "submit", json!({})).await.1["alert_id"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    assert_eq!(played(&mut rx).await.id, a);
+
+    // Update A to level 3: the server builds the reference, the rule applies again.
+    let mut up = draft(3, "Lũ cấp 3");
+    up["updates"] = json!(a);
+    let second = write(&app, &an, &up).await;
+    assert_eq!(act(&app, &an, &second, "submit", json!({})).await.0, 202);
+    let (status, ok) = act(&app, &chi, &second, "approve", json!({})).await;
+    assert_eq!(status, 201, "{ok}");
+    let b = ok["alert_id"].as_str().unwrap().to_owned();
+    assert_eq!(
+        (ok["msg_type"].as_str(), ok["references"].clone()),
+        (Some("Update"), json!([a]))
+    );
+    let shown = played(&mut rx).await;
+    assert_eq!(
+        (shown.id.as_str(), shown.msg_type.as_str()),
+        (b.as_str(), "Update")
+    );
+
+    // A second update of A (no longer the latest) is refused at issue; an update of B
+    // references A and B.
+    let mut stale = draft(2, "cũ");
+    stale["updates"] = json!(a);
+    let stale = write(&app, &an, &stale).await;
+    let (status, e) = act(&app, &an, &stale, "submit", json!({})).await;
+    assert_eq!(status, 409, "{e}");
+    assert!(e["detail"].as_str().unwrap().contains(&b), "{e}");
+    let mut again = draft(2, "Lũ giảm, cấp 2");
+    again["updates"] = json!(b);
+    let third = write(&app, &an, &again).await;
+    let (status, ok) = act(&app, &an, &third, "submit", json!({})).await;
+    assert_eq!(status, 201, "{ok}");
+    let c = ok["alert_id"].as_str().unwrap().to_owned();
+    assert_eq!(ok["references"], json!([a, b]));
+    let (_, list) = app.get("/api/v1/alerts").await.unwrap();
+    let state_of =
+        |id: &str| list.as_array().unwrap().iter().find(|x| x["id"] == id).unwrap()["state"].clone();
+    assert_eq!(
+        (state_of(&a), state_of(&b), state_of(&c)),
+        (json!("updated"), json!("updated"), json!("live"))
+    );
+
+    // An update must still reach every commune it reached.
+    let mut narrow = draft(2, "hẹp");
+    narrow["communes"] = json!(["05977"]);
+    narrow["updates"] = json!(c);
+    let narrow = write(&app, &an, &narrow).await;
+    let (status, e) = act(&app, &an, &narrow, "submit", json!({})).await;
+    assert_eq!(status, 422, "{e}");
+
+    // Cancelling an old version is refused, naming the latest; the Cancel of the latest
+    // references the whole incident and reaches the receiver.
+    let (status, e, _) = app
+        .call_as(
+            &an,
+            "POST",
+            &format!("/api/v1/alerts/{a}/cancel"),
+            None,
+            &json!({"reason": "x"}),
+        )
+        .await
+        .unwrap();
+    assert_eq!(status, 409, "{e}");
+    assert!(e["detail"].as_str().unwrap().contains(&c), "{e}");
+    let cancel_id = app.cancel(&c, "nước đã rút").await.unwrap();
+    let (_, detail) = app.get(&format!("/api/v1/alerts/{cancel_id}")).await.unwrap();
+    assert_eq!(detail["alert"]["references"], json!([a, b, c]));
+    loop {
+        let p = played(&mut rx).await;
+        if p.id == cancel_id {
+            assert_eq!(p.msg_type, "Cancel");
+            break;
+        }
+    }
+    // Every version now shows that its incident was cancelled, and by which message.
+    let (_, list) = app.get("/api/v1/alerts").await.unwrap();
+    for id in [&a, &b, &c] {
+        let row = list.as_array().unwrap().iter().find(|x| &x["id"] == id).unwrap();
+        assert_eq!(
+            (&row["state"], &row["replaced_by"]),
+            (&json!("cancelled"), &json!(cancel_id)),
+            "{row}"
+        );
+    }
+    rx.stop().await;
+    app.app.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_warning_cannot_be_issued_expired_and_bad_drafts_name_every_fault() {
+    let app = TestApp::spawn(Broker::Embedded).await.unwrap();
+    let an = app.login_new_user("an.tran", "officer").await.unwrap();
+    let soon = (chrono::Utc::now() + chrono::Duration::seconds(2)).to_rfc3339();
+    let mut d = draft(2, "Sắp hết hạn");
+    d["expires"] = json!(soon);
+    let id = write(&app, &an, &d).await;
+    tokio::time::sleep(Duration::from_millis(2500)).await;
+    let (status, e) = act(&app, &an, &id, "submit", json!({})).await;
+    assert_eq!(status, 422, "{e}");
+    assert!(e["detail"].as_str().unwrap().contains("expired"), "{e}");
+    assert_eq!(
+        app.get(&format!("/api/v1/warnings/{id}")).await.unwrap().1["state"],
+        "draft",
+        "a refused submit changes nothing"
+    );
+
+    let mut bad = draft(2, "x");
+    bad["effective"] = json!("2026-12-02T00:00:00Z");
+    bad["expires"] = json!("2026-12-01T00:00:00Z");
+    bad["communes"] = json!(["06385", "00000"]);
+    bad["risk_level"] = json!(7);
+    let (status, e, _) = app
+        .call_as(&an, "POST", "/api/v1/warnings", None, &bad)
+        .await
+        .unwrap();
+    assert_eq!(status, 422, "{e}");
+    let fields: Vec<&str> = e["errors"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter_map(|f| f["field"].as_str())
+        .collect();
+    assert_eq!(fields, ["risk_level", "communes[1]", "expires"], "{e}");
+    let (_, list) = app.get("/api/v1/warnings").await.unwrap();
+    assert_eq!(
+        list.as_array().unwrap().len(),
+        1,
+        "nothing written for the bad draft"
+    );
+    app.app.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_retried_or_racing_request_sends_once_and_gets_the_first_answer() {
+    let app = TestApp::spawn(Broker::Embedded).await.unwrap();
+    let an = app.login_new_user("an.tran", "officer").await.unwrap();
+    let chi = app.login_new_user("chi.le", "approver").await.unwrap();
+    let dung = app.login_new_user("dung.ho", "approver").await.unwrap();
+
+    // Without a key, a sending request is refused before it does anything.
+    let id = write(&app, &an, &draft(2, "Mưa lớn")).await;
+    let resp = app
+        .http
+        .post(format!("{}/api/v1/warnings/{id}/submit", app.base))
+        .bearer_auth(&an)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(resp.status().as_u16(), 400);
+
+    // Two identical submits race with one key: one runs, the other gets its answer.
+    let path = format!("/api/v1/warnings/{id}/submit");
+    let empty = json!({});
+    let (x, y) = tokio::join!(
+        app.call_as(&an, "POST", &path, Some("key-race-0001"), &empty),
+        app.call_as(&an, "POST", &path, Some("key-race-0001"), &empty),
+    );
+    let (x, y) = (x.unwrap(), y.unwrap());
+    assert_eq!((x.0, y.0), (201, 201), "{x:?} {y:?}");
+    assert_eq!(x.1, y.1, "the same answer");
+    assert!(x.2 ^ y.2, "exactly one is a replay: {} {}", x.2, y.2);
+    // A later retry too; the same key for another request is refused.
+    let (status, body, replayed) = app
+        .call_as(&an, "POST", &path, Some("key-race-0001"), &json!({}))
+        .await
+        .unwrap();
+    assert_eq!((status, replayed, &body), (201, true, &x.1));
+    let (status, _, _) = app
+        .call_as(
+            &an,
+            "POST",
+            &path,
+            Some("key-race-0001"),
+            &json!({"override_reason": "khác"}),
+        )
+        .await
+        .unwrap();
+    assert_eq!(status, 422);
+    assert_eq!(officer_alerts(&app).await.len(), 1);
+
+    // Two approvers approve at once with their own keys: one alert.
+    let id = write(&app, &an, &draft(3, "Lũ lớn")).await;
+    assert_eq!(act(&app, &an, &id, "submit", json!({})).await.0, 202);
+    let path = format!("/api/v1/warnings/{id}/approve");
+    let (x, y) = tokio::join!(
+        app.call_as(&chi, "POST", &path, None, &empty),
+        app.call_as(&dung, "POST", &path, None, &empty),
+    );
+    let mut codes = [x.unwrap().0, y.unwrap().0];
+    codes.sort();
+    assert_eq!(codes, [201, 409]);
+    assert_eq!(officer_alerts(&app).await.len(), 2);
+
+    // A cancel retried with its key is one Cancel.
+    let alert_id = officer_alerts(&app).await[0]["id"].as_str().unwrap().to_owned();
+    let path = format!("/api/v1/alerts/{alert_id}/cancel");
+    let reason = json!({"reason": "thử"});
+    let (x, y) = tokio::join!(
+        app.call_as(&an, "POST", &path, Some("key-cancel-01"), &reason),
+        app.call_as(&an, "POST", &path, Some("key-cancel-01"), &reason),
+    );
+    let (x, y) = (x.unwrap(), y.unwrap());
+    assert_eq!((x.0, y.0, x.1 == y.1), (201, 201, true), "{x:?} {y:?}");
+    let cancels = officer_alerts(&app)
+        .await
+        .iter()
+        .filter(|a| a["msg_type"] == "Cancel")
+        .count();
+    assert_eq!(cancels, 1);
+    app.app.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_pre_warning_is_confirmed_with_an_escalation_or_dismissed_once() {
+    let app = TestApp::spawn(Broker::Embedded).await.unwrap();
+    let an = app.login_new_user("an.tran", "officer").await.unwrap();
+    let chi = app.login_new_user("chi.le", "approver").await.unwrap();
+    let fog = |value: u32| {
+        let at = chrono::Utc::now().to_rfc3339_opts(chrono::SecondsFormat::Secs, true);
+        format!(
+            r#"{{"station":"HUULUNG","parameter":"visibility","value":{value},"unit":"m","observed_at":"{at}"}}"#
+        )
+    };
+    // 40 m of visibility: fog level 2 at Xã Hữu Lũng, a pre-warning.
+    let (status, _, report) = app.post_observations(&fog(40)).await.unwrap();
+    assert_eq!(status, 200, "{report}");
+    let (_, queue, _) = app
+        .call_as(&an, "GET", "/api/v1/prewarnings", None, &json!(null))
+        .await
+        .unwrap();
+    assert_eq!(queue.as_array().unwrap().len(), 1, "{queue}");
+    let p = &queue[0];
+    assert_eq!(
+        (p["hazard"].as_str(), p["level"].as_i64(), p["commune"].as_str()),
+        (Some("fog"), Some(2), Some("06385"))
+    );
+    let pid = p["id"].as_i64().unwrap();
+
+    // Confirmed with +1 (fog with heavy rain): level 3, so a second person approves.
+    let path = format!("/api/v1/prewarnings/{pid}/confirm");
+    let (status, e, _) = app
+        .call_as(
+            &an,
+            "POST",
+            &path,
+            None,
+            &json!({"escalation": {"steps": 3, "reason": "x"}}),
+        )
+        .await
+        .unwrap();
+    assert_eq!(status, 422, "{e}");
+    let (status, ok, _) = app
+        .call_as(
+            &an,
+            "POST",
+            &path,
+            None,
+            &json!({"escalation": {"steps": 1, "reason": "sương mù cùng mưa lớn"}}),
+        )
+        .await
+        .unwrap();
+    assert_eq!(status, 202, "{ok}");
+    let wid = ok["warning"]["id"].as_str().unwrap().to_owned();
+    assert_eq!(ok["warning"]["prewarning_id"], pid);
+    assert_eq!(
+        ok["warning"]["draft"]["risk_level"], 2,
+        "the computed level is kept"
+    );
+    let (status, ok) = act(&app, &chi, &wid, "approve", json!({})).await;
+    assert_eq!(status, 201, "{ok}");
+    let (_, detail) = app
+        .get(&format!("/api/v1/alerts/{}", ok["alert_id"].as_str().unwrap()))
+        .await
+        .unwrap();
+    assert_eq!(detail["alert"]["risk_level"], 3);
+    assert_eq!(detail["alert"]["class"], "emergency");
+    let text = detail["alert"]["description"].as_str().unwrap();
+    assert!(
+        text.contains("từ cấp 2 lên cấp 3") && text.contains("sương mù cùng mưa lớn"),
+        "{text}"
+    );
+
+    // Once confirmed it leaves the queue and cannot be confirmed or dismissed again.
+    let (_, queue, _) = app
+        .call_as(&an, "GET", "/api/v1/prewarnings", None, &json!(null))
+        .await
+        .unwrap();
+    assert_eq!(queue, json!([]));
+    let (status, _, _) = app.call_as(&an, "POST", &path, None, &json!({})).await.unwrap();
+    assert_eq!(status, 409);
+    let (status, _, _) = app
+        .call_as(
+            &an,
+            "POST",
+            &format!("/api/v1/prewarnings/{pid}/dismiss"),
+            None,
+            &json!({"reason": "x"}),
+        )
+        .await
+        .unwrap();
+    assert_eq!(status, 409);
+
+    app.app.stop().await;
+
+    // On another desk the same pre-warning is dismissed: a reason is required, and once
+    // dismissed it is neither in the queue nor confirmable.
+    let app = TestApp::spawn(Broker::Embedded).await.unwrap();
+    let (status, _, report) = app.post_observations(&fog(40)).await.unwrap();
+    assert_eq!(status, 200, "{report}");
+    let (_, queue) = app.get("/api/v1/prewarnings").await.unwrap();
+    let pid = queue[0]["id"].as_i64().unwrap();
+    let dismiss = format!("/api/v1/prewarnings/{pid}/dismiss");
+    let (status, _) = app.post(&dismiss, "application/json", b"{}").await.unwrap();
+    assert_eq!(status, 422, "a dismissal needs a reason");
+    let (status, _) = app
+        .post(
+            &dismiss,
+            "application/json",
+            r#"{"reason": "cảm biến bẩn"}"#.as_bytes(),
+        )
+        .await
+        .unwrap();
+    assert_eq!(status, 204);
+    assert_eq!(app.get("/api/v1/prewarnings").await.unwrap().1, json!([]));
+    let (status, e) = app
+        .post(
+            &format!("/api/v1/prewarnings/{pid}/confirm"),
+            "application/json",
+            b"{}",
+        )
+        .await
+        .unwrap();
+    assert_eq!(status, 409, "{e}");
+    assert!(e["detail"].as_str().unwrap().contains("cảm biến bẩn"), "{e}");
+    app.app.stop().await;
+}
