@@ -4,6 +4,7 @@
 #![allow(clippy::unwrap_used)]
 
 mod authz;
+mod hostile;
 mod warnings;
 
 use std::time::Duration;

@@ -239,3 +239,47 @@ where
             .map_err(|e| ApiError::bad_request("query", e.body_text()))
     }
 }
+
+/// Gives axum's own refusals (a body over the limit, a wrong method, a path or query
+/// that does not parse), which answer in plain text, the same `application/problem+json`
+/// shape as every other error. Other responses pass untouched.
+pub async fn problem_for_plain(resp: Response) -> Response {
+    let status = resp.status();
+    let plain = resp
+        .headers()
+        .get(header::CONTENT_TYPE)
+        .and_then(|v| v.to_str().ok())
+        .is_none_or(|ct| ct.starts_with("text/plain"));
+    if !(status.is_client_error() && plain) {
+        return resp;
+    }
+    let allow = resp.headers().get(header::ALLOW).cloned();
+    let body = axum::body::to_bytes(resp.into_body(), 4096)
+        .await
+        .unwrap_or_default();
+    let detail = String::from_utf8_lossy(&body).trim().to_owned();
+    let (slug, title): (&'static str, &'static str) = match status {
+        StatusCode::PAYLOAD_TOO_LARGE => ("too-large", "The request body is too large"),
+        StatusCode::METHOD_NOT_ALLOWED => ("method-not-allowed", "The endpoint does not take this method"),
+        StatusCode::UNSUPPORTED_MEDIA_TYPE => ("unsupported-media-type", "Unsupported media type"),
+        StatusCode::NOT_FOUND => ("not-found", "Not found"),
+        _ => ("invalid-request", "The request is malformed"),
+    };
+    let mut out = ApiError {
+        status,
+        slug,
+        title,
+        detail: if detail.is_empty() {
+            title.to_owned()
+        } else {
+            detail
+        },
+        field: None,
+        errors: Vec::new(),
+    }
+    .into_response();
+    if let Some(allow) = allow {
+        out.headers_mut().insert(header::ALLOW, allow);
+    }
+    out
+}

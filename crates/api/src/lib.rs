@@ -148,6 +148,7 @@ pub fn router(state: AppState) -> Router {
         .route("/api/v1/contacts/import", post(contacts::import))
         .fallback(not_found)
         .layer(DefaultBodyLimit::max(MAX_BODY_BYTES))
+        .layer(axum::middleware::map_response(error::problem_for_plain))
         .with_state(state)
 }
 
