@@ -89,6 +89,7 @@ const MATRIX: &[(&str, &str, Allowed)] = &[
         Allowed::Roles(&["officer", "admin"]),
     ),
     ("GET", "/api/v1/notifications", Allowed::AnyToken),
+    ("GET", "/api/v1/events", Allowed::AnyToken),
     ("GET", "/api/v1/prewarnings", Allowed::AnyToken),
     (
         "POST",

@@ -33,7 +33,14 @@ async fn raw(
 }
 
 /// (what, method, path, content type, body, expected status).
-type Case = (&'static str, &'static str, &'static str, &'static str, Vec<u8>, u16);
+type Case = (
+    &'static str,
+    &'static str,
+    &'static str,
+    &'static str,
+    Vec<u8>,
+    u16,
+);
 
 fn good_draft() -> Value {
     json!({"hazard": "flood", "risk_level": 2, "communes": ["06385"],

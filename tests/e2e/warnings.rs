@@ -598,3 +598,119 @@ async fn a_pre_warning_is_confirmed_with_an_escalation_or_dismissed_once() {
     assert!(e["detail"].as_str().unwrap().contains("cảm biến bẩn"), "{e}");
     app.app.stop().await;
 }
+
+/// Reads Server-Sent Events until `done` holds for the (event, id, data) read so far.
+async fn read_events(
+    resp: &mut reqwest::Response,
+    done: impl Fn(&[(String, String, Value)]) -> bool,
+) -> Vec<(String, String, Value)> {
+    let mut buf = String::new();
+    let mut events = Vec::new();
+    let deadline = tokio::time::Instant::now() + WAIT;
+    while !done(&events) {
+        let chunk = tokio::time::timeout_at(deadline, resp.chunk())
+            .await
+            .expect("events came in time")
+            .unwrap()
+            .expect("the stream stays open");
+        buf.push_str(&String::from_utf8_lossy(&chunk));
+        while let Some(end) = buf.find("\n\n") {
+            let block: String = buf.drain(..end + 2).collect();
+            let (mut kind, mut id, mut data) = (String::new(), String::new(), String::new());
+            for line in block.lines() {
+                if let Some(v) = line.strip_prefix("event:") {
+                    kind = v.trim().to_owned();
+                } else if let Some(v) = line.strip_prefix("id:") {
+                    id = v.trim().to_owned();
+                } else if let Some(v) = line.strip_prefix("data:") {
+                    data.push_str(v.trim());
+                }
+            }
+            if !kind.is_empty() {
+                events.push((kind, id, serde_json::from_str(&data).unwrap_or(Value::Null)));
+            }
+        }
+    }
+    events
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn live_changes_stream_as_server_sent_events_and_a_reconnect_resumes() {
+    let app = TestApp::spawn(Broker::Embedded).await.unwrap();
+    let an = app.login_new_user("an.tran", "officer").await.unwrap();
+    let viewer = app.login_new_user("vy.ops", "viewer").await.unwrap();
+    let open = |last: Option<String>| {
+        let mut r = app
+            .http
+            .get(format!("{}/api/v1/events", app.base))
+            .bearer_auth(&viewer);
+        if let Some(l) = last {
+            r = r.header("last-event-id", l);
+        }
+        r.send()
+    };
+    let mut resp = open(None).await.unwrap();
+    assert_eq!(resp.status().as_u16(), 200);
+    assert!(
+        resp.headers()["content-type"]
+            .to_str()
+            .unwrap()
+            .starts_with("text/event-stream")
+    );
+    let mut rx = app.start_receiver("06385", "loa-sse").await.unwrap();
+
+    let id = write(&app, &an, &draft(2, "Mưa lớn")).await;
+    let alert_id = act(&app, &an, &id, "submit", json!({})).await.1["alert_id"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    played(&mut rx).await;
+    let events = read_events(&mut resp, |evs| {
+        evs.iter()
+            .any(|(k, _, d)| k == "receipt" && d["status"] == "played")
+            && evs.iter().any(|(_, _, d)| d["action"] == "warning.issue")
+    })
+    .await;
+    let kinds: Vec<&str> = events.iter().map(|(k, _, _)| k.as_str()).collect();
+    assert_eq!(kinds[0], "hello");
+    let alert = events
+        .iter()
+        .find(|(k, _, _)| k == "alert")
+        .expect("an alert event");
+    assert_eq!(
+        (alert.2["id"].as_str(), alert.2["origin"].as_str()),
+        (Some(alert_id.as_str()), Some("officer"))
+    );
+    assert!(
+        events
+            .iter()
+            .any(|(k, _, d)| k == "action" && d["action"] == "warning.issue" && d["actor"] == "user:an.tran"),
+        "{events:?}"
+    );
+    assert!(
+        events.iter().all(|(_, _, d)| d.get("detail").is_none()),
+        "no audit detail to viewers"
+    );
+    drop(resp);
+
+    // Reconnecting from the first numbered event gives everything after it again.
+    let first = events.iter().find(|(_, id, _)| !id.is_empty()).unwrap();
+    let mut again = open(Some(first.1.clone())).await.unwrap();
+    let after = read_events(&mut again, |evs| evs.len() >= events.len() - 1).await;
+    assert_eq!(after[0].0, "hello");
+    assert_eq!(after[0].2["resumed"], true);
+    let ids: Vec<&str> = after[1..].iter().map(|(_, id, _)| id.as_str()).collect();
+    let expected: Vec<&str> = events
+        .iter()
+        .skip_while(|e| e.1 != first.1)
+        .skip(1)
+        .map(|(_, id, _)| id.as_str())
+        .collect();
+    assert_eq!(&ids[..expected.len()], expected.as_slice());
+    // An id this instance never gave: start over.
+    let mut lost = open(Some("999999".into())).await.unwrap();
+    let reset = read_events(&mut lost, |evs| !evs.is_empty()).await;
+    assert_eq!(reset[0].0, "reset");
+    rx.stop().await;
+    app.app.stop().await;
+}

@@ -13,6 +13,7 @@ pub mod bulletins;
 pub mod contacts;
 pub mod draft;
 pub mod error;
+pub mod events;
 pub mod feeds;
 pub mod fleet;
 pub mod forecasts;
@@ -74,6 +75,8 @@ pub struct AppState {
     pub sms_settings: Arc<dispatch::sms_worker::SmsSettings>,
     /// Login attempts as a whole (see [`login::login_limiter`]).
     pub login_limiter: Arc<std::sync::Mutex<dispatch::sms_gateway::TokenBucket>>,
+    /// Live changes for `GET /api/v1/events` (fed by [`events::run_feed`]).
+    pub events: events::Hub,
 }
 
 /// Largest request body accepted.
@@ -118,6 +121,7 @@ pub fn router(state: AppState) -> Router {
         .route("/api/v1/warnings/{id}/reject", post(warnings::reject))
         .route("/api/v1/warnings/{id}/discard", post(warnings::discard))
         .route("/api/v1/notifications", get(warnings::notifications))
+        .route("/api/v1/events", get(events::events))
         .route("/api/v1/prewarnings", get(prewarnings::list))
         .route(
             "/api/v1/prewarnings/{id}/confirm",

@@ -241,7 +241,17 @@ impl App {
             sms,
             sms_settings: Arc::new(settings.sms.settings.clone()),
             login_limiter: api::login::login_limiter(),
+            events: api::events::Hub::new(),
         };
+        tasks.spawn(api::events::run_feed(
+            store.clone(),
+            state.events.clone(),
+            std::time::Duration::from_secs(1),
+            {
+                let stop = shutdown.clone();
+                async move { stop.cancelled().await }
+            },
+        ));
         let listener = tokio::net::TcpListener::bind(settings.http_listen)
             .await
             .with_context(|| format!("binding the HTTP API to {}", settings.http_listen))?;

@@ -9,6 +9,7 @@
 
 mod alerts;
 mod audit;
+mod changes;
 mod contacts;
 mod forecasts;
 mod idempotency;
@@ -32,6 +33,7 @@ use sqlx::{Sqlite, SqlitePool, Transaction};
 
 pub use alerts::{AlertFilter, AlertRecord, NewDelivery, SignedPayload};
 pub use audit::{AuditRecord, AuditVerdict, audit_hash};
+pub use changes::{Change, ChangeCursor};
 pub use contacts::ContactRecord;
 pub use forecasts::ForecastRecord;
 pub use idempotency::IdempotencyBegin;

@@ -1,0 +1,286 @@
+//! `GET /api/v1/events`: Server-Sent Events for live changes: `alert` (a new alert,
+//! Update or Cancel, whoever raised it), `receipt` (a receiver received, played, rejected
+//! or failed), `action` (an entry of the audit log: who did what to which, without its
+//! detail) and `prewarning` (a level for a duty officer to confirm).
+//!
+//! One feed task per instance ([`run_feed`]) reads rows added to the shared tables every
+//! second and fans them out through a [`Hub`], so that what another instance did shows
+//! too. Each event has an `id`; a client that reconnects with `Last-Event-ID` gets what
+//! it missed from the last [`RING`] events of this instance, or a `reset` event when that
+//! is not enough (it should then read the REST views again).
+
+use std::collections::VecDeque;
+use std::convert::Infallible;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use axum::extract::State;
+use axum::http::HeaderMap;
+use axum::response::sse::{Event, KeepAlive, Sse};
+use futures_util::StreamExt;
+use futures_util::stream::{self, Stream};
+use serde_json::{Value, json};
+use store::{Change, Store};
+use tokio::sync::broadcast;
+
+use crate::AppState;
+use crate::auth::Caller;
+use crate::error::ApiError;
+
+/// How many recent events an instance keeps for clients that reconnect.
+pub const RING: usize = 1024;
+
+/// One event, numbered in this instance's order.
+#[derive(Debug, Clone)]
+pub struct Ev {
+    pub seq: u64,
+    pub kind: &'static str,
+    pub data: Value,
+}
+
+/// Fans events out to every connected client and keeps the recent ones.
+#[derive(Debug, Clone)]
+pub struct Hub {
+    tx: broadcast::Sender<Arc<Ev>>,
+    ring: Arc<Mutex<(u64, VecDeque<Arc<Ev>>)>>,
+    /// Set at shutdown: every stream ends, so that the server can stop.
+    closing: Arc<tokio::sync::watch::Sender<bool>>,
+}
+
+impl Default for Hub {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
+impl Hub {
+    pub fn new() -> Self {
+        Self {
+            tx: broadcast::channel(RING).0,
+            ring: Arc::new(Mutex::new((0, VecDeque::with_capacity(RING)))),
+            closing: Arc::new(tokio::sync::watch::channel(false).0),
+        }
+    }
+
+    /// Ends every event stream (at shutdown).
+    pub fn close(&self) {
+        self.closing.send_replace(true);
+    }
+
+    /// Numbers and sends one event.
+    pub fn publish(&self, kind: &'static str, data: Value) {
+        let ev = {
+            let mut ring = self
+                .ring
+                .lock()
+                .unwrap_or_else(std::sync::PoisonError::into_inner);
+            ring.0 += 1;
+            let ev = Arc::new(Ev {
+                seq: ring.0,
+                kind,
+                data,
+            });
+            if ring.1.len() == RING {
+                ring.1.pop_front();
+            }
+            ring.1.push_back(ev.clone());
+            ev
+        };
+        // No subscriber is not an error.
+        let _ = self.tx.send(ev);
+    }
+
+    /// A subscription, and the kept events after `last` (None: `last` is older than
+    /// what is kept, or from another instance).
+    fn subscribe(&self, last: Option<u64>) -> (broadcast::Receiver<Arc<Ev>>, Option<Vec<Arc<Ev>>>) {
+        let ring = self
+            .ring
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        let rx = self.tx.subscribe();
+        let missed = match last {
+            None => Some(vec![]),
+            Some(last) if last > ring.0 => None,
+            Some(last) => {
+                let oldest = ring.1.front().map_or(ring.0 + 1, |e| e.seq);
+                (last + 1 >= oldest).then(|| ring.1.iter().filter(|e| e.seq > last).cloned().collect())
+            }
+        };
+        (rx, missed)
+    }
+}
+
+fn event_of(change: Change) -> (&'static str, Value) {
+    match change {
+        Change::Alert {
+            id,
+            msg_type,
+            status,
+            hazard,
+            risk_level,
+            class,
+            communes,
+            origin,
+            sent,
+        } => (
+            "alert",
+            json!({"id": id, "msg_type": msg_type, "status": status, "hazard": hazard,
+                "risk_level": risk_level, "class": class, "communes": communes, "origin": origin,
+                "sent": sent}),
+        ),
+        Change::Receipt {
+            alert_id,
+            receiver_id,
+            commune,
+            status,
+            reason,
+            at,
+        } => (
+            "receipt",
+            json!({"alert_id": alert_id, "receiver_id": receiver_id, "commune": commune,
+                "status": status, "reason": reason, "at": at}),
+        ),
+        Change::Audit {
+            id,
+            actor,
+            action,
+            target,
+            at,
+        } => (
+            "action",
+            json!({"audit_id": id, "actor": actor, "action": action, "target": target, "at": at}),
+        ),
+        Change::Prewarning {
+            id,
+            hazard,
+            commune,
+            level,
+            at,
+        } => (
+            "prewarning",
+            json!({"id": id, "hazard": hazard, "commune": commune, "level": level, "at": at}),
+        ),
+    }
+}
+
+/// Reads new rows every `every` and publishes them, until `stop` resolves.
+pub async fn run_feed(store: Store, hub: Hub, every: Duration, stop: impl std::future::Future<Output = ()>) {
+    tokio::pin!(stop);
+    let stop = async {
+        (&mut stop).await;
+        hub.close();
+    };
+    tokio::pin!(stop);
+    let mut cursor = loop {
+        match store.change_heads().await {
+            Ok(c) => break c,
+            Err(e) => {
+                tracing::warn!(error = %e, "event feed: cannot read where the tables end; retrying");
+                tokio::select! {
+                    () = &mut stop => return,
+                    () = tokio::time::sleep(every) => {}
+                }
+            }
+        }
+    };
+    loop {
+        tokio::select! {
+            () = &mut stop => return,
+            () = tokio::time::sleep(every) => {}
+        }
+        match store.changes_after(cursor, 500).await {
+            Ok((changes, next)) => {
+                cursor = next;
+                for c in changes {
+                    let (kind, data) = event_of(c);
+                    hub.publish(kind, data);
+                }
+            }
+            Err(e) => tracing::warn!(error = %e, "event feed: read failed; retrying"),
+        }
+    }
+}
+
+fn sse(ev: &Ev) -> Event {
+    Event::default()
+        .id(ev.seq.to_string())
+        .event(ev.kind)
+        .data(ev.data.to_string())
+}
+
+/// `GET /api/v1/events` (`Accept: text/event-stream`), for any token.
+pub async fn events(
+    State(state): State<AppState>,
+    _caller: Caller,
+    headers: HeaderMap,
+) -> Result<Sse<impl Stream<Item = Result<Event, Infallible>>>, ApiError> {
+    let last = match headers.get("last-event-id") {
+        None => None,
+        Some(v) => Some(
+            v.to_str()
+                .ok()
+                .and_then(|s| s.trim().parse::<u64>().ok())
+                .ok_or_else(|| {
+                    ApiError::bad_request("Last-Event-ID", "Last-Event-ID must be an event id this API gave")
+                })?,
+        ),
+    };
+    let (rx, missed) = state.events.subscribe(last);
+    let first: Vec<Event> = match missed {
+        Some(missed) => {
+            let mut first = vec![
+                Event::default()
+                    .event("hello")
+                    .data(json!({"resumed": last.is_some()}).to_string()),
+            ];
+            first.extend(missed.iter().map(|e| sse(e)));
+            first
+        }
+        None => vec![
+            Event::default().event("reset").data(
+                json!({"reason": "events since Last-Event-ID are no longer kept; read the views again"})
+                    .to_string(),
+            ),
+        ],
+    };
+    let closing = state.events.closing.subscribe();
+    let live = stream::unfold((rx, closing), |(mut rx, mut closing)| async move {
+        let got = tokio::select! {
+            got = rx.recv() => got,
+            _ = closing.wait_for(|c| *c) => return None,
+        };
+        let ev = match got {
+            Ok(ev) => sse(&ev),
+            // A client too slow to keep up is told to re-read, then goes on.
+            Err(broadcast::error::RecvError::Lagged(n)) => Event::default().event("reset").data(
+                json!({"reason": format!("{n} events were dropped for this slow client; read the views again")})
+                    .to_string(),
+            ),
+            Err(broadcast::error::RecvError::Closed) => return None,
+        };
+        Some((Ok(ev), (rx, closing)))
+    });
+    let stream = stream::iter(first.into_iter().map(Ok)).chain(live);
+    Ok(Sse::new(stream).keep_alive(KeepAlive::new().interval(Duration::from_secs(15))))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_reconnecting_client_gets_what_it_missed_or_a_reset() {
+        let hub = Hub::new();
+        for i in 0..(RING as u64 + 10) {
+            hub.publish("alert", json!({ "n": i }));
+        }
+        let (_, missed) = hub.subscribe(Some(RING as u64 + 5));
+        let seqs: Vec<u64> = missed.unwrap().iter().map(|e| e.seq).collect();
+        assert_eq!(seqs, (RING as u64 + 6..=RING as u64 + 10).collect::<Vec<_>>());
+        // Event 3 fell out of the ring: the client must re-read.
+        assert!(hub.subscribe(Some(3)).1.is_none());
+        // An id from the future (another instance, or a restart) too.
+        assert!(hub.subscribe(Some(99_999)).1.is_none());
+        assert_eq!(hub.subscribe(None).1.unwrap().len(), 0);
+    }
+}
