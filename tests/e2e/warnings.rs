@@ -160,6 +160,27 @@ async fn a_level_3_warning_waits_for_a_second_person_who_is_never_its_author() {
     assert_eq!(m["communes"][0]["receivers"][0]["receiver_id"], "loa-w-1");
     assert!(m["communes"][0]["receivers"][0]["received"].is_string(), "{m}");
     assert_eq!(m["summary"]["receivers_by_state"], json!({"played": 1}));
+    // /metrics counts it: one live alert, a receiver that played it and how fast, and
+    // the admin's warning still waiting for a second person.
+    let metrics = app
+        .http
+        .get(format!("{}/metrics", app.base))
+        .send()
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    for line in [
+        "canhbao_alerts{status=\"Actual\",state=\"live\"} 1",
+        "canhbao_deliveries{channel=\"topic\",state=\"published\"} 1",
+        "canhbao_deliveries{channel=\"receiver\",state=\"played\"} 1",
+        "canhbao_receipt_latency_seconds_count{step=\"played\"} 1",
+        "canhbao_receipt_latency_seconds_bucket{step=\"received\",le=\"+Inf\"} 1",
+        "canhbao_warnings_pending 1",
+    ] {
+        assert!(metrics.lines().any(|l| l == line), "{line} not in\n{metrics}");
+    }
     // Approving again sends nothing.
     assert_eq!(act(&app, &chi, &id, "approve", json!({})).await.0, 409);
     assert_eq!(officer_alerts(&app).await.len(), 1);

@@ -402,6 +402,107 @@ pub async fn metrics(State(state): State<AppState>) -> Result<impl IntoResponse,
     for (sms_state, n) in state.store.sms_states().await? {
         let _ = writeln!(out, "canhbao_sms{{state=\"{sms_state}\"}} {n}");
     }
+    let now = Utc::now();
+    let _ = writeln!(
+        out,
+        "# HELP canhbao_alerts Alerts by CAP status and state (live, expired, updated, cancelled)."
+    );
+    let _ = writeln!(out, "# TYPE canhbao_alerts gauge");
+    for (status, alert_state, n) in state.store.alert_states(now).await? {
+        let _ = writeln!(
+            out,
+            "canhbao_alerts{{status=\"{status}\",state=\"{alert_state}\"}} {n}"
+        );
+    }
+    let _ = writeln!(
+        out,
+        "# HELP canhbao_deliveries Deliveries by channel (topic: a commune's MQTT topic; receiver: one loudspeaker; sms: one SMS) and state."
+    );
+    let _ = writeln!(out, "# TYPE canhbao_deliveries gauge");
+    for (channel, d_state, n) in state.store.delivery_states().await? {
+        let _ = writeln!(
+            out,
+            "canhbao_deliveries{{channel=\"{channel}\",state=\"{d_state}\"}} {n}"
+        );
+    }
+    let _ = writeln!(
+        out,
+        "# HELP canhbao_receipt_latency_seconds From an alert's sent time to a receiver's received or played receipt."
+    );
+    let _ = writeln!(out, "# TYPE canhbao_receipt_latency_seconds histogram");
+    for (step, h) in state.store.receipt_latency().await? {
+        for (le, n) in store::LATENCY_BUCKETS_S.iter().zip(&h.buckets) {
+            let _ = writeln!(
+                out,
+                "canhbao_receipt_latency_seconds_bucket{{step=\"{step}\",le=\"{le}\"}} {n}"
+            );
+        }
+        let _ = writeln!(
+            out,
+            "canhbao_receipt_latency_seconds_bucket{{step=\"{step}\",le=\"+Inf\"}} {}",
+            h.count
+        );
+        let _ = writeln!(
+            out,
+            "canhbao_receipt_latency_seconds_sum{{step=\"{step}\"}} {}",
+            h.sum_s
+        );
+        let _ = writeln!(
+            out,
+            "canhbao_receipt_latency_seconds_count{{step=\"{step}\"}} {}",
+            h.count
+        );
+    }
+    let sources = state.store.list_sources().await?;
+    let _ = writeln!(
+        out,
+        "# HELP canhbao_source_consecutive_failures Failed polls of a feed since its last success."
+    );
+    let _ = writeln!(out, "# TYPE canhbao_source_consecutive_failures gauge");
+    for s in &sources {
+        let _ = writeln!(
+            out,
+            "canhbao_source_consecutive_failures{{source=\"{}\"}} {}",
+            s.id, s.consecutive_failures
+        );
+    }
+    let _ = writeln!(
+        out,
+        "# HELP canhbao_source_values_total Values of a feed accepted or refused."
+    );
+    let _ = writeln!(out, "# TYPE canhbao_source_values_total counter");
+    for s in &sources {
+        let _ = writeln!(
+            out,
+            "canhbao_source_values_total{{source=\"{}\",outcome=\"accepted\"}} {}",
+            s.id, s.accepted
+        );
+        let _ = writeln!(
+            out,
+            "canhbao_source_values_total{{source=\"{}\",outcome=\"rejected\"}} {}",
+            s.id, s.rejected
+        );
+    }
+    let _ = writeln!(
+        out,
+        "# HELP canhbao_source_last_success_timestamp_seconds When a feed was last polled successfully (0: never)."
+    );
+    let _ = writeln!(out, "# TYPE canhbao_source_last_success_timestamp_seconds gauge");
+    for s in &sources {
+        let _ = writeln!(
+            out,
+            "canhbao_source_last_success_timestamp_seconds{{source=\"{}\"}} {}",
+            s.id,
+            s.last_success.map_or(0, |t| t.timestamp())
+        );
+    }
+    let pending = state.store.list_warnings(Some("pending"), 500).await?.len();
+    let _ = writeln!(
+        out,
+        "# HELP canhbao_warnings_pending Duty officers' warnings waiting for a second person."
+    );
+    let _ = writeln!(out, "# TYPE canhbao_warnings_pending gauge");
+    let _ = writeln!(out, "canhbao_warnings_pending {pending}");
     Ok(([(header::CONTENT_TYPE, "text/plain; version=0.0.4")], out))
 }
 
