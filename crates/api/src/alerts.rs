@@ -13,13 +13,13 @@ use crate::AppState;
 use crate::auth::Caller;
 use crate::error::{ApiError, Q};
 
-#[derive(Debug, Serialize)]
+#[derive(Debug, Serialize, utoipa::ToSchema)]
 pub struct OriginDto {
     pub kind: String,
     pub detail: String,
 }
 
-#[derive(Debug, Serialize)]
+#[derive(Debug, Serialize, utoipa::ToSchema)]
 pub struct AlertDto {
     pub id: String,
     pub province: String,
@@ -87,7 +87,7 @@ impl AlertDto {
     }
 }
 
-#[derive(Debug, Serialize)]
+#[derive(Debug, Serialize, utoipa::ToSchema)]
 pub struct DeliveryDto {
     pub commune: String,
     pub topic: String,
@@ -112,7 +112,7 @@ impl From<DeliveryRecord> for DeliveryDto {
     }
 }
 
-#[derive(Debug, Serialize)]
+#[derive(Debug, Serialize, utoipa::ToSchema)]
 pub struct ReceiptDto {
     pub status: String,
     pub reason: Option<String>,
@@ -123,7 +123,7 @@ pub struct ReceiptDto {
 }
 
 /// Everything one receiver reported about the alert.
-#[derive(Debug, Serialize)]
+#[derive(Debug, Serialize, utoipa::ToSchema)]
 pub struct ReceiverReceiptsDto {
     pub receiver_id: String,
     pub commune: Option<String>,
@@ -150,7 +150,7 @@ fn group_receipts(receipts: Vec<ReceiptRecord>) -> Vec<ReceiverReceiptsDto> {
     by_receiver.into_values().collect()
 }
 
-#[derive(Debug, Serialize)]
+#[derive(Debug, Serialize, utoipa::ToSchema)]
 pub struct AlertDetailDto {
     pub alert: AlertDto,
     pub deliveries: Vec<DeliveryDto>,
@@ -164,7 +164,7 @@ pub struct AlertDetailDto {
     pub sms: Vec<SmsDto>,
 }
 
-#[derive(Debug, Serialize)]
+#[derive(Debug, Serialize, utoipa::ToSchema)]
 pub struct SmsFallbackDto {
     pub commune: String,
     pub reason: String,
@@ -172,7 +172,7 @@ pub struct SmsFallbackDto {
     pub decided: DateTime<Utc>,
 }
 
-#[derive(Debug, Serialize)]
+#[derive(Debug, Serialize, utoipa::ToSchema)]
 pub struct SmsDto {
     /// The full number for admins; others see `+8491*****78`.
     pub phone: String,
@@ -235,7 +235,7 @@ fn mask_phone(phone: &str) -> String {
         .collect()
 }
 
-#[derive(Debug, Serialize)]
+#[derive(Debug, Serialize, utoipa::ToSchema)]
 pub struct ReceiverDeliveryDto {
     pub receiver_id: String,
     pub commune: String,
@@ -262,7 +262,7 @@ impl From<store::ReceiverDeliveryRecord> for ReceiverDeliveryDto {
     }
 }
 
-#[derive(Debug, Serialize)]
+#[derive(Debug, Serialize, utoipa::ToSchema)]
 pub struct AlertSummaryDto {
     #[serde(flatten)]
     pub alert: AlertDto,
@@ -271,7 +271,8 @@ pub struct AlertSummaryDto {
     pub receivers_rejected: usize,
 }
 
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Deserialize, utoipa::IntoParams)]
+#[into_params(parameter_in = Query)]
 #[serde(deny_unknown_fields)]
 pub struct ListQuery {
     pub limit: Option<i64>,
@@ -289,7 +290,8 @@ pub(crate) fn limit(q: &ListQuery) -> Result<i64, ApiError> {
 }
 
 /// Filters of `GET /api/v1/alerts`; every one narrows.
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Deserialize, utoipa::IntoParams)]
+#[into_params(parameter_in = Query)]
 #[serde(deny_unknown_fields)]
 pub struct AlertQuery {
     /// `Actual`, `Exercise` or `Test`.
@@ -381,6 +383,7 @@ fn alert_filter(state: &AppState, q: &AlertQuery) -> Result<store::AlertFilter, 
 /// `GET /api/v1/alerts`: newest first, filtered by `status`, `hazard`, `level`,
 /// `commune`, `msg_type`, `since` and `until`; `limit` (1-500, default 50) per page, and
 /// when there may be more, a `Link: <...&cursor=...>; rel="next"` header to the next.
+#[utoipa::path(get, path = "/api/v1/alerts", tag = "alerts", security(("bearer" = [])), params(AlertQuery), responses((status = 200, description = "Newest first; a Link header with rel=\"next\" gives the next page", body = [AlertSummaryDto])))]
 pub async fn list_alerts(
     State(state): State<AppState>,
     _caller: Caller,
@@ -450,6 +453,7 @@ fn percent(v: &str) -> String {
 
 /// `GET /api/v1/alerts/{id}`: the alert with its deliveries; `{id}.cap` gives its CAP 1.2
 /// document (`application/cap+xml`).
+#[utoipa::path(get, path = "/api/v1/alerts/{id}", tag = "alerts", security(("bearer" = [])), params(("id" = String, Path, description = "An alert id; `{id}.cap` gives its CAP 1.2 XML (application/cap+xml)")), responses((status = 200, description = "The alert with its deliveries, receipts and SMS", body = AlertDetailDto)))]
 pub async fn get_alert_or_cap(
     state: State<AppState>,
     caller: Caller,
@@ -549,7 +553,7 @@ pub async fn get_alert(
     }))
 }
 
-#[derive(Debug, Serialize)]
+#[derive(Debug, Serialize, utoipa::ToSchema)]
 pub struct CancelledDto {
     pub cancelled: String,
     /// The Cancel alert that carries the news to receivers.
@@ -558,6 +562,7 @@ pub struct CancelledDto {
 
 /// `POST /api/v1/alerts/{id}/cancel`, optionally with `{"reason": "..."}`: sends a Cancel
 /// to every commune of a live alert. Officers and admins.
+#[utoipa::path(post, path = "/api/v1/alerts/{id}/cancel", tag = "warnings", security(("bearer" = [])), params(("id" = String, Path, description = "Its id"), ("Idempotency-Key" = String, Header, description = "The same on every retry")), request_body(content = crate::openapi::OptionalReasonBody, content_type = "application/json"), responses((status = 201, description = "A Cancel referencing the whole incident is queued to every commune; needs an Idempotency-Key", body = CancelledDto), (status = 409, description = "Already cancelled, or not the latest of its incident", body = crate::openapi::Problem, content_type = "application/problem+json")))]
 pub async fn cancel_alert(
     State(state): State<AppState>,
     caller: Caller,
@@ -604,7 +609,7 @@ pub async fn cancel_alert(
     }
 }
 
-#[derive(Debug, Serialize)]
+#[derive(Debug, Serialize, utoipa::ToSchema)]
 pub struct RejectionDto {
     pub at: DateTime<Utc>,
     pub channel: String,
@@ -612,6 +617,7 @@ pub struct RejectionDto {
     pub reason: String,
 }
 
+#[utoipa::path(get, path = "/api/v1/rejections", tag = "monitoring", security(("bearer" = [])), params(ListQuery), responses((status = 200, description = "Refused inputs, newest first", body = [RejectionDto])))]
 pub async fn list_rejections(
     State(state): State<AppState>,
     _caller: Caller,
@@ -630,7 +636,7 @@ pub async fn list_rejections(
     ))
 }
 
-#[derive(Debug, Serialize)]
+#[derive(Debug, Serialize, utoipa::ToSchema)]
 pub struct SourceDto {
     pub id: String,
     pub url: String,
@@ -645,6 +651,7 @@ pub struct SourceDto {
 }
 
 /// `GET /api/v1/sources`: the health of every polled feed.
+#[utoipa::path(get, path = "/api/v1/sources", tag = "monitoring", security(("bearer" = [])), responses((status = 200, description = "The health of every polled feed", body = [SourceDto])))]
 pub async fn list_sources(
     State(state): State<AppState>,
     _caller: Caller,

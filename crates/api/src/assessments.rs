@@ -15,20 +15,20 @@ use crate::alerts::ListQuery;
 use crate::auth::Caller;
 use crate::error::{ApiError, Q};
 
-#[derive(Debug, Clone, Serialize)]
+#[derive(Debug, Clone, Serialize, utoipa::ToSchema)]
 pub struct LevelDto {
     pub hazard: String,
     pub commune: String,
     pub level: i64,
 }
 
-#[derive(Debug, Serialize)]
+#[derive(Debug, Serialize, utoipa::ToSchema)]
 pub struct CoincidingDto {
     pub commune: String,
     pub hazards: Vec<LevelDto>,
 }
 
-#[derive(Debug, Serialize)]
+#[derive(Debug, Serialize, utoipa::ToSchema)]
 pub struct TransitionDto {
     pub id: i64,
     pub status: String,
@@ -46,7 +46,7 @@ pub struct TransitionDto {
     pub alert_id: Option<String>,
 }
 
-#[derive(Debug, Serialize)]
+#[derive(Debug, Serialize, utoipa::ToSchema)]
 pub struct AssessmentsDto {
     /// Current levels of real (CAP status Actual) observations.
     pub levels: Vec<LevelDto>,
@@ -54,6 +54,7 @@ pub struct AssessmentsDto {
     pub transitions: Vec<TransitionDto>,
 }
 
+#[utoipa::path(get, path = "/api/v1/assessments", tag = "monitoring", security(("bearer" = [])), params(ListQuery), responses((status = 200, description = "Current levels, coinciding hazards and recent transitions", body = AssessmentsDto)))]
 pub async fn list_assessments(
     State(state): State<AppState>,
     _caller: Caller,

@@ -23,7 +23,7 @@ pub async fn record(state: &AppState, actor: &str, action: &str, target: &str, d
     }
 }
 
-#[derive(Debug, Serialize)]
+#[derive(Debug, Serialize, utoipa::ToSchema)]
 pub struct AuditDto {
     pub id: i64,
     pub at: DateTime<Utc>,
@@ -34,6 +34,7 @@ pub struct AuditDto {
     pub hash: String,
 }
 
+#[utoipa::path(get, path = "/api/v1/audit", tag = "admin", security(("bearer" = [])), params(ListQuery), responses((status = 200, description = "The newest actions", body = [AuditDto])))]
 pub async fn list(
     State(state): State<AppState>,
     caller: Caller,
@@ -56,7 +57,7 @@ pub async fn list(
     ))
 }
 
-#[derive(Debug, Serialize)]
+#[derive(Debug, Serialize, utoipa::ToSchema)]
 pub struct VerifyDto {
     pub rows: i64,
     pub intact: bool,
@@ -64,6 +65,7 @@ pub struct VerifyDto {
     pub broken_at: Option<i64>,
 }
 
+#[utoipa::path(get, path = "/api/v1/audit/verify", tag = "admin", security(("bearer" = [])), responses((status = 200, description = "The hash chain walked from its start", body = VerifyDto)))]
 pub async fn verify(State(state): State<AppState>, caller: Caller) -> Result<Json<VerifyDto>, ApiError> {
     caller.require(&[Role::Admin], "verify the audit log")?;
     let v = state.store.verify_audit().await?;

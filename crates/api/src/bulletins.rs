@@ -15,6 +15,7 @@ use crate::observations::{AcceptedDto, record_refusal};
 
 const XML_TYPES: [&str; 3] = ["application/cap+xml", "application/xml", "text/xml"];
 
+#[utoipa::path(post, path = "/api/v1/bulletins", tag = "ingest", security(("bearer" = [])), request_body(content = String, description = "A CAP 1.2 message", content_type = "application/cap+xml"), responses((status = 200, description = "Accepted", body = AcceptedDto)))]
 pub async fn post_bulletin(
     State(state): State<AppState>,
     caller: Caller,

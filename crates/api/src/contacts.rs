@@ -13,13 +13,14 @@ use crate::AppState;
 use crate::auth::{Caller, Role};
 use crate::error::{ApiError, Q, require_media};
 
-#[derive(Debug, Serialize)]
+#[derive(Debug, Serialize, utoipa::ToSchema)]
 pub struct ImportedDto {
     pub imported: usize,
     pub added: usize,
     pub updated: usize,
 }
 
+#[utoipa::path(post, path = "/api/v1/contacts/import", tag = "admin", security(("bearer" = [])), request_body(content = String, description = "CSV, whole or not at all", content_type = "text/csv"), responses((status = 200, description = "Imported", body = ImportedDto)))]
 pub async fn import(
     State(state): State<AppState>,
     caller: Caller,
@@ -54,14 +55,15 @@ pub async fn import(
     }))
 }
 
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Deserialize, utoipa::IntoParams)]
+#[into_params(parameter_in = Query)]
 #[serde(deny_unknown_fields)]
 pub struct ContactsQuery {
     pub commune: Option<String>,
     pub limit: Option<i64>,
 }
 
-#[derive(Debug, Serialize)]
+#[derive(Debug, Serialize, utoipa::ToSchema)]
 pub struct ContactDto {
     pub phone: String,
     pub name: String,
@@ -72,6 +74,7 @@ pub struct ContactDto {
     pub updated: DateTime<Utc>,
 }
 
+#[utoipa::path(get, path = "/api/v1/contacts", tag = "admin", security(("bearer" = [])), params(ContactsQuery), responses((status = 200, description = "The SMS directory", body = [ContactDto])))]
 pub async fn list(
     State(state): State<AppState>,
     caller: Caller,

@@ -19,13 +19,13 @@ pub struct ApiError {
 }
 
 /// One fault of a request with several.
-#[derive(Debug, Clone, Serialize)]
+#[derive(Debug, Clone, Serialize, utoipa::ToSchema)]
 pub struct FieldError {
     pub field: String,
     pub detail: String,
 }
 
-#[derive(Serialize)]
+#[derive(Serialize, utoipa::ToSchema)]
 struct Problem<'a> {
     #[serde(rename = "type")]
     kind: String,

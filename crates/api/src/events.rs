@@ -209,6 +209,7 @@ fn sse(ev: &Ev) -> Event {
 }
 
 /// `GET /api/v1/events` (`Accept: text/event-stream`), for any token.
+#[utoipa::path(get, path = "/api/v1/events", tag = "monitoring", security(("bearer" = [])), params(("Last-Event-ID" = Option<String>, Header, description = "Resume after this event")), responses((status = 200, description = "Server-Sent Events: hello, alert, receipt, action, prewarning, reset", content_type = "text/event-stream")))]
 pub async fn events(
     State(state): State<AppState>,
     _caller: Caller,

@@ -15,6 +15,7 @@ use crate::error::ApiError;
 /// Most entries in the feed.
 const MAX_ENTRIES: i64 = 200;
 
+#[utoipa::path(get, path = "/feeds/alerts.atom", tag = "public", responses((status = 200, description = "Atom feed of live public alerts", content_type = "application/atom+xml"), (status = 304, description = "Not modified (ETag)")))]
 pub async fn alerts_atom(State(state): State<AppState>, headers: HeaderMap) -> Result<Response, ApiError> {
     let now = Utc::now();
     let alerts = state.store.live_public_alerts(now, MAX_ENTRIES).await?;
@@ -62,6 +63,7 @@ pub async fn alerts_atom(State(state): State<AppState>, headers: HeaderMap) -> R
         .into_response())
 }
 
+#[utoipa::path(get, path = "/feeds/cap/{file}", tag = "public", params(("file" = String, Path, description = "`{id}.cap`")), responses((status = 200, description = "CAP 1.2 XML of a public alert", content_type = "application/cap+xml")))]
 pub async fn cap(State(state): State<AppState>, Path(file): Path<String>) -> Result<Response, ApiError> {
     let id = file
         .strip_suffix(".cap")

@@ -38,7 +38,7 @@ pub fn health(online: Option<bool>, last_seen: Option<DateTime<Utc>>, now: DateT
     }
 }
 
-#[derive(Debug, Serialize)]
+#[derive(Debug, Serialize, utoipa::ToSchema)]
 pub struct FleetReceiverDto {
     pub receiver_id: String,
     pub commune: String,
@@ -54,14 +54,14 @@ pub struct FleetReceiverDto {
     pub last_heartbeat: Option<Value>,
 }
 
-#[derive(Debug, Serialize, Default)]
+#[derive(Debug, Serialize, Default, utoipa::ToSchema)]
 pub struct CoverageDto {
     pub commune: String,
     pub registered: usize,
     pub online: usize,
 }
 
-#[derive(Debug, Serialize)]
+#[derive(Debug, Serialize, utoipa::ToSchema)]
 pub struct FleetDto {
     pub receivers: Vec<FleetReceiverDto>,
     /// Per commune with a registered receiver: how many are online.
@@ -103,6 +103,7 @@ async fn fleet(state: &AppState) -> Result<FleetDto, ApiError> {
     })
 }
 
+#[utoipa::path(get, path = "/api/v1/receivers", tag = "monitoring", security(("bearer" = [])), responses((status = 200, description = "The receiver fleet and per-commune coverage", body = FleetDto)))]
 pub async fn list_receivers(
     State(state): State<AppState>,
     _caller: Caller,
@@ -110,7 +111,7 @@ pub async fn list_receivers(
     Ok(Json(fleet(&state).await?))
 }
 
-#[derive(Serialize)]
+#[derive(Serialize, utoipa::ToSchema)]
 pub struct RegisteredDto {
     pub receiver_id: String,
     pub commune: String,
@@ -153,6 +154,7 @@ fn string_list(v: Option<&Value>, field: &str) -> Result<Vec<String>, ApiError> 
 
 /// Registers a receiver: `{"receiver_id", "commune", "trusted_keys"?, "firmware"?}`. The
 /// 201 body carries its new broker password (`mqtt_password`), which is never shown again.
+#[utoipa::path(post, path = "/api/v1/receivers", tag = "admin", security(("bearer" = [])), request_body(content = crate::openapi::ReceiverBody, content_type = "application/json"), responses((status = 201, description = "Registered; the broker password is shown once", body = RegisteredDto)))]
 pub async fn register_receiver(
     State(state): State<AppState>,
     caller: Caller,
@@ -328,6 +330,7 @@ fn pbkdf2_hmac_sha512(password: &[u8], salt: &[u8], iterations: u32) -> [u8; 64]
     t
 }
 
+#[utoipa::path(delete, path = "/api/v1/receivers/{id}", tag = "admin", security(("bearer" = [])), params(("id" = String, Path, description = "Its id")), responses((status = 204, description = "Removed")))]
 pub async fn remove_receiver(
     State(state): State<AppState>,
     caller: Caller,
@@ -351,6 +354,7 @@ pub async fn remove_receiver(
 }
 
 /// Fleet health as Prometheus text (no token: counts only, no identities).
+#[utoipa::path(get, path = "/metrics", tag = "public", responses((status = 200, description = "Prometheus text format", content_type = "text/plain")))]
 pub async fn metrics(State(state): State<AppState>) -> Result<impl IntoResponse, ApiError> {
     let f = fleet(&state).await?;
     let mut out = String::new();

@@ -10,14 +10,15 @@ use crate::AppState;
 use crate::auth::Caller;
 use crate::error::{ApiError, Q};
 
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Deserialize, utoipa::IntoParams)]
+#[into_params(parameter_in = Query)]
 #[serde(deny_unknown_fields)]
 pub struct ForecastQuery {
     pub station: Option<String>,
     pub limit: Option<i64>,
 }
 
-#[derive(Debug, Serialize)]
+#[derive(Debug, Serialize, utoipa::ToSchema)]
 pub struct ForecastDto {
     pub station: String,
     pub parameter: String,
@@ -28,6 +29,7 @@ pub struct ForecastDto {
     pub source: String,
 }
 
+#[utoipa::path(get, path = "/api/v1/forecasts", tag = "monitoring", security(("bearer" = [])), params(ForecastQuery), responses((status = 200, description = "Forecast values", body = [ForecastDto])))]
 pub async fn list_forecasts(
     State(state): State<AppState>,
     _caller: Caller,

@@ -21,6 +21,7 @@ pub mod idempotency;
 pub mod login;
 pub mod matrix;
 pub mod observations;
+pub mod openapi;
 pub mod preview;
 pub mod prewarnings;
 pub mod sms;
@@ -41,7 +42,7 @@ pub use auth::{Role, token_hash};
 pub use error::ApiError;
 
 /// A public signing key, as served at `GET /api/v1/keys`.
-#[derive(Debug, Clone, Serialize)]
+#[derive(Debug, Clone, Serialize, utoipa::ToSchema)]
 pub struct KeyDto {
     pub key_id: String,
     pub algorithm: &'static str,
@@ -97,6 +98,7 @@ pub fn router(state: AppState) -> Router {
         .route("/healthz", get(healthz))
         .route("/readyz", get(readyz))
         .route("/api/v1/keys", get(keys))
+        .route("/api/v1/openapi.json", get(openapi::openapi_json))
         .route("/api/v1/login", post(login::login))
         .route("/api/v1/logout", post(login::logout))
         .route("/api/v1/observations", post(observations::post_observations))
@@ -156,21 +158,23 @@ pub fn router(state: AppState) -> Router {
         .with_state(state)
 }
 
-#[derive(Serialize)]
+#[derive(Serialize, utoipa::ToSchema)]
 struct Health {
     status: &'static str,
 }
 
+#[utoipa::path(get, path = "/healthz", tag = "public", responses((status = 200, description = "The process is up", body = Health)))]
 async fn healthz() -> Json<Health> {
     Json(Health { status: "ok" })
 }
 
-#[derive(Serialize)]
+#[derive(Serialize, utoipa::ToSchema)]
 struct Ready {
     database: &'static str,
     broker: &'static str,
 }
 
+#[utoipa::path(get, path = "/readyz", tag = "public", responses((status = 200, description = "Database and broker reachable", body = Ready), (status = 503, description = "One of them is not", body = Ready)))]
 async fn readyz(State(state): State<AppState>) -> (StatusCode, Json<Ready>) {
     let database = match state.store.ping().await {
         Ok(()) => "ok",
@@ -192,6 +196,7 @@ async fn readyz(State(state): State<AppState>) -> (StatusCode, Json<Ready>) {
     (code, Json(Ready { database, broker }))
 }
 
+#[utoipa::path(get, path = "/api/v1/keys", tag = "public", responses((status = 200, description = "Public keys that verify alert signatures", body = [KeyDto])))]
 async fn keys(State(state): State<AppState>) -> Json<Vec<KeyDto>> {
     Json(state.keys.as_ref().clone())
 }

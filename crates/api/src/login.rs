@@ -93,7 +93,7 @@ pub fn login_limiter() -> Arc<Mutex<dispatch::sms_gateway::TokenBucket>> {
     )))
 }
 
-#[derive(Debug, Serialize)]
+#[derive(Debug, Serialize, utoipa::ToSchema)]
 pub struct LoginDto {
     pub token: String,
     pub token_type: &'static str,
@@ -103,6 +103,7 @@ pub struct LoginDto {
 
 /// `{"username": "...", "password": "..."}`: a bearer token for the user's role, valid
 /// for [`TOKEN_TTL`]. A wrong name and a wrong password get the same answer.
+#[utoipa::path(post, path = "/api/v1/login", tag = "public", request_body(content = crate::openapi::LoginBody, content_type = "application/json"), responses((status = 200, description = "A bearer token for one duty shift", body = LoginDto), (status = 429, description = "Locked out or rate limited", body = crate::openapi::Problem, content_type = "application/problem+json")))]
 pub async fn login(
     State(state): State<AppState>,
     headers: HeaderMap,
@@ -193,6 +194,7 @@ pub async fn login(
 }
 
 /// Revokes the token the request carries.
+#[utoipa::path(post, path = "/api/v1/logout", tag = "public", security(("bearer" = [])), responses((status = 204, description = "The token is revoked")))]
 pub async fn logout(
     State(state): State<AppState>,
     caller: Caller,

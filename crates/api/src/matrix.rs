@@ -15,7 +15,7 @@ use crate::alerts::{DeliveryDto, ReceiverDeliveryDto, SmsDto, SmsFallbackDto};
 use crate::auth::{Caller, Role};
 use crate::error::ApiError;
 
-#[derive(Debug, Default, Serialize)]
+#[derive(Debug, Default, Serialize, utoipa::ToSchema)]
 pub struct MatrixSummary {
     pub communes: usize,
     pub communes_published: usize,
@@ -27,7 +27,7 @@ pub struct MatrixSummary {
     pub sms_by_state: BTreeMap<String, usize>,
 }
 
-#[derive(Debug, Serialize)]
+#[derive(Debug, Serialize, utoipa::ToSchema)]
 pub struct CommuneRowDto {
     pub commune: String,
     pub name: Option<String>,
@@ -38,7 +38,7 @@ pub struct CommuneRowDto {
     pub sms: Vec<SmsDto>,
 }
 
-#[derive(Debug, Serialize)]
+#[derive(Debug, Serialize, utoipa::ToSchema)]
 pub struct MatrixDto {
     pub alert_id: String,
     pub status: String,
@@ -49,6 +49,7 @@ pub struct MatrixDto {
     pub communes: Vec<CommuneRowDto>,
 }
 
+#[utoipa::path(get, path = "/api/v1/alerts/{id}/deliveries", tag = "alerts", security(("bearer" = [])), params(("id" = String, Path, description = "Its id")), responses((status = 200, description = "The delivery matrix: each commune, receiver and SMS recipient", body = MatrixDto)))]
 pub async fn deliveries(
     State(state): State<AppState>,
     caller: Caller,

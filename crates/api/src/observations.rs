@@ -17,7 +17,7 @@ use crate::AppState;
 use crate::auth::{Caller, Role};
 use crate::error::{ApiError, FieldError, require_media};
 
-#[derive(Debug, Serialize)]
+#[derive(Debug, Serialize, utoipa::ToSchema)]
 pub struct AcceptedDto {
     pub stored: usize,
     pub duplicates: usize,
@@ -95,6 +95,7 @@ pub(crate) fn row_errors(errors: Vec<ingest::station::RowError>) -> Vec<FieldErr
         .collect()
 }
 
+#[utoipa::path(post, path = "/api/v1/observations", tag = "ingest", security(("bearer" = [])), request_body(content = crate::openapi::ObservationBody, description = "One reading or an array (JSON), or CSV (text/csv)", content_type = "application/json"), responses((status = 200, description = "Stored, with the alerts it raised", body = AcceptedDto)))]
 pub async fn post_observations(
     State(state): State<AppState>,
     caller: Caller,

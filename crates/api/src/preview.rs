@@ -19,15 +19,17 @@ use crate::AppState;
 use crate::auth::{Caller, Role};
 use crate::error::{ApiError, require_media};
 
-#[derive(Debug, Serialize)]
+#[derive(Debug, Serialize, utoipa::ToSchema)]
 pub struct PreviewDto {
     /// The payload receivers would verify and play (unsigned here; signed when issued).
+    /// The receiver contract's payload (see docs/receiver-contract).
+    #[schema(value_type = Object)]
     pub payload: dispatch::wire::AlertPayload,
     pub loudspeakers: LoudspeakersDto,
     pub sms: SmsPreviewDto,
 }
 
-#[derive(Debug, Serialize)]
+#[derive(Debug, Serialize, utoipa::ToSchema)]
 pub struct LoudspeakersDto {
     pub class: &'static str,
     pub times: u32,
@@ -36,7 +38,7 @@ pub struct LoudspeakersDto {
     pub topics: Vec<String>,
 }
 
-#[derive(Debug, Serialize)]
+#[derive(Debug, Serialize, utoipa::ToSchema)]
 pub struct SmsPreviewDto {
     pub text: String,
     pub encoding: &'static str,
@@ -46,7 +48,7 @@ pub struct SmsPreviewDto {
     pub communes: Vec<CommuneSmsDto>,
 }
 
-#[derive(Debug, Serialize)]
+#[derive(Debug, Serialize, utoipa::ToSchema)]
 pub struct CommuneSmsDto {
     pub commune: String,
     pub receivers_registered: usize,
@@ -63,6 +65,7 @@ pub struct CommuneSmsDto {
 /// required; `risk_level` (1-5), `class` (`emergency`, `priority`, `normal`; default by
 /// level), `instruction`, `status` (`Actual`, `Exercise`, `Test`; default
 /// `Actual`) and `valid_minutes` (default 360) are optional. Officers and admins.
+#[utoipa::path(post, path = "/api/v1/alerts/preview", tag = "warnings", security(("bearer" = [])), request_body(content = crate::openapi::DraftBody, content_type = "application/json"), responses((status = 200, description = "What the draft would be on every channel; nothing is sent", body = PreviewDto)))]
 pub async fn preview(
     State(state): State<AppState>,
     caller: Caller,

@@ -20,7 +20,7 @@ use crate::draft::{draft_json, parse_draft};
 use crate::error::{ApiError, Q};
 use crate::warnings::{AUTHORS, IssuedDto, json_body, reason, uuid_v4, warning_error};
 
-#[derive(Debug, Serialize)]
+#[derive(Debug, Serialize, utoipa::ToSchema)]
 pub struct PrewarningDto {
     pub id: i64,
     pub at: DateTime<Utc>,
@@ -54,6 +54,7 @@ fn dto(state: &AppState, a: store::AssessmentRecord) -> PrewarningDto {
 }
 
 /// `GET /api/v1/prewarnings`: open pre-warnings on real observations, newest first.
+#[utoipa::path(get, path = "/api/v1/prewarnings", tag = "warnings", security(("bearer" = [])), params(ListQuery), responses((status = 200, description = "Open pre-warnings, newest first", body = [PrewarningDto])))]
 pub async fn list(
     State(state): State<AppState>,
     _caller: Caller,
@@ -99,6 +100,7 @@ const OVERRIDABLE: [&str; 8] = [
 /// pre-warning's commune is always kept), lifetime, add an `escalation`, and give an
 /// `override_reason`. 201 when issued, 202 when it waits for approval; 409 when the
 /// pre-warning was already confirmed or dismissed. Needs an `Idempotency-Key`.
+#[utoipa::path(post, path = "/api/v1/prewarnings/{id}/confirm", tag = "warnings", security(("bearer" = [])), params(("id" = String, Path, description = "Its id"), ("Idempotency-Key" = String, Header, description = "The same on every retry")), request_body(content = crate::openapi::ConfirmBody, content_type = "application/json"), responses((status = 201, description = "Issued at once", body = IssuedDto), (status = 202, description = "Waiting for a second person", body = IssuedDto)))]
 pub async fn confirm(
     State(state): State<AppState>,
     caller: Caller,
@@ -214,6 +216,7 @@ pub async fn confirm(
 }
 
 /// `POST /api/v1/prewarnings/{id}/dismiss` with `{"reason": "..."}`.
+#[utoipa::path(post, path = "/api/v1/prewarnings/{id}/dismiss", tag = "warnings", security(("bearer" = [])), params(("id" = String, Path, description = "Its id")), request_body(content = crate::openapi::ReasonBody, content_type = "application/json"), responses((status = 204, description = "Dismissed")))]
 pub async fn dismiss(
     State(state): State<AppState>,
     caller: Caller,

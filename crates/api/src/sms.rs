@@ -17,7 +17,8 @@ pub const DEFAULT_MAX_UCS2_SEGMENTS: u32 = 2;
 /// The longest text previewed, in characters (ten concatenated parts and more).
 const MAX_CHARS: usize = 2000;
 
-#[derive(Debug, Serialize)]
+#[derive(Debug, Serialize, utoipa::ToSchema)]
+#[schema(as = SmsPreviewResultDto)]
 pub struct PreviewDto {
     pub encoding: &'static str,
     pub segments: u32,
@@ -25,6 +26,7 @@ pub struct PreviewDto {
 }
 
 /// `{"text": "...", "policy": "ucs2" | "gsm7" | "auto", "max_ucs2_segments"?: n}`.
+#[utoipa::path(post, path = "/api/v1/sms/preview", tag = "warnings", security(("bearer" = [])), request_body(content = crate::openapi::SmsPreviewBody, content_type = "application/json"), responses((status = 200, description = "Encoding, text as sent and parts", body = PreviewDto)))]
 pub async fn preview(_caller: Caller, headers: HeaderMap, body: Bytes) -> Result<Json<PreviewDto>, ApiError> {
     require_media(&headers, &["application/json"])?;
     let v: Value = serde_json::from_slice(&body)
@@ -76,6 +78,7 @@ pub struct SmsContext {
 /// by the gateway's secret in the URL (no bearer token: gateways cannot send one), applied
 /// once whatever order reports come in, and answered with what the gateway expects
 /// (`ACK/Jasmin` for Jasmin). A refused report is recorded as a rejection.
+#[utoipa::path(method(get, post), path = "/api/v1/sms/dlr/{gateway}", tag = "public", params(("gateway" = String, Path, description = "A configured gateway id; its secret goes in the query")), responses((status = 200, description = "Applied (Jasmin gets ACK/Jasmin)", content_type = "text/plain")))]
 pub async fn delivery_report(
     axum::extract::State(state): axum::extract::State<crate::AppState>,
     axum::extract::Path(gateway): axum::extract::Path<String>,

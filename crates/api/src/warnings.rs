@@ -24,7 +24,7 @@ pub const AUTHORS: [Role; 2] = [Role::Admin, Role::Officer];
 /// Who may approve or return (never their own submission).
 pub const APPROVERS: [Role; 2] = [Role::Admin, Role::Approver];
 
-#[derive(Debug, Serialize)]
+#[derive(Debug, Serialize, utoipa::ToSchema)]
 pub struct WarningDto {
     pub id: String,
     /// draft, pending, issued or discarded.
@@ -146,6 +146,7 @@ fn draft_and_updates(state: &AppState, mut v: Value) -> Result<(Draft, Option<St
 /// `POST /api/v1/warnings`: a new draft, by an officer. With `"updates": "<alert id>"`
 /// it will be issued as an Update of that alert (which must be the latest of its incident,
 /// live, and not a Cancel; checked again at issue).
+#[utoipa::path(post, path = "/api/v1/warnings", tag = "warnings", security(("bearer" = [])), request_body(content = crate::openapi::DraftBody, content_type = "application/json"), responses((status = 201, description = "A draft", body = WarningDto)))]
 pub async fn create(
     State(state): State<AppState>,
     caller: Caller,
@@ -208,7 +209,8 @@ pub fn uuid_v4() -> String {
     )
 }
 
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Deserialize, utoipa::IntoParams)]
+#[into_params(parameter_in = Query)]
 #[serde(deny_unknown_fields)]
 pub struct WarningQuery {
     pub state: Option<String>,
@@ -216,6 +218,7 @@ pub struct WarningQuery {
 }
 
 /// `GET /api/v1/warnings?state=pending`: the desk's queue, most recently changed first.
+#[utoipa::path(get, path = "/api/v1/warnings", tag = "warnings", security(("bearer" = [])), params(WarningQuery), responses((status = 200, description = "Most recently changed first", body = [WarningDto])))]
 pub async fn list(
     State(state): State<AppState>,
     _caller: Caller,
@@ -234,6 +237,7 @@ pub async fn list(
     Ok(Json(rows.into_iter().map(WarningDto::from).collect()))
 }
 
+#[utoipa::path(get, path = "/api/v1/warnings/{id}", tag = "warnings", security(("bearer" = [])), params(("id" = String, Path, description = "Its id")), responses((status = 200, description = "The warning", body = WarningDto)))]
 pub async fn get(
     State(state): State<AppState>,
     _caller: Caller,
@@ -243,6 +247,7 @@ pub async fn get(
 }
 
 /// `PUT /api/v1/warnings/{id}`: its author replaces a draft (also one returned to them).
+#[utoipa::path(put, path = "/api/v1/warnings/{id}", tag = "warnings", security(("bearer" = [])), params(("id" = String, Path, description = "Its id")), request_body(content = crate::openapi::DraftBody, content_type = "application/json"), responses((status = 200, description = "The draft, replaced (its author only)", body = WarningDto)))]
 pub async fn edit(
     State(state): State<AppState>,
     caller: Caller,
@@ -287,6 +292,7 @@ fn check(w: &WarningRecord, caller: &Caller, action: ingest::warnings::Action) -
 }
 
 /// `POST /api/v1/warnings/{id}/discard`: its author drops a draft.
+#[utoipa::path(post, path = "/api/v1/warnings/{id}/discard", tag = "warnings", security(("bearer" = [])), params(("id" = String, Path, description = "Its id")), responses((status = 200, description = "Discarded by its author", body = WarningDto)))]
 pub async fn discard(
     State(state): State<AppState>,
     caller: Caller,
@@ -306,7 +312,7 @@ pub async fn discard(
     Ok(Json(load(&state, &id).await?.into()))
 }
 
-#[derive(Debug, Serialize)]
+#[derive(Debug, Serialize, utoipa::ToSchema)]
 pub struct IssuedDto {
     pub warning: WarningDto,
     /// The alert, once issued.
@@ -329,6 +335,7 @@ async fn issued(state: &AppState, id: &str, alert: Option<&domain::Alert>) -> Re
 /// `POST /api/v1/warnings/{id}/submit`, optionally `{"override_reason": "..."}`: its
 /// author submits a draft. 201 with the alert when issued at once; 202 when it waits for
 /// a second person. Needs an `Idempotency-Key`.
+#[utoipa::path(post, path = "/api/v1/warnings/{id}/submit", tag = "warnings", security(("bearer" = [])), params(("id" = String, Path, description = "Its id"), ("Idempotency-Key" = String, Header, description = "The same on every retry")), request_body(content = crate::openapi::SubmitBody, content_type = "application/json"), responses((status = 201, description = "Issued at once", body = IssuedDto), (status = 202, description = "Waiting for a second person", body = IssuedDto)))]
 pub async fn submit(
     State(state): State<AppState>,
     caller: Caller,
@@ -357,6 +364,7 @@ pub async fn submit(
 
 /// `POST /api/v1/warnings/{id}/approve`, optionally `{"note": "..."}`: a second person
 /// approves a pending warning and it is issued. Needs an `Idempotency-Key`.
+#[utoipa::path(post, path = "/api/v1/warnings/{id}/approve", tag = "warnings", security(("bearer" = [])), params(("id" = String, Path, description = "Its id"), ("Idempotency-Key" = String, Header, description = "The same on every retry")), request_body(content = crate::openapi::NoteBody, content_type = "application/json"), responses((status = 201, description = "Approved by a second person and issued", body = IssuedDto)))]
 pub async fn approve(
     State(state): State<AppState>,
     caller: Caller,
@@ -382,6 +390,7 @@ pub async fn approve(
 
 /// `POST /api/v1/warnings/{id}/reject` with `{"reason": "..."}`: a second person returns
 /// a pending warning to its author as a draft; the author is told why.
+#[utoipa::path(post, path = "/api/v1/warnings/{id}/reject", tag = "warnings", security(("bearer" = [])), params(("id" = String, Path, description = "Its id")), request_body(content = crate::openapi::ReasonBody, content_type = "application/json"), responses((status = 200, description = "Returned to its author as a draft", body = WarningDto)))]
 pub async fn reject(
     State(state): State<AppState>,
     caller: Caller,
@@ -401,7 +410,7 @@ pub async fn reject(
     Ok(Json(load(&state, &id).await?.into()))
 }
 
-#[derive(Debug, Serialize)]
+#[derive(Debug, Serialize, utoipa::ToSchema)]
 pub struct NotificationDto {
     pub id: i64,
     pub at: DateTime<Utc>,
@@ -413,6 +422,7 @@ pub struct NotificationDto {
 }
 
 /// `GET /api/v1/notifications`: what the caller must be told, newest first.
+#[utoipa::path(get, path = "/api/v1/notifications", tag = "warnings", security(("bearer" = [])), responses((status = 200, description = "What the caller must be told: overrides, returned drafts", body = [NotificationDto])))]
 pub async fn notifications(
     State(state): State<AppState>,
     caller: Caller,
