@@ -278,6 +278,31 @@ async fn hostile_requests_get_clean_problems_and_write_nothing() {
     if status != 400 {
         wrong.push(format!("a 500-character Idempotency-Key: {status}"));
     }
+    // Hostile bodies to the sending actions change nothing either.
+    for (verb, body) in [
+        ("submit", json!({"override_reason": 42})),
+        ("submit", json!({"override_reason": "x".repeat(501)})),
+        ("approve", json!({"version": "1 OR 1=1"})),
+        ("reject", json!({"reason": ""})),
+    ] {
+        let token = if verb == "submit" { &an } else { &app.token };
+        let (status, _, problem) = raw(
+            &app,
+            token,
+            "POST",
+            &format!("/api/v1/warnings/{id}/{verb}"),
+            json_ct,
+            body.to_string().into_bytes(),
+        )
+        .await;
+        if !(400..500).contains(&status) {
+            wrong.push(format!("{verb} {body}: {status} {problem}"));
+        }
+    }
+    let (_, w) = app.get(&format!("/api/v1/warnings/{id}")).await.unwrap();
+    if w["state"] != "draft" || w["version"] != 1 {
+        wrong.push(format!("the draft changed: {w}"));
+    }
     assert!(wrong.is_empty(), "{}", wrong.join("\n"));
 
     // Nothing but the one good draft was written; no alert; the audit chain holds and

@@ -1109,13 +1109,18 @@ async fn a_cancel_reaches_every_receiver_including_one_that_was_offline_and_noth
         .unwrap();
     assert_eq!(status, 201, "{answer}");
     let cancel_id = answer["cancel_id"].as_str().unwrap().to_owned();
-    let (status, again) = app.post(&path, "application/json", b"").await.unwrap();
+    let (status, blank) = app.post(&path, "application/json", b"").await.unwrap();
+    assert_eq!(status, 422, "a cancel must say why: {blank}");
+    let (status, again) = app
+        .post(&path, "application/json", br#"{"reason":"lan hai"}"#)
+        .await
+        .unwrap();
     assert_eq!(status, 409, "{again}");
     let (status, _) = app
         .post(
             &format!("/api/v1/alerts/{cancel_id}/cancel"),
             "application/json",
-            b"",
+            br#"{"reason":"x"}"#,
         )
         .await
         .unwrap();
@@ -1538,7 +1543,7 @@ fn xmllint() -> Option<std::path::PathBuf> {
 async fn an_alert_and_its_cancel_are_valid_cap_documents_that_read_back() {
     let app = TestApp::spawn(Broker::Embedded).await.unwrap();
     let alert_id = app.issue_bulletin("LU-CAP-OUT").await.unwrap();
-    let cancel_id = app.cancel(&alert_id, "").await.unwrap();
+    let cancel_id = app.cancel(&alert_id, "thử nghiệm kết thúc").await.unwrap();
 
     let dir = tempfile::tempdir().unwrap();
     for (id, kind) in [(&alert_id, "Alert"), (&cancel_id, "Cancel")] {
@@ -1676,7 +1681,7 @@ async fn the_public_atom_feed_lists_live_actual_alerts_with_their_cap_and_an_eta
     assert_eq!(hidden.status().as_u16(), 404);
 
     // Once cancelled, the feed carries the Cancel instead of the alert.
-    let cancel_id = app.cancel(&alert_id, "").await.unwrap();
+    let cancel_id = app.cancel(&alert_id, "thử nghiệm kết thúc").await.unwrap();
     let (status, _, body) = feed(tag).await;
     assert_eq!(status, 200);
     assert_eq!(links(&body), [format!("cap/{cancel_id}.cap")], "{body}");

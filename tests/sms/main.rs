@@ -308,7 +308,7 @@ async fn officials_get_the_alert_by_sms_when_loudspeakers_cannot_or_do_not_play_
         .post(
             &format!("/api/v1/alerts/{alert_id}/cancel"),
             "application/json",
-            b"{}",
+            r#"{"reason":"nước đã rút"}"#.as_bytes(),
         )
         .await
         .unwrap();

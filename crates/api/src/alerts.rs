@@ -363,8 +363,7 @@ fn alert_filter(state: &AppState, q: &AlertQuery) -> Result<store::AlertFilter, 
         None => None,
         Some(c) => Some(
             c.split_once('_')
-                .and_then(|(ms, id)| Some((ms.parse::<i64>().ok()?, id.to_owned())))
-                .filter(|(_, id)| !id.is_empty() && id.len() <= 64)
+                .and_then(|(ms, row)| Some((ms.parse::<i64>().ok()?, row.parse::<i64>().ok()?)))
                 .ok_or_else(|| ApiError::bad_request("cursor", "cursor is not one this API gave"))?,
         ),
     };
@@ -394,7 +393,7 @@ pub async fn list_alerts(
     let filter = alert_filter(&state, &q)?;
     let rows = state.store.find_alerts(&filter, per_page).await?;
     let next = match rows.last() {
-        Some((a, created)) if i64::try_from(rows.len()).unwrap_or(0) == per_page => {
+        Some((_, (created, row))) if i64::try_from(rows.len()).unwrap_or(0) == per_page => {
             let mut params: Vec<(&str, String)> = [
                 ("status", &q.status),
                 ("hazard", &q.hazard),
@@ -410,7 +409,7 @@ pub async fn list_alerts(
                 params.push(("level", l.to_string()));
             }
             params.push(("limit", per_page.to_string()));
-            params.push(("cursor", format!("{created}_{}", a.id)));
+            params.push(("cursor", format!("{created}_{row}")));
             let query: Vec<String> = params
                 .into_iter()
                 .map(|(k, v)| format!("{k}={}", percent(&v)))
@@ -560,35 +559,23 @@ pub struct CancelledDto {
     pub cancel_id: String,
 }
 
-/// `POST /api/v1/alerts/{id}/cancel`, optionally with `{"reason": "..."}`: sends a Cancel
+/// `POST /api/v1/alerts/{id}/cancel` with `{"reason": "..."}`: sends a Cancel
 /// to every commune of a live alert. Officers and admins.
-#[utoipa::path(post, path = "/api/v1/alerts/{id}/cancel", tag = "warnings", security(("bearer" = [])), params(("id" = String, Path, description = "Its id"), ("Idempotency-Key" = String, Header, description = "The same on every retry")), request_body(content = crate::openapi::OptionalReasonBody, content_type = "application/json"), responses((status = 201, description = "A Cancel referencing the whole incident is queued to every commune; needs an Idempotency-Key", body = CancelledDto), (status = 409, description = "Already cancelled, or not the latest of its incident", body = crate::openapi::Problem, content_type = "application/problem+json")))]
+#[utoipa::path(post, path = "/api/v1/alerts/{id}/cancel", tag = "warnings", security(("bearer" = [])), params(("id" = String, Path, description = "Its id"), ("Idempotency-Key" = String, Header, description = "The same on every retry")), request_body(content = crate::openapi::ReasonBody, content_type = "application/json"), responses((status = 201, description = "A Cancel referencing the whole incident is queued to every commune; needs an Idempotency-Key", body = CancelledDto), (status = 409, description = "Already cancelled, or not the latest of its incident", body = crate::openapi::Problem, content_type = "application/problem+json")))]
 pub async fn cancel_alert(
     State(state): State<AppState>,
     caller: Caller,
     Path(id): Path<String>,
+    headers: axum::http::HeaderMap,
     body: axum::body::Bytes,
 ) -> Result<(axum::http::StatusCode, Json<CancelledDto>), ApiError> {
     caller.require(
         &[crate::auth::Role::Admin, crate::auth::Role::Officer],
         "cancel alerts",
     )?;
-    let reason = if body.is_empty() {
-        String::new()
-    } else {
-        let v: serde_json::Value = serde_json::from_slice(&body)
-            .map_err(|e| ApiError::bad_request("body", format!("not valid JSON: {e}")))?;
-        match v.get("reason") {
-            None | Some(serde_json::Value::Null) => String::new(),
-            Some(serde_json::Value::String(s)) if s.chars().count() <= 500 => s.clone(),
-            Some(_) => {
-                return Err(ApiError::bad_request(
-                    "reason",
-                    "reason must be a string of at most 500 characters",
-                ));
-            }
-        }
-    };
+    let v = crate::warnings::json_body(&headers, &body)?;
+    // Why it ends is what people will ask first: a cancel always says it.
+    let reason = crate::warnings::reason(&v, "reason", true)?.unwrap_or_default();
     use ingest::CancelError as E;
     match state
         .pipeline

@@ -66,6 +66,8 @@ pub struct Caller {
     pub role: Role,
     /// For a station token, the stations it may write for; `None`: any.
     pub stations: Option<Vec<String>>,
+    /// The person behind a login's token; `None` for an API key.
+    pub user_id: Option<i64>,
 }
 
 impl Caller {
@@ -108,6 +110,7 @@ impl FromRequestParts<AppState> for Caller {
             label: record.label,
             role,
             stations: record.stations,
+            user_id: record.user_id,
         })
     }
 }

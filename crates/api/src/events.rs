@@ -45,6 +45,9 @@ pub struct Hub {
     ring: Arc<Mutex<(u64, VecDeque<Arc<Ev>>)>>,
     /// Set at shutdown: every stream ends, so that the server can stop.
     closing: Arc<tokio::sync::watch::Sender<bool>>,
+    /// This process's start, in every event id (`{boot}-{seq}`): an id of another
+    /// instance, or from before a restart, is never mistaken for one of ours.
+    boot: Arc<str>,
 }
 
 impl Default for Hub {
@@ -59,7 +62,20 @@ impl Hub {
             tx: broadcast::channel(RING).0,
             ring: Arc::new(Mutex::new((0, VecDeque::with_capacity(RING)))),
             closing: Arc::new(tokio::sync::watch::channel(false).0),
+            boot: {
+                let mut b = [0u8; 4];
+                let _ = getrandom::fill(&mut b);
+                let nanos = std::time::SystemTime::now()
+                    .duration_since(std::time::UNIX_EPOCH)
+                    .map_or(0, |d| d.subsec_nanos());
+                format!("{:08x}", u32::from_le_bytes(b) ^ nanos).into()
+            },
         }
+    }
+
+    /// The id of event `seq` of this process.
+    fn event_id(&self, seq: u64) -> String {
+        format!("{}-{seq}", self.boot)
     }
 
     /// Ends every event stream (at shutdown).
@@ -69,7 +85,7 @@ impl Hub {
 
     /// Numbers and sends one event.
     pub fn publish(&self, kind: &'static str, data: Value) {
-        let ev = {
+        {
             let mut ring = self
                 .ring
                 .lock()
@@ -84,24 +100,31 @@ impl Hub {
                 ring.1.pop_front();
             }
             ring.1.push_back(ev.clone());
-            ev
-        };
-        // No subscriber is not an error.
-        let _ = self.tx.send(ev);
+            // Sent under the lock, so that a client subscribing meanwhile gets each event
+            // once: in its catch-up list or live, never both.
+            // No subscriber is not an error.
+            let _ = self.tx.send(ev);
+        }
     }
 
     /// A subscription, and the kept events after `last` (None: `last` is older than
-    /// what is kept, or from another instance).
-    fn subscribe(&self, last: Option<u64>) -> (broadcast::Receiver<Arc<Ev>>, Option<Vec<Arc<Ev>>>) {
+    /// what is kept, or from another instance or an earlier start).
+    fn subscribe(&self, last: Option<&str>) -> (broadcast::Receiver<Arc<Ev>>, Option<Vec<Arc<Ev>>>) {
         let ring = self
             .ring
             .lock()
             .unwrap_or_else(std::sync::PoisonError::into_inner);
         let rx = self.tx.subscribe();
+        let last = last.map(|id| {
+            id.split_once('-')
+                .filter(|(boot, _)| *boot == &*self.boot)
+                .and_then(|(_, seq)| seq.parse::<u64>().ok())
+        });
         let missed = match last {
             None => Some(vec![]),
-            Some(last) if last > ring.0 => None,
-            Some(last) => {
+            Some(None) => None,
+            Some(Some(last)) if last > ring.0 => None,
+            Some(Some(last)) => {
                 let oldest = ring.1.front().map_or(ring.0 + 1, |e| e.seq);
                 (last + 1 >= oldest).then(|| ring.1.iter().filter(|e| e.seq > last).cloned().collect())
             }
@@ -189,8 +212,11 @@ pub async fn run_feed(store: Store, hub: Hub, every: Duration, stop: impl std::f
             () = tokio::time::sleep(every) => {}
         }
         match store.changes_after(cursor, 500).await {
-            Ok((changes, next)) => {
+            Ok((changes, next, skipped)) => {
                 cursor = next;
+                for why in skipped {
+                    tracing::warn!(error = %why, "event feed: a row could not be read; skipped");
+                }
                 for c in changes {
                     let (kind, data) = event_of(c);
                     hub.publish(kind, data);
@@ -201,9 +227,9 @@ pub async fn run_feed(store: Store, hub: Hub, every: Duration, stop: impl std::f
     }
 }
 
-fn sse(ev: &Ev) -> Event {
+fn sse(hub: &Hub, ev: &Ev) -> Event {
     Event::default()
-        .id(ev.seq.to_string())
+        .id(hub.event_id(ev.seq))
         .event(ev.kind)
         .data(ev.data.to_string())
 }
@@ -220,13 +246,20 @@ pub async fn events(
         Some(v) => Some(
             v.to_str()
                 .ok()
-                .and_then(|s| s.trim().parse::<u64>().ok())
+                .map(str::trim)
+                .filter(|s| {
+                    !s.is_empty()
+                        && s.len() <= 64
+                        && s.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'-')
+                })
                 .ok_or_else(|| {
                     ApiError::bad_request("Last-Event-ID", "Last-Event-ID must be an event id this API gave")
-                })?,
+                })?
+                .to_owned(),
         ),
     };
-    let (rx, missed) = state.events.subscribe(last);
+    let hub = state.events.clone();
+    let (rx, missed) = hub.subscribe(last.as_deref());
     let first: Vec<Event> = match missed {
         Some(missed) => {
             let mut first = vec![
@@ -234,7 +267,7 @@ pub async fn events(
                     .event("hello")
                     .data(json!({"resumed": last.is_some()}).to_string()),
             ];
-            first.extend(missed.iter().map(|e| sse(e)));
+            first.extend(missed.iter().map(|e| sse(&hub, e)));
             first
         }
         None => vec![
@@ -245,13 +278,13 @@ pub async fn events(
         ],
     };
     let closing = state.events.closing.subscribe();
-    let live = stream::unfold((rx, closing), |(mut rx, mut closing)| async move {
+    let live = stream::unfold((rx, closing, hub), |(mut rx, mut closing, hub)| async move {
         let got = tokio::select! {
             got = rx.recv() => got,
             _ = closing.wait_for(|c| *c) => return None,
         };
         let ev = match got {
-            Ok(ev) => sse(&ev),
+            Ok(ev) => sse(&hub, &ev),
             // A client too slow to keep up is told to re-read, then goes on.
             Err(broadcast::error::RecvError::Lagged(n)) => Event::default().event("reset").data(
                 json!({"reason": format!("{n} events were dropped for this slow client; read the views again")})
@@ -259,7 +292,7 @@ pub async fn events(
             ),
             Err(broadcast::error::RecvError::Closed) => return None,
         };
-        Some((Ok(ev), (rx, closing)))
+        Some((Ok(ev), (rx, closing, hub)))
     });
     let stream = stream::iter(first.into_iter().map(Ok)).chain(live);
     Ok(Sse::new(stream).keep_alive(KeepAlive::new().interval(Duration::from_secs(15))))
@@ -275,13 +308,18 @@ mod tests {
         for i in 0..(RING as u64 + 10) {
             hub.publish("alert", json!({ "n": i }));
         }
-        let (_, missed) = hub.subscribe(Some(RING as u64 + 5));
+        let (_, missed) = hub.subscribe(Some(&hub.event_id(RING as u64 + 5)));
         let seqs: Vec<u64> = missed.unwrap().iter().map(|e| e.seq).collect();
         assert_eq!(seqs, (RING as u64 + 6..=RING as u64 + 10).collect::<Vec<_>>());
         // Event 3 fell out of the ring: the client must re-read.
-        assert!(hub.subscribe(Some(3)).1.is_none());
-        // An id from the future (another instance, or a restart) too.
-        assert!(hub.subscribe(Some(99_999)).1.is_none());
+        assert!(hub.subscribe(Some(&hub.event_id(3))).1.is_none());
+        // An id from the future, or garbage, too.
+        assert!(hub.subscribe(Some(&hub.event_id(99_999))).1.is_none());
+        assert!(hub.subscribe(Some("x-y")).1.is_none());
+        // An id of another start (or instance), even a small one, is not ours.
+        let other = Hub::new();
+        other.publish("alert", json!({}));
+        assert!(hub.subscribe(Some(&other.event_id(RING as u64 + 5))).1.is_none());
         assert_eq!(hub.subscribe(None).1.unwrap().len(), 0);
     }
 }

@@ -500,7 +500,7 @@ pub async fn metrics(State(state): State<AppState>) -> Result<impl IntoResponse,
             s.last_success.map_or(0, |t| t.timestamp())
         );
     }
-    let pending = state.store.list_warnings(Some("pending"), 500).await?.len();
+    let pending = state.store.count_warnings("pending").await?;
     let _ = writeln!(
         out,
         "# HELP canhbao_warnings_pending Duty officers' warnings waiting for a second person."

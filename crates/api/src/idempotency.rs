@@ -83,12 +83,12 @@ async fn run(sends: &Sends, req: Request, next: Next) -> Result<Response, Respon
     let request: String = h.finalize().iter().map(|b| format!("{b:02x}")).collect();
     let scope = caller.label.clone();
     let started = tokio::time::Instant::now();
+    let mut begun = state
+        .store
+        .idempotency_begin(&scope, &key, &request, chrono::Utc::now())
+        .await
+        .map_err(|e| ApiError::from(e).into_response())?;
     loop {
-        let begun = state
-            .store
-            .idempotency_begin(&scope, &key, &request, chrono::Utc::now())
-            .await
-            .map_err(|e| ApiError::from(e).into_response())?;
         match begun {
             IdempotencyBegin::Run => break,
             IdempotencyBegin::Running { same: false } | IdempotencyBegin::Done { same: false, .. } => {
@@ -105,7 +105,17 @@ async fn run(sends: &Sends, req: Request, next: Next) -> Result<Response, Respon
                     )
                     .into_response());
                 }
-                tokio::time::sleep(Duration::from_millis(50)).await;
+                tokio::time::sleep(Duration::from_millis(100)).await;
+                // Read only while waiting; claim again only if the first let go.
+                begun = match state.store.idempotency_peek(&scope, &key, &request).await {
+                    Ok(Some(b)) => b,
+                    Ok(None) => state
+                        .store
+                        .idempotency_begin(&scope, &key, &request, chrono::Utc::now())
+                        .await
+                        .map_err(|e| ApiError::from(e).into_response())?,
+                    Err(e) => return Err(ApiError::from(e).into_response()),
+                };
             }
             IdempotencyBegin::Done {
                 status,
@@ -123,36 +133,61 @@ async fn run(sends: &Sends, req: Request, next: Next) -> Result<Response, Respon
             }
         }
     }
-    let resp = next.run(Request::from_parts(parts, Body::from(bytes))).await;
-    let (rparts, rbody) = resp.into_parts();
-    let rbytes = match to_bytes(rbody, MAX_KEPT_RESPONSE).await {
-        Ok(b) => b,
-        Err(e) => {
-            let _ = state.store.idempotency_abandon(&scope, &key).await;
-            return Err(ApiError::internal(format!("response could not be read: {e}")).into_response());
+    // The request runs, and its answer is kept, in a task of its own: a client that hangs
+    // up does not cut it short, and its retry gets the answer.
+    let store = state.store.clone();
+    let task = tokio::spawn(async move {
+        let resp = next.run(Request::from_parts(parts, Body::from(bytes))).await;
+        let (rparts, rbody) = resp.into_parts();
+        let rbytes = match to_bytes(rbody, MAX_KEPT_RESPONSE).await {
+            Ok(b) => b,
+            Err(e) => {
+                let _ = store.idempotency_abandon(&scope, &key).await;
+                return ApiError::internal(format!("response could not be read: {e}")).into_response();
+            }
+        };
+        let status = rparts.status;
+        // A refusal before anything was done is not kept: a retry (after a login, or
+        // once the server is healthy) should run. Everything else is the answer.
+        let kept = if status.is_server_error()
+            || matches!(
+                status,
+                StatusCode::UNAUTHORIZED | StatusCode::FORBIDDEN | StatusCode::TOO_MANY_REQUESTS
+            ) {
+            store.idempotency_abandon(&scope, &key).await
+        } else {
+            let ct = rparts
+                .headers
+                .get(header::CONTENT_TYPE)
+                .and_then(|v| v.to_str().ok());
+            store
+                .idempotency_finish(&scope, &key, status.as_u16(), ct, &rbytes)
+                .await
+        };
+        if let Err(e) = kept {
+            tracing::error!(error = %e, "the answer to an Idempotency-Key request could not be kept");
         }
-    };
-    let status = rparts.status;
-    // A refusal before anything was done is not kept: a retry (after a login, or
-    // once the server is healthy) should run. Everything else is the answer.
-    let kept = if status.is_server_error()
-        || matches!(
-            status,
-            StatusCode::UNAUTHORIZED | StatusCode::FORBIDDEN | StatusCode::TOO_MANY_REQUESTS
-        ) {
-        state.store.idempotency_abandon(&scope, &key).await
-    } else {
-        let ct = rparts
-            .headers
-            .get(header::CONTENT_TYPE)
-            .and_then(|v| v.to_str().ok());
-        state
-            .store
-            .idempotency_finish(&scope, &key, status.as_u16(), ct, &rbytes)
+        Response::from_parts(rparts, Body::from(rbytes))
+    });
+    task.await
+        .map_err(|e| ApiError::internal(format!("the request's task failed: {e}")).into_response())
+}
+
+/// Forgets answers older than a day, every hour, until `stop` resolves.
+pub async fn run_pruner(store: store::Store, stop: impl std::future::Future<Output = ()>) {
+    tokio::pin!(stop);
+    loop {
+        match store
+            .idempotency_prune(chrono::Utc::now() - chrono::Duration::days(1))
             .await
-    };
-    if let Err(e) = kept {
-        tracing::error!(error = %e, "the answer to an Idempotency-Key request could not be kept");
+        {
+            Ok(0) => {}
+            Ok(n) => tracing::debug!(keys = n, "forgot old Idempotency-Key answers"),
+            Err(e) => tracing::warn!(error = %e, "Idempotency-Key answers could not be pruned"),
+        }
+        tokio::select! {
+            () = &mut stop => return,
+            () = tokio::time::sleep(Duration::from_secs(3600)) => {}
+        }
     }
-    Ok(Response::from_parts(rparts, Body::from(rbytes)))
 }

@@ -89,7 +89,9 @@ pub struct SubmitBody {
 }
 
 #[derive(ToSchema)]
-pub struct NoteBody {
+pub struct ApproveBody {
+    /// The `version` of the warning the approver read; a changed warning is refused (409).
+    version: i64,
     note: Option<String>,
 }
 
@@ -97,11 +99,6 @@ pub struct NoteBody {
 pub struct ReasonBody {
     /// At most 500 characters.
     reason: String,
-}
-
-#[derive(ToSchema)]
-pub struct OptionalReasonBody {
-    reason: Option<String>,
 }
 
 #[derive(ToSchema)]

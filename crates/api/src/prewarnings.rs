@@ -148,6 +148,11 @@ pub async fn confirm(
     }
     let warning_id = format!("w-{}", uuid_v4());
     let now = Utc::now();
+    // What would refuse the alert is checked before anything is written.
+    state
+        .pipeline
+        .draft_alert(&draft, &caller.label, now)
+        .map_err(|e| ApiError::unprocessable("draft", e.to_string()))?;
     let stored = draft_json(&draft).to_string();
     let mut tx = state.store.begin().await?;
     if let Some(decided) = tx.prewarning_decided(a.id).await? {
@@ -182,11 +187,29 @@ pub async fn confirm(
         .get_warning(&warning_id)
         .await?
         .ok_or_else(|| ApiError::internal("the warning just written is gone"))?;
-    let done = state
+    let done = match state
         .pipeline
         .submit_warning(&w, &draft, &caller.label, override_reason.as_deref(), now)
         .await
-        .map_err(warning_error)?;
+    {
+        Ok(done) => done,
+        Err(e) => {
+            // Nothing was sent: the warning is discarded and the pre-warning is open again.
+            let error = e.to_string();
+            let mut tx = state.store.begin().await?;
+            tx.discard_warning(&warning_id, Utc::now()).await?;
+            tx.append_audit(
+                &caller.label,
+                "prewarning.confirm.undone",
+                &a.id.to_string(),
+                &json!({"warning_id": warning_id, "error": error}),
+                Utc::now(),
+            )
+            .await?;
+            tx.commit().await?;
+            return Err(warning_error(e));
+        }
+    };
     let warning = state
         .store
         .get_warning(&warning_id)

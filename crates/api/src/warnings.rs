@@ -50,6 +50,8 @@ pub struct WarningDto {
     pub alert_id: Option<String>,
     pub created: DateTime<Utc>,
     pub updated: DateTime<Utc>,
+    /// Bumped by every change; an approval names the version its approver read.
+    pub version: i64,
 }
 
 impl From<WarningRecord> for WarningDto {
@@ -71,6 +73,7 @@ impl From<WarningRecord> for WarningDto {
             alert_id: w.alert_id,
             created: w.created,
             updated: w.updated,
+            version: w.version,
         }
     }
 }
@@ -87,15 +90,13 @@ pub(crate) fn json_body(headers: &HeaderMap, body: &Bytes) -> Result<Value, ApiE
 pub(crate) fn reason(v: &Value, field: &str, required: bool) -> Result<Option<String>, ApiError> {
     match v.get(field) {
         None | Some(Value::Null) if !required => Ok(None),
-        Some(Value::String(s)) if s.chars().count() <= MAX_REASON && (!required || !s.trim().is_empty()) => {
+        // Given but blank is a mistake, not an absence: an override or a cancel must say why.
+        Some(Value::String(s)) if s.chars().count() <= MAX_REASON && !s.trim().is_empty() => {
             Ok(Some(s.trim().to_owned()))
         }
         _ => Err(ApiError::unprocessable(
             field,
-            format!(
-                "{field} must be {}a string of at most {MAX_REASON} characters",
-                if required { "a non-empty " } else { "" }
-            ),
+            format!("{field} must be a non-empty string of at most {MAX_REASON} characters"),
         )),
     }
 }
@@ -106,12 +107,15 @@ pub(crate) fn warning_error(e: WarningError) -> ApiError {
         E::Lifecycle(e @ (LifecycleError::NotAuthor { .. } | LifecycleError::OwnSubmission { .. })) => {
             ApiError::forbidden(e.to_string())
         }
-        e @ (E::Lifecycle(_) | E::Raced(_) | E::NotLatest { .. }) => ApiError::conflict(e.to_string()),
+        e @ (E::Lifecycle(_) | E::Raced(_) | E::NotLatest { .. } | E::StaleVersion { .. }) => {
+            ApiError::conflict(e.to_string())
+        }
         e @ E::NotFound(_) => ApiError::not_found(e.to_string()),
         e @ (E::UpdateMissing(_)
         | E::UpdateOfCancel(_)
         | E::UpdateOfExpired { .. }
-        | E::UpdateNarrows { .. }) => ApiError::unprocessable("updates", e.to_string()),
+        | E::UpdateNarrows { .. }
+        | E::UpdateStatus { .. }) => ApiError::unprocessable("updates", e.to_string()),
         e @ E::OverrideWithoutReason => ApiError::unprocessable("override_reason", e.to_string()),
         e @ E::Draft(_) => ApiError::unprocessable("draft", e.to_string()),
         e @ (E::Corrupt(..) | E::Store(_) | E::Ingest(_)) => ApiError::internal(e),
@@ -364,7 +368,7 @@ pub async fn submit(
 
 /// `POST /api/v1/warnings/{id}/approve`, optionally `{"note": "..."}`: a second person
 /// approves a pending warning and it is issued. Needs an `Idempotency-Key`.
-#[utoipa::path(post, path = "/api/v1/warnings/{id}/approve", tag = "warnings", security(("bearer" = [])), params(("id" = String, Path, description = "Its id"), ("Idempotency-Key" = String, Header, description = "The same on every retry")), request_body(content = crate::openapi::NoteBody, content_type = "application/json"), responses((status = 201, description = "Approved by a second person and issued", body = IssuedDto)))]
+#[utoipa::path(post, path = "/api/v1/warnings/{id}/approve", tag = "warnings", security(("bearer" = [])), params(("id" = String, Path, description = "Its id"), ("Idempotency-Key" = String, Header, description = "The same on every retry")), request_body(content = crate::openapi::ApproveBody, content_type = "application/json"), responses((status = 201, description = "Approved by a second person and issued", body = IssuedDto)))]
 pub async fn approve(
     State(state): State<AppState>,
     caller: Caller,
@@ -373,13 +377,28 @@ pub async fn approve(
     body: Bytes,
 ) -> Result<(StatusCode, Json<IssuedDto>), ApiError> {
     caller.require(&APPROVERS, "approve warnings")?;
+    // A second person is a person: a machine key, whatever its label, approves nothing.
+    if caller.user_id.is_none() {
+        return Err(ApiError::forbidden(
+            "approvals need a person's login (POST /api/v1/login), not an API key",
+        ));
+    }
     let v = json_body(&headers, &body)?;
-    let note = reason(&v, "note", false)?.unwrap_or_default();
+    let note = match v.get("note") {
+        Some(Value::String(n)) if n.trim().is_empty() => String::new(),
+        _ => reason(&v, "note", false)?.unwrap_or_default(),
+    };
+    let read = v.get("version").and_then(Value::as_i64).ok_or_else(|| {
+        ApiError::unprocessable(
+            "version",
+            "give the version of the warning you read (its `version`): an approval covers only what its approver saw",
+        )
+    })?;
     let w = load(&state, &id).await?;
     let draft = stored_draft(&state, &w)?;
     let alert = state
         .pipeline
-        .approve_warning(&w, &draft, &caller.label, &note, Utc::now())
+        .approve_warning(&w, &draft, read, &caller.label, &note, Utc::now())
         .await
         .map_err(warning_error)?;
     Ok((

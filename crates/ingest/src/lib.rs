@@ -421,6 +421,9 @@ impl Pipeline {
                 hazard: original.hazard,
                 source,
             })?;
+        // A cancel needs no second person (a false alarm must end at once), but every
+        // approver is told, as of an override.
+        let approvers = self.store.approvers().await?;
         let mut tx = self.store.begin().await?;
         if let Some(by) = tx.cancelled_by(&a.id).await? {
             return Err(CancelError::AlreadyCancelled { id: a.id, by });
@@ -443,6 +446,16 @@ impl Pipeline {
             now,
         )
         .await?;
+        let text = format!(
+            "CANCELLED: {by} cancelled alert {} ({}): {}",
+            a.id,
+            a.headline,
+            reason.trim()
+        );
+        for approver in approvers.iter().filter(|x| x.as_str() != by) {
+            tx.notify(approver, "cancel", None, Some(cancel.id.as_str()), &text, now)
+                .await?;
+        }
         tx.commit().await?;
         self.wake.notify_one();
         tracing::info!(alert_id = %a.id, cancel_id = %cancel.id, by, "alert cancelled");

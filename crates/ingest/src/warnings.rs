@@ -34,6 +34,13 @@ impl Default for ApprovalPolicy {
 }
 
 impl ApprovalPolicy {
+    /// Whether an alert of `level` and `class` falls under the rule.
+    pub fn covers(&self, level: Option<u8>, class: Option<MessageClass>) -> bool {
+        self.enabled
+            && (level.is_some_and(|l| l >= self.min_level)
+                || class.is_some_and(|c| self.classes.contains(&c)))
+    }
+
     /// Why `alert` needs a second person, or `None` if its officer may issue it alone.
     pub fn needs_approval(&self, alert: &Alert) -> Option<String> {
         if !self.enabled {
@@ -159,6 +166,10 @@ pub enum WarningError {
     Lifecycle(#[from] LifecycleError),
     #[error("warning {0} changed while this request ran; read it again")]
     Raced(String),
+    #[error("warning {id} is at version {now}, not {read}: it changed since it was read; read it again")]
+    StaleVersion { id: String, read: i64, now: i64 },
+    #[error("an Update keeps the status of what it updates: {id} is {was}, the draft is {draft}")]
+    UpdateStatus { id: String, was: String, draft: String },
     #[error("no warning {0:?}")]
     NotFound(String),
     #[error("the alert it updates, {0}, does not exist")]
@@ -215,8 +226,9 @@ impl Pipeline {
         w: &WarningRecord,
         draft: &Draft,
         now: DateTime<Utc>,
-    ) -> Result<Alert, WarningError> {
+    ) -> Result<(Alert, Option<String>), WarningError> {
         let mut references = Vec::new();
+        let mut replaces_approved = None;
         if let Some(prev) = &w.updates {
             let a = self
                 .store
@@ -231,6 +243,23 @@ impl Pipeline {
                     id: a.id,
                     expires: a.expires,
                 });
+            }
+            if a.status != draft.status.code() {
+                return Err(WarningError::UpdateStatus {
+                    id: a.id,
+                    was: a.status,
+                    draft: draft.status.code().to_owned(),
+                });
+            }
+            // Replacing an alert the rule covered (lowering it, say) needs a second person
+            // as much as raising one.
+            let class = MessageClass::from_code(&a.class);
+            let level = a.risk_level.and_then(|l| u8::try_from(l).ok());
+            if self.approval().covers(level, class) {
+                replaces_approved = Some(format!(
+                    "it replaces alert {}, which the two-person rule covers",
+                    a.id
+                ));
             }
             let missing: Vec<&str> = a
                 .communes
@@ -249,7 +278,7 @@ impl Pipeline {
                     .push(AlertId::new(r).map_err(|e| WarningError::Corrupt(a.id.clone(), e.to_string()))?);
             }
         }
-        Ok(compose::officer_alert(
+        let alert = compose::officer_alert(
             draft,
             &w.author,
             new_alert_id(),
@@ -257,7 +286,8 @@ impl Pipeline {
             self.topics(),
             self.policy(),
             now,
-        )?)
+        )?;
+        Ok((alert, replaces_approved))
     }
 
     /// Submits a draft as its author. Issued at once when the two-person rule does not
@@ -275,12 +305,15 @@ impl Pipeline {
         if override_reason.is_some_and(|r| r.trim().is_empty()) {
             return Err(WarningError::OverrideWithoutReason);
         }
-        let alert = self.warning_alert(w, draft, now).await?;
-        let needed = self.approval().needs_approval(&alert);
+        let (alert, replaces) = self.warning_alert(w, draft, now).await?;
+        let needed = self
+            .approval()
+            .needs_approval(&alert)
+            .or(replaces.filter(|_| self.approval().enabled));
         match (needed, override_reason) {
             (Some(why), None) => {
                 let mut tx = self.store.begin().await?;
-                if !tx.submit_warning(&w.id, &why, now).await? {
+                if !tx.submit_warning(&w.id, w.version, &why, now).await? {
                     return Err(WarningError::Raced(w.id.clone()));
                 }
                 tx.append_audit(
@@ -311,17 +344,27 @@ impl Pipeline {
         }
     }
 
-    /// Approves a pending warning as a second person, and issues it.
+    /// Approves a pending warning as a second person, and issues it. `read` is the
+    /// version the approver read: an approval never covers content its approver did not
+    /// see.
     pub async fn approve_warning(
         &self,
         w: &WarningRecord,
         draft: &Draft,
+        read: i64,
         actor: &str,
         note: &str,
         now: DateTime<Utc>,
     ) -> Result<Alert, WarningError> {
         check(&w.id, state(w)?, &w.author, actor, Action::Approve)?;
-        let alert = self.warning_alert(w, draft, now).await?;
+        if read != w.version {
+            return Err(WarningError::StaleVersion {
+                id: w.id.clone(),
+                read,
+                now: w.version,
+            });
+        }
+        let (alert, _) = self.warning_alert(w, draft, now).await?;
         let issue = Issue {
             from: WarningState::Pending,
             actor,
@@ -390,6 +433,7 @@ impl Pipeline {
             .issue_warning(
                 &w.id,
                 how.from.code(),
+                w.version,
                 alert.id.as_str(),
                 how.reviewer,
                 how.needed,

@@ -243,6 +243,10 @@ impl App {
             login_limiter: api::login::login_limiter(),
             events: api::events::Hub::new(),
         };
+        tasks.spawn(api::idempotency::run_pruner(store.clone(), {
+            let stop = shutdown.clone();
+            async move { stop.cancelled().await }
+        }));
         tasks.spawn(api::events::run_feed(
             store.clone(),
             state.events.clone(),

@@ -118,11 +118,19 @@ pub async fn bootstrap_admin_token(store: &Store, data_dir: &Path) -> Result<()>
 /// Creates an API token with `role` (and, for a station token, the stations it may write
 /// for); returns the secret, which is shown once and stored only as a hash.
 pub async fn create_token(store: &Store, role: &str, label: &str, stations: &[String]) -> Result<String> {
-    if api::Role::from_code(role).is_none() {
-        bail!("role {role:?} must be admin, station or viewer");
+    // Officers and approvers are people: they log in, so that the two-person rule knows
+    // who they are. A key is for a machine (or the bootstrap admin).
+    if !matches!(
+        api::Role::from_code(role),
+        Some(api::Role::Admin | api::Role::Station | api::Role::Viewer)
+    ) {
+        bail!("role {role:?} must be admin, station or viewer (people log in: canhbao users add)");
     }
     if label.trim().is_empty() {
         bail!("a token needs a label that says whose it is");
+    }
+    if label.starts_with("user:") {
+        bail!("a key's label may not start with \"user:\": that names a person's login");
     }
     let token = format!("cbk_{}", URL_SAFE_NO_PAD.encode(random::<32>()?));
     let scope = (!stations.is_empty()).then_some(stations);

@@ -70,7 +70,8 @@ pub struct AlertFilter {
     pub since: Option<DateTime<Utc>>,
     /// Sent before.
     pub until: Option<DateTime<Utc>>,
-    pub before: Option<(i64, String)>,
+    /// The cursor: `created_ms` and rowid of the last row of the previous page.
+    pub before: Option<(i64, i64)>,
 }
 
 const ALERT_COLUMNS: &str = "id, province, msg_type, status, refs, origin_kind, origin_detail, hazard, \
@@ -305,17 +306,18 @@ impl Store {
             .collect())
     }
 
-    /// Alerts matching `f`, newest first, each with its cursor (`created_ms`).
-    pub async fn find_alerts(&self, f: &AlertFilter, limit: i64) -> Result<Vec<(AlertRecord, i64)>> {
+    /// Alerts matching `f`, newest first (ties in insertion order), each with its cursor
+    /// (`created_ms`, rowid).
+    pub async fn find_alerts(&self, f: &AlertFilter, limit: i64) -> Result<Vec<(AlertRecord, (i64, i64))>> {
         let sql = format!(
-            "SELECT {ALERT_COLUMNS} FROM alerts
+            "SELECT {ALERT_COLUMNS}, rowid AS row_id FROM alerts
              WHERE (?1 IS NULL OR status = ?1) AND (?2 IS NULL OR hazard = ?2)
                AND (?3 IS NULL OR risk_level = ?3)
                AND (?4 IS NULL OR EXISTS (SELECT 1 FROM json_each(alerts.communes) c WHERE c.value = ?4))
                AND (?5 IS NULL OR msg_type = ?5)
                AND (?6 IS NULL OR sent_ms >= ?6) AND (?7 IS NULL OR sent_ms < ?7)
-               AND (?8 IS NULL OR created_ms < ?8 OR (created_ms = ?8 AND id > ?9))
-             ORDER BY created_ms DESC, id LIMIT ?10"
+               AND (?8 IS NULL OR created_ms < ?8 OR (created_ms = ?8 AND rowid < ?9))
+             ORDER BY created_ms DESC, rowid DESC LIMIT ?10"
         );
         let rows = sqlx::query(sqlx::AssertSqlSafe(sql))
             .bind(&f.status)
@@ -326,12 +328,17 @@ impl Store {
             .bind(f.since.map(ms))
             .bind(f.until.map(ms))
             .bind(f.before.as_ref().map(|b| b.0))
-            .bind(f.before.as_ref().map(|b| b.1.as_str()))
+            .bind(f.before.as_ref().map(|b| b.1))
             .bind(limit)
             .fetch_all(&self.pool)
             .await?;
         rows.iter()
-            .map(|r| Ok((alert_from_row(r)?, r.try_get("created_ms")?)))
+            .map(|r| {
+                Ok((
+                    alert_from_row(r)?,
+                    (r.try_get("created_ms")?, r.try_get("row_id")?),
+                ))
+            })
             .collect()
     }
 

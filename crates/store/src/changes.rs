@@ -73,14 +73,16 @@ impl Store {
         })
     }
 
-    /// Rows added after `cursor`, at most `limit` of each kind, and the cursor past them.
+    /// Rows added after `cursor`, at most `limit` of each kind, the cursor past them, and
+    /// why any row was skipped (one bad row never stops the feed).
     pub async fn changes_after(
         &self,
         cursor: ChangeCursor,
         limit: i64,
-    ) -> Result<(Vec<Change>, ChangeCursor)> {
+    ) -> Result<(Vec<Change>, ChangeCursor, Vec<String>)> {
         let mut next = cursor;
         let mut out = Vec::new();
+        let mut skipped = Vec::new();
         let rows = sqlx::query(
             "SELECT rowid, id, msg_type, status, hazard, risk_level, class, communes, origin_kind, sent_ms
              FROM alerts WHERE rowid > ? ORDER BY rowid LIMIT ?",
@@ -91,17 +93,22 @@ impl Store {
         .await?;
         for r in &rows {
             next.alert = r.try_get("rowid")?;
-            out.push(Change::Alert {
-                id: r.try_get("id")?,
-                msg_type: r.try_get("msg_type")?,
-                status: r.try_get("status")?,
-                hazard: r.try_get("hazard")?,
-                risk_level: r.try_get("risk_level")?,
-                class: r.try_get("class")?,
-                communes: parse_json_list("communes", r.try_get("communes")?)?,
-                origin: r.try_get("origin_kind")?,
-                sent: from_ms(r.try_get("sent_ms")?)?,
-            });
+            match (|| -> Result<Change> {
+                Ok(Change::Alert {
+                    id: r.try_get("id")?,
+                    msg_type: r.try_get("msg_type")?,
+                    status: r.try_get("status")?,
+                    hazard: r.try_get("hazard")?,
+                    risk_level: r.try_get("risk_level")?,
+                    class: r.try_get("class")?,
+                    communes: parse_json_list("communes", r.try_get("communes")?)?,
+                    origin: r.try_get("origin_kind")?,
+                    sent: from_ms(r.try_get("sent_ms")?)?,
+                })
+            })() {
+                Ok(c) => out.push(c),
+                Err(e) => skipped.push(e.to_string()),
+            }
         }
         let rows = sqlx::query(
             "SELECT id, alert_id, receiver_id, commune, status, reason, receiver_ms FROM receipts
@@ -113,14 +120,19 @@ impl Store {
         .await?;
         for r in &rows {
             next.receipt = r.try_get("id")?;
-            out.push(Change::Receipt {
-                alert_id: r.try_get("alert_id")?,
-                receiver_id: r.try_get("receiver_id")?,
-                commune: r.try_get("commune")?,
-                status: r.try_get("status")?,
-                reason: r.try_get("reason")?,
-                at: from_ms(r.try_get("receiver_ms")?)?,
-            });
+            match (|| -> Result<Change> {
+                Ok(Change::Receipt {
+                    alert_id: r.try_get("alert_id")?,
+                    receiver_id: r.try_get("receiver_id")?,
+                    commune: r.try_get("commune")?,
+                    status: r.try_get("status")?,
+                    reason: r.try_get("reason")?,
+                    at: from_ms(r.try_get("receiver_ms")?)?,
+                })
+            })() {
+                Ok(c) => out.push(c),
+                Err(e) => skipped.push(e.to_string()),
+            }
         }
         let rows = sqlx::query(
             "SELECT id, actor, action, target, at_ms FROM audit_log WHERE id > ? ORDER BY id LIMIT ?",
@@ -131,13 +143,18 @@ impl Store {
         .await?;
         for r in &rows {
             next.audit = r.try_get("id")?;
-            out.push(Change::Audit {
-                id: r.try_get("id")?,
-                actor: r.try_get("actor")?,
-                action: r.try_get("action")?,
-                target: r.try_get("target")?,
-                at: from_ms(r.try_get("at_ms")?)?,
-            });
+            match (|| -> Result<Change> {
+                Ok(Change::Audit {
+                    id: r.try_get("id")?,
+                    actor: r.try_get("actor")?,
+                    action: r.try_get("action")?,
+                    target: r.try_get("target")?,
+                    at: from_ms(r.try_get("at_ms")?)?,
+                })
+            })() {
+                Ok(c) => out.push(c),
+                Err(e) => skipped.push(e.to_string()),
+            }
         }
         let rows = sqlx::query(
             "SELECT id, hazard, commune, level, at_ms, action FROM assessments WHERE id > ? ORDER BY id LIMIT ?",
@@ -149,15 +166,20 @@ impl Store {
         for r in &rows {
             next.assessment = r.try_get("id")?;
             if r.try_get::<String, _>("action")? == "pre-warning" {
-                out.push(Change::Prewarning {
-                    id: r.try_get("id")?,
-                    hazard: r.try_get("hazard")?,
-                    commune: r.try_get("commune")?,
-                    level: r.try_get("level")?,
-                    at: from_ms(r.try_get("at_ms")?)?,
-                });
+                match (|| -> Result<Change> {
+                    Ok(Change::Prewarning {
+                        id: r.try_get("id")?,
+                        hazard: r.try_get("hazard")?,
+                        commune: r.try_get("commune")?,
+                        level: r.try_get("level")?,
+                        at: from_ms(r.try_get("at_ms")?)?,
+                    })
+                })() {
+                    Ok(c) => out.push(c),
+                    Err(e) => skipped.push(e.to_string()),
+                }
             }
         }
-        Ok((out, next))
+        Ok((out, next, skipped))
     }
 }

@@ -82,6 +82,38 @@ impl Store {
         Ok(answer)
     }
 
+    /// Where `key` stands, read only (for a retry waiting on the first request): `None`
+    /// if nobody holds it.
+    pub async fn idempotency_peek(
+        &self,
+        scope: &str,
+        key: &str,
+        request: &str,
+    ) -> Result<Option<IdempotencyBegin>> {
+        let r = sqlx::query(
+            "SELECT request_sha256, state, status, content_type, body FROM idempotency_keys
+             WHERE scope = ? AND key = ?",
+        )
+        .bind(scope)
+        .bind(key)
+        .fetch_optional(&self.pool)
+        .await?;
+        r.map(|r| {
+            let same = r.try_get::<String, _>("request_sha256")? == request;
+            Ok(if r.try_get::<String, _>("state")? == "running" {
+                IdempotencyBegin::Running { same }
+            } else {
+                IdempotencyBegin::Done {
+                    same,
+                    status: u16::try_from(r.try_get::<i64, _>("status")?).unwrap_or(500),
+                    content_type: r.try_get("content_type")?,
+                    body: r.try_get("body")?,
+                }
+            })
+        })
+        .transpose()
+    }
+
     /// Keeps the response of the request that holds `key`.
     pub async fn idempotency_finish(
         &self,

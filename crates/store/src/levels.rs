@@ -239,7 +239,7 @@ impl Store {
         let sql = format!(
             "SELECT {ASSESSMENT_COLUMNS} FROM assessments a
              WHERE a.action = 'pre-warning' AND a.status = 'Actual' AND a.level IS NOT NULL
-               AND NOT EXISTS (SELECT 1 FROM warnings w WHERE w.prewarning_id = a.id)
+               AND NOT EXISTS (SELECT 1 FROM warnings w WHERE w.prewarning_id = a.id AND w.state <> 'discarded')
                AND NOT EXISTS (SELECT 1 FROM prewarning_dismissals d WHERE d.assessment_id = a.id)
              ORDER BY a.id DESC LIMIT ?"
         );

@@ -13,6 +13,8 @@ pub struct TokenRecord {
     pub created: DateTime<Utc>,
     /// For a station token, the stations it may write for; `None`: any.
     pub stations: Option<Vec<String>>,
+    /// The person it belongs to (a login's token); `None` for an API key.
+    pub user_id: Option<i64>,
 }
 
 impl Store {
@@ -42,7 +44,7 @@ impl Store {
     /// login's token, of a user who is not disabled.
     pub async fn find_token(&self, token_sha256: &str, now: DateTime<Utc>) -> Result<Option<TokenRecord>> {
         let row = sqlx::query(
-            "SELECT t.id, t.role, t.label, t.created_ms, t.stations FROM api_tokens t
+            "SELECT t.id, t.role, t.label, t.created_ms, t.stations, t.user_id FROM api_tokens t
              LEFT JOIN users u ON u.id = t.user_id
              WHERE t.token_sha256 = ? AND t.revoked_ms IS NULL
                AND (t.expires_ms IS NULL OR t.expires_ms > ?)
@@ -62,6 +64,7 @@ impl Store {
                     .try_get::<Option<String>, _>("stations")?
                     .map(|s| crate::parse_json_list("stations", &s))
                     .transpose()?,
+                user_id: r.try_get("user_id")?,
             })
         })
         .transpose()

@@ -26,6 +26,8 @@ pub struct WarningRecord {
     pub alert_id: Option<String>,
     pub created: DateTime<Utc>,
     pub updated: DateTime<Utc>,
+    /// Bumped by every change.
+    pub version: i64,
 }
 
 /// A warning as first written.
@@ -50,7 +52,7 @@ pub struct NotificationRecord {
 }
 
 const COLUMNS: &str = "id, state, author, updates, prewarning_id, draft, needs_approval, approval_reason,
-    override_reason, submitted_ms, reviewed_by, reviewed_ms, review_note, alert_id, created_ms, updated_ms";
+    override_reason, submitted_ms, reviewed_by, reviewed_ms, review_note, alert_id, created_ms, updated_ms, version";
 
 fn record(r: &sqlx::sqlite::SqliteRow) -> Result<WarningRecord> {
     Ok(WarningRecord {
@@ -70,6 +72,7 @@ fn record(r: &sqlx::sqlite::SqliteRow) -> Result<WarningRecord> {
         alert_id: r.try_get("alert_id")?,
         created: from_ms(r.try_get("created_ms")?)?,
         updated: from_ms(r.try_get("updated_ms")?)?,
+        version: r.try_get("version")?,
     })
 }
 
@@ -105,7 +108,7 @@ impl Tx<'_> {
     /// Replaces a draft's content while it is still a draft. False if it is not.
     pub async fn edit_warning(&mut self, id: &str, draft: &str, now: DateTime<Utc>) -> Result<bool> {
         let done =
-            sqlx::query("UPDATE warnings SET draft = ?, updated_ms = ? WHERE id = ? AND state = 'draft'")
+            sqlx::query("UPDATE warnings SET draft = ?, updated_ms = ?, version = version + 1 WHERE id = ? AND state = 'draft'")
                 .bind(draft)
                 .bind(ms(now))
                 .bind(id)
@@ -114,34 +117,39 @@ impl Tx<'_> {
         Ok(done.rows_affected() == 1)
     }
 
-    /// draft -> pending: waits for a second person. False if it was not a draft.
+    /// draft -> pending: waits for a second person. False if it was not a draft of
+    /// `version`.
     pub async fn submit_warning(
         &mut self,
         id: &str,
+        version: i64,
         approval_reason: &str,
         now: DateTime<Utc>,
     ) -> Result<bool> {
         let done = sqlx::query(
             "UPDATE warnings SET state = 'pending', needs_approval = 1, approval_reason = ?,
-                 submitted_ms = ?, updated_ms = ?, reviewed_by = NULL, reviewed_ms = NULL, review_note = NULL
-             WHERE id = ? AND state = 'draft'",
+                 submitted_ms = ?, updated_ms = ?, reviewed_by = NULL, reviewed_ms = NULL, review_note = NULL,
+                 version = version + 1
+             WHERE id = ? AND state = 'draft' AND version = ?",
         )
         .bind(approval_reason)
         .bind(ms(now))
         .bind(ms(now))
         .bind(id)
+        .bind(version)
         .execute(&mut *self.tx)
         .await?;
         Ok(done.rows_affected() == 1)
     }
 
     /// `from` -> issued as `alert_id`. `reviewer` is the approver (None when the rule did
-    /// not apply or was overridden). False if the warning was not in `from`.
+    /// not apply or was overridden). False if the warning was not in `from` at `version`.
     #[allow(clippy::too_many_arguments)]
     pub async fn issue_warning(
         &mut self,
         id: &str,
         from: &str,
+        version: i64,
         alert_id: &str,
         reviewer: Option<(&str, &str)>,
         needs_approval: Option<&str>,
@@ -155,8 +163,8 @@ impl Tx<'_> {
                  override_reason = ?,
                  submitted_ms = COALESCE(submitted_ms, ?),
                  reviewed_by = ?, reviewed_ms = CASE WHEN ? IS NULL THEN NULL ELSE ? END,
-                 review_note = ?, updated_ms = ?
-             WHERE id = ? AND state = ?",
+                 review_note = ?, updated_ms = ?, version = version + 1
+             WHERE id = ? AND state = ? AND version = ?",
         )
         .bind(alert_id)
         .bind(needs_approval)
@@ -170,6 +178,7 @@ impl Tx<'_> {
         .bind(ms(now))
         .bind(id)
         .bind(from)
+        .bind(version)
         .execute(&mut *self.tx)
         .await?;
         Ok(done.rows_affected() == 1)
@@ -185,7 +194,7 @@ impl Tx<'_> {
     ) -> Result<bool> {
         let done = sqlx::query(
             "UPDATE warnings SET state = 'draft', reviewed_by = ?, reviewed_ms = ?, review_note = ?,
-                 updated_ms = ?
+                 updated_ms = ?, version = version + 1
              WHERE id = ? AND state = 'pending'",
         )
         .bind(by)
@@ -201,7 +210,8 @@ impl Tx<'_> {
     /// draft -> discarded. False if it was not a draft.
     pub async fn discard_warning(&mut self, id: &str, now: DateTime<Utc>) -> Result<bool> {
         let done = sqlx::query(
-            "UPDATE warnings SET state = 'discarded', updated_ms = ? WHERE id = ? AND state = 'draft'",
+            "UPDATE warnings SET state = 'discarded', updated_ms = ?, version = version + 1
+             WHERE id = ? AND state = 'draft'",
         )
         .bind(ms(now))
         .bind(id)
@@ -259,7 +269,8 @@ impl Tx<'_> {
     /// Whether a pre-warning was dismissed or confirmed already: the warning or dismissal.
     pub async fn prewarning_decided(&mut self, assessment_id: i64) -> Result<Option<String>> {
         let row = sqlx::query(
-            "SELECT 'confirmed as warning ' || id AS d FROM warnings WHERE prewarning_id = ?1
+            "SELECT 'confirmed as warning ' || id AS d FROM warnings
+             WHERE prewarning_id = ?1 AND state <> 'discarded'
              UNION ALL
              SELECT 'dismissed by ' || by || ': ' || reason FROM prewarning_dismissals WHERE assessment_id = ?1",
         )
@@ -330,6 +341,15 @@ impl Store {
                 })
             })
             .collect()
+    }
+
+    /// How many warnings are in `state`.
+    pub async fn count_warnings(&self, state: &str) -> Result<i64> {
+        let r = sqlx::query("SELECT COUNT(*) AS n FROM warnings WHERE state = ?")
+            .bind(state)
+            .fetch_one(&self.pool)
+            .await?;
+        Ok(r.try_get("n")?)
     }
 
     /// Who must be told of an override: every enabled user who may approve.

@@ -17,11 +17,15 @@ CREATE TABLE warnings (
     review_note      TEXT,                      -- the approver's note, or why it was returned
     alert_id         TEXT,
     created_ms       INTEGER NOT NULL,
-    updated_ms       INTEGER NOT NULL
+    updated_ms       INTEGER NOT NULL,
+    -- Bumped by every change: an approval names the version its approver read.
+    version          INTEGER NOT NULL DEFAULT 1
 );
 CREATE INDEX warnings_by_state ON warnings (state, updated_ms);
--- One warning per pre-warning: a confirm racing another confirm loses.
-CREATE UNIQUE INDEX warnings_by_prewarning ON warnings (prewarning_id) WHERE prewarning_id IS NOT NULL;
+-- One live warning per pre-warning: a confirm racing another confirm loses (a confirm that
+-- failed is discarded, and the pre-warning is open again).
+CREATE UNIQUE INDEX warnings_by_prewarning ON warnings (prewarning_id)
+    WHERE prewarning_id IS NOT NULL AND state <> 'discarded';
 
 -- What a person must be told: an override to every approver, a returned draft to its author.
 CREATE TABLE notifications (
