@@ -1544,9 +1544,37 @@ async fn an_alert_and_its_cancel_are_valid_cap_documents_that_read_back() {
     let app = TestApp::spawn(Broker::Embedded).await.unwrap();
     let alert_id = app.issue_bulletin("LU-CAP-OUT").await.unwrap();
     let cancel_id = app.cancel(&alert_id, "thử nghiệm kết thúc").await.unwrap();
+    // An officer's warning with an English text as well.
+    let draft = serde_json::json!({"hazard": "flood", "risk_level": 2, "communes": ["06385"],
+        "headline": "Lũ trên sông Thương", "description": "Mực nước lên.",
+        "headline_en": "Flood on the Thuong river", "description_en": "The water is rising.",
+        "instruction_en": "Stay away from the river banks."});
+    let (status, w) = app
+        .post(
+            "/api/v1/warnings",
+            "application/json",
+            draft.to_string().as_bytes(),
+        )
+        .await
+        .unwrap();
+    assert_eq!(status, 201, "{w}");
+    let (status, issued) = app
+        .post(
+            &format!("/api/v1/warnings/{}/submit", w["id"].as_str().unwrap()),
+            "application/json",
+            b"{}",
+        )
+        .await
+        .unwrap();
+    assert_eq!(status, 201, "{issued}");
+    let english_id = issued["alert_id"].as_str().unwrap().to_owned();
 
     let dir = tempfile::tempdir().unwrap();
-    for (id, kind) in [(&alert_id, "Alert"), (&cancel_id, "Cancel")] {
+    for (id, kind) in [
+        (&alert_id, "Alert"),
+        (&cancel_id, "Cancel"),
+        (&english_id, "English"),
+    ] {
         let r = app
             .http
             .get(format!("{}/api/v1/alerts/{id}.cap", app.base))
@@ -1563,7 +1591,23 @@ async fn an_alert_and_its_cancel_are_valid_cap_documents_that_read_back() {
         // canhbao reads its own CAP back: same identifier, type, level and commune.
         let cap = ingest::cap::parse_cap(xml.as_bytes()).unwrap_or_else(|e| panic!("{e}\n{xml}"));
         assert_eq!(cap.identifier, *id, "{xml}");
-        assert_eq!(cap.msg_type, kind);
+        assert_eq!(cap.msg_type, if kind == "English" { "Alert" } else { kind });
+        // Vietnamese first, then English only where an officer gave it.
+        let blocks = xml.matches("<info>").count();
+        assert_eq!(blocks, if kind == "English" { 2 } else { 1 }, "{xml}");
+        if kind == "English" {
+            let en = &xml[xml.rfind("<info>").unwrap()..];
+            for part in [
+                "<language>en-US</language>",
+                "<event>Flood</event>",
+                "<headline>Flood on the Thuong river</headline>",
+                "<instruction>Stay away from the river banks.</instruction>",
+                "<value>06385</value>",
+            ] {
+                assert!(en.contains(part), "{part} not in the English block:\n{xml}");
+            }
+            assert!(xml[..xml.rfind("<info>").unwrap()].contains("<language>vi-VN</language>"));
+        }
         assert!(xml.contains("<value>06385</value>"), "{xml}");
         if kind == "Alert" {
             assert!(
@@ -1573,7 +1617,7 @@ async fn an_alert_and_its_cancel_are_valid_cap_documents_that_read_back() {
             assert!(
                 xml.contains("<severity>Severe</severity>") && xml.contains("<urgency>Immediate</urgency>")
             );
-        } else {
+        } else if kind == "Cancel" {
             assert!(
                 xml.contains(&format!("<references>canhbao.province-20,{alert_id},")),
                 "{xml}"
@@ -1728,5 +1772,18 @@ async fn every_action_lands_in_a_verifiable_audit_chain() {
         (Some(3), Some(true)),
         "{verdict}"
     );
+    // The head is an anchor to copy out; given back, it is checked.
+    let head = verdict["head"].as_str().unwrap().to_owned();
+    assert!(head.starts_with("3:"), "{head}");
+    let (_, checked) = app
+        .get(&format!("/api/v1/audit/verify?anchor={head}"))
+        .await
+        .unwrap();
+    assert_eq!(
+        (checked["anchor"].as_str(), checked["intact"].as_bool()),
+        (Some("holds"), Some(true))
+    );
+    let (status, _) = app.get("/api/v1/audit/verify?anchor=3:not-a-hash").await.unwrap();
+    assert_eq!(status, 400);
     app.app.stop().await;
 }

@@ -63,15 +63,54 @@ pub struct VerifyDto {
     pub intact: bool,
     /// The first row whose hash or link does not hold.
     pub broken_at: Option<i64>,
+    /// The newest row, `ID:HASH`: copy it out of the service (print it, send it to the
+    /// archive) as an anchor, and give it back as `?anchor=` to prove nothing before it was
+    /// rewritten or cut off, even consistently.
+    pub head: Option<String>,
+    /// With `?anchor=ID:HASH`: `holds`, `differs` (row ID now has another hash) or
+    /// `missing` (row ID is gone: the chain was cut).
+    pub anchor: Option<&'static str>,
 }
 
-#[utoipa::path(get, path = "/api/v1/audit/verify", tag = "admin", security(("bearer" = [])), responses((status = 200, description = "The hash chain walked from its start", body = VerifyDto)))]
-pub async fn verify(State(state): State<AppState>, caller: Caller) -> Result<Json<VerifyDto>, ApiError> {
+#[derive(Debug, serde::Deserialize, utoipa::IntoParams)]
+#[into_params(parameter_in = Query)]
+#[serde(deny_unknown_fields)]
+pub struct VerifyQuery {
+    /// `ID:HASH` of a row taken earlier from `head`.
+    pub anchor: Option<String>,
+}
+
+#[utoipa::path(get, path = "/api/v1/audit/verify", tag = "admin", security(("bearer" = [])), params(VerifyQuery), responses((status = 200, description = "The hash chain walked from its start, and an anchor checked", body = VerifyDto)))]
+pub async fn verify(
+    State(state): State<AppState>,
+    caller: Caller,
+    Q(q): Q<VerifyQuery>,
+) -> Result<Json<VerifyDto>, ApiError> {
     caller.require(&[Role::Admin], "verify the audit log")?;
+    let anchor = match &q.anchor {
+        None => None,
+        Some(a) => Some(
+            a.split_once(':')
+                .and_then(|(id, hash)| Some((id.parse::<i64>().ok()?, hash.to_owned())))
+                .filter(|(_, hash)| hash.len() == 64 && hash.bytes().all(|b| b.is_ascii_hexdigit()))
+                .ok_or_else(|| ApiError::bad_request("anchor", "anchor must be ID:HASH as `head` gave it"))?,
+        ),
+    };
     let v = state.store.verify_audit().await?;
+    let head = state
+        .store
+        .audit_head()
+        .await?
+        .map(|h| format!("{}:{}", h.id, h.hash));
+    let anchor = match anchor {
+        None => None,
+        Some((id, hash)) => Some(state.store.check_audit_anchor(id, &hash).await?),
+    };
     Ok(Json(VerifyDto {
         rows: v.rows,
-        intact: v.broken_at.is_none(),
+        intact: v.broken_at.is_none() && anchor.is_none_or(|a| a == "holds"),
         broken_at: v.broken_at,
+        head,
+        anchor,
     }))
 }

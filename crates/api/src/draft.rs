@@ -120,14 +120,18 @@ pub fn parse_draft(v: &Value, known: &[CommuneCode]) -> Result<Draft, ApiError> 
         ("headline", MAX_HEADLINE),
         ("description", MAX_DESCRIPTION),
         ("instruction", MAX_INSTRUCTION),
+        ("headline_en", MAX_HEADLINE),
+        ("description_en", MAX_DESCRIPTION),
+        ("instruction_en", MAX_INSTRUCTION),
     ] {
+        let optional = field == "instruction" || field.ends_with("_en");
         match v.get(field) {
-            None | Some(Value::Null) if field == "instruction" => {}
+            None | Some(Value::Null) if optional => {}
             Some(Value::String(s)) if s.chars().count() > max => fail(
                 field,
                 format!("{field} has {} characters; at most {max}", s.chars().count()),
             ),
-            Some(Value::String(s)) if !s.trim().is_empty() || field == "instruction" => {}
+            Some(Value::String(s)) if !s.trim().is_empty() || field.starts_with("instruction") => {}
             Some(Value::String(_)) | None | Some(Value::Null) => fail(field, format!("{field} is required")),
             Some(other) => fail(field, format!("{field} must be a string, not {other}")),
         }
@@ -162,6 +166,18 @@ pub fn parse_draft(v: &Value, known: &[CommuneCode]) -> Result<Draft, ApiError> 
             }
         },
     };
+    let has = |name: &str| !text(name).is_empty();
+    if has("headline_en") != has("description_en") || (has("instruction_en") && !has("headline_en")) {
+        fail(
+            "headline_en",
+            "an English text needs headline_en and description_en together".into(),
+        );
+    }
+    let english = has("headline_en").then(|| domain::Translation {
+        headline: text("headline_en").to_owned(),
+        description: text("description_en").to_owned(),
+        instruction: text("instruction_en").to_owned(),
+    });
     let escalation = match v.get("escalation") {
         None | Some(Value::Null) => None,
         Some(e) => {
@@ -209,12 +225,16 @@ pub fn parse_draft(v: &Value, known: &[CommuneCode]) -> Result<Draft, ApiError> 
             expires,
             valid_for: Duration::minutes(valid_minutes),
             escalation,
+            english,
         }),
         _ => Err(invalid(errors)),
     }
 }
 
-const FIELDS: [&str; 12] = [
+const FIELDS: [&str; 15] = [
+    "headline_en",
+    "description_en",
+    "instruction_en",
     "hazard",
     "risk_level",
     "class",
@@ -263,6 +283,9 @@ pub fn draft_json(d: &Draft) -> Value {
         "expires": d.expires.map(|t| t.to_rfc3339()),
         "valid_minutes": d.valid_for.num_minutes(),
         "escalation": d.escalation.as_ref().map(|e| json!({"steps": e.steps, "reason": e.reason})),
+        "headline_en": d.english.as_ref().map(|e| &e.headline),
+        "description_en": d.english.as_ref().map(|e| &e.description),
+        "instruction_en": d.english.as_ref().map(|e| &e.instruction),
     })
 }
 
@@ -281,7 +304,8 @@ mod tests {
     fn a_draft_survives_its_canonical_form() {
         let v = json!({"hazard": "flood", "risk_level": 2, "communes": ["06385", "06385"],
             "headline": " Lũ ", "description": "Nước lên", "expires": "2026-12-01T00:00:00+07:00",
-            "escalation": {"steps": 1, "reason": "mưa lớn cùng lũ"}});
+            "escalation": {"steps": 1, "reason": "mưa lớn cùng lũ"},
+            "headline_en": "Flood", "description_en": "Water rising."});
         let d = parse_draft(&v, &communes()).unwrap();
         assert_eq!(d.communes.len(), 1);
         assert_eq!(d.headline, "Lũ");

@@ -54,6 +54,11 @@ pub struct DraftBody {
     /// Used when `expires` is not given; default 360, at most a week.
     valid_minutes: Option<i64>,
     escalation: Option<EscalationBody>,
+    /// English text for the CAP document's second `<info>` (headline and description
+    /// together); receivers play the Vietnamese.
+    headline_en: Option<String>,
+    description_en: Option<String>,
+    instruction_en: Option<String>,
     /// `POST /api/v1/warnings` only: the alert this one updates (it is issued as a CAP
     /// Update referencing every earlier message of the incident).
     updates: Option<String>,

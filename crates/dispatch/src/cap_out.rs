@@ -110,13 +110,55 @@ pub fn alert_cap_xml(
         el("references", &refs.join(" "), 2);
     }
     let head = std::mem::take(&mut x);
+    let vietnamese = Text {
+        language: "vi-VN",
+        event: hazard.name_vi(),
+        headline: &alert.headline,
+        description: &alert.description,
+        instruction: &alert.instruction,
+    };
+    let mut blocks = info_block(alert, &vietnamese, hazard, class, ctx, &commune_name);
+    if let Some(en) = &alert.english {
+        let english = Text {
+            language: "en-US",
+            event: hazard.name_en(),
+            headline: &en.headline,
+            description: &en.description,
+            instruction: &en.instruction,
+        };
+        blocks.push_str(&info_block(alert, &english, hazard, class, ctx, &commune_name));
+    }
+    Some(format!(
+        "<?xml version=\"1.0\" encoding=\"UTF-8\"?>\n<alert xmlns=\"urn:oasis:names:tc:emergency:cap:1.2\">\n{head}{blocks}</alert>\n"
+    ))
+}
+
+/// The text of one `<info>` block, in one language.
+struct Text<'a> {
+    language: &'a str,
+    event: &'a str,
+    headline: &'a str,
+    description: &'a str,
+    instruction: &'a str,
+}
+
+/// One `<info>` block: the same facts (urgency, severity, parameters, area) in the
+/// language of `text`.
+fn info_block(
+    alert: &store::AlertRecord,
+    text: &Text<'_>,
+    hazard: Hazard,
+    class: MessageClass,
+    ctx: &CapContext<'_>,
+    commune_name: &impl Fn(&str) -> Option<String>,
+) -> String {
     let mut info = String::new();
     let mut el = |name: &str, value: &str| {
         info.push_str(&format!("    <{name}>{}</{name}>\n", escape(value)));
     };
-    el("language", "vi-VN");
+    el("language", text.language);
     el("category", category(hazard));
-    el("event", hazard.name_vi());
+    el("event", text.event);
     el("urgency", urgency(class));
     el("severity", severity(alert.risk_level, class));
     el(
@@ -130,10 +172,10 @@ pub fn alert_cap_xml(
     el("effective", &cap_time(alert.effective));
     el("expires", &cap_time(alert.expires));
     el("senderName", ctx.sender_name);
-    el("headline", &alert.headline);
-    el("description", &alert.description);
-    if !alert.instruction.trim().is_empty() {
-        el("instruction", &alert.instruction);
+    el("headline", text.headline);
+    el("description", text.description);
+    if !text.instruction.trim().is_empty() {
+        el("instruction", text.instruction);
     }
     let mut parameter = |name: &str, value: &str| {
         info.push_str(&format!(
@@ -171,9 +213,7 @@ pub fn alert_cap_xml(
         ));
     }
     info.push_str("    </area>\n");
-    Some(format!(
-        "<?xml version=\"1.0\" encoding=\"UTF-8\"?>\n<alert xmlns=\"urn:oasis:names:tc:emergency:cap:1.2\">\n{head}  <info>\n{info}  </info>\n</alert>\n"
-    ))
+    format!("  <info>\n{info}  </info>\n")
 }
 
 /// An Atom feed of `alerts` (newest first), each entry linking to its CAP document at

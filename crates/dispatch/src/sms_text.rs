@@ -385,6 +385,7 @@ mod template_tests {
                 interval_s: 60,
             },
             provisional: vec![],
+            english: None,
         })
         .unwrap()
     }

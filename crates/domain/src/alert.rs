@@ -97,6 +97,17 @@ pub struct AlertSpec {
     /// Why the alert's level is provisional (a threshold tagged S, M or NF, a provisional
     /// mapping, a computed pre-warning). Empty when every input is official.
     pub provisional: Vec<String>,
+    /// The text in English, when an officer gave it (for CAP consumers abroad; receivers
+    /// play the Vietnamese).
+    pub english: Option<Translation>,
+}
+
+/// An alert's text in another language.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Translation {
+    pub headline: String,
+    pub description: String,
+    pub instruction: String,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
@@ -136,6 +147,13 @@ impl Alert {
         for (name, text) in [("headline", &spec.headline), ("description", &spec.description)] {
             if text.trim().is_empty() {
                 return Err(AlertError::EmptyText(name));
+            }
+        }
+        if let Some(en) = &spec.english {
+            for (name, text) in [("headline_en", &en.headline), ("description_en", &en.description)] {
+                if text.trim().is_empty() {
+                    return Err(AlertError::EmptyText(name));
+                }
             }
         }
         if spec.msg_type != MsgType::Alert && spec.references.is_empty() {
@@ -200,6 +218,7 @@ mod tests {
                 interval_s: 300,
             },
             provisional: vec![],
+            english: None,
         }
     }
 

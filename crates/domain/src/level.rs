@@ -71,6 +71,23 @@ impl Hazard {
             Self::Earthquake => "động đất",
         }
     }
+
+    /// The English name, for the optional English block of a CAP document.
+    pub fn name_en(self) -> &'static str {
+        match self {
+            Self::Flood => "Flood",
+            Self::HeavyRain => "Heavy rain",
+            Self::FlashFlood => "Flash flood",
+            Self::Landslide => "Landslide",
+            Self::Storm => "Tropical storm or depression",
+            Self::Cold => "Severe cold and frost",
+            Self::Heat => "Heat wave",
+            Self::Fog => "Fog",
+            Self::Thunderstorm => "Whirlwind, lightning and hail",
+            Self::Drought => "Drought",
+            Self::Earthquake => "Earthquake",
+        }
+    }
 }
 
 impl fmt::Display for Hazard {

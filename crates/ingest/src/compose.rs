@@ -92,6 +92,7 @@ pub fn flood_alert(
             MessageClass::Normal => policy.repeat_normal,
         },
         provisional: a.provisional.clone(),
+        english: None,
     })
 }
 
@@ -148,6 +149,7 @@ pub fn risk_alert(
             MessageClass::Normal => policy.repeat_normal,
         },
         provisional,
+        english: None,
     })
 }
 
@@ -171,6 +173,8 @@ pub struct Draft {
     pub valid_for: Duration,
     /// The compound escalation of Decision 18 Art. 4, applied by the officer.
     pub escalation: Option<Escalation>,
+    /// The text in English, for CAP consumers abroad (optional).
+    pub english: Option<domain::Translation>,
 }
 
 /// An officer's compound escalation: +1 or +2 on the computed level, with why.
@@ -282,6 +286,7 @@ pub fn officer_alert(
             MessageClass::Normal => policy.repeat_normal,
         },
         provisional: vec![],
+        english: draft.english.clone(),
     })?)
 }
 
@@ -348,6 +353,7 @@ pub fn cancel_alert(
             interval_s: 0,
         },
         provisional: vec![],
+        english: None,
     })
 }
 
@@ -437,6 +443,7 @@ mod officer_tests {
             expires: None,
             valid_for: Duration::hours(2),
             escalation: None,
+            english: None,
         }
     }
 

@@ -55,6 +55,8 @@ pub struct AlertRecord {
     pub signed: SignedPayload,
     /// The newest message that references this one: (`Update` or `Cancel`, its id).
     pub replaced_by: Option<(String, String)>,
+    /// The English text, when an officer gave one.
+    pub english: Option<domain::Translation>,
 }
 
 /// Which alerts to list: every field narrows; `before` is the cursor (the last row of
@@ -76,7 +78,7 @@ pub struct AlertFilter {
 
 const ALERT_COLUMNS: &str = "id, province, msg_type, status, refs, origin_kind, origin_detail, hazard, \
      risk_level, alarm_level, station, class, communes, sent_ms, effective_ms, expires_ms, headline, \
-     description, instruction, repeat_times, repeat_interval_s, provisional, payload, key_id, sig, created_ms, \
+     description, instruction, repeat_times, repeat_interval_s, provisional, payload, key_id, sig, created_ms, text_en, \
      (SELECT b.msg_type || ' ' || b.id FROM alert_refs r JOIN alerts b ON b.id = r.alert_id \
       WHERE r.refers_to = alerts.id ORDER BY b.sent_ms DESC, b.id LIMIT 1) AS replaced_by";
 
@@ -112,6 +114,19 @@ fn alert_from_row(row: &sqlx::sqlite::SqliteRow) -> Result<AlertRecord> {
         replaced_by: row
             .try_get::<Option<String>, _>("replaced_by")?
             .and_then(|r| r.split_once(' ').map(|(t, id)| (t.to_owned(), id.to_owned()))),
+        english: row
+            .try_get::<Option<String>, _>("text_en")?
+            .map(|t| {
+                let v: serde_json::Value = serde_json::from_str(&t)
+                    .map_err(|e| StoreError::Corrupt(format!("alerts.text_en: {e}")))?;
+                let field = |k: &str| v.get(k).and_then(|x| x.as_str()).unwrap_or_default().to_owned();
+                Ok::<_, StoreError>(domain::Translation {
+                    headline: field("headline"),
+                    description: field("description"),
+                    instruction: field("instruction"),
+                })
+            })
+            .transpose()?,
     })
 }
 
@@ -233,8 +248,8 @@ impl Tx<'_> {
             "INSERT INTO alerts (id, province, msg_type, status, refs, origin_kind, origin_detail, hazard,
                 risk_level, alarm_level, station, class, communes, sent_ms, effective_ms, expires_ms,
                 headline, description, instruction, repeat_times, repeat_interval_s, provisional,
-                payload, key_id, sig, created_ms)
-             VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+                payload, key_id, sig, created_ms, text_en)
+             VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
         )
         .bind(alert.id.as_str())
         .bind(alert.province.as_str())
@@ -262,6 +277,10 @@ impl Tx<'_> {
         .bind(&signed.key_id)
         .bind(&signed.sig)
         .bind(ms(now))
+        .bind(alert.english.as_ref().map(|e| {
+            serde_json::json!({"headline": e.headline, "description": e.description, "instruction": e.instruction})
+                .to_string()
+        }))
         .execute(&mut *self.tx)
         .await?;
         for d in deliveries {

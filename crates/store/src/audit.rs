@@ -138,6 +138,40 @@ impl Store {
         Ok(record)
     }
 
+    /// Whether row `id` still has `hash` (an anchor taken from [`Store::audit_head`]
+    /// earlier): `holds`, `differs` (rewritten) or `missing` (cut off). Catches what the
+    /// chain alone cannot: a chain cut short, or rewritten consistently from some row on.
+    pub async fn check_audit_anchor(&self, id: i64, hash: &str) -> Result<&'static str> {
+        Ok(match self.audit_row(id).await? {
+            None => "missing",
+            Some(r) if r.hash.eq_ignore_ascii_case(hash) => "holds",
+            Some(_) => "differs",
+        })
+    }
+
+    /// Row `id`, if it exists.
+    pub async fn audit_row(&self, id: i64) -> Result<Option<AuditRecord>> {
+        let row = sqlx::query(
+            "SELECT id, at_ms, actor, action, target, detail, prev_hash, hash FROM audit_log WHERE id = ?",
+        )
+        .bind(id)
+        .fetch_optional(&self.pool)
+        .await?;
+        row.as_ref().map(record).transpose()
+    }
+
+    /// The newest row: its id and hash, copied out of the database (printed, sent to an
+    /// archive), are an anchor that a rewrite of the whole chain cannot match.
+    pub async fn audit_head(&self) -> Result<Option<AuditRecord>> {
+        let row = sqlx::query(
+            "SELECT id, at_ms, actor, action, target, detail, prev_hash, hash FROM audit_log
+             ORDER BY id DESC LIMIT 1",
+        )
+        .fetch_optional(&self.pool)
+        .await?;
+        row.as_ref().map(record).transpose()
+    }
+
     /// The newest `limit` rows, newest first.
     pub async fn list_audit(&self, limit: i64) -> Result<Vec<AuditRecord>> {
         let rows = sqlx::query(

@@ -45,6 +45,7 @@ fn spec(id: &str, class: MessageClass, communes: &[&str]) -> AlertSpec {
             interval_s: 0,
         },
         provisional: vec![],
+        english: None,
     }
 }
 
@@ -749,6 +750,12 @@ async fn the_audit_chain_detects_a_changed_or_removed_row() {
     let ok = store.verify_audit().await.unwrap();
     assert_eq!((ok.rows, ok.broken_at), (3, None));
 
+    // An anchor copied out of the database holds while nothing changes...
+    let head = store.audit_head().await.unwrap().unwrap();
+    assert_eq!(
+        store.check_audit_anchor(head.id, &head.hash).await.unwrap(),
+        "holds"
+    );
     // Someone with the database file rewrites what row 2 says...
     let raw = sqlx::SqlitePool::connect(&url).await.unwrap();
     sqlx::query("UPDATE audit_log SET detail = '{\"n\":9}' WHERE id = 2")

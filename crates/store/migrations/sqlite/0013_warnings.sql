@@ -60,3 +60,7 @@ CREATE TABLE idempotency_keys (
     created_ms      INTEGER NOT NULL,
     PRIMARY KEY (scope, key)
 );
+
+-- An alert's optional English text (JSON {headline, description, instruction}), for the
+-- CAP document's second <info>.
+ALTER TABLE alerts ADD COLUMN text_en TEXT;
