@@ -55,7 +55,9 @@ const MATRIX: &[(&str, &str, Allowed)] = &[
     ("GET", "/api/v1/audit", Allowed::Roles(&["admin"])),
     ("GET", "/api/v1/audit/verify", Allowed::Roles(&["admin"])),
     ("GET", "/api/v1/assessments", Allowed::AnyToken),
-    ("POST", "/api/v1/bulletins", Allowed::Roles(&["station", "admin"])),
+    // A station key posts bulletins only when given the `bulletins` scope (the matrix's
+    // station key has its role's default: observations and read).
+    ("POST", "/api/v1/bulletins", Allowed::Roles(&["admin"])),
     ("GET", "/api/v1/sources", Allowed::AnyToken),
     ("GET", "/api/v1/forecasts", Allowed::AnyToken),
     ("POST", "/api/v1/sms/preview", Allowed::AnyToken),

@@ -446,3 +446,114 @@ async fn alerts_are_filtered_and_paged_by_cursor_without_gaps_or_repeats() {
     );
     app.app.stop().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn machine_keys_do_only_what_their_scopes_allow() {
+    let app = TestApp::spawn(Broker::Embedded).await.unwrap();
+    let call = |token: String, method: &'static str, path: &'static str, ct: &'static str, body: Vec<u8>| {
+        let app = &app;
+        async move { raw(app, &token, method, path, ct, body).await.0 }
+    };
+    let reading = canhbao_tests::observation_now("HUULUNG", 16.0).into_bytes();
+    let bulletin = canhbao_tests::live_bulletin("SCOPE-1", "kttv-langson@example.vn", 3);
+
+    // A gauge's key by default: its own observations, and reading; never a bulletin,
+    // whose level would override every computed one.
+    let gauge = app
+        .create_token("station", "Hữu Lũng gauge", &["HUULUNG"])
+        .await
+        .unwrap();
+    assert_eq!(
+        call(
+            gauge.clone(),
+            "POST",
+            "/api/v1/observations",
+            "application/json",
+            reading.clone()
+        )
+        .await,
+        200
+    );
+    assert_eq!(
+        call(gauge.clone(), "GET", "/api/v1/alerts", "application/json", vec![]).await,
+        200
+    );
+    assert_eq!(
+        call(
+            gauge,
+            "POST",
+            "/api/v1/bulletins",
+            "application/cap+xml",
+            bulletin.clone()
+        )
+        .await,
+        403
+    );
+
+    // A write-only key cannot read; a key for the forecasting centre's bulletins posts
+    // them and nothing else.
+    let write_only = app
+        .create_key("station", "logger", &["HUULUNG"], &["observations"])
+        .await
+        .unwrap();
+    assert_eq!(
+        call(
+            write_only.clone(),
+            "POST",
+            "/api/v1/observations",
+            "application/json",
+            reading.clone()
+        )
+        .await,
+        200
+    );
+    assert_eq!(
+        call(write_only, "GET", "/api/v1/alerts", "application/json", vec![]).await,
+        403
+    );
+    let kttv = app
+        .create_key("station", "kttv bulletins", &[], &["bulletins"])
+        .await
+        .unwrap();
+    assert_eq!(
+        call(
+            kttv.clone(),
+            "POST",
+            "/api/v1/bulletins",
+            "application/cap+xml",
+            bulletin
+        )
+        .await,
+        200
+    );
+    assert_eq!(
+        call(
+            kttv.clone(),
+            "POST",
+            "/api/v1/observations",
+            "application/json",
+            reading
+        )
+        .await,
+        403
+    );
+    assert_eq!(
+        call(kttv, "GET", "/api/v1/alerts", "application/json", vec![]).await,
+        403
+    );
+
+    // Keys are for machines: no officer or approver key, no scope that does not exist,
+    // no label that names a person's login.
+    for (role, label, scopes) in [
+        ("officer", "desk", vec![]),
+        ("approver", "desk", vec![]),
+        ("station", "x", vec!["everything"]),
+        ("admin", "user:chi.le", vec![]),
+    ] {
+        assert!(
+            app.create_key(role, label, &[], &scopes).await.is_err(),
+            "{role} {label} {scopes:?}"
+        );
+    }
+    app.app.stop().await;
+}

@@ -211,10 +211,22 @@ impl TestApp {
 
     /// Creates an API token in the app's database (as `canhbao token-create` does).
     pub async fn create_token(&self, role: &str, label: &str, stations: &[&str]) -> Result<String> {
+        self.create_key(role, label, stations, &[]).await
+    }
+
+    /// An API key with `scopes` (as `canhbao token-create --scope` makes).
+    pub async fn create_key(
+        &self,
+        role: &str,
+        label: &str,
+        stations: &[&str],
+        scopes: &[&str],
+    ) -> Result<String> {
         let url = format!("sqlite://{}", self.data_dir.join("canhbao.db").display());
         let store = store::Store::open(&url).await?;
         let stations: Vec<String> = stations.iter().map(|s| s.to_string()).collect();
-        let token = canhbao_server::secrets::create_token(&store, role, label, &stations).await?;
+        let scopes: Vec<String> = scopes.iter().map(|s| s.to_string()).collect();
+        let token = canhbao_server::secrets::create_token(&store, role, label, &stations, &scopes).await?;
         store.close().await;
         Ok(token)
     }

@@ -51,6 +51,34 @@ impl Role {
     }
 }
 
+/// What an API key may do. People's logins are not scoped: their role decides.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Scope {
+    /// `POST /api/v1/observations` (for its stations, if it names any).
+    Observations,
+    /// `POST /api/v1/bulletins`: official CAP bulletins, whose levels override computed
+    /// ones. Never a default: a gauge's key cannot post one.
+    Bulletins,
+    /// Every `GET`.
+    Read,
+}
+
+impl Scope {
+    pub fn code(self) -> &'static str {
+        match self {
+            Self::Observations => "observations",
+            Self::Bulletins => "bulletins",
+            Self::Read => "read",
+        }
+    }
+
+    pub fn from_code(code: &str) -> Option<Self> {
+        [Self::Observations, Self::Bulletins, Self::Read]
+            .into_iter()
+            .find(|s| s.code() == code)
+    }
+}
+
 /// The hex SHA-256 of a token secret, as stored.
 pub fn token_hash(secret: &str) -> String {
     Sha256::digest(secret.as_bytes())
@@ -68,9 +96,27 @@ pub struct Caller {
     pub stations: Option<Vec<String>>,
     /// The person behind a login's token; `None` for an API key.
     pub user_id: Option<i64>,
+    /// For an API key, what it may do (explicit, or its role's default); `None` for a
+    /// person, whose role decides.
+    pub scopes: Option<Vec<Scope>>,
 }
 
 impl Caller {
+    /// Fails with 403 unless the caller (an API key) has `scope`; people always pass.
+    pub fn require_scope(&self, scope: Scope) -> Result<(), ApiError> {
+        match &self.scopes {
+            Some(scopes) if !scopes.contains(&scope) => Err(ApiError::forbidden(format!(
+                "this key may not {} (its scopes: {})",
+                match scope {
+                    Scope::Observations => "write observations",
+                    Scope::Bulletins => "post bulletins",
+                    Scope::Read => "read",
+                },
+                scopes.iter().map(|s| s.code()).collect::<Vec<_>>().join(", ")
+            ))),
+            _ => Ok(()),
+        }
+    }
     /// Fails with 403 unless the caller has one of `roles`.
     pub fn require(&self, roles: &[Role], action: &str) -> Result<(), ApiError> {
         if roles.contains(&self.role) {
@@ -106,12 +152,26 @@ impl FromRequestParts<AppState> for Caller {
         let role = Role::from_code(&record.role).ok_or_else(|| {
             ApiError::internal(format!("token {} has unknown role {:?}", record.id, record.role))
         })?;
-        Ok(Caller {
+        let scopes = match (record.user_id, &record.scopes) {
+            (Some(_), _) => None,
+            (None, Some(list)) => Some(list.iter().filter_map(|s| Scope::from_code(s)).collect()),
+            (None, None) => Some(match role {
+                Role::Station => vec![Scope::Observations, Scope::Read],
+                Role::Viewer => vec![Scope::Read],
+                _ => vec![Scope::Observations, Scope::Bulletins, Scope::Read],
+            }),
+        };
+        let caller = Caller {
             label: record.label,
             role,
             stations: record.stations,
             user_id: record.user_id,
-        })
+            scopes,
+        };
+        if parts.method == axum::http::Method::GET || parts.method == axum::http::Method::HEAD {
+            caller.require_scope(Scope::Read)?;
+        }
+        Ok(caller)
     }
 }
 

@@ -23,6 +23,7 @@ pub async fn post_bulletin(
     body: Bytes,
 ) -> Result<(StatusCode, Json<AcceptedDto>), ApiError> {
     caller.require(&[Role::Admin, Role::Station], "submit bulletins")?;
+    caller.require_scope(crate::auth::Scope::Bulletins)?;
     let now = Utc::now();
     let result = async {
         require_media(&headers, &XML_TYPES)?;

@@ -103,6 +103,7 @@ pub async fn post_observations(
     body: Bytes,
 ) -> Result<(StatusCode, Json<AcceptedDto>), ApiError> {
     caller.require(&[Role::Admin, Role::Station], "write observations")?;
+    caller.require_scope(crate::auth::Scope::Observations)?;
     let now = Utc::now();
     let result = async {
         let csv = require_media(&headers, &["application/json", "text/csv"])? == 1;

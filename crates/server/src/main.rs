@@ -64,6 +64,10 @@ enum Command {
         /// For a station token: a station it may write for (repeatable).
         #[arg(long = "station")]
         stations: Vec<String>,
+        /// What it may do: observations, bulletins, read (repeatable; default by role: a
+        /// station key writes observations and reads).
+        #[arg(long = "scope")]
+        scopes: Vec<String>,
         #[command(flatten)]
         config: ConfigArgs,
     },
@@ -774,7 +778,13 @@ fn mosquitto_config(
     Ok(ExitCode::SUCCESS)
 }
 
-fn token_create(role: &str, label: &str, stations: &[String], args: &ConfigArgs) -> Result<ExitCode> {
+fn token_create(
+    role: &str,
+    label: &str,
+    stations: &[String],
+    scopes: &[String],
+    args: &ConfigArgs,
+) -> Result<ExitCode> {
     let Some(settings) = load_or_report(args) else {
         return Ok(ExitCode::FAILURE);
     };
@@ -789,7 +799,7 @@ fn token_create(role: &str, label: &str, stations: &[String], args: &ConfigArgs)
     let token = runtime.block_on(async {
         std::fs::create_dir_all(&settings.data_dir)?;
         let store = store::Store::open(&settings.database_url).await?;
-        let token = canhbao_server::secrets::create_token(&store, role, label, stations).await;
+        let token = canhbao_server::secrets::create_token(&store, role, label, stations, scopes).await;
         store.close().await;
         token
     })?;
@@ -887,8 +897,9 @@ fn main() -> ExitCode {
             role,
             label,
             stations,
+            scopes,
             config,
-        } => report(token_create(&role, &label, &stations, &config)),
+        } => report(token_create(&role, &label, &stations, &scopes, &config)),
         Command::IngestFile {
             format,
             file,

@@ -108,6 +108,7 @@ pub async fn bootstrap_admin_token(store: &Store, data_dir: &Path) -> Result<()>
             "admin",
             crate::users::BOOTSTRAP_LABEL,
             None,
+            None,
             chrono::Utc::now(),
         )
         .await?;
@@ -117,7 +118,21 @@ pub async fn bootstrap_admin_token(store: &Store, data_dir: &Path) -> Result<()>
 
 /// Creates an API token with `role` (and, for a station token, the stations it may write
 /// for); returns the secret, which is shown once and stored only as a hash.
-pub async fn create_token(store: &Store, role: &str, label: &str, stations: &[String]) -> Result<String> {
+/// Creates an API key for a machine and returns it (shown once). `scopes` narrow what it
+/// may do (`observations`, `bulletins`, `read`); none: its role's default (a station key
+/// writes observations and reads; only a key given `bulletins` may post official bulletins).
+pub async fn create_token(
+    store: &Store,
+    role: &str,
+    label: &str,
+    stations: &[String],
+    scopes: &[String],
+) -> Result<String> {
+    for s in scopes {
+        if api::auth::Scope::from_code(s).is_none() {
+            bail!("scope {s:?} must be observations, bulletins or read");
+        }
+    }
     // Officers and approvers are people: they log in, so that the two-person rule knows
     // who they are. A key is for a machine (or the bootstrap admin).
     if !matches!(
@@ -134,8 +149,16 @@ pub async fn create_token(store: &Store, role: &str, label: &str, stations: &[St
     }
     let token = format!("cbk_{}", URL_SAFE_NO_PAD.encode(random::<32>()?));
     let scope = (!stations.is_empty()).then_some(stations);
+    let scopes = (!scopes.is_empty()).then_some(scopes);
     store
-        .insert_token(&api::token_hash(&token), role, label, scope, chrono::Utc::now())
+        .insert_token(
+            &api::token_hash(&token),
+            role,
+            label,
+            scope,
+            scopes,
+            chrono::Utc::now(),
+        )
         .await?;
     tracing::info!(role, label, stations = stations.len(), "API token created");
     Ok(token)

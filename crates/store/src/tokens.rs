@@ -15,6 +15,8 @@ pub struct TokenRecord {
     pub stations: Option<Vec<String>>,
     /// The person it belongs to (a login's token); `None` for an API key.
     pub user_id: Option<i64>,
+    /// What an API key may do; `None`: its role's default.
+    pub scopes: Option<Vec<String>>,
 }
 
 impl Store {
@@ -25,16 +27,19 @@ impl Store {
         role: &str,
         label: &str,
         stations: Option<&[String]>,
+        scopes: Option<&[String]>,
         now: DateTime<Utc>,
     ) -> Result<()> {
         sqlx::query(
-            "INSERT INTO api_tokens (token_sha256, role, label, stations, created_ms) VALUES (?, ?, ?, ?, ?)",
+            "INSERT INTO api_tokens (token_sha256, role, label, stations, created_ms, scopes)
+             VALUES (?, ?, ?, ?, ?, ?)",
         )
         .bind(token_sha256)
         .bind(role)
         .bind(label)
         .bind(stations.map(crate::json_list))
         .bind(ms(now))
+        .bind(scopes.map(crate::json_list))
         .execute(&self.pool)
         .await?;
         Ok(())
@@ -44,7 +49,7 @@ impl Store {
     /// login's token, of a user who is not disabled.
     pub async fn find_token(&self, token_sha256: &str, now: DateTime<Utc>) -> Result<Option<TokenRecord>> {
         let row = sqlx::query(
-            "SELECT t.id, t.role, t.label, t.created_ms, t.stations, t.user_id FROM api_tokens t
+            "SELECT t.id, t.role, t.label, t.created_ms, t.stations, t.user_id, t.scopes FROM api_tokens t
              LEFT JOIN users u ON u.id = t.user_id
              WHERE t.token_sha256 = ? AND t.revoked_ms IS NULL
                AND (t.expires_ms IS NULL OR t.expires_ms > ?)
@@ -65,6 +70,10 @@ impl Store {
                     .map(|s| crate::parse_json_list("stations", &s))
                     .transpose()?,
                 user_id: r.try_get("user_id")?,
+                scopes: r
+                    .try_get::<Option<String>, _>("scopes")?
+                    .map(|s| crate::parse_json_list("scopes", &s))
+                    .transpose()?,
             })
         })
         .transpose()

@@ -64,3 +64,7 @@ CREATE TABLE idempotency_keys (
 -- An alert's optional English text (JSON {headline, description, instruction}), for the
 -- CAP document's second <info>.
 ALTER TABLE alerts ADD COLUMN text_en TEXT;
+
+-- What an API key may do (JSON list: observations, bulletins, read); NULL: its role's
+-- default (a station key: observations and read).
+ALTER TABLE api_tokens ADD COLUMN scopes TEXT;
