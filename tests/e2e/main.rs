@@ -1362,6 +1362,57 @@ async fn an_alert_preview_shows_every_channel_and_sends_nothing() {
         serde_json::json!([]),
         "the channel is off in this app"
     );
+    // Kept to the loudspeakers, the same draft never goes by SMS, whatever the commune.
+    let mut loud_only = draft.clone();
+    loud_only["channels"] = serde_json::json!(["loudspeaker"]);
+    let (status, p) = app
+        .post(
+            "/api/v1/alerts/preview",
+            "application/json",
+            loud_only.to_string().as_bytes(),
+        )
+        .await
+        .unwrap();
+    assert_eq!(status, 200, "{p}");
+    assert!(
+        p["sms"]["communes"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .all(|c| c["fallback"] == "never"),
+        "{p}"
+    );
+    for (channels, field) in [
+        (serde_json::json!(["sms"]), "channels"),
+        (serde_json::json!(["loudspeaker", "fax"]), "channels"),
+    ] {
+        let mut bad = draft.clone();
+        bad["channels"] = channels;
+        let (status, e) = app
+            .post(
+                "/api/v1/alerts/preview",
+                "application/json",
+                bad.to_string().as_bytes(),
+            )
+            .await
+            .unwrap();
+        assert_eq!((status, e["field"].as_str()), (422, Some(field)), "{e}");
+    }
+    let mut polygon = draft.clone();
+    polygon["polygon"] = serde_json::json!("21.5,106.2 21.6,106.3 21.5,106.4 21.5,106.2");
+    let (status, e) = app
+        .post(
+            "/api/v1/alerts/preview",
+            "application/json",
+            polygon.to_string().as_bytes(),
+        )
+        .await
+        .unwrap();
+    assert_eq!(status, 422, "{e}");
+    assert!(
+        e["detail"].as_str().unwrap().contains("commune boundaries"),
+        "{e}"
+    );
 
     // Nothing was issued, and no receiver heard anything.
     let (_, alerts) = app.get("/api/v1/alerts").await.unwrap();

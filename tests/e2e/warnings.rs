@@ -833,3 +833,63 @@ async fn live_changes_stream_as_server_sent_events_and_a_reconnect_resumes() {
     rx.stop().await;
     app.app.stop().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_exercise_reaches_only_receivers_enrolled_for_drills_and_is_marked_as_one() {
+    let app = TestApp::spawn(Broker::Embedded).await.unwrap();
+    let an = app.login_new_user("an.tran", "officer").await.unwrap();
+    let mut enrolled = app.start_receiver("06385", "loa-drill").await.unwrap();
+    let mut other = app
+        .start_receiver_without_drills("06385", "loa-real-only")
+        .await
+        .unwrap();
+    let mut d = draft(2, "Diễn tập sơ tán lũ");
+    d["status"] = json!("Exercise");
+    let id = write(&app, &an, &d).await;
+    let (status, ok) = act(&app, &an, &id, "submit", json!({})).await;
+    assert_eq!(status, 201, "{ok}");
+    let alert_id = ok["alert_id"].as_str().unwrap().to_owned();
+    let shown = played(&mut enrolled).await;
+    assert_eq!(
+        (shown.id.as_str(), shown.status.as_str()),
+        (alert_id.as_str(), "Exercise")
+    );
+    loop {
+        match other.next(WAIT).await.unwrap() {
+            ReceiverEvent::DrillIgnored {
+                alert_id: ignored, ..
+            } => {
+                assert_eq!(ignored, alert_id);
+                break;
+            }
+            ReceiverEvent::Played(p) => panic!("a receiver not enrolled played the exercise {}", p.id),
+            _ => {}
+        }
+    }
+    // Only the enrolled receiver is expected to play it; the exercise is marked as such.
+    let m = app
+        .wait_for(&format!("/api/v1/alerts/{alert_id}/deliveries"), WAIT, |m| {
+            m["summary"]["receivers_by_state"]["played"] == 1
+        })
+        .await
+        .unwrap();
+    let ids: Vec<&str> = m["communes"][0]["receivers"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|r| r["receiver_id"].as_str().unwrap())
+        .collect();
+    assert_eq!(ids, ["loa-drill"], "{m}");
+    assert_eq!(m["status"], "Exercise");
+    // A real alert reaches both.
+    let id = write(&app, &an, &draft(2, "Lũ thật")).await;
+    let real = act(&app, &an, &id, "submit", json!({})).await.1["alert_id"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    assert_eq!(played(&mut enrolled).await.id, real);
+    assert_eq!(played(&mut other).await.id, real);
+    enrolled.stop().await;
+    other.stop().await;
+    app.app.stop().await;
+}

@@ -370,7 +370,12 @@ impl TestApp {
 
     /// Registers a receiver through the API, as an admin does (already registered is fine).
     pub async fn register_receiver(&self, commune: &str, id: &str) -> Result<()> {
-        let body = serde_json::json!({"receiver_id": id, "commune": commune});
+        self.register_receiver_with(commune, id, true).await
+    }
+
+    /// Registers a receiver, enrolled for drills or not.
+    pub async fn register_receiver_with(&self, commune: &str, id: &str, drills: bool) -> Result<()> {
+        let body = serde_json::json!({"receiver_id": id, "commune": commune, "drills": drills});
         let (status, answer) = self
             .post(
                 "/api/v1/receivers",
@@ -385,10 +390,17 @@ impl TestApp {
         Ok(())
     }
 
-    /// Registers and starts an in-process `canhbao-receiver` for `commune`.
+    /// Registers and starts an in-process `canhbao-receiver` for `commune`, enrolled for
+    /// drills (the harness's exercises reach it).
     pub async fn start_receiver(&self, commune: &str, id: &str) -> Result<TestReceiver> {
         self.register_receiver(commune, id).await?;
         self.start_unregistered_receiver(commune, id)
+    }
+
+    /// Registers and starts a receiver that is not enrolled for drills.
+    pub async fn start_receiver_without_drills(&self, commune: &str, id: &str) -> Result<TestReceiver> {
+        self.register_receiver_with(commune, id, false).await?;
+        self.receiver(commune, id, None, false)
     }
 
     /// Registers and starts a receiver that plays through `command` (e.g. `sleep 60`: a
@@ -404,12 +416,13 @@ impl TestApp {
             commune,
             id,
             Some(canhbao_receiver::play::PlayCommand::parse(command)?),
+            true,
         )
     }
 
     /// Starts an in-process `canhbao-receiver` that the registry does not know.
     pub fn start_unregistered_receiver(&self, commune: &str, id: &str) -> Result<TestReceiver> {
-        self.receiver(commune, id, None)
+        self.receiver(commune, id, None, true)
     }
 
     fn receiver(
@@ -417,6 +430,7 @@ impl TestApp {
         commune: &str,
         id: &str,
         command: Option<canhbao_receiver::play::PlayCommand>,
+        drills: bool,
     ) -> Result<TestReceiver> {
         let cfg = ReceiverConfig {
             broker: self.broker.clone(),
@@ -427,6 +441,7 @@ impl TestApp {
             username: None,
             password: None,
             heartbeat: Duration::from_secs(1),
+            drills,
         };
         // A state file per receiver id in the app's data directory, as a real receiver
         // keeps: a restarted TestReceiver remembers what it played.

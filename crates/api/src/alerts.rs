@@ -47,6 +47,8 @@ pub struct AlertDto {
     pub provisional: bool,
     pub provisional_reasons: Vec<String>,
     pub key_id: String,
+    /// `loudspeaker`, and `sms` unless its officer kept it off SMS.
+    pub channels: Vec<&'static str>,
 }
 
 impl AlertDto {
@@ -83,6 +85,11 @@ impl AlertDto {
             },
             provisional_reasons: a.provisional,
             key_id: a.signed.key_id,
+            channels: if a.sms {
+                vec!["loudspeaker", "sms"]
+            } else {
+                vec!["loudspeaker"]
+            },
         }
     }
 }

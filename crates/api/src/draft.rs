@@ -37,7 +37,8 @@ pub fn parse_draft(v: &Value, known: &[CommuneCode]) -> Result<Draft, ApiError> 
         return Err(ApiError::unprocessable("body", "the draft must be a JSON object"));
     };
     for k in obj.keys() {
-        if !FIELDS.contains(&k.as_str()) {
+        // A polygon gets its own answer below.
+        if !FIELDS.contains(&k.as_str()) && k != "polygon" && k != "area" {
             fail(
                 k,
                 format!("unknown field {k:?}; fields are {}", FIELDS.join(", ")),
@@ -166,6 +167,33 @@ pub fn parse_draft(v: &Value, known: &[CommuneCode]) -> Result<Draft, ApiError> 
             }
         },
     };
+    let sms = match v.get("channels") {
+        None | Some(Value::Null) => true,
+        Some(Value::Array(list)) => {
+            let names: Vec<&str> = list.iter().filter_map(Value::as_str).collect();
+            let known = names.len() == list.len() && names.iter().all(|c| ["loudspeaker", "sms"].contains(c));
+            if !known || !names.contains(&"loudspeaker") {
+                fail(
+                    "channels",
+                    "channels must be [\"loudspeaker\"] or [\"loudspeaker\", \"sms\"]: loudspeakers carry every warning, and SMS reaches officials where they cannot".into(),
+                );
+            }
+            names.contains(&"sms")
+        }
+        Some(other) => {
+            fail(
+                "channels",
+                format!("channels must be a list, not {}", shorten(other)),
+            );
+            true
+        }
+    };
+    if v.get("polygon").is_some() || v.get("area").is_some() {
+        fail(
+            "polygon",
+            "target communes by code: canhbao has no commune boundaries to resolve a polygon against".into(),
+        );
+    }
     let has = |name: &str| !text(name).is_empty();
     if has("headline_en") != has("description_en") || (has("instruction_en") && !has("headline_en")) {
         fail(
@@ -226,12 +254,14 @@ pub fn parse_draft(v: &Value, known: &[CommuneCode]) -> Result<Draft, ApiError> 
             valid_for: Duration::minutes(valid_minutes),
             escalation,
             english,
+            sms,
         }),
         _ => Err(invalid(errors)),
     }
 }
 
-const FIELDS: [&str; 15] = [
+const FIELDS: [&str; 16] = [
+    "channels",
     "headline_en",
     "description_en",
     "instruction_en",
@@ -286,6 +316,7 @@ pub fn draft_json(d: &Draft) -> Value {
         "headline_en": d.english.as_ref().map(|e| &e.headline),
         "description_en": d.english.as_ref().map(|e| &e.description),
         "instruction_en": d.english.as_ref().map(|e| &e.instruction),
+        "channels": if d.sms { json!(["loudspeaker", "sms"]) } else { json!(["loudspeaker"]) },
     })
 }
 

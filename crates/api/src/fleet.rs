@@ -50,6 +50,8 @@ pub struct FleetReceiverDto {
     pub firmware: Option<String>,
     pub trusted_keys: Vec<String>,
     pub registered: DateTime<Utc>,
+    /// Enrolled for drills (Exercise and Test alerts are expected of it).
+    pub drills: bool,
     /// The last heartbeat as received.
     pub last_heartbeat: Option<Value>,
 }
@@ -90,6 +92,7 @@ async fn fleet(state: &AppState) -> Result<FleetDto, ApiError> {
             health,
             last_seen: f.last_seen,
             last_receipt: f.last_receipt,
+            drills: f.receiver.drills,
             firmware: f.receiver.firmware,
             trusted_keys: f.receiver.trusted_keys,
             registered: f.receiver.registered,
@@ -152,7 +155,8 @@ fn string_list(v: Option<&Value>, field: &str) -> Result<Vec<String>, ApiError> 
     }
 }
 
-/// Registers a receiver: `{"receiver_id", "commune", "trusted_keys"?, "firmware"?}`. The
+/// Registers a receiver: `{"receiver_id", "commune", "trusted_keys"?, "firmware"?,
+/// "drills"?}` (`drills`: enrolled for Exercise and Test alerts, default false). The
 /// 201 body carries its new broker password (`mqtt_password`), which is never shown again.
 #[utoipa::path(post, path = "/api/v1/receivers", tag = "admin", security(("bearer" = [])), request_body(content = crate::openapi::ReceiverBody, content_type = "application/json"), responses((status = 201, description = "Registered; the broker password is shown once", body = RegisteredDto)))]
 pub async fn register_receiver(
@@ -186,6 +190,11 @@ pub async fn register_receiver(
     }
     let trusted_keys = string_list(v.get("trusted_keys"), "trusted_keys")?;
     let firmware = v.get("firmware").and_then(Value::as_str).map(str::to_owned);
+    let drills = match v.get("drills") {
+        None | Some(Value::Null) => false,
+        Some(Value::Bool(b)) => *b,
+        Some(_) => return Err(ApiError::bad_request("drills", "drills must be true or false")),
+    };
     let credentials = new_broker_password()
         .map_err(|e| ApiError::internal(format!("no system randomness for a password: {e}")))?;
     let record = store::RegisteredReceiver {
@@ -195,6 +204,7 @@ pub async fn register_receiver(
         trusted_keys: trusted_keys.clone(),
         firmware: firmware.clone(),
         registered: Utc::now(),
+        drills,
     };
     if !state.store.register_receiver(&record).await? {
         return Err(ApiError::conflict(format!("receiver {id} is already registered")));
@@ -205,7 +215,7 @@ pub async fn register_receiver(
         &caller.label,
         "receiver.register",
         &record.receiver_id,
-        serde_json::json!({"commune": record.commune}),
+        serde_json::json!({"commune": record.commune, "drills": record.drills}),
     )
     .await;
     Ok((

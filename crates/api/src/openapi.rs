@@ -59,6 +59,9 @@ pub struct DraftBody {
     headline_en: Option<String>,
     description_en: Option<String>,
     instruction_en: Option<String>,
+    /// `["loudspeaker", "sms"]` (default) or `["loudspeaker"]`: loudspeakers carry every
+    /// warning; SMS goes to officials where loudspeakers cannot be confirmed.
+    channels: Option<Vec<String>>,
     /// `POST /api/v1/warnings` only: the alert this one updates (it is issued as a CAP
     /// Update referencing every earlier message of the incident).
     updates: Option<String>,
@@ -130,6 +133,8 @@ pub struct ReceiverBody {
     commune: String,
     trusted_keys: Option<Vec<String>>,
     firmware: Option<String>,
+    /// Enrolled for drills: Exercise and Test alerts are expected of it (default false).
+    drills: Option<bool>,
 }
 
 #[derive(ToSchema)]

@@ -106,6 +106,7 @@ pub async fn preview(
             _ if alert.status != AlertStatus::Actual => {
                 ("never", "exercises and tests never go by SMS".to_owned())
             }
+            _ if !draft.sms => ("never", "the warning's channels leave out SMS".to_owned()),
             Some(reason) => ("at_once", reason.to_string()),
             None => (
                 "after_deadline",

@@ -175,6 +175,8 @@ pub struct Draft {
     pub escalation: Option<Escalation>,
     /// The text in English, for CAP consumers abroad (optional).
     pub english: Option<domain::Translation>,
+    /// Whether it may go by SMS (the fallback to officials); loudspeakers always carry it.
+    pub sms: bool,
 }
 
 /// An officer's compound escalation: +1 or +2 on the computed level, with why.
@@ -444,6 +446,7 @@ mod officer_tests {
             valid_for: Duration::hours(2),
             escalation: None,
             english: None,
+            sms: true,
         }
     }
 

@@ -214,6 +214,8 @@ struct Issue<'a> {
     /// Why the two-person rule applied, when it did.
     needed: Option<&'a str>,
     override_reason: Option<&'a str>,
+    /// Whether the alert may go by SMS.
+    sms: bool,
 }
 
 impl Pipeline {
@@ -336,6 +338,7 @@ impl Pipeline {
                     needed: needed.as_deref(),
                     // An override only means something where the rule applied.
                     override_reason: needed.as_ref().and(override_reason.map(str::trim)),
+                    sms: draft.sms,
                 };
                 self.issue(w, alert, &issue, now)
                     .await
@@ -371,6 +374,7 @@ impl Pipeline {
             reviewer: Some((actor, note)),
             needed: None,
             override_reason: None,
+            sms: draft.sms,
         };
         self.issue(w, alert, &issue, now).await
     }
@@ -429,6 +433,9 @@ impl Pipeline {
             return Err(WarningError::NotLatest { id: prev.clone(), by });
         }
         self.write_alert(&mut tx, &alert, now).await?;
+        if !how.sms {
+            tx.alert_without_sms(alert.id.as_str()).await?;
+        }
         if !tx
             .issue_warning(
                 &w.id,
@@ -465,7 +472,7 @@ impl Pipeline {
                 "author": w.author,
                 "note": how.reviewer.map(|r| r.1),
                 "override_reason": how.override_reason,
-                "channels": {"loudspeaker": "queued", "sms": "per fallback rules"},
+                "channels": {"loudspeaker": "queued", "sms": if how.sms { "per fallback rules" } else { "off" }},
             }),
             now,
         )

@@ -54,6 +54,9 @@ pub struct ReceiverConfig {
     pub username: Option<String>,
     pub password: Option<String>,
     pub heartbeat: Duration,
+    /// Enrolled for drills: plays Exercise and Test alerts. A receiver not enrolled
+    /// ignores them (no play, no receipt); the service does not expect it to.
+    pub drills: bool,
 }
 
 /// How a receiver remembers what it played and how it plays. The default remembers in
@@ -89,6 +92,12 @@ pub enum ReceiverEvent {
     Interrupted {
         alert_id: String,
         by: String,
+    },
+    /// An Exercise or Test alert, verified, that this receiver (not enrolled for drills)
+    /// did not play.
+    DrillIgnored {
+        alert_id: String,
+        status: String,
     },
 }
 
@@ -438,6 +447,14 @@ impl Agent<'_> {
                         self.send(&receipt_id, status, reason);
                     }
                 }
+            }
+            Ok(Some((alert, _))) if alert.status != "Actual" && !self.cfg.drills => {
+                tracing::info!(alert_id = %alert.id, status = %alert.status, receiver = %self.cfg.receiver_id,
+                    "not enrolled for drills: exercise or test not played");
+                let _ = self.events.send(ReceiverEvent::DrillIgnored {
+                    alert_id: alert.id.clone(),
+                    status: alert.status.clone(),
+                });
             }
             Ok(Some((alert, expires))) => {
                 if let Some(by) = self.superseded_by(&alert.id) {

@@ -58,6 +58,10 @@ struct Cli {
     /// Seconds between heartbeats.
     #[arg(long, default_value_t = 30)]
     heartbeat_s: u64,
+    /// Enrolled for drills: play Exercise and Test alerts too (the service registers the
+    /// receiver with `--drills` as well). Without it, they are ignored.
+    #[arg(long)]
+    drills: bool,
     /// Where the versions played are recorded, so that a restart does not play them
     /// again [default: var/receiver-ID.state].
     #[arg(long)]
@@ -91,6 +95,7 @@ struct Common {
     password: Option<String>,
     heartbeat: Duration,
     play_command: Option<PlayCommand>,
+    drills: bool,
 }
 
 /// One receiver to run.
@@ -228,6 +233,7 @@ fn validate(cli: Cli) -> Result<(Common, Mode)> {
                 password: cli.password,
                 heartbeat: Duration::from_secs(cli.heartbeat_s),
                 play_command,
+                drills: cli.drills,
             },
             mode,
         )),
@@ -261,6 +267,7 @@ fn receiver_config(common: &Common, p: &Planned) -> ReceiverConfig {
         username: common.username.clone(),
         password: common.password.clone(),
         heartbeat: common.heartbeat,
+        drills: common.drills,
     }
 }
 
@@ -329,6 +336,9 @@ async fn single(common: Common, p: Planned) -> Result<()> {
                 }
                 Some(ReceiverEvent::Interrupted { alert_id, by }) => {
                     println!("--- Tin {alert_id} tạm dừng để phát tin khẩn cấp {by}\n")
+                }
+                Some(ReceiverEvent::DrillIgnored { alert_id, status }) => {
+                    println!("--- Tin {alert_id} ({status}) không phát: máy thu không tham gia diễn tập (--drills)\n")
                 }
                 Some(ReceiverEvent::Connected) => tracing::info!("connected and subscribed"),
                 None => break,
@@ -429,6 +439,11 @@ async fn simulate(common: Common, receivers: Vec<Planned>, quiet: bool) -> Resul
                 totals.failed += 1;
                 if !quiet {
                     println!("{id} failed {alert_id}: {reason}");
+                }
+            }
+            ReceiverEvent::DrillIgnored { alert_id, .. } => {
+                if !quiet {
+                    println!("{id} ignored drill {alert_id} (not enrolled)");
                 }
             }
             ReceiverEvent::Interrupted { alert_id, by } => {

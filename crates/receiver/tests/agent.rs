@@ -62,6 +62,8 @@ struct World {
     published: Vec<String>,
     /// Receivers started, whose persistent sessions the broker should forget at the end.
     receivers: Vec<String>,
+    /// Whether the receivers it starts are enrolled for drills.
+    drills: bool,
 }
 
 impl World {
@@ -98,6 +100,7 @@ impl World {
             stop,
             published: Vec::new(),
             receivers: Vec::new(),
+            drills: true,
         }
     }
 
@@ -118,6 +121,7 @@ impl World {
             username: None,
             password: None,
             heartbeat: Duration::from_millis(200),
+            drills: self.drills,
         }
     }
 
@@ -615,6 +619,8 @@ async fn simulate(w: &mut World, state_dir: &Path, sim: Simulation<'_>) -> Strin
         &dir,
         "--heartbeat-s",
         "1",
+        // The test's alerts are exercises: the simulated fleet is enrolled for drills.
+        "--drills",
     ];
     if sim.quiet {
         args.push("--quiet");
@@ -724,5 +730,42 @@ async fn a_simulated_fleet_plays_each_alert_once_per_receiver_even_across_a_rest
         "only the totals: {out}"
     );
     assert_eq!(w.receipts(), Vec::new());
+    w.clear().await;
+}
+
+#[tokio::test]
+async fn a_receiver_not_enrolled_for_drills_ignores_exercises_and_plays_real_alerts() {
+    let Some(url) = broker() else { return };
+    let mut w = World::new(url).await;
+    w.drills = false;
+    let rx_id = unique("loa");
+    let mut rx = Rx::start(w.config(&rx_id, HUU_LUNG), Playback::default());
+    rx.connected().await;
+    let drill = alert(&unique("d"), "priority", "Diễn tập: lũ");
+    w.publish(&drill).await;
+    match rx.next().await {
+        ReceiverEvent::DrillIgnored { alert_id, status } => {
+            assert_eq!(
+                (alert_id.as_str(), status.as_str()),
+                (drill.id.as_str(), "Exercise")
+            );
+        }
+        other => panic!("expected the exercise to be ignored, got {other:?}"),
+    }
+    let mut real = alert(&unique("r"), "priority", "Lũ trên sông Trung");
+    real.status = "Actual".into();
+    w.publish(&real).await;
+    match rx.next().await {
+        ReceiverEvent::Played(a) => assert_eq!(a.id, real.id),
+        other => panic!("expected the real alert to play, got {other:?}"),
+    }
+    let receipts = w
+        .receipts_until(Vec::new(), |r| statuses(r, &real.id) == ["received", "played"])
+        .await;
+    assert!(
+        statuses(&receipts, &drill.id).is_empty(),
+        "no receipt for an ignored drill: {receipts:?}"
+    );
+    rx.stop().await;
     w.clear().await;
 }

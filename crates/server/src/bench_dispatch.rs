@@ -472,6 +472,7 @@ async fn drive(
                 trusted_keys: vec![],
                 firmware: None,
                 registered: now,
+                drills: true,
             })
             .await?;
         let cfg = canhbao_receiver::ReceiverConfig {
@@ -484,6 +485,8 @@ async fn drive(
             password: None,
             // No heartbeat burst may land inside the measurement.
             heartbeat: Duration::from_secs(3600),
+            // The bench issues Exercise alerts: its receivers are enrolled for drills.
+            drills: true,
         };
         let playback = canhbao_receiver::Playback {
             played: canhbao_receiver::state::PlayedLog::in_memory(),

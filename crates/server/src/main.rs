@@ -650,6 +650,10 @@ enum ReceiversAction {
         /// A signing key id the receiver trusts (repeatable).
         #[arg(long = "trusted-key")]
         trusted_keys: Vec<String>,
+        /// Enrolled for drills: Exercise and Test alerts are expected of it (start the
+        /// receiver with `--drills` too).
+        #[arg(long)]
+        drills: bool,
     },
     /// List registered receivers with their health.
     List,
@@ -669,6 +673,7 @@ fn receivers(action: ReceiversAction, args: &ConfigArgs) -> Result<ExitCode> {
                 commune,
                 firmware,
                 trusted_keys,
+                drills,
             } => {
                 let communes: Vec<domain::CommuneCode> =
                     settings.area.communes.iter().map(|c| c.code.clone()).collect();
@@ -679,6 +684,7 @@ fn receivers(action: ReceiversAction, args: &ConfigArgs) -> Result<ExitCode> {
                     &commune,
                     firmware,
                     trusted_keys,
+                    drills,
                     out,
                     &mut std::io::stderr(),
                 )

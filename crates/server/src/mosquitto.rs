@@ -470,6 +470,7 @@ mod tests {
             trusted_keys: vec![],
             firmware: None,
             registered: Utc::now(),
+            drills: false,
         };
         let (ok, skipped) = broker_receivers(&[
             rec("loa-a", "06385", Some(hash("loa-a"))),

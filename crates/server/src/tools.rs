@@ -281,6 +281,7 @@ pub async fn receivers_add(
     commune: &str,
     firmware: Option<String>,
     trusted_keys: Vec<String>,
+    drills: bool,
     out: &mut impl Write,
     note: &mut impl Write,
 ) -> Result<()> {
@@ -298,6 +299,7 @@ pub async fn receivers_add(
         trusted_keys,
         firmware,
         registered: Utc::now(),
+        drills,
     };
     if !store.register_receiver(&record).await? {
         bail!("receiver {id} is already registered");

@@ -122,6 +122,7 @@ async fn a_service_killed_mid_dispatch_delivers_everything_once_after_a_restart(
             username: None,
             password: None,
             heartbeat: Duration::from_secs(5),
+            drills: true,
         };
         let (tx, mut rx) = mpsc::unbounded_channel();
         let playback = Playback {

@@ -70,11 +70,13 @@ async fn a_service_killed_mid_sms_run_sends_no_second_copy_and_ends_every_messag
         .unwrap();
     let tmp = tempfile::tempdir().unwrap();
     let (data_dir, log) = (tmp.path().join("data"), tmp.path().join("service.log"));
-    let addr = format!("127.0.0.1:{}", free_port());
-    let base = format!("http://{addr}");
     let mut kannel = Kannel::configure(free_port());
     kannel.start_boxes(&bearerbox, &smsbox, &http).await;
     kannel.start_fakesmsc(&http).await;
+    // The service's port is chosen once Kannel's are bound: a port just released could
+    // otherwise be handed out twice, and /readyz answered by a Kannel box.
+    let addr = format!("127.0.0.1:{}", free_port());
+    let base = format!("http://{addr}");
 
     let service = start(&data_dir, &addr, &kannel.sendsms_base(), &log);
     wait_ready(&http, &base, &log).await;

@@ -184,6 +184,7 @@ async fn mosquitto_enforces_the_generated_passwords_and_acl() {
             commune,
             None,
             vec![],
+            false,
             &mut out,
             &mut note,
         )

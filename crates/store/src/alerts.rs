@@ -57,6 +57,8 @@ pub struct AlertRecord {
     pub replaced_by: Option<(String, String)>,
     /// The English text, when an officer gave one.
     pub english: Option<domain::Translation>,
+    /// Whether it may go by SMS (the fallback to officials).
+    pub sms: bool,
 }
 
 /// Which alerts to list: every field narrows; `before` is the cursor (the last row of
@@ -78,7 +80,7 @@ pub struct AlertFilter {
 
 const ALERT_COLUMNS: &str = "id, province, msg_type, status, refs, origin_kind, origin_detail, hazard, \
      risk_level, alarm_level, station, class, communes, sent_ms, effective_ms, expires_ms, headline, \
-     description, instruction, repeat_times, repeat_interval_s, provisional, payload, key_id, sig, created_ms, text_en, \
+     description, instruction, repeat_times, repeat_interval_s, provisional, payload, key_id, sig, created_ms, text_en, sms, \
      (SELECT b.msg_type || ' ' || b.id FROM alert_refs r JOIN alerts b ON b.id = r.alert_id \
       WHERE r.refers_to = alerts.id ORDER BY b.sent_ms DESC, b.id LIMIT 1) AS replaced_by";
 
@@ -127,6 +129,7 @@ fn alert_from_row(row: &sqlx::sqlite::SqliteRow) -> Result<AlertRecord> {
                 })
             })
             .transpose()?,
+        sms: row.try_get::<i64, _>("sms")? != 0,
     })
 }
 
@@ -228,6 +231,15 @@ impl Tx<'_> {
             .collect()
     }
 
+    /// Keeps an alert off SMS (its officer chose loudspeakers only).
+    pub async fn alert_without_sms(&mut self, alert_id: &str) -> Result<()> {
+        sqlx::query("UPDATE alerts SET sms = 0 WHERE id = ?")
+            .bind(alert_id)
+            .execute(&mut *self.tx)
+            .await?;
+        Ok(())
+    }
+
     /// Writes an alert, its signed payload and one outbox row per delivery.
     /// Writes an alert, its outbox rows, one tracked delivery per registered receiver of
     /// its communes, and the clearing of its retained messages at expiry; an Update or
@@ -300,16 +312,8 @@ impl Tx<'_> {
             .iter()
             .map(|d| (d.commune.clone(), d.topic.clone()))
             .collect();
-        let references: Vec<String> = alert.references.iter().map(ToString::to_string).collect();
-        self.track_receivers(
-            alert.id.as_str(),
-            &references,
-            &topics,
-            alert.expires,
-            CLEAR_AFTER_SUPERSEDE,
-            now,
-        )
-        .await?;
+        self.track_receivers(alert, &topics, CLEAR_AFTER_SUPERSEDE, now)
+            .await?;
         Ok(())
     }
 }

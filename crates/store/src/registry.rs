@@ -15,6 +15,8 @@ pub struct RegisteredReceiver {
     pub trusted_keys: Vec<String>,
     pub firmware: Option<String>,
     pub registered: DateTime<Utc>,
+    /// Enrolled for drills: Exercise and Test alerts are tracked for it (others ignore them).
+    pub drills: bool,
 }
 
 /// A registered receiver with what the fleet last heard from it.
@@ -93,11 +95,12 @@ impl Store {
     /// registered and not removed.
     pub async fn register_receiver(&self, r: &RegisteredReceiver) -> Result<bool> {
         let done = sqlx::query(
-            "INSERT INTO receiver_registry (receiver_id, commune, password_hash, trusted_keys, firmware, registered_ms)
-             VALUES (?, ?, ?, ?, ?, ?)
+            "INSERT INTO receiver_registry (receiver_id, commune, password_hash, trusted_keys, firmware, registered_ms, drills)
+             VALUES (?, ?, ?, ?, ?, ?, ?)
              ON CONFLICT (receiver_id) DO UPDATE SET commune = excluded.commune,
                 password_hash = excluded.password_hash, trusted_keys = excluded.trusted_keys,
-                firmware = excluded.firmware, registered_ms = excluded.registered_ms, removed_ms = NULL
+                firmware = excluded.firmware, registered_ms = excluded.registered_ms, removed_ms = NULL,
+                drills = excluded.drills
              WHERE receiver_registry.removed_ms IS NOT NULL",
         )
         .bind(&r.receiver_id)
@@ -106,6 +109,7 @@ impl Store {
         .bind(json_list(&r.trusted_keys))
         .bind(&r.firmware)
         .bind(ms(r.registered))
+        .bind(r.drills)
         .execute(&self.pool)
         .await?;
         Ok(done.rows_affected() == 1)
@@ -127,7 +131,7 @@ impl Store {
     /// Every registered receiver with its last status, heartbeat and receipt, by id.
     pub async fn fleet(&self) -> Result<Vec<FleetRecord>> {
         let rows = sqlx::query(
-            "SELECT g.receiver_id, g.commune, g.password_hash, g.trusted_keys, g.firmware, g.registered_ms,
+            "SELECT g.receiver_id, g.commune, g.password_hash, g.trusted_keys, g.firmware, g.registered_ms, g.drills,
                     r.online, r.last_seen_ms, r.detail,
                     (SELECT MAX(recorded_ms) FROM receipts WHERE receipts.receiver_id = g.receiver_id) AS last_receipt_ms
              FROM receiver_registry g LEFT JOIN receivers r ON r.receiver_id = g.receiver_id
@@ -281,7 +285,7 @@ impl Tx<'_> {
     /// The registered receiver, if it is registered and not removed.
     pub async fn registered_receiver(&mut self, receiver_id: &str) -> Result<Option<RegisteredReceiver>> {
         let row = sqlx::query(
-            "SELECT receiver_id, commune, password_hash, trusted_keys, firmware, registered_ms
+            "SELECT receiver_id, commune, password_hash, trusted_keys, firmware, registered_ms, drills
              FROM receiver_registry WHERE receiver_id = ? AND removed_ms IS NULL",
         )
         .bind(receiver_id)
@@ -356,15 +360,18 @@ impl Tx<'_> {
     /// schedules the alert's topics to be cleared at expiry, and, for an Update or Cancel,
     /// supersedes what the referenced alerts had not yet delivered and schedules their
     /// topics to be cleared after `clear_delay`.
+    /// Exercises and tests are expected only of receivers enrolled for drills.
     pub(crate) async fn track_receivers(
         &mut self,
-        alert_id: &str,
-        references: &[String],
+        alert: &domain::Alert,
         topics: &[(String, String)],
-        expires: DateTime<Utc>,
         clear_delay: Duration,
         now: DateTime<Utc>,
     ) -> Result<()> {
+        let alert_id = alert.id.as_str();
+        let references: Vec<String> = alert.references.iter().map(ToString::to_string).collect();
+        let expires = alert.expires;
+        let drill = alert.status != domain::AlertStatus::Actual;
         for (commune, topic) in topics {
             sqlx::query(
                 "INSERT INTO receiver_deliveries (alert_id, receiver_id, commune, state, state_ms, online_at_issue)
@@ -372,12 +379,13 @@ impl Tx<'_> {
                     EXISTS (SELECT 1 FROM receivers v WHERE v.receiver_id = g.receiver_id
                             AND v.online = 1 AND v.last_seen_ms >= ?3)
                  FROM receiver_registry g
-                 WHERE g.commune = ?4 AND g.removed_ms IS NULL",
+                 WHERE g.commune = ?4 AND g.removed_ms IS NULL AND (?5 = 0 OR g.drills = 1)",
             )
             .bind(alert_id)
             .bind(ms(now))
             .bind(ms(now - crate::ONLINE_WITHIN))
             .bind(commune)
+            .bind(drill)
             .execute(&mut *self.tx)
             .await?;
             sqlx::query(
@@ -389,7 +397,7 @@ impl Tx<'_> {
             .execute(&mut *self.tx)
             .await?;
         }
-        for old in references {
+        for old in &references {
             sqlx::query("INSERT OR IGNORE INTO alert_refs (alert_id, refers_to) VALUES (?, ?)")
                 .bind(alert_id)
                 .bind(old)
@@ -437,5 +445,6 @@ fn registered(r: &sqlx::sqlite::SqliteRow) -> Result<RegisteredReceiver> {
         trusted_keys: parse_json_list("trusted_keys", &keys)?,
         firmware: r.try_get("firmware")?,
         registered: from_ms(r.try_get("registered_ms")?)?,
+        drills: r.try_get::<i64, _>("drills")? != 0,
     })
 }

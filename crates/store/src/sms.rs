@@ -151,8 +151,8 @@ const REACHED: &str =
     "('sending', 'submitted', 'buffered', 'smsc_accepted', 'delivered', 'unconfirmed', 'unreported')";
 
 impl Store {
-    /// Communes of live, current (not updated or cancelled) Actual alerts whose fallback is
-    /// not decided, oldest alert first.
+    /// Communes of live, current (not updated or cancelled) Actual alerts that may go by
+    /// SMS, whose fallback is not decided, oldest alert first.
     pub async fn fallback_candidates(
         &self,
         now: DateTime<Utc>,
@@ -170,7 +170,7 @@ impl Store {
                     (SELECT COUNT(*) FROM receiver_deliveries d
                       WHERE d.alert_id = a.id AND d.commune = c.value AND d.state = 'played') AS played
                 FROM alerts a, json_each(a.communes) c
-                WHERE a.expires_ms > ?1 AND a.msg_type <> 'Cancel' AND a.status = 'Actual'
+                WHERE a.expires_ms > ?1 AND a.msg_type <> 'Cancel' AND a.status = 'Actual' AND a.sms = 1
                   AND NOT EXISTS (SELECT 1 FROM alert_refs r WHERE r.refers_to = a.id)
                   AND NOT EXISTS (SELECT 1 FROM sms_fallbacks f WHERE f.alert_id = a.id AND f.commune = c.value)
              )

@@ -252,6 +252,7 @@ async fn register(store: &Store, id: &str, commune: &str) {
         trusted_keys: vec![],
         firmware: None,
         registered: t0(),
+        drills: true,
     };
     assert!(store.register_receiver(&r).await.unwrap());
 }
@@ -727,6 +728,17 @@ async fn a_commune_whose_loudspeakers_all_played_is_never_a_fallback_candidate()
         communes(store.fallback_candidates(later, 10).await.unwrap()),
         ["05977"]
     );
+    // An alert its officer kept to the loudspeakers never goes by SMS.
+    insert(&store, &alert("p2", MessageClass::Emergency, &["05990"]), 2).await;
+    assert!(communes(store.fallback_candidates(later, 10).await.unwrap()).contains(&"05990".to_owned()));
+    let mut tx = store.begin().await.unwrap();
+    tx.alert_without_sms("p2").await.unwrap();
+    tx.commit().await.unwrap();
+    assert_eq!(
+        communes(store.fallback_candidates(later, 10).await.unwrap()),
+        ["05977"]
+    );
+    assert!(!store.get_alert("p2").await.unwrap().unwrap().sms);
 }
 
 #[tokio::test]

@@ -70,8 +70,12 @@ pub fn spawn_service(log: &Path, env: &[(&str, String)]) -> Service {
 pub async fn wait_ready(http: &reqwest::Client, base: &str, log: &Path) {
     let deadline = Instant::now() + Duration::from_secs(30);
     loop {
+        // Ready, and canhbao's answer (not another program that took the port).
         if let Ok(r) = http.get(format!("{base}/readyz")).send().await
             && r.status().is_success()
+            && r.json::<serde_json::Value>()
+                .await
+                .is_ok_and(|v| v["database"] == "ok")
         {
             return;
         }

@@ -68,3 +68,10 @@ ALTER TABLE alerts ADD COLUMN text_en TEXT;
 -- What an API key may do (JSON list: observations, bulletins, read); NULL: its role's
 -- default (a station key: observations and read).
 ALTER TABLE api_tokens ADD COLUMN scopes TEXT;
+
+-- Receivers enrolled for drills: only they are expected to play Exercise and Test alerts.
+ALTER TABLE receiver_registry ADD COLUMN drills INTEGER NOT NULL DEFAULT 0;
+
+-- Whether an alert may go by SMS (the fallback to officials); an officer may keep a
+-- warning to the loudspeakers.
+ALTER TABLE alerts ADD COLUMN sms INTEGER NOT NULL DEFAULT 1;
