@@ -1838,3 +1838,25 @@ async fn every_action_lands_in_a_verifiable_audit_chain() {
     assert_eq!(status, 400);
     app.app.stop().await;
 }
+
+/// The receiver contract, unchanged, on NATS's MQTT gateway (JetStream behind it): an
+/// alert reaches a receiver verified and receipted, a receiver that connects later gets
+/// the live alert retained, and a Cancel reaches both.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_receiver_contract_holds_on_the_nats_mqtt_gateway() {
+    if !testkit::nats::wanted() {
+        eprintln!("CANHBAO_TEST_NATS_URL is not set: the NATS scenario runs in CI");
+        return;
+    }
+    let nats = testkit::nats::Nats::start();
+    let app = TestApp::spawn(Broker::External(nats.mqtt_url.clone())).await.unwrap();
+    let alert_id = alert_reaches_receiver_and_is_receipted(&app).await;
+    let mut late = app.start_receiver("06385", "loa-nats-late").await.unwrap();
+    let played = next_played(&mut late).await;
+    assert_eq!(played.0, alert_id, "the live alert is retained for a late receiver");
+    let cancel_id = app.cancel(&alert_id, "thử nghiệm trên NATS").await.unwrap();
+    assert_eq!(next_played(&mut late).await, (cancel_id, "Cancel".to_owned()));
+    late.stop().await;
+    app.app.stop().await;
+    drop(nats);
+}
