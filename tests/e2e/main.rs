@@ -1849,14 +1849,44 @@ async fn the_receiver_contract_holds_on_the_nats_mqtt_gateway() {
         return;
     }
     let nats = testkit::nats::Nats::start();
-    let app = TestApp::spawn(Broker::External(nats.mqtt_url.clone())).await.unwrap();
+    let app = TestApp::spawn(Broker::External(nats.mqtt_url.clone()))
+        .await
+        .unwrap();
     let alert_id = alert_reaches_receiver_and_is_receipted(&app).await;
     let mut late = app.start_receiver("06385", "loa-nats-late").await.unwrap();
     let played = next_played(&mut late).await;
-    assert_eq!(played.0, alert_id, "the live alert is retained for a late receiver");
+    assert_eq!(
+        played.0, alert_id,
+        "the live alert is retained for a late receiver"
+    );
     let cancel_id = app.cancel(&alert_id, "thử nghiệm trên NATS").await.unwrap();
     assert_eq!(next_played(&mut late).await, (cancel_id, "Cancel".to_owned()));
     late.stop().await;
     app.app.stop().await;
     drop(nats);
+}
+
+/// With its broker down, the service uses the fallback broker of `[mqtt] fallback_url`:
+/// an alert still reaches a receiver there, verified and receipted.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn with_its_broker_down_the_service_uses_the_fallback_broker() {
+    let Some(Broker::External(mosquitto)) = external_broker() else {
+        eprintln!("CANHBAO_TEST_MQTT_URL is not set: the fallback scenario runs in CI");
+        return;
+    };
+    // A port nobody listens on stands for the primary broker, down.
+    let dead = format!("mqtt://127.0.0.1:{}", testkit::kannel::free_port());
+    let mut app = TestApp::spawn_with(
+        Broker::External(dead),
+        &[("CANHBAO__MQTT__FALLBACK_URL", mosquitto.as_str())],
+    )
+    .await
+    .unwrap();
+    // Receivers are on the broker that is up.
+    app.broker = dispatch::mqtt::BrokerUrl::parse(&mosquitto).unwrap();
+    app.wait_for("/readyz", WAIT, |r| r["broker"] == "ok")
+        .await
+        .unwrap();
+    alert_reaches_receiver_and_is_receipted(&app).await;
+    app.app.stop().await;
 }

@@ -138,6 +138,9 @@ pub struct MqttDriver {
     settings: MqttSettings,
     connected: Arc<AtomicBool>,
     inbound: mpsc::Sender<InboundMessage>,
+    /// The broker first, then its fallbacks.
+    brokers: Vec<BrokerUrl>,
+    current: usize,
 }
 
 /// Capacity of the inbound channel; past it, messages are dropped with an error log.
@@ -146,7 +149,43 @@ pub const INBOUND_CAPACITY: usize = 16_384;
 /// Creates the handle, the driver and the inbound stream. Nothing connects until the
 /// driver runs.
 pub fn connect(settings: MqttSettings) -> (MqttHandle, MqttDriver, mpsc::Receiver<InboundMessage>) {
-    let mut opts = MqttOptions::new(&settings.client_id, &settings.broker.host, settings.broker.port);
+    connect_with_fallback(settings, Vec::new())
+}
+
+/// As [`connect`], with brokers to fall back to: after [`FAILURES_BEFORE_SWITCH`] failed
+/// attempts in a row on one broker, the driver tries the next (and after the last, the
+/// first again); it stays on whichever answers until that one fails.
+pub fn connect_with_fallback(
+    settings: MqttSettings,
+    fallback: Vec<BrokerUrl>,
+) -> (MqttHandle, MqttDriver, mpsc::Receiver<InboundMessage>) {
+    let opts = options(&settings, &settings.broker);
+    let (client, eventloop) = AsyncClient::new(opts, 1024);
+    let connected = Arc::new(AtomicBool::new(false));
+    let (tx, rx) = mpsc::channel(INBOUND_CAPACITY);
+    let handle = MqttHandle {
+        client: client.clone(),
+        connected: connected.clone(),
+    };
+    let mut brokers = vec![settings.broker.clone()];
+    brokers.extend(fallback);
+    let driver = MqttDriver {
+        eventloop,
+        client,
+        settings,
+        connected,
+        inbound: tx,
+        brokers,
+        current: 0,
+    };
+    (handle, driver, rx)
+}
+
+/// Failed connection attempts in a row on one broker before the next is tried.
+pub const FAILURES_BEFORE_SWITCH: u32 = 2;
+
+fn options(settings: &MqttSettings, broker: &BrokerUrl) -> MqttOptions {
+    let mut opts = MqttOptions::new(&settings.client_id, &broker.host, broker.port);
     opts.set_keep_alive(settings.keep_alive);
     opts.set_clean_session(!settings.persistent_session);
     opts.set_max_packet_size(256 * 1024, 256 * 1024);
@@ -156,27 +195,14 @@ pub fn connect(settings: MqttSettings) -> (MqttHandle, MqttDriver, mpsc::Receive
     if let Some((topic, payload)) = &settings.last_will {
         opts.set_last_will(LastWill::new(topic, payload.clone(), QoS::AtLeastOnce, true));
     }
-    let (client, eventloop) = AsyncClient::new(opts, 1024);
-    let connected = Arc::new(AtomicBool::new(false));
-    let (tx, rx) = mpsc::channel(INBOUND_CAPACITY);
-    let handle = MqttHandle {
-        client: client.clone(),
-        connected: connected.clone(),
-    };
-    let driver = MqttDriver {
-        eventloop,
-        client,
-        settings,
-        connected,
-        inbound: tx,
-    };
-    (handle, driver, rx)
+    opts
 }
 
 impl MqttDriver {
     /// Polls the connection until `shutdown`, reconnecting with capped exponential backoff.
     pub async fn run(mut self, shutdown: CancellationToken) {
-        let broker = format!("{}:{}", self.settings.broker.host, self.settings.broker.port);
+        let name = |b: &BrokerUrl| format!("{}:{}", b.host, b.port);
+        let mut broker = name(&self.brokers[0]);
         let mut failures: u32 = 0;
         loop {
             let event = tokio::select! {
@@ -206,6 +232,13 @@ impl MqttDriver {
                     failures = failures.saturating_add(1);
                     let wait = Duration::from_millis(200u64 << failures.min(6)).min(Duration::from_secs(10));
                     tracing::warn!(broker = %broker, error = %e, retry_in_ms = wait.as_millis() as u64, "mqtt connection lost");
+                    if self.brokers.len() > 1 && failures.is_multiple_of(FAILURES_BEFORE_SWITCH) {
+                        self.current = (self.current + 1) % self.brokers.len();
+                        let next = &self.brokers[self.current];
+                        self.eventloop.mqtt_options = options(&self.settings, next);
+                        broker = name(next);
+                        tracing::warn!(broker = %broker, "switching to the next configured mqtt broker");
+                    }
                     tokio::select! {
                         _ = shutdown.cancelled() => break,
                         _ = tokio::time::sleep(wait) => {}

@@ -70,8 +70,12 @@ impl App {
 
         #[cfg(feature = "embedded-broker")]
         let mut embedded = None;
+        let fallback: Vec<BrokerUrl> = match &settings.mqtt.mode {
+            MqttMode::External { fallback, .. } => fallback.iter().cloned().collect(),
+            MqttMode::Embedded { .. } => vec![],
+        };
         let broker = match &settings.mqtt.mode {
-            MqttMode::External { url } => url.clone(),
+            MqttMode::External { url, .. } => url.clone(),
             #[cfg(feature = "embedded-broker")]
             MqttMode::Embedded { listen } => {
                 let b = crate::broker::start(*listen).await?;
@@ -95,17 +99,20 @@ impl App {
         };
 
         let topics = Topics::new(&settings.mqtt.topic_prefix, settings.province.clone())?;
-        let (mqtt, driver, inbound_rx) = dispatch::mqtt::connect(MqttSettings {
-            broker: broker.clone(),
-            client_id: settings.mqtt.client_id.clone(),
-            username: settings.mqtt.username.clone(),
-            password: settings.mqtt.password.clone(),
-            keep_alive: settings.mqtt.keep_alive,
-            persistent_session: true,
-            subscriptions: topics.inbound_filters().to_vec(),
-            last_will: None,
-            on_connect: None,
-        });
+        let (mqtt, driver, inbound_rx) = dispatch::mqtt::connect_with_fallback(
+            MqttSettings {
+                broker: broker.clone(),
+                client_id: settings.mqtt.client_id.clone(),
+                username: settings.mqtt.username.clone(),
+                password: settings.mqtt.password.clone(),
+                keep_alive: settings.mqtt.keep_alive,
+                persistent_session: true,
+                subscriptions: topics.inbound_filters().to_vec(),
+                last_will: None,
+                on_connect: None,
+            },
+            fallback,
+        );
         let wake = Arc::new(Notify::new());
         let pipeline = ingest::Pipeline::new(
             store.clone(),

@@ -269,7 +269,7 @@ pub async fn run(base: &Sources, bench: &DispatchBench) -> Result<DispatchReport
     let probe = settings(base, &std::env::temp_dir(), &bench.broker)?;
     let communes: Vec<CommuneCode> = probe.area.communes.iter().map(|c| c.code.clone()).collect();
     ensure!(!communes.is_empty(), "the area file has no communes");
-    let MqttMode::External { url } = &probe.mqtt.mode else {
+    let MqttMode::External { url, .. } = &probe.mqtt.mode else {
         bail!("the bench needs an external broker");
     };
     let broker = url.clone();

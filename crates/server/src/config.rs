@@ -67,11 +67,11 @@ pub enum Profile {
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum MqttMode {
     /// Run rmqtt in-process on this loopback address.
-    Embedded {
-        listen: SocketAddr,
-    },
+    Embedded { listen: SocketAddr },
     External {
         url: BrokerUrl,
+        /// Used when `url` is down (`[mqtt] fallback_url`).
+        fallback: Option<BrokerUrl>,
     },
 }
 
@@ -155,6 +155,7 @@ struct MqttRaw {
     mode: String,
     listen: String,
     url: String,
+    fallback_url: String,
     topic_prefix: String,
     client_id: String,
     username: String,
@@ -917,13 +918,22 @@ fn mqtt_config(m: MqttRaw, problems: &mut Problems) -> Option<MqttConfig> {
                 }
             }
         }
-        "external" => match BrokerUrl::parse(&m.url) {
-            Ok(url) => Some(MqttMode::External { url }),
-            Err(e) => {
-                problems.push(format!("mqtt.url: {e}"));
-                None
+        "external" => {
+            let fallback = match m.fallback_url.trim() {
+                "" => Ok(None),
+                f => BrokerUrl::parse(f)
+                    .map(Some)
+                    .map_err(|e| problems.push(format!("mqtt.fallback_url: {e}"))),
+            };
+            match (BrokerUrl::parse(&m.url), fallback) {
+                (Ok(url), Ok(fallback)) => Some(MqttMode::External { url, fallback }),
+                (Err(e), _) => {
+                    problems.push(format!("mqtt.url: {e}"));
+                    None
+                }
+                (_, Err(())) => None,
             }
-        },
+        }
         other => {
             problems.push(format!(
                 "mqtt.mode {other:?} must be \"embedded\" or \"external\""

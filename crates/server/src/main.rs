@@ -293,7 +293,15 @@ fn check_config(args: ConfigArgs) -> ExitCode {
                 .count();
             let broker = match &s.mqtt.mode {
                 MqttMode::Embedded { listen } => format!("embedded on {listen}"),
-                MqttMode::External { url } => format!("external mqtt://{}:{}", url.host, url.port),
+                MqttMode::External { url, fallback } => format!(
+                    "external mqtt://{}:{}{}",
+                    url.host,
+                    url.port,
+                    fallback
+                        .as_ref()
+                        .map(|f| format!(", falling back to mqtt://{}:{}", f.host, f.port))
+                        .unwrap_or_default()
+                ),
             };
             println!("configuration OK");
             println!("  profile        {:?}", s.profile);
@@ -777,7 +785,7 @@ fn mosquitto_config(
     }
     eprintln!("Mosquitto must be able to read both files; reload it (SIGHUP) to apply them");
     let port = match &settings.mqtt.mode {
-        MqttMode::External { url } => url.port,
+        MqttMode::External { url, .. } => url.port,
         MqttMode::Embedded { .. } => 1883,
     };
     print!("{}", mosquitto::conf_snippet(&written.dir, &port.to_string()));

@@ -57,7 +57,11 @@ impl Nats {
         };
         let deadline = Instant::now() + Duration::from_secs(10);
         while TcpStream::connect(("127.0.0.1", mqtt)).is_err() {
-            assert!(Instant::now() < deadline, "nats-server's MQTT did not listen:\n{}", nats.log());
+            assert!(
+                Instant::now() < deadline,
+                "nats-server's MQTT did not listen:\n{}",
+                nats.log()
+            );
             std::thread::sleep(Duration::from_millis(50));
         }
         nats
