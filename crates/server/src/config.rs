@@ -968,6 +968,64 @@ fn mqtt_config(m: MqttRaw, problems: &mut Problems) -> Option<MqttConfig> {
     })
 }
 
+/// Settings and secrets from files, as systemd's `LoadCredential=` (or a container's
+/// secrets directory) provides them: each regular file in `dir` named like a canhbao
+/// variable (`CANHBAO__DATABASE__URL`, `CANHBAO_SECRET_KANNEL`) sets that variable to its
+/// content, without the trailing line break. Other files are left alone. A variable set
+/// both in the environment (`existing`) and as a file is refused: which would win is not
+/// obvious to whoever set them.
+pub fn credential_vars(dir: &Path, existing: &[(String, String)]) -> Result<Vec<(String, String)>, Problems> {
+    const MAX: u64 = 64 * 1024;
+    let mut problems = Problems::default();
+    let mut vars = Vec::new();
+    let entries = match std::fs::read_dir(dir) {
+        Ok(e) => e,
+        Err(e) => {
+            return Err(Problems(vec![format!(
+                "credentials directory {}: {e}",
+                dir.display()
+            )]));
+        }
+    };
+    for entry in entries.flatten() {
+        let Some(name) = entry.file_name().to_str().map(str::to_owned) else {
+            continue;
+        };
+        if !(name.starts_with(ENV_PREFIX) || name.starts_with(crate::sms_config::SECRET_PREFIX)) {
+            continue;
+        }
+        let path = entry.path();
+        match std::fs::metadata(&path) {
+            Ok(m) if m.is_file() && m.len() <= MAX => {}
+            Ok(m) if m.is_file() => {
+                problems.push(format!("credential {name}: {} bytes; at most {MAX}", m.len()));
+                continue;
+            }
+            _ => continue,
+        }
+        if existing.iter().any(|(k, _)| *k == name) {
+            problems.push(format!(
+                "{name} is set both in the environment and as a credential file; keep one"
+            ));
+            continue;
+        }
+        match std::fs::read(&path).map(String::from_utf8) {
+            Ok(Ok(text)) => {
+                let value = text.strip_suffix('\n').unwrap_or(&text);
+                let value = value.strip_suffix('\r').unwrap_or(value);
+                vars.push((name, value.to_owned()));
+            }
+            Ok(Err(_)) => problems.push(format!("credential {name}: not UTF-8")),
+            Err(e) => problems.push(format!("credential {name}: {e}")),
+        }
+    }
+    if problems.0.is_empty() {
+        Ok(vars)
+    } else {
+        Err(problems)
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -1105,5 +1163,36 @@ mod tests {
     fn the_embedded_broker_refuses_a_non_loopback_address() {
         let err = load(&sources(&[("CANHBAO__MQTT__LISTEN", "0.0.0.0:1884")])).unwrap_err();
         assert!(err.to_string().contains("loopback only"), "{err}");
+    }
+
+    #[test]
+    fn credentials_come_from_files_named_like_variables() {
+        let dir = tempfile::tempdir().unwrap();
+        std::fs::write(dir.path().join("CANHBAO__DATABASE__URL"), "sqlite://x.db\n").unwrap();
+        std::fs::write(dir.path().join("CANHBAO_SECRET_KANNEL"), "s3cret\r\n").unwrap();
+        std::fs::write(dir.path().join("unrelated"), "ignored").unwrap();
+        let mut got = credential_vars(dir.path(), &[]).unwrap();
+        got.sort();
+        assert_eq!(
+            got,
+            [
+                ("CANHBAO_SECRET_KANNEL".to_owned(), "s3cret".to_owned()),
+                ("CANHBAO__DATABASE__URL".to_owned(), "sqlite://x.db".to_owned()),
+            ]
+        );
+        // The same variable from two places is refused, naming it but not its value.
+        let env = [("CANHBAO_SECRET_KANNEL".to_owned(), "other".to_owned())];
+        let p = credential_vars(dir.path(), &env).unwrap_err().to_string();
+        assert!(
+            p.contains("CANHBAO_SECRET_KANNEL") && !p.contains("s3cret") && !p.contains("other"),
+            "{p}"
+        );
+        std::fs::write(dir.path().join("CANHBAO__MQTT__PASSWORD"), [0xff, 0xfe]).unwrap();
+        assert!(
+            credential_vars(dir.path(), &[])
+                .unwrap_err()
+                .to_string()
+                .contains("not UTF-8")
+        );
     }
 }

@@ -232,7 +232,13 @@ fn init_telemetry() {
 }
 
 fn load(args: &ConfigArgs) -> Result<Settings, config::Problems> {
-    config::load(&args.sources())
+    let mut sources = args.sources();
+    // Secrets from files: systemd's LoadCredential= sets CREDENTIALS_DIRECTORY.
+    if let Some(dir) = std::env::var_os("CREDENTIALS_DIRECTORY") {
+        let files = config::credential_vars(std::path::Path::new(&dir), &sources.vars)?;
+        sources.vars.extend(files);
+    }
+    config::load(&sources)
 }
 
 /// The settings, or `None` after printing every problem with them.
