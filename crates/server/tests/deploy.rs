@@ -89,12 +89,21 @@ fn the_production_profile_takes_its_secrets_from_credential_files() {
         "{out}{}",
         String::from_utf8_lossy(&ok.stderr)
     );
-    assert!(out.contains("configuration OK") && out.contains("profile        Production"), "{out}");
-    assert!(!out.contains("a-broker-password"), "a secret never reaches the output");
+    assert!(
+        out.contains("configuration OK") && out.contains("profile        Production"),
+        "{out}"
+    );
+    assert!(
+        !out.contains("a-broker-password"),
+        "a secret never reaches the output"
+    );
     // The same secret in the environment as well is refused, without showing either.
     let twice = check(&[("CANHBAO__MQTT__PASSWORD", "another")]);
     let err = String::from_utf8_lossy(&twice.stderr);
     assert!(!twice.status.success());
     assert!(err.contains("CANHBAO__MQTT__PASSWORD is set both"), "{err}");
-    assert!(!err.contains("another") && !err.contains("a-broker-password"), "{err}");
+    assert!(
+        !err.contains("another") && !err.contains("a-broker-password"),
+        "{err}"
+    );
 }

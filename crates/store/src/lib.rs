@@ -212,6 +212,38 @@ impl Store {
         Ok(Self { pool })
     }
 
+    /// The newest schema version this build migrates to.
+    pub fn schema_version() -> i64 {
+        migrator().iter().map(|m| m.version).max().unwrap_or(0)
+    }
+
+    /// Opens a database migrated only up to `version`: an earlier release's schema, for
+    /// upgrade tests. Nothing but a test should call it.
+    #[doc(hidden)]
+    pub async fn open_at_schema(url: &str, version: i64) -> Result<SqlitePool> {
+        let options = SqliteConnectOptions::from_str(url)
+            .map_err(|source| StoreError::Open {
+                url: redact(url),
+                source,
+            })?
+            .create_if_missing(true);
+        let pool = SqlitePoolOptions::new()
+            .max_connections(1)
+            .connect_with(options)
+            .await
+            .map_err(|source| StoreError::Open {
+                url: redact(url),
+                source,
+            })?;
+        let older: Vec<Migration> = migrator()
+            .iter()
+            .filter(|m| m.version <= version)
+            .cloned()
+            .collect();
+        Migrator::with_migrations(older).run(&pool).await?;
+        Ok(pool)
+    }
+
     /// Checks that the database answers.
     pub async fn ping(&self) -> Result<()> {
         sqlx::query("SELECT 1").execute(&self.pool).await?;

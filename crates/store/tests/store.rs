@@ -782,3 +782,62 @@ async fn the_audit_chain_detects_a_changed_or_removed_row() {
         .unwrap();
     assert_eq!(store.verify_audit().await.unwrap().broken_at, Some(3));
 }
+
+/// The schema of the release before this one (migrations 1 to 12, as they landed).
+const PREVIOUS_RELEASE_SCHEMA: i64 = 12;
+
+#[tokio::test]
+async fn a_database_of_the_previous_release_upgrades_with_its_data_intact() {
+    let dir = tempfile::tempdir().unwrap();
+    let url = format!("sqlite://{}", dir.path().join("old.db").display());
+    // The previous release wrote these rows.
+    let old = Store::open_at_schema(&url, PREVIOUS_RELEASE_SCHEMA)
+        .await
+        .unwrap();
+    for sql in [
+        "INSERT INTO alerts (id, province, msg_type, status, refs, origin_kind, origin_detail, hazard,
+            risk_level, alarm_level, station, class, communes, sent_ms, effective_ms, expires_ms,
+            headline, description, instruction, repeat_times, repeat_interval_s, provisional,
+            payload, key_id, sig, created_ms)
+         VALUES ('old-1', '20', 'Alert', 'Actual', '[]', 'computed', 'flood@1', 'flood', 3, 3,
+            'HUULUNG', 'emergency', '[\"06385\"]', 1000, 1000, 99999999999999, 'Lũ', 'Nước lên', '',
+            3, 300, '[]', X'7B7D', 'ed25519:old', 'c2ln', 1000)",
+        "INSERT INTO receiver_registry (receiver_id, commune, trusted_keys, registered_ms)
+         VALUES ('loa-old', '06385', '[]', 1000)",
+        "INSERT INTO api_tokens (token_sha256, role, label, created_ms, stations)
+         VALUES ('aa', 'station', 'old gauge', 1000, '[\"HUULUNG\"]')",
+    ] {
+        sqlx::query(sql).execute(&old).await.unwrap();
+    }
+    old.close().await;
+
+    // This release opens it: every migration after 12 runs, forward only.
+    let store = Store::open(&url).await.unwrap();
+    let a = store.get_alert("old-1").await.unwrap().unwrap();
+    assert_eq!(
+        (a.headline.as_str(), a.risk_level, a.signed.payload.as_slice()),
+        ("Lũ", Some(3), &b"{}"[..])
+    );
+    assert!(a.english.is_none() && a.sms, "new columns take their defaults");
+    assert_eq!(a.replaced_by, None);
+    let fleet = store.fleet().await.unwrap();
+    assert_eq!(fleet.len(), 1);
+    assert!(
+        !fleet[0].receiver.drills,
+        "an old receiver is not enrolled for drills"
+    );
+    let token = store.find_token("aa", t0()).await.unwrap().unwrap();
+    assert_eq!((token.label.as_str(), token.scopes.clone()), ("old gauge", None));
+    assert_eq!(token.stations, Some(vec!["HUULUNG".to_owned()]));
+    assert!(store.list_warnings(None, 10).await.unwrap().is_empty());
+    store
+        .append_audit("cli", "upgrade", "-", &serde_json::json!({}), t0())
+        .await
+        .unwrap();
+    assert_eq!(store.verify_audit().await.unwrap().broken_at, None);
+    // Opening again changes nothing: each migration ran once.
+    drop(store);
+    let again = Store::open(&url).await.unwrap();
+    assert_eq!(again.get_alert("old-1").await.unwrap().unwrap().headline, "Lũ");
+    assert!(Store::schema_version() > PREVIOUS_RELEASE_SCHEMA);
+}
