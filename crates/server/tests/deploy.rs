@@ -3,6 +3,8 @@
 //! it), and the production profile with its secrets given as credential files, the way
 //! the unit's `LoadCredential=` hands them over, through the real binary.
 
+#![allow(clippy::unwrap_used)]
+
 use std::path::{Path, PathBuf};
 use std::process::Command;
 
@@ -105,5 +107,92 @@ fn the_production_profile_takes_its_secrets_from_credential_files() {
     assert!(
         !err.contains("another") && !err.contains("a-broker-password"),
         "{err}"
+    );
+}
+
+/// `KEY=VALUE` lines of an environment file (comments and blanks skipped).
+fn env_file(path: &Path) -> Vec<(String, String)> {
+    std::fs::read_to_string(path)
+        .unwrap()
+        .lines()
+        .map(str::trim)
+        .filter(|l| !l.is_empty() && !l.starts_with('#'))
+        .map(|l| {
+            let (k, v) = l.split_once('=').unwrap();
+            (k.to_owned(), v.to_owned())
+        })
+        .collect()
+}
+
+#[test]
+fn the_trial_compose_file_is_valid_and_its_settings_load() {
+    let deploy = repo().join("deploy");
+    let compose = std::fs::read_to_string(deploy.join("compose.yaml")).unwrap();
+    for service in ["mosquitto:", "kannel:", "canhbao:"] {
+        assert!(compose.contains(&format!("\n  {service}\n")), "{service} missing");
+    }
+    // The image builds both binaries and serves the config it copies.
+    let dockerfile = std::fs::read_to_string(deploy.join("Dockerfile")).unwrap();
+    assert!(dockerfile.contains("--bin canhbao --bin canhbao-receiver"));
+    assert!(dockerfile.contains("COPY config /opt/canhbao/config"));
+    assert!(dockerfile.contains(r#""--config-dir", "/opt/canhbao/config""#));
+    assert!(
+        dockerfile.contains("USER canhbao"),
+        "the service never runs as root"
+    );
+
+    // The canhbao service's settings, with its secrets as files, pass check-config.
+    let data = tempfile::tempdir().unwrap();
+    let secrets = tempfile::tempdir().unwrap();
+    for name in ["CANHBAO_SECRET_KANNEL", "CANHBAO_SECRET_DLR"] {
+        assert!(
+            compose.contains(&format!("      - {name}\n")),
+            "{name} is not given to a service"
+        );
+        std::fs::write(secrets.path().join(name), "0123456789abcdef0123456789abcdef\n").unwrap();
+    }
+    let mut check = Command::new(env!("CARGO_BIN_EXE_canhbao"));
+    check
+        .arg("check-config")
+        .arg("--config-dir")
+        .arg(repo().join("config"))
+        .env("CANHBAO_ENV", "production")
+        .env("CANHBAO__SERVICE__DATA_DIR", data.path())
+        .env("CREDENTIALS_DIRECTORY", secrets.path());
+    for (k, v) in env_file(&deploy.join("compose/canhbao.env")) {
+        assert!(
+            !k.contains("PASSWORD") && !k.starts_with("CANHBAO_SECRET"),
+            "{k}: secrets are files"
+        );
+        check.env(k, v);
+    }
+    let out = check.output().unwrap();
+    let said = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        out.status.success(),
+        "{said}{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(said.contains("gateways kannel"), "{said}");
+
+    let Ok(tool) = std::env::var("CANHBAO_TEST_COMPOSE") else {
+        eprintln!("CANHBAO_TEST_COMPOSE is not set: `docker compose config` runs in CI");
+        return;
+    };
+    // No engine runs here: `config` parses and validates the file, which is what can be
+    // checked on this machine.
+    let mut words = tool.split_whitespace();
+    let out = Command::new(words.next().unwrap())
+        .args(words)
+        .arg("-f")
+        .arg(deploy.join("compose.yaml"))
+        .args(["config", "-q"])
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{tool} config: {}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
     );
 }
