@@ -5,6 +5,7 @@
 
 mod authz;
 mod hostile;
+mod tls;
 mod warnings;
 
 use std::time::Duration;
@@ -118,6 +119,7 @@ async fn genuine_envelope(app: &TestApp, topic: &str) -> Envelope {
         subscriptions: vec![topic.to_owned()],
         last_will: None,
         on_connect: None,
+        tls: Default::default(),
     });
     let stop = tokio_util::sync::CancellationToken::new();
     tokio::spawn(driver.run(stop.clone()));

@@ -442,6 +442,7 @@ impl TestApp {
             password: None,
             heartbeat: Duration::from_secs(1),
             drills,
+            tls: Default::default(),
         };
         // A state file per receiver id in the app's data directory, as a real receiver
         // keeps: a restarted TestReceiver remembers what it played.
@@ -470,6 +471,7 @@ impl TestApp {
             subscriptions: vec![],
             last_will: None,
             on_connect: None,
+            tls: Default::default(),
         });
         let stop = CancellationToken::new();
         tokio::spawn(driver.run(stop.clone()));

@@ -57,6 +57,8 @@ pub struct ReceiverConfig {
     /// Enrolled for drills: plays Exercise and Test alerts. A receiver not enrolled
     /// ignores them (no play, no receipt); the service does not expect it to.
     pub drills: bool,
+    /// For an `mqtts://` broker: the CA to trust and this receiver's certificate.
+    pub tls: dispatch::mqtt::TlsMaterial,
 }
 
 /// How a receiver remembers what it played and how it plays. The default remembers in
@@ -189,6 +191,7 @@ pub async fn run_with(
         subscriptions: vec![cfg.topics.alerts_filter(&cfg.commune)],
         last_will: Some((status_topic.clone(), status_bytes(&cfg, "offline"))),
         on_connect: Some((status_topic.clone(), status_bytes(&cfg, "online"))),
+        tls: cfg.tls.clone(),
     });
     let driver_stop = CancellationToken::new();
     let driver_task = tokio::spawn(driver.run(driver_stop.clone()));

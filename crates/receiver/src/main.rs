@@ -62,6 +62,15 @@ struct Cli {
     /// receiver with `--drills` as well). Without it, they are ignored.
     #[arg(long)]
     drills: bool,
+    /// For an mqtts:// broker: the CA that signed its certificate (PEM; default: the
+    /// system's roots).
+    #[arg(long)]
+    ca_file: Option<PathBuf>,
+    /// This receiver's certificate (PEM), for brokers that require one; with --client-key.
+    #[arg(long)]
+    client_cert: Option<PathBuf>,
+    #[arg(long)]
+    client_key: Option<PathBuf>,
     /// Where the versions played are recorded, so that a restart does not play them
     /// again [default: var/receiver-ID.state].
     #[arg(long)]
@@ -96,6 +105,7 @@ struct Common {
     heartbeat: Duration,
     play_command: Option<PlayCommand>,
     drills: bool,
+    tls: dispatch::mqtt::TlsMaterial,
 }
 
 /// One receiver to run.
@@ -139,6 +149,30 @@ fn validate(cli: Cli) -> Result<(Common, Mode)> {
     let broker = BrokerUrl::parse(&cli.broker)
         .map_err(|e| problems.push(e.to_string()))
         .ok();
+    let read = |flag: &str, path: &Option<PathBuf>, problems: &mut Vec<String>| {
+        path.as_ref().and_then(|p| {
+            std::fs::read(p)
+                .map_err(|e| problems.push(format!("{flag} {}: {e}", p.display())))
+                .ok()
+        })
+    };
+    let ca_pem = read("--ca-file", &cli.ca_file, &mut problems);
+    let cert = read("--client-cert", &cli.client_cert, &mut problems);
+    let key = read("--client-key", &cli.client_key, &mut problems);
+    let client = match (cert, key) {
+        (Some(c), Some(k)) => Some((c, k)),
+        (None, None) => None,
+        _ => {
+            problems.push("--client-cert and --client-key go together".into());
+            None
+        }
+    };
+    let tls = dispatch::mqtt::TlsMaterial { ca_pem, client };
+    if (tls.ca_pem.is_some() || tls.client.is_some())
+        && let Err(e) = dispatch::mqtt::tls_config(&tls)
+    {
+        problems.push(format!("TLS files: {e}"));
+    }
     let topics = ProvinceCode::new(&cli.province)
         .map_err(|e| problems.push(format!("--province: {e}")))
         .ok()
@@ -234,6 +268,7 @@ fn validate(cli: Cli) -> Result<(Common, Mode)> {
                 heartbeat: Duration::from_secs(cli.heartbeat_s),
                 play_command,
                 drills: cli.drills,
+                tls,
             },
             mode,
         )),
@@ -268,6 +303,7 @@ fn receiver_config(common: &Common, p: &Planned) -> ReceiverConfig {
         password: common.password.clone(),
         heartbeat: common.heartbeat,
         drills: common.drills,
+        tls: common.tls.clone(),
     }
 }
 

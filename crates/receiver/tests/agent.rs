@@ -80,6 +80,7 @@ impl World {
             subscriptions: vec![format!("{prefix}/receipts/+"), format!("{prefix}/status/+")],
             last_will: None,
             on_connect: None,
+            tls: Default::default(),
         });
         let stop = CancellationToken::new();
         tokio::spawn(driver.run(stop.clone()));
@@ -122,6 +123,7 @@ impl World {
             password: None,
             heartbeat: Duration::from_millis(200),
             drills: self.drills,
+            tls: Default::default(),
         }
     }
 
@@ -181,6 +183,7 @@ impl World {
                 subscriptions: vec![],
                 last_will: None,
                 on_connect: None,
+                tls: Default::default(),
             });
             let stop = CancellationToken::new();
             let task = tokio::spawn(driver.run(stop.clone()));

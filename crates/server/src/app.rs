@@ -82,6 +82,7 @@ impl App {
                 let url = BrokerUrl {
                     host: b.addr.ip().to_string(),
                     port: b.addr.port(),
+                    tls: false,
                 };
                 // The embedded broker forgot its retained alerts when it last stopped.
                 let n = store.requeue_live(Utc::now()).await?;
@@ -110,6 +111,7 @@ impl App {
                 subscriptions: topics.inbound_filters().to_vec(),
                 last_will: None,
                 on_connect: None,
+                tls: settings.mqtt.tls.clone(),
             },
             fallback,
         );

@@ -305,6 +305,7 @@ async fn client(broker: &BrokerUrl, id: String, subscriptions: Vec<String>) -> R
         subscriptions,
         last_will: None,
         on_connect: None,
+        tls: Default::default(),
     });
     let stop = CancellationToken::new();
     let task = tokio::spawn(driver.run(stop.clone()));
@@ -487,6 +488,7 @@ async fn drive(
             heartbeat: Duration::from_secs(3600),
             // The bench issues Exercise alerts: its receivers are enrolled for drills.
             drills: true,
+            tls: Default::default(),
         };
         let playback = canhbao_receiver::Playback {
             played: canhbao_receiver::state::PlayedLog::in_memory(),

@@ -78,6 +78,8 @@ pub enum MqttMode {
 #[derive(Clone)]
 pub struct MqttConfig {
     pub mode: MqttMode,
+    /// For `mqtts://` brokers: the CA to trust and the client certificate, read at load.
+    pub tls: dispatch::mqtt::TlsMaterial,
     pub topic_prefix: String,
     pub client_id: String,
     pub username: Option<String>,
@@ -156,6 +158,9 @@ struct MqttRaw {
     listen: String,
     url: String,
     fallback_url: String,
+    ca_file: String,
+    client_cert_file: String,
+    client_key_file: String,
     topic_prefix: String,
     client_id: String,
     username: String,
@@ -957,15 +962,64 @@ fn mqtt_config(m: MqttRaw, problems: &mut Problems) -> Option<MqttConfig> {
     if !m.username.is_empty() && m.password.is_empty() {
         problems.push("mqtt.username is set but mqtt.password is empty; set CANHBAO__MQTT__PASSWORD");
     }
+    let tls = mqtt_tls(&m, problems);
     let non_empty = |s: String| (!s.is_empty()).then_some(s);
     Some(MqttConfig {
         mode: mode?,
+        tls: tls?,
         topic_prefix: m.topic_prefix,
         client_id: m.client_id,
         username: non_empty(m.username),
         password: non_empty(m.password),
         keep_alive: Duration::from_secs(m.keep_alive_s),
     })
+}
+
+/// The TLS files of `[mqtt]`, read: `ca_file` (PEM; empty: the system's roots) and the
+/// client certificate with its key (both or neither; they need `ca_file`).
+fn mqtt_tls(m: &MqttRaw, problems: &mut Problems) -> Option<dispatch::mqtt::TlsMaterial> {
+    let read = |name: &str, path: &str, problems: &mut Problems| -> Option<Option<Vec<u8>>> {
+        if path.trim().is_empty() {
+            return Some(None);
+        }
+        match std::fs::read(path) {
+            Ok(bytes) if bytes.starts_with(b"-----BEGIN") => Some(Some(bytes)),
+            Ok(_) => {
+                problems.push(format!("mqtt.{name} {path:?} is not a PEM file"));
+                None
+            }
+            Err(e) => {
+                problems.push(format!("mqtt.{name} {path:?}: {e}"));
+                None
+            }
+        }
+    };
+    let ca = read("ca_file", &m.ca_file, problems);
+    let cert = read("client_cert_file", &m.client_cert_file, problems);
+    let key = read("client_key_file", &m.client_key_file, problems);
+    let (ca, cert, key) = (ca?, cert?, key?);
+    let client = match (cert, key) {
+        (Some(c), Some(k)) => Some((c, k)),
+        (None, None) => None,
+        _ => {
+            problems.push("mqtt.client_cert_file and mqtt.client_key_file go together");
+            return None;
+        }
+    };
+    if client.is_some() && ca.is_none() {
+        problems
+            .push("a client certificate (mqtt.client_cert_file) needs mqtt.ca_file, the CA of the broker");
+        return None;
+    }
+    let material = dispatch::mqtt::TlsMaterial { ca_pem: ca, client };
+    // Whether the files make a TLS configuration is known now, not at the first connect.
+    if (material.ca_pem.is_some() || material.client.is_some())
+        && let Err(e) = dispatch::mqtt::tls_config(&material)
+    {
+        problems.push(format!("mqtt TLS files: {e}"));
+        return None;
+    }
+    Some(material)
 }
 
 /// Settings and secrets from files, as systemd's `LoadCredential=` (or a container's

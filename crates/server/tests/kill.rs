@@ -123,6 +123,7 @@ async fn a_service_killed_mid_dispatch_delivers_everything_once_after_a_restart(
             password: None,
             heartbeat: Duration::from_secs(5),
             drills: true,
+            tls: Default::default(),
         };
         let (tx, mut rx) = mpsc::unbounded_channel();
         let playback = Playback {
@@ -265,6 +266,7 @@ async fn a_service_killed_mid_dispatch_delivers_everything_once_after_a_restart(
         subscriptions: vec![],
         last_will: None,
         on_connect: None,
+        tls: Default::default(),
     });
     let driver_stop = CancellationToken::new();
     let driver = tokio::spawn(driver.run(driver_stop.clone()));

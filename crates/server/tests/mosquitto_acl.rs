@@ -88,6 +88,7 @@ fn client(port: u16, client_id: &str, username: &str, password: &str, subscripti
         broker: BrokerUrl {
             host: "127.0.0.1".into(),
             port,
+            tls: false,
         },
         client_id: client_id.into(),
         username: Some(username.into()),
@@ -97,6 +98,7 @@ fn client(port: u16, client_id: &str, username: &str, password: &str, subscripti
         subscriptions: subscriptions.to_vec(),
         last_will: None,
         on_connect: None,
+        tls: Default::default(),
     });
     let stop = CancellationToken::new();
     tokio::spawn(driver.run(stop.clone()));
