@@ -84,7 +84,7 @@ const ALERT_COLUMNS: &str = "id, province, msg_type, status, refs, origin_kind, 
      (SELECT b.msg_type || ' ' || b.id FROM alert_refs r JOIN alerts b ON b.id = r.alert_id \
       WHERE r.refers_to = alerts.id ORDER BY b.sent_ms DESC, b.id LIMIT 1) AS replaced_by";
 
-fn alert_from_row(row: &sqlx::sqlite::SqliteRow) -> Result<AlertRecord> {
+fn alert_from_row(row: &sqlx::any::AnyRow) -> Result<AlertRecord> {
     Ok(AlertRecord {
         id: row.try_get("id")?,
         province: row.try_get("province")?,
@@ -202,7 +202,7 @@ impl Tx<'_> {
         .bind(ms(after))
         .fetch_one(&mut *self.tx)
         .await?;
-        Ok(row.try_get("newer")?)
+        Ok(row.try_get::<i64, _>("newer")? != 0)
     }
 
     /// Alerts for `station` and `hazard` with CAP `status` (an exercise never stands in

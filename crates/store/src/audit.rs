@@ -60,7 +60,7 @@ pub fn audit_hash(
     h.finalize().iter().map(|b| format!("{b:02x}")).collect()
 }
 
-fn record(r: &sqlx::sqlite::SqliteRow) -> Result<AuditRecord> {
+fn record(r: &sqlx::any::AnyRow) -> Result<AuditRecord> {
     Ok(AuditRecord {
         id: r.try_get("id")?,
         at: from_ms(r.try_get("at_ms")?)?,

@@ -37,7 +37,7 @@ impl Tx<'_> {
         .bind(&c.commune)
         .bind(&c.role)
         .bind(&c.language)
-        .bind(c.opted_out)
+        .bind(i64::from(c.opted_out))
         .bind(ms(c.updated))
         .execute(&mut *self.tx)
         .await?;
@@ -65,7 +65,7 @@ impl Store {
                     commune: r.try_get("commune")?,
                     role: r.try_get("role")?,
                     language: r.try_get("language")?,
-                    opted_out: r.try_get("opted_out")?,
+                    opted_out: r.try_get::<i64, _>("opted_out")? != 0,
                     updated: from_ms(r.try_get("updated_ms")?)?,
                 })
             })

@@ -16,7 +16,7 @@ pub struct StoredReading {
 }
 
 /// Rows of (station, parameter, `time_column`, value) as readings.
-pub(crate) fn readings(rows: &[sqlx::sqlite::SqliteRow], time_column: &str) -> Result<Vec<StoredReading>> {
+pub(crate) fn readings(rows: &[sqlx::any::AnyRow], time_column: &str) -> Result<Vec<StoredReading>> {
     rows.iter()
         .map(|r| {
             Ok(StoredReading {
@@ -165,7 +165,7 @@ impl Tx<'_> {
         .bind(a.transition)
         .bind(a.level.map(i64::from))
         .bind(a.action)
-        .bind(a.official)
+        .bind(i64::from(a.official))
         .bind(a.source)
         .bind(crate::json_list(a.rules))
         .bind(a.detail)
@@ -253,7 +253,7 @@ impl Store {
 
 const ASSESSMENT_COLUMNS: &str = "id, status, at_ms, hazard, commune, transition, level, action, official, source, rules, detail, alert_id";
 
-fn assessment(r: &sqlx::sqlite::SqliteRow) -> Result<AssessmentRecord> {
+fn assessment(r: &sqlx::any::AnyRow) -> Result<AssessmentRecord> {
     Ok(AssessmentRecord {
         id: r.try_get("id")?,
         status: r.try_get("status")?,
@@ -263,7 +263,7 @@ fn assessment(r: &sqlx::sqlite::SqliteRow) -> Result<AssessmentRecord> {
         transition: r.try_get("transition")?,
         level: r.try_get("level")?,
         action: r.try_get("action")?,
-        official: r.try_get("official")?,
+        official: r.try_get::<i64, _>("official")? != 0,
         source: r.try_get("source")?,
         rules: parse_json_list("rules", r.try_get("rules")?)?,
         detail: r.try_get("detail")?,

@@ -24,13 +24,10 @@ mod tokens;
 mod users;
 mod warnings;
 
-use std::str::FromStr;
-use std::time::Duration;
-
 use chrono::{DateTime, TimeZone, Utc};
+use sqlx::any::{AnyPoolOptions, install_default_drivers};
 use sqlx::migrate::{Migration, MigrationType, Migrator};
-use sqlx::sqlite::{SqliteConnectOptions, SqliteJournalMode, SqlitePoolOptions, SqliteSynchronous};
-use sqlx::{Sqlite, SqlitePool, Transaction};
+use sqlx::{Any, AnyPool, Executor, Transaction};
 
 pub use alerts::{AlertFilter, AlertRecord, NewDelivery, SignedPayload};
 pub use audit::{AuditRecord, AuditVerdict, audit_hash};
@@ -74,12 +71,12 @@ pub const ONLINE_WITHIN: chrono::Duration = chrono::Duration::minutes(3);
 /// The database, behind a connection pool.
 #[derive(Clone, Debug)]
 pub struct Store {
-    pool: SqlitePool,
+    pool: AnyPool,
 }
 
 /// An open write transaction. Dropping it without [`Tx::commit`] rolls everything back.
 pub struct Tx<'a> {
-    tx: Transaction<'a, Sqlite>,
+    tx: Transaction<'a, Any>,
 }
 
 impl Tx<'_> {
@@ -186,28 +183,42 @@ fn migrator() -> Migrator {
     ])
 }
 
+/// A pool on `url` (`sqlite://PATH`, created if missing, or `sqlite::memory:`), each
+/// connection in WAL mode with full sync, foreign keys and a 5 s busy timeout.
+async fn connect(url: &str, max: u32) -> Result<AnyPool> {
+    install_default_drivers();
+    let url = if url.starts_with("sqlite:") && !url.contains("mode=") && !url.contains(":memory:") {
+        format!("{url}{}mode=rwc", if url.contains('?') { '&' } else { '?' })
+    } else {
+        url.to_owned()
+    };
+    AnyPoolOptions::new()
+        .max_connections(max)
+        .after_connect(|conn, _| {
+            Box::pin(async move {
+                conn.execute(
+                    "PRAGMA journal_mode = WAL; PRAGMA synchronous = FULL; \
+                     PRAGMA foreign_keys = ON; PRAGMA busy_timeout = 5000;",
+                )
+                .await?;
+                Ok(())
+            })
+        })
+        .connect(&url)
+        .await
+        .map_err(|source| StoreError::Open {
+            url: redact(&url),
+            source,
+        })
+}
+
 impl Store {
     /// Opens (creating if missing) an SQLite database in WAL mode and applies migrations.
     /// `url` is `sqlite://PATH` or `sqlite::memory:`.
     pub async fn open(url: &str) -> Result<Self> {
-        let open_err = |source| StoreError::Open {
-            url: redact(url),
-            source,
-        };
-        let options = SqliteConnectOptions::from_str(url)
-            .map_err(open_err)?
-            .create_if_missing(true)
-            .journal_mode(SqliteJournalMode::Wal)
-            .synchronous(SqliteSynchronous::Full)
-            .foreign_keys(true)
-            .busy_timeout(Duration::from_secs(5));
         // An in-memory database exists once per connection: keep exactly one.
         let max = if url.contains(":memory:") { 1 } else { 8 };
-        let pool = SqlitePoolOptions::new()
-            .max_connections(max)
-            .connect_with(options)
-            .await
-            .map_err(open_err)?;
+        let pool = connect(url, max).await?;
         migrator().run(&pool).await?;
         Ok(Self { pool })
     }
@@ -220,21 +231,8 @@ impl Store {
     /// Opens a database migrated only up to `version`: an earlier release's schema, for
     /// upgrade tests. Nothing but a test should call it.
     #[doc(hidden)]
-    pub async fn open_at_schema(url: &str, version: i64) -> Result<SqlitePool> {
-        let options = SqliteConnectOptions::from_str(url)
-            .map_err(|source| StoreError::Open {
-                url: redact(url),
-                source,
-            })?
-            .create_if_missing(true);
-        let pool = SqlitePoolOptions::new()
-            .max_connections(1)
-            .connect_with(options)
-            .await
-            .map_err(|source| StoreError::Open {
-                url: redact(url),
-                source,
-            })?;
+    pub async fn open_at_schema(url: &str, version: i64) -> Result<AnyPool> {
+        let pool = connect(url, 1).await?;
         let older: Vec<Migration> = migrator()
             .iter()
             .filter(|m| m.version <= version)
@@ -242,6 +240,27 @@ impl Store {
             .collect();
         Migrator::with_migrations(older).run(&pool).await?;
         Ok(pool)
+    }
+
+    /// The durability settings of a pooled connection: (journal mode, synchronous, foreign
+    /// keys), for a test to check that every connection gets them.
+    #[doc(hidden)]
+    pub async fn pragmas(&self) -> Result<(String, i64, i64)> {
+        use sqlx::Row;
+        let mut conn = self.pool.acquire().await?;
+        let journal: String = sqlx::query("PRAGMA journal_mode")
+            .fetch_one(&mut *conn)
+            .await?
+            .try_get(0)?;
+        let sync: i64 = sqlx::query("PRAGMA synchronous")
+            .fetch_one(&mut *conn)
+            .await?
+            .try_get(0)?;
+        let fk: i64 = sqlx::query("PRAGMA foreign_keys")
+            .fetch_one(&mut *conn)
+            .await?
+            .try_get(0)?;
+        Ok((journal, sync, fk))
     }
 
     /// Checks that the database answers.

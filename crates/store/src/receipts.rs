@@ -107,7 +107,7 @@ impl Tx<'_> {
         )
         .bind(receiver_id)
         .bind(commune)
-        .bind(online)
+        .bind(i64::from(online))
         .bind(ms(now))
         .bind(detail)
         .execute(&mut *self.tx)
@@ -205,7 +205,7 @@ impl Store {
                 Ok(ReceiverRecord {
                     receiver_id: r.try_get("receiver_id")?,
                     commune: r.try_get("commune")?,
-                    online: r.try_get("online")?,
+                    online: r.try_get::<i64, _>("online")? != 0,
                     last_seen: from_ms(r.try_get("last_seen_ms")?)?,
                     detail: r.try_get("detail")?,
                 })

@@ -109,7 +109,7 @@ impl Store {
         .bind(json_list(&r.trusted_keys))
         .bind(&r.firmware)
         .bind(ms(r.registered))
-        .bind(r.drills)
+        .bind(i64::from(r.drills))
         .execute(&self.pool)
         .await?;
         Ok(done.rows_affected() == 1)
@@ -143,7 +143,7 @@ impl Store {
             .map(|r| {
                 Ok(FleetRecord {
                     receiver: registered(r)?,
-                    online: r.try_get("online")?,
+                    online: r.try_get::<Option<i64>, _>("online")?.map(|o| o != 0),
                     last_seen: from_ms_opt(r.try_get("last_seen_ms")?)?,
                     last_heartbeat: r.try_get("detail")?,
                     last_receipt: from_ms_opt(r.try_get("last_receipt_ms")?)?,
@@ -385,7 +385,7 @@ impl Tx<'_> {
             .bind(ms(now))
             .bind(ms(now - crate::ONLINE_WITHIN))
             .bind(commune)
-            .bind(drill)
+            .bind(i64::from(drill))
             .execute(&mut *self.tx)
             .await?;
             sqlx::query(
@@ -436,7 +436,7 @@ impl Tx<'_> {
     }
 }
 
-fn registered(r: &sqlx::sqlite::SqliteRow) -> Result<RegisteredReceiver> {
+fn registered(r: &sqlx::any::AnyRow) -> Result<RegisteredReceiver> {
     let keys: String = r.try_get("trusted_keys")?;
     Ok(RegisteredReceiver {
         receiver_id: r.try_get("receiver_id")?,

@@ -22,7 +22,7 @@ pub struct SourceHealth {
     pub next_poll: Option<DateTime<Utc>>,
 }
 
-fn from_row(r: &sqlx::sqlite::SqliteRow) -> Result<SourceHealth> {
+fn from_row(r: &sqlx::any::AnyRow) -> Result<SourceHealth> {
     Ok(SourceHealth {
         id: r.try_get("id")?,
         url: r.try_get("url")?,

@@ -22,7 +22,7 @@ pub struct UserRecord {
 
 const USER_COLUMNS: &str = "id, username, role, password_hash, created_ms, disabled_ms, failed_logins, locked_until_ms, last_login_ms";
 
-fn user(r: &sqlx::sqlite::SqliteRow) -> Result<UserRecord> {
+fn user(r: &sqlx::any::AnyRow) -> Result<UserRecord> {
     Ok(UserRecord {
         id: r.try_get("id")?,
         username: r.try_get("username")?,

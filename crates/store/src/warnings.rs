@@ -54,7 +54,7 @@ pub struct NotificationRecord {
 const COLUMNS: &str = "id, state, author, updates, prewarning_id, draft, needs_approval, approval_reason,
     override_reason, submitted_ms, reviewed_by, reviewed_ms, review_note, alert_id, created_ms, updated_ms, version";
 
-fn record(r: &sqlx::sqlite::SqliteRow) -> Result<WarningRecord> {
+fn record(r: &sqlx::any::AnyRow) -> Result<WarningRecord> {
     Ok(WarningRecord {
         id: r.try_get("id")?,
         state: r.try_get("state")?,

@@ -841,3 +841,17 @@ async fn a_database_of_the_previous_release_upgrades_with_its_data_intact() {
     assert_eq!(again.get_alert("old-1").await.unwrap().unwrap().headline, "Lũ");
     assert!(Store::schema_version() > PREVIOUS_RELEASE_SCHEMA);
 }
+
+#[tokio::test]
+async fn every_connection_is_durable_wal_with_foreign_keys() {
+    let (_dir, store) = open().await;
+    // Several at once, so that more than one pooled connection is asked.
+    let (a, b, c) = tokio::join!(store.pragmas(), store.pragmas(), store.pragmas());
+    for p in [a, b, c] {
+        assert_eq!(
+            p.unwrap(),
+            ("wal".to_owned(), 2, 1),
+            "journal_mode, synchronous = FULL, foreign_keys"
+        );
+    }
+}
