@@ -9,7 +9,6 @@ use axum::body::Bytes;
 use axum::extract::{Path, State};
 use axum::http::{HeaderMap, StatusCode};
 use chrono::{DateTime, Utc};
-use ingest::warnings::Submitted;
 use serde::Serialize;
 use serde_json::{Value, json};
 
@@ -210,32 +209,7 @@ pub async fn confirm(
             return Err(warning_error(e));
         }
     };
-    let warning = state
-        .store
-        .get_warning(&warning_id)
-        .await?
-        .ok_or_else(|| ApiError::internal("the warning just written is gone"))?
-        .into();
-    Ok(match done {
-        Submitted::Pending(_) => (
-            StatusCode::ACCEPTED,
-            Json(IssuedDto {
-                warning,
-                alert_id: None,
-                msg_type: None,
-                references: vec![],
-            }),
-        ),
-        Submitted::Issued(alert) => (
-            StatusCode::CREATED,
-            Json(IssuedDto {
-                warning,
-                alert_id: Some(alert.id.to_string()),
-                msg_type: Some(alert.msg_type.code().to_owned()),
-                references: vec![],
-            }),
-        ),
-    })
+    crate::warnings::submitted(&state, &warning_id, done).await
 }
 
 /// `POST /api/v1/prewarnings/{id}/dismiss` with `{"reason": "..."}`.

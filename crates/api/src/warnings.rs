@@ -325,6 +325,19 @@ pub struct IssuedDto {
     pub references: Vec<String>,
 }
 
+/// The answer to a submit (or a confirm, which submits): 201 with the alert when it was
+/// issued at once, 202 when it waits for a second person.
+pub(crate) async fn submitted(
+    state: &AppState,
+    id: &str,
+    done: Submitted,
+) -> Result<(StatusCode, Json<IssuedDto>), ApiError> {
+    Ok(match done {
+        Submitted::Pending(_) => (StatusCode::ACCEPTED, Json(issued(state, id, None).await?)),
+        Submitted::Issued(alert) => (StatusCode::CREATED, Json(issued(state, id, Some(&alert)).await?)),
+    })
+}
+
 async fn issued(state: &AppState, id: &str, alert: Option<&domain::Alert>) -> Result<IssuedDto, ApiError> {
     Ok(IssuedDto {
         warning: load(state, id).await?.into(),
@@ -357,13 +370,7 @@ pub async fn submit(
         .submit_warning(&w, &draft, &caller.label, override_reason.as_deref(), Utc::now())
         .await
         .map_err(warning_error)?;
-    match done {
-        Submitted::Pending(_) => Ok((StatusCode::ACCEPTED, Json(issued(&state, &id, None).await?))),
-        Submitted::Issued(alert) => Ok((
-            StatusCode::CREATED,
-            Json(issued(&state, &id, Some(&alert)).await?),
-        )),
-    }
+    submitted(&state, &id, done).await
 }
 
 /// `POST /api/v1/warnings/{id}/approve`, optionally `{"note": "..."}`: a second person
