@@ -943,6 +943,8 @@ async fn forecasts_and_a_second_water_level_provider_reach_the_rules_and_bulleti
                     && v.iter()
                         .any(|x| x["id"] == "om-bad" && x["last_error"].is_string())
                     && v.iter().any(|x| x["id"] == "usgs" && x["accepted"] == 2)
+                    // The forecast's 184 values are written after its poll returns.
+                    && v.iter().any(|x| x["id"] == "om" && x["last_success"].is_string())
             })
         })
         .await
