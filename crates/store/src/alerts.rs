@@ -146,7 +146,7 @@ impl Tx<'_> {
     ) -> Result<bool> {
         let done = sqlx::query(
             "INSERT INTO observations (station, parameter, value, observed_ms, received_ms, source, status)
-             VALUES (?, ?, ?, ?, ?, ?, ?) ON CONFLICT DO NOTHING",
+             VALUES ($1, $2, $3, $4, $5, $6, $7) ON CONFLICT DO NOTHING",
         )
         .bind(observation.station().as_str())
         .bind(observation.parameter().code())
@@ -171,7 +171,7 @@ impl Tx<'_> {
     ) -> Result<Option<(f64, DateTime<Utc>)>> {
         let row = sqlx::query(
             "SELECT value, observed_ms FROM observations
-             WHERE station = ? AND parameter = ? AND status = ? AND observed_ms < ?
+             WHERE station = $1 AND parameter = $2 AND status = $3 AND observed_ms < $4
              ORDER BY observed_ms DESC LIMIT 1",
         )
         .bind(station.as_str())
@@ -194,7 +194,7 @@ impl Tx<'_> {
         after: DateTime<Utc>,
     ) -> Result<bool> {
         let row = sqlx::query(
-            "SELECT EXISTS (SELECT 1 FROM observations WHERE station = ? AND parameter = ? AND status = ? AND observed_ms > ?) AS newer",
+            "SELECT CASE WHEN EXISTS (SELECT 1 FROM observations WHERE station = $1 AND parameter = $2 AND status = $3 AND observed_ms > $4) THEN 1 ELSE 0 END AS newer",
         )
         .bind(station.as_str())
         .bind(parameter)
@@ -217,7 +217,7 @@ impl Tx<'_> {
     ) -> Result<Vec<(String, Option<i64>)>> {
         let rows = sqlx::query(
             "SELECT id, alarm_level FROM alerts
-             WHERE station = ? AND hazard = ? AND status = ? AND expires_ms > ? AND msg_type <> 'Cancel'
+             WHERE station = $1 AND hazard = $2 AND status = $3 AND expires_ms > $4 AND msg_type <> 'Cancel'
              ORDER BY created_ms, id",
         )
         .bind(station.as_str())
@@ -233,7 +233,7 @@ impl Tx<'_> {
 
     /// Keeps an alert off SMS (its officer chose loudspeakers only).
     pub async fn alert_without_sms(&mut self, alert_id: &str) -> Result<()> {
-        sqlx::query("UPDATE alerts SET sms = 0 WHERE id = ?")
+        sqlx::query("UPDATE alerts SET sms = 0 WHERE id = $1")
             .bind(alert_id)
             .execute(&mut *self.tx)
             .await?;
@@ -251,6 +251,13 @@ impl Tx<'_> {
         deliveries: &[NewDelivery],
         now: DateTime<Utc>,
     ) -> Result<()> {
+        if self.backend == crate::Backend::Postgres {
+            // Sent when this transaction commits: idle workers of every instance wake.
+            sqlx::query("SELECT pg_notify($1, '')")
+                .bind(crate::OUTBOX_CHANNEL)
+                .execute(&mut *self.tx)
+                .await?;
+        }
         let (origin_kind, origin_detail) = match &alert.origin {
             AlertOrigin::Computed { rule_id } => ("computed", rule_id.as_str()),
             AlertOrigin::Officer { user } => ("officer", user.as_str()),
@@ -261,7 +268,7 @@ impl Tx<'_> {
                 risk_level, alarm_level, station, class, communes, sent_ms, effective_ms, expires_ms,
                 headline, description, instruction, repeat_times, repeat_interval_s, provisional,
                 payload, key_id, sig, created_ms, text_en)
-             VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+             VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15, $16, $17, $18, $19, $20, $21, $22, $23, $24, $25, $26, $27)",
         )
         .bind(alert.id.as_str())
         .bind(alert.province.as_str())
@@ -298,7 +305,7 @@ impl Tx<'_> {
         for d in deliveries {
             sqlx::query(
                 "INSERT INTO deliveries (alert_id, commune, topic, priority, state, next_attempt_ms)
-                 VALUES (?, ?, ?, ?, 'queued', ?)",
+                 VALUES ($1, $2, $3, $4, 'queued', $5)",
             )
             .bind(alert.id.as_str())
             .bind(&d.commune)
@@ -334,13 +341,14 @@ impl Store {
     pub async fn find_alerts(&self, f: &AlertFilter, limit: i64) -> Result<Vec<(AlertRecord, (i64, i64))>> {
         let sql = format!(
             "SELECT {ALERT_COLUMNS}, rowid AS row_id FROM alerts
-             WHERE (?1 IS NULL OR status = ?1) AND (?2 IS NULL OR hazard = ?2)
-               AND (?3 IS NULL OR risk_level = ?3)
-               AND (?4 IS NULL OR EXISTS (SELECT 1 FROM json_each(alerts.communes) c WHERE c.value = ?4))
-               AND (?5 IS NULL OR msg_type = ?5)
-               AND (?6 IS NULL OR sent_ms >= ?6) AND (?7 IS NULL OR sent_ms < ?7)
-               AND (?8 IS NULL OR created_ms < ?8 OR (created_ms = ?8 AND rowid < ?9))
-             ORDER BY created_ms DESC, rowid DESC LIMIT ?10"
+             WHERE ($1 IS NULL OR status = $1) AND ($2 IS NULL OR hazard = $2)
+               AND ($3 IS NULL OR risk_level = $3)
+               AND ($4 IS NULL OR EXISTS (SELECT 1 FROM {communes} WHERE c.value = $4))
+               AND ($5 IS NULL OR msg_type = $5)
+               AND ($6 IS NULL OR sent_ms >= $6) AND ($7 IS NULL OR sent_ms < $7)
+               AND ($8 IS NULL OR created_ms < $8 OR (created_ms = $8 AND rowid < $9))
+             ORDER BY created_ms DESC, rowid DESC LIMIT $10",
+            communes = self.backend.json_each("alerts.communes", "c")
         );
         let rows = sqlx::query(sqlx::AssertSqlSafe(sql))
             .bind(&f.status)
@@ -370,9 +378,9 @@ impl Store {
     pub async fn live_public_alerts(&self, now: DateTime<Utc>, limit: i64) -> Result<Vec<AlertRecord>> {
         let sql = format!(
             "SELECT {ALERT_COLUMNS} FROM alerts
-             WHERE status = 'Actual' AND expires_ms > ?
+             WHERE status = 'Actual' AND expires_ms > $1
                AND NOT EXISTS (SELECT 1 FROM alert_refs x WHERE x.refers_to = alerts.id)
-             ORDER BY sent_ms DESC, id LIMIT ?"
+             ORDER BY sent_ms DESC, id LIMIT $2"
         );
         let rows = sqlx::query(sqlx::AssertSqlSafe(sql))
             .bind(ms(now))
@@ -383,7 +391,7 @@ impl Store {
     }
 
     pub async fn get_alert(&self, id: &str) -> Result<Option<AlertRecord>> {
-        let sql = format!("SELECT {ALERT_COLUMNS} FROM alerts WHERE id = ?");
+        let sql = format!("SELECT {ALERT_COLUMNS} FROM alerts WHERE id = $1");
         let row = sqlx::query(sqlx::AssertSqlSafe(sql))
             .bind(id)
             .fetch_optional(&self.pool)

@@ -97,7 +97,7 @@ impl crate::Tx<'_> {
         let hash = audit_hash(&prev_hash, id, at_ms, actor, action, target, &detail);
         sqlx::query(
             "INSERT INTO audit_log (id, at_ms, actor, action, target, detail, prev_hash, hash)
-             VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
+             VALUES ($1, $2, $3, $4, $5, $6, $7, $8)",
         )
         .bind(id)
         .bind(at_ms)
@@ -152,7 +152,7 @@ impl Store {
     /// Row `id`, if it exists.
     pub async fn audit_row(&self, id: i64) -> Result<Option<AuditRecord>> {
         let row = sqlx::query(
-            "SELECT id, at_ms, actor, action, target, detail, prev_hash, hash FROM audit_log WHERE id = ?",
+            "SELECT id, at_ms, actor, action, target, detail, prev_hash, hash FROM audit_log WHERE id = $1",
         )
         .bind(id)
         .fetch_optional(&self.pool)
@@ -176,7 +176,7 @@ impl Store {
     pub async fn list_audit(&self, limit: i64) -> Result<Vec<AuditRecord>> {
         let rows = sqlx::query(
             "SELECT id, at_ms, actor, action, target, detail, prev_hash, hash FROM audit_log
-             ORDER BY id DESC LIMIT ?",
+             ORDER BY id DESC LIMIT $1",
         )
         .bind(limit)
         .fetch_all(&self.pool)

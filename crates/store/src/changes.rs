@@ -85,7 +85,7 @@ impl Store {
         let mut skipped = Vec::new();
         let rows = sqlx::query(
             "SELECT rowid, id, msg_type, status, hazard, risk_level, class, communes, origin_kind, sent_ms
-             FROM alerts WHERE rowid > ? ORDER BY rowid LIMIT ?",
+             FROM alerts WHERE rowid > $1 ORDER BY rowid LIMIT $2",
         )
         .bind(cursor.alert)
         .bind(limit)
@@ -112,7 +112,7 @@ impl Store {
         }
         let rows = sqlx::query(
             "SELECT id, alert_id, receiver_id, commune, status, reason, receiver_ms FROM receipts
-             WHERE id > ? ORDER BY id LIMIT ?",
+             WHERE id > $1 ORDER BY id LIMIT $2",
         )
         .bind(cursor.receipt)
         .bind(limit)
@@ -135,7 +135,7 @@ impl Store {
             }
         }
         let rows = sqlx::query(
-            "SELECT id, actor, action, target, at_ms FROM audit_log WHERE id > ? ORDER BY id LIMIT ?",
+            "SELECT id, actor, action, target, at_ms FROM audit_log WHERE id > $1 ORDER BY id LIMIT $2",
         )
         .bind(cursor.audit)
         .bind(limit)
@@ -157,7 +157,7 @@ impl Store {
             }
         }
         let rows = sqlx::query(
-            "SELECT id, hazard, commune, level, at_ms, action FROM assessments WHERE id > ? ORDER BY id LIMIT ?",
+            "SELECT id, hazard, commune, level, at_ms, action FROM assessments WHERE id > $1 ORDER BY id LIMIT $2",
         )
         .bind(cursor.assessment)
         .bind(limit)

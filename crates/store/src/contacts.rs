@@ -20,14 +20,14 @@ pub struct ContactRecord {
 impl Tx<'_> {
     /// Adds or replaces the entry for its phone number. Returns true if it was new.
     pub async fn upsert_contact(&mut self, c: &ContactRecord) -> Result<bool> {
-        let existed = sqlx::query("SELECT 1 FROM contacts WHERE phone = ?")
+        let existed = sqlx::query("SELECT 1 FROM contacts WHERE phone = $1")
             .bind(&c.phone)
             .fetch_optional(&mut *self.tx)
             .await?
             .is_some();
         sqlx::query(
             "INSERT INTO contacts (phone, name, commune, role, language, opted_out, updated_ms)
-             VALUES (?, ?, ?, ?, ?, ?, ?)
+             VALUES ($1, $2, $3, $4, $5, $6, $7)
              ON CONFLICT (phone) DO UPDATE SET name = excluded.name, commune = excluded.commune,
                 role = excluded.role, language = excluded.language, opted_out = excluded.opted_out,
                 updated_ms = excluded.updated_ms",
@@ -50,7 +50,7 @@ impl Store {
     pub async fn list_contacts(&self, commune: Option<&str>, limit: i64) -> Result<Vec<ContactRecord>> {
         let rows = sqlx::query(
             "SELECT phone, name, commune, role, language, opted_out, updated_ms FROM contacts
-             WHERE (? IS NULL OR commune = ?) ORDER BY commune, name LIMIT ?",
+             WHERE ($1 IS NULL OR commune = $2) ORDER BY commune, name LIMIT $3",
         )
         .bind(commune)
         .bind(commune)

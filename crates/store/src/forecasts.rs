@@ -29,7 +29,7 @@ impl Tx<'_> {
     ) -> Result<bool> {
         let done = sqlx::query(
             "INSERT INTO forecasts (status, station, parameter, valid_ms, value, issued_ms, received_ms, source)
-             VALUES (?, ?, ?, ?, ?, ?, ?, ?)
+             VALUES ($1, $2, $3, $4, $5, $6, $7, $8)
              ON CONFLICT (status, station, parameter, valid_ms) DO UPDATE SET
                 value = excluded.value, issued_ms = excluded.issued_ms,
                 received_ms = excluded.received_ms, source = excluded.source
@@ -58,7 +58,7 @@ impl Tx<'_> {
     ) -> Result<Vec<StoredReading>> {
         let rows = sqlx::query(
             "SELECT station, parameter, valid_ms, value FROM forecasts
-             WHERE status = ? AND valid_ms > ? AND valid_ms <= ? ORDER BY valid_ms",
+             WHERE status = $1 AND valid_ms > $2 AND valid_ms <= $3 ORDER BY valid_ms",
         )
         .bind(status)
         .bind(ms(after))
@@ -79,8 +79,8 @@ impl Store {
     ) -> Result<Vec<ForecastRecord>> {
         let rows = sqlx::query(
             "SELECT station, parameter, valid_ms, value, issued_ms, source FROM forecasts
-             WHERE status = 'Actual' AND valid_ms >= ? AND (? IS NULL OR station = ?)
-             ORDER BY valid_ms, station, parameter LIMIT ?",
+             WHERE status = 'Actual' AND valid_ms >= $1 AND ($2 IS NULL OR station = $3)
+             ORDER BY valid_ms, station, parameter LIMIT $4",
         )
         .bind(ms(from))
         .bind(station)

@@ -38,7 +38,7 @@ impl Store {
         let mut tx = self.begin().await?;
         // A running claim older than ABANDONED_AFTER belonged to a process that died.
         sqlx::query(
-            "DELETE FROM idempotency_keys WHERE scope = ? AND key = ? AND state = 'running' AND created_ms < ?",
+            "DELETE FROM idempotency_keys WHERE scope = $1 AND key = $2 AND state = 'running' AND created_ms < $3",
         )
         .bind(scope)
         .bind(key)
@@ -47,7 +47,7 @@ impl Store {
         .await?;
         let inserted = sqlx::query(
             "INSERT INTO idempotency_keys (scope, key, request_sha256, state, created_ms)
-             VALUES (?, ?, ?, 'running', ?) ON CONFLICT DO NOTHING",
+             VALUES ($1, $2, $3, 'running', $4) ON CONFLICT DO NOTHING",
         )
         .bind(scope)
         .bind(key)
@@ -60,7 +60,7 @@ impl Store {
         } else {
             let r = sqlx::query(
                 "SELECT request_sha256, state, status, content_type, body FROM idempotency_keys
-                 WHERE scope = ? AND key = ?",
+                 WHERE scope = $1 AND key = $2",
             )
             .bind(scope)
             .bind(key)
@@ -92,7 +92,7 @@ impl Store {
     ) -> Result<Option<IdempotencyBegin>> {
         let r = sqlx::query(
             "SELECT request_sha256, state, status, content_type, body FROM idempotency_keys
-             WHERE scope = ? AND key = ?",
+             WHERE scope = $1 AND key = $2",
         )
         .bind(scope)
         .bind(key)
@@ -124,8 +124,8 @@ impl Store {
         body: &[u8],
     ) -> Result<()> {
         sqlx::query(
-            "UPDATE idempotency_keys SET state = 'done', status = ?, content_type = ?, body = ?
-             WHERE scope = ? AND key = ? AND state = 'running'",
+            "UPDATE idempotency_keys SET state = 'done', status = $1, content_type = $2, body = $3
+             WHERE scope = $4 AND key = $5 AND state = 'running'",
         )
         .bind(i64::from(status))
         .bind(content_type)
@@ -140,7 +140,7 @@ impl Store {
     /// Lets go of `key` without a response to keep (the request failed before it acted),
     /// so that a retry runs.
     pub async fn idempotency_abandon(&self, scope: &str, key: &str) -> Result<()> {
-        sqlx::query("DELETE FROM idempotency_keys WHERE scope = ? AND key = ? AND state = 'running'")
+        sqlx::query("DELETE FROM idempotency_keys WHERE scope = $1 AND key = $2 AND state = 'running'")
             .bind(scope)
             .bind(key)
             .execute(&self.pool)
@@ -150,7 +150,7 @@ impl Store {
 
     /// Forgets keys older than `before` (kept a day: a retry comes within minutes).
     pub async fn idempotency_prune(&self, before: DateTime<Utc>) -> Result<u64> {
-        let done = sqlx::query("DELETE FROM idempotency_keys WHERE created_ms < ? AND state = 'done'")
+        let done = sqlx::query("DELETE FROM idempotency_keys WHERE created_ms < $1 AND state = 'done'")
             .bind(ms(before))
             .execute(&self.pool)
             .await?;

@@ -82,7 +82,7 @@ impl Tx<'_> {
     pub async fn insert_bulletin(&mut self, b: &BulletinRecord, now: DateTime<Utc>) -> Result<bool> {
         let done = sqlx::query(
             "INSERT INTO bulletins (identifier, status, sender, hazard, level, communes, effective_ms, expires_ms,
-                received_ms) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?) ON CONFLICT DO NOTHING",
+                received_ms) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9) ON CONFLICT DO NOTHING",
         )
         .bind(&b.identifier)
         .bind(&b.status)
@@ -103,7 +103,7 @@ impl Tx<'_> {
         let mut n = 0;
         for id in identifiers {
             let done = sqlx::query(
-                "UPDATE bulletins SET replaced_ms = ? WHERE identifier = ? AND replaced_ms IS NULL",
+                "UPDATE bulletins SET replaced_ms = $1 WHERE identifier = $2 AND replaced_ms IS NULL",
             )
             .bind(ms(now))
             .bind(id)
@@ -118,7 +118,7 @@ impl Tx<'_> {
     pub async fn live_bulletins(&mut self, status: &str, now: DateTime<Utc>) -> Result<Vec<BulletinRecord>> {
         let rows = sqlx::query(
             "SELECT identifier, status, sender, hazard, level, communes, effective_ms, expires_ms FROM bulletins
-             WHERE status = ?1 AND replaced_ms IS NULL AND effective_ms <= ?2 AND expires_ms > ?2 ORDER BY effective_ms",
+             WHERE status = $1 AND replaced_ms IS NULL AND effective_ms <= $2 AND expires_ms > $2 ORDER BY effective_ms",
         )
         .bind(status)
         .bind(ms(now))
@@ -144,7 +144,7 @@ impl Tx<'_> {
     pub async fn readings_since(&mut self, status: &str, since: DateTime<Utc>) -> Result<Vec<StoredReading>> {
         let rows = sqlx::query(
             "SELECT station, parameter, observed_ms, value FROM observations
-             WHERE status = ? AND observed_ms >= ? ORDER BY observed_ms",
+             WHERE status = $1 AND observed_ms >= $2 ORDER BY observed_ms",
         )
         .bind(status)
         .bind(ms(since))
@@ -156,7 +156,7 @@ impl Tx<'_> {
     pub async fn record_assessment(&mut self, a: &NewAssessment<'_>) -> Result<()> {
         sqlx::query(
             "INSERT INTO assessments (status, at_ms, hazard, commune, transition, level, action, official,
-                source, rules, detail, alert_id) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+                source, rules, detail, alert_id) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12)",
         )
         .bind(a.status)
         .bind(ms(a.at))
@@ -175,7 +175,7 @@ impl Tx<'_> {
         match a.level {
             Some(level) => {
                 sqlx::query(
-                    "INSERT INTO area_levels (status, hazard, commune, level, since_ms) VALUES (?, ?, ?, ?, ?)
+                    "INSERT INTO area_levels (status, hazard, commune, level, since_ms) VALUES ($1, $2, $3, $4, $5)
                      ON CONFLICT (status, hazard, commune) DO UPDATE SET level = excluded.level,
                         since_ms = excluded.since_ms",
                 )
@@ -188,7 +188,7 @@ impl Tx<'_> {
                 .await?;
             }
             None => {
-                sqlx::query("DELETE FROM area_levels WHERE status = ? AND hazard = ? AND commune = ?")
+                sqlx::query("DELETE FROM area_levels WHERE status = $1 AND hazard = $2 AND commune = $3")
                     .bind(a.status)
                     .bind(a.hazard)
                     .bind(a.commune)
@@ -204,7 +204,7 @@ impl Store {
     /// The current levels of a series, as (hazard, commune, level).
     pub async fn area_levels(&self, status: &str) -> Result<Vec<(String, String, i64)>> {
         let rows = sqlx::query(
-            "SELECT hazard, commune, level FROM area_levels WHERE status = ? ORDER BY commune, hazard",
+            "SELECT hazard, commune, level FROM area_levels WHERE status = $1 ORDER BY commune, hazard",
         )
         .bind(status)
         .fetch_all(&self.pool)
@@ -216,7 +216,7 @@ impl Store {
 
     /// The most recent transitions, newest first.
     pub async fn list_assessments(&self, limit: i64) -> Result<Vec<AssessmentRecord>> {
-        let sql = format!("SELECT {ASSESSMENT_COLUMNS} FROM assessments ORDER BY id DESC LIMIT ?");
+        let sql = format!("SELECT {ASSESSMENT_COLUMNS} FROM assessments ORDER BY id DESC LIMIT $1");
         let rows = sqlx::query(sqlx::AssertSqlSafe(sql))
             .bind(limit)
             .fetch_all(&self.pool)
@@ -225,7 +225,7 @@ impl Store {
     }
 
     pub async fn get_assessment(&self, id: i64) -> Result<Option<AssessmentRecord>> {
-        let sql = format!("SELECT {ASSESSMENT_COLUMNS} FROM assessments WHERE id = ?");
+        let sql = format!("SELECT {ASSESSMENT_COLUMNS} FROM assessments WHERE id = $1");
         let row = sqlx::query(sqlx::AssertSqlSafe(sql))
             .bind(id)
             .fetch_optional(&self.pool)
@@ -241,7 +241,7 @@ impl Store {
              WHERE a.action = 'pre-warning' AND a.status = 'Actual' AND a.level IS NOT NULL
                AND NOT EXISTS (SELECT 1 FROM warnings w WHERE w.prewarning_id = a.id AND w.state <> 'discarded')
                AND NOT EXISTS (SELECT 1 FROM prewarning_dismissals d WHERE d.assessment_id = a.id)
-             ORDER BY a.id DESC LIMIT ?"
+             ORDER BY a.id DESC LIMIT $1"
         );
         let rows = sqlx::query(sqlx::AssertSqlSafe(sql))
             .bind(limit)

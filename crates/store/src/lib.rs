@@ -1,5 +1,6 @@
 //! Persistence: observations, alerts with their outbox of deliveries, receipts,
-//! receivers, API tokens and refused inputs, on SQLite (the embedded default).
+//! receivers, API tokens and refused inputs, on SQLite (the embedded default, one
+//! process) or PostgreSQL (several instances), chosen by the URL ([`Backend`]).
 //!
 //! Only this crate uses sqlx. It holds no business rules: callers decide what an alert
 //! says and when a delivery is due; the store makes each write atomic and each claim
@@ -27,7 +28,7 @@ mod warnings;
 use chrono::{DateTime, TimeZone, Utc};
 use sqlx::any::{AnyPoolOptions, install_default_drivers};
 use sqlx::migrate::{Migration, MigrationType, Migrator};
-use sqlx::{Any, AnyPool, Executor, Transaction};
+use sqlx::{Any, AnyConnection, AnyPool, Connection, Executor, Transaction};
 
 pub use alerts::{AlertFilter, AlertRecord, NewDelivery, SignedPayload};
 pub use audit::{AuditRecord, AuditVerdict, audit_hash};
@@ -72,11 +73,15 @@ pub const ONLINE_WITHIN: chrono::Duration = chrono::Duration::minutes(3);
 #[derive(Clone, Debug)]
 pub struct Store {
     pool: AnyPool,
+    backend: Backend,
+    /// For connections of their own (advisory locks held for a task's life).
+    url: std::sync::Arc<str>,
 }
 
 /// An open write transaction. Dropping it without [`Tx::commit`] rolls everything back.
 pub struct Tx<'a> {
     tx: Transaction<'a, Any>,
+    backend: Backend,
 }
 
 impl Tx<'_> {
@@ -86,121 +91,222 @@ impl Tx<'_> {
     }
 }
 
-fn migrator() -> Migrator {
-    let sql = |s: &'static str| sqlx::SqlSafeStr::into_sql_str(s);
-    Migrator::with_migrations(vec![
-        Migration::new(
-            1,
-            "init".into(),
-            MigrationType::Simple,
-            sql(include_str!("../migrations/sqlite/0001_init.sql")),
-            false,
-        ),
-        Migration::new(
-            2,
-            "assessments".into(),
-            MigrationType::Simple,
-            sql(include_str!("../migrations/sqlite/0002_assessments.sql")),
-            false,
-        ),
-        Migration::new(
-            3,
-            "bulletins".into(),
-            MigrationType::Simple,
-            sql(include_str!("../migrations/sqlite/0003_bulletins.sql")),
-            false,
-        ),
-        Migration::new(
-            4,
-            "token stations".into(),
-            MigrationType::Simple,
-            sql(include_str!("../migrations/sqlite/0004_token_stations.sql")),
-            false,
-        ),
-        Migration::new(
-            5,
-            "sources".into(),
-            MigrationType::Simple,
-            sql(include_str!("../migrations/sqlite/0005_sources.sql")),
-            false,
-        ),
-        Migration::new(
-            6,
-            "forecasts".into(),
-            MigrationType::Simple,
-            sql(include_str!("../migrations/sqlite/0006_forecasts.sql")),
-            false,
-        ),
-        Migration::new(
-            7,
-            "receiver registry".into(),
-            MigrationType::Simple,
-            sql(include_str!("../migrations/sqlite/0007_registry.sql")),
-            false,
-        ),
-        Migration::new(
-            8,
-            "receipt reasons".into(),
-            MigrationType::Simple,
-            sql(include_str!("../migrations/sqlite/0008_receipt_reasons.sql")),
-            false,
-        ),
-        Migration::new(
-            9,
-            "contacts".into(),
-            MigrationType::Simple,
-            sql(include_str!("../migrations/sqlite/0009_contacts.sql")),
-            false,
-        ),
-        Migration::new(
-            10,
-            "sms".into(),
-            MigrationType::Simple,
-            sql(include_str!("../migrations/sqlite/0010_sms.sql")),
-            false,
-        ),
-        Migration::new(
-            11,
-            "users".into(),
-            MigrationType::Simple,
-            sql(include_str!("../migrations/sqlite/0011_users.sql")),
-            false,
-        ),
-        Migration::new(
-            12,
-            "audit".into(),
-            MigrationType::Simple,
-            sql(include_str!("../migrations/sqlite/0012_audit.sql")),
-            false,
-        ),
-        Migration::new(
-            13,
-            "warnings".into(),
-            MigrationType::Simple,
-            sql(include_str!("../migrations/sqlite/0013_warnings.sql")),
-            false,
-        ),
-    ])
+/// Each backend's migration history: (version, description, SQL). The two histories
+/// have the same versions, and after version N the same tables and columns.
+const SQLITE_MIGRATIONS: &[(i64, &str, &str)] = &[
+    (1, "init", include_str!("../migrations/sqlite/0001_init.sql")),
+    (
+        2,
+        "assessments",
+        include_str!("../migrations/sqlite/0002_assessments.sql"),
+    ),
+    (
+        3,
+        "bulletins",
+        include_str!("../migrations/sqlite/0003_bulletins.sql"),
+    ),
+    (
+        4,
+        "token stations",
+        include_str!("../migrations/sqlite/0004_token_stations.sql"),
+    ),
+    (
+        5,
+        "sources",
+        include_str!("../migrations/sqlite/0005_sources.sql"),
+    ),
+    (
+        6,
+        "forecasts",
+        include_str!("../migrations/sqlite/0006_forecasts.sql"),
+    ),
+    (
+        7,
+        "receiver registry",
+        include_str!("../migrations/sqlite/0007_registry.sql"),
+    ),
+    (
+        8,
+        "receipt reasons",
+        include_str!("../migrations/sqlite/0008_receipt_reasons.sql"),
+    ),
+    (
+        9,
+        "contacts",
+        include_str!("../migrations/sqlite/0009_contacts.sql"),
+    ),
+    (10, "sms", include_str!("../migrations/sqlite/0010_sms.sql")),
+    (11, "users", include_str!("../migrations/sqlite/0011_users.sql")),
+    (12, "audit", include_str!("../migrations/sqlite/0012_audit.sql")),
+    (
+        13,
+        "warnings",
+        include_str!("../migrations/sqlite/0013_warnings.sql"),
+    ),
+];
+
+const POSTGRES_MIGRATIONS: &[(i64, &str, &str)] = &[
+    (1, "init", include_str!("../migrations/postgres/0001_init.sql")),
+    (
+        2,
+        "assessments",
+        include_str!("../migrations/postgres/0002_assessments.sql"),
+    ),
+    (
+        3,
+        "bulletins",
+        include_str!("../migrations/postgres/0003_bulletins.sql"),
+    ),
+    (
+        4,
+        "token stations",
+        include_str!("../migrations/postgres/0004_token_stations.sql"),
+    ),
+    (
+        5,
+        "sources",
+        include_str!("../migrations/postgres/0005_sources.sql"),
+    ),
+    (
+        6,
+        "forecasts",
+        include_str!("../migrations/postgres/0006_forecasts.sql"),
+    ),
+    (
+        7,
+        "receiver registry",
+        include_str!("../migrations/postgres/0007_registry.sql"),
+    ),
+    (
+        8,
+        "receipt reasons",
+        include_str!("../migrations/postgres/0008_receipt_reasons.sql"),
+    ),
+    (
+        9,
+        "contacts",
+        include_str!("../migrations/postgres/0009_contacts.sql"),
+    ),
+    (10, "sms", include_str!("../migrations/postgres/0010_sms.sql")),
+    (11, "users", include_str!("../migrations/postgres/0011_users.sql")),
+    (12, "audit", include_str!("../migrations/postgres/0012_audit.sql")),
+    (
+        13,
+        "warnings",
+        include_str!("../migrations/postgres/0013_warnings.sql"),
+    ),
+];
+
+fn migrator(backend: Backend, up_to: i64) -> Migrator {
+    let list = match backend {
+        Backend::Sqlite => SQLITE_MIGRATIONS,
+        Backend::Postgres => POSTGRES_MIGRATIONS,
+    };
+    Migrator::with_migrations(
+        list.iter()
+            .filter(|(version, ..)| *version <= up_to)
+            .map(|&(version, description, sql)| {
+                Migration::new(
+                    version,
+                    description.into(),
+                    MigrationType::Simple,
+                    sqlx::SqlSafeStr::into_sql_str(sql),
+                    false,
+                )
+            })
+            .collect(),
+    )
 }
 
-/// A pool on `url` (`sqlite://PATH`, created if missing, or `sqlite::memory:`), each
-/// connection in WAL mode with full sync, foreign keys and a 5 s busy timeout.
-async fn connect(url: &str, max: u32) -> Result<AnyPool> {
+/// The database engine behind a [`Store`], chosen by the URL's scheme.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Backend {
+    /// `sqlite://PATH` or `sqlite::memory:`: the embedded default, one process.
+    Sqlite,
+    /// `postgres://` or `postgresql://`: production, shared by several instances.
+    Postgres,
+}
+
+impl Backend {
+    /// `expr`, written so that SQLite's planner does not pick an index on it (unary `+`);
+    /// PostgreSQL's planner needs no such hint.
+    pub(crate) fn unindexed(self, expr: &str) -> String {
+        match self {
+            Self::Sqlite => format!("+{expr}"),
+            Self::Postgres => expr.to_owned(),
+        }
+    }
+
+    /// `list` (a JSON array in a TEXT column) with `value` (a text expression) appended,
+    /// as TEXT.
+    pub(crate) fn json_append(self, list: &str, value: &str) -> String {
+        match self {
+            Backend::Sqlite => format!("json_insert({list}, '$[#]', {value})"),
+            Backend::Postgres => format!("(({list})::jsonb || jsonb_build_array({value}))::text"),
+        }
+    }
+
+    /// The elements of a JSON array held in a TEXT column, as a table `alias` with one
+    /// column `value`.
+    pub(crate) fn json_each(self, expr: &str, alias: &str) -> String {
+        match self {
+            Backend::Sqlite => format!("json_each({expr}) AS {alias}"),
+            Backend::Postgres => format!("jsonb_array_elements_text(({expr})::jsonb) AS {alias}(value)"),
+        }
+    }
+
+    /// `FOR UPDATE SKIP LOCKED` on PostgreSQL, nothing on SQLite (whose write lock is
+    /// already exclusive).
+    pub(crate) fn skip_locked(self) -> &'static str {
+        match self {
+            Backend::Sqlite => "",
+            Backend::Postgres => "FOR UPDATE SKIP LOCKED",
+        }
+    }
+
+    pub fn of_url(url: &str) -> Result<Self> {
+        if url.starts_with("sqlite:") {
+            Ok(Self::Sqlite)
+        } else if url.starts_with("postgres://") || url.starts_with("postgresql://") {
+            Ok(Self::Postgres)
+        } else {
+            Err(StoreError::Open {
+                url: redact(url),
+                source: sqlx::Error::Configuration(
+                    "the database URL must start with sqlite:, postgres:// or postgresql://".into(),
+                ),
+            })
+        }
+    }
+}
+
+/// The advisory lock every PostgreSQL write transaction takes first (see [`Store::begin`]).
+const PG_WRITE_LOCK: i64 = 0x6361_6e68_6261_6f01;
+
+/// A pool on `url`. SQLite (`sqlite://PATH`, created if missing, or `sqlite::memory:`):
+/// each connection in WAL mode with full sync, foreign keys and a 5 s busy timeout.
+/// PostgreSQL: each connection's session in UTC, with a statement timeout, so a stuck
+/// lock shows as an error rather than a hang.
+async fn connect(url: &str, max: u32) -> Result<(AnyPool, Backend)> {
     install_default_drivers();
-    let url = if url.starts_with("sqlite:") && !url.contains("mode=") && !url.contains(":memory:") {
+    let backend = Backend::of_url(url)?;
+    let url = if backend == Backend::Sqlite && !url.contains("mode=") && !url.contains(":memory:") {
         format!("{url}{}mode=rwc", if url.contains('?') { '&' } else { '?' })
     } else {
         url.to_owned()
     };
-    AnyPoolOptions::new()
+    let setup = match backend {
+        Backend::Sqlite => {
+            "PRAGMA journal_mode = WAL; PRAGMA synchronous = FULL; \
+             PRAGMA foreign_keys = ON; PRAGMA busy_timeout = 5000;"
+        }
+        Backend::Postgres => "SET TIME ZONE 'UTC'; SET statement_timeout = '30s';",
+    };
+    let pool = AnyPoolOptions::new()
         .max_connections(max)
-        .after_connect(|conn, _| {
+        .after_connect(move |conn, _| {
             Box::pin(async move {
-                conn.execute(
-                    "PRAGMA journal_mode = WAL; PRAGMA synchronous = FULL; \
-                     PRAGMA foreign_keys = ON; PRAGMA busy_timeout = 5000;",
-                )
-                .await?;
+                conn.execute(setup).await?;
                 Ok(())
             })
         })
@@ -209,41 +315,45 @@ async fn connect(url: &str, max: u32) -> Result<AnyPool> {
         .map_err(|source| StoreError::Open {
             url: redact(&url),
             source,
-        })
+        })?;
+    Ok((pool, backend))
 }
 
 impl Store {
-    /// Opens (creating if missing) an SQLite database in WAL mode and applies migrations.
-    /// `url` is `sqlite://PATH` or `sqlite::memory:`.
+    /// Opens the database at `url` and applies migrations: `sqlite://PATH` (created if
+    /// missing) or `sqlite::memory:`, or `postgres://USER@HOST/DB`.
     pub async fn open(url: &str) -> Result<Self> {
         // An in-memory database exists once per connection: keep exactly one.
         let max = if url.contains(":memory:") { 1 } else { 8 };
-        let pool = connect(url, max).await?;
-        migrator().run(&pool).await?;
-        Ok(Self { pool })
+        let (pool, backend) = connect(url, max).await?;
+        migrator(backend, i64::MAX).run(&pool).await?;
+        Ok(Self {
+            pool,
+            backend,
+            url: url.into(),
+        })
     }
 
     /// The newest schema version this build migrates to.
     pub fn schema_version() -> i64 {
-        migrator().iter().map(|m| m.version).max().unwrap_or(0)
+        SQLITE_MIGRATIONS.iter().map(|m| m.0).max().unwrap_or(0)
+    }
+
+    pub fn backend(&self) -> Backend {
+        self.backend
     }
 
     /// Opens a database migrated only up to `version`: an earlier release's schema, for
     /// upgrade tests. Nothing but a test should call it.
     #[doc(hidden)]
     pub async fn open_at_schema(url: &str, version: i64) -> Result<AnyPool> {
-        let pool = connect(url, 1).await?;
-        let older: Vec<Migration> = migrator()
-            .iter()
-            .filter(|m| m.version <= version)
-            .cloned()
-            .collect();
-        Migrator::with_migrations(older).run(&pool).await?;
+        let (pool, backend) = connect(url, 1).await?;
+        migrator(backend, version).run(&pool).await?;
         Ok(pool)
     }
 
-    /// The durability settings of a pooled connection: (journal mode, synchronous, foreign
-    /// keys), for a test to check that every connection gets them.
+    /// The durability settings of a pooled SQLite connection: (journal mode, synchronous,
+    /// foreign keys), for a test to check that every connection gets them.
     #[doc(hidden)]
     pub async fn pragmas(&self) -> Result<(String, i64, i64)> {
         use sqlx::Row;
@@ -269,22 +379,154 @@ impl Store {
         Ok(())
     }
 
+    /// A write transaction. Writers take turns, on both engines: SQLite's `BEGIN
+    /// IMMEDIATE` takes the write lock up front (so two writers never deadlock on a
+    /// read-then-write upgrade), and on PostgreSQL every write transaction first takes one
+    /// transaction-scoped advisory lock. Each write then reads what the writer before it
+    /// committed, as the store's checks (versions, the audit chain's head, outbox states)
+    /// expect. Outbox claims do not take it: they lock their rows with `SKIP LOCKED`.
     pub async fn begin(&self) -> Result<Tx<'static>> {
-        // BEGIN IMMEDIATE takes the write lock up front, so two writers never deadlock
-        // on a read-then-write upgrade.
-        let tx = self.pool.begin_with("BEGIN IMMEDIATE").await?;
-        Ok(Tx { tx })
+        let tx = match self.backend {
+            Backend::Sqlite => self.pool.begin_with("BEGIN IMMEDIATE").await?,
+            Backend::Postgres => {
+                let mut tx = self.pool.begin().await?;
+                sqlx::query("SELECT pg_advisory_xact_lock($1)")
+                    .bind(PG_WRITE_LOCK)
+                    .execute(&mut *tx)
+                    .await?;
+                tx
+            }
+        };
+        Ok(Tx {
+            tx,
+            backend: self.backend,
+        })
+    }
+
+    /// A transaction for claiming outbox rows: on SQLite the write lock, on PostgreSQL a
+    /// plain transaction whose `SELECT … FOR UPDATE SKIP LOCKED` locks only its rows.
+    pub(crate) async fn begin_claim(&self) -> Result<Transaction<'static, Any>> {
+        Ok(match self.backend {
+            Backend::Sqlite => self.pool.begin_with("BEGIN IMMEDIATE").await?,
+            Backend::Postgres => self.pool.begin().await?,
+        })
     }
 
     /// A transaction for reads (a deferred BEGIN: it takes no write lock).
     pub async fn begin_read(&self) -> Result<Tx<'static>> {
         let tx = self.pool.begin().await?;
-        Ok(Tx { tx })
+        Ok(Tx {
+            tx,
+            backend: self.backend,
+        })
     }
 
     pub async fn close(&self) {
         self.pool.close().await;
     }
+
+    /// Takes the instance-wide lock named `name` (one poller per source, among all
+    /// instances on this PostgreSQL database), or `None` while another session holds it.
+    /// It is a session advisory lock on a connection of its own, outside the pool: a
+    /// process that dies loses its connection, and PostgreSQL frees the lock at once.
+    /// On SQLite (one process) the answer is always `Some`: the caller's own local lock
+    /// is all there is.
+    pub async fn try_singleton(&self, name: &str) -> Result<Option<SingletonLock>> {
+        if self.backend == Backend::Sqlite {
+            return Ok(Some(SingletonLock { conn: None }));
+        }
+        let mut conn = AnyConnection::connect(&self.url)
+            .await
+            .map_err(|source| StoreError::Open {
+                url: redact(&self.url),
+                source,
+            })?;
+        let got: bool = sqlx::query_scalar("SELECT pg_try_advisory_lock($1)")
+            .bind(singleton_key(name))
+            .fetch_one(&mut conn)
+            .await?;
+        if got {
+            Ok(Some(SingletonLock { conn: Some(conn) }))
+        } else {
+            let _ = conn.close().await;
+            Ok(None)
+        }
+    }
+}
+
+/// The PostgreSQL notification channel on which a new alert's commit wakes the outbox
+/// workers of every instance.
+pub const OUTBOX_CHANNEL: &str = "canhbao_outbox";
+
+impl Store {
+    /// Calls `wake` whenever any instance commits a new alert, until the future is
+    /// dropped. PostgreSQL only (LISTEN/NOTIFY); on SQLite it returns at once, since one
+    /// process wakes its own workers. A broken connection is retried every second, and
+    /// `wake` is called after each reconnect, since notifications sent meanwhile are lost.
+    pub async fn listen_for_alerts(&self, wake: impl Fn()) {
+        if self.backend != Backend::Postgres {
+            return;
+        }
+        loop {
+            let listener = async {
+                let mut l = sqlx::postgres::PgListener::connect(&self.url).await?;
+                l.listen(OUTBOX_CHANNEL).await?;
+                Ok::<_, sqlx::Error>(l)
+            };
+            match listener.await {
+                Ok(mut l) => {
+                    wake();
+                    loop {
+                        match l.try_recv().await {
+                            Ok(Some(_)) => wake(),
+                            // The connection dropped; it reconnects on the next call.
+                            Ok(None) => wake(),
+                            Err(e) => {
+                                tracing::warn!(error = %e, "listening for new alerts");
+                                break;
+                            }
+                        }
+                    }
+                }
+                Err(e) => tracing::warn!(error = %e, "cannot listen for new alerts"),
+            }
+            tokio::time::sleep(std::time::Duration::from_secs(1)).await;
+        }
+    }
+}
+
+/// A held [`Store::try_singleton`] lock; dropping it closes its connection, which frees it.
+pub struct SingletonLock {
+    conn: Option<AnyConnection>,
+}
+
+impl std::fmt::Debug for SingletonLock {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("SingletonLock")
+            .field("shared", &self.conn.is_some())
+            .finish()
+    }
+}
+
+impl SingletonLock {
+    /// Whether the lock is still held: its connection still answers. A lock whose
+    /// connection broke (the database restarted) is gone, and another instance may
+    /// have it: the holder must stop and take it again.
+    pub async fn still_held(&mut self) -> bool {
+        match &mut self.conn {
+            None => true,
+            Some(conn) => conn.ping().await.is_ok(),
+        }
+    }
+}
+
+/// The advisory lock key of a singleton's name: the first 8 bytes of its SHA-256.
+fn singleton_key(name: &str) -> i64 {
+    use sha2::Digest;
+    let digest = sha2::Sha256::digest(format!("canhbao:{name}").as_bytes());
+    let mut first = [0u8; 8];
+    first.copy_from_slice(&digest[..8]);
+    i64::from_be_bytes(first)
 }
 
 /// A database URL with any password replaced, fit for errors and logs.

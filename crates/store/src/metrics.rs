@@ -26,7 +26,7 @@ impl Store {
                  WHEN EXISTS (SELECT 1 FROM alert_refs r JOIN alerts c ON c.id = r.alert_id
                               WHERE r.refers_to = a.id AND c.msg_type = 'Cancel') THEN 'cancelled'
                  WHEN EXISTS (SELECT 1 FROM alert_refs r WHERE r.refers_to = a.id) THEN 'updated'
-                 WHEN a.expires_ms <= ? THEN 'expired' ELSE 'live' END AS state,
+                 WHEN a.expires_ms <= $1 THEN 'expired' ELSE 'live' END AS state,
                  COUNT(*) AS n
              FROM alerts a GROUP BY 1, 2 ORDER BY 1, 2",
         )
@@ -60,12 +60,18 @@ impl Store {
         for (name, column) in [("received", "received_ms"), ("played", "played_ms")] {
             let buckets: Vec<String> = LATENCY_BUCKETS_S
                 .iter()
-                .map(|b| format!("COALESCE(SUM(lat <= {}), 0) AS b{b}", b * 1000))
+                .map(|b| {
+                    format!(
+                        "CAST(COALESCE(SUM(CASE WHEN lat <= {} THEN 1 ELSE 0 END), 0) AS BIGINT) AS b{b}",
+                        b * 1000
+                    )
+                })
                 .collect();
             let sql = format!(
-                "SELECT {}, COUNT(*) AS n, COALESCE(SUM(lat), 0) AS total FROM (
-                     SELECT MAX(d.{column} - a.sent_ms, 0) AS lat FROM receiver_deliveries d
-                     JOIN alerts a ON a.id = d.alert_id WHERE d.{column} IS NOT NULL)",
+                "SELECT {}, COUNT(*) AS n, CAST(COALESCE(SUM(lat), 0) AS BIGINT) AS total FROM (
+                     SELECT CASE WHEN d.{column} > a.sent_ms THEN d.{column} - a.sent_ms ELSE 0 END AS lat
+                     FROM receiver_deliveries d
+                     JOIN alerts a ON a.id = d.alert_id WHERE d.{column} IS NOT NULL) AS latencies",
                 buckets.join(", ")
             );
             let r = sqlx::query(sqlx::AssertSqlSafe(sql))

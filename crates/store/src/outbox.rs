@@ -44,16 +44,17 @@ impl Store {
         lease: Duration,
         limit: i64,
     ) -> Result<Vec<ClaimedDelivery>> {
-        let mut tx = self.pool.begin_with("BEGIN IMMEDIATE").await?;
-        let ids: Vec<i64> = sqlx::query(
-            "UPDATE deliveries SET lease_until_ms = ?1, attempts = attempts + 1
+        let mut tx = self.begin_claim().await?;
+        let ids: Vec<i64> = sqlx::query(sqlx::AssertSqlSafe(format!(
+            "UPDATE deliveries SET lease_until_ms = $1, attempts = attempts + 1
              WHERE id IN (
                 SELECT id FROM deliveries
-                WHERE state = 'queued' AND next_attempt_ms <= ?2
-                  AND (lease_until_ms IS NULL OR lease_until_ms <= ?2)
-                ORDER BY priority DESC, next_attempt_ms, id LIMIT ?3)
+                WHERE state = 'queued' AND next_attempt_ms <= $2
+                  AND (lease_until_ms IS NULL OR lease_until_ms <= $2)
+                ORDER BY priority DESC, next_attempt_ms, id LIMIT $3 {})
              RETURNING id",
-        )
+            self.backend.skip_locked()
+        )))
         .bind(ms(now + lease))
         .bind(ms(now))
         .bind(limit)
@@ -66,7 +67,7 @@ impl Store {
         for id in ids {
             let row = sqlx::query(
                 "SELECT d.id, d.alert_id, d.commune, d.topic, d.attempts, d.priority, a.expires_ms, a.payload, a.key_id, a.sig
-                 FROM deliveries d JOIN alerts a ON a.id = d.alert_id WHERE d.id = ?",
+                 FROM deliveries d JOIN alerts a ON a.id = d.alert_id WHERE d.id = $1",
             )
             .bind(id)
             .fetch_one(&mut *tx)
@@ -97,8 +98,8 @@ impl Store {
     pub async fn mark_published(&self, id: i64, now: DateTime<Utc>) -> Result<()> {
         let mut tx = self.begin().await?;
         let row = sqlx::query(
-            "UPDATE deliveries SET state = 'published', published_ms = ?, lease_until_ms = NULL,
-                last_error = NULL WHERE id = ? RETURNING alert_id, commune",
+            "UPDATE deliveries SET state = 'published', published_ms = $1, lease_until_ms = NULL,
+                last_error = NULL WHERE id = $2 RETURNING alert_id, commune",
         )
         .bind(ms(now))
         .bind(id)
@@ -115,7 +116,7 @@ impl Store {
     /// Puts a delivery back in the queue after a failed attempt.
     pub async fn mark_retry(&self, id: i64, error: &str, next_attempt: DateTime<Utc>) -> Result<()> {
         sqlx::query(
-            "UPDATE deliveries SET next_attempt_ms = ?, last_error = ?, lease_until_ms = NULL WHERE id = ?",
+            "UPDATE deliveries SET next_attempt_ms = $1, last_error = $2, lease_until_ms = NULL WHERE id = $3",
         )
         .bind(ms(next_attempt))
         .bind(error)
@@ -129,7 +130,7 @@ impl Store {
     pub async fn mark_expired(&self, id: i64) -> Result<()> {
         sqlx::query(
             "UPDATE deliveries SET state = 'expired', lease_until_ms = NULL,
-                last_error = 'the alert expired before it could be published' WHERE id = ?",
+                last_error = 'the alert expired before it could be published' WHERE id = $1",
         )
         .bind(id)
         .execute(&self.pool)
@@ -142,9 +143,9 @@ impl Store {
     /// Returns how many rows were re-queued.
     pub async fn requeue_live(&self, now: DateTime<Utc>) -> Result<u64> {
         let done = sqlx::query(
-            "UPDATE deliveries SET state = 'queued', next_attempt_ms = ?1, lease_until_ms = NULL
+            "UPDATE deliveries SET state = 'queued', next_attempt_ms = $1, lease_until_ms = NULL
              WHERE state = 'published'
-               AND alert_id IN (SELECT id FROM alerts WHERE expires_ms > ?1)",
+               AND alert_id IN (SELECT id FROM alerts WHERE expires_ms > $1)",
         )
         .bind(ms(now))
         .execute(&self.pool)
@@ -155,7 +156,8 @@ impl Store {
     /// When the next queued delivery falls due, if any is queued.
     pub async fn next_due(&self) -> Result<Option<DateTime<Utc>>> {
         let row = sqlx::query(
-            "SELECT MIN(MAX(next_attempt_ms, COALESCE(lease_until_ms, 0))) AS due
+            "SELECT MIN(CASE WHEN next_attempt_ms > COALESCE(lease_until_ms, 0)
+                        THEN next_attempt_ms ELSE COALESCE(lease_until_ms, 0) END) AS due
              FROM deliveries WHERE state = 'queued'",
         )
         .fetch_one(&self.pool)
@@ -166,7 +168,7 @@ impl Store {
     pub async fn deliveries_for_alert(&self, alert_id: &str) -> Result<Vec<DeliveryRecord>> {
         let rows = sqlx::query(
             "SELECT id, alert_id, commune, topic, state, attempts, next_attempt_ms, last_error, published_ms
-             FROM deliveries WHERE alert_id = ? ORDER BY commune",
+             FROM deliveries WHERE alert_id = $1 ORDER BY commune",
         )
         .bind(alert_id)
         .fetch_all(&self.pool)

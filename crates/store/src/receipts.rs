@@ -75,7 +75,7 @@ impl Tx<'_> {
     pub async fn record_receipt(&mut self, r: &NewReceipt<'_>, now: DateTime<Utc>) -> Result<bool> {
         let done = sqlx::query(
             "INSERT INTO receipts (alert_id, receiver_id, commune, status, reason, reason_code, receiver_ms, recorded_ms)
-             VALUES (?, ?, ?, ?, ?, ?, ?, ?) ON CONFLICT DO NOTHING",
+             VALUES ($1, $2, $3, $4, $5, $6, $7, $8) ON CONFLICT DO NOTHING",
         )
         .bind(r.alert_id)
         .bind(r.receiver_id)
@@ -100,7 +100,7 @@ impl Tx<'_> {
         now: DateTime<Utc>,
     ) -> Result<()> {
         sqlx::query(
-            "INSERT INTO receivers (receiver_id, commune, online, last_seen_ms, detail) VALUES (?, ?, ?, ?, ?)
+            "INSERT INTO receivers (receiver_id, commune, online, last_seen_ms, detail) VALUES ($1, $2, $3, $4, $5)
              ON CONFLICT (receiver_id) DO UPDATE SET commune = COALESCE(excluded.commune, receivers.commune),
                 online = excluded.online, last_seen_ms = excluded.last_seen_ms,
                 detail = COALESCE(excluded.detail, receivers.detail)",
@@ -123,7 +123,7 @@ impl Tx<'_> {
         reason: &str,
         now: DateTime<Utc>,
     ) -> Result<()> {
-        sqlx::query("INSERT INTO rejections (at_ms, channel, source, reason) VALUES (?, ?, ?, ?)")
+        sqlx::query("INSERT INTO rejections (at_ms, channel, source, reason) VALUES ($1, $2, $3, $4)")
             .bind(ms(now))
             .bind(channel)
             .bind(source)
@@ -174,7 +174,7 @@ impl Store {
     pub async fn receipts_for_alert(&self, alert_id: &str) -> Result<Vec<ReceiptRecord>> {
         let rows = sqlx::query(
             "SELECT alert_id, receiver_id, commune, status, reason, receiver_ms, recorded_ms
-             FROM receipts WHERE alert_id = ? ORDER BY receiver_id, recorded_ms, id",
+             FROM receipts WHERE alert_id = $1 ORDER BY receiver_id, recorded_ms, id",
         )
         .bind(alert_id)
         .fetch_all(&self.pool)
@@ -216,7 +216,7 @@ impl Store {
     /// The most recent refused inputs, newest first.
     pub async fn list_rejections(&self, limit: i64) -> Result<Vec<RejectionRecord>> {
         let rows =
-            sqlx::query("SELECT at_ms, channel, source, reason FROM rejections ORDER BY id DESC LIMIT ?")
+            sqlx::query("SELECT at_ms, channel, source, reason FROM rejections ORDER BY id DESC LIMIT $1")
                 .bind(limit)
                 .fetch_all(&self.pool)
                 .await?;

@@ -96,7 +96,7 @@ impl Store {
     pub async fn register_receiver(&self, r: &RegisteredReceiver) -> Result<bool> {
         let done = sqlx::query(
             "INSERT INTO receiver_registry (receiver_id, commune, password_hash, trusted_keys, firmware, registered_ms, drills)
-             VALUES (?, ?, ?, ?, ?, ?, ?)
+             VALUES ($1, $2, $3, $4, $5, $6, $7)
              ON CONFLICT (receiver_id) DO UPDATE SET commune = excluded.commune,
                 password_hash = excluded.password_hash, trusted_keys = excluded.trusted_keys,
                 firmware = excluded.firmware, registered_ms = excluded.registered_ms, removed_ms = NULL,
@@ -119,7 +119,7 @@ impl Store {
     /// not registered.
     pub async fn remove_receiver(&self, receiver_id: &str, now: DateTime<Utc>) -> Result<bool> {
         let done = sqlx::query(
-            "UPDATE receiver_registry SET removed_ms = ? WHERE receiver_id = ? AND removed_ms IS NULL",
+            "UPDATE receiver_registry SET removed_ms = $1 WHERE receiver_id = $2 AND removed_ms IS NULL",
         )
         .bind(ms(now))
         .bind(receiver_id)
@@ -154,9 +154,10 @@ impl Store {
 
     /// Messages ignored from unregistered receivers, in total.
     pub async fn unregistered_messages(&self) -> Result<i64> {
-        let row = sqlx::query("SELECT COALESCE(SUM(messages), 0) AS n FROM unregistered_receivers")
-            .fetch_one(&self.pool)
-            .await?;
+        let row =
+            sqlx::query("SELECT CAST(COALESCE(SUM(messages), 0) AS BIGINT) AS n FROM unregistered_receivers")
+                .fetch_one(&self.pool)
+                .await?;
         Ok(row.try_get("n")?)
     }
 
@@ -164,7 +165,7 @@ impl Store {
     pub async fn receiver_deliveries(&self, alert_id: &str) -> Result<Vec<ReceiverDeliveryRecord>> {
         let rows = sqlx::query(
             "SELECT alert_id, receiver_id, commune, state, state_ms, sent_ms, received_ms, played_ms, reason
-             FROM receiver_deliveries WHERE alert_id = ? ORDER BY commune, receiver_id",
+             FROM receiver_deliveries WHERE alert_id = $1 ORDER BY commune, receiver_id",
         )
         .bind(alert_id)
         .fetch_all(&self.pool)
@@ -197,17 +198,18 @@ impl Store {
             // Rows with `resends == i` wait schedule[i]; the last step covers every later one.
             let lo = i as i64;
             let hi = if i + 1 == schedule.len() { i64::MAX } else { lo };
-            let done = sqlx::query(
-                "UPDATE deliveries SET state = 'queued', next_attempt_ms = ?1, lease_until_ms = NULL,
+            let done = sqlx::query(sqlx::AssertSqlSafe(format!(
+                "UPDATE deliveries SET state = 'queued', next_attempt_ms = $1, lease_until_ms = NULL,
                     resends = resends + 1
                  WHERE id IN (
                     SELECT d.id FROM alerts a CROSS JOIN deliveries d
-                    WHERE d.alert_id = a.id AND a.expires_ms > ?1 AND +d.state = 'published'
-                      AND d.resends BETWEEN ?2 AND ?3 AND d.published_ms <= ?4
+                    WHERE d.alert_id = a.id AND a.expires_ms > $1 AND {} = 'published'
+                      AND d.resends BETWEEN $2 AND $3 AND d.published_ms <= $4
                       AND EXISTS (SELECT 1 FROM receiver_deliveries r
                                   WHERE r.alert_id = d.alert_id AND r.commune = d.commune
                                     AND r.state IN ('queued', 'sent', 'rejected', 'received')))",
-            )
+                self.backend.unindexed("d.state")
+            )))
             .bind(ms(now))
             .bind(lo)
             .bind(hi)
@@ -224,11 +226,11 @@ impl Store {
     /// how many receiver deliveries expired.
     pub async fn expire_deliveries(&self, now: DateTime<Utc>) -> Result<u64> {
         let done = sqlx::query(
-            "UPDATE receiver_deliveries SET state = 'expired', state_ms = ?1
+            "UPDATE receiver_deliveries SET state = 'expired', state_ms = $1
              WHERE rowid IN (
                 SELECT r.rowid FROM receiver_deliveries r CROSS JOIN alerts a
                 WHERE a.id = r.alert_id AND r.state IN ('queued', 'sent', 'rejected')
-                  AND a.expires_ms <= ?1)",
+                  AND a.expires_ms <= $1)",
         )
         .bind(ms(now))
         .execute(&self.pool)
@@ -239,7 +241,7 @@ impl Store {
     /// Retained messages due to be cleared: (topic).
     pub async fn due_clears(&self, now: DateTime<Utc>, limit: i64) -> Result<Vec<String>> {
         let rows = sqlx::query(
-            "SELECT topic FROM retained_clears WHERE done_ms IS NULL AND due_ms <= ? ORDER BY due_ms LIMIT ?",
+            "SELECT topic FROM retained_clears WHERE done_ms IS NULL AND due_ms <= $1 ORDER BY due_ms LIMIT $2",
         )
         .bind(ms(now))
         .bind(limit)
@@ -249,7 +251,7 @@ impl Store {
     }
 
     pub async fn mark_cleared(&self, topic: &str, now: DateTime<Utc>) -> Result<()> {
-        sqlx::query("UPDATE retained_clears SET done_ms = ? WHERE topic = ?")
+        sqlx::query("UPDATE retained_clears SET done_ms = $1 WHERE topic = $2")
             .bind(ms(now))
             .bind(topic)
             .execute(&self.pool)
@@ -270,9 +272,9 @@ impl Tx<'_> {
         sqlx::query(
             "UPDATE receiver_deliveries
              SET state = CASE WHEN state = 'queued' THEN 'sent' ELSE state END,
-                 state_ms = CASE WHEN state = 'queued' THEN ?1 ELSE state_ms END,
-                 sent_ms = COALESCE(sent_ms, ?1)
-             WHERE alert_id = ?2 AND commune = ?3 AND sent_ms IS NULL",
+                 state_ms = CASE WHEN state = 'queued' THEN $1 ELSE state_ms END,
+                 sent_ms = COALESCE(sent_ms, $1)
+             WHERE alert_id = $2 AND commune = $3 AND sent_ms IS NULL",
         )
         .bind(ms(now))
         .bind(alert_id)
@@ -286,7 +288,7 @@ impl Tx<'_> {
     pub async fn registered_receiver(&mut self, receiver_id: &str) -> Result<Option<RegisteredReceiver>> {
         let row = sqlx::query(
             "SELECT receiver_id, commune, password_hash, trusted_keys, firmware, registered_ms, drills
-             FROM receiver_registry WHERE receiver_id = ? AND removed_ms IS NULL",
+             FROM receiver_registry WHERE receiver_id = $1 AND removed_ms IS NULL",
         )
         .bind(receiver_id)
         .fetch_optional(&mut *self.tx)
@@ -302,8 +304,8 @@ impl Tx<'_> {
         now: DateTime<Utc>,
     ) -> Result<()> {
         sqlx::query(
-            "INSERT INTO unregistered_receivers (receiver_id, messages, last_ms, last_topic) VALUES (?, 1, ?, ?)
-             ON CONFLICT (receiver_id) DO UPDATE SET messages = messages + 1, last_ms = excluded.last_ms,
+            "INSERT INTO unregistered_receivers (receiver_id, messages, last_ms, last_topic) VALUES ($1, 1, $2, $3)
+             ON CONFLICT (receiver_id) DO UPDATE SET messages = unregistered_receivers.messages + 1, last_ms = excluded.last_ms,
                 last_topic = excluded.last_topic",
         )
         .bind(receiver_id)
@@ -325,13 +327,13 @@ impl Tx<'_> {
         now: DateTime<Utc>,
     ) -> Result<bool> {
         let done = sqlx::query(
-            "UPDATE receiver_deliveries SET state = ?1, state_ms = ?2,
-                received_ms = CASE WHEN ?1 IN ('received', 'played') THEN COALESCE(received_ms, ?2) ELSE received_ms END,
-                played_ms = CASE WHEN ?1 = 'played' THEN COALESCE(played_ms, ?2) ELSE played_ms END,
-                reason = COALESCE(?3, reason)
-             WHERE alert_id = ?4 AND receiver_id = ?5
+            "UPDATE receiver_deliveries SET state = $1, state_ms = $2,
+                received_ms = CASE WHEN $1 IN ('received', 'played') THEN COALESCE(received_ms, $2) ELSE received_ms END,
+                played_ms = CASE WHEN $1 = 'played' THEN COALESCE(played_ms, $2) ELSE played_ms END,
+                reason = COALESCE($3, reason)
+             WHERE alert_id = $4 AND receiver_id = $5
                AND (CASE state WHEN 'queued' THEN 0 WHEN 'sent' THEN 1 WHEN 'rejected' THEN 2
-                    WHEN 'received' THEN 3 WHEN 'failed' THEN 4 WHEN 'played' THEN 5 ELSE 6 END) < ?6",
+                    WHEN 'received' THEN 3 WHEN 'failed' THEN 4 WHEN 'played' THEN 5 ELSE 6 END) < $6",
         )
             .bind(state)
             .bind(ms(now))
@@ -346,10 +348,11 @@ impl Tx<'_> {
 
     /// The id of the Cancel that already ends `alert_id`, if one does.
     pub async fn cancelled_by(&mut self, alert_id: &str) -> Result<Option<String>> {
-        let row = sqlx::query(
-            "SELECT a.id FROM alerts a, json_each(a.refs) r
-             WHERE a.msg_type = 'Cancel' AND r.value = ? LIMIT 1",
-        )
+        let row = sqlx::query(sqlx::AssertSqlSafe(format!(
+            "SELECT a.id FROM alerts a, {}
+             WHERE a.msg_type = 'Cancel' AND r.value = $1 LIMIT 1",
+            self.backend.json_each("a.refs", "r")
+        )))
         .bind(alert_id)
         .fetch_optional(&mut *self.tx)
         .await?;
@@ -375,11 +378,11 @@ impl Tx<'_> {
         for (commune, topic) in topics {
             sqlx::query(
                 "INSERT INTO receiver_deliveries (alert_id, receiver_id, commune, state, state_ms, online_at_issue)
-                 SELECT ?1, g.receiver_id, g.commune, 'queued', ?2,
-                    EXISTS (SELECT 1 FROM receivers v WHERE v.receiver_id = g.receiver_id
-                            AND v.online = 1 AND v.last_seen_ms >= ?3)
+                 SELECT $1, g.receiver_id, g.commune, 'queued', $2,
+                    CASE WHEN EXISTS (SELECT 1 FROM receivers v WHERE v.receiver_id = g.receiver_id
+                            AND v.online = 1 AND v.last_seen_ms >= $3) THEN 1 ELSE 0 END
                  FROM receiver_registry g
-                 WHERE g.commune = ?4 AND g.removed_ms IS NULL AND (?5 = 0 OR g.drills = 1)",
+                 WHERE g.commune = $4 AND g.removed_ms IS NULL AND ($5 = 0 OR g.drills = 1)",
             )
             .bind(alert_id)
             .bind(ms(now))
@@ -389,8 +392,9 @@ impl Tx<'_> {
             .execute(&mut *self.tx)
             .await?;
             sqlx::query(
-                "INSERT INTO retained_clears (topic, due_ms) VALUES (?, ?)
-                 ON CONFLICT (topic) DO UPDATE SET due_ms = MIN(due_ms, excluded.due_ms)",
+                "INSERT INTO retained_clears (topic, due_ms) VALUES ($1, $2)
+                 ON CONFLICT (topic) DO UPDATE SET due_ms = CASE WHEN retained_clears.due_ms < excluded.due_ms
+                    THEN retained_clears.due_ms ELSE excluded.due_ms END",
             )
             .bind(topic)
             .bind(ms(expires))
@@ -398,16 +402,18 @@ impl Tx<'_> {
             .await?;
         }
         for old in &references {
-            sqlx::query("INSERT OR IGNORE INTO alert_refs (alert_id, refers_to) VALUES (?, ?)")
-                .bind(alert_id)
-                .bind(old)
-                .execute(&mut *self.tx)
-                .await?;
+            sqlx::query(
+                "INSERT INTO alert_refs (alert_id, refers_to) VALUES ($1, $2) ON CONFLICT DO NOTHING",
+            )
+            .bind(alert_id)
+            .bind(old)
+            .execute(&mut *self.tx)
+            .await?;
             // An SMS of the old version not yet handed to a gateway is not sent at all.
             sqlx::query(
-                "UPDATE sms_messages SET state = 'superseded', final_ms = ?1, lease_until_ms = NULL,
-                    last_error = ?2
-                 WHERE alert_id = ?3 AND state = 'queued'",
+                "UPDATE sms_messages SET state = 'superseded', final_ms = $1, lease_until_ms = NULL,
+                    last_error = $2
+                 WHERE alert_id = $3 AND state = 'queued'",
             )
             .bind(ms(now))
             .bind(format!("superseded by {alert_id} before it was sent"))
@@ -415,8 +421,8 @@ impl Tx<'_> {
             .execute(&mut *self.tx)
             .await?;
             sqlx::query(
-                "UPDATE receiver_deliveries SET state = 'superseded', state_ms = ?1, reason = ?2
-                 WHERE alert_id = ?3 AND state IN ('queued', 'sent', 'rejected')",
+                "UPDATE receiver_deliveries SET state = 'superseded', state_ms = $1, reason = $2
+                 WHERE alert_id = $3 AND state IN ('queued', 'sent', 'rejected')",
             )
             .bind(ms(now))
             .bind(format!("superseded by {alert_id}"))
@@ -424,8 +430,8 @@ impl Tx<'_> {
             .execute(&mut *self.tx)
             .await?;
             sqlx::query(
-                "UPDATE retained_clears SET due_ms = MIN(due_ms, ?1)
-                 WHERE done_ms IS NULL AND topic IN (SELECT topic FROM deliveries WHERE alert_id = ?2)",
+                "UPDATE retained_clears SET due_ms = CASE WHEN due_ms < $1 THEN due_ms ELSE $1 END
+                 WHERE done_ms IS NULL AND topic IN (SELECT topic FROM deliveries WHERE alert_id = $2)",
             )
             .bind(ms(now + clear_delay))
             .bind(old)

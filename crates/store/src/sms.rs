@@ -160,7 +160,7 @@ impl Store {
     ) -> Result<Vec<FallbackCandidate>> {
         // A commune where every registered receiver already played needs no decision: it is
         // left out, so that it never crowds out communes that do.
-        let rows = sqlx::query(
+        let rows = sqlx::query(sqlx::AssertSqlSafe(format!(
             "SELECT * FROM (
                 SELECT a.id, a.class, a.sent_ms, c.value AS commune,
                     (SELECT COUNT(*) FROM receiver_deliveries d
@@ -169,14 +169,15 @@ impl Store {
                       WHERE d.alert_id = a.id AND d.commune = c.value AND d.online_at_issue = 1) AS online,
                     (SELECT COUNT(*) FROM receiver_deliveries d
                       WHERE d.alert_id = a.id AND d.commune = c.value AND d.state = 'played') AS played
-                FROM alerts a, json_each(a.communes) c
-                WHERE a.expires_ms > ?1 AND a.msg_type <> 'Cancel' AND a.status = 'Actual' AND a.sms = 1
+                FROM alerts a, {}
+                WHERE a.expires_ms > $1 AND a.msg_type <> 'Cancel' AND a.status = 'Actual' AND a.sms = 1
                   AND NOT EXISTS (SELECT 1 FROM alert_refs r WHERE r.refers_to = a.id)
                   AND NOT EXISTS (SELECT 1 FROM sms_fallbacks f WHERE f.alert_id = a.id AND f.commune = c.value)
-             )
+             ) AS candidates
              WHERE NOT (registered > 0 AND played >= registered)
-             ORDER BY sent_ms, id, commune LIMIT ?2",
-        )
+             ORDER BY sent_ms, id, commune LIMIT $2",
+            self.backend.json_each("a.communes", "c")
+        )))
         .bind(ms(now))
         .bind(limit)
         .fetch_all(&self.pool)
@@ -219,7 +220,7 @@ impl Store {
         let mut tx = self.begin().await?;
         let done = sqlx::query(
             "INSERT INTO sms_fallbacks (alert_id, commune, reason, recipients, decided_ms)
-             VALUES (?, ?, ?, ?, ?) ON CONFLICT (alert_id, commune) DO NOTHING",
+             VALUES ($1, $2, $3, $4, $5) ON CONFLICT (alert_id, commune) DO NOTHING",
         )
         .bind(alert_id)
         .bind(commune)
@@ -255,10 +256,10 @@ impl Store {
              FROM chain c
              JOIN alerts b ON b.id = c.alert_id
              JOIN sms_messages m ON m.alert_id = c.ancestor
-             WHERE b.expires_ms > ?1 AND m.state IN {REACHED}
+             WHERE b.expires_ms > $1 AND m.state IN {REACHED}
                AND NOT EXISTS (SELECT 1 FROM alert_refs x WHERE x.refers_to = b.id)
                AND NOT EXISTS (SELECT 1 FROM sms_messages n WHERE n.alert_id = b.id AND n.phone = m.phone)
-             ORDER BY b.id, m.phone LIMIT ?2"
+             ORDER BY b.id, m.phone LIMIT $2"
         );
         let rows = sqlx::query(sqlx::AssertSqlSafe(sql))
             .bind(ms(now))
@@ -290,15 +291,16 @@ impl Store {
     /// leaves them to be claimed again. Each is marked `sending` by
     /// [`Store::mark_sms_sending`] just before its gateway call.
     pub async fn claim_sms(&self, now: DateTime<Utc>, lease: Duration, limit: i64) -> Result<Vec<SmsClaim>> {
-        let mut tx = self.pool.begin_with("BEGIN IMMEDIATE").await?;
-        let rows = sqlx::query(
-            "UPDATE sms_messages SET lease_until_ms = ?2, attempts = attempts + 1
+        let mut tx = self.begin_claim().await?;
+        let rows = sqlx::query(sqlx::AssertSqlSafe(format!(
+            "UPDATE sms_messages SET lease_until_ms = $2, attempts = attempts + 1
              WHERE id IN (
-                SELECT id FROM sms_messages WHERE state = 'queued' AND next_attempt_ms <= ?1
-                  AND (lease_until_ms IS NULL OR lease_until_ms <= ?1)
-                ORDER BY priority DESC, next_attempt_ms, id LIMIT ?3)
+                SELECT id FROM sms_messages WHERE state = 'queued' AND next_attempt_ms <= $1
+                  AND (lease_until_ms IS NULL OR lease_until_ms <= $1)
+                ORDER BY priority DESC, next_attempt_ms, id LIMIT $3 {})
              RETURNING id, alert_id, phone, text, encoding, message_ref, gateway, tried, refused, attempts, priority",
-        )
+            self.backend.skip_locked()
+        )))
         .bind(ms(now))
         .bind(ms(now + lease))
         .bind(limit)
@@ -352,22 +354,22 @@ impl Store {
                 "UPDATE sms_messages SET state = CASE
                         WHEN EXISTS (SELECT 1 FROM alert_refs r WHERE r.refers_to = sms_messages.alert_id)
                         THEN 'superseded' ELSE 'expired' END,
-                    final_ms = ?1, lease_until_ms = NULL,
+                    final_ms = $1, lease_until_ms = NULL,
                     last_error = CASE
                         WHEN EXISTS (SELECT 1 FROM alert_refs r WHERE r.refers_to = sms_messages.alert_id)
                         THEN 'the alert was updated or cancelled before this was sent'
                         ELSE 'the alert expired before it could be sent' END
-                 WHERE id = ?2 AND state = 'queued'
+                 WHERE id = $2 AND state = 'queued'
                    AND (EXISTS (SELECT 1 FROM alert_refs r WHERE r.refers_to = sms_messages.alert_id)
-                        OR (SELECT expires_ms FROM alerts a WHERE a.id = sms_messages.alert_id) <= ?1)",
+                        OR (SELECT expires_ms FROM alerts a WHERE a.id = sms_messages.alert_id) <= $1)",
             )
             .bind(ms(now))
             .bind(id)
             .execute(&mut *tx.tx)
             .await?;
             let done = sqlx::query(
-                "UPDATE sms_messages SET state = 'sending', sending_ms = ?1, lease_until_ms = ?2
-                 WHERE id = ?3 AND state = 'queued'",
+                "UPDATE sms_messages SET state = 'sending', sending_ms = $1, lease_until_ms = $2
+                 WHERE id = $3 AND state = 'queued'",
             )
             .bind(ms(now))
             .bind(ms(now + lease))
@@ -402,11 +404,11 @@ impl Store {
             }
             let refused = json_list(&refused);
             // Only the attempt that marked the message may record its outcome.
-            let guard = "WHERE id = ?1 AND state = 'sending' AND attempts = ?2";
+            let guard = "WHERE id = $1 AND state = 'sending' AND attempts = $2";
             let q = match outcome {
                 SmsOutcome::Submitted { report_deadline } => sqlx::query(sqlx::AssertSqlSafe(format!(
-                    "UPDATE sms_messages SET state = 'submitted', submitted_ms = ?3, report_deadline_ms = ?4,
-                        lease_until_ms = NULL, last_error = NULL, refused = ?5 {guard}"
+                    "UPDATE sms_messages SET state = 'submitted', submitted_ms = $3, report_deadline_ms = $4,
+                        lease_until_ms = NULL, last_error = NULL, refused = $5 {guard}"
                 )))
                 .bind(claim.id)
                 .bind(claim.attempts)
@@ -416,8 +418,8 @@ impl Store {
                     error,
                     report_deadline,
                 } => sqlx::query(sqlx::AssertSqlSafe(format!(
-                    "UPDATE sms_messages SET state = 'unconfirmed', last_error = ?3, report_deadline_ms = ?4,
-                        lease_until_ms = NULL, refused = ?5 {guard}"
+                    "UPDATE sms_messages SET state = 'unconfirmed', last_error = $3, report_deadline_ms = $4,
+                        lease_until_ms = NULL, refused = $5 {guard}"
                 )))
                 .bind(claim.id)
                 .bind(claim.attempts)
@@ -426,8 +428,8 @@ impl Store {
                 SmsOutcome::Retry {
                     error, next_attempt, ..
                 } => sqlx::query(sqlx::AssertSqlSafe(format!(
-                    "UPDATE sms_messages SET state = 'queued', last_error = ?3, next_attempt_ms = ?4, gateway = ?6,
-                        lease_until_ms = NULL, refused = ?5 {guard}"
+                    "UPDATE sms_messages SET state = 'queued', last_error = $3, next_attempt_ms = $4, gateway = $6,
+                        lease_until_ms = NULL, refused = $5 {guard}"
                 )))
                 .bind(claim.id)
                 .bind(claim.attempts)
@@ -440,8 +442,8 @@ impl Store {
                         "unreported"
                     };
                     sqlx::query(sqlx::AssertSqlSafe(format!(
-                        "UPDATE sms_messages SET state = '{state}', last_error = ?3, final_ms = ?4,
-                            lease_until_ms = NULL, refused = ?5 {guard}"
+                        "UPDATE sms_messages SET state = '{state}', last_error = $3, final_ms = $4,
+                            lease_until_ms = NULL, refused = $5 {guard}"
                     )))
                     .bind(claim.id)
                     .bind(claim.attempts)
@@ -465,9 +467,9 @@ impl Store {
     pub async fn recover_sms_sending(&self, now: DateTime<Utc>, deadline: Duration) -> Result<u64> {
         let done = sqlx::query(
             "UPDATE sms_messages SET state = 'unconfirmed', lease_until_ms = NULL,
-                report_deadline_ms = MAX(sending_ms, ?2) + ?1,
+                report_deadline_ms = (CASE WHEN sending_ms > $2 THEN sending_ms ELSE $2 END) + $1,
                 last_error = 'the sender stopped while handing it to the gateway; waiting for a delivery report'
-             WHERE state = 'sending' AND lease_until_ms <= ?2",
+             WHERE state = 'sending' AND lease_until_ms <= $2",
         )
         .bind(deadline.num_milliseconds())
         .bind(ms(now))
@@ -482,8 +484,8 @@ impl Store {
     /// not be mistaken for lost ones. Returns how many.
     pub async fn extend_sms_deadlines(&self, now: DateTime<Utc>, deadline: Duration) -> Result<u64> {
         let done = sqlx::query(
-            "UPDATE sms_messages SET report_deadline_ms = MAX(report_deadline_ms, ?1)
-             WHERE state IN ('submitted', 'unconfirmed') AND report_deadline_ms < ?1",
+            "UPDATE sms_messages SET report_deadline_ms = CASE WHEN report_deadline_ms > $1 THEN report_deadline_ms ELSE $1 END
+             WHERE state IN ('submitted', 'unconfirmed') AND report_deadline_ms < $1",
         )
         .bind(ms(now + deadline))
         .execute(&self.pool)
@@ -494,9 +496,9 @@ impl Store {
     /// Queued messages of alerts that ended before they were sent become `expired`.
     pub async fn expire_sms(&self, now: DateTime<Utc>) -> Result<u64> {
         let done = sqlx::query(
-            "UPDATE sms_messages SET state = 'expired', final_ms = ?1,
+            "UPDATE sms_messages SET state = 'expired', final_ms = $1,
                 last_error = 'the alert expired before it could be sent'
-             WHERE state = 'queued' AND alert_id IN (SELECT id FROM alerts WHERE expires_ms <= ?1)",
+             WHERE state = 'queued' AND alert_id IN (SELECT id FROM alerts WHERE expires_ms <= $1)",
         )
         .bind(ms(now))
         .execute(&self.pool)
@@ -508,8 +510,8 @@ impl Store {
     pub async fn overdue_sms(&self, now: DateTime<Utc>, limit: i64) -> Result<Vec<OverdueSms>> {
         let rows = sqlx::query(
             "SELECT id, gateway, tried, refused, state FROM sms_messages
-             WHERE state IN ('submitted', 'unconfirmed') AND report_deadline_ms <= ?1
-             ORDER BY report_deadline_ms LIMIT ?2",
+             WHERE state IN ('submitted', 'unconfirmed') AND report_deadline_ms <= $1
+             ORDER BY report_deadline_ms LIMIT $2",
         )
         .bind(ms(now))
         .bind(limit)
@@ -541,17 +543,19 @@ impl Store {
         now: DateTime<Utc>,
     ) -> Result<bool> {
         let q = match gateway {
-            Some(g) => sqlx::query(
-                "UPDATE sms_messages SET state = 'queued', gateway = ?1, next_attempt_ms = ?2, last_error = ?3,
+            Some(g) => sqlx::query(sqlx::AssertSqlSafe(format!(
+                "UPDATE sms_messages SET state = 'queued', gateway = $1, next_attempt_ms = $2, last_error = $3,
                     report_deadline_ms = NULL,
-                    tried = CASE WHEN gateway IS NULL OR EXISTS (SELECT 1 FROM json_each(tried) t WHERE t.value = gateway)
-                            THEN tried ELSE json_insert(tried, '$[#]', gateway) END
-                 WHERE id = ?4 AND state = ?5 AND report_deadline_ms <= ?2",
-            )
+                    tried = CASE WHEN gateway IS NULL OR EXISTS (SELECT 1 FROM {} WHERE t.value = gateway)
+                            THEN tried ELSE {} END
+                 WHERE id = $4 AND state = $5 AND report_deadline_ms <= $2",
+                self.backend.json_each("tried", "t"),
+                self.backend.json_append("tried", "gateway")
+            )))
             .bind(g),
             None => sqlx::query(
-                "UPDATE sms_messages SET state = 'unreported', final_ms = ?2, last_error = ?3
-                 WHERE id = ?4 AND state = ?5 AND report_deadline_ms <= ?2 AND ?1 IS NULL",
+                "UPDATE sms_messages SET state = 'unreported', final_ms = $2, last_error = $3
+                 WHERE id = $4 AND state = $5 AND report_deadline_ms <= $2 AND $1 IS NULL",
             )
             .bind(Option::<&str>::None),
         };
@@ -592,8 +596,9 @@ impl Store {
     /// When the next queued message falls due, if one is queued.
     pub async fn next_sms_due(&self) -> Result<Option<DateTime<Utc>>> {
         let row = sqlx::query(
-            "SELECT MIN(MAX(next_attempt_ms, COALESCE(lease_until_ms, 0))) AS due FROM sms_messages
-             WHERE state = 'queued'",
+            "SELECT MIN(CASE WHEN next_attempt_ms > COALESCE(lease_until_ms, 0)
+                        THEN next_attempt_ms ELSE COALESCE(lease_until_ms, 0) END) AS due
+             FROM sms_messages WHERE state = 'queued'",
         )
         .fetch_one(&self.pool)
         .await?;
@@ -604,7 +609,7 @@ impl Store {
         let rows = sqlx::query(
             "SELECT id, alert_id, phone, commune, role, cause, message_ref, text, encoding, segments, state, gateway,
                 tried, attempts, submitted_ms, final_ms, last_error
-             FROM sms_messages WHERE alert_id = ? ORDER BY commune, phone",
+             FROM sms_messages WHERE alert_id = $1 ORDER BY commune, phone",
         )
         .bind(alert_id)
         .fetch_all(&self.pool)
@@ -637,7 +642,7 @@ impl Store {
 
     pub async fn fallbacks_for_alert(&self, alert_id: &str) -> Result<Vec<FallbackRecord>> {
         let rows = sqlx::query(
-            "SELECT commune, reason, recipients, decided_ms FROM sms_fallbacks WHERE alert_id = ? ORDER BY commune",
+            "SELECT commune, reason, recipients, decided_ms FROM sms_fallbacks WHERE alert_id = $1 ORDER BY commune",
         )
         .bind(alert_id)
         .fetch_all(&self.pool)
@@ -676,7 +681,7 @@ async fn insert_sms(
         n += sqlx::query(
             "INSERT INTO sms_messages (alert_id, phone, commune, role, cause, message_ref, text, encoding,
                 segments, priority, state, gateway, next_attempt_ms, created_ms)
-             VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, 'queued', ?, ?, ?)
+             VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, 'queued', $11, $12, $13)
              ON CONFLICT DO NOTHING",
         )
         .bind(alert_id)
@@ -713,7 +718,7 @@ async fn apply_report(
         reported,
     } = report;
     let Some(row) =
-        sqlx::query("SELECT id, state, gateway, tried, refused FROM sms_messages WHERE message_ref = ?")
+        sqlx::query("SELECT id, state, gateway, tried, refused FROM sms_messages WHERE message_ref = $1")
             .bind(message_ref)
             .fetch_optional(&mut *tx.tx)
             .await?
@@ -729,7 +734,7 @@ async fn apply_report(
     let refused = parse_json_list("refused", &refused)?;
     let inserted = sqlx::query(
         "INSERT INTO sms_reports (message_ref, gateway, status, detail, reported_ms, recorded_ms)
-         VALUES (?, ?, ?, ?, ?, ?) ON CONFLICT (message_ref, gateway, status) DO NOTHING",
+         VALUES ($1, $2, $3, $4, $5, $6) ON CONFLICT (message_ref, gateway, status) DO NOTHING",
     )
     .bind(message_ref)
     .bind(gateway)
@@ -751,10 +756,10 @@ async fn apply_report(
         ReportDecision::Set(state) => {
             let is_final = matches!(state.as_str(), "delivered" | "failed");
             sqlx::query(
-                "UPDATE sms_messages SET state = ?1, final_ms = CASE WHEN ?2 THEN ?3 ELSE final_ms END,
-                    lease_until_ms = NULL, report_deadline_ms = CASE WHEN ?2 THEN NULL ELSE report_deadline_ms END,
-                    last_error = CASE WHEN ?1 = 'failed' THEN ?4 ELSE last_error END
-                 WHERE id = ?5",
+                "UPDATE sms_messages SET state = $1, final_ms = CASE WHEN $2 THEN $3 ELSE final_ms END,
+                    lease_until_ms = NULL, report_deadline_ms = CASE WHEN $2 THEN NULL ELSE report_deadline_ms END,
+                    last_error = CASE WHEN $1 = 'failed' THEN $4 ELSE last_error END
+                 WHERE id = $5",
             )
             .bind(&state)
             .bind(is_final)
@@ -772,9 +777,9 @@ async fn apply_report(
                 refused.push(g);
             }
             sqlx::query(
-                "UPDATE sms_messages SET state = 'queued', gateway = ?1, refused = ?2, next_attempt_ms = ?3,
-                    report_deadline_ms = NULL, lease_until_ms = NULL, last_error = ?4
-                 WHERE id = ?5",
+                "UPDATE sms_messages SET state = 'queued', gateway = $1, refused = $2, next_attempt_ms = $3,
+                    report_deadline_ms = NULL, lease_until_ms = NULL, last_error = $4
+                 WHERE id = $5",
             )
             .bind(&next)
             .bind(json_list(&refused))

@@ -42,13 +42,13 @@ fn from_row(r: &sqlx::any::AnyRow) -> Result<SourceHealth> {
 impl Store {
     /// The source's health, created empty if it was never polled.
     pub async fn source_health(&self, id: &str, url: &str, format: &str) -> Result<SourceHealth> {
-        sqlx::query("INSERT INTO sources (id, url, format) VALUES (?, ?, ?) ON CONFLICT (id) DO UPDATE SET url = excluded.url, format = excluded.format")
+        sqlx::query("INSERT INTO sources (id, url, format) VALUES ($1, $2, $3) ON CONFLICT (id) DO UPDATE SET url = excluded.url, format = excluded.format")
             .bind(id)
             .bind(url)
             .bind(format)
             .execute(&self.pool)
             .await?;
-        let row = sqlx::query("SELECT * FROM sources WHERE id = ?")
+        let row = sqlx::query("SELECT * FROM sources WHERE id = $1")
             .bind(id)
             .fetch_one(&self.pool)
             .await?;
@@ -68,9 +68,9 @@ impl Store {
         next_poll: DateTime<Utc>,
     ) -> Result<()> {
         sqlx::query(
-            "UPDATE sources SET etag = COALESCE(?, etag), last_modified = COALESCE(?, last_modified),
-                last_success_ms = ?, consecutive_failures = 0, accepted = accepted + ?, rejected = rejected + ?,
-                next_poll_ms = ? WHERE id = ?",
+            "UPDATE sources SET etag = COALESCE($1, etag), last_modified = COALESCE($2, last_modified),
+                last_success_ms = $3, consecutive_failures = 0, accepted = accepted + $4, rejected = rejected + $5,
+                next_poll_ms = $6 WHERE id = $7",
         )
         .bind(etag)
         .bind(last_modified)
@@ -94,8 +94,8 @@ impl Store {
         next_poll: DateTime<Utc>,
     ) -> Result<()> {
         sqlx::query(
-            "UPDATE sources SET last_error = ?, last_error_ms = ?, consecutive_failures = consecutive_failures + 1,
-                rejected = rejected + ?, next_poll_ms = ? WHERE id = ?",
+            "UPDATE sources SET last_error = $1, last_error_ms = $2, consecutive_failures = consecutive_failures + 1,
+                rejected = rejected + $3, next_poll_ms = $4 WHERE id = $5",
         )
         .bind(error)
         .bind(ms(now))

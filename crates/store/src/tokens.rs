@@ -32,7 +32,7 @@ impl Store {
     ) -> Result<()> {
         sqlx::query(
             "INSERT INTO api_tokens (token_sha256, role, label, stations, created_ms, scopes)
-             VALUES (?, ?, ?, ?, ?, ?)",
+             VALUES ($1, $2, $3, $4, $5, $6)",
         )
         .bind(token_sha256)
         .bind(role)
@@ -51,8 +51,8 @@ impl Store {
         let row = sqlx::query(
             "SELECT t.id, t.role, t.label, t.created_ms, t.stations, t.user_id, t.scopes FROM api_tokens t
              LEFT JOIN users u ON u.id = t.user_id
-             WHERE t.token_sha256 = ? AND t.revoked_ms IS NULL
-               AND (t.expires_ms IS NULL OR t.expires_ms > ?)
+             WHERE t.token_sha256 = $1 AND t.revoked_ms IS NULL
+               AND (t.expires_ms IS NULL OR t.expires_ms > $2)
                AND (t.user_id IS NULL OR (u.id IS NOT NULL AND u.disabled_ms IS NULL))",
         )
         .bind(token_sha256)
@@ -81,7 +81,7 @@ impl Store {
 
     /// How many live tokens have `role`.
     pub async fn count_tokens(&self, role: &str) -> Result<i64> {
-        let row = sqlx::query("SELECT COUNT(*) AS n FROM api_tokens WHERE role = ? AND revoked_ms IS NULL")
+        let row = sqlx::query("SELECT COUNT(*) AS n FROM api_tokens WHERE role = $1 AND revoked_ms IS NULL")
             .bind(role)
             .fetch_one(&self.pool)
             .await?;

@@ -46,7 +46,7 @@ impl Store {
         now: DateTime<Utc>,
     ) -> Result<bool> {
         let done = sqlx::query(
-            "INSERT INTO users (username, role, password_hash, created_ms) VALUES (?, ?, ?, ?)
+            "INSERT INTO users (username, role, password_hash, created_ms) VALUES ($1, $2, $3, $4)
              ON CONFLICT (username) DO NOTHING",
         )
         .bind(username)
@@ -59,7 +59,7 @@ impl Store {
     }
 
     pub async fn user_by_name(&self, username: &str) -> Result<Option<UserRecord>> {
-        let sql = format!("SELECT {USER_COLUMNS} FROM users WHERE username = ?");
+        let sql = format!("SELECT {USER_COLUMNS} FROM users WHERE username = $1");
         let row = sqlx::query(sqlx::AssertSqlSafe(sql))
             .bind(username)
             .fetch_optional(&self.pool)
@@ -78,11 +78,12 @@ impl Store {
     /// Disables a user and revokes every token of theirs; false if there is no such user.
     pub async fn disable_user(&self, username: &str, now: DateTime<Utc>) -> Result<bool> {
         let mut tx = self.begin().await?;
-        let done = sqlx::query("UPDATE users SET disabled_ms = COALESCE(disabled_ms, ?) WHERE username = ?")
-            .bind(ms(now))
-            .bind(username)
-            .execute(&mut *tx.tx)
-            .await?;
+        let done =
+            sqlx::query("UPDATE users SET disabled_ms = COALESCE(disabled_ms, $1) WHERE username = $2")
+                .bind(ms(now))
+                .bind(username)
+                .execute(&mut *tx.tx)
+                .await?;
         revoke_user_tokens(&mut tx, username, now).await?;
         tx.commit().await?;
         Ok(done.rows_affected() == 1)
@@ -98,7 +99,7 @@ impl Store {
     ) -> Result<bool> {
         let mut tx = self.begin().await?;
         let done = sqlx::query(
-            "UPDATE users SET password_hash = ?, failed_logins = 0, locked_until_ms = NULL WHERE username = ?",
+            "UPDATE users SET password_hash = $1, failed_logins = 0, locked_until_ms = NULL WHERE username = $2",
         )
         .bind(password_hash)
         .bind(username)
@@ -113,7 +114,7 @@ impl Store {
     pub async fn login_failed(&self, user_id: i64, lock_until: Option<DateTime<Utc>>) -> Result<()> {
         sqlx::query(
             "UPDATE users SET failed_logins = failed_logins + 1,
-                locked_until_ms = COALESCE(?, locked_until_ms) WHERE id = ?",
+                locked_until_ms = COALESCE($1, locked_until_ms) WHERE id = $2",
         )
         .bind(lock_until.map(ms))
         .bind(user_id)
@@ -132,7 +133,7 @@ impl Store {
     ) -> Result<()> {
         let mut tx = self.begin().await?;
         sqlx::query(
-            "UPDATE users SET failed_logins = 0, locked_until_ms = NULL, last_login_ms = ? WHERE id = ?",
+            "UPDATE users SET failed_logins = 0, locked_until_ms = NULL, last_login_ms = $1 WHERE id = $2",
         )
         .bind(ms(now))
         .bind(user.id)
@@ -140,7 +141,7 @@ impl Store {
         .await?;
         sqlx::query(
             "INSERT INTO api_tokens (token_sha256, role, label, created_ms, user_id, expires_ms)
-             VALUES (?, ?, ?, ?, ?, ?)",
+             VALUES ($1, $2, $3, $4, $5, $6)",
         )
         .bind(token_sha256)
         .bind(&user.role)
@@ -155,12 +156,13 @@ impl Store {
 
     /// Revokes one token by its hash; false if it was not live.
     pub async fn revoke_token(&self, token_sha256: &str, now: DateTime<Utc>) -> Result<bool> {
-        let done =
-            sqlx::query("UPDATE api_tokens SET revoked_ms = ? WHERE token_sha256 = ? AND revoked_ms IS NULL")
-                .bind(ms(now))
-                .bind(token_sha256)
-                .execute(&self.pool)
-                .await?;
+        let done = sqlx::query(
+            "UPDATE api_tokens SET revoked_ms = $1 WHERE token_sha256 = $2 AND revoked_ms IS NULL",
+        )
+        .bind(ms(now))
+        .bind(token_sha256)
+        .execute(&self.pool)
+        .await?;
         Ok(done.rows_affected() == 1)
     }
 
@@ -168,8 +170,8 @@ impl Store {
     /// `label`). Returns how many tokens were revoked.
     pub async fn retire_bootstrap_token(&self, label: &str, now: DateTime<Utc>) -> Result<u64> {
         let done = sqlx::query(
-            "UPDATE api_tokens SET revoked_ms = ?1
-             WHERE label = ?2 AND user_id IS NULL AND revoked_ms IS NULL
+            "UPDATE api_tokens SET revoked_ms = $1
+             WHERE label = $2 AND user_id IS NULL AND revoked_ms IS NULL
                AND EXISTS (SELECT 1 FROM users WHERE role = 'admin' AND disabled_ms IS NULL)",
         )
         .bind(ms(now))
@@ -182,8 +184,8 @@ impl Store {
 
 async fn revoke_user_tokens(tx: &mut crate::Tx<'_>, username: &str, now: DateTime<Utc>) -> Result<()> {
     sqlx::query(
-        "UPDATE api_tokens SET revoked_ms = ? WHERE revoked_ms IS NULL
-           AND user_id = (SELECT id FROM users WHERE username = ?)",
+        "UPDATE api_tokens SET revoked_ms = $1 WHERE revoked_ms IS NULL
+           AND user_id = (SELECT id FROM users WHERE username = $2)",
     )
     .bind(ms(now))
     .bind(username)

@@ -81,7 +81,7 @@ impl Tx<'_> {
     pub async fn insert_warning(&mut self, w: &NewWarning<'_>, now: DateTime<Utc>) -> Result<bool> {
         let done = sqlx::query(
             "INSERT INTO warnings (id, state, author, updates, prewarning_id, draft, created_ms, updated_ms)
-             VALUES (?, 'draft', ?, ?, ?, ?, ?, ?) ON CONFLICT DO NOTHING",
+             VALUES ($1, 'draft', $2, $3, $4, $5, $6, $7) ON CONFLICT DO NOTHING",
         )
         .bind(w.id)
         .bind(w.author)
@@ -97,7 +97,7 @@ impl Tx<'_> {
 
     /// The warning, read inside the transaction.
     pub async fn warning(&mut self, id: &str) -> Result<Option<WarningRecord>> {
-        let sql = format!("SELECT {COLUMNS} FROM warnings WHERE id = ?");
+        let sql = format!("SELECT {COLUMNS} FROM warnings WHERE id = $1");
         let row = sqlx::query(sqlx::AssertSqlSafe(sql))
             .bind(id)
             .fetch_optional(&mut *self.tx)
@@ -108,7 +108,7 @@ impl Tx<'_> {
     /// Replaces a draft's content while it is still a draft. False if it is not.
     pub async fn edit_warning(&mut self, id: &str, draft: &str, now: DateTime<Utc>) -> Result<bool> {
         let done =
-            sqlx::query("UPDATE warnings SET draft = ?, updated_ms = ?, version = version + 1 WHERE id = ? AND state = 'draft'")
+            sqlx::query("UPDATE warnings SET draft = $1, updated_ms = $2, version = version + 1 WHERE id = $3 AND state = 'draft'")
                 .bind(draft)
                 .bind(ms(now))
                 .bind(id)
@@ -127,10 +127,10 @@ impl Tx<'_> {
         now: DateTime<Utc>,
     ) -> Result<bool> {
         let done = sqlx::query(
-            "UPDATE warnings SET state = 'pending', needs_approval = 1, approval_reason = ?,
-                 submitted_ms = ?, updated_ms = ?, reviewed_by = NULL, reviewed_ms = NULL, review_note = NULL,
+            "UPDATE warnings SET state = 'pending', needs_approval = 1, approval_reason = $1,
+                 submitted_ms = $2, updated_ms = $3, reviewed_by = NULL, reviewed_ms = NULL, review_note = NULL,
                  version = version + 1
-             WHERE id = ? AND state = 'draft' AND version = ?",
+             WHERE id = $4 AND state = 'draft' AND version = $5",
         )
         .bind(approval_reason)
         .bind(ms(now))
@@ -157,14 +157,14 @@ impl Tx<'_> {
         now: DateTime<Utc>,
     ) -> Result<bool> {
         let done = sqlx::query(
-            "UPDATE warnings SET state = 'issued', alert_id = ?,
-                 needs_approval = CASE WHEN ? IS NULL THEN needs_approval ELSE 1 END,
-                 approval_reason = COALESCE(?, approval_reason),
-                 override_reason = ?,
-                 submitted_ms = COALESCE(submitted_ms, ?),
-                 reviewed_by = ?, reviewed_ms = CASE WHEN ? IS NULL THEN NULL ELSE ? END,
-                 review_note = ?, updated_ms = ?, version = version + 1
-             WHERE id = ? AND state = ? AND version = ?",
+            "UPDATE warnings SET state = 'issued', alert_id = $1,
+                 needs_approval = CASE WHEN $2 IS NULL THEN needs_approval ELSE 1 END,
+                 approval_reason = COALESCE($3, approval_reason),
+                 override_reason = $4,
+                 submitted_ms = COALESCE(submitted_ms, $5),
+                 reviewed_by = $6, reviewed_ms = CASE WHEN $7 IS NULL THEN NULL ELSE $8 END,
+                 review_note = $9, updated_ms = $10, version = version + 1
+             WHERE id = $11 AND state = $12 AND version = $13",
         )
         .bind(alert_id)
         .bind(needs_approval)
@@ -193,9 +193,9 @@ impl Tx<'_> {
         now: DateTime<Utc>,
     ) -> Result<bool> {
         let done = sqlx::query(
-            "UPDATE warnings SET state = 'draft', reviewed_by = ?, reviewed_ms = ?, review_note = ?,
-                 updated_ms = ?, version = version + 1
-             WHERE id = ? AND state = 'pending'",
+            "UPDATE warnings SET state = 'draft', reviewed_by = $1, reviewed_ms = $2, review_note = $3,
+                 updated_ms = $4, version = version + 1
+             WHERE id = $5 AND state = 'pending'",
         )
         .bind(by)
         .bind(ms(now))
@@ -210,8 +210,8 @@ impl Tx<'_> {
     /// draft -> discarded. False if it was not a draft.
     pub async fn discard_warning(&mut self, id: &str, now: DateTime<Utc>) -> Result<bool> {
         let done = sqlx::query(
-            "UPDATE warnings SET state = 'discarded', updated_ms = ?, version = version + 1
-             WHERE id = ? AND state = 'draft'",
+            "UPDATE warnings SET state = 'discarded', updated_ms = $1, version = version + 1
+             WHERE id = $2 AND state = 'draft'",
         )
         .bind(ms(now))
         .bind(id)
@@ -232,7 +232,7 @@ impl Tx<'_> {
     ) -> Result<()> {
         sqlx::query(
             "INSERT INTO notifications (recipient, at_ms, kind, warning_id, alert_id, text)
-             VALUES (?, ?, ?, ?, ?, ?)",
+             VALUES ($1, $2, $3, $4, $5, $6)",
         )
         .bind(recipient)
         .bind(ms(now))
@@ -254,7 +254,7 @@ impl Tx<'_> {
         now: DateTime<Utc>,
     ) -> Result<bool> {
         let done = sqlx::query(
-            "INSERT INTO prewarning_dismissals (assessment_id, by, at_ms, reason) VALUES (?, ?, ?, ?)
+            "INSERT INTO prewarning_dismissals (assessment_id, by, at_ms, reason) VALUES ($1, $2, $3, $4)
              ON CONFLICT DO NOTHING",
         )
         .bind(assessment_id)
@@ -270,9 +270,9 @@ impl Tx<'_> {
     pub async fn prewarning_decided(&mut self, assessment_id: i64) -> Result<Option<String>> {
         let row = sqlx::query(
             "SELECT 'confirmed as warning ' || id AS d FROM warnings
-             WHERE prewarning_id = ?1 AND state <> 'discarded'
+             WHERE prewarning_id = $1 AND state <> 'discarded'
              UNION ALL
-             SELECT 'dismissed by ' || by || ': ' || reason FROM prewarning_dismissals WHERE assessment_id = ?1",
+             SELECT 'dismissed by ' || by || ': ' || reason FROM prewarning_dismissals WHERE assessment_id = $1",
         )
         .bind(assessment_id)
         .fetch_optional(&mut *self.tx)
@@ -285,7 +285,7 @@ impl Tx<'_> {
     pub async fn superseded_by(&mut self, alert_id: &str) -> Result<Option<String>> {
         let row = sqlx::query(
             "SELECT r.alert_id FROM alert_refs r JOIN alerts a ON a.id = r.alert_id
-             WHERE r.refers_to = ? ORDER BY a.sent_ms DESC, a.id LIMIT 1",
+             WHERE r.refers_to = $1 ORDER BY a.sent_ms DESC, a.id LIMIT 1",
         )
         .bind(alert_id)
         .fetch_optional(&mut *self.tx)
@@ -296,7 +296,7 @@ impl Tx<'_> {
 
 impl Store {
     pub async fn get_warning(&self, id: &str) -> Result<Option<WarningRecord>> {
-        let sql = format!("SELECT {COLUMNS} FROM warnings WHERE id = ?");
+        let sql = format!("SELECT {COLUMNS} FROM warnings WHERE id = $1");
         let row = sqlx::query(sqlx::AssertSqlSafe(sql))
             .bind(id)
             .fetch_optional(&self.pool)
@@ -307,8 +307,8 @@ impl Store {
     /// Warnings, most recently changed first, optionally in one state.
     pub async fn list_warnings(&self, state: Option<&str>, limit: i64) -> Result<Vec<WarningRecord>> {
         let sql = format!(
-            "SELECT {COLUMNS} FROM warnings WHERE (?1 IS NULL OR state = ?1)
-             ORDER BY updated_ms DESC, id LIMIT ?2"
+            "SELECT {COLUMNS} FROM warnings WHERE ($1 IS NULL OR state = $1)
+             ORDER BY updated_ms DESC, id LIMIT $2"
         );
         let rows = sqlx::query(sqlx::AssertSqlSafe(sql))
             .bind(state)
@@ -322,7 +322,7 @@ impl Store {
     pub async fn notifications(&self, recipient: &str, limit: i64) -> Result<Vec<NotificationRecord>> {
         let rows = sqlx::query(
             "SELECT id, recipient, at_ms, kind, warning_id, alert_id, text FROM notifications
-             WHERE recipient = ? ORDER BY id DESC LIMIT ?",
+             WHERE recipient = $1 ORDER BY id DESC LIMIT $2",
         )
         .bind(recipient)
         .bind(limit)
@@ -345,7 +345,7 @@ impl Store {
 
     /// How many warnings are in `state`.
     pub async fn count_warnings(&self, state: &str) -> Result<i64> {
-        let r = sqlx::query("SELECT COUNT(*) AS n FROM warnings WHERE state = ?")
+        let r = sqlx::query("SELECT COUNT(*) AS n FROM warnings WHERE state = $1")
             .bind(state)
             .fetch_one(&self.pool)
             .await?;

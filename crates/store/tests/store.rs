@@ -1,5 +1,6 @@
-//! The store on a real SQLite file: atomic alert writes, exclusive outbox claims,
-//! idempotent receipts.
+//! The store on a real SQLite file and, when `CANHBAO_TEST_POSTGRES_URL` is set, on a
+//! real PostgreSQL database: atomic alert writes, exclusive outbox claims, idempotent
+//! receipts, the audit chain and upgrades from the previous release.
 
 #![allow(clippy::unwrap_used)]
 
@@ -57,12 +58,74 @@ fn signed() -> SignedPayload {
     }
 }
 
-async fn open() -> (tempfile::TempDir, Store) {
-    let dir = tempfile::tempdir().unwrap();
-    let url = format!("sqlite://{}", dir.path().join("t.db").display());
-    let store = Store::open(&url).await.unwrap();
-    (dir, store)
+/// One database for one test: a SQLite file in a directory of its own, or a PostgreSQL
+/// database of its own.
+enum Db {
+    /// The directory lives as long as the test: its file is the database.
+    Sqlite(#[allow(dead_code)] tempfile::TempDir, String),
+    Postgres(testkit::postgres::PgDatabase),
 }
+
+impl Db {
+    fn sqlite() -> Self {
+        let dir = tempfile::tempdir().unwrap();
+        let url = format!("sqlite://{}", dir.path().join("t.db").display());
+        Self::Sqlite(dir, url)
+    }
+
+    fn url(&self) -> &str {
+        match self {
+            Self::Sqlite(_, url) => url,
+            Self::Postgres(pg) => &pg.url,
+        }
+    }
+
+    async fn open(&self) -> Store {
+        Store::open(self.url()).await.unwrap()
+    }
+}
+
+/// Runs each named test on SQLite always (`sqlite::NAME`), and on PostgreSQL
+/// (`postgres::NAME`) when `CANHBAO_TEST_POSTGRES_URL` is set, each on a fresh database.
+macro_rules! on_both_backends {
+    ($($name:ident),* $(,)?) => {
+        mod sqlite {
+            $(
+                #[tokio::test]
+                async fn $name() {
+                    super::$name(super::Db::sqlite()).await
+                }
+            )*
+        }
+        mod postgres {
+            $(
+                #[tokio::test]
+                async fn $name() {
+                    match testkit::postgres::PgDatabase::from_env().await {
+                        Some(pg) => super::$name(super::Db::Postgres(pg)).await,
+                        None => eprintln!("{} is not set: skipped", testkit::postgres::ENV),
+                    }
+                }
+            )*
+        }
+    };
+}
+
+on_both_backends!(
+    an_uncommitted_alert_leaves_nothing_behind,
+    emergencies_are_claimed_before_a_backlog_of_other_messages,
+    a_claimed_delivery_is_invisible_until_its_lease_runs_out,
+    receipts_are_idempotent_per_alert_receiver_and_status,
+    reopening_a_database_keeps_its_data_and_migrations,
+    each_registered_receiver_is_tracked_resent_to_until_it_acknowledges_and_expires_visibly,
+    an_update_supersedes_what_its_predecessor_had_not_delivered_and_clears_its_topic,
+    an_sms_caught_mid_send_by_a_crash_is_never_sent_again_blindly,
+    a_cancel_reaches_whoever_had_any_version_and_stops_what_was_not_sent,
+    a_commune_whose_loudspeakers_all_played_is_never_a_fallback_candidate,
+    the_audit_chain_detects_a_changed_or_removed_row,
+    a_database_of_the_previous_release_upgrades_with_its_data_intact,
+    workers_of_two_instances_claiming_at_once_never_get_the_same_delivery,
+);
 
 async fn insert(store: &Store, a: &Alert, priority: i64) {
     let deliveries: Vec<NewDelivery> = a
@@ -79,9 +142,8 @@ async fn insert(store: &Store, a: &Alert, priority: i64) {
     tx.commit().await.unwrap();
 }
 
-#[tokio::test]
-async fn an_uncommitted_alert_leaves_nothing_behind() {
-    let (_dir, store) = open().await;
+async fn an_uncommitted_alert_leaves_nothing_behind(db: Db) {
+    let store = db.open().await;
     {
         let mut tx = store.begin().await.unwrap();
         let a = alert("a1", MessageClass::Priority, &["06385"]);
@@ -103,9 +165,8 @@ async fn an_uncommitted_alert_leaves_nothing_behind() {
     );
 }
 
-#[tokio::test]
-async fn emergencies_are_claimed_before_a_backlog_of_other_messages() {
-    let (_dir, store) = open().await;
+async fn emergencies_are_claimed_before_a_backlog_of_other_messages(db: Db) {
+    let store = db.open().await;
     for i in 0..5 {
         insert(
             &store,
@@ -126,9 +187,8 @@ async fn emergencies_are_claimed_before_a_backlog_of_other_messages() {
     assert_eq!(claimed[0].attempts, 1);
 }
 
-#[tokio::test]
-async fn a_claimed_delivery_is_invisible_until_its_lease_runs_out() {
-    let (_dir, store) = open().await;
+async fn a_claimed_delivery_is_invisible_until_its_lease_runs_out(db: Db) {
+    let store = db.open().await;
     insert(&store, &alert("a1", MessageClass::Priority, &["06385"]), 1).await;
     let lease = Duration::seconds(30);
     let first = store.claim_due(t0(), lease, 10).await.unwrap();
@@ -190,9 +250,8 @@ async fn a_claimed_delivery_is_invisible_until_its_lease_runs_out() {
     );
 }
 
-#[tokio::test]
-async fn receipts_are_idempotent_per_alert_receiver_and_status() {
-    let (_dir, store) = open().await;
+async fn receipts_are_idempotent_per_alert_receiver_and_status(db: Db) {
+    let store = db.open().await;
     let r = NewReceipt {
         alert_id: "a1",
         receiver_id: "loa-1",
@@ -233,10 +292,8 @@ async fn receipts_are_idempotent_per_alert_receiver_and_status() {
     assert_eq!(all.len(), 4, "played, bad_signature, unknown_key, other: {all:?}");
 }
 
-#[tokio::test]
-async fn reopening_a_database_keeps_its_data_and_migrations() {
-    let dir = tempfile::tempdir().unwrap();
-    let url = format!("sqlite://{}", dir.path().join("t.db").display());
+async fn reopening_a_database_keeps_its_data_and_migrations(db: Db) {
+    let url = db.url().to_owned();
     let store = Store::open(&url).await.unwrap();
     insert(&store, &alert("a1", MessageClass::Priority, &["06385"]), 1).await;
     store.close().await;
@@ -263,9 +320,8 @@ fn states(rows: &[store::ReceiverDeliveryRecord]) -> Vec<(String, String)> {
         .collect()
 }
 
-#[tokio::test]
-async fn each_registered_receiver_is_tracked_resent_to_until_it_acknowledges_and_expires_visibly() {
-    let (_dir, store) = open().await;
+async fn each_registered_receiver_is_tracked_resent_to_until_it_acknowledges_and_expires_visibly(db: Db) {
+    let store = db.open().await;
     register(&store, "loa-a", "06385").await;
     register(&store, "loa-b", "06385").await;
     register(&store, "loa-c", "05977").await;
@@ -425,9 +481,8 @@ async fn each_registered_receiver_is_tracked_resent_to_until_it_acknowledges_and
     );
 }
 
-#[tokio::test]
-async fn an_update_supersedes_what_its_predecessor_had_not_delivered_and_clears_its_topic() {
-    let (_dir, store) = open().await;
+async fn an_update_supersedes_what_its_predecessor_had_not_delivered_and_clears_its_topic(db: Db) {
+    let store = db.open().await;
     register(&store, "loa-a", "06385").await;
     register(&store, "loa-b", "06385").await;
     insert(&store, &alert("old", MessageClass::Priority, &["06385"]), 1).await;
@@ -470,9 +525,8 @@ fn sms(phone: &str) -> store::NewSms {
     }
 }
 
-#[tokio::test]
-async fn an_sms_caught_mid_send_by_a_crash_is_never_sent_again_blindly() {
-    let (_dir, store) = open().await;
+async fn an_sms_caught_mid_send_by_a_crash_is_never_sent_again_blindly(db: Db) {
+    let store = db.open().await;
     let a = alert("a-sms", MessageClass::Emergency, &["06385"]);
     insert(&store, &a, 2).await;
     assert!(
@@ -647,9 +701,8 @@ async fn send_all(store: &Store, now: DateTime<Utc>) -> Vec<String> {
     outcomes.iter().map(|(c, _)| c.alert_id.clone()).collect()
 }
 
-#[tokio::test]
-async fn a_cancel_reaches_whoever_had_any_version_and_stops_what_was_not_sent() {
-    let (_dir, store) = open().await;
+async fn a_cancel_reaches_whoever_had_any_version_and_stops_what_was_not_sent(db: Db) {
+    let store = db.open().await;
     insert(&store, &alert("v1", MessageClass::Emergency, &["06385"]), 2).await;
     store
         .decide_fallback("v1", "06385", "no receiver", &[sms("+84912000001")], t0())
@@ -702,9 +755,8 @@ async fn a_cancel_reaches_whoever_had_any_version_and_stops_what_was_not_sent() 
     );
 }
 
-#[tokio::test]
-async fn a_commune_whose_loudspeakers_all_played_is_never_a_fallback_candidate() {
-    let (_dir, store) = open().await;
+async fn a_commune_whose_loudspeakers_all_played_is_never_a_fallback_candidate(db: Db) {
+    let store = db.open().await;
     register(&store, "r-1", "06385").await;
     insert(
         &store,
@@ -741,10 +793,8 @@ async fn a_commune_whose_loudspeakers_all_played_is_never_a_fallback_candidate()
     assert!(!store.get_alert("p2").await.unwrap().unwrap().sms);
 }
 
-#[tokio::test]
-async fn the_audit_chain_detects_a_changed_or_removed_row() {
-    let dir = tempfile::tempdir().unwrap();
-    let url = format!("sqlite://{}", dir.path().join("t.db").display());
+async fn the_audit_chain_detects_a_changed_or_removed_row(db: Db) {
+    let url = db.url().to_owned();
     let store = Store::open(&url).await.unwrap();
     for (i, action) in ["login", "alert.cancel", "receiver.register"].iter().enumerate() {
         let row = store
@@ -769,7 +819,8 @@ async fn the_audit_chain_detects_a_changed_or_removed_row() {
         "holds"
     );
     // Someone with the database file rewrites what row 2 says...
-    let raw = sqlx::SqlitePool::connect(&url).await.unwrap();
+    sqlx::any::install_default_drivers();
+    let raw = sqlx::AnyPool::connect(&url).await.unwrap();
     sqlx::query("UPDATE audit_log SET detail = '{\"n\":9}' WHERE id = 2")
         .execute(&raw)
         .await
@@ -786,28 +837,35 @@ async fn the_audit_chain_detects_a_changed_or_removed_row() {
 /// The schema of the release before this one (migrations 1 to 12, as they landed).
 const PREVIOUS_RELEASE_SCHEMA: i64 = 12;
 
-#[tokio::test]
-async fn a_database_of_the_previous_release_upgrades_with_its_data_intact() {
-    let dir = tempfile::tempdir().unwrap();
-    let url = format!("sqlite://{}", dir.path().join("old.db").display());
+async fn a_database_of_the_previous_release_upgrades_with_its_data_intact(db: Db) {
+    let url = db.url().to_owned();
     // The previous release wrote these rows.
     let old = Store::open_at_schema(&url, PREVIOUS_RELEASE_SCHEMA)
         .await
         .unwrap();
+    // The same two bytes `{}`, in each engine's blob literal.
+    let blob = match &db {
+        Db::Sqlite(..) => "X'7B7D'",
+        Db::Postgres(_) => "'\\x7b7d'",
+    };
     for sql in [
-        "INSERT INTO alerts (id, province, msg_type, status, refs, origin_kind, origin_detail, hazard,
+        format!(
+            "INSERT INTO alerts (id, province, msg_type, status, refs, origin_kind, origin_detail, hazard,
             risk_level, alarm_level, station, class, communes, sent_ms, effective_ms, expires_ms,
             headline, description, instruction, repeat_times, repeat_interval_s, provisional,
             payload, key_id, sig, created_ms)
          VALUES ('old-1', '20', 'Alert', 'Actual', '[]', 'computed', 'flood@1', 'flood', 3, 3,
             'HUULUNG', 'emergency', '[\"06385\"]', 1000, 1000, 99999999999999, 'Lũ', 'Nước lên', '',
-            3, 300, '[]', X'7B7D', 'ed25519:old', 'c2ln', 1000)",
+            3, 300, '[]', {blob}, 'ed25519:old', 'c2ln', 1000)"
+        ),
         "INSERT INTO receiver_registry (receiver_id, commune, trusted_keys, registered_ms)
-         VALUES ('loa-old', '06385', '[]', 1000)",
+         VALUES ('loa-old', '06385', '[]', 1000)"
+            .to_owned(),
         "INSERT INTO api_tokens (token_sha256, role, label, created_ms, stations)
-         VALUES ('aa', 'station', 'old gauge', 1000, '[\"HUULUNG\"]')",
+         VALUES ('aa', 'station', 'old gauge', 1000, '[\"HUULUNG\"]')"
+            .to_owned(),
     ] {
-        sqlx::query(sql).execute(&old).await.unwrap();
+        sqlx::query(sqlx::AssertSqlSafe(sql)).execute(&old).await.unwrap();
     }
     old.close().await;
 
@@ -844,7 +902,8 @@ async fn a_database_of_the_previous_release_upgrades_with_its_data_intact() {
 
 #[tokio::test]
 async fn every_connection_is_durable_wal_with_foreign_keys() {
-    let (_dir, store) = open().await;
+    let db = Db::sqlite();
+    let store = db.open().await;
     // Several at once, so that more than one pooled connection is asked.
     let (a, b, c) = tokio::join!(store.pragmas(), store.pragmas(), store.pragmas());
     for p in [a, b, c] {
@@ -854,4 +913,39 @@ async fn every_connection_is_durable_wal_with_foreign_keys() {
             "journal_mode, synchronous = FULL, foreign_keys"
         );
     }
+}
+
+/// Two instances' outbox workers, each with its own pool on the same database, claiming
+/// in a loop at the same time: every delivery is claimed once, by one of them.
+async fn workers_of_two_instances_claiming_at_once_never_get_the_same_delivery(db: Db) {
+    let first = db.open().await;
+    let second = db.open().await;
+    let communes: Vec<String> = (0..60).map(|i| format!("{:05}", 6000 + i)).collect();
+    for n in 0..5 {
+        let refs: Vec<&str> = communes.iter().map(String::as_str).collect();
+        insert(&first, &alert(&format!("a{n}"), MessageClass::Priority, &refs), 1).await;
+    }
+    let claim_all = |store: Store| async move {
+        let mut mine = Vec::new();
+        loop {
+            let batch = store.claim_due(t0(), Duration::seconds(60), 7).await.unwrap();
+            if batch.is_empty() {
+                return mine;
+            }
+            mine.extend(batch.into_iter().map(|d| d.id));
+            tokio::task::yield_now().await;
+        }
+    };
+    let (x, y) = tokio::join!(
+        tokio::spawn(claim_all(first.clone())),
+        tokio::spawn(claim_all(second.clone()))
+    );
+    let (x, y) = (x.unwrap(), y.unwrap());
+    let mut all: Vec<i64> = x.iter().chain(&y).copied().collect();
+    all.sort_unstable();
+    let claimed = all.len();
+    all.dedup();
+    assert_eq!(claimed, all.len(), "a delivery was claimed twice");
+    assert_eq!(claimed, 5 * 60, "every delivery is claimed");
+    eprintln!("claims: {} and {}", x.len(), y.len());
 }

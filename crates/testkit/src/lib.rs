@@ -5,3 +5,4 @@
 pub mod http;
 pub mod kannel;
 pub mod nats;
+pub mod postgres;
