@@ -227,12 +227,14 @@ pub fn next_delay(
 }
 
 /// Who may poll a source: one poller per source at a time. In one process the local
-/// lease does it; with several instances a shared lease (a database lock) takes its place
-/// here, and the poll loop does not change.
+/// lease does it; with several instances on PostgreSQL, a session advisory lock per source
+/// ([`Store::try_singleton`]) is taken as well, and the poll loop does not change.
 #[derive(Clone, Default)]
 pub enum SourceLease {
     #[default]
     Local,
+    /// The local lease, and the database's lock shared by every instance.
+    Shared(Store),
 }
 
 static LOCAL_LEASES: std::sync::Mutex<Vec<String>> = std::sync::Mutex::new(Vec::new());
@@ -240,6 +242,7 @@ static LOCAL_LEASES: std::sync::Mutex<Vec<String>> = std::sync::Mutex::new(Vec::
 /// A held lease; dropping it lets another poller take the source.
 pub struct LeaseGuard {
     id: String,
+    shared: Option<store::SingletonLock>,
 }
 
 impl Drop for LeaseGuard {
@@ -250,21 +253,48 @@ impl Drop for LeaseGuard {
     }
 }
 
-impl SourceLease {
-    /// Takes the lease on `id`, or `None` if another poller holds it.
-    pub async fn try_acquire(&self, id: &str) -> Option<LeaseGuard> {
-        match self {
-            Self::Local => {
-                let mut held = LOCAL_LEASES.lock().ok()?;
-                if held.iter().any(|h| h == id) {
-                    return None;
-                }
-                held.push(id.to_owned());
-                Some(LeaseGuard { id: id.to_owned() })
-            }
+impl LeaseGuard {
+    /// Whether the lease is still held (a shared lock is lost with its connection).
+    pub async fn still_held(&mut self) -> bool {
+        match &mut self.shared {
+            None => true,
+            Some(lock) => lock.still_held().await,
         }
     }
 }
+
+impl SourceLease {
+    /// Takes the lease on `id`, or `None` if another poller (here or in another
+    /// instance) holds it, or the shared lock cannot be asked for now.
+    pub async fn try_acquire(&self, id: &str) -> Option<LeaseGuard> {
+        let mut guard = {
+            let mut held = LOCAL_LEASES.lock().ok()?;
+            if held.iter().any(|h| h == id) {
+                return None;
+            }
+            held.push(id.to_owned());
+            LeaseGuard {
+                id: id.to_owned(),
+                shared: None,
+            }
+        };
+        if let Self::Shared(store) = self {
+            match store.try_singleton(&format!("poller:{id}")).await {
+                Ok(Some(lock)) => guard.shared = Some(lock),
+                Ok(None) => return None,
+                Err(e) => {
+                    tracing::warn!(feed = %id, error = %e, "cannot ask the database for this source's lock");
+                    return None;
+                }
+            }
+        }
+        Some(guard)
+    }
+}
+
+/// How often a poller without its source's lease asks again: a killed holder's lock is
+/// freed as soon as its connection drops, and the source should not wait a whole interval.
+const LEASE_RETRY: Duration = Duration::from_secs(5);
 
 fn jitter() -> f64 {
     (uuid::Uuid::new_v4().as_u128() % 10_000) as f64 / 10_000.0
@@ -583,18 +613,38 @@ where
 /// Polls one source until `shutdown`. One task per source: a source's failure or slowness
 /// never delays another. The source is polled only while its lease is held.
 pub async fn run_source(ctx: PollerContext, src: PollSource, shutdown: CancellationToken) {
-    let _lease = loop {
-        match ctx.lease.try_acquire(&src.id).await {
-            Some(guard) => break guard,
-            None => {
-                tracing::info!(feed = %src.id, "another poller holds this source; waiting");
-                tokio::select! {
-                    _ = shutdown.cancelled() => return,
-                    _ = tokio::time::sleep(src.interval) => {}
+    loop {
+        let mut said = false;
+        let lease = loop {
+            match ctx.lease.try_acquire(&src.id).await {
+                Some(guard) => break guard,
+                None => {
+                    if !said {
+                        tracing::info!(feed = %src.id, "another poller holds this source; waiting");
+                        said = true;
+                    }
+                    tokio::select! {
+                        _ = shutdown.cancelled() => return,
+                        _ = tokio::time::sleep(LEASE_RETRY.min(src.interval)) => {}
+                    }
                 }
             }
+        };
+        tracing::info!(feed = %src.id, "polling this source");
+        if poll_while_held(&ctx, &src, lease, &shutdown).await {
+            return;
         }
-    };
+    }
+}
+
+/// Polls `src` while `lease` is held. True when `shutdown` ended it, false when the
+/// lease was lost (the caller takes it again before polling on).
+async fn poll_while_held(
+    ctx: &PollerContext,
+    src: &PollSource,
+    mut lease: LeaseGuard,
+    shutdown: &CancellationToken,
+) -> bool {
     let host = reqwest::Url::parse(&src.url)
         .ok()
         .and_then(|u| u.host_str().map(str::to_owned))
@@ -607,7 +657,7 @@ pub async fn run_source(ctx: PollerContext, src: PollSource, shutdown: Cancellat
         Ok(h) => h,
         Err(e) => {
             tracing::error!(feed = %src.id, error = %e, "source health unavailable; source not polled");
-            return;
+            return true;
         }
     };
     let (mut etag, mut modified) = (health.etag, health.last_modified);
@@ -615,12 +665,12 @@ pub async fn run_source(ctx: PollerContext, src: PollSource, shutdown: Cancellat
     loop {
         ctx.pace(&host).await;
         let now = Utc::now();
-        let outcome = match fetch(&ctx, &src, etag.as_deref(), modified.as_deref()).await {
+        let outcome = match fetch(ctx, src, etag.as_deref(), modified.as_deref()).await {
             Ok(None) => Ok(Intake::default()),
             Ok(Some((body, polled))) => {
                 etag = polled.etag.or(etag);
                 modified = polled.last_modified.or(modified);
-                ingest_body(&ctx, &src, &body).await
+                ingest_body(ctx, src, &body).await
             }
             Err(e) => Err((e, 0)),
         };
@@ -661,8 +711,12 @@ pub async fn run_source(ctx: PollerContext, src: PollSource, shutdown: Cancellat
             tracing::error!(feed = %src.id, error = %e, "source health could not be recorded");
         }
         tokio::select! {
-            _ = shutdown.cancelled() => return,
+            _ = shutdown.cancelled() => return true,
             _ = tokio::time::sleep(wait) => {}
+        }
+        if !lease.still_held().await {
+            tracing::warn!(feed = %src.id, "lost this source's lease (its database connection broke); taking it again");
+            return false;
         }
     }
 }

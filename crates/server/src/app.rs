@@ -156,7 +156,7 @@ impl App {
         tasks.spawn(worker::run_outbox(
             store.clone(),
             mqtt.clone(),
-            wake,
+            wake.clone(),
             settings.outbox.clone(),
             shutdown.clone(),
         ));
@@ -172,11 +172,26 @@ impl App {
                 settings.poll.host_pause,
             )
             .context("building the HTTP client for feeds")?;
+            let mut ctx = ctx;
+            if store.backend() == store::Backend::Postgres {
+                // Several instances may share this database: one polls each source.
+                ctx.lease = ingest::poller::SourceLease::Shared(store.clone());
+            }
             for src in settings.poll.sources.clone() {
                 tracing::info!(feed = %src.id, url = %src.url, format = src.format.code(),
                     interval_s = src.interval.as_secs(), "polling feed");
                 tasks.spawn(ingest::poller::run_source(ctx.clone(), src, shutdown.clone()));
             }
+        }
+        if store.backend() == store::Backend::Postgres {
+            // A new alert committed by another instance wakes this one's outbox workers.
+            let (store, wake, shutdown) = (store.clone(), wake.clone(), shutdown.clone());
+            tasks.spawn(async move {
+                tokio::select! {
+                    _ = shutdown.cancelled() => {}
+                    _ = store.listen_for_alerts(|| wake.notify_one()) => {}
+                }
+            });
         }
         // The sender always runs: without a gateway it still ends queued messages visibly.
         let gateways = settings.sms.build().context("building the sms gateways")?;

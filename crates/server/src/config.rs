@@ -597,10 +597,10 @@ pub fn load(sources: &Sources) -> Result<Settings, Problems> {
         (Some(d), Some(dir)) if d.url.is_empty() => {
             Some(format!("sqlite://{}", dir.join("canhbao.db").display()))
         }
-        (Some(d), _) if d.url.starts_with("sqlite:") => Some(d.url.clone()),
+        (Some(d), _) if store::Backend::of_url(&d.url).is_ok() => Some(d.url.clone()),
         (Some(_), _) => {
             // Never echo the URL: it may hold a password.
-            problems.push("database.url: only sqlite: URLs are supported by this build");
+            problems.push("database.url: must start with sqlite:, postgres:// or postgresql://");
             None
         }
         _ => None,
@@ -1163,7 +1163,7 @@ mod tests {
             "shutdown.grace_s 9999",
             "service.province",
             "unknown field `speed`",
-            "only sqlite: URLs",
+            "database.url: must start with sqlite:, postgres:// or postgresql://",
             "timeout_s 60 must be greater than 0 and shorter than interval_s 60",
         ] {
             assert!(text.contains(needle), "missing {needle:?} in:\n{text}");
