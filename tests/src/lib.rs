@@ -85,6 +85,37 @@ pub fn test_settings_with(
     .map_err(|p| anyhow::anyhow!("{p}"))
 }
 
+/// `CANHBAO_TEST_E2E_DATABASE=postgres` runs the apps of the end-to-end suite on
+/// PostgreSQL (the server `CANHBAO_TEST_POSTGRES_URL` names) instead of SQLite.
+pub const E2E_DATABASE: &str = "CANHBAO_TEST_E2E_DATABASE";
+
+/// Test databases kept until the test process ends: an app restarted on the same data
+/// directory finds its database again (its URL is in the directory). The next run drops
+/// them.
+static KEPT: std::sync::Mutex<Vec<testkit::postgres::PgDatabase>> = std::sync::Mutex::new(Vec::new());
+
+/// The database URL for an app on `data_dir`: `None` (its SQLite file) unless the suite
+/// runs on PostgreSQL, then a database of its own.
+async fn test_database(data_dir: &Path) -> Result<Option<String>> {
+    match std::env::var(E2E_DATABASE).as_deref() {
+        Err(_) | Ok("") | Ok("sqlite") => return Ok(None),
+        Ok("postgres") => {}
+        Ok(other) => anyhow::bail!("{E2E_DATABASE}={other}: must be sqlite or postgres"),
+    }
+    let file = data_dir.join("test-database.url");
+    if let Ok(url) = std::fs::read_to_string(&file) {
+        return Ok(Some(url));
+    }
+    let pg = testkit::postgres::PgDatabase::from_env()
+        .await
+        .ok_or_else(|| anyhow::anyhow!("{E2E_DATABASE}=postgres needs {}", testkit::postgres::ENV))?;
+    std::fs::create_dir_all(data_dir)?;
+    std::fs::write(&file, &pg.url)?;
+    let url = pg.url.clone();
+    KEPT.lock().map_err(|_| anyhow::anyhow!("poisoned"))?.push(pg);
+    Ok(Some(url))
+}
+
 /// A running app and what a test needs to talk to it.
 pub struct TestApp {
     pub app: App,
@@ -93,6 +124,8 @@ pub struct TestApp {
     pub broker: BrokerUrl,
     pub prefix: String,
     pub data_dir: PathBuf,
+    /// The app's database: its SQLite file, or a PostgreSQL database of its own.
+    pub database_url: String,
     pub http: reqwest::Client,
     _dir: Option<tempfile::TempDir>,
 }
@@ -124,7 +157,13 @@ impl TestApp {
         prefix: &str,
         extra: &[(&str, &str)],
     ) -> Result<TestApp> {
-        let settings = test_settings_with(data_dir, broker, prefix, extra)?;
+        let database = test_database(data_dir).await?;
+        let mut extra = extra.to_vec();
+        if let Some(url) = &database {
+            extra.push(("CANHBAO__DATABASE__URL", url));
+        }
+        let settings = test_settings_with(data_dir, broker, prefix, &extra)?;
+        let database_url = settings.database_url.clone();
         let app = App::start(settings).await?;
         let token = std::fs::read_to_string(data_dir.join("admin.token"))?
             .trim()
@@ -138,6 +177,7 @@ impl TestApp {
             broker,
             prefix: prefix.to_owned(),
             data_dir: data_dir.to_path_buf(),
+            database_url,
             http: reqwest::Client::builder()
                 .timeout(Duration::from_secs(10))
                 .build()?,
@@ -222,8 +262,7 @@ impl TestApp {
         stations: &[&str],
         scopes: &[&str],
     ) -> Result<String> {
-        let url = format!("sqlite://{}", self.data_dir.join("canhbao.db").display());
-        let store = store::Store::open(&url).await?;
+        let store = store::Store::open(&self.database_url).await?;
         let stations: Vec<String> = stations.iter().map(|s| s.to_string()).collect();
         let scopes: Vec<String> = scopes.iter().map(|s| s.to_string()).collect();
         let token = canhbao_server::secrets::create_token(&store, role, label, &stations, &scopes).await?;

@@ -128,9 +128,14 @@ fn env_file(path: &Path) -> Vec<(String, String)> {
 fn the_trial_compose_file_is_valid_and_its_settings_load() {
     let deploy = repo().join("deploy");
     let compose = std::fs::read_to_string(deploy.join("compose.yaml")).unwrap();
-    for service in ["mosquitto:", "kannel:", "canhbao:"] {
+    for service in ["postgres:", "mosquitto:", "kannel:", "canhbao-a:", "canhbao-b:"] {
         assert!(compose.contains(&format!("\n  {service}\n")), "{service} missing");
     }
+    // Two instances on one broker: each with a client id of its own.
+    assert!(
+        compose.contains("CANHBAO__MQTT__CLIENT_ID: canhbao-a")
+            && compose.contains("CANHBAO__MQTT__CLIENT_ID: canhbao-b")
+    );
     // The image builds both binaries and serves the config it copies.
     let dockerfile = std::fs::read_to_string(deploy.join("Dockerfile")).unwrap();
     assert!(dockerfile.contains("--bin canhbao --bin canhbao-receiver"));
@@ -144,12 +149,21 @@ fn the_trial_compose_file_is_valid_and_its_settings_load() {
     // The canhbao service's settings, with its secrets as files, pass check-config.
     let data = tempfile::tempdir().unwrap();
     let secrets = tempfile::tempdir().unwrap();
-    for name in ["CANHBAO_SECRET_KANNEL", "CANHBAO_SECRET_DLR"] {
+    for name in [
+        "CANHBAO_SECRET_KANNEL",
+        "CANHBAO_SECRET_DLR",
+        "CANHBAO__DATABASE__URL",
+    ] {
         assert!(
-            compose.contains(&format!("      - {name}\n")),
+            compose.contains(&format!("    - {name}\n")),
             "{name} is not given to a service"
         );
-        std::fs::write(secrets.path().join(name), "0123456789abcdef0123456789abcdef\n").unwrap();
+        let value = if name == "CANHBAO__DATABASE__URL" {
+            "postgres://canhbao:0123456789abcdef@postgres:5432/canhbao\n"
+        } else {
+            "0123456789abcdef0123456789abcdef\n"
+        };
+        std::fs::write(secrets.path().join(name), value).unwrap();
     }
     let mut check = Command::new(env!("CARGO_BIN_EXE_canhbao"));
     check
@@ -174,6 +188,10 @@ fn the_trial_compose_file_is_valid_and_its_settings_load() {
         String::from_utf8_lossy(&out.stderr)
     );
     assert!(said.contains("gateways kannel"), "{said}");
+    assert!(
+        !said.contains("0123456789abcdef"),
+        "check-config never shows the database password: {said}"
+    );
 
     let Ok(tool) = std::env::var("CANHBAO_TEST_COMPOSE") else {
         eprintln!("CANHBAO_TEST_COMPOSE is not set: `docker compose config` runs in CI");

@@ -2,11 +2,20 @@
 
 #![allow(dead_code, clippy::unwrap_used)]
 
+use std::collections::HashMap;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command};
+use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-use canhbao_server::bench_dispatch::province_bulletin;
+use canhbao_receiver::{Playback, ReceiverConfig, ReceiverEvent, state::PlayedLog};
+use canhbao_server::bench_dispatch::{province_bulletin, unique};
+use dispatch::mqtt::BrokerUrl;
+use dispatch::{Topics, TrustedKeys};
+use domain::{CommuneCode, ProvinceCode, ReceiverId};
+use serde_json::Value;
+use tokio::sync::mpsc;
+use tokio_util::sync::CancellationToken;
 
 /// The sender made authoritative in these tests' services.
 pub const SENDER: &str = "kttv-langson@example.vn";
@@ -96,4 +105,275 @@ pub fn bulletin(identifier: &str, hazard: &str, level: u8) -> String {
     })
     .unwrap();
     province_bulletin(identifier, SENDER, hazard, level, "Actual", &settings)
+}
+
+/// The province's commune codes, from the area file.
+pub fn communes() -> Vec<String> {
+    let text = std::fs::read_to_string(repo().join("config/areas/lang-son.toml")).unwrap();
+    let doc: toml::Table = text.parse().unwrap();
+    doc["commune"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|c| c["code"].as_str().unwrap().to_owned())
+        .collect()
+}
+
+/// Simulated loudspeaker receivers (canhbao's own receiver agent, each with its played
+/// log on disk), registered with the service and connected to the broker.
+pub struct Fleet {
+    /// Each receiver's played alert ids, in order.
+    pub played: Arc<Mutex<HashMap<String, Vec<String>>>>,
+    pub ids: Vec<String>,
+    pub topics: Topics,
+    broker: String,
+    stop: CancellationToken,
+    tasks: Vec<tokio::task::JoinHandle<()>>,
+}
+
+impl Fleet {
+    /// Registers `n` receivers over the province's communes through `base` (with an
+    /// admin `token`), trusting the keys in `keys_file`, and waits until all are connected.
+    #[allow(clippy::too_many_arguments)]
+    pub async fn start(
+        http: &reqwest::Client,
+        base: &str,
+        token: &str,
+        keys_file: &Path,
+        state_dir: &Path,
+        broker: &str,
+        prefix: &str,
+        n: usize,
+    ) -> Fleet {
+        let communes = communes();
+        let mut keys = TrustedKeys::default();
+        canhbao_receiver::load_trusted_keys(keys_file, &mut keys).unwrap();
+        let topics = Topics::new(prefix, ProvinceCode::new("20").unwrap()).unwrap();
+        let played: Arc<Mutex<HashMap<String, Vec<String>>>> = Arc::default();
+        let stop = CancellationToken::new();
+        let (connected_tx, mut connected_rx) = mpsc::unbounded_channel::<()>();
+        let mut tasks = Vec::new();
+        let mut ids = Vec::new();
+        for i in 0..n {
+            let commune = &communes[i % communes.len()];
+            let id = format!("sim-{commune}-{i}");
+            let body = serde_json::json!({"receiver_id": id, "commune": commune}).to_string();
+            let r = http
+                .post(format!("{base}/api/v1/receivers"))
+                .bearer_auth(token)
+                .header("content-type", "application/json")
+                .body(body)
+                .send()
+                .await
+                .unwrap();
+            assert_eq!(r.status().as_u16(), 201, "{}", r.text().await.unwrap());
+            let (log, _) =
+                PlayedLog::open(&state_dir.join(format!("{id}.state")), chrono::Utc::now()).unwrap();
+            let cfg = ReceiverConfig {
+                broker: BrokerUrl::parse(broker).unwrap(),
+                receiver_id: ReceiverId::new(&id).unwrap(),
+                commune: CommuneCode::new(commune).unwrap(),
+                topics: topics.clone(),
+                keys: keys.clone(),
+                username: None,
+                password: None,
+                heartbeat: Duration::from_secs(5),
+                drills: true,
+                tls: Default::default(),
+            };
+            let (tx, mut rx) = mpsc::unbounded_channel();
+            let playback = Playback {
+                played: log,
+                command: None,
+            };
+            tasks.push(tokio::spawn(canhbao_receiver::run_with(
+                cfg,
+                playback,
+                tx,
+                stop.clone(),
+            )));
+            let played = played.clone();
+            let connected = connected_tx.clone();
+            let rid = id.clone();
+            tasks.push(tokio::spawn(async move {
+                let mut first = true;
+                while let Some(ev) = rx.recv().await {
+                    match ev {
+                        ReceiverEvent::Connected if first => {
+                            first = false;
+                            let _ = connected.send(());
+                        }
+                        ReceiverEvent::Played(a) => played
+                            .lock()
+                            .unwrap()
+                            .entry(rid.clone())
+                            .or_default()
+                            .push(a.id.clone()),
+                        _ => {}
+                    }
+                }
+            }));
+            ids.push(id);
+        }
+        for _ in 0..n {
+            tokio::time::timeout(Duration::from_secs(60), connected_rx.recv())
+                .await
+                .expect("every receiver connects");
+        }
+        Fleet {
+            played,
+            ids,
+            topics,
+            broker: broker.to_owned(),
+            stop,
+            tasks,
+        }
+    }
+
+    /// Plays so far, over all receivers.
+    pub fn plays(&self) -> usize {
+        self.played.lock().unwrap().values().map(Vec::len).sum()
+    }
+
+    /// Every receiver played each of `alerts` exactly once.
+    pub fn assert_each_played_once(&self, alerts: &[String]) {
+        let played = self.played.lock().unwrap().clone();
+        assert_eq!(played.len(), self.ids.len(), "every receiver played something");
+        let mut want = alerts.to_vec();
+        want.sort();
+        for (rx, ids) in &played {
+            let mut sorted = ids.clone();
+            sorted.sort();
+            assert_eq!(sorted, want, "{rx} must play each alert exactly once");
+        }
+    }
+
+    /// Stops the receivers and leaves the shared broker as it was: the retained alerts
+    /// and statuses cleared.
+    pub async fn stop_and_clean(self, alerts: &[String]) {
+        self.stop.cancel();
+        for t in self.tasks {
+            let _ = t.await;
+        }
+        let (raw, driver, _rx) = dispatch::mqtt::connect(dispatch::mqtt::MqttSettings {
+            broker: BrokerUrl::parse(&self.broker).unwrap(),
+            client_id: unique("fleet-clean"),
+            username: None,
+            password: None,
+            keep_alive: Duration::from_secs(30),
+            persistent_session: false,
+            subscriptions: vec![],
+            last_will: None,
+            on_connect: None,
+            tls: Default::default(),
+        });
+        let driver_stop = CancellationToken::new();
+        let driver = tokio::spawn(driver.run(driver_stop.clone()));
+        let deadline = Instant::now() + Duration::from_secs(5);
+        while !raw.is_connected() && Instant::now() < deadline {
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+        for id in alerts {
+            for c in communes() {
+                let topic = self
+                    .topics
+                    .alert(&CommuneCode::new(&c).unwrap(), &domain::AlertId::new(id).unwrap());
+                let _ = raw.publish(&topic, Vec::new(), true).await;
+            }
+        }
+        for id in &self.ids {
+            let _ = raw
+                .publish(
+                    &self.topics.status(&ReceiverId::new(id).unwrap()),
+                    Vec::new(),
+                    true,
+                )
+                .await;
+        }
+        tokio::time::sleep(Duration::from_millis(500)).await;
+        driver_stop.cancel();
+        let _ = driver.await;
+    }
+}
+
+/// Waits until every one of `receivers` registered receivers reported `played` for each
+/// of `alerts`, as the service at `base` shows it; panics with the logs' tails after
+/// `within`.
+pub async fn wait_all_played(
+    http: &reqwest::Client,
+    base: &str,
+    token: &str,
+    alerts: &[String],
+    receivers: usize,
+    within: Duration,
+    logs: &[&Path],
+) {
+    let deadline = Instant::now() + within;
+    for id in alerts {
+        loop {
+            // A busy service may answer slowly: a failed poll is retried until the deadline.
+            let d: Value = match http
+                .get(format!("{base}/api/v1/alerts/{id}"))
+                .bearer_auth(token)
+                .send()
+                .await
+            {
+                Ok(r) => {
+                    let status = r.status();
+                    let v = r.json().await.unwrap_or(Value::Null);
+                    if !status.is_success() {
+                        eprintln!("GET alert {id}: {status} {v}");
+                    }
+                    v
+                }
+                Err(e) => {
+                    eprintln!("GET alert {id}: {e}");
+                    Value::Null
+                }
+            };
+            let rows = d["receiver_deliveries"].as_array().cloned().unwrap_or_default();
+            let done = rows.iter().filter(|r| r["state"] == "played").count();
+            if rows.len() == receivers && done == receivers {
+                break;
+            }
+            if Instant::now() >= deadline {
+                let tails: Vec<String> = logs
+                    .iter()
+                    .map(|l| format!("{}:\n{}", l.display(), tail(l)))
+                    .collect();
+                panic!(
+                    "alert {id}: {done} of {} receivers played; logs, newest first:\n{}",
+                    rows.len(),
+                    tails.join("\n\n")
+                );
+            }
+            tokio::time::sleep(Duration::from_millis(250)).await;
+        }
+    }
+}
+
+/// Posts three province-wide bulletins (flood, landslide, heavy rain, level 2) to `base`;
+/// each raises one alert to all 65 communes. Returns the alert ids.
+pub async fn issue_province_alerts(
+    http: &reqwest::Client,
+    base: &str,
+    token: &str,
+    tag: &str,
+) -> Vec<String> {
+    let mut alerts = Vec::new();
+    for (n, hazard) in ["flood", "landslide", "heavy_rain"].iter().enumerate() {
+        let r = http
+            .post(format!("{base}/api/v1/bulletins"))
+            .bearer_auth(token)
+            .header("content-type", "application/cap+xml")
+            .body(bulletin(&unique(&format!("{tag}{n}-")), hazard, 2))
+            .send()
+            .await
+            .unwrap();
+        let body: Value = r.json().await.unwrap();
+        let ids = body["alerts"].as_array().cloned().unwrap_or_default();
+        assert_eq!(ids.len(), 1, "{hazard}: {body}");
+        alerts.push(ids[0].as_str().unwrap().to_owned());
+    }
+    alerts
 }

@@ -1,0 +1,208 @@
+#![allow(clippy::unwrap_used)]
+//! Two `canhbao serve` processes on one PostgreSQL database and one Mosquitto, as in
+//! production: they share the dispatch, one of them polls each source, and when one is
+//! killed (SIGKILL) mid-dispatch the other finishes its work. Every receiver still plays
+//! every alert exactly once. Runs when both `CANHBAO_TEST_MQTT_URL` and
+//! `CANHBAO_TEST_POSTGRES_URL` are set.
+
+mod common;
+
+use std::path::{Path, PathBuf};
+use std::time::{Duration, Instant};
+
+use canhbao_server::bench_dispatch::unique;
+use common::{Fleet, Service, issue_province_alerts, spawn_service, tail, wait_all_played, wait_ready};
+use testkit::kannel::free_port;
+use testkit::postgres::PgDatabase;
+
+const RECEIVERS: usize = 200;
+
+/// One instance: its own data directory, port, client id and log.
+struct Instance {
+    data_dir: PathBuf,
+    base: String,
+    log: PathBuf,
+    env: Vec<(&'static str, String)>,
+}
+
+impl Instance {
+    fn new(root: &Path, name: &str, database: &str, broker: &str, prefix: &str, feed: &str) -> Instance {
+        let data_dir = root.join(name);
+        let port = free_port();
+        let env = vec![
+            ("CANHBAO__SERVICE__DATA_DIR", data_dir.display().to_string()),
+            ("CANHBAO__DATABASE__URL", database.to_owned()),
+            ("CANHBAO__HTTP__LISTEN", format!("127.0.0.1:{port}")),
+            ("CANHBAO__MQTT__MODE", "external".into()),
+            ("CANHBAO__MQTT__URL", broker.to_owned()),
+            ("CANHBAO__MQTT__TOPIC_PREFIX", prefix.to_owned()),
+            ("CANHBAO__MQTT__CLIENT_ID", unique(&format!("canhbao-{name}"))),
+            ("CANHBAO__OUTBOX__IDLE_POLL_MS", "1000".into()),
+            ("CANHBAO__OUTBOX__LEASE_S", "10".into()),
+            ("CANHBAO__OUTBOX__RESEND_S", "[2, 5]".into()),
+            // A source nobody answers: what is tested is who polls it.
+            (
+                "CANHBAO__INGEST__SOURCES",
+                format!(
+                    r#"[{{ id = "gauge", url = "{feed}", format = "cap", interval_s = 2, timeout_s = 1 }}]"#
+                ),
+            ),
+        ];
+        Instance {
+            data_dir,
+            base: format!("http://127.0.0.1:{port}"),
+            log: root.join(format!("{name}.log")),
+            env,
+        }
+    }
+
+    fn start(&self) -> Service {
+        let env: Vec<(&str, String)> = self.env.iter().map(|(k, v)| (*k, v.clone())).collect();
+        spawn_service(&self.log, &env)
+    }
+
+    fn log_text(&self) -> String {
+        std::fs::read_to_string(&self.log).unwrap_or_default()
+    }
+}
+
+/// Copies the signing keyring of one instance to another: every instance signs with the
+/// province's key, which receivers trust.
+fn share_keys(from: &Path, to: &Path) {
+    std::fs::create_dir_all(to.join("keyring")).unwrap();
+    for entry in std::fs::read_dir(from.join("keyring")).unwrap() {
+        let entry = entry.unwrap();
+        std::fs::copy(entry.path(), to.join("keyring").join(entry.file_name())).unwrap();
+    }
+    if from.join("signing.key").exists() {
+        std::fs::copy(from.join("signing.key"), to.join("signing.key")).unwrap();
+    }
+}
+
+const POLLING: &str = "polling this source";
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn two_instances_share_one_database_and_the_survivor_of_a_kill_finishes_the_dispatch() {
+    let Ok(broker) = std::env::var("CANHBAO_TEST_MQTT_URL") else {
+        eprintln!("CANHBAO_TEST_MQTT_URL is not set: skipped");
+        return;
+    };
+    let Some(pg) = PgDatabase::from_env().await else {
+        eprintln!("{} is not set: skipped", testkit::postgres::ENV);
+        return;
+    };
+    let tmp = tempfile::tempdir().unwrap();
+    let prefix = format!("{}/v1", unique("cbpair"));
+    let feed = format!("http://127.0.0.1:{}/cap.xml", free_port());
+    let a = Instance::new(tmp.path(), "a", &pg.url, &broker, &prefix, &feed);
+    let b = Instance::new(tmp.path(), "b", &pg.url, &broker, &prefix, &feed);
+    let http = reqwest::Client::builder()
+        .timeout(Duration::from_secs(10))
+        .build()
+        .unwrap();
+
+    let mut service_a = a.start();
+    wait_ready(&http, &a.base, &a.log).await;
+    share_keys(&a.data_dir, &b.data_dir);
+    let service_b = b.start();
+    wait_ready(&http, &b.base, &b.log).await;
+    let token = std::fs::read_to_string(a.data_dir.join("admin.token"))
+        .unwrap()
+        .trim()
+        .to_owned();
+    assert!(
+        !b.data_dir.join("admin.token").exists(),
+        "the second instance found the first one's admin key in the shared database"
+    );
+
+    // One poller for the source, on the instance that came first.
+    let deadline = Instant::now() + Duration::from_secs(20);
+    while !(a.log_text().contains(POLLING) && b.log_text().contains("another poller holds this source")) {
+        assert!(
+            Instant::now() < deadline,
+            "a polls, b waits:\na:\n{}\nb:\n{}",
+            tail(&a.log),
+            tail(&b.log)
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    assert!(!b.log_text().contains(POLLING), "b polls too:\n{}", tail(&b.log));
+
+    let fleet = Fleet::start(
+        &http,
+        &a.base,
+        &token,
+        &a.data_dir.join("signing-keys.pub.json"),
+        &tmp.path().join("rx"),
+        &broker,
+        &prefix,
+        RECEIVERS,
+    )
+    .await;
+    // Receivers registered through a are known to b: the registry is in the database.
+    let fleet_b: serde_json::Value = http
+        .get(format!("{}/api/v1/receivers", b.base))
+        .bearer_auth(&token)
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(
+        fleet_b["receivers"].as_array().map(Vec::len),
+        Some(RECEIVERS),
+        "{fleet_b}"
+    );
+
+    // Three province-wide alerts through a; a is killed mid-dispatch.
+    let alerts = issue_province_alerts(&http, &a.base, &token, "PAIR").await;
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while fleet.plays() < 30 {
+        assert!(Instant::now() < deadline, "the dispatch never started");
+        tokio::time::sleep(Duration::from_millis(5)).await;
+    }
+    service_a.0.kill().unwrap();
+    service_a.0.wait().unwrap();
+    let killed = Instant::now();
+    drop(service_a);
+    let before = fleet.plays();
+    assert!(
+        before < RECEIVERS * alerts.len(),
+        "the kill came after the whole dispatch ({before} plays)"
+    );
+
+    // b finishes everything: a's claims run out after their lease, and b takes them.
+    wait_all_played(
+        &http,
+        &b.base,
+        &token,
+        &alerts,
+        RECEIVERS,
+        Duration::from_secs(180),
+        &[&a.log, &b.log],
+    )
+    .await;
+    let finished = killed.elapsed();
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    fleet.assert_each_played_once(&alerts);
+
+    // b took the source over: a's lock went with its connection.
+    let deadline = killed + Duration::from_secs(30);
+    while !b.log_text().contains(POLLING) {
+        assert!(
+            Instant::now() < deadline,
+            "b never took the source over:\n{}",
+            tail(&b.log)
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    eprintln!(
+        "{before} of {} plays before a was killed; b finished the rest {:.1} s after the kill",
+        RECEIVERS * alerts.len(),
+        finished.as_secs_f64()
+    );
+    fleet.stop_and_clean(&alerts).await;
+    drop(service_b);
+    drop(pg);
+}
