@@ -125,6 +125,7 @@ on_both_backends!(
     the_audit_chain_detects_a_changed_or_removed_row,
     a_database_of_the_previous_release_upgrades_with_its_data_intact,
     workers_of_two_instances_claiming_at_once_never_get_the_same_delivery,
+    a_new_alert_wakes_the_workers_of_every_instance,
 );
 
 async fn insert(store: &Store, a: &Alert, priority: i64) {
@@ -948,4 +949,54 @@ async fn workers_of_two_instances_claiming_at_once_never_get_the_same_delivery(d
     assert_eq!(claimed, all.len(), "a delivery was claimed twice");
     assert_eq!(claimed, 5 * 60, "every delivery is claimed");
     eprintln!("claims: {} and {}", x.len(), y.len());
+}
+
+/// On PostgreSQL, an alert committed by one instance wakes the outbox workers of another
+/// (LISTEN/NOTIFY), so that they do not wait for their idle poll. On SQLite (one process)
+/// there is no other instance, and listening ends at once.
+async fn a_new_alert_wakes_the_workers_of_every_instance(db: Db) {
+    let listener = db.open().await;
+    let writer = db.open().await;
+    let (tx, mut rx) = tokio::sync::mpsc::unbounded_channel();
+    let listening = tokio::spawn(async move {
+        listener
+            .listen_for_alerts(move || {
+                let _ = tx.send(());
+            })
+            .await
+    });
+    if matches!(db, Db::Sqlite(..)) {
+        tokio::time::timeout(std::time::Duration::from_secs(5), listening)
+            .await
+            .expect("nothing to listen for on SQLite")
+            .unwrap();
+        return;
+    }
+    let wait = std::time::Duration::from_secs(5);
+    // One wake once listening: whatever was committed before may have been missed.
+    tokio::time::timeout(wait, rx.recv())
+        .await
+        .expect("listening")
+        .unwrap();
+    tokio::time::sleep(std::time::Duration::from_millis(300)).await;
+    assert!(rx.try_recv().is_err(), "no wake without a new alert");
+    insert(&writer, &alert("w1", MessageClass::Emergency, &["06385"]), 2).await;
+    tokio::time::timeout(wait, rx.recv())
+        .await
+        .expect("the other instance's commit wakes this one")
+        .unwrap();
+    // A transaction rolled back notifies nobody.
+    let mut tx = writer.begin().await.unwrap();
+    tx.insert_alert(
+        &alert("w2", MessageClass::Emergency, &["06385"]),
+        &signed(),
+        &[],
+        t0(),
+    )
+    .await
+    .unwrap();
+    drop(tx);
+    tokio::time::sleep(std::time::Duration::from_millis(500)).await;
+    assert!(rx.try_recv().is_err(), "a rolled-back alert woke a worker");
+    listening.abort();
 }
