@@ -181,7 +181,7 @@ pub async fn run_inbound(
 }
 
 /// Most inbound messages stored in one transaction.
-const MAX_BATCH: usize = 512;
+pub const MAX_BATCH: usize = 512;
 
 async fn store_batch(store: &Store, topics: &Topics, messages: &[InboundMessage]) -> store::Result<()> {
     if messages.is_empty() {

@@ -7,6 +7,7 @@
 
 pub mod app;
 pub mod bench_dispatch;
+pub mod bench_receipts;
 pub mod bench_sms;
 #[cfg(feature = "embedded-broker")]
 pub mod broker;

@@ -113,44 +113,46 @@ enum Command {
         config: ConfigArgs,
     },
     /// Measure a scenario against its baseline measured in the same run (scenarios:
-    /// rules, dispatch, sms).
-    Bench {
-        scenario: String,
-        /// Rounds; the median is reported.
-        #[arg(long, default_value_t = 3)]
-        rounds: usize,
-        /// dispatch: simulated receivers, spread round-robin over the province's communes.
-        #[arg(long, default_value_t = 1000)]
-        receivers: usize,
-        /// dispatch: the external broker (Mosquitto) to measure on.
-        #[arg(long, default_value = "mqtt://127.0.0.1:1883")]
-        broker: String,
-        /// sms: recipients, spread over the province's communes.
-        #[arg(long, default_value_t = 10_000)]
-        recipients: usize,
-        /// sms: the running Kannel's smsbox (with a fake SMSC), its sendsms user, and the
-        /// variable holding its password.
-        #[arg(long, default_value = "http://127.0.0.1:13013")]
-        kannel: String,
-        #[arg(long, default_value = "tester")]
-        kannel_user: String,
-        #[arg(long, default_value = "CANHBAO_SECRET_KANNEL_PASSWORD")]
-        kannel_password_env: String,
-        /// sms: requests in flight at once.
-        #[arg(long, default_value_t = 8)]
-        in_flight: usize,
-        #[command(flatten)]
-        config: ConfigArgs,
-    },
+    /// rules, dispatch, receipts, sms).
+    Bench(BenchArgs),
 }
 
-/// `bench sms` options.
-struct SmsBenchArgs {
+#[derive(Args)]
+struct BenchArgs {
+    scenario: String,
+    /// A short run (one round, few receivers), for CI: it shows that the scenario runs and
+    /// what it measures, not how fast.
+    #[arg(long)]
+    quick: bool,
+    /// receipts: the PostgreSQL server to measure on (a scratch database is created beside
+    /// the one this URL names, and dropped); without it, SQLite.
+    #[arg(long)]
+    postgres: Option<String>,
+    /// Rounds; the median is reported.
+    #[arg(long, default_value_t = 3)]
+    rounds: usize,
+    /// dispatch and receipts: receivers, spread round-robin over the province's communes.
+    #[arg(long, default_value_t = 1000)]
+    receivers: usize,
+    /// dispatch: the external broker (Mosquitto) to measure on.
+    #[arg(long, default_value = "mqtt://127.0.0.1:1883")]
+    broker: String,
+    /// sms: recipients, spread over the province's communes.
+    #[arg(long, default_value_t = 10_000)]
     recipients: usize,
+    /// sms: the running Kannel's smsbox (with a fake SMSC), its sendsms user, and the
+    /// variable holding its password.
+    #[arg(long, default_value = "http://127.0.0.1:13013")]
     kannel: String,
+    #[arg(long, default_value = "tester")]
     kannel_user: String,
+    #[arg(long, default_value = "CANHBAO_SECRET_KANNEL_PASSWORD")]
     kannel_password_env: String,
+    /// sms: requests in flight at once.
+    #[arg(long, default_value_t = 8)]
     in_flight: usize,
+    #[command(flatten)]
+    config: ConfigArgs,
 }
 
 #[derive(Args)]
@@ -426,23 +428,22 @@ fn replay(args: ReplayArgs) -> Result<ExitCode> {
     Ok(ExitCode::SUCCESS)
 }
 
-fn bench(
-    scenario: &str,
-    rounds: usize,
-    receivers: usize,
-    broker: String,
-    sms: SmsBenchArgs,
-    args: &ConfigArgs,
-) -> Result<ExitCode> {
-    if scenario == "sms" {
-        let password = std::env::var(&sms.kannel_password_env)
-            .map_err(|_| anyhow::anyhow!("set {} to the sendsms user's password", sms.kannel_password_env))?;
+fn bench(b: BenchArgs) -> Result<ExitCode> {
+    let rounds = if b.quick { 1 } else { b.rounds };
+    let args = &b.config;
+    if b.scenario == "sms" {
+        let password = std::env::var(&b.kannel_password_env)
+            .map_err(|_| anyhow::anyhow!("set {} to the sendsms user's password", b.kannel_password_env))?;
         let bench = canhbao_server::bench_sms::SmsBench {
-            recipients: sms.recipients,
-            kannel: sms.kannel,
-            username: sms.kannel_user,
+            recipients: if b.quick {
+                b.recipients.min(200)
+            } else {
+                b.recipients
+            },
+            kannel: b.kannel,
+            username: b.kannel_user,
             password,
-            in_flight: sms.in_flight,
+            in_flight: b.in_flight,
             rounds,
         };
         let runtime = tokio::runtime::Builder::new_multi_thread().enable_all().build()?;
@@ -453,10 +454,10 @@ fn bench(
         ))?;
         return Ok(ExitCode::SUCCESS);
     }
-    if scenario == "dispatch" {
+    if b.scenario == "dispatch" {
         let bench = canhbao_server::bench_dispatch::DispatchBench {
-            receivers,
-            broker,
+            receivers: if b.quick { b.receivers.min(50) } else { b.receivers },
+            broker: b.broker,
             rounds,
         };
         let runtime = tokio::runtime::Builder::new_multi_thread().enable_all().build()?;
@@ -470,14 +471,34 @@ fn bench(
     let Some(settings) = load_or_report(args) else {
         return Ok(ExitCode::FAILURE);
     };
-    match scenario {
+    match b.scenario.as_str() {
+        "receipts" => {
+            let communes: Vec<domain::CommuneCode> =
+                settings.area.communes.iter().map(|c| c.code.clone()).collect();
+            let bench = canhbao_server::bench_receipts::ReceiptsBench {
+                receivers: if b.quick {
+                    b.receivers.min(500)
+                } else {
+                    b.receivers
+                },
+                postgres: b.postgres,
+                rounds,
+            };
+            let runtime = tokio::runtime::Builder::new_multi_thread().enable_all().build()?;
+            runtime.block_on(canhbao_server::bench_receipts::bench_receipts(
+                &communes,
+                &bench,
+                &mut std::io::stdout(),
+            ))?;
+        }
         "rules" => canhbao_server::tools::bench_rules(
             &settings.rules,
             &settings.area,
             rounds,
+            if b.quick { 30 } else { 365 },
             &mut std::io::stdout(),
         )?,
-        other => anyhow::bail!("unknown bench scenario {other:?}; available: rules, dispatch, sms"),
+        other => anyhow::bail!("unknown bench scenario {other:?}; available: rules, dispatch, receipts, sms"),
     }
     Ok(ExitCode::SUCCESS)
 }
@@ -883,27 +904,7 @@ fn main() -> ExitCode {
         Command::CheckConfig(args) => check_config(args),
         Command::CheckRules { dir } => check_rules(dir),
         Command::Replay(args) => report(replay(args)),
-        Command::Bench {
-            scenario,
-            rounds,
-            receivers,
-            broker,
-            recipients,
-            kannel,
-            kannel_user,
-            kannel_password_env,
-            in_flight,
-            config,
-        } => {
-            let sms = SmsBenchArgs {
-                recipients,
-                kannel,
-                kannel_user,
-                kannel_password_env,
-                in_flight,
-            };
-            report(bench(&scenario, rounds, receivers, broker, sms, &config))
-        }
+        Command::Bench(args) => report(bench(args)),
         Command::Receivers { action, config } => report(receivers(action, &config)),
         Command::Keys { action, config } => report(keys(action, &config)),
         Command::Contacts { action, config } => report(contacts(action, &config)),

@@ -178,14 +178,15 @@ fn entry_json(e: &TimelineEntry) -> serde_json::Value {
 }
 
 /// A year of 10-minute water levels for every station, as CSV: a slow seasonal swell
-/// with flood peaks, crossing each station's alarm levels several times.
-pub fn synthetic_year_csv(area: &Area, start: DateTime<Utc>) -> String {
+/// with flood peaks, crossing each station's alarm levels several times. Only its first
+/// `days` days are written.
+pub fn synthetic_year_csv(area: &Area, start: DateTime<Utc>, days: u32) -> String {
     let mut out = String::from("station,parameter,value,unit,observed_at\n");
     let steps = 365 * 144;
     for s in &area.stations {
         let base = s.bd1_m.map(|l| l.value).unwrap_or(100.0) - 1.5;
         let span = s.bd3_m.map(|l| l.value).unwrap_or(base + 4.0) - base + 1.0;
-        for i in 0..steps {
+        for i in 0..steps.min(days.saturating_mul(144)) {
             let t = start + Duration::minutes(10 * i64::from(i));
             let x = f64::from(i) / f64::from(steps);
             let season = (x * std::f64::consts::TAU).sin().max(0.0);
@@ -202,9 +203,10 @@ pub fn synthetic_year_csv(area: &Area, start: DateTime<Utc>) -> String {
 }
 
 /// `canhbao bench rules`: parse-only against parse + rules over the same synthetic year.
-pub fn bench_rules(set: &RuleSet, area: &Area, rounds: usize, out: &mut impl Write) -> Result<()> {
+/// `days` of the year are replayed (365: all of it).
+pub fn bench_rules(set: &RuleSet, area: &Area, rounds: usize, days: u32, out: &mut impl Write) -> Result<()> {
     let start: DateTime<Utc> = "2025-01-01T00:00:00Z".parse()?;
-    let csv = synthetic_year_csv(area, start);
+    let csv = synthetic_year_csv(area, start, days);
     let inputs = inputs_for(
         area,
         &area
@@ -236,7 +238,7 @@ pub fn bench_rules(set: &RuleSet, area: &Area, rounds: usize, out: &mut impl Wri
     let (p, f) = (median(&mut parse_s), median(&mut full_s));
     writeln!(
         out,
-        "rules bench: {rows} readings ({} stations x 1 year at 10 min), {} rules",
+        "rules bench: {rows} readings ({} stations x {days} days at 10 min), {} rules",
         area.stations.len(),
         set.rules.len()
     )?;

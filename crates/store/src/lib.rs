@@ -495,6 +495,89 @@ impl Store {
     }
 }
 
+/// Scratch databases for benchmarks (`canhbao bench` on PostgreSQL): a new, empty
+/// database beside the one `admin_url` names, and its removal.
+#[doc(hidden)]
+pub mod scratch {
+    use sqlx::{Connection, Executor, PgConnection};
+
+    /// Creates database `name` on the server of `admin_url`; returns its URL.
+    pub async fn create(admin_url: &str, name: &str) -> crate::Result<String> {
+        check_name(name)?;
+        let mut conn = PgConnection::connect(admin_url).await?;
+        conn.execute(sqlx::AssertSqlSafe(format!("CREATE DATABASE {name}")))
+            .await?;
+        let _ = conn.close().await;
+        let (base, query) = match admin_url.split_once('?') {
+            Some((b, q)) => (b, format!("?{q}")),
+            None => (admin_url, String::new()),
+        };
+        let after_scheme = base.find("://").map_or(0, |i| i + 3);
+        let host_end = base[after_scheme..]
+            .find('/')
+            .map_or(base.len(), |i| after_scheme + i);
+        Ok(format!("{}/{name}{query}", &base[..host_end]))
+    }
+
+    /// Drops database `name` on the server of `admin_url`, closing its sessions.
+    pub async fn drop(admin_url: &str, name: &str) -> crate::Result<()> {
+        check_name(name)?;
+        let mut conn = PgConnection::connect(admin_url).await?;
+        conn.execute(sqlx::AssertSqlSafe(format!(
+            "DROP DATABASE IF EXISTS {name} WITH (FORCE)"
+        )))
+        .await?;
+        let _ = conn.close().await;
+        Ok(())
+    }
+
+    fn check_name(name: &str) -> crate::Result<()> {
+        if !name.is_empty()
+            && name
+                .bytes()
+                .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'_')
+        {
+            Ok(())
+        } else {
+            Err(crate::StoreError::Corrupt(format!(
+                "scratch database name {name:?}"
+            )))
+        }
+    }
+}
+
+impl Store {
+    /// The baseline of `canhbao bench receipts`: `rows` (alert, receiver, commune, status,
+    /// receiver ms) inserted plainly into `receipts`, `batch` rows per write transaction.
+    #[doc(hidden)]
+    pub async fn bench_insert_receipts_raw(
+        &self,
+        rows: &[(String, String, String, String, i64)],
+        batch: usize,
+        now: DateTime<Utc>,
+    ) -> Result<()> {
+        for chunk in rows.chunks(batch.max(1)) {
+            let mut tx = self.begin().await?;
+            for (alert, receiver, commune, status, at) in chunk {
+                sqlx::query(
+                    "INSERT INTO receipts (alert_id, receiver_id, commune, status, reason_code, receiver_ms, recorded_ms)
+                     VALUES ($1, $2, $3, $4, '', $5, $6)",
+                )
+                .bind(alert)
+                .bind(receiver)
+                .bind(commune)
+                .bind(status)
+                .bind(*at)
+                .bind(ms(now))
+                .execute(&mut *tx.tx)
+                .await?;
+            }
+            tx.commit().await?;
+        }
+        Ok(())
+    }
+}
+
 /// A held [`Store::try_singleton`] lock; dropping it closes its connection, which frees it.
 pub struct SingletonLock {
     conn: Option<AnyConnection>,
