@@ -429,18 +429,22 @@ pub async fn list_alerts(
     if let Some(link) = next.and_then(|l| axum::http::HeaderValue::from_str(&l).ok()) {
         headers.insert(axum::http::header::LINK, link);
     }
-    let mut out = Vec::new();
-    for (a, _) in rows {
-        let deliveries = state.store.deliveries_for_alert(&a.id).await?;
-        let receipts = state.store.receipts_for_alert(&a.id).await?;
-        let count = |status: &str| receipts.iter().filter(|r| r.status == status).count();
-        out.push(AlertSummaryDto {
-            communes_published: deliveries.iter().filter(|d| d.state == "published").count(),
-            receivers_played: count("played"),
-            receivers_rejected: count("rejected"),
-            alert: AlertDto::new(a, now),
-        });
-    }
+    // The page's counts in one query, not two per alert.
+    let ids: Vec<String> = rows.iter().map(|(a, _)| a.id.clone()).collect();
+    let counts = state.store.alert_counts(&ids).await?;
+    let out = rows
+        .into_iter()
+        .map(|(a, _)| {
+            let c = counts.get(&a.id).copied().unwrap_or_default();
+            let n = |v: i64| usize::try_from(v).unwrap_or(0);
+            AlertSummaryDto {
+                communes_published: n(c.communes_published),
+                receivers_played: n(c.receivers_played),
+                receivers_rejected: n(c.receivers_rejected),
+                alert: AlertDto::new(a, now),
+            }
+        })
+        .collect();
     Ok((headers, Json(out)))
 }
 

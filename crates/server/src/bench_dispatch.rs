@@ -183,18 +183,27 @@ impl Drop for TempDir {
 }
 
 /// The bench instance's settings: the configured ones, with a temporary SQLite file and
-/// key, the external broker, a fresh topic prefix and client id, no demo and no feeds.
-fn settings(base: &Sources, data_dir: &std::path::Path, broker: &str) -> Result<Settings> {
+/// key, the external broker (`None`: the embedded one, on a free port), a fresh topic prefix
+/// and client id, no demo and no feeds.
+pub(crate) fn settings(base: &Sources, data_dir: &std::path::Path, broker: Option<&str>) -> Result<Settings> {
     use toml::Value::{Array, Boolean, String as S};
     let mut sources = base.clone();
     let prefix = format!("{}/v1", unique("cbbench"));
+    match broker {
+        Some(url) => sources.flags.extend([
+            ("mqtt.mode".into(), S("external".into())),
+            ("mqtt.url".into(), S(url.into())),
+        ]),
+        None => sources.flags.extend([
+            ("mqtt.mode".into(), S("embedded".into())),
+            ("mqtt.listen".into(), S("127.0.0.1:0".into())),
+        ]),
+    }
     sources.flags.extend([
         ("service.data_dir".into(), S(data_dir.display().to_string())),
         ("database.url".into(), S(String::new())),
         ("signing.key_file".into(), S(String::new())),
         ("http.listen".into(), S("127.0.0.1:0".into())),
-        ("mqtt.mode".into(), S("external".into())),
-        ("mqtt.url".into(), S(broker.into())),
         ("mqtt.topic_prefix".into(), S(prefix)),
         ("mqtt.client_id".into(), S(unique("canhbao-bench"))),
         ("demo.enabled".into(), Boolean(false)),
@@ -266,7 +275,7 @@ pub fn province_bulletin(
 /// Runs the scenario: `rounds` of (canhbao, then the raw baseline).
 pub async fn run(base: &Sources, bench: &DispatchBench) -> Result<DispatchReport> {
     ensure!(bench.receivers > 0, "--receivers must be at least 1");
-    let probe = settings(base, &std::env::temp_dir(), &bench.broker)?;
+    let probe = settings(base, &std::env::temp_dir(), Some(&bench.broker))?;
     let communes: Vec<CommuneCode> = probe.area.communes.iter().map(|c| c.code.clone()).collect();
     ensure!(!communes.is_empty(), "the area file has no communes");
     let MqttMode::External { url, .. } = &probe.mqtt.mode else {
@@ -401,7 +410,7 @@ async fn canhbao_round(
     communes: &[CommuneCode],
 ) -> Result<(Round, Vec<u8>, String)> {
     let dir = TempDir::new()?;
-    let settings = settings(base, &dir.0, &bench.broker)?;
+    let settings = settings(base, &dir.0, Some(&bench.broker))?;
     let topics = Topics::new(&settings.mqtt.topic_prefix, settings.province.clone())?;
     let app_client = settings.mqtt.client_id.clone();
     // CAP status Exercise, so that nothing it reaches could take it for real.

@@ -95,7 +95,7 @@ fn t0() -> chrono::DateTime<Utc> {
     Utc::now()
 }
 
-fn bench_alert(id: &str, communes: &[CommuneCode], now: chrono::DateTime<Utc>) -> Result<Alert> {
+pub(crate) fn bench_alert(id: &str, communes: &[CommuneCode], now: chrono::DateTime<Utc>) -> Result<Alert> {
     Ok(Alert::new(AlertSpec {
         id: AlertId::new(id)?,
         province: ProvinceCode::new("20")?,

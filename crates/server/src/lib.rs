@@ -6,6 +6,7 @@
 //! wiring in-process.
 
 pub mod app;
+pub mod bench_api;
 pub mod bench_dispatch;
 pub mod bench_receipts;
 pub mod bench_sms;

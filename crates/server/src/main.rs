@@ -113,7 +113,7 @@ enum Command {
         config: ConfigArgs,
     },
     /// Measure a scenario against its baseline measured in the same run (scenarios:
-    /// rules, dispatch, receipts, sms).
+    /// rules, dispatch, receipts, api, sms).
     Bench(BenchArgs),
 }
 
@@ -151,6 +151,11 @@ struct BenchArgs {
     /// sms: requests in flight at once.
     #[arg(long, default_value_t = 8)]
     in_flight: usize,
+    /// api: requests per endpoint and round, and how many in flight at once.
+    #[arg(long, default_value_t = 2000)]
+    requests: usize,
+    #[arg(long, default_value_t = 16)]
+    concurrency: usize,
     #[command(flatten)]
     config: ConfigArgs,
 }
@@ -491,6 +496,28 @@ fn bench(b: BenchArgs) -> Result<ExitCode> {
                 &mut std::io::stdout(),
             ))?;
         }
+        "api" => {
+            let communes: Vec<domain::CommuneCode> =
+                settings.area.communes.iter().map(|c| c.code.clone()).collect();
+            let bench = canhbao_server::bench_api::ApiBench {
+                alerts: if b.quick { 60 } else { 200 },
+                receivers: if b.quick {
+                    b.receivers.min(200)
+                } else {
+                    b.receivers
+                },
+                requests: if b.quick { b.requests.min(200) } else { b.requests },
+                concurrency: b.concurrency,
+                rounds,
+            };
+            let runtime = tokio::runtime::Builder::new_multi_thread().enable_all().build()?;
+            runtime.block_on(canhbao_server::bench_api::bench_api(
+                &args.sources(),
+                &communes,
+                &bench,
+                &mut std::io::stdout(),
+            ))?;
+        }
         "rules" => canhbao_server::tools::bench_rules(
             &settings.rules,
             &settings.area,
@@ -498,7 +525,9 @@ fn bench(b: BenchArgs) -> Result<ExitCode> {
             if b.quick { 30 } else { 365 },
             &mut std::io::stdout(),
         )?,
-        other => anyhow::bail!("unknown bench scenario {other:?}; available: rules, dispatch, receipts, sms"),
+        other => {
+            anyhow::bail!("unknown bench scenario {other:?}; available: rules, dispatch, receipts, api, sms")
+        }
     }
     Ok(ExitCode::SUCCESS)
 }

@@ -325,7 +325,47 @@ impl Tx<'_> {
     }
 }
 
+/// What the alert list shows of each alert's delivery: communes published, receivers
+/// that played it, refusals.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct AlertCounts {
+    pub communes_published: i64,
+    pub receivers_played: i64,
+    pub receivers_rejected: i64,
+}
+
 impl Store {
+    /// [`AlertCounts`] of each of `ids`, in one query (an id without rows counts zero).
+    pub async fn alert_counts(
+        &self,
+        ids: &[String],
+    ) -> Result<std::collections::HashMap<String, AlertCounts>> {
+        let sql = format!(
+            "SELECT a.id,
+                (SELECT COUNT(*) FROM deliveries d WHERE d.alert_id = a.id AND d.state = 'published') AS published,
+                (SELECT COUNT(*) FROM receipts r WHERE r.alert_id = a.id AND r.status = 'played') AS played,
+                (SELECT COUNT(*) FROM receipts r WHERE r.alert_id = a.id AND r.status = 'rejected') AS rejected
+             FROM alerts a WHERE a.id IN (SELECT ids.value FROM {})",
+            self.backend.json_each("$1", "ids")
+        );
+        let rows = sqlx::query(sqlx::AssertSqlSafe(sql))
+            .bind(crate::json_list(ids))
+            .fetch_all(&self.pool)
+            .await?;
+        rows.iter()
+            .map(|r| {
+                Ok((
+                    r.try_get("id")?,
+                    AlertCounts {
+                        communes_published: r.try_get("published")?,
+                        receivers_played: r.try_get("played")?,
+                        receivers_rejected: r.try_get("rejected")?,
+                    },
+                ))
+            })
+            .collect()
+    }
+
     /// Alerts, newest first.
     pub async fn list_alerts(&self, limit: i64) -> Result<Vec<AlertRecord>> {
         Ok(self

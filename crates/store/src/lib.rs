@@ -30,7 +30,7 @@ use sqlx::any::{AnyPoolOptions, install_default_drivers};
 use sqlx::migrate::{Migration, MigrationType, Migrator};
 use sqlx::{Any, AnyConnection, AnyPool, Connection, Executor, Transaction};
 
-pub use alerts::{AlertFilter, AlertRecord, NewDelivery, SignedPayload};
+pub use alerts::{AlertCounts, AlertFilter, AlertRecord, NewDelivery, SignedPayload};
 pub use audit::{AuditRecord, AuditVerdict, audit_hash};
 pub use changes::{Change, ChangeCursor};
 pub use contacts::ContactRecord;

@@ -126,6 +126,7 @@ on_both_backends!(
     a_database_of_the_previous_release_upgrades_with_its_data_intact,
     workers_of_two_instances_claiming_at_once_never_get_the_same_delivery,
     a_new_alert_wakes_the_workers_of_every_instance,
+    the_alert_list_counts_each_alerts_publications_plays_and_refusals_in_one_query,
 );
 
 async fn insert(store: &Store, a: &Alert, priority: i64) {
@@ -999,4 +1000,49 @@ async fn a_new_alert_wakes_the_workers_of_every_instance(db: Db) {
     tokio::time::sleep(std::time::Duration::from_millis(500)).await;
     assert!(rx.try_recv().is_err(), "a rolled-back alert woke a worker");
     listening.abort();
+}
+
+/// The alert list's counts: communes published, receivers that played, refusals (each kind
+/// of refusal a row), for a page of alerts at once.
+async fn the_alert_list_counts_each_alerts_publications_plays_and_refusals_in_one_query(db: Db) {
+    let store = db.open().await;
+    insert(
+        &store,
+        &alert("a1", MessageClass::Priority, &["06385", "06388"]),
+        1,
+    )
+    .await;
+    insert(&store, &alert("a2", MessageClass::Priority, &["06385"]), 1).await;
+    let claimed = store.claim_due(t0(), Duration::seconds(30), 10).await.unwrap();
+    let one = claimed.iter().find(|d| d.alert_id == "a1").unwrap();
+    store.mark_published(one.id, t0()).await.unwrap();
+    for (receiver, status, reason) in [
+        ("loa-1", "played", None),
+        ("loa-2", "played", None),
+        ("loa-3", "rejected", Some("bad_signature")),
+        ("loa-3", "rejected", Some("expired")),
+        ("loa-4", "received", None),
+    ] {
+        let r = NewReceipt {
+            alert_id: "a1",
+            receiver_id: receiver,
+            commune: Some("06385"),
+            status,
+            reason,
+            receiver_at: t0(),
+        };
+        store.record_receipt(&r, t0()).await.unwrap();
+    }
+    let ids = ["a1", "a2", "nope"].map(String::from);
+    let counts = store.alert_counts(&ids).await.unwrap();
+    assert_eq!(
+        counts["a1"],
+        store::AlertCounts {
+            communes_published: 1,
+            receivers_played: 2,
+            receivers_rejected: 2
+        }
+    );
+    assert_eq!(counts["a2"], store::AlertCounts::default());
+    assert!(!counts.contains_key("nope"), "an unknown id has no row");
 }
