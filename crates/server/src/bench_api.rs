@@ -145,7 +145,12 @@ async fn load(http: &reqwest::Client, url: &str, token: &str, requests: usize, c
 
 /// Writes `alerts` alerts (the newest to every commune, tracked for `receivers`
 /// registered receivers) straight into the store at `url`.
-async fn populate(url: &str, communes: &[CommuneCode], alerts: usize, receivers: usize) -> Result<String> {
+pub(crate) async fn populate(
+    url: &str,
+    communes: &[CommuneCode],
+    alerts: usize,
+    receivers: usize,
+) -> Result<String> {
     let store = Store::open(url).await?;
     let now = Utc::now();
     let signed = SignedPayload {

@@ -8,6 +8,7 @@
 pub mod app;
 pub mod bench_api;
 pub mod bench_dispatch;
+pub mod bench_footprint;
 pub mod bench_receipts;
 pub mod bench_sms;
 #[cfg(feature = "embedded-broker")]

@@ -113,7 +113,7 @@ enum Command {
         config: ConfigArgs,
     },
     /// Measure a scenario against its baseline measured in the same run (scenarios:
-    /// rules, dispatch, receipts, api, sms).
+    /// rules, dispatch, receipts, api, footprint, sms).
     Bench(BenchArgs),
 }
 
@@ -518,6 +518,27 @@ fn bench(b: BenchArgs) -> Result<ExitCode> {
                 &mut std::io::stdout(),
             ))?;
         }
+        "footprint" => {
+            let communes: Vec<domain::CommuneCode> =
+                settings.area.communes.iter().map(|c| c.code.clone()).collect();
+            let bench = canhbao_server::bench_footprint::FootprintBench {
+                program: std::env::current_exe()?,
+                receivers: if b.quick {
+                    b.receivers.min(1000)
+                } else {
+                    b.receivers
+                },
+                idle: std::time::Duration::from_secs(if b.quick { 1 } else { 5 }),
+                rounds,
+            };
+            let runtime = tokio::runtime::Builder::new_multi_thread().enable_all().build()?;
+            runtime.block_on(canhbao_server::bench_footprint::bench_footprint(
+                &args.config_dir,
+                &communes,
+                &bench,
+                &mut std::io::stdout(),
+            ))?;
+        }
         "rules" => canhbao_server::tools::bench_rules(
             &settings.rules,
             &settings.area,
@@ -526,7 +547,9 @@ fn bench(b: BenchArgs) -> Result<ExitCode> {
             &mut std::io::stdout(),
         )?,
         other => {
-            anyhow::bail!("unknown bench scenario {other:?}; available: rules, dispatch, receipts, api, sms")
+            anyhow::bail!(
+                "unknown bench scenario {other:?}; available: rules, dispatch, receipts, api, footprint, sms"
+            )
         }
     }
     Ok(ExitCode::SUCCESS)
