@@ -34,6 +34,9 @@ struct Answer {
     content_type: &'static str,
     body: String,
     reports: Vec<Report>,
+    /// How long the provider takes before it answers (longer than the gateway's timeout:
+    /// the request is taken but canhbao never hears so).
+    delay: Duration,
 }
 
 /// One delivery report the provider POSTs back.
@@ -84,6 +87,7 @@ async fn serve(mut socket: TcpStream, respond: Respond, log: Log) {
     };
     let answer = respond(&request);
     log.requests.lock().unwrap().push(request);
+    tokio::time::sleep(answer.delay).await;
     let written = testkit::http::respond(
         &mut socket,
         answer.status,
@@ -229,6 +233,7 @@ async fn jasmin_takes_the_fallback_sms_and_its_reports_are_acknowledged_as_jasmi
     let respond: Respond = Arc::new(|r: &Request| {
         if r.method != "POST" || r.target != "/send" {
             return Answer {
+                delay: Duration::ZERO,
                 status: 404,
                 content_type: "text/plain",
                 body: "Not found".into(),
@@ -243,6 +248,7 @@ async fn jasmin_takes_the_fallback_sms_and_its_reports_are_acknowledged_as_jasmi
             .map(|(_, v)| v.chars().take(20).collect::<String>())
             .unwrap_or_default();
         Answer {
+            delay: Duration::ZERO,
             status: 200,
             content_type: "text/plain",
             body: format!("Success \"{JASMIN_ID}\""),
@@ -398,6 +404,7 @@ async fn a_templated_webhook_gets_the_json_and_its_reports_apply() {
             })
             .unwrap_or_default();
         Answer {
+            delay: Duration::ZERO,
             status: 202,
             content_type: "application/json",
             body: r#"{"id": "msg-0001", "status": "QUEUED"}"#.to_owned(),
@@ -499,4 +506,131 @@ async fn a_templated_webhook_gets_the_json_and_its_reports_apply() {
     assert_eq!(rows[0]["gateway"], "hook-1", "{rows:?}");
     assert_eq!(log.requests().len(), 1, "nothing sent twice");
     app.app.stop().await;
+}
+
+// ------------------------------------------------------------------------------------
+// A provider that fails half its requests
+// ------------------------------------------------------------------------------------
+
+/// 24 commune chairs, each of a commune without a loudspeaker receiver, so each gets the
+/// alert by SMS at once.
+fn chairs(n: usize) -> (String, Vec<String>) {
+    let text = std::fs::read_to_string(concat!(
+        env!("CARGO_MANIFEST_DIR"),
+        "/../config/areas/lang-son.toml"
+    ))
+    .unwrap();
+    let doc: toml::Table = text.parse().unwrap();
+    let communes: Vec<String> = doc["commune"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .take(n)
+        .map(|c| c["code"].as_str().unwrap().to_owned())
+        .collect();
+    let mut csv = String::from("name,phone,commune,role,language,opt_out\n");
+    for (i, c) in communes.iter().enumerate() {
+        csv.push_str(&format!("Chủ tịch {c},09130{i:05},{c},commune_chair,vi,no\n"));
+    }
+    (csv, communes)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_provider_failing_or_timing_out_half_its_requests_loses_no_sms_and_sends_none_twice() {
+    // Of every four requests: one refused for now (503), one taken but answered only after
+    // the gateway gave up waiting (its report still follows), two taken at once.
+    let seen = Arc::new(std::sync::atomic::AtomicUsize::new(0));
+    let counter = seen.clone();
+    let respond: Respond = Arc::new(move |r: &Request| {
+        let n = counter.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+        let json: Value = serde_json::from_str(&r.body).unwrap_or(Value::Null);
+        let taken = |delay: Duration| {
+            let reports = json["callback"]["url"]
+                .as_str()
+                .map(|url| {
+                    vec![Report {
+                        url: url.to_owned(),
+                        content_type: "application/json",
+                        body: format!(r#"{{"id": "m-{n}", "status": "DELIVERED"}}"#),
+                    }]
+                })
+                .unwrap_or_default();
+            Answer {
+                delay,
+                status: 202,
+                content_type: "application/json",
+                body: format!(r#"{{"id": "m-{n}", "status": "QUEUED"}}"#),
+                reports,
+            }
+        };
+        match n % 4 {
+            1 => Answer {
+                delay: Duration::ZERO,
+                status: 503,
+                content_type: "application/json",
+                body: r#"{"error": "busy"}"#.to_owned(),
+                reports: vec![],
+            },
+            3 => taken(Duration::from_millis(1500)),
+            _ => taken(Duration::ZERO),
+        }
+    });
+    let (provider, log) = fake_provider(respond).await;
+    let port = free_port();
+    let gateway = format!(
+        r#"{{ id = "flaky", kind = "webhook", url = "{provider}/v1/messages", method = "POST", dlr_secret_env = "CANHBAO_SECRET_FLAKY_DLR", body = {{ to = "{{{{to}}}}", text = "{{{{text}}}}", callback = {{ url = "{{{{dlr_url}}}}" }} }}, status_pointer = "/status", status_map = {{ DELIVERED = "delivered" }}, per_second = 100, max_in_flight = 4, timeout_ms = 500, connect_timeout_ms = 500 }}"#
+    );
+    let app = provider_app(
+        port,
+        &gateway,
+        &[
+            ("CANHBAO_SECRET_FLAKY_DLR", DLR_SECRET),
+            ("CANHBAO__SMS__RETRY_BASE_MS", "100"),
+        ],
+    )
+    .await;
+    let (csv, communes) = chairs(24);
+    import_contacts(&app, &csv).await;
+    let refs: Vec<&str> = communes.iter().map(String::as_str).collect();
+    let alerts = issue(&app, "LU-FLAKY-1", &refs).await;
+    assert_eq!(alerts.len(), 1, "{alerts:?}");
+
+    // Every number ends delivered: none lost.
+    let rows = sms_rows(&app, &alerts[0], 24, &["delivered"]).await;
+    assert_eq!(rows.len(), 24);
+    // The provider took each number exactly once: refused requests were sent again, and a
+    // request that went unanswered was never sent again blindly.
+    let mut taken: std::collections::HashMap<String, usize> = std::collections::HashMap::new();
+    let mut refused = 0;
+    for (i, r) in log.requests().iter().enumerate() {
+        let json: Value = serde_json::from_str(&r.body).unwrap();
+        let to = json["to"].as_str().unwrap().to_owned();
+        if i % 4 == 1 {
+            refused += 1;
+        } else {
+            *taken.entry(to).or_default() += 1;
+        }
+    }
+    assert_eq!(taken.len(), 24, "{taken:?}");
+    assert!(
+        taken.values().all(|&n| n == 1),
+        "a number was taken twice: {taken:?}"
+    );
+    assert!(
+        refused >= 6,
+        "half the requests failed or timed out ({refused} refused)"
+    );
+    let unconfirmed_then_delivered = rows
+        .iter()
+        .filter(|r| {
+            r["last_error"]
+                .as_str()
+                .is_some_and(|e| e.contains("time") || e.contains("answer"))
+        })
+        .count();
+    eprintln!(
+        "{} requests for 24 numbers: {refused} refused, {} taken; {unconfirmed_then_delivered} delivered after an unanswered request",
+        log.requests().len(),
+        taken.values().sum::<usize>()
+    );
 }
