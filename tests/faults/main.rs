@@ -368,3 +368,90 @@ async fn a_broker_killed_and_restarted_during_a_dispatch_loses_no_delivery_and_r
     );
     eprintln!("done in {:?}", started.elapsed());
 }
+
+/// Another writer holds the SQLite file's write lock for a few seconds (a backup tool, an
+/// operator's sqlite3 shell): `/readyz` says the database is locked, a write is refused
+/// with a clear 503 and leaves nothing behind, and once the lock is gone the refused write
+/// goes through on a retry, and the alert issued just before the lock is played and its
+/// receipts stored (whatever of its dispatch the lock held up: a claim waits, a receipt
+/// that could not be stored is acknowledged again on the resend).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_database_locked_by_another_writer_shows_in_readyz_refuses_writes_cleanly_and_loses_nothing() {
+    use sqlx::{Connection, Executor};
+    let app = TestApp::spawn_with(Broker::Embedded, &[("CANHBAO__OUTBOX__RESEND_S", "[2, 4]")])
+        .await
+        .unwrap();
+    if !app.database_url.starts_with("sqlite:") {
+        eprintln!(
+            "this scenario locks the SQLite file: skipped on {}",
+            app.database_url.split(':').next().unwrap_or("")
+        );
+        return;
+    }
+    let mut rx = app.start_receiver("06385", "loa-lock-1").await.unwrap();
+    let (status, _, body) = app
+        .post_observations(&canhbao_tests::observation_now("HUULUNG", 19.4))
+        .await
+        .unwrap();
+    assert_eq!(status, 200, "{body}");
+    let first = body["alerts"][0].as_str().expect("an alert").to_owned();
+
+    // Another writer takes the lock at once, while the first alert is on its way.
+    let mut writer = sqlx::SqliteConnection::connect(&app.database_url).await.unwrap();
+    writer.execute("BEGIN IMMEDIATE").await.unwrap();
+    let locked_at = Instant::now();
+    let ready = app.http.get(format!("{}/readyz", app.base)).send().await.unwrap();
+    let code = ready.status().as_u16();
+    let ready: Value = ready.json().await.unwrap();
+    assert_eq!(
+        (code, &ready["database"], &ready["broker"]),
+        (503, &Value::from("locked"), &Value::from("ok")),
+        "{ready}"
+    );
+    let observation = canhbao_tests::observation_now("LANGSON", 256.5);
+    let (status, _, refused) = app.post_observations(&observation).await.unwrap();
+    assert_eq!(status, 503, "{refused}");
+    assert_eq!(refused["type"], "/problems/database-unavailable", "{refused}");
+    assert!(
+        refused["detail"]
+            .as_str()
+            .unwrap_or_default()
+            .contains("nothing was written"),
+        "{refused}"
+    );
+    writer.execute("ROLLBACK").await.unwrap();
+    writer.close().await.unwrap();
+    let held = locked_at.elapsed();
+
+    let ready = app.http.get(format!("{}/readyz", app.base)).send().await.unwrap();
+    assert_eq!(ready.status().as_u16(), 200);
+    // The refused observation wrote nothing: its retry raises the alert now.
+    let (status, _, body) = app.post_observations(&observation).await.unwrap();
+    assert_eq!(status, 200, "{body}");
+    assert_eq!(body["alerts"].as_array().map(Vec::len), Some(1), "{body}");
+    let (_, alerts) = app.get("/api/v1/alerts").await.unwrap();
+    assert_eq!(
+        alerts.as_array().map(Vec::len),
+        Some(2),
+        "no alert from the refused write: {alerts}"
+    );
+
+    // The first alert: played by the receiver, and the store knows it.
+    let deadline = Instant::now() + Duration::from_secs(30);
+    loop {
+        match rx.next(Duration::from_secs(30)).await.unwrap() {
+            ReceiverEvent::Played(a) if a.id == first => break,
+            _ => assert!(Instant::now() < deadline, "the first alert was never played"),
+        }
+    }
+    app.wait_for(&format!("/api/v1/alerts/{first}"), Duration::from_secs(30), |d| {
+        d["receiver_deliveries"][0]["state"] == "played"
+    })
+    .await
+    .unwrap();
+    eprintln!(
+        "write lock held {:.1} s; the first alert's receipt stored after it",
+        held.as_secs_f64()
+    );
+    rx.stop().await;
+}

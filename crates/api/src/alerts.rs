@@ -603,6 +603,7 @@ pub async fn cancel_alert(
         Err(e @ E::NotFound(_)) => Err(ApiError::not_found(e.to_string())),
         Err(e @ (E::AlreadyCancelled { .. } | E::NotLatest { .. })) => Err(ApiError::conflict(e.to_string())),
         Err(e @ (E::Expired { .. } | E::IsCancel(_))) => Err(ApiError::unprocessable("id", e.to_string())),
+        Err(E::Ingest(e)) => Err(e.into()),
         Err(e) => Err(ApiError::internal(e)),
     }
 }

@@ -40,7 +40,7 @@ pub async fn post_bulletin(
             .pipeline
             .accept_bulletin(&change, now)
             .await
-            .map_err(ApiError::internal)
+            .map_err(ApiError::from)
     }
     .await;
     match result {

@@ -191,8 +191,29 @@ impl ApiError {
     }
 }
 
+impl From<ingest::IngestError> for ApiError {
+    fn from(e: ingest::IngestError) -> Self {
+        match e {
+            ingest::IngestError::Store(s) => s.into(),
+            other => Self::internal(other),
+        }
+    }
+}
+
 impl From<store::StoreError> for ApiError {
     fn from(e: store::StoreError) -> Self {
+        if e.is_unavailable() {
+            // Nothing was written (the transaction did not commit): the client may retry.
+            tracing::error!(error = %e, "request failed: database unavailable");
+            return Self {
+                status: StatusCode::SERVICE_UNAVAILABLE,
+                slug: "database-unavailable",
+                title: "Database unavailable",
+                detail: "the database is locked or unreachable; nothing was written; retry shortly".into(),
+                field: None,
+                errors: Vec::new(),
+            };
+        }
         Self::internal(e)
     }
 }

@@ -178,6 +178,10 @@ struct Ready {
 async fn readyz(State(state): State<AppState>) -> (StatusCode, Json<Ready>) {
     let database = match state.store.ping().await {
         Ok(()) => "ok",
+        Err(e) if e.is_locked() => {
+            tracing::warn!(error = %e, "readiness: database locked");
+            "locked"
+        }
         Err(e) => {
             tracing::warn!(error = %e, "readiness: database unreachable");
             "unreachable"

@@ -159,7 +159,7 @@ pub async fn post_observations(
                 IngestError::UnknownStation(s) => {
                     ApiError::unprocessable("station", format!("station {s:?} is not configured"))
                 }
-                other => ApiError::internal(other),
+                other => other.into(),
             })
     }
     .await;

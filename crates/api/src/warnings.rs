@@ -118,7 +118,9 @@ pub(crate) fn warning_error(e: WarningError) -> ApiError {
         | E::UpdateStatus { .. }) => ApiError::unprocessable("updates", e.to_string()),
         e @ E::OverrideWithoutReason => ApiError::unprocessable("override_reason", e.to_string()),
         e @ E::Draft(_) => ApiError::unprocessable("draft", e.to_string()),
-        e @ (E::Corrupt(..) | E::Store(_) | E::Ingest(_)) => ApiError::internal(e),
+        E::Store(s) => s.into(),
+        E::Ingest(i) => i.into(),
+        e @ E::Corrupt(..) => ApiError::internal(e),
     }
 }
 

@@ -65,6 +65,39 @@ pub enum StoreError {
 
 pub type Result<T, E = StoreError> = std::result::Result<T, E>;
 
+impl StoreError {
+    /// Whether another writer held the database past the wait (SQLite: SQLITE_BUSY,
+    /// SQLITE_LOCKED and their extended codes; PostgreSQL: lock_not_available, or the
+    /// statement timeout).
+    pub fn is_locked(&self) -> bool {
+        match self {
+            Self::Db(sqlx::Error::Database(e)) => {
+                let code = e.code().unwrap_or_default();
+                code.parse::<i64>().is_ok_and(|c| matches!(c & 0xff, 5 | 6))
+                    || matches!(code.as_ref(), "55P03" | "57014")
+            }
+            _ => false,
+        }
+    }
+
+    /// Whether the database is locked or cannot be reached for now: nothing was written,
+    /// and the operation may succeed if tried again shortly.
+    pub fn is_unavailable(&self) -> bool {
+        self.is_locked()
+            || matches!(
+                self,
+                Self::Open { .. }
+                    | Self::Db(
+                        sqlx::Error::Io(_)
+                            | sqlx::Error::PoolTimedOut
+                            | sqlx::Error::PoolClosed
+                            | sqlx::Error::Tls(_)
+                    )
+            )
+            || matches!(self, Self::Db(sqlx::Error::Database(e)) if matches!(e.code().as_deref(), Some("57P01" | "57P03")))
+    }
+}
+
 /// A receiver heard from within this long, whose last word was not `offline`, is online
 /// (the fleet view's stale window, and the SMS fallback's "online when issued").
 pub const ONLINE_WITHIN: chrono::Duration = chrono::Duration::minutes(3);
@@ -373,9 +406,24 @@ impl Store {
         Ok((journal, sync, fk))
     }
 
-    /// Checks that the database answers.
+    /// Checks that the database answers, and on SQLite that it can be written now: a
+    /// write lock is taken and given back at once, waiting at most 250 ms (in WAL mode a
+    /// reader is never blocked, so a plain read would not notice a stuck writer).
     pub async fn ping(&self) -> Result<()> {
-        sqlx::query("SELECT 1").execute(&self.pool).await?;
+        let mut conn = self.pool.acquire().await?;
+        if self.backend == Backend::Postgres {
+            sqlx::query("SELECT 1").execute(&mut *conn).await?;
+            return Ok(());
+        }
+        conn.execute("PRAGMA busy_timeout = 250").await?;
+        let probe = async {
+            conn.execute("BEGIN IMMEDIATE").await?;
+            conn.execute("ROLLBACK").await?;
+            Ok::<_, sqlx::Error>(())
+        }
+        .await;
+        conn.execute("PRAGMA busy_timeout = 5000").await?;
+        probe?;
         Ok(())
     }
 
