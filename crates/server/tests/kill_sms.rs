@@ -153,11 +153,15 @@ async fn a_service_killed_mid_sms_run_sends_no_second_copy_and_ends_every_messag
     }
     let twice: Vec<_> = copies.iter().filter(|(_, n)| **n > 1).collect();
     assert!(twice.is_empty(), "second copies: {twice:?}");
+    // Every delivered message is at the SMSC. An unreported one may or may not be: the
+    // kill can fall after its `sending` mark and before its request reached Kannel, and
+    // then it is never resent blindly (it ends `unreported`, which says so).
     let delivered = count(&rows, &["delivered"]);
-    assert_eq!(
-        copies.len(),
-        delivered + count(&rows, &["unreported"]),
-        "{copies:?}"
+    let unreported = count(&rows, &["unreported"]);
+    assert!(
+        delivered <= copies.len() && copies.len() <= delivered + unreported,
+        "{delivered} delivered and {unreported} unreported, {} numbers at the SMSC: {copies:?}",
+        copies.len()
     );
     assert_eq!(count(&rows, &["failed"]), 0, "{rows:?}");
     for r in &rows {
@@ -173,8 +177,7 @@ async fn a_service_killed_mid_sms_run_sends_no_second_copy_and_ends_every_messag
     }
     eprintln!(
         "killed with states {states_at_kill:?} and {printed_at_kill} messages at the SMSC; after the restart: \
-         {delivered} delivered, {} unreported, {} numbers reached once",
-        count(&rows, &["unreported"]),
+         {delivered} delivered, {unreported} unreported, {} numbers reached once",
         copies.len()
     );
 }

@@ -406,25 +406,31 @@ impl Store {
         Ok((journal, sync, fk))
     }
 
-    /// Checks that the database answers, and on SQLite that it can be written now: a
-    /// write lock is taken and given back at once, waiting at most 250 ms (in WAL mode a
-    /// reader is never blocked, so a plain read would not notice a stuck writer).
+    /// Checks that the database answers, and on SQLite that it can be written now: on a
+    /// connection of its own (so that no pooled connection's settings change, even if the
+    /// check is abandoned midway), a write lock is taken and given back at once, waiting
+    /// at most 250 ms. In WAL mode a reader is never blocked, so a plain read would not
+    /// notice a writer holding the lock.
     pub async fn ping(&self) -> Result<()> {
-        let mut conn = self.pool.acquire().await?;
         if self.backend == Backend::Postgres {
-            sqlx::query("SELECT 1").execute(&mut *conn).await?;
+            sqlx::query("SELECT 1").execute(&self.pool).await?;
             return Ok(());
         }
-        conn.execute("PRAGMA busy_timeout = 250").await?;
+        let mut conn = AnyConnection::connect(&self.url)
+            .await
+            .map_err(|source| StoreError::Open {
+                url: redact(&self.url),
+                source,
+            })?;
         let probe = async {
+            conn.execute("PRAGMA busy_timeout = 250").await?;
             conn.execute("BEGIN IMMEDIATE").await?;
             conn.execute("ROLLBACK").await?;
             Ok::<_, sqlx::Error>(())
         }
         .await;
-        conn.execute("PRAGMA busy_timeout = 5000").await?;
-        probe?;
-        Ok(())
+        let _ = conn.close().await;
+        Ok(probe?)
     }
 
     /// A write transaction. Writers take turns, on both engines: SQLite's `BEGIN
