@@ -55,6 +55,10 @@ pub struct Round {
     pub counted_received: usize,
     pub counted_played: usize,
     pub counted_raw: usize,
+    /// Per receiver, issue until the store recorded its `received`: median and 99th
+    /// percentile.
+    pub received_p50: Duration,
+    pub received_p99: Duration,
 }
 
 /// The result of a run.
@@ -117,6 +121,12 @@ impl DispatchReport {
             out,
             "  canhbao issue->played     {:>9.1} ms  the same, until `played` from all of them",
             ms(played)
+        )?;
+        writeln!(
+            out,
+            "  per receiver, received    p50 {:>7.1} ms  p99 {:>7.1} ms  (issue until the store recorded each receiver's `received`)",
+            ms(median(self.rounds.iter().map(|r| r.received_p50).collect())),
+            ms(median(self.rounds.iter().map(|r| r.received_p99).collect()))
         )?;
         writeln!(
             out,
@@ -539,6 +549,7 @@ async fn drive(
     }
 
     let t0 = Instant::now();
+    let issued = Utc::now();
     let resp = http
         .post(format!("{base}/api/v1/bulletins"))
         .bearer_auth(&token)
@@ -573,6 +584,17 @@ async fn drive(
                 .get_alert(alert_id)
                 .await?
                 .context("the issued alert is not in the store")?;
+            let mut each: Vec<Duration> = rows
+                .iter()
+                .filter_map(|r| r.received)
+                .map(|at| (at - issued).to_std().unwrap_or_default())
+                .collect();
+            each.sort();
+            let at = |q: f64| {
+                each.get(((each.len() as f64 - 1.0) * q).round() as usize)
+                    .copied()
+                    .unwrap_or_default()
+            };
             let round = Round {
                 received,
                 played,
@@ -580,6 +602,8 @@ async fn drive(
                 counted_received,
                 counted_played,
                 counted_raw: 0,
+                received_p50: at(0.5),
+                received_p99: at(0.99),
             };
             return Ok((
                 round,

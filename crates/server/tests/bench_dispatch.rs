@@ -39,6 +39,7 @@ async fn bench_dispatch_counts_every_receiver_and_reports_a_ratio() {
         "baseline raw publish",
         "canhbao issue->received",
         "canhbao issue->played",
+        "per receiver, received    p50",
         "ratio (time)",
     ] {
         assert!(text.contains(label), "{label} missing from:\n{text}");
