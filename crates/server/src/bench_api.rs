@@ -10,11 +10,11 @@ use std::time::{Duration, Instant};
 use anyhow::{Context, Result, ensure};
 use chrono::Utc;
 use domain::CommuneCode;
-use store::{NewDelivery, RegisteredReceiver, SignedPayload, Store};
+use store::Store;
 
 use crate::App;
 use crate::bench_dispatch::{TempDir, median, settings};
-use crate::bench_receipts::bench_alert;
+use crate::bench_receipts::{insert_bench_alert, register_bench_receivers};
 use crate::config::Sources;
 
 /// What to measure.
@@ -153,43 +153,20 @@ pub(crate) async fn populate(
 ) -> Result<String> {
     let store = Store::open(url).await?;
     let now = Utc::now();
-    let signed = SignedPayload {
-        payload: b"{}".to_vec(),
-        key_id: "ed25519:bench".into(),
-        sig: "c2ln".into(),
-    };
     let mut last = String::new();
     for n in 0..alerts.max(1) {
         if n + 1 == alerts.max(1) {
             // Registered before the newest alert, so that only it tracks them all.
-            for i in 0..receivers {
-                let c = &communes[i % communes.len()];
-                store
-                    .register_receiver(&RegisteredReceiver {
-                        receiver_id: format!("bench-{c}-{i}"),
-                        commune: c.to_string(),
-                        password_hash: None,
-                        trusted_keys: vec![],
-                        firmware: None,
-                        registered: now,
-                        drills: false,
-                    })
-                    .await?;
-            }
+            register_bench_receivers(&store, communes, receivers, now).await?;
         }
         let id = format!("bench-api-{n}");
-        let alert = bench_alert(&id, communes, now + chrono::Duration::milliseconds(n as i64))?;
-        let deliveries: Vec<NewDelivery> = communes
-            .iter()
-            .map(|c| NewDelivery {
-                commune: c.to_string(),
-                topic: format!("bench/{c}/{id}"),
-                priority: 2,
-            })
-            .collect();
-        let mut tx = store.begin().await?;
-        tx.insert_alert(&alert, &signed, &deliveries, now).await?;
-        tx.commit().await?;
+        insert_bench_alert(
+            &store,
+            &id,
+            communes,
+            now + chrono::Duration::milliseconds(n as i64),
+        )
+        .await?;
         last = id;
     }
     store.close().await;

@@ -126,16 +126,18 @@ pub(crate) fn bench_alert(id: &str, communes: &[CommuneCode], now: chrono::DateT
     })?)
 }
 
-async fn round(store: &Store, communes: &[CommuneCode], receivers: usize) -> Result<ReceiptsRound> {
-    let now = t0();
-    let topics = Topics::new("bench/v1", ProvinceCode::new("20")?)?;
-    let ids: Vec<(String, String)> = (0..receivers)
-        .map(|i| {
-            let c = &communes[i % communes.len()];
-            (format!("bench-{c}-{i}"), c.to_string())
-        })
-        .collect();
-    for (id, commune) in &ids {
+/// Registers `n` receivers round-robin over `communes` (`bench-<commune>-<i>`); returns
+/// each one's id and commune.
+pub(crate) async fn register_bench_receivers(
+    store: &Store,
+    communes: &[CommuneCode],
+    n: usize,
+    now: chrono::DateTime<Utc>,
+) -> Result<Vec<(String, String)>> {
+    let mut ids = Vec::with_capacity(n);
+    for i in 0..n {
+        let c = &communes[i % communes.len()];
+        let (id, commune) = (format!("bench-{c}-{i}"), c.to_string());
         store
             .register_receiver(&RegisteredReceiver {
                 receiver_id: id.clone(),
@@ -147,13 +149,25 @@ async fn round(store: &Store, communes: &[CommuneCode], receivers: usize) -> Res
                 drills: false,
             })
             .await?;
+        ids.push((id, commune));
     }
-    let alert = bench_alert("bench-receipts", communes, now)?;
+    Ok(ids)
+}
+
+/// Writes alert `id` to every one of `communes`, with its deliveries (tracked for every
+/// receiver registered by then), as the pipeline would.
+pub(crate) async fn insert_bench_alert(
+    store: &Store,
+    id: &str,
+    communes: &[CommuneCode],
+    now: chrono::DateTime<Utc>,
+) -> Result<Alert> {
+    let alert = bench_alert(id, communes, now)?;
     let deliveries: Vec<NewDelivery> = communes
         .iter()
         .map(|c| NewDelivery {
             commune: c.to_string(),
-            topic: format!("bench/{c}"),
+            topic: format!("bench/{c}/{id}"),
             priority: 2,
         })
         .collect();
@@ -165,6 +179,14 @@ async fn round(store: &Store, communes: &[CommuneCode], receivers: usize) -> Res
     let mut tx = store.begin().await?;
     tx.insert_alert(&alert, &signed, &deliveries, now).await?;
     tx.commit().await?;
+    Ok(alert)
+}
+
+async fn round(store: &Store, communes: &[CommuneCode], receivers: usize) -> Result<ReceiptsRound> {
+    let now = t0();
+    let topics = Topics::new("bench/v1", ProvinceCode::new("20")?)?;
+    let ids = register_bench_receivers(store, communes, receivers, now).await?;
+    let alert = insert_bench_alert(store, "bench-receipts", communes, now).await?;
 
     // The baseline: the same rows (under another alert id), inserted plainly.
     let rows: Vec<(String, String, String, String, i64)> = [ReceiptStatus::Received, ReceiptStatus::Played]

@@ -124,111 +124,35 @@ impl Tx<'_> {
     }
 }
 
-/// Each backend's migration history: (version, description, SQL). The two histories
-/// have the same versions, and after version N the same tables and columns.
-const SQLITE_MIGRATIONS: &[(i64, &str, &str)] = &[
-    (1, "init", include_str!("../migrations/sqlite/0001_init.sql")),
-    (
-        2,
-        "assessments",
-        include_str!("../migrations/sqlite/0002_assessments.sql"),
-    ),
-    (
-        3,
-        "bulletins",
-        include_str!("../migrations/sqlite/0003_bulletins.sql"),
-    ),
-    (
-        4,
-        "token stations",
-        include_str!("../migrations/sqlite/0004_token_stations.sql"),
-    ),
-    (
-        5,
-        "sources",
-        include_str!("../migrations/sqlite/0005_sources.sql"),
-    ),
-    (
-        6,
-        "forecasts",
-        include_str!("../migrations/sqlite/0006_forecasts.sql"),
-    ),
-    (
-        7,
-        "receiver registry",
-        include_str!("../migrations/sqlite/0007_registry.sql"),
-    ),
-    (
-        8,
-        "receipt reasons",
-        include_str!("../migrations/sqlite/0008_receipt_reasons.sql"),
-    ),
-    (
-        9,
-        "contacts",
-        include_str!("../migrations/sqlite/0009_contacts.sql"),
-    ),
-    (10, "sms", include_str!("../migrations/sqlite/0010_sms.sql")),
-    (11, "users", include_str!("../migrations/sqlite/0011_users.sql")),
-    (12, "audit", include_str!("../migrations/sqlite/0012_audit.sql")),
-    (
-        13,
-        "warnings",
-        include_str!("../migrations/sqlite/0013_warnings.sql"),
-    ),
-];
+/// Each backend's migration history: (version, description, SQL), from files of the same
+/// name under `migrations/sqlite/` and `migrations/postgres/`. The two histories have the
+/// same versions, and after version N the same tables and columns.
+macro_rules! migrations {
+    ($($version:literal, $description:literal, $file:literal;)*) => {
+        const SQLITE_MIGRATIONS: &[(i64, &str, &str)] = &[
+            $(($version, $description, include_str!(concat!("../migrations/sqlite/", $file, ".sql"))),)*
+        ];
+        const POSTGRES_MIGRATIONS: &[(i64, &str, &str)] = &[
+            $(($version, $description, include_str!(concat!("../migrations/postgres/", $file, ".sql"))),)*
+        ];
+    };
+}
 
-const POSTGRES_MIGRATIONS: &[(i64, &str, &str)] = &[
-    (1, "init", include_str!("../migrations/postgres/0001_init.sql")),
-    (
-        2,
-        "assessments",
-        include_str!("../migrations/postgres/0002_assessments.sql"),
-    ),
-    (
-        3,
-        "bulletins",
-        include_str!("../migrations/postgres/0003_bulletins.sql"),
-    ),
-    (
-        4,
-        "token stations",
-        include_str!("../migrations/postgres/0004_token_stations.sql"),
-    ),
-    (
-        5,
-        "sources",
-        include_str!("../migrations/postgres/0005_sources.sql"),
-    ),
-    (
-        6,
-        "forecasts",
-        include_str!("../migrations/postgres/0006_forecasts.sql"),
-    ),
-    (
-        7,
-        "receiver registry",
-        include_str!("../migrations/postgres/0007_registry.sql"),
-    ),
-    (
-        8,
-        "receipt reasons",
-        include_str!("../migrations/postgres/0008_receipt_reasons.sql"),
-    ),
-    (
-        9,
-        "contacts",
-        include_str!("../migrations/postgres/0009_contacts.sql"),
-    ),
-    (10, "sms", include_str!("../migrations/postgres/0010_sms.sql")),
-    (11, "users", include_str!("../migrations/postgres/0011_users.sql")),
-    (12, "audit", include_str!("../migrations/postgres/0012_audit.sql")),
-    (
-        13,
-        "warnings",
-        include_str!("../migrations/postgres/0013_warnings.sql"),
-    ),
-];
+migrations! {
+    1, "init", "0001_init";
+    2, "assessments", "0002_assessments";
+    3, "bulletins", "0003_bulletins";
+    4, "token stations", "0004_token_stations";
+    5, "sources", "0005_sources";
+    6, "forecasts", "0006_forecasts";
+    7, "receiver registry", "0007_registry";
+    8, "receipt reasons", "0008_receipt_reasons";
+    9, "contacts", "0009_contacts";
+    10, "sms", "0010_sms";
+    11, "users", "0011_users";
+    12, "audit", "0012_audit";
+    13, "warnings", "0013_warnings";
+}
 
 fn migrator(backend: Backend, up_to: i64) -> Migrator {
     let list = match backend {
