@@ -13,23 +13,47 @@ async fn raw(
     content_type: &str,
     body: Vec<u8>,
 ) -> (u16, Option<String>, Value) {
-    let resp = app
-        .http
+    // A connection of its own for each request: the server closes the one it refused an
+    // oversized body on, and a pooled client could send the next request down it.
+    let http = reqwest::Client::builder()
+        .pool_max_idle_per_host(0)
+        .timeout(std::time::Duration::from_secs(10))
+        .build()
+        .unwrap();
+    let resp = http
         .request(method.parse().unwrap(), format!("{}{path}", app.base))
         .bearer_auth(token)
         .header("content-type", content_type)
         .header("idempotency-key", api::warnings::uuid_v4())
         .body(body)
         .send()
-        .await
-        .unwrap();
+        .await;
+    let resp = match resp {
+        Ok(r) => r,
+        // The server refuses an oversized body on its Content-Length and closes the
+        // connection without reading it; a client still writing it may see the close
+        // before the answer. Status 0 says so; only an oversized case may accept it, and
+        // the caller still checks that nothing was written.
+        Err(e) if e.is_request() => {
+            return (
+                0,
+                None,
+                Value::String(format!("the connection closed before an answer: {e:?}")),
+            );
+        }
+        Err(e) => panic!("{method} {path}: {e:?}"),
+    };
     let status = resp.status().as_u16();
     let ctype = resp
         .headers()
         .get("content-type")
         .and_then(|v| v.to_str().ok())
         .map(str::to_owned);
-    (status, ctype, resp.json().await.unwrap_or(Value::Null))
+    let body = match resp.bytes().await {
+        Ok(b) => serde_json::from_slice(&b).unwrap_or(Value::Null),
+        Err(e) => Value::String(format!("the answer was cut off: {e}")),
+    };
+    (status, ctype, body)
 }
 
 /// (what, method, path, content type, body, expected status).
@@ -248,6 +272,12 @@ async fn hostile_requests_get_clean_problems_and_write_nothing() {
             &an
         };
         let (status, ctype, problem) = raw(&app, token, method, path, ct, body).await;
+        // An oversized body: the server may close the connection as it refuses it, before
+        // the client has sent it all or read the whole answer.
+        if expected == 413 && (status == 0 || (status == 413 && problem.is_string())) {
+            eprintln!("{what}: {status} {problem}");
+            continue;
+        }
         if status != expected
             || ctype.as_deref() != Some("application/problem+json")
             || problem["status"] != expected
