@@ -149,6 +149,9 @@ impl PollerContext {
             .user_agent(user_agent)
             .redirect(reqwest::redirect::Policy::limited(3))
             .build()?;
+        // One poller per source among all instances on the database (on SQLite, one
+        // process: the local lease is all there is).
+        let lease = SourceLease::Shared(store.clone());
         Ok(Self {
             client,
             pipeline,
@@ -159,7 +162,7 @@ impl PollerContext {
             max_batch,
             host_pause,
             hosts: Arc::new(Mutex::new(HashMap::new())),
-            lease: SourceLease::Local,
+            lease,
             links: Arc::new(Mutex::new(std::collections::HashSet::new())),
         })
     }

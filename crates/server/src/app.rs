@@ -172,19 +172,15 @@ impl App {
                 settings.poll.host_pause,
             )
             .context("building the HTTP client for feeds")?;
-            let mut ctx = ctx;
-            if store.backend() == store::Backend::Postgres {
-                // Several instances may share this database: one polls each source.
-                ctx.lease = ingest::poller::SourceLease::Shared(store.clone());
-            }
             for src in settings.poll.sources.clone() {
                 tracing::info!(feed = %src.id, url = %src.url, format = src.format.code(),
                     interval_s = src.interval.as_secs(), "polling feed");
                 tasks.spawn(ingest::poller::run_source(ctx.clone(), src, shutdown.clone()));
             }
         }
-        if store.backend() == store::Backend::Postgres {
-            // A new alert committed by another instance wakes this one's outbox workers.
+        {
+            // A new alert committed by another instance wakes this one's outbox workers
+            // (on PostgreSQL; on SQLite there is no other instance, and this ends at once).
             let (store, wake, shutdown) = (store.clone(), wake.clone(), shutdown.clone());
             tasks.spawn(async move {
                 tokio::select! {

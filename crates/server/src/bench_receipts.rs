@@ -91,11 +91,7 @@ impl ReceiptsReport {
     }
 }
 
-fn t0() -> chrono::DateTime<Utc> {
-    Utc::now()
-}
-
-pub(crate) fn bench_alert(id: &str, communes: &[CommuneCode], now: chrono::DateTime<Utc>) -> Result<Alert> {
+fn bench_alert(id: &str, communes: &[CommuneCode], now: chrono::DateTime<Utc>) -> Result<Alert> {
     Ok(Alert::new(AlertSpec {
         id: AlertId::new(id)?,
         province: ProvinceCode::new("20")?,
@@ -183,7 +179,7 @@ pub(crate) async fn insert_bench_alert(
 }
 
 async fn round(store: &Store, communes: &[CommuneCode], receivers: usize) -> Result<ReceiptsRound> {
-    let now = t0();
+    let now = Utc::now();
     let topics = Topics::new("bench/v1", ProvinceCode::new("20")?)?;
     let ids = register_bench_receivers(store, communes, receivers, now).await?;
     let alert = insert_bench_alert(store, "bench-receipts", communes, now).await?;
