@@ -66,7 +66,7 @@ impl ReceiptsReport {
         )?;
         writeln!(
             out,
-            "  baseline raw inserts      {:>9.1} ms  {:>9.0} receipts/s  plain INSERTs, {} per transaction",
+            "  baseline raw inserts      {:>9.1} ms  {:>9.0} receipts/s  plain multi-row INSERTs (up to 100 rows), {} per transaction",
             raw.as_secs_f64() * 1000.0,
             raw_rate,
             dispatch::inbound::MAX_BATCH

@@ -1,9 +1,51 @@
 //! Receipts and heartbeats from receivers, and inputs refused at the edges.
 
+use std::collections::HashMap;
+
 use chrono::{DateTime, Utc};
 use sqlx::Row;
 
 use crate::{Result, Store, Tx, from_ms, ms};
+
+/// Rows written by one multi-row statement, largest first: far below both engines' limits
+/// on bound values, and large enough that a burst of receipts costs a few statements, not
+/// one or more per receipt. A batch is cut into these sizes only, so that each kind of
+/// statement has four texts, each prepared once per connection and kept in its cache
+/// (with every size from 1 to 100, PostgreSQL prepared statements over and over).
+const STATEMENT_ROWS: [usize; 4] = [100, 25, 5, 1];
+
+/// `items` cut into runs of [`STATEMENT_ROWS`] sizes, greedily, in order.
+pub(crate) fn statement_chunks<T>(mut items: &[T]) -> impl Iterator<Item = &[T]> {
+    std::iter::from_fn(move || {
+        let size = STATEMENT_ROWS.into_iter().find(|&n| n <= items.len())?;
+        let (chunk, rest) = items.split_at(size);
+        items = rest;
+        Some(chunk)
+    })
+}
+
+/// `($first, …), (…)`: `rows` groups of `width` placeholders, numbered on from `first`.
+pub(crate) fn values_list(rows: usize, width: usize, first: usize) -> String {
+    (0..rows)
+        .map(|r| {
+            let cols: Vec<String> = (0..width)
+                .map(|c| format!("${}", first + r * width + c))
+                .collect();
+            format!("({})", cols.join(", "))
+        })
+        .collect::<Vec<_>>()
+        .join(", ")
+}
+
+/// What a receiver was heard to say, for [`Tx::touch_receivers`].
+#[derive(Debug, Clone, Copy)]
+pub struct ReceiverTouch<'a> {
+    pub receiver_id: &'a str,
+    pub commune: Option<&'a str>,
+    pub online: bool,
+    /// A heartbeat's text; `None` keeps the last one.
+    pub detail: Option<&'a str>,
+}
 
 /// A receipt as reported by a receiver (already checked against its topic).
 #[derive(Debug, Clone)]
@@ -73,21 +115,59 @@ impl Tx<'_> {
     /// code) from the same receiver for the same alert is stored once, and `false` is
     /// returned for a repeat.
     pub async fn record_receipt(&mut self, r: &NewReceipt<'_>, now: DateTime<Utc>) -> Result<bool> {
-        let done = sqlx::query(
-            "INSERT INTO receipts (alert_id, receiver_id, commune, status, reason, reason_code, receiver_ms, recorded_ms)
-             VALUES ($1, $2, $3, $4, $5, $6, $7, $8) ON CONFLICT DO NOTHING",
-        )
-        .bind(r.alert_id)
-        .bind(r.receiver_id)
-        .bind(r.commune)
-        .bind(r.status)
-        .bind(r.reason)
-        .bind(reason_code(r.status, r.reason))
-        .bind(ms(r.receiver_at))
-        .bind(ms(now))
-        .execute(&mut *self.tx)
-        .await?;
-        Ok(done.rows_affected() == 1)
+        Ok(self.record_receipts(std::slice::from_ref(r), now).await?[0])
+    }
+
+    /// Records receipts, as [`Tx::record_receipt`] each, up to a hundred to a statement. Says,
+    /// for each, whether it was new (a repeat, also within `receipts`, is not).
+    pub async fn record_receipts(
+        &mut self,
+        receipts: &[NewReceipt<'_>],
+        now: DateTime<Utc>,
+    ) -> Result<Vec<bool>> {
+        let mut new = vec![false; receipts.len()];
+        let mut base = 0;
+        for chunk in statement_chunks(receipts) {
+            let sql = format!(
+                "INSERT INTO receipts (alert_id, receiver_id, commune, status, reason, reason_code, receiver_ms, recorded_ms)
+                 VALUES {} ON CONFLICT DO NOTHING RETURNING alert_id, receiver_id, status, reason_code",
+                values_list(chunk.len(), 8, 1)
+            );
+            let mut q = self.backend.multi_row(sql);
+            for r in chunk {
+                q = q
+                    .bind(r.alert_id)
+                    .bind(r.receiver_id)
+                    .bind(r.commune)
+                    .bind(r.status)
+                    .bind(r.reason)
+                    .bind(reason_code(r.status, r.reason))
+                    .bind(ms(r.receiver_at))
+                    .bind(ms(now));
+            }
+            let inserted = q.fetch_all(&mut *self.tx).await?;
+            // Each inserted row marks the first receipt of the chunk it stands for.
+            for row in &inserted {
+                let (a, v, s, code): (String, String, String, String) = (
+                    row.try_get("alert_id")?,
+                    row.try_get("receiver_id")?,
+                    row.try_get("status")?,
+                    row.try_get("reason_code")?,
+                );
+                let first = chunk.iter().enumerate().position(|(i, r)| {
+                    !new[base + i]
+                        && r.alert_id == a
+                        && r.receiver_id == v
+                        && r.status == s
+                        && reason_code(r.status, r.reason) == code
+                });
+                if let Some(i) = first {
+                    new[base + i] = true;
+                }
+            }
+            base += chunk.len();
+        }
+        Ok(new)
     }
 
     /// Notes that a receiver was heard from (heartbeat or status).
@@ -99,19 +179,58 @@ impl Tx<'_> {
         detail: Option<&str>,
         now: DateTime<Utc>,
     ) -> Result<()> {
-        sqlx::query(
-            "INSERT INTO receivers (receiver_id, commune, online, last_seen_ms, detail) VALUES ($1, $2, $3, $4, $5)
-             ON CONFLICT (receiver_id) DO UPDATE SET commune = COALESCE(excluded.commune, receivers.commune),
-                online = excluded.online, last_seen_ms = excluded.last_seen_ms,
-                detail = COALESCE(excluded.detail, receivers.detail)",
+        self.touch_receivers(
+            &[ReceiverTouch {
+                receiver_id,
+                commune,
+                online,
+                detail,
+            }],
+            now,
         )
-        .bind(receiver_id)
-        .bind(commune)
-        .bind(i64::from(online))
-        .bind(ms(now))
-        .bind(detail)
-        .execute(&mut *self.tx)
-        .await?;
+        .await
+    }
+
+    /// Notes that receivers were heard from: the same as [`Tx::touch_receiver`] for each in
+    /// turn, written as one row per receiver, up to a hundred to a statement.
+    pub async fn touch_receivers(&mut self, touches: &[ReceiverTouch<'_>], now: DateTime<Utc>) -> Result<()> {
+        // What one upsert after another would leave: the last state, and the last commune
+        // and detail that were given.
+        let mut folded: Vec<ReceiverTouch<'_>> = Vec::new();
+        let mut at: HashMap<&str, usize> = HashMap::new();
+        for t in touches {
+            match at.get(t.receiver_id) {
+                Some(&i) => {
+                    let f = &mut folded[i];
+                    f.commune = t.commune.or(f.commune);
+                    f.online = t.online;
+                    f.detail = t.detail.or(f.detail);
+                }
+                None => {
+                    at.insert(t.receiver_id, folded.len());
+                    folded.push(*t);
+                }
+            }
+        }
+        for chunk in statement_chunks(&folded) {
+            let sql = format!(
+                "INSERT INTO receivers (receiver_id, commune, online, last_seen_ms, detail) VALUES {}
+                 ON CONFLICT (receiver_id) DO UPDATE SET commune = COALESCE(excluded.commune, receivers.commune),
+                    online = excluded.online, last_seen_ms = excluded.last_seen_ms,
+                    detail = COALESCE(excluded.detail, receivers.detail)",
+                values_list(chunk.len(), 5, 1)
+            );
+            let mut q = self.backend.multi_row(sql);
+            for t in chunk {
+                q = q
+                    .bind(t.receiver_id)
+                    .bind(t.commune)
+                    .bind(i64::from(t.online))
+                    .bind(ms(now))
+                    .bind(t.detail);
+            }
+            q.execute(&mut *self.tx).await?;
+        }
         Ok(())
     }
 

@@ -4,6 +4,9 @@
 use chrono::{DateTime, Duration, Utc};
 use sqlx::Row;
 
+use std::collections::HashMap;
+
+use crate::receipts::{statement_chunks, values_list};
 use crate::{Result, Store, Tx, from_ms, from_ms_opt, json_list, ms, parse_json_list};
 
 /// A registered receiver.
@@ -42,6 +45,15 @@ pub struct ReceiverDeliveryRecord {
     pub received: Option<DateTime<Utc>>,
     pub played: Option<DateTime<Utc>>,
     pub reason: Option<String>,
+}
+
+/// One move of [`Tx::advance_receiver_deliveries`].
+#[derive(Debug, Clone, Copy)]
+pub struct DeliveryAdvance<'a> {
+    pub alert_id: &'a str,
+    pub receiver_id: &'a str,
+    pub state: &'a str,
+    pub reason: Option<&'a str>,
 }
 
 /// The forward order of delivery states; a state never moves back (the same order is
@@ -286,14 +298,35 @@ impl Tx<'_> {
 
     /// The registered receiver, if it is registered and not removed.
     pub async fn registered_receiver(&mut self, receiver_id: &str) -> Result<Option<RegisteredReceiver>> {
-        let row = sqlx::query(
-            "SELECT receiver_id, commune, password_hash, trusted_keys, firmware, registered_ms, drills
-             FROM receiver_registry WHERE receiver_id = $1 AND removed_ms IS NULL",
-        )
-        .bind(receiver_id)
-        .fetch_optional(&mut *self.tx)
-        .await?;
-        row.as_ref().map(registered).transpose()
+        Ok(self
+            .registered_receivers(&[receiver_id])
+            .await?
+            .remove(receiver_id))
+    }
+
+    /// Those of `receiver_ids` that are registered and not removed, by id.
+    pub async fn registered_receivers(
+        &mut self,
+        receiver_ids: &[&str],
+    ) -> Result<HashMap<String, RegisteredReceiver>> {
+        let mut found = HashMap::new();
+        for chunk in statement_chunks(receiver_ids) {
+            let placeholders: Vec<String> = (1..=chunk.len()).map(|i| format!("${i}")).collect();
+            let sql = format!(
+                "SELECT receiver_id, commune, password_hash, trusted_keys, firmware, registered_ms, drills
+                 FROM receiver_registry WHERE receiver_id IN ({}) AND removed_ms IS NULL",
+                placeholders.join(", ")
+            );
+            let mut q = self.backend.multi_row(sql);
+            for id in chunk {
+                q = q.bind(*id);
+            }
+            for row in q.fetch_all(&mut *self.tx).await? {
+                let r = registered(&row)?;
+                found.insert(r.receiver_id.clone(), r);
+            }
+        }
+        Ok(found)
     }
 
     /// Counts a message from a receiver that is not registered.
@@ -326,24 +359,65 @@ impl Tx<'_> {
         reason: Option<&str>,
         now: DateTime<Utc>,
     ) -> Result<bool> {
-        let done = sqlx::query(
-            "UPDATE receiver_deliveries SET state = $1, state_ms = $2,
-                received_ms = CASE WHEN $1 IN ('received', 'played') THEN COALESCE(received_ms, $2) ELSE received_ms END,
-                played_ms = CASE WHEN $1 = 'played' THEN COALESCE(played_ms, $2) ELSE played_ms END,
-                reason = COALESCE($3, reason)
-             WHERE alert_id = $4 AND receiver_id = $5
-               AND (CASE state WHEN 'queued' THEN 0 WHEN 'sent' THEN 1 WHEN 'rejected' THEN 2
-                    WHEN 'received' THEN 3 WHEN 'failed' THEN 4 WHEN 'played' THEN 5 ELSE 6 END) < $6",
-        )
-            .bind(state)
-            .bind(ms(now))
-            .bind(reason)
-            .bind(alert_id)
-            .bind(receiver_id)
-            .bind(rank(state))
-            .execute(&mut *self.tx)
-            .await?;
-        Ok(done.rows_affected() == 1)
+        let one = DeliveryAdvance {
+            alert_id,
+            receiver_id,
+            state,
+            reason,
+        };
+        Ok(self.advance_receiver_deliveries(&[one], now).await? == 1)
+    }
+
+    /// [`Tx::advance_receiver_delivery`] for each of `advances` in turn, up to a hundred to a
+    /// statement. Returns how many moves were made.
+    pub async fn advance_receiver_deliveries(
+        &mut self,
+        advances: &[DeliveryAdvance<'_>],
+        now: DateTime<Utc>,
+    ) -> Result<u64> {
+        // A statement moves a delivery at most once, so the k-th advance of one delivery
+        // goes in the k-th round, and the rounds run in order: the same outcome as one
+        // statement per advance.
+        let mut rounds: Vec<Vec<&DeliveryAdvance<'_>>> = Vec::new();
+        let mut seen: HashMap<(&str, &str), usize> = HashMap::new();
+        for a in advances {
+            let k = seen.entry((a.alert_id, a.receiver_id)).or_default();
+            if rounds.len() <= *k {
+                rounds.push(Vec::new());
+            }
+            rounds[*k].push(a);
+            *k += 1;
+        }
+        let mut moved = 0;
+        for round in &rounds {
+            for chunk in statement_chunks(round) {
+                let sql = format!(
+                    "WITH v (alert_id, receiver_id, state, reason, rnk) AS (VALUES {})
+                     UPDATE receiver_deliveries SET state = v.state, state_ms = $1,
+                        received_ms = CASE WHEN v.state IN ('received', 'played')
+                            THEN COALESCE(receiver_deliveries.received_ms, $1) ELSE receiver_deliveries.received_ms END,
+                        played_ms = CASE WHEN v.state = 'played'
+                            THEN COALESCE(receiver_deliveries.played_ms, $1) ELSE receiver_deliveries.played_ms END,
+                        reason = COALESCE(v.reason, receiver_deliveries.reason)
+                     FROM v
+                     WHERE receiver_deliveries.alert_id = v.alert_id AND receiver_deliveries.receiver_id = v.receiver_id
+                       AND (CASE receiver_deliveries.state WHEN 'queued' THEN 0 WHEN 'sent' THEN 1 WHEN 'rejected' THEN 2
+                            WHEN 'received' THEN 3 WHEN 'failed' THEN 4 WHEN 'played' THEN 5 ELSE 6 END) < v.rnk",
+                    values_list(chunk.len(), 5, 2)
+                );
+                let mut q = self.backend.multi_row(sql).bind(ms(now));
+                for a in chunk {
+                    q = q
+                        .bind(a.alert_id)
+                        .bind(a.receiver_id)
+                        .bind(a.state)
+                        .bind(a.reason)
+                        .bind(rank(a.state));
+                }
+                moved += q.execute(&mut *self.tx).await?.rows_affected();
+            }
+        }
+        Ok(moved)
     }
 
     /// The id of the Cancel that already ends `alert_id`, if one does.

@@ -127,6 +127,7 @@ on_both_backends!(
     workers_of_two_instances_claiming_at_once_never_get_the_same_delivery,
     a_new_alert_wakes_the_workers_of_every_instance,
     the_alert_list_counts_each_alerts_publications_plays_and_refusals_in_one_query,
+    a_batch_of_receipts_and_heartbeats_leaves_what_one_write_after_another_would,
 );
 
 async fn insert(store: &Store, a: &Alert, priority: i64) {
@@ -1045,4 +1046,116 @@ async fn the_alert_list_counts_each_alerts_publications_plays_and_refusals_in_on
     );
     assert_eq!(counts["a2"], store::AlertCounts::default());
     assert!(!counts.contains_key("nope"), "an unknown id has no row");
+}
+
+/// The inbound path writes a burst of receipts and heartbeats in a few multi-row
+/// statements: repeats within the burst, a delivery moved twice, and one receiver heard
+/// from several times end as they would one write at a time.
+async fn a_batch_of_receipts_and_heartbeats_leaves_what_one_write_after_another_would(db: Db) {
+    use store::{DeliveryAdvance, ReceiverTouch};
+    let store = db.open().await;
+    register(&store, "loa-a", "06385").await;
+    register(&store, "loa-b", "06385").await;
+    let a = alert("a-1", MessageClass::Emergency, &["06385"]);
+    insert(&store, &a, 2).await;
+    // 250 receipts, more than one statement's worth: each receiver's `received` and
+    // `played` over and over, and one refusal of another kind.
+    let mut receipts = Vec::new();
+    for i in 0..250 {
+        let (receiver_id, status) = match i % 4 {
+            0 => ("loa-a", "received"),
+            1 => ("loa-a", "played"),
+            2 => ("loa-b", "received"),
+            _ => ("loa-b", "played"),
+        };
+        receipts.push(NewReceipt {
+            alert_id: "a-1",
+            receiver_id,
+            commune: Some("06385"),
+            status,
+            reason: None,
+            receiver_at: t0(),
+        });
+    }
+    receipts.insert(
+        3,
+        NewReceipt {
+            status: "rejected",
+            reason: Some("replayed: seen before"),
+            ..receipts[0].clone()
+        },
+    );
+    let mut tx = store.begin().await.unwrap();
+    let new = tx.record_receipts(&receipts, t0()).await.unwrap();
+    let firsts: Vec<usize> = new
+        .iter()
+        .enumerate()
+        .filter(|(_, n)| **n)
+        .map(|(i, _)| i)
+        .collect();
+    assert_eq!(firsts, [0, 1, 2, 3, 4], "only the first of each is new");
+    // loa-a: received, then a refusal (which must not move it back), then played;
+    // loa-b: only received. Moved in one call, as one call each would.
+    let advance = |receiver_id, state, reason| DeliveryAdvance {
+        alert_id: "a-1",
+        receiver_id,
+        state,
+        reason,
+    };
+    let moved = tx
+        .advance_receiver_deliveries(
+            &[
+                advance("loa-a", "received", None),
+                advance("loa-a", "rejected", Some("replayed")),
+                advance("loa-b", "received", None),
+                advance("loa-a", "played", None),
+                advance("stranger", "played", None),
+            ],
+            t0() + Duration::seconds(1),
+        )
+        .await
+        .unwrap();
+    assert_eq!(moved, 3, "received and played of loa-a, received of loa-b");
+    let touch = |receiver_id, commune, online, detail| ReceiverTouch {
+        receiver_id,
+        commune,
+        online,
+        detail,
+    };
+    tx.touch_receivers(
+        &[
+            touch("loa-a", Some("06385"), true, Some("{\"fw\":\"1\"}")),
+            touch("loa-a", None, false, None),
+            touch("loa-b", Some("06385"), false, None),
+            touch("loa-b", None, true, None),
+        ],
+        t0() + Duration::seconds(2),
+    )
+    .await
+    .unwrap();
+    tx.commit().await.unwrap();
+
+    let all = store.receipts_for_alert("a-1").await.unwrap();
+    assert_eq!(all.len(), 5, "two per receiver and the refusal: {all:?}");
+    let rows = store.receiver_deliveries("a-1").await.unwrap();
+    assert_eq!(
+        states(&rows),
+        [
+            ("loa-a".into(), "played".into()),
+            ("loa-b".into(), "received".into())
+        ]
+    );
+    assert_eq!(rows[0].received, Some(t0() + Duration::seconds(1)));
+    assert_eq!(rows[0].played, Some(t0() + Duration::seconds(1)));
+    assert_eq!(rows[1].played, None);
+    let receivers = store.list_receivers().await.unwrap();
+    let heard = |id: &str| receivers.iter().find(|r| r.receiver_id == id).unwrap().clone();
+    let (a, b) = (heard("loa-a"), heard("loa-b"));
+    assert_eq!((a.online, a.commune.as_deref()), (false, Some("06385")));
+    assert_eq!(
+        a.detail.as_deref(),
+        Some("{\"fw\":\"1\"}"),
+        "the last detail given is kept"
+    );
+    assert_eq!((b.online, b.last_seen), (true, t0() + Duration::seconds(2)));
 }
