@@ -48,6 +48,12 @@ pub struct Round {
     pub received: Duration,
     /// Issue until the store shows `played` from every receiver.
     pub played: Duration,
+    /// Issue until the POST was answered (the alert committed to the store).
+    pub answered: Duration,
+    /// Issue until the last receiver had verified and played the alert, as the receivers
+    /// themselves saw it (before their receipts travel back): what the raw baseline
+    /// measures, one way.
+    pub delivered: Duration,
     /// First raw publish until every plain subscriber holds the message.
     pub raw: Duration,
     /// Receivers whose `received` and `played` the store showed, subscribers that got
@@ -94,6 +100,8 @@ impl DispatchReport {
     /// Writes the report in the style of `bench rules`.
     pub fn write(&self, out: &mut impl Write) -> std::io::Result<()> {
         let (raw, rec, played) = (self.median_raw(), self.median_received(), self.median_played());
+        let answered = median(self.rounds.iter().map(|r| r.answered).collect());
+        let delivered = median(self.rounds.iter().map(|r| r.delivered).collect());
         writeln!(
             out,
             "dispatch bench: {} receivers over {} communes, broker {}, envelope {} bytes, median of {} rounds",
@@ -109,6 +117,16 @@ impl DispatchReport {
             ms(raw),
             self.communes,
             self.receivers
+        )?;
+        writeln!(
+            out,
+            "  canhbao issue->answered   {:>9.1} ms  POST of the bulletin until its answer (parsed, assessed, signed, committed)",
+            ms(answered)
+        )?;
+        writeln!(
+            out,
+            "  canhbao issue->delivered  {:>9.1} ms  until the last receiver had verified and played it (receiver side, one way)",
+            ms(delivered)
         )?;
         writeln!(
             out,
@@ -128,10 +146,16 @@ impl DispatchReport {
             ms(median(self.rounds.iter().map(|r| r.received_p50).collect())),
             ms(median(self.rounds.iter().map(|r| r.received_p99).collect()))
         )?;
+        let ratio = |d: Duration| d.as_secs_f64() / raw.as_secs_f64().max(1e-9);
         writeln!(
             out,
-            "  ratio (time)              {:>9.2}x  canhbao received / raw publish",
-            rec.as_secs_f64() / raw.as_secs_f64().max(1e-9)
+            "  ratio (time)              {:>9.2}x  canhbao received in the store / raw publish",
+            ratio(rec)
+        )?;
+        writeln!(
+            out,
+            "  ratio (one way)           {:>9.2}x  canhbao delivered / raw publish",
+            ratio(delivered)
         )?;
         let list = |f: fn(&Round) -> Duration| {
             self.rounds
@@ -142,8 +166,10 @@ impl DispatchReport {
         };
         writeln!(
             out,
-            "  rounds (ms): raw [{}]  received [{}]  played [{}]",
+            "  rounds (ms): raw [{}]  answered [{}]  delivered [{}]  received [{}]  played [{}]",
             list(|r| r.raw),
+            list(|r| r.answered),
+            list(|r| r.delivered),
             list(|r| r.received),
             list(|r| r.played)
         )?;
@@ -406,6 +432,15 @@ async fn clear_retained(broker: &BrokerUrl, topics: &[String]) -> Result<()> {
     result
 }
 
+/// Aborts a task when dropped.
+struct AbortOnDrop(tokio::task::JoinHandle<()>);
+
+impl Drop for AbortOnDrop {
+    fn drop(&mut self) {
+        self.0.abort();
+    }
+}
+
 struct Receivers {
     ids: Vec<ReceiverId>,
     stop: CancellationToken,
@@ -481,6 +516,22 @@ async fn drive(
 
     let run = unique("b");
     let now = Utc::now();
+    // Every receiver's events, stamped as they come, for the time each one played.
+    let (played_tx, mut events) = mpsc::unbounded_channel();
+    let plays = std::sync::Arc::new(std::sync::Mutex::new(Vec::<(String, Instant)>::new()));
+    let stamping = {
+        let plays = plays.clone();
+        tokio::spawn(async move {
+            while let Some(ev) = events.recv().await {
+                if let canhbao_receiver::ReceiverEvent::Played(a) = ev
+                    && let Ok(mut plays) = plays.lock()
+                {
+                    plays.push((a.id.clone(), Instant::now()));
+                }
+            }
+        })
+    };
+    let _stop_stamping = AbortOnDrop(stamping);
     for i in 0..n {
         let id = ReceiverId::new(&format!("{run}-{i}"))?;
         let commune = communes[i % communes.len()].clone();
@@ -513,12 +564,10 @@ async fn drive(
             played: canhbao_receiver::state::PlayedLog::in_memory(),
             command: None,
         };
-        // Events are not needed: the store is what the bench reads.
-        let (events, _) = mpsc::unbounded_channel();
         receivers.tasks.spawn(canhbao_receiver::run_with(
             cfg,
             playback,
-            events,
+            played_tx.clone(),
             receivers.stop.clone(),
         ));
         receivers.ids.push(id);
@@ -567,8 +616,15 @@ async fn drive(
     let [alert_id] = alerts[..] else {
         bail!("expected the bulletin to issue one alert, got {body}");
     };
+    let answered = t0.elapsed();
+    let (mut delivered_n, mut delivered) = (0, Duration::ZERO);
     let (mut received, mut played) = (None, None);
     loop {
+        if let Ok(plays) = plays.lock() {
+            let of_alert = plays.iter().filter(|(id, _)| id == alert_id);
+            delivered_n = of_alert.clone().count();
+            delivered = of_alert.map(|(_, at)| *at - t0).max().unwrap_or_default();
+        }
         let rows = store.receiver_deliveries(alert_id).await?;
         let counted_received = rows.iter().filter(|r| r.received.is_some()).count();
         let counted_played = rows.iter().filter(|r| r.played.is_some()).count();
@@ -578,7 +634,9 @@ async fn drive(
         if played.is_none() && counted_played >= n {
             played = Some(t0.elapsed());
         }
-        if let (Some(received), Some(played)) = (received, played) {
+        if let (Some(received), Some(played)) = (received, played)
+            && delivered_n >= n
+        {
             ensure!(rows.len() == n, "{} deliveries for {n} receivers", rows.len());
             let alert = store
                 .get_alert(alert_id)
@@ -598,6 +656,8 @@ async fn drive(
             let round = Round {
                 received,
                 played,
+                answered,
+                delivered,
                 raw: Duration::ZERO,
                 counted_received,
                 counted_played,
