@@ -455,3 +455,202 @@ async fn a_database_locked_by_another_writer_shows_in_readyz_refuses_writes_clea
     );
     rx.stop().await;
 }
+
+/// What this test binary logged at WARN and above (every test's: each test reads only
+/// what was written while its fault lasted).
+static LOG: std::sync::Mutex<Vec<u8>> = std::sync::Mutex::new(Vec::new());
+
+struct LogWriter;
+
+impl std::io::Write for LogWriter {
+    fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+        LOG.lock().unwrap().extend_from_slice(buf);
+        Ok(buf.len())
+    }
+
+    fn flush(&mut self) -> std::io::Result<()> {
+        Ok(())
+    }
+}
+
+/// Sends the service's log (WARN and above) to [`LOG`].
+fn capture_log() {
+    let _ = tracing_subscriber::fmt()
+        .with_writer(|| LogWriter)
+        .with_ansi(false)
+        .with_max_level(tracing_subscriber::filter::LevelFilter::WARN)
+        .try_init();
+}
+
+/// What `f` gives and how long it took.
+async fn timed<T>(f: impl Future<Output = T>) -> (T, Duration) {
+    let asked = Instant::now();
+    let answer = f.await;
+    (answer, asked.elapsed())
+}
+
+/// `/readyz`: its status and body.
+async fn readiness(app: &TestApp) -> reqwest::Result<(u16, Value)> {
+    let r = app.http.get(format!("{}/readyz", app.base)).send().await?;
+    Ok((r.status().as_u16(), r.json().await?))
+}
+
+fn log_len() -> usize {
+    LOG.lock().unwrap().len()
+}
+
+fn log_since(from: usize) -> String {
+    String::from_utf8_lossy(&LOG.lock().unwrap()[from..]).into_owned()
+}
+
+/// PostgreSQL goes away for five seconds (a restart, a failover): every connection of the
+/// app is closed and new ones are refused. Meanwhile `/readyz` says the database is
+/// unreachable, a write is refused within seconds with a clear 503 and leaves nothing
+/// behind, the log says why, and a receiver plays the alert published just before the cut
+/// and sends receipts the app cannot store. Once PostgreSQL is back the app is ready again
+/// within seconds, the refused write goes through on a retry, and the receipt is stored
+/// (the app retries it, and a resend makes the receiver acknowledge again) while the alert
+/// plays only once. The
+/// app reaches the shared server through a proxy of its own, which is what the test cuts.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn postgres_briefly_unreachable_shows_in_readyz_refuses_writes_cleanly_and_loses_nothing() {
+    let Some(pg) = testkit::postgres::PgDatabase::from_env().await else {
+        eprintln!("{} is not set; skipped", testkit::postgres::ENV);
+        return;
+    };
+    capture_log();
+    let started = Instant::now();
+    let proxy = testkit::proxy::TcpProxy::start(&pg.server()).await.unwrap();
+    let url = pg.url_via(proxy.addr());
+    let app = TestApp::spawn_with(
+        Broker::Embedded,
+        &[
+            ("CANHBAO__OUTBOX__RESEND_S", "[2, 4]"),
+            ("CANHBAO__DATABASE__URL", &url),
+        ],
+    )
+    .await
+    .unwrap();
+    app.register_receiver("06385", "loa-pg-1").await.unwrap();
+    let (status, _, body) = app
+        .post_observations(&canhbao_tests::observation_now("HUULUNG", 19.4))
+        .await
+        .unwrap();
+    assert_eq!(status, 200, "{body}");
+    let first = body["alerts"][0].as_str().expect("an alert").to_owned();
+    // Published (retained on the broker) but not yet received by anyone.
+    app.wait_for(&format!("/api/v1/alerts/{first}"), Duration::from_secs(10), |d| {
+        d["deliveries"]
+            .as_array()
+            .is_some_and(|ds| !ds.is_empty() && ds.iter().all(|d| d["state"] == "published"))
+    })
+    .await
+    .unwrap();
+
+    // PostgreSQL goes away; then the receiver comes online and plays the alert, and its
+    // receipts reach an app that cannot store them.
+    let log_from = log_len();
+    let live = proxy.live();
+    proxy.cut().await;
+    let cut_at = Instant::now();
+    let mut rx = app.start_unregistered_receiver("06385", "loa-pg-1").unwrap();
+    // A probe and a write while it is away, side by side.
+    let observation = canhbao_tests::observation_now("LANGSON", 256.5);
+    let ((ready, readyz_took), (refused, write_took), (played, played_at)) = tokio::join!(
+        timed(readiness(&app)),
+        timed(app.post_observations(&observation)),
+        timed(rx.next(Duration::from_secs(5)))
+    );
+    match played {
+        Ok(ReceiverEvent::Played(a)) if a.id == first => {}
+        other => panic!("the receiver did not play the alert while PostgreSQL was away: {other:?}"),
+    }
+    let (code, ready) = ready.unwrap_or_else(|e| panic!("/readyz while PostgreSQL was away: {e:?}"));
+    assert_eq!(
+        (code, &ready["database"], &ready["broker"]),
+        (503, &Value::from("unreachable"), &Value::from("ok")),
+        "{ready}"
+    );
+    let (refused_status, content_type, refused) =
+        refused.unwrap_or_else(|e| panic!("a write while PostgreSQL was away: {e:?}"));
+    assert_eq!(refused_status, 503, "{refused}");
+    assert_eq!(content_type.as_deref(), Some("application/problem+json"));
+    assert_eq!(refused["type"], "/problems/database-unavailable", "{refused}");
+    let detail = refused["detail"].as_str().unwrap_or_default().to_owned();
+    assert!(detail.contains("nothing was written"), "{refused}");
+    // A client (or a load balancer's probe) hears at once, not after a long hang.
+    assert!(
+        readyz_took < Duration::from_secs(3) && write_took < Duration::from_secs(6),
+        "/readyz took {readyz_took:?} and the write {write_took:?} while PostgreSQL was away"
+    );
+    let stop_collecting = CancellationToken::new();
+    let receiver = collect(rx, stop_collecting.clone());
+    tokio::time::sleep(Duration::from_secs(5).saturating_sub(cut_at.elapsed())).await;
+    proxy.restore().await;
+    let cut_for = cut_at.elapsed();
+    let log = log_since(log_from);
+
+    // Ready again within a bound.
+    let restored = Instant::now();
+    loop {
+        let r = readiness(&app).await;
+        if matches!(&r, Ok((200, _))) {
+            break;
+        }
+        assert!(
+            restored.elapsed() < Duration::from_secs(15),
+            "not ready 15 s after PostgreSQL came back: {r:?}"
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    let recovered = restored.elapsed();
+
+    // The refused observation wrote nothing: its retry raises the alert now.
+    let (status, _, body) = app.post_observations(&observation).await.unwrap();
+    assert_eq!(status, 200, "{body}");
+    assert_eq!(body["alerts"].as_array().map(Vec::len), Some(1), "{body}");
+    let (_, alerts) = app.get("/api/v1/alerts").await.unwrap();
+    assert_eq!(
+        alerts.as_array().map(Vec::len),
+        Some(2),
+        "no alert from the refused write: {alerts}"
+    );
+
+    // The first alert: played by the receiver, and the store knows it.
+    app.wait_for(&format!("/api/v1/alerts/{first}"), Duration::from_secs(20), |d| {
+        d["receiver_deliveries"][0]["state"] == "played"
+    })
+    .await
+    .unwrap();
+    let stored_after = restored.elapsed();
+    // A resend (every 2 to 4 s) of what was already played would show up now.
+    tokio::time::sleep(Duration::from_secs(5)).await;
+    stop_collecting.cancel();
+    let (rx, seen) = receiver.await.unwrap();
+    rx.stop().await;
+    app.app.stop().await;
+    drop(proxy);
+
+    assert!(
+        seen.played.is_empty(),
+        "the alert played during the cut must not play again: {seen:?}"
+    );
+    assert!(seen.others.is_empty(), "{seen:?}");
+    // The log said what happened while it happened, in words an operator can act on.
+    let said = |what: &[&str]| log.lines().any(|l| what.iter().all(|w| l.contains(w)));
+    assert!(
+        said(&["WARN", "readiness: database unreachable"])
+            && said(&["ERROR", "request failed: database unavailable", "pool timed out"]),
+        "the log while PostgreSQL was away:\n{log}"
+    );
+    eprintln!(
+        "PostgreSQL cut for {:.1} s ({live} connections through the proxy when cut): /readyz \
+         answered {ready} in {readyz_took:?}, the write {refused_status} in {write_took:?} ({detail:?}); \
+         the receiver played the alert {played_at:?} into the cut; ready again {recovered:?} \
+         after the restore, the receipt stored {stored_after:?} after it; done in {:?}\n\
+         the log from the cut on:\n{}",
+        cut_for.as_secs_f64(),
+        started.elapsed(),
+        log_since(log_from)
+    );
+}

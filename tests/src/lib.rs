@@ -136,7 +136,8 @@ impl TestApp {
         Self::spawn_with(broker, &[]).await
     }
 
-    /// Starts an app with a fresh data directory and more settings.
+    /// Starts an app with a fresh data directory and more settings (`CANHBAO__DATABASE__URL`
+    /// among them puts it on that database, whatever the suite runs on).
     pub async fn spawn_with(broker: Broker, extra: &[(&str, &str)]) -> Result<TestApp> {
         let dir = tempfile::tempdir()?;
         let data_dir = dir.path().to_path_buf();
@@ -157,7 +158,13 @@ impl TestApp {
         prefix: &str,
         extra: &[(&str, &str)],
     ) -> Result<TestApp> {
-        let database = test_database(data_dir).await?;
+        // A database the caller names (e.g. through a proxy) wins over the suite's choice.
+        let named = extra.iter().any(|(k, _)| *k == "CANHBAO__DATABASE__URL");
+        let database = if named {
+            None
+        } else {
+            test_database(data_dir).await?
+        };
         let mut extra = extra.to_vec();
         if let Some(url) = &database {
             extra.push(("CANHBAO__DATABASE__URL", url));

@@ -174,16 +174,27 @@ struct Ready {
     broker: &'static str,
 }
 
+/// How long `/readyz` waits for the database: a probe gets its answer in time even while
+/// the database does not answer (a query waits longer for a pooled connection).
+const READY_DATABASE_WITHIN: std::time::Duration = std::time::Duration::from_millis(2000);
+
 #[utoipa::path(get, path = "/readyz", tag = "public", responses((status = 200, description = "Database and broker reachable", body = Ready), (status = 503, description = "One of them is not", body = Ready)))]
 async fn readyz(State(state): State<AppState>) -> (StatusCode, Json<Ready>) {
-    let database = match state.store.ping().await {
-        Ok(()) => "ok",
-        Err(e) if e.is_locked() => {
+    let database = match tokio::time::timeout(READY_DATABASE_WITHIN, state.store.ping()).await {
+        Ok(Ok(())) => "ok",
+        Ok(Err(e)) if e.is_locked() => {
             tracing::warn!(error = %e, "readiness: database locked");
             "locked"
         }
-        Err(e) => {
+        Ok(Err(e)) => {
             tracing::warn!(error = %e, "readiness: database unreachable");
+            "unreachable"
+        }
+        Err(_) => {
+            tracing::warn!(
+                within_ms = READY_DATABASE_WITHIN.as_millis(),
+                "readiness: database unreachable: no answer in time"
+            );
             "unreachable"
         }
     };

@@ -252,6 +252,13 @@ impl Backend {
 /// The advisory lock every PostgreSQL write transaction takes first (see [`Store::begin`]).
 const PG_WRITE_LOCK: i64 = 0x6361_6e68_6261_6f01;
 
+/// How long a query waits for a pooled connection (a free one, or a new one while the
+/// server refuses them: sqlx retries a refused connection until then) before it fails
+/// with `PoolTimedOut`, which [`StoreError::is_unavailable`]. While PostgreSQL is away a
+/// request is refused in seconds rather than after sqlx's default 30 s; the same wait as
+/// SQLite's busy timeout.
+const ACQUIRE_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(5);
+
 /// A pool on `url`. SQLite (`sqlite://PATH`, created if missing, or `sqlite::memory:`):
 /// each connection in WAL mode with full sync, foreign keys and a 5 s busy timeout.
 /// PostgreSQL: each connection's session in UTC, with a statement timeout, so a stuck
@@ -273,6 +280,7 @@ async fn connect(url: &str, max: u32) -> Result<(AnyPool, Backend)> {
     };
     let pool = AnyPoolOptions::new()
         .max_connections(max)
+        .acquire_timeout(ACQUIRE_TIMEOUT)
         .after_connect(move |conn, _| {
             Box::pin(async move {
                 conn.execute(setup).await?;

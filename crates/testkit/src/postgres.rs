@@ -58,6 +58,37 @@ impl PgDatabase {
     }
 }
 
+impl PgDatabase {
+    /// The server's `host:port`, as the URL names it (port 5432 if it names none).
+    pub fn server(&self) -> String {
+        let (_, host_port, _) = split_authority(&self.url);
+        let host = host_port.rsplit_once('@').map_or(host_port, |(_, h)| h);
+        if host
+            .rsplit_once(':')
+            .is_some_and(|(_, p)| p.parse::<u16>().is_ok())
+        {
+            host.to_owned()
+        } else {
+            format!("{host}:5432")
+        }
+    }
+
+    /// This database's URL with its server replaced by `addr` (a proxy in front of it).
+    pub fn url_via(&self, addr: std::net::SocketAddr) -> String {
+        let (scheme, authority, rest) = split_authority(&self.url);
+        let user = authority.rsplit_once('@').map_or("", |(u, _)| u);
+        let at = if user.is_empty() { "" } else { "@" };
+        format!("{scheme}{user}{at}{addr}{rest}")
+    }
+}
+
+/// `url` as (scheme with `://`, authority, path and query).
+fn split_authority(url: &str) -> (&str, &str, &str) {
+    let start = url.find("://").map_or(0, |i| i + 3);
+    let end = url[start..].find(['/', '?']).map_or(url.len(), |i| start + i);
+    (&url[..start], &url[start..end], &url[end..])
+}
+
 static SWEPT: AtomicBool = AtomicBool::new(false);
 
 /// Drops the test databases of processes that no longer run (a test binary killed, or
@@ -129,5 +160,29 @@ mod tests {
             "postgres://u@127.0.0.1:5432/x?sslmode=disable"
         );
         assert_eq!(super::with_database("postgres://h", "x"), "postgres://h/x");
+    }
+
+    #[test]
+    #[allow(clippy::unwrap_used)]
+    fn the_server_is_found_and_replaced_keeping_the_user_database_and_query() {
+        let db = |url: &str| super::PgDatabase {
+            admin_url: String::new(),
+            name: String::new(),
+            url: url.to_owned(),
+        };
+        let proxy: std::net::SocketAddr = "127.0.0.1:4000".parse().unwrap();
+        let a = db("postgres://u:p@127.0.0.1:5433/x?sslmode=disable");
+        assert_eq!(a.server(), "127.0.0.1:5433");
+        assert_eq!(
+            a.url_via(proxy),
+            "postgres://u:p@127.0.0.1:4000/x?sslmode=disable"
+        );
+        let b = db("postgres://localhost/x");
+        assert_eq!(b.server(), "localhost:5432");
+        assert_eq!(b.url_via(proxy), "postgres://127.0.0.1:4000/x");
+        // A test database that is never created is never dropped.
+        for d in [a, b] {
+            std::mem::forget(d);
+        }
     }
 }
