@@ -36,7 +36,8 @@ const PATIENCE: Duration = Duration::from_secs(120);
 #[derive(Debug, Clone)]
 pub struct DispatchBench {
     pub receivers: usize,
-    /// `mqtt://host:port` of the external broker (Mosquitto).
+    /// `mqtt://host:port` of the external broker (Mosquitto), or `embedded`: the
+    /// service's own broker, on a free loopback port.
     pub broker: String,
     pub rounds: usize,
 }
@@ -308,31 +309,32 @@ pub fn province_bulletin(
     )
 }
 
-/// Runs the scenario: `rounds` of (canhbao, then the raw baseline).
+/// The external broker `--broker` names; `None` for `embedded`.
+fn external(bench: &DispatchBench) -> Option<&str> {
+    (bench.broker != "embedded").then_some(bench.broker.as_str())
+}
+
+/// Runs the scenario: `rounds` of (canhbao, then the raw baseline on the same broker).
 pub async fn run(base: &Sources, bench: &DispatchBench) -> Result<DispatchReport> {
     ensure!(bench.receivers > 0, "--receivers must be at least 1");
-    let probe = settings(base, &std::env::temp_dir(), Some(&bench.broker))?;
+    let probe = settings(base, &std::env::temp_dir(), external(bench))?;
     let communes: Vec<CommuneCode> = probe.area.communes.iter().map(|c| c.code.clone()).collect();
     ensure!(!communes.is_empty(), "the area file has no communes");
-    let MqttMode::External { url, .. } = &probe.mqtt.mode else {
-        bail!("the bench needs an external broker");
+    let broker = match &probe.mqtt.mode {
+        MqttMode::External { url, .. } => format!("mqtt://{}:{}", url.host, url.port),
+        _ => "embedded (in-process)".to_owned(),
     };
-    let broker = url.clone();
     let mut rounds = Vec::new();
     let mut envelope_bytes = 0;
     for _ in 0..bench.rounds.max(1) {
-        let (mut round, envelope, alert_id) = canhbao_round(base, bench, &communes).await?;
-        envelope_bytes = envelope.len();
-        let (raw, counted) =
-            raw_round(&broker, &probe, &communes, bench.receivers, &envelope, &alert_id).await?;
-        round.raw = raw;
-        round.counted_raw = counted;
+        let (round, envelope_len) = canhbao_round(base, bench, &communes).await?;
+        envelope_bytes = envelope_len;
         rounds.push(round);
     }
     Ok(DispatchReport {
         receivers: bench.receivers,
         communes: communes.len(),
-        broker: format!("mqtt://{}:{}", broker.host, broker.port),
+        broker,
         envelope_bytes,
         rounds,
     })
@@ -447,15 +449,16 @@ struct Receivers {
     tasks: tokio::task::JoinSet<()>,
 }
 
-/// One canhbao round: the round's figures (raw left at zero), the envelope bytes and the
-/// alert id.
+/// One round: canhbao, then the raw baseline on the same broker (the embedded one lives
+/// as long as the service). The round's figures and the envelope's length.
 async fn canhbao_round(
     base: &Sources,
     bench: &DispatchBench,
     communes: &[CommuneCode],
-) -> Result<(Round, Vec<u8>, String)> {
+) -> Result<(Round, usize)> {
     let dir = TempDir::new()?;
-    let settings = settings(base, &dir.0, Some(&bench.broker))?;
+    let settings = settings(base, &dir.0, external(bench))?;
+    let province = settings.clone();
     let topics = Topics::new(&settings.mqtt.topic_prefix, settings.province.clone())?;
     let app_client = settings.mqtt.client_id.clone();
     // CAP status Exercise, so that nothing it reaches could take it for real.
@@ -480,7 +483,23 @@ async fn canhbao_round(
 
     receivers.stop.cancel();
     while receivers.tasks.join_next().await.is_some() {}
+    let result = match result {
+        Ok((mut round, envelope, alert_id)) => {
+            raw_round(&broker, &province, communes, bench.receivers, &envelope, &alert_id)
+                .await
+                .map(|(raw, counted)| {
+                    round.raw = raw;
+                    round.counted_raw = counted;
+                    (round, envelope, alert_id)
+                })
+        }
+        Err(e) => Err(e),
+    };
     app.stop().await;
+    if external(bench).is_none() {
+        // The embedded broker went with the service, and what it held with it.
+        return result.map(|(round, envelope, _)| (round, envelope.len()));
+    }
     let mut sessions: Vec<String> = receivers.ids.iter().map(|id| format!("rx-{id}")).collect();
     sessions.push(app_client);
     forget_sessions(&broker, sessions).await;
@@ -493,7 +512,7 @@ async fn canhbao_round(
     clear_retained(&broker, &retained)
         .await
         .context("clearing the retained messages of the round")?;
-    result
+    result.map(|(round, envelope, _)| (round, envelope.len()))
 }
 
 async fn drive(

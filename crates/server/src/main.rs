@@ -134,7 +134,7 @@ struct BenchArgs {
     /// dispatch and receipts: receivers, spread round-robin over the province's communes.
     #[arg(long, default_value_t = 1000)]
     receivers: usize,
-    /// dispatch: the external broker (Mosquitto) to measure on.
+    /// dispatch: the external broker (Mosquitto) to measure on, or `embedded`.
     #[arg(long, default_value = "mqtt://127.0.0.1:1883")]
     broker: String,
     /// sms: recipients, spread over the province's communes.
