@@ -13,7 +13,7 @@ use crate::engine::{
     Action, BasinScope, Bounds, Condition, DailyStat, Direction, Example, Operand, Rule, RuleSet,
     StationLevel, Susceptibility,
 };
-use crate::series::{Param, Reading, Readings, daily_in, latest_in, local_day, window_in};
+use crate::series::{Param, Reading, Readings, Series, daily_in, latest_in, local_day, window_in};
 
 /// What the rules know of a commune beyond its code.
 #[derive(Debug, Clone, PartialEq)]
@@ -207,7 +207,7 @@ struct Ctx<'a> {
     /// Apply the hysteresis margins (testing whether a level still holds).
     held: bool,
     /// The station's series, looked up once.
-    series: Option<&'a [Vec<Reading>; Param::COUNT]>,
+    series: Option<&'a [Series; Param::COUNT]>,
     /// Provisionally tagged station levels read, named only if the rule fires.
     provisional_levels: Vec<(StationLevel, f64, domain::Tag)>,
     used: Vec<(Used, f64)>,
@@ -545,7 +545,7 @@ struct Fired {
 /// A station with what evaluation looks up for it, prepared once per evaluation.
 struct Prepared<'a> {
     station: &'a Station,
-    series: Option<&'a [Vec<Reading>; Param::COUNT]>,
+    series: Option<&'a [Series; Param::COUNT]>,
     communes: Vec<(&'a CommuneCode, Option<&'a CommuneInfo>)>,
 }
 
