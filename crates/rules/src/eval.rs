@@ -211,6 +211,8 @@ struct Ctx<'a> {
     full: bool,
     /// The station's series, looked up once.
     series: Option<&'a [Series; Param::COUNT]>,
+    /// The latest reading of each series at `now`, found once.
+    latest: [Option<Reading>; Param::COUNT],
     /// Provisionally tagged station levels read, named only if the rule fires.
     provisional_levels: Vec<(StationLevel, f64, domain::Tag)>,
     used: Vec<(Used, f64)>,
@@ -296,7 +298,7 @@ impl<'a> Ctx<'a> {
 
     fn latest(&mut self, param: Param) -> Option<f64> {
         let id = &self.station.id;
-        let Some(r) = latest_in(self.s(param), self.now) else {
+        let Some(r) = self.latest[param as usize] else {
             self.diags.push(Diagnostic::Missing {
                 station: id.clone(),
                 param,
@@ -542,10 +544,12 @@ struct Fired<'a> {
     provisional: Vec<String>,
 }
 
-/// A station with what evaluation looks up for it, prepared once per evaluation.
+/// A station with what evaluation looks up for it, prepared once per `now`.
 struct Prepared<'a> {
     station: &'a Station,
     series: Option<&'a [Series; Param::COUNT]>,
+    /// The latest reading of each series at the evaluation's `now`.
+    latest: [Option<Reading>; Param::COUNT],
     communes: Vec<(&'a CommuneCode, Option<&'a CommuneInfo>)>,
 }
 
@@ -572,20 +576,24 @@ impl CommuneIndex {
     }
 }
 
-fn prepare<'a>(inputs: &'a Inputs, index: &CommuneIndex) -> Vec<Prepared<'a>> {
+fn prepare<'a>(inputs: &'a Inputs, index: &CommuneIndex, now: DateTime<Utc>) -> Vec<Prepared<'a>> {
     inputs
         .stations
         .iter()
         .zip(&index.0)
-        .map(|(s, infos)| Prepared {
-            station: s,
-            series: inputs.readings.station(&s.id),
-            communes: s
-                .communes
-                .iter()
-                .zip(infos)
-                .map(|(c, i)| (c, i.map(|i| &inputs.communes[i])))
-                .collect(),
+        .map(|(s, infos)| {
+            let series = inputs.readings.station(&s.id);
+            Prepared {
+                station: s,
+                series,
+                latest: Param::ALL.map(|p| series.and_then(|all| latest_in(all[p as usize].as_slice(), now))),
+                communes: s
+                    .communes
+                    .iter()
+                    .zip(infos)
+                    .map(|(c, i)| (c, i.map(|i| &inputs.communes[i])))
+                    .collect(),
+            }
         })
         .collect()
 }
@@ -608,6 +616,7 @@ fn mk<'a>(
         held: false,
         full: true,
         series: p.series,
+        latest: p.latest,
         provisional_levels: Vec::new(),
         used: Vec::new(),
         diags: Vec::new(),
@@ -882,7 +891,7 @@ pub fn evaluate(set: &RuleSet, inputs: &Inputs, now: DateTime<Utc>) -> Vec<Asses
 /// Evaluates with the hysteresis margins added to every value: the levels that still
 /// hold, for the state machine's de-escalation.
 pub fn evaluate_held(set: &RuleSet, inputs: &Inputs, now: DateTime<Utc>) -> Vec<Assessment> {
-    let prepared = prepare(inputs, &CommuneIndex::new(inputs));
+    let prepared = prepare(inputs, &CommuneIndex::new(inputs), now);
     evaluate_rules(set, set.rules.iter(), inputs, &prepared, now, true, true)
 }
 
@@ -893,7 +902,7 @@ pub(crate) fn evaluate_indexed(
     index: &CommuneIndex,
     now: DateTime<Utc>,
 ) -> Vec<Assessment> {
-    let prepared = prepare(inputs, index);
+    let prepared = prepare(inputs, index, now);
     evaluate_rules(set, set.rules.iter(), inputs, &prepared, now, false, true)
 }
 
@@ -908,7 +917,7 @@ pub(crate) fn levels(
     now: DateTime<Utc>,
     with_held: bool,
 ) -> (Vec<Assessment>, Vec<Assessment>) {
-    let prepared = prepare(inputs, index);
+    let prepared = prepare(inputs, index, now);
     let current = evaluate_rules(set, set.rules.iter(), inputs, &prepared, now, false, false);
     let held = if with_held {
         evaluate_rules(set, set.rules.iter(), inputs, &prepared, now, true, false)
@@ -1004,7 +1013,7 @@ pub fn run_example(set: &RuleSet, rule: &Rule, ex: &Example) -> Result<(), Strin
         set,
         std::iter::once(rule),
         &inputs,
-        &prepare(&inputs, &CommuneIndex::new(&inputs)),
+        &prepare(&inputs, &CommuneIndex::new(&inputs), example_now()),
         example_now(),
         false,
         true,
@@ -1019,7 +1028,7 @@ pub fn run_example(set: &RuleSet, rule: &Rule, ex: &Example) -> Result<(), Strin
         .collect();
     // What the rule read, fired or not.
     let mut used: Vec<String> = Vec::new();
-    for p in prepare(&inputs, &CommuneIndex::new(&inputs)) {
+    for p in prepare(&inputs, &CommuneIndex::new(&inputs), example_now()) {
         for &(_, info) in &p.communes {
             let mut ctx = mk(set, &inputs, example_now(), &p, info, None);
             ctx.eval(&rule.when);
