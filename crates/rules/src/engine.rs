@@ -130,6 +130,18 @@ pub enum Condition {
     Basins(BasinScope),
 }
 
+impl Condition {
+    /// Whether `f` holds for this condition or any condition within it.
+    pub(crate) fn any(&self, f: &impl Fn(&Condition) -> bool) -> bool {
+        f(self)
+            || match self {
+                Self::All(v) | Self::Any(v) => v.iter().any(|c| c.any(f)),
+                Self::Not(c) => c.any(f),
+                _ => false,
+            }
+    }
+}
+
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Provenance {
     Official { citation: String },
@@ -168,6 +180,11 @@ pub struct Rule {
     pub file: String,
     /// `id@version`, computed once.
     key: String,
+    /// Whether `when` asks in how many basins the rest of the rule holds (computed once).
+    basins: bool,
+    /// Whether `when` reads the commune (susceptibility, exposure; computed once). A rule
+    /// that does not gives the same answer for every commune of a station.
+    by_commune: bool,
 }
 
 impl Rule {
@@ -178,6 +195,14 @@ impl Rule {
 
     pub fn is_official(&self) -> bool {
         matches!(self.provenance, Provenance::Official { .. })
+    }
+
+    pub(crate) fn uses_basins(&self) -> bool {
+        self.basins
+    }
+
+    pub(crate) fn reads_commune(&self) -> bool {
+        self.by_commune
     }
 }
 
@@ -766,6 +791,8 @@ fn parse_rule(raw: RuleRaw, file: &str, errs: &mut Vec<String>) -> Option<Rule> 
     }
     Some(Rule {
         key: format!("{}@{}", raw.id, raw.version),
+        basins: when.any(&|c| matches!(c, Condition::Basins(_))),
+        by_commune: when.any(&|c| matches!(c, Condition::Susceptibility(_) | Condition::Exposure(_))),
         id: raw.id,
         version: raw.version,
         hazard: hazard?,

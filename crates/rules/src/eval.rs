@@ -13,7 +13,7 @@ use crate::engine::{
     Action, BasinScope, Bounds, Condition, DailyStat, Direction, Example, Operand, Rule, RuleSet,
     StationLevel, Susceptibility,
 };
-use crate::series::{Param, Reading, Readings, daily_in, latest_in, local_day, window_in};
+use crate::series::{Param, Reading, Readings, Series, daily_in, latest_in, local_day, window_in};
 
 /// What the rules know of a commune beyond its code.
 #[derive(Debug, Clone, PartialEq)]
@@ -206,8 +206,13 @@ struct Ctx<'a> {
     basins: Option<usize>,
     /// Apply the hysteresis margins (testing whether a level still holds).
     held: bool,
+    /// Note what a fired rule used and why it is provisional (only levels and diagnostics
+    /// otherwise).
+    full: bool,
     /// The station's series, looked up once.
-    series: Option<&'a [Vec<Reading>; Param::COUNT]>,
+    series: Option<&'a [Series; Param::COUNT]>,
+    /// The latest reading of each series at `now`, found once.
+    latest: [Option<Reading>; Param::COUNT],
     /// Provisionally tagged station levels read, named only if the rule fires.
     provisional_levels: Vec<(StationLevel, f64, domain::Tag)>,
     used: Vec<(Used, f64)>,
@@ -247,10 +252,12 @@ impl<'a> Ctx<'a> {
                     });
                     return None;
                 };
-                if t.tag.is_provisional() {
-                    self.provisional_levels.push((level, t.value, t.tag));
+                if self.full {
+                    if t.tag.is_provisional() {
+                        self.provisional_levels.push((level, t.value, t.tag));
+                    }
+                    self.used.push((Used::Level(level), t.value));
                 }
-                self.used.push((Used::Level(level), t.value));
                 Some(t.value + offset)
             }
         }
@@ -291,7 +298,7 @@ impl<'a> Ctx<'a> {
 
     fn latest(&mut self, param: Param) -> Option<f64> {
         let id = &self.station.id;
-        let Some(r) = latest_in(self.s(param), self.now) else {
+        let Some(r) = self.latest[param as usize] else {
             self.diags.push(Diagnostic::Missing {
                 station: id.clone(),
                 param,
@@ -316,13 +323,17 @@ impl<'a> Ctx<'a> {
     }
 
     fn commune_provisional(&mut self) {
-        if let Some(c) = self.commune {
+        if let Some(c) = self.commune
+            && self.full
+        {
             self.provisional.extend(c.provisional.iter().cloned());
         }
     }
 
     fn record(&mut self, what: Used, value: f64) {
-        self.used.push((what, value));
+        if self.full {
+            self.used.push((what, value));
+        }
     }
 
     fn used_inputs(&self) -> Vec<InputUsed> {
@@ -515,15 +526,6 @@ impl<'a> Ctx<'a> {
     }
 }
 
-fn uses_basins(c: &Condition) -> bool {
-    match c {
-        Condition::All(v) | Condition::Any(v) => v.iter().any(uses_basins),
-        Condition::Not(c) => uses_basins(c),
-        Condition::Basins(_) => true,
-        _ => false,
-    }
-}
-
 #[derive(Default)]
 struct Acc {
     level: Option<RiskLevel>,
@@ -535,29 +537,63 @@ struct Acc {
     diags: BTreeSet<Diagnostic>,
 }
 
-struct Fired {
+struct Fired<'a> {
     hazard: Hazard,
-    commune: CommuneCode,
+    commune: &'a CommuneCode,
     used: Vec<InputUsed>,
     provisional: Vec<String>,
 }
 
-/// A station with what evaluation looks up for it, prepared once per evaluation.
+/// A station with what evaluation looks up for it, prepared once per `now`.
 struct Prepared<'a> {
     station: &'a Station,
-    series: Option<&'a [Vec<Reading>; Param::COUNT]>,
+    series: Option<&'a [Series; Param::COUNT]>,
+    /// The latest reading of each series at the evaluation's `now`.
+    latest: [Option<Reading>; Param::COUNT],
     communes: Vec<(&'a CommuneCode, Option<&'a CommuneInfo>)>,
 }
 
-fn prepare(inputs: &Inputs) -> Vec<Prepared<'_>> {
-    let infos: BTreeMap<&CommuneCode, &CommuneInfo> = inputs.communes.iter().map(|c| (&c.code, c)).collect();
+/// Where each station's communes are described in [`Inputs::communes`], by position:
+/// looked up once for a replay, whose stations and communes do not change.
+pub(crate) struct CommuneIndex(Vec<Vec<Option<usize>>>);
+
+impl CommuneIndex {
+    pub(crate) fn new(inputs: &Inputs) -> Self {
+        // The last entry of a commune counts, should one be listed twice.
+        let infos: BTreeMap<&CommuneCode, usize> = inputs
+            .communes
+            .iter()
+            .enumerate()
+            .map(|(i, c)| (&c.code, i))
+            .collect();
+        Self(
+            inputs
+                .stations
+                .iter()
+                .map(|s| s.communes.iter().map(|c| infos.get(c).copied()).collect())
+                .collect(),
+        )
+    }
+}
+
+fn prepare<'a>(inputs: &'a Inputs, index: &CommuneIndex, now: DateTime<Utc>) -> Vec<Prepared<'a>> {
     inputs
         .stations
         .iter()
-        .map(|s| Prepared {
-            station: s,
-            series: inputs.readings.station(&s.id),
-            communes: s.communes.iter().map(|c| (c, infos.get(c).copied())).collect(),
+        .zip(&index.0)
+        .map(|(s, infos)| {
+            let series = inputs.readings.station(&s.id);
+            Prepared {
+                station: s,
+                series,
+                latest: Param::ALL.map(|p| series.and_then(|all| latest_in(all[p as usize].as_slice(), now))),
+                communes: s
+                    .communes
+                    .iter()
+                    .zip(infos)
+                    .map(|(c, i)| (c, i.map(|i| &inputs.communes[i])))
+                    .collect(),
+            }
         })
         .collect()
 }
@@ -578,7 +614,9 @@ fn mk<'a>(
         now,
         basins,
         held: false,
+        full: true,
         series: p.series,
+        latest: p.latest,
         provisional_levels: Vec::new(),
         used: Vec::new(),
         diags: Vec::new(),
@@ -588,24 +626,49 @@ fn mk<'a>(
 
 /// Evaluates one rule everywhere; returns what fired and the diagnostics met.
 #[allow(clippy::too_many_arguments)]
-fn run_rule(
+fn run_rule<'a>(
     set: &RuleSet,
     rule: &Rule,
     inputs: &Inputs,
-    prepared: &[Prepared<'_>],
+    prepared: &[Prepared<'a>],
     now: DateTime<Utc>,
     held: bool,
-    diags: &mut BTreeMap<(Hazard, CommuneCode), BTreeSet<Diagnostic>>,
-) -> Vec<Fired> {
+    full: bool,
+    diags: &mut BTreeMap<(Hazard, &'a CommuneCode), BTreeSet<Diagnostic>>,
+) -> Vec<Fired<'a>> {
+    // A station that never measured any of the rule's inputs has nothing to say here
+    // (a river gauge has no visibility sensor): it is skipped, without a diagnostic.
+    // Where no station measured them, the rule says nothing at all.
+    let measured = |p: &Prepared<'_>| {
+        rule.inputs.is_empty()
+            || rule
+                .inputs
+                .iter()
+                .any(|param| p.series.is_some_and(|all| !all[*param as usize].is_empty()))
+    };
+    if !prepared.iter().any(measured) {
+        return Vec::new();
+    }
+    // A rule that does not read the commune holds, or not, for every commune of a station
+    // alike: it is evaluated once per station.
+    let by_commune = rule.reads_commune();
     // For "one basin" / "several basins": which basins does the rest of the rule hold on?
-    let basin_count = if uses_basins(&rule.when) {
+    let basin_count = if rule.uses_basins() {
         let mut basins = HashSet::new();
         for p in prepared {
-            let holds = p.communes.iter().any(|(_, info)| {
-                let mut ctx = mk(set, inputs, now, p, *info, None);
-                ctx.held = held;
-                ctx.eval(&rule.when)
-            });
+            let holds = if by_commune {
+                p.communes.iter().any(|(_, info)| {
+                    let mut ctx = mk(set, inputs, now, p, *info, None);
+                    ctx.held = held;
+                    ctx.eval(&rule.when)
+                })
+            } else {
+                !p.communes.is_empty() && {
+                    let mut ctx = mk(set, inputs, now, p, None, None);
+                    ctx.held = held;
+                    ctx.eval(&rule.when)
+                }
+            };
             if holds {
                 basins.insert(p.station.basin.as_str());
             }
@@ -616,64 +679,97 @@ fn run_rule(
     };
     let mut fired = Vec::new();
     for p in prepared {
-        let s = p.station;
-        // A station that never measured any of the rule's inputs has nothing to say here
-        // (a river gauge has no visibility sensor): skip it, without a diagnostic.
-        let measured = |param: &Param| p.series.is_some_and(|all| !all[*param as usize].is_empty());
-        if !rule.inputs.is_empty() && !rule.inputs.iter().any(measured) {
+        if !measured(p) {
             continue;
         }
-        for &(c, info) in &p.communes {
-            let mut ctx = mk(set, inputs, now, p, info, basin_count);
+        if by_commune {
+            for &(c, info) in &p.communes {
+                let mut ctx = mk(set, inputs, now, p, info, basin_count);
+                ctx.held = held;
+                ctx.full = full;
+                let ok = ctx.eval(&rule.when);
+                if !ctx.diags.is_empty() {
+                    diags
+                        .entry((rule.hazard, c))
+                        .or_default()
+                        .extend(ctx.diags.drain(..));
+                }
+                if ok {
+                    let (used, provisional) = fired_facts(rule, p.station, &mut ctx);
+                    fired.push(Fired {
+                        hazard: rule.hazard,
+                        commune: c,
+                        used,
+                        provisional,
+                    });
+                }
+            }
+        } else if !p.communes.is_empty() {
+            let mut ctx = mk(set, inputs, now, p, None, basin_count);
             ctx.held = held;
+            ctx.full = full;
             let ok = ctx.eval(&rule.when);
             if !ctx.diags.is_empty() {
-                diags
-                    .entry((rule.hazard, c.clone()))
-                    .or_default()
-                    .extend(ctx.diags.drain(..));
+                for &(c, _) in &p.communes {
+                    diags
+                        .entry((rule.hazard, c))
+                        .or_default()
+                        .extend(ctx.diags.iter().cloned());
+                }
             }
             if ok {
-                let mut provisional = std::mem::take(&mut ctx.provisional);
-                for (level, value, tag) in &ctx.provisional_levels {
-                    let text = format!("{} {value:.2} m of {} is tagged {tag}", level.name(), s.id);
-                    if !provisional.contains(&text) {
-                        provisional.push(text);
-                    }
+                let (used, provisional) = fired_facts(rule, p.station, &mut ctx);
+                for &(c, _) in &p.communes {
+                    fired.push(Fired {
+                        hazard: rule.hazard,
+                        commune: c,
+                        used: used.clone(),
+                        provisional: provisional.clone(),
+                    });
                 }
-                if let crate::engine::Provenance::Provisional { reason } = &rule.provenance {
-                    provisional.insert(0, format!("rule {}: {reason}", rule.key()));
-                }
-                if let Some(why) = &s.communes_provisional {
-                    provisional.push(format!(
-                        "the communes of {} are a provisional mapping: {why}",
-                        s.id
-                    ));
-                }
-                fired.push(Fired {
-                    hazard: rule.hazard,
-                    commune: c.clone(),
-                    used: ctx.used_inputs(),
-                    provisional,
-                });
             }
         }
     }
     fired
 }
 
+/// The inputs a rule that fired used, and why its result is provisional.
+fn fired_facts(rule: &Rule, s: &Station, ctx: &mut Ctx<'_>) -> (Vec<InputUsed>, Vec<String>) {
+    if !ctx.full {
+        return (Vec::new(), Vec::new());
+    }
+    let mut provisional = std::mem::take(&mut ctx.provisional);
+    for (level, value, tag) in &ctx.provisional_levels {
+        let text = format!("{} {value:.2} m of {} is tagged {tag}", level.name(), s.id);
+        if !provisional.contains(&text) {
+            provisional.push(text);
+        }
+    }
+    if let crate::engine::Provenance::Provisional { reason } = &rule.provenance {
+        provisional.insert(0, format!("rule {}: {reason}", rule.key()));
+    }
+    if let Some(why) = &s.communes_provisional {
+        provisional.push(format!(
+            "the communes of {} are a provisional mapping: {why}",
+            s.id
+        ));
+    }
+    (ctx.used_inputs(), provisional)
+}
+
 fn evaluate_rules<'r>(
     set: &RuleSet,
     rules: impl Iterator<Item = &'r Rule>,
     inputs: &Inputs,
+    prepared: &[Prepared<'_>],
     now: DateTime<Utc>,
     held: bool,
+    full: bool,
 ) -> Vec<Assessment> {
-    let mut acc: BTreeMap<(Hazard, CommuneCode), Acc> = BTreeMap::new();
-    let mut diags: BTreeMap<(Hazard, CommuneCode), BTreeSet<Diagnostic>> = BTreeMap::new();
-    let prepared = prepare(inputs);
+    let mut acc: BTreeMap<(Hazard, &CommuneCode), Acc> = BTreeMap::new();
+    let mut diags: BTreeMap<(Hazard, &CommuneCode), BTreeSet<Diagnostic>> = BTreeMap::new();
     for rule in rules {
-        for f in run_rule(set, rule, inputs, &prepared, now, held, &mut diags) {
+        for f in run_rule(set, rule, inputs, prepared, now, held, full, &mut diags) {
             let a = acc.entry((f.hazard, f.commune)).or_default();
             let official = rule.is_official() && f.provisional.is_empty();
             if a.level < Some(rule.level) {
@@ -685,7 +781,7 @@ fn evaluate_rules<'r>(
                 };
             }
             if a.level == Some(rule.level) {
-                if !a.rules.iter().any(|k| k == rule.key()) {
+                if full && !a.rules.iter().any(|k| k == rule.key()) {
                     a.rules.push(rule.key().to_owned());
                 }
                 a.all_official &= official;
@@ -706,7 +802,7 @@ fn evaluate_rules<'r>(
             inputs.dedup_by(|x, y| x.name == y.name);
             Assessment {
                 hazard,
-                commune,
+                commune: commune.clone(),
                 level: a.level,
                 source: LevelSource::Computed,
                 computed_level: a.level,
@@ -789,13 +885,46 @@ fn apply_bulletins(out: &mut Vec<Assessment>, bulletins: &[Bulletin], now: DateT
 
 /// Evaluates every rule of `set` over `inputs` at `now`.
 pub fn evaluate(set: &RuleSet, inputs: &Inputs, now: DateTime<Utc>) -> Vec<Assessment> {
-    evaluate_rules(set, set.rules.iter(), inputs, now, false)
+    evaluate_indexed(set, inputs, &CommuneIndex::new(inputs), now)
 }
 
 /// Evaluates with the hysteresis margins added to every value: the levels that still
 /// hold, for the state machine's de-escalation.
 pub fn evaluate_held(set: &RuleSet, inputs: &Inputs, now: DateTime<Utc>) -> Vec<Assessment> {
-    evaluate_rules(set, set.rules.iter(), inputs, now, true)
+    let prepared = prepare(inputs, &CommuneIndex::new(inputs), now);
+    evaluate_rules(set, set.rules.iter(), inputs, &prepared, now, true, true)
+}
+
+/// [`evaluate`], with the communes looked up beforehand.
+pub(crate) fn evaluate_indexed(
+    set: &RuleSet,
+    inputs: &Inputs,
+    index: &CommuneIndex,
+    now: DateTime<Utc>,
+) -> Vec<Assessment> {
+    let prepared = prepare(inputs, index, now);
+    evaluate_rules(set, set.rules.iter(), inputs, &prepared, now, false, true)
+}
+
+/// What [`evaluate`] and, if `with_held`, [`evaluate_held`] (else nothing) give at `now`,
+/// cut to what the state machine reads: hazard, commune, level, source and diagnostics.
+/// The rule keys, input names and provisional reasons are left empty, and `official`
+/// is not to be read.
+pub(crate) fn levels(
+    set: &RuleSet,
+    inputs: &Inputs,
+    index: &CommuneIndex,
+    now: DateTime<Utc>,
+    with_held: bool,
+) -> (Vec<Assessment>, Vec<Assessment>) {
+    let prepared = prepare(inputs, index, now);
+    let current = evaluate_rules(set, set.rules.iter(), inputs, &prepared, now, false, false);
+    let held = if with_held {
+        evaluate_rules(set, set.rules.iter(), inputs, &prepared, now, true, false)
+    } else {
+        Vec::new()
+    };
+    (current, held)
 }
 
 /// The fixed `now` of examples.
@@ -880,7 +1009,15 @@ pub fn example_inputs(ex: &crate::engine::ExampleRaw) -> Result<Inputs, String> 
 /// Runs one example of `rule`: Ok if the rule fires exactly when the example says so.
 pub fn run_example(set: &RuleSet, rule: &Rule, ex: &Example) -> Result<(), String> {
     let inputs = example_inputs(&ex.raw)?;
-    let out = evaluate_rules(set, std::iter::once(rule), &inputs, example_now(), false);
+    let out = evaluate_rules(
+        set,
+        std::iter::once(rule),
+        &inputs,
+        &prepare(&inputs, &CommuneIndex::new(&inputs), example_now()),
+        example_now(),
+        false,
+        true,
+    );
     let fired = out.iter().any(|a| a.rules.iter().any(|k| k == rule.key()));
     if fired == ex.fire {
         return Ok(());
@@ -891,7 +1028,7 @@ pub fn run_example(set: &RuleSet, rule: &Rule, ex: &Example) -> Result<(), Strin
         .collect();
     // What the rule read, fired or not.
     let mut used: Vec<String> = Vec::new();
-    for p in prepare(&inputs) {
+    for p in prepare(&inputs, &CommuneIndex::new(&inputs), example_now()) {
         for &(_, info) in &p.communes {
             let mut ctx = mk(set, &inputs, example_now(), &p, info, None);
             ctx.eval(&rule.when);

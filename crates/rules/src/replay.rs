@@ -6,7 +6,7 @@ use chrono::{DateTime, Duration, Utc};
 use domain::StationId;
 
 use crate::engine::{Action, RuleSet};
-use crate::eval::{Inputs, evaluate, evaluate_held};
+use crate::eval::{CommuneIndex, Inputs, evaluate_indexed, levels};
 use crate::series::Param;
 use crate::state::{Change, Tracker};
 
@@ -60,6 +60,7 @@ pub fn replay(
     history.sort_by_key(|r| r.at);
     let total = history.len();
     let mut inputs = base.clone();
+    let index = CommuneIndex::new(&inputs);
     let mut tracker = Tracker::new(settings.hold);
     let mut out = Vec::new();
     let mut i = 0;
@@ -74,15 +75,24 @@ pub fn replay(
             inputs.readings.push(&r.station, r.param, r.at, r.value);
             i += 1;
         }
-        let current = evaluate(set, &inputs, clock);
-        let held = if tracker.is_empty() {
-            Vec::new()
-        } else {
-            evaluate_held(set, &inputs, clock)
-        };
-        for change in tracker.step(clock, &current, &held) {
-            let action = change.assessment.as_ref().map(|a| a.action);
-            out.push(TimelineEntry { change, action });
+        // The state machine reads only levels, sources and diagnostics: the full
+        // assessments, with their rules, inputs and reasons, are built only at a tick that
+        // changes something, for the changes to carry.
+        let (current, held) = levels(set, &inputs, &index, clock, !tracker.is_empty());
+        let changes = tracker.step(clock, &current, &held);
+        if !changes.is_empty() {
+            let full = evaluate_indexed(set, &inputs, &index, clock);
+            for mut change in changes {
+                if let Some(cut) = &change.assessment {
+                    let a = full
+                        .iter()
+                        .find(|a| a.hazard == change.hazard && a.commune == change.commune);
+                    debug_assert!(a.is_some_and(|a| a.level == cut.level && a.source == cut.source));
+                    change.assessment = a.cloned();
+                }
+                let action = change.assessment.as_ref().map(|a| a.action);
+                out.push(TimelineEntry { change, action });
+            }
         }
         progress(i, total);
         inputs.readings.prune(clock - settings.keep);

@@ -76,11 +76,44 @@ pub struct Reading {
     pub value: f64,
 }
 
+/// One series, sorted by time. Pruned readings stay in the buffer, before `start`, until
+/// they are half of it: dropping the oldest reading at every tick of a replay would
+/// otherwise shift the whole series each time.
+#[derive(Debug, Clone, Default)]
+pub struct Series {
+    buf: Vec<Reading>,
+    start: usize,
+}
+
+impl Series {
+    /// The live readings, oldest first.
+    pub fn as_slice(&self) -> &[Reading] {
+        &self.buf[self.start..]
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.start == self.buf.len()
+    }
+
+    fn insert(&mut self, at: DateTime<Utc>, value: f64) {
+        let pos = self.start + self.as_slice().partition_point(|r| r.at <= at);
+        self.buf.insert(pos, Reading { at, value });
+    }
+
+    fn prune(&mut self, before: DateTime<Utc>) {
+        self.start += self.as_slice().partition_point(|r| r.at < before);
+        if self.start > self.buf.len() / 2 {
+            self.buf.drain(..self.start);
+            self.start = 0;
+        }
+    }
+}
+
 /// Readings by station and parameter, each series sorted by time.
 #[derive(Debug, Clone, Default)]
 pub struct Readings {
     /// Per station, one series per parameter (indexed by `Param as usize`).
-    series: HashMap<StationId, [Vec<Reading>; Param::COUNT]>,
+    series: HashMap<StationId, [Series; Param::COUNT]>,
 }
 
 const LOCAL_OFFSET_S: i64 = 7 * 3600;
@@ -97,13 +130,11 @@ impl Readings {
 
     /// Adds a reading; keeps each series sorted.
     pub fn push(&mut self, station: &StationId, param: Param, at: DateTime<Utc>, value: f64) {
-        let s = &mut self.series.entry(station.clone()).or_default()[param.index()];
-        let pos = s.partition_point(|r| r.at <= at);
-        s.insert(pos, Reading { at, value });
+        self.series.entry(station.clone()).or_default()[param.index()].insert(at, value);
     }
 
     /// Every series of one station, indexed by `Param as usize`.
-    pub fn station(&self, station: &StationId) -> Option<&[Vec<Reading>; Param::COUNT]> {
+    pub fn station(&self, station: &StationId) -> Option<&[Series; Param::COUNT]> {
         self.series.get(station)
     }
 
@@ -118,8 +149,7 @@ impl Readings {
     pub fn prune(&mut self, before: DateTime<Utc>) {
         for all in self.series.values_mut() {
             for s in all.iter_mut() {
-                let cut = s.partition_point(|r| r.at < before);
-                s.drain(..cut);
+                s.prune(before);
             }
         }
     }
