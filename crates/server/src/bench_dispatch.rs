@@ -484,15 +484,20 @@ async fn canhbao_round(
     receivers.stop.cancel();
     while receivers.tasks.join_next().await.is_some() {}
     let result = match result {
-        Ok((mut round, envelope, alert_id)) => {
-            raw_round(&broker, &province, communes, bench.receivers, &envelope, &alert_id)
-                .await
-                .map(|(raw, counted)| {
-                    round.raw = raw;
-                    round.counted_raw = counted;
-                    (round, envelope, alert_id)
-                })
-        }
+        Ok((mut round, envelope, alert_id)) => raw_round(
+            &broker,
+            &province,
+            communes,
+            bench.receivers,
+            &envelope,
+            &alert_id,
+        )
+        .await
+        .map(|(raw, counted)| {
+            round.raw = raw;
+            round.counted_raw = counted;
+            (round, envelope, alert_id)
+        }),
         Err(e) => Err(e),
     };
     app.stop().await;

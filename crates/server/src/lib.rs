@@ -11,6 +11,7 @@ pub mod bench_dispatch;
 pub mod bench_footprint;
 pub mod bench_receipts;
 pub mod bench_sms;
+pub mod bench_soak;
 #[cfg(feature = "embedded-broker")]
 pub mod broker;
 pub mod config;

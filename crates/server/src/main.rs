@@ -156,6 +156,10 @@ struct BenchArgs {
     requests: usize,
     #[arg(long, default_value_t = 16)]
     concurrency: usize,
+    /// soak: how long the load runs (a reading from every station and a province-wide
+    /// alert every minute, every receiver heartbeating every 30 s).
+    #[arg(long, default_value_t = 30.0)]
+    minutes: f64,
     #[command(flatten)]
     config: ConfigArgs,
 }
@@ -539,6 +543,41 @@ fn bench(b: BenchArgs) -> Result<ExitCode> {
                 &mut std::io::stdout(),
             ))?;
         }
+        "soak" => {
+            use std::time::Duration;
+            let secs = |s: u64| Duration::from_secs(s);
+            let bench = if b.quick {
+                canhbao_server::bench_soak::SoakBench {
+                    program: std::env::current_exe()?,
+                    duration: secs(30),
+                    receivers: b.receivers.min(100),
+                    heartbeat: secs(5),
+                    obs_every: secs(5),
+                    alert_every: secs(5),
+                    sample_every: secs(2),
+                }
+            } else {
+                canhbao_server::bench_soak::SoakBench {
+                    program: std::env::current_exe()?,
+                    duration: Duration::from_secs_f64(b.minutes * 60.0),
+                    receivers: b.receivers,
+                    heartbeat: secs(30),
+                    obs_every: secs(60),
+                    alert_every: secs(60),
+                    sample_every: secs(30),
+                }
+            };
+            let runtime = tokio::runtime::Builder::new_multi_thread().enable_all().build()?;
+            let report = runtime.block_on(canhbao_server::bench_soak::bench_soak(
+                &settings,
+                &args.config_dir,
+                &bench,
+                &mut std::io::stdout(),
+            ))?;
+            if report.lost > 0 || report.twice > 0 {
+                anyhow::bail!("the soak lost {} and played twice {}", report.lost, report.twice);
+            }
+        }
         "rules" => canhbao_server::tools::bench_rules(
             &settings.rules,
             &settings.area,
@@ -548,7 +587,7 @@ fn bench(b: BenchArgs) -> Result<ExitCode> {
         )?,
         other => {
             anyhow::bail!(
-                "unknown bench scenario {other:?}; available: rules, dispatch, receipts, api, footprint, sms"
+                "unknown bench scenario {other:?}; available: rules, dispatch, receipts, api, footprint, soak, sms"
             )
         }
     }
