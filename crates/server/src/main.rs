@@ -438,6 +438,10 @@ fn replay(args: ReplayArgs) -> Result<ExitCode> {
 }
 
 fn bench(b: BenchArgs) -> Result<ExitCode> {
+    // The service's own log, when asked for (RUST_LOG=warn shows what went wrong in a run).
+    if std::env::var_os("RUST_LOG").is_some() {
+        init_telemetry();
+    }
     let rounds = if b.quick { 1 } else { b.rounds };
     let args = &b.config;
     if b.scenario == "sms" {

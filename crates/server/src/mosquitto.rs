@@ -210,7 +210,11 @@ pub fn conf_snippet(dir: &Path, listener: &str) -> String {
          listener {listener}\n\
          allow_anonymous false\n\
          password_file {}\n\
-         acl_file {}\n",
+         acl_file {}\n\
+         # Receipts come back in bursts (two per receiver for each alert, all at once): the\n\
+         # default queue of 1000 per client drops the rest for the service's connection,\n\
+         # and they are then recovered only by the resend, 30 s later.\n\
+         max_queued_messages 100000\n",
         dir.join("passwd").display(),
         dir.join("acl").display()
     )
