@@ -56,6 +56,11 @@ pub async fn start(listen: SocketAddr) -> Result<EmbeddedBroker> {
         .laddr(listen)
         .allow_anonymous(true)
         .max_connections(100_000)
+        // Receipts come back in bursts (two per receiver for each alert, all at once); the
+        // default queue of 1,000 per client dropped part of such a burst for the service's
+        // own connection (bench dispatch, 1,000 receivers), which the resend 30 s later
+        // then had to recover. The same limit as deploy/mosquitto/canhbao.conf.
+        .max_mqueue_len(100_000)
         .bind()
         .with_context(|| format!("binding the embedded MQTT broker to {listen}"))?
         .tcp()
