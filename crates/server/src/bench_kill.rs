@@ -109,6 +109,11 @@ pub struct KillReport {
     pub last_restart_to_played: Option<Duration>,
     pub last_restart_to_stored: Option<Duration>,
     pub total: Duration,
+    /// The service's log over every start: ERROR and WARN lines, and the most frequent
+    /// messages among them (message, count).
+    pub log_errors: usize,
+    pub log_warnings: usize,
+    pub log_top: Vec<(String, usize)>,
 }
 
 impl KillReport {
@@ -194,6 +199,14 @@ impl KillReport {
             "  last restart->stored {}  (the same, until the store showed `played` for all of them)",
             fmt(self.last_restart_to_stored)
         )?;
+        writeln!(
+            out,
+            "  service log          {} ERROR, {} WARN lines over every start",
+            self.log_errors, self.log_warnings
+        )?;
+        for (m, n) in &self.log_top {
+            writeln!(out, "    {n:>6} x {m}")?;
+        }
         writeln!(out, "  total                {:.1} s", secs(self.total))
     }
 
@@ -231,7 +244,8 @@ impl Service {
             cmd.arg("--env").arg(e);
         }
         cmd.envs(self.env.iter().map(|(k, v)| (k, v)))
-            .env("RUST_LOG", "info")
+            .env("RUST_LOG", "info,sqlx=warn")
+            .env("NO_COLOR", "1")
             .stdin(Stdio::null())
             .stdout(log.try_clone()?)
             .stderr(log);
@@ -249,6 +263,35 @@ impl Service {
 
     fn exited(&mut self) -> Option<std::process::ExitStatus> {
         self.child.as_mut().and_then(|c| c.try_wait().ok().flatten())
+    }
+
+    /// ERROR and WARN lines of the log, and the five most frequent of their messages
+    /// (the text before the structured fields).
+    fn log_summary(&self) -> (usize, usize, Vec<(String, usize)>) {
+        let text = std::fs::read_to_string(&self.log).unwrap_or_default();
+        let (mut errors, mut warnings) = (0, 0);
+        let mut messages: BTreeMap<String, usize> = BTreeMap::new();
+        for line in text.lines() {
+            let level = if line.contains(" ERROR ") {
+                errors += 1;
+                "ERROR"
+            } else if line.contains(" WARN ") {
+                warnings += 1;
+                "WARN"
+            } else {
+                continue;
+            };
+            // `time LEVEL message field=value ...`: the message up to the first field.
+            let rest = line.split_once(&format!(" {level} ")).map_or(line, |(_, r)| r);
+            let message: Vec<&str> = rest.split_whitespace().take_while(|w| !w.contains('=')).collect();
+            *messages
+                .entry(format!("{level} {}", message.join(" ")))
+                .or_default() += 1;
+        }
+        let mut top: Vec<(String, usize)> = messages.into_iter().collect();
+        top.sort_by_key(|b| std::cmp::Reverse(b.1));
+        top.truncate(5);
+        (errors, warnings, top)
     }
 
     fn tail(&self) -> String {
@@ -380,6 +423,7 @@ pub async fn run(base: &Sources, bench: &KillBench) -> Result<KillReport> {
     let db = format!("sqlite://{}", data.join("canhbao.db").display());
     let store = store::Store::open(&db).await?;
     let members = register(&store, &unique("k"), bench.receivers, &communes).await?;
+    store.close().await;
 
     let mut service = Service {
         program: bench.program.clone(),
@@ -405,7 +449,7 @@ pub async fn run(base: &Sources, bench: &KillBench) -> Result<KillReport> {
         bench,
         &mut service,
         &fleet,
-        &store,
+        &db,
         &http,
         &base_url,
         &token,
@@ -422,6 +466,7 @@ pub async fn run(base: &Sources, bench: &KillBench) -> Result<KillReport> {
     sessions.push(client_id);
     forget_sessions(&broker, sessions).await;
     let mut retained: Vec<String> = fleet.members.iter().map(|(id, _)| topics.status(id)).collect();
+    let store = store::Store::open(&db).await?;
     for a in store.list_alerts(500).await.unwrap_or_default() {
         if let Ok(id) = AlertId::new(&a.id) {
             retained.extend(communes.iter().map(|c| topics.alert(c, &id)));
@@ -439,7 +484,7 @@ async fn drive(
     bench: &KillBench,
     service: &mut Service,
     fleet: &Fleet,
-    store: &store::Store,
+    db: &str,
     http: &reqwest::Client,
     base_url: &str,
     token: &str,
@@ -447,7 +492,11 @@ async fn drive(
     outbox: String,
 ) -> Result<KillReport> {
     let n = bench.receivers;
-    wait_online(store, n, START_PATIENCE, http, base_url).await?;
+    // The bench holds the store open only while the service is not being killed: a
+    // second process with the SQLite file open is no part of the scenario.
+    let store = store::Store::open(db).await?;
+    wait_online(&store, n, START_PATIENCE, http, base_url).await?;
+    store.close().await;
 
     // The kills, at seeded random times over the issuing (and a little after it).
     let window = bench
@@ -559,6 +608,32 @@ async fn drive(
     }
     let (posted, issue_time) = (&mut issuer.0).await.context("the issuing task failed")?;
 
+    let store = store::Store::open(db).await?;
+    let result = settle(
+        bench, fleet, &store, kills, posted, issue_time, last_ready, t0, settings, outbox, service,
+    )
+    .await;
+    store.close().await;
+    result
+}
+
+/// After the last kill: finds every accepted bulletin's alert, waits for every play and
+/// receipt within the bound, and counts.
+#[allow(clippy::too_many_arguments)]
+async fn settle(
+    bench: &KillBench,
+    fleet: &Fleet,
+    store: &store::Store,
+    kills: Vec<Kill>,
+    posted: Vec<Posted>,
+    issue_time: Duration,
+    last_ready: Instant,
+    t0: Instant,
+    settings: &crate::Settings,
+    outbox: String,
+    service: &Service,
+) -> Result<KillReport> {
+    let n = bench.receivers;
     // Every accepted bulletin's alert, found by its origin.
     let accepted: Vec<&Posted> = posted.iter().filter(|p| p.accepted).collect();
     let mut expected = Vec::new();
@@ -633,7 +708,11 @@ async fn drive(
         }
     }
     lost_alerts += without_alert;
+    let (log_errors, log_warnings, log_top) = service.log_summary();
     Ok(KillReport {
+        log_errors,
+        log_warnings,
+        log_top,
         receivers: n,
         communes: settings.area.communes.len(),
         broker: bench.broker.clone(),
