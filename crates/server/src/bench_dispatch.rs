@@ -26,7 +26,7 @@ use crate::config::{MqttMode, Sources};
 use crate::{App, Settings};
 
 /// The bulletin's sender, made authoritative for the bench's own instance only.
-const SENDER: &str = "canhbao-bench@example.invalid";
+pub(crate) const SENDER: &str = "canhbao-bench@example.invalid";
 /// How often the store is asked whether every receiver has acknowledged.
 const POLL: Duration = Duration::from_millis(10);
 /// How long a round may take to connect, or to deliver, before it fails.
@@ -391,7 +391,7 @@ impl Client {
 
 /// Discards the broker sessions of these client ids (a clean-session connect does), so
 /// that the run leaves no persistent sessions behind.
-async fn forget_sessions(broker: &BrokerUrl, ids: Vec<String>) {
+pub(crate) async fn forget_sessions(broker: &BrokerUrl, ids: Vec<String>) {
     for chunk in ids.chunks(200) {
         let mut set = tokio::task::JoinSet::new();
         for id in chunk {
@@ -408,7 +408,7 @@ async fn forget_sessions(broker: &BrokerUrl, ids: Vec<String>) {
 
 /// Publishes an empty retained message to each topic, clearing what is retained there,
 /// and waits until the broker has taken them all (a last message to itself comes back).
-async fn clear_retained(broker: &BrokerUrl, topics: &[String]) -> Result<()> {
+pub(crate) async fn clear_retained(broker: &BrokerUrl, topics: &[String]) -> Result<()> {
     let id = unique("cbbench-clear");
     let done = format!("{id}/done");
     let mut c = client(broker, id, vec![done.clone()]).await?;

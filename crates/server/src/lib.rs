@@ -8,7 +8,10 @@
 pub mod app;
 pub mod bench_api;
 pub mod bench_dispatch;
+pub mod bench_faults;
 pub mod bench_footprint;
+pub mod bench_kill;
+pub mod bench_outage;
 pub mod bench_receipts;
 pub mod bench_sms;
 pub mod bench_soak;

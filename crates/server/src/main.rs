@@ -113,7 +113,11 @@ enum Command {
         config: ConfigArgs,
     },
     /// Measure a scenario against its baseline measured in the same run (scenarios:
-    /// rules, dispatch, receipts, api, footprint, sms).
+    /// rules, dispatch, receipts, api, footprint, sms), or inject a bounded fault and
+    /// count what it costs: `kill` (the service SIGKILLed and restarted while it issues
+    /// and dispatches alerts; alerts lost and played twice, goal 0) and `outage` (a broker
+    /// of the bench's own killed mid-dispatch for --outage-s; time from its return to all
+    /// delivered). Both fail if anything is lost or played twice.
     Bench(BenchArgs),
 }
 
@@ -131,10 +135,28 @@ struct BenchArgs {
     /// Rounds; the median is reported.
     #[arg(long, default_value_t = 3)]
     rounds: usize,
-    /// dispatch and receipts: receivers, spread round-robin over the province's communes.
+    /// dispatch, receipts, kill and outage: receivers, spread round-robin over the
+    /// province's communes.
     #[arg(long, default_value_t = 1000)]
     receivers: usize,
-    /// dispatch: the external broker (Mosquitto) to measure on, or `embedded`.
+    /// kill: province-wide alerts to issue, at most 110 (default 100; quick 10); outage:
+    /// alerts issued before the broker dies (default 3).
+    #[arg(long)]
+    alerts: Option<usize>,
+    /// kill: time between two bulletins.
+    #[arg(long, default_value_t = 500)]
+    pace_ms: u64,
+    /// kill: how many times the service is SIGKILLed (quick: 2).
+    #[arg(long, default_value_t = 5)]
+    kills: usize,
+    /// kill: the seed of the kill times (default: from the clock; the report prints it).
+    #[arg(long)]
+    seed: Option<u64>,
+    /// outage: how long the broker stays dead (quick: 3).
+    #[arg(long, default_value_t = 30)]
+    outage_s: u64,
+    /// dispatch and kill: the external broker (Mosquitto) to measure on, or `embedded`
+    /// (dispatch only).
     #[arg(long, default_value = "mqtt://127.0.0.1:1883")]
     broker: String,
     /// sms: recipients, spread over the province's communes.
@@ -481,6 +503,63 @@ fn bench(b: BenchArgs) -> Result<ExitCode> {
         ))?;
         return Ok(ExitCode::SUCCESS);
     }
+    if b.scenario == "kill" {
+        let bench = canhbao_server::bench_kill::KillBench {
+            program: std::env::current_exe()?,
+            receivers: if b.quick {
+                b.receivers.min(100)
+            } else {
+                b.receivers
+            },
+            alerts: b.alerts.unwrap_or(if b.quick { 10 } else { 100 }),
+            pace: std::time::Duration::from_millis(if b.quick { b.pace_ms.min(300) } else { b.pace_ms }),
+            kills: if b.quick { b.kills.min(2) } else { b.kills },
+            broker: b.broker,
+            seed: b.seed.unwrap_or_else(canhbao_server::bench_faults::clock_seed),
+            // Quick: outbox timings short enough that a claim cut by the kill, and a
+            // resend, come back within seconds.
+            env: if b.quick {
+                [
+                    ("CANHBAO__OUTBOX__LEASE_S", "3"),
+                    ("CANHBAO__OUTBOX__RESEND_S", "[2, 5]"),
+                    ("CANHBAO__OUTBOX__IDLE_POLL_MS", "200"),
+                ]
+                .into_iter()
+                .map(|(k, v)| (k.to_owned(), v.to_owned()))
+                .collect()
+            } else {
+                Vec::new()
+            },
+            patience: std::time::Duration::from_secs(if b.quick { 40 } else { 600 }),
+        };
+        let runtime = tokio::runtime::Builder::new_multi_thread().enable_all().build()?;
+        runtime.block_on(canhbao_server::bench_kill::bench_kill(
+            &args.sources(),
+            &bench,
+            &mut std::io::stdout(),
+        ))?;
+        return Ok(ExitCode::SUCCESS);
+    }
+    if b.scenario == "outage" {
+        let bench = canhbao_server::bench_outage::OutageBench {
+            receivers: if b.quick {
+                b.receivers.min(100)
+            } else {
+                b.receivers
+            },
+            alerts: b.alerts.unwrap_or(3),
+            outage: std::time::Duration::from_secs(if b.quick { b.outage_s.min(3) } else { b.outage_s }),
+            resend_s: b.quick.then(|| vec![2, 5]),
+            patience: std::time::Duration::from_secs(if b.quick { 40 } else { 600 }),
+        };
+        let runtime = tokio::runtime::Builder::new_multi_thread().enable_all().build()?;
+        runtime.block_on(canhbao_server::bench_outage::bench_outage(
+            &args.sources(),
+            &bench,
+            &mut std::io::stdout(),
+        ))?;
+        return Ok(ExitCode::SUCCESS);
+    }
     let Some(settings) = load_or_report(args) else {
         return Ok(ExitCode::FAILURE);
     };
@@ -591,7 +670,7 @@ fn bench(b: BenchArgs) -> Result<ExitCode> {
         )?,
         other => {
             anyhow::bail!(
-                "unknown bench scenario {other:?}; available: rules, dispatch, receipts, api, footprint, soak, sms"
+                "unknown bench scenario {other:?}; available: rules, dispatch, receipts, api, footprint, soak, sms, kill, outage"
             )
         }
     }

@@ -1,0 +1,308 @@
+//! What the fault scenarios (`bench kill`, `bench outage`) share: a fleet of simulated
+//! receivers in the bench's own process, each with its played log in memory and its plays
+//! counted per receiver (they outlive a killed service or broker, as real loudspeakers
+//! do), and the tally of who played what: lost, played twice, or still waiting.
+
+use std::collections::{BTreeMap, HashMap, HashSet};
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use anyhow::{Result, bail};
+use chrono::Utc;
+use dispatch::mqtt::BrokerUrl;
+use dispatch::{Topics, TrustedKeys};
+use domain::{CommuneCode, ReceiverId};
+use tokio::sync::mpsc;
+use tokio_util::sync::CancellationToken;
+
+/// One play, as the receiver saw it.
+#[derive(Debug, Clone)]
+pub(crate) struct Play {
+    pub alert: String,
+    /// What the alert says (status, hazard, level): two alerts with the same key are the
+    /// same message issued twice.
+    pub key: String,
+    pub at: Instant,
+}
+
+/// Registers `n` receivers (enrolled for drills) round-robin over `communes`, in `store`.
+pub(crate) async fn register(
+    store: &store::Store,
+    run: &str,
+    n: usize,
+    communes: &[CommuneCode],
+) -> Result<Vec<(ReceiverId, CommuneCode)>> {
+    let now = Utc::now();
+    let mut out = Vec::with_capacity(n);
+    for i in 0..n {
+        let id = ReceiverId::new(&format!("{run}-{i}"))?;
+        let commune = communes[i % communes.len()].clone();
+        store
+            .register_receiver(&store::RegisteredReceiver {
+                receiver_id: id.to_string(),
+                commune: commune.to_string(),
+                password_hash: None,
+                trusted_keys: vec![],
+                firmware: None,
+                registered: now,
+                drills: true,
+            })
+            .await?;
+        out.push((id, commune));
+    }
+    Ok(out)
+}
+
+/// Simulated receivers running in this process.
+pub(crate) struct Fleet {
+    pub members: Vec<(ReceiverId, CommuneCode)>,
+    plays: Arc<Mutex<Vec<Vec<Play>>>>,
+    count: Arc<AtomicUsize>,
+    stop: CancellationToken,
+    tasks: tokio::task::JoinSet<()>,
+}
+
+impl Fleet {
+    /// Starts one receiver per member (played log in memory, no heartbeat burst during
+    /// the run, enrolled for drills), each reporting its plays.
+    pub(crate) fn start(
+        broker: &BrokerUrl,
+        topics: &Topics,
+        keys: &TrustedKeys,
+        members: Vec<(ReceiverId, CommuneCode)>,
+    ) -> Fleet {
+        let plays = Arc::new(Mutex::new(vec![Vec::new(); members.len()]));
+        let count = Arc::new(AtomicUsize::new(0));
+        let stop = CancellationToken::new();
+        let mut tasks = tokio::task::JoinSet::new();
+        for (i, (id, commune)) in members.iter().enumerate() {
+            let cfg = canhbao_receiver::ReceiverConfig {
+                broker: broker.clone(),
+                receiver_id: id.clone(),
+                commune: commune.clone(),
+                topics: topics.clone(),
+                keys: keys.clone(),
+                username: None,
+                password: None,
+                heartbeat: Duration::from_secs(3600),
+                drills: true,
+                tls: Default::default(),
+            };
+            let playback = canhbao_receiver::Playback {
+                played: canhbao_receiver::state::PlayedLog::in_memory(),
+                command: None,
+            };
+            let (tx, mut rx) = mpsc::unbounded_channel();
+            tasks.spawn(canhbao_receiver::run_with(cfg, playback, tx, stop.clone()));
+            let (plays, count) = (plays.clone(), count.clone());
+            tasks.spawn(async move {
+                while let Some(ev) = rx.recv().await {
+                    if let canhbao_receiver::ReceiverEvent::Played(a) = ev {
+                        let play = Play {
+                            key: format!(
+                                "{}/{}/{}",
+                                a.status,
+                                a.hazard,
+                                a.risk_level.map(|l| l.to_string()).unwrap_or_default()
+                            ),
+                            alert: a.id.clone(),
+                            at: Instant::now(),
+                        };
+                        if let Ok(mut p) = plays.lock() {
+                            p[i].push(play);
+                        }
+                        count.fetch_add(1, Ordering::Relaxed);
+                    }
+                }
+            });
+        }
+        Fleet {
+            members,
+            plays,
+            count,
+            stop,
+            tasks,
+        }
+    }
+
+    /// Plays so far, over every receiver.
+    pub(crate) fn plays(&self) -> usize {
+        self.count.load(Ordering::Relaxed)
+    }
+
+    pub(crate) fn snapshot(&self) -> Vec<Vec<Play>> {
+        self.plays.lock().map(|p| p.clone()).unwrap_or_default()
+    }
+
+    /// The receivers' MQTT client ids (their broker sessions).
+    pub(crate) fn client_ids(&self) -> Vec<String> {
+        self.members.iter().map(|(id, _)| format!("rx-{id}")).collect()
+    }
+
+    pub(crate) async fn stop(&mut self) {
+        self.stop.cancel();
+        while self.tasks.join_next().await.is_some() {}
+    }
+}
+
+/// Waits until the store shows every registered receiver online (each says so after it
+/// subscribed), and the service at `base` answers `/readyz`.
+pub(crate) async fn wait_online(
+    store: &store::Store,
+    n: usize,
+    patience: Duration,
+    http: &reqwest::Client,
+    base: &str,
+) -> Result<()> {
+    let deadline = Instant::now() + patience;
+    loop {
+        let online = store
+            .fleet()
+            .await?
+            .iter()
+            .filter(|f| f.online == Some(true))
+            .count();
+        let up = ready(http, base).await;
+        if up && online >= n {
+            return Ok(());
+        }
+        if Instant::now() > deadline {
+            bail!("only {online} of {n} receivers online (service ready: {up}) after {patience:?}");
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+}
+
+/// Whether canhbao at `base` answers `/readyz` with its database up.
+pub(crate) async fn ready(http: &reqwest::Client, base: &str) -> bool {
+    match http.get(format!("{base}/readyz")).send().await {
+        Ok(r) if r.status().is_success() => r
+            .json::<serde_json::Value>()
+            .await
+            .is_ok_and(|v| v["database"] == "ok"),
+        _ => false,
+    }
+}
+
+/// An alert the receivers must each play once.
+#[derive(Debug, Clone)]
+pub(crate) struct Expected {
+    pub id: String,
+    pub communes: HashSet<String>,
+}
+
+/// Who played what, against what was expected.
+#[derive(Debug, Clone, Default)]
+pub struct Tally {
+    /// (receiver, alert) pairs expected to play, and those that did at least once.
+    pub expected: usize,
+    pub played: usize,
+    /// Pairs that did not play, per alert id.
+    pub missing: BTreeMap<String, usize>,
+    /// (receiver, alert) pairs that played more than once.
+    pub twice: usize,
+    /// (receiver, message) pairs that played two different alerts saying the same thing
+    /// (the same bulletin issued twice).
+    pub twice_same_message: usize,
+    /// Plays of alerts that were not expected at all.
+    pub unexpected: usize,
+    /// The newest play of an expected alert.
+    pub last_play: Option<Instant>,
+}
+
+impl Tally {
+    pub fn complete(&self) -> bool {
+        self.played == self.expected
+    }
+}
+
+pub(crate) fn tally(fleet: &Fleet, plays: &[Vec<Play>], alerts: &[Expected]) -> Tally {
+    let mut t = Tally::default();
+    let wanted: HashSet<&str> = alerts.iter().map(|a| a.id.as_str()).collect();
+    for (i, (_, commune)) in fleet.members.iter().enumerate() {
+        let mine = &plays[i];
+        let mut per_alert: HashMap<&str, usize> = HashMap::new();
+        let mut per_key: HashMap<&str, HashSet<&str>> = HashMap::new();
+        for p in mine {
+            *per_alert.entry(p.alert.as_str()).or_default() += 1;
+            per_key
+                .entry(p.key.as_str())
+                .or_default()
+                .insert(p.alert.as_str());
+            if wanted.contains(p.alert.as_str()) {
+                t.last_play = t.last_play.max(Some(p.at));
+            } else {
+                t.unexpected += 1;
+            }
+        }
+        t.twice += per_alert.values().filter(|&&n| n > 1).count();
+        t.twice_same_message += per_key.values().filter(|ids| ids.len() > 1).count();
+        for a in alerts {
+            if !a.communes.contains(commune.as_str()) {
+                continue;
+            }
+            t.expected += 1;
+            if per_alert.contains_key(a.id.as_str()) {
+                t.played += 1;
+            } else {
+                *t.missing.entry(a.id.clone()).or_default() += 1;
+            }
+        }
+    }
+    t
+}
+
+/// What the store shows of `alerts`' receiver deliveries: rows, rows `played`, and the
+/// count per state.
+pub(crate) async fn store_states(
+    store: &store::Store,
+    alerts: &[Expected],
+) -> Result<(usize, usize, BTreeMap<String, usize>)> {
+    let (mut rows, mut played) = (0, 0);
+    let mut states = BTreeMap::new();
+    for a in alerts {
+        for r in store.receiver_deliveries(&a.id).await? {
+            rows += 1;
+            if r.played.is_some() {
+                played += 1;
+            }
+            *states.entry(r.state).or_default() += 1;
+        }
+    }
+    Ok((rows, played, states))
+}
+
+/// A tiny seeded generator (SplitMix64), for reproducible fault times.
+pub(crate) struct Rng(u64);
+
+impl Rng {
+    pub(crate) fn new(seed: u64) -> Self {
+        Self(seed)
+    }
+
+    pub(crate) fn next_u64(&mut self) -> u64 {
+        self.0 = self.0.wrapping_add(0x9E37_79B9_7F4A_7C15);
+        let mut z = self.0;
+        z = (z ^ (z >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
+        z = (z ^ (z >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
+        z ^ (z >> 31)
+    }
+
+    /// Uniform in [0, 1).
+    pub(crate) fn unit(&mut self) -> f64 {
+        (self.next_u64() >> 11) as f64 / (1u64 << 53) as f64
+    }
+}
+
+/// A seed from the clock, for a run that names none.
+pub fn clock_seed() -> u64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_nanos() as u64)
+        .unwrap_or(0x5eed)
+}
+
+pub(crate) fn secs(d: Duration) -> f64 {
+    d.as_secs_f64()
+}
