@@ -54,6 +54,9 @@ pub(crate) async fn register(
     Ok(out)
 }
 
+/// A heartbeat interval longer than any run: no burst of heartbeats lands inside one.
+pub(crate) const NO_HEARTBEAT_BURST: Duration = Duration::from_secs(3600);
+
 /// Simulated receivers running in this process.
 pub(crate) struct Fleet {
     pub members: Vec<(ReceiverId, CommuneCode)>,
@@ -64,13 +67,14 @@ pub(crate) struct Fleet {
 }
 
 impl Fleet {
-    /// Starts one receiver per member (played log in memory, no heartbeat burst during
-    /// the run, enrolled for drills), each reporting its plays.
+    /// Starts one receiver per member (played log in memory, a heartbeat every
+    /// `heartbeat`, enrolled for drills), each reporting its plays.
     pub(crate) fn start(
         broker: &BrokerUrl,
         topics: &Topics,
         keys: &TrustedKeys,
         members: Vec<(ReceiverId, CommuneCode)>,
+        heartbeat: Duration,
     ) -> Fleet {
         let plays = Arc::new(Mutex::new(vec![Vec::new(); members.len()]));
         let count = Arc::new(AtomicUsize::new(0));
@@ -85,7 +89,7 @@ impl Fleet {
                 keys: keys.clone(),
                 username: None,
                 password: None,
-                heartbeat: Duration::from_secs(3600),
+                heartbeat,
                 drills: true,
                 tls: Default::default(),
             };

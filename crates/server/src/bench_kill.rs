@@ -30,7 +30,7 @@ use domain::{AlertId, CommuneCode, Hazard};
 
 use crate::bench_dispatch::{TempDir, clear_retained, forget_sessions, province_bulletin, unique};
 use crate::bench_faults::{
-    Expected, Fleet, Rng, Tally, ready, register, secs, store_states, tally, wait_online,
+    Expected, Fleet, NO_HEARTBEAT_BURST, Rng, Tally, ready, register, secs, store_states, tally, wait_online,
 };
 use crate::bench_footprint::free_port;
 use crate::config::Sources;
@@ -443,7 +443,7 @@ pub async fn run(base: &Sources, bench: &KillBench) -> Result<KillReport> {
     let token = std::fs::read_to_string(data.join("admin.token"))?
         .trim()
         .to_owned();
-    let mut fleet = Fleet::start(&broker, &topics, &keys, members);
+    let mut fleet = Fleet::start(&broker, &topics, &keys, members, NO_HEARTBEAT_BURST);
 
     let result = drive(
         bench,

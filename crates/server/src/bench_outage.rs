@@ -20,7 +20,9 @@ use dispatch::{Topics, TrustedKeys};
 use domain::{CommuneCode, Hazard};
 
 use crate::bench_dispatch::{SENDER, TempDir, province_bulletin, settings, unique};
-use crate::bench_faults::{Expected, Fleet, Tally, ready, register, secs, store_states, tally, wait_online};
+use crate::bench_faults::{
+    Expected, Fleet, NO_HEARTBEAT_BURST, Tally, ready, register, secs, store_states, tally, wait_online,
+};
 use crate::bench_footprint::free_port;
 use crate::config::Sources;
 use crate::{App, Settings};
@@ -280,7 +282,7 @@ pub async fn run(base: &Sources, bench: &OutageBench) -> Result<OutageReport> {
     let members = register(app.store(), &unique("o"), bench.receivers, &communes).await?;
     let mut keys = TrustedKeys::default();
     keys.add_base64(&app.key_id, &app.public_key_b64)?;
-    let mut fleet = Fleet::start(&app.broker, &topics, &keys, members);
+    let mut fleet = Fleet::start(&app.broker, &topics, &keys, members, NO_HEARTBEAT_BURST);
     let result = drive(
         bench,
         &app,

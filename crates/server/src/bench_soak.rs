@@ -6,24 +6,20 @@
 //! was played twice. Its baseline is the service's own memory once warmed up, in the same
 //! run. Linux only (it reads `/proc`).
 
-use std::collections::HashMap;
 use std::io::Write;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
-use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use anyhow::{Context, Result, bail, ensure};
-use canhbao_receiver::ReceiverEvent;
 use chrono::Utc;
 use dispatch::mqtt::BrokerUrl;
 use dispatch::{Topics, TrustedKeys};
-use domain::{CommuneCode, ReceiverId};
-use tokio::sync::mpsc;
-use tokio_util::sync::CancellationToken;
+use domain::CommuneCode;
 
 use crate::Settings;
 use crate::bench_dispatch::{TempDir, province_bulletin, unique};
+use crate::bench_faults::{Expected, Fleet, register, tally};
 
 /// Communes of each alert: the k-th alert covers a group of them, in turn, and a group's
 /// level rises by one each time its turn comes again, so that every bulletin raises an
@@ -194,9 +190,6 @@ impl Drop for Service {
     }
 }
 
-/// Which receivers played which alert, and how often.
-type Plays = Arc<Mutex<HashMap<String, HashMap<usize, u32>>>>;
-
 pub async fn bench_soak(
     settings: &Settings,
     config_dir: &Path,
@@ -213,24 +206,7 @@ pub async fn bench_soak(
     // The receivers are registered (enrolled for drills: the alerts are Exercises) before
     // the service starts.
     let store = store::Store::open(&format!("sqlite://{}", data.join("canhbao.db").display())).await?;
-    let run = unique("soak");
-    let mut ids = Vec::new();
-    for i in 0..bench.receivers {
-        let id = ReceiverId::new(&format!("{run}-{i}"))?;
-        let commune = communes[i % communes.len()].clone();
-        store
-            .register_receiver(&store::RegisteredReceiver {
-                receiver_id: id.to_string(),
-                commune: commune.to_string(),
-                password_hash: None,
-                trusted_keys: vec![],
-                firmware: None,
-                registered: Utc::now(),
-                drills: true,
-            })
-            .await?;
-        ids.push((id, commune));
-    }
+    let members = register(&store, &unique("soak"), bench.receivers, &communes).await?;
     store.close().await;
 
     let (http_port, mqtt_port) = (free_port()?, free_port()?);
@@ -281,42 +257,9 @@ pub async fn bench_soak(
 
     let topics = Topics::new(&settings.mqtt.topic_prefix, settings.province.clone())?;
     let broker = BrokerUrl::parse(&format!("mqtt://127.0.0.1:{mqtt_port}"))?;
-    let stop = CancellationToken::new();
-    let plays: Plays = Arc::default();
-    let mut tasks = tokio::task::JoinSet::new();
-    for (i, (id, commune)) in ids.iter().enumerate() {
-        let cfg = canhbao_receiver::ReceiverConfig {
-            broker: broker.clone(),
-            receiver_id: id.clone(),
-            commune: commune.clone(),
-            topics: topics.clone(),
-            keys: keys.clone(),
-            username: None,
-            password: None,
-            heartbeat: bench.heartbeat,
-            drills: true,
-            tls: Default::default(),
-        };
-        let playback = canhbao_receiver::Playback {
-            played: canhbao_receiver::state::PlayedLog::in_memory(),
-            command: None,
-        };
-        let (events, mut rx) = mpsc::unbounded_channel();
-        tasks.spawn(canhbao_receiver::run_with(cfg, playback, events, stop.clone()));
-        let plays = plays.clone();
-        tasks.spawn(async move {
-            while let Some(ev) = rx.recv().await {
-                if let ReceiverEvent::Played(a) = ev
-                    && let Ok(mut p) = plays.lock()
-                {
-                    *p.entry(a.id.clone()).or_default().entry(i).or_default() += 1;
-                }
-            }
-        });
-    }
-    let result = drive(&http, &base, &token, settings, bench, pid, &data, &plays).await;
-    stop.cancel();
-    while tasks.join_next().await.is_some() {}
+    let mut fleet = Fleet::start(&broker, &topics, &keys, members, bench.heartbeat);
+    let result = drive(&http, &base, &token, settings, bench, pid, &data, &fleet).await;
+    fleet.stop().await;
     drop(service);
     let mut report = result?;
     let text = std::fs::read_to_string(&log).unwrap_or_default();
@@ -343,7 +286,7 @@ async fn drive(
     bench: &SoakBench,
     pid: u32,
     data: &Path,
-    plays: &Plays,
+    fleet: &Fleet,
 ) -> Result<SoakReport> {
     let n = bench.receivers;
     // Everyone connected and subscribed first (their `online` status is stored).
@@ -375,9 +318,7 @@ async fn drive(
         duration: bench.duration,
         ..SoakReport::default()
     };
-    let mut accepted: Vec<String> = Vec::new();
-    // For each accepted alert, how many receivers it is for.
-    let mut expected: Vec<usize> = Vec::new();
+    let mut accepted: Vec<Expected> = Vec::new();
     let t0 = Instant::now();
     let (mut next_obs, mut next_alert, mut next_sample) = (t0, t0 + bench.alert_every / 2, t0);
     let mut round = 0u32;
@@ -440,8 +381,13 @@ async fn drive(
                     let body: serde_json::Value = r.json().await.unwrap_or_default();
                     for a in body["alerts"].as_array().into_iter().flatten() {
                         if let Some(id) = a.as_str() {
-                            accepted.push(id.to_owned());
-                            expected.push(receivers_of(alerts_posted - 1, communes.len(), n));
+                            accepted.push(Expected {
+                                id: id.to_owned(),
+                                communes: communes[group(alerts_posted - 1, communes.len())]
+                                    .iter()
+                                    .cloned()
+                                    .collect(),
+                            });
                         }
                     }
                 }
@@ -461,27 +407,16 @@ async fn drive(
 
     // The load stops; every accepted alert must reach every receiver, once.
     let ended = Instant::now();
-    let count = |plays: &HashMap<String, HashMap<usize, u32>>| {
-        let lost: usize = accepted
-            .iter()
-            .zip(&expected)
-            .map(|(a, &want)| want - plays.get(a).map_or(0, |r| r.len().min(want)))
-            .sum();
-        let twice = plays
-            .values()
-            .flat_map(|r| r.values())
-            .filter(|&&c| c > 1)
-            .count();
-        (lost, twice)
+    let count = || {
+        let t = tally(fleet, &fleet.snapshot(), &accepted);
+        (
+            t.expected - t.played,
+            t.twice + t.twice_same_message + t.unexpected,
+        )
     };
     loop {
-        let (lost, twice) = count(
-            &*plays
-                .lock()
-                .map_err(|_| anyhow::anyhow!("a receiver task panicked"))?,
-        );
-        (report.lost, report.twice) = (lost, twice);
-        if lost == 0 {
+        (report.lost, report.twice) = count();
+        if report.lost == 0 {
             report.settled = Some(ended.elapsed());
             break;
         }
@@ -492,12 +427,7 @@ async fn drive(
     }
     // Late duplicates would show now.
     tokio::time::sleep(Duration::from_secs(2)).await;
-    let (lost, twice) = count(
-        &*plays
-            .lock()
-            .map_err(|_| anyhow::anyhow!("a receiver task panicked"))?,
-    );
-    (report.lost, report.twice) = (lost, twice);
+    (report.lost, report.twice) = count();
     Ok(report)
 }
 
@@ -506,14 +436,6 @@ fn group(k: usize, communes: usize) -> std::ops::Range<usize> {
     let groups = communes.div_ceil(GROUP).max(1);
     let start = (k % groups) * GROUP;
     start..(start + GROUP).min(communes)
-}
-
-/// How many of `n` receivers, registered round-robin over the communes, the `k`-th
-/// bulletin's alert is for.
-fn receivers_of(k: usize, communes: usize, n: usize) -> usize {
-    (0..n)
-        .filter(|i| group(k, communes).contains(&(i % communes)))
-        .count()
 }
 
 /// The `k`-th bulletin: flood for its group of communes, at level 2 the first time the
