@@ -22,6 +22,7 @@ use domain::{AlertId, CommuneCode, ReceiverId};
 use tokio::sync::mpsc;
 use tokio_util::sync::CancellationToken;
 
+use crate::bench_faults::{Fleet, NO_HEARTBEAT_BURST, register};
 use crate::config::{MqttMode, Sources};
 use crate::{App, Settings};
 
@@ -434,21 +435,6 @@ pub(crate) async fn clear_retained(broker: &BrokerUrl, topics: &[String]) -> Res
     result
 }
 
-/// Aborts a task when dropped.
-struct AbortOnDrop(tokio::task::JoinHandle<()>);
-
-impl Drop for AbortOnDrop {
-    fn drop(&mut self) {
-        self.0.abort();
-    }
-}
-
-struct Receivers {
-    ids: Vec<ReceiverId>,
-    stop: CancellationToken,
-    tasks: tokio::task::JoinSet<()>,
-}
-
 /// One round: canhbao, then the raw baseline on the same broker (the embedded one lives
 /// as long as the service). The round's figures and the envelope's length.
 async fn canhbao_round(
@@ -465,11 +451,7 @@ async fn canhbao_round(
     let bulletin = province_bulletin(&unique("BENCH"), SENDER, "flood", 3, "Exercise", &settings);
     let app = App::start(settings).await?;
     let broker = app.broker.clone();
-    let mut receivers = Receivers {
-        ids: Vec::new(),
-        stop: CancellationToken::new(),
-        tasks: tokio::task::JoinSet::new(),
-    };
+    let mut fleet = None;
     let result = drive(
         &app,
         &dir.0,
@@ -477,12 +459,16 @@ async fn canhbao_round(
         bench.receivers,
         communes,
         bulletin,
-        &mut receivers,
+        &mut fleet,
     )
     .await;
-
-    receivers.stop.cancel();
-    while receivers.tasks.join_next().await.is_some() {}
+    let ids: Vec<ReceiverId> = fleet
+        .as_ref()
+        .map(|f: &Fleet| f.members.iter().map(|(id, _)| id.clone()).collect())
+        .unwrap_or_default();
+    if let Some(f) = fleet.as_mut() {
+        f.stop().await;
+    }
     let result = match result {
         Ok((mut round, envelope, alert_id)) => raw_round(
             &broker,
@@ -505,10 +491,10 @@ async fn canhbao_round(
         // The embedded broker went with the service, and what it held with it.
         return result.map(|(round, envelope, _)| (round, envelope.len()));
     }
-    let mut sessions: Vec<String> = receivers.ids.iter().map(|id| format!("rx-{id}")).collect();
+    let mut sessions: Vec<String> = ids.iter().map(|id| format!("rx-{id}")).collect();
     sessions.push(app_client);
     forget_sessions(&broker, sessions).await;
-    let mut retained: Vec<String> = receivers.ids.iter().map(|id| topics.status(id)).collect();
+    let mut retained: Vec<String> = ids.iter().map(|id| topics.status(id)).collect();
     if let Ok((_, _, alert_id)) = &result
         && let Ok(id) = AlertId::new(alert_id)
     {
@@ -527,7 +513,7 @@ async fn drive(
     n: usize,
     communes: &[CommuneCode],
     bulletin: String,
-    receivers: &mut Receivers,
+    fleet: &mut Option<Fleet>,
 ) -> Result<(Round, Vec<u8>, String)> {
     let store = app.store();
     let http = reqwest::Client::builder().timeout(PATIENCE).build()?;
@@ -538,65 +524,16 @@ async fn drive(
     let mut keys = TrustedKeys::default();
     keys.add_base64(&app.key_id, &app.public_key_b64)?;
 
-    let run = unique("b");
-    let now = Utc::now();
-    // Every receiver's events, stamped as they come, for the time each one played.
-    let (played_tx, mut events) = mpsc::unbounded_channel();
-    let plays = std::sync::Arc::new(std::sync::Mutex::new(Vec::<(String, Instant)>::new()));
-    let stamping = {
-        let plays = plays.clone();
-        tokio::spawn(async move {
-            while let Some(ev) = events.recv().await {
-                if let canhbao_receiver::ReceiverEvent::Played(a) = ev
-                    && let Ok(mut plays) = plays.lock()
-                {
-                    plays.push((a.id.clone(), Instant::now()));
-                }
-            }
-        })
-    };
-    let _stop_stamping = AbortOnDrop(stamping);
-    for i in 0..n {
-        let id = ReceiverId::new(&format!("{run}-{i}"))?;
-        let commune = communes[i % communes.len()].clone();
-        store
-            .register_receiver(&store::RegisteredReceiver {
-                receiver_id: id.to_string(),
-                commune: commune.to_string(),
-                password_hash: None,
-                trusted_keys: vec![],
-                firmware: None,
-                registered: now,
-                drills: true,
-            })
-            .await?;
-        let cfg = canhbao_receiver::ReceiverConfig {
-            broker: app.broker.clone(),
-            receiver_id: id.clone(),
-            commune,
-            topics: topics.clone(),
-            keys: keys.clone(),
-            username: None,
-            password: None,
-            // No heartbeat burst may land inside the measurement.
-            heartbeat: Duration::from_secs(3600),
-            // The bench issues Exercise alerts: its receivers are enrolled for drills.
-            drills: true,
-            tls: Default::default(),
-        };
-        let playback = canhbao_receiver::Playback {
-            played: canhbao_receiver::state::PlayedLog::in_memory(),
-            command: None,
-        };
-        receivers.tasks.spawn(canhbao_receiver::run_with(
-            cfg,
-            playback,
-            played_tx.clone(),
-            receivers.stop.clone(),
-        ));
-        receivers.ids.push(id);
-    }
-
+    // The bench issues Exercise alerts: its receivers are enrolled for drills, and no
+    // heartbeat burst may land inside the measurement.
+    let members = register(store, &unique("b"), n, communes).await?;
+    let running = fleet.insert(Fleet::start(
+        &app.broker,
+        topics,
+        &keys,
+        members,
+        NO_HEARTBEAT_BURST,
+    ));
     // Ready: the service's broker connection is up and every receiver said `online`
     // (sent after its subscription, so it is subscribed).
     let deadline = Instant::now() + PATIENCE;
@@ -641,14 +578,12 @@ async fn drive(
         bail!("expected the bulletin to issue one alert, got {body}");
     };
     let answered = t0.elapsed();
-    let (mut delivered_n, mut delivered) = (0, Duration::ZERO);
     let (mut received, mut played) = (None, None);
     loop {
-        if let Ok(plays) = plays.lock() {
-            let of_alert = plays.iter().filter(|(id, _)| id == alert_id);
-            delivered_n = of_alert.clone().count();
-            delivered = of_alert.map(|(_, at)| *at - t0).max().unwrap_or_default();
-        }
+        let plays = running.snapshot();
+        let of_alert = plays.iter().flatten().filter(|p| p.alert == alert_id);
+        let delivered_n = of_alert.clone().count();
+        let delivered = of_alert.map(|p| p.at - t0).max().unwrap_or_default();
         let rows = store.receiver_deliveries(alert_id).await?;
         let counted_received = rows.iter().filter(|r| r.received.is_some()).count();
         let counted_played = rows.iter().filter(|r| r.played.is_some()).count();
