@@ -22,7 +22,7 @@ use domain::{AlertId, CommuneCode, ReceiverId};
 use tokio::sync::mpsc;
 use tokio_util::sync::CancellationToken;
 
-use crate::bench_faults::{Fleet, NO_HEARTBEAT_BURST, register};
+use crate::bench_faults::{Fleet, NO_HEARTBEAT_BURST, register, wait_online};
 use crate::config::{MqttMode, Sources};
 use crate::{App, Settings};
 
@@ -536,27 +536,7 @@ async fn drive(
     ));
     // Ready: the service's broker connection is up and every receiver said `online`
     // (sent after its subscription, so it is subscribed).
-    let deadline = Instant::now() + PATIENCE;
-    loop {
-        let ready = http
-            .get(format!("{base}/readyz"))
-            .send()
-            .await
-            .is_ok_and(|r| r.status().is_success());
-        let online = store
-            .fleet()
-            .await?
-            .iter()
-            .filter(|f| f.online == Some(true))
-            .count();
-        if ready && online == n {
-            break;
-        }
-        if Instant::now() > deadline {
-            bail!("only {online} of {n} receivers online (service ready: {ready}) after {PATIENCE:?}");
-        }
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
+    wait_online(store, n, PATIENCE, &http, &base).await?;
 
     let t0 = Instant::now();
     let issued = Utc::now();
