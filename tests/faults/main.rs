@@ -5,108 +5,14 @@
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::net::TcpListener;
-use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Stdio};
+use std::path::Path;
 use std::time::{Duration, Instant};
 
 use canhbao_receiver::ReceiverEvent;
+use canhbao_server::bench_outage::{MOSQUITTO, Mosquitto};
 use canhbao_tests::{Broker, TestApp, TestReceiver};
 use serde_json::Value;
 use tokio_util::sync::CancellationToken;
-
-const MOSQUITTO: &str = "/usr/sbin/mosquitto";
-
-/// A Mosquitto started by the test on a loopback port, killed when the test ends, passed
-/// or failed.
-struct Mosquitto {
-    child: Option<Child>,
-    conf: PathBuf,
-    log: PathBuf,
-    port: u16,
-}
-
-impl Mosquitto {
-    /// Starts Mosquitto on `port` without persistence: a restart forgets every retained
-    /// message and session.
-    fn start(dir: &Path, port: u16) -> Mosquitto {
-        let conf = dir.join("mosquitto.conf");
-        std::fs::write(
-            &conf,
-            format!(
-                "listener {port} 127.0.0.1\nallow_anonymous true\npersistence false\n\
-                 log_dest stderr\nlog_type error\nlog_type warning\nlog_type notice\n"
-            ),
-        )
-        .unwrap();
-        let mut broker = Mosquitto {
-            child: None,
-            conf,
-            log: dir.join("mosquitto.log"),
-            port,
-        };
-        broker.launch();
-        broker
-    }
-
-    fn launch(&mut self) {
-        let log = std::fs::OpenOptions::new()
-            .create(true)
-            .append(true)
-            .open(&self.log)
-            .unwrap();
-        let child = Command::new(MOSQUITTO)
-            .arg("-c")
-            .arg(&self.conf)
-            .stdout(Stdio::null())
-            .stderr(log)
-            .spawn()
-            .unwrap();
-        self.child = Some(child);
-        let deadline = Instant::now() + Duration::from_secs(10);
-        while std::net::TcpStream::connect(("127.0.0.1", self.port)).is_err() {
-            if let Some(status) = self.child.as_mut().unwrap().try_wait().unwrap() {
-                panic!("mosquitto exited with {status}: {}", self.log());
-            }
-            assert!(
-                Instant::now() < deadline,
-                "mosquitto did not listen: {}",
-                self.log()
-            );
-            std::thread::sleep(Duration::from_millis(20));
-        }
-    }
-
-    /// SIGKILL: no clean shutdown, no last wills flushed, nothing saved.
-    fn kill(&mut self) {
-        if let Some(mut child) = self.child.take() {
-            let _ = child.kill();
-            let _ = child.wait();
-        }
-    }
-
-    /// The same broker again, on the same port, with nothing remembered.
-    fn restart(&mut self) {
-        self.kill();
-        self.launch();
-    }
-
-    fn log(&self) -> String {
-        std::fs::read_to_string(&self.log).unwrap_or_default()
-    }
-
-    /// The last lines of the broker's log (both runs), for a failure message.
-    fn log_tail(&self) -> String {
-        let log = self.log();
-        let lines: Vec<&str> = log.lines().collect();
-        lines[lines.len().saturating_sub(40)..].join("\n")
-    }
-}
-
-impl Drop for Mosquitto {
-    fn drop(&mut self) {
-        self.kill();
-    }
-}
 
 /// A port that was free a moment ago.
 fn free_port() -> u16 {
@@ -216,7 +122,7 @@ async fn a_broker_killed_and_restarted_during_a_dispatch_loses_no_delivery_and_r
     let started = Instant::now();
     let dir = tempfile::tempdir().unwrap();
     let port = free_port();
-    let mut broker = Mosquitto::start(dir.path(), port);
+    let mut broker = Mosquitto::start(dir.path(), port).unwrap();
     let app = TestApp::spawn_with(
         Broker::External(format!("mqtt://127.0.0.1:{port}")),
         &[("CANHBAO__OUTBOX__RESEND_S", "[1, 2]")],
@@ -289,7 +195,7 @@ async fn a_broker_killed_and_restarted_during_a_dispatch_loses_no_delivery_and_r
     // Where the dispatch was when the broker died (the store does not need the broker).
     let (at_kill, published) = progress(&app, &alerts).await;
     tokio::time::sleep(Duration::from_millis(1500)).await;
-    broker.restart();
+    broker.launch().unwrap();
     eprintln!(
         "broker killed {:?} after the first bulletin, with {published} of {} commune topics \
          published and receiver deliveries {at_kill:?}; back after {:?}",
@@ -327,7 +233,7 @@ async fn a_broker_killed_and_restarted_during_a_dispatch_loses_no_delivery_and_r
                 .collect();
             panic!(
                 "{alert_id}: not every receiver played it: {stuck:?}\n{e:#}\nbroker log:\n{}",
-                broker.log_tail()
+                broker.tail()
             );
         }
     }

@@ -139,8 +139,9 @@ impl OutageReport {
 }
 
 /// A Mosquitto of the bench's own on a loopback port, without persistence: a restart
-/// forgets every retained message and session. Killed when dropped.
-struct Mosquitto {
+/// forgets every retained message and session. Killed when dropped. `tests/faults` uses
+/// it too.
+pub struct Mosquitto {
     child: Option<Child>,
     conf: PathBuf,
     log: PathBuf,
@@ -148,7 +149,7 @@ struct Mosquitto {
 }
 
 impl Mosquitto {
-    fn start(dir: &Path, port: u16) -> Result<Mosquitto> {
+    pub fn start(dir: &Path, port: u16) -> Result<Mosquitto> {
         let conf = dir.join("mosquitto.conf");
         std::fs::write(
             &conf,
@@ -168,7 +169,9 @@ impl Mosquitto {
         Ok(m)
     }
 
-    fn launch(&mut self) -> Result<()> {
+    /// Starts it (again, after [`Mosquitto::kill`]) on the same port, with nothing
+    /// remembered.
+    pub fn launch(&mut self) -> Result<()> {
         let log = std::fs::OpenOptions::new()
             .create(true)
             .append(true)
@@ -196,14 +199,15 @@ impl Mosquitto {
     }
 
     /// SIGKILL: no clean shutdown, no last wills, nothing saved.
-    fn kill(&mut self) {
+    pub fn kill(&mut self) {
         if let Some(mut c) = self.child.take() {
             let _ = c.kill();
             let _ = c.wait();
         }
     }
 
-    fn tail(&self) -> String {
+    /// The last lines of its log, over every start.
+    pub fn tail(&self) -> String {
         let text = std::fs::read_to_string(&self.log).unwrap_or_default();
         let lines: Vec<&str> = text.lines().collect();
         lines[lines.len().saturating_sub(20)..].join("\n")
