@@ -90,7 +90,7 @@ pub(crate) fn free_port() -> Result<u16> {
 }
 
 /// `VmRSS` and `VmHWM` of `pid`, in KiB.
-fn memory(pid: u32) -> Result<(u64, u64)> {
+pub(crate) fn memory(pid: u32) -> Result<(u64, u64)> {
     let status =
         std::fs::read_to_string(format!("/proc/{pid}/status")).context("reading /proc (Linux only)")?;
     let field = |name: &str| {

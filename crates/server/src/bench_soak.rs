@@ -20,6 +20,7 @@ use domain::CommuneCode;
 use crate::Settings;
 use crate::bench_dispatch::{TempDir, province_bulletin, unique};
 use crate::bench_faults::{Expected, Fleet, register, tally};
+use crate::bench_footprint::{free_port, memory};
 
 /// Communes of each alert: the k-th alert covers a group of them, in turn, and a group's
 /// level rises by one each time its turn comes again, so that every bulletin raises an
@@ -156,19 +157,9 @@ impl SoakReport {
     }
 }
 
-fn free_port() -> Result<u16> {
-    Ok(std::net::TcpListener::bind("127.0.0.1:0")?.local_addr()?.port())
-}
-
+/// Resident memory of `pid`, in KiB.
 fn rss_kib(pid: u32) -> Result<u64> {
-    let status =
-        std::fs::read_to_string(format!("/proc/{pid}/status")).context("reading /proc (Linux only)")?;
-    Ok(status
-        .lines()
-        .find_map(|l| l.strip_prefix("VmRSS:"))
-        .and_then(|v| v.split_whitespace().next())
-        .and_then(|v| v.parse().ok())
-        .unwrap_or(0))
+    Ok(memory(pid)?.0)
 }
 
 /// The SQLite file with its write-ahead log, in KiB.
