@@ -42,6 +42,7 @@ impl App {
     /// Starts every part of the service and returns once the HTTP listener is bound.
     pub async fn start(settings: Settings) -> Result<App> {
         let shutdown = CancellationToken::new();
+        raise_open_files_limit(matches!(settings.mqtt.mode, MqttMode::Embedded { .. }));
         std::fs::create_dir_all(&settings.data_dir)
             .with_context(|| format!("creating data directory {}", settings.data_dir.display()))?;
         let _ = std::fs::set_permissions(&settings.data_dir, std::fs::Permissions::from_mode(0o700));
@@ -345,5 +346,40 @@ impl App {
     pub async fn stop(self) {
         self.shutdown.cancel();
         self.run_until_stopped().await;
+    }
+}
+
+/// Open files below this are too few for an embedded broker with a province's receivers.
+const OPEN_FILES_WANTED: u64 = 4096;
+
+/// Raises the soft limit on open files to the hard one. Every MQTT connection to the
+/// embedded broker is a file, besides the database's and HTTP's; systemd starts services
+/// with a soft limit of 1,024, and past it the database cannot even be opened (`/readyz`
+/// then answers `unreachable`: "unable to open database file").
+fn raise_open_files_limit(embedded_broker: bool) {
+    use rustix::process::{Resource, getrlimit, setrlimit};
+    let limit = getrlimit(Resource::Nofile);
+    let before = limit.current;
+    let raised = rustix::process::Rlimit {
+        current: limit.maximum,
+        maximum: limit.maximum,
+    };
+    if limit.current != limit.maximum
+        && let Err(e) = setrlimit(Resource::Nofile, raised)
+    {
+        tracing::warn!(error = %e, "could not raise the open-files limit");
+    }
+    let now = getrlimit(Resource::Nofile).current;
+    tracing::info!(
+        open_files = now.map_or_else(|| "unlimited".to_owned(), |n| n.to_string()),
+        was = before.map_or_else(|| "unlimited".to_owned(), |n| n.to_string()),
+        "open-files limit"
+    );
+    if embedded_broker && now.is_some_and(|n| n < OPEN_FILES_WANTED) {
+        tracing::warn!(
+            open_files = now,
+            wanted = OPEN_FILES_WANTED,
+            "the embedded broker holds one open file per receiver: raise the hard limit (LimitNOFILE= in the systemd unit, ulimit -Hn)"
+        );
     }
 }
