@@ -7,7 +7,7 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
 
 use rumqttc::{AsyncClient, Event, EventLoop, LastWill, MqttOptions, Packet, QoS};
-use tokio::sync::mpsc;
+use tokio::sync::{mpsc, watch};
 use tokio_util::sync::CancellationToken;
 
 /// A broker address: `mqtt://host:port` or `tcp://host:port` (port 1883 if omitted).
@@ -129,6 +129,8 @@ pub enum PublishError {
 pub struct MqttHandle {
     client: AsyncClient,
     connected: Arc<AtomicBool>,
+    /// How many times the connection was established; changes at each (re)connect.
+    connections: watch::Receiver<u64>,
 }
 
 impl MqttHandle {
@@ -156,6 +158,12 @@ impl MqttHandle {
         self.connected.load(Ordering::Acquire)
     }
 
+    /// Marks each time the connection is established (first connect and every
+    /// reconnect): `changed()` on it resolves once the broker is back.
+    pub fn connections(&self) -> watch::Receiver<u64> {
+        self.connections.clone()
+    }
+
     /// Sends DISCONNECT (no last will is published).
     pub async fn disconnect(&self) {
         let _ = self.client.disconnect().await;
@@ -168,6 +176,7 @@ pub struct MqttDriver {
     client: AsyncClient,
     settings: MqttSettings,
     connected: Arc<AtomicBool>,
+    connections: watch::Sender<u64>,
     inbound: mpsc::Sender<InboundMessage>,
     /// The broker first, then its fallbacks.
     brokers: Vec<BrokerUrl>,
@@ -193,10 +202,12 @@ pub fn connect_with_fallback(
     let opts = options(&settings, &settings.broker);
     let (client, eventloop) = AsyncClient::new(opts, 1024);
     let connected = Arc::new(AtomicBool::new(false));
+    let (connections, connections_rx) = watch::channel(0);
     let (tx, rx) = mpsc::channel(INBOUND_CAPACITY);
     let handle = MqttHandle {
         client: client.clone(),
         connected: connected.clone(),
+        connections: connections_rx,
     };
     let mut brokers = vec![settings.broker.clone()];
     brokers.extend(fallback);
@@ -205,6 +216,7 @@ pub fn connect_with_fallback(
         client,
         settings,
         connected,
+        connections,
         inbound: tx,
         brokers,
         current: 0,
@@ -320,6 +332,7 @@ impl MqttDriver {
                     self.connected.store(true, Ordering::Release);
                     tracing::info!(broker = %broker, client_id = %self.settings.client_id, "mqtt connected");
                     self.after_connect();
+                    self.connections.send_modify(|n| *n += 1);
                 }
                 Ok(Event::Incoming(Packet::Publish(p))) => {
                     let msg = InboundMessage {

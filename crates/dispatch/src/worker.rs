@@ -1,5 +1,6 @@
 //! The outbox worker: claims due deliveries, publishes their signed envelopes outside
-//! any transaction, and records the outcome. A new alert wakes it at once.
+//! any transaction, and records the outcome. A new alert wakes it at once, and so does the
+//! broker's return: what waited for it to come back is due at once, not after its back-off.
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -65,6 +66,7 @@ pub async fn run_outbox(
     settings: OutboxSettings,
     shutdown: CancellationToken,
 ) {
+    let mut connections = Some(mqtt.connections());
     loop {
         if let Err(e) = maintain(&store, &mqtt, &settings).await {
             tracing::error!(error = %e, "outbox maintenance failed; resends or clears may be delayed");
@@ -86,10 +88,39 @@ pub async fn run_outbox(
                 .min(settings.idle_poll),
             _ => settings.idle_poll,
         };
+        let reconnected = async {
+            match connections.as_mut() {
+                Some(c) => c.changed().await.is_ok(),
+                None => std::future::pending().await,
+            }
+        };
         tokio::select! {
             _ = shutdown.cancelled() => return,
             _ = wake.notified() => {}
             _ = tokio::time::sleep(sleep) => {}
+            back = reconnected => {
+                if back {
+                    broker_back(&store).await;
+                } else {
+                    // The connection task ended (the service is stopping).
+                    connections = None;
+                }
+            }
+        }
+    }
+}
+
+/// The broker connection was (re)established: deliveries waiting out a failed publish's
+/// back-off (up to `retry_max`) are due now.
+async fn broker_back(store: &Store) {
+    match store.retry_queued_now(Utc::now()).await {
+        Ok(0) => {}
+        Ok(n) => tracing::info!(
+            deliveries = n,
+            "broker connection back: deliveries that failed to publish are due now"
+        ),
+        Err(e) => {
+            tracing::error!(error = %e, "broker connection back, but the waiting deliveries could not be made due; they wait out their back-off")
         }
     }
 }

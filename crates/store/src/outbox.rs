@@ -153,6 +153,19 @@ impl Store {
         Ok(done.rows_affected())
     }
 
+    /// Makes due at `now` every queued delivery that was tried and is waiting out its
+    /// back-off (the broker is back). Returns how many.
+    pub async fn retry_queued_now(&self, now: DateTime<Utc>) -> Result<u64> {
+        let done = sqlx::query(
+            "UPDATE deliveries SET next_attempt_ms = $1
+             WHERE state = 'queued' AND attempts > 0 AND next_attempt_ms > $1",
+        )
+        .bind(ms(now))
+        .execute(&self.pool)
+        .await?;
+        Ok(done.rows_affected())
+    }
+
     /// When the next queued delivery falls due, if any is queued.
     pub async fn next_due(&self) -> Result<Option<DateTime<Utc>>> {
         let row = sqlx::query(

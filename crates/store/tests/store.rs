@@ -224,6 +224,15 @@ async fn a_claimed_delivery_is_invisible_until_its_lease_runs_out(db: Db) {
     );
     let d = store.deliveries_for_alert("a1").await.unwrap();
     assert_eq!(d[0].last_error.as_deref(), Some("broker down"));
+    // The broker is back at 40 s: the delivery is due then, not after its back-off.
+    let back = t0() + Duration::seconds(40);
+    assert_eq!(store.retry_queued_now(back).await.unwrap(), 1);
+    assert_eq!(store.next_due().await.unwrap(), Some(back));
+    assert_eq!(
+        store.retry_queued_now(back).await.unwrap(),
+        0,
+        "nothing waits any more"
+    );
 
     let third = store
         .claim_due(t0() + Duration::seconds(61), lease, 10)
