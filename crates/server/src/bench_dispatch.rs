@@ -4,9 +4,10 @@
 //! client, to N plain subscribers on the same broker, measured in the same run.
 //!
 //! Each round starts a fresh service (temporary data directory and SQLite file, demo and
-//! feeds off, a topic prefix and client ids of its own) against the external broker,
-//! registers the receivers round-robin over the area file's communes and starts them
-//! in-process, and cleans up after itself: receivers and service stopped, their broker
+//! feeds off, a topic prefix and client ids of its own) as a `canhbao serve` child process,
+//! on the external broker or with its embedded one. It registers
+//! the receivers round-robin over the area file's communes and starts them in the bench's
+//! process, and cleans up after itself: receivers and service stopped, their broker
 //! sessions discarded and the retained messages it left cleared.
 
 use std::io::Write;
@@ -22,9 +23,9 @@ use domain::{AlertId, CommuneCode, ReceiverId};
 use tokio::sync::mpsc;
 use tokio_util::sync::CancellationToken;
 
-use crate::bench_faults::{Fleet, NO_HEARTBEAT_BURST, register, wait_online};
+use crate::Settings;
+use crate::bench_faults::{Fleet, NO_HEARTBEAT_BURST, Service, register, wait_online};
 use crate::config::{MqttMode, Sources};
-use crate::{App, Settings};
 
 /// The bulletin's sender, made authoritative for the bench's own instance only.
 pub(crate) const SENDER: &str = "canhbao-bench@example.invalid";
@@ -37,10 +38,13 @@ const PATIENCE: Duration = Duration::from_secs(120);
 #[derive(Debug, Clone)]
 pub struct DispatchBench {
     pub receivers: usize,
-    /// `mqtt://host:port` of the external broker (Mosquitto), or `embedded`: the
-    /// service's own broker, on a free loopback port.
+    /// `mqtt://host:port` of the external broker (Mosquitto), `embedded`: the
+    /// service's own broker, on a free loopback port, or `spawn`: a Mosquitto the bench
+    /// starts for the run with the deploy configuration's queue limit.
     pub broker: String,
     pub rounds: usize,
+    /// The `canhbao` binary, run as the service with the embedded broker.
+    pub program: PathBuf,
 }
 
 /// One round's figures.
@@ -316,14 +320,28 @@ fn external(bench: &DispatchBench) -> Option<&str> {
 }
 
 /// Runs the scenario: `rounds` of (canhbao, then the raw baseline on the same broker).
+/// `--broker spawn` starts a Mosquitto of the bench's own for the run, configured as
+/// `deploy/mosquitto/canhbao.conf` queues (100,000 messages a client).
 pub async fn run(base: &Sources, bench: &DispatchBench) -> Result<DispatchReport> {
+    if bench.broker == "spawn" {
+        let dir = TempDir::new()?;
+        let port = crate::bench_footprint::free_port()?;
+        let _mosquitto = crate::bench_outage::Mosquitto::start(&dir.0, port)?;
+        let own = DispatchBench {
+            broker: format!("mqtt://127.0.0.1:{port}"),
+            ..bench.clone()
+        };
+        let mut report = Box::pin(run(base, &own)).await?;
+        report.broker = format!("{} (a Mosquitto started for the bench)", report.broker);
+        return Ok(report);
+    }
     ensure!(bench.receivers > 0, "--receivers must be at least 1");
     let probe = settings(base, &std::env::temp_dir(), external(bench))?;
     let communes: Vec<CommuneCode> = probe.area.communes.iter().map(|c| c.code.clone()).collect();
     ensure!(!communes.is_empty(), "the area file has no communes");
     let broker = match &probe.mqtt.mode {
         MqttMode::External { url, .. } => format!("mqtt://{}:{}", url.host, url.port),
-        _ => "embedded (in-process)".to_owned(),
+        _ => "embedded (the service's own)".to_owned(),
     };
     let mut rounds = Vec::new();
     let mut envelope_bytes = 0;
@@ -435,6 +453,120 @@ pub(crate) async fn clear_retained(broker: &BrokerUrl, topics: &[String]) -> Res
     result
 }
 
+/// Open files of process `pid` (Linux).
+fn open_files(pid: u32) -> Option<usize> {
+    Some(std::fs::read_dir(format!("/proc/{pid}/fd")).ok()?.count())
+}
+
+/// What a round talks to: the service (a `canhbao serve` child process, as in
+/// production: in the bench's own process it would share a runtime with the receivers),
+/// its store, broker and HTTP API, its admin token and the keys its alerts are signed with.
+struct Target {
+    service: Service,
+    store: store::Store,
+    broker: BrokerUrl,
+    base: String,
+    token: String,
+    keys: TrustedKeys,
+}
+
+impl Target {
+    /// How many files the service holds open.
+    fn open_files(&self) -> Option<usize> {
+        open_files(self.service.child.as_ref()?.id())
+    }
+
+    /// On the embedded broker: discards the receivers' broker sessions and waits until
+    /// the service holds no more open files than `open_at_start`, up to `PATIENCE`. The
+    /// embedded broker keeps a receiver's socket open with its persistent session after
+    /// it left, and the raw subscribers would otherwise find the service's open files
+    /// used up (10,000 receivers and 10,000 subscribers pass a usual limit of 20,000).
+    async fn release_sessions(&self, client_ids: Vec<String>, open_at_start: usize) {
+        forget_sessions(&self.broker, client_ids).await;
+        let deadline = Instant::now() + PATIENCE;
+        while self.open_files().is_some_and(|n| n > open_at_start + 16) && Instant::now() < deadline {
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+    }
+
+    async fn stop(mut self) {
+        self.store.close().await;
+        self.service.kill();
+    }
+}
+
+/// Starts the round's service, its data in `data_dir`: on the external broker, or with its
+/// embedded broker on a free port. Returns it with the settings it runs with.
+async fn start(
+    base: &Sources,
+    bench: &DispatchBench,
+    data_dir: &std::path::Path,
+) -> Result<(Target, Settings)> {
+    let http_port = crate::bench_footprint::free_port()?;
+    let (mode, broker_env, broker_url) = match external(bench) {
+        Some(url) => ("external", ("CANHBAO__MQTT__URL", url.to_owned()), url.to_owned()),
+        None => {
+            let port = crate::bench_footprint::free_port()?;
+            (
+                "embedded",
+                ("CANHBAO__MQTT__LISTEN", format!("127.0.0.1:{port}")),
+                format!("mqtt://127.0.0.1:{port}"),
+            )
+        }
+    };
+    let env: Vec<(String, String)> = [
+        ("CANHBAO__SERVICE__DATA_DIR", data_dir.display().to_string()),
+        ("CANHBAO__DATABASE__URL", String::new()),
+        ("CANHBAO__SIGNING__KEY_FILE", String::new()),
+        ("CANHBAO__HTTP__LISTEN", format!("127.0.0.1:{http_port}")),
+        ("CANHBAO__MQTT__MODE", mode.into()),
+        broker_env,
+        ("CANHBAO__MQTT__TOPIC_PREFIX", format!("{}/v1", unique("cbbench"))),
+        ("CANHBAO__MQTT__CLIENT_ID", unique("canhbao-bench")),
+        ("CANHBAO__DEMO__ENABLED", "false".into()),
+        ("CANHBAO__INGEST__SOURCES", "[]".into()),
+        (
+            "CANHBAO__BULLETINS__AUTHORITATIVE_SENDERS",
+            format!(r#"["{SENDER}"]"#),
+        ),
+    ]
+    .into_iter()
+    .map(|(k, v)| (k.to_owned(), v))
+    .collect();
+    // The settings the child runs with: the bench's config plus these variables.
+    let mut sources = base.clone();
+    sources.vars.extend(env.iter().cloned());
+    let settings = crate::config::load(&sources).map_err(|p| anyhow::anyhow!("{p}"))?;
+    let mut service = Service {
+        program: bench.program.clone(),
+        config_dir: base.config_dir.clone(),
+        env_file: base.env.clone(),
+        env,
+        log: data_dir.join("service.log"),
+        child: None,
+    };
+    let base_url = format!("http://127.0.0.1:{http_port}");
+    let http = reqwest::Client::builder()
+        .timeout(Duration::from_secs(30))
+        .build()?;
+    service.spawn()?;
+    service.wait_ready(&http, &base_url).await?;
+    let mut keys = TrustedKeys::default();
+    canhbao_receiver::load_trusted_keys(&data_dir.join("signing-keys.pub.json"), &mut keys)?;
+    let db = format!("sqlite://{}", data_dir.join("canhbao.db").display());
+    let target = Target {
+        store: store::Store::open(&db).await?,
+        broker: BrokerUrl::parse(&broker_url).map_err(|e| anyhow::anyhow!("--broker: {e}"))?,
+        base: base_url,
+        token: std::fs::read_to_string(data_dir.join("admin.token"))?
+            .trim()
+            .to_owned(),
+        keys,
+        service,
+    };
+    Ok((target, settings))
+}
+
 /// One round: canhbao, then the raw baseline on the same broker (the embedded one lives
 /// as long as the service). The round's figures and the envelope's length.
 async fn canhbao_round(
@@ -443,25 +575,15 @@ async fn canhbao_round(
     communes: &[CommuneCode],
 ) -> Result<(Round, usize)> {
     let dir = TempDir::new()?;
-    let settings = settings(base, &dir.0, external(bench))?;
-    let province = settings.clone();
+    let (target, settings) = start(base, bench, &dir.0).await?;
     let topics = Topics::new(&settings.mqtt.topic_prefix, settings.province.clone())?;
     let app_client = settings.mqtt.client_id.clone();
     // CAP status Exercise, so that nothing it reaches could take it for real.
     let bulletin = province_bulletin(&unique("BENCH"), SENDER, "flood", 3, "Exercise", &settings);
-    let app = App::start(settings).await?;
-    let broker = app.broker.clone();
+    let broker = target.broker.clone();
+    let open_at_start = target.open_files().unwrap_or_default();
     let mut fleet = None;
-    let result = drive(
-        &app,
-        &dir.0,
-        &topics,
-        bench.receivers,
-        communes,
-        bulletin,
-        &mut fleet,
-    )
-    .await;
+    let result = drive(&target, &topics, bench.receivers, communes, bulletin, &mut fleet).await;
     let ids: Vec<ReceiverId> = fleet
         .as_ref()
         .map(|f: &Fleet| f.members.iter().map(|(id, _)| id.clone()).collect())
@@ -469,10 +591,15 @@ async fn canhbao_round(
     if let Some(f) = fleet.as_mut() {
         f.stop().await;
     }
+    if external(bench).is_none() {
+        target
+            .release_sessions(ids.iter().map(|id| format!("rx-{id}")).collect(), open_at_start)
+            .await;
+    }
     let result = match result {
         Ok((mut round, envelope, alert_id)) => raw_round(
             &broker,
-            &province,
+            &settings,
             communes,
             bench.receivers,
             &envelope,
@@ -486,7 +613,13 @@ async fn canhbao_round(
         }),
         Err(e) => Err(e),
     };
-    app.stop().await;
+    let result = result.map_err(|e| {
+        e.context(format!(
+            "the service's log ended with:\n{}",
+            target.service.tail()
+        ))
+    });
+    target.stop().await;
     if external(bench).is_none() {
         // The embedded broker went with the service, and what it held with it.
         return result.map(|(round, envelope, _)| (round, envelope.len()));
@@ -507,42 +640,36 @@ async fn canhbao_round(
 }
 
 async fn drive(
-    app: &App,
-    data_dir: &std::path::Path,
+    target: &Target,
     topics: &Topics,
     n: usize,
     communes: &[CommuneCode],
     bulletin: String,
     fleet: &mut Option<Fleet>,
 ) -> Result<(Round, Vec<u8>, String)> {
-    let store = app.store();
+    let store = &target.store;
     let http = reqwest::Client::builder().timeout(PATIENCE).build()?;
-    let base = format!("http://{}", app.http_addr);
-    let token = std::fs::read_to_string(data_dir.join("admin.token"))?
-        .trim()
-        .to_owned();
-    let mut keys = TrustedKeys::default();
-    keys.add_base64(&app.key_id, &app.public_key_b64)?;
+    let (base, token) = (&target.base, &target.token);
 
     // The bench issues Exercise alerts: its receivers are enrolled for drills, and no
     // heartbeat burst may land inside the measurement.
     let members = register(store, &unique("b"), n, communes).await?;
     let running = fleet.insert(Fleet::start(
-        &app.broker,
+        &target.broker,
         topics,
-        &keys,
+        &target.keys,
         members,
         NO_HEARTBEAT_BURST,
     ));
     // Ready: the service's broker connection is up and every receiver said `online`
     // (sent after its subscription, so it is subscribed).
-    wait_online(store, n, PATIENCE, &http, &base).await?;
+    wait_online(store, n, PATIENCE, &http, base).await?;
 
     let t0 = Instant::now();
     let issued = Utc::now();
     let resp = http
         .post(format!("{base}/api/v1/bulletins"))
-        .bearer_auth(&token)
+        .bearer_auth(token)
         .header("content-type", "application/cap+xml")
         .body(bulletin)
         .send()
@@ -649,10 +776,17 @@ async fn raw_round(
             tx.clone(),
             stop.clone(),
         );
-        let id = unique("cbbench-sub");
         subs.spawn(async move {
-            let Ok(mut c) = client(&broker, id, vec![filter]).await else {
-                return;
+            // 10,000 connecting at once can outlast a broker's handshake timeout or be
+            // refused as busy: try again, as a receiver would (under a new client id, so
+            // as not to take over the late first try), until the round's patience runs out.
+            let deadline = Instant::now() + PATIENCE;
+            let mut c = loop {
+                match client(&broker, unique("cbbench-sub"), vec![filter.clone()]).await {
+                    Ok(c) => break c,
+                    Err(_) if Instant::now() < deadline && !stop.is_cancelled() => {}
+                    Err(_) => return,
+                }
             };
             let mut probed = false;
             loop {

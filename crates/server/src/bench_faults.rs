@@ -4,11 +4,13 @@
 //! do), and the tally of who played what: lost, played twice, or still waiting.
 
 use std::collections::{BTreeMap, HashMap, HashSet};
+use std::path::PathBuf;
+use std::process::{Child, Command, Stdio};
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-use anyhow::{Result, bail};
+use anyhow::{Context, Result, bail};
 use chrono::Utc;
 use dispatch::mqtt::BrokerUrl;
 use dispatch::{Topics, TrustedKeys};
@@ -309,4 +311,109 @@ pub fn clock_seed() -> u64 {
 
 pub(crate) fn secs(d: Duration) -> f64 {
     d.as_secs_f64()
+}
+
+/// How long a child service may take to be ready.
+const START_PATIENCE: Duration = Duration::from_secs(60);
+
+/// The service as a child process on a fixed data directory and port.
+pub(crate) struct Service {
+    pub program: PathBuf,
+    pub config_dir: PathBuf,
+    pub env_file: Option<String>,
+    pub env: Vec<(String, String)>,
+    pub log: PathBuf,
+    pub child: Option<Child>,
+}
+
+impl Service {
+    pub(crate) fn spawn(&mut self) -> Result<()> {
+        let log = std::fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(&self.log)?;
+        let mut cmd = Command::new(&self.program);
+        cmd.arg("serve").arg("--config-dir").arg(&self.config_dir);
+        if let Some(e) = &self.env_file {
+            cmd.arg("--env").arg(e);
+        }
+        cmd.envs(self.env.iter().map(|(k, v)| (k, v)))
+            .env("RUST_LOG", "info,sqlx=warn")
+            .env("NO_COLOR", "1")
+            .stdin(Stdio::null())
+            .stdout(log.try_clone()?)
+            .stderr(log);
+        self.child = Some(cmd.spawn().context("starting canhbao serve")?);
+        Ok(())
+    }
+
+    /// SIGKILL: no grace, as a power cut or the OOM killer would.
+    pub(crate) fn kill(&mut self) {
+        if let Some(mut c) = self.child.take() {
+            let _ = c.kill();
+            let _ = c.wait();
+        }
+    }
+
+    pub(crate) fn exited(&mut self) -> Option<std::process::ExitStatus> {
+        self.child.as_mut().and_then(|c| c.try_wait().ok().flatten())
+    }
+
+    /// ERROR and WARN lines of the log, and the five most frequent of their messages
+    /// (the text before the structured fields).
+    pub(crate) fn log_summary(&self) -> (usize, usize, Vec<(String, usize)>) {
+        let text = std::fs::read_to_string(&self.log).unwrap_or_default();
+        let (mut errors, mut warnings) = (0, 0);
+        let mut messages: BTreeMap<String, usize> = BTreeMap::new();
+        for line in text.lines() {
+            let level = if line.contains(" ERROR ") {
+                errors += 1;
+                "ERROR"
+            } else if line.contains(" WARN ") {
+                warnings += 1;
+                "WARN"
+            } else {
+                continue;
+            };
+            // `time LEVEL message field=value ...`: the message up to the first field.
+            let rest = line.split_once(&format!(" {level} ")).map_or(line, |(_, r)| r);
+            let message: Vec<&str> = rest.split_whitespace().take_while(|w| !w.contains('=')).collect();
+            *messages
+                .entry(format!("{level} {}", message.join(" ")))
+                .or_default() += 1;
+        }
+        let mut top: Vec<(String, usize)> = messages.into_iter().collect();
+        top.sort_by_key(|b| std::cmp::Reverse(b.1));
+        top.truncate(5);
+        (errors, warnings, top)
+    }
+
+    pub(crate) fn tail(&self) -> String {
+        let text = std::fs::read_to_string(&self.log).unwrap_or_default();
+        let lines: Vec<&str> = text.lines().collect();
+        lines[lines.len().saturating_sub(30)..].join("\n")
+    }
+
+    pub(crate) async fn wait_ready(&mut self, http: &reqwest::Client, base: &str) -> Result<()> {
+        let deadline = Instant::now() + START_PATIENCE;
+        while !ready(http, base).await {
+            if let Some(status) = self.exited() {
+                bail!("canhbao serve exited ({status}):\n{}", self.tail());
+            }
+            if Instant::now() > deadline {
+                bail!(
+                    "canhbao serve was not ready within {START_PATIENCE:?}:\n{}",
+                    self.tail()
+                );
+            }
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+        Ok(())
+    }
+}
+
+impl Drop for Service {
+    fn drop(&mut self) {
+        self.kill();
+    }
 }

@@ -18,19 +18,19 @@
 use std::collections::{BTreeMap, HashSet};
 use std::io::Write;
 use std::path::PathBuf;
-use std::process::{Child, Command, Stdio};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::time::{Duration, Instant};
 
-use anyhow::{Context, Result, bail, ensure};
+use anyhow::{Context, Result, ensure};
 use dispatch::mqtt::BrokerUrl;
 use dispatch::{Topics, TrustedKeys};
 use domain::{AlertId, CommuneCode, Hazard};
 
 use crate::bench_dispatch::{TempDir, clear_retained, forget_sessions, province_bulletin, unique};
 use crate::bench_faults::{
-    Expected, Fleet, NO_HEARTBEAT_BURST, Rng, Tally, ready, register, secs, store_states, tally, wait_online,
+    Expected, Fleet, NO_HEARTBEAT_BURST, Rng, Service, Tally, register, secs, store_states, tally,
+    wait_online,
 };
 use crate::bench_footprint::free_port;
 use crate::config::Sources;
@@ -219,108 +219,6 @@ impl KillReport {
             && self.without_alert == 0
             && self.extra_alerts == 0
             && self.store_played == self.store_rows
-    }
-}
-
-/// The service as a child process on a fixed data directory and port.
-struct Service {
-    program: PathBuf,
-    config_dir: PathBuf,
-    env_file: Option<String>,
-    env: Vec<(String, String)>,
-    log: PathBuf,
-    child: Option<Child>,
-}
-
-impl Service {
-    fn spawn(&mut self) -> Result<()> {
-        let log = std::fs::OpenOptions::new()
-            .create(true)
-            .append(true)
-            .open(&self.log)?;
-        let mut cmd = Command::new(&self.program);
-        cmd.arg("serve").arg("--config-dir").arg(&self.config_dir);
-        if let Some(e) = &self.env_file {
-            cmd.arg("--env").arg(e);
-        }
-        cmd.envs(self.env.iter().map(|(k, v)| (k, v)))
-            .env("RUST_LOG", "info,sqlx=warn")
-            .env("NO_COLOR", "1")
-            .stdin(Stdio::null())
-            .stdout(log.try_clone()?)
-            .stderr(log);
-        self.child = Some(cmd.spawn().context("starting canhbao serve")?);
-        Ok(())
-    }
-
-    /// SIGKILL: no grace, as a power cut or the OOM killer would.
-    fn kill(&mut self) {
-        if let Some(mut c) = self.child.take() {
-            let _ = c.kill();
-            let _ = c.wait();
-        }
-    }
-
-    fn exited(&mut self) -> Option<std::process::ExitStatus> {
-        self.child.as_mut().and_then(|c| c.try_wait().ok().flatten())
-    }
-
-    /// ERROR and WARN lines of the log, and the five most frequent of their messages
-    /// (the text before the structured fields).
-    fn log_summary(&self) -> (usize, usize, Vec<(String, usize)>) {
-        let text = std::fs::read_to_string(&self.log).unwrap_or_default();
-        let (mut errors, mut warnings) = (0, 0);
-        let mut messages: BTreeMap<String, usize> = BTreeMap::new();
-        for line in text.lines() {
-            let level = if line.contains(" ERROR ") {
-                errors += 1;
-                "ERROR"
-            } else if line.contains(" WARN ") {
-                warnings += 1;
-                "WARN"
-            } else {
-                continue;
-            };
-            // `time LEVEL message field=value ...`: the message up to the first field.
-            let rest = line.split_once(&format!(" {level} ")).map_or(line, |(_, r)| r);
-            let message: Vec<&str> = rest.split_whitespace().take_while(|w| !w.contains('=')).collect();
-            *messages
-                .entry(format!("{level} {}", message.join(" ")))
-                .or_default() += 1;
-        }
-        let mut top: Vec<(String, usize)> = messages.into_iter().collect();
-        top.sort_by_key(|b| std::cmp::Reverse(b.1));
-        top.truncate(5);
-        (errors, warnings, top)
-    }
-
-    fn tail(&self) -> String {
-        let text = std::fs::read_to_string(&self.log).unwrap_or_default();
-        let lines: Vec<&str> = text.lines().collect();
-        lines[lines.len().saturating_sub(30)..].join("\n")
-    }
-
-    async fn wait_ready(&mut self, http: &reqwest::Client, base: &str) -> Result<()> {
-        let deadline = Instant::now() + START_PATIENCE;
-        while !ready(http, base).await {
-            if let Some(status) = self.exited() {
-                bail!("canhbao serve exited ({status}):\n{}", self.tail());
-            }
-            if Instant::now() > deadline {
-                bail!(
-                    "canhbao serve was not ready within {START_PATIENCE:?}:\n{}",
-                    self.tail()
-                );
-            }
-            tokio::time::sleep(Duration::from_millis(20)).await;
-        }
-        Ok(())
-    }
-}
-
-impl Drop for Service {
-    fn drop(&mut self) {
-        self.kill();
     }
 }
 

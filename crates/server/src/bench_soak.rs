@@ -44,6 +44,9 @@ pub struct SoakBench {
     pub obs_every: Duration,
     /// A new province-wide alert this often.
     pub alert_every: Duration,
+    /// How long each alert is live (its CAP `expires`). Shorter than the run, the run
+    /// shows what the service holds once alerts end as well as begin.
+    pub alert_life: Duration,
     /// The service's memory is read this often.
     pub sample_every: Duration,
 }
@@ -59,6 +62,7 @@ pub struct Sample {
 #[derive(Debug, Clone, Default)]
 pub struct SoakReport {
     pub receivers: usize,
+    pub alert_life: Duration,
     pub stations: usize,
     pub duration: Duration,
     pub samples: Vec<Sample>,
@@ -95,11 +99,12 @@ impl SoakReport {
         let mib = |k: u64| k as f64 / 1024.0;
         writeln!(
             out,
-            "soak bench: canhbao serve (SQLite, embedded broker) for {:.1} min: {} receivers heartbeating, {} stations, {} alerts, {} observation posts",
+            "soak bench: canhbao serve (SQLite, embedded broker) for {:.1} min: {} receivers heartbeating, {} stations, {} alerts (each live {:.1} min), {} observation posts",
             self.duration.as_secs_f64() / 60.0,
             self.receivers,
             self.stations,
             self.alerts_accepted,
+            self.alert_life.as_secs_f64() / 60.0,
             self.observations_posted
         )?;
         let (Some(warm), Some(last)) = (self.warmed(), self.samples.last()) else {
@@ -305,6 +310,7 @@ async fn drive(
 
     let mut report = SoakReport {
         receivers: n,
+        alert_life: bench.alert_life,
         stations: settings.area.stations.len(),
         duration: bench.duration,
         ..SoakReport::default()
@@ -358,7 +364,7 @@ async fn drive(
             next_obs += bench.obs_every;
         }
         if now >= next_alert {
-            let bulletin = soak_bulletin(alerts_posted, settings, &communes);
+            let bulletin = soak_bulletin(alerts_posted, settings, &communes, bench.alert_life);
             alerts_posted += 1;
             let r = http
                 .post(format!("{base}/api/v1/bulletins"))
@@ -430,11 +436,17 @@ fn group(k: usize, communes: usize) -> std::ops::Range<usize> {
 }
 
 /// The `k`-th bulletin: flood for its group of communes, at level 2 the first time the
-/// group's turn comes, one higher each time after (at most 5), live for two hours.
-fn soak_bulletin(k: usize, settings: &Settings, communes: &[String]) -> String {
+/// group's turn comes, one higher each time after (at most 5), live for `life`.
+fn soak_bulletin(k: usize, settings: &Settings, communes: &[String], life: Duration) -> String {
     let groups = communes.len().div_ceil(GROUP).max(1);
     let level = (2 + k / groups).min(5) as u8;
-    let xml = province_bulletin(&unique("SOAK"), SENDER, "flood", level, "Exercise", settings);
+    let mut xml = province_bulletin(&unique("SOAK"), SENDER, "flood", level, "Exercise", settings);
+    let expires = (chrono::Utc::now()
+        + chrono::Duration::from_std(life).unwrap_or(chrono::Duration::hours(2)))
+    .to_rfc3339_opts(chrono::SecondsFormat::Secs, true);
+    if let (Some(a), Some(b)) = (xml.find("<expires>"), xml.find("</expires>")) {
+        xml.replace_range(a + "<expires>".len()..b, &expires);
+    }
     let province = format!(
         "<geocode><valueName>{}</valueName><value>{}</value></geocode>",
         settings.bulletins.province_geocode, settings.province

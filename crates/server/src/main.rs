@@ -155,8 +155,9 @@ struct BenchArgs {
     /// outage: how long the broker stays dead (quick: 3).
     #[arg(long, default_value_t = 30)]
     outage_s: u64,
-    /// dispatch and kill: the external broker (Mosquitto) to measure on, or `embedded`
-    /// (dispatch only).
+    /// dispatch and kill: the external broker (Mosquitto) to measure on; for dispatch
+    /// also `embedded` (the service's own) or `spawn` (a Mosquitto started for the run,
+    /// queues as in deploy/mosquitto/canhbao.conf).
     #[arg(long, default_value = "mqtt://127.0.0.1:1883")]
     broker: String,
     /// sms: recipients, spread over the province's communes.
@@ -182,6 +183,10 @@ struct BenchArgs {
     /// alert every minute, every receiver heartbeating every 30 s).
     #[arg(long, default_value_t = 30.0)]
     minutes: f64,
+    /// soak: how long each alert lives (its CAP expires); shorter than --minutes, the run
+    /// also shows what the service holds once alerts end.
+    #[arg(long, default_value_t = 120.0)]
+    alert_minutes: f64,
     #[command(flatten)]
     config: ConfigArgs,
 }
@@ -494,6 +499,7 @@ fn bench(b: BenchArgs) -> Result<ExitCode> {
             receivers: if b.quick { b.receivers.min(50) } else { b.receivers },
             broker: b.broker,
             rounds,
+            program: std::env::current_exe()?,
         };
         let runtime = tokio::runtime::Builder::new_multi_thread().enable_all().build()?;
         runtime.block_on(canhbao_server::bench_dispatch::bench_dispatch(
@@ -629,6 +635,13 @@ fn bench(b: BenchArgs) -> Result<ExitCode> {
         "soak" => {
             use std::time::Duration;
             let secs = |s: u64| Duration::from_secs(s);
+            let minutes = |m: f64, flag: &str| {
+                Duration::try_from_secs_f64(m * 60.0)
+                    .ok()
+                    .filter(|d| !d.is_zero())
+                    .ok_or_else(|| anyhow::anyhow!("{flag} must be a positive number of minutes"))
+            };
+            let alert_life = minutes(b.alert_minutes, "--alert-minutes")?;
             let bench = if b.quick {
                 canhbao_server::bench_soak::SoakBench {
                     program: std::env::current_exe()?,
@@ -637,16 +650,18 @@ fn bench(b: BenchArgs) -> Result<ExitCode> {
                     heartbeat: secs(5),
                     obs_every: secs(5),
                     alert_every: secs(5),
+                    alert_life,
                     sample_every: secs(2),
                 }
             } else {
                 canhbao_server::bench_soak::SoakBench {
                     program: std::env::current_exe()?,
-                    duration: Duration::from_secs_f64(b.minutes * 60.0),
+                    duration: minutes(b.minutes, "--minutes")?,
                     receivers: b.receivers,
                     heartbeat: secs(30),
                     obs_every: secs(60),
                     alert_every: secs(60),
+                    alert_life,
                     sample_every: secs(30),
                 }
             };

@@ -1,6 +1,7 @@
-//! `canhbao bench dispatch` with a few receivers against a real broker: the report is
-//! well-formed and every receiver is counted. Timings are not asserted (speed is measured
-//! by the bench command, never in a test). Runs only when `CANHBAO_TEST_MQTT_URL` is set.
+//! `canhbao bench dispatch` with a few receivers: the report is well-formed and every
+//! receiver is counted. Timings are not asserted (speed is measured by the bench command,
+//! never in a test). On an external broker it runs only when `CANHBAO_TEST_MQTT_URL` is
+//! set; on the embedded broker it always runs.
 
 use canhbao_server::bench_dispatch::{DispatchBench, bench_dispatch};
 use canhbao_server::config::Sources;
@@ -13,6 +14,17 @@ async fn bench_dispatch_counts_every_receiver_and_reports_a_ratio() {
     else {
         return;
     };
+    counts_every_receiver(broker).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn bench_dispatch_on_the_embedded_broker_counts_every_receiver() {
+    let text = counts_every_receiver("embedded".into()).await;
+    assert!(text.contains("broker embedded (the service's own)"), "{text}");
+}
+
+/// Runs one round with 20 receivers on `broker`; its report.
+async fn counts_every_receiver(broker: String) -> String {
     let sources = Sources {
         config_dir: std::path::PathBuf::from(concat!(env!("CARGO_MANIFEST_DIR"), "/../../config")),
         ..Default::default()
@@ -21,10 +33,11 @@ async fn bench_dispatch_counts_every_receiver_and_reports_a_ratio() {
         receivers: 20,
         broker,
         rounds: 1,
+        program: env!("CARGO_BIN_EXE_canhbao").into(),
     };
     let mut out = Vec::new();
-    let report = bench_dispatch(&sources, &bench, &mut out).await.unwrap();
-    let text = String::from_utf8(out).unwrap();
+    let report = bench_dispatch(&sources, &bench, &mut out).await.expect("the bench ran");
+    let text = String::from_utf8(out).expect("the report is UTF-8");
 
     assert_eq!(report.rounds.len(), 1);
     let r = &report.rounds[0];
@@ -51,4 +64,5 @@ async fn bench_dispatch_counts_every_receiver_and_reports_a_ratio() {
         .and_then(|w| w.trim_end_matches('x').parse::<f64>().ok());
     assert!(ratio.is_some_and(|x| x.is_finite() && x > 0.0), "{text}");
     assert!(text.contains("received 20/20, played 20/20, raw 20/20"), "{text}");
+    text
 }

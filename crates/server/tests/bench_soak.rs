@@ -24,6 +24,7 @@ async fn a_short_soak_loses_nothing_plays_nothing_twice_and_samples_memory() {
         heartbeat: Duration::from_secs(2),
         obs_every: Duration::from_secs(2),
         alert_every: Duration::from_secs(2),
+        alert_life: Duration::from_secs(3600),
         sample_every: Duration::from_secs(1),
     };
     let mut out = Vec::new();
