@@ -36,7 +36,9 @@ async fn counts_every_receiver(broker: String) -> String {
         program: env!("CARGO_BIN_EXE_canhbao").into(),
     };
     let mut out = Vec::new();
-    let report = bench_dispatch(&sources, &bench, &mut out).await.expect("the bench ran");
+    let report = bench_dispatch(&sources, &bench, &mut out)
+        .await
+        .expect("the bench ran");
     let text = String::from_utf8(out).expect("the report is UTF-8");
 
     assert_eq!(report.rounds.len(), 1);
