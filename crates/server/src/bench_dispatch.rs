@@ -24,7 +24,9 @@ use tokio::sync::mpsc;
 use tokio_util::sync::CancellationToken;
 
 use crate::Settings;
-use crate::bench_faults::{Fleet, NO_HEARTBEAT_BURST, Service, register, wait_online};
+use crate::bench_faults::{
+    ChildBroker, ChildSpec, Fleet, NO_HEARTBEAT_BURST, Service, register, wait_online,
+};
 use crate::config::{MqttMode, Sources};
 
 /// The bulletin's sender, made authoritative for the bench's own instance only.
@@ -503,64 +505,37 @@ async fn start(
     data_dir: &std::path::Path,
 ) -> Result<(Target, Settings)> {
     let http_port = crate::bench_footprint::free_port()?;
-    let (mode, broker_env, broker_url) = match external(bench) {
-        Some(url) => ("external", ("CANHBAO__MQTT__URL", url.to_owned()), url.to_owned()),
+    let (broker, broker_url) = match external(bench) {
+        Some(url) => (ChildBroker::External(url), url.to_owned()),
         None => {
             let port = crate::bench_footprint::free_port()?;
-            (
-                "embedded",
-                ("CANHBAO__MQTT__LISTEN", format!("127.0.0.1:{port}")),
-                format!("mqtt://127.0.0.1:{port}"),
-            )
+            (ChildBroker::Embedded(port), format!("mqtt://127.0.0.1:{port}"))
         }
     };
-    let env: Vec<(String, String)> = [
-        ("CANHBAO__SERVICE__DATA_DIR", data_dir.display().to_string()),
-        ("CANHBAO__DATABASE__URL", String::new()),
-        ("CANHBAO__SIGNING__KEY_FILE", String::new()),
-        ("CANHBAO__HTTP__LISTEN", format!("127.0.0.1:{http_port}")),
-        ("CANHBAO__MQTT__MODE", mode.into()),
-        broker_env,
-        ("CANHBAO__MQTT__TOPIC_PREFIX", format!("{}/v1", unique("cbbench"))),
-        ("CANHBAO__MQTT__CLIENT_ID", unique("canhbao-bench")),
-        ("CANHBAO__DEMO__ENABLED", "false".into()),
-        ("CANHBAO__INGEST__SOURCES", "[]".into()),
-        (
-            "CANHBAO__BULLETINS__AUTHORITATIVE_SENDERS",
-            format!(r#"["{SENDER}"]"#),
-        ),
-    ]
-    .into_iter()
-    .map(|(k, v)| (k.to_owned(), v))
-    .collect();
-    // The settings the child runs with: the bench's config plus these variables.
-    let mut sources = base.clone();
-    sources.vars.extend(env.iter().cloned());
-    let settings = crate::config::load(&sources).map_err(|p| anyhow::anyhow!("{p}"))?;
-    let mut service = Service {
-        program: bench.program.clone(),
-        config_dir: base.config_dir.clone(),
-        env_file: base.env.clone(),
-        env,
-        log: data_dir.join("service.log"),
-        child: None,
-    };
+    let (mut service, settings) = Service::configure(
+        base,
+        ChildSpec {
+            program: &bench.program,
+            data_dir,
+            http_port,
+            broker,
+            topic_prefix: format!("{}/v1", unique("cbbench")),
+            client_id: unique("canhbao-bench"),
+            sender: SENDER,
+            extra: Vec::new(),
+        },
+    )?;
     let base_url = format!("http://127.0.0.1:{http_port}");
     let http = reqwest::Client::builder()
         .timeout(Duration::from_secs(30))
         .build()?;
-    service.spawn()?;
-    service.wait_ready(&http, &base_url).await?;
-    let mut keys = TrustedKeys::default();
-    canhbao_receiver::load_trusted_keys(&data_dir.join("signing-keys.pub.json"), &mut keys)?;
+    let (keys, token) = service.start(&http, &base_url).await?;
     let db = format!("sqlite://{}", data_dir.join("canhbao.db").display());
     let target = Target {
         store: store::Store::open(&db).await?,
         broker: BrokerUrl::parse(&broker_url).map_err(|e| anyhow::anyhow!("--broker: {e}"))?,
         base: base_url,
-        token: std::fs::read_to_string(data_dir.join("admin.token"))?
-            .trim()
-            .to_owned(),
+        token,
         keys,
         service,
     };

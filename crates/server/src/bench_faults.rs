@@ -4,7 +4,7 @@
 //! do), and the tally of who played what: lost, played twice, or still waiting.
 
 use std::collections::{BTreeMap, HashMap, HashSet};
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
@@ -17,6 +17,9 @@ use dispatch::{Topics, TrustedKeys};
 use domain::{CommuneCode, ReceiverId};
 use tokio::sync::mpsc;
 use tokio_util::sync::CancellationToken;
+
+use crate::Settings;
+use crate::config::Sources;
 
 /// One play, as the receiver saw it.
 #[derive(Debug, Clone)]
@@ -316,6 +319,28 @@ pub(crate) fn secs(d: Duration) -> f64 {
 /// How long a child service may take to be ready.
 const START_PATIENCE: Duration = Duration::from_secs(60);
 
+/// The broker a child service uses.
+pub(crate) enum ChildBroker<'a> {
+    /// An external broker at this URL.
+    External(&'a str),
+    /// Its embedded broker, on this loopback port.
+    Embedded(u16),
+}
+
+/// What a bench's child service is: a fresh data directory (its SQLite file, keys and
+/// log), HTTP on a loopback port, demo and feeds off, the bench's sender authoritative.
+pub(crate) struct ChildSpec<'a> {
+    pub program: &'a Path,
+    pub data_dir: &'a Path,
+    pub http_port: u16,
+    pub broker: ChildBroker<'a>,
+    pub topic_prefix: String,
+    pub client_id: String,
+    pub sender: &'a str,
+    /// More variables, set last (a quick run's shorter outbox timings).
+    pub extra: Vec<(String, String)>,
+}
+
 /// The service as a child process on a fixed data directory and port.
 pub(crate) struct Service {
     pub program: PathBuf,
@@ -323,10 +348,71 @@ pub(crate) struct Service {
     pub env_file: Option<String>,
     pub env: Vec<(String, String)>,
     pub log: PathBuf,
+    /// Its data directory (where it writes its public keys and admin token).
+    pub data_dir: PathBuf,
     pub child: Option<Child>,
 }
 
 impl Service {
+    /// The child `spec` describes (not started yet), and the settings it will run with:
+    /// the bench's configuration plus its variables.
+    pub(crate) fn configure(base: &Sources, spec: ChildSpec) -> Result<(Service, Settings)> {
+        let (mode, broker) = match spec.broker {
+            ChildBroker::External(url) => ("external", ("CANHBAO__MQTT__URL", url.to_owned())),
+            ChildBroker::Embedded(port) => {
+                ("embedded", ("CANHBAO__MQTT__LISTEN", format!("127.0.0.1:{port}")))
+            }
+        };
+        let mut env: Vec<(String, String)> = [
+            ("CANHBAO__SERVICE__DATA_DIR", spec.data_dir.display().to_string()),
+            ("CANHBAO__DATABASE__URL", String::new()),
+            ("CANHBAO__SIGNING__KEY_FILE", String::new()),
+            ("CANHBAO__HTTP__LISTEN", format!("127.0.0.1:{}", spec.http_port)),
+            ("CANHBAO__MQTT__MODE", mode.into()),
+            broker,
+            ("CANHBAO__MQTT__TOPIC_PREFIX", spec.topic_prefix),
+            ("CANHBAO__MQTT__CLIENT_ID", spec.client_id),
+            ("CANHBAO__DEMO__ENABLED", "false".into()),
+            ("CANHBAO__INGEST__SOURCES", "[]".into()),
+            (
+                "CANHBAO__BULLETINS__AUTHORITATIVE_SENDERS",
+                format!(r#"["{}"]"#, spec.sender),
+            ),
+        ]
+        .into_iter()
+        .map(|(k, v)| (k.to_owned(), v))
+        .collect();
+        env.extend(spec.extra);
+        let mut sources = base.clone();
+        sources.vars.extend(env.iter().cloned());
+        let settings = crate::config::load(&sources).map_err(|p| anyhow::anyhow!("{p}"))?;
+        let service = Service {
+            program: spec.program.to_owned(),
+            config_dir: base.config_dir.clone(),
+            env_file: base.env.clone(),
+            env,
+            log: spec.data_dir.join("service.log"),
+            data_dir: spec.data_dir.to_owned(),
+            child: None,
+        };
+        Ok((service, settings))
+    }
+
+    /// Starts it, waits until `base` answers `/readyz`, and reads the keys its alerts
+    /// are signed with and its admin token.
+    pub(crate) async fn start(
+        &mut self,
+        http: &reqwest::Client,
+        base: &str,
+    ) -> Result<(TrustedKeys, String)> {
+        self.spawn()?;
+        self.wait_ready(http, base).await?;
+        let mut keys = TrustedKeys::default();
+        canhbao_receiver::load_trusted_keys(&self.data_dir.join("signing-keys.pub.json"), &mut keys)?;
+        let token = std::fs::read_to_string(self.data_dir.join("admin.token"))?;
+        Ok((keys, token.trim().to_owned()))
+    }
+
     pub(crate) fn spawn(&mut self) -> Result<()> {
         let log = std::fs::OpenOptions::new()
             .create(true)

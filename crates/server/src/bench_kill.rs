@@ -23,14 +23,14 @@ use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::time::{Duration, Instant};
 
 use anyhow::{Context, Result, ensure};
+use dispatch::Topics;
 use dispatch::mqtt::BrokerUrl;
-use dispatch::{Topics, TrustedKeys};
 use domain::{AlertId, CommuneCode, Hazard};
 
 use crate::bench_dispatch::{TempDir, clear_retained, forget_sessions, province_bulletin, unique};
 use crate::bench_faults::{
-    Expected, Fleet, NO_HEARTBEAT_BURST, Rng, Service, Tally, register, secs, store_states, tally,
-    wait_online,
+    ChildBroker, ChildSpec, Expected, Fleet, NO_HEARTBEAT_BURST, Rng, Service, Tally, register, secs,
+    store_states, tally, wait_online,
 };
 use crate::bench_footprint::free_port;
 use crate::config::Sources;
@@ -274,30 +274,19 @@ pub async fn run(base: &Sources, bench: &KillBench) -> Result<KillReport> {
     let base_url = format!("http://127.0.0.1:{port}");
     let prefix = format!("{}/v1", unique("cbkill"));
     let client_id = unique("canhbao-kill");
-    let mut env: Vec<(String, String)> = [
-        ("CANHBAO__SERVICE__DATA_DIR", data.display().to_string()),
-        ("CANHBAO__DATABASE__URL", String::new()),
-        ("CANHBAO__SIGNING__KEY_FILE", String::new()),
-        ("CANHBAO__HTTP__LISTEN", format!("127.0.0.1:{port}")),
-        ("CANHBAO__MQTT__MODE", "external".into()),
-        ("CANHBAO__MQTT__URL", bench.broker.clone()),
-        ("CANHBAO__MQTT__TOPIC_PREFIX", prefix.clone()),
-        ("CANHBAO__MQTT__CLIENT_ID", client_id.clone()),
-        ("CANHBAO__DEMO__ENABLED", "false".into()),
-        ("CANHBAO__INGEST__SOURCES", "[]".into()),
-        (
-            "CANHBAO__BULLETINS__AUTHORITATIVE_SENDERS",
-            format!(r#"["{SENDER}"]"#),
-        ),
-    ]
-    .into_iter()
-    .map(|(k, v)| (k.to_owned(), v))
-    .collect();
-    env.extend(bench.env.iter().cloned());
-    // The settings the service will run with: the bench's config plus these variables.
-    let mut sources = base.clone();
-    sources.vars.extend(env.iter().cloned());
-    let settings = crate::config::load(&sources).map_err(|p| anyhow::anyhow!("{p}"))?;
+    let (mut service, settings) = Service::configure(
+        base,
+        ChildSpec {
+            program: &bench.program,
+            data_dir: &data,
+            http_port: port,
+            broker: ChildBroker::External(&bench.broker),
+            topic_prefix: prefix.clone(),
+            client_id: client_id.clone(),
+            sender: SENDER,
+            extra: bench.env.clone(),
+        },
+    )?;
     let communes: Vec<CommuneCode> = settings.area.communes.iter().map(|c| c.code.clone()).collect();
     ensure!(!communes.is_empty(), "the area file has no communes");
     let o = &settings.outbox;
@@ -323,24 +312,10 @@ pub async fn run(base: &Sources, bench: &KillBench) -> Result<KillReport> {
     let members = register(&store, &unique("k"), bench.receivers, &communes).await?;
     store.close().await;
 
-    let mut service = Service {
-        program: bench.program.clone(),
-        config_dir: base.config_dir.clone(),
-        env_file: base.env.clone(),
-        env,
-        log: dir.0.join("service.log"),
-        child: None,
-    };
     let http = reqwest::Client::builder()
         .timeout(Duration::from_secs(30))
         .build()?;
-    service.spawn()?;
-    service.wait_ready(&http, &base_url).await?;
-    let mut keys = TrustedKeys::default();
-    canhbao_receiver::load_trusted_keys(&data.join("signing-keys.pub.json"), &mut keys)?;
-    let token = std::fs::read_to_string(data.join("admin.token"))?
-        .trim()
-        .to_owned();
+    let (keys, token) = service.start(&http, &base_url).await?;
     let mut fleet = Fleet::start(&broker, &topics, &keys, members, NO_HEARTBEAT_BURST);
 
     let result = drive(
