@@ -160,39 +160,62 @@ async fn maintain(store: &Store, mqtt: &MqttHandle, settings: &OutboxSettings) -
     Ok(())
 }
 
+/// Claims a batch, publishes each claimed delivery, and records the publications of the
+/// batch in one transaction: the last commune of a province-wide alert no longer waits
+/// for a disk sync per commune before it. A crash before that commit leaves the claims to
+/// run out their lease and be published again; receivers drop what they already played.
 async fn round(store: &Store, mqtt: &MqttHandle, settings: &OutboxSettings) -> store::Result<usize> {
     let lease = chrono::Duration::from_std(settings.lease).unwrap_or(chrono::Duration::seconds(30));
     let batch = store.claim_due(Utc::now(), lease, settings.batch).await?;
     let n = batch.len();
+    let mut published = Vec::with_capacity(n);
+    let mut failed = None;
     for d in batch {
-        publish_one(store, mqtt, settings, d).await?;
+        match publish_one(store, mqtt, settings, d).await {
+            Ok(Some(done)) => published.push(done),
+            Ok(None) => {}
+            // The rest of the batch waits out its lease; what went out is still recorded.
+            Err(e) => {
+                failed = Some(e);
+                break;
+            }
+        }
     }
-    Ok(n)
+    if !published.is_empty() {
+        store.mark_published_all(&published).await?;
+    }
+    match failed {
+        Some(e) => Err(e),
+        None => Ok(n),
+    }
 }
 
+/// Publishes one claimed delivery. Returns its id and the time when the broker took it;
+/// an expired or failed one is recorded here.
 async fn publish_one(
     store: &Store,
     mqtt: &MqttHandle,
     settings: &OutboxSettings,
     d: ClaimedDelivery,
-) -> store::Result<()> {
+) -> store::Result<Option<(i64, chrono::DateTime<Utc>)>> {
     let now = Utc::now();
     if d.expires <= now {
         tracing::error!(alert_id = %d.alert_id, commune = %d.commune, "delivery expired before it could be published");
-        return store.mark_expired(d.id).await;
+        store.mark_expired(d.id).await?;
+        return Ok(None);
     }
     match mqtt.publish(&d.topic, envelope_bytes(&d.signed), true).await {
         Ok(()) => {
             tracing::info!(alert_id = %d.alert_id, commune = %d.commune, attempt = d.attempts, "alert published");
-            let now = Utc::now();
-            store.mark_published(d.id, now).await
+            Ok(Some((d.id, Utc::now())))
         }
         Err(e) => {
             let delay = retry_delay(settings, d.attempts);
             tracing::warn!(alert_id = %d.alert_id, commune = %d.commune, attempt = d.attempts, error = %e,
                 retry_in_ms = delay.as_millis() as u64, "publish failed; will retry");
             let next = now + chrono::Duration::from_std(delay).unwrap_or(chrono::Duration::seconds(60));
-            store.mark_retry(d.id, &e.to_string(), next).await
+            store.mark_retry(d.id, &e.to_string(), next).await?;
+            Ok(None)
         }
     }
 }

@@ -94,21 +94,30 @@ impl Store {
     }
 
     /// Records a publication, and marks the commune's registered receivers as sent, in
-    /// one transaction (one disk sync per publication).
+    /// one transaction.
     pub async fn mark_published(&self, id: i64, now: DateTime<Utc>) -> Result<()> {
+        self.mark_published_all(&[(id, now)]).await
+    }
+
+    /// Records publications (each delivery with the time it was published), and marks
+    /// their communes' registered receivers as sent, all in one transaction: one disk
+    /// sync for a whole claimed batch rather than one per commune.
+    pub async fn mark_published_all(&self, published: &[(i64, DateTime<Utc>)]) -> Result<()> {
         let mut tx = self.begin().await?;
-        let row = sqlx::query(
-            "UPDATE deliveries SET state = 'published', published_ms = $1, lease_until_ms = NULL,
-                last_error = NULL WHERE id = $2 RETURNING alert_id, commune",
-        )
-        .bind(ms(now))
-        .bind(id)
-        .fetch_optional(&mut *tx.tx)
-        .await?;
-        if let Some(row) = row {
-            let alert_id: String = row.try_get("alert_id")?;
-            let commune: String = row.try_get("commune")?;
-            tx.mark_receivers_sent(&alert_id, &commune, now).await?;
+        for &(id, at) in published {
+            let row = sqlx::query(
+                "UPDATE deliveries SET state = 'published', published_ms = $1, lease_until_ms = NULL,
+                    last_error = NULL WHERE id = $2 RETURNING alert_id, commune",
+            )
+            .bind(ms(at))
+            .bind(id)
+            .fetch_optional(&mut *tx.tx)
+            .await?;
+            if let Some(row) = row {
+                let alert_id: String = row.try_get("alert_id")?;
+                let commune: String = row.try_get("commune")?;
+                tx.mark_receivers_sent(&alert_id, &commune, at).await?;
+            }
         }
         tx.commit().await
     }

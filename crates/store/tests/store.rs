@@ -128,6 +128,7 @@ on_both_backends!(
     a_new_alert_wakes_the_workers_of_every_instance,
     the_alert_list_counts_each_alerts_publications_plays_and_refusals_in_one_query,
     a_batch_of_receipts_and_heartbeats_leaves_what_one_write_after_another_would,
+    a_published_batch_is_recorded_at_once_each_commune_with_its_own_time,
 );
 
 async fn insert(store: &Store, a: &Alert, priority: i64) {
@@ -1167,4 +1168,51 @@ async fn a_batch_of_receipts_and_heartbeats_leaves_what_one_write_after_another_
         "the last detail given is kept"
     );
     assert_eq!((b.online, b.last_seen), (true, t0() + Duration::seconds(2)));
+}
+
+async fn a_published_batch_is_recorded_at_once_each_commune_with_its_own_time(db: Db) {
+    let store = db.open().await;
+    register(&store, "loa-a", "06385").await;
+    register(&store, "loa-c", "05977").await;
+    insert(
+        &store,
+        &alert("a1", MessageClass::Emergency, &["06385", "05977", "06181"]),
+        2,
+    )
+    .await;
+    let claimed = store.claim_due(t0(), Duration::seconds(30), 10).await.unwrap();
+    assert_eq!(claimed.len(), 3);
+    // Two went out (at 1 s and 2 s); the third failed and is not in the batch.
+    let at = |s: i64| t0() + Duration::seconds(s);
+    let (out, failed): (Vec<_>, Vec<_>) = claimed.iter().partition(|d| d.commune != "06181");
+    let batch: Vec<(i64, DateTime<Utc>)> = out.iter().zip(1..).map(|(d, s)| (d.id, at(s))).collect();
+    store.mark_published_all(&batch).await.unwrap();
+
+    let rows = store.deliveries_for_alert("a1").await.unwrap();
+    for (d, (_, when)) in out.iter().zip(&batch) {
+        let row = rows.iter().find(|r| r.id == d.id).unwrap();
+        assert_eq!((row.state.as_str(), row.published), ("published", Some(*when)));
+    }
+    let left = rows.iter().find(|r| r.id == failed[0].id).unwrap();
+    assert_eq!((left.state.as_str(), left.published), ("queued", None));
+    // Each published commune's receivers are sent, at their commune's time.
+    let mut sent: Vec<(String, String, Option<DateTime<Utc>>)> = store
+        .receiver_deliveries("a1")
+        .await
+        .unwrap()
+        .into_iter()
+        .map(|r| (r.receiver_id, r.state, r.sent))
+        .collect();
+    sent.sort();
+    let time_of = |commune: &str| {
+        let d = out.iter().position(|d| d.commune == commune).unwrap();
+        Some(batch[d].1)
+    };
+    assert_eq!(
+        sent,
+        [
+            ("loa-a".into(), "sent".into(), time_of("06385")),
+            ("loa-c".into(), "sent".into(), time_of("05977")),
+        ]
+    );
 }
