@@ -43,6 +43,8 @@ const COMMUNES: [&str; 10] = [
     "05977", "05983", "05986", "06187", "06001", "06004", "06019", "06037", "06040", "06046",
 ];
 const PER_COMMUNE: usize = 4;
+/// A commune with no receiver until the broker has come back: nothing resends to it.
+const LATE_COMMUNE: &str = "06103";
 /// Communes and wards of Lạng Sơn: a province-wide alert goes to all of them.
 const COMMUNES_IN_PROVINCE: usize = 65;
 
@@ -241,6 +243,18 @@ async fn a_broker_killed_and_restarted_during_a_dispatch_loses_no_delivery_and_r
         "every delivery played {:?} after the broker was killed",
         killed.elapsed()
     );
+
+    // A receiver that comes online only now, in a commune where nobody was registered, so
+    // that no resend rebuilt its topic. The broker came back without its retained alerts;
+    // the service, seeing its session gone, published the live alerts again, so the
+    // newcomer still finds all three (checked with the others below).
+    let late = app.start_receiver(LATE_COMMUNE, "loa-late").await.unwrap();
+    receivers.push(("loa-late".to_owned(), collect(late, stop_collecting.clone())));
+    app.wait_for("/api/v1/receivers", Duration::from_secs(20), |f| {
+        online(f) == ids.len() as u64 + 1
+    })
+    .await
+    .unwrap();
 
     // Resends of what is already acknowledged, or retained copies after a reconnect,
     // would show up now: give them time, then look at what each receiver played.

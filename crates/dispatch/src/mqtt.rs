@@ -124,13 +124,23 @@ pub enum PublishError {
     Closed(String),
 }
 
+/// The connection's history, as a watch: how many times it was established, and whether
+/// the broker still held this client's session the last time (MQTT's CONNACK "session
+/// present"). Without it, the broker lost what it kept for the client, and likely its
+/// retained messages too (a restart without persistence).
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct Connected {
+    pub count: u64,
+    pub session_present: bool,
+}
+
 /// A cloneable way to reach the connection.
 #[derive(Clone, Debug)]
 pub struct MqttHandle {
     client: AsyncClient,
     connected: Arc<AtomicBool>,
-    /// How many times the connection was established; changes at each (re)connect.
-    connections: watch::Receiver<u64>,
+    /// Changes at each (re)connect.
+    connections: watch::Receiver<Connected>,
 }
 
 impl MqttHandle {
@@ -160,7 +170,7 @@ impl MqttHandle {
 
     /// Marks each time the connection is established (first connect and every
     /// reconnect): `changed()` on it resolves once the broker is back.
-    pub fn connections(&self) -> watch::Receiver<u64> {
+    pub fn connections(&self) -> watch::Receiver<Connected> {
         self.connections.clone()
     }
 
@@ -176,7 +186,7 @@ pub struct MqttDriver {
     client: AsyncClient,
     settings: MqttSettings,
     connected: Arc<AtomicBool>,
-    connections: watch::Sender<u64>,
+    connections: watch::Sender<Connected>,
     inbound: mpsc::Sender<InboundMessage>,
     /// The broker first, then its fallbacks.
     brokers: Vec<BrokerUrl>,
@@ -202,7 +212,7 @@ pub fn connect_with_fallback(
     let opts = options(&settings, &settings.broker);
     let (client, eventloop) = AsyncClient::new(opts, 1024);
     let connected = Arc::new(AtomicBool::new(false));
-    let (connections, connections_rx) = watch::channel(0);
+    let (connections, connections_rx) = watch::channel(Connected::default());
     let (tx, rx) = mpsc::channel(INBOUND_CAPACITY);
     let handle = MqttHandle {
         client: client.clone(),
@@ -327,12 +337,15 @@ impl MqttDriver {
                 event = self.eventloop.poll() => event,
             };
             match event {
-                Ok(Event::Incoming(Packet::ConnAck(_))) => {
+                Ok(Event::Incoming(Packet::ConnAck(ack))) => {
                     failures = 0;
                     self.connected.store(true, Ordering::Release);
                     tracing::info!(broker = %broker, client_id = %self.settings.client_id, "mqtt connected");
                     self.after_connect();
-                    self.connections.send_modify(|n| *n += 1);
+                    self.connections.send_modify(|c| {
+                        c.count += 1;
+                        c.session_present = ack.session_present;
+                    });
                 }
                 Ok(Event::Incoming(Packet::Publish(p))) => {
                     let msg = InboundMessage {

@@ -100,7 +100,8 @@ pub async fn run_outbox(
             _ = tokio::time::sleep(sleep) => {}
             back = reconnected => {
                 if back {
-                    broker_back(&store).await;
+                    let connected = connections.as_mut().map(|c| *c.borrow_and_update()).unwrap_or_default();
+                    broker_back(&store, connected).await;
                 } else {
                     // The connection task ended (the service is stopping).
                     connections = None;
@@ -111,8 +112,22 @@ pub async fn run_outbox(
 }
 
 /// The broker connection was (re)established: deliveries waiting out a failed publish's
-/// back-off (up to `retry_max`) are due now.
-async fn broker_back(store: &Store) {
+/// back-off (up to `retry_max`) are due now. A broker that came back without this
+/// service's session lost its retained alerts too (and maybe receipts in flight): every
+/// live alert is published again, so that a receiver connecting later still finds it,
+/// and the receivers acknowledge again what they already played (without playing it).
+async fn broker_back(store: &Store, connected: crate::mqtt::Connected) {
+    if connected.count > 1 && !connected.session_present {
+        match store.requeue_live(Utc::now()).await {
+            Ok(n) => tracing::warn!(
+                deliveries = n,
+                "the broker came back without this service's session (restarted without persistence?): publishing live alerts again to rebuild its retained messages"
+            ),
+            Err(e) => {
+                tracing::error!(error = %e, "the broker lost this service's session, but the live alerts could not be queued again; they wait for their resends")
+            }
+        }
+    }
     match store.retry_queued_now(Utc::now()).await {
         Ok(0) => {}
         Ok(n) => tracing::info!(
