@@ -42,7 +42,6 @@ impl App {
     /// Starts every part of the service and returns once the HTTP listener is bound.
     pub async fn start(settings: Settings) -> Result<App> {
         let shutdown = CancellationToken::new();
-        raise_open_files_limit(matches!(settings.mqtt.mode, MqttMode::Embedded { .. }));
         std::fs::create_dir_all(&settings.data_dir)
             .with_context(|| format!("creating data directory {}", settings.data_dir.display()))?;
         let _ = std::fs::set_permissions(&settings.data_dir, std::fs::Permissions::from_mode(0o700));
@@ -356,7 +355,8 @@ const OPEN_FILES_WANTED: u64 = 4096;
 /// embedded broker is a file, besides the database's and HTTP's; systemd starts services
 /// with a soft limit of 1,024, and past it the database cannot even be opened (`/readyz`
 /// then answers `unreachable`: "unable to open database file").
-fn raise_open_files_limit(embedded_broker: bool) {
+/// Process-wide, so the binary calls it once before it starts the service.
+pub fn raise_open_files_limit(embedded_broker: bool) {
     use rustix::process::{Resource, getrlimit, setrlimit};
     let limit = getrlimit(Resource::Nofile);
     let before = limit.current;

@@ -298,6 +298,10 @@ async fn serve(args: ConfigArgs) -> Result<ExitCode> {
             return Ok(ExitCode::FAILURE);
         }
     };
+    canhbao_server::app::raise_open_files_limit(matches!(
+        settings.mqtt.mode,
+        canhbao_server::config::MqttMode::Embedded { .. }
+    ));
     let app = App::start(settings).await?;
     let stop = app.shutdown_token();
     tokio::spawn(async move {
