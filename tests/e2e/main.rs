@@ -40,6 +40,7 @@ fn has_receipt(detail: &Value, receiver: &str, status: &str) -> bool {
 /// Lũng (06385) and its receipts back to the API. Returns the alert id.
 async fn alert_reaches_receiver_and_is_receipted(app: &TestApp) -> String {
     let mut rx = app.start_receiver("06385", "loa-06385-01").await.unwrap();
+    app.prime("HUULUNG", 19.4).await.unwrap();
     let (status, _, body) = app
         .post_observations(&observation_now("HUULUNG", 19.4))
         .await
@@ -350,6 +351,7 @@ async fn bad_requests_are_refused_precisely_and_store_nothing() {
 async fn a_live_alert_survives_a_restart_of_the_embedded_broker_for_a_receiver_that_was_offline() {
     let app = TestApp::spawn(Broker::Embedded).await.unwrap();
     let prefix = app.prefix.clone();
+    app.prime("HUULUNG", 19.6).await.unwrap();
     let (_, _, body) = app
         .post_observations(&observation_now("HUULUNG", 19.6))
         .await
@@ -432,6 +434,7 @@ async fn computed_risk_levels_become_visible_pre_warnings_not_broadcasts() {
 
     // An observed BĐ3 crossing still alerts at once, while Art. 45 gives no risk level
     // without the station's area class, and says so.
+    app.prime("HUULUNG", 19.4).await.unwrap();
     let (_, _, report) = app
         .post_observations(&observation_now("HUULUNG", 19.4))
         .await
@@ -555,6 +558,7 @@ async fn station_telemetry_over_mqtt_feeds_the_same_pipeline_and_refusals_are_re
     let topic = app
         .topics()
         .telemetry(&domain::StationId::new("HUULUNG").unwrap());
+    app.prime("HUULUNG", 19.4).await.unwrap();
     raw.publish(&topic, observation_now("HUULUNG", 19.4).into_bytes(), false)
         .await
         .unwrap();
@@ -613,9 +617,12 @@ async fn feed_server() -> (String, std::sync::Arc<std::sync::atomic::AtomicUsize
     use std::sync::atomic::{AtomicUsize, Ordering};
     let conditional_hits = Arc::new(AtomicUsize::new(0));
     let hits = conditional_hits.clone();
+    // Two readings: a station's first reading waits for the next to confirm it.
+    let now = chrono::Utc::now();
     let csv = format!(
-        "station,parameter,value,unit,observed_at\nHUULUNG,water_level,19.5,m,{}\n",
-        chrono::Utc::now().to_rfc3339_opts(chrono::SecondsFormat::Secs, true)
+        "station,parameter,value,unit,observed_at\nHUULUNG,water_level,19.45,m,{}\nHUULUNG,water_level,19.5,m,{}\n",
+        (now - chrono::Duration::minutes(10)).to_rfc3339_opts(chrono::SecondsFormat::Secs, true),
+        now.to_rfc3339_opts(chrono::SecondsFormat::Secs, true)
     );
     let app = axum::Router::new()
         .route(
@@ -747,7 +754,7 @@ async fn polled_feeds_use_conditional_get_and_their_health_names_each_failure() 
                 let down = v
                     .iter()
                     .any(|x| x["id"] == "down" && x["consecutive_failures"].as_i64() >= Some(2));
-                let gauge = v.iter().any(|x| x["id"] == "gauge" && x["accepted"] == 1);
+                let gauge = v.iter().any(|x| x["id"] == "gauge" && x["accepted"] == 2);
                 let failed = ["huge", "slow", "xxe", "latin1", "cut"]
                     .iter()
                     .all(|id| v.iter().any(|x| x["id"] == *id && x["last_error"].is_string()));
@@ -757,7 +764,7 @@ async fn polled_feeds_use_conditional_get_and_their_health_names_each_failure() 
         .await
         .unwrap();
     let by_id = |id: &str| by_id(&sources, id);
-    assert_eq!(by_id("gauge")["accepted"], 1, "{sources:#}");
+    assert_eq!(by_id("gauge")["accepted"], 2, "{sources:#}");
     assert!(by_id("gauge")["last_success"].is_string());
     assert_eq!(by_id("down")["last_error"], "HTTP 503");
     assert_eq!(by_id("huge")["last_error"], "body over 1000 bytes");
@@ -976,6 +983,7 @@ async fn receipts_drive_resends_and_only_registered_receivers_count() {
     // A receiver the registry does not know: it hears the alert, but its receipts count
     // for nothing.
     let mut rogue = app.start_unregistered_receiver("06385", "loa-rogue").unwrap();
+    app.prime("HUULUNG", 19.4).await.unwrap();
     let (_, _, body) = app
         .post_observations(&observation_now("HUULUNG", 19.4))
         .await
@@ -1087,6 +1095,7 @@ async fn a_cancel_reaches_every_receiver_including_one_that_was_offline_and_noth
     let app = TestApp::spawn(Broker::Embedded).await.unwrap();
     let mut a = app.start_receiver("06385", "loa-c-a").await.unwrap();
     let mut b = app.start_receiver("06385", "loa-c-b").await.unwrap();
+    app.prime("HUULUNG", 19.4).await.unwrap();
     let (_, _, body) = app
         .post_observations(&observation_now("HUULUNG", 19.4))
         .await

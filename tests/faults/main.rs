@@ -309,6 +309,7 @@ async fn a_database_locked_by_another_writer_shows_in_readyz_refuses_writes_clea
         return;
     }
     let mut rx = app.start_receiver("06385", "loa-lock-1").await.unwrap();
+    app.prime("HUULUNG", 19.4).await.unwrap();
     let (status, _, body) = app
         .post_observations(&canhbao_tests::observation_now("HUULUNG", 19.4))
         .await

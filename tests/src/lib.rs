@@ -256,6 +256,23 @@ impl TestApp {
         Ok((status, ctype, body))
     }
 
+    /// Gives `station` a reading of `value_m` minus 5 cm, 10 minutes ago: a station's
+    /// first reading waits for the next one to confirm it (docs/rules.md, "Quality
+    /// control"), so that a test's reading of about `value_m` now is taken as it is.
+    pub async fn prime(&self, station: &str, value_m: f64) -> Result<()> {
+        let at = (chrono::Utc::now() - chrono::Duration::minutes(10))
+            .to_rfc3339_opts(chrono::SecondsFormat::Secs, true);
+        let body = format!(
+            r#"{{"station":"{station}","parameter":"water_level","value":{},"unit":"m","observed_at":"{at}"}}"#,
+            value_m - 0.05
+        );
+        let (status, _, answer) = self.post_observations(&body).await?;
+        if status != 200 || answer["alerts"] != serde_json::json!([]) {
+            bail!("priming {station}: {status} {answer}");
+        }
+        Ok(())
+    }
+
     /// Creates an API token in the app's database (as `canhbao token-create` does).
     pub async fn create_token(&self, role: &str, label: &str, stations: &[&str]) -> Result<String> {
         self.create_key(role, label, stations, &[]).await

@@ -24,7 +24,8 @@ pub struct AcceptedDto {
     pub alerts: Vec<String>,
     /// Risk-level transitions the input caused (see `GET /api/v1/assessments`).
     pub transitions: usize,
-    /// Readings flagged as implausible (a jump faster than the configured rate), not stored.
+    /// Readings that quality control flagged, with why: stored, but deciding no level
+    /// until confirmed (docs/rules.md, "Quality control").
     pub flagged: Vec<String>,
 }
 

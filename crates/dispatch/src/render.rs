@@ -44,14 +44,23 @@ pub fn flood_crossing_text(station: &Station, a: &Assessment) -> AlertText {
         metres_vi(a.threshold_m.value),
         metres_vi(above),
     );
-    description.push_str(
-        " Đây là cảnh báo sớm do hệ thống tự động tính từ số liệu quan trắc, \
-         chưa được cơ quan dự báo khí tượng thủy văn xác nhận.",
-    );
+    description.push_str(COMPUTED_NOTE);
     if a.threshold_m.tag.is_provisional() {
         description.push_str(" Mức báo động dùng để tính là số liệu tạm thời, chưa được xác minh.");
     }
-    let instruction = match a.alarm_level {
+    let instruction = instruction_vi(a.alarm_level);
+    AlertText {
+        headline: format!(
+            "Cảnh báo lũ: sông {} tại {} vượt báo động {}",
+            station.river, station.name, n
+        ),
+        description,
+        instruction: instruction.to_owned(),
+    }
+}
+
+fn instruction_vi(level: AlarmLevel) -> &'static str {
+    match level {
         AlarmLevel::Bd3 => {
             "Người dân vùng ven sông, vùng trũng thấp khẩn trương di chuyển người và tài sản đến nơi an toàn; \
              tuyệt đối không qua sông, suối, ngầm tràn khi nước lớn; theo dõi thông báo của chính quyền."
@@ -63,14 +72,96 @@ pub fn flood_crossing_text(station: &Station, a: &Assessment) -> AlertText {
         AlarmLevel::Bd1 => {
             "Theo dõi chặt chẽ diễn biến mực nước và thông báo của chính quyền; hạn chế đi lại qua sông, suối."
         }
-    };
-    AlertText {
-        headline: format!(
-            "Cảnh báo lũ: sông {} tại {} vượt báo động {}",
-            station.river, station.name, n
-        ),
-        description,
-        instruction: instruction.to_owned(),
+    }
+}
+
+const COMPUTED_NOTE: &str = " Đây là cảnh báo sớm do hệ thống tự động tính từ số liệu quan trắc, \
+     chưa được cơ quan dự báo khí tượng thủy văn xác nhận.";
+
+/// The text of an alert of the station follower (see `rules::follow`): the river at the
+/// station is still above the level (a renewal; `blind` when no fresh reading came since
+/// `a.observed_at`), has fallen below `from` but is still above `a`'s level, or has
+/// fallen below every level (`all_clear_from`).
+pub fn flood_follow_text(
+    station: &Station,
+    a: &Assessment,
+    kind: domain::FollowKind,
+    from: Option<AlarmLevel>,
+    blind: bool,
+) -> AlertText {
+    use domain::FollowKind;
+    let river = format!("sông {} tại trạm {}", station.river, station.name);
+    let at = local_time_vi(a.observed_at);
+    let n = a.alarm_level.number();
+    match kind {
+        FollowKind::Issue | FollowKind::Escalate => flood_crossing_text(station, a),
+        FollowKind::Renew => {
+            let mut description = format!(
+                "Lúc {at}, mực nước {river} là {} m, vẫn trên mức báo động {n} ({} m) {} m.",
+                metres_vi(a.value_m),
+                metres_vi(a.threshold_m.value),
+                metres_vi(a.value_m - a.threshold_m.value),
+            );
+            if blind {
+                description.push_str(&format!(
+                    " Chưa nhận được số liệu mới của trạm {} sau thời điểm này; cảnh báo được giữ theo số liệu cuối cùng.",
+                    station.name
+                ));
+            }
+            description.push_str(COMPUTED_NOTE);
+            AlertText {
+                headline: format!(
+                    "Cảnh báo lũ (tiếp theo): sông {} tại {} vẫn trên báo động {n}",
+                    station.river, station.name
+                ),
+                description,
+                instruction: instruction_vi(a.alarm_level).to_owned(),
+            }
+        }
+        FollowKind::DeEscalate => {
+            let above = from.map(|f| f.number()).unwrap_or(n + 1);
+            let mut description = format!(
+                "Lúc {at}, mực nước {river} là {} m, đã xuống dưới mức báo động {above}, còn trên mức báo động {n} ({} m) {} m.",
+                metres_vi(a.value_m),
+                metres_vi(a.threshold_m.value),
+                metres_vi(a.value_m - a.threshold_m.value),
+            );
+            description.push_str(COMPUTED_NOTE);
+            AlertText {
+                headline: format!(
+                    "Lũ đang xuống: sông {} tại {} dưới báo động {above}, còn trên báo động {n}",
+                    station.river, station.name
+                ),
+                description,
+                instruction: instruction_vi(a.alarm_level).to_owned(),
+            }
+        }
+        FollowKind::AllClear => {
+            let lowest = AlarmLevel::ALL
+                .into_iter()
+                .find_map(|l| station.alarm(l).map(|t| (l, t.value)));
+            let below = match lowest {
+                Some((l, t)) => format!("mức báo động {} ({} m)", l.number(), metres_vi(t)),
+                None => "các mức báo động".to_owned(),
+            };
+            let mut description = format!(
+                "Lúc {at}, mực nước {river} là {} m, đã xuống dưới {below}. Cảnh báo lũ tại trạm {} kết thúc.",
+                metres_vi(a.value_m),
+                station.name
+            );
+            description.push_str(COMPUTED_NOTE);
+            AlertText {
+                headline: format!(
+                    "Hết cảnh báo lũ: sông {} tại {} đã xuống dưới báo động",
+                    station.river, station.name
+                ),
+                description,
+                instruction:
+                    "Nước có thể còn ngập ở vùng trũng thấp; chỉ trở về nơi ở khi chính quyền địa phương \
+                    thông báo an toàn."
+                        .to_owned(),
+            }
+        }
     }
 }
 

@@ -386,6 +386,7 @@ mod template_tests {
             },
             provisional: vec![],
             english: None,
+            follow: None,
         })
         .unwrap()
     }

@@ -57,6 +57,10 @@ pub struct AlertPayload {
     pub origin: String,
     pub provisional: bool,
     pub provisional_reasons: Vec<String>,
+    /// A renewal (§8): the same level with a later expiry. Absent (false) otherwise, so
+    /// that older payloads keep their bytes.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub renewal: bool,
 }
 
 /// A receiver's report on one alert.
@@ -135,6 +139,7 @@ pub fn alert_payload(alert: &Alert) -> AlertPayload {
         .to_owned(),
         provisional: alert.is_provisional(),
         provisional_reasons: alert.provisional.clone(),
+        renewal: alert.follow == Some(domain::FollowKind::Renew),
     }
 }
 

@@ -63,6 +63,44 @@ pub enum AlertOrigin {
     Bulletin { source: String },
 }
 
+/// Why the station follower sent a computed alarm-level alert: the state of the river at
+/// the station rose (issue, escalate), held (renew), or fell (de-escalate, all-clear).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum FollowKind {
+    Issue,
+    Escalate,
+    /// The same level, with a later expiry: receivers that played the alert it replaces
+    /// take it without playing it again.
+    Renew,
+    DeEscalate,
+    /// The river fell below every alarm level: the incident is over.
+    AllClear,
+}
+
+impl FollowKind {
+    pub fn code(self) -> &'static str {
+        match self {
+            Self::Issue => "issue",
+            Self::Escalate => "escalate",
+            Self::Renew => "renew",
+            Self::DeEscalate => "de-escalate",
+            Self::AllClear => "all-clear",
+        }
+    }
+
+    pub fn from_code(code: &str) -> Option<Self> {
+        [
+            Self::Issue,
+            Self::Escalate,
+            Self::Renew,
+            Self::DeEscalate,
+            Self::AllClear,
+        ]
+        .into_iter()
+        .find(|k| k.code() == code)
+    }
+}
+
 /// How often a receiver repeats the message after first playing it.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Repeat {
@@ -100,6 +138,8 @@ pub struct AlertSpec {
     /// The text in English, when an officer gave it (for CAP consumers abroad; receivers
     /// play the Vietnamese).
     pub english: Option<Translation>,
+    /// For an alert the station follower sent: why.
+    pub follow: Option<FollowKind>,
 }
 
 /// An alert's text in another language.
@@ -219,6 +259,7 @@ mod tests {
             },
             provisional: vec![],
             english: None,
+            follow: None,
         }
     }
 

@@ -16,7 +16,9 @@ pub mod place;
 pub mod provenance;
 pub mod units;
 
-pub use alert::{Alert, AlertError, AlertOrigin, AlertSpec, AlertStatus, MsgType, Repeat, Translation};
+pub use alert::{
+    Alert, AlertError, AlertOrigin, AlertSpec, AlertStatus, FollowKind, MsgType, Repeat, Translation,
+};
 pub use ids::{AlertId, CommuneCode, IdError, ProvinceCode, ReceiverId, StationId};
 pub use level::{AlarmLevel, Hazard, MessageClass, RiskLevel};
 pub use observation::{Forecast, Observation, ObservationError, Parameter};

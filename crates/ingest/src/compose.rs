@@ -1,47 +1,220 @@
 //! Pure composition of an alert from an assessment: text, class, lifetime and repeats.
 
+use std::collections::HashMap;
+
 use chrono::{DateTime, Duration, Utc};
 use dispatch::Topics;
-use dispatch::render::flood_crossing_text;
+use dispatch::render::{flood_crossing_text, flood_follow_text};
 use domain::{
-    Alert, AlertError, AlertId, AlertOrigin, AlertSpec, AlertStatus, MessageClass, MsgType, Repeat, Station,
+    Alert, AlertError, AlertId, AlertOrigin, AlertSpec, AlertStatus, FollowKind, MessageClass, MsgType,
+    Parameter, Repeat, Station, StationId,
 };
 use rules::Assessment;
+use rules::follow::{Decision, FollowSettings};
+use rules::quality::{FirstReading, QcSettings};
 
-/// How computed alerts are shaped; from the `[alerts]` settings.
+/// How computed alerts are shaped, how readings are checked and how alerts follow a
+/// station's state; from the `[alerts]` and `[ingest]` settings and the rules' limits.
+/// Operational choices of canhbao, not figures of a regulation.
 #[derive(Debug, Clone)]
 pub struct AlertPolicy {
-    /// Lifetime of a computed alert from the time it is issued.
+    /// Lifetime of a computed alert from the time it is issued (or renewed).
     pub ttl: Duration,
-    /// A reading older than this is stored but raises no alert.
+    /// A reading older than this does not say what the river does now: it is stored and
+    /// checked, but decides no state.
     pub max_reading_age: Duration,
     pub repeat_emergency: Repeat,
     pub repeat_priority: Repeat,
     pub repeat_normal: Repeat,
-    /// The fastest plausible change of a water level, m per hour; a faster jump from the
-    /// previous reading is a sensor fault: the reading is flagged and not stored.
+    /// The step check: the fastest plausible change of a water level, m per hour. A
+    /// faster change waits for the next reading to confirm it.
     pub max_water_level_rate_m_per_h: Option<f64>,
+    /// The persistence check: a water level unchanged for this long is stuck.
+    pub stuck_after: Option<Duration>,
+    /// The range check, per parameter code (the rules' plausible ranges).
+    pub ranges: HashMap<String, (f64, f64)>,
+    /// What a station's first reading needs, unless the station says otherwise.
+    pub first_reading: FirstReading,
+    /// Stations whose first reading is handled otherwise.
+    pub first_reading_at: HashMap<StationId, FirstReading>,
+    /// Lifetime of an all-clear.
+    pub all_clear_ttl: Duration,
+    /// A live alert is renewed when it would expire within this.
+    pub renew_before: Duration,
+    /// Without fresh readings, a live alert is renewed on the last known state until the
+    /// newest reading is this old.
+    pub blind_renew: Duration,
+    /// How long a level must fail to hold before it comes down (the rules' hold).
+    pub hold: Duration,
+    /// The water-level hysteresis margin, m (the rules' margin).
+    pub margin_m: f64,
 }
 
-/// Why a reading jumps implausibly fast from the previous one, if it does.
-pub fn implausible_jump(
-    previous: (f64, DateTime<Utc>),
-    value: f64,
-    at: DateTime<Utc>,
-    max_per_hour: f64,
-) -> Option<String> {
-    let hours = (at - previous.1).num_seconds() as f64 / 3600.0;
-    if hours <= 0.0 {
-        return None;
+impl Default for AlertPolicy {
+    /// The shipped defaults (`config/default.toml`, `config/rules/settings.toml`).
+    fn default() -> Self {
+        Self {
+            ttl: Duration::hours(6),
+            max_reading_age: Duration::hours(3),
+            repeat_emergency: Repeat {
+                times: 3,
+                interval_s: 300,
+            },
+            repeat_priority: Repeat {
+                times: 2,
+                interval_s: 600,
+            },
+            repeat_normal: Repeat {
+                times: 1,
+                interval_s: 0,
+            },
+            max_water_level_rate_m_per_h: Some(3.0),
+            stuck_after: Some(Duration::hours(6)),
+            ranges: HashMap::from([("water_level".to_owned(), (-10.0, 3000.0))]),
+            first_reading: FirstReading::Confirm,
+            first_reading_at: HashMap::new(),
+            all_clear_ttl: Duration::hours(2),
+            renew_before: Duration::hours(1),
+            blind_renew: Duration::hours(24),
+            hold: Duration::hours(3),
+            margin_m: 0.10,
+        }
     }
-    let rate = (value - previous.0).abs() / hours;
-    (rate > max_per_hour).then(|| {
-        format!(
-            "jump from {:.2} to {value:.2} in {:.0} min ({rate:.2} per hour, at most {max_per_hour} per hour)",
-            previous.0,
-            hours * 60.0
-        )
-    })
+}
+
+impl AlertPolicy {
+    /// The follower's settings.
+    pub fn follow(&self) -> FollowSettings {
+        FollowSettings {
+            fresh: self.max_reading_age,
+            hold: self.hold,
+            margin_m: self.margin_m,
+            renew_before: self.renew_before,
+            blind_renew: self.blind_renew,
+        }
+    }
+
+    /// The checks for `parameter` at `station` in a series of `status`. Only real
+    /// readings get the step, persistence and first-reading checks: an exercise replays
+    /// a series compressed in time.
+    pub fn qc(&self, station: &StationId, parameter: Parameter, status: AlertStatus) -> QcSettings {
+        let water = parameter == Parameter::WaterLevel;
+        let full = QcSettings {
+            range: self.ranges.get(parameter.code()).copied(),
+            max_rate_per_h: self.max_water_level_rate_m_per_h.filter(|_| water),
+            stuck_after: self.stuck_after.filter(|_| water),
+            first: if water {
+                self.first_reading_at
+                    .get(station)
+                    .copied()
+                    .unwrap_or(self.first_reading)
+            } else {
+                FirstReading::Accept
+            },
+        };
+        if status == AlertStatus::Actual {
+            full
+        } else {
+            full.range_only()
+        }
+    }
+
+    fn repeat_for(&self, class: MessageClass) -> Repeat {
+        match class {
+            MessageClass::Emergency => self.repeat_emergency,
+            MessageClass::Priority => self.repeat_priority,
+            MessageClass::Normal => self.repeat_normal,
+        }
+    }
+}
+
+/// A station follower's alert (see [`rules::follow`]): what `decision` says for
+/// `station`, issued at `now`, referencing `references` (every earlier message of the
+/// incident; an Update when not empty). `None` when the decision sends nothing, or the
+/// level has no threshold (which the follower never picks).
+#[allow(clippy::too_many_arguments)]
+pub fn follow_alert(
+    station: &Station,
+    decision: Decision,
+    id: AlertId,
+    references: Vec<AlertId>,
+    topics: &Topics,
+    policy: &AlertPolicy,
+    status: AlertStatus,
+    now: DateTime<Utc>,
+) -> Option<Result<Alert, AlertError>> {
+    let (kind, level, from, reading, blind) = match decision {
+        Decision::Nothing => return None,
+        Decision::Issue { level, reading } => (FollowKind::Issue, level, None, reading, false),
+        Decision::Escalate { from, to, reading } => (FollowKind::Escalate, to, from, reading, false),
+        Decision::Renew {
+            level,
+            reading,
+            blind,
+        } => (FollowKind::Renew, level, None, reading, blind),
+        Decision::DeEscalate { from, to, reading } => {
+            (FollowKind::DeEscalate, to, Some(from), reading, false)
+        }
+        Decision::AllClear { from, reading } => (FollowKind::AllClear, from, Some(from), reading, false),
+    };
+    let a = rules::alarm_assessment(station, level, reading.value, reading.at)?;
+    let mut text = flood_follow_text(station, &a, kind, from, blind);
+    if status != AlertStatus::Actual {
+        text.headline = format!("[DIỄN TẬP] {}", text.headline);
+    }
+    let all_clear = kind == FollowKind::AllClear;
+    let class = if all_clear {
+        MessageClass::Priority
+    } else {
+        a.class
+    };
+    let mut provisional = a.provisional.clone();
+    if all_clear {
+        // The all-clear states no level: only what its threshold and mapping rest on.
+        provisional.retain(|p| !p.starts_with("risk level not assessed"));
+    }
+    Some(Alert::new(AlertSpec {
+        id,
+        province: topics.province().clone(),
+        msg_type: if references.is_empty() {
+            MsgType::Alert
+        } else {
+            MsgType::Update
+        },
+        status,
+        references,
+        origin: AlertOrigin::Computed {
+            rule_id: a.rule_id.to_owned(),
+        },
+        hazard: a.hazard,
+        risk_level: a.risk_level,
+        alarm_level: (!all_clear).then_some(a.alarm_level),
+        station: Some(a.station.clone()),
+        class,
+        communes: a.communes.clone(),
+        sent: now,
+        effective: now,
+        expires: now
+            + if all_clear {
+                policy.all_clear_ttl
+            } else {
+                policy.ttl
+            },
+        headline: text.headline,
+        description: text.description,
+        instruction: text.instruction,
+        repeat: if all_clear {
+            Repeat {
+                times: 1,
+                interval_s: 0,
+            }
+        } else {
+            policy.repeat_for(class)
+        },
+        provisional,
+        english: None,
+        follow: Some(kind),
+    }))
 }
 
 /// The alert for a flood alarm crossing, issued at `now`. With `references` (the live
@@ -93,6 +266,7 @@ pub fn flood_alert(
         },
         provisional: a.provisional.clone(),
         english: None,
+        follow: None,
     })
 }
 
@@ -150,6 +324,7 @@ pub fn risk_alert(
         },
         provisional,
         english: None,
+        follow: None,
     })
 }
 
@@ -289,6 +464,7 @@ pub fn officer_alert(
         },
         provisional: vec![],
         english: draft.english.clone(),
+        follow: None,
     })?)
 }
 
@@ -356,6 +532,7 @@ pub fn cancel_alert(
         },
         provisional: vec![],
         english: None,
+        follow: None,
     })
 }
 
@@ -412,23 +589,7 @@ mod officer_tests {
     }
 
     fn policy() -> AlertPolicy {
-        AlertPolicy {
-            ttl: Duration::hours(6),
-            max_reading_age: Duration::hours(3),
-            repeat_emergency: Repeat {
-                times: 3,
-                interval_s: 300,
-            },
-            repeat_priority: Repeat {
-                times: 2,
-                interval_s: 600,
-            },
-            repeat_normal: Repeat {
-                times: 1,
-                interval_s: 0,
-            },
-            max_water_level_rate_m_per_h: None,
-        }
+        AlertPolicy::default()
     }
 
     fn draft(level: u8) -> Draft {

@@ -13,6 +13,7 @@ pub mod demo;
 pub mod directory;
 mod engine;
 pub mod feed;
+pub mod follow;
 #[cfg(test)]
 mod fuzz_props;
 pub mod history;
@@ -47,6 +48,8 @@ pub enum IngestError {
         station: StationId,
         source: domain::AlertError,
     },
+    #[error("stored alert {0} is not valid: {1}")]
+    Corrupt(String, String),
     #[error("{hazard} alert could not be built: {source}")]
     RiskAlert {
         hazard: domain::Hazard,
@@ -96,7 +99,8 @@ pub struct AcceptReport {
     pub alerts: Vec<AlertId>,
     /// Transitions of the rules engine that the batch caused (new, escalate, ...).
     pub transitions: usize,
-    /// Readings flagged as implausible and not stored, with why.
+    /// Readings that quality control flagged (stored, but deciding nothing until
+    /// confirmed), with why; also earlier readings the batch showed to be spikes.
     pub flagged: Vec<String>,
 }
 
@@ -171,8 +175,11 @@ impl Pipeline {
     }
 
     /// Stores a batch and raises the alerts it calls for, all in one transaction: on any
-    /// error nothing of the batch is kept. Readings already stored are counted as
-    /// duplicates and raise nothing.
+    /// error nothing of the batch is kept. Every reading is stored; quality control flags
+    /// what it doubts ([`follow`]), and only `ok` readings decide a level. Then the
+    /// station follower decides, once per station of the batch, what the station's
+    /// incident needs: whatever order the readings came in, what counts is what the
+    /// newest fresh one says. Readings already stored are counted as duplicates.
     pub async fn accept(
         &self,
         mut observations: Vec<Observation>,
@@ -188,79 +195,43 @@ impl Pipeline {
         let mut report = AcceptReport::default();
         let status = source.alert_status.code();
         let mut tx = self.store.begin().await?;
+        // The earliest new reading of each series: quality control starts there.
+        let mut series: std::collections::BTreeMap<(StationId, &'static str), (Parameter, DateTime<Utc>)> =
+            Default::default();
         for o in &observations {
-            let water = o.parameter() == Parameter::WaterLevel;
-            // The reading before this one, read once: for the jump check and the crossing.
-            let previous = if water {
-                tx.previous_reading(o.station(), o.parameter().code(), status, o.observed_at())
-                    .await?
-            } else {
-                None
-            };
-            // The jump check guards real sensors; the demo replays a series compressed in time.
-            if source.alert_status == AlertStatus::Actual
-                && let (Some(prev), Some(max)) = (previous, self.policy.max_water_level_rate_m_per_h)
-                && let Some(why) = compose::implausible_jump(prev, o.value(), o.observed_at(), max)
-            {
-                tracing::warn!(station = %o.station(), reason = %why, "water level flagged as implausible");
-                report
-                    .flagged
-                    .push(format!("{} {}: {why}", o.station(), o.observed_at()));
-                continue;
-            }
             if !tx.insert_observation(o, &source.name, status, now).await? {
                 report.duplicates += 1;
                 continue;
             }
             report.stored += 1;
-            if !water || now - o.observed_at() > self.policy.max_reading_age {
-                continue;
-            }
-            let Some(station) = self.stations.get(o.station()) else {
-                continue;
-            };
-            let previous = previous.map(|(v, _)| v);
-            if tx
-                .has_newer(o.station(), o.parameter().code(), status, o.observed_at())
+            series
+                .entry((o.station().clone(), o.parameter().code()))
+                .or_insert((o.parameter(), o.observed_at()));
+        }
+        for ((station, _), (parameter, from)) in &series {
+            self.check_series(
+                &mut tx,
+                station,
+                *parameter,
+                source.alert_status,
+                *from,
+                now,
+                &mut report,
+            )
+            .await?;
+        }
+        let followed: Vec<&Station> = series
+            .iter()
+            .filter(|(_, (p, _))| *p == Parameter::WaterLevel)
+            .filter_map(|((station, _), _)| self.stations.get(station))
+            .collect();
+        for station in followed {
+            if let Some(f) = self
+                .follow_station(&mut tx, station, source.alert_status, now)
                 .await?
             {
-                continue;
+                report.alerts.push(f.alert);
             }
-            let Some(assessment) = rules::flood_alarm_crossing(station, previous, o) else {
-                continue;
-            };
-            let live = tx
-                .live_alerts_for_station(o.station(), "flood", status, now)
-                .await?;
-            let level = i64::from(assessment.alarm_level.number());
-            if live.iter().any(|(_, l)| l.is_some_and(|l| l >= level)) {
-                continue;
-            }
-            // An escalation of a live alert is a CAP Update that references it.
-            let references = live
-                .into_iter()
-                .filter_map(|(id, _)| AlertId::new(&id).ok())
-                .collect();
-            let id = new_alert_id();
-            let alert = compose::flood_alert(
-                station,
-                &assessment,
-                id,
-                references,
-                &self.topics,
-                &self.policy,
-                source.alert_status,
-                now,
-            )
-            .map_err(|source| IngestError::Alert {
-                station: station.id.clone(),
-                source,
-            })?;
-            self.write_alert(&mut tx, &alert, now).await?;
-            tracing::info!(alert_id = %alert.id, station = %station.id, level = assessment.alarm_level.short_vi(),
-                communes = alert.communes.len(), status = alert.status.code(), provisional = alert.is_provisional(),
-                "alert issued");
-            report.alerts.push(alert.id.clone());
         }
         self.finish(tx, status, now, report).await
     }

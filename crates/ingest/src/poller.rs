@@ -445,10 +445,8 @@ async fn ingest_samples(
         record(ctx, &src.id, &format!("{more} more values refused in this poll")).await;
     }
     let report = outcome?;
-    Ok(Intake::counts(
-        report.stored as i64,
-        (errors.len() + report.flagged.len()) as i64,
-    ))
+    // Readings that quality control flagged are stored (and shown to officers), not refused.
+    Ok(Intake::counts(report.stored as i64, errors.len() as i64))
 }
 
 /// Records a refused item of a feed where operators see it (`GET /api/v1/rejections`).
@@ -493,7 +491,7 @@ async fn ingest_body(ctx: &PollerContext, src: &PollSource, body: &[u8]) -> Resu
                 .accept(observations, &source, now)
                 .await
                 .map_err(|e| (format!("ingest: {e}"), n))?;
-            Ok(Intake::counts(report.stored as i64, report.flagged.len() as i64))
+            Ok(Intake::counts(report.stored as i64, 0))
         }
         FeedFormat::Cap => {
             let cap = crate::cap::parse_cap(body).map_err(|e| (format!("parse: {e}"), 1))?;

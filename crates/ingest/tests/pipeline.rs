@@ -1,4 +1,6 @@
-//! The observation-to-alert pipeline on a real SQLite file.
+//! The observation-to-alert pipeline on a real SQLite file and, when
+//! `CANHBAO_TEST_POSTGRES_URL` is set, on PostgreSQL: quality control, the station
+//! follower, and the rules engine, with a simulated clock.
 
 #![allow(clippy::unwrap_used)]
 
@@ -6,7 +8,7 @@ use std::sync::Arc;
 
 use chrono::{DateTime, Duration, Utc};
 use dispatch::{Signer, Topics};
-use domain::{AlertStatus, CommuneCode, Observation, ProvinceCode, Repeat, Station, StationId, Tag, Tagged};
+use domain::{AlertStatus, CommuneCode, Observation, ProvinceCode, Station, StationId, Tag, Tagged};
 use ingest::{AlertPolicy, Pipeline, Source};
 use store::Store;
 use tokio::sync::Notify;
@@ -28,43 +30,86 @@ fn huu_lung() -> Station {
 }
 
 fn policy() -> AlertPolicy {
-    AlertPolicy {
-        ttl: Duration::hours(6),
-        max_reading_age: Duration::hours(3),
-        repeat_emergency: Repeat {
-            times: 3,
-            interval_s: 300,
-        },
-        repeat_priority: Repeat {
-            times: 2,
-            interval_s: 600,
-        },
-        repeat_normal: Repeat {
-            times: 1,
-            interval_s: 0,
-        },
-        max_water_level_rate_m_per_h: Some(3.0),
-    }
+    AlertPolicy::default()
 }
 
 fn pipeline_on(store: &Store) -> Pipeline {
+    pipeline_with(store, policy())
+}
+
+fn pipeline_with(store: &Store, policy: AlertPolicy) -> Pipeline {
     Pipeline::new(
         store.clone(),
         vec![huu_lung()],
         Arc::new(Signer::from_seed(&[1; 32])),
         Topics::new("canhbao/v1", ProvinceCode::new("20").unwrap()).unwrap(),
-        policy(),
+        policy,
         Arc::new(Notify::new()),
     )
 }
 
-async fn pipeline() -> (tempfile::TempDir, Store, Pipeline) {
-    let dir = tempfile::tempdir().unwrap();
-    let store = Store::open(&format!("sqlite://{}", dir.path().join("t.db").display()))
-        .await
-        .unwrap();
+/// One database for one test: a SQLite file in a directory of its own, or a PostgreSQL
+/// database of its own.
+enum Db {
+    Sqlite(tempfile::TempDir),
+    Postgres(testkit::postgres::PgDatabase),
+}
+
+impl Db {
+    fn sqlite() -> Self {
+        Self::Sqlite(tempfile::tempdir().unwrap())
+    }
+
+    /// A second, fresh database on the same engine.
+    async fn another(&self) -> Self {
+        match self {
+            Self::Sqlite(_) => Self::sqlite(),
+            Self::Postgres(_) => Self::Postgres(
+                testkit::postgres::PgDatabase::from_env()
+                    .await
+                    .expect("a PostgreSQL test runs with its variable set"),
+            ),
+        }
+    }
+
+    fn url(&self) -> String {
+        match self {
+            Self::Sqlite(dir) => format!("sqlite://{}", dir.path().join("t.db").display()),
+            Self::Postgres(pg) => pg.url.clone(),
+        }
+    }
+}
+
+/// Runs each named test on SQLite always (`sqlite::NAME`), and on PostgreSQL
+/// (`postgres::NAME`) when `CANHBAO_TEST_POSTGRES_URL` is set, each on a fresh database.
+macro_rules! on_both_backends {
+    ($($name:ident),* $(,)?) => {
+        mod sqlite {
+            $(
+                #[tokio::test]
+                async fn $name() {
+                    super::$name(super::Db::sqlite()).await
+                }
+            )*
+        }
+        mod postgres {
+            $(
+                #[tokio::test]
+                async fn $name() {
+                    match testkit::postgres::PgDatabase::from_env().await {
+                        Some(pg) => super::$name(super::Db::Postgres(pg)).await,
+                        None => eprintln!("{} is not set: skipped", testkit::postgres::ENV),
+                    }
+                }
+            )*
+        }
+    };
+}
+
+async fn pipeline(db: &Db) -> (Store, Pipeline) {
+    let store = Store::open(&db.url()).await.unwrap();
     let p = pipeline_on(&store);
-    (dir, store, p)
+    (store, p)
 }
 
 fn now() -> DateTime<Utc> {
@@ -90,19 +135,22 @@ fn actual() -> Source {
     }
 }
 
-#[tokio::test]
-async fn an_escalation_is_an_update_referencing_the_live_alert_and_a_repeat_raises_nothing() {
-    let (_d, store, p) = pipeline().await;
+async fn an_escalation_is_an_update_referencing_the_live_alert_and_a_repeat_raises_nothing(db: Db) {
+    let (store, p) = pipeline(&db).await;
     let t = now();
+    // The station's first reading waits for the next to confirm it.
     let first = p
         .accept(
-            vec![reading("HUULUNG", 17.4, t - Duration::minutes(170))],
+            vec![
+                reading("HUULUNG", 16.0, t - Duration::minutes(240)),
+                reading("HUULUNG", 17.4, t - Duration::minutes(170)),
+            ],
             &actual(),
             t,
         )
         .await
         .unwrap();
-    assert_eq!(first.alerts.len(), 1);
+    assert_eq!(first.alerts.len(), 1, "{first:?}");
     let second = p
         .accept(
             vec![reading("HUULUNG", 19.3, t - Duration::minutes(110))],
@@ -116,6 +164,7 @@ async fn an_escalation_is_an_update_referencing_the_live_alert_and_a_repeat_rais
     assert_eq!(update.msg_type, "Update");
     assert_eq!(update.references, vec![first.alerts[0].to_string()]);
     assert_eq!(update.class, "emergency");
+    assert_eq!(update.follow.as_deref(), Some("escalate"));
 
     // Falling and rising again to BĐ3 while that alert is live raises nothing new.
     let again = p
@@ -138,9 +187,8 @@ async fn an_escalation_is_an_update_referencing_the_live_alert_and_a_repeat_rais
     );
 }
 
-#[tokio::test]
-async fn an_exercise_never_stands_in_for_a_real_alert() {
-    let (_d, _store, p) = pipeline().await;
+async fn an_exercise_never_stands_in_for_a_real_alert(db: Db) {
+    let (_store, p) = pipeline(&db).await;
     let t = now();
     let demo = Source {
         name: "demo".into(),
@@ -156,19 +204,25 @@ async fn an_exercise_never_stands_in_for_a_real_alert() {
         .unwrap();
     assert_eq!(ex.alerts.len(), 1);
     let real = p
-        .accept(vec![reading("HUULUNG", 19.6, t)], &actual(), t)
+        .accept(
+            vec![
+                reading("HUULUNG", 19.4, t - Duration::minutes(10)),
+                reading("HUULUNG", 19.6, t),
+            ],
+            &actual(),
+            t,
+        )
         .await
         .unwrap();
     assert_eq!(
         real.alerts.len(),
         1,
-        "a real BĐ3 crossing must be raised despite the live exercise"
+        "a real BĐ3 state must be alerted despite the live exercise"
     );
 }
 
-#[tokio::test]
-async fn stale_and_out_of_order_readings_are_stored_but_raise_nothing() {
-    let (_d, store, p) = pipeline().await;
+async fn a_stale_reading_raises_nothing_and_a_late_one_counts_in_observation_order(db: Db) {
+    let (store, p) = pipeline(&db).await;
     let t = now();
     let stale = p
         .accept(
@@ -182,25 +236,21 @@ async fn stale_and_out_of_order_readings_are_stored_but_raise_nothing() {
     p.accept(vec![reading("HUULUNG", 16.0, t)], &actual(), t)
         .await
         .unwrap();
+    // A late reading older than the newest one: what the newest says still counts.
     let late = p
         .accept(
-            vec![reading("HUULUNG", 19.5, t - Duration::minutes(30))],
+            vec![reading("HUULUNG", 16.2, t - Duration::minutes(30))],
             &actual(),
             t,
         )
         .await
         .unwrap();
-    assert_eq!(
-        (late.stored, late.alerts.len()),
-        (1, 0),
-        "a newer reading exists: no alert from an old one"
-    );
+    assert_eq!((late.stored, late.alerts.len()), (1, 0), "{late:?}");
     assert_eq!(store.count_observations().await.unwrap(), 3);
 }
 
-#[tokio::test]
-async fn a_batch_with_an_unknown_station_stores_nothing() {
-    let (_d, store, p) = pipeline().await;
+async fn a_batch_with_an_unknown_station_stores_nothing(db: Db) {
+    let (store, p) = pipeline(&db).await;
     let t = now();
     let err = p
         .accept(
@@ -215,12 +265,18 @@ async fn a_batch_with_an_unknown_station_stores_nothing() {
     assert!(store.list_alerts(10).await.unwrap().is_empty());
 }
 
-#[tokio::test]
-async fn every_alert_is_signed_with_the_pipelines_key() {
-    let (_d, store, p) = pipeline().await;
+async fn every_alert_is_signed_with_the_pipelines_key(db: Db) {
+    let (store, p) = pipeline(&db).await;
     let t = now();
     let r = p
-        .accept(vec![reading("HUULUNG", 19.5, t)], &actual(), t)
+        .accept(
+            vec![
+                reading("HUULUNG", 19.4, t - Duration::minutes(10)),
+                reading("HUULUNG", 19.5, t),
+            ],
+            &actual(),
+            t,
+        )
         .await
         .unwrap();
     let a = store.get_alert(r.alerts[0].as_str()).await.unwrap().unwrap();
@@ -300,9 +356,8 @@ fn obs(param: &str, unit: &str, value: f64, at: DateTime<Utc>) -> Observation {
     Observation::new(StationId::new("HUULUNG").unwrap(), param, value, unit, at, now()).unwrap()
 }
 
-#[tokio::test]
-async fn auto_issue_rules_raise_alerts_pre_warnings_do_not_and_levels_survive_a_restart() {
-    let (dir, store, p) = pipeline().await;
+async fn auto_issue_rules_raise_alerts_pre_warnings_do_not_and_levels_survive_a_restart(db: Db) {
+    let (store, p) = pipeline(&db).await;
     let set = rules::load(&[("t.toml".into(), ENGINE_RULES.into())]).unwrap();
     let p = p.with_engine(set.clone(), engine_inputs());
     let t = now();
@@ -348,36 +403,432 @@ async fn auto_issue_rules_raise_alerts_pre_warnings_do_not_and_levels_survive_a_
         .await
         .unwrap();
     assert_eq!((r.alerts.len(), r.transitions), (0, 0), "{r:?}");
-    drop(dir);
 }
 
-#[tokio::test]
-async fn an_implausible_jump_is_flagged_and_not_stored() {
-    let (_d, store, p) = pipeline().await;
-    let t = now();
-    p.accept(
-        vec![reading("HUULUNG", 16.0, t - Duration::minutes(10))],
-        &actual(),
-        t,
+// ---- quality control and the station follower, in the worst hour ----
+
+/// A water level at Hữu Lũng observed at `at`.
+fn level(value: f64, at: DateTime<Utc>) -> Observation {
+    Observation::new(
+        StationId::new("HUULUNG").unwrap(),
+        "water_level",
+        value,
+        "m",
+        at,
+        at,
     )
-    .await
-    .unwrap();
-    // +5 m in 10 minutes is 30 m/h: a sensor fault, not a flood.
-    let r = p
-        .accept(vec![reading("HUULUNG", 21.0, t)], &actual(), t)
-        .await
-        .unwrap();
-    assert_eq!((r.stored, r.alerts.len(), r.flagged.len()), (0, 0, 1), "{r:?}");
-    assert!(r.flagged[0].contains("per hour"), "{:?}", r.flagged);
-    assert_eq!(store.count_observations().await.unwrap(), 1);
-    // A rise of 0.4 m in 10 minutes is plausible.
-    let r = p
-        .accept(
-            vec![reading("HUULUNG", 16.4, t + Duration::minutes(10))],
-            &actual(),
-            t + Duration::minutes(10),
-        )
-        .await
-        .unwrap();
-    assert_eq!((r.stored, r.flagged.len()), (1, 0));
+    .unwrap()
 }
+
+/// Every real alert, oldest first.
+async fn real_alerts(store: &Store) -> Vec<store::AlertRecord> {
+    let filter = store::AlertFilter {
+        status: Some("Actual".into()),
+        ..Default::default()
+    };
+    let mut v: Vec<store::AlertRecord> = store
+        .find_alerts(&filter, 10_000)
+        .await
+        .unwrap()
+        .into_iter()
+        .map(|(a, _)| a)
+        .collect();
+    v.sort_by_key(|a| a.sent);
+    v
+}
+
+/// The messages live at `t`: sent, not expired, not a Cancel, and not yet replaced by a
+/// message that references them.
+fn live_at(alerts: &[store::AlertRecord], t: DateTime<Utc>) -> Vec<&store::AlertRecord> {
+    alerts
+        .iter()
+        .filter(|a| a.msg_type != "Cancel" && a.sent <= t && t < a.expires)
+        .filter(|a| !alerts.iter().any(|b| b.sent <= t && b.references.contains(&a.id)))
+        .collect()
+}
+
+/// Feeds readings one at a time, each when it is observed, with the follower's minute
+/// ticks between them (every 10 minutes here); returns the alerts each reading raised.
+async fn feed(p: &Pipeline, readings: &[(DateTime<Utc>, f64)]) -> Vec<Vec<String>> {
+    let mut out = Vec::new();
+    let mut last: Option<DateTime<Utc>> = None;
+    for &(at, v) in readings {
+        if let Some(prev) = last {
+            let mut tick = prev + Duration::minutes(10);
+            while tick < at {
+                p.follow_all(tick).await.unwrap();
+                tick += Duration::minutes(10);
+            }
+        }
+        let r = p.accept(vec![level(v, at)], &actual(), at).await.unwrap();
+        out.push(r.alerts.iter().map(ToString::to_string).collect());
+        last = Some(at);
+    }
+    out
+}
+
+fn every_10_min(start: DateTime<Utc>, values: &[f64]) -> Vec<(DateTime<Utc>, f64)> {
+    values
+        .iter()
+        .enumerate()
+        .map(|(i, &v)| (start + Duration::minutes(10 * i as i64), v))
+        .collect()
+}
+
+async fn a_crossing_that_arrives_late_is_alerted_when_a_fresh_reading_confirms_the_state(db: Db) {
+    let (store, p) = pipeline(&db).await;
+    let t = now();
+    let old = p
+        .accept(vec![level(19.5, t - Duration::hours(4))], &actual(), t)
+        .await
+        .unwrap();
+    assert_eq!(
+        (old.stored, old.alerts.len()),
+        (1, 0),
+        "a reading 4 hours old says nothing of now"
+    );
+    let fresh = p.accept(vec![level(19.6, t)], &actual(), t).await.unwrap();
+    assert_eq!(fresh.alerts.len(), 1, "{fresh:?}");
+    let a = store.get_alert(fresh.alerts[0].as_str()).await.unwrap().unwrap();
+    assert_eq!(
+        (a.msg_type.as_str(), a.alarm_level, a.class.as_str()),
+        ("Alert", Some(3), "emergency")
+    );
+}
+
+async fn readings_back_filled_at_once_raise_one_alert_at_the_current_level_on_arrival(db: Db) {
+    let (store, p) = pipeline(&db).await;
+    let t = now();
+    // Four hours of 10-minute readings, from below BĐ1 to above BĐ3, in one batch.
+    let batch: Vec<Observation> = (0..=24)
+        .map(|i| {
+            level(
+                16.0 + 3.8 * f64::from(i) / 24.0,
+                t - Duration::minutes(240 - 10 * i64::from(i)),
+            )
+        })
+        .collect();
+    let r = p.accept(batch, &actual(), t).await.unwrap();
+    assert_eq!((r.stored, r.alerts.len()), (25, 1), "{r:?}");
+    let alerts = real_alerts(&store).await;
+    assert_eq!(alerts.len(), 1);
+    assert_eq!(
+        (alerts[0].alarm_level, alerts[0].msg_type.as_str()),
+        (Some(3), "Alert")
+    );
+
+    // A station that comes back after 34 hours, its peak of 24.3 m a minute ago: 205
+    // readings, the last 18 fresh.
+    let db2 = db.another().await;
+    let (store, p) = pipeline(&db2).await;
+    let peak = t - Duration::minutes(1);
+    let batch: Vec<Observation> = (0..205)
+        .map(|i| {
+            let x = f64::from(i) / 204.0;
+            level(
+                15.0 + 9.3 * x * x,
+                peak - Duration::minutes(10 * (204 - i64::from(i))),
+            )
+        })
+        .collect();
+    let r = p.accept(batch, &actual(), t).await.unwrap();
+    assert_eq!((r.stored, r.alerts.len()), (205, 1), "{r:?}");
+    assert_eq!(real_alerts(&store).await[0].alarm_level, Some(3));
+}
+
+async fn a_sustained_fast_rise_alerts_by_the_second_consistent_reading_past_each_level(db: Db) {
+    let (store, p) = pipeline(&db).await;
+    let t = now();
+    // A steady hour, then 4 m/h over six 10-minute readings, through BĐ1, BĐ2 and BĐ3.
+    let mut values = vec![16.30, 16.32, 16.35, 16.37, 16.38, 16.40];
+    values.extend((1..=6).map(|i| 16.40 + 4.0 * f64::from(i) / 6.0));
+    let series = every_10_min(t, &values);
+    let raised = feed(&p, &series).await;
+    let alerts = real_alerts(&store).await;
+    for (threshold, level) in [(17.0, 1), (18.0, 2), (19.0, 3)] {
+        let first_past = series.iter().position(|(_, v)| *v >= threshold).unwrap();
+        let alert = alerts
+            .iter()
+            .find(|a| a.alarm_level == Some(level))
+            .unwrap_or_else(|| panic!("no alert at BĐ{level}: {alerts:#?}"));
+        let raised_at = raised.iter().position(|r| r.contains(&alert.id)).unwrap();
+        assert!(
+            raised_at <= first_past + 1,
+            "BĐ{level}: first reading past it #{first_past}, alerted on #{raised_at}"
+        );
+    }
+    // Nothing of the rise was thrown away: every reading is stored and `ok` at the end.
+    let flags = store.readings_by_quality().await.unwrap();
+    assert_eq!(flags, vec![("ok".to_owned(), values.len() as i64)]);
+}
+
+async fn a_one_reading_spike_raises_nothing_and_duty_officers_see_it(db: Db) {
+    let (store, p) = pipeline(&db).await;
+    store.create_user("an", "officer", "x", now()).await.unwrap();
+    let t = now();
+    let series = every_10_min(t, &[16.00, 16.02, 16.01, 21.01, 16.03, 16.04]);
+    let raised = feed(&p, &series).await;
+    assert!(raised.iter().all(Vec::is_empty), "{raised:?}");
+    assert!(real_alerts(&store).await.is_empty());
+    let events = store.quality_events(None, 100).await.unwrap();
+    let spike = events
+        .iter()
+        .find(|e| e.quality == "suspect-spike")
+        .unwrap_or_else(|| panic!("{events:#?}"));
+    assert_eq!((spike.value, spike.observed_at), (21.01, series[3].0));
+    assert!(
+        spike.reason.as_deref().unwrap_or("").contains("spike"),
+        "{spike:?}"
+    );
+    // It was shown as suspect when it came, before the next reading told what it was.
+    assert!(
+        events
+            .iter()
+            .any(|e| e.quality == "suspect-rate" && e.value == 21.01)
+    );
+    let notes = store.notifications("user:an", 10).await.unwrap();
+    assert!(
+        notes
+            .iter()
+            .any(|n| n.kind == "reading.flagged" && n.text.contains("suspect-spike")),
+        "{notes:#?}"
+    );
+}
+
+async fn a_first_reading_above_bd3_is_shown_at_once_and_auto_issues_only_where_the_station_says(db: Db) {
+    let (store, p) = pipeline(&db).await;
+    store.create_user("an", "officer", "x", now()).await.unwrap();
+    let t = now();
+    let r = p.accept(vec![level(19.5, t)], &actual(), t).await.unwrap();
+    assert_eq!((r.stored, r.alerts.len(), r.flagged.len()), (1, 0, 1), "{r:?}");
+    assert!(r.flagged[0].contains("suspect-first"), "{:?}", r.flagged);
+    let notes = store.notifications("user:an", 10).await.unwrap();
+    assert!(
+        notes.iter().any(|n| n.text.contains("suspect-first")),
+        "{notes:#?}"
+    );
+    // The next reading agrees: the state is BĐ3 and it is alerted.
+    let t2 = t + Duration::minutes(10);
+    let r = p.accept(vec![level(19.55, t2)], &actual(), t2).await.unwrap();
+    assert_eq!(r.alerts.len(), 1, "{r:?}");
+
+    // A station whose policy accepts first readings alerts on the first one.
+    let db2 = db.another().await;
+    let store2 = Store::open(&db2.url()).await.unwrap();
+    let mut accepting = policy();
+    accepting.first_reading_at.insert(
+        StationId::new("HUULUNG").unwrap(),
+        rules::quality::FirstReading::Accept,
+    );
+    let p2 = pipeline_with(&store2, accepting);
+    let r = p2.accept(vec![level(19.5, t)], &actual(), t).await.unwrap();
+    assert_eq!((r.alerts.len(), r.flagged.len()), (1, 0), "{r:?}");
+}
+
+async fn a_stuck_sensor_is_flagged_and_never_ends_a_level(db: Db) {
+    let (store, p) = pipeline(&db).await;
+    let t = now();
+    let mut values = vec![18.6, 18.8, 19.0, 19.2, 19.3, 19.35];
+    // Then the sensor sticks below BĐ3 for ten hours.
+    values.extend(std::iter::repeat_n(18.5, 60));
+    let series = every_10_min(t, &values);
+    feed(&p, &series).await;
+    let alerts = real_alerts(&store).await;
+    assert!(
+        alerts
+            .iter()
+            .all(|a| !matches!(a.follow.as_deref(), Some("de-escalate" | "all-clear"))),
+        "a stuck sensor lowered a level: {alerts:#?}"
+    );
+    let end = series.last().unwrap().0;
+    let mut at = alerts[0].sent;
+    while at <= end {
+        assert_eq!(live_at(&alerts, at).len(), 1, "at {at}: {alerts:#?}");
+        at += Duration::minutes(5);
+    }
+    let events = store.quality_events(None, 1000).await.unwrap();
+    let stuck = events.iter().filter(|e| e.quality == "stuck").count();
+    assert!(stuck >= 20, "{events:#?}");
+    assert!(
+        events
+            .iter()
+            .find(|e| e.quality == "stuck")
+            .and_then(|e| e.reason.as_deref())
+            .is_some_and(|r| r.contains("unchanged at 18.50")),
+        "{events:#?}"
+    );
+}
+
+async fn a_flood_held_above_bd3_for_48_hours_has_one_live_alert_at_every_moment(db: Db) {
+    let (store, p) = pipeline(&db).await;
+    let t = now();
+    let mut values: Vec<f64> = (0..12).map(|i| 18.3 + 0.12 * f64::from(i)).collect();
+    // 48 hours above BĐ3 (19.00 m), moving as a river does.
+    values.extend((0..48 * 6).map(|i| {
+        let h = f64::from(i) / 6.0;
+        19.9 + 0.6 * (h / 12.0 * std::f64::consts::TAU).sin() + 0.02 * (f64::from(i) * 1.7).sin()
+    }));
+    let series = every_10_min(t, &values);
+    feed(&p, &series).await;
+    let alerts = real_alerts(&store).await;
+    let first_bd3 = alerts
+        .iter()
+        .find(|a| a.alarm_level == Some(3))
+        .map(|a| a.sent)
+        .unwrap();
+    let end = series.last().unwrap().0;
+    let mut at = first_bd3;
+    while at <= end {
+        let live = live_at(&alerts, at);
+        assert_eq!(live.len(), 1, "at {at}: {live:#?}");
+        assert_eq!(live[0].alarm_level, Some(3), "at {at}");
+        at += Duration::minutes(5);
+    }
+    let renewals = alerts
+        .iter()
+        .filter(|a| a.follow.as_deref() == Some("renew"))
+        .count();
+    assert!((8..=11).contains(&renewals), "{renewals} renewals in 48 hours");
+    // Each was replaced before it expired; the last one is still live at the end.
+    for a in &alerts {
+        let replaced = alerts
+            .iter()
+            .filter(|b| b.references.contains(&a.id))
+            .map(|b| b.sent)
+            .min();
+        match replaced {
+            Some(r) => assert!(r < a.expires, "{} expired at {} before {r}", a.id, a.expires),
+            None => assert!(a.expires > end, "the last alert {} ended at {}", a.id, a.expires),
+        }
+    }
+    // A renewal says so in its signed payload, for receivers.
+    let renewal = alerts
+        .iter()
+        .find(|a| a.follow.as_deref() == Some("renew"))
+        .unwrap();
+    let payload: serde_json::Value = serde_json::from_slice(&renewal.signed.payload).unwrap();
+    assert_eq!(payload["renewal"], true);
+    assert_eq!(payload["msg_type"], "Update");
+}
+
+async fn a_falling_river_comes_down_after_the_hold_and_ends_with_an_all_clear(db: Db) {
+    let (store, p) = pipeline(&db).await;
+    let t = now();
+    let mut values: Vec<f64> = (0..30).map(|i| 16.0 + 0.12 * f64::from(i)).collect();
+    values.extend((0..60).map(|i| 19.48 - 0.06 * f64::from(i)));
+    values.extend((0..30).map(|i| 15.9 - 0.01 * f64::from(i)));
+    feed(&p, &every_10_min(t, &values)).await;
+    let alerts = real_alerts(&store).await;
+    // Renewals keep the level while it holds (here BĐ3, renewed before the hold ran out).
+    for w in alerts.windows(2) {
+        if w[1].follow.as_deref() == Some("renew") {
+            assert_eq!(w[1].alarm_level, w[0].alarm_level, "{alerts:#?}");
+        }
+    }
+    let steps: Vec<(&str, Option<i64>)> = alerts
+        .iter()
+        .filter(|a| a.follow.as_deref() != Some("renew"))
+        .map(|a| (a.follow.as_deref().unwrap_or("-"), a.alarm_level))
+        .collect();
+    assert_eq!(
+        steps,
+        [
+            ("issue", Some(1)),
+            ("escalate", Some(2)),
+            ("escalate", Some(3)),
+            ("de-escalate", Some(2)),
+            ("de-escalate", Some(1)),
+            ("all-clear", None),
+        ],
+        "{alerts:#?}"
+    );
+    let clear = alerts.last().unwrap();
+    assert_eq!(
+        (clear.msg_type.as_str(), clear.class.as_str()),
+        ("Update", "priority")
+    );
+    assert!(
+        clear.headline.starts_with("Hết cảnh báo lũ"),
+        "{}",
+        clear.headline
+    );
+    // Every message of the incident is referenced by the all-clear.
+    assert_eq!(clear.references.len(), alerts.len() - 1);
+}
+
+async fn after_a_restart_a_state_that_no_live_alert_covers_is_alerted_without_a_new_reading(db: Db) {
+    let (store, p) = pipeline(&db).await;
+    let t = now();
+    let values: Vec<f64> = (0..30).map(|i| 19.2 + 0.01 * f64::from(i)).collect();
+    let series = every_10_min(t, &values);
+    feed(&p, &series).await;
+    let before = real_alerts(&store).await;
+    let head = before.last().unwrap().clone();
+    // The service is down past the alert's expiry, while the last reading is still fresh
+    // when it comes back (it had sent its renewal? No: it was down before it was due).
+    let back = head.expires + Duration::minutes(5);
+    let last = series.last().unwrap().0;
+    assert!(
+        back - last < Duration::hours(3),
+        "the readings must still be fresh"
+    );
+    let restarted = pipeline_on(&store);
+    let done = restarted.follow_all(back).await.unwrap();
+    assert_eq!(done.len(), 1, "{done:?}");
+    let after = real_alerts(&store).await;
+    let new = after.last().unwrap();
+    assert_eq!(
+        (new.msg_type.as_str(), new.alarm_level, new.follow.as_deref()),
+        ("Alert", Some(3), Some("issue"))
+    );
+    // And once is enough.
+    assert!(
+        restarted
+            .follow_all(back + Duration::minutes(1))
+            .await
+            .unwrap()
+            .is_empty()
+    );
+}
+
+async fn an_officers_cancel_is_not_undone_while_the_river_stays_where_it_was(db: Db) {
+    let (store, p) = pipeline(&db).await;
+    let t = now();
+    let series = every_10_min(t, &[19.2, 19.3, 19.35]);
+    feed(&p, &series).await;
+    let alert = real_alerts(&store).await.pop().unwrap();
+    let at = t + Duration::minutes(25);
+    p.cancel(&alert.id, "cảm biến sai", "user:an", at).await.unwrap();
+    let more = every_10_min(t + Duration::minutes(30), &[19.4, 19.38, 19.42]);
+    let raised = feed(&p, &more).await;
+    assert!(raised.iter().all(Vec::is_empty), "{raised:?}");
+    // The river falls below BĐ1 and rises again: a new incident.
+    let again = every_10_min(
+        t + Duration::minutes(60),
+        &[19.0, 18.6, 18.2, 17.8, 17.4, 17.0, 16.7, 16.9, 17.2, 17.4],
+    );
+    let raised = feed(&p, &again).await;
+    let new: Vec<&String> = raised.iter().flatten().collect();
+    assert_eq!(new.len(), 1, "{raised:?}");
+    let a = store.get_alert(new[0]).await.unwrap().unwrap();
+    assert_eq!((a.msg_type.as_str(), a.alarm_level), ("Alert", Some(1)));
+}
+
+on_both_backends!(
+    an_escalation_is_an_update_referencing_the_live_alert_and_a_repeat_raises_nothing,
+    an_exercise_never_stands_in_for_a_real_alert,
+    a_stale_reading_raises_nothing_and_a_late_one_counts_in_observation_order,
+    a_batch_with_an_unknown_station_stores_nothing,
+    every_alert_is_signed_with_the_pipelines_key,
+    auto_issue_rules_raise_alerts_pre_warnings_do_not_and_levels_survive_a_restart,
+    a_crossing_that_arrives_late_is_alerted_when_a_fresh_reading_confirms_the_state,
+    readings_back_filled_at_once_raise_one_alert_at_the_current_level_on_arrival,
+    a_sustained_fast_rise_alerts_by_the_second_consistent_reading_past_each_level,
+    a_one_reading_spike_raises_nothing_and_duty_officers_see_it,
+    a_first_reading_above_bd3_is_shown_at_once_and_auto_issues_only_where_the_station_says,
+    a_stuck_sensor_is_flagged_and_never_ends_a_level,
+    a_flood_held_above_bd3_for_48_hours_has_one_live_alert_at_every_moment,
+    a_falling_river_comes_down_after_the_hold_and_ends_with_an_all_clear,
+    after_a_restart_a_state_that_no_live_alert_covers_is_alerted_without_a_new_reading,
+    an_officers_cancel_is_not_undone_while_the_river_stays_where_it_was,
+);

@@ -226,6 +226,7 @@ fn alert(id: &str, class: &str, headline: &str) -> AlertPayload {
         origin: "officer".into(),
         provisional: false,
         provisional_reasons: vec![],
+        renewal: false,
     }
 }
 

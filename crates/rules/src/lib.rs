@@ -8,6 +8,8 @@
 
 pub mod engine;
 pub mod eval;
+pub mod follow;
+pub mod quality;
 pub mod replay;
 pub mod series;
 pub mod state;
@@ -70,11 +72,24 @@ pub fn flood_alarm_crossing(
     if observation.parameter() != Parameter::WaterLevel || observation.station() != &station.id {
         return None;
     }
-    let (level, threshold) = alarm_band(station, observation.value())?;
+    let (level, _) = alarm_band(station, observation.value())?;
     let before = previous_m.and_then(|v| alarm_band(station, v)).map(|(l, _)| l);
     if before.is_some_and(|b| b >= level) {
         return None;
     }
+    alarm_assessment(station, level, observation.value(), observation.observed_at())
+}
+
+/// The assessment of `station` at alarm `level` for a reading of `value_m` at
+/// `observed_at`: its class, the threshold and every reason it is provisional. `None` if
+/// no source gives the level's threshold.
+pub fn alarm_assessment(
+    station: &Station,
+    level: AlarmLevel,
+    value_m: f64,
+    observed_at: DateTime<Utc>,
+) -> Option<Assessment> {
+    let threshold = station.alarm(level)?;
     let mut provisional = Vec::new();
     if threshold.tag.is_provisional() {
         provisional.push(format!(
@@ -105,9 +120,9 @@ pub fn flood_alarm_crossing(
             AlarmLevel::Bd3 => MessageClass::Emergency,
             AlarmLevel::Bd1 | AlarmLevel::Bd2 => MessageClass::Priority,
         },
-        value_m: observation.value(),
+        value_m,
         threshold_m: threshold,
-        observed_at: observation.observed_at(),
+        observed_at,
         communes: station.communes.clone(),
         provisional,
     })

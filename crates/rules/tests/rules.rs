@@ -513,20 +513,25 @@ fn replaying_a_flood_shaped_like_october_2025_at_huu_lung_gives_the_expected_tra
         (17.5, 10),
         (16.5, 12),
     ];
+    // Each step of the shape ramps to the next one, as a river moves (never flat for
+    // hours: a level is never lowered on a flat line).
     let mut history = Vec::new();
     let mut t: DateTime<Utc> = "2026-10-08T00:00:00Z".parse().unwrap();
-    for &(level, repeats) in shape {
-        for _ in 0..repeats {
+    for (k, &(level, repeats)) in shape.iter().enumerate() {
+        let next = shape.get(k + 1).map_or(level - 0.3, |n| n.0);
+        for j in 0..repeats {
+            let value = level + (next - level) * f64::from(j) / f64::from(repeats);
             history.push(HistoricReading {
                 station: id.clone(),
                 param: Param::WaterLevel,
                 at: t,
-                value: level,
+                value: (value * 100.0).round() / 100.0,
             });
             t += Duration::minutes(30);
         }
     }
-    let timeline = replay(&set, &base, history, ReplaySettings::for_rules(&set), |_, _| {});
+    let replayed = replay(&set, &base, history, ReplaySettings::for_rules(&set), |_, _| {});
+    let timeline = &replayed.timeline;
     let seq: Vec<(&str, Option<u8>)> = timeline
         .iter()
         .filter(|e| e.change.hazard == Hazard::Flood)
@@ -549,4 +554,31 @@ fn replaying_a_flood_shaped_like_october_2025_at_huu_lung_gives_the_expected_tra
         ],
         "{timeline:#?}"
     );
+    // And the alarm-level alerts the service would send, through the same follower.
+    let alerts: Vec<(&str, &str, Option<u8>)> = replayed
+        .alerts
+        .iter()
+        .filter(|a| a.decision.name() != "renew")
+        .map(|a| {
+            (
+                a.msg_type,
+                a.decision.name(),
+                a.decision.level().map(|l| l.number()),
+            )
+        })
+        .collect();
+    assert_eq!(
+        alerts,
+        vec![
+            ("Alert", "issue", Some(1)),
+            ("Update", "escalate", Some(2)),
+            ("Update", "escalate", Some(3)),
+            ("Update", "de-escalate", Some(2)),
+            ("Update", "de-escalate", Some(1)),
+            ("Update", "all-clear", None),
+        ],
+        "{:#?}",
+        replayed.alerts
+    );
+    assert!(replayed.flagged.is_empty(), "{:#?}", replayed.flagged);
 }

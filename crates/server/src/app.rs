@@ -217,6 +217,11 @@ impl App {
                 wake: Arc::new(move || sms_wake.notify_one()),
             })
         };
+        tasks.spawn(ingest::follow::run_follower(
+            pipeline.clone(),
+            settings.follow_interval,
+            shutdown.clone(),
+        ));
         if let Some(interval) = settings.demo_interval {
             tasks.spawn(ingest::demo::run_demo(
                 pipeline.clone(),

@@ -119,6 +119,7 @@ fn bench_alert(id: &str, communes: &[CommuneCode], now: chrono::DateTime<Utc>) -
         },
         provisional: vec![],
         english: None,
+        follow: None,
     })?)
 }
 

@@ -112,6 +112,8 @@ pub struct Settings {
     /// The demo feed's tick, if the demo is on.
     pub demo_interval: Option<Duration>,
     pub alerts: AlertPolicy,
+    /// How often the station follower looks at every station between readings.
+    pub follow_interval: Duration,
     pub outbox: OutboxSettings,
     pub grace: Duration,
     /// The province's places (communes, stations, mappings).
@@ -193,6 +195,10 @@ struct RepeatRaw {
 struct AlertsRaw {
     ttl_minutes: i64,
     max_reading_age_minutes: i64,
+    renew_before_minutes: i64,
+    blind_renew_minutes: i64,
+    all_clear_minutes: i64,
+    follow_interval_s: u64,
     repeat_emergency: RepeatRaw,
     repeat_priority: RepeatRaw,
     repeat_normal: RepeatRaw,
@@ -228,6 +234,8 @@ struct ShutdownRaw {
 struct IngestRaw {
     max_batch: usize,
     max_water_level_rate_m_per_h: f64,
+    stuck_after_minutes: i64,
+    first_reading: String,
     user_agent: String,
     host_pause_ms: u64,
     sources: Vec<SourceRaw>,
@@ -521,6 +529,25 @@ pub fn load(sources: &Sources) -> Result<Settings, Problems> {
         crate::sms_config::load(raw, &secrets, &mut problems.0)
     });
     let ingest_raw: Option<IngestRaw> = section(&root, "ingest", &mut problems);
+    let quality = ingest_raw.as_ref().and_then(|i| {
+        if i.stuck_after_minutes < 0 {
+            problems.push(format!(
+                "ingest.stuck_after_minutes {} must be 0 (off) or positive",
+                i.stuck_after_minutes
+            ));
+        }
+        let first = rules::quality::FirstReading::from_code(&i.first_reading);
+        if first.is_none() {
+            problems.push(format!(
+                "ingest.first_reading {:?} must be \"confirm\" or \"accept\"",
+                i.first_reading
+            ));
+        }
+        Some((
+            (i.stuck_after_minutes > 0).then(|| chrono::Duration::minutes(i.stuck_after_minutes)),
+            first?,
+        ))
+    });
     let max_rate = ingest_raw.as_ref().and_then(|i| {
         let r = i.max_water_level_rate_m_per_h;
         if !r.is_finite() || r < 0.0 {
@@ -631,6 +658,27 @@ pub fn load(sources: &Sources) -> Result<Settings, Problems> {
                 a.max_reading_age_minutes
             ));
         }
+        for (name, v) in [
+            ("alerts.renew_before_minutes", a.renew_before_minutes),
+            ("alerts.blind_renew_minutes", a.blind_renew_minutes),
+            ("alerts.all_clear_minutes", a.all_clear_minutes),
+        ] {
+            if v <= 0 {
+                problems.push(format!("{name} {v} must be greater than 0"));
+            }
+        }
+        if a.renew_before_minutes >= a.ttl_minutes {
+            problems.push(format!(
+                "alerts.renew_before_minutes {} must be less than alerts.ttl_minutes {}: an alert would be renewed as soon as it is issued",
+                a.renew_before_minutes, a.ttl_minutes
+            ));
+        }
+        if a.follow_interval_s == 0 || a.follow_interval_s > 600 {
+            problems.push(format!(
+                "alerts.follow_interval_s {} must be 1 to 600",
+                a.follow_interval_s
+            ));
+        }
         let policy = AlertPolicy {
             ttl: chrono::Duration::minutes(a.ttl_minutes),
             max_reading_age: chrono::Duration::minutes(a.max_reading_age_minutes),
@@ -638,8 +686,14 @@ pub fn load(sources: &Sources) -> Result<Settings, Problems> {
             repeat_priority: repeat(&mut problems, "repeat_priority", a.repeat_priority),
             repeat_normal: repeat(&mut problems, "repeat_normal", a.repeat_normal),
             max_water_level_rate_m_per_h: max_rate,
+            renew_before: chrono::Duration::minutes(a.renew_before_minutes),
+            blind_renew: chrono::Duration::minutes(a.blind_renew_minutes),
+            all_clear_ttl: chrono::Duration::minutes(a.all_clear_minutes),
+            // Filled in below from [ingest], the area file and the rules' limits.
+            ..AlertPolicy::default()
         };
-        (a.ttl_minutes > 0 && a.max_reading_age_minutes > 0).then_some(policy)
+        (a.ttl_minutes > 0 && a.max_reading_age_minutes > 0)
+            .then_some((policy, Duration::from_secs(a.follow_interval_s)))
     });
     let outbox = outbox.and_then(|o| {
         let lease = positive(&mut problems, "outbox.lease_s", o.lease_s);
@@ -725,6 +779,29 @@ pub fn load(sources: &Sources) -> Result<Settings, Problems> {
             }
         }
     }
+    // The checks and the follower share the rules' hold, margin and plausible ranges.
+    let alerts = match (alerts, quality, &places) {
+        (Some((mut policy, interval)), Some((stuck_after, first)), Some((area, rules))) => {
+            policy.stuck_after = stuck_after;
+            policy.first_reading = first;
+            policy.first_reading_at = area.first_reading.iter().cloned().collect();
+            policy.hold = chrono::Duration::minutes(rules.limits.hold_minutes.unwrap_or(180));
+            policy.margin_m = rules
+                .limits
+                .hysteresis
+                .get(&rules::series::Param::WaterLevel)
+                .copied()
+                .unwrap_or(0.0);
+            policy.ranges = rules
+                .limits
+                .plausible
+                .iter()
+                .map(|(p, r)| (p.code().to_owned(), *r))
+                .collect();
+            Some((policy, interval))
+        }
+        _ => None,
+    };
     if !problems.0.is_empty() {
         return Err(problems);
     }
@@ -756,7 +833,7 @@ pub fn load(sources: &Sources) -> Result<Settings, Problems> {
             Some(mqtt),
             Some(signing_key_file),
             Some(demo_interval),
-            Some(alerts),
+            Some((alerts, follow_interval)),
             Some(outbox),
             Some(grace),
             Some((area, rules)),
@@ -775,6 +852,7 @@ pub fn load(sources: &Sources) -> Result<Settings, Problems> {
             signing_key_file,
             demo_interval,
             alerts,
+            follow_interval,
             outbox,
             grace,
             area,

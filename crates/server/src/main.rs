@@ -462,6 +462,7 @@ fn replay(args: ReplayArgs) -> Result<ExitCode> {
         &settings.rules,
         &inputs,
         history,
+        canhbao_server::tools::follow_replay(&settings.alerts),
         json,
         &mut std::io::stdout().lock(),
     )?;

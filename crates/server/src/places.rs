@@ -63,6 +63,8 @@ pub struct Area {
     pub commune_info: Vec<CommuneInfo>,
     /// Why each provisional mapping is provisional, for operators.
     pub provisional: Vec<String>,
+    /// Stations whose first reading is handled otherwise than `[ingest] first_reading`.
+    pub first_reading: Vec<(StationId, rules::quality::FirstReading)>,
 }
 
 /// Parses and checks an area file.
@@ -87,7 +89,8 @@ pub fn parse_area(text: &str) -> (Area, Vec<String>) {
         check_tag(t, "province.flash_flood_group_tag", &mut errors);
     }
     let communes = parse_communes_list(file.commune, &mut errors);
-    let (stations, errs) = parse_stations_list(file.station, &communes);
+    let mut first_reading = Vec::new();
+    let (stations, errs) = parse_stations_list(file.station, &communes, &mut first_reading);
     errors.extend(errs);
     let mut info: Vec<CommuneInfo> = communes
         .iter()
@@ -152,6 +155,7 @@ pub fn parse_area(text: &str) -> (Area, Vec<String>) {
         stations,
         commune_info: info,
         provisional,
+        first_reading,
     };
     (area, errors)
 }
@@ -232,6 +236,10 @@ struct StationRaw {
     #[serde(default)]
     notes: String,
     impact: ImpactRaw,
+    /// What the station's first reading needs: `confirm` (the next reading, the
+    /// default) or `accept` (taken as it is). See docs/rules.md, "Quality control".
+    #[serde(default)]
+    first_reading: Option<String>,
 }
 
 fn check_tag(tag: &str, what: &str, errors: &mut Vec<String>) -> Option<Tag> {
@@ -301,7 +309,11 @@ fn level(raw: &LevelRaw, what: &str, errors: &mut Vec<String>) -> Option<Tagged<
 }
 
 /// Checks the stations, each commune against `communes`.
-fn parse_stations_list(list: Vec<StationRaw>, communes: &[Commune]) -> (Vec<Station>, Vec<String>) {
+fn parse_stations_list(
+    list: Vec<StationRaw>,
+    communes: &[Commune],
+    first_reading: &mut Vec<(StationId, rules::quality::FirstReading)>,
+) -> (Vec<Station>, Vec<String>) {
     let mut errors = Vec::new();
     let known: HashSet<&CommuneCode> = communes.iter().map(|c| &c.code).collect();
     let mut seen = HashSet::new();
@@ -365,6 +377,14 @@ fn parse_stations_list(list: Vec<StationRaw>, communes: &[Commune]) -> (Vec<Stat
             }
         };
         let _ = s.notes;
+        if let Some(f) = &s.first_reading {
+            match rules::quality::FirstReading::from_code(f) {
+                Some(policy) => first_reading.push((id.clone(), policy)),
+                None => errors.push(format!(
+                    "{at}: first_reading {f:?} must be \"confirm\" or \"accept\""
+                )),
+            }
+        }
         out.push(Station {
             id,
             name: s.name,

@@ -8,7 +8,8 @@ use anyhow::{Context, Result, bail};
 use chrono::{DateTime, Duration, Utc};
 use rules::RuleSet;
 use rules::eval::{Inputs, LevelSource};
-use rules::replay::{HistoricReading, ReplaySettings, TimelineEntry, replay};
+use rules::follow::Decision;
+use rules::replay::{AlertEntry, FollowReplay, HistoricReading, ReplaySettings, TimelineEntry, replay};
 use serde_json::json;
 
 use crate::places::Area;
@@ -88,46 +89,106 @@ fn local(t: DateTime<Utc>) -> String {
         .to_string()
 }
 
-/// Runs a replay and writes the timeline as text or JSON.
+/// Runs a replay with the service's settings (`follow`) and writes what the service would
+/// have sent, as text or JSON: the alarm-level alerts of the station follower, the
+/// readings quality control flagged, and the risk-level transitions. Returns the number
+/// of alerts and transitions.
 pub fn run_replay(
     set: &RuleSet,
     inputs: &Inputs,
     history: Vec<HistoricReading>,
+    follow: FollowReplay,
     json_out: bool,
     out: &mut impl Write,
 ) -> Result<usize> {
     let total = history.len();
     let show = total > 20_000 && std::io::stderr().is_terminal();
     let mut last_pct = 0;
-    let timeline = replay(
-        set,
-        inputs,
-        history,
-        ReplaySettings::for_rules(set),
-        |done, total| {
-            if show && total > 0 {
-                let pct = done * 100 / total;
-                if pct != last_pct {
-                    last_pct = pct;
-                    let bar = "#".repeat(pct / 4);
-                    eprint!("\r[{bar:<25}] {pct:>3}% of {total} readings");
-                }
+    let settings = ReplaySettings {
+        follow,
+        ..ReplaySettings::for_rules(set)
+    };
+    let replayed = replay(set, inputs, history, settings, |done, total| {
+        if show && total > 0 {
+            let pct = done * 100 / total;
+            if pct != last_pct {
+                last_pct = pct;
+                let bar = "#".repeat(pct / 4);
+                eprint!("\r[{bar:<25}] {pct:>3}% of {total} readings");
             }
-        },
-    );
+        }
+    });
     if show {
         eprintln!();
     }
+    let timeline = &replayed.timeline;
     if json_out {
-        let items: Vec<serde_json::Value> = timeline.iter().map(entry_json).collect();
-        writeln!(out, "{}", serde_json::to_string_pretty(&items)?)?;
+        let doc = json!({
+            "alerts": replayed.alerts.iter().map(alert_json).collect::<Vec<_>>(),
+            "flagged": replayed.flagged.iter().map(|f| json!({
+                "station": f.station.as_str(),
+                "observed_at": f.at,
+                "value": f.value,
+                "quality": f.flag.quality.code(),
+                "reason": f.flag.reason,
+            })).collect::<Vec<_>>(),
+            "transitions": timeline.iter().map(entry_json).collect::<Vec<_>>(),
+        });
+        writeln!(out, "{}", serde_json::to_string_pretty(&doc)?)?;
     } else {
+        writeln!(out, "Alarm-level alerts, as the service would send them:")?;
+        writeln!(
+            out,
+            "{:<16} {:<9} {:<7} {:<12} {:<5} {:<16} reading",
+            "time (UTC+7)", "station", "message", "decision", "level", "expires (UTC+7)"
+        )?;
+        for a in &replayed.alerts {
+            let (level, reading) = decision_parts(a.decision);
+            writeln!(
+                out,
+                "{:<16} {:<9} {:<7} {:<12} {:<5} {:<16} {reading}",
+                local(a.at),
+                a.station.as_str(),
+                a.msg_type,
+                a.decision.name(),
+                level,
+                local(a.expires),
+            )?;
+        }
+        writeln!(
+            out,
+            "{} alerts from {total} readings ({} renewals)",
+            replayed.alerts.len(),
+            replayed
+                .alerts
+                .iter()
+                .filter(|a| a.decision.name() == "renew")
+                .count()
+        )?;
+        if !replayed.flagged.is_empty() {
+            writeln!(
+                out,
+                "\nReadings flagged by quality control (they decide no level):"
+            )?;
+            for f in &replayed.flagged {
+                writeln!(
+                    out,
+                    "{:<16} {:<9} {:>8.2}  {:<13} {}",
+                    local(f.at),
+                    f.station.as_str(),
+                    f.value,
+                    f.flag.quality.code(),
+                    f.flag.reason.as_deref().unwrap_or("")
+                )?;
+            }
+        }
+        writeln!(out, "\nRisk-level transitions (Decision 18):")?;
         writeln!(
             out,
             "{:<16} {:<12} {:<7} {:<11} {:>5}  {:<11} {:<11} rules",
             "time (UTC+7)", "hazard", "commune", "transition", "level", "action", "provenance"
         )?;
-        for e in &timeline {
+        for e in timeline {
             let c = &e.change;
             let a = c.assessment.as_ref();
             writeln!(
@@ -156,7 +217,41 @@ pub fn run_replay(
         }
         writeln!(out, "{} transitions from {total} readings", timeline.len())?;
     }
-    Ok(timeline.len())
+    Ok(replayed.alerts.len() + timeline.len())
+}
+
+/// The level and the reading behind a follower's decision, as text.
+fn decision_parts(d: Decision) -> (String, String) {
+    let reading = match d {
+        Decision::Nothing => None,
+        Decision::Issue { reading, .. }
+        | Decision::Escalate { reading, .. }
+        | Decision::Renew { reading, .. }
+        | Decision::DeEscalate { reading, .. }
+        | Decision::AllClear { reading, .. } => Some(reading),
+    };
+    let level = d
+        .level()
+        .map_or_else(|| "-".to_owned(), |l| l.short_vi().to_owned());
+    let mut text = reading.map_or_else(String::new, |r| format!("{:.2} m at {}", r.value, local(r.at)));
+    if matches!(d, Decision::Renew { blind: true, .. }) {
+        text.push_str(" (no fresh reading since)");
+    }
+    (level, text)
+}
+
+fn alert_json(a: &AlertEntry) -> serde_json::Value {
+    let (level, reading) = decision_parts(a.decision);
+    json!({
+        "at": a.at,
+        "station": a.station.as_str(),
+        "msg_type": a.msg_type,
+        "decision": a.decision.name(),
+        "alarm_level": a.decision.level().map(|l| l.number()),
+        "level": level,
+        "expires": a.expires,
+        "reading": reading,
+    })
 }
 
 fn entry_json(e: &TimelineEntry) -> serde_json::Value {
@@ -175,6 +270,22 @@ fn entry_json(e: &TimelineEntry) -> serde_json::Value {
         "provisional_reasons": a.map(|a| a.provisional_reasons.clone()).unwrap_or_default(),
         "inputs": a.map(|a| a.inputs.iter().map(|i| json!({"name": i.name, "value": i.value})).collect::<Vec<_>>()).unwrap_or_default(),
     })
+}
+
+/// The replay settings of the service's `[alerts]` and `[ingest]` policy (history is taken
+/// as real readings of stations that confirm first readings, the default).
+pub fn follow_replay(policy: &ingest::AlertPolicy) -> FollowReplay {
+    FollowReplay {
+        follow: policy.follow(),
+        qc: rules::quality::QcSettings {
+            range: policy.ranges.get(domain::Parameter::WaterLevel.code()).copied(),
+            max_rate_per_h: policy.max_water_level_rate_m_per_h,
+            stuck_after: policy.stuck_after,
+            first: policy.first_reading,
+        },
+        ttl: policy.ttl,
+        all_clear_ttl: policy.all_clear_ttl,
+    }
 }
 
 /// A year of 10-minute water levels for every station, as CSV: a slow seasonal swell
@@ -227,8 +338,8 @@ pub fn bench_rules(set: &RuleSet, area: &Area, rounds: usize, days: u32, out: &m
 
         let t = Instant::now();
         let h = ingest::history::parse_csv("bench.csv", &csv)?;
-        let timeline = replay(set, &inputs, h, ReplaySettings::for_rules(set), |_, _| {});
-        transitions = timeline.len();
+        let replayed = replay(set, &inputs, h, ReplaySettings::for_rules(set), |_, _| {});
+        transitions = replayed.timeline.len();
         full_s.push(t.elapsed().as_secs_f64());
     }
     let median = |v: &mut Vec<f64>| {

@@ -59,6 +59,9 @@ pub struct AlertRecord {
     pub english: Option<domain::Translation>,
     /// Whether it may go by SMS (the fallback to officials).
     pub sms: bool,
+    /// For an alert of the station follower: why it was sent (`issue`, `escalate`,
+    /// `renew`, `de-escalate`, `all-clear`).
+    pub follow: Option<String>,
 }
 
 /// Which alerts to list: every field narrows; `before` is the cursor (the last row of
@@ -80,7 +83,7 @@ pub struct AlertFilter {
 
 const ALERT_COLUMNS: &str = "id, province, msg_type, status, refs, origin_kind, origin_detail, hazard, \
      risk_level, alarm_level, station, class, communes, sent_ms, effective_ms, expires_ms, headline, \
-     description, instruction, repeat_times, repeat_interval_s, provisional, payload, key_id, sig, created_ms, text_en, sms, \
+     description, instruction, repeat_times, repeat_interval_s, provisional, payload, key_id, sig, created_ms, text_en, sms, follow, \
      (SELECT b.msg_type || ' ' || b.id FROM alert_refs r JOIN alerts b ON b.id = r.alert_id \
       WHERE r.refers_to = alerts.id ORDER BY b.sent_ms DESC, b.id LIMIT 1) AS replaced_by";
 
@@ -130,6 +133,7 @@ fn alert_from_row(row: &sqlx::any::AnyRow) -> Result<AlertRecord> {
             })
             .transpose()?,
         sms: row.try_get::<i64, _>("sms")? != 0,
+        follow: row.try_get("follow")?,
     })
 }
 
@@ -267,8 +271,8 @@ impl Tx<'_> {
             "INSERT INTO alerts (id, province, msg_type, status, refs, origin_kind, origin_detail, hazard,
                 risk_level, alarm_level, station, class, communes, sent_ms, effective_ms, expires_ms,
                 headline, description, instruction, repeat_times, repeat_interval_s, provisional,
-                payload, key_id, sig, created_ms, text_en)
-             VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15, $16, $17, $18, $19, $20, $21, $22, $23, $24, $25, $26, $27)",
+                payload, key_id, sig, created_ms, text_en, follow)
+             VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15, $16, $17, $18, $19, $20, $21, $22, $23, $24, $25, $26, $27, $28)",
         )
         .bind(alert.id.as_str())
         .bind(alert.province.as_str())
@@ -300,6 +304,7 @@ impl Tx<'_> {
             serde_json::json!({"headline": e.headline, "description": e.description, "instruction": e.instruction})
                 .to_string()
         }))
+        .bind(alert.follow.map(|f| f.code()))
         .execute(&mut *self.tx)
         .await?;
         for d in deliveries {

@@ -140,11 +140,12 @@ impl Tx<'_> {
             .collect()
     }
 
-    /// Readings of the series `status` observed at or after `since`, oldest first.
+    /// The `ok` readings of the series `status` observed at or after `since`, oldest first
+    /// (flagged readings decide nothing).
     pub async fn readings_since(&mut self, status: &str, since: DateTime<Utc>) -> Result<Vec<StoredReading>> {
         let rows = sqlx::query(
             "SELECT station, parameter, observed_ms, value FROM observations
-             WHERE status = $1 AND observed_ms >= $2 ORDER BY observed_ms",
+             WHERE status = $1 AND observed_ms >= $2 AND quality = 'ok' ORDER BY observed_ms",
         )
         .bind(status)
         .bind(ms(since))

@@ -12,6 +12,7 @@ mod alerts;
 mod audit;
 mod changes;
 mod contacts;
+mod follow;
 mod forecasts;
 mod idempotency;
 mod levels;
@@ -34,6 +35,7 @@ pub use alerts::{AlertCounts, AlertFilter, AlertRecord, NewDelivery, SignedPaylo
 pub use audit::{AuditRecord, AuditVerdict, audit_hash};
 pub use changes::{Change, ChangeCursor};
 pub use contacts::ContactRecord;
+pub use follow::{FlaggedReading, IncidentHead, QualityEvent};
 pub use forecasts::ForecastRecord;
 pub use idempotency::IdempotencyBegin;
 pub use levels::{AssessmentRecord, BulletinRecord, NewAssessment, StoredReading};
@@ -152,6 +154,7 @@ migrations! {
     11, "users", "0011_users";
     12, "audit", "0012_audit";
     13, "warnings", "0013_warnings";
+    14, "follow", "0014_follow";
 }
 
 fn migrator(backend: Backend, up_to: i64) -> Migrator {

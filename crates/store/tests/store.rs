@@ -47,6 +47,7 @@ fn spec(id: &str, class: MessageClass, communes: &[&str]) -> AlertSpec {
         },
         provisional: vec![],
         english: None,
+        follow: None,
     }
 }
 
