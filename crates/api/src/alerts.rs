@@ -35,9 +35,14 @@ pub struct AlertDto {
     pub sent: DateTime<Utc>,
     pub effective: DateTime<Utc>,
     pub expires: DateTime<Utc>,
-    /// `live` until `expires`, then `expired`; `updated` or `cancelled` once a later
-    /// message of the incident replaced it (see `replaced_by`).
+    /// `scheduled` before `effective` (receivers hold it until then), `live` until
+    /// `expires`, then `expired`; `updated` or `cancelled` once a later message of the
+    /// incident replaced it (see `replaced_by`).
     pub state: &'static str,
+    /// For an alert of the station follower: why it was sent (`issue`, `escalate`,
+    /// `renew`, `de-escalate`, `all-clear`); a `renew` is taken without playing by a
+    /// receiver that played what it replaces.
+    pub follow: Option<String>,
     /// The newest Update or Cancel that references this alert.
     pub replaced_by: Option<String>,
     pub headline: String,
@@ -58,8 +63,10 @@ impl AlertDto {
                 (Some((t, _)), _) if t == "Cancel" => "cancelled",
                 (Some(_), _) => "updated",
                 (None, true) => "expired",
+                (None, false) if now < a.effective => "scheduled",
                 (None, false) => "live",
             },
+            follow: a.follow.clone(),
             replaced_by: a.replaced_by.as_ref().map(|(_, id)| id.clone()),
             provisional: !a.provisional.is_empty(),
             id: a.id,
@@ -252,10 +259,16 @@ pub struct ReceiverDeliveryDto {
     pub received: Option<DateTime<Utc>>,
     pub played: Option<DateTime<Utc>>,
     pub reason: Option<String>,
+    /// The receiver's clock against the service's at its last heartbeat, in seconds
+    /// (positive: ahead).
+    pub clock_offset_s: Option<f64>,
+    /// Its clock is off by more than `[fleet] max_clock_offset_s`: it judges this alert's
+    /// `effective` and `expires` by a wrong clock.
+    pub clock_off: bool,
 }
 
-impl From<store::ReceiverDeliveryRecord> for ReceiverDeliveryDto {
-    fn from(r: store::ReceiverDeliveryRecord) -> Self {
+impl ReceiverDeliveryDto {
+    pub fn new(r: store::ReceiverDeliveryRecord, max_clock_offset: chrono::Duration) -> Self {
         Self {
             receiver_id: r.receiver_id,
             commune: r.commune,
@@ -265,6 +278,8 @@ impl From<store::ReceiverDeliveryRecord> for ReceiverDeliveryDto {
             received: r.received,
             played: r.played,
             reason: r.reason,
+            clock_offset_s: r.clock_offset_ms.map(|o| o as f64 / 1000.0),
+            clock_off: crate::fleet::clock_off(r.clock_offset_ms, max_clock_offset),
         }
     }
 }
@@ -546,7 +561,10 @@ pub async fn get_alert(
         alert: AlertDto::new(alert, Utc::now()),
         deliveries: deliveries.into_iter().map(DeliveryDto::from).collect(),
         receivers: group_receipts(receipts),
-        receiver_deliveries: tracked.into_iter().map(ReceiverDeliveryDto::from).collect(),
+        receiver_deliveries: tracked
+            .into_iter()
+            .map(|r| ReceiverDeliveryDto::new(r, state.max_clock_offset))
+            .collect(),
         sms_fallbacks: fallbacks
             .into_iter()
             .map(|f| SmsFallbackDto {

@@ -1,7 +1,9 @@
 //! `GET /api/v1/events`: Server-Sent Events for live changes: `alert` (a new alert,
 //! Update or Cancel, whoever raised it), `receipt` (a receiver received, played, rejected
 //! or failed), `action` (an entry of the audit log: who did what to which, without its
-//! detail) and `prewarning` (a level for a duty officer to confirm).
+//! detail), `prewarning` (a level for a duty officer to confirm) and `reading` (a
+//! reading that quality control flagged, or a flagged one that the next reading
+//! confirmed).
 //!
 //! One feed task per instance ([`run_feed`]) reads rows added to the shared tables every
 //! second and fans them out through a [`Hub`], so that what another instance did shows
@@ -183,6 +185,12 @@ fn event_of(change: Change) -> (&'static str, Value) {
             "prewarning",
             json!({"id": id, "hazard": hazard, "commune": commune, "level": level, "at": at}),
         ),
+        Change::Reading(e) => (
+            "reading",
+            json!({"id": e.id, "status": e.status, "station": e.station, "parameter": e.parameter,
+                "observed_at": e.observed_at, "value": e.value, "quality": e.quality, "reason": e.reason,
+                "at": e.at}),
+        ),
     }
 }
 
@@ -235,7 +243,7 @@ fn sse(hub: &Hub, ev: &Ev) -> Event {
 }
 
 /// `GET /api/v1/events` (`Accept: text/event-stream`), for any token.
-#[utoipa::path(get, path = "/api/v1/events", tag = "monitoring", security(("bearer" = [])), params(("Last-Event-ID" = Option<String>, Header, description = "Resume after this event")), responses((status = 200, description = "Server-Sent Events: hello, alert, receipt, action, prewarning, reset", content_type = "text/event-stream")))]
+#[utoipa::path(get, path = "/api/v1/events", tag = "monitoring", security(("bearer" = [])), params(("Last-Event-ID" = Option<String>, Header, description = "Resume after this event")), responses((status = 200, description = "Server-Sent Events: hello, alert, receipt, action, prewarning, reading, reset", content_type = "text/event-stream")))]
 pub async fn events(
     State(state): State<AppState>,
     _caller: Caller,

@@ -38,6 +38,11 @@ pub fn health(online: Option<bool>, last_seen: Option<DateTime<Utc>>, now: DateT
     }
 }
 
+/// Whether a receiver's clock, by its last heartbeat, is off by more than `max`.
+pub fn clock_off(offset_ms: Option<i64>, max: Duration) -> bool {
+    offset_ms.is_some_and(|o| o.unsigned_abs() > max.num_milliseconds().unsigned_abs())
+}
+
 #[derive(Debug, Serialize, utoipa::ToSchema)]
 pub struct FleetReceiverDto {
     pub receiver_id: String,
@@ -54,6 +59,11 @@ pub struct FleetReceiverDto {
     pub drills: bool,
     /// The last heartbeat as received.
     pub last_heartbeat: Option<Value>,
+    /// Its clock against the service's at its last heartbeat, in seconds (positive:
+    /// ahead).
+    pub clock_offset_s: Option<f64>,
+    /// Its clock is off by more than `[fleet] max_clock_offset_s`.
+    pub clock_off: bool,
 }
 
 #[derive(Debug, Serialize, Default, utoipa::ToSchema)]
@@ -97,6 +107,8 @@ async fn fleet(state: &AppState) -> Result<FleetDto, ApiError> {
             trusted_keys: f.receiver.trusted_keys,
             registered: f.receiver.registered,
             last_heartbeat: f.last_heartbeat.and_then(|h| serde_json::from_str(&h).ok()),
+            clock_offset_s: f.clock_offset_ms.map(|o| o as f64 / 1000.0),
+            clock_off: clock_off(f.clock_offset_ms, state.max_clock_offset),
         });
     }
     Ok(FleetDto {
@@ -376,6 +388,16 @@ pub async fn metrics(State(state): State<AppState>) -> Result<impl IntoResponse,
     }
     let _ = writeln!(
         out,
+        "# HELP canhbao_receivers_clock_off Registered receivers whose clock is off by more than [fleet] max_clock_offset_s."
+    );
+    let _ = writeln!(out, "# TYPE canhbao_receivers_clock_off gauge");
+    let _ = writeln!(
+        out,
+        "canhbao_receivers_clock_off {}",
+        f.receivers.iter().filter(|r| r.clock_off).count()
+    );
+    let _ = writeln!(
+        out,
         "# HELP canhbao_commune_receivers_registered Registered receivers per commune."
     );
     let _ = writeln!(out, "# TYPE canhbao_commune_receivers_registered gauge");
@@ -419,7 +441,7 @@ pub async fn metrics(State(state): State<AppState>) -> Result<impl IntoResponse,
     let now = Utc::now();
     let _ = writeln!(
         out,
-        "# HELP canhbao_alerts Alerts by CAP status and state (live, expired, updated, cancelled)."
+        "# HELP canhbao_alerts Alerts by CAP status and state (scheduled, live, expired, updated, cancelled)."
     );
     let _ = writeln!(out, "# TYPE canhbao_alerts gauge");
     for (status, alert_state, n) in state.store.alert_states(now).await? {
@@ -465,6 +487,26 @@ pub async fn metrics(State(state): State<AppState>) -> Result<impl IntoResponse,
             out,
             "canhbao_receipt_latency_seconds_count{{step=\"{step}\"}} {}",
             h.count
+        );
+    }
+    let _ = writeln!(
+        out,
+        "# HELP canhbao_readings Stored readings by quality flag (docs/rules.md, \"Quality control\")."
+    );
+    let _ = writeln!(out, "# TYPE canhbao_readings gauge");
+    for (quality, n) in state.store.readings_by_quality().await? {
+        let _ = writeln!(out, "canhbao_readings{{quality=\"{quality}\"}} {n}");
+    }
+    let _ = writeln!(
+        out,
+        "# HELP canhbao_station_flagged Whether a station's newest real water level is flagged by quality control (1) or not (0)."
+    );
+    let _ = writeln!(out, "# TYPE canhbao_station_flagged gauge");
+    for (station, quality) in state.store.latest_flags("water_level", "Actual").await? {
+        let _ = writeln!(
+            out,
+            "canhbao_station_flagged{{station=\"{station}\",quality=\"{quality}\"}} {}",
+            u8::from(quality != "ok")
         );
     }
     let sources = state.store.list_sources().await?;

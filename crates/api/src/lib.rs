@@ -24,6 +24,7 @@ pub mod observations;
 pub mod openapi;
 pub mod preview;
 pub mod prewarnings;
+pub mod readings;
 pub mod sms;
 pub mod warnings;
 
@@ -78,6 +79,8 @@ pub struct AppState {
     pub login_limiter: Arc<std::sync::Mutex<dispatch::sms_gateway::TokenBucket>>,
     /// Live changes for `GET /api/v1/events` (fed by [`events::run_feed`]).
     pub events: events::Hub,
+    /// A receiver's clock off by more than this is flagged.
+    pub max_clock_offset: chrono::Duration,
 }
 
 /// Largest request body accepted.
@@ -139,6 +142,7 @@ pub fn router(state: AppState) -> Router {
         .route("/feeds/alerts.atom", get(feeds::alerts_atom))
         .route("/feeds/cap/{file}", get(feeds::cap))
         .route("/api/v1/rejections", get(alerts::list_rejections))
+        .route("/api/v1/readings/flagged", get(readings::flagged))
         .route("/api/v1/audit", get(audit::list))
         .route("/api/v1/audit/verify", get(audit::verify))
         .route("/api/v1/assessments", get(assessments::list_assessments))

@@ -20,8 +20,8 @@ pub struct MatrixSummary {
     pub communes: usize,
     pub communes_published: usize,
     pub receivers: usize,
-    /// Receivers by state: queued, sent, received, played, rejected, failed, expired,
-    /// superseded.
+    /// Receivers by state: queued, sent, received, played, acknowledged (a renewal taken
+    /// without playing it again), rejected, failed, expired, superseded.
     pub receivers_by_state: BTreeMap<String, usize>,
     pub sms: usize,
     pub sms_by_state: BTreeMap<String, usize>,
@@ -43,7 +43,7 @@ pub struct MatrixDto {
     pub alert_id: String,
     pub status: String,
     pub msg_type: String,
-    /// live, expired, updated or cancelled.
+    /// scheduled, live, expired, updated or cancelled.
     pub state: &'static str,
     pub summary: MatrixSummary,
     pub communes: Vec<CommuneRowDto>,
@@ -80,7 +80,7 @@ pub async fn deliveries(
         let commune = r.commune.clone();
         row(&mut rows, names, &commune)
             .receivers
-            .push(ReceiverDeliveryDto::from(r));
+            .push(ReceiverDeliveryDto::new(r, state.max_clock_offset));
     }
     for f in state.store.fallbacks_for_alert(&id).await? {
         row(&mut rows, names, &f.commune).sms_fallback = Some(SmsFallbackDto {

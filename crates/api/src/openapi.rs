@@ -211,7 +211,7 @@ impl Modify for Shared {
         crate::login::login, crate::login::logout,
         crate::observations::post_observations,
         crate::alerts::list_alerts, crate::alerts::get_alert_or_cap, crate::alerts::cancel_alert,
-        crate::alerts::list_rejections, crate::alerts::list_sources,
+        crate::alerts::list_rejections, crate::alerts::list_sources, crate::readings::flagged,
         crate::matrix::deliveries, crate::preview::preview,
         crate::warnings::list, crate::warnings::create, crate::warnings::get, crate::warnings::edit,
         crate::warnings::submit, crate::warnings::approve, crate::warnings::reject,

@@ -25,6 +25,8 @@ pub enum Checked {
     Heartbeat {
         receiver: ReceiverId,
         commune: CommuneCode,
+        /// The receiver's clock when it sent the heartbeat.
+        at: DateTime<Utc>,
     },
     Status {
         receiver: ReceiverId,
@@ -72,7 +74,7 @@ pub fn check(topics: &Topics, topic: &str, payload: &[u8]) -> Result<Checked, St
             let alert_id = AlertId::new(&r.alert_id).map_err(|e| e.to_string())?;
             let status = ReceiptStatus::from_code(&r.status).ok_or_else(|| {
                 format!(
-                    "status {:?} is not received, played, rejected or failed",
+                    "status {:?} is not received, played, acknowledged, rejected or failed",
                     r.status
                 )
             })?;
@@ -103,9 +105,13 @@ pub fn check(topics: &Topics, topic: &str, payload: &[u8]) -> Result<Checked, St
             let h: HeartbeatWire = serde_json::from_slice(payload).map_err(|e| format!("heartbeat: {e}"))?;
             version(h.v)?;
             same_receiver(&receiver, &h.receiver_id)?;
+            let at =
+                h.at.parse::<DateTime<Utc>>()
+                    .map_err(|e| format!("heartbeat at {:?}: {e}", h.at))?;
             Ok(Checked::Heartbeat {
                 receiver,
                 commune: commune(&h.commune)?,
+                at,
             })
         }
         Inbound::Status(receiver) => {
@@ -266,13 +272,21 @@ async fn store_batch(store: &Store, topics: &Topics, messages: &[InboundMessage]
                     commune: commune.as_ref().map(CommuneCode::as_str),
                     online: true,
                     detail: None,
+                    clock_offset_ms: None,
                 });
             }
-            Checked::Heartbeat { receiver, commune } => touches.push(ReceiverTouch {
+            Checked::Heartbeat {
+                receiver,
+                commune,
+                at,
+            } => touches.push(ReceiverTouch {
                 receiver_id: receiver.as_str(),
                 commune: Some(commune.as_str()),
                 online: true,
                 detail: std::str::from_utf8(&msg.payload).ok(),
+                // The receiver's clock, against ours when the heartbeat arrived (a
+                // heartbeat takes well under a second to come).
+                clock_offset_ms: Some((*at - now).num_milliseconds()),
             }),
             Checked::Status {
                 receiver,
@@ -287,6 +301,7 @@ async fn store_batch(store: &Store, topics: &Topics, messages: &[InboundMessage]
                     commune: Some(commune.as_str()),
                     online: *online,
                     detail: None,
+                    clock_offset_ms: None,
                 });
             }
             Checked::Telemetry { .. } => {}
@@ -316,7 +331,9 @@ fn who(checked: &Checked) -> Option<(&ReceiverId, Option<&CommuneCode>)> {
         Checked::Receipt {
             receiver, commune, ..
         } => Some((receiver, commune.as_ref())),
-        Checked::Heartbeat { receiver, commune }
+        Checked::Heartbeat {
+            receiver, commune, ..
+        }
         | Checked::Status {
             receiver, commune, ..
         } => Some((receiver, Some(commune))),

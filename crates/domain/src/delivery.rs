@@ -9,6 +9,8 @@ pub enum PublishState {
     Published,
     /// Given up on: the alert expired before it could be published.
     Expired,
+    /// Never published: an Update or Cancel replaced the alert first.
+    Superseded,
 }
 
 impl PublishState {
@@ -17,10 +19,11 @@ impl PublishState {
             Self::Queued => "queued",
             Self::Published => "published",
             Self::Expired => "expired",
+            Self::Superseded => "superseded",
         }
     }
     pub fn from_code(code: &str) -> Option<Self> {
-        [Self::Queued, Self::Published, Self::Expired]
+        [Self::Queued, Self::Published, Self::Expired, Self::Superseded]
             .into_iter()
             .find(|s| s.code() == code)
     }
@@ -37,10 +40,19 @@ pub enum ReceiptStatus {
     Rejected,
     /// Accepted but could not be played.
     Failed,
+    /// Accepted and deliberately not played: a renewal of an alert this receiver played
+    /// (protocol §8).
+    Acknowledged,
 }
 
 impl ReceiptStatus {
-    pub const ALL: [ReceiptStatus; 4] = [Self::Received, Self::Played, Self::Rejected, Self::Failed];
+    pub const ALL: [ReceiptStatus; 5] = [
+        Self::Received,
+        Self::Played,
+        Self::Rejected,
+        Self::Failed,
+        Self::Acknowledged,
+    ];
 
     pub fn code(self) -> &'static str {
         match self {
@@ -48,6 +60,7 @@ impl ReceiptStatus {
             Self::Played => "played",
             Self::Rejected => "rejected",
             Self::Failed => "failed",
+            Self::Acknowledged => "acknowledged",
         }
     }
     pub fn from_code(code: &str) -> Option<Self> {

@@ -267,6 +267,7 @@ impl App {
             sms_settings: Arc::new(settings.sms.settings.clone()),
             login_limiter: api::login::login_limiter(),
             events: api::events::Hub::new(),
+            max_clock_offset: settings.max_clock_offset,
         };
         tasks.spawn(api::idempotency::run_pruner(store.clone(), {
             let stop = shutdown.clone();

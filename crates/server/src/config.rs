@@ -116,6 +116,9 @@ pub struct Settings {
     pub follow_interval: Duration,
     pub outbox: OutboxSettings,
     pub grace: Duration,
+    /// A receiver whose heartbeat clock is off by more than this is flagged in fleet
+    /// health and the delivery matrix.
+    pub max_clock_offset: chrono::Duration,
     /// The province's places (communes, stations, mappings).
     pub area: Area,
     /// The validated rules, every example run.
@@ -227,6 +230,12 @@ struct OutboxRaw {
 #[serde(deny_unknown_fields)]
 struct ShutdownRaw {
     grace_s: u64,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct FleetRaw {
+    max_clock_offset_s: i64,
 }
 
 #[derive(Deserialize)]
@@ -517,6 +526,18 @@ pub fn load(sources: &Sources) -> Result<Settings, Problems> {
     });
     let outbox: Option<OutboxRaw> = section(&root, "outbox", &mut problems);
     let shutdown: Option<ShutdownRaw> = section(&root, "shutdown", &mut problems);
+    let fleet: Option<FleetRaw> = section(&root, "fleet", &mut problems);
+    let max_clock_offset = fleet.and_then(|f| {
+        if (1..=86_400).contains(&f.max_clock_offset_s) {
+            Some(chrono::Duration::seconds(f.max_clock_offset_s))
+        } else {
+            problems.push(format!(
+                "fleet.max_clock_offset_s {} must be between 1 and 86400",
+                f.max_clock_offset_s
+            ));
+            None
+        }
+    });
     let domain_files: Option<DomainRaw> = section(&root, "domain", &mut problems);
     let bulletins_raw: Option<BulletinsRaw> = section(&root, "bulletins", &mut problems);
     let sms = section::<crate::sms_config::SmsRaw>(&root, "sms", &mut problems).and_then(|raw| {
@@ -817,6 +838,7 @@ pub fn load(sources: &Sources) -> Result<Settings, Problems> {
         alerts,
         outbox,
         grace,
+        max_clock_offset,
         places,
         bulletins,
         max_batch,
@@ -836,6 +858,7 @@ pub fn load(sources: &Sources) -> Result<Settings, Problems> {
             Some((alerts, follow_interval)),
             Some(outbox),
             Some(grace),
+            Some(max_clock_offset),
             Some((area, rules)),
             Some(bulletins),
             Some(max_batch),
@@ -855,6 +878,7 @@ pub fn load(sources: &Sources) -> Result<Settings, Problems> {
             follow_interval,
             outbox,
             grace,
+            max_clock_offset,
             area,
             rules,
             bulletins,

@@ -14,6 +14,7 @@ pub struct ChangeCursor {
     pub receipt: i64,
     pub audit: i64,
     pub assessment: i64,
+    pub quality: i64,
 }
 
 /// One added row.
@@ -52,6 +53,8 @@ pub enum Change {
         level: Option<i64>,
         at: DateTime<Utc>,
     },
+    /// A reading flagged by quality control, or a flagged one confirmed.
+    Reading(crate::QualityEvent),
 }
 
 impl Store {
@@ -61,7 +64,8 @@ impl Store {
             "SELECT (SELECT COALESCE(MAX(rowid), 0) FROM alerts) AS alert,
                     (SELECT COALESCE(MAX(id), 0) FROM receipts) AS receipt,
                     (SELECT COALESCE(MAX(id), 0) FROM audit_log) AS audit,
-                    (SELECT COALESCE(MAX(id), 0) FROM assessments) AS assessment",
+                    (SELECT COALESCE(MAX(id), 0) FROM assessments) AS assessment,
+                    (SELECT COALESCE(MAX(id), 0) FROM quality_events) AS quality",
         )
         .fetch_one(&self.pool)
         .await?;
@@ -70,6 +74,7 @@ impl Store {
             receipt: r.try_get("receipt")?,
             audit: r.try_get("audit")?,
             assessment: r.try_get("assessment")?,
+            quality: r.try_get("quality")?,
         })
     }
 
@@ -179,6 +184,10 @@ impl Store {
                     Err(e) => skipped.push(e.to_string()),
                 }
             }
+        }
+        for e in self.quality_events_after(cursor.quality, limit).await? {
+            next.quality = e.id;
+            out.push(Change::Reading(e));
         }
         Ok((out, next, skipped))
     }

@@ -19,14 +19,15 @@ pub struct Histogram {
 }
 
 impl Store {
-    /// Alerts by CAP status and state (live, expired, updated, cancelled) at `now`.
+    /// Alerts by CAP status and state (scheduled, live, expired, updated, cancelled) at `now`.
     pub async fn alert_states(&self, now: DateTime<Utc>) -> Result<Vec<(String, String, i64)>> {
         let rows = sqlx::query(
             "SELECT status, CASE
                  WHEN EXISTS (SELECT 1 FROM alert_refs r JOIN alerts c ON c.id = r.alert_id
                               WHERE r.refers_to = a.id AND c.msg_type = 'Cancel') THEN 'cancelled'
                  WHEN EXISTS (SELECT 1 FROM alert_refs r WHERE r.refers_to = a.id) THEN 'updated'
-                 WHEN a.expires_ms <= $1 THEN 'expired' ELSE 'live' END AS state,
+                 WHEN a.expires_ms <= $1 THEN 'expired'
+                 WHEN a.effective_ms > $1 THEN 'scheduled' ELSE 'live' END AS state,
                  COUNT(*) AS n
              FROM alerts a GROUP BY 1, 2 ORDER BY 1, 2",
         )

@@ -51,6 +51,7 @@ impl Store {
                 SELECT id FROM deliveries
                 WHERE state = 'queued' AND next_attempt_ms <= $2
                   AND (lease_until_ms IS NULL OR lease_until_ms <= $2)
+                  AND NOT EXISTS (SELECT 1 FROM alert_refs x WHERE x.refers_to = deliveries.alert_id)
                 ORDER BY priority DESC, next_attempt_ms, id LIMIT $3 {})
              RETURNING id",
             self.backend.skip_locked()
@@ -147,14 +148,16 @@ impl Store {
         Ok(())
     }
 
-    /// Re-queues every published delivery of an alert still live at `now`, so that a
-    /// broker that lost its retained messages (an embedded one, restarted) gets them back.
-    /// Returns how many rows were re-queued.
+    /// Re-queues every published delivery of an alert still live at `now` (not expired,
+    /// and not replaced by an Update or Cancel: what was replaced is never broadcast
+    /// again), so that a broker that lost its retained messages (an embedded one,
+    /// restarted) gets them back. Returns how many rows were re-queued.
     pub async fn requeue_live(&self, now: DateTime<Utc>) -> Result<u64> {
         let done = sqlx::query(
             "UPDATE deliveries SET state = 'queued', next_attempt_ms = $1, lease_until_ms = NULL
              WHERE state = 'published'
-               AND alert_id IN (SELECT id FROM alerts WHERE expires_ms > $1)",
+               AND alert_id IN (SELECT id FROM alerts WHERE expires_ms > $1
+                                AND NOT EXISTS (SELECT 1 FROM alert_refs x WHERE x.refers_to = alerts.id))",
         )
         .bind(ms(now))
         .execute(&self.pool)

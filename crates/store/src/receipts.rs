@@ -45,6 +45,9 @@ pub struct ReceiverTouch<'a> {
     pub online: bool,
     /// A heartbeat's text; `None` keeps the last one.
     pub detail: Option<&'a str>,
+    /// A heartbeat's clock against the service's (receiver minus service, ms); `None`
+    /// keeps the last one.
+    pub clock_offset_ms: Option<i64>,
 }
 
 /// A receipt as reported by a receiver (already checked against its topic).
@@ -185,6 +188,7 @@ impl Tx<'_> {
                 commune,
                 online,
                 detail,
+                clock_offset_ms: None,
             }],
             now,
         )
@@ -205,6 +209,7 @@ impl Tx<'_> {
                     f.commune = t.commune.or(f.commune);
                     f.online = t.online;
                     f.detail = t.detail.or(f.detail);
+                    f.clock_offset_ms = t.clock_offset_ms.or(f.clock_offset_ms);
                 }
                 None => {
                     at.insert(t.receiver_id, folded.len());
@@ -214,11 +219,12 @@ impl Tx<'_> {
         }
         for chunk in statement_chunks(&folded) {
             let sql = format!(
-                "INSERT INTO receivers (receiver_id, commune, online, last_seen_ms, detail) VALUES {}
+                "INSERT INTO receivers (receiver_id, commune, online, last_seen_ms, detail, clock_offset_ms) VALUES {}
                  ON CONFLICT (receiver_id) DO UPDATE SET commune = COALESCE(excluded.commune, receivers.commune),
                     online = excluded.online, last_seen_ms = excluded.last_seen_ms,
-                    detail = COALESCE(excluded.detail, receivers.detail)",
-                values_list(chunk.len(), 5, 1)
+                    detail = COALESCE(excluded.detail, receivers.detail),
+                    clock_offset_ms = COALESCE(excluded.clock_offset_ms, receivers.clock_offset_ms)",
+                values_list(chunk.len(), 6, 1)
             );
             let mut q = self.backend.multi_row(sql);
             for t in chunk {
@@ -227,7 +233,8 @@ impl Tx<'_> {
                     .bind(t.commune)
                     .bind(i64::from(t.online))
                     .bind(ms(now))
-                    .bind(t.detail);
+                    .bind(t.detail)
+                    .bind(t.clock_offset_ms);
             }
             q.execute(&mut *self.tx).await?;
         }

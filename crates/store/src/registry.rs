@@ -31,6 +31,8 @@ pub struct FleetRecord {
     pub last_seen: Option<DateTime<Utc>>,
     pub last_heartbeat: Option<String>,
     pub last_receipt: Option<DateTime<Utc>>,
+    /// Its clock against the service's at its last heartbeat (ms, receiver minus service).
+    pub clock_offset_ms: Option<i64>,
 }
 
 /// One receiver's delivery of one alert.
@@ -45,6 +47,8 @@ pub struct ReceiverDeliveryRecord {
     pub received: Option<DateTime<Utc>>,
     pub played: Option<DateTime<Utc>>,
     pub reason: Option<String>,
+    /// The receiver's clock against the service's at its last heartbeat (ms).
+    pub clock_offset_ms: Option<i64>,
 }
 
 /// One move of [`Tx::advance_receiver_deliveries`].
@@ -58,6 +62,9 @@ pub struct DeliveryAdvance<'a> {
 
 /// The forward order of delivery states; a state never moves back (the same order is
 /// written out in the SQL of [`Store::advance_receiver_delivery`]).
+/// `superseded` and `expired` end a delivery that never reached `received`; a receiver's
+/// `acknowledged` (a renewal taken without playing) or `played` still moves it, since the
+/// matrix records what each receiver actually did.
 fn rank(state: &str) -> i64 {
     match state {
         "queued" => 0,
@@ -65,8 +72,10 @@ fn rank(state: &str) -> i64 {
         "rejected" => 2,
         "received" => 3,
         "failed" => 4,
-        "played" => 5,
-        _ => 6,
+        "superseded" | "expired" => 5,
+        "acknowledged" => 6,
+        "played" => 7,
+        _ => 8,
     }
 }
 
@@ -144,7 +153,7 @@ impl Store {
     pub async fn fleet(&self) -> Result<Vec<FleetRecord>> {
         let rows = sqlx::query(
             "SELECT g.receiver_id, g.commune, g.password_hash, g.trusted_keys, g.firmware, g.registered_ms, g.drills,
-                    r.online, r.last_seen_ms, r.detail,
+                    r.online, r.last_seen_ms, r.detail, r.clock_offset_ms,
                     (SELECT MAX(recorded_ms) FROM receipts WHERE receipts.receiver_id = g.receiver_id) AS last_receipt_ms
              FROM receiver_registry g LEFT JOIN receivers r ON r.receiver_id = g.receiver_id
              WHERE g.removed_ms IS NULL ORDER BY g.receiver_id",
@@ -159,6 +168,7 @@ impl Store {
                     last_seen: from_ms_opt(r.try_get("last_seen_ms")?)?,
                     last_heartbeat: r.try_get("detail")?,
                     last_receipt: from_ms_opt(r.try_get("last_receipt_ms")?)?,
+                    clock_offset_ms: r.try_get("clock_offset_ms")?,
                 })
             })
             .collect()
@@ -176,8 +186,10 @@ impl Store {
     /// Every receiver's delivery of an alert, by commune and receiver.
     pub async fn receiver_deliveries(&self, alert_id: &str) -> Result<Vec<ReceiverDeliveryRecord>> {
         let rows = sqlx::query(
-            "SELECT alert_id, receiver_id, commune, state, state_ms, sent_ms, received_ms, played_ms, reason
-             FROM receiver_deliveries WHERE alert_id = $1 ORDER BY commune, receiver_id",
+            "SELECT d.alert_id, d.receiver_id, d.commune, d.state, d.state_ms, d.sent_ms, d.received_ms,
+                    d.played_ms, d.reason, v.clock_offset_ms
+             FROM receiver_deliveries d LEFT JOIN receivers v ON v.receiver_id = d.receiver_id
+             WHERE d.alert_id = $1 ORDER BY d.commune, d.receiver_id",
         )
         .bind(alert_id)
         .fetch_all(&self.pool)
@@ -194,13 +206,14 @@ impl Store {
                     received: from_ms_opt(r.try_get("received_ms")?)?,
                     played: from_ms_opt(r.try_get("played_ms")?)?,
                     reason: r.try_get("reason")?,
+                    clock_offset_ms: r.try_get("clock_offset_ms")?,
                 })
             })
             .collect()
     }
 
-    /// Re-queues published commune topics of live alerts where a registered receiver has
-    /// not reported `played` (or `failed`), once `schedule[resends]` (the last entry
+    /// Re-queues published commune topics of live alerts (never one that an Update or
+    /// Cancel replaced) where a registered receiver has not reported `played` (or `failed`), once `schedule[resends]` (the last entry
     /// repeating) has passed since the last publish. A receiver answers a copy it already
     /// has with its receipts again, so a receipt lost with a broker is recovered. Driven by
     /// the live alerts, so the history is never scanned. Returns how many were re-queued.
@@ -217,6 +230,7 @@ impl Store {
                     SELECT d.id FROM alerts a CROSS JOIN deliveries d
                     WHERE d.alert_id = a.id AND a.expires_ms > $1 AND {} = 'published'
                       AND d.resends BETWEEN $2 AND $3 AND d.published_ms <= $4
+                      AND NOT EXISTS (SELECT 1 FROM alert_refs x WHERE x.refers_to = a.id)
                       AND EXISTS (SELECT 1 FROM receiver_deliveries r
                                   WHERE r.alert_id = d.alert_id AND r.commune = d.commune
                                     AND r.state IN ('queued', 'sent', 'rejected', 'received')))",
@@ -402,7 +416,8 @@ impl Tx<'_> {
                      FROM v
                      WHERE receiver_deliveries.alert_id = v.alert_id AND receiver_deliveries.receiver_id = v.receiver_id
                        AND (CASE receiver_deliveries.state WHEN 'queued' THEN 0 WHEN 'sent' THEN 1 WHEN 'rejected' THEN 2
-                            WHEN 'received' THEN 3 WHEN 'failed' THEN 4 WHEN 'played' THEN 5 ELSE 6 END) < v.rnk",
+                            WHEN 'received' THEN 3 WHEN 'failed' THEN 4 WHEN 'superseded' THEN 5 WHEN 'expired' THEN 5
+                            WHEN 'acknowledged' THEN 6 WHEN 'played' THEN 7 ELSE 8 END) < v.rnk",
                     values_list(chunk.len(), 5, 2)
                 );
                 let mut q = self.backend.multi_row(sql).bind(ms(now));
@@ -491,6 +506,15 @@ impl Tx<'_> {
             )
             .bind(ms(now))
             .bind(format!("superseded by {alert_id} before it was sent"))
+            .bind(old)
+            .execute(&mut *self.tx)
+            .await?;
+            // What the old version had not yet published is never published now.
+            sqlx::query(
+                "UPDATE deliveries SET state = 'superseded', lease_until_ms = NULL, last_error = $1
+                 WHERE alert_id = $2 AND state = 'queued'",
+            )
+            .bind(format!("superseded by {alert_id} before it was published"))
             .bind(old)
             .execute(&mut *self.tx)
             .await?;

@@ -1132,6 +1132,7 @@ async fn a_batch_of_receipts_and_heartbeats_leaves_what_one_write_after_another_
         commune,
         online,
         detail,
+        clock_offset_ms: None,
     };
     tx.touch_receivers(
         &[

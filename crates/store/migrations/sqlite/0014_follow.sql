@@ -28,3 +28,8 @@ ALTER TABLE bulletins ADD COLUMN authoritative INTEGER NOT NULL DEFAULT 1;
 
 -- A receiver's clock against the service's, at its last heartbeat (receiver minus service).
 ALTER TABLE receivers ADD COLUMN clock_offset_ms INTEGER;
+
+-- The commune state (docs/receiver-protocol.md §4a) reads a commune's alerts through their
+-- deliveries. A delivery's state may now also be `superseded`: an Update or Cancel
+-- replaced its alert before it was published, and it never will be.
+CREATE INDEX deliveries_by_commune ON deliveries (commune, alert_id);
