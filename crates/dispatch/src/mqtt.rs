@@ -114,6 +114,9 @@ pub struct InboundMessage {
     pub topic: String,
     pub payload: Vec<u8>,
     pub retain: bool,
+    /// Which connection it came on ([`Connected::count`] then): a receiver keeps what it
+    /// learns of the broker's retained messages per connection.
+    pub connection: u64,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -172,6 +175,14 @@ impl MqttHandle {
     /// reconnect): `changed()` on it resolves once the broker is back.
     pub fn connections(&self) -> watch::Receiver<Connected> {
         self.connections.clone()
+    }
+
+    /// Subscribes to `filter` again (QoS 1): the broker then sends its retained messages
+    /// of the filter again, flagged as retained.
+    pub fn resubscribe(&self, filter: &str) -> Result<(), PublishError> {
+        self.client
+            .try_subscribe(filter, QoS::AtLeastOnce)
+            .map_err(|e| PublishError::Closed(e.to_string()))
     }
 
     /// Sends DISCONNECT (no last will is published).
@@ -352,6 +363,7 @@ impl MqttDriver {
                         topic: p.topic,
                         payload: p.payload.to_vec(),
                         retain: p.retain,
+                        connection: self.connections.borrow().count,
                     };
                     if let Err(e) = self.inbound.try_send(msg) {
                         tracing::error!(error = %e, "inbound mqtt queue full or closed; message dropped");

@@ -59,6 +59,17 @@ impl Topics {
         format!("{}/{}/{}/alerts/+", self.prefix, self.province, commune)
     }
 
+    /// `{prefix}/{province}/{commune}/state`: the commune state (protocol §4a), QoS 1,
+    /// retained: which alerts of the commune are live, and which were replaced.
+    pub fn state(&self, commune: &CommuneCode) -> String {
+        format!("{}/{}/{}/state", self.prefix, self.province, commune)
+    }
+
+    /// Whether `topic` is the commune state topic of `commune`.
+    pub fn is_state(&self, commune: &CommuneCode, topic: &str) -> bool {
+        topic == self.state(commune)
+    }
+
     pub fn receipt(&self, receiver: &ReceiverId) -> String {
         format!("{}/receipts/{}", self.prefix, receiver)
     }

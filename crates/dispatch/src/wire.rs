@@ -294,16 +294,87 @@ impl Rejection {
     }
 }
 
-/// Verifies an envelope from the alert topic of `topic_alert_id`, addressed to `commune`,
-/// at `now`, in the order the protocol prescribes: shape, key, signature, then content.
-/// Replays are the receiver's own check, since only it knows what it has played.
-pub fn verify_envelope(
-    bytes: &[u8],
-    keys: &TrustedKeys,
-    topic_alert_id: &str,
-    commune: &CommuneCode,
-    now: DateTime<Utc>,
-) -> Result<AlertPayload, Rejection> {
+/// The commune state (protocol §4a), as JSON inside a signed envelope on
+/// `{prefix}/{province}/{commune}/state`: what the service's store holds for the commune,
+/// so that a receiver never has to guess from the order the broker delivers in.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct CommuneStateWire {
+    pub v: u32,
+    /// `"commune_state"`: a state is never mistaken for an alert.
+    pub kind: String,
+    pub province: String,
+    pub commune: String,
+    /// Grows with every alert of the commune: the newest state has the highest.
+    pub seq: i64,
+    /// The service's time when it made the state.
+    pub as_of: String,
+    /// Every message of the commune not yet expired that nothing replaced.
+    pub live: Vec<LiveWire>,
+    /// Every message an Update or Cancel replaced, until it and its replacement expire.
+    pub replaced: Vec<ReplacedWire>,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct LiveWire {
+    pub id: String,
+    pub expires: String,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ReplacedWire {
+    pub id: String,
+    /// The newest message that replaces it.
+    pub by: String,
+    /// Until when to remember it: the later of its own and its replacement's expiry.
+    pub until: String,
+}
+
+/// The `kind` of a commune state.
+pub const COMMUNE_STATE: &str = "commune_state";
+
+impl CommuneStateWire {
+    /// Builds the state of `commune` from the store's record, made at `now`.
+    pub fn new(province: &str, commune: &str, state: &store::CommuneState, now: DateTime<Utc>) -> Self {
+        Self {
+            v: PROTOCOL_VERSION,
+            kind: COMMUNE_STATE.to_owned(),
+            province: province.to_owned(),
+            commune: commune.to_owned(),
+            seq: state.seq,
+            as_of: timestamp(now),
+            live: state
+                .live
+                .iter()
+                .map(|(id, expires)| LiveWire {
+                    id: id.clone(),
+                    expires: timestamp(*expires),
+                })
+                .collect(),
+            replaced: state
+                .replaced
+                .iter()
+                .map(|(id, by, until)| ReplacedWire {
+                    id: id.clone(),
+                    by: by.clone(),
+                    until: timestamp(*until),
+                })
+                .collect(),
+        }
+    }
+
+    /// Whether the state lists `id` as live.
+    pub fn is_live(&self, id: &str) -> bool {
+        self.live.iter().any(|l| l.id == id)
+    }
+
+    /// The entry that says `id` was replaced, if one does.
+    pub fn replaced(&self, id: &str) -> Option<&ReplacedWire> {
+        self.replaced.iter().find(|r| r.id == id)
+    }
+}
+
+/// Checks the signature of an envelope and returns its payload bytes.
+fn signed_payload(bytes: &[u8], keys: &TrustedKeys) -> Result<Vec<u8>, Rejection> {
     let env: Envelope =
         serde_json::from_slice(bytes).map_err(|e| Rejection::Malformed(format!("envelope: {e}")))?;
     let payload = B64
@@ -318,7 +389,42 @@ pub fn verify_envelope(
         .map_err(|e| Rejection::Malformed(format!("sig base64: {e}")))?;
     let sig = Signature::from_slice(&sig_bytes).map_err(|_| Rejection::BadSignature)?;
     key.verify(&payload, &sig).map_err(|_| Rejection::BadSignature)?;
+    Ok(payload)
+}
 
+/// Verifies a commune state envelope for `commune`: the key, the signature, the version,
+/// the kind and the commune.
+pub fn verify_state(
+    bytes: &[u8],
+    keys: &TrustedKeys,
+    commune: &CommuneCode,
+) -> Result<CommuneStateWire, Rejection> {
+    let payload = signed_payload(bytes, keys)?;
+    let state: CommuneStateWire =
+        serde_json::from_slice(&payload).map_err(|e| Rejection::Malformed(format!("state: {e}")))?;
+    if state.v != PROTOCOL_VERSION {
+        return Err(Rejection::UnsupportedVersion(state.v));
+    }
+    if state.kind != COMMUNE_STATE {
+        return Err(Rejection::Malformed(format!("state kind {:?}", state.kind)));
+    }
+    if state.commune != commune.as_str() {
+        return Err(Rejection::WrongCommune(commune.to_string()));
+    }
+    Ok(state)
+}
+
+/// Verifies an envelope from the alert topic of `topic_alert_id`, addressed to `commune`,
+/// at `now`, in the order the protocol prescribes: shape, key, signature, then content.
+/// Replays are the receiver's own check, since only it knows what it has played.
+pub fn verify_envelope(
+    bytes: &[u8],
+    keys: &TrustedKeys,
+    topic_alert_id: &str,
+    commune: &CommuneCode,
+    now: DateTime<Utc>,
+) -> Result<AlertPayload, Rejection> {
+    let payload = signed_payload(bytes, keys)?;
     let alert: AlertPayload =
         serde_json::from_slice(&payload).map_err(|e| Rejection::Malformed(format!("payload: {e}")))?;
     if alert.v != PROTOCOL_VERSION {

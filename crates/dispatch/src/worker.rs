@@ -1,6 +1,9 @@
 //! The outbox worker: claims due deliveries, publishes their signed envelopes outside
 //! any transaction, and records the outcome. A new alert wakes it at once, and so does the
 //! broker's return: what waited for it to come back is due at once, not after its back-off.
+//! Before the alerts of a claimed batch, it publishes the commune state of each of their
+//! communes (protocol §4a), so that a receiver always finds a state at least as new as any
+//! alert the broker gives it.
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -10,8 +13,24 @@ use store::{ClaimedDelivery, Store};
 use tokio::sync::Notify;
 use tokio_util::sync::CancellationToken;
 
+use crate::Topics;
 use crate::mqtt::MqttHandle;
-use crate::wire::envelope_bytes;
+use crate::wire::{CommuneStateWire, Signer, envelope_bytes, to_json};
+
+/// What the worker needs to publish commune states: the key that signs them, and where.
+#[derive(Clone)]
+pub struct StatePublisher {
+    pub signer: Arc<Signer>,
+    pub topics: Topics,
+}
+
+impl std::fmt::Debug for StatePublisher {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("StatePublisher")
+            .field("key_id", &self.signer.key_id())
+            .finish_non_exhaustive()
+    }
+}
 
 #[derive(Debug, Clone)]
 pub struct OutboxSettings {
@@ -64,14 +83,23 @@ pub async fn run_outbox(
     mqtt: MqttHandle,
     wake: Arc<Notify>,
     settings: OutboxSettings,
+    states: StatePublisher,
     shutdown: CancellationToken,
 ) {
     let mut connections = Some(mqtt.connections());
+    // A connection made before the worker started counts as a return of the broker too:
+    // starting against a broker that lost its retained messages must rebuild them.
+    if let Some(c) = connections.as_mut() {
+        let first = *c.borrow_and_update();
+        if first.count > 0 {
+            broker_back(&store, first).await;
+        }
+    }
     loop {
         if let Err(e) = maintain(&store, &mqtt, &settings).await {
             tracing::error!(error = %e, "outbox maintenance failed; resends or clears may be delayed");
         }
-        let full = match round(&store, &mqtt, &settings).await {
+        let full = match round(&store, &mqtt, &settings, &states).await {
             Ok(n) => n as i64 >= settings.batch,
             Err(e) => {
                 tracing::error!(error = %e, "outbox round failed; alerts may be delayed");
@@ -117,7 +145,10 @@ pub async fn run_outbox(
 /// live alert is published again, so that a receiver connecting later still finds it,
 /// and the receivers acknowledge again what they already played (without playing it).
 async fn broker_back(store: &Store, connected: crate::mqtt::Connected) {
-    if connected.count > 1 && !connected.session_present {
+    // Without this service's session (a broker that restarted without persistence, an
+    // embedded one, or a first connection ever), the broker cannot be trusted to hold the
+    // retained alerts: publish every live one again.
+    if !connected.session_present {
         match store.requeue_live(Utc::now()).await {
             Ok(n) => tracing::warn!(
                 deliveries = n,
@@ -179,10 +210,27 @@ async fn maintain(store: &Store, mqtt: &MqttHandle, settings: &OutboxSettings) -
 /// batch in one transaction: the last commune of a province-wide alert no longer waits
 /// for a disk sync per commune before it. A crash before that commit leaves the claims to
 /// run out their lease and be published again; receivers drop what they already played.
-async fn round(store: &Store, mqtt: &MqttHandle, settings: &OutboxSettings) -> store::Result<usize> {
+async fn round(
+    store: &Store,
+    mqtt: &MqttHandle,
+    settings: &OutboxSettings,
+    states: &StatePublisher,
+) -> store::Result<usize> {
     let lease = chrono::Duration::from_std(settings.lease).unwrap_or(chrono::Duration::seconds(30));
     let batch = store.claim_due(Utc::now(), lease, settings.batch).await?;
     let n = batch.len();
+    // Each commune's state first, then its alerts: a receiver that gets an alert from the
+    // broker can always get a state that knows it.
+    let communes: std::collections::BTreeSet<String> = batch.iter().map(|d| d.commune.clone()).collect();
+    let mut stated = Vec::with_capacity(communes.len());
+    for c in &communes {
+        match publish_state(store, mqtt, states, c).await {
+            Ok(Some(seq)) => stated.push((c, seq)),
+            Ok(None) => {}
+            // Its alerts fail the same way, and are tried again with it.
+            Err(e) => tracing::warn!(commune = %c, error = %e, "publishing a commune state failed"),
+        }
+    }
     let mut published = Vec::with_capacity(n);
     let mut failed = None;
     for d in batch {
@@ -199,10 +247,49 @@ async fn round(store: &Store, mqtt: &MqttHandle, settings: &OutboxSettings) -> s
     if !published.is_empty() {
         store.mark_published_all(&published).await?;
     }
+    // Another instance may have published an older state after ours: whoever sees a newer
+    // alert than the state it published publishes the newest again, so the last state
+    // the broker keeps is the newest.
+    for (c, seq) in stated {
+        if store.commune_seq(c).await? > seq
+            && let Err(e) = publish_state(store, mqtt, states, c).await
+        {
+            tracing::warn!(commune = %c, error = %e, "publishing a commune state failed");
+        }
+    }
     match failed {
         Some(e) => Err(e),
         None => Ok(n),
     }
+}
+
+/// Why a commune state could not be published.
+#[derive(Debug, thiserror::Error)]
+enum StateError {
+    #[error(transparent)]
+    Store(#[from] store::StoreError),
+    #[error(transparent)]
+    Publish(#[from] crate::mqtt::PublishError),
+}
+
+/// Signs and publishes, retained, the state of `commune` now; returns its `seq` (`None`
+/// for a commune code that is not valid, which no delivery has).
+async fn publish_state(
+    store: &Store,
+    mqtt: &MqttHandle,
+    states: &StatePublisher,
+    commune: &str,
+) -> Result<Option<i64>, StateError> {
+    let Ok(code) = domain::CommuneCode::new(commune) else {
+        return Ok(None);
+    };
+    let now = Utc::now();
+    let state = store.commune_state(commune, now).await?;
+    let wire = CommuneStateWire::new(states.topics.province().as_str(), commune, &state, now);
+    let signed = states.signer.sign(to_json(&wire));
+    mqtt.publish(&states.topics.state(&code), envelope_bytes(&signed), true)
+        .await?;
+    Ok(Some(state.seq))
 }
 
 /// Publishes one claimed delivery. Returns its id and the time when the broker took it;

@@ -15,6 +15,7 @@
 //! Entry points: [`run`] (in memory, printing) and [`run_with`]. The binary opens the
 //! state file and decides where the receivers run; this crate reads no environment.
 
+pub mod gate;
 pub mod play;
 pub mod schedule;
 pub mod state;
@@ -38,10 +39,13 @@ use crate::play::{Outcome, PlayCommand};
 use crate::schedule::{Action, DropReason, Programme, Slot, StopReason};
 use crate::state::{Mark, PlayedLog, envelope_digest};
 
-/// How long the retained alerts that a (re)subscription brings are held before any of
-/// them plays. The broker sends them in one burst, in no set order; holding the burst
-/// lets an Update or Cancel in it keep the alert it replaces from playing first.
-pub const RETAINED_SETTLE: Duration = Duration::from_millis(250);
+/// How long a verified alert waits for a commune state that knows it before it is
+/// accepted anyway: a service that publishes no commune state (older than protocol §4a),
+/// or a state lost on the way, never withholds a warning for good.
+pub const STATE_WAIT: Duration = Duration::from_secs(60);
+
+/// A signed time this far ahead of the receiver's clock shows the clock is behind.
+pub const CLOCK_BEHIND: chrono::Duration = chrono::Duration::minutes(5);
 
 /// How a receiver connects and who it is.
 #[derive(Debug, Clone)]
@@ -89,6 +93,21 @@ pub enum ReceiverEvent {
     Failed {
         alert_id: String,
         reason: String,
+    },
+    /// A renewal of an alert that played here, taken without playing it again.
+    Acknowledged {
+        alert_id: String,
+        renews: String,
+    },
+    /// Accepted, to play at its `effective` time.
+    Scheduled {
+        alert_id: String,
+        effective: DateTime<Utc>,
+    },
+    /// The commune state showed that an Update or Cancel replaced it: never played.
+    Replaced {
+        alert_id: String,
+        by: String,
     },
     /// The emergency `by` interrupted this alert's playback; it resumes afterwards.
     Interrupted {
@@ -168,8 +187,10 @@ enum Wake {
     Tick,
     Message(InboundMessage),
     Player(PlayerReport),
-    /// The retained burst has settled: release what was held.
+    /// A held alert waited [`STATE_WAIT`] for a commune state.
     Settled,
+    /// A scheduled alert's `effective` time came.
+    Due,
 }
 
 /// Runs the receiver until `shutdown`. Each handled envelope is also sent to `events`.
@@ -188,7 +209,10 @@ pub async fn run_with(
         password: cfg.password.clone(),
         keep_alive: Duration::from_secs(30),
         persistent_session: true,
-        subscriptions: vec![cfg.topics.alerts_filter(&cfg.commune)],
+        subscriptions: vec![
+            cfg.topics.alerts_filter(&cfg.commune),
+            cfg.topics.state(&cfg.commune),
+        ],
         last_will: Some((status_topic.clone(), status_bytes(&cfg, "offline"))),
         on_connect: Some((status_topic.clone(), status_bytes(&cfg, "online"))),
         tls: cfg.tls.clone(),
@@ -213,17 +237,21 @@ pub async fn run_with(
         runs: 0,
         last_played: None,
         held: Vec::new(),
-        held_until: None,
+        gate: gate::Gate::default(),
+        scheduled: Vec::new(),
+        signed_floor: DateTime::<Utc>::MIN_UTC,
     };
     let mut was_connected = false;
     loop {
-        let settle = agent.held_until;
+        let held = agent.held.iter().map(|h| h.since + STATE_WAIT).min();
+        let due = agent.next_scheduled();
         let wake = tokio::select! {
             _ = shutdown.cancelled() => Wake::Shutdown,
             _ = heartbeat.tick() => Wake::Tick,
             msg = inbound.recv() => msg.map_or(Wake::Shutdown, Wake::Message),
             Some(r) = agent.reports.recv() => Wake::Player(r),
-            _ = sleep_until_some(settle) => Wake::Settled,
+            _ = sleep_until_some(held) => Wake::Settled,
+            _ = sleep_until_some(due) => Wake::Due,
         };
         match wake {
             Wake::Shutdown => break,
@@ -236,7 +264,7 @@ pub async fn run_with(
                     agent.heartbeat(started.elapsed());
                 }
                 was_connected = connected;
-                agent.played.prune(Utc::now());
+                agent.played.prune(agent.trusted_now());
                 // Outcomes of alerts no longer remembered (expired) are not needed either.
                 let played = &agent.played;
                 agent
@@ -248,6 +276,7 @@ pub async fn run_with(
             Wake::Message(msg) => agent.handle(msg).await,
             Wake::Player(r) => agent.on_report(r).await,
             Wake::Settled => agent.release().await,
+            Wake::Due => agent.start_due().await,
         }
     }
     // Silence the loudspeaker first: a stopped receiver must not keep playing.
@@ -269,11 +298,20 @@ async fn sleep_until_some(at: Option<tokio::time::Instant>) {
     }
 }
 
-/// A verified retained alert, held until its burst settles.
+/// A verified alert, held until the commune state decides it.
 struct Held {
     alert: AlertPayload,
     sha256: String,
     expires: DateTime<Utc>,
+    since: tokio::time::Instant,
+}
+
+/// An accepted alert waiting for its `effective` time.
+struct Scheduled {
+    alert: AlertPayload,
+    sha256: String,
+    expires: DateTime<Utc>,
+    effective: DateTime<Utc>,
 }
 
 /// An accepted alert that waits or plays.
@@ -330,9 +368,15 @@ struct Agent<'a> {
     reports: mpsc::UnboundedReceiver<PlayerReport>,
     runs: u64,
     last_played: Option<String>,
-    /// Retained alerts of the current burst, in arrival order, and when it settles.
+    /// Verified alerts waiting for a commune state that decides them, in arrival order.
     held: Vec<Held>,
-    held_until: Option<tokio::time::Instant>,
+    /// The commune state trusted on this connection.
+    gate: gate::Gate,
+    /// Accepted alerts waiting for their `effective` time.
+    scheduled: Vec<Scheduled>,
+    /// The newest time a verified message was signed at: the receiver's time never runs
+    /// behind it (a clock that lost its setting must not hold or expire alerts wrongly).
+    signed_floor: DateTime<Utc>,
 }
 
 impl Agent<'_> {
@@ -353,7 +397,10 @@ impl Agent<'_> {
     }
 
     fn send(&self, alert_id: &str, status: ReceiptStatus, reason: Option<String>) {
-        if matches!(status, ReceiptStatus::Played | ReceiptStatus::Failed) {
+        if matches!(
+            status,
+            ReceiptStatus::Played | ReceiptStatus::Failed | ReceiptStatus::Acknowledged
+        ) {
             self.outcomes
                 .lock()
                 .unwrap_or_else(std::sync::PoisonError::into_inner)
@@ -390,10 +437,35 @@ impl Agent<'_> {
             })
     }
 
-    /// Handles one message from an alert topic.
+    /// The receiver's time: its clock, never behind the newest signed time it verified.
+    fn trusted_now(&self) -> DateTime<Utc> {
+        Utc::now().max(self.signed_floor)
+    }
+
+    /// Raises the signed floor to `signed` (a verified message's `sent` or `as_of`),
+    /// saying so when that shows the clock is clearly behind.
+    fn signed_at(&mut self, signed: &str) {
+        let Ok(t) = signed.parse::<DateTime<Utc>>() else {
+            return;
+        };
+        if t > self.signed_floor {
+            if t - Utc::now() > CLOCK_BEHIND {
+                tracing::warn!(receiver = %self.cfg.receiver_id, clock = %Utc::now(), signed = %t,
+                    "this receiver's clock is behind the service's signed time; judging time by the signed time");
+            }
+            self.signed_floor = t;
+        }
+    }
+
+    /// Handles one message from an alert topic or the commune state topic.
     async fn handle(&mut self, msg: InboundMessage) {
         // An empty retained message clears a topic: nothing to play or report.
         if msg.payload.is_empty() {
+            return;
+        }
+        self.gate.on_connection(msg.connection);
+        if self.cfg.topics.is_state(&self.cfg.commune, &msg.topic) {
+            self.handle_state(msg).await;
             return;
         }
         let Some(topic_id) = self.cfg.topics.parse_alert(&self.cfg.commune, &msg.topic) else {
@@ -406,7 +478,7 @@ impl Agent<'_> {
         let receipt_id = valid_id
             .as_ref()
             .map_or_else(|| "invalid-id".to_owned(), ToString::to_string);
-        let now = Utc::now();
+        let now = self.trusted_now();
         let sha256 = envelope_digest(&msg.payload);
         // A byte-identical copy sent while we listen is the service resending because it
         // lacks our `received`: acknowledge again, do not play again.
@@ -460,20 +532,20 @@ impl Agent<'_> {
                 });
             }
             Ok(Some((alert, expires))) => {
+                self.signed_at(&alert.sent.clone());
                 if let Some(by) = self.superseded_by(&alert.id) {
                     tracing::info!(alert_id = %alert.id, by = %by, receiver = %self.cfg.receiver_id,
                         "alert already replaced by a newer message; not played");
-                } else if msg.retain {
-                    // Part of the burst a (re)subscription brings: wait for the rest of it.
-                    self.held_until
-                        .get_or_insert_with(|| tokio::time::Instant::now() + RETAINED_SETTLE);
+                } else {
+                    // Whether it came retained, queued in the session or live, the commune
+                    // state decides (§4a): it waits for a state that knows it.
                     self.held.push(Held {
                         alert,
                         sha256,
                         expires,
+                        since: tokio::time::Instant::now(),
                     });
-                } else {
-                    self.accept(alert, sha256, expires).await;
+                    self.release().await;
                 }
             }
             Err(reason) => {
@@ -496,38 +568,105 @@ impl Agent<'_> {
         }
     }
 
-    /// Releases the settled retained burst: what another alert of the burst replaces is
-    /// set aside unplayed, and the rest is accepted, emergencies first.
-    async fn release(&mut self) {
-        self.held_until = None;
-        let mut held = std::mem::take(&mut self.held);
-        // Replaced id to the id and expiry of the alert that replaces it.
-        let replaced: HashMap<String, (String, DateTime<Utc>)> = held
-            .iter()
-            .flat_map(|h| {
-                h.alert
-                    .references
+    /// Handles a message on the commune state topic: a verified state may decide the
+    /// held alerts, and tells which alerts were replaced.
+    async fn handle_state(&mut self, msg: InboundMessage) {
+        let state = match wire::verify_state(&msg.payload, &self.cfg.keys, &self.cfg.commune) {
+            Ok(s) => s,
+            Err(reason) => {
+                // A state is not an alert: nothing to receipt, but the operator must know.
+                tracing::warn!(topic = %msg.topic, receiver = %self.cfg.receiver_id, reason = %reason,
+                    "commune state rejected");
+                return;
+            }
+        };
+        self.signed_at(&state.as_of.clone());
+        if self.gate.on_state(state, msg.retain) == gate::StateOutcome::Resubscribe {
+            // It may be old (queued while we were away): ask for the retained one.
+            let topic = self.cfg.topics.state(&self.cfg.commune);
+            if let Err(e) = self.mqtt.resubscribe(&topic) {
+                tracing::warn!(topic = %topic, error = %e, receiver = %self.cfg.receiver_id,
+                    "subscribing to the commune state again failed");
+            }
+        }
+        // Remember what it says was replaced, so that a copy arriving later is ignored.
+        let replaced: Vec<(String, String, DateTime<Utc>)> = self
+            .gate
+            .trusted()
+            .map(|s| {
+                s.replaced
                     .iter()
-                    .map(|r| (r.clone(), (h.alert.id.clone(), h.expires)))
+                    .filter_map(|r| Some((r.id.clone(), r.by.clone(), r.until.parse().ok()?)))
+                    .collect()
             })
-            .collect();
+            .unwrap_or_default();
+        for (id, by, until) in replaced {
+            if self.played.get(&id).is_none() && !self.pending.contains_key(&id) {
+                self.record_superseded(&id, &by, until).await;
+            }
+        }
+        self.release().await;
+    }
+
+    /// Decides the held alerts by the trusted commune state: what it lists as live is
+    /// accepted (emergencies first), what it lists as replaced never plays, and the rest
+    /// waits, at most [`STATE_WAIT`].
+    async fn release(&mut self) {
+        let mut held = std::mem::take(&mut self.held);
         held.sort_by_key(|h| {
             std::cmp::Reverse(MessageClass::from_code(&h.alert.class).unwrap_or(MessageClass::Normal))
         });
+        let now = tokio::time::Instant::now();
         for h in held {
-            if let Some((by, expires)) = replaced.get(&h.alert.id) {
-                tracing::info!(alert_id = %h.alert.id, by = %by, receiver = %self.cfg.receiver_id,
-                    "retained alert replaced by a newer one of the same burst; not played");
-                self.record_superseded(&h.alert.id, by, *expires).await;
-                continue;
-            }
-            // An alert accepted while this one was held may have replaced it.
+            // An alert accepted meanwhile may have replaced it.
             if let Some(by) = self.superseded_by(&h.alert.id) {
                 tracing::info!(alert_id = %h.alert.id, by = %by, receiver = %self.cfg.receiver_id,
-                    "retained alert replaced by a newer message; not played");
+                    "held alert replaced by a newer message; not played");
                 continue;
             }
-            self.accept(h.alert, h.sha256, h.expires).await;
+            match self.gate.verdict(&h.alert.id) {
+                gate::Verdict::Accept => self.accept(h.alert, h.sha256, h.expires).await,
+                gate::Verdict::Replaced { by, until } => {
+                    tracing::info!(alert_id = %h.alert.id, by = %by, receiver = %self.cfg.receiver_id,
+                        "the commune state says this alert was replaced; not played");
+                    self.record_superseded(&h.alert.id, &by, until.max(h.expires))
+                        .await;
+                    let _ = self.events.send(ReceiverEvent::Replaced {
+                        alert_id: h.alert.id,
+                        by,
+                    });
+                }
+                gate::Verdict::Wait if now >= h.since + STATE_WAIT => {
+                    tracing::warn!(alert_id = %h.alert.id, receiver = %self.cfg.receiver_id,
+                        waited_s = STATE_WAIT.as_secs(),
+                        "no commune state knows this alert; accepting it rather than withholding a warning");
+                    self.accept(h.alert, h.sha256, h.expires).await;
+                }
+                gate::Verdict::Wait => self.held.push(h),
+            }
+        }
+    }
+
+    /// When the next scheduled alert is due, if any is scheduled.
+    fn next_scheduled(&self) -> Option<tokio::time::Instant> {
+        let next = self.scheduled.iter().map(|s| s.effective).min()?;
+        let wait = (next - self.trusted_now()).to_std().unwrap_or(Duration::ZERO);
+        Some(tokio::time::Instant::now() + wait)
+    }
+
+    /// Hands the scheduled alerts whose `effective` time came to the programme.
+    async fn start_due(&mut self) {
+        let now = self.trusted_now();
+        let (due, later): (Vec<Scheduled>, Vec<Scheduled>) = std::mem::take(&mut self.scheduled)
+            .into_iter()
+            .partition(|s| s.effective <= now);
+        self.scheduled = later;
+        for s in due {
+            if self.superseded_by(&s.alert.id).is_some() {
+                continue;
+            }
+            tracing::info!(alert_id = %s.alert.id, receiver = %self.cfg.receiver_id, "scheduled alert takes effect");
+            self.enter(s.alert, s.sha256, s.expires).await;
         }
     }
 
@@ -537,17 +676,60 @@ impl Agent<'_> {
         self.write(id, append).await;
     }
 
-    /// A verified new version: report it received, and hand it to the programme.
+    /// A verified new version: report it received; take a renewal of what played here
+    /// without playing it; hold one not yet effective; hand the rest to the programme.
     async fn accept(&mut self, alert: AlertPayload, sha256: String, expires: DateTime<Utc>) {
         self.send(&alert.id, ReceiptStatus::Received, None);
-        // What it replaces and this receiver has not started (unseen, or held in a
-        // retained burst) must not play later, as it would if the broker still retains
-        // it. What waits or plays, the programme stops below.
+        // What it replaces and this receiver has not started (unseen, held, or waiting
+        // for its time) must not play later, as it would if the broker still retains it.
+        // What waits or plays, the programme stops.
         for r in &alert.references {
+            self.scheduled.retain(|s| s.alert.id != *r);
             if self.played.get(r).is_none() && !self.pending.contains_key(r) {
                 self.record_superseded(r, &alert.id, expires).await;
             }
         }
+        // A renewal of an alert this receiver played (or is playing) says nothing new:
+        // the same level, a later expiry (§8).
+        if alert.renewal
+            && let Some(renews) = alert
+                .references
+                .iter()
+                .rev()
+                .find(|r| self.played.played(r).is_some() || self.pending.contains_key(*r))
+                .cloned()
+        {
+            tracing::info!(alert_id = %alert.id, renews = %renews, receiver = %self.cfg.receiver_id,
+                "renewal of an alert that played here; not played again");
+            self.record(&alert.id, &sha256, expires).await;
+            self.send(&alert.id, ReceiptStatus::Acknowledged, None);
+            let _ = self.events.send(ReceiverEvent::Acknowledged {
+                alert_id: alert.id.clone(),
+                renews,
+            });
+            return;
+        }
+        let effective = alert.effective.parse::<DateTime<Utc>>().ok();
+        if let Some(effective) = effective.filter(|e| *e > self.trusted_now()) {
+            tracing::info!(alert_id = %alert.id, effective = %effective, receiver = %self.cfg.receiver_id,
+                "alert accepted; it plays when it takes effect");
+            let _ = self.events.send(ReceiverEvent::Scheduled {
+                alert_id: alert.id.clone(),
+                effective,
+            });
+            self.scheduled.push(Scheduled {
+                alert,
+                sha256,
+                expires,
+                effective,
+            });
+            return;
+        }
+        self.enter(alert, sha256, expires).await;
+    }
+
+    /// Hands an accepted alert that is in effect to the programme.
+    async fn enter(&mut self, alert: AlertPayload, sha256: String, expires: DateTime<Utc>) {
         let class = MessageClass::from_code(&alert.class).unwrap_or_else(|| {
             tracing::warn!(alert_id = %alert.id, class = %alert.class,
                 "unknown message class; playing it as normal");
@@ -570,7 +752,7 @@ impl Agent<'_> {
                 played: false,
             },
         );
-        let actions = self.programme.arrive(slot, Utc::now());
+        let actions = self.programme.arrive(slot, self.trusted_now());
         self.apply(actions).await;
     }
 
@@ -615,8 +797,13 @@ impl Agent<'_> {
                             tracing::info!(alert_id = %id, by = %by, receiver = %self.cfg.receiver_id,
                                 "waiting alert dropped: replaced by a newer message");
                             // Remember it as replaced, so that its retained copy, if the
-                            // broker still holds one, does not play after a reconnect.
-                            self.record_superseded(&id, &by, p.expires).await;
+                            // broker still holds one, does not play after a reconnect: until
+                            // the later of both expiries.
+                            let until = self
+                                .pending
+                                .get(&by)
+                                .map_or(p.expires, |n| n.expires.max(p.expires));
+                            self.record_superseded(&id, &by, until).await;
                         }
                     }
                 }
@@ -650,7 +837,7 @@ impl Agent<'_> {
     /// ends at once (printing, or nothing left to play).
     async fn start(&mut self, id: &str) -> Vec<Action> {
         let Some(p) = self.pending.get(id) else {
-            return self.programme.finished(Utc::now());
+            return self.programme.finished(self.trusted_now());
         };
         if !p.recorded {
             let (sha256, expires) = (p.sha256.clone(), p.expires);
@@ -663,19 +850,21 @@ impl Agent<'_> {
             // Playing is handing the alert over: it is played at once, and done.
             self.mark_played(id);
             self.pending.remove(id);
-            return self.programme.finished(Utc::now());
+            return self.programme.finished(self.trusted_now());
         };
         let Some(p) = self.pending.get(id) else {
-            return self.programme.finished(Utc::now());
+            return self.programme.finished(self.trusted_now());
         };
         let remaining = p.alert.repeat.times.max(1).saturating_sub(p.rendered);
         if remaining == 0 {
             self.pending.remove(id);
-            return self.programme.finished(Utc::now());
+            return self.programme.finished(self.trusted_now());
         }
         let text = speech_vi(&p.alert);
         let interval = Duration::from_secs(u64::from(p.alert.repeat.interval_s));
-        let until_expiry = (p.expires - Utc::now()).to_std().unwrap_or(Duration::ZERO);
+        let until_expiry = (p.expires - self.trusted_now())
+            .to_std()
+            .unwrap_or(Duration::ZERO);
         let deadline = tokio::time::Instant::now() + until_expiry;
         self.runs += 1;
         let run = self.runs;
@@ -749,7 +938,7 @@ impl Agent<'_> {
                         "expired: the alert expired before its first rendition completed".into(),
                     ),
                 }
-                let actions = self.programme.finished(Utc::now());
+                let actions = self.programme.finished(self.trusted_now());
                 self.apply(actions).await;
             }
         }

@@ -376,6 +376,16 @@ async fn single(common: Common, p: Planned) -> Result<()> {
                 Some(ReceiverEvent::DrillIgnored { alert_id, status }) => {
                     println!("--- Tin {alert_id} ({status}) không phát: máy thu không tham gia diễn tập (--drills)\n")
                 }
+                Some(ReceiverEvent::Acknowledged { alert_id, renews }) => {
+                    println!("--- Tin {alert_id} gia hạn tin {renews} đã phát: không phát lại\n")
+                }
+                Some(ReceiverEvent::Scheduled { alert_id, effective }) => println!(
+                    "--- Tin {alert_id} sẽ phát lúc {}\n",
+                    dispatch::render::local_time_vi(effective)
+                ),
+                Some(ReceiverEvent::Replaced { alert_id, by }) => {
+                    println!("--- Tin {alert_id} đã được thay bằng tin {by}: không phát\n")
+                }
                 Some(ReceiverEvent::Connected) => tracing::info!("connected and subscribed"),
                 None => break,
             },
@@ -485,6 +495,21 @@ async fn simulate(common: Common, receivers: Vec<Planned>, quiet: bool) -> Resul
             ReceiverEvent::Interrupted { alert_id, by } => {
                 if !quiet {
                     println!("{id} interrupted {alert_id} for {by}");
+                }
+            }
+            ReceiverEvent::Acknowledged { alert_id, renews } => {
+                if !quiet {
+                    println!("{id} acknowledged renewal {alert_id} of {renews}");
+                }
+            }
+            ReceiverEvent::Scheduled { alert_id, effective } => {
+                if !quiet {
+                    println!("{id} scheduled {alert_id} for {effective}");
+                }
+            }
+            ReceiverEvent::Replaced { alert_id, by } => {
+                if !quiet {
+                    println!("{id} did not play {alert_id}: replaced by {by}");
                 }
             }
         }

@@ -209,7 +209,15 @@ impl PlayedLog {
     /// Records that the alert `by`, which expires at `expires`, replaced `id` before it
     /// played here. Like [`PlayedLog::record`], the line must be written.
     #[must_use = "the line must be written"]
+    /// A mark already kept longer stays as it is: "replaced" is remembered until the later
+    /// of both expiries (protocol §8), whichever message told it first.
     pub fn record_superseded(&mut self, id: &str, by: &str, expires: DateTime<Utc>) -> Option<Append> {
+        if let Some(v) = self.versions.get(id)
+            && matches!(v.mark, Mark::Superseded { .. })
+            && v.expires >= expires
+        {
+            return None;
+        }
         let mark = Mark::Superseded { by: by.to_owned() };
         self.insert(id, mark, expires)
     }

@@ -64,6 +64,18 @@ struct World {
     receivers: Vec<String>,
     /// Whether the receivers it starts are enrolled for drills.
     drills: bool,
+    /// The commune states, kept as the service keeps them (protocol §4a): per commune,
+    /// the live messages and the replaced ones.
+    seq: i64,
+    states: std::collections::BTreeMap<String, CommuneBook>,
+}
+
+/// What the world published for one commune: live (id, expires) and replaced (id, by,
+/// until).
+#[derive(Default)]
+struct CommuneBook {
+    live: Vec<(String, String)>,
+    replaced: Vec<(String, String, String)>,
 }
 
 impl World {
@@ -102,6 +114,8 @@ impl World {
             published: Vec::new(),
             receivers: Vec::new(),
             drills: true,
+            seq: 0,
+            states: Default::default(),
         }
     }
 
@@ -127,8 +141,52 @@ impl World {
         }
     }
 
-    /// Signs `alert` and publishes it, retained, on its topic for every target commune.
+    /// Signs `alert` and publishes it, retained, on its topic for every target commune,
+    /// each after the commune's state that knows it, as the service does.
     async fn publish(&mut self, alert: &AlertPayload) {
+        self.seq += 1;
+        for c in &alert.communes {
+            let book = self.states.entry(c.clone()).or_default();
+            for r in &alert.references {
+                if let Some(i) = book.live.iter().position(|(id, _)| id == r) {
+                    let (id, expires) = book.live.remove(i);
+                    let until = expires.max(alert.expires.clone());
+                    book.replaced.push((id, alert.id.clone(), until));
+                }
+            }
+            if !book.live.iter().any(|(id, _)| *id == alert.id) {
+                book.live.push((alert.id.clone(), alert.expires.clone()));
+            }
+            let state = wire::CommuneStateWire {
+                v: 1,
+                kind: wire::COMMUNE_STATE.into(),
+                province: "20".into(),
+                commune: c.clone(),
+                seq: self.seq,
+                as_of: wire::timestamp(Utc::now()),
+                live: book
+                    .live
+                    .iter()
+                    .map(|(id, expires)| wire::LiveWire {
+                        id: id.clone(),
+                        expires: expires.clone(),
+                    })
+                    .collect(),
+                replaced: book
+                    .replaced
+                    .iter()
+                    .map(|(id, by, until)| wire::ReplacedWire {
+                        id: id.clone(),
+                        by: by.clone(),
+                        until: until.clone(),
+                    })
+                    .collect(),
+            };
+            let topic = self.topics.state(&CommuneCode::new(c).unwrap());
+            let bytes = envelope_bytes(&self.signer.sign(wire::to_json(&state)));
+            self.monitor.publish(&topic, bytes, true).await.unwrap();
+            self.published.push(topic);
+        }
         let bytes = envelope_bytes(&self.signer.sign(wire::to_json(alert)));
         for c in &alert.communes {
             let topic = self
@@ -423,7 +481,12 @@ async fn a_receiver_that_comes_back_plays_the_cancel_and_never_the_alert_it_canc
         } else {
             assert_eq!(ids, [cancel.id.as_str()], "{events:?}");
         }
-        assert_eq!(events.len(), ids.len(), "{events:?}");
+        // Besides, at most the commune state's word that the original was replaced.
+        assert!(
+            events.iter().all(|e| played(e).is_some()
+                || matches!(e, ReceiverEvent::Replaced { alert_id, .. } if *alert_id == original.id)),
+            "{events:?}"
+        );
         rx.stop().await;
     }
     let receipts = w.receipts();
@@ -769,6 +832,99 @@ async fn a_receiver_not_enrolled_for_drills_ignores_exercises_and_plays_real_ale
     assert!(
         statuses(&receipts, &drill.id).is_empty(),
         "no receipt for an ignored drill: {receipts:?}"
+    );
+    rx.stop().await;
+    w.clear().await;
+}
+
+#[tokio::test]
+async fn a_receiver_back_on_its_persistent_session_never_plays_what_a_waiting_update_replaced() {
+    let Some(url) = broker() else { return };
+    let mut w = World::new(url).await;
+    let rx_id = unique("loa");
+    // Online once: the broker now keeps a session for it, and queues for it while away.
+    let mut rx = Rx::start(w.config(&rx_id, HUU_LUNG), Playback::default());
+    rx.connected().await;
+    rx.stop().await;
+    // Away: an alert, its Update with a shorter expiry, then a Cancel of the incident.
+    let original = alert(&unique("a"), "emergency", "Lũ trên sông Trung vượt báo động 3");
+    let mut update = alert(&unique("u"), "emergency", "Cập nhật: lũ trên sông Trung");
+    update.msg_type = "Update".into();
+    update.references = vec![original.id.clone()];
+    update.expires = wire::timestamp(Utc::now() + chrono::Duration::minutes(5));
+    let mut cancel = alert(&unique("c"), "priority", "Hủy bỏ: lũ trên sông Trung");
+    cancel.msg_type = "Cancel".into();
+    cancel.references = vec![original.id.clone(), update.id.clone()];
+    w.publish(&original).await;
+    w.publish(&update).await;
+    w.publish(&cancel).await;
+    // Back: queued copies come first (not flagged as retained), then the retained ones.
+    let mut rx = Rx::start(w.config(&rx_id, HUU_LUNG), Playback::default());
+    let events = rx.quiet_for(Duration::from_millis(2500)).await;
+    let ids: Vec<&str> = events.iter().filter_map(played).collect();
+    assert_eq!(ids, [cancel.id.as_str()], "{events:?}");
+    rx.stop().await;
+    let receipts = w.receipts();
+    assert_eq!(statuses(&receipts, &original.id), Vec::<&str>::new());
+    assert_eq!(statuses(&receipts, &update.id), Vec::<&str>::new());
+    w.clear().await;
+}
+
+#[tokio::test]
+async fn a_renewal_of_an_alert_that_played_is_acknowledged_and_not_played_again() {
+    let Some(url) = broker() else { return };
+    let mut w = World::new(url).await;
+    let rx_id = unique("loa");
+    let mut rx = Rx::start(w.config(&rx_id, HUU_LUNG), Playback::default());
+    rx.connected().await;
+    let first = alert(&unique("a"), "emergency", "Lũ trên sông Trung vượt báo động 3");
+    w.publish(&first).await;
+    assert_eq!(played(&rx.next().await), Some(first.id.as_str()));
+    let mut renewal = alert(&unique("r"), "emergency", "Cảnh báo lũ (tiếp theo)");
+    renewal.msg_type = "Update".into();
+    renewal.references = vec![first.id.clone()];
+    renewal.renewal = true;
+    w.publish(&renewal).await;
+    match rx.next().await {
+        ReceiverEvent::Acknowledged { alert_id, renews } => {
+            assert_eq!(
+                (alert_id.as_str(), renews.as_str()),
+                (renewal.id.as_str(), first.id.as_str())
+            );
+        }
+        other => panic!("a renewal must be acknowledged, got {other:?}"),
+    }
+    w.receipts_until(Vec::new(), |r| {
+        statuses(r, &renewal.id) == ["received", "acknowledged"]
+    })
+    .await;
+    // A receiver that never played the alert plays its renewal.
+    let mut late = Rx::start(w.config(&unique("loa-late"), HUU_LUNG), Playback::default());
+    assert_eq!(played(&late.next().await), Some(renewal.id.as_str()));
+    rx.stop().await;
+    late.stop().await;
+    w.clear().await;
+}
+
+#[tokio::test]
+async fn an_alert_plays_when_it_takes_effect_not_before() {
+    let Some(url) = broker() else { return };
+    let mut w = World::new(url).await;
+    let mut rx = Rx::start(w.config(&unique("loa"), HUU_LUNG), Playback::default());
+    rx.connected().await;
+    let mut later = alert(&unique("s"), "priority", "Thông báo lịch xả lũ hồ chứa");
+    let effective = Utc::now() + chrono::Duration::seconds(3);
+    later.effective = wire::timestamp(effective);
+    w.publish(&later).await;
+    match rx.next().await {
+        ReceiverEvent::Scheduled { alert_id, .. } => assert_eq!(alert_id, later.id),
+        other => panic!("expected it scheduled, got {other:?}"),
+    }
+    assert_eq!(played(&rx.next().await), Some(later.id.as_str()));
+    // RFC 3339 seconds: it may play within the second its effective time names.
+    assert!(
+        Utc::now() >= effective - chrono::Duration::seconds(1),
+        "played too early"
     );
     rx.stop().await;
     w.clear().await;

@@ -158,6 +158,10 @@ impl App {
             mqtt.clone(),
             wake.clone(),
             settings.outbox.clone(),
+            worker::StatePublisher {
+                signer: signer.clone(),
+                topics: topics.clone(),
+            },
             shutdown.clone(),
         ));
         if !settings.poll.sources.is_empty() {

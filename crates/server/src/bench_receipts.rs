@@ -216,6 +216,7 @@ async fn round(store: &Store, communes: &[CommuneCode], receivers: usize) -> Res
                     topic: topics.receipt(&receiver),
                     payload: dispatch::wire::receipt_bytes(alert.id.as_str(), id, c, *s, None, now),
                     retain: false,
+                    connection: 1,
                 }
             })
         })

@@ -47,6 +47,11 @@ impl AclLayout {
     fn province_alerts(&self) -> String {
         format!("{}/{}/+/alerts/#", self.prefix, self.topics.province())
     }
+
+    /// Every commune state of the province: `{prefix}/{province}/+/state`.
+    fn province_states(&self) -> String {
+        format!("{}/{}/+/state", self.prefix, self.topics.province())
+    }
 }
 
 /// A registered receiver as the broker knows it: username = receiver id.
@@ -179,20 +184,22 @@ pub fn render(
          # Not generated: automatic stations that push telemetry ({prefix}/telemetry/{station})\n\
          # get no access from this file.\n\n",
     );
-    acl.push_str("# The service: publishes (and may read back) every alert of the province; reads\n");
-    acl.push_str("# receipts, heartbeats, statuses and station telemetry.\n");
+    acl.push_str("# The service: publishes (and may read back) every alert and commune state of the\n");
+    acl.push_str("# province; reads receipts, heartbeats, statuses and station telemetry.\n");
     acl.push_str(&format!("user {}\n", service.username));
     acl.push_str(&format!("topic readwrite {}\n", layout.province_alerts()));
+    acl.push_str(&format!("topic readwrite {}\n", layout.province_states()));
     for filter in t.inbound_filters() {
         acl.push_str(&format!("topic read {filter}\n"));
     }
     for r in receivers {
         acl.push_str(&format!(
-            "\n# Receiver {}: reads its commune's alerts; writes only its own topics.\n",
+            "\n# Receiver {}: reads its commune's alerts and state; writes only its own topics.\n",
             r.id
         ));
         acl.push_str(&format!("user {}\n", r.id));
         acl.push_str(&format!("topic read {}\n", layout.commune_alerts(&r.commune)));
+        acl.push_str(&format!("topic read {}\n", t.state(&r.commune)));
         acl.push_str(&format!("topic write {}\n", t.receipt(&r.id)));
         acl.push_str(&format!("topic write {}\n", t.heartbeat(&r.id)));
         acl.push_str(&format!("topic write {}\n", t.status(&r.id)));
@@ -428,17 +435,20 @@ mod tests {
             [
                 "user canhbao",
                 "topic readwrite canhbao/v1/20/+/alerts/#",
+                "topic readwrite canhbao/v1/20/+/state",
                 "topic read canhbao/v1/receipts/+",
                 "topic read canhbao/v1/heartbeat/+",
                 "topic read canhbao/v1/status/+",
                 "topic read canhbao/v1/telemetry/+",
                 "user loa-06385-01",
                 "topic read canhbao/v1/20/06385/alerts/#",
+                "topic read canhbao/v1/20/06385/state",
                 "topic write canhbao/v1/receipts/loa-06385-01",
                 "topic write canhbao/v1/heartbeat/loa-06385-01",
                 "topic write canhbao/v1/status/loa-06385-01",
                 "user loa-05977-01",
                 "topic read canhbao/v1/20/05977/alerts/#",
+                "topic read canhbao/v1/20/05977/state",
                 "topic write canhbao/v1/receipts/loa-05977-01",
                 "topic write canhbao/v1/heartbeat/loa-05977-01",
                 "topic write canhbao/v1/status/loa-05977-01",

@@ -345,3 +345,71 @@ fn quality_event(r: &sqlx::any::AnyRow) -> Result<QualityEvent> {
         reason: r.try_get("reason")?,
     })
 }
+
+/// What the store holds for one commune (protocol §4a): the messages live now, and the
+/// replaced ones still worth remembering.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct CommuneState {
+    /// The newest alert of the commune, as a number that only grows (its row order).
+    pub seq: i64,
+    /// (id, expires) of every message not expired that nothing replaced.
+    pub live: Vec<(String, DateTime<Utc>)>,
+    /// (id, replaced by, until): every message an Update or Cancel replaced, until the
+    /// later of its own and its replacement's expiry.
+    pub replaced: Vec<(String, String, DateTime<Utc>)>,
+}
+
+impl Store {
+    /// The commune state of `commune` at `now`.
+    pub async fn commune_state(&self, commune: &str, now: DateTime<Utc>) -> Result<CommuneState> {
+        let seq = self.commune_seq(commune).await?;
+        let rows = sqlx::query(
+            "SELECT a.id, a.expires_ms, a.rowid AS seq,
+                (SELECT b.id FROM alert_refs r JOIN alerts b ON b.id = r.alert_id WHERE r.refers_to = a.id
+                 ORDER BY b.sent_ms DESC, b.rowid DESC LIMIT 1) AS by_id,
+                (SELECT MAX(b.expires_ms) FROM alert_refs r JOIN alerts b ON b.id = r.alert_id
+                 WHERE r.refers_to = a.id) AS by_expires_ms
+             FROM deliveries d JOIN alerts a ON a.id = d.alert_id
+             WHERE d.commune = $1
+               AND (a.expires_ms > $2 OR EXISTS (SELECT 1 FROM alert_refs r JOIN alerts b ON b.id = r.alert_id
+                                                 WHERE r.refers_to = a.id AND b.expires_ms > $2))
+             ORDER BY a.rowid",
+        )
+        .bind(commune)
+        .bind(ms(now))
+        .fetch_all(&self.pool)
+        .await?;
+        let mut state = CommuneState {
+            seq,
+            ..CommuneState::default()
+        };
+        for r in &rows {
+            let id: String = r.try_get("id")?;
+            let expires = from_ms(r.try_get("expires_ms")?)?;
+            match r.try_get::<Option<String>, _>("by_id")? {
+                None => state.live.push((id, expires)),
+                Some(by) => {
+                    let by_expires: Option<i64> = r.try_get("by_expires_ms")?;
+                    let until = match by_expires {
+                        Some(b) => expires.max(from_ms(b)?),
+                        None => expires,
+                    };
+                    state.replaced.push((id, by, until));
+                }
+            }
+        }
+        Ok(state)
+    }
+
+    /// The newest alert of `commune`, as [`CommuneState::seq`].
+    pub async fn commune_seq(&self, commune: &str) -> Result<i64> {
+        let seq: Option<i64> = sqlx::query(
+            "SELECT MAX(a.rowid) AS seq FROM deliveries d JOIN alerts a ON a.id = d.alert_id WHERE d.commune = $1",
+        )
+        .bind(commune)
+        .fetch_one(&self.pool)
+        .await?
+        .try_get("seq")?;
+        Ok(seq.unwrap_or(0))
+    }
+}

@@ -35,7 +35,7 @@ pub use alerts::{AlertCounts, AlertFilter, AlertRecord, NewDelivery, SignedPaylo
 pub use audit::{AuditRecord, AuditVerdict, audit_hash};
 pub use changes::{Change, ChangeCursor};
 pub use contacts::ContactRecord;
-pub use follow::{FlaggedReading, IncidentHead, QualityEvent};
+pub use follow::{CommuneState, FlaggedReading, IncidentHead, QualityEvent};
 pub use forecasts::ForecastRecord;
 pub use idempotency::IdempotencyBegin;
 pub use levels::{AssessmentRecord, BulletinRecord, NewAssessment, StoredReading};
