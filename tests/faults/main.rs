@@ -310,6 +310,8 @@ async fn a_database_locked_by_another_writer_shows_in_readyz_refuses_writes_clea
     }
     let mut rx = app.start_receiver("06385", "loa-lock-1").await.unwrap();
     app.prime("HUULUNG", 19.4).await.unwrap();
+    // Lạng Sơn's first reading too: the reading refused below is its second.
+    app.prime("LANGSON", 256.5).await.unwrap();
     let (status, _, body) = app
         .post_observations(&canhbao_tests::observation_now("HUULUNG", 19.4))
         .await
@@ -453,6 +455,9 @@ async fn postgres_briefly_unreachable_shows_in_readyz_refuses_writes_cleanly_and
     .await
     .unwrap();
     app.register_receiver("06385", "loa-pg-1").await.unwrap();
+    // Each station's first reading waits for the next (docs/rules.md, "Quality control").
+    app.prime("HUULUNG", 19.4).await.unwrap();
+    app.prime("LANGSON", 256.5).await.unwrap();
     let (status, _, body) = app
         .post_observations(&canhbao_tests::observation_now("HUULUNG", 19.4))
         .await

@@ -306,7 +306,8 @@ pub struct CommuneStateWire {
     pub commune: String,
     /// Grows with every alert of the commune: the newest state has the highest.
     pub seq: i64,
-    /// The service's time when it made the state.
+    /// When the newest message the state lists was issued (1970-01-01T00:00:00Z when it
+    /// lists none). A signed time: it never lies ahead of the service's clock.
     pub as_of: String,
     /// Every message of the commune not yet expired that nothing replaced.
     pub live: Vec<LiveWire>,
@@ -333,15 +334,16 @@ pub struct ReplacedWire {
 pub const COMMUNE_STATE: &str = "commune_state";
 
 impl CommuneStateWire {
-    /// Builds the state of `commune` from the store's record, made at `now`.
-    pub fn new(province: &str, commune: &str, state: &store::CommuneState, now: DateTime<Utc>) -> Self {
+    /// Builds the state of `commune` from the store's record. The same record gives the
+    /// same bytes, so a receiver verifies a repeated state once.
+    pub fn new(province: &str, commune: &str, state: &store::CommuneState) -> Self {
         Self {
             v: PROTOCOL_VERSION,
             kind: COMMUNE_STATE.to_owned(),
             province: province.to_owned(),
             commune: commune.to_owned(),
             seq: state.seq,
-            as_of: timestamp(now),
+            as_of: timestamp(state.newest_sent.unwrap_or(DateTime::<Utc>::UNIX_EPOCH)),
             live: state
                 .live
                 .iter()

@@ -17,11 +17,14 @@ use crate::Topics;
 use crate::mqtt::MqttHandle;
 use crate::wire::{CommuneStateWire, Signer, envelope_bytes, to_json};
 
-/// What the worker needs to publish commune states: the key that signs them, and where.
+/// What the worker needs to publish commune states: the key that signs them, where, and
+/// every commune of the province (each always has a retained state, so that a receiver
+/// gets one as soon as it subscribes).
 #[derive(Clone)]
 pub struct StatePublisher {
     pub signer: Arc<Signer>,
     pub topics: Topics,
+    pub communes: Arc<Vec<String>>,
 }
 
 impl std::fmt::Debug for StatePublisher {
@@ -92,7 +95,7 @@ pub async fn run_outbox(
     if let Some(c) = connections.as_mut() {
         let first = *c.borrow_and_update();
         if first.count > 0 {
-            broker_back(&store, first).await;
+            broker_back(&store, &mqtt, &states, first).await;
         }
     }
     loop {
@@ -129,7 +132,7 @@ pub async fn run_outbox(
             back = reconnected => {
                 if back {
                     let connected = connections.as_mut().map(|c| *c.borrow_and_update()).unwrap_or_default();
-                    broker_back(&store, connected).await;
+                    broker_back(&store, &mqtt, &states, connected).await;
                 } else {
                     // The connection task ended (the service is stopping).
                     connections = None;
@@ -144,11 +147,20 @@ pub async fn run_outbox(
 /// service's session lost its retained alerts too (and maybe receipts in flight): every
 /// live alert is published again, so that a receiver connecting later still finds it,
 /// and the receivers acknowledge again what they already played (without playing it).
-async fn broker_back(store: &Store, connected: crate::mqtt::Connected) {
+async fn broker_back(
+    store: &Store,
+    mqtt: &MqttHandle,
+    states: &StatePublisher,
+    connected: crate::mqtt::Connected,
+) {
     // Without this service's session (a broker that restarted without persistence, an
     // embedded one, or a first connection ever), the broker cannot be trusted to hold the
-    // retained alerts: publish every live one again.
+    // retained alerts and states: publish every commune's state, and every live alert,
+    // again.
     if !connected.session_present {
+        if let Err(e) = publish_states(store, mqtt, states, &states.communes).await {
+            tracing::warn!(error = %e, "publishing the commune states failed; each goes out again with its next alert");
+        }
         match store.requeue_live(Utc::now()).await {
             Ok(n) => tracing::warn!(
                 deliveries = n,
@@ -221,16 +233,20 @@ async fn round(
     let n = batch.len();
     // Each commune's state first, then its alerts: a receiver that gets an alert from the
     // broker can always get a state that knows it.
-    let communes: std::collections::BTreeSet<String> = batch.iter().map(|d| d.commune.clone()).collect();
-    let mut stated = Vec::with_capacity(communes.len());
-    for c in &communes {
-        match publish_state(store, mqtt, states, c).await {
-            Ok(Some(seq)) => stated.push((c, seq)),
-            Ok(None) => {}
+    let communes: Vec<String> = batch
+        .iter()
+        .map(|d| d.commune.clone())
+        .collect::<std::collections::BTreeSet<_>>()
+        .into_iter()
+        .collect();
+    let stated = match publish_states(store, mqtt, states, &communes).await {
+        Ok(seqs) => seqs,
+        Err(e) => {
             // Its alerts fail the same way, and are tried again with it.
-            Err(e) => tracing::warn!(commune = %c, error = %e, "publishing a commune state failed"),
+            tracing::warn!(communes = communes.len(), error = %e, "publishing commune states failed");
+            Default::default()
         }
-    }
+    };
     let mut published = Vec::with_capacity(n);
     let mut failed = None;
     for d in batch {
@@ -250,11 +266,17 @@ async fn round(
     // Another instance may have published an older state after ours: whoever sees a newer
     // alert than the state it published publishes the newest again, so the last state
     // the broker keeps is the newest.
-    for (c, seq) in stated {
-        if store.commune_seq(c).await? > seq
-            && let Err(e) = publish_state(store, mqtt, states, c).await
+    if !stated.is_empty() {
+        let now_seqs = store.commune_seqs(&communes).await?;
+        let stale: Vec<String> = stated
+            .iter()
+            .filter(|(c, seq)| now_seqs.get(*c).is_some_and(|n| n > *seq))
+            .map(|(c, _)| c.clone())
+            .collect();
+        if !stale.is_empty()
+            && let Err(e) = publish_states(store, mqtt, states, &stale).await
         {
-            tracing::warn!(commune = %c, error = %e, "publishing a commune state failed");
+            tracing::warn!(communes = stale.len(), error = %e, "publishing commune states failed");
         }
     }
     match failed {
@@ -272,24 +294,28 @@ enum StateError {
     Publish(#[from] crate::mqtt::PublishError),
 }
 
-/// Signs and publishes, retained, the state of `commune` now; returns its `seq` (`None`
-/// for a commune code that is not valid, which no delivery has).
-async fn publish_state(
+/// Signs and publishes, retained, the state of each of `communes` now; returns the `seq`
+/// each was published with. A commune code that is not valid (no delivery has one) is
+/// skipped.
+async fn publish_states(
     store: &Store,
     mqtt: &MqttHandle,
     states: &StatePublisher,
-    commune: &str,
-) -> Result<Option<i64>, StateError> {
-    let Ok(code) = domain::CommuneCode::new(commune) else {
-        return Ok(None);
-    };
+    communes: &[String],
+) -> Result<std::collections::BTreeMap<String, i64>, StateError> {
     let now = Utc::now();
-    let state = store.commune_state(commune, now).await?;
-    let wire = CommuneStateWire::new(states.topics.province().as_str(), commune, &state, now);
-    let signed = states.signer.sign(to_json(&wire));
-    mqtt.publish(&states.topics.state(&code), envelope_bytes(&signed), true)
-        .await?;
-    Ok(Some(state.seq))
+    let mut published = std::collections::BTreeMap::new();
+    for (commune, state) in store.commune_states(communes, now).await? {
+        let Ok(code) = domain::CommuneCode::new(&commune) else {
+            continue;
+        };
+        let wire = CommuneStateWire::new(states.topics.province().as_str(), &commune, &state);
+        let signed = states.signer.sign(to_json(&wire));
+        mqtt.publish(&states.topics.state(&code), envelope_bytes(&signed), true)
+            .await?;
+        published.insert(commune, state.seq);
+    }
+    Ok(published)
 }
 
 /// Publishes one claimed delivery. Returns its id and the time when the broker took it;

@@ -240,6 +240,7 @@ pub async fn run_with(
         gate: gate::Gate::default(),
         scheduled: Vec::new(),
         signed_floor: DateTime::<Utc>::MIN_UTC,
+        last_state: None,
     };
     let mut was_connected = false;
     loop {
@@ -377,6 +378,8 @@ struct Agent<'a> {
     /// The newest time a verified message was signed at: the receiver's time never runs
     /// behind it (a clock that lost its setting must not hold or expire alerts wrongly).
     signed_floor: DateTime<Utc>,
+    /// The digest and content of the last commune state verified.
+    last_state: Option<(String, wire::CommuneStateWire)>,
 }
 
 impl Agent<'_> {
@@ -429,6 +432,12 @@ impl Agent<'_> {
         self.played
             .played(id)
             .or_else(|| self.pending.get(id).map(|p| p.sha256.as_str()))
+            .or_else(|| {
+                self.scheduled
+                    .iter()
+                    .find(|s| s.alert.id == id)
+                    .map(|s| s.sha256.as_str())
+            })
             .or_else(|| {
                 self.held
                     .iter()
@@ -483,31 +492,47 @@ impl Agent<'_> {
         // A byte-identical copy sent while we listen is the service resending because it
         // lacks our `received`: acknowledge again, do not play again.
         let mut reacknowledge = false;
-        let result = wire::verify_envelope(&msg.payload, &self.cfg.keys, &topic_id, &self.cfg.commune, now)
-            .and_then(|alert| {
-                // The payload's id equals the topic's; it must also be a valid id, since it
-                // names receipts and lines of the state file.
-                if valid_id.is_none() {
-                    return Err(Rejection::Malformed(format!(
-                        "alert id {:?} is not 1 to 64 of A-Z, a-z, 0-9, -, _ and .",
-                        alert.id
-                    )));
+        // Bytes identical to a version already verified need no second verification (the
+        // service resends a commune's alerts until every receiver answers).
+        // A copy of one still held for the commune state is not accepted yet: no receipt.
+        let held = self
+            .held
+            .iter()
+            .any(|h| h.alert.id == topic_id && h.sha256 == sha256);
+        let known = valid_id.is_some() && self.seen(&topic_id) == Some(sha256.as_str());
+        let result = if known {
+            reacknowledge = !msg.retain && !held;
+            Ok(None)
+        } else {
+            wire::verify_envelope(&msg.payload, &self.cfg.keys, &topic_id, &self.cfg.commune, now).map(Some)
+        }
+        .and_then(|alert: Option<AlertPayload>| {
+            let Some(alert) = alert else {
+                return Ok(None);
+            };
+            // The payload's id equals the topic's; it must also be a valid id, since it
+            // names receipts and lines of the state file.
+            if valid_id.is_none() {
+                return Err(Rejection::Malformed(format!(
+                    "alert id {:?} is not 1 to 64 of A-Z, a-z, 0-9, -, _ and .",
+                    alert.id
+                )));
+            }
+            let expires = alert
+                .expires
+                .parse::<DateTime<Utc>>()
+                .map_err(|e| Rejection::Malformed(format!("expires {:?}: {e}", alert.expires)))?;
+            match self.seen(&alert.id) {
+                // Retained redelivery on (re)subscribe: normal MQTT, already handled.
+                Some(d) if msg.retain && d == sha256 => Ok(None),
+                Some(d) if d == sha256 => {
+                    reacknowledge = true;
+                    Ok(None)
                 }
-                let expires = alert
-                    .expires
-                    .parse::<DateTime<Utc>>()
-                    .map_err(|e| Rejection::Malformed(format!("expires {:?}: {e}", alert.expires)))?;
-                match self.seen(&alert.id) {
-                    // Retained redelivery on (re)subscribe: normal MQTT, already handled.
-                    Some(d) if msg.retain && d == sha256 => Ok(None),
-                    Some(d) if d == sha256 => {
-                        reacknowledge = true;
-                        Ok(None)
-                    }
-                    Some(_) => Err(Rejection::Replayed(alert.id.clone())),
-                    None => Ok(Some((alert, expires))),
-                }
-            });
+                Some(_) => Err(Rejection::Replayed(alert.id.clone())),
+                None => Ok(Some((alert, expires))),
+            }
+        });
         match result {
             Ok(None) => {
                 if reacknowledge {
@@ -571,8 +596,18 @@ impl Agent<'_> {
     /// Handles a message on the commune state topic: a verified state may decide the
     /// held alerts, and tells which alerts were replaced.
     async fn handle_state(&mut self, msg: InboundMessage) {
-        let state = match wire::verify_state(&msg.payload, &self.cfg.keys, &self.cfg.commune) {
-            Ok(s) => s,
+        // The same state again (each publication of the commune repeats it) was verified
+        // already.
+        let digest = envelope_digest(&msg.payload);
+        let verified = match &self.last_state {
+            Some((d, s)) if *d == digest => Ok(s.clone()),
+            _ => wire::verify_state(&msg.payload, &self.cfg.keys, &self.cfg.commune),
+        };
+        let state = match verified {
+            Ok(s) => {
+                self.last_state = Some((digest, s.clone()));
+                s
+            }
             Err(reason) => {
                 // A state is not an alert: nothing to receipt, but the operator must know.
                 tracing::warn!(topic = %msg.topic, receiver = %self.cfg.receiver_id, reason = %reason,
@@ -581,6 +616,8 @@ impl Agent<'_> {
             }
         };
         self.signed_at(&state.as_of.clone());
+        tracing::debug!(receiver = %self.cfg.receiver_id, seq = state.seq, retained = msg.retain,
+            live = state.live.len(), replaced = state.replaced.len(), "commune state");
         if self.gate.on_state(state, msg.retain) == gate::StateOutcome::Resubscribe {
             // It may be old (queued while we were away): ask for the retained one.
             let topic = self.cfg.topics.state(&self.cfg.commune);

@@ -858,6 +858,8 @@ async fn a_receiver_back_on_its_persistent_session_never_plays_what_a_waiting_up
     w.publish(&original).await;
     w.publish(&update).await;
     w.publish(&cancel).await;
+    // Every message reached the broker before the receiver comes back.
+    tokio::time::sleep(Duration::from_millis(500)).await;
     // Back: queued copies come first (not flagged as retained), then the retained ones.
     let mut rx = Rx::start(w.config(&rx_id, HUU_LUNG), Playback::default());
     let events = rx.quiet_for(Duration::from_millis(2500)).await;

@@ -161,6 +161,14 @@ impl App {
             worker::StatePublisher {
                 signer: signer.clone(),
                 topics: topics.clone(),
+                communes: Arc::new(
+                    settings
+                        .area
+                        .communes
+                        .iter()
+                        .map(|c| c.code.to_string())
+                        .collect(),
+                ),
             },
             shutdown.clone(),
         ));

@@ -61,6 +61,11 @@ pub async fn start(listen: SocketAddr) -> Result<EmbeddedBroker> {
         // own connection (bench dispatch, 1,000 receivers), which the resend 30 s later
         // then had to recover. The same limit as deploy/mosquitto/canhbao.conf.
         .max_mqueue_len(100_000)
+        // A restart after a crash (systemd restarts after 2 s) must get its port back at
+        // once: the connections of the killed process sit in TIME_WAIT for a minute, and
+        // without SO_REUSEADDR the bind fails for as long. SO_REUSEPORT stays off, so
+        // that two live processes can never share the port.
+        .reuseaddr(Some(true))
         .bind()
         .with_context(|| format!("binding the embedded MQTT broker to {listen}"))?
         .tcp()

@@ -309,7 +309,7 @@ struct DomainRaw {
     rules_dir: String,
 }
 
-const SECTIONS: [&str; 14] = [
+const SECTIONS: [&str; 15] = [
     "service",
     "approval",
     "http",
@@ -320,6 +320,7 @@ const SECTIONS: [&str; 14] = [
     "alerts",
     "outbox",
     "shutdown",
+    "fleet",
     "domain",
     "bulletins",
     "ingest",

@@ -357,40 +357,61 @@ pub struct CommuneState {
     /// (id, replaced by, until): every message an Update or Cancel replaced, until the
     /// later of its own and its replacement's expiry.
     pub replaced: Vec<(String, String, DateTime<Utc>)>,
+    /// When the newest message it lists was issued (`None` when it lists none): the same
+    /// state always has the same content, and so the same signed bytes.
+    pub newest_sent: Option<DateTime<Utc>>,
 }
 
 impl Store {
-    /// The commune state of `commune` at `now`.
-    pub async fn commune_state(&self, commune: &str, now: DateTime<Utc>) -> Result<CommuneState> {
-        let seq = self.commune_seq(commune).await?;
-        let rows = sqlx::query(
-            "SELECT a.id, a.expires_ms, a.rowid AS seq,
+    /// The commune states of `communes` at `now`, in two queries whatever their number.
+    pub async fn commune_states(
+        &self,
+        communes: &[String],
+        now: DateTime<Utc>,
+    ) -> Result<std::collections::BTreeMap<String, CommuneState>> {
+        let mut out: std::collections::BTreeMap<String, CommuneState> = self
+            .commune_seqs(communes)
+            .await?
+            .into_iter()
+            .map(|(c, seq)| {
+                (
+                    c,
+                    CommuneState {
+                        seq,
+                        ..CommuneState::default()
+                    },
+                )
+            })
+            .collect();
+        let sql = format!(
+            "SELECT d.commune, a.id, a.expires_ms, a.sent_ms,
                 (SELECT b.id FROM alert_refs r JOIN alerts b ON b.id = r.alert_id WHERE r.refers_to = a.id
                  ORDER BY b.sent_ms DESC, b.rowid DESC LIMIT 1) AS by_id,
                 (SELECT MAX(b.expires_ms) FROM alert_refs r JOIN alerts b ON b.id = r.alert_id
                  WHERE r.refers_to = a.id) AS by_expires_ms
              FROM deliveries d JOIN alerts a ON a.id = d.alert_id
-             WHERE d.commune = $1
+             WHERE d.commune IN (SELECT c.value FROM {})
                AND (a.expires_ms > $2 OR EXISTS (SELECT 1 FROM alert_refs r JOIN alerts b ON b.id = r.alert_id
                                                  WHERE r.refers_to = a.id AND b.expires_ms > $2))
-             ORDER BY a.rowid",
-        )
-        .bind(commune)
-        .bind(ms(now))
-        .fetch_all(&self.pool)
-        .await?;
-        let mut state = CommuneState {
-            seq,
-            ..CommuneState::default()
-        };
+             ORDER BY d.commune, a.rowid",
+            self.backend.json_each("$1", "c")
+        );
+        let rows = sqlx::query(sqlx::AssertSqlSafe(sql))
+            .bind(crate::json_list(communes))
+            .bind(ms(now))
+            .fetch_all(&self.pool)
+            .await?;
         for r in &rows {
+            let commune: String = r.try_get("commune")?;
             let id: String = r.try_get("id")?;
             let expires = from_ms(r.try_get("expires_ms")?)?;
+            let sent = from_ms(r.try_get("sent_ms")?)?;
+            let state = out.entry(commune).or_default();
+            state.newest_sent = state.newest_sent.max(Some(sent));
             match r.try_get::<Option<String>, _>("by_id")? {
                 None => state.live.push((id, expires)),
                 Some(by) => {
-                    let by_expires: Option<i64> = r.try_get("by_expires_ms")?;
-                    let until = match by_expires {
+                    let until = match r.try_get::<Option<i64>, _>("by_expires_ms")? {
                         Some(b) => expires.max(from_ms(b)?),
                         None => expires,
                     };
@@ -398,18 +419,25 @@ impl Store {
                 }
             }
         }
-        Ok(state)
+        Ok(out)
     }
 
-    /// The newest alert of `commune`, as [`CommuneState::seq`].
-    pub async fn commune_seq(&self, commune: &str) -> Result<i64> {
-        let seq: Option<i64> = sqlx::query(
-            "SELECT MAX(a.rowid) AS seq FROM deliveries d JOIN alerts a ON a.id = d.alert_id WHERE d.commune = $1",
-        )
-        .bind(commune)
-        .fetch_one(&self.pool)
-        .await?
-        .try_get("seq")?;
-        Ok(seq.unwrap_or(0))
+    /// The newest alert of each of `communes`, as [`CommuneState::seq`] (0 for none).
+    pub async fn commune_seqs(&self, communes: &[String]) -> Result<std::collections::BTreeMap<String, i64>> {
+        let sql = format!(
+            "SELECT d.commune, MAX(a.rowid) AS seq FROM deliveries d JOIN alerts a ON a.id = d.alert_id
+             WHERE d.commune IN (SELECT c.value FROM {}) GROUP BY d.commune",
+            self.backend.json_each("$1", "c")
+        );
+        let rows = sqlx::query(sqlx::AssertSqlSafe(sql))
+            .bind(crate::json_list(communes))
+            .fetch_all(&self.pool)
+            .await?;
+        let mut out: std::collections::BTreeMap<String, i64> =
+            communes.iter().map(|c| (c.clone(), 0)).collect();
+        for r in &rows {
+            out.insert(r.try_get("commune")?, r.try_get("seq")?);
+        }
+        Ok(out)
     }
 }
