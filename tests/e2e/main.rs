@@ -450,6 +450,110 @@ async fn computed_risk_levels_become_visible_pre_warnings_not_broadcasts() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_bulletin_is_trusted_by_its_channel_and_an_unvouched_one_only_raises_as_a_pre_warning() {
+    let app = TestApp::spawn(Broker::Embedded).await.unwrap();
+    let sender = "kttv-langson@example.vn";
+    let post = |token: String, body: Vec<u8>| {
+        let app = &app;
+        async move {
+            let r = app
+                .http
+                .post(format!("{}/api/v1/bulletins", app.base))
+                .bearer_auth(token)
+                .header("content-type", "application/cap+xml")
+                .body(body)
+                .send()
+                .await
+                .unwrap();
+            let status = r.status().as_u16();
+            (status, r.json::<Value>().await.unwrap_or(Value::Null))
+        }
+    };
+    // A key with the bulletins scope vouches for the sender: level 3 is issued.
+    let key = app
+        .create_key("admin", "kttv feed", &[], &["bulletins", "read"])
+        .await
+        .unwrap();
+    let (status, body) = post(key, live_bulletin("CH-1", sender, 3)).await;
+    assert_eq!(status, 200, "{body}");
+    let alert = body["alerts"][0]
+        .as_str()
+        .expect("an authoritative bulletin is issued")
+        .to_owned();
+
+    // A person's login cannot vouch that the service sent it: a Cancel does not end the
+    // authoritative bulletin, and a lower level does not lower it.
+    let admin = app.login_new_user("tuan.admin", "admin").await.unwrap();
+    let cancel = String::from_utf8(live_bulletin("CH-2", sender, 3))
+        .unwrap()
+        .replace("<msgType>Alert</msgType>", "<msgType>Cancel</msgType>")
+        .replace(
+            "<scope>Public</scope>",
+            &format!(
+                "<scope>Public</scope>\n  <references>{sender},CH-1,2026-10-09T09:00:00+07:00</references>"
+            ),
+        );
+    let (status, body) = post(admin.clone(), cancel.into_bytes()).await;
+    assert_eq!(status, 200, "{body}");
+    let (status, body) = post(admin.clone(), live_bulletin("CH-3", sender, 1)).await;
+    assert_eq!(
+        (status, body["alerts"].clone()),
+        (200, serde_json::json!([])),
+        "{body}"
+    );
+    // The bootstrap token retired with the first admin: read as the admin.
+    let get = |path: String| {
+        let (app, admin) = (&app, admin.clone());
+        async move { app.call_as(&admin, "GET", &path, None, &Value::Null).await.unwrap().1 }
+    };
+    let view = get("/api/v1/assessments".into()).await;
+    assert!(view["transitions"].is_array(), "{view:#}");
+    let transitions = view["transitions"].as_array().cloned().unwrap_or_default();
+    assert!(
+        transitions
+            .iter()
+            .all(|t| t["transition"] == "new" || t["transition"] == "escalate"),
+        "nothing came down: {view:#}"
+    );
+    let a = get(format!("/api/v1/alerts/{alert}")).await;
+    assert_eq!(a["alert"]["state"], "live", "{a:#}");
+    {
+        use sqlx::{Connection, Row};
+        sqlx::any::install_default_drivers();
+        let mut db = sqlx::AnyConnection::connect(&app.database_url).await.unwrap();
+        let replaced: Option<i64> = sqlx::query("SELECT replaced_ms FROM bulletins WHERE identifier = 'CH-1'")
+            .fetch_one(&mut db)
+            .await
+            .unwrap()
+            .try_get("replaced_ms")
+            .unwrap();
+        assert_eq!(replaced, None, "an unvouched Cancel replaced the authoritative bulletin");
+        db.close().await.unwrap();
+    }
+
+    // A higher level from the person raises it, as a pre-warning only.
+    let (status, body) = post(admin.clone(), live_bulletin("CH-4", sender, 4)).await;
+    assert_eq!(
+        (status, body["alerts"].clone()),
+        (200, serde_json::json!([])),
+        "{body}"
+    );
+    let prewarnings = get("/api/v1/prewarnings".into()).await;
+    let p = prewarnings
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|x| x["level"] == 4)
+        .unwrap_or_else(|| panic!("{prewarnings:#}"));
+    assert_eq!(
+        (p["source"].as_str(), p["official"].as_bool()),
+        (Some("bulletin-unvouched:CH-4"), Some(false)),
+        "{p:#}"
+    );
+    app.app.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn an_authoritative_cap_bulletin_sets_the_level_and_reaches_receivers() {
     let app = TestApp::spawn(Broker::Embedded).await.unwrap();
     let mut rx = app.start_receiver("06385", "loa-06385-01").await.unwrap();
@@ -775,20 +879,34 @@ async fn polled_feeds_use_conditional_get_and_their_health_names_each_failure() 
     assert!(error("xxe").contains("DTD"), "{}", error("xxe"));
     assert!(error("latin1").contains("not UTF-8"), "{}", error("latin1"));
     assert!(error("cut").starts_with("body truncated"), "{}", error("cut"));
-    // The Atom feed's linked CAP bulletin was fetched, and its level issued.
-    let alerts = app
-        .wait_for("/api/v1/alerts", WAIT, |a| {
-            a.as_array()
-                .is_some_and(|v| v.iter().any(|x| x["risk_level"] == 4))
+    // The Atom feed's linked CAP bulletin was fetched. It came over plain HTTP, which
+    // cannot vouch for its sender: its level 4 is a pre-warning for an officer, not an
+    // alert (docs/rules.md, "Official bulletins").
+    let prewarnings = app
+        .wait_for("/api/v1/prewarnings", WAIT, |p| {
+            p.as_array()
+                .is_some_and(|v| v.iter().any(|x| x["level"] == 4 && x["hazard"] == "flood"))
         })
         .await
         .unwrap();
+    let p = prewarnings
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|x| x["level"] == 4)
+        .unwrap();
     assert!(
-        alerts
-            .as_array()
-            .unwrap()
-            .iter()
-            .any(|x| x["risk_level"] == 4 && x["hazard"] == "flood")
+        p["source"]
+            .as_str()
+            .unwrap_or("")
+            .starts_with("bulletin-unvouched:"),
+        "{p:#}"
+    );
+    assert_eq!(p["official"], false, "{p:#}");
+    let (_, alerts) = app.get("/api/v1/alerts").await.unwrap();
+    assert!(
+        !alerts.as_array().unwrap().iter().any(|x| x["risk_level"] == 4),
+        "a bulletin over plain HTTP issued an alert: {alerts:#}"
     );
     assert!(by_id("down")["next_poll"].is_string());
     // The gauge's next poll sends If-None-Match and is answered 304.

@@ -1,6 +1,8 @@
 //! `POST /api/v1/bulletins`: an official CAP 1.2 bulletin (or its Update or Cancel). A
-//! bulletin from a configured authoritative sender that states a risk level is taken as
-//! authoritative for its hazard and communes, and overrides any computed level.
+//! bulletin from a configured sender posted with an API key that has the `bulletins` scope
+//! is authoritative for its hazard and communes, and overrides any computed level; posted
+//! by a person's login, nothing vouches that the sender sent it: it may only raise a
+//! level, as a pre-warning for an officer to confirm.
 
 use axum::Json;
 use axum::body::Bytes;
@@ -34,8 +36,16 @@ pub async fn post_bulletin(
         {
             return Err(ApiError::unprocessable(f.rule, f.detail));
         }
-        let change = ingest::bulletin::to_bulletins(&cap, &state.bulletins, &state.province, &state.communes)
-            .map_err(|e| ApiError::unprocessable(e.field(), e.to_string()))?;
+        let mut change =
+            ingest::bulletin::to_bulletins(&cap, &state.bulletins, &state.province, &state.communes)
+                .map_err(|e| ApiError::unprocessable(e.field(), e.to_string()))?;
+        let channel = match &caller.scopes {
+            Some(scopes) if scopes.contains(&crate::auth::Scope::Bulletins) => {
+                ingest::bulletin::Channel::BulletinsKey
+            }
+            _ => ingest::bulletin::Channel::Person,
+        };
+        change.authoritative = ingest::bulletin::authoritative(&state.bulletins, &cap.sender, channel);
         state
             .pipeline
             .accept_bulletin(&change, now)

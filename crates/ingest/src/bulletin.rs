@@ -1,5 +1,11 @@
-//! From a CAP message to authoritative bulletins: the risk level an official sender
-//! states for a hazard and communes. Pure; the mapping is configured (`[bulletins]`).
+//! From a CAP message to bulletins: the risk level an official sender states for a
+//! hazard and communes. Pure; the mapping is configured (`[bulletins]`).
+//!
+//! A bulletin is trusted by the channel it came over, not by its `<sender>` string alone
+//! ([`authoritative`]): a configured sender over a channel that can vouch for it (an API
+//! key with the bulletins scope, or a polled HTTPS source whose host is configured for the
+//! sender) states a level that overrides computed ones, up or down. Over any other channel
+//! it may only raise a level, as a pre-warning an officer confirms.
 
 use std::collections::BTreeMap;
 
@@ -11,8 +17,10 @@ use crate::cap::CapAlert;
 /// How CAP fields map to bulletins.
 #[derive(Debug, Clone, Default)]
 pub struct BulletinSettings {
-    /// Exact `<sender>` values whose stated levels are authoritative.
+    /// Exact `<sender>` values taken as bulletins at all (others are refused).
     pub authoritative_senders: Vec<String>,
+    /// For each sender, the hosts whose polled HTTPS sources vouch for it.
+    pub authoritative_hosts: BTreeMap<String, Vec<String>>,
     /// `<parameter>` names that carry the Decision 18 risk level (1 to 5).
     pub level_parameters: Vec<String>,
     /// The `<parameter>` name that carries canhbao's hazard code (`flood`, ...).
@@ -45,11 +53,55 @@ pub fn next_issue(
         .min()
 }
 
+/// Over what a bulletin arrived.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Channel<'a> {
+    /// `POST /api/v1/bulletins` by an API key with the `bulletins` scope.
+    BulletinsKey,
+    /// `POST /api/v1/bulletins` by a person's login: who they are is known, but not that
+    /// the forecasting service sent the bulletin.
+    Person,
+    /// A polled source at this URL.
+    Polled { url: &'a str },
+}
+
+/// Whether a bulletin of `sender` that came over `channel` is authoritative: the sender
+/// is configured, and the channel vouches for it (a bulletins key, or an HTTPS source
+/// whose host is configured for the sender).
+pub fn authoritative(settings: &BulletinSettings, sender: &str, channel: Channel<'_>) -> bool {
+    if !settings.authoritative_senders.iter().any(|s| s == sender) {
+        return false;
+    }
+    match channel {
+        Channel::BulletinsKey => true,
+        Channel::Person => false,
+        Channel::Polled { url } => {
+            let Some((scheme, rest)) = url.split_once("://") else {
+                return false;
+            };
+            let authority = rest.split(['/', '?', '#']).next().unwrap_or("");
+            let host_port = authority.rsplit_once('@').map_or(authority, |(_, h)| h);
+            let host = match host_port.rsplit_once(':') {
+                Some((h, port)) if port.chars().all(|c| c.is_ascii_digit()) => h,
+                _ => host_port,
+            };
+            scheme.eq_ignore_ascii_case("https")
+                && settings
+                    .authoritative_hosts
+                    .get(sender)
+                    .is_some_and(|hosts| hosts.iter().any(|h| h.eq_ignore_ascii_case(host)))
+        }
+    }
+}
+
 /// What one CAP message does.
 #[derive(Debug, Clone, PartialEq)]
 pub struct BulletinChange {
     pub identifier: String,
     pub status: AlertStatus,
+    /// Whether its channel vouches for its sender ([`authoritative`]); `false` until the
+    /// caller, which knows the channel, says so.
+    pub authoritative: bool,
     /// New bulletins (none for a Cancel).
     pub bulletins: Vec<Bulletin>,
     /// Identifiers of earlier bulletins that this Update or Cancel replaces.
@@ -58,7 +110,7 @@ pub struct BulletinChange {
 
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum BulletinError {
-    #[error("sender {0:?} is not an authoritative sender")]
+    #[error("sender {0:?} is not a configured bulletin sender ([bulletins] authoritative_senders)")]
     NotAuthoritative(String),
     #[error("status {0:?} is not taken as a bulletin (only Actual, Exercise and Test)")]
     Status(String),
@@ -116,6 +168,7 @@ pub fn to_bulletins(
         return Ok(BulletinChange {
             identifier: cap.identifier.clone(),
             status,
+            authoritative: false,
             bulletins: Vec::new(),
             replaces,
         });
@@ -174,6 +227,7 @@ pub fn to_bulletins(
             communes: area,
             effective: info.effective.unwrap_or(cap.sent),
             expires,
+            authoritative: false,
         });
     }
     // Several languages of one message state the same thing: keep one per hazard.
@@ -184,6 +238,7 @@ pub fn to_bulletins(
     Ok(BulletinChange {
         identifier: cap.identifier.clone(),
         status,
+        authoritative: false,
         bulletins,
         replaces,
     })
@@ -196,6 +251,10 @@ mod tests {
     fn settings() -> BulletinSettings {
         BulletinSettings {
             authoritative_senders: vec!["kttv-langson@example.vn".into()],
+            authoritative_hosts: BTreeMap::from([(
+                "kttv-langson@example.vn".to_owned(),
+                vec!["cap.kttv-langson.example.vn".to_owned()],
+            )]),
             level_parameters: vec!["riskLevel".into()],
             hazard_parameter: "hazard".into(),
             events: [("Lũ".to_owned(), Hazard::Flood)].into_iter().collect(),
@@ -301,5 +360,76 @@ mod tests {
             (c.bulletins.len(), c.replaces.clone()),
             (0, vec!["DBLU_11".to_owned()])
         );
+    }
+
+    #[test]
+    fn a_bulletin_is_authoritative_only_over_a_channel_that_vouches_for_its_sender() {
+        let s = settings();
+        let sender = "kttv-langson@example.vn";
+        // (sender, channel, authoritative?)
+        let cases: &[(&str, Channel<'_>, bool)] = &[
+            (sender, Channel::BulletinsKey, true),
+            (sender, Channel::Person, false),
+            (
+                sender,
+                Channel::Polled {
+                    url: "https://cap.kttv-langson.example.vn/feed.atom",
+                },
+                true,
+            ),
+            (
+                sender,
+                Channel::Polled {
+                    url: "https://CAP.kttv-langson.example.vn:8443/x?y",
+                },
+                true,
+            ),
+            // Plain HTTP can be spoofed on the way.
+            (
+                sender,
+                Channel::Polled {
+                    url: "http://cap.kttv-langson.example.vn/feed.atom",
+                },
+                false,
+            ),
+            // Another host, even one that says it is the sender.
+            (
+                sender,
+                Channel::Polled {
+                    url: "https://evil.example/kttv-langson",
+                },
+                false,
+            ),
+            (
+                sender,
+                Channel::Polled {
+                    url: "https://cap.kttv-langson.example.vn.evil.example/",
+                },
+                false,
+            ),
+            (
+                sender,
+                Channel::Polled {
+                    url: "https://x@evil.example/",
+                },
+                false,
+            ),
+            // A sender that is not configured is never authoritative.
+            ("someone@example.vn", Channel::BulletinsKey, false),
+            (
+                "someone@example.vn",
+                Channel::Polled {
+                    url: "https://cap.kttv-langson.example.vn/",
+                },
+                false,
+            ),
+        ];
+        for (sender, channel, expected) in cases {
+            assert_eq!(
+                authoritative(&s, sender, *channel),
+                *expected,
+                "{sender} over {channel:?}"
+            );
+        }
     }
 }

@@ -141,6 +141,7 @@ impl Engine {
                 communes,
                 effective: b.effective,
                 expires: b.expires,
+                authoritative: b.authoritative,
             });
         }
         let current = evaluate(&self.rules, &inputs, now);
@@ -163,7 +164,12 @@ impl Engine {
                 .map(|id| id.to_string());
             let action = a.map(|a| a.action).unwrap_or(Action::PreWarning);
             let source = match a.map(|a| &a.source) {
-                Some(LevelSource::Bulletin { id, .. }) => format!("bulletin:{id}"),
+                Some(LevelSource::Bulletin {
+                    id,
+                    authoritative: true,
+                    ..
+                }) => format!("bulletin:{id}"),
+                Some(LevelSource::Bulletin { id, .. }) => format!("bulletin-unvouched:{id}"),
                 _ => "computed".to_owned(),
             };
             let rules = a.map(|a| a.rules.clone()).unwrap_or_default();

@@ -267,8 +267,9 @@ impl Pipeline {
     }
 
     /// Stores an official bulletin (or the Update or Cancel that replaces earlier ones) and
-    /// runs the rules, all in one transaction. A bulletin's stated level overrides the
-    /// computed one for its hazard and communes, up or down.
+    /// runs the rules, all in one transaction. An authoritative bulletin's stated level
+    /// overrides the computed one for its hazard and communes, up or down; another only
+    /// raises it, as a pre-warning, and never replaces an authoritative one.
     pub async fn accept_bulletin(
         &self,
         change: &bulletin::BulletinChange,
@@ -277,7 +278,9 @@ impl Pipeline {
         let status = change.status.code();
         let mut report = AcceptReport::default();
         let mut tx = self.store.begin().await?;
-        let replaced = tx.replace_bulletins(&change.replaces, now).await?;
+        let replaced = tx
+            .replace_bulletins(&change.replaces, change.authoritative, now)
+            .await?;
         for b in &change.bulletins {
             let record = store::BulletinRecord {
                 identifier: b.id.clone(),
@@ -288,6 +291,7 @@ impl Pipeline {
                 communes: b.communes.iter().map(ToString::to_string).collect(),
                 effective: b.effective,
                 expires: b.expires,
+                authoritative: change.authoritative,
             };
             if tx.insert_bulletin(&record, now).await? {
                 report.stored += 1;
@@ -295,7 +299,8 @@ impl Pipeline {
                 report.duplicates += 1;
             }
         }
-        tracing::info!(bulletin = %change.identifier, stored = report.stored, replaced, status, "bulletin accepted");
+        tracing::info!(bulletin = %change.identifier, stored = report.stored, replaced, status,
+            authoritative = change.authoritative, "bulletin accepted");
         self.finish(tx, status, now, report).await
     }
 

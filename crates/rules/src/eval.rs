@@ -39,6 +39,9 @@ pub struct Bulletin {
     pub communes: Vec<CommuneCode>,
     pub effective: DateTime<Utc>,
     pub expires: DateTime<Utc>,
+    /// It came over a channel that vouches for its sender: its level overrides computed
+    /// ones, up or down. Otherwise it only raises, as a pre-warning.
+    pub authoritative: bool,
 }
 
 /// Everything the rules read.
@@ -142,7 +145,12 @@ pub struct InputUsed {
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum LevelSource {
     Computed,
-    Bulletin { id: String, sender: String },
+    Bulletin {
+        id: String,
+        sender: String,
+        /// Whether its channel vouched for its sender.
+        authoritative: bool,
+    },
 }
 
 /// The result for one hazard in one commune.
@@ -849,6 +857,11 @@ fn apply_bulletins(out: &mut Vec<Assessment>, bulletins: &[Bulletin], now: DateT
         };
         for c in &b.communes {
             let pos = out.iter().position(|a| a.hazard == b.hazard && &a.commune == c);
+            // A bulletin whose channel did not vouch for its sender never lowers a level,
+            // nor replaces an authoritative one: it only raises, for an officer to confirm.
+            if !b.authoritative && pos.is_some_and(|i| out[i].level.is_some_and(|l| l >= level)) {
+                continue;
+            }
             let a = match pos {
                 Some(i) => &mut out[i],
                 None => {
@@ -873,11 +886,21 @@ fn apply_bulletins(out: &mut Vec<Assessment>, bulletins: &[Bulletin], now: DateT
             a.source = LevelSource::Bulletin {
                 id: b.id.clone(),
                 sender: b.sender.clone(),
+                authoritative: b.authoritative,
             };
-            a.official = true;
-            a.provisional_reasons.clear();
             a.rules = vec![format!("bulletin:{}", b.id)];
-            a.action = Action::AutoIssue;
+            if b.authoritative {
+                a.official = true;
+                a.provisional_reasons.clear();
+                a.action = Action::AutoIssue;
+            } else {
+                a.official = false;
+                a.provisional_reasons = vec![format!(
+                    "bulletin {} of {} came over a channel that does not vouch for its sender: a pre-warning until an officer confirms it",
+                    b.id, b.sender
+                )];
+                a.action = Action::PreWarning;
+            }
         }
     }
     out.sort_by(|a, b| (a.hazard.code(), &a.commune).cmp(&(b.hazard.code(), &b.commune)));

@@ -138,7 +138,14 @@ impl Tracker {
         // Escalations and new levels happen at once.
         for (k, a) in &cur {
             let Some(level) = a.level else { continue };
-            let bulletin = matches!(a.source, LevelSource::Bulletin { .. });
+            // Only a bulletin whose channel vouched for it lowers a level at once.
+            let bulletin = matches!(
+                a.source,
+                LevelSource::Bulletin {
+                    authoritative: true,
+                    ..
+                }
+            );
             match self.states.get_mut(k) {
                 None => {
                     self.states.insert(

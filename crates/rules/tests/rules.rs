@@ -396,6 +396,54 @@ fn more_rain_never_lowers_the_heavy_rain_or_flash_flood_level() {
 }
 
 #[test]
+fn a_bulletin_its_channel_does_not_vouch_for_only_raises_and_only_as_a_pre_warning() {
+    let set = shipped();
+    let mut rng = Lcg(5);
+    for _ in 0..100 {
+        let h = 15.0 + rng.next() * 10.0;
+        let stated = 1 + (rng.next() * 5.0) as u8;
+        let mut i = inputs(vec![station("S1", "B1", Some(4))], None, &[]);
+        i.readings
+            .push(&StationId::new("S1").unwrap(), Param::WaterLevel, now(), h);
+        let computed = evaluate(&set, &i, now())
+            .into_iter()
+            .find(|a| a.hazard == Hazard::Flood)
+            .and_then(|a| a.level);
+        i.bulletins.push(Bulletin {
+            id: "UNVOUCHED".into(),
+            sender: "nchmf".into(),
+            hazard: Hazard::Flood,
+            level: RiskLevel::new(stated),
+            communes: vec![commune()],
+            effective: now() - Duration::hours(1),
+            expires: now() + Duration::hours(6),
+            authoritative: false,
+        });
+        let a = evaluate(&set, &i, now())
+            .into_iter()
+            .find(|a| a.hazard == Hazard::Flood)
+            .unwrap();
+        // Never lower than computed; higher only when it states higher.
+        assert_eq!(
+            a.level,
+            computed.max(RiskLevel::new(stated)),
+            "H {h:.2} m, stated {stated}"
+        );
+        if RiskLevel::new(stated) > computed {
+            assert!(!a.official);
+            assert_eq!(a.action, rules::Action::PreWarning);
+            assert!(matches!(
+                a.source,
+                LevelSource::Bulletin {
+                    authoritative: false,
+                    ..
+                }
+            ));
+        }
+    }
+}
+
+#[test]
 fn an_official_bulletin_always_wins_up_and_down() {
     let set = shipped();
     let mut rng = Lcg(3);
@@ -413,6 +461,7 @@ fn an_official_bulletin_always_wins_up_and_down() {
             communes: vec![commune()],
             effective: now() - Duration::hours(1),
             expires: now() + Duration::hours(6),
+            authoritative: true,
         });
         let a = evaluate(&set, &i, now())
             .into_iter()
@@ -436,6 +485,7 @@ fn an_official_bulletin_always_wins_up_and_down() {
         communes: vec![commune()],
         effective: now() - Duration::hours(10),
         expires: now() - Duration::hours(1),
+        authoritative: true,
     });
     i.bulletins.push(Bulletin {
         id: "TS".into(),
@@ -445,6 +495,7 @@ fn an_official_bulletin_always_wins_up_and_down() {
         communes: vec![commune()],
         effective: now(),
         expires: now() + Duration::hours(3),
+        authoritative: true,
     });
     assert_eq!(level_of(&set, &i, Hazard::Flood), None);
     assert_eq!(level_of(&set, &i, Hazard::Thunderstorm), Some(1));

@@ -292,6 +292,9 @@ pub struct PollSettings {
 #[serde(deny_unknown_fields)]
 struct BulletinsRaw {
     authoritative_senders: Vec<String>,
+    /// For each sender, the hosts whose polled HTTPS sources vouch for it.
+    #[serde(default)]
+    authoritative_hosts: std::collections::BTreeMap<String, Vec<String>>,
     level_parameters: Vec<String>,
     hazard_parameter: String,
     commune_geocode: String,
@@ -609,8 +612,25 @@ pub fn load(sources: &Sources) -> Result<Settings, Problems> {
         if b.level_parameters.is_empty() {
             problems.push("bulletins.level_parameters: name at least one parameter");
         }
+        for (sender, hosts) in &b.authoritative_hosts {
+            if !b.authoritative_senders.contains(sender) {
+                problems.push(format!(
+                    "bulletins.authoritative_hosts.{sender:?}: not among bulletins.authoritative_senders"
+                ));
+            }
+            for h in hosts {
+                let ok = !h.is_empty()
+                    && h.chars().all(|c| c.is_ascii_alphanumeric() || c == '.' || c == '-');
+                if !ok {
+                    problems.push(format!(
+                        "bulletins.authoritative_hosts.{sender:?}: {h:?} is not a host name (no scheme, port or path)"
+                    ));
+                }
+            }
+        }
         ingest::bulletin::BulletinSettings {
             authoritative_senders: b.authoritative_senders,
+            authoritative_hosts: b.authoritative_hosts,
             level_parameters: b.level_parameters,
             hazard_parameter: b.hazard_parameter,
             events,

@@ -75,6 +75,8 @@ pub struct BulletinRecord {
     pub communes: Vec<String>,
     pub effective: DateTime<Utc>,
     pub expires: DateTime<Utc>,
+    /// It came over a channel that vouches for its sender.
+    pub authoritative: bool,
 }
 
 impl Tx<'_> {
@@ -82,7 +84,7 @@ impl Tx<'_> {
     pub async fn insert_bulletin(&mut self, b: &BulletinRecord, now: DateTime<Utc>) -> Result<bool> {
         let done = sqlx::query(
             "INSERT INTO bulletins (identifier, status, sender, hazard, level, communes, effective_ms, expires_ms,
-                received_ms) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9) ON CONFLICT DO NOTHING",
+                received_ms, authoritative) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10) ON CONFLICT DO NOTHING",
         )
         .bind(&b.identifier)
         .bind(&b.status)
@@ -93,20 +95,30 @@ impl Tx<'_> {
         .bind(ms(b.effective))
         .bind(ms(b.expires))
         .bind(ms(now))
+        .bind(i64::from(b.authoritative))
         .execute(&mut *self.tx)
         .await?;
         Ok(done.rows_affected() > 0)
     }
 
     /// Marks the bulletins with these identifiers as replaced (by an Update or a Cancel).
-    pub async fn replace_bulletins(&mut self, identifiers: &[String], now: DateTime<Utc>) -> Result<u64> {
+    /// A change whose channel did not vouch for its sender (`authoritative` false) never
+    /// replaces one that came over a channel that did.
+    pub async fn replace_bulletins(
+        &mut self,
+        identifiers: &[String],
+        authoritative: bool,
+        now: DateTime<Utc>,
+    ) -> Result<u64> {
         let mut n = 0;
         for id in identifiers {
             let done = sqlx::query(
-                "UPDATE bulletins SET replaced_ms = $1 WHERE identifier = $2 AND replaced_ms IS NULL",
+                "UPDATE bulletins SET replaced_ms = $1 WHERE identifier = $2 AND replaced_ms IS NULL
+                   AND (authoritative = 0 OR $3 = 1)",
             )
             .bind(ms(now))
             .bind(id)
+            .bind(i64::from(authoritative))
             .execute(&mut *self.tx)
             .await?;
             n += done.rows_affected();
@@ -117,7 +129,7 @@ impl Tx<'_> {
     /// Bulletins of a series live at `now`: effective, not expired, not replaced.
     pub async fn live_bulletins(&mut self, status: &str, now: DateTime<Utc>) -> Result<Vec<BulletinRecord>> {
         let rows = sqlx::query(
-            "SELECT identifier, status, sender, hazard, level, communes, effective_ms, expires_ms FROM bulletins
+            "SELECT identifier, status, sender, hazard, level, communes, effective_ms, expires_ms, authoritative FROM bulletins
              WHERE status = $1 AND replaced_ms IS NULL AND effective_ms <= $2 AND expires_ms > $2 ORDER BY effective_ms",
         )
         .bind(status)
@@ -135,6 +147,7 @@ impl Tx<'_> {
                     communes: parse_json_list("communes", r.try_get("communes")?)?,
                     effective: from_ms(r.try_get("effective_ms")?)?,
                     expires: from_ms(r.try_get("expires_ms")?)?,
+                    authoritative: r.try_get::<i64, _>("authoritative")? != 0,
                 })
             })
             .collect()
