@@ -504,7 +504,12 @@ async fn a_bulletin_is_trusted_by_its_channel_and_an_unvouched_one_only_raises_a
     // The bootstrap token retired with the first admin: read as the admin.
     let get = |path: String| {
         let (app, admin) = (&app, admin.clone());
-        async move { app.call_as(&admin, "GET", &path, None, &Value::Null).await.unwrap().1 }
+        async move {
+            app.call_as(&admin, "GET", &path, None, &Value::Null)
+                .await
+                .unwrap()
+                .1
+        }
     };
     let view = get("/api/v1/assessments".into()).await;
     assert!(view["transitions"].is_array(), "{view:#}");
@@ -521,13 +526,17 @@ async fn a_bulletin_is_trusted_by_its_channel_and_an_unvouched_one_only_raises_a
         use sqlx::{Connection, Row};
         sqlx::any::install_default_drivers();
         let mut db = sqlx::AnyConnection::connect(&app.database_url).await.unwrap();
-        let replaced: Option<i64> = sqlx::query("SELECT replaced_ms FROM bulletins WHERE identifier = 'CH-1'")
-            .fetch_one(&mut db)
-            .await
-            .unwrap()
-            .try_get("replaced_ms")
-            .unwrap();
-        assert_eq!(replaced, None, "an unvouched Cancel replaced the authoritative bulletin");
+        let replaced: Option<i64> =
+            sqlx::query("SELECT replaced_ms FROM bulletins WHERE identifier = 'CH-1'")
+                .fetch_one(&mut db)
+                .await
+                .unwrap()
+                .try_get("replaced_ms")
+                .unwrap();
+        assert_eq!(
+            replaced, None,
+            "an unvouched Cancel replaced the authoritative bulletin"
+        );
         db.close().await.unwrap();
     }
 
@@ -2019,5 +2028,203 @@ async fn with_its_broker_down_the_service_uses_the_fallback_broker() {
         .await
         .unwrap();
     alert_reaches_receiver_and_is_receipted(&app).await;
+    app.app.stop().await;
+}
+
+// ---- the worst hour: what a receiver that comes back must never play ----
+
+/// Every alert a receiver plays within `window`.
+async fn plays_within(rx: &mut canhbao_tests::TestReceiver, window: Duration) -> Vec<(String, String)> {
+    let deadline = std::time::Instant::now() + window;
+    let mut out = Vec::new();
+    while let Some(left) = deadline.checked_duration_since(std::time::Instant::now()) {
+        match rx.next(left).await {
+            Ok(ReceiverEvent::Played(p)) => out.push((p.id.clone(), p.msg_type.clone())),
+            Ok(_) => {}
+            Err(_) => break,
+        }
+    }
+    out
+}
+
+async fn a_receiver_back_on_its_session_plays_the_cancel_and_never_the_alert_it_cancels(broker: Broker) {
+    let app = TestApp::spawn(broker).await.unwrap();
+    // Online once: the broker keeps its session, and queues for it while it is away.
+    let rx = app.start_receiver("06385", "loa-away").await.unwrap();
+    app.wait_for("/api/v1/receivers", WAIT, |f| {
+        f["receivers"].as_array().is_some_and(|v| {
+            v.iter()
+                .any(|r| r["receiver_id"] == "loa-away" && r["health"] == "online")
+        })
+    })
+    .await
+    .unwrap();
+    rx.stop().await;
+    // While it is away: an emergency, and its Cancel.
+    let alert = app.issue_bulletin("AWAY-1").await.unwrap();
+    let cancel = app.cancel(&alert, "cảm biến sai").await.unwrap();
+    app.wait_for(&format!("/api/v1/alerts/{cancel}"), WAIT, |d| {
+        d["deliveries"]
+            .as_array()
+            .is_some_and(|v| !v.is_empty() && v.iter().all(|x| x["state"] == "published"))
+    })
+    .await
+    .unwrap();
+    // Back: the session's queue gives the alert and the Cancel, then the retained ones.
+    let mut rx = app.start_receiver("06385", "loa-away").await.unwrap();
+    let played = plays_within(&mut rx, Duration::from_secs(3)).await;
+    assert_eq!(played, [(cancel.clone(), "Cancel".to_owned())], "alert {alert}");
+    // The matrix says what it did: the Cancel played, the alert never did.
+    let mine = |d: &Value| {
+        d["receiver_deliveries"]
+            .as_array()
+            .and_then(|v| v.iter().find(|r| r["receiver_id"] == "loa-away"))
+            .map(|r| r["state"].as_str().unwrap_or("").to_owned())
+    };
+    let d = app
+        .wait_for(&format!("/api/v1/alerts/{cancel}"), WAIT, |d| {
+            mine(d).as_deref() == Some("played")
+        })
+        .await
+        .unwrap();
+    assert_eq!(mine(&d).as_deref(), Some("played"));
+    let (_, d) = app.get(&format!("/api/v1/alerts/{alert}")).await.unwrap();
+    assert_eq!(mine(&d).as_deref(), Some("superseded"), "{d:#}");
+    rx.stop().await;
+    app.app.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_receiver_back_on_its_session_plays_the_cancel_and_never_the_alert_it_cancels_on_the_embedded_broker()
+ {
+    a_receiver_back_on_its_session_plays_the_cancel_and_never_the_alert_it_cancels(Broker::Embedded).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_receiver_back_on_its_session_plays_the_cancel_and_never_the_alert_it_cancels_on_mosquitto() {
+    let Some(broker) = external_broker() else {
+        eprintln!("CANHBAO_TEST_MQTT_URL is not set: skipped");
+        return;
+    };
+    a_receiver_back_on_its_session_plays_the_cancel_and_never_the_alert_it_cancels(broker).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_scheduled_warning_plays_when_it_takes_effect_and_a_wrong_receiver_clock_is_flagged() {
+    let app = TestApp::spawn(Broker::Embedded).await.unwrap();
+    let mut rx = app.start_receiver("06385", "loa-sched").await.unwrap();
+    let an = app.login_new_user("an.tran", "officer").await.unwrap();
+    let effective = chrono::Utc::now() + chrono::Duration::seconds(4);
+    let draft = serde_json::json!({
+        "hazard": "flood", "risk_level": 2, "communes": ["06385"],
+        "headline": "Thông báo xả lũ hồ Bản Lải lúc 14 giờ", "description": "Hồ xả lũ theo lịch.",
+        "instruction": "Không đi lại dưới hạ du.",
+        "effective": effective.to_rfc3339_opts(chrono::SecondsFormat::Secs, true),
+        "valid_minutes": 60,
+    });
+    let (status, w, _) = app
+        .call_as(&an, "POST", "/api/v1/warnings", None, &draft)
+        .await
+        .unwrap();
+    assert_eq!(status, 201, "{w}");
+    let id = w["id"].as_str().unwrap().to_owned();
+    let (status, issued, _) = app
+        .call_as(
+            &an,
+            "POST",
+            &format!("/api/v1/warnings/{id}/submit"),
+            None,
+            &serde_json::json!({}),
+        )
+        .await
+        .unwrap();
+    assert_eq!(status, 201, "{issued}");
+    let alert = issued["alert_id"].as_str().unwrap().to_owned();
+    let (_, d) = app.get(&format!("/api/v1/alerts/{alert}")).await.unwrap();
+    assert_eq!(d["alert"]["state"], "scheduled", "{d:#}");
+    // The receiver takes it at once and plays it at its time, not before.
+    loop {
+        match rx.next(WAIT).await.unwrap() {
+            ReceiverEvent::Scheduled { alert_id, .. } if alert_id == alert => break,
+            ReceiverEvent::Played(p) => panic!("played before it took effect: {p:?}"),
+            _ => {}
+        }
+    }
+    assert_eq!(next_played(&mut rx).await.0, alert);
+    assert!(
+        chrono::Utc::now() >= effective - chrono::Duration::seconds(1),
+        "played before its effective time"
+    );
+    let (_, d) = app.get(&format!("/api/v1/alerts/{alert}")).await.unwrap();
+    assert_eq!(d["alert"]["state"], "live", "{d:#}");
+
+    // A receiver whose clock is ten minutes ahead says so in its heartbeats: fleet health
+    // and the delivery matrix flag it.
+    app.register_receiver("06385", "loa-skewed").await.unwrap();
+    let (raw, stop) = app.raw_client().await.unwrap();
+    let skewed = chrono::Utc::now() + chrono::Duration::minutes(10);
+    let heartbeat = serde_json::json!({"v": 1, "receiver_id": "loa-skewed", "commune": "06385",
+        "at": skewed.to_rfc3339_opts(chrono::SecondsFormat::Secs, true), "uptime_s": 5, "last_played": null});
+    raw.publish(
+        &app.topics()
+            .heartbeat(&domain::ReceiverId::new("loa-skewed").unwrap()),
+        heartbeat.to_string().into_bytes(),
+        false,
+    )
+    .await
+    .unwrap();
+    let fleet = app
+        .wait_for("/api/v1/receivers", WAIT, |f| {
+            f["receivers"].as_array().is_some_and(|v| {
+                v.iter()
+                    .any(|r| r["receiver_id"] == "loa-skewed" && r["clock_off"] == true)
+            })
+        })
+        .await
+        .unwrap();
+    let skew = fleet["receivers"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|r| r["receiver_id"] == "loa-skewed")
+        .unwrap()["clock_offset_s"]
+        .as_f64()
+        .unwrap();
+    assert!((590.0..610.0).contains(&skew), "{skew}");
+    let honest = fleet["receivers"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|r| r["receiver_id"] == "loa-sched")
+        .unwrap()
+        .clone();
+    assert_eq!(honest["clock_off"], false, "{honest:#}");
+    let second = app.issue_bulletin("SKEW-1").await.unwrap();
+    let matrix = app
+        .wait_for(&format!("/api/v1/alerts/{second}/deliveries"), WAIT, |m| {
+            m["communes"].as_array().is_some_and(|c| !c.is_empty())
+        })
+        .await
+        .unwrap();
+    let row = matrix["communes"][0]["receivers"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|r| r["receiver_id"] == "loa-skewed")
+        .cloned()
+        .unwrap();
+    assert_eq!(row["clock_off"], true, "{row:#}");
+    let metrics = app
+        .http
+        .get(format!("{}/metrics", app.base))
+        .send()
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    assert!(metrics.contains("canhbao_receivers_clock_off 1"), "{metrics}");
+    stop.cancel();
+    rx.stop().await;
     app.app.stop().await;
 }

@@ -580,3 +580,140 @@ async fn postgres_briefly_unreachable_shows_in_readyz_refuses_writes_cleanly_and
         log_since(log_from)
     );
 }
+
+/// An alert of 06385 from an officer, then its Update with an expiry `update_for` away;
+/// returns (alert, update) once the receiver `rx` played both.
+async fn alert_and_short_update(
+    app: &TestApp,
+    rx: &mut TestReceiver,
+    update_for: Duration,
+) -> (String, String) {
+    let an = app.login_new_user("an.tran", "officer").await.unwrap();
+    let issue = |body: Value| {
+        let an = an.clone();
+        async move {
+            let (status, w, _) = app
+                .call_as(&an, "POST", "/api/v1/warnings", None, &body)
+                .await
+                .unwrap();
+            assert_eq!(status, 201, "{w}");
+            let id = w["id"].as_str().unwrap().to_owned();
+            let (status, issued, _) = app
+                .call_as(
+                    &an,
+                    "POST",
+                    &format!("/api/v1/warnings/{id}/submit"),
+                    None,
+                    &serde_json::json!({}),
+                )
+                .await
+                .unwrap();
+            assert_eq!(status, 201, "{issued}");
+            issued["alert_id"].as_str().unwrap().to_owned()
+        }
+    };
+    let draft = |headline: &str| {
+        serde_json::json!({"hazard": "flood", "risk_level": 2, "communes": ["06385"],
+            "headline": headline, "description": "Mực nước sông Thương lên.", "instruction": "",
+            "valid_minutes": 120})
+    };
+    let alert = issue(draft("Lũ trên sông Thương")).await;
+    let mut update = draft("Cập nhật: lũ trên sông Thương, hết hiệu lực sớm");
+    update["updates"] = Value::from(alert.clone());
+    update["expires"] = Value::from(
+        (chrono::Utc::now() + chrono::Duration::from_std(update_for).unwrap())
+            .to_rfc3339_opts(chrono::SecondsFormat::Secs, true),
+    );
+    update.as_object_mut().unwrap().remove("valid_minutes");
+    let update = issue(update).await;
+    for id in [&alert, &update] {
+        match rx.next(Duration::from_secs(15)).await.unwrap() {
+            ReceiverEvent::Played(p) => assert_eq!(&p.id, id),
+            other => panic!("expected {id} to play, got {other:?}"),
+        }
+    }
+    (alert, update)
+}
+
+/// After `restart`, nothing of `alert` (replaced by an Update that has since expired) is
+/// broadcast: a receiver that connects for the first time plays nothing and finds no
+/// retained copy, and the one that played it plays nothing more.
+async fn nothing_replaced_comes_back(app: &TestApp, alert: &str, rx: &mut TestReceiver) {
+    let mut late = app.start_receiver("06385", "loa-late").await.unwrap();
+    let deadline = Instant::now() + Duration::from_secs(3);
+    while let Some(left) = deadline.checked_duration_since(Instant::now()) {
+        match late.next(left).await {
+            Ok(ReceiverEvent::Played(p)) => panic!("a receiver connecting late played {}", p.id),
+            Ok(_) => {}
+            Err(_) => break,
+        }
+    }
+    if let Ok(ReceiverEvent::Played(p)) = rx.next(Duration::from_millis(500)).await {
+        panic!("the receiver that played it played {} again", p.id);
+    }
+    let retained = app.retained_alerts("06385").await.unwrap();
+    assert!(
+        !retained.iter().any(|id| id == alert),
+        "the replaced alert {alert} is retained again: {retained:?}"
+    );
+    // And its topic was never published again.
+    let (_, d) = app.get(&format!("/api/v1/alerts/{alert}")).await.unwrap();
+    assert!(
+        d["deliveries"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .all(|x| x["attempts"] == 1),
+        "the replaced alert was published again: {d:#}"
+    );
+    late.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_replaced_alert_is_never_broadcast_again_after_its_short_update_expires_and_the_service_restarts() {
+    let app = TestApp::spawn(Broker::Embedded).await.unwrap();
+    let prefix = app.prefix.clone();
+    let mut rx = app.start_receiver("06385", "loa-once").await.unwrap();
+    let (alert, _update) = alert_and_short_update(&app, &mut rx, Duration::from_secs(4)).await;
+    tokio::time::sleep(Duration::from_secs(5)).await;
+    rx.stop().await;
+    // The embedded broker goes with the service: it comes back empty.
+    let (dir, data_dir) = app.stop().await;
+    let app = TestApp::spawn_in(&data_dir, &Broker::Embedded, &prefix)
+        .await
+        .unwrap();
+    let mut rx = app.start_receiver("06385", "loa-once").await.unwrap();
+    nothing_replaced_comes_back(&app, &alert, &mut rx).await;
+    rx.stop().await;
+    app.app.stop().await;
+    drop(dir);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_replaced_alert_is_never_broadcast_again_after_its_short_update_expires_and_the_broker_restarts_empty()
+ {
+    if !Path::new(MOSQUITTO).exists() {
+        eprintln!("{MOSQUITTO} is not installed; skipped");
+        return;
+    }
+    let dir = tempfile::tempdir().unwrap();
+    let port = free_port();
+    let mut broker = Mosquitto::start(dir.path(), port).unwrap();
+    let app = TestApp::spawn(Broker::External(format!("mqtt://127.0.0.1:{port}")))
+        .await
+        .unwrap();
+    let mut rx = app.start_receiver("06385", "loa-once").await.unwrap();
+    let (alert, _update) = alert_and_short_update(&app, &mut rx, Duration::from_secs(4)).await;
+    tokio::time::sleep(Duration::from_secs(5)).await;
+    // The broker restarts without persistence: no retained message, no session.
+    broker.kill();
+    broker.launch().unwrap();
+    // The service is back on it (and has rebuilt what it must) when its readiness says so.
+    app.wait_for("/readyz", Duration::from_secs(20), |r| r["broker"] == "ok")
+        .await
+        .unwrap();
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    nothing_replaced_comes_back(&app, &alert, &mut rx).await;
+    rx.stop().await;
+    app.app.stop().await;
+}

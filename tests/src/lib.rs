@@ -549,6 +549,41 @@ impl TestApp {
     }
 }
 
+impl TestApp {
+    /// The alerts the broker retains for `commune` now: what a receiver that connects
+    /// for the first time is given (alert ids, from the topics of non-empty messages).
+    pub async fn retained_alerts(&self, commune: &str) -> Result<Vec<String>> {
+        let commune = CommuneCode::new(commune)?;
+        let topics = self.topics();
+        let (_handle, driver, mut rx) = dispatch::mqtt::connect(MqttSettings {
+            broker: self.broker.clone(),
+            client_id: unique("retained"),
+            username: None,
+            password: None,
+            keep_alive: Duration::from_secs(30),
+            persistent_session: false,
+            subscriptions: vec![topics.alerts_filter(&commune)],
+            last_will: None,
+            on_connect: None,
+            tls: Default::default(),
+        });
+        let stop = CancellationToken::new();
+        tokio::spawn(driver.run(stop.clone()));
+        let mut ids = Vec::new();
+        let deadline = tokio::time::Instant::now() + Duration::from_millis(1500);
+        while let Ok(Some(m)) = tokio::time::timeout_at(deadline, rx.recv()).await {
+            if m.retain
+                && !m.payload.is_empty()
+                && let Some(id) = topics.parse_alert(&commune, &m.topic)
+            {
+                ids.push(id);
+            }
+        }
+        stop.cancel();
+        Ok(ids)
+    }
+}
+
 /// A receiver running in-process.
 pub struct TestReceiver {
     events: mpsc::UnboundedReceiver<ReceiverEvent>,
