@@ -217,8 +217,7 @@ mod tests {
             communes_provisional: None,
         };
         let t = "2026-10-09T01:00:00Z".parse().unwrap();
-        let obs = domain::Observation::new(station.id.clone(), "water_level", 19.4, "m", t, t).unwrap();
-        let a = rules::flood_alarm_crossing(&station, Some(18.9), &obs).unwrap();
+        let a = rules::alarm_assessment(&station, domain::AlarmLevel::Bd3, 19.4, t).unwrap();
         let text = flood_crossing_text(&station, &a);
         assert_eq!(
             text.headline,

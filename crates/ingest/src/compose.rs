@@ -4,12 +4,11 @@ use std::collections::HashMap;
 
 use chrono::{DateTime, Duration, Utc};
 use dispatch::Topics;
-use dispatch::render::{flood_crossing_text, flood_follow_text};
+use dispatch::render::flood_follow_text;
 use domain::{
     Alert, AlertError, AlertId, AlertOrigin, AlertSpec, AlertStatus, FollowKind, MessageClass, MsgType,
     Parameter, Repeat, Station, StationId,
 };
-use rules::Assessment;
 use rules::follow::{Decision, FollowSettings};
 use rules::quality::{FirstReading, QcSettings};
 
@@ -215,59 +214,6 @@ pub fn follow_alert(
         english: None,
         follow: Some(kind),
     }))
-}
-
-/// The alert for a flood alarm crossing, issued at `now`. With `references` (the live
-/// alerts it escalates) it is an Update.
-#[allow(clippy::too_many_arguments)]
-pub fn flood_alert(
-    station: &Station,
-    a: &Assessment,
-    id: AlertId,
-    references: Vec<AlertId>,
-    topics: &Topics,
-    policy: &AlertPolicy,
-    status: AlertStatus,
-    now: DateTime<Utc>,
-) -> Result<Alert, AlertError> {
-    let mut text = flood_crossing_text(station, a);
-    if status != AlertStatus::Actual {
-        text.headline = format!("[DIỄN TẬP] {}", text.headline);
-    }
-    Alert::new(AlertSpec {
-        id,
-        province: topics.province().clone(),
-        msg_type: if references.is_empty() {
-            MsgType::Alert
-        } else {
-            MsgType::Update
-        },
-        status,
-        references,
-        origin: AlertOrigin::Computed {
-            rule_id: a.rule_id.to_owned(),
-        },
-        hazard: a.hazard,
-        risk_level: a.risk_level,
-        alarm_level: Some(a.alarm_level),
-        station: Some(a.station.clone()),
-        class: a.class,
-        communes: a.communes.clone(),
-        sent: now,
-        effective: now,
-        expires: now + policy.ttl,
-        headline: text.headline,
-        description: text.description,
-        instruction: text.instruction,
-        repeat: match a.class {
-            MessageClass::Emergency => policy.repeat_emergency,
-            MessageClass::Priority => policy.repeat_priority,
-            MessageClass::Normal => policy.repeat_normal,
-        },
-        provisional: a.provisional.clone(),
-        english: None,
-        follow: None,
-    })
 }
 
 /// The alert for a risk level that a rule auto-issues, for `communes`, issued at `now`.

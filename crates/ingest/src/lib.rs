@@ -1,9 +1,11 @@
-//! Intake of observations: validated readings are stored, passed through the rules, and
-//! any alert they raise is written with its outbox rows in the same transaction.
+//! Intake of observations: validated readings are stored with their quality flags, the
+//! station follower and the rules look at them, and any alert they call for is written
+//! with its outbox rows in the same transaction.
 //!
 //! Ingest decides no levels (the `rules` crate does) and sends nothing (dispatch does);
-//! it wakes the outbox worker after a commit. Entry points: [`Pipeline::accept`], the
-//! pure [`compose::flood_alert`], and the demo source [`demo::run_demo`].
+//! it wakes the outbox worker after a commit. Entry points: [`Pipeline::accept`],
+//! [`follow::run_follower`], the pure [`compose::follow_alert`], and the demo source
+//! [`demo::run_demo`].
 
 pub mod bulletin;
 pub mod cap;

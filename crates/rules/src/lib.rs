@@ -3,8 +3,10 @@
 //!
 //! This crate is pure. It does no I/O, reads no clock and knows nothing of storage,
 //! brokers or HTTP; callers pass the station table, the readings and the time.
-//! Entry point: [`flood_alarm_crossing`], the first flood rule (Decision 05/2020 alarm
-//! levels BĐ1/BĐ2/BĐ3, crossed upward at a station).
+//! Entry points: [`evaluate`] (risk levels from rules written as data), [`follow::decide`]
+//! (the station follower: what a station's flood alarm levels of Decision 05/2020, BĐ1 to
+//! BĐ3, call for now), [`quality::classify`] (quality control of readings) and
+//! [`replay::replay`] (all of them over history).
 
 pub mod engine;
 pub mod eval;
@@ -19,10 +21,7 @@ pub use eval::{Inputs, evaluate, evaluate_held};
 pub use state::{Tracker, Transition};
 
 use chrono::{DateTime, Utc};
-use domain::{
-    AlarmLevel, CommuneCode, Hazard, MessageClass, Observation, Parameter, RiskLevel, Station, StationId,
-    Tagged,
-};
+use domain::{AlarmLevel, CommuneCode, Hazard, MessageClass, RiskLevel, Station, StationId, Tagged};
 
 /// Id and version of the flood alarm-crossing rule; carried in every alert it raises.
 pub const FLOOD_ALARM_CROSSING: &str = "flood.alarm-crossing@1";
@@ -57,32 +56,14 @@ pub fn alarm_band(station: &Station, value_m: f64) -> Option<(AlarmLevel, Tagged
     })
 }
 
-/// Fires when a water-level reading puts the station in a higher alarm band than the
-/// previous reading did (no previous reading counts as below BĐ1).
+/// The assessment of `station` at alarm `level` for a reading of `value_m` at
+/// `observed_at`: its class, the threshold and every reason it is provisional. `None` if
+/// no source gives the level's threshold.
 ///
 /// The risk level stays `None`: Art. 45 needs the station's area class, which no source
 /// gives for Lạng Sơn. The message class follows the bulletin types of Decision 18:
 /// BĐ3 calls for an emergency flood bulletin, so it plays as Emergency; BĐ1 and BĐ2 as
-/// Priority.
-pub fn flood_alarm_crossing(
-    station: &Station,
-    previous_m: Option<f64>,
-    observation: &Observation,
-) -> Option<Assessment> {
-    if observation.parameter() != Parameter::WaterLevel || observation.station() != &station.id {
-        return None;
-    }
-    let (level, _) = alarm_band(station, observation.value())?;
-    let before = previous_m.and_then(|v| alarm_band(station, v)).map(|(l, _)| l);
-    if before.is_some_and(|b| b >= level) {
-        return None;
-    }
-    alarm_assessment(station, level, observation.value(), observation.observed_at())
-}
-
-/// The assessment of `station` at alarm `level` for a reading of `value_m` at
-/// `observed_at`: its class, the threshold and every reason it is provisional. `None` if
-/// no source gives the level's threshold.
+/// Priority. When to send it is the station follower's ([`follow::decide`]).
 pub fn alarm_assessment(
     station: &Station,
     level: AlarmLevel,
@@ -149,33 +130,6 @@ mod tests {
         }
     }
 
-    fn reading(station: &str, parameter: &str, value: f64) -> Observation {
-        let t: DateTime<Utc> = "2026-10-09T01:00:00Z".parse().unwrap();
-        let unit = if parameter == "water_level" { "m" } else { "mm" };
-        Observation::new(StationId::new(station).unwrap(), parameter, value, unit, t, t).unwrap()
-    }
-
-    fn check(previous: Option<f64>, now: f64, expected: Option<AlarmLevel>) {
-        let got = flood_alarm_crossing(&huu_lung(), previous, &reading("HUULUNG", "water_level", now));
-        assert_eq!(
-            got.as_ref().map(|a| a.alarm_level),
-            expected,
-            "{previous:?} -> {now}"
-        );
-    }
-
-    #[test]
-    fn fires_only_on_an_upward_crossing() {
-        check(None, 16.99, None);
-        check(None, 17.0, Some(AlarmLevel::Bd1));
-        check(Some(16.0), 19.4, Some(AlarmLevel::Bd3));
-        check(Some(18.5), 19.0, Some(AlarmLevel::Bd3));
-        check(Some(19.1), 19.4, None);
-        check(Some(19.4), 18.5, None);
-        check(Some(20.0), 23.96, None);
-        check(Some(17.2), 17.9, None);
-    }
-
     #[test]
     fn a_missing_level_is_skipped_never_guessed() {
         let mut s = huu_lung();
@@ -186,8 +140,8 @@ mod tests {
 
     #[test]
     fn provisional_inputs_are_named_and_bd3_plays_as_emergency() {
-        let a =
-            flood_alarm_crossing(&huu_lung(), Some(17.5), &reading("HUULUNG", "water_level", 18.2)).unwrap();
+        let t: DateTime<Utc> = "2026-10-09T01:00:00Z".parse().unwrap();
+        let a = alarm_assessment(&huu_lung(), AlarmLevel::Bd2, 18.2, t).unwrap();
         assert_eq!(a.class, MessageClass::Priority);
         assert!(
             a.provisional
@@ -197,23 +151,11 @@ mod tests {
             a.provisional
         );
         assert!(a.provisional.iter().any(|p| p.contains("provisional mapping")));
-        let a = flood_alarm_crossing(&huu_lung(), None, &reading("HUULUNG", "water_level", 19.4)).unwrap();
+        let a = alarm_assessment(&huu_lung(), AlarmLevel::Bd3, 19.4, t).unwrap();
         assert_eq!(a.class, MessageClass::Emergency);
         assert!(
             !a.provisional.iter().any(|p| p.contains("BĐ3 19.00 m")),
             "BĐ3 is tagged D, not provisional"
-        );
-    }
-
-    #[test]
-    fn other_parameters_and_stations_do_not_fire() {
-        assert_eq!(
-            flood_alarm_crossing(&huu_lung(), None, &reading("HUULUNG", "rainfall", 300.0)),
-            None
-        );
-        assert_eq!(
-            flood_alarm_crossing(&huu_lung(), None, &reading("LANGSON", "water_level", 300.0)),
-            None
         );
     }
 }

@@ -1,7 +1,7 @@
 //! Observations and alerts. An alert and its deliveries are written in one transaction.
 
 use chrono::{DateTime, Duration, Utc};
-use domain::{Alert, AlertOrigin, Observation, StationId};
+use domain::{Alert, AlertOrigin, Observation};
 use sqlx::Row;
 
 /// How long after an Update or Cancel the retained messages of the alerts it replaces are
@@ -162,77 +162,6 @@ impl Tx<'_> {
         .execute(&mut *self.tx)
         .await?;
         Ok(done.rows_affected() == 1)
-    }
-
-    /// The latest reading of `parameter` at `station`, in the series of `status`,
-    /// strictly before `before`, as (value, time).
-    pub async fn previous_reading(
-        &mut self,
-        station: &StationId,
-        parameter: &str,
-        status: &str,
-        before: DateTime<Utc>,
-    ) -> Result<Option<(f64, DateTime<Utc>)>> {
-        let row = sqlx::query(
-            "SELECT value, observed_ms FROM observations
-             WHERE station = $1 AND parameter = $2 AND status = $3 AND observed_ms < $4
-             ORDER BY observed_ms DESC LIMIT 1",
-        )
-        .bind(station.as_str())
-        .bind(parameter)
-        .bind(status)
-        .bind(ms(before))
-        .fetch_optional(&mut *self.tx)
-        .await?;
-        row.map(|r| Ok((r.try_get("value")?, from_ms(r.try_get("observed_ms")?)?)))
-            .transpose()
-    }
-
-    /// Whether `station` has a reading of `parameter`, in the series of `status`, later
-    /// than `after`.
-    pub async fn has_newer(
-        &mut self,
-        station: &StationId,
-        parameter: &str,
-        status: &str,
-        after: DateTime<Utc>,
-    ) -> Result<bool> {
-        let row = sqlx::query(
-            "SELECT CASE WHEN EXISTS (SELECT 1 FROM observations WHERE station = $1 AND parameter = $2 AND status = $3 AND observed_ms > $4) THEN 1 ELSE 0 END AS newer",
-        )
-        .bind(station.as_str())
-        .bind(parameter)
-        .bind(status)
-        .bind(ms(after))
-        .fetch_one(&mut *self.tx)
-        .await?;
-        Ok(row.try_get::<i64, _>("newer")? != 0)
-    }
-
-    /// Alerts for `station` and `hazard` with CAP `status` (an exercise never stands in
-    /// for a real alert) live at `now` (not expired, not a Cancel), as (id, alarm level),
-    /// oldest first.
-    pub async fn live_alerts_for_station(
-        &mut self,
-        station: &StationId,
-        hazard: &str,
-        status: &str,
-        now: DateTime<Utc>,
-    ) -> Result<Vec<(String, Option<i64>)>> {
-        let rows = sqlx::query(
-            "SELECT id, alarm_level FROM alerts
-             WHERE station = $1 AND hazard = $2 AND status = $3 AND expires_ms > $4 AND msg_type <> 'Cancel'
-             ORDER BY created_ms, id",
-        )
-        .bind(station.as_str())
-        .bind(hazard)
-        .bind(status)
-        .bind(ms(now))
-        .fetch_all(&mut *self.tx)
-        .await?;
-        rows.iter()
-            .map(|r| Ok((r.try_get("id")?, r.try_get("alarm_level")?)))
-            .collect()
     }
 
     /// Keeps an alert off SMS (its officer chose loudspeakers only).
