@@ -2122,24 +2122,7 @@ async fn a_scheduled_warning_plays_when_it_takes_effect_and_a_wrong_receiver_clo
         "effective": effective.to_rfc3339_opts(chrono::SecondsFormat::Secs, true),
         "valid_minutes": 60,
     });
-    let (status, w, _) = app
-        .call_as(&an, "POST", "/api/v1/warnings", None, &draft)
-        .await
-        .unwrap();
-    assert_eq!(status, 201, "{w}");
-    let id = w["id"].as_str().unwrap().to_owned();
-    let (status, issued, _) = app
-        .call_as(
-            &an,
-            "POST",
-            &format!("/api/v1/warnings/{id}/submit"),
-            None,
-            &serde_json::json!({}),
-        )
-        .await
-        .unwrap();
-    assert_eq!(status, 201, "{issued}");
-    let alert = issued["alert_id"].as_str().unwrap().to_owned();
+    let alert = app.issue_warning(&an, &draft).await.unwrap();
     let (_, d) = app.get(&format!("/api/v1/alerts/{alert}")).await.unwrap();
     assert_eq!(d["alert"]["state"], "scheduled", "{d:#}");
     // The receiver takes it at once and plays it at its time, not before.
@@ -2214,15 +2197,7 @@ async fn a_scheduled_warning_plays_when_it_takes_effect_and_a_wrong_receiver_clo
         .cloned()
         .unwrap();
     assert_eq!(row["clock_off"], true, "{row:#}");
-    let metrics = app
-        .http
-        .get(format!("{}/metrics", app.base))
-        .send()
-        .await
-        .unwrap()
-        .text()
-        .await
-        .unwrap();
+    let metrics = app.get_text("/metrics").await.unwrap();
     assert!(metrics.contains("canhbao_receivers_clock_off 1"), "{metrics}");
     stop.cancel();
     rx.stop().await;

@@ -589,35 +589,15 @@ async fn alert_and_short_update(
     update_for: Duration,
 ) -> (String, String) {
     let an = app.login_new_user("an.tran", "officer").await.unwrap();
-    let issue = |body: Value| {
-        let an = an.clone();
-        async move {
-            let (status, w, _) = app
-                .call_as(&an, "POST", "/api/v1/warnings", None, &body)
-                .await
-                .unwrap();
-            assert_eq!(status, 201, "{w}");
-            let id = w["id"].as_str().unwrap().to_owned();
-            let (status, issued, _) = app
-                .call_as(
-                    &an,
-                    "POST",
-                    &format!("/api/v1/warnings/{id}/submit"),
-                    None,
-                    &serde_json::json!({}),
-                )
-                .await
-                .unwrap();
-            assert_eq!(status, 201, "{issued}");
-            issued["alert_id"].as_str().unwrap().to_owned()
-        }
-    };
     let draft = |headline: &str| {
         serde_json::json!({"hazard": "flood", "risk_level": 2, "communes": ["06385"],
             "headline": headline, "description": "Mực nước sông Thương lên.", "instruction": "",
             "valid_minutes": 120})
     };
-    let alert = issue(draft("Lũ trên sông Thương")).await;
+    let alert = app
+        .issue_warning(&an, &draft("Lũ trên sông Thương"))
+        .await
+        .unwrap();
     let mut update = draft("Cập nhật: lũ trên sông Thương, hết hiệu lực sớm");
     update["updates"] = Value::from(alert.clone());
     update["expires"] = Value::from(
@@ -625,7 +605,7 @@ async fn alert_and_short_update(
             .to_rfc3339_opts(chrono::SecondsFormat::Secs, true),
     );
     update.as_object_mut().unwrap().remove("valid_minutes");
-    let update = issue(update).await;
+    let update = app.issue_warning(&an, &update).await.unwrap();
     for id in [&alert, &update] {
         match rx.next(Duration::from_secs(15)).await.unwrap() {
             ReceiverEvent::Played(p) => assert_eq!(&p.id, id),

@@ -339,6 +339,42 @@ impl TestApp {
         ))
     }
 
+    /// Writes `draft` as a warning of the officer `token` and submits it; returns the
+    /// alert it issued (a draft the two-person rule does not cover is issued at once).
+    pub async fn issue_warning(&self, token: &str, draft: &Value) -> Result<String> {
+        let (status, w, _) = self
+            .call_as(token, "POST", "/api/v1/warnings", None, draft)
+            .await?;
+        anyhow::ensure!(status == 201, "draft: {status} {w}");
+        let id = w["id"].as_str().context("the draft has no id")?.to_owned();
+        let (status, issued, _) = self
+            .call_as(
+                token,
+                "POST",
+                &format!("/api/v1/warnings/{id}/submit"),
+                None,
+                &serde_json::json!({}),
+            )
+            .await?;
+        anyhow::ensure!(status == 201, "submit: {status} {issued}");
+        issued["alert_id"]
+            .as_str()
+            .map(str::to_owned)
+            .context("the warning issued no alert")
+    }
+
+    /// GETs a text body (as `/metrics`) with the admin token.
+    pub async fn get_text(&self, path: &str) -> Result<String> {
+        Ok(self
+            .http
+            .get(format!("{}{path}", self.base))
+            .bearer_auth(&self.token)
+            .send()
+            .await?
+            .text()
+            .await?)
+    }
+
     /// Adds a user with `role` (as `canhbao users add` does) and logs them in; returns
     /// their bearer token. Their identity in the API is `user:<name>`.
     pub async fn login_new_user(&self, name: &str, role: &str) -> Result<String> {

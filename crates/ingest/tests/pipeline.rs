@@ -50,64 +50,12 @@ fn pipeline_with(store: &Store, policy: AlertPolicy) -> Pipeline {
 
 /// One database for one test: a SQLite file in a directory of its own, or a PostgreSQL
 /// database of its own.
-enum Db {
-    Sqlite(tempfile::TempDir),
-    Postgres(testkit::postgres::PgDatabase),
-}
+type Db = testkit::db::TestDb;
 
-impl Db {
-    fn sqlite() -> Self {
-        Self::Sqlite(tempfile::tempdir().unwrap())
-    }
-
-    /// A second, fresh database on the same engine.
-    async fn another(&self) -> Self {
-        match self {
-            Self::Sqlite(_) => Self::sqlite(),
-            Self::Postgres(_) => Self::Postgres(
-                testkit::postgres::PgDatabase::from_env()
-                    .await
-                    .expect("a PostgreSQL test runs with its variable set"),
-            ),
-        }
-    }
-
-    fn url(&self) -> String {
-        match self {
-            Self::Sqlite(dir) => format!("sqlite://{}", dir.path().join("t.db").display()),
-            Self::Postgres(pg) => pg.url.clone(),
-        }
-    }
-}
-
-/// Runs each named test on SQLite always (`sqlite::NAME`), and on PostgreSQL
-/// (`postgres::NAME`) when `CANHBAO_TEST_POSTGRES_URL` is set, each on a fresh database.
-macro_rules! on_both_backends {
-    ($($name:ident),* $(,)?) => {
-        mod sqlite {
-            $(
-                #[tokio::test]
-                async fn $name() {
-                    super::$name(super::Db::sqlite()).await
-                }
-            )*
-        }
-        mod postgres {
-            $(
-                #[tokio::test]
-                async fn $name() {
-                    match testkit::postgres::PgDatabase::from_env().await {
-                        Some(pg) => super::$name(super::Db::Postgres(pg)).await,
-                        None => eprintln!("{} is not set: skipped", testkit::postgres::ENV),
-                    }
-                }
-            )*
-        }
-    };
-}
+use testkit::on_both_backends;
 
 async fn pipeline(db: &Db) -> (Store, Pipeline) {
-    let store = Store::open(&db.url()).await.unwrap();
+    let store = Store::open(db.url()).await.unwrap();
     let p = pipeline_on(&store);
     (store, p)
 }
@@ -614,7 +562,7 @@ async fn a_first_reading_above_bd3_is_shown_at_once_and_auto_issues_only_where_t
 
     // A station whose policy accepts first readings alerts on the first one.
     let db2 = db.another().await;
-    let store2 = Store::open(&db2.url()).await.unwrap();
+    let store2 = Store::open(db2.url()).await.unwrap();
     let mut accepting = policy();
     accepting.first_reading_at.insert(
         StationId::new("HUULUNG").unwrap(),

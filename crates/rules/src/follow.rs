@@ -321,23 +321,7 @@ impl Simulated {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use domain::{CommuneCode, StationId, Tag, Tagged};
-
-    fn huu_lung() -> Station {
-        Station {
-            id: StationId::new("HUULUNG").unwrap(),
-            name: "Hữu Lũng".into(),
-            river: "Trung".into(),
-            basin: "Thương".into(),
-            area_class: None,
-            bd1_m: Some(Tagged::new(17.0, Tag::D)),
-            bd2_m: Some(Tagged::new(18.0, Tag::M)),
-            bd3_m: Some(Tagged::new(19.0, Tag::D)),
-            historic_m: None,
-            communes: vec![CommuneCode::new("06385").unwrap()],
-            communes_provisional: None,
-        }
-    }
+    use crate::testing::huu_lung;
 
     fn t(min: i64) -> DateTime<Utc> {
         "2026-10-09T00:00:00Z".parse::<DateTime<Utc>>().unwrap() + Duration::minutes(min)

@@ -109,12 +109,13 @@ pub fn alarm_assessment(
     })
 }
 
+/// What the unit tests of this crate share.
 #[cfg(test)]
-mod tests {
-    use super::*;
-    use domain::Tag;
+pub(crate) mod testing {
+    use domain::{CommuneCode, Station, StationId, Tag, Tagged};
 
-    fn huu_lung() -> Station {
+    /// Hữu Lũng's station: BĐ1 17.00 [D], BĐ2 18.00 [M], BĐ3 19.00 [D].
+    pub(crate) fn huu_lung() -> Station {
         Station {
             id: StationId::new("HUULUNG").unwrap(),
             name: "Hữu Lũng".into(),
@@ -129,6 +130,12 @@ mod tests {
             communes_provisional: Some("no source".into()),
         }
     }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::testing::huu_lung;
 
     #[test]
     fn a_missing_level_is_skipped_never_guessed() {

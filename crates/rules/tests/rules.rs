@@ -395,34 +395,44 @@ fn more_rain_never_lowers_the_heavy_rain_or_flash_flood_level() {
     }
 }
 
+/// A flood station of area 4 at `h` m, and a live bulletin `id` that states `stated` for
+/// its commune: the flood assessment before and with the bulletin.
+fn flood_with_bulletin(
+    h: f64,
+    id: &str,
+    stated: u8,
+    authoritative: bool,
+) -> (Option<RiskLevel>, rules::eval::Assessment) {
+    let set = shipped();
+    let mut i = inputs(vec![station("S1", "B1", Some(4))], None, &[]);
+    i.readings
+        .push(&StationId::new("S1").unwrap(), Param::WaterLevel, now(), h);
+    let flood = |i: &Inputs| {
+        evaluate(&set, i, now())
+            .into_iter()
+            .find(|a| a.hazard == Hazard::Flood)
+    };
+    let computed = flood(&i).and_then(|a| a.level);
+    i.bulletins.push(Bulletin {
+        id: id.into(),
+        sender: "nchmf".into(),
+        hazard: Hazard::Flood,
+        level: RiskLevel::new(stated),
+        communes: vec![commune()],
+        effective: now() - Duration::hours(1),
+        expires: now() + Duration::hours(6),
+        authoritative,
+    });
+    (computed, flood(&i).unwrap())
+}
+
 #[test]
 fn a_bulletin_its_channel_does_not_vouch_for_only_raises_and_only_as_a_pre_warning() {
-    let set = shipped();
     let mut rng = Lcg(5);
     for _ in 0..100 {
         let h = 15.0 + rng.next() * 10.0;
         let stated = 1 + (rng.next() * 5.0) as u8;
-        let mut i = inputs(vec![station("S1", "B1", Some(4))], None, &[]);
-        i.readings
-            .push(&StationId::new("S1").unwrap(), Param::WaterLevel, now(), h);
-        let computed = evaluate(&set, &i, now())
-            .into_iter()
-            .find(|a| a.hazard == Hazard::Flood)
-            .and_then(|a| a.level);
-        i.bulletins.push(Bulletin {
-            id: "UNVOUCHED".into(),
-            sender: "nchmf".into(),
-            hazard: Hazard::Flood,
-            level: RiskLevel::new(stated),
-            communes: vec![commune()],
-            effective: now() - Duration::hours(1),
-            expires: now() + Duration::hours(6),
-            authoritative: false,
-        });
-        let a = evaluate(&set, &i, now())
-            .into_iter()
-            .find(|a| a.hazard == Hazard::Flood)
-            .unwrap();
+        let (computed, a) = flood_with_bulletin(h, "UNVOUCHED", stated, false);
         // Never lower than computed; higher only when it states higher.
         assert_eq!(
             a.level,
@@ -450,23 +460,7 @@ fn an_official_bulletin_always_wins_up_and_down() {
     for _ in 0..100 {
         let h = 15.0 + rng.next() * 10.0;
         let stated = 1 + (rng.next() * 5.0) as u8;
-        let mut i = inputs(vec![station("S1", "B1", Some(4))], None, &[]);
-        i.readings
-            .push(&StationId::new("S1").unwrap(), Param::WaterLevel, now(), h);
-        i.bulletins.push(Bulletin {
-            id: "LU-1".into(),
-            sender: "nchmf".into(),
-            hazard: Hazard::Flood,
-            level: RiskLevel::new(stated),
-            communes: vec![commune()],
-            effective: now() - Duration::hours(1),
-            expires: now() + Duration::hours(6),
-            authoritative: true,
-        });
-        let a = evaluate(&set, &i, now())
-            .into_iter()
-            .find(|a| a.hazard == Hazard::Flood)
-            .unwrap();
+        let (_, a) = flood_with_bulletin(h, "LU-1", stated, true);
         assert_eq!(a.level.map(RiskLevel::get), Some(stated), "H {h:.2} m");
         assert!(a.official);
         assert!(matches!(a.source, LevelSource::Bulletin { .. }));

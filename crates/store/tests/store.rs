@@ -61,56 +61,20 @@ fn signed() -> SignedPayload {
 
 /// One database for one test: a SQLite file in a directory of its own, or a PostgreSQL
 /// database of its own.
-enum Db {
-    /// The directory lives as long as the test: its file is the database.
-    Sqlite(#[allow(dead_code)] tempfile::TempDir, String),
-    Postgres(testkit::postgres::PgDatabase),
+type Db = testkit::db::TestDb;
+
+/// Opens (and migrates) a test's database.
+trait Open {
+    async fn open(&self) -> Store;
 }
 
-impl Db {
-    fn sqlite() -> Self {
-        let dir = tempfile::tempdir().unwrap();
-        let url = format!("sqlite://{}", dir.path().join("t.db").display());
-        Self::Sqlite(dir, url)
-    }
-
-    fn url(&self) -> &str {
-        match self {
-            Self::Sqlite(_, url) => url,
-            Self::Postgres(pg) => &pg.url,
-        }
-    }
-
+impl Open for Db {
     async fn open(&self) -> Store {
         Store::open(self.url()).await.unwrap()
     }
 }
 
-/// Runs each named test on SQLite always (`sqlite::NAME`), and on PostgreSQL
-/// (`postgres::NAME`) when `CANHBAO_TEST_POSTGRES_URL` is set, each on a fresh database.
-macro_rules! on_both_backends {
-    ($($name:ident),* $(,)?) => {
-        mod sqlite {
-            $(
-                #[tokio::test]
-                async fn $name() {
-                    super::$name(super::Db::sqlite()).await
-                }
-            )*
-        }
-        mod postgres {
-            $(
-                #[tokio::test]
-                async fn $name() {
-                    match testkit::postgres::PgDatabase::from_env().await {
-                        Some(pg) => super::$name(super::Db::Postgres(pg)).await,
-                        None => eprintln!("{} is not set: skipped", testkit::postgres::ENV),
-                    }
-                }
-            )*
-        }
-    };
-}
+use testkit::on_both_backends;
 
 on_both_backends!(
     an_uncommitted_alert_leaves_nothing_behind,
