@@ -177,13 +177,13 @@ async fn a_broker_killed_and_restarted_during_a_dispatch_loses_no_delivery_and_r
         alerts.push(raised[0].as_str().unwrap().to_owned());
     }
 
-    // The broker dies in the middle of the dispatch, once receipts have begun to come
-    // back, and comes back with nothing: no retained alerts, no sessions, no
-    // subscriptions.
+    // The broker dies in the middle of the dispatch, once its first commune topics are
+    // published (a dispatch to 40 receivers can end within one look at its progress), and
+    // comes back with nothing: no retained alerts, no sessions, no subscriptions.
     let progress_deadline = Instant::now() + Duration::from_secs(20);
     loop {
-        let (at, _) = progress(&app, &alerts).await;
-        if at.contains_key("received") || at.contains_key("played") {
+        let (at, published) = progress(&app, &alerts).await;
+        if published > 0 || at.contains_key("received") || at.contains_key("played") {
             break;
         }
         assert!(
@@ -696,4 +696,48 @@ async fn a_replaced_alert_is_never_broadcast_again_after_its_short_update_expire
     nothing_replaced_comes_back(&app, &alert, &mut rx).await;
     rx.stop().await;
     app.app.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_service_started_on_a_broker_that_lost_its_retained_messages_publishes_every_live_alert_again() {
+    if !Path::new(MOSQUITTO).exists() {
+        eprintln!("{MOSQUITTO} is not installed; skipped");
+        return;
+    }
+    let dir = tempfile::tempdir().unwrap();
+    let port = free_port();
+    let mut broker = Mosquitto::start(dir.path(), port).unwrap();
+    let url = Broker::External(format!("mqtt://127.0.0.1:{port}"));
+    let app = TestApp::spawn(url.clone()).await.unwrap();
+    let prefix = app.prefix.clone();
+    let alert = app.issue_bulletin("LOST-1").await.unwrap();
+    app.wait_for(&format!("/api/v1/alerts/{alert}"), Duration::from_secs(15), |d| {
+        d["deliveries"]
+            .as_array()
+            .is_some_and(|v| !v.is_empty() && v.iter().all(|x| x["state"] == "published"))
+    })
+    .await
+    .unwrap();
+    assert_eq!(app.retained_alerts("06385").await.unwrap(), [alert.clone()]);
+    // The service stops; the broker restarts without persistence while it is down.
+    let (dir_app, data_dir) = app.stop().await;
+    broker.kill();
+    broker.launch().unwrap();
+    let app = TestApp::spawn_in(&data_dir, &url, &prefix).await.unwrap();
+    // Without waiting for anything else to happen, the live alert is retained again, and
+    // a receiver that connects for the first time plays it.
+    let mut retained = Vec::new();
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while retained.is_empty() && Instant::now() < deadline {
+        retained = app.retained_alerts("06385").await.unwrap();
+    }
+    assert_eq!(retained, [alert.clone()]);
+    let mut rx = app.start_receiver("06385", "loa-new").await.unwrap();
+    match rx.next(Duration::from_secs(10)).await.unwrap() {
+        ReceiverEvent::Played(p) => assert_eq!(p.id, alert),
+        other => panic!("expected the live alert to play, got {other:?}"),
+    }
+    rx.stop().await;
+    app.app.stop().await;
+    drop(dir_app);
 }

@@ -477,6 +477,23 @@ mod tests {
     }
 
     #[test]
+    fn replaced_is_remembered_until_the_later_of_both_expiries() {
+        let mut log = PlayedLog::in_memory();
+        // The commune state says: replaced by U, until the original's expiry (06:00).
+        let _ = log.record_superseded("a", "u", t("2026-10-09T06:00:00Z"));
+        // U itself expires sooner (03:00): that must not shorten the memory.
+        let _ = log.record_superseded("a", "u", t("2026-10-09T03:00:00Z"));
+        log.prune(t("2026-10-09T04:00:00Z"));
+        assert_eq!(
+            log.get("a"),
+            Some(&Mark::Superseded { by: "u".into() }),
+            "still replaced after the Update expired"
+        );
+        log.prune(t("2026-10-09T06:00:00Z"));
+        assert_eq!(log.get("a"), None);
+    }
+
+    #[test]
     fn digests_are_sha256_in_hex() {
         assert_eq!(
             envelope_digest(b"abc"),

@@ -486,6 +486,29 @@ async fn an_update_supersedes_what_its_predecessor_had_not_delivered_and_clears_
     // The old topic is cleared a minute after the update, long before it would expire.
     let due = store.due_clears(t0() + Duration::seconds(60), 10).await.unwrap();
     assert_eq!(due, ["t/06385/old"]);
+    // What was not yet published never is, and is never published again at a restart.
+    let old = store.deliveries_for_alert("old").await.unwrap();
+    assert_eq!(old[0].state, "superseded");
+    assert_eq!(
+        store.requeue_live(t0() + Duration::minutes(1)).await.unwrap(),
+        0,
+        "nothing published, and the old one never will be"
+    );
+    let claimed = store
+        .claim_due(t0() + Duration::minutes(1), Duration::seconds(30), 10)
+        .await
+        .unwrap();
+    assert!(claimed.iter().all(|d| d.alert_id == "new"), "{claimed:?}");
+    // A receiver that played it after all (from its session's queue, say) shows as
+    // played, not superseded: the matrix records what each receiver did.
+    assert!(
+        store
+            .advance_receiver_delivery("old", "loa-b", "played", None, t0())
+            .await
+            .unwrap()
+    );
+    let rows = store.receiver_deliveries("old").await.unwrap();
+    assert_eq!(rows[1].state, "played");
 }
 
 fn sms(phone: &str) -> store::NewSms {
