@@ -718,7 +718,10 @@ async fn a_service_started_on_a_broker_that_lost_its_retained_messages_publishes
     })
     .await
     .unwrap();
-    assert_eq!(app.retained_alerts("06385").await.unwrap(), [alert.clone()]);
+    assert_eq!(
+        app.retained_alerts("06385").await.unwrap(),
+        std::slice::from_ref(&alert)
+    );
     // The service stops; the broker restarts without persistence while it is down.
     let (dir_app, data_dir) = app.stop().await;
     broker.kill();
@@ -731,7 +734,7 @@ async fn a_service_started_on_a_broker_that_lost_its_retained_messages_publishes
     while retained.is_empty() && Instant::now() < deadline {
         retained = app.retained_alerts("06385").await.unwrap();
     }
-    assert_eq!(retained, [alert.clone()]);
+    assert_eq!(retained, std::slice::from_ref(&alert));
     let mut rx = app.start_receiver("06385", "loa-new").await.unwrap();
     match rx.next(Duration::from_secs(10)).await.unwrap() {
         ReceiverEvent::Played(p) => assert_eq!(p.id, alert),
