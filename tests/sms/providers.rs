@@ -541,9 +541,17 @@ async fn a_provider_failing_or_timing_out_half_its_requests_loses_no_sms_and_sen
     // the gateway gave up waiting (its report still follows), two taken at once.
     let seen = Arc::new(std::sync::atomic::AtomicUsize::new(0));
     let counter = seen.clone();
+    // What the provider did with each request, (number, refused?): recorded where it
+    // decides, since requests in flight together may reach the log in another order.
+    let decisions: Arc<std::sync::Mutex<Vec<(String, bool)>>> = Arc::default();
+    let decided = decisions.clone();
     let respond: Respond = Arc::new(move |r: &Request| {
         let n = counter.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
         let json: Value = serde_json::from_str(&r.body).unwrap_or(Value::Null);
+        decided
+            .lock()
+            .unwrap()
+            .push((json["to"].as_str().unwrap_or_default().to_owned(), n % 4 == 1));
         let taken = |delay: Duration| {
             let reports = json["callback"]["url"]
                 .as_str()
@@ -602,13 +610,11 @@ async fn a_provider_failing_or_timing_out_half_its_requests_loses_no_sms_and_sen
     // request that went unanswered was never sent again blindly.
     let mut taken: std::collections::HashMap<String, usize> = std::collections::HashMap::new();
     let mut refused = 0;
-    for (i, r) in log.requests().iter().enumerate() {
-        let json: Value = serde_json::from_str(&r.body).unwrap();
-        let to = json["to"].as_str().unwrap().to_owned();
-        if i % 4 == 1 {
+    for (to, was_refused) in decisions.lock().unwrap().iter() {
+        if *was_refused {
             refused += 1;
         } else {
-            *taken.entry(to).or_default() += 1;
+            *taken.entry(to.clone()).or_default() += 1;
         }
     }
     assert_eq!(taken.len(), 24, "{taken:?}");
