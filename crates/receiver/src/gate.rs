@@ -5,13 +5,18 @@
 //! After every (re)connection a receiver trusts only a state that the broker gives it as
 //! retained (the newest the service published), or one newer than that. A state that
 //! arrives without the retain flag before it may be old (queued in the receiver's session
-//! while it was away): the receiver subscribes to the state topic again, and the broker
-//! sends the retained one. So whatever order the broker delivers queued messages, retained
+//! while it was away): the receiver subscribes to the state topic again (at most once a
+//! second while it has no retained state), and the broker sends the retained one. So whatever order the broker delivers queued messages, retained
 //! messages and resends in, an alert whose Update or Cancel is also waiting never plays:
 //! the trusted state lists it as replaced.
 
+use std::time::{Duration, Instant};
+
 use chrono::{DateTime, Utc};
 use dispatch::wire::CommuneStateWire;
+
+/// The least time between two subscriptions to the state topic asked for by the gate.
+pub const RESUBSCRIBE_EVERY: Duration = Duration::from_secs(1);
 
 /// What to do with a verified alert.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -42,7 +47,8 @@ pub struct Gate {
     retained_seen: bool,
     /// The newest state received on this connection.
     newest: Option<CommuneStateWire>,
-    resubscribed: bool,
+    /// When the gate last asked to subscribe again.
+    resubscribed: Option<Instant>,
 }
 
 impl Gate {
@@ -56,14 +62,20 @@ impl Gate {
         }
     }
 
-    /// Takes a verified state that arrived with (or without) the retain flag.
-    pub fn on_state(&mut self, state: CommuneStateWire, retained: bool) -> StateOutcome {
+    /// Takes a verified state that arrived (at `now`, a monotonic time) with or without the
+    /// retain flag.
+    pub fn on_state(&mut self, state: CommuneStateWire, retained: bool, now: Instant) -> StateOutcome {
         self.retained_seen |= retained;
         if self.newest.as_ref().is_none_or(|n| state.seq >= n.seq) {
             self.newest = Some(state);
         }
-        if !self.retained_seen && !self.resubscribed {
-            self.resubscribed = true;
+        // A subscription can race a broker that only now got its state (one that came back
+        // empty): ask again, now and then, until a retained state comes.
+        let due = self
+            .resubscribed
+            .is_none_or(|at| now.saturating_duration_since(at) >= RESUBSCRIBE_EVERY);
+        if !self.retained_seen && due {
+            self.resubscribed = Some(now);
             return StateOutcome::Resubscribe;
         }
         StateOutcome::Taken
@@ -129,17 +141,18 @@ mod tests {
         // then the Update and its state; then the retained state.
         let mut g = Gate::default();
         g.on_connection(2);
+        let t = Instant::now();
         assert_eq!(
-            g.on_state(state(1, &["a"], &[]), false),
+            g.on_state(state(1, &["a"], &[]), false, t),
             StateOutcome::Resubscribe
         );
         assert_eq!(g.verdict("a"), Verdict::Wait, "an unretained state may be old");
         assert_eq!(
-            g.on_state(state(2, &["u"], &[("a", "u")]), false),
+            g.on_state(state(2, &["u"], &[("a", "u")]), false, t),
             StateOutcome::Taken
         );
         assert_eq!(g.verdict("a"), Verdict::Wait);
-        g.on_state(state(2, &["u"], &[("a", "u")]), true);
+        g.on_state(state(2, &["u"], &[("a", "u")]), true, t);
         assert!(matches!(g.verdict("a"), Verdict::Replaced { by, .. } if by == "u"));
         assert_eq!(g.verdict("u"), Verdict::Accept);
     }
@@ -160,7 +173,7 @@ mod tests {
                 } else {
                     state(2, &["u"], &[("a", "u")])
                 };
-                g.on_state(s, retained);
+                g.on_state(s, retained, Instant::now());
             }
             assert!(matches!(g.verdict("a"), Verdict::Replaced { .. }), "{order:?}");
         }
@@ -170,13 +183,39 @@ mod tests {
     fn a_new_connection_trusts_nothing_until_its_retained_state() {
         let mut g = Gate::default();
         g.on_connection(1);
-        g.on_state(state(5, &["a"], &[]), true);
+        let t = Instant::now();
+        g.on_state(state(5, &["a"], &[]), true, t);
         assert_eq!(g.verdict("a"), Verdict::Accept);
         g.on_connection(2);
         assert_eq!(g.verdict("a"), Verdict::Wait);
         // A newer state after the retained one counts at once.
-        g.on_state(state(5, &["a"], &[]), true);
-        g.on_state(state(6, &["a", "b"], &[]), false);
+        g.on_state(state(5, &["a"], &[]), true, t);
+        g.on_state(state(6, &["a", "b"], &[]), false, t);
         assert_eq!(g.verdict("b"), Verdict::Accept);
+    }
+
+    #[test]
+    fn without_a_retained_state_it_asks_again_now_and_then() {
+        let mut g = Gate::default();
+        g.on_connection(1);
+        let t = Instant::now();
+        let s = || state(3, &["a"], &[]);
+        assert_eq!(g.on_state(s(), false, t), StateOutcome::Resubscribe);
+        assert_eq!(
+            g.on_state(s(), false, t + Duration::from_millis(300)),
+            StateOutcome::Taken
+        );
+        assert_eq!(
+            g.on_state(s(), false, t + RESUBSCRIBE_EVERY),
+            StateOutcome::Resubscribe
+        );
+        assert_eq!(
+            g.on_state(s(), true, t + RESUBSCRIBE_EVERY * 3),
+            StateOutcome::Taken
+        );
+        assert_eq!(
+            g.on_state(s(), false, t + RESUBSCRIBE_EVERY * 9),
+            StateOutcome::Taken
+        );
     }
 }

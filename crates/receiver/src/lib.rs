@@ -618,7 +618,8 @@ impl Agent<'_> {
         self.signed_at(&state.as_of.clone());
         tracing::debug!(receiver = %self.cfg.receiver_id, seq = state.seq, retained = msg.retain,
             live = state.live.len(), replaced = state.replaced.len(), "commune state");
-        if self.gate.on_state(state, msg.retain) == gate::StateOutcome::Resubscribe {
+        if self.gate.on_state(state, msg.retain, std::time::Instant::now()) == gate::StateOutcome::Resubscribe
+        {
             // It may be old (queued while we were away): ask for the retained one.
             let topic = self.cfg.topics.state(&self.cfg.commune);
             if let Err(e) = self.mqtt.resubscribe(&topic) {
@@ -661,7 +662,10 @@ impl Agent<'_> {
                     "held alert replaced by a newer message; not played");
                 continue;
             }
-            match self.gate.verdict(&h.alert.id) {
+            let verdict = self.gate.verdict(&h.alert.id);
+            tracing::debug!(alert_id = %h.alert.id, receiver = %self.cfg.receiver_id, verdict = ?verdict,
+                trusted_seq = self.gate.trusted().map(|s| s.seq), "held alert");
+            match verdict {
                 gate::Verdict::Accept => self.accept(h.alert, h.sha256, h.expires).await,
                 gate::Verdict::Replaced { by, until } => {
                     tracing::info!(alert_id = %h.alert.id, by = %by, receiver = %self.cfg.receiver_id,
