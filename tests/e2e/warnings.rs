@@ -893,3 +893,85 @@ async fn an_exercise_reaches_only_receivers_enrolled_for_drills_and_is_marked_as
     other.stop().await;
     app.app.stop().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_spike_is_stored_flagged_and_duty_officers_see_it_on_every_channel() {
+    let app = TestApp::spawn(Broker::Embedded).await.unwrap();
+    let an = app.login_new_user("an.tran", "officer").await.unwrap();
+    let mut events = app
+        .http
+        .get(format!("{}/api/v1/events", app.base))
+        .bearer_auth(&an)
+        .send()
+        .await
+        .unwrap();
+    // Steady readings, one 5 m above its neighbours, then back: ten minutes apart.
+    let now = chrono::Utc::now();
+    let body: Vec<Value> = [16.00, 16.02, 16.01, 21.01, 16.03]
+        .iter()
+        .enumerate()
+        .map(|(i, v)| {
+            let at = now - chrono::Duration::minutes(10 * (4 - i as i64));
+            json!({"station": "HUULUNG", "parameter": "water_level", "value": v, "unit": "m",
+                   "observed_at": at.to_rfc3339_opts(chrono::SecondsFormat::Secs, true)})
+        })
+        .collect();
+    // The first four, then the fifth: the spike waits for the reading after it.
+    let (status, _, answer) = app
+        .post_observations(&Value::from(body[..4].to_vec()).to_string())
+        .await
+        .unwrap();
+    assert_eq!(status, 200, "{answer}");
+    assert_eq!(answer["stored"], 4, "every reading is stored: {answer}");
+    assert!(
+        answer["flagged"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .any(|f| f.as_str().unwrap_or("").contains("suspect-rate")),
+        "{answer}"
+    );
+    let (_, _, answer) = app.post_observations(&body[4].to_string()).await.unwrap();
+    assert_eq!(answer["alerts"], json!([]), "a spike raises nothing: {answer}");
+    // The endpoint lists it, with why.
+    let (status, flagged, _) = app
+        .call_as(&an, "GET", "/api/v1/readings/flagged", None, &Value::Null)
+        .await
+        .unwrap();
+    assert_eq!(status, 200, "{flagged}");
+    let spike = flagged
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|f| f["quality"] == "suspect-spike")
+        .unwrap_or_else(|| panic!("{flagged:#}"));
+    assert_eq!(
+        (spike["station"].as_str(), spike["value"].as_f64()),
+        (Some("HUULUNG"), Some(21.01))
+    );
+    assert!(spike["reason"].as_str().unwrap().contains("spike"), "{spike}");
+    // A notification, the events feed and the metrics say it too.
+    let (_, notes, _) = app
+        .call_as(&an, "GET", "/api/v1/notifications", None, &Value::Null)
+        .await
+        .unwrap();
+    assert!(
+        notes.to_string().contains("suspect-spike"),
+        "the officer is told: {notes:#}"
+    );
+    let seen = read_events(&mut events, |evs| {
+        evs.iter()
+            .any(|(k, _, d)| k == "reading" && d["quality"] == "suspect-spike")
+    })
+    .await;
+    assert!(
+        seen.iter()
+            .any(|(k, _, d)| k == "reading" && d["quality"] == "suspect-rate")
+    );
+    let metrics = app.get_text("/metrics").await.unwrap();
+    assert!(
+        metrics.contains("canhbao_readings{quality=\"suspect-spike\"} 1"),
+        "{metrics}"
+    );
+    app.app.stop().await;
+}
