@@ -162,6 +162,12 @@ async fn broker_back(
             tracing::warn!(error = %e, "publishing the commune states failed; each goes out again with its next alert");
         }
         match store.requeue_live(Utc::now()).await {
+            // At start (an embedded broker is always new) this is routine; later, the
+            // broker lost what it held.
+            Ok(n) if connected.count <= 1 => tracing::info!(
+                deliveries = n,
+                "the broker holds no session of this service: publishing live alerts and commune states to make sure they are retained"
+            ),
             Ok(n) => tracing::warn!(
                 deliveries = n,
                 "the broker came back without this service's session (restarted without persistence?): publishing live alerts again to rebuild its retained messages"
