@@ -117,8 +117,7 @@ async fn progress(app: &TestApp, alerts: &[String]) -> (BTreeMap<String, usize>,
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_broker_killed_and_restarted_during_a_dispatch_loses_no_delivery_and_replays_nothing() {
-    if !Path::new(MOSQUITTO).exists() {
-        eprintln!("{MOSQUITTO} is not installed; skipped");
+    if testkit::skip_without(MOSQUITTO, Path::new(MOSQUITTO).exists()) {
         return;
     }
     let started = Instant::now();
@@ -672,8 +671,7 @@ async fn a_replaced_alert_is_never_broadcast_again_after_its_short_update_expire
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_replaced_alert_is_never_broadcast_again_after_its_short_update_expires_and_the_broker_restarts_empty()
  {
-    if !Path::new(MOSQUITTO).exists() {
-        eprintln!("{MOSQUITTO} is not installed; skipped");
+    if testkit::skip_without(MOSQUITTO, Path::new(MOSQUITTO).exists()) {
         return;
     }
     let dir = tempfile::tempdir().unwrap();
@@ -700,8 +698,7 @@ async fn a_replaced_alert_is_never_broadcast_again_after_its_short_update_expire
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_service_started_on_a_broker_that_lost_its_retained_messages_publishes_every_live_alert_again() {
-    if !Path::new(MOSQUITTO).exists() {
-        eprintln!("{MOSQUITTO} is not installed; skipped");
+    if testkit::skip_without(MOSQUITTO, Path::new(MOSQUITTO).exists()) {
         return;
     }
     let dir = tempfile::tempdir().unwrap();

@@ -167,8 +167,7 @@ async fn until_subscribed(from: &Client, to: &mut Client, topic: &str) {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn mosquitto_enforces_the_generated_passwords_and_acl() {
-    if !Path::new(MOSQUITTO).exists() {
-        eprintln!("skipped: {MOSQUITTO} is not installed");
+    if testkit::skip_without(MOSQUITTO, Path::new(MOSQUITTO).exists()) {
         return;
     }
     let tmp = tempfile::tempdir().unwrap();
@@ -309,8 +308,7 @@ async fn mosquitto_enforces_the_generated_passwords_and_acl() {
 
 #[test]
 fn mosquitto_passwd_and_canhbao_hash_alike() {
-    if !Path::new(MOSQUITTO_PASSWD).exists() {
-        eprintln!("skipped: {MOSQUITTO_PASSWD} is not installed");
+    if testkit::skip_without(MOSQUITTO_PASSWD, Path::new(MOSQUITTO_PASSWD).exists()) {
         return;
     }
     let tmp = tempfile::tempdir().unwrap();

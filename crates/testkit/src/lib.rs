@@ -8,3 +8,44 @@ pub mod kannel;
 pub mod nats;
 pub mod postgres;
 pub mod proxy;
+
+/// Set by `.ci/run`: a test whose outside tool (Kannel, Mosquitto) is missing fails instead
+/// of skipping, so that CI never passes a test it did not run.
+pub const REQUIRE_TOOLS_ENV: &str = "CANHBAO_TEST_REQUIRE_TOOLS";
+
+/// Whether a test that needs `tool` must be skipped: never when it is `present`; when it is
+/// not, a panic if [`REQUIRE_TOOLS_ENV`] is set (CI) and a skip said on stderr elsewhere.
+pub fn skip_without(tool: &str, present: bool) -> bool {
+    let required = std::env::var(REQUIRE_TOOLS_ENV).is_ok_and(|v| !v.is_empty());
+    skip(tool, present, required)
+}
+
+fn skip(tool: &str, present: bool, required: bool) -> bool {
+    if present {
+        return false;
+    }
+    assert!(
+        !required,
+        "{tool} is not installed, and {REQUIRE_TOOLS_ENV} says this run must have it"
+    );
+    eprintln!("skipped: {tool} is not installed");
+    true
+}
+
+#[cfg(test)]
+mod tests {
+    use super::skip;
+
+    #[test]
+    fn a_missing_tool_skips_on_a_bare_machine_and_runs_when_present() {
+        assert!(skip("mosquitto", false, false));
+        assert!(!skip("mosquitto", true, false));
+        assert!(!skip("mosquitto", true, true));
+    }
+
+    #[test]
+    #[should_panic(expected = "mosquitto is not installed, and CANHBAO_TEST_REQUIRE_TOOLS")]
+    fn a_missing_tool_fails_the_test_when_ci_requires_it() {
+        skip("mosquitto", false, true);
+    }
+}
