@@ -71,6 +71,18 @@ fn no_parser_panics_on_hostile_input() {
             let _ = crate::cap::parse_cap(&input);
         }
     }
+    // Signed documents: every mutation gives a verdict on its signature, never a panic.
+    let ec = fixture("cap/signed/kttv-test-ec.pem");
+    let ec = crate::dsig::certificates_from_pem(&ec).unwrap_or_default();
+    for seed in [
+        "cap/signed/lang-son-rsa-sha256-exc-c14n.xml",
+        "cap/signed/lang-son-ecdsa-p256-c14n-no-keyinfo.xml",
+        "cap/ipaws-cancel-signed.xml",
+    ] {
+        for input in inputs(&fixture(seed), &mut rng, 600) {
+            let _ = crate::dsig::verify(&input, &ec);
+        }
+    }
     for seed in [
         "feeds/eccc-signed-cap12-embedded.atom",
         "feeds/nyalert-cap-index.rss",

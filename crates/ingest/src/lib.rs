@@ -13,6 +13,7 @@ pub mod compose;
 pub mod contacts;
 pub mod demo;
 pub mod directory;
+pub mod dsig;
 mod engine;
 pub mod feed;
 pub mod follow;
