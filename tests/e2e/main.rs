@@ -562,6 +562,159 @@ async fn a_bulletin_is_trusted_by_its_channel_and_an_unvouched_one_only_raises_a
     app.app.stop().await;
 }
 
+/// Signs `bulletin` with xmlsec1 (an independent XML-DSig implementation): RSA-SHA256,
+/// Exclusive C14N, the certificate in `<KeyInfo>`; the key and certificate are in `dir`.
+fn xmlsec1_sign(xmlsec1: &std::path::Path, dir: &std::path::Path, name: &str, bulletin: &[u8]) -> Vec<u8> {
+    let template = String::from_utf8(bulletin.to_vec()).unwrap().replace(
+        "</alert>",
+        "<ds:Signature xmlns:ds=\"http://www.w3.org/2000/09/xmldsig#\"><ds:SignedInfo>\
+         <ds:CanonicalizationMethod Algorithm=\"http://www.w3.org/2001/10/xml-exc-c14n#\"/>\
+         <ds:SignatureMethod Algorithm=\"http://www.w3.org/2001/04/xmldsig-more#rsa-sha256\"/>\
+         <ds:Reference URI=\"\"><ds:Transforms>\
+         <ds:Transform Algorithm=\"http://www.w3.org/2000/09/xmldsig#enveloped-signature\"/>\
+         </ds:Transforms><ds:DigestMethod Algorithm=\"http://www.w3.org/2001/04/xmlenc#sha256\"/>\
+         <ds:DigestValue/></ds:Reference></ds:SignedInfo><ds:SignatureValue/>\
+         <ds:KeyInfo><ds:X509Data/></ds:KeyInfo></ds:Signature></alert>",
+    );
+    let (tmpl, out) = (dir.join(format!("{name}.tmpl")), dir.join(format!("{name}.xml")));
+    std::fs::write(&tmpl, template).unwrap();
+    let run = std::process::Command::new(xmlsec1)
+        .args(["--sign", "--privkey-pem", "key.pem,cert.pem", "--output"])
+        .arg(&out)
+        .arg(&tmpl)
+        .current_dir(dir)
+        .output()
+        .unwrap();
+    assert!(
+        run.status.success(),
+        "xmlsec1: {}",
+        String::from_utf8_lossy(&run.stderr)
+    );
+    std::fs::read(out).unwrap()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_sender_that_signs_is_authoritative_only_with_its_signature_and_a_forged_one_only_raises() {
+    let xmlsec1 = testkit::kannel::find_program("xmlsec1");
+    let openssl = testkit::kannel::find_program("openssl");
+    if testkit::skip_without("xmlsec1 (apt-get install xmlsec1)", xmlsec1.is_some())
+        || testkit::skip_without("openssl", openssl.is_some())
+    {
+        return;
+    }
+    let (xmlsec1, openssl) = (xmlsec1.unwrap(), openssl.unwrap());
+    let dir = tempfile::tempdir().unwrap();
+    let made = std::process::Command::new(openssl)
+        .args([
+            "req", "-x509", "-newkey", "rsa:2048", "-nodes", "-keyout", "key.pem", "-out", "cert.pem",
+        ])
+        .args(["-days", "2", "-subj", "/O=canhbao e2e/CN=kttv-langson signing"])
+        .current_dir(dir.path())
+        .output()
+        .unwrap();
+    assert!(made.status.success(), "{}", String::from_utf8_lossy(&made.stderr));
+    let sender = "kttv-langson@example.vn";
+    let pins = format!(
+        "{{ \"{sender}\" = [\"{}\"] }}",
+        dir.path().join("cert.pem").display()
+    );
+    let app = TestApp::spawn_with(Broker::Embedded, &[("CANHBAO__BULLETINS__SIGNING_CERTS", &pins)])
+        .await
+        .unwrap();
+    let key = app
+        .create_key("admin", "kttv feed", &[], &["bulletins", "read"])
+        .await
+        .unwrap();
+    let post = |body: Vec<u8>| {
+        let (app, key) = (&app, key.clone());
+        async move {
+            let r = app
+                .http
+                .post(format!("{}/api/v1/bulletins", app.base))
+                .bearer_auth(key)
+                .header("content-type", "application/cap+xml")
+                .body(body)
+                .send()
+                .await
+                .unwrap();
+            let status = r.status().as_u16();
+            (status, r.json::<Value>().await.unwrap())
+        }
+    };
+
+    // Signed by the configured certificate, over a bulletins key: authoritative.
+    let signed = xmlsec1_sign(&xmlsec1, dir.path(), "sg-1", &live_bulletin("SG-1", sender, 3));
+    let (status, body) = post(signed).await;
+    assert_eq!(status, 200, "{body}");
+    assert!(body["untrusted"].is_null(), "{body}");
+    let alert = body["alerts"][0]
+        .as_str()
+        .unwrap_or_else(|| panic!("a signed bulletin is issued: {body}"))
+        .to_owned();
+
+    // Signed, then changed on the way (level 3 made 4): not authoritative, a pre-warning
+    // only, and the operator sees why.
+    let forged = String::from_utf8(xmlsec1_sign(
+        &xmlsec1,
+        dir.path(),
+        "sg-2",
+        &live_bulletin("SG-2", sender, 3),
+    ))
+    .unwrap()
+    .replace("<value>3</value>", "<value>4</value>");
+    let (status, body) = post(forged.into_bytes()).await;
+    assert_eq!(
+        (status, body["alerts"].clone()),
+        (200, serde_json::json!([])),
+        "{body}"
+    );
+    let why = body["untrusted"].as_str().unwrap_or_default();
+    assert!(why.contains("changed after it was signed"), "{body}");
+    let (_, prewarnings) = app.get("/api/v1/prewarnings").await.unwrap();
+    assert!(
+        prewarnings
+            .as_array()
+            .unwrap()
+            .iter()
+            .any(|p| p["source"] == "bulletin-unvouched:SG-2" && p["level"] == 4),
+        "{prewarnings:#}"
+    );
+    let (_, rejections) = app.get("/api/v1/rejections").await.unwrap();
+    assert!(
+        rejections.as_array().unwrap().iter().any(|r| r["reason"]
+            .as_str()
+            .is_some_and(|t| t.contains("bulletin SG-2 taken only as a pre-warning"))),
+        "{rejections:#}"
+    );
+
+    // Unsigned, from a sender that signs: it cannot lower the level.
+    let (status, body) = post(live_bulletin("SG-3", sender, 1)).await;
+    assert_eq!(
+        (status, body["alerts"].clone()),
+        (200, serde_json::json!([])),
+        "{body}"
+    );
+    assert!(
+        body["untrusted"]
+            .as_str()
+            .unwrap_or_default()
+            .contains("not signed"),
+        "{body}"
+    );
+    let (_, a) = app.get(&format!("/api/v1/alerts/{alert}")).await.unwrap();
+    assert_eq!(a["alert"]["state"], "live", "{a:#}");
+    let (_, view) = app.get("/api/v1/assessments").await.unwrap();
+    assert!(
+        view["transitions"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .all(|t| t["transition"] == "new" || t["transition"] == "escalate"),
+        "nothing came down: {view:#}"
+    );
+    app.app.stop().await;
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn an_authoritative_cap_bulletin_sets_the_level_and_reaches_receivers() {
     let app = TestApp::spawn(Broker::Embedded).await.unwrap();

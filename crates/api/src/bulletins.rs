@@ -2,7 +2,8 @@
 //! bulletin from a configured sender posted with an API key that has the `bulletins` scope
 //! is authoritative for its hazard and communes, and overrides any computed level; posted
 //! by a person's login, nothing vouches that the sender sent it: it may only raise a
-//! level, as a pre-warning for an officer to confirm.
+//! level, as a pre-warning for an officer to confirm. A signed bulletin is authoritative
+//! only if its XML signature holds (`ingest::dsig`); a bad one is recorded for operators.
 
 use axum::Json;
 use axum::body::Bytes;
@@ -45,16 +46,36 @@ pub async fn post_bulletin(
             }
             _ => ingest::bulletin::Channel::Person,
         };
-        change.authoritative = ingest::bulletin::authoritative(&state.bulletins, &cap.sender, channel);
-        state
+        let trust = ingest::bulletin::vouch(&state.bulletins, &cap, channel);
+        change.authoritative = trust.is_ok();
+        let untrusted = trust.err();
+        if let Some(
+            why @ (ingest::bulletin::Unvouched::Signature(_)
+            | ingest::bulletin::Unvouched::Unsigned(_)
+            | ingest::bulletin::Unvouched::Signer(_)),
+        ) = &untrusted
+        {
+            let reason = format!("bulletin {} taken only as a pre-warning: {why}", cap.identifier);
+            tracing::warn!(source = %caller.label, reason = %reason, "bulletin not vouched for");
+            state
+                .store
+                .record_rejection("http", &format!("api:{}", caller.label), &reason, now)
+                .await?;
+        }
+        let report = state
             .pipeline
             .accept_bulletin(&change, now)
             .await
-            .map_err(ApiError::from)
+            .map_err(ApiError::from)?;
+        Ok((report, untrusted))
     }
     .await;
     match result {
-        Ok(report) => Ok((StatusCode::OK, Json(AcceptedDto::from(report)))),
+        Ok((report, untrusted)) => {
+            let mut dto = AcceptedDto::from(report);
+            dto.untrusted = untrusted.map(|u| u.to_string());
+            Ok((StatusCode::OK, Json(dto)))
+        }
         Err(e) => {
             record_refusal(&state, &caller, &e, now).await?;
             Err(e)

@@ -27,6 +27,10 @@ pub struct AcceptedDto {
     /// Readings that quality control flagged, with why: stored, but deciding no level
     /// until confirmed (docs/rules.md, "Quality control").
     pub flagged: Vec<String>,
+    /// For a bulletin taken only as a pre-warning: why it is not authoritative (its
+    /// channel, or its XML signature; docs/rules.md, "Official bulletins").
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub untrusted: Option<String>,
 }
 
 impl From<ingest::AcceptReport> for AcceptedDto {
@@ -37,6 +41,7 @@ impl From<ingest::AcceptReport> for AcceptedDto {
             alerts: r.alerts.iter().map(ToString::to_string).collect(),
             transitions: r.transitions,
             flagged: r.flagged,
+            untrusted: None,
         }
     }
 }

@@ -2,10 +2,11 @@
 //! hazard and communes. Pure; the mapping is configured (`[bulletins]`).
 //!
 //! A bulletin is trusted by the channel it came over, not by its `<sender>` string alone
-//! ([`authoritative`]): a configured sender over a channel that can vouch for it (an API
-//! key with the bulletins scope, or a polled HTTPS source whose host is configured for the
-//! sender) states a level that overrides computed ones, up or down. Over any other channel
-//! it may only raise a level, as a pre-warning an officer confirms.
+//! ([`vouch`]): a configured sender over a channel that can vouch for it (an API key with
+//! the bulletins scope, or a polled HTTPS source whose host is configured for the sender),
+//! with its XML signature verified if it is signed (and required, by a configured
+//! certificate, if the sender has one), states a level that overrides computed ones, up or
+//! down. Otherwise it may only raise a level, as a pre-warning an officer confirms.
 
 use std::collections::BTreeMap;
 
@@ -21,6 +22,9 @@ pub struct BulletinSettings {
     pub authoritative_senders: Vec<String>,
     /// For each sender, the hosts whose polled HTTPS sources vouch for it.
     pub authoritative_hosts: BTreeMap<String, Vec<String>>,
+    /// For each sender that signs its CAP with XML-DSig, the certificates (DER) it signs
+    /// with: its bulletins must then be signed by one of them.
+    pub signing_certs: BTreeMap<String, Vec<Vec<u8>>>,
     /// `<parameter>` names that carry the Decision 18 risk level (1 to 5).
     pub level_parameters: Vec<String>,
     /// The `<parameter>` name that carries canhbao's hazard code (`flood`, ...).
@@ -65,31 +69,96 @@ pub enum Channel<'a> {
     Polled { url: &'a str },
 }
 
-/// Whether a bulletin of `sender` that came over `channel` is authoritative: the sender
-/// is configured, and the channel vouches for it (a bulletins key, or an HTTPS source
-/// whose host is configured for the sender).
-pub fn authoritative(settings: &BulletinSettings, sender: &str, channel: Channel<'_>) -> bool {
+/// Why a configured sender's bulletin is not authoritative: it may then only raise a level,
+/// as a pre-warning.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum Unvouched {
+    #[error("sender {0:?} is not configured ([bulletins] authoritative_senders)")]
+    Sender(String),
+    #[error("it was posted with a person's login, not an API key with the bulletins scope")]
+    Person,
+    #[error("it was polled from {0}, which is not HTTPS")]
+    NotHttps(String),
+    #[error("host {host:?} is not configured for sender {sender:?} ([bulletins.authoritative_hosts])")]
+    Host { host: String, sender: String },
+    #[error("its XML signature does not hold: {0}")]
+    Signature(crate::dsig::DsigError),
+    #[error(
+        "it is not signed, and sender {0:?} signs with a configured certificate ([bulletins.signing_certs])"
+    )]
+    Unsigned(String),
+    #[error(
+        "it is signed with a certificate that is not configured for sender {0:?} ([bulletins.signing_certs])"
+    )]
+    Signer(String),
+}
+
+/// Whether `cap` is authoritative, having come over `channel`: its sender is configured,
+/// the channel vouches for it (a bulletins key, or an HTTPS source whose host is
+/// configured for the sender), and its XML signature holds (checked whenever it is signed;
+/// required, by one of the sender's certificates, when `[bulletins.signing_certs]` lists
+/// any).
+pub fn vouch(settings: &BulletinSettings, cap: &CapAlert, channel: Channel<'_>) -> Result<(), Unvouched> {
+    channel_vouches(settings, &cap.sender, channel)?;
+    let pinned = settings
+        .signing_certs
+        .get(&cap.sender)
+        .map_or(&[][..], Vec::as_slice);
+    let signature = match &cap.xml {
+        Some(xml) => crate::dsig::verify(xml, pinned),
+        None => crate::dsig::Signature::Unsigned,
+    };
+    match signature {
+        crate::dsig::Signature::Invalid(e) => Err(Unvouched::Signature(e)),
+        crate::dsig::Signature::Unsigned if pinned.is_empty() => Ok(()),
+        crate::dsig::Signature::Unsigned => Err(Unvouched::Unsigned(cap.sender.clone())),
+        crate::dsig::Signature::Valid { signers } => {
+            if pinned.is_empty() || signers.iter().any(|s| pinned.contains(s)) {
+                Ok(())
+            } else {
+                Err(Unvouched::Signer(cap.sender.clone()))
+            }
+        }
+    }
+}
+
+/// Whether `channel` vouches for `sender`, a configured sender.
+pub fn channel_vouches(
+    settings: &BulletinSettings,
+    sender: &str,
+    channel: Channel<'_>,
+) -> Result<(), Unvouched> {
     if !settings.authoritative_senders.iter().any(|s| s == sender) {
-        return false;
+        return Err(Unvouched::Sender(sender.to_owned()));
     }
     match channel {
-        Channel::BulletinsKey => true,
-        Channel::Person => false,
+        Channel::BulletinsKey => Ok(()),
+        Channel::Person => Err(Unvouched::Person),
         Channel::Polled { url } => {
             let Some((scheme, rest)) = url.split_once("://") else {
-                return false;
+                return Err(Unvouched::NotHttps(url.to_owned()));
             };
+            if !scheme.eq_ignore_ascii_case("https") {
+                return Err(Unvouched::NotHttps(url.to_owned()));
+            }
             let authority = rest.split(['/', '?', '#']).next().unwrap_or("");
             let host_port = authority.rsplit_once('@').map_or(authority, |(_, h)| h);
             let host = match host_port.rsplit_once(':') {
                 Some((h, port)) if port.chars().all(|c| c.is_ascii_digit()) => h,
                 _ => host_port,
             };
-            scheme.eq_ignore_ascii_case("https")
-                && settings
-                    .authoritative_hosts
-                    .get(sender)
-                    .is_some_and(|hosts| hosts.iter().any(|h| h.eq_ignore_ascii_case(host)))
+            let configured = settings
+                .authoritative_hosts
+                .get(sender)
+                .is_some_and(|hosts| hosts.iter().any(|h| h.eq_ignore_ascii_case(host)));
+            if configured {
+                Ok(())
+            } else {
+                Err(Unvouched::Host {
+                    host: host.to_owned(),
+                    sender: sender.to_owned(),
+                })
+            }
         }
     }
 }
@@ -99,8 +168,8 @@ pub fn authoritative(settings: &BulletinSettings, sender: &str, channel: Channel
 pub struct BulletinChange {
     pub identifier: String,
     pub status: AlertStatus,
-    /// Whether its channel vouches for its sender ([`authoritative`]); `false` until the
-    /// caller, which knows the channel, says so.
+    /// Whether its channel (and signature) vouches for its sender ([`vouch`]); `false`
+    /// until the caller, which knows the channel, says so.
     pub authoritative: bool,
     /// New bulletins (none for a Cancel).
     pub bulletins: Vec<Bulletin>,
@@ -261,6 +330,7 @@ mod tests {
             commune_geocode: "commune".into(),
             province_geocode: "province".into(),
             next_issue_parameters: vec!["nextIssue".into()],
+            signing_certs: BTreeMap::new(),
         }
     }
 
@@ -426,10 +496,80 @@ mod tests {
         ];
         for (sender, channel, expected) in cases {
             assert_eq!(
-                authoritative(&s, sender, *channel),
+                channel_vouches(&s, sender, *channel).is_ok(),
                 *expected,
                 "{sender} over {channel:?}"
             );
         }
+    }
+
+    #[test]
+    fn a_signed_bulletin_is_authoritative_only_if_its_signature_holds_and_its_signer_is_configured() {
+        use crate::dsig::DsigError;
+        use rustls_pki_types::pem::PemObject;
+        let dir = format!("{}/fixtures/cap", env!("CARGO_MANIFEST_DIR"));
+        let cap =
+            |name: &str| crate::cap::parse_cap(&std::fs::read(format!("{dir}/{name}")).unwrap()).unwrap();
+        let cert = |name: &str| {
+            rustls_pki_types::CertificateDer::from_pem_file(format!("{dir}/signed/{name}"))
+                .unwrap()
+                .to_vec()
+        };
+        let unsigned = fixture();
+        let rsa = cap("signed/lang-son-rsa-sha256-exc-c14n.xml");
+        let ec = cap("signed/lang-son-ecdsa-p256-c14n-no-keyinfo.xml");
+        let other = cap("signed/lang-son-signed-by-someone-else.xml");
+        let mut tampered = rsa.clone();
+        let xml = String::from_utf8(tampered.xml.as_deref().unwrap().to_vec()).unwrap();
+        tampered.xml = Some(
+            xml.replace("<value>3</value>", "<value>1</value>")
+                .into_bytes()
+                .into(),
+        );
+        let sender = "kttv-langson@example.vn".to_owned();
+        let key = Channel::BulletinsKey;
+        let https = Channel::Polled {
+            url: "https://cap.kttv-langson.example.vn/a.xml",
+        };
+
+        // No certificate configured: a signature is checked when there is one.
+        let s = settings();
+        assert_eq!(vouch(&s, &unsigned, key), Ok(()));
+        assert_eq!(vouch(&s, &rsa, https), Ok(()));
+        assert_eq!(vouch(&s, &other, key), Ok(()));
+        assert_eq!(
+            vouch(&s, &tampered, https),
+            Err(Unvouched::Signature(DsigError::Digest))
+        );
+        assert_eq!(
+            vouch(&s, &ec, key),
+            Err(Unvouched::Signature(DsigError::NoCertificate))
+        );
+        // A good signature does not make a channel vouch.
+        assert_eq!(vouch(&s, &rsa, Channel::Person), Err(Unvouched::Person));
+
+        // The sender's certificates configured: its bulletins must be signed by one.
+        let mut s = settings();
+        s.signing_certs.insert(
+            sender.clone(),
+            vec![cert("kttv-test-rsa.pem"), cert("kttv-test-ec.pem")],
+        );
+        assert_eq!(vouch(&s, &rsa, https), Ok(()));
+        assert_eq!(vouch(&s, &ec, https), Ok(()));
+        assert_eq!(
+            vouch(&s, &unsigned, key),
+            Err(Unvouched::Unsigned(sender.clone()))
+        );
+        assert_eq!(vouch(&s, &other, key), Err(Unvouched::Signer(sender.clone())));
+        assert_eq!(
+            vouch(&s, &tampered, key),
+            Err(Unvouched::Signature(DsigError::Digest))
+        );
+        // The message names the fault for the operator.
+        assert!(
+            Unvouched::Signer(sender)
+                .to_string()
+                .contains("[bulletins.signing_certs]")
+        );
     }
 }

@@ -63,6 +63,9 @@ pub struct CapAlert {
     /// `sender,identifier,sent` triples, as CAP writes them, split on whitespace.
     pub references: Vec<String>,
     pub infos: Vec<CapInfo>,
+    /// The XML document as received, for its signature ([`crate::dsig`]); `None` for a
+    /// message that was not XML (NWS JSON).
+    pub xml: Option<std::sync::Arc<[u8]>>,
 }
 
 fn time(element: &'static str, value: &str) -> Result<DateTime<Utc>, CapError> {
@@ -246,6 +249,7 @@ pub fn parse_cap(bytes: &[u8]) -> Result<CapAlert, CapError> {
         scope,
         references,
         infos,
+        xml: Some(bytes.into()),
     })
 }
 

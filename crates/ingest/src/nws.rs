@@ -125,6 +125,7 @@ pub fn parse_nws(bytes: &[u8]) -> Result<Vec<CapAlert>, NwsError> {
                         geocodes: pairs(p.get("geocode")),
                     }],
                 }],
+                xml: None,
             })
         })
         .collect()

@@ -495,7 +495,9 @@ async fn ingest_body(ctx: &PollerContext, src: &PollSource, body: &[u8]) -> Resu
         }
         FeedFormat::Cap => {
             let cap = crate::cap::parse_cap(body).map_err(|e| (format!("parse: {e}"), 1))?;
-            let accepted = accept_cap(ctx, &src.url, &cap).await.map_err(|e| (e, 1))?;
+            let accepted = accept_cap(ctx, &src.id, &src.url, &cap)
+                .await
+                .map_err(|e| (e, 1))?;
             Ok(Intake {
                 accepted,
                 rejected: 0,
@@ -512,7 +514,7 @@ async fn ingest_body(ctx: &PollerContext, src: &PollSource, body: &[u8]) -> Resu
                 ctx,
                 alerts
                     .iter()
-                    .map(|a| (a.identifier.clone(), accept_cap(ctx, &src.url, a))),
+                    .map(|a| (a.identifier.clone(), accept_cap(ctx, &src.id, &src.url, a))),
                 &src.id,
             )
             .await;
@@ -528,7 +530,7 @@ async fn ingest_body(ctx: &PollerContext, src: &PollSource, body: &[u8]) -> Resu
             for entry in entries {
                 match entry.cap {
                     crate::feed::EntryCap::Embedded(cap) => {
-                        results.push((entry.id, accept_cap(ctx, &src.url, &cap).await))
+                        results.push((entry.id, accept_cap(ctx, &src.id, &src.url, &cap).await))
                     }
                     crate::feed::EntryCap::Linked(url) => {
                         // A CAP document is fetched once; later polls skip it.
@@ -537,7 +539,7 @@ async fn ingest_body(ctx: &PollerContext, src: &PollSource, body: &[u8]) -> Resu
                             let outcome = match doc {
                                 Ok(cap) => {
                                     ctx.mark_link(&src.id, &url).await;
-                                    accept_cap(ctx, &url, &cap).await
+                                    accept_cap(ctx, &src.id, &url, &cap).await
                                 }
                                 Err(e) => Err(e),
                             };
@@ -558,21 +560,34 @@ async fn ingest_body(ctx: &PollerContext, src: &PollSource, body: &[u8]) -> Resu
     }
 }
 
-/// Validates a CAP alert fetched from `url`, maps it to bulletins and accepts them;
-/// returns how many were new. It is authoritative only if `url` is HTTPS on a host
-/// configured for its sender.
-async fn accept_cap(ctx: &PollerContext, url: &str, cap: &crate::cap::CapAlert) -> Result<i64, String> {
+/// Validates a CAP alert fetched from `url` by `feed`, maps it to bulletins and accepts
+/// them; returns how many were new. It is authoritative only if `url` is HTTPS on a host
+/// configured for its sender and its XML signature holds ([`crate::bulletin::vouch`]); a
+/// signature that does not is recorded for operators, and the bulletin taken as a
+/// pre-warning.
+async fn accept_cap(
+    ctx: &PollerContext,
+    feed: &str,
+    url: &str,
+    cap: &crate::cap::CapAlert,
+) -> Result<i64, String> {
     let now = Utc::now();
     if let Some(f) = crate::cap::validate(cap, now).into_iter().find(|f| f.is_fatal()) {
         return Err(format!("{}: {}", f.rule, f.detail));
     }
     let mut change = crate::bulletin::to_bulletins(cap, &ctx.bulletins, &ctx.province, &ctx.communes)
         .map_err(|e| format!("bulletin: {e}"))?;
-    change.authoritative = crate::bulletin::authoritative(
-        &ctx.bulletins,
-        &cap.sender,
-        crate::bulletin::Channel::Polled { url },
-    );
+    let trust = crate::bulletin::vouch(&ctx.bulletins, cap, crate::bulletin::Channel::Polled { url });
+    change.authoritative = trust.is_ok();
+    if let Err(
+        why @ (crate::bulletin::Unvouched::Signature(_)
+        | crate::bulletin::Unvouched::Unsigned(_)
+        | crate::bulletin::Unvouched::Signer(_)),
+    ) = &trust
+    {
+        let reason = format!("bulletin {} taken only as a pre-warning: {why}", cap.identifier);
+        record(ctx, feed, &reason).await;
+    }
     let report = ctx
         .pipeline
         .accept_bulletin(&change, now)

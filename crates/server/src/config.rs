@@ -295,6 +295,10 @@ struct BulletinsRaw {
     /// For each sender, the hosts whose polled HTTPS sources vouch for it.
     #[serde(default)]
     authoritative_hosts: std::collections::BTreeMap<String, Vec<String>>,
+    /// For each sender that signs its CAP with XML-DSig, PEM files (relative to the config
+    /// directory) of the certificates it signs with.
+    #[serde(default)]
+    signing_certs: std::collections::BTreeMap<String, Vec<String>>,
     level_parameters: Vec<String>,
     hazard_parameter: String,
     commune_geocode: String,
@@ -628,9 +632,35 @@ pub fn load(sources: &Sources) -> Result<Settings, Problems> {
                 }
             }
         }
+        let mut signing_certs = std::collections::BTreeMap::new();
+        for (sender, files) in &b.signing_certs {
+            if !b.authoritative_senders.contains(sender) {
+                problems.push(format!(
+                    "bulletins.signing_certs.{sender:?}: not among bulletins.authoritative_senders"
+                ));
+            }
+            let mut certs = Vec::new();
+            for f in files {
+                let path = sources.config_dir.join(f);
+                match std::fs::read(&path)
+                    .map_err(|e| e.to_string())
+                    .and_then(|pem| ingest::dsig::certificates_from_pem(&pem))
+                {
+                    Ok(c) => certs.extend(c),
+                    Err(e) => problems.push(format!("bulletins.signing_certs.{sender:?}: {}: {e}", path.display())),
+                }
+            }
+            if files.is_empty() {
+                problems.push(format!(
+                    "bulletins.signing_certs.{sender:?}: name at least one certificate file"
+                ));
+            }
+            signing_certs.insert(sender.clone(), certs);
+        }
         ingest::bulletin::BulletinSettings {
             authoritative_senders: b.authoritative_senders,
             authoritative_hosts: b.authoritative_hosts,
+            signing_certs,
             level_parameters: b.level_parameters,
             hazard_parameter: b.hazard_parameter,
             events,
@@ -1334,6 +1364,45 @@ mod tests {
                 .contains("names station \"NOWHERE\", which the area file does not configure"),
             "{err}"
         );
+    }
+
+    #[test]
+    fn a_senders_signing_certificates_are_read_at_start_and_a_bad_file_stops_it() {
+        let fixtures = concat!(env!("CARGO_MANIFEST_DIR"), "/../ingest/fixtures/cap/signed");
+        let sender = "kttv-langson@example.vn";
+        let ok = load(&sources(&[
+            (
+                "CANHBAO__BULLETINS__AUTHORITATIVE_SENDERS",
+                &format!("[\"{sender}\"]"),
+            ),
+            (
+                "CANHBAO__BULLETINS__SIGNING_CERTS",
+                &format!(
+                    "{{ \"{sender}\" = [\"{fixtures}/kttv-test-rsa.pem\", \"{fixtures}/kttv-test-ec.pem\"] }}"
+                ),
+            ),
+        ]))
+        .unwrap();
+        assert_eq!(ok.bulletins.signing_certs[sender].len(), 2);
+        let err = load(&sources(&[
+            ("CANHBAO__BULLETINS__AUTHORITATIVE_SENDERS", &format!("[\"{sender}\"]")),
+            (
+                "CANHBAO__BULLETINS__SIGNING_CERTS",
+                &format!(
+                    "{{ \"{sender}\" = [\"{fixtures}/missing.pem\", \"{fixtures}/make.sh\"], \"other@example.vn\" = [] }}"
+                ),
+            ),
+        ]))
+        .unwrap_err()
+        .to_string();
+        for needle in [
+            "missing.pem: No such file",
+            "make.sh: no PEM certificate",
+            "\"other@example.vn\": not among bulletins.authoritative_senders",
+            "\"other@example.vn\": name at least one certificate file",
+        ] {
+            assert!(err.contains(needle), "missing {needle:?} in:\n{err}");
+        }
     }
 
     #[test]
