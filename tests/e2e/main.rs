@@ -449,26 +449,26 @@ async fn computed_risk_levels_become_visible_pre_warnings_not_broadcasts() {
     app.app.stop().await;
 }
 
+/// POSTs a CAP bulletin with `token`; the status and the JSON answer.
+async fn post_bulletin(app: &TestApp, token: String, body: Vec<u8>) -> (u16, Value) {
+    let r = app
+        .http
+        .post(format!("{}/api/v1/bulletins", app.base))
+        .bearer_auth(token)
+        .header("content-type", "application/cap+xml")
+        .body(body)
+        .send()
+        .await
+        .unwrap();
+    let status = r.status().as_u16();
+    (status, r.json::<Value>().await.unwrap_or(Value::Null))
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_bulletin_is_trusted_by_its_channel_and_an_unvouched_one_only_raises_as_a_pre_warning() {
     let app = TestApp::spawn(Broker::Embedded).await.unwrap();
     let sender = "kttv-langson@example.vn";
-    let post = |token: String, body: Vec<u8>| {
-        let app = &app;
-        async move {
-            let r = app
-                .http
-                .post(format!("{}/api/v1/bulletins", app.base))
-                .bearer_auth(token)
-                .header("content-type", "application/cap+xml")
-                .body(body)
-                .send()
-                .await
-                .unwrap();
-            let status = r.status().as_u16();
-            (status, r.json::<Value>().await.unwrap_or(Value::Null))
-        }
-    };
+    let post = |token: String, body: Vec<u8>| post_bulletin(&app, token, body);
     // A key with the bulletins scope vouches for the sender: level 3 is issued.
     let key = app
         .create_key("admin", "kttv feed", &[], &["bulletins", "read"])
@@ -625,22 +625,7 @@ async fn a_sender_that_signs_is_authoritative_only_with_its_signature_and_a_forg
         .create_key("admin", "kttv feed", &[], &["bulletins", "read"])
         .await
         .unwrap();
-    let post = |body: Vec<u8>| {
-        let (app, key) = (&app, key.clone());
-        async move {
-            let r = app
-                .http
-                .post(format!("{}/api/v1/bulletins", app.base))
-                .bearer_auth(key)
-                .header("content-type", "application/cap+xml")
-                .body(body)
-                .send()
-                .await
-                .unwrap();
-            let status = r.status().as_u16();
-            (status, r.json::<Value>().await.unwrap())
-        }
-    };
+    let post = |body: Vec<u8>| post_bulletin(&app, key.clone(), body);
 
     // Signed by the configured certificate, over a bulletins key: authoritative.
     let signed = xmlsec1_sign(&xmlsec1, dir.path(), "sg-1", &live_bulletin("SG-1", sender, 3));

@@ -49,12 +49,7 @@ pub async fn post_bulletin(
         let trust = ingest::bulletin::vouch(&state.bulletins, &cap, channel);
         change.authoritative = trust.is_ok();
         let untrusted = trust.err();
-        if let Some(
-            why @ (ingest::bulletin::Unvouched::Signature(_)
-            | ingest::bulletin::Unvouched::Unsigned(_)
-            | ingest::bulletin::Unvouched::Signer(_)),
-        ) = &untrusted
-        {
+        if let Some(why) = untrusted.as_ref().filter(|u| u.is_signature()) {
             let reason = format!("bulletin {} taken only as a pre-warning: {why}", cap.identifier);
             tracing::warn!(source = %caller.label, reason = %reason, "bulletin not vouched for");
             state

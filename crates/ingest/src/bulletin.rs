@@ -93,6 +93,14 @@ pub enum Unvouched {
     Signer(String),
 }
 
+impl Unvouched {
+    /// Whether it is the bulletin's signature at fault (tampering, or a signer's
+    /// misconfiguration) rather than its channel: operators are told.
+    pub fn is_signature(&self) -> bool {
+        matches!(self, Self::Signature(_) | Self::Unsigned(_) | Self::Signer(_))
+    }
+}
+
 /// Whether `cap` is authoritative, having come over `channel`: its sender is configured,
 /// the channel vouches for it (a bulletins key, or an HTTPS source whose host is
 /// configured for the sender), and its XML signature holds (checked whenever it is signed;

@@ -439,13 +439,6 @@ impl Scope {
                 .ok_or_else(|| DsigError::Xml(format!("prefix {p:?} is not declared"))),
         }
     }
-
-    /// The namespace URI and local name of `e`, in this scope (which must include e's own
-    /// declarations).
-    fn expanded(&self, e: &Element) -> Result<(String, String), DsigError> {
-        let local = e.name.split_once(':').map_or(e.name.as_str(), |(_, l)| l);
-        Ok((self.uri(e.prefix())?, local.to_owned()))
-    }
 }
 
 fn parse(xml: &[u8]) -> Result<Document, DsigError> {

@@ -579,11 +579,8 @@ async fn accept_cap(
         .map_err(|e| format!("bulletin: {e}"))?;
     let trust = crate::bulletin::vouch(&ctx.bulletins, cap, crate::bulletin::Channel::Polled { url });
     change.authoritative = trust.is_ok();
-    if let Err(
-        why @ (crate::bulletin::Unvouched::Signature(_)
-        | crate::bulletin::Unvouched::Unsigned(_)
-        | crate::bulletin::Unvouched::Signer(_)),
-    ) = &trust
+    if let Err(why) = trust.as_ref()
+        && why.is_signature()
     {
         let reason = format!("bulletin {} taken only as a pre-warning: {why}", cap.identifier);
         record(ctx, feed, &reason).await;
