@@ -1,5 +1,6 @@
 //! Dissemination over MQTT: the receiver contract's wire format and signatures
-//! ([`wire`], [`topics`]), pure message rendering ([`render`], and SMS encoding and parts
+//! ([`wire`], [`topics`], from the `protocol` crate that receivers share), pure message
+//! rendering ([`render`], and SMS encoding and parts
 //! in [`sms_text`]), the MQTT owner task
 //! ([`mqtt`]), the outbox worker ([`worker`]) and the consumer of receipts and
 //! heartbeats ([`inbound`]).
@@ -10,7 +11,6 @@
 
 pub mod cap_out;
 pub mod inbound;
-pub mod mqtt;
 pub mod render;
 pub mod sms_gateway;
 pub mod sms_gateways;
@@ -19,9 +19,6 @@ pub mod sms_plan;
 pub mod sms_text;
 pub mod sms_webhook;
 pub mod sms_worker;
-pub mod topics;
-pub mod wire;
 pub mod worker;
 
-pub use topics::Topics;
-pub use wire::{Signer, TrustedKeys};
+pub use protocol::{Signer, Topics, TrustedKeys, mqtt, topics, wire};

@@ -1,21 +1,9 @@
 //! Pure message rendering: the Vietnamese text of an alert, from an assessment.
 
-use chrono::{DateTime, FixedOffset, Utc};
+use chrono::{DateTime, Utc};
 use domain::{AlarmLevel, Station};
+pub use protocol::time::{local_time_vi, vietnam};
 use rules::Assessment;
-
-/// Vietnam's time zone (UTC+7, no daylight saving). Times in messages are local.
-pub fn vietnam() -> FixedOffset {
-    #[allow(clippy::expect_used)]
-    FixedOffset::east_opt(7 * 3600).expect("UTC+7 is a valid offset")
-}
-
-/// `08 giờ 00 ngày 09/10/2026`.
-pub fn local_time_vi(t: DateTime<Utc>) -> String {
-    t.with_timezone(&vietnam())
-        .format("%H giờ %M ngày %d/%m/%Y")
-        .to_string()
-}
 
 /// A number in Vietnamese style with two decimals: `19,40`.
 pub fn metres_vi(value: f64) -> String {

@@ -285,3 +285,12 @@ mod tests {
         assert_eq!(Alert::new(s), Err(AlertError::MissingReference("Cancel")));
     }
 }
+
+/// The signed bytes of an alert (or of any message of the receiver protocol), kept so that
+/// every re-publication is byte-identical.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct SignedPayload {
+    pub payload: Vec<u8>,
+    pub key_id: String,
+    pub sig: String,
+}

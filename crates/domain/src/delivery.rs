@@ -1,4 +1,6 @@
-//! States of a delivery and of a receiver's receipt.
+//! States of a delivery and of a receiver's receipt, and what a commune has live.
+
+use chrono::{DateTime, Utc};
 
 /// Where one alert's publication to one commune topic stands.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -66,4 +68,20 @@ impl ReceiptStatus {
     pub fn from_code(code: &str) -> Option<Self> {
         Self::ALL.into_iter().find(|s| s.code() == code)
     }
+}
+
+/// What one commune has (protocol §4a): the messages live now, and the
+/// replaced ones still worth remembering.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct CommuneState {
+    /// The newest alert of the commune, as a number that only grows (its row order).
+    pub seq: i64,
+    /// (id, expires) of every message not expired that nothing replaced.
+    pub live: Vec<(String, DateTime<Utc>)>,
+    /// (id, replaced by, until): every message an Update or Cancel replaced, until the
+    /// later of its own and its replacement's expiry.
+    pub replaced: Vec<(String, String, DateTime<Utc>)>,
+    /// When the newest message it lists was issued (`None` when it lists none): the same
+    /// state always has the same content, and so the same signed bytes.
+    pub newest_sent: Option<DateTime<Utc>>,
 }

@@ -17,7 +17,8 @@ pub mod provenance;
 pub mod units;
 
 pub use alert::{
-    Alert, AlertError, AlertOrigin, AlertSpec, AlertStatus, FollowKind, MsgType, Repeat, Translation,
+    Alert, AlertError, AlertOrigin, AlertSpec, AlertStatus, FollowKind, MsgType, Repeat, SignedPayload,
+    Translation,
 };
 pub use ids::{AlertId, CommuneCode, IdError, ProvinceCode, ReceiverId, StationId};
 pub use level::{AlarmLevel, Hazard, MessageClass, RiskLevel};
@@ -28,4 +29,4 @@ pub use provenance::{Tag, Tagged};
 
 /// Delivery and receipt vocabulary shared by dispatch, store and the receiver.
 pub mod delivery;
-pub use delivery::{PublishState, ReceiptStatus};
+pub use delivery::{CommuneState, PublishState, ReceiptStatus};

@@ -13,7 +13,7 @@
 use std::time::{Duration, Instant};
 
 use chrono::{DateTime, Utc};
-use dispatch::wire::CommuneStateWire;
+use protocol::wire::CommuneStateWire;
 
 /// The least time between two subscriptions to the state topic asked for by the gate.
 pub const RESUBSCRIBE_EVERY: Duration = Duration::from_secs(1);
@@ -107,7 +107,7 @@ impl Gate {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use dispatch::wire::{LiveWire, ReplacedWire};
+    use protocol::wire::{LiveWire, ReplacedWire};
 
     fn state(seq: i64, live: &[&str], replaced: &[(&str, &str)]) -> CommuneStateWire {
         CommuneStateWire {

@@ -25,12 +25,12 @@ use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
 use chrono::{DateTime, Utc};
-use dispatch::Topics;
-use dispatch::mqtt::{BrokerUrl, InboundMessage, MqttHandle, MqttSettings};
-use dispatch::wire::{
+use domain::{AlertId, CommuneCode, MessageClass, ReceiptStatus, ReceiverId};
+use protocol::Topics;
+use protocol::mqtt::{BrokerUrl, InboundMessage, MqttHandle, MqttSettings};
+use protocol::wire::{
     self, AlertPayload, HeartbeatWire, KeyError, PROTOCOL_VERSION, Rejection, StatusWire, TrustedKeys,
 };
-use domain::{AlertId, CommuneCode, MessageClass, ReceiptStatus, ReceiverId};
 use serde::Deserialize;
 use tokio::sync::mpsc;
 use tokio_util::sync::CancellationToken;
@@ -62,7 +62,7 @@ pub struct ReceiverConfig {
     /// ignores them (no play, no receipt); the service does not expect it to.
     pub drills: bool,
     /// For an `mqtts://` broker: the CA to trust and this receiver's certificate.
-    pub tls: dispatch::mqtt::TlsMaterial,
+    pub tls: protocol::mqtt::TlsMaterial,
 }
 
 /// How a receiver remembers what it played and how it plays. The default remembers in
@@ -202,7 +202,7 @@ pub async fn run_with(
     shutdown: CancellationToken,
 ) {
     let status_topic = cfg.topics.status(&cfg.receiver_id);
-    let (mqtt, driver, mut inbound) = dispatch::mqtt::connect(MqttSettings {
+    let (mqtt, driver, mut inbound) = protocol::mqtt::connect(MqttSettings {
         broker: cfg.broker.clone(),
         client_id: format!("rx-{}", cfg.receiver_id),
         username: cfg.username.clone(),
@@ -1085,7 +1085,7 @@ pub fn render_vi(a: &AlertPayload) -> String {
     let expires = a
         .expires
         .parse::<chrono::DateTime<Utc>>()
-        .map(dispatch::render::local_time_vi)
+        .map(protocol::time::local_time_vi)
         .unwrap_or_else(|_| a.expires.clone());
     out.push_str(&format!(
         "Phát {} lần, cách nhau {} giây. Hiệu lực đến {expires}. Mã tin: {}\n",

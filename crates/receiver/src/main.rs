@@ -13,9 +13,9 @@ use canhbao_receiver::play::PlayCommand;
 use canhbao_receiver::state::PlayedLog;
 use canhbao_receiver::{Playback, ReceiverConfig, ReceiverEvent, load_trusted_keys, render_vi, run_with};
 use clap::Parser;
-use dispatch::mqtt::BrokerUrl;
-use dispatch::{Topics, TrustedKeys};
 use domain::{CommuneCode, ProvinceCode, ReceiverId};
+use protocol::mqtt::BrokerUrl;
+use protocol::{Topics, TrustedKeys};
 use tokio::sync::mpsc;
 use tokio_util::sync::CancellationToken;
 use tracing_subscriber::EnvFilter;
@@ -105,7 +105,7 @@ struct Common {
     heartbeat: Duration,
     play_command: Option<PlayCommand>,
     drills: bool,
-    tls: dispatch::mqtt::TlsMaterial,
+    tls: protocol::mqtt::TlsMaterial,
 }
 
 /// One receiver to run.
@@ -167,9 +167,9 @@ fn validate(cli: Cli) -> Result<(Common, Mode)> {
             None
         }
     };
-    let tls = dispatch::mqtt::TlsMaterial { ca_pem, client };
+    let tls = protocol::mqtt::TlsMaterial { ca_pem, client };
     if (tls.ca_pem.is_some() || tls.client.is_some())
-        && let Err(e) = dispatch::mqtt::tls_config(&tls)
+        && let Err(e) = protocol::mqtt::tls_config(&tls)
     {
         problems.push(format!("TLS files: {e}"));
     }
@@ -381,7 +381,7 @@ async fn single(common: Common, p: Planned) -> Result<()> {
                 }
                 Some(ReceiverEvent::Scheduled { alert_id, effective }) => println!(
                     "--- Tin {alert_id} sẽ phát lúc {}\n",
-                    dispatch::render::local_time_vi(effective)
+                    protocol::time::local_time_vi(effective)
                 ),
                 Some(ReceiverEvent::Replaced { alert_id, by }) => {
                     println!("--- Tin {alert_id} đã được thay bằng tin {by}: không phát\n")

@@ -73,7 +73,7 @@ impl Version {
             id: id.to_owned(),
             sha256,
             superseded_by,
-            expires: dispatch::wire::timestamp(self.expires),
+            expires: protocol::wire::timestamp(self.expires),
         }
     }
 }
@@ -227,7 +227,7 @@ impl PlayedLog {
         let line = version.line(id);
         self.versions.insert(id.to_owned(), version);
         let path = self.path.clone()?;
-        let mut text = String::from_utf8_lossy(&dispatch::wire::to_json(&line)).into_owned();
+        let mut text = String::from_utf8_lossy(&protocol::wire::to_json(&line)).into_owned();
         text.push('\n');
         Some(Append { path, line: text })
     }
@@ -255,7 +255,7 @@ impl PlayedLog {
         entries.sort_by(|a, b| a.0.cmp(b.0));
         let mut text = Vec::new();
         for (id, v) in entries {
-            text.extend(dispatch::wire::to_json(&v.line(id)));
+            text.extend(protocol::wire::to_json(&v.line(id)));
             text.push(b'\n');
         }
         let mut f = File::create(&tmp).map_err(err)?;

@@ -15,10 +15,10 @@ use canhbao_receiver::play::PlayCommand;
 use canhbao_receiver::state::PlayedLog;
 use canhbao_receiver::{Playback, ReceiverConfig, ReceiverEvent, run_with};
 use chrono::Utc;
-use dispatch::mqtt::{BrokerUrl, InboundMessage, MqttHandle, MqttSettings};
-use dispatch::wire::{self, AlertPayload, ReceiptWire, RepeatWire, envelope_bytes};
-use dispatch::{Signer, Topics, TrustedKeys};
 use domain::{AlertId, CommuneCode, ProvinceCode, ReceiverId};
+use protocol::mqtt::{BrokerUrl, InboundMessage, MqttHandle, MqttSettings};
+use protocol::wire::{self, AlertPayload, ReceiptWire, RepeatWire, envelope_bytes};
+use protocol::{Signer, Topics, TrustedKeys};
 use tokio::sync::mpsc;
 use tokio::time::{Instant, timeout};
 use tokio_util::sync::CancellationToken;
@@ -82,7 +82,7 @@ impl World {
     async fn new(broker: BrokerUrl) -> World {
         let prefix = format!("canhbao-test/{}", unique("rx"));
         let topics = Topics::new(&prefix, ProvinceCode::new("20").unwrap()).unwrap();
-        let (monitor, driver, inbound) = dispatch::mqtt::connect(MqttSettings {
+        let (monitor, driver, inbound) = protocol::mqtt::connect(MqttSettings {
             broker: broker.clone(),
             client_id: unique("monitor"),
             username: None,
@@ -231,7 +231,7 @@ impl World {
             self.monitor.publish(topic, Vec::new(), true).await.unwrap();
         }
         for id in &self.receivers {
-            let (handle, driver, _rx) = dispatch::mqtt::connect(MqttSettings {
+            let (handle, driver, _rx) = protocol::mqtt::connect(MqttSettings {
                 broker: self.broker.clone(),
                 client_id: format!("rx-{id}"),
                 username: None,

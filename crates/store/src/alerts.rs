@@ -10,13 +10,7 @@ pub const CLEAR_AFTER_SUPERSEDE: Duration = Duration::seconds(60);
 
 use crate::{Result, Store, StoreError, Tx, from_ms, json_list, ms, parse_json_list};
 
-/// The signed bytes of an alert, kept so that every re-publication is byte-identical.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct SignedPayload {
-    pub payload: Vec<u8>,
-    pub key_id: String,
-    pub sig: String,
-}
+pub use domain::SignedPayload;
 
 /// One outbox row to create with an alert.
 #[derive(Debug, Clone)]

@@ -5,6 +5,8 @@
 use chrono::{DateTime, Utc};
 use sqlx::Row;
 
+pub use domain::CommuneState;
+
 use crate::{Result, Store, Tx, from_ms, ms, parse_json_list};
 
 /// A stored reading with its quality flag.
@@ -344,22 +346,6 @@ fn quality_event(r: &sqlx::any::AnyRow) -> Result<QualityEvent> {
         quality: r.try_get("quality")?,
         reason: r.try_get("reason")?,
     })
-}
-
-/// What the store holds for one commune (protocol §4a): the messages live now, and the
-/// replaced ones still worth remembering.
-#[derive(Debug, Clone, Default, PartialEq)]
-pub struct CommuneState {
-    /// The newest alert of the commune, as a number that only grows (its row order).
-    pub seq: i64,
-    /// (id, expires) of every message not expired that nothing replaced.
-    pub live: Vec<(String, DateTime<Utc>)>,
-    /// (id, replaced by, until): every message an Update or Cancel replaced, until the
-    /// later of its own and its replacement's expiry.
-    pub replaced: Vec<(String, String, DateTime<Utc>)>,
-    /// When the newest message it lists was issued (`None` when it lists none): the same
-    /// state always has the same content, and so the same signed bytes.
-    pub newest_sent: Option<DateTime<Utc>>,
 }
 
 impl Store {

@@ -11,8 +11,7 @@ use ed25519_dalek::{Signature, Signer as _, SigningKey, Verifier as _, Verifying
 use serde::{Deserialize, Serialize};
 use sha2::{Digest, Sha256};
 
-use domain::{Alert, AlertOrigin, CommuneCode, ReceiptStatus};
-use store::SignedPayload;
+use domain::{Alert, AlertOrigin, CommuneCode, ReceiptStatus, SignedPayload};
 
 /// The protocol version carried in every message as `"v"`.
 pub const PROTOCOL_VERSION: u32 = 1;
@@ -336,7 +335,7 @@ pub const COMMUNE_STATE: &str = "commune_state";
 impl CommuneStateWire {
     /// Builds the state of `commune` from the store's record. The same record gives the
     /// same bytes, so a receiver verifies a repeated state once.
-    pub fn new(province: &str, commune: &str, state: &store::CommuneState) -> Self {
+    pub fn new(province: &str, commune: &str, state: &domain::CommuneState) -> Self {
         Self {
             v: PROTOCOL_VERSION,
             kind: COMMUNE_STATE.to_owned(),
