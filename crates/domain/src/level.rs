@@ -103,6 +103,8 @@ pub struct RiskLevel(u8);
 impl RiskLevel {
     /// Level 1, low risk.
     pub const LOW: RiskLevel = RiskLevel(1);
+    /// Level 5, catastrophic.
+    pub const HIGHEST: RiskLevel = RiskLevel(5);
 
     pub fn new(level: u8) -> Option<Self> {
         (1..=5).contains(&level).then_some(Self(level))

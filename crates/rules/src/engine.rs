@@ -25,6 +25,19 @@ pub enum StationLevel {
 }
 
 impl StationLevel {
+    /// In the order the decisions define them: BĐ1 < BĐ2 < BĐ3 < historic.
+    pub const ALL: [Self; 4] = [Self::Bd1, Self::Bd2, Self::Bd3, Self::Historic];
+
+    /// The station's figure, if a source gives it.
+    pub fn of(self, s: &domain::Station) -> Option<domain::Tagged<f64>> {
+        match self {
+            Self::Bd1 => s.bd1_m,
+            Self::Bd2 => s.bd2_m,
+            Self::Bd3 => s.bd3_m,
+            Self::Historic => s.historic_m,
+        }
+    }
+
     pub fn name(self) -> &'static str {
         match self {
             Self::Bd1 => "bd1",

@@ -83,6 +83,12 @@ pub enum Diagnostic {
         commune: CommuneCode,
     },
     MissingProvinceGroup,
+    /// A figure that is not known could raise the level above the one given: `level` is
+    /// possible, and the level given is the highest that the known figures prove.
+    Unproven {
+        level: RiskLevel,
+        missing: String,
+    },
     BulletinWithoutLevel {
         bulletin: String,
     },
@@ -127,6 +133,11 @@ impl fmt::Display for Diagnostic {
                 )
             }
             Self::MissingProvinceGroup => write!(f, "missing: the province's Art. 46 group is not set"),
+            Self::Unproven { level, missing } => write!(
+                f,
+                "unproven: level {} is possible but cannot be shown without {missing}; the level given is the highest the known figures prove",
+                level.get()
+            ),
             Self::BulletinWithoutLevel { bulletin } => {
                 write!(f, "bulletin {bulletin} states no risk level; it cannot set one")
             }
@@ -214,6 +225,9 @@ struct Ctx<'a> {
     basins: Option<usize>,
     /// Apply the hysteresis margins (testing whether a level still holds).
     held: bool,
+    /// Let upper bounds on values pass: whether a station floods at least as much as the
+    /// rule says, for counting the basins in flood.
+    floor: bool,
     /// Note what a fired rule used and why it is provisional (only levels and diagnostics
     /// otherwise).
     full: bool,
@@ -221,6 +235,12 @@ struct Ctx<'a> {
     series: Option<&'a [Series; Param::COUNT]>,
     /// The latest reading of each series at `now`, found once.
     latest: [Option<Reading>; Param::COUNT],
+    /// Values assumed for the station's missing levels (by [`StationLevel`] index), when
+    /// trying the values a missing figure could take.
+    assume: [Option<f64>; 4],
+    /// Where a missing level was compared: the value it would have to equal for the
+    /// comparison to change (the compared value less the offset).
+    probes: Vec<(StationLevel, f64)>,
     /// Provisionally tagged station levels read, named only if the rule fires.
     provisional_levels: Vec<(StationLevel, f64, domain::Tag)>,
     used: Vec<(Used, f64)>,
@@ -243,22 +263,22 @@ impl<'a> Ctx<'a> {
         }
     }
 
-    fn resolve(&mut self, o: Operand) -> Option<f64> {
+    /// The operand's value, to compare `value` with. A missing station level is noted as
+    /// missing, and either takes its assumed value or makes the comparison fail.
+    fn resolve(&mut self, o: Operand, value: f64) -> Option<f64> {
         match o {
             Operand::Const(v) => Some(v),
             Operand::Station { level, offset } => {
-                let tagged = match level {
-                    StationLevel::Bd1 => self.station.bd1_m,
-                    StationLevel::Bd2 => self.station.bd2_m,
-                    StationLevel::Bd3 => self.station.bd3_m,
-                    StationLevel::Historic => self.station.historic_m,
-                };
-                let Some(t) = tagged else {
+                let Some(t) = level.of(self.station) else {
                     self.diags.push(Diagnostic::MissingLevel {
                         station: self.station.id.clone(),
                         level: level.name(),
                     });
-                    return None;
+                    let assumed = self.assume[level as usize];
+                    if assumed.is_none() {
+                        self.probes.push((level, value - offset));
+                    }
+                    return assumed.map(|v| v + offset);
                 };
                 if self.full {
                     if t.tag.is_provisional() {
@@ -279,9 +299,10 @@ impl<'a> Ctx<'a> {
             (b.lt, |v, x| v < x),
             (b.le, |v, x| v <= x),
         ];
+        let checks = if self.floor { &checks[..2] } else { &checks[..] };
         for (op, ok) in checks {
-            if let Some(op) = op {
-                match self.resolve(op) {
+            if let Some(op) = *op {
+                match self.resolve(op, value) {
                     Some(x) if ok(value, x) => {}
                     _ => return false,
                 }
@@ -527,7 +548,9 @@ impl<'a> Ctx<'a> {
             }
             Condition::Basins(scope) => match (self.basins, scope) {
                 (None, _) => true,
-                (Some(n), BasinScope::One) => n == 1,
+                // The single-basin rows are the floor for a flood on several basins too:
+                // a second flooding basin never lowers a level.
+                (Some(n), BasinScope::One) => n >= 1,
                 (Some(n), BasinScope::Several) => n >= 2,
             },
         }
@@ -559,6 +582,8 @@ struct Prepared<'a> {
     /// The latest reading of each series at the evaluation's `now`.
     latest: [Option<Reading>; Param::COUNT],
     communes: Vec<(&'a CommuneCode, Option<&'a CommuneInfo>)>,
+    /// Values tried for the station's missing levels (see [`assess`]).
+    assume: [Option<f64>; 4],
 }
 
 /// Where each station's communes are described in [`Inputs::communes`], by position:
@@ -601,6 +626,7 @@ fn prepare<'a>(inputs: &'a Inputs, index: &CommuneIndex, now: DateTime<Utc>) -> 
                     .zip(infos)
                     .map(|(c, i)| (c, i.map(|i| &inputs.communes[i])))
                     .collect(),
+                assume: [None; 4],
             }
         })
         .collect()
@@ -622,9 +648,12 @@ fn mk<'a>(
         now,
         basins,
         held: false,
+        floor: false,
         full: true,
         series: p.series,
         latest: p.latest,
+        assume: p.assume,
+        probes: Vec::new(),
         provisional_levels: Vec::new(),
         used: Vec::new(),
         diags: Vec::new(),
@@ -632,7 +661,25 @@ fn mk<'a>(
     }
 }
 
-/// Evaluates one rule everywhere; returns what fired and the diagnostics met.
+/// Per station (by position), where its missing levels were compared.
+type Probes = BTreeMap<usize, Vec<(StationLevel, f64)>>;
+
+/// What evaluating the rules noted besides what fired.
+#[derive(Default)]
+struct Notes<'a> {
+    diags: BTreeMap<(Hazard, &'a CommuneCode), BTreeSet<Diagnostic>>,
+    probes: Probes,
+}
+
+impl Notes<'_> {
+    fn probe(&mut self, station: usize, probes: &mut Vec<(StationLevel, f64)>) {
+        if !probes.is_empty() {
+            self.probes.entry(station).or_default().append(probes);
+        }
+    }
+}
+
+/// Evaluates one rule everywhere; returns what fired and notes the diagnostics met.
 #[allow(clippy::too_many_arguments)]
 fn run_rule<'a>(
     set: &RuleSet,
@@ -642,7 +689,7 @@ fn run_rule<'a>(
     now: DateTime<Utc>,
     held: bool,
     full: bool,
-    diags: &mut BTreeMap<(Hazard, &'a CommuneCode), BTreeSet<Diagnostic>>,
+    notes: &mut Notes<'a>,
 ) -> Vec<Fired<'a>> {
     // A station that never measured any of the rule's inputs has nothing to say here
     // (a river gauge has no visibility sensor): it is skipped, without a diagnostic.
@@ -660,22 +707,25 @@ fn run_rule<'a>(
     // A rule that does not read the commune holds, or not, for every commune of a station
     // alike: it is evaluated once per station.
     let by_commune = rule.reads_commune();
-    // For "one basin" / "several basins": which basins does the rest of the rule hold on?
+    // For "one basin" / "several basins": on how many basins does the river stand at
+    // least as high as the rest of the rule asks? (A basin in a higher band floods too: a
+    // rise elsewhere never lowers a level here.)
     let basin_count = if rule.uses_basins() {
         let mut basins = HashSet::new();
-        for p in prepared {
+        // Where a missing figure decides it, its comparisons are noted here too.
+        let mut floods = |i: usize, info: Option<&CommuneInfo>, p: &Prepared<'_>| {
+            let mut ctx = mk(set, inputs, now, p, info, None);
+            ctx.held = held;
+            ctx.floor = true;
+            let holds = ctx.eval(&rule.when);
+            notes.probe(i, &mut ctx.probes);
+            holds
+        };
+        for (i, p) in prepared.iter().enumerate() {
             let holds = if by_commune {
-                p.communes.iter().any(|(_, info)| {
-                    let mut ctx = mk(set, inputs, now, p, *info, None);
-                    ctx.held = held;
-                    ctx.eval(&rule.when)
-                })
+                p.communes.iter().any(|(_, info)| floods(i, *info, p))
             } else {
-                !p.communes.is_empty() && {
-                    let mut ctx = mk(set, inputs, now, p, None, None);
-                    ctx.held = held;
-                    ctx.eval(&rule.when)
-                }
+                !p.communes.is_empty() && floods(i, None, p)
             };
             if holds {
                 basins.insert(p.station.basin.as_str());
@@ -686,7 +736,7 @@ fn run_rule<'a>(
         None
     };
     let mut fired = Vec::new();
-    for p in prepared {
+    for (i, p) in prepared.iter().enumerate() {
         if !measured(p) {
             continue;
         }
@@ -696,8 +746,10 @@ fn run_rule<'a>(
                 ctx.held = held;
                 ctx.full = full;
                 let ok = ctx.eval(&rule.when);
+                notes.probe(i, &mut ctx.probes);
                 if !ctx.diags.is_empty() {
-                    diags
+                    notes
+                        .diags
                         .entry((rule.hazard, c))
                         .or_default()
                         .extend(ctx.diags.drain(..));
@@ -717,9 +769,11 @@ fn run_rule<'a>(
             ctx.held = held;
             ctx.full = full;
             let ok = ctx.eval(&rule.when);
+            notes.probe(i, &mut ctx.probes);
             if !ctx.diags.is_empty() {
                 for &(c, _) in &p.communes {
-                    diags
+                    notes
+                        .diags
                         .entry((rule.hazard, c))
                         .or_default()
                         .extend(ctx.diags.iter().cloned());
@@ -765,19 +819,19 @@ fn fired_facts(rule: &Rule, s: &Station, ctx: &mut Ctx<'_>) -> (Vec<InputUsed>, 
     (ctx.used_inputs(), provisional)
 }
 
-fn evaluate_rules<'r>(
+fn evaluate_rules(
     set: &RuleSet,
-    rules: impl Iterator<Item = &'r Rule>,
+    rules: &[Rule],
     inputs: &Inputs,
     prepared: &[Prepared<'_>],
     now: DateTime<Utc>,
     held: bool,
     full: bool,
-) -> Vec<Assessment> {
+) -> (Vec<Assessment>, Probes) {
     let mut acc: BTreeMap<(Hazard, &CommuneCode), Acc> = BTreeMap::new();
-    let mut diags: BTreeMap<(Hazard, &CommuneCode), BTreeSet<Diagnostic>> = BTreeMap::new();
+    let mut notes = Notes::default();
     for rule in rules {
-        for f in run_rule(set, rule, inputs, prepared, now, held, full, &mut diags) {
+        for f in run_rule(set, rule, inputs, prepared, now, held, full, &mut notes) {
             let a = acc.entry((f.hazard, f.commune)).or_default();
             let official = rule.is_official() && f.provisional.is_empty();
             if a.level < Some(rule.level) {
@@ -799,7 +853,7 @@ fn evaluate_rules<'r>(
             }
         }
     }
-    for (key, d) in diags {
+    for (key, d) in notes.diags {
         acc.entry(key).or_default().diags.extend(d);
     }
     let mut out: Vec<Assessment> = acc
@@ -828,6 +882,193 @@ fn evaluate_rules<'r>(
         })
         .collect();
     apply_bulletins(&mut out, &inputs.bulletins, now);
+    (out, notes.probes)
+}
+
+/// The most combinations of missing figures tried at one `now`; beyond it the level is
+/// the one that holds with every comparison against a missing figure failing (a lower
+/// bound too), and the assessment says so.
+const MAX_COMPLETIONS: usize = 256;
+
+/// Evaluates the rules, reasoning from bounds where a station's figure is missing.
+///
+/// A comparison against a missing figure (Văn Mịch's BĐ2, Lạng Sơn's historic flood)
+/// does not simply fail: the level given is the highest that holds whatever the figure
+/// is, within the order the decisions give the figures (BĐ1 < BĐ2 < BĐ3 < historic).
+/// The outcome of a comparison changes only where the figure equals the compared value
+/// less the offset; so it is enough to try each such point, and one value between and
+/// beyond them, and take, per hazard and commune, the lowest level over the tries. Where
+/// another try gives more, the assessment says which level is possible and what is
+/// missing ([`Diagnostic::Unproven`]).
+fn assess(
+    set: &RuleSet,
+    inputs: &Inputs,
+    prepared: &mut [Prepared<'_>],
+    now: DateTime<Utc>,
+    held: bool,
+    full: bool,
+) -> Vec<Assessment> {
+    let (base, probes) = evaluate_rules(set, &set.rules, inputs, prepared, now, held, full);
+    if probes.is_empty() {
+        return base;
+    }
+    // The values to try, per station with a missing figure that was compared.
+    let mut tries: Vec<(usize, Vec<[Option<f64>; 4]>)> = Vec::new();
+    let mut missing: Vec<String> = Vec::new();
+    for (&i, points) in &probes {
+        let station = prepared[i].station;
+        let mut options: Vec<[Option<f64>; 4]> = vec![[None; 4]];
+        for level in StationLevel::ALL {
+            let at: Vec<f64> = points
+                .iter()
+                .filter(|(l, _)| *l == level)
+                .map(|(_, v)| *v)
+                .collect();
+            if at.is_empty() {
+                continue;
+            }
+            missing.push(format!("{} of {}", level.name(), station.id));
+            let values = candidates(station, level, at);
+            options = options
+                .iter()
+                .flat_map(|o| {
+                    values.iter().map(move |v| {
+                        let mut o = *o;
+                        o[level as usize] = Some(*v);
+                        o
+                    })
+                })
+                .collect();
+        }
+        tries.push((i, options));
+    }
+    let combinations = tries.iter().map(|(_, o)| o.len()).product::<usize>();
+    let missing = missing.join(", ");
+    if combinations > MAX_COMPLETIONS {
+        let mut base = base;
+        for a in &mut base {
+            a.diagnostics.push(Diagnostic::Unproven {
+                level: RiskLevel::HIGHEST,
+                missing: missing.clone(),
+            });
+        }
+        return base;
+    }
+    // Per hazard and commune: the try with the lowest level, and the highest level seen.
+    let mut lowest: BTreeMap<(Hazard, CommuneCode), (Assessment, Option<RiskLevel>)> = BTreeMap::new();
+    for n in 0..combinations {
+        let mut k = n;
+        for (i, options) in &tries {
+            prepared[*i].assume = options[k % options.len()];
+            k /= options.len();
+        }
+        let (out, _) = evaluate_rules(set, &set.rules, inputs, prepared, now, held, full);
+        let mut seen: BTreeSet<(Hazard, CommuneCode)> = BTreeSet::new();
+        for a in out {
+            let key = (a.hazard, a.commune.clone());
+            seen.insert(key.clone());
+            match lowest.get_mut(&key) {
+                None if n == 0 => {
+                    let level = a.level;
+                    lowest.insert(key, (a, level));
+                }
+                // Absent from an earlier try: nothing fired there, the lowest stays.
+                None => {
+                    let level = a.level;
+                    let mut none = a;
+                    none.level = None;
+                    none.computed_level = None;
+                    none.official = false;
+                    none.rules.clear();
+                    none.inputs.clear();
+                    none.provisional_reasons.clear();
+                    lowest.insert(key, (none, level));
+                }
+                Some((low, high)) => {
+                    *high = (*high).max(a.level);
+                    if a.level < low.level {
+                        *low = a;
+                    }
+                }
+            }
+        }
+        // Absent from this try: nothing fired here.
+        for (key, (low, _)) in lowest.iter_mut() {
+            if !seen.contains(key) && low.level.is_some() {
+                low.level = None;
+                low.computed_level = None;
+                low.official = false;
+                low.rules.clear();
+                low.inputs.clear();
+                low.provisional_reasons.clear();
+            }
+        }
+    }
+    for p in prepared.iter_mut() {
+        p.assume = [None; 4];
+    }
+    // The assessments of the base evaluation carry the diagnostics of a hazard and
+    // commune where nothing fired in any try.
+    let mut out: Vec<Assessment> = Vec::new();
+    let mut by_key: BTreeMap<(Hazard, CommuneCode), Assessment> = base
+        .into_iter()
+        .map(|a| ((a.hazard, a.commune.clone()), a))
+        .collect();
+    for (key, (mut a, high)) in lowest {
+        let b = by_key.remove(&key);
+        if let Some(b) = b {
+            for d in b.diagnostics {
+                if !a.diagnostics.contains(&d) {
+                    a.diagnostics.push(d);
+                }
+            }
+        }
+        if let Some(high) = high
+            && a.level < Some(high)
+        {
+            a.diagnostics.push(Diagnostic::Unproven {
+                level: high,
+                missing: missing.clone(),
+            });
+        }
+        out.push(a);
+    }
+    out.extend(by_key.into_values());
+    out.sort_by(|a, b| (a.hazard.code(), &a.commune).cmp(&(b.hazard.code(), &b.commune)));
+    out
+}
+
+/// The values worth trying for `station`'s missing `level`, compared at `at`: each
+/// point, and one value between and beyond them, within the figures the station has
+/// (BĐ1 < BĐ2 < BĐ3 < historic).
+fn candidates(station: &Station, level: StationLevel, mut at: Vec<f64>) -> Vec<f64> {
+    let known = |l: StationLevel| l.of(station).map(|t| t.value);
+    let pos = level as usize;
+    let lo = StationLevel::ALL[..pos]
+        .iter()
+        .filter_map(|l| known(*l))
+        .fold(f64::NEG_INFINITY, f64::max);
+    let hi = StationLevel::ALL[pos + 1..]
+        .iter()
+        .filter_map(|l| known(*l))
+        .fold(f64::INFINITY, f64::min);
+    at.retain(|v| v.is_finite() && *v > lo && *v < hi);
+    at.sort_by(f64::total_cmp);
+    at.dedup();
+    let between = |a: f64, b: f64| match (a.is_finite(), b.is_finite()) {
+        (true, true) => (a + b) / 2.0,
+        (true, false) => a + 1.0,
+        (false, true) => b - 1.0,
+        (false, false) => 0.0,
+    };
+    let mut out = Vec::with_capacity(at.len() * 2 + 1);
+    let mut prev = lo;
+    for v in at {
+        out.push(between(prev, v));
+        out.push(v);
+        prev = v;
+    }
+    out.push(between(prev, hi));
     out
 }
 
@@ -914,8 +1155,8 @@ pub fn evaluate(set: &RuleSet, inputs: &Inputs, now: DateTime<Utc>) -> Vec<Asses
 /// Evaluates with the hysteresis margins added to every value: the levels that still
 /// hold, for the state machine's de-escalation.
 pub fn evaluate_held(set: &RuleSet, inputs: &Inputs, now: DateTime<Utc>) -> Vec<Assessment> {
-    let prepared = prepare(inputs, &CommuneIndex::new(inputs), now);
-    evaluate_rules(set, set.rules.iter(), inputs, &prepared, now, true, true)
+    let mut prepared = prepare(inputs, &CommuneIndex::new(inputs), now);
+    assess(set, inputs, &mut prepared, now, true, true)
 }
 
 /// [`evaluate`], with the communes looked up beforehand.
@@ -925,8 +1166,8 @@ pub(crate) fn evaluate_indexed(
     index: &CommuneIndex,
     now: DateTime<Utc>,
 ) -> Vec<Assessment> {
-    let prepared = prepare(inputs, index, now);
-    evaluate_rules(set, set.rules.iter(), inputs, &prepared, now, false, true)
+    let mut prepared = prepare(inputs, index, now);
+    assess(set, inputs, &mut prepared, now, false, true)
 }
 
 /// What [`evaluate`] and, if `with_held`, [`evaluate_held`] (else nothing) give at `now`,
@@ -940,10 +1181,10 @@ pub(crate) fn levels(
     now: DateTime<Utc>,
     with_held: bool,
 ) -> (Vec<Assessment>, Vec<Assessment>) {
-    let prepared = prepare(inputs, index, now);
-    let current = evaluate_rules(set, set.rules.iter(), inputs, &prepared, now, false, false);
+    let mut prepared = prepare(inputs, index, now);
+    let current = assess(set, inputs, &mut prepared, now, false, false);
     let held = if with_held {
-        evaluate_rules(set, set.rules.iter(), inputs, &prepared, now, true, false)
+        assess(set, inputs, &mut prepared, now, true, false)
     } else {
         Vec::new()
     };
@@ -1032,9 +1273,9 @@ pub fn example_inputs(ex: &crate::engine::ExampleRaw) -> Result<Inputs, String> 
 /// Runs one example of `rule`: Ok if the rule fires exactly when the example says so.
 pub fn run_example(set: &RuleSet, rule: &Rule, ex: &Example) -> Result<(), String> {
     let inputs = example_inputs(&ex.raw)?;
-    let out = evaluate_rules(
+    let (out, _) = evaluate_rules(
         set,
-        std::iter::once(rule),
+        std::slice::from_ref(rule),
         &inputs,
         &prepare(&inputs, &CommuneIndex::new(&inputs), example_now()),
         example_now(),
