@@ -32,7 +32,7 @@ pub struct Problem {
 /// A duty officer's draft (also the body of a preview).
 #[derive(ToSchema)]
 pub struct DraftBody {
-    /// `flood`, `heavy_rain`, `flash_flood`, `landslide`, `storm`, `cold`, `heat`, `fog`,
+    /// `flood`, `heavy_rain`, `flash_flood` (Art. 46: flash floods, landslides and land subsidence; `landslide` is read as it), `storm`, `cold`, `heat`, `fog`,
     /// `thunderstorm`, `drought`, `earthquake`.
     hazard: String,
     /// Decision 18/2021 risk level, 1 to 5.

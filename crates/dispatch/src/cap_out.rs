@@ -53,7 +53,7 @@ fn escape(text: &str) -> String {
 
 fn category(hazard: Hazard) -> &'static str {
     match hazard {
-        Hazard::Landslide | Hazard::Earthquake => "Geo",
+        Hazard::Earthquake => "Geo",
         _ => "Met",
     }
 }
@@ -258,6 +258,6 @@ mod tests {
         );
         assert_eq!(severity(Some(5), MessageClass::Normal), "Extreme");
         assert_eq!(severity(None, MessageClass::Priority), "Moderate");
-        assert_eq!(category(Hazard::Landslide), "Geo");
+        assert_eq!(category(Hazard::Earthquake), "Geo");
     }
 }

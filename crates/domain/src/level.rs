@@ -3,13 +3,14 @@
 
 use std::fmt;
 
-/// A hazard type of Decision 18/2021 Art. 3 that matters to Lạng Sơn.
+/// A hazard type of Decision 18/2021 Art. 3 that matters to Lạng Sơn, one per article
+/// of risk levels: flash floods, landslides and land subsidence due to rain or flow share
+/// Art. 46's levels and are one hazard, [`Hazard::FlashFlood`].
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
 pub enum Hazard {
     Flood,
     HeavyRain,
     FlashFlood,
-    Landslide,
     Storm,
     Cold,
     Heat,
@@ -20,11 +21,10 @@ pub enum Hazard {
 }
 
 impl Hazard {
-    pub const ALL: [Hazard; 11] = [
+    pub const ALL: [Hazard; 10] = [
         Self::Flood,
         Self::HeavyRain,
         Self::FlashFlood,
-        Self::Landslide,
         Self::Storm,
         Self::Cold,
         Self::Heat,
@@ -40,7 +40,6 @@ impl Hazard {
             Self::Flood => "flood",
             Self::HeavyRain => "heavy_rain",
             Self::FlashFlood => "flash_flood",
-            Self::Landslide => "landslide",
             Self::Storm => "storm",
             Self::Cold => "cold",
             Self::Heat => "heat",
@@ -51,18 +50,21 @@ impl Hazard {
         }
     }
 
+    /// The hazard of a code; `landslide`, a code of earlier versions, is Art. 46's hazard.
     pub fn from_code(code: &str) -> Option<Self> {
+        if code == "landslide" {
+            return Some(Self::FlashFlood);
+        }
         Self::ALL.into_iter().find(|h| h.code() == code)
     }
 
-    /// The Vietnamese name used in messages.
+    /// The Vietnamese name used in messages: the wording of Decision 18/2021.
     pub fn name_vi(self) -> &'static str {
         match self {
             Self::Flood => "lũ",
             Self::HeavyRain => "mưa lớn",
-            Self::FlashFlood => "lũ quét",
-            Self::Landslide => "sạt lở đất",
-            Self::Storm => "bão, áp thấp nhiệt đới",
+            Self::FlashFlood => "lũ quét, sạt lở đất, sụt lún đất",
+            Self::Storm => "áp thấp nhiệt đới, bão",
             Self::Cold => "rét hại, sương muối",
             Self::Heat => "nắng nóng",
             Self::Fog => "sương mù",
@@ -77,9 +79,8 @@ impl Hazard {
         match self {
             Self::Flood => "Flood",
             Self::HeavyRain => "Heavy rain",
-            Self::FlashFlood => "Flash flood",
-            Self::Landslide => "Landslide",
-            Self::Storm => "Tropical storm or depression",
+            Self::FlashFlood => "Flash flood, landslide or land subsidence",
+            Self::Storm => "Tropical depression or storm",
             Self::Cold => "Severe cold and frost",
             Self::Heat => "Heat wave",
             Self::Fog => "Fog",
@@ -219,6 +220,8 @@ mod tests {
         for h in Hazard::ALL {
             assert_eq!(Hazard::from_code(h.code()), Some(h));
         }
+        // Art. 46 is one hazard: a landslide is a flash-flood-class hazard.
+        assert_eq!(Hazard::from_code("landslide"), Some(Hazard::FlashFlood));
         for l in AlarmLevel::ALL {
             assert_eq!(AlarmLevel::from_number(l.number()), Some(l));
         }

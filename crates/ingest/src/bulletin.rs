@@ -29,7 +29,8 @@ pub struct BulletinSettings {
     pub level_parameters: Vec<String>,
     /// The `<parameter>` name that carries canhbao's hazard code (`flood`, ...).
     pub hazard_parameter: String,
-    /// `<event>` texts mapped to hazards, for senders that do not send the parameter.
+    /// `<event>` wordings mapped to hazards, for senders that do not send the parameter;
+    /// matched by [`event_hazard`].
     pub events: BTreeMap<String, Hazard>,
     /// The `<geocode>` name of a 5-digit commune code.
     pub commune_geocode: String,
@@ -260,7 +261,7 @@ pub fn to_bulletins(
         };
         let hazard = param(&settings.hazard_parameter)
             .and_then(Hazard::from_code)
-            .or_else(|| settings.events.get(&info.event).copied());
+            .or_else(|| event_hazard(&settings.events, &info.event));
         let Some(hazard) = hazard else { continue };
         let level = match settings.level_parameters.iter().find_map(|n| param(n)) {
             Some(v) => Some(
@@ -321,9 +322,122 @@ pub fn to_bulletins(
     })
 }
 
+/// The text of an event heading as compared: Unicode NFC (Vietnamese typed with
+/// combining marks equals the precomposed form), lower case, punctuation as spaces, one
+/// space between words, with a space at each end so that words match whole.
+fn normalise_event(text: &str) -> String {
+    use unicode_normalization::UnicodeNormalization;
+    let mut out = String::from(" ");
+    for c in text.chars().flat_map(char::to_lowercase).nfc() {
+        let c = if c.is_alphanumeric() { c } else { ' ' };
+        if c != ' ' || !out.ends_with(' ') {
+            out.push(c);
+        }
+    }
+    if !out.ends_with(' ') {
+        out.push(' ');
+    }
+    out
+}
+
+/// The hazard a bulletin's `<event>` heading names, by the configured wordings
+/// (`[bulletins.events]`): compared whole-word after [`normalise_event`], the wording
+/// found earliest in the heading wins, the longest among those found at the same place
+/// ("Lũ quét, sạt lở đất" is a flash flood, not a flood; "Lũ, ngập lụt" a flood).
+pub fn event_hazard(events: &BTreeMap<String, Hazard>, heading: &str) -> Option<Hazard> {
+    let heading = normalise_event(heading);
+    events
+        .iter()
+        .filter_map(|(wording, hazard)| {
+            let wording = normalise_event(wording);
+            (wording.len() > 2)
+                .then(|| heading.find(&wording))
+                .flatten()
+                .map(|at| (at, std::cmp::Reverse(wording.len()), *hazard))
+        })
+        .min_by_key(|(at, len, _)| (*at, *len))
+        .map(|(_, _, hazard)| hazard)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// The shipped `[bulletins.events]` table.
+    fn shipped_events() -> BTreeMap<String, Hazard> {
+        let text = std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/../../config/default.toml"))
+            .unwrap_or_default();
+        let mut events = BTreeMap::new();
+        let mut inside = false;
+        for line in text.lines() {
+            let line = line.trim();
+            if line.starts_with('[') {
+                inside = line == "[bulletins.events]";
+                continue;
+            }
+            if let (true, Some((k, v))) = (inside, line.split_once('=')) {
+                let (k, v) = (k.trim().trim_matches('"'), v.trim().trim_matches('"'));
+                if let Some(h) = Hazard::from_code(v) {
+                    events.insert(k.to_owned(), h);
+                }
+            }
+        }
+        events
+    }
+
+    #[test]
+    fn real_bulletin_headings_map_to_their_hazard() {
+        let events = shipped_events();
+        assert!(events.len() >= 15, "{events:?}");
+        let table: &[(&str, Option<Hazard>)] = &[
+            ("Lũ", Some(Hazard::Flood)),
+            ("Lũ, ngập lụt", Some(Hazard::Flood)),
+            ("TIN CẢNH BÁO LŨ TRÊN CÁC SÔNG Ở BẮC BỘ", Some(Hazard::Flood)),
+            ("Tin lũ khẩn cấp trên sông Kỳ Cùng", Some(Hazard::Flood)),
+            ("Cảnh báo ngập lụt vùng trũng thấp", Some(Hazard::Flood)),
+            ("Lũ quét, sạt lở đất", Some(Hazard::FlashFlood)),
+            ("Sạt lở đất", Some(Hazard::FlashFlood)),
+            (
+                "TIN CẢNH BÁO LŨ QUÉT, SẠT LỞ ĐẤT, SỤT LÚN ĐẤT DO MƯA LŨ HOẶC DÒNG CHẢY",
+                Some(Hazard::FlashFlood),
+            ),
+            (
+                "Cảnh báo sạt lở đất, lũ quét tại khu vực tỉnh Lạng Sơn",
+                Some(Hazard::FlashFlood),
+            ),
+            ("Sụt lún đất", Some(Hazard::FlashFlood)),
+            ("Mưa lớn", Some(Hazard::HeavyRain)),
+            ("Tin dự báo mưa lớn diện rộng", Some(Hazard::HeavyRain)),
+            (
+                "Tin cảnh báo mưa lớn, lũ quét, sạt lở đất",
+                Some(Hazard::HeavyRain),
+            ),
+            ("Tin bão khẩn cấp", Some(Hazard::Storm)),
+            ("TIN ÁP THẤP NHIỆT ĐỚI TRÊN ĐẤT LIỀN", Some(Hazard::Storm)),
+            (
+                "Tin không khí lạnh tăng cường, rét đậm, rét hại",
+                Some(Hazard::Cold),
+            ),
+            ("Cảnh báo rét hại, băng giá, sương muối", Some(Hazard::Cold)),
+            ("Tin nắng nóng", Some(Hazard::Heat)),
+            ("Sương mù dày đặc trên cao tốc", Some(Hazard::Fog)),
+            ("Cảnh báo dông, lốc, sét, mưa đá", Some(Hazard::Thunderstorm)),
+            ("Lốc, sét, mưa đá", Some(Hazard::Thunderstorm)),
+            ("Tin hạn hán", Some(Hazard::Drought)),
+            ("Thông báo động đất", Some(Hazard::Earthquake)),
+            // Typed with combining marks (NFD), as some editors do.
+            (
+                "Lu\u{303} que\u{301}t, sa\u{323}t lơ\u{309} đâ\u{301}t",
+                Some(Hazard::FlashFlood),
+            ),
+            // A word inside another is not a match; nothing known is nothing.
+            ("Tin gió mạnh trên biển", None),
+            ("Lũy tre", None),
+        ];
+        for (heading, expected) in table {
+            assert_eq!(event_hazard(&events, heading), *expected, "{heading:?}");
+        }
+    }
 
     fn settings() -> BulletinSettings {
         BulletinSettings {
@@ -387,6 +501,25 @@ mod tests {
         let b = &change.bulletins[0];
         assert_eq!((b.hazard, b.level.map(RiskLevel::get)), (Hazard::Flood, Some(3)));
         assert_eq!(b.communes, vec![CommuneCode::new("06385").unwrap()]);
+    }
+
+    #[test]
+    fn a_landslide_bulletin_states_the_level_of_article_46() {
+        // Without canhbao's hazard parameter, the heading decides; a landslide heading is
+        // Art. 46's hazard, the one computed levels go to, so its level overrides theirs.
+        let mut cap = fixture();
+        cap.infos[0].event = "Tin cảnh báo sạt lở đất".into();
+        cap.infos[0].parameters.retain(|(n, _)| n != "hazard");
+        let mut settings = settings();
+        settings.events = shipped_events();
+        let change = to_bulletins(&cap, &settings, "20", &communes()).unwrap();
+        assert_eq!(change.bulletins[0].hazard, Hazard::FlashFlood);
+        // The code of earlier versions reads the same.
+        cap.infos[0]
+            .parameters
+            .push(("hazard".into(), "landslide".into()));
+        let change = to_bulletins(&cap, &settings, "20", &communes()).unwrap();
+        assert_eq!(change.bulletins[0].hazard, Hazard::FlashFlood);
     }
 
     #[test]

@@ -973,3 +973,34 @@ fn with_a_missing_figure_a_higher_water_level_never_lowers_the_flood_level() {
         }
     }
 }
+
+#[test]
+fn a_landslide_bulletin_overrides_the_article_46_level_computed_from_rain() {
+    let set = shipped();
+    let mut i = rain_inputs(10.0, 3, Susceptibility::Low);
+    assert_eq!(level_of(&set, &i, Hazard::FlashFlood), Some(1), "computed: cl. 1");
+    // "Sạt lở đất" level 2 from the national service, hazard code of earlier versions.
+    i.bulletins.push(Bulletin {
+        id: "nchmf-satlo-1".into(),
+        sender: "nchmf".into(),
+        hazard: Hazard::from_code("landslide").unwrap(),
+        level: RiskLevel::new(2),
+        communes: vec![commune()],
+        effective: now() - Duration::hours(1),
+        expires: now() + Duration::hours(6),
+        authoritative: true,
+    });
+    let a = evaluate(&set, &i, now())
+        .into_iter()
+        .find(|a| a.hazard == Hazard::FlashFlood)
+        .unwrap();
+    assert_eq!(a.level.map(RiskLevel::get), Some(2), "{a:?}");
+    assert_eq!(a.computed_level.map(RiskLevel::get), Some(1));
+    assert!(matches!(a.source, LevelSource::Bulletin { .. }));
+    assert!(
+        !evaluate(&set, &i, now())
+            .iter()
+            .any(|a| a.hazard.code() == "landslide"),
+        "no second Art. 46 hazard"
+    );
+}

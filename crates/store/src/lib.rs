@@ -155,6 +155,7 @@ migrations! {
     12, "audit", "0012_audit";
     13, "warnings", "0013_warnings";
     14, "follow", "0014_follow";
+    15, "art46 one hazard", "0015_art46_one_hazard";
 }
 
 fn migrator(backend: Backend, up_to: i64) -> Migrator {

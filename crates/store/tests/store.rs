@@ -865,6 +865,11 @@ async fn a_database_of_the_previous_release_upgrades_with_its_data_intact(db: Db
         "INSERT INTO api_tokens (token_sha256, role, label, created_ms, stations)
          VALUES ('aa', 'station', 'old gauge', 1000, '[\"HUULUNG\"]')"
             .to_owned(),
+        // Art. 46 levels under both former codes for one commune, and one alone.
+        "INSERT INTO area_levels (status, hazard, commune, level, since_ms) VALUES
+            ('Actual', 'landslide', '06385', 2, 1000), ('Actual', 'flash_flood', '06385', 1, 1000),
+            ('Actual', 'landslide', '06463', 1, 1000)"
+            .to_owned(),
     ] {
         sqlx::query(sqlx::AssertSqlSafe(sql)).execute(&old).await.unwrap();
     }
@@ -889,6 +894,16 @@ async fn a_database_of_the_previous_release_upgrades_with_its_data_intact(db: Db
     assert_eq!((token.label.as_str(), token.scopes.clone()), ("old gauge", None));
     assert_eq!(token.stations, Some(vec!["HUULUNG".to_owned()]));
     assert!(store.list_warnings(None, 10).await.unwrap().is_empty());
+    // Art. 46 is one hazard now: the higher level of the two is kept, under flash_flood.
+    let mut levels = store.area_levels("Actual").await.unwrap();
+    levels.sort();
+    assert_eq!(
+        levels,
+        vec![
+            ("flash_flood".to_owned(), "06385".to_owned(), 2),
+            ("flash_flood".to_owned(), "06463".to_owned(), 1),
+        ]
+    );
     store
         .append_audit("cli", "upgrade", "-", &serde_json::json!({}), t0())
         .await

@@ -352,7 +352,7 @@ pub async fn wait_all_played(
     }
 }
 
-/// Posts three province-wide bulletins (flood, landslide, heavy rain, level 2) to `base`;
+/// Posts three province-wide bulletins (flood, flash flood and landslide, heavy rain, level 2) to `base`;
 /// each raises one alert to all 65 communes. Returns the alert ids.
 pub async fn issue_province_alerts(
     http: &reqwest::Client,
@@ -361,7 +361,7 @@ pub async fn issue_province_alerts(
     tag: &str,
 ) -> Vec<String> {
     let mut alerts = Vec::new();
-    for (n, hazard) in ["flood", "landslide", "heavy_rain"].iter().enumerate() {
+    for (n, hazard) in ["flood", "flash_flood", "heavy_rain"].iter().enumerate() {
         let r = http
             .post(format!("{base}/api/v1/bulletins"))
             .bearer_auth(token)
