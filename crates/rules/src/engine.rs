@@ -118,6 +118,14 @@ pub enum Condition {
         direction: Direction,
         bounds: Bounds,
     },
+    /// How long a forecast spell lasts: the number of consecutive windows of `hours`,
+    /// from now on, each with a sum of at least `at_least` (rain "lasting 1-2 days").
+    Spell {
+        param: Param,
+        hours: u32,
+        at_least: f64,
+        bounds: Bounds,
+    },
     /// Rise of the value over the last `hours`.
     Rise {
         param: Param,
@@ -131,9 +139,10 @@ pub enum Condition {
         days: u32,
         bounds: Bounds,
     },
-    /// Consecutive complete days, counting back from yesterday, with rain ≥ `rain_day_mm`.
+    /// Consecutive complete days, counting back from yesterday, with rain ≥ `rain_day_mm`
+    /// (by default the tagged figure of `[settings.rain_day]`).
     AntecedentRainDays {
-        rain_day_mm: f64,
+        rain_day_mm: Option<f64>,
         bounds: Bounds,
     },
     Susceptibility(Vec<Susceptibility>),
@@ -232,6 +241,17 @@ pub struct Limits {
     pub hysteresis: BTreeMap<Param, f64>,
     /// How long a level must fail to hold before it comes down.
     pub hold_minutes: Option<i64>,
+    /// The least rain of a "rain day" (Art. 46's antecedent rain), with its provenance:
+    /// a provisional tag makes every result that counts rain days provisional.
+    pub rain_day: Option<Figure>,
+}
+
+/// A figure the rules share, with its provenance tag and where it comes from.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Figure {
+    pub value: f64,
+    pub tag: domain::Tag,
+    pub source: String,
 }
 
 /// A validated set of rules.
@@ -263,6 +283,16 @@ struct SettingsRaw {
     hysteresis: BTreeMap<String, f64>,
     #[serde(default)]
     hold_minutes: Option<i64>,
+    #[serde(default)]
+    rain_day: Option<FigureRaw>,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct FigureRaw {
+    mm: f64,
+    tag: String,
+    source: String,
 }
 
 #[derive(Deserialize)]
@@ -593,6 +623,40 @@ fn parse_condition(v: &toml::Value, errs: &mut Vec<String>, at: &str) -> Conditi
                 _ => fallback,
             }
         }
+        "spell" => {
+            let mut t = table(errs);
+            let param = take_param(&mut t, errs, &at);
+            let hours = take_u32(&mut t, "hours", errs, &at);
+            if let Some(h) = hours
+                && !ACCUMULATION_HOURS.contains(&h)
+            {
+                errs.push(format!("{at}.hours: {h} must be one of 1, 3, 6, 12, 24, 48, 72"));
+            }
+            let at_least = match t.remove("at_least") {
+                Some(v) => match v.as_float().or(v.as_integer().map(|i| i as f64)) {
+                    Some(x) if x.is_finite() && x >= 0.0 => Some(x),
+                    _ => {
+                        errs.push(format!("{at}.at_least: must be a number, at least 0"));
+                        None
+                    }
+                },
+                None => {
+                    errs.push(format!("{at}.at_least: required, the least sum of a window"));
+                    None
+                }
+            };
+            let bounds = take_bounds(&mut t, errs, &at);
+            leftovers(&t, errs, &at);
+            match (param, hours, at_least) {
+                (Some(param), Some(hours), Some(at_least)) => Condition::Spell {
+                    param,
+                    hours,
+                    at_least,
+                    bounds,
+                },
+                _ => fallback,
+            }
+        }
         "rise" => {
             let mut t = table(errs);
             let param = take_param(&mut t, errs, &at);
@@ -635,19 +699,16 @@ fn parse_condition(v: &toml::Value, errs: &mut Vec<String>, at: &str) -> Conditi
         "antecedent_rain_days" => {
             let mut t = table(errs);
             let rain_day_mm = match t.remove("rain_day_mm") {
-                Some(v)
-                    if v.as_float()
-                        .or(v.as_integer().map(|i| i as f64))
-                        .is_some_and(|x| x > 0.0) =>
-                {
-                    v.as_float().or(v.as_integer().map(|i| i as f64)).unwrap_or(1.0)
-                }
-                _ => {
-                    errs.push(format!(
-                        "{at}.rain_day_mm: required, a positive number of millimetres"
-                    ));
-                    1.0
-                }
+                None => None,
+                Some(v) => match v.as_float().or(v.as_integer().map(|i| i as f64)) {
+                    Some(x) if x > 0.0 => Some(x),
+                    _ => {
+                        errs.push(format!(
+                            "{at}.rain_day_mm: a positive number of millimetres (or none, for [settings.rain_day])"
+                        ));
+                        None
+                    }
+                },
             };
             let bounds = take_bounds(&mut t, errs, &at);
             leftovers(&t, errs, &at);
@@ -690,6 +751,7 @@ fn params_used(c: &Condition, out: &mut HashSet<Param>) {
         Condition::Not(c) => params_used(c, out),
         Condition::Value { param, .. }
         | Condition::Accumulation { param, .. }
+        | Condition::Spell { param, .. }
         | Condition::Rise { param, .. }
         | Condition::Persist { param, .. } => {
             out.insert(*param);
@@ -861,6 +923,27 @@ pub fn load(files: &[(String, String)]) -> Result<RuleSet, RuleErrors> {
                 Some(h) => set.limits.hold_minutes = Some(h),
                 None => {}
             }
+            if let Some(f) = s.rain_day {
+                match domain::Tag::parse(&f.tag) {
+                    _ if !(f.mm.is_finite() && f.mm > 0.0) => {
+                        errs.push(format!("{name}: settings.rain_day.mm: must be positive"))
+                    }
+                    Some(tag) if !f.source.trim().is_empty() => {
+                        set.limits.rain_day = Some(Figure {
+                            value: f.mm,
+                            tag,
+                            source: f.source,
+                        });
+                    }
+                    Some(_) => errs.push(format!(
+                        "{name}: settings.rain_day.source: say where the figure comes from"
+                    )),
+                    None => errs.push(format!(
+                        "{name}: settings.rain_day.tag: {:?} is not V, D, S, M or NF",
+                        f.tag
+                    )),
+                }
+            }
             for (k, [lo, hi]) in s.plausible {
                 match Param::from_code(&k) {
                     Some(p) if lo < hi => {
@@ -882,6 +965,24 @@ pub fn load(files: &[(String, String)]) -> Result<RuleSet, RuleErrors> {
             }
             if let Some(rule) = parse_rule(raw, name, &mut errs) {
                 set.rules.push(rule);
+            }
+        }
+    }
+    if set.limits.rain_day.is_none() {
+        for rule in &set.rules {
+            if rule.when.any(&|c| {
+                matches!(
+                    c,
+                    Condition::AntecedentRainDays {
+                        rain_day_mm: None,
+                        ..
+                    }
+                )
+            }) {
+                errs.push(format!(
+                    "{}: rule {:?}: when.antecedent_rain_days: no rain_day_mm, and no [settings.rain_day] to take it from",
+                    rule.file, rule.id
+                ));
             }
         }
     }

@@ -174,7 +174,8 @@ pub struct Assessment {
     pub source: LevelSource,
     /// The level computed from observations, even when a bulletin overrode it.
     pub computed_level: Option<RiskLevel>,
-    /// True for a bulletin's level, or when every rule and figure behind it is official.
+    /// True for a bulletin's level, or when a rule that gives it is official and reads
+    /// only official figures.
     pub official: bool,
     pub provisional_reasons: Vec<String>,
     /// `id@version` of each rule that fired at `level`.
@@ -191,6 +192,7 @@ enum Used {
     ForecastPeak(Param, u32),
     Sum(Param, Direction, u32),
     Rise(Param, u32),
+    Spell(Param, u32),
     Daily(Param, DailyStat),
     AntecedentDays,
     Level(StationLevel),
@@ -209,6 +211,7 @@ impl Used {
                 format!("{} {dir} {h} h@{station}", p.code())
             }
             Self::Rise(p, h) => format!("{} rise {h} h@{station}", p.code()),
+            Self::Spell(p, h) => format!("{} spell of {h} h windows@{station}", p.code()),
             Self::Daily(p, stat) => format!("{} daily {stat:?} yesterday@{station}", p.code()),
             Self::AntecedentDays => format!("antecedent rain days@{station}"),
             Self::Level(l) => format!("{}@{station}", l.name()),
@@ -451,6 +454,32 @@ impl<'a> Ctx<'a> {
                 self.record(Used::Sum(*param, *direction, *hours), sum);
                 self.within(sum, bounds)
             }
+            Condition::Spell {
+                param,
+                hours,
+                at_least,
+                bounds,
+            } => {
+                let span = Duration::hours(i64::from(*hours));
+                let mut n = 0u32;
+                // At most 30 days of forecast are looked at.
+                while n < 30 * 24 / (*hours).max(1) {
+                    let from = self.now + span * n as i32;
+                    let w = window_in(self.s(*param), from, from + span);
+                    let mut sum = 0.0;
+                    for r in w {
+                        if self.plausible(*param, r.value) {
+                            sum += r.value;
+                        }
+                    }
+                    if w.is_empty() || sum + self.margin(*param) < *at_least {
+                        break;
+                    }
+                    n += 1;
+                }
+                self.record(Used::Spell(*param, *hours), f64::from(n));
+                self.within(f64::from(n), bounds)
+            }
             Condition::Rise { param, hours, bounds } => {
                 let Some(now_v) = self.latest(*param) else {
                     return false;
@@ -500,11 +529,30 @@ impl<'a> Ctx<'a> {
                 true
             }
             Condition::AntecedentRainDays { rain_day_mm, bounds } => {
+                let rain_day_mm = match (rain_day_mm, &self.set.limits.rain_day) {
+                    (Some(mm), _) => *mm,
+                    (None, Some(f)) => {
+                        if self.full && f.tag.is_provisional() {
+                            let why = format!(
+                                "a rain day is taken as >= {} mm [{}] ({}); the province confirms it in [settings.rain_day]",
+                                f.value,
+                                f.tag.as_str(),
+                                f.source
+                            );
+                            if !self.provisional.contains(&why) {
+                                self.provisional.push(why);
+                            }
+                        }
+                        f.value
+                    }
+                    // Refused at load.
+                    (None, None) => return false,
+                };
                 let today = local_day(self.now);
                 let mut n = 0u32;
                 while n < 60 {
                     match daily_in(self.s(Param::Rainfall), today - 1 - i64::from(n)) {
-                        Some(s) if s.sum >= *rain_day_mm => n += 1,
+                        Some(s) if s.sum >= rain_day_mm => n += 1,
                         _ => break,
                     }
                 }
@@ -561,7 +609,9 @@ impl<'a> Ctx<'a> {
 struct Acc {
     level: Option<RiskLevel>,
     rules: Vec<String>,
-    all_official: bool,
+    /// Some rule that fired at `level` is official, on official figures only: the level
+    /// is proven officially, whatever else fired beside it.
+    any_official: bool,
     auto: bool,
     inputs: Vec<InputUsed>,
     provisional: BTreeSet<String>,
@@ -837,7 +887,6 @@ fn evaluate_rules(
             if a.level < Some(rule.level) {
                 *a = Acc {
                     level: Some(rule.level),
-                    all_official: true,
                     diags: std::mem::take(&mut a.diags),
                     ..Acc::default()
                 };
@@ -846,7 +895,7 @@ fn evaluate_rules(
                 if full && !a.rules.iter().any(|k| k == rule.key()) {
                     a.rules.push(rule.key().to_owned());
                 }
-                a.all_official &= official;
+                a.any_official |= official;
                 a.auto |= rule.action == Action::AutoIssue;
                 a.inputs.extend(f.used);
                 a.provisional.extend(f.provisional);
@@ -861,15 +910,21 @@ fn evaluate_rules(
         .filter(|(_, a)| a.level.is_some() || !a.diags.is_empty())
         .map(|((hazard, commune), a)| {
             let mut inputs = a.inputs;
-            inputs.dedup_by(|x, y| x.name == y.name);
+            let mut named = HashSet::new();
+            inputs.retain(|i| named.insert(i.name.clone()));
+            let official = a.level.is_some() && a.any_official;
             Assessment {
                 hazard,
                 commune: commune.clone(),
                 level: a.level,
                 source: LevelSource::Computed,
                 computed_level: a.level,
-                official: a.level.is_some() && a.all_official,
-                provisional_reasons: a.provisional.into_iter().collect(),
+                official,
+                provisional_reasons: if official {
+                    Vec::new()
+                } else {
+                    a.provisional.into_iter().collect()
+                },
                 rules: a.rules,
                 inputs,
                 diagnostics: a.diags.into_iter().collect(),

@@ -1004,3 +1004,90 @@ fn a_landslide_bulletin_overrides_the_article_46_level_computed_from_rain() {
         "no second Art. 46 hazard"
     );
 }
+
+#[test]
+fn the_rain_day_figure_decides_whether_article_46_levels_are_official() {
+    let i = rain_inputs(5.0, 2, Susceptibility::Medium);
+    let flash = |set: &RuleSet| {
+        evaluate(set, &i, now())
+            .into_iter()
+            .find(|a| a.hazard == Hazard::FlashFlood)
+            .unwrap()
+    };
+    // Shipped: 1 mm, tagged M: the verified cell gives level 1, provisional for that figure.
+    let a = flash(&shipped());
+    assert_eq!(a.level.map(RiskLevel::get), Some(1));
+    assert!(!a.official, "{a:?}");
+    assert!(
+        a.provisional_reasons
+            .iter()
+            .any(|r| r.starts_with("a rain day is taken as >= 1 mm [M]")),
+        "{:?}",
+        a.provisional_reasons
+    );
+    // The province confirms it, in one place: the same level is official.
+    let confirmed: Vec<(String, String)> = shipped_files()
+        .into_iter()
+        .map(|(n, t)| {
+            let t = if n.ends_with("settings.toml") {
+                t.replace("tag = \"M\"", "tag = \"V\"")
+            } else {
+                t
+            };
+            (n, t)
+        })
+        .collect();
+    let a = flash(&load(&confirmed).unwrap());
+    assert_eq!(a.level.map(RiskLevel::get), Some(1));
+    assert!(a.official, "{a:?}");
+    assert!(a.provisional_reasons.is_empty(), "{:?}", a.provisional_reasons);
+    // Without the figure, a rule that needs it does not load.
+    let without: Vec<(String, String)> = shipped_files()
+        .into_iter()
+        .filter(|(n, _)| !n.ends_with("settings.toml"))
+        .collect();
+    let err = load(&without).unwrap_err().to_string();
+    assert!(
+        err.contains("when.antecedent_rain_days: no rain_day_mm, and no [settings.rain_day]"),
+        "{err}"
+    );
+}
+
+#[test]
+fn heavy_rain_level_1_checks_its_duration_and_no_level_2_to_4_comes_from_one_point() {
+    let set = shipped();
+    let forecast = |mm_per_h: f64, hours: i64| {
+        let mut i = inputs(vec![station("S1", "B1", None)], None, &[]);
+        for h in 1..=hours {
+            i.readings.push(
+                &StationId::new("S1").unwrap(),
+                Param::Rainfall,
+                now() + Duration::hours(h),
+                mm_per_h,
+            );
+        }
+        evaluate(&set, &i, now())
+            .into_iter()
+            .find(|a| a.hazard == Hazard::HeavyRain)
+            .map(|a| (a.level.map(RiskLevel::get), a.official))
+    };
+    // (mm/h, hours, level, official)
+    let table: &[(f64, i64, Option<(Option<u8>, bool)>)] = &[
+        (5.0, 24, Some((Some(1), true))),   // 120 mm in a day: cl. 1
+        (5.0, 48, Some((Some(1), true))),   // lasting 2 days: cl. 1
+        (5.0, 72, Some((Some(1), false))),  // 3 days: beyond level 1, higher level [NF]
+        (6.25, 72, Some((Some(1), false))), // 450 mm over 3 days (the level-4 case of 2023)
+        (20.0, 24, Some((Some(1), false))), // 480 mm in a day: was "level 3" from one total
+        (5.0, 12, Some((Some(1), false))),  // 60 mm in 12 h, then dry: shorter than a day
+        (2.0, 24, None),                    // 48 mm: not heavy rain of Art. 44
+    ];
+    for &(mmh, hours, expected) in table {
+        assert_eq!(forecast(mmh, hours), expected, "{mmh} mm/h for {hours} h");
+    }
+    assert!(
+        set.rules
+            .iter()
+            .all(|r| r.hazard != Hazard::HeavyRain || r.level == RiskLevel::LOW),
+        "no heavy-rain level above 1 is computed from one forecast point"
+    );
+}
