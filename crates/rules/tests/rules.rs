@@ -1071,8 +1071,9 @@ fn heavy_rain_level_1_checks_its_duration_and_no_level_2_to_4_comes_from_one_poi
             .find(|a| a.hazard == Hazard::HeavyRain)
             .map(|a| (a.level.map(RiskLevel::get), a.official))
     };
-    // (mm/h, hours, level, official)
-    let table: &[(f64, i64, Option<(Option<u8>, bool)>)] = &[
+    // (mm/h, hours, (level, official) if assessed)
+    type Row = (f64, i64, Option<(Option<u8>, bool)>);
+    let table: &[Row] = &[
         (5.0, 24, Some((Some(1), true))),   // 120 mm in a day: cl. 1
         (5.0, 48, Some((Some(1), true))),   // lasting 2 days: cl. 1
         (5.0, 72, Some((Some(1), false))),  // 3 days: beyond level 1, higher level [NF]
