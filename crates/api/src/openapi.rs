@@ -120,7 +120,9 @@ pub struct LoginBody {
 pub struct ObservationBody {
     station: String,
     /// `water_level` (m), `rainfall` (mm), `air_temperature` (°C), `visibility` (m),
-    /// `wind_beaufort` (Bf).
+    /// `wind_beaufort` (Bf, local wind), `discharge` (m3/s), `wind_gust_beaufort` (Bf),
+    /// `cyclone_beaufort` (Bf: the intensity of a tropical depression or storm affecting
+    /// the station's area, from a storm bulletin or track).
     parameter: String,
     value: f64,
     unit: String,

@@ -22,6 +22,10 @@ pub enum Parameter {
     Discharge,
     /// Strongest gust, Beaufort force.
     WindGustBeaufort,
+    /// The maximum sustained wind of a tropical depression or storm that affects the
+    /// station's area, Beaufort force, as a storm bulletin or track states it (Art. 42
+    /// grades storms by it); never the local wind.
+    CycloneBeaufort,
 }
 
 impl Parameter {
@@ -34,10 +38,11 @@ impl Parameter {
             Self::WindBeaufort => "wind_beaufort",
             Self::Discharge => "discharge",
             Self::WindGustBeaufort => "wind_gust_beaufort",
+            Self::CycloneBeaufort => "cyclone_beaufort",
         }
     }
 
-    pub const ALL: [Parameter; 7] = [
+    pub const ALL: [Parameter; 8] = [
         Self::WaterLevel,
         Self::Rainfall,
         Self::AirTemperature,
@@ -45,6 +50,7 @@ impl Parameter {
         Self::WindBeaufort,
         Self::Discharge,
         Self::WindGustBeaufort,
+        Self::CycloneBeaufort,
     ];
 
     pub fn from_code(code: &str) -> Option<Self> {
@@ -58,7 +64,7 @@ impl Parameter {
             Self::Rainfall => "mm",
             Self::AirTemperature => "°C",
             Self::Visibility => "m",
-            Self::WindBeaufort | Self::WindGustBeaufort => "Bf",
+            Self::WindBeaufort | Self::WindGustBeaufort | Self::CycloneBeaufort => "Bf",
             Self::Discharge => "m3/s",
         }
     }
@@ -73,7 +79,7 @@ impl Parameter {
             // Vietnam's records are about -6 °C and 44 °C.
             Self::AirTemperature => -30.0..=55.0,
             Self::Visibility => 0.0..=100_000.0,
-            Self::WindBeaufort | Self::WindGustBeaufort => 0.0..=17.0,
+            Self::WindBeaufort | Self::WindGustBeaufort | Self::CycloneBeaufort => 0.0..=17.0,
             // The Amazon's largest floods are near 300 000 m³/s.
             Self::Discharge => 0.0..=500_000.0,
         }
@@ -87,7 +93,7 @@ pub const MAX_CLOCK_SKEW: Duration = Duration::minutes(10);
 #[derive(Debug, Clone, PartialEq, thiserror::Error)]
 pub enum ObservationError {
     #[error(
-        "parameter {0:?} is not one of water_level, rainfall, air_temperature, visibility, wind_beaufort, discharge, wind_gust_beaufort"
+        "parameter {0:?} is not one of water_level, rainfall, air_temperature, visibility, wind_beaufort, discharge, wind_gust_beaufort, cyclone_beaufort"
     )]
     UnknownParameter(String),
     #[error("unit {unit:?} is wrong for {parameter}: expected {expected:?}")]

@@ -17,16 +17,19 @@ pub enum Param {
     AirTemperature,
     /// Horizontal visibility, m.
     Visibility,
-    /// Maximum sustained wind, Beaufort force (forecast for storms).
+    /// Maximum sustained local wind, Beaufort force.
     WindBeaufort,
     /// River discharge, m³/s.
     Discharge,
     /// Strongest gust, Beaufort force.
     WindGustBeaufort,
+    /// Maximum sustained wind of the tropical depression or storm affecting the area,
+    /// Beaufort force, from a storm bulletin or track (forecast after now).
+    CycloneBeaufort,
 }
 
 impl Param {
-    pub const COUNT: usize = 7;
+    pub const COUNT: usize = 8;
     pub const ALL: [Param; Self::COUNT] = [
         Self::WaterLevel,
         Self::Rainfall,
@@ -35,6 +38,7 @@ impl Param {
         Self::WindBeaufort,
         Self::Discharge,
         Self::WindGustBeaufort,
+        Self::CycloneBeaufort,
     ];
 
     pub fn code(self) -> &'static str {
@@ -46,6 +50,7 @@ impl Param {
             Self::WindBeaufort => "wind_beaufort",
             Self::Discharge => "discharge",
             Self::WindGustBeaufort => "wind_gust_beaufort",
+            Self::CycloneBeaufort => "cyclone_beaufort",
         }
     }
 
@@ -63,7 +68,7 @@ impl Param {
             Self::Rainfall => "mm",
             Self::AirTemperature => "°C",
             Self::Visibility => "m",
-            Self::WindBeaufort | Self::WindGustBeaufort => "Bf",
+            Self::WindBeaufort | Self::WindGustBeaufort | Self::CycloneBeaufort => "Bf",
             Self::Discharge => "m3/s",
         }
     }

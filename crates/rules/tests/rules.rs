@@ -330,17 +330,31 @@ fn fog_and_storm_follow_their_tables() {
         i.readings.push(&id, Param::Visibility, now(), vis);
         assert_eq!(level_of(&set, &i, Hazard::Fog), expected, "{exposure} {vis} m");
     }
+    // Storm levels grade the cyclone's intensity; fractional forces fall in a band.
     for (bf, expected) in [
         (5.0, None),
         (7.0, Some(3)),
         (11.0, Some(3)),
+        (11.5, Some(3)),
         (12.0, Some(4)),
+        (15.5, Some(4)),
         (16.0, Some(5)),
     ] {
         let mut i = inputs(vec![station("S1", "B1", None)], None, &[]);
         i.readings
-            .push(&id, Param::WindBeaufort, now() + Duration::hours(24), bf);
+            .push(&id, Param::CycloneBeaufort, now() + Duration::hours(24), bf);
         assert_eq!(level_of(&set, &i, Hazard::Storm), expected, "Beaufort {bf}");
+    }
+    // A local wind is not a storm, however strong the monsoon on Mẫu Sơn.
+    for bf in [6.0, 8.0, 12.0] {
+        let mut i = inputs(vec![station("S1", "B1", None)], None, &[]);
+        i.readings
+            .push(&id, Param::WindBeaufort, now() + Duration::hours(24), bf);
+        assert_eq!(
+            level_of(&set, &i, Hazard::Storm),
+            None,
+            "local wind Beaufort {bf}"
+        );
     }
 }
 
