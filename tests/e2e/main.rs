@@ -1585,7 +1585,7 @@ async fn an_alert_preview_shows_every_channel_and_sends_nothing() {
     let text = p["sms"]["text"].as_str().unwrap();
     assert!(
         text.starts_with(
-            "[PCTT Lạng Sơn] CẢNH BÁO LŨ QUÉT cấp 3: Nguy cơ lũ quét tại Hữu Lũng. Không đi qua ngầm tràn."
+            "[PCTT Lạng Sơn] CẢNH BÁO LŨ QUÉT, SẠT LỞ ĐẤT, SỤT LÚN ĐẤT cấp 3: Nguy cơ lũ quét tại Hữu Lũng. Không đi qua ngầm tràn."
         ),
         "{text}"
     );

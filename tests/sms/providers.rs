@@ -334,7 +334,9 @@ async fn jasmin_takes_the_fallback_sms_and_its_reports_are_acknowledged_as_jasmi
         assert_eq!(send.field(name), expected, "{name}");
     }
     let text = utf16_hex_decode(&send.field("hex-content"));
-    assert!(text.starts_with("[PCTT Lạng Sơn] CẢNH BÁO LŨ cấp 3: "), "{text}");
+    // The headline only repeated the prefix, so the text goes on with the advice.
+    assert!(text.starts_with("[PCTT Lạng Sơn] CẢNH BÁO LŨ cấp 3. "), "{text}");
+    assert_eq!(text.to_lowercase().matches("cảnh báo lũ").count(), 1, "{text}");
     assert_dlr_url(&send.field("dlr-url"), port, "jasmin-1", message_ref, DLR_SECRET);
 
     // Both reports were taken, and answered as Jasmin needs to stop resending them.
@@ -466,8 +468,8 @@ async fn a_templated_webhook_gets_the_json_and_its_reports_apply() {
     let text = json["message"]["text"].as_str().unwrap();
     // The default policy (auto, at most 3 UCS-2 parts) sends this wording in GSM-7.
     assert!(
-        text.starts_with("[PCTT Lang Son] CANH BAO LU cap 3: ")
-            || text.starts_with("[PCTT Lạng Sơn] CẢNH BÁO LŨ cấp 3: "),
+        text.starts_with("[PCTT Lang Son] CANH BAO LU cap 3. ")
+            || text.starts_with("[PCTT Lạng Sơn] CẢNH BÁO LŨ cấp 3. "),
         "{text}"
     );
     assert_eq!(encoding == "GSM-7", text.is_ascii(), "{encoding}: {text}");

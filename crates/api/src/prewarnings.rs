@@ -118,7 +118,16 @@ pub async fn confirm(
         .and_then(|l| u8::try_from(l).ok())
         .and_then(domain::RiskLevel::new)
         .ok_or_else(|| ApiError::internal(format!("pre-warning {} has level {:?}", a.id, a.level)))?;
-    let text = dispatch::render::risk_level_text(hazard, level, a.official, a.at);
+    // A pre-warning from a bulletin cites it; the officer confirms what it states.
+    let from = match a.source.split_once(':') {
+        Some((kind, id)) if kind.starts_with("bulletin") => dispatch::render::LevelFrom::Bulletin {
+            id,
+            sender: "",
+            vouched: kind == "bulletin",
+        },
+        _ => dispatch::render::LevelFrom::Computed { official: a.official },
+    };
+    let text = dispatch::render::risk_level_text(hazard, level, from, a.at);
     let mut draft = json!({
         "hazard": a.hazard, "risk_level": level.get(), "communes": [a.commune],
         "headline": text.headline, "description": text.description, "instruction": text.instruction,

@@ -58,13 +58,81 @@ fn category(hazard: Hazard) -> &'static str {
     }
 }
 
-/// CAP urgency from the loudspeaker class (Circular 39: emergency pre-empts the programme).
-fn urgency(class: MessageClass) -> &'static str {
+/// Whether the alert says that no action is needed any more: a Cancel, or the station
+/// follower's all-clear.
+fn is_over(alert: &store::AlertRecord) -> bool {
+    alert.msg_type == "Cancel" || alert.follow.as_deref() == Some("all-clear")
+}
+
+/// CAP urgency: Past once it is over; otherwise from the loudspeaker class (Circular 39:
+/// emergency pre-empts the programme).
+fn urgency(alert: &store::AlertRecord, class: MessageClass) -> &'static str {
+    if is_over(alert) {
+        return "Past";
+    }
+    if let Some(u) = sender_grade(alert, domain::CapGrade::urgency) {
+        return u;
+    }
     match class {
         MessageClass::Emergency => "Immediate",
         MessageClass::Priority => "Expected",
         MessageClass::Normal => "Future",
     }
+}
+
+/// CAP certainty, as the method warrants: Observed for a level read from observations
+/// (an alarm-level crossing; flood, fog, cold and heat levels of the shipped rules, which
+/// read observations), Likely for one computed from forecasts (heavy rain, flash flood and
+/// landslide, storm) and for a bulletin's or an officer's warning. Whether a figure
+/// behind it is provisional is its own parameter, not a lower certainty.
+fn certainty(alert: &store::AlertRecord, hazard: Hazard) -> &'static str {
+    if is_over(alert) || alert.alarm_level.is_some() || alert.follow.is_some() {
+        return "Observed";
+    }
+    if let Some(c) = sender_grade(alert, domain::CapGrade::certainty) {
+        return c;
+    }
+    match (alert.origin_kind.as_str(), hazard) {
+        ("computed", Hazard::HeavyRain | Hazard::FlashFlood | Hazard::Storm) => "Likely",
+        ("computed", _) => "Observed",
+        _ => "Likely",
+    }
+}
+
+/// CAP responseType, fitting the hazard and its level (or the alarm level, for a
+/// crossing): AllClear once it is over.
+pub fn response_type(
+    hazard: Hazard,
+    level: Option<i64>,
+    alarm_level: Option<i64>,
+    over: bool,
+) -> &'static str {
+    if over {
+        return "AllClear";
+    }
+    let n = level.or(alarm_level).unwrap_or(1);
+    match hazard {
+        // Flash floods and landslides give no time to wait: from level 2 people leave;
+        // at level 1 they get ready to (the advice of `render::advice_vi`).
+        Hazard::FlashFlood if n >= 2 => "Evacuate",
+        Hazard::FlashFlood => "Prepare",
+        Hazard::Flood if n >= 3 => "Evacuate",
+        Hazard::Flood if n == 2 => "Prepare",
+        Hazard::HeavyRain if n >= 3 => "Prepare",
+        Hazard::Flood | Hazard::HeavyRain | Hazard::Drought => "Monitor",
+        Hazard::Storm if n >= 4 => "Evacuate",
+        Hazard::Storm | Hazard::Cold | Hazard::Heat => "Prepare",
+        Hazard::Thunderstorm | Hazard::Earthquake => "Shelter",
+        Hazard::Fog => "Avoid",
+    }
+}
+
+/// A bulletin's level keeps its sender's grade, where the sender gave one.
+fn sender_grade(
+    alert: &store::AlertRecord,
+    field: fn(&domain::CapGrade) -> &'static str,
+) -> Option<&'static str> {
+    alert.grade.as_ref().map(field).filter(|v| *v != "Unknown")
 }
 
 /// CAP severity from the Decision 18 risk level, or the class without one.
@@ -159,16 +227,16 @@ fn info_block(
     el("language", text.language);
     el("category", category(hazard));
     el("event", text.event);
-    el("urgency", urgency(class));
-    el("severity", severity(alert.risk_level, class));
     el(
-        "certainty",
-        if alert.provisional.is_empty() {
-            "Likely"
-        } else {
-            "Possible"
-        },
+        "responseType",
+        response_type(hazard, alert.risk_level, alert.alarm_level, is_over(alert)),
     );
+    el("urgency", urgency(alert, class));
+    el(
+        "severity",
+        sender_grade(alert, domain::CapGrade::severity).unwrap_or_else(|| severity(alert.risk_level, class)),
+    );
+    el("certainty", certainty(alert, hazard));
     el("effective", &cap_time(alert.effective));
     el("expires", &cap_time(alert.expires));
     el("senderName", ctx.sender_name);
@@ -192,8 +260,13 @@ fn info_block(
         parameter("alarmLevel", &level.to_string());
     }
     parameter("messageClass", class.code());
+    // Whether it rests on a provisional figure is said in every language; why, in English
+    // (the reasons are written in English), only in the English block.
     if !alert.provisional.is_empty() {
-        parameter("provisional", &alert.provisional.join("; "));
+        parameter("provisional", "true");
+        if text.language.starts_with("en") {
+            parameter("provisionalReasons", &alert.provisional.join("; "));
+        }
     }
     let names: Vec<String> = alert
         .communes

@@ -263,11 +263,13 @@ mod tests {
 /// `[THỬ NGHIỆM] ` for non-real alerts), `{sender}`, `{kind}` (`CẢNH BÁO`, `CẬP NHẬT`,
 /// `HỦY BỎ`), `{hazard}`, `{level}` (` cấp N` or empty), `{headline}`, `{instruction}`,
 /// `{expires}`. The most specific template wins: hazard and level, then hazard, then the
-/// default.
+/// default. A Cancel has its own wording (`cancel`, which may use `{description}`: what
+/// was cancelled and why), since nothing is left to do and no validity to state.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct SmsTemplates {
     pub sender: String,
     pub default: String,
+    pub cancel: String,
     pub by_hazard: std::collections::BTreeMap<(domain::Hazard, Option<u8>), String>,
 }
 
@@ -279,6 +281,7 @@ impl SmsTemplates {
             default:
                 "{prefix}[{sender}] {kind} {hazard}{level}: {headline}. {instruction} Hiệu lực đến {expires}."
                     .to_owned(),
+            cancel: "{prefix}[{sender}] {kind} {hazard}: {description}".to_owned(),
             by_hazard: std::collections::BTreeMap::new(),
         }
     }
@@ -291,6 +294,7 @@ impl SmsTemplates {
             hazard: alert.hazard,
             level: alert.risk_level.map(domain::RiskLevel::get),
             headline: &alert.headline,
+            description: &alert.description,
             instruction: &alert.instruction,
             expires: alert.expires,
         })
@@ -304,6 +308,7 @@ impl SmsTemplates {
             hazard: domain::Hazard::from_code(&alert.hazard)?,
             level: alert.risk_level.and_then(|l| u8::try_from(l).ok()),
             headline: &alert.headline,
+            description: &alert.description,
             instruction: &alert.instruction,
             expires: alert.expires,
         }))
@@ -311,11 +316,14 @@ impl SmsTemplates {
 
     fn render_view(&self, alert: &SmsAlert<'_>) -> String {
         let level = alert.level;
-        let template = self
-            .by_hazard
-            .get(&(alert.hazard, level))
-            .or_else(|| self.by_hazard.get(&(alert.hazard, None)))
-            .unwrap_or(&self.default);
+        let template = if alert.msg_type == domain::MsgType::Cancel {
+            &self.cancel
+        } else {
+            self.by_hazard
+                .get(&(alert.hazard, level))
+                .or_else(|| self.by_hazard.get(&(alert.hazard, None)))
+                .unwrap_or(&self.default)
+        };
         let prefix = match alert.status {
             domain::AlertStatus::Actual => "",
             domain::AlertStatus::Exercise => "[DIỄN TẬP] ",
@@ -326,18 +334,72 @@ impl SmsTemplates {
             domain::MsgType::Update => "CẬP NHẬT",
             domain::MsgType::Cancel => "HỦY BỎ",
         };
+        let headline = sms_headline(alert.headline, alert.hazard);
+        let template = if headline.is_empty() {
+            template.replace(": {headline}.", ".").replace(": {headline}", "")
+        } else {
+            template.clone()
+        };
         let text = template
             .replace("{prefix}", prefix)
             .replace("{sender}", &self.sender)
             .replace("{kind}", kind)
             .replace("{hazard}", &alert.hazard.name_vi().to_uppercase())
             .replace("{level}", &level.map(|l| format!(" cấp {l}")).unwrap_or_default())
-            .replace("{headline}", alert.headline.trim_end_matches('.'))
+            .replace("{headline}", headline.trim_end_matches('.'))
             .replace("{instruction}", alert.instruction.trim())
+            .replace("{description}", alert.description.trim())
             .replace("{expires}", &crate::render::local_time_vi(alert.expires));
         // An empty placeholder leaves double spaces behind.
         text.split_whitespace().collect::<Vec<_>>().join(" ")
     }
+}
+
+/// The headline as an SMS carries it after `{kind} {hazard}{level}`: without what that
+/// already says ("[DIỄN TẬP]", "HỦY BỎ:", "Cảnh báo lũ:", "Cảnh báo cấp độ rủi ro thiên
+/// tai do lũ: cấp 3"), so that no text says its prefix twice. Empty when nothing else is
+/// left.
+pub fn sms_headline(headline: &str, hazard: domain::Hazard) -> &str {
+    let name = hazard.name_vi();
+    let prefixes = [
+        "[diễn tập]".to_owned(),
+        "[thử nghiệm]".to_owned(),
+        "hủy bỏ:".to_owned(),
+        "cập nhật:".to_owned(),
+        format!("cảnh báo {name} (tiếp theo):"),
+        format!("cảnh báo {name}:"),
+        format!("cảnh báo cấp độ rủi ro thiên tai do {name}:"),
+    ];
+    let mut h = headline.trim();
+    'strip: loop {
+        for p in &prefixes {
+            if let Some(rest) = strip_prefix_ci(h, p) {
+                h = rest.trim_start();
+                continue 'strip;
+            }
+        }
+        break;
+    }
+    // "cấp N" alone repeats the level the SMS already states.
+    if let Some(rest) = strip_prefix_ci(h, "cấp ")
+        && rest.len() == 1
+        && rest.chars().all(|c| c.is_ascii_digit())
+    {
+        return "";
+    }
+    h
+}
+
+/// `text` without `prefix` (lower case), compared without regard to case.
+fn strip_prefix_ci<'a>(text: &'a str, prefix: &str) -> Option<&'a str> {
+    let mut chars = text.char_indices();
+    for want in prefix.chars() {
+        let (_, c) = chars.next()?;
+        if !c.to_lowercase().eq(std::iter::once(want)) {
+            return None;
+        }
+    }
+    Some(chars.next().map_or("", |(i, _)| &text[i..]))
 }
 
 /// The fields of an alert that its SMS text uses.
@@ -347,6 +409,7 @@ struct SmsAlert<'a> {
     hazard: domain::Hazard,
     level: Option<u8>,
     headline: &'a str,
+    description: &'a str,
     instruction: &'a str,
     expires: chrono::DateTime<chrono::Utc>,
 }
@@ -397,7 +460,7 @@ mod template_tests {
         let text = t.render(&alert(AlertStatus::Actual, Some(3)));
         assert_eq!(
             text,
-            "[PCTT Lạng Sơn] CẢNH BÁO LŨ cấp 3: Lũ trên báo động 3 tại Hữu Lũng. Di chuyển ngay đến nơi an toàn. Hiệu lực đến 15 giờ 00 ngày 09/10/2026."
+            "[PCTT Lạng Sơn] CẢNH BÁO LŨ cấp 3: Lũ trên báo động 3 tại Hữu Lũng. Di chuyển ngay đến nơi an toàn. Hiệu lực đến 15 giờ 00 phút ngày 09/10/2026."
         );
         assert_eq!(render(&text, SmsPolicy::Ucs2).segments, 3);
         assert!(

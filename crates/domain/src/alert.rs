@@ -59,8 +59,70 @@ pub enum AlertOrigin {
     Computed { rule_id: String },
     /// Issued by a duty officer.
     Officer { user: String },
-    /// Relayed from an official bulletin, whose stated level is authoritative.
-    Bulletin { source: String },
+    /// Relayed from an official bulletin, whose stated level is authoritative; `grade` is
+    /// how its sender graded it, which the relayed CAP keeps.
+    Bulletin { source: String, grade: Option<CapGrade> },
+}
+
+/// A CAP message's own grading of its event: `urgency`, `severity` and `certainty`, each
+/// one of the values CAP 1.2 allows (§3.2.2). A bulletin's grade is kept when canhbao
+/// relays its level: the sender knows better how sure and how urgent it is.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct CapGrade {
+    urgency: &'static str,
+    severity: &'static str,
+    certainty: &'static str,
+}
+
+impl CapGrade {
+    const URGENCY: [&'static str; 5] = ["Immediate", "Expected", "Future", "Past", "Unknown"];
+    const SEVERITY: [&'static str; 5] = ["Extreme", "Severe", "Moderate", "Minor", "Unknown"];
+    const CERTAINTY: [&'static str; 6] = [
+        "Observed",
+        "Likely",
+        "Possible",
+        "Unlikely",
+        "Unknown",
+        "Very Likely",
+    ];
+
+    /// The grade from the three CAP values; `None` if any is missing or not CAP's
+    /// (a grade the sender did not give is not invented). CAP 1.0's "Very Likely" reads
+    /// as CAP 1.2's "Likely".
+    pub fn new(urgency: &str, severity: &str, certainty: &str) -> Option<Self> {
+        let find = |list: &[&'static str], v: &str| list.iter().copied().find(|x| *x == v.trim());
+        let certainty = match find(&Self::CERTAINTY, certainty)? {
+            "Very Likely" => "Likely",
+            c => c,
+        };
+        Some(Self {
+            urgency: find(&Self::URGENCY, urgency)?,
+            severity: find(&Self::SEVERITY, severity)?,
+            certainty,
+        })
+    }
+
+    pub fn urgency(&self) -> &'static str {
+        self.urgency
+    }
+    pub fn severity(&self) -> &'static str {
+        self.severity
+    }
+    pub fn certainty(&self) -> &'static str {
+        self.certainty
+    }
+
+    /// As stored: `urgency/severity/certainty`.
+    pub fn code(&self) -> String {
+        format!("{}/{}/{}", self.urgency, self.severity, self.certainty)
+    }
+
+    /// From [`CapGrade::code`].
+    pub fn from_code(code: &str) -> Option<Self> {
+        let mut it = code.split('/');
+        let g = Self::new(it.next()?, it.next()?, it.next()?)?;
+        it.next().is_none().then_some(g)
+    }
 }
 
 /// Why the station follower sent a computed alarm-level alert: the state of the river at
@@ -72,6 +134,9 @@ pub enum FollowKind {
     /// The same level, with a later expiry: receivers that played the alert it replaces
     /// take it without playing it again.
     Renew,
+    /// The same level restated at its class's cadence while fresh readings hold it: a new
+    /// announcement, which receivers play (unlike a renewal).
+    Restate,
     DeEscalate,
     /// The river fell below every alarm level: the incident is over.
     AllClear,
@@ -83,6 +148,7 @@ impl FollowKind {
             Self::Issue => "issue",
             Self::Escalate => "escalate",
             Self::Renew => "renew",
+            Self::Restate => "restate",
             Self::DeEscalate => "de-escalate",
             Self::AllClear => "all-clear",
         }
@@ -93,6 +159,7 @@ impl FollowKind {
             Self::Issue,
             Self::Escalate,
             Self::Renew,
+            Self::Restate,
             Self::DeEscalate,
             Self::AllClear,
         ]
@@ -224,6 +291,16 @@ impl Deref for Alert {
 
 #[cfg(test)]
 mod tests {
+
+    #[test]
+    fn a_cap_grade_takes_only_the_values_cap_allows() {
+        let g = CapGrade::new("Immediate", "Extreme", "Very Likely").unwrap();
+        assert_eq!(g.certainty(), "Likely", "CAP 1.0's Very Likely reads as Likely");
+        assert_eq!(CapGrade::from_code(&g.code()), Some(g));
+        assert_eq!(CapGrade::new("Immediate", "Severe", "chắc chắn"), None);
+        assert_eq!(CapGrade::new("", "Severe", "Observed"), None);
+        assert_eq!(CapGrade::from_code("Immediate/Severe/Observed/x"), None);
+    }
     use super::*;
 
     fn spec() -> AlertSpec {

@@ -17,8 +17,8 @@ pub mod provenance;
 pub mod units;
 
 pub use alert::{
-    Alert, AlertError, AlertOrigin, AlertSpec, AlertStatus, FollowKind, MsgType, Repeat, SignedPayload,
-    Translation,
+    Alert, AlertError, AlertOrigin, AlertSpec, AlertStatus, CapGrade, FollowKind, MsgType, Repeat,
+    SignedPayload, Translation,
 };
 pub use ids::{AlertId, CommuneCode, IdError, ProvinceCode, ReceiverId, StationId};
 pub use level::{AlarmLevel, Hazard, MessageClass, RiskLevel};

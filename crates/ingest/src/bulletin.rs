@@ -306,6 +306,8 @@ pub fn to_bulletins(
             effective: info.effective.unwrap_or(cap.sent),
             expires,
             authoritative: false,
+            emergency: marked_emergency(&info.event) || marked_emergency(&info.headline),
+            grade: domain::CapGrade::new(&info.urgency, &info.severity, &info.certainty),
         });
     }
     // Several languages of one message state the same thing: keep one per hazard.
@@ -338,6 +340,12 @@ fn normalise_event(text: &str) -> String {
         out.push(' ');
     }
     out
+}
+
+/// Whether a bulletin's heading marks it as an emergency ("Tin lũ khẩn cấp", "TIN BÃO
+/// KHẨN CẤP"): the national service's wording for its most urgent bulletins.
+pub fn marked_emergency(heading: &str) -> bool {
+    normalise_event(heading).contains(" khẩn cấp ")
 }
 
 /// The hazard a bulletin's `<event>` heading names, by the configured wordings
@@ -501,6 +509,25 @@ mod tests {
         let b = &change.bulletins[0];
         assert_eq!((b.hazard, b.level.map(RiskLevel::get)), (Hazard::Flood, Some(3)));
         assert_eq!(b.communes, vec![CommuneCode::new("06385").unwrap()]);
+        // How the sender graded it is kept, for the CAP that relays its level.
+        let g = b.grade.as_ref().expect("the bulletin grades its event");
+        let (u, s, c) = {
+            let info = &fixture().infos[0];
+            (
+                info.urgency.clone(),
+                info.severity.clone(),
+                info.certainty.clone(),
+            )
+        };
+        assert_eq!(
+            (g.urgency(), g.severity(), g.certainty()),
+            (u.as_str(), s.as_str(), c.as_str())
+        );
+        // A grade that is not CAP's is not invented into one.
+        let mut cap = fixture();
+        cap.infos[0].certainty = "Chắc chắn".into();
+        let change = to_bulletins(&cap, &settings(), "20", &communes()).unwrap();
+        assert_eq!(change.bulletins[0].grade, None);
     }
 
     #[test]

@@ -47,6 +47,10 @@ pub struct CapInfo {
     pub effective: Option<DateTime<Utc>>,
     pub expires: Option<DateTime<Utc>>,
     pub headline: String,
+    /// `<urgency>`, `<severity>`, `<certainty>` as the sender wrote them.
+    pub urgency: String,
+    pub severity: String,
+    pub certainty: String,
     pub parameters: Vec<(String, String)>,
     pub areas: Vec<CapArea>,
 }
@@ -181,6 +185,9 @@ pub fn parse_cap(bytes: &[u8]) -> Result<CapAlert, CapError> {
                                 "language" => i.language = value,
                                 "event" => i.event = value,
                                 "headline" => i.headline = value,
+                                "urgency" => i.urgency = value,
+                                "severity" => i.severity = value,
+                                "certainty" => i.certainty = value,
                                 "effective" => i.effective = Some(time("effective", &value)?),
                                 "expires" => i.expires = Some(time("expires", &value)?),
                                 _ => {}

@@ -40,6 +40,10 @@ pub struct AlertPolicy {
     pub all_clear_ttl: Duration,
     /// A live alert is renewed when it would expire within this.
     pub renew_before: Duration,
+    /// While the level holds, a live alert is restated this often, by class (Emergency,
+    /// Priority); see [`FollowSettings`].
+    pub restate_emergency: Option<Duration>,
+    pub restate_priority: Option<Duration>,
     /// Without fresh readings, a live alert is renewed on the last known state until the
     /// newest reading is this old.
     pub blind_renew: Duration,
@@ -74,6 +78,8 @@ impl Default for AlertPolicy {
             first_reading_at: HashMap::new(),
             all_clear_ttl: Duration::hours(2),
             renew_before: Duration::hours(1),
+            restate_emergency: Some(Duration::hours(2)),
+            restate_priority: Some(Duration::hours(3)),
             blind_renew: Duration::hours(24),
             hold: Duration::hours(3),
             margin_m: 0.10,
@@ -89,6 +95,8 @@ impl AlertPolicy {
             hold: self.hold,
             margin_m: self.margin_m,
             renew_before: self.renew_before,
+            restate_emergency: self.restate_emergency,
+            restate_priority: self.restate_priority,
             blind_renew: self.blind_renew,
         }
     }
@@ -150,7 +158,18 @@ pub fn follow_alert(
             level,
             reading,
             blind,
-        } => (FollowKind::Renew, level, None, reading, blind),
+            restate,
+        } => (
+            if restate {
+                FollowKind::Restate
+            } else {
+                FollowKind::Renew
+            },
+            level,
+            None,
+            reading,
+            blind,
+        ),
         Decision::DeEscalate { from, to, reading } => {
             (FollowKind::DeEscalate, to, Some(from), reading, false)
         }
@@ -216,6 +235,21 @@ pub fn follow_alert(
     }))
 }
 
+/// The loudspeaker class of a risk level (reference §4.2, Circular 39/2020): Emergency,
+/// played at once, for level 3 and above, for every flash-flood and landslide warning,
+/// and for a bulletin its sender marks as an emergency ("khẩn cấp"); Priority otherwise.
+pub fn risk_class(
+    hazard: domain::Hazard,
+    level: domain::RiskLevel,
+    bulletin_emergency: bool,
+) -> MessageClass {
+    if level.get() >= 3 || hazard == domain::Hazard::FlashFlood || bulletin_emergency {
+        MessageClass::Emergency
+    } else {
+        MessageClass::Priority
+    }
+}
+
 /// The alert for a risk level that a rule auto-issues, for `communes`, issued at `now`.
 #[allow(clippy::too_many_arguments)]
 pub fn risk_alert(
@@ -228,16 +262,37 @@ pub fn risk_alert(
     status: AlertStatus,
     now: DateTime<Utc>,
 ) -> Result<Alert, AlertError> {
-    let mut text = dispatch::render::risk_level_text(a.hazard, level, a.official, now);
+    use dispatch::render::LevelFrom;
+    let (from, origin) = match &a.source {
+        rules::eval::LevelSource::Computed => (
+            LevelFrom::Computed { official: a.official },
+            AlertOrigin::Computed {
+                rule_id: a.rules.join(" "),
+            },
+        ),
+        rules::eval::LevelSource::Bulletin {
+            id,
+            sender,
+            authoritative,
+            grade,
+            ..
+        } => (
+            LevelFrom::Bulletin {
+                id,
+                sender,
+                vouched: *authoritative,
+            },
+            AlertOrigin::Bulletin {
+                source: format!("{sender} {id}"),
+                grade: grade.clone(),
+            },
+        ),
+    };
+    let mut text = dispatch::render::risk_level_text(a.hazard, level, from, now);
     if status != AlertStatus::Actual {
         text.headline = format!("[DIỄN TẬP] {}", text.headline);
     }
-    // Reference §4.2: level 3 and above pre-empts the programme.
-    let class = if level.get() >= 3 {
-        MessageClass::Emergency
-    } else {
-        MessageClass::Priority
-    };
+    let class = risk_class(a.hazard, level, a.bulletin_emergency());
     let mut provisional = a.provisional_reasons.clone();
     if !a.official && provisional.is_empty() {
         provisional.push("the level is computed, not stated by an official bulletin".into());
@@ -248,9 +303,7 @@ pub fn risk_alert(
         msg_type: MsgType::Alert,
         status,
         references: Vec::new(),
-        origin: AlertOrigin::Computed {
-            rule_id: a.rules.join(" "),
-        },
+        origin,
         hazard: a.hazard,
         risk_level: Some(level),
         alarm_level: None,
@@ -341,13 +394,14 @@ pub enum DraftError {
     Alert(#[from] AlertError),
 }
 
-/// The class a draft gets when its officer names none: emergency from risk level 3
-/// (after any escalation), priority below.
+/// The class a draft gets when its officer names none: as [`risk_class`] (emergency from
+/// risk level 3 after any escalation, and for flash floods and landslides), priority below.
 pub fn draft_class(draft: &Draft) -> MessageClass {
     let level = draft.level().ok().flatten().or(draft.risk_level);
     draft.class.unwrap_or(match level {
-        Some(l) if l.get() >= 3 => MessageClass::Emergency,
-        _ => MessageClass::Priority,
+        Some(l) => risk_class(draft.hazard, l, false),
+        None if draft.hazard == domain::Hazard::FlashFlood => MessageClass::Emergency,
+        None => MessageClass::Priority,
     })
 }
 
@@ -441,10 +495,8 @@ pub fn cancel_alert(
     now: DateTime<Utc>,
 ) -> Result<Alert, AlertError> {
     let reason = reason.trim();
-    let mut description = format!(
-        "Tin cảnh báo \"{}\" (mã {}) đã được hủy bỏ.",
-        original.headline, original.id
-    );
+    // Read aloud: no identifier, only what people heard.
+    let mut description = format!("Tin cảnh báo \"{}\" đã được hủy bỏ.", original.headline);
     if !reason.is_empty() {
         description.push_str(&format!(" Lý do: {reason}."));
     }

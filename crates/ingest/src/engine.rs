@@ -142,6 +142,8 @@ impl Engine {
                 effective: b.effective,
                 expires: b.expires,
                 authoritative: b.authoritative,
+                emergency: b.emergency,
+                grade: b.grade.as_deref().and_then(domain::CapGrade::from_code),
             });
         }
         let current = evaluate(&self.rules, &inputs, now);

@@ -62,6 +62,7 @@ pub fn head_view(head: Option<&IncidentHead>, now: DateTime<Utc>) -> Head {
         level,
         incident_max,
         expires: h.expires,
+        sent: h.sent,
         officer: h.origin_kind == "officer",
     })
 }

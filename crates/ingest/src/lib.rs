@@ -295,6 +295,8 @@ impl Pipeline {
                 effective: b.effective,
                 expires: b.expires,
                 authoritative: change.authoritative,
+                emergency: b.emergency,
+                grade: b.grade.as_ref().map(domain::CapGrade::code),
             };
             if tx.insert_bulletin(&record, now).await? {
                 report.stored += 1;

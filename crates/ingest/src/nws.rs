@@ -119,6 +119,9 @@ pub fn parse_nws(bytes: &[u8]) -> Result<Vec<CapAlert>, NwsError> {
                     effective: time(index, p, "effective")?,
                     expires: time(index, p, "expires")?,
                     headline: text(p, "headline"),
+                    urgency: text(p, "urgency"),
+                    severity: text(p, "severity"),
+                    certainty: text(p, "certainty"),
                     parameters: pairs(p.get("parameters")),
                     areas: vec![CapArea {
                         area_desc: text(p, "areaDesc"),

@@ -632,11 +632,22 @@ async fn a_flood_held_above_bd3_for_48_hours_has_one_live_alert_at_every_moment(
         assert_eq!(live[0].alarm_level, Some(3), "at {at}");
         at += Duration::minutes(5);
     }
-    let renewals = alerts
+    // Restated every 2 hours while fresh readings hold BĐ3 (the cadence of emergency flood
+    // bulletins), so never only renewed before expiry.
+    let restated: Vec<_> = alerts
         .iter()
-        .filter(|a| a.follow.as_deref() == Some("renew"))
-        .count();
-    assert!((8..=11).contains(&renewals), "{renewals} renewals in 48 hours");
+        .filter(|a| a.follow.as_deref() == Some("restate"))
+        .map(|a| a.sent)
+        .collect();
+    assert!(
+        (22..=24).contains(&restated.len()),
+        "{} restatements in 48 hours",
+        restated.len()
+    );
+    for w in restated.windows(2) {
+        assert_eq!(w[1] - w[0], Duration::hours(2), "{restated:?}");
+    }
+    assert!(!alerts.iter().any(|a| a.follow.as_deref() == Some("renew")));
     // Each was replaced before it expired; the last one is still live at the end.
     for a in &alerts {
         let replaced = alerts
@@ -649,13 +660,13 @@ async fn a_flood_held_above_bd3_for_48_hours_has_one_live_alert_at_every_moment(
             None => assert!(a.expires > end, "the last alert {} ended at {}", a.id, a.expires),
         }
     }
-    // A renewal says so in its signed payload, for receivers.
-    let renewal = alerts
+    // A restatement is announced again: its signed payload is not a silent renewal.
+    let restatement = alerts
         .iter()
-        .find(|a| a.follow.as_deref() == Some("renew"))
+        .find(|a| a.follow.as_deref() == Some("restate"))
         .unwrap();
-    let payload: serde_json::Value = serde_json::from_slice(&renewal.signed.payload).unwrap();
-    assert_eq!(payload["renewal"], true);
+    let payload: serde_json::Value = serde_json::from_slice(&restatement.signed.payload).unwrap();
+    assert_ne!(payload["renewal"], true);
     assert_eq!(payload["msg_type"], "Update");
 }
 
@@ -667,15 +678,17 @@ async fn a_falling_river_comes_down_after_the_hold_and_ends_with_an_all_clear(db
     values.extend((0..30).map(|i| 15.9 - 0.01 * f64::from(i)));
     feed(&p, &every_10_min(t, &values)).await;
     let alerts = real_alerts(&store).await;
-    // Renewals keep the level while it holds (here BĐ3, renewed before the hold ran out).
+    // Renewals and restatements keep the level while it holds (here BĐ3, restated
+    // before the hold ran out).
+    let same = |a: &store::AlertRecord| matches!(a.follow.as_deref(), Some("renew" | "restate"));
     for w in alerts.windows(2) {
-        if w[1].follow.as_deref() == Some("renew") {
+        if same(&w[1]) {
             assert_eq!(w[1].alarm_level, w[0].alarm_level, "{alerts:#?}");
         }
     }
     let steps: Vec<(&str, Option<i64>)> = alerts
         .iter()
-        .filter(|a| a.follow.as_deref() != Some("renew"))
+        .filter(|a| !same(a))
         .map(|a| (a.follow.as_deref().unwrap_or("-"), a.alarm_level))
         .collect();
     assert_eq!(
@@ -705,7 +718,14 @@ async fn a_falling_river_comes_down_after_the_hold_and_ends_with_an_all_clear(db
 }
 
 async fn after_a_restart_a_state_that_no_live_alert_covers_is_alerted_without_a_new_reading(db: Db) {
-    let (store, p) = pipeline(&db).await;
+    // Without restatements, so that the alert expires while its readings are fresh.
+    let store = Store::open(db.url()).await.unwrap();
+    let quiet = AlertPolicy {
+        restate_emergency: None,
+        restate_priority: None,
+        ..policy()
+    };
+    let p = pipeline_with(&store, quiet.clone());
     let t = now();
     let values: Vec<f64> = (0..30).map(|i| 19.2 + 0.01 * f64::from(i)).collect();
     let series = every_10_min(t, &values);
@@ -720,7 +740,7 @@ async fn after_a_restart_a_state_that_no_live_alert_covers_is_alerted_without_a_
         back - last < Duration::hours(3),
         "the readings must still be fresh"
     );
-    let restarted = pipeline_on(&store);
+    let restarted = pipeline_with(&store, quiet);
     let done = restarted.follow_all(back).await.unwrap();
     assert_eq!(done.len(), 1, "{done:?}");
     let after = real_alerts(&store).await;

@@ -8,9 +8,9 @@ pub fn vietnam() -> FixedOffset {
     FixedOffset::east_opt(7 * 3600).expect("UTC+7 is a valid offset")
 }
 
-/// `08 giờ 00 ngày 09/10/2026`.
+/// `08 giờ 00 phút ngày 09/10/2026`: the official form of bulletins, used in every text.
 pub fn local_time_vi(t: DateTime<Utc>) -> String {
     t.with_timezone(&vietnam())
-        .format("%H giờ %M ngày %d/%m/%Y")
+        .format("%H giờ %M phút ngày %d/%m/%Y")
         .to_string()
 }

@@ -42,6 +42,10 @@ pub struct Bulletin {
     /// It came over a channel that vouches for its sender: its level overrides computed
     /// ones, up or down. Otherwise it only raises, as a pre-warning.
     pub authoritative: bool,
+    /// Its sender marks it as an emergency ("khẩn cấp"): relayed as an Emergency.
+    pub emergency: bool,
+    /// How its sender graded it (CAP urgency, severity, certainty), kept when relayed.
+    pub grade: Option<domain::CapGrade>,
 }
 
 /// Everything the rules read.
@@ -161,6 +165,10 @@ pub enum LevelSource {
         sender: String,
         /// Whether its channel vouched for its sender.
         authoritative: bool,
+        /// Whether its sender marks it as an emergency.
+        emergency: bool,
+        /// How its sender graded it.
+        grade: Option<domain::CapGrade>,
     },
 }
 
@@ -183,6 +191,13 @@ pub struct Assessment {
     pub inputs: Vec<InputUsed>,
     pub diagnostics: Vec<Diagnostic>,
     pub action: Action,
+}
+
+impl Assessment {
+    /// Whether its level comes from a bulletin its sender marks as an emergency.
+    pub fn bulletin_emergency(&self) -> bool {
+        matches!(self.source, LevelSource::Bulletin { emergency: true, .. })
+    }
 }
 
 /// An input read during evaluation, named only when a rule fires (naming costs an allocation).
@@ -1183,6 +1198,8 @@ fn apply_bulletins(out: &mut Vec<Assessment>, bulletins: &[Bulletin], now: DateT
                 id: b.id.clone(),
                 sender: b.sender.clone(),
                 authoritative: b.authoritative,
+                emergency: b.emergency,
+                grade: b.grade.clone(),
             };
             a.rules = vec![format!("bulletin:{}", b.id)];
             if b.authoritative {

@@ -43,6 +43,24 @@ pub struct FollowSettings {
     /// Without fresh readings, the live alert is renewed on the last known state until
     /// the newest reading is this old.
     pub blind_renew: Duration,
+    /// While fresh readings hold a level, the live alert is restated (renewed with the
+    /// newest reading) once it is this old: an Emergency (BĐ3) every `restate_emergency`,
+    /// a Priority (BĐ1, BĐ2) every `restate_priority`; `None` renews only before expiry.
+    /// The reference's verified analogue: emergency flood bulletins are re-broadcast
+    /// every 2 hours, others every 3 hours, restating the time (Decision 03/2020 Art. 28).
+    pub restate_emergency: Option<Duration>,
+    pub restate_priority: Option<Duration>,
+}
+
+impl FollowSettings {
+    /// How often a live alert at `level` is restated while the level holds.
+    pub fn restate_every(&self, level: AlarmLevel) -> Option<Duration> {
+        if level == AlarmLevel::Bd3 {
+            self.restate_emergency
+        } else {
+            self.restate_priority
+        }
+    }
 }
 
 /// The newest message of a station's incident, as the follower needs it.
@@ -67,6 +85,8 @@ pub struct Live {
     /// The highest alarm level any message of the incident announced.
     pub incident_max: Option<AlarmLevel>,
     pub expires: DateTime<Utc>,
+    /// When it was sent.
+    pub sent: DateTime<Utc>,
     /// Issued by a duty officer (an Update of the computed alert, say).
     pub officer: bool,
 }
@@ -86,11 +106,13 @@ pub enum Decision {
         reading: Point,
     },
     /// The same level, with a later expiry. `reading` is the newest `ok` one, which may
-    /// be older than fresh (`blind`).
+    /// be older than fresh (`blind`). `restate`: due at the class's cadence, not only
+    /// before expiry, and so announced again.
     Renew {
         level: AlarmLevel,
         reading: Point,
         blind: bool,
+        restate: bool,
     },
     DeEscalate {
         from: AlarmLevel,
@@ -109,6 +131,7 @@ impl Decision {
             Self::Nothing => "nothing",
             Self::Issue { .. } => "issue",
             Self::Escalate { .. } => "escalate",
+            Self::Renew { restate: true, .. } => "restate",
             Self::Renew { .. } => "renew",
             Self::DeEscalate { .. } => "de-escalate",
             Self::AllClear { .. } => "all-clear",
@@ -213,12 +236,18 @@ pub fn decide(
         ) => {
             let level = *level;
             let renew_due = live.expires - now <= s.renew_before;
+            // Fresh readings at the level are restated at the cadence of its class; a
+            // blind renewal (no fresh reading) waits for the expiry.
+            let restate_due = renew_due
+                || s.restate_every(level)
+                    .is_some_and(|every| now - live.sent >= every);
             if !fresh {
                 return if renew_due && now - latest.at <= s.blind_renew {
                     Decision::Renew {
                         level,
                         reading: latest,
                         blind: true,
+                        restate: false,
                     }
                 } else {
                     Decision::Nothing
@@ -243,11 +272,12 @@ pub fn decide(
                 .find(|p| holds(station, level, p.value, s.margin_m))
                 .is_none_or(|p| now - p.at >= s.hold);
             if held || !moving || !covered {
-                return if renew_due {
+                return if restate_due {
                     Decision::Renew {
                         level,
                         reading: latest,
                         blind: false,
+                        restate: !renew_due,
                     }
                 } else {
                     Decision::Nothing
@@ -299,6 +329,7 @@ impl Simulated {
                 level,
                 incident_max: max.max(level),
                 expires,
+                sent: now,
                 officer: false,
             })
         };
@@ -308,6 +339,7 @@ impl Simulated {
                 level: Some(level),
                 incident_max: Some(level),
                 expires: now + ttl,
+                sent: now,
                 officer: false,
             }),
             Decision::Escalate { to, .. } => live(Some(to), now + ttl),
@@ -334,6 +366,8 @@ mod tests {
             margin_m: 0.1,
             renew_before: Duration::minutes(60),
             blind_renew: Duration::hours(24),
+            restate_emergency: None,
+            restate_priority: None,
         }
     }
 
@@ -342,6 +376,15 @@ mod tests {
     /// Steps a simulated clock over readings every `step` minutes, deciding after each;
     /// returns (minute, decision name, level) of every decision that is not nothing.
     fn run(step: i64, values: &[f64], tail_minutes: i64) -> Vec<(i64, &'static str, Option<u8>)> {
+        run_with(&settings(), step, values, tail_minutes)
+    }
+
+    fn run_with(
+        settings: &FollowSettings,
+        step: i64,
+        values: &[f64],
+        tail_minutes: i64,
+    ) -> Vec<(i64, &'static str, Option<u8>)> {
         let s = huu_lung();
         let mut sim = Simulated::default();
         let mut out = Vec::new();
@@ -358,7 +401,7 @@ mod tests {
         while m <= end {
             let now = t(m);
             let seen: Vec<Point> = points.iter().copied().filter(|p| p.at <= now).collect();
-            let d = decide(&s, &seen, &sim.head, now, &settings());
+            let d = decide(&s, &seen, &sim.head, now, settings);
             if d != Decision::Nothing {
                 out.push((m, d.name(), d.level().map(|l| l.number())));
             }
@@ -393,6 +436,40 @@ mod tests {
                 ..
             }
         ));
+    }
+
+    #[test]
+    fn a_held_flood_is_restated_every_2_hours_at_bd3_and_every_3_hours_below() {
+        let cadence = FollowSettings {
+            restate_emergency: Some(Duration::hours(2)),
+            restate_priority: Some(Duration::hours(3)),
+            ..settings()
+        };
+        // Above BĐ3 for 9 hours, readings every 10 minutes: restated at 2, 4, 6 and 8 h
+        // (not only before expiry, every 5 h).
+        let got = run_with(&cadence, 10, &vec![19.5; 9 * 6 + 1], 0);
+        let times: Vec<(i64, &str)> = got.iter().map(|g| (g.0, g.1)).collect();
+        assert_eq!(
+            times,
+            vec![
+                (0, "issue"),
+                (120, "restate"),
+                (240, "restate"),
+                (360, "restate"),
+                (480, "restate")
+            ],
+            "{got:?}"
+        );
+        // Above BĐ2 (a Priority): every 3 hours.
+        let got = run_with(&cadence, 10, &vec![18.5; 9 * 6 + 1], 0);
+        let times: Vec<i64> = got.iter().map(|g| g.0).collect();
+        assert_eq!(times, vec![0, 180, 360, 540], "{got:?}");
+        // A station gone quiet: restated while its newest reading is fresh (at 2 h, the
+        // reading 2 h old), then, blind, only before the alert expires (at 7 h, the
+        // restated alert expiring at 8 h), never every 2 hours on an old reading.
+        let got = run_with(&cadence, 10, &[19.5], 9 * 60);
+        let times: Vec<i64> = got.iter().map(|g| g.0).collect();
+        assert_eq!(times, vec![0, 120, 420], "{got:?}");
     }
 
     #[test]
@@ -460,6 +537,7 @@ mod tests {
             level: Some(AlarmLevel::Bd3),
             incident_max: Some(AlarmLevel::Bd3),
             expires: t(6 * 60),
+            sent: t(0),
             officer: false,
         });
         assert_eq!(decide(&s, &ok, &head, t(4 * 60), &settings()), Decision::Nothing);
@@ -532,6 +610,7 @@ mod tests {
             level: None,
             incident_max: Some(AlarmLevel::Bd2),
             expires: t(60),
+            sent: t(0),
             officer: true,
         });
         let at_bd2 = [Point {

@@ -53,6 +53,8 @@ impl FollowReplay {
                     .unwrap_or(0.0),
                 renew_before: Duration::minutes(60),
                 blind_renew: Duration::minutes(1440),
+                restate_emergency: Some(Duration::minutes(120)),
+                restate_priority: Some(Duration::minutes(180)),
             },
             qc: QcSettings {
                 range: set.limits.plausible.get(&Param::WaterLevel).copied(),

@@ -438,6 +438,8 @@ fn flood_with_bulletin(
         effective: now() - Duration::hours(1),
         expires: now() + Duration::hours(6),
         authoritative,
+        emergency: false,
+        grade: None,
     });
     (computed, flood(&i).unwrap())
 }
@@ -496,6 +498,8 @@ fn an_official_bulletin_always_wins_up_and_down() {
         effective: now() - Duration::hours(10),
         expires: now() - Duration::hours(1),
         authoritative: true,
+        emergency: false,
+        grade: None,
     });
     i.bulletins.push(Bulletin {
         id: "TS".into(),
@@ -506,6 +510,8 @@ fn an_official_bulletin_always_wins_up_and_down() {
         effective: now(),
         expires: now() + Duration::hours(3),
         authoritative: true,
+        emergency: false,
+        grade: None,
     });
     assert_eq!(level_of(&set, &i, Hazard::Flood), None);
     assert_eq!(level_of(&set, &i, Hazard::Thunderstorm), Some(1));
@@ -619,7 +625,7 @@ fn replaying_a_flood_shaped_like_october_2025_at_huu_lung_gives_the_expected_tra
     let alerts: Vec<(&str, &str, Option<u8>)> = replayed
         .alerts
         .iter()
-        .filter(|a| a.decision.name() != "renew")
+        .filter(|a| !matches!(a.decision.name(), "renew" | "restate"))
         .map(|a| {
             (
                 a.msg_type,
@@ -1003,6 +1009,8 @@ fn a_landslide_bulletin_overrides_the_article_46_level_computed_from_rain() {
         effective: now() - Duration::hours(1),
         expires: now() + Duration::hours(6),
         authoritative: true,
+        emergency: false,
+        grade: None,
     });
     let a = evaluate(&set, &i, now())
         .into_iter()

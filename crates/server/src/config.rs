@@ -199,6 +199,8 @@ struct AlertsRaw {
     ttl_minutes: i64,
     max_reading_age_minutes: i64,
     renew_before_minutes: i64,
+    restate_emergency_minutes: i64,
+    restate_priority_minutes: i64,
     blind_renew_minutes: i64,
     all_clear_minutes: i64,
     follow_interval_s: u64,
@@ -745,6 +747,16 @@ pub fn load(sources: &Sources) -> Result<Settings, Problems> {
                 a.renew_before_minutes, a.ttl_minutes
             ));
         }
+        for (name, v) in [
+            ("alerts.restate_emergency_minutes", a.restate_emergency_minutes),
+            ("alerts.restate_priority_minutes", a.restate_priority_minutes),
+        ] {
+            if v < 0 || (v > 0 && v < 30) {
+                problems.push(format!(
+                    "{name} {v} must be 0 (only before expiry) or at least 30: a loudspeaker restating a warning more often drowns it"
+                ));
+            }
+        }
         if a.follow_interval_s == 0 || a.follow_interval_s > 600 {
             problems.push(format!(
                 "alerts.follow_interval_s {} must be 1 to 600",
@@ -759,6 +771,11 @@ pub fn load(sources: &Sources) -> Result<Settings, Problems> {
             repeat_normal: repeat(&mut problems, "repeat_normal", a.repeat_normal),
             max_water_level_rate_m_per_h: max_rate,
             renew_before: chrono::Duration::minutes(a.renew_before_minutes),
+            // 0 restates only before expiry.
+            restate_emergency: (a.restate_emergency_minutes > 0)
+                .then(|| chrono::Duration::minutes(a.restate_emergency_minutes)),
+            restate_priority: (a.restate_priority_minutes > 0)
+                .then(|| chrono::Duration::minutes(a.restate_priority_minutes)),
             blind_renew: chrono::Duration::minutes(a.blind_renew_minutes),
             all_clear_ttl: chrono::Duration::minutes(a.all_clear_minutes),
             // Filled in below from [ingest], the area file and the rules' limits.

@@ -139,7 +139,7 @@ struct BenchArgs {
     /// province's communes.
     #[arg(long, default_value_t = 1000)]
     receivers: usize,
-    /// kill: province-wide alerts to issue, at most 110 (default 100; quick 10); outage:
+    /// kill: province-wide alerts to issue, at most 100 (default 100; quick 10); outage:
     /// alerts issued before the broker dies (default 3).
     #[arg(long)]
     alerts: Option<usize>,

@@ -157,12 +157,12 @@ pub fn run_replay(
         }
         writeln!(
             out,
-            "{} alerts from {total} readings ({} renewals)",
+            "{} alerts from {total} readings ({} renewals and restatements)",
             replayed.alerts.len(),
             replayed
                 .alerts
                 .iter()
-                .filter(|a| a.decision.name() == "renew")
+                .filter(|a| matches!(a.decision.name(), "renew" | "restate"))
                 .count()
         )?;
         if !replayed.flagged.is_empty() {

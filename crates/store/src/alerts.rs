@@ -56,6 +56,8 @@ pub struct AlertRecord {
     /// For an alert of the station follower: why it was sent (`issue`, `escalate`,
     /// `renew`, `de-escalate`, `all-clear`).
     pub follow: Option<String>,
+    /// For a bulletin's level: how its sender graded it (CAP urgency, severity, certainty).
+    pub grade: Option<domain::CapGrade>,
 }
 
 /// Which alerts to list: every field narrows; `before` is the cursor (the last row of
@@ -77,9 +79,59 @@ pub struct AlertFilter {
 
 const ALERT_COLUMNS: &str = "id, province, msg_type, status, refs, origin_kind, origin_detail, hazard, \
      risk_level, alarm_level, station, class, communes, sent_ms, effective_ms, expires_ms, headline, \
-     description, instruction, repeat_times, repeat_interval_s, provisional, payload, key_id, sig, created_ms, text_en, sms, follow, \
+     description, instruction, repeat_times, repeat_interval_s, provisional, payload, key_id, sig, created_ms, text_en, sms, follow, grade, \
      (SELECT b.msg_type || ' ' || b.id FROM alert_refs r JOIN alerts b ON b.id = r.alert_id \
       WHERE r.refers_to = alerts.id ORDER BY b.sent_ms DESC, b.id LIMIT 1) AS replaced_by";
+
+impl AlertRecord {
+    /// The record that storing `alert`, signed as `signed`, writes (before anything
+    /// replaces it): for rendering an alert as it will be served.
+    pub fn of(alert: &Alert, signed: SignedPayload) -> Self {
+        let (origin_kind, origin_detail) = origin_columns(&alert.origin);
+        Self {
+            id: alert.id.to_string(),
+            province: alert.province.to_string(),
+            msg_type: alert.msg_type.code().to_owned(),
+            status: alert.status.code().to_owned(),
+            references: alert.references.iter().map(ToString::to_string).collect(),
+            origin_kind: origin_kind.to_owned(),
+            origin_detail: origin_detail.to_owned(),
+            hazard: alert.hazard.code().to_owned(),
+            risk_level: alert.risk_level.map(|l| i64::from(l.get())),
+            alarm_level: alert.alarm_level.map(|l| i64::from(l.number())),
+            station: alert.station.as_ref().map(ToString::to_string),
+            class: alert.class.code().to_owned(),
+            communes: alert.communes.iter().map(ToString::to_string).collect(),
+            sent: alert.sent,
+            effective: alert.effective,
+            expires: alert.expires,
+            headline: alert.headline.clone(),
+            description: alert.description.clone(),
+            instruction: alert.instruction.clone(),
+            repeat_times: i64::from(alert.repeat.times),
+            repeat_interval_s: i64::from(alert.repeat.interval_s),
+            provisional: alert.provisional.clone(),
+            signed,
+            replaced_by: None,
+            english: alert.english.clone(),
+            sms: true,
+            follow: alert.follow.map(|f| f.code().to_owned()),
+            grade: match &alert.origin {
+                AlertOrigin::Bulletin { grade, .. } => grade.clone(),
+                _ => None,
+            },
+        }
+    }
+}
+
+/// The `origin_kind` and `origin_detail` columns of an origin.
+fn origin_columns(origin: &AlertOrigin) -> (&'static str, &str) {
+    match origin {
+        AlertOrigin::Computed { rule_id } => ("computed", rule_id.as_str()),
+        AlertOrigin::Officer { user } => ("officer", user.as_str()),
+        AlertOrigin::Bulletin { source, .. } => ("bulletin", source.as_str()),
+    }
+}
 
 fn alert_from_row(row: &sqlx::any::AnyRow) -> Result<AlertRecord> {
     Ok(AlertRecord {
@@ -128,6 +180,13 @@ fn alert_from_row(row: &sqlx::any::AnyRow) -> Result<AlertRecord> {
             .transpose()?,
         sms: row.try_get::<i64, _>("sms")? != 0,
         follow: row.try_get("follow")?,
+        grade: row
+            .try_get::<Option<String>, _>("grade")?
+            .map(|g| {
+                domain::CapGrade::from_code(&g)
+                    .ok_or_else(|| StoreError::Corrupt(format!("alerts.grade: {g}")))
+            })
+            .transpose()?,
     })
 }
 
@@ -185,17 +244,13 @@ impl Tx<'_> {
                 .execute(&mut *self.tx)
                 .await?;
         }
-        let (origin_kind, origin_detail) = match &alert.origin {
-            AlertOrigin::Computed { rule_id } => ("computed", rule_id.as_str()),
-            AlertOrigin::Officer { user } => ("officer", user.as_str()),
-            AlertOrigin::Bulletin { source } => ("bulletin", source.as_str()),
-        };
+        let (origin_kind, origin_detail) = origin_columns(&alert.origin);
         sqlx::query(
             "INSERT INTO alerts (id, province, msg_type, status, refs, origin_kind, origin_detail, hazard,
                 risk_level, alarm_level, station, class, communes, sent_ms, effective_ms, expires_ms,
                 headline, description, instruction, repeat_times, repeat_interval_s, provisional,
-                payload, key_id, sig, created_ms, text_en, follow)
-             VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15, $16, $17, $18, $19, $20, $21, $22, $23, $24, $25, $26, $27, $28)",
+                payload, key_id, sig, created_ms, text_en, follow, grade)
+             VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15, $16, $17, $18, $19, $20, $21, $22, $23, $24, $25, $26, $27, $28, $29)",
         )
         .bind(alert.id.as_str())
         .bind(alert.province.as_str())
@@ -228,6 +283,10 @@ impl Tx<'_> {
                 .to_string()
         }))
         .bind(alert.follow.map(|f| f.code()))
+        .bind(match &alert.origin {
+            AlertOrigin::Bulletin { grade: Some(g), .. } => Some(g.code()),
+            _ => None,
+        })
         .execute(&mut *self.tx)
         .await?;
         for d in deliveries {

@@ -77,6 +77,10 @@ pub struct BulletinRecord {
     pub expires: DateTime<Utc>,
     /// It came over a channel that vouches for its sender.
     pub authoritative: bool,
+    /// Its sender marks it as an emergency ("khẩn cấp").
+    pub emergency: bool,
+    /// How its sender graded it: `urgency/severity/certainty` ([`domain::CapGrade::code`]).
+    pub grade: Option<String>,
 }
 
 impl Tx<'_> {
@@ -84,7 +88,7 @@ impl Tx<'_> {
     pub async fn insert_bulletin(&mut self, b: &BulletinRecord, now: DateTime<Utc>) -> Result<bool> {
         let done = sqlx::query(
             "INSERT INTO bulletins (identifier, status, sender, hazard, level, communes, effective_ms, expires_ms,
-                received_ms, authoritative) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10) ON CONFLICT DO NOTHING",
+                received_ms, authoritative, emergency, grade) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12) ON CONFLICT DO NOTHING",
         )
         .bind(&b.identifier)
         .bind(&b.status)
@@ -96,6 +100,8 @@ impl Tx<'_> {
         .bind(ms(b.expires))
         .bind(ms(now))
         .bind(i64::from(b.authoritative))
+        .bind(i64::from(b.emergency))
+        .bind(b.grade.as_deref())
         .execute(&mut *self.tx)
         .await?;
         Ok(done.rows_affected() > 0)
@@ -129,7 +135,7 @@ impl Tx<'_> {
     /// Bulletins of a series live at `now`: effective, not expired, not replaced.
     pub async fn live_bulletins(&mut self, status: &str, now: DateTime<Utc>) -> Result<Vec<BulletinRecord>> {
         let rows = sqlx::query(
-            "SELECT identifier, status, sender, hazard, level, communes, effective_ms, expires_ms, authoritative FROM bulletins
+            "SELECT identifier, status, sender, hazard, level, communes, effective_ms, expires_ms, authoritative, emergency, grade FROM bulletins
              WHERE status = $1 AND replaced_ms IS NULL AND effective_ms <= $2 AND expires_ms > $2 ORDER BY effective_ms",
         )
         .bind(status)
@@ -148,6 +154,8 @@ impl Tx<'_> {
                     effective: from_ms(r.try_get("effective_ms")?)?,
                     expires: from_ms(r.try_get("expires_ms")?)?,
                     authoritative: r.try_get::<i64, _>("authoritative")? != 0,
+                    emergency: r.try_get::<i64, _>("emergency")? != 0,
+                    grade: r.try_get("grade")?,
                 })
             })
             .collect()

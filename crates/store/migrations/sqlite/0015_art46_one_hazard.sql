@@ -20,3 +20,12 @@ WHERE hazard = 'landslide'
 UPDATE bulletins SET hazard = 'flash_flood' WHERE hazard = 'landslide';
 UPDATE assessments SET hazard = 'flash_flood' WHERE hazard = 'landslide';
 UPDATE alerts SET hazard = 'flash_flood' WHERE hazard = 'landslide';
+
+-- A bulletin its sender marks as an emergency ("khẩn cấp" in its event or headline) is
+-- relayed as an Emergency, played at once (Circular 39/2020; reference §4.2).
+ALTER TABLE bulletins ADD COLUMN emergency INTEGER NOT NULL DEFAULT 0;
+
+-- How a bulletin's sender graded it (CAP urgency/severity/certainty): the alert that
+-- relays its level keeps it in its own CAP document.
+ALTER TABLE bulletins ADD COLUMN grade TEXT;
+ALTER TABLE alerts ADD COLUMN grade TEXT;
