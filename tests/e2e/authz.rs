@@ -53,6 +53,12 @@ const MATRIX: &[(&str, &str, Allowed)] = &[
     ("GET", "/feeds/cap/{file}", Allowed::Public),
     ("GET", "/api/v1/rejections", Allowed::AnyToken),
     ("GET", "/api/v1/readings/flagged", Allowed::AnyToken),
+    ("GET", "/api/v1/stations/historic", Allowed::AnyToken),
+    (
+        "POST",
+        "/api/v1/stations/{id}/historic",
+        Allowed::Roles(&["admin"]),
+    ),
     ("GET", "/api/v1/audit", Allowed::Roles(&["admin"])),
     ("GET", "/api/v1/audit/verify", Allowed::Roles(&["admin"])),
     ("GET", "/api/v1/assessments", Allowed::AnyToken),

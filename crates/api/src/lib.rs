@@ -26,6 +26,7 @@ pub mod preview;
 pub mod prewarnings;
 pub mod readings;
 pub mod sms;
+pub mod stations;
 pub mod warnings;
 
 use std::sync::Arc;
@@ -143,6 +144,8 @@ pub fn router(state: AppState) -> Router {
         .route("/feeds/cap/{file}", get(feeds::cap))
         .route("/api/v1/rejections", get(alerts::list_rejections))
         .route("/api/v1/readings/flagged", get(readings::flagged))
+        .route("/api/v1/stations/historic", get(stations::list))
+        .route("/api/v1/stations/{id}/historic", post(stations::confirm))
         .route("/api/v1/audit", get(audit::list))
         .route("/api/v1/audit/verify", get(audit::verify))
         .route("/api/v1/assessments", get(assessments::list_assessments))

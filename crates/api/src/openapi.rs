@@ -227,6 +227,7 @@ impl Modify for Shared {
         crate::assessments::list_assessments, crate::bulletins::post_bulletin,
         crate::forecasts::list_forecasts, crate::sms::preview, crate::sms::delivery_report,
         crate::contacts::list, crate::contacts::import,
+        crate::stations::list, crate::stations::confirm,
     ),
     components(schemas(Problem)),
     modifiers(&Shared),

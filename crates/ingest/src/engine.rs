@@ -109,6 +109,7 @@ impl Engine {
             .cloned()
             .unwrap_or_else(|| Tracker::new(self.hold));
         let mut inputs = (*self.base).clone();
+        crate::historic::apply(&mut inputs.stations, &tx.historic_levels().await?);
         for r in tx.readings_since(status, now - HISTORY).await? {
             if let (Ok(station), Some(param)) = (StationId::new(&r.station), Param::from_code(&r.parameter)) {
                 inputs.readings.push(&station, param, r.at, r.value);

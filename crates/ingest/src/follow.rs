@@ -174,6 +174,17 @@ impl Pipeline {
             }
             previous_ok = flag.quality == Quality::Ok;
         }
+        if parameter == Parameter::WaterLevel && status == AlertStatus::Actual {
+            let highest = stored
+                .iter()
+                .zip(&flags)
+                .filter(|(r, f)| f.quality == Quality::Ok && r.at >= from)
+                .map(|(r, _)| (r.at, r.value))
+                .max_by(|a, b| a.1.total_cmp(&b.1));
+            if let Some((at, value)) = highest {
+                self.notice_historic(tx, station, value, at, now).await?;
+            }
+        }
         Ok(())
     }
 

@@ -19,6 +19,7 @@ pub mod feed;
 pub mod follow;
 #[cfg(test)]
 mod fuzz_props;
+pub mod historic;
 pub mod history;
 pub mod hydromet;
 pub mod nws;
@@ -175,6 +176,11 @@ impl Pipeline {
 
     pub fn station(&self, id: &StationId) -> Option<&Station> {
         self.stations.get(id)
+    }
+
+    /// Every configured station.
+    pub fn stations(&self) -> impl Iterator<Item = &Station> {
+        self.stations.values()
     }
 
     /// Stores a batch and raises the alerts it calls for, all in one transaction: on any

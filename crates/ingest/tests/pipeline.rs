@@ -782,6 +782,158 @@ async fn an_officers_cancel_is_not_undone_while_the_river_stays_where_it_was(db:
     assert_eq!((a.msg_type.as_str(), a.alarm_level), ("Alert", Some(1)));
 }
 
+// ---- a station's historic flood, raised from its own readings (issue 18, finding 4) ----
+
+/// The shipped rule files (`config/rules`).
+fn shipped_rules() -> rules::RuleSet {
+    let dir = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../../config/rules");
+    let mut files: Vec<(String, String)> = std::fs::read_dir(&dir)
+        .unwrap()
+        .map(|e| e.unwrap().path())
+        .filter(|p| p.extension().is_some_and(|x| x == "toml"))
+        .map(|p| (p.display().to_string(), std::fs::read_to_string(&p).unwrap()))
+        .collect();
+    files.sort();
+    rules::load(&files).unwrap()
+}
+
+/// Flood levels of Hữu Lũng's commune, as the engine recorded them, oldest first.
+async fn flood_levels(store: &Store) -> Vec<(String, Option<i64>)> {
+    let mut log = store.list_assessments(1000).await.unwrap();
+    log.retain(|a| a.hazard == "flood" && a.commune == "06385");
+    log.reverse();
+    log.into_iter().map(|a| (a.transition, a.level)).collect()
+}
+
+async fn a_reading_above_the_historic_flood_is_told_and_once_confirmed_raises_it_for_the_rules(db: Db) {
+    let store = Store::open(db.url()).await.unwrap();
+    store.create_user("an", "officer", "x", now()).await.unwrap();
+    // Hữu Lũng as area 4, historic 23.96 m [V] (9 October 2025): above it, level 5.
+    let mut station = huu_lung();
+    station.area_class = Some(4);
+    station.historic_m = Some(Tagged::new(23.96, Tag::V));
+    let mut inputs = engine_inputs();
+    inputs.stations = vec![station.clone()];
+    let p = Pipeline::new(
+        store.clone(),
+        vec![station],
+        Arc::new(Signer::from_seed(&[1; 32])),
+        Topics::new("canhbao/v1", ProvinceCode::new("20").unwrap()).unwrap(),
+        policy(),
+        Arc::new(Notify::new()),
+    )
+    .with_engine(shipped_rules(), inputs);
+    let t = now();
+    // Rising 0.1 m every 10 minutes from 23.5 m to 24.3 m.
+    let rise: Vec<f64> = (0..=8).map(|i| 23.5 + 0.1 * f64::from(i)).collect();
+    feed(&p, &every_10_min(t, &rise)).await;
+    assert_eq!(
+        flood_levels(&store).await.last().map(|(_, l)| *l),
+        Some(Some(5)),
+        "above the historic flood: {:?}",
+        flood_levels(&store).await
+    );
+    // Officers are told once, not at each higher reading; the highest is kept.
+    let notes: Vec<_> = store
+        .notifications("user:an", 50)
+        .await
+        .unwrap()
+        .into_iter()
+        .filter(|n| n.kind == "station.historic-exceeded")
+        .collect();
+    assert_eq!(notes.len(), 1, "{notes:?}");
+    assert!(notes[0].text.contains("23,96 m"), "{}", notes[0].text);
+    let peak_at = t + Duration::minutes(80);
+    let candidates = store.historic_candidates().await.unwrap();
+    assert_eq!(candidates.len(), 1);
+    assert!((candidates[0].value_m - 24.3).abs() < 1e-9 && candidates[0].observed_at == peak_at);
+
+    // Confirmation needs a reason and a stored good reading above the level in force.
+    let later = t + Duration::minutes(90);
+    assert!(matches!(
+        p.confirm_historic("HUULUNG", peak_at, " ", "admin", later).await,
+        Err(ingest::historic::HistoricError::NoReason)
+    ));
+    assert!(matches!(
+        p.confirm_historic(
+            "HUULUNG",
+            peak_at + Duration::minutes(1),
+            "kiểm tra",
+            "admin",
+            later
+        )
+        .await,
+        Err(ingest::historic::HistoricError::NoReading { .. })
+    ));
+    assert!(matches!(
+        p.confirm_historic("HUULUNG", t, "kiểm tra", "admin", later).await,
+        Err(ingest::historic::HistoricError::NotAbove { .. })
+    ));
+    assert!(matches!(
+        p.confirm_historic("NOWHERE", peak_at, "kiểm tra", "admin", later)
+            .await,
+        Err(ingest::historic::HistoricError::UnknownStation(_))
+    ));
+    assert!(
+        store.historic_levels().await.unwrap().is_empty(),
+        "nothing half-written"
+    );
+    let h = p
+        .confirm_historic(
+            "HUULUNG",
+            peak_at,
+            "đối chiếu cọc thủy chí tại trạm",
+            "admin",
+            later,
+        )
+        .await
+        .unwrap();
+    assert!((h.value_m - 24.3).abs() < 1e-9);
+    let audit = store.list_audit(10).await.unwrap();
+    assert!(
+        audit
+            .iter()
+            .any(|a| a.action == "station.historic" && a.target == "HUULUNG" && a.actor == "admin"),
+        "{audit:?}"
+    );
+    // The same reading cannot be confirmed twice: it no longer exceeds the level in force.
+    assert!(matches!(
+        p.confirm_historic("HUULUNG", peak_at, "lại", "admin", later)
+            .await,
+        Err(ingest::historic::HistoricError::NotAbove { .. })
+    ));
+
+    // The rules use it at once: the river held at 24.0-24.1 m, above the old historic
+    // flood but below the new one, comes down to level 4 after the hold.
+    let held: Vec<f64> = (0..30)
+        .map(|i| 24.05 + 0.05 * (f64::from(i) * 0.7).sin())
+        .collect();
+    feed(&p, &every_10_min(t + Duration::minutes(90), &held)).await;
+    let levels = flood_levels(&store).await;
+    assert_eq!(
+        levels.last(),
+        Some(&("de-escalate".to_owned(), Some(4))),
+        "{levels:?}"
+    );
+    // And a reading above the new level is told again.
+    feed(
+        &p,
+        &[
+            (t + Duration::minutes(400), 24.2),
+            (t + Duration::minutes(410), 24.4),
+        ],
+    )
+    .await;
+    let told = store
+        .notifications("user:an", 50)
+        .await
+        .unwrap()
+        .into_iter()
+        .filter(|n| n.kind == "station.historic-exceeded")
+        .count();
+    assert_eq!(told, 2);
+}
+
 on_both_backends!(
     an_escalation_is_an_update_referencing_the_live_alert_and_a_repeat_raises_nothing,
     an_exercise_never_stands_in_for_a_real_alert,
@@ -799,4 +951,5 @@ on_both_backends!(
     a_falling_river_comes_down_after_the_hold_and_ends_with_an_all_clear,
     after_a_restart_a_state_that_no_live_alert_covers_is_alerted_without_a_new_reading,
     an_officers_cancel_is_not_undone_while_the_river_stays_where_it_was,
+    a_reading_above_the_historic_flood_is_told_and_once_confirmed_raises_it_for_the_rules,
 );

@@ -14,6 +14,7 @@ mod changes;
 mod contacts;
 mod follow;
 mod forecasts;
+mod historic;
 mod idempotency;
 mod levels;
 mod metrics;
@@ -37,6 +38,7 @@ pub use changes::{Change, ChangeCursor};
 pub use contacts::ContactRecord;
 pub use follow::{CommuneState, FlaggedReading, IncidentHead, QualityEvent};
 pub use forecasts::ForecastRecord;
+pub use historic::{HistoricCandidate, HistoricRecord};
 pub use idempotency::IdempotencyBegin;
 pub use levels::{AssessmentRecord, BulletinRecord, NewAssessment, StoredReading};
 pub use metrics::{Histogram, LATENCY_BUCKETS_S};
@@ -156,6 +158,7 @@ migrations! {
     13, "warnings", "0013_warnings";
     14, "follow", "0014_follow";
     15, "art46 one hazard", "0015_art46_one_hazard";
+    16, "station historic", "0016_station_historic";
 }
 
 fn migrator(backend: Backend, up_to: i64) -> Migrator {
