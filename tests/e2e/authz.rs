@@ -54,6 +54,7 @@ const MATRIX: &[(&str, &str, Allowed)] = &[
     ("GET", "/api/v1/rejections", Allowed::AnyToken),
     ("GET", "/api/v1/readings/flagged", Allowed::AnyToken),
     ("GET", "/api/v1/stations/historic", Allowed::AnyToken),
+    ("GET", "/api/v1/coverage", Allowed::AnyToken),
     (
         "POST",
         "/api/v1/stations/{id}/historic",

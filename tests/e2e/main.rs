@@ -2341,3 +2341,64 @@ async fn a_scheduled_warning_plays_when_it_takes_effect_and_a_wrong_receiver_clo
     rx.stop().await;
     app.app.stop().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn operators_see_which_communes_the_rules_reach_and_each_stations_historic_flood() {
+    let app = TestApp::spawn(Broker::Embedded).await.unwrap();
+    let (status, cover) = app.get("/api/v1/coverage").await.unwrap();
+    assert_eq!(status, 200, "{cover}");
+    let rows = cover.as_array().unwrap();
+    let flood: Vec<&serde_json::Value> = rows.iter().filter(|r| r["hazard"] == "flood").collect();
+    assert_eq!(flood.len(), 65, "every commune is listed");
+    // As shipped, no station has its Art. 45 area class: no flood risk level anywhere,
+    // and the gap is named.
+    let huu_lung = flood.iter().find(|r| r["commune"] == "06385").unwrap();
+    assert_eq!(huu_lung["covered"], false, "{huu_lung}");
+    assert_eq!(
+        huu_lung["missing"],
+        serde_json::json!(["area class of station HUULUNG"])
+    );
+    assert!(
+        rows.iter().any(|r| r["covered"] == false
+            && r["missing"][0]
+                .as_str()
+                .is_some_and(|m| m.starts_with("a station mapped"))),
+        "communes no station maps are shown"
+    );
+
+    let (status, historic) = app.get("/api/v1/stations/historic").await.unwrap();
+    assert_eq!(status, 200, "{historic}");
+    let of = |id: &str| {
+        historic
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|s| s["station"] == id)
+            .unwrap()
+            .clone()
+    };
+    assert_eq!(
+        (
+            of("HUULUNG")["in_force_m"].as_f64(),
+            of("HUULUNG")["configured_tag"].as_str()
+        ),
+        (Some(23.96), Some("V"))
+    );
+    assert!(of("LANGSON")["in_force_m"].is_null());
+    // A reading that was never stored cannot be confirmed, and nothing is written.
+    let (status, answer) = app
+        .post(
+            "/api/v1/stations/HUULUNG/historic",
+            "application/json",
+            br#"{"observed_at": "2026-10-09T01:00:00Z", "reason": "checked against the staff gauge"}"#,
+        )
+        .await
+        .unwrap();
+    assert_eq!(status, 422, "{answer}");
+    assert!(
+        answer.to_string().contains("no good water level reading"),
+        "{answer}"
+    );
+    let (_, again) = app.get("/api/v1/stations/historic").await.unwrap();
+    assert!(again.as_array().unwrap().iter().all(|s| s["confirmed"].is_null()));
+}

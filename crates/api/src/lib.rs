@@ -145,6 +145,7 @@ pub fn router(state: AppState) -> Router {
         .route("/api/v1/rejections", get(alerts::list_rejections))
         .route("/api/v1/readings/flagged", get(readings::flagged))
         .route("/api/v1/stations/historic", get(stations::list))
+        .route("/api/v1/coverage", get(stations::coverage))
         .route("/api/v1/stations/{id}/historic", post(stations::confirm))
         .route("/api/v1/audit", get(audit::list))
         .route("/api/v1/audit/verify", get(audit::verify))

@@ -227,7 +227,7 @@ impl Modify for Shared {
         crate::assessments::list_assessments, crate::bulletins::post_bulletin,
         crate::forecasts::list_forecasts, crate::sms::preview, crate::sms::delivery_report,
         crate::contacts::list, crate::contacts::import,
-        crate::stations::list, crate::stations::confirm,
+        crate::stations::list, crate::stations::confirm, crate::stations::coverage,
     ),
     components(schemas(Problem)),
     modifiers(&Shared),

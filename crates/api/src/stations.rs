@@ -1,4 +1,6 @@
-//! Stations' historic flood levels: `GET /api/v1/stations/historic` (what is in force,
+//! The rules' coverage of the communes (`GET /api/v1/coverage`: which communes each
+//! hazard's rules can reach from the configuration, and what is missing elsewhere), and
+//! stations' historic flood levels: `GET /api/v1/stations/historic` (what is in force,
 //! what was confirmed and which readings went above it) and `POST
 //! /api/v1/stations/{id}/historic` (an administrator confirms a reading as the new
 //! historic flood, audited; docs/rules.md, "A missing figure never lowers a level").
@@ -139,4 +141,38 @@ pub async fn confirm(
             reason: h.reason,
         }),
     ))
+}
+
+#[derive(Debug, Serialize, utoipa::ToSchema)]
+pub struct CoverDto {
+    pub commune: String,
+    pub hazard: String,
+    /// Whether some rule can give it a computed level; if not, only bulletins can.
+    pub covered: bool,
+    /// The rules that can (`id@version`).
+    pub rules: Vec<String>,
+    /// The stations whose readings they read.
+    pub stations: Vec<String>,
+    /// What is missing where no rule can: a station mapped to the commune, a station's
+    /// area class, the commune's susceptibility class or an exposure.
+    pub missing: Vec<String>,
+}
+
+#[utoipa::path(get, path = "/api/v1/coverage", tag = "monitoring", security(("bearer" = [])), responses((status = 200, description = "Per commune and hazard, whether the rules can give a computed level, and what is missing where they cannot", body = [CoverDto])))]
+pub async fn coverage(State(state): State<AppState>, _caller: Caller) -> Json<Vec<CoverDto>> {
+    Json(
+        state
+            .pipeline
+            .coverage(&state.communes)
+            .into_iter()
+            .map(|c| CoverDto {
+                commune: c.commune.to_string(),
+                hazard: c.hazard.code().to_owned(),
+                covered: c.covered(),
+                rules: c.rules,
+                stations: c.stations,
+                missing: c.missing,
+            })
+            .collect(),
+    )
 }

@@ -62,6 +62,11 @@ fn detail(a: Option<&Assessment>) -> String {
 }
 
 impl Engine {
+    /// The rules' coverage of `communes` (see [`rules::coverage`]).
+    pub(crate) fn coverage(&self, communes: &[CommuneCode]) -> Vec<rules::coverage::Cover> {
+        rules::coverage::coverage(&self.rules, &self.base, communes)
+    }
+
     pub(crate) fn new(rules: RuleSet, base: Inputs) -> Self {
         let hold = Duration::minutes(rules.limits.hold_minutes.unwrap_or(180));
         Self {

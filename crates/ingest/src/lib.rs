@@ -178,6 +178,15 @@ impl Pipeline {
         self.stations.get(id)
     }
 
+    /// Which of `communes` the rules can give a level to, per hazard, and what is missing
+    /// elsewhere; empty without a rules engine.
+    pub fn coverage(&self, communes: &[domain::CommuneCode]) -> Vec<rules::coverage::Cover> {
+        self.engine
+            .as_ref()
+            .map(|e| e.coverage(communes))
+            .unwrap_or_default()
+    }
+
     /// Every configured station.
     pub fn stations(&self) -> impl Iterator<Item = &Station> {
         self.stations.values()

@@ -8,6 +8,7 @@
 //! BĐ3, call for now), [`quality::classify`] (quality control of readings) and
 //! [`replay::replay`] (all of them over history).
 
+pub mod coverage;
 pub mod engine;
 pub mod eval;
 pub mod follow;

@@ -1114,3 +1114,72 @@ fn heavy_rain_level_1_checks_its_duration_and_no_level_2_to_4_comes_from_one_poi
         "no heavy-rain level above 1 is computed from one forecast point"
     );
 }
+
+// ---- coverage (issue 18, finding 9): which communes the rules can reach, and what is missing ----
+
+#[test]
+fn coverage_says_which_communes_the_rules_can_reach_and_what_is_missing() {
+    use rules::coverage::coverage;
+    let set = shipped();
+    let pass = CommuneCode::new("06541").unwrap();
+    let unmapped = CommuneCode::new("06100").unwrap();
+    let mut huu_lung = real_station("HUULUNG", 2);
+    huu_lung.area_class = None;
+    let mut inputs = Inputs {
+        province_group: Some(2),
+        stations: vec![huu_lung],
+        communes: vec![],
+        readings: Default::default(),
+        bulletins: vec![],
+    };
+    let codes = [CommuneCode::new("06385").unwrap(), pass.clone(), unmapped.clone()];
+    let cell = |covers: &[rules::coverage::Cover], c: &CommuneCode, h: Hazard| {
+        covers
+            .iter()
+            .find(|x| &x.commune == c && x.hazard == h)
+            .cloned()
+            .unwrap()
+    };
+    let covers = coverage(&set, &inputs, &codes);
+    // Without its area class, Art. 45 cannot give Hữu Lũng's commune a flood level.
+    let flood = cell(&covers, &codes[0], Hazard::Flood);
+    assert!(!flood.covered(), "{flood:?}");
+    assert_eq!(flood.missing, vec!["area class of station HUULUNG".to_owned()]);
+    // A commune no station maps cannot get any computed level.
+    let none = cell(&covers, &unmapped, Hazard::HeavyRain);
+    assert!(!none.covered());
+    assert!(none.missing[0].starts_with("a station mapped"), "{none:?}");
+    // The mountain-pass fog rule needs the exposure and a station that reads there.
+    let fog = cell(&covers, &pass, Hazard::Fog);
+    assert!(!fog.covered(), "{fog:?}");
+
+    // Set the area class, map a station's readings to the pass and give it its exposure:
+    // now both are reached, and by which rules is said.
+    inputs.stations[0].area_class = Some(2);
+    inputs.stations[0].communes.push(pass.clone());
+    let covers = coverage(&set, &inputs, &codes);
+    let fog = cell(&covers, &pass, Hazard::Fog);
+    assert!(!fog.covered(), "the pass has no exposure yet: {fog:?}");
+    assert!(fog.missing.iter().any(|m| m.contains("mountain_pass")), "{fog:?}");
+    inputs.communes.push(CommuneInfo {
+        code: pass.clone(),
+        susceptibility: None,
+        exposure: vec!["mountain_pass".into()],
+        provisional: vec![],
+    });
+    let covers = coverage(&set, &inputs, &codes);
+    let fog = cell(&covers, &pass, Hazard::Fog);
+    assert!(fog.covered() && fog.missing.is_empty(), "{fog:?}");
+    assert!(fog.rules.iter().any(|r| r.contains("pass")), "{fog:?}");
+    let flood = cell(&covers, &codes[0], Hazard::Flood);
+    assert!(flood.covered(), "{flood:?}");
+    assert_eq!(flood.stations, vec!["HUULUNG".to_owned()]);
+    // A rule that asks for a susceptibility class says so where none is mapped.
+    let ff = cell(&covers, &codes[0], Hazard::FlashFlood);
+    // Only the provisional group floor reaches it; no cell of the table does.
+    assert_eq!(
+        ff.rules,
+        vec!["flash_flood.art46.l1-floor-g2@1".to_owned()],
+        "{ff:?}"
+    );
+}

@@ -34,6 +34,9 @@ enum Command {
     },
     /// Run the rules over historical observations with a simulated clock.
     Replay(ReplayArgs),
+    /// Which communes the rules can give a level to, hazard by hazard, from the
+    /// configuration, and what is missing where they cannot.
+    Coverage(CoverageArgs),
     /// Run a feed parser on a file: print what would be accepted as JSON lines, and every
     /// rejection; exit non-zero if the file is rejected as a whole.
     IngestFile {
@@ -199,6 +202,19 @@ struct ReplayArgs {
     #[arg(long, default_value = "text")]
     format: String,
     /// Assume an Art. 45 area class for a station, as STATION=N (repeatable).
+    #[arg(long = "area-class")]
+    area_class: Vec<String>,
+    #[command(flatten)]
+    config: ConfigArgs,
+}
+
+#[derive(Args)]
+struct CoverageArgs {
+    /// Output format: text or json.
+    #[arg(long, default_value = "text")]
+    format: String,
+    /// Assume an Art. 45 area class for a station, as STATION=N (repeatable): what
+    /// setting it would cover.
     #[arg(long = "area-class")]
     area_class: Vec<String>,
     #[command(flatten)]
@@ -432,6 +448,46 @@ fn check_rules(dir: Option<PathBuf>) -> ExitCode {
     }
 }
 
+/// `--area-class STATION=N` arguments.
+fn area_classes(args: &[String]) -> Result<Vec<(String, u8)>> {
+    let mut classes = Vec::new();
+    for a in args {
+        let (id, n) = a
+            .split_once('=')
+            .ok_or_else(|| anyhow::anyhow!("--area-class {a:?} must be STATION=N"))?;
+        classes.push((
+            id.to_owned(),
+            n.parse::<u8>()
+                .map_err(|_| anyhow::anyhow!("--area-class {a:?}: N must be 1 to 4"))?,
+        ));
+    }
+    Ok(classes)
+}
+
+fn coverage(args: CoverageArgs) -> Result<ExitCode> {
+    let settings = match load(&args.config) {
+        Ok(s) => s,
+        Err(p) => {
+            eprint!("{p}");
+            return Ok(ExitCode::FAILURE);
+        }
+    };
+    let json = match args.format.as_str() {
+        "text" => false,
+        "json" => true,
+        other => anyhow::bail!("--format {other:?} must be text or json"),
+    };
+    let inputs = canhbao_server::tools::inputs_for(&settings.area, &area_classes(&args.area_class)?)?;
+    canhbao_server::tools::write_coverage(
+        &settings.rules,
+        &inputs,
+        &settings.area,
+        json,
+        &mut std::io::stdout().lock(),
+    )?;
+    Ok(ExitCode::SUCCESS)
+}
+
 fn replay(args: ReplayArgs) -> Result<ExitCode> {
     let settings = match load(&args.config) {
         Ok(s) => s,
@@ -445,18 +501,7 @@ fn replay(args: ReplayArgs) -> Result<ExitCode> {
         "json" => true,
         other => anyhow::bail!("--format {other:?} must be text or json"),
     };
-    let mut classes = Vec::new();
-    for a in &args.area_class {
-        let (id, n) = a
-            .split_once('=')
-            .ok_or_else(|| anyhow::anyhow!("--area-class {a:?} must be STATION=N"))?;
-        classes.push((
-            id.to_owned(),
-            n.parse::<u8>()
-                .map_err(|_| anyhow::anyhow!("--area-class {a:?}: N must be 1 to 4"))?,
-        ));
-    }
-    let inputs = canhbao_server::tools::inputs_for(&settings.area, &classes)?;
+    let inputs = canhbao_server::tools::inputs_for(&settings.area, &area_classes(&args.area_class)?)?;
     let history = canhbao_server::tools::read_history(&args.path)?;
     canhbao_server::tools::run_replay(
         &settings.rules,
@@ -1098,6 +1143,7 @@ fn main() -> ExitCode {
         Command::CheckConfig(args) => check_config(args),
         Command::CheckRules { dir } => check_rules(dir),
         Command::Replay(args) => report(replay(args)),
+        Command::Coverage(args) => report(coverage(args)),
         Command::Bench(args) => report(bench(args)),
         Command::Receivers { action, config } => report(receivers(action, &config)),
         Command::Keys { action, config } => report(keys(action, &config)),

@@ -83,6 +83,73 @@ pub fn inputs_for(area: &Area, area_classes: &[(String, u8)]) -> Result<Inputs> 
     })
 }
 
+/// Writes the rules' coverage of the area's communes (see [`rules::coverage`]): per hazard,
+/// how many communes can get a computed level, and for the others what is missing,
+/// grouped; as JSON, every commune and hazard.
+pub fn write_coverage(
+    set: &rules::RuleSet,
+    inputs: &Inputs,
+    area: &Area,
+    json: bool,
+    out: &mut impl Write,
+) -> Result<()> {
+    let codes: Vec<domain::CommuneCode> = area.communes.iter().map(|c| c.code.clone()).collect();
+    let covers = rules::coverage::coverage(set, inputs, &codes);
+    if json {
+        let rows: Vec<serde_json::Value> = covers
+            .iter()
+            .map(|c| {
+                json!({"commune": c.commune.as_str(), "hazard": c.hazard.code(), "covered": c.covered(),
+                    "rules": c.rules, "stations": c.stations, "missing": c.missing})
+            })
+            .collect();
+        writeln!(out, "{}", serde_json::to_string_pretty(&rows)?)?;
+        return Ok(());
+    }
+    writeln!(
+        out,
+        "Communes that the rules can give a computed level to, from the configuration \
+         (the others get a level only from an official bulletin):"
+    )?;
+    for (hazard, covered, all) in rules::coverage::summary(&covers) {
+        writeln!(out, "{:<14} {covered:>3} of {all}", hazard.code())?;
+        if hazard == domain::Hazard::Flood {
+            // The station follower alerts alarm-level crossings without any rule.
+            let crossing: std::collections::BTreeSet<&domain::CommuneCode> = inputs
+                .stations
+                .iter()
+                .filter(|s| s.bd1_m.is_some() || s.bd2_m.is_some() || s.bd3_m.is_some())
+                .flat_map(|s| s.communes.iter())
+                .collect();
+            writeln!(
+                out,
+                "    (alarm-level crossings, BĐ1-BĐ3, reach {} communes without a risk level)",
+                crossing.len()
+            )?;
+        }
+        // What is missing, with how many communes lack it.
+        let mut gaps: std::collections::BTreeMap<&str, usize> = std::collections::BTreeMap::new();
+        for c in covers.iter().filter(|c| c.hazard == hazard && !c.covered()) {
+            for m in &c.missing {
+                *gaps.entry(m.as_str()).or_default() += 1;
+            }
+        }
+        let mut gaps: Vec<(&str, usize)> = gaps.into_iter().collect();
+        gaps.sort_by(|a, b| b.1.cmp(&a.1).then(a.0.cmp(b.0)));
+        for (what, n) in gaps.iter().take(6) {
+            writeln!(out, "    missing for {n:>2}: {what}")?;
+        }
+        if gaps.len() > 6 {
+            writeln!(
+                out,
+                "    ... and {} more (--format json lists every commune)",
+                gaps.len() - 6
+            )?;
+        }
+    }
+    Ok(())
+}
+
 fn local(t: DateTime<Utc>) -> String {
     t.with_timezone(&dispatch::render::vietnam())
         .format("%Y-%m-%d %H:%M")
@@ -702,6 +769,28 @@ mod tests {
             ..Default::default()
         })
         .unwrap()
+    }
+
+    #[test]
+    fn coverage_of_the_shipped_area_names_its_gaps() {
+        let s = settings();
+        let text = |classes: &[(String, u8)]| {
+            let inputs = inputs_for(&s.area, classes).unwrap();
+            let mut out = Vec::new();
+            write_coverage(&s.rules, &inputs, &s.area, false, &mut out).unwrap();
+            String::from_utf8(out).unwrap()
+        };
+        let shipped = text(&[]);
+        assert!(shipped.contains("flood            0 of 65"), "{shipped}");
+        assert!(
+            shipped.contains("missing for 59: a station mapped to this commune"),
+            "{shipped}"
+        );
+        assert!(shipped.contains("area class of station HUULUNG"), "{shipped}");
+        // Setting Hữu Lũng's area class reaches its commune.
+        let set = text(&[("HUULUNG".into(), 2)]);
+        assert!(set.contains("flood            1 of 65"), "{set}");
+        assert!(!set.contains("area class of station HUULUNG"), "{set}");
     }
 
     fn run(format: &str, bytes: &[u8]) -> (bool, String) {
