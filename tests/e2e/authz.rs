@@ -45,6 +45,11 @@ const MATRIX: &[(&str, &str, Allowed)] = &[
         "/api/v1/alerts/{id}/cancel",
         Allowed::Roles(&["officer", "admin"]),
     ),
+    (
+        "POST",
+        "/api/v1/alerts/{id}/release",
+        Allowed::Roles(&["officer", "admin"]),
+    ),
     ("GET", "/api/v1/receivers", Allowed::AnyToken),
     ("POST", "/api/v1/receivers", Allowed::Roles(&["admin"])),
     ("DELETE", "/api/v1/receivers/{id}", Allowed::Roles(&["admin"])),

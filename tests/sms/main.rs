@@ -240,7 +240,7 @@ async fn officials_get_the_alert_by_sms_when_loudspeakers_cannot_or_do_not_play_
     for texts in got.values() {
         assert_eq!(texts.len(), 1, "{texts:?}");
         let (parts, text) = &texts[0];
-        assert!(text.starts_with("[PCTT Lang Son] CANH BAO LU cap 3: "), "{text}");
+        assert!(text.starts_with("[PCTT Lang Son] CANH BAO LU cap 3. "), "{text}");
         assert!(text.is_ascii(), "{text}");
         assert_eq!(*parts, 2, "{text}");
     }

@@ -588,6 +588,36 @@ pub struct CancelledDto {
     pub cancel_id: String,
 }
 
+#[derive(Debug, Serialize, utoipa::ToSchema)]
+pub struct ReleasedDto {
+    pub released: String,
+}
+
+/// `POST /api/v1/alerts/{id}/release`: a duty officer confirms a computed Emergency that
+/// waits because it rests on a figure not verified; it goes out now (otherwise at its
+/// deadline). Officers and admins; audited.
+#[utoipa::path(post, path = "/api/v1/alerts/{id}/release", tag = "warnings", security(("bearer" = [])), params(("id" = String, Path, description = "Its id")), responses((status = 200, description = "Released: its deliveries are due now", body = ReleasedDto), (status = 404, description = "No such alert", body = crate::openapi::Problem, content_type = "application/problem+json"), (status = 409, description = "Not waiting: never held, already released, or its deadline came", body = crate::openapi::Problem, content_type = "application/problem+json")))]
+pub async fn release_alert(
+    State(state): State<AppState>,
+    caller: Caller,
+    Path(id): Path<String>,
+) -> Result<Json<ReleasedDto>, ApiError> {
+    caller.require(
+        &[crate::auth::Role::Admin, crate::auth::Role::Officer],
+        "confirm held alerts",
+    )?;
+    if state.store.get_alert(&id).await?.is_none() {
+        return Err(ApiError::not_found(format!("no alert {id:?}")));
+    }
+    if state.pipeline.release(&id, &caller.label, Utc::now()).await? {
+        Ok(Json(ReleasedDto { released: id }))
+    } else {
+        Err(ApiError::conflict(format!(
+            "alert {id} is not waiting for confirmation (never held, already released, or its deadline came)"
+        )))
+    }
+}
+
 /// `POST /api/v1/alerts/{id}/cancel` with `{"reason": "..."}`: sends a Cancel
 /// to every commune of a live alert. Officers and admins.
 #[utoipa::path(post, path = "/api/v1/alerts/{id}/cancel", tag = "warnings", security(("bearer" = [])), params(("id" = String, Path, description = "Its id"), ("Idempotency-Key" = String, Header, description = "The same on every retry")), request_body(content = crate::openapi::ReasonBody, content_type = "application/json"), responses((status = 201, description = "A Cancel referencing the whole incident is queued to every commune; needs an Idempotency-Key", body = CancelledDto), (status = 409, description = "Already cancelled, or not the latest of its incident", body = crate::openapi::Problem, content_type = "application/problem+json")))]

@@ -114,6 +114,7 @@ pub fn router(state: AppState) -> Router {
             "/api/v1/alerts/{id}/cancel",
             post(alerts::cancel_alert).route_layer(sends(&warnings::AUTHORS)),
         )
+        .route("/api/v1/alerts/{id}/release", post(alerts::release_alert))
         .route("/api/v1/warnings", get(warnings::list).post(warnings::create))
         .route("/api/v1/warnings/{id}", get(warnings::get).put(warnings::edit))
         .route(

@@ -212,7 +212,7 @@ impl Modify for Shared {
         crate::healthz, crate::readyz, crate::keys, openapi_json,
         crate::login::login, crate::login::logout,
         crate::observations::post_observations,
-        crate::alerts::list_alerts, crate::alerts::get_alert_or_cap, crate::alerts::cancel_alert,
+        crate::alerts::list_alerts, crate::alerts::get_alert_or_cap, crate::alerts::cancel_alert, crate::alerts::release_alert,
         crate::alerts::list_rejections, crate::alerts::list_sources, crate::readings::flagged,
         crate::matrix::deliveries, crate::preview::preview,
         crate::warnings::list, crate::warnings::create, crate::warnings::get, crate::warnings::edit,

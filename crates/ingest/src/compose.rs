@@ -44,6 +44,9 @@ pub struct AlertPolicy {
     /// Priority); see [`FollowSettings`].
     pub restate_emergency: Option<Duration>,
     pub restate_priority: Option<Duration>,
+    /// A computed Emergency resting on a figure that is not verified waits this long for
+    /// a duty officer's confirmation, then goes out anyway; `None` sends it at once.
+    pub confirm_unverified_emergency: Option<Duration>,
     /// Without fresh readings, a live alert is renewed on the last known state until the
     /// newest reading is this old.
     pub blind_renew: Duration,
@@ -80,6 +83,7 @@ impl Default for AlertPolicy {
             renew_before: Duration::hours(1),
             restate_emergency: Some(Duration::hours(2)),
             restate_priority: Some(Duration::hours(3)),
+            confirm_unverified_emergency: Some(Duration::minutes(10)),
             blind_renew: Duration::hours(24),
             hold: Duration::hours(3),
             margin_m: 0.10,
@@ -233,6 +237,22 @@ pub fn follow_alert(
         english: None,
         follow: Some(kind),
     }))
+}
+
+/// How long a computed alert waits for a duty officer's confirmation: an Emergency that
+/// starts or raises a warning (not a restatement or renewal of one already out) and rests
+/// on a figure that is not verified (`unverified`) waits for the policy's time; anything
+/// else goes out at once. The reference expects an operator to confirm Emergency messages
+/// (§4.3, engineering advice); a verified figure or an authoritative bulletin needs none.
+pub fn confirmation_wait(alert: &Alert, unverified: bool, policy: &AlertPolicy) -> Option<Duration> {
+    let starts = matches!(
+        alert.follow,
+        None | Some(FollowKind::Issue) | Some(FollowKind::Escalate)
+    );
+    let computed = matches!(alert.origin, AlertOrigin::Computed { .. });
+    (alert.class == MessageClass::Emergency && computed && starts && unverified)
+        .then_some(policy.confirm_unverified_emergency)
+        .flatten()
 }
 
 /// The loudspeaker class of a risk level (reference §4.2, Circular 39/2020): Emergency,

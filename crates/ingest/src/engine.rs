@@ -244,6 +244,14 @@ impl Engine {
             )
             .map_err(|source| IngestError::RiskAlert { hazard, source })?;
             pipeline.write_alert(tx, &alert, now).await?;
+            let unverified = !a.official && matches!(a.source, rules::eval::LevelSource::Computed);
+            if let Some(wait) = compose::confirmation_wait(&alert, unverified, pipeline.policy()) {
+                let why = format!(
+                    "cấp độ được tính từ số liệu hoặc quy tắc tạm thời ({})",
+                    a.provisional_reasons.join("; ")
+                );
+                pipeline.hold(tx, &alert, now + wait, &why, now).await?;
+            }
             tracing::info!(alert_id = %alert.id, hazard = hazard.code(), level = level.get(),
                 communes = communes.len(), "alert auto-issued by the rules");
             for c in communes {

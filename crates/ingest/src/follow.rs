@@ -246,6 +246,19 @@ impl Pipeline {
             source,
         })?;
         self.write_alert(tx, &alert, now).await?;
+        // An Emergency on an alarm level that is not verified waits for an officer.
+        let unverified = decision
+            .level()
+            .and_then(|l| station.alarm(l))
+            .is_some_and(|t| t.tag.is_provisional());
+        if let Some(wait) = compose::confirmation_wait(&alert, unverified, self.policy()) {
+            let why = format!(
+                "mức báo động {} của trạm {} là số liệu chưa được xác minh",
+                decision.level().map(|l| l.number()).unwrap_or_default(),
+                station.name
+            );
+            self.hold(tx, &alert, now + wait, &why, now).await?;
+        }
         tracing::info!(alert_id = %alert.id, station = %station.id, decision = decision.name(),
             level = decision.level().map(|l| l.short_vi()), msg_type = alert.msg_type.code(),
             communes = alert.communes.len(), status = alert.status.code(), provisional = alert.is_provisional(),

@@ -368,6 +368,50 @@ impl Pipeline {
         Ok(())
     }
 
+    /// Holds `alert`, just written in `tx`, until `until` for a duty officer's
+    /// confirmation, and tells every duty officer why and until when.
+    pub(crate) async fn hold(
+        &self,
+        tx: &mut store::Tx<'_>,
+        alert: &domain::Alert,
+        until: DateTime<Utc>,
+        why: &str,
+        now: DateTime<Utc>,
+    ) -> Result<(), IngestError> {
+        tx.hold_alert(alert.id.as_str(), until).await?;
+        tracing::warn!(alert_id = %alert.id, until = %until, why,
+            "a computed emergency on an unverified figure waits for a duty officer's confirmation");
+        let text = format!(
+            "CHỜ XÁC NHẬN: cảnh báo khẩn cấp \"{}\" chờ cán bộ trực ban xác nhận vì {why}. \
+             Nếu không được xác nhận, cảnh báo sẽ tự phát lúc {}. Xác nhận: POST /api/v1/alerts/{}/release; \
+             hủy: POST /api/v1/alerts/{}/cancel.",
+            alert.headline,
+            dispatch::render::local_time_vi(until),
+            alert.id,
+            alert.id
+        );
+        for user in tx.duty_users().await? {
+            tx.notify(&user, "alert.held", None, Some(alert.id.as_str()), &text, now)
+                .await?;
+        }
+        Ok(())
+    }
+
+    /// A duty officer confirms a held alert: it goes out now. `Ok(false)` if it was not
+    /// waiting (never held, already released, or its time came).
+    pub async fn release(&self, alert_id: &str, by: &str, now: DateTime<Utc>) -> Result<bool, IngestError> {
+        let mut tx = self.store.begin().await?;
+        if !tx.release_alert(alert_id, now).await? {
+            return Ok(false);
+        }
+        tx.append_audit(by, "alert.release", alert_id, &serde_json::json!({}), now)
+            .await?;
+        tx.commit().await?;
+        self.wake.notify_one();
+        tracing::info!(alert_id, by, "held alert confirmed by a duty officer");
+        Ok(true)
+    }
+
     /// Cancels a live alert: a Cancel that references it, to the same communes, signed and
     /// queued in one transaction; what the original had not yet delivered is superseded.
     pub async fn cancel(

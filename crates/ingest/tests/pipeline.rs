@@ -934,6 +934,144 @@ async fn a_reading_above_the_historic_flood_is_told_and_once_confirmed_raises_it
     assert_eq!(told, 2);
 }
 
+// ---- who confirms an Emergency (issue 18): one on an unverified figure waits ----
+
+/// Hữu Lũng with its BĐ3 tagged M (as Lạng Sơn's is): a crossing of it is an Emergency
+/// resting on a figure not verified.
+fn unverified_bd3() -> Station {
+    let mut s = huu_lung();
+    s.bd3_m = Some(Tagged::new(19.0, Tag::M));
+    s
+}
+
+fn pipeline_for(store: &Store, station: Station, policy: AlertPolicy) -> Pipeline {
+    Pipeline::new(
+        store.clone(),
+        vec![station],
+        Arc::new(Signer::from_seed(&[1; 32])),
+        Topics::new("canhbao/v1", ProvinceCode::new("20").unwrap()).unwrap(),
+        policy,
+        Arc::new(Notify::new()),
+    )
+}
+
+/// Crosses BĐ3 (readings every 10 minutes) and returns the BĐ3 alert and when it was sent.
+async fn cross_bd3(store: &Store, p: &Pipeline) -> store::AlertRecord {
+    feed(p, &every_10_min(now(), &[18.6, 18.8, 19.1, 19.3, 19.4])).await;
+    real_alerts(store)
+        .await
+        .into_iter()
+        .find(|a| a.alarm_level == Some(3))
+        .expect("a BĐ3 alert")
+}
+
+async fn an_emergency_on_an_unverified_figure_waits_for_an_officer_then_goes_out_anyway(db: Db) {
+    let store = Store::open(db.url()).await.unwrap();
+    store.create_user("an", "officer", "x", now()).await.unwrap();
+    let p = pipeline_for(&store, unverified_bd3(), policy());
+    let a = cross_bd3(&store, &p).await;
+    assert_eq!(a.class, "emergency");
+    let until = a.sent + Duration::minutes(10);
+    assert_eq!(a.held_until, Some(until), "{a:?}");
+    // Officers are told at once why it waits and until when.
+    let note = store
+        .notifications("user:an", 50)
+        .await
+        .unwrap()
+        .into_iter()
+        .find(|n| n.kind == "alert.held")
+        .expect("officers are told");
+    assert_eq!(note.alert_id.as_deref(), Some(a.id.as_str()));
+    assert!(note.text.contains("chưa được xác minh"), "{}", note.text);
+    // Nothing goes out while it waits, not even the SMS fallback to officials.
+    let mine = |c: &[store::ClaimedDelivery]| c.iter().filter(|d| d.alert_id == a.id).count();
+    let lease = Duration::seconds(30);
+    assert_eq!(
+        mine(
+            &store
+                .claim_due(a.sent + Duration::minutes(5), lease, 100)
+                .await
+                .unwrap()
+        ),
+        0
+    );
+    let fallback = store
+        .fallback_candidates(a.sent + Duration::minutes(5), 100)
+        .await
+        .unwrap();
+    assert!(fallback.iter().all(|c| c.alert_id != a.id), "{fallback:?}");
+    // Without a confirmation, it goes out at its deadline, to every commune.
+    assert_eq!(
+        mine(&store.claim_due(until, lease, 100).await.unwrap()),
+        a.communes.len()
+    );
+    let fallback = store.fallback_candidates(until, 100).await.unwrap();
+    let c = fallback
+        .iter()
+        .find(|c| c.alert_id == a.id)
+        .expect("a candidate once out");
+    assert_eq!(c.sent, until, "the fallback's time counts from when it went out");
+    // Too late to confirm now.
+    assert!(
+        !p.release(&a.id, "user:an", until + Duration::minutes(1))
+            .await
+            .unwrap()
+    );
+}
+
+async fn an_officer_confirms_a_waiting_emergency_and_verified_figures_never_wait(db: Db) {
+    let store = Store::open(db.url()).await.unwrap();
+    let p = pipeline_for(&store, unverified_bd3(), policy());
+    let a = cross_bd3(&store, &p).await;
+    let at = a.sent + Duration::minutes(2);
+    assert!(p.release(&a.id, "user:an", at).await.unwrap());
+    assert!(!p.release(&a.id, "user:an", at).await.unwrap(), "once");
+    let lease = Duration::seconds(30);
+    let claimed = store.claim_due(at, lease, 100).await.unwrap();
+    assert_eq!(
+        claimed.iter().filter(|d| d.alert_id == a.id).count(),
+        a.communes.len()
+    );
+    let audit = store.list_audit(10).await.unwrap();
+    assert!(
+        audit
+            .iter()
+            .any(|r| r.action == "alert.release" && r.target == a.id && r.actor == "user:an")
+    );
+    // Its restatement two hours on is not held again: the warning is already out.
+    feed(&p, &every_10_min(now() + Duration::minutes(50), &[19.45; 14])).await;
+    let restated: Vec<_> = real_alerts(&store)
+        .await
+        .into_iter()
+        .filter(|x| x.follow.as_deref() == Some("restate"))
+        .collect();
+    assert!(!restated.is_empty());
+    assert!(restated.iter().all(|x| x.held_until.is_none()), "{restated:?}");
+
+    // A verified BĐ3 (Hữu Lũng's is D) goes out at once; so does any, with the policy off.
+    for (station, policy) in [
+        (huu_lung(), policy()),
+        (
+            unverified_bd3(),
+            AlertPolicy {
+                confirm_unverified_emergency: None,
+                ..policy()
+            },
+        ),
+    ] {
+        let db2 = db.another().await;
+        let store = Store::open(db2.url()).await.unwrap();
+        let p = pipeline_for(&store, station, policy);
+        let a = cross_bd3(&store, &p).await;
+        assert_eq!(a.held_until, None);
+        let claimed = store.claim_due(a.sent, lease, 100).await.unwrap();
+        assert_eq!(
+            claimed.iter().filter(|d| d.alert_id == a.id).count(),
+            a.communes.len()
+        );
+    }
+}
+
 on_both_backends!(
     an_escalation_is_an_update_referencing_the_live_alert_and_a_repeat_raises_nothing,
     an_exercise_never_stands_in_for_a_real_alert,
@@ -952,4 +1090,6 @@ on_both_backends!(
     after_a_restart_a_state_that_no_live_alert_covers_is_alerted_without_a_new_reading,
     an_officers_cancel_is_not_undone_while_the_river_stays_where_it_was,
     a_reading_above_the_historic_flood_is_told_and_once_confirmed_raises_it_for_the_rules,
+    an_emergency_on_an_unverified_figure_waits_for_an_officer_then_goes_out_anyway,
+    an_officer_confirms_a_waiting_emergency_and_verified_figures_never_wait,
 );

@@ -201,6 +201,7 @@ struct AlertsRaw {
     renew_before_minutes: i64,
     restate_emergency_minutes: i64,
     restate_priority_minutes: i64,
+    confirm_unverified_emergency_minutes: i64,
     blind_renew_minutes: i64,
     all_clear_minutes: i64,
     follow_interval_s: u64,
@@ -757,6 +758,12 @@ pub fn load(sources: &Sources) -> Result<Settings, Problems> {
                 ));
             }
         }
+        if !(0..=60).contains(&a.confirm_unverified_emergency_minutes) {
+            problems.push(format!(
+                "alerts.confirm_unverified_emergency_minutes {} must be 0 (send at once) to 60: an emergency must not wait longer",
+                a.confirm_unverified_emergency_minutes
+            ));
+        }
         if a.follow_interval_s == 0 || a.follow_interval_s > 600 {
             problems.push(format!(
                 "alerts.follow_interval_s {} must be 1 to 600",
@@ -776,6 +783,8 @@ pub fn load(sources: &Sources) -> Result<Settings, Problems> {
                 .then(|| chrono::Duration::minutes(a.restate_emergency_minutes)),
             restate_priority: (a.restate_priority_minutes > 0)
                 .then(|| chrono::Duration::minutes(a.restate_priority_minutes)),
+            confirm_unverified_emergency: (a.confirm_unverified_emergency_minutes > 0)
+                .then(|| chrono::Duration::minutes(a.confirm_unverified_emergency_minutes)),
             blind_renew: chrono::Duration::minutes(a.blind_renew_minutes),
             all_clear_ttl: chrono::Duration::minutes(a.all_clear_minutes),
             // Filled in below from [ingest], the area file and the rules' limits.

@@ -58,6 +58,9 @@ pub struct AlertRecord {
     pub follow: Option<String>,
     /// For a bulletin's level: how its sender graded it (CAP urgency, severity, certainty).
     pub grade: Option<domain::CapGrade>,
+    /// A computed Emergency on an unverified figure waits for a duty officer until then
+    /// (or until released sooner, when this is the release time).
+    pub held_until: Option<DateTime<Utc>>,
 }
 
 /// Which alerts to list: every field narrows; `before` is the cursor (the last row of
@@ -79,7 +82,7 @@ pub struct AlertFilter {
 
 const ALERT_COLUMNS: &str = "id, province, msg_type, status, refs, origin_kind, origin_detail, hazard, \
      risk_level, alarm_level, station, class, communes, sent_ms, effective_ms, expires_ms, headline, \
-     description, instruction, repeat_times, repeat_interval_s, provisional, payload, key_id, sig, created_ms, text_en, sms, follow, grade, \
+     description, instruction, repeat_times, repeat_interval_s, provisional, payload, key_id, sig, created_ms, text_en, sms, follow, grade, held_until_ms, \
      (SELECT b.msg_type || ' ' || b.id FROM alert_refs r JOIN alerts b ON b.id = r.alert_id \
       WHERE r.refers_to = alerts.id ORDER BY b.sent_ms DESC, b.id LIMIT 1) AS replaced_by";
 
@@ -120,6 +123,7 @@ impl AlertRecord {
                 AlertOrigin::Bulletin { grade, .. } => grade.clone(),
                 _ => None,
             },
+            held_until: None,
         }
     }
 }
@@ -177,6 +181,10 @@ fn alert_from_row(row: &sqlx::any::AnyRow) -> Result<AlertRecord> {
                     instruction: field("instruction"),
                 })
             })
+            .transpose()?,
+        held_until: row
+            .try_get::<Option<i64>, _>("held_until_ms")?
+            .map(from_ms)
             .transpose()?,
         sms: row.try_get::<i64, _>("sms")? != 0,
         follow: row.try_get("follow")?,
@@ -309,6 +317,45 @@ impl Tx<'_> {
         self.track_receivers(alert, &topics, CLEAR_AFTER_SUPERSEDE, now)
             .await?;
         Ok(())
+    }
+}
+
+impl Tx<'_> {
+    /// Holds `alert_id`, just written, until `until`: its queued deliveries wait for then.
+    pub async fn hold_alert(&mut self, alert_id: &str, until: DateTime<Utc>) -> Result<()> {
+        sqlx::query("UPDATE alerts SET held_until_ms = $1 WHERE id = $2")
+            .bind(ms(until))
+            .bind(alert_id)
+            .execute(&mut *self.tx)
+            .await?;
+        sqlx::query("UPDATE deliveries SET next_attempt_ms = $1 WHERE alert_id = $2 AND state = 'queued' AND attempts = 0")
+            .bind(ms(until))
+            .bind(alert_id)
+            .execute(&mut *self.tx)
+            .await?;
+        Ok(())
+    }
+
+    /// Releases a held alert at `now`: its waiting deliveries are due at once. False if it
+    /// was not waiting (never held, already released, or its time came).
+    pub async fn release_alert(&mut self, alert_id: &str, now: DateTime<Utc>) -> Result<bool> {
+        let done = sqlx::query("UPDATE alerts SET held_until_ms = $1 WHERE id = $2 AND held_until_ms > $1")
+            .bind(ms(now))
+            .bind(alert_id)
+            .execute(&mut *self.tx)
+            .await?;
+        if done.rows_affected() == 0 {
+            return Ok(false);
+        }
+        sqlx::query(
+            "UPDATE deliveries SET next_attempt_ms = $1 WHERE alert_id = $2 AND state = 'queued' AND attempts = 0
+               AND next_attempt_ms > $1",
+        )
+        .bind(ms(now))
+        .bind(alert_id)
+        .execute(&mut *self.tx)
+        .await?;
+        Ok(true)
     }
 }
 

@@ -159,6 +159,7 @@ migrations! {
     14, "follow", "0014_follow";
     15, "art46 one hazard", "0015_art46_one_hazard";
     16, "station historic", "0016_station_historic";
+    17, "emergency hold", "0017_emergency_hold";
 }
 
 fn migrator(backend: Backend, up_to: i64) -> Migrator {

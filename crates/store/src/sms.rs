@@ -162,7 +162,7 @@ impl Store {
         // left out, so that it never crowds out communes that do.
         let rows = sqlx::query(sqlx::AssertSqlSafe(format!(
             "SELECT * FROM (
-                SELECT a.id, a.class, a.sent_ms, c.value AS commune,
+                SELECT a.id, a.class, COALESCE(a.held_until_ms, a.sent_ms) AS sent_ms, c.value AS commune,
                     (SELECT COUNT(*) FROM receiver_deliveries d
                       WHERE d.alert_id = a.id AND d.commune = c.value) AS registered,
                     (SELECT COUNT(*) FROM receiver_deliveries d
@@ -171,6 +171,7 @@ impl Store {
                       WHERE d.alert_id = a.id AND d.commune = c.value AND d.state = 'played') AS played
                 FROM alerts a, {}
                 WHERE a.expires_ms > $1 AND a.msg_type <> 'Cancel' AND a.status = 'Actual' AND a.sms = 1
+                  AND (a.held_until_ms IS NULL OR a.held_until_ms <= $1)
                   AND NOT EXISTS (SELECT 1 FROM alert_refs r WHERE r.refers_to = a.id)
                   AND NOT EXISTS (SELECT 1 FROM sms_fallbacks f WHERE f.alert_id = a.id AND f.commune = c.value)
              ) AS candidates
