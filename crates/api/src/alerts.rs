@@ -35,13 +35,17 @@ pub struct AlertDto {
     pub sent: DateTime<Utc>,
     pub effective: DateTime<Utc>,
     pub expires: DateTime<Utc>,
-    /// `scheduled` before `effective` (receivers hold it until then), `live` until
-    /// `expires`, then `expired`; `updated` or `cancelled` once a later message of the
-    /// incident replaced it (see `replaced_by`).
+    /// `held` while a computed Emergency on an unverified figure waits for a duty
+    /// officer (see `held_until`), `scheduled` before `effective` (receivers hold it until
+    /// then), `live` until `expires`, then `expired`; `updated` or `cancelled` once a later
+    /// message of the incident replaced it (see `replaced_by`).
     pub state: &'static str,
+    /// When a held alert goes out on its own (`POST /api/v1/alerts/{id}/release` sends it
+    /// sooner); once out, when it went.
+    pub held_until: Option<DateTime<Utc>>,
     /// For an alert of the station follower: why it was sent (`issue`, `escalate`,
-    /// `renew`, `de-escalate`, `all-clear`); a `renew` is taken without playing by a
-    /// receiver that played what it replaces.
+    /// `restate`, `renew`, `de-escalate`, `all-clear`); a `renew` is taken without playing
+    /// by a receiver that played what it replaces; a `restate` is played again.
     pub follow: Option<String>,
     /// The newest Update or Cancel that references this alert.
     pub replaced_by: Option<String>,
@@ -63,9 +67,11 @@ impl AlertDto {
                 (Some((t, _)), _) if t == "Cancel" => "cancelled",
                 (Some(_), _) => "updated",
                 (None, true) => "expired",
+                (None, false) if a.held_until.is_some_and(|h| now < h) => "held",
                 (None, false) if now < a.effective => "scheduled",
                 (None, false) => "live",
             },
+            held_until: a.held_until,
             follow: a.follow.clone(),
             replaced_by: a.replaced_by.as_ref().map(|(_, id)| id.clone()),
             provisional: !a.provisional.is_empty(),
