@@ -369,6 +369,7 @@ pub fn sms_headline(headline: &str, hazard: domain::Hazard) -> &str {
         format!("cảnh báo {name} (tiếp theo):"),
         format!("cảnh báo {name}:"),
         format!("cảnh báo cấp độ rủi ro thiên tai do {name}:"),
+        format!("cảnh báo cấp độ rủi ro thiên tai do {name} (tiếp theo):"),
     ];
     let mut h = headline.trim();
     'strip: loop {

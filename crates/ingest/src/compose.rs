@@ -347,6 +347,103 @@ pub fn risk_alert(
     })
 }
 
+/// Whether a live risk-level alert is due to be restated at `now`: at its class's
+/// cadence (an Emergency every `restate_emergency`, others every `restate_priority`), and
+/// in any case before it expires.
+pub fn risk_restate_due(previous: &store::AlertRecord, policy: &AlertPolicy, now: DateTime<Utc>) -> bool {
+    let every = if previous.class == MessageClass::Emergency.code() {
+        policy.restate_emergency
+    } else {
+        policy.restate_priority
+    };
+    previous.expires - now <= policy.renew_before || every.is_some_and(|e| now - previous.sent >= e)
+}
+
+/// The restatement of a live risk-level alert while its level holds: an Update of the
+/// whole incident, the same hazard, level and class, for `communes` (those where the level
+/// still holds), saying "(tiếp theo)" with the time of now; a bulletin's level cites
+/// `bulletin` (id, sender), the live bulletin that states it now. `None` when a stored
+/// code is not one canhbao knows.
+pub fn restate_risk_alert(
+    previous: &store::AlertRecord,
+    communes: Vec<domain::CommuneCode>,
+    bulletin: Option<(&str, &str)>,
+    id: AlertId,
+    topics: &Topics,
+    policy: &AlertPolicy,
+    now: DateTime<Utc>,
+) -> Option<Result<Alert, AlertError>> {
+    use dispatch::render::LevelFrom;
+    let hazard = domain::Hazard::from_code(&previous.hazard)?;
+    let level = previous
+        .risk_level
+        .and_then(|l| u8::try_from(l).ok())
+        .and_then(domain::RiskLevel::new)?;
+    let class = MessageClass::from_code(&previous.class)?;
+    let status = AlertStatus::from_code(&previous.status)?;
+    let mut references: Vec<AlertId> = previous
+        .references
+        .iter()
+        .map(|r| AlertId::new(r).ok())
+        .collect::<Option<_>>()?;
+    references.push(AlertId::new(&previous.id).ok()?);
+    let (from, origin) = match (previous.origin_kind.as_str(), bulletin) {
+        ("bulletin", Some((bid, sender))) => (
+            LevelFrom::Bulletin {
+                id: bid,
+                sender,
+                vouched: true,
+            },
+            AlertOrigin::Bulletin {
+                source: format!("{sender} {bid}"),
+                grade: previous.grade.clone(),
+            },
+        ),
+        ("computed", _) => (
+            LevelFrom::Computed {
+                official: previous.provisional.is_empty(),
+            },
+            AlertOrigin::Computed {
+                rule_id: previous.origin_detail.clone(),
+            },
+        ),
+        _ => return None,
+    };
+    let mut text = dispatch::render::risk_level_text(hazard, level, from, now);
+    text.headline = format!(
+        "Cảnh báo cấp độ rủi ro thiên tai do {} (tiếp theo): cấp {}",
+        hazard.name_vi(),
+        level.get()
+    );
+    if status != AlertStatus::Actual {
+        text.headline = format!("[DIỄN TẬP] {}", text.headline);
+    }
+    Some(Alert::new(AlertSpec {
+        id,
+        province: topics.province().clone(),
+        msg_type: MsgType::Update,
+        status,
+        references,
+        origin,
+        hazard,
+        risk_level: Some(level),
+        alarm_level: None,
+        station: None,
+        class,
+        communes,
+        sent: now,
+        effective: now,
+        expires: now + policy.ttl,
+        headline: text.headline,
+        description: text.description,
+        instruction: text.instruction,
+        repeat: policy.repeat_for(class),
+        provisional: previous.provisional.clone(),
+        english: None,
+        follow: None,
+    }))
+}
+
 /// A duty officer's warning before it is issued.
 #[derive(Debug, Clone, PartialEq)]
 pub struct Draft {

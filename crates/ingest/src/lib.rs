@@ -25,6 +25,7 @@ pub mod hydromet;
 pub mod nws;
 pub mod openmeteo;
 pub mod poller;
+mod restate;
 pub mod station;
 pub mod telemetry;
 pub mod usgs;

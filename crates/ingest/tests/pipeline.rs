@@ -1072,6 +1072,137 @@ async fn an_officer_confirms_a_waiting_emergency_and_verified_figures_never_wait
     }
 }
 
+// ---- a risk level that lasts is restated, and only while it holds (issue 18, cadence) ----
+
+async fn a_risk_level_that_holds_is_restated_at_its_cadence_and_stops_when_it_ends(db: Db) {
+    let (store, p) = pipeline(&db).await;
+    let set = rules::load(&[("t.toml".into(), ENGINE_RULES.into())]).unwrap();
+    let p = p.with_engine(set, engine_inputs());
+    let t = now();
+    let r = p
+        .accept(vec![obs("rainfall", "mm", 60.0, t)], &actual(), t)
+        .await
+        .unwrap();
+    let first = store.get_alert(r.alerts[0].as_str()).await.unwrap().unwrap();
+    assert_eq!((first.risk_level, first.class.as_str()), (Some(3), "emergency"));
+    assert!(
+        p.restate_risk_alerts(t + Duration::minutes(119))
+            .await
+            .unwrap()
+            .is_empty()
+    );
+    // Two hours on, an Emergency is restated: an Update of the incident, same level.
+    let again = p.restate_risk_alerts(t + Duration::hours(2)).await.unwrap();
+    assert_eq!(again.len(), 1);
+    let b = store.get_alert(again[0].as_str()).await.unwrap().unwrap();
+    assert_eq!(
+        (
+            b.msg_type.as_str(),
+            b.risk_level,
+            b.class.as_str(),
+            b.hazard.as_str()
+        ),
+        ("Update", Some(3), "emergency", "heavy_rain")
+    );
+    assert_eq!(b.references, vec![first.id.clone()]);
+    assert_eq!(b.communes, first.communes);
+    assert!(b.headline.contains("(tiếp theo)"), "{}", b.headline);
+    assert!(
+        b.description.contains("10 giờ 00 phút ngày 09/10/2026"),
+        "the time of now: {}",
+        b.description
+    );
+    assert!(
+        p.restate_risk_alerts(t + Duration::minutes(121))
+            .await
+            .unwrap()
+            .is_empty(),
+        "once"
+    );
+    // The rain stops: once the level has ended, nothing more is restated.
+    for i in 0..24 {
+        let at = t + Duration::minutes(130 + 10 * i);
+        let dry =
+            Observation::new(StationId::new("HUULUNG").unwrap(), "rainfall", 0.0, "mm", at, at).unwrap();
+        p.accept(vec![dry], &actual(), at).await.unwrap();
+    }
+    assert!(
+        !store
+            .area_levels("Actual")
+            .await
+            .unwrap()
+            .iter()
+            .any(|(h, _, _)| h == "heavy_rain"),
+        "the level ended"
+    );
+    assert!(
+        p.restate_risk_alerts(t + Duration::hours(6))
+            .await
+            .unwrap()
+            .is_empty()
+    );
+}
+
+async fn a_bulletins_level_is_restated_citing_the_live_bulletin_and_not_after_it_ends(db: Db) {
+    let (store, p) = pipeline(&db).await;
+    let set = rules::load(&[("t.toml".into(), ENGINE_RULES.into())]).unwrap();
+    let p = p.with_engine(set, engine_inputs());
+    let t = now();
+    let bulletin = |id: &str, at: DateTime<Utc>| rules::eval::Bulletin {
+        id: id.into(),
+        sender: "Đài KTTV khu vực Việt Bắc".into(),
+        hazard: domain::Hazard::Flood,
+        level: domain::RiskLevel::new(4),
+        communes: vec![CommuneCode::new("06385").unwrap()],
+        effective: at,
+        expires: at + Duration::hours(12),
+        authoritative: true,
+        emergency: false,
+        grade: None,
+    };
+    let change = |id: &str, replaces: Vec<String>, bulletins| ingest::bulletin::BulletinChange {
+        identifier: id.into(),
+        status: AlertStatus::Actual,
+        authoritative: true,
+        bulletins,
+        replaces,
+    };
+    let r = p
+        .accept_bulletin(&change("LU-1", vec![], vec![bulletin("LU-1", t)]), t)
+        .await
+        .unwrap();
+    assert_eq!(r.alerts.len(), 1, "{r:?}");
+    let restated = p.restate_risk_alerts(t + Duration::hours(2)).await.unwrap();
+    let b = store.get_alert(restated[0].as_str()).await.unwrap().unwrap();
+    assert!(b.description.contains("LU-1"), "{}", b.description);
+    assert_eq!(b.origin_kind, "bulletin");
+    // The next bulletin states the same level: no new alert, and the next restatement
+    // cites it.
+    let t3 = t + Duration::hours(3);
+    let r = p
+        .accept_bulletin(
+            &change("LU-2", vec!["LU-1".into()], vec![bulletin("LU-2", t3)]),
+            t3,
+        )
+        .await
+        .unwrap();
+    assert!(r.alerts.is_empty(), "{r:?}");
+    let restated = p.restate_risk_alerts(t + Duration::hours(4)).await.unwrap();
+    let c = store.get_alert(restated[0].as_str()).await.unwrap().unwrap();
+    assert!(c.description.contains("LU-2"), "{}", c.description);
+    // The bulletin is cancelled: its level is not restated any more.
+    let t5 = t + Duration::hours(5);
+    p.accept_bulletin(&change("LU-3", vec!["LU-2".into()], vec![]), t5)
+        .await
+        .unwrap();
+    assert!(
+        p.restate_risk_alerts(t + Duration::hours(6))
+            .await
+            .unwrap()
+            .is_empty()
+    );
+}
+
 on_both_backends!(
     an_escalation_is_an_update_referencing_the_live_alert_and_a_repeat_raises_nothing,
     an_exercise_never_stands_in_for_a_real_alert,
@@ -1092,4 +1223,6 @@ on_both_backends!(
     a_reading_above_the_historic_flood_is_told_and_once_confirmed_raises_it_for_the_rules,
     an_emergency_on_an_unverified_figure_waits_for_an_officer_then_goes_out_anyway,
     an_officer_confirms_a_waiting_emergency_and_verified_figures_never_wait,
+    a_risk_level_that_holds_is_restated_at_its_cadence_and_stops_when_it_ends,
+    a_bulletins_level_is_restated_citing_the_live_bulletin_and_not_after_it_ends,
 );

@@ -428,6 +428,26 @@ fn render_all() -> String {
         full(&mut out, title, &risk(h, l, source, official, status));
     }
 
+    // A level that holds, restated 2 hours on, citing the bulletin that states it now.
+    let first = risk(Hazard::Flood, 4, bulletin(true, false), true, actual);
+    let record = store::AlertRecord::of(&first, Signer::from_seed(&[7; 32]).sign_alert(&first));
+    let restated = compose::restate_risk_alert(
+        &record,
+        first.communes.clone(),
+        Some(("DBLU_12/15h00/DBQG", "Trung tâm Dự báo KTTV quốc gia")),
+        id("risk-2"),
+        &topics(),
+        &AlertPolicy::default(),
+        now() + Duration::hours(2),
+    )
+    .unwrap()
+    .unwrap();
+    full(
+        &mut out,
+        "flood level 4, vouched bulletin, restated 2 hours on",
+        &restated,
+    );
+
     out.push_str("## A duty officer's warning, its update and its cancel\n\n");
     let policy = AlertPolicy::default();
     let issued = compose::officer_alert(

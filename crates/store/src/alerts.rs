@@ -321,6 +321,15 @@ impl Tx<'_> {
 }
 
 impl Tx<'_> {
+    /// Whether a later message (an Update or a Cancel) references `alert_id`.
+    pub async fn is_replaced(&mut self, alert_id: &str) -> Result<bool> {
+        let row = sqlx::query("SELECT 1 AS one FROM alert_refs WHERE refers_to = $1 LIMIT 1")
+            .bind(alert_id)
+            .fetch_optional(&mut *self.tx)
+            .await?;
+        Ok(row.is_some())
+    }
+
     /// Holds `alert_id`, just written, until `until`: its queued deliveries wait for then.
     pub async fn hold_alert(&mut self, alert_id: &str, until: DateTime<Utc>) -> Result<()> {
         sqlx::query("UPDATE alerts SET held_until_ms = $1 WHERE id = $2")
@@ -459,6 +468,26 @@ impl Store {
         let rows = sqlx::query(sqlx::AssertSqlSafe(sql))
             .bind(ms(now))
             .bind(limit)
+            .fetch_all(&self.pool)
+            .await?;
+        rows.iter().map(alert_from_row).collect()
+    }
+
+    /// Live risk-level alerts of the series `status` at `now` that the rules or a
+    /// bulletin raised (not the station follower's, not an officer's): sent (not waiting),
+    /// not expired, and not replaced by an Update or Cancel. Oldest first.
+    pub async fn live_risk_alerts(&self, status: &str, now: DateTime<Utc>) -> Result<Vec<AlertRecord>> {
+        let sql = format!(
+            "SELECT {ALERT_COLUMNS} FROM alerts
+             WHERE status = $1 AND expires_ms > $2 AND risk_level IS NOT NULL AND follow IS NULL
+               AND msg_type <> 'Cancel' AND origin_kind IN ('computed', 'bulletin')
+               AND (held_until_ms IS NULL OR held_until_ms <= $2)
+               AND NOT EXISTS (SELECT 1 FROM alert_refs x WHERE x.refers_to = alerts.id)
+             ORDER BY sent_ms, id"
+        );
+        let rows = sqlx::query(sqlx::AssertSqlSafe(sql))
+            .bind(status)
+            .bind(ms(now))
             .fetch_all(&self.pool)
             .await?;
         rows.iter().map(alert_from_row).collect()
