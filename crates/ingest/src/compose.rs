@@ -282,6 +282,23 @@ pub fn risk_alert(
     status: AlertStatus,
     now: DateTime<Utc>,
 ) -> Result<Alert, AlertError> {
+    risk_update(a, level, communes, Vec::new(), id, topics, policy, status, now)
+}
+
+/// As [`risk_alert`], as an Update of the incident `references` when it is not empty
+/// (a level that came down: "hạ xuống cấp N").
+#[allow(clippy::too_many_arguments)]
+pub fn risk_update(
+    a: &rules::eval::Assessment,
+    level: domain::RiskLevel,
+    communes: Vec<domain::CommuneCode>,
+    references: Vec<AlertId>,
+    id: AlertId,
+    topics: &Topics,
+    policy: &AlertPolicy,
+    status: AlertStatus,
+    now: DateTime<Utc>,
+) -> Result<Alert, AlertError> {
     use dispatch::render::LevelFrom;
     let (from, origin) = match &a.source {
         rules::eval::LevelSource::Computed => (
@@ -309,6 +326,13 @@ pub fn risk_alert(
         ),
     };
     let mut text = dispatch::render::risk_level_text(a.hazard, level, from, now);
+    if !references.is_empty() {
+        text.headline = format!(
+            "Cảnh báo cấp độ rủi ro thiên tai do {}: hạ xuống cấp {}",
+            a.hazard.name_vi(),
+            level.get()
+        );
+    }
     if status != AlertStatus::Actual {
         text.headline = format!("[DIỄN TẬP] {}", text.headline);
     }
@@ -320,9 +344,13 @@ pub fn risk_alert(
     Alert::new(AlertSpec {
         id,
         province: topics.province().clone(),
-        msg_type: MsgType::Alert,
+        msg_type: if references.is_empty() {
+            MsgType::Alert
+        } else {
+            MsgType::Update
+        },
         status,
-        references: Vec::new(),
+        references,
         origin,
         hazard: a.hazard,
         risk_level: Some(level),
@@ -441,6 +469,78 @@ pub fn restate_risk_alert(
         provisional: previous.provisional.clone(),
         english: None,
         follow: None,
+    }))
+}
+
+/// The end of a risk level that a live alert announced: an Update of the incident, like
+/// the station follower's all-clear (CAP responseType AllClear, urgency Past), priority,
+/// played once, live for the all-clear time. `None` when a stored code is not known.
+pub fn risk_end_alert(
+    previous: &store::AlertRecord,
+    id: AlertId,
+    topics: &Topics,
+    policy: &AlertPolicy,
+    now: DateTime<Utc>,
+) -> Option<Result<Alert, AlertError>> {
+    let hazard = domain::Hazard::from_code(&previous.hazard)?;
+    let status = AlertStatus::from_code(&previous.status)?;
+    let communes: Vec<domain::CommuneCode> = previous
+        .communes
+        .iter()
+        .map(|c| domain::CommuneCode::new(c).ok())
+        .collect::<Option<_>>()?;
+    let mut references: Vec<AlertId> = previous
+        .references
+        .iter()
+        .map(|r| AlertId::new(r).ok())
+        .collect::<Option<_>>()?;
+    references.push(AlertId::new(&previous.id).ok()?);
+    let origin = match previous.origin_kind.as_str() {
+        "bulletin" => AlertOrigin::Bulletin {
+            source: previous.origin_detail.clone(),
+            grade: None,
+        },
+        "computed" => AlertOrigin::Computed {
+            rule_id: previous.origin_detail.clone(),
+        },
+        _ => return None,
+    };
+    let name = hazard.name_vi();
+    let mut headline = format!("Hết cảnh báo cấp độ rủi ro thiên tai do {name}");
+    if status != AlertStatus::Actual {
+        headline = format!("[DIỄN TẬP] {headline}");
+    }
+    let from = previous.risk_level.unwrap_or_default();
+    Some(Alert::new(AlertSpec {
+        id,
+        province: topics.province().clone(),
+        msg_type: MsgType::Update,
+        status,
+        references,
+        origin,
+        hazard,
+        risk_level: None,
+        alarm_level: None,
+        station: None,
+        class: MessageClass::Priority,
+        communes,
+        sent: now,
+        effective: now,
+        expires: now + policy.all_clear_ttl,
+        headline,
+        description: format!(
+            "Lúc {}, cấp độ rủi ro thiên tai do {name} (trước đó cấp {from}) đã kết thúc.",
+            dispatch::render::local_time_vi(now)
+        ),
+        instruction: "Tiếp tục theo dõi thông báo của chính quyền địa phương; chỉ trở lại nơi nguy hiểm khi được thông báo an toàn."
+            .to_owned(),
+        repeat: Repeat {
+            times: 1,
+            interval_s: 0,
+        },
+        provisional: Vec::new(),
+        english: None,
+        follow: Some(FollowKind::AllClear),
     }))
 }
 

@@ -159,7 +159,8 @@ impl Engine {
             evaluate_held(&self.rules, &inputs, now)
         };
         let changes = tracker.step(now, &current, &held);
-        let alerts = self.auto_issue(pipeline, tx, status, now, &changes).await?;
+        let mut alerts = self.auto_issue(pipeline, tx, status, now, &changes).await?;
+        alerts.extend(self.follow_down(pipeline, tx, status, now, &changes).await?);
         for id in alerts.values() {
             if !report.alerts.contains(id) {
                 report.alerts.push(id.clone());
@@ -202,6 +203,97 @@ impl Engine {
         }
         report.transitions += changes.len();
         Ok(Staged { guard, tracker })
+    }
+
+    /// Announces a risk level that came down or ended where a live alert of the rules or
+    /// of a bulletin announced it: an Update at the lower level ("hạ xuống cấp N"), or the
+    /// end ("Hết cảnh báo", CAP AllClear). Only when every commune of that alert came down
+    /// the same way: otherwise its restatement narrows it to where its level holds (see
+    /// `restate`), or it expires. Returns the alert id per hazard and commune.
+    async fn follow_down(
+        &self,
+        pipeline: &Pipeline,
+        tx: &mut Tx<'_>,
+        status: &str,
+        now: DateTime<Utc>,
+        changes: &[Change],
+    ) -> Result<BTreeMap<(Hazard, CommuneCode), domain::AlertId>, IngestError> {
+        let mut out = BTreeMap::new();
+        let down: Vec<(&Change, RiskLevel, Option<RiskLevel>)> = changes
+            .iter()
+            .filter_map(|c| match c.transition {
+                Transition::DeEscalate { from, to } => Some((c, from, Some(to))),
+                Transition::End { from } => Some((c, from, None)),
+                _ => None,
+            })
+            .collect();
+        if down.is_empty() {
+            return Ok(out);
+        }
+        let code = AlertStatus::from_code(status).unwrap_or(AlertStatus::Actual);
+        for previous in tx.live_risk_alerts(status, now).await? {
+            let (Some(hazard), Some(level)) = (Hazard::from_code(&previous.hazard), previous.risk_level)
+            else {
+                continue;
+            };
+            let mine: Vec<&(&Change, RiskLevel, Option<RiskLevel>)> = down
+                .iter()
+                .filter(|(c, from, _)| {
+                    c.hazard == hazard
+                        && i64::from(from.get()) == level
+                        && previous.communes.iter().any(|x| x == c.commune.as_str())
+                })
+                .collect();
+            let Some(&&(first, _, to)) = mine.first() else {
+                continue;
+            };
+            if mine.len() != previous.communes.len() || mine.iter().any(|d| d.2 != to) {
+                continue;
+            }
+            let mut references: Vec<domain::AlertId> = previous
+                .references
+                .iter()
+                .filter_map(|r| domain::AlertId::new(r).ok())
+                .collect();
+            let Ok(id) = domain::AlertId::new(&previous.id) else {
+                continue;
+            };
+            references.push(id);
+            let alert = match (to, first.assessment.as_ref()) {
+                (Some(to), Some(a)) => compose::risk_update(
+                    a,
+                    to,
+                    mine.iter().map(|d| d.0.commune.clone()).collect(),
+                    references,
+                    new_alert_id(),
+                    pipeline.topics(),
+                    pipeline.policy(),
+                    code,
+                    now,
+                ),
+                (Some(_), None) => continue,
+                (None, _) => {
+                    match compose::risk_end_alert(
+                        &previous,
+                        new_alert_id(),
+                        pipeline.topics(),
+                        pipeline.policy(),
+                        now,
+                    ) {
+                        Some(a) => a,
+                        None => continue,
+                    }
+                }
+            }
+            .map_err(|source| IngestError::RiskAlert { hazard, source })?;
+            pipeline.write_alert(tx, &alert, now).await?;
+            tracing::info!(alert_id = %alert.id, previous = %previous.id, hazard = hazard.code(),
+                to = to.map(RiskLevel::get), "risk level came down: announced");
+            for d in mine {
+                out.insert((hazard, d.0.commune.clone()), alert.id.clone());
+            }
+        }
+        Ok(out)
     }
 
     /// Issues one alert per hazard, level and rule set for the new and escalated levels

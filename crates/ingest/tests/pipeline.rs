@@ -1201,6 +1201,67 @@ async fn a_bulletins_level_is_restated_citing_the_live_bulletin_and_not_after_it
             .unwrap()
             .is_empty()
     );
+    // Once the level has failed to hold for the hold time, the next evaluation ends it,
+    // and the end is announced to the communes that heard it.
+    let later = t5 + Duration::minutes(190);
+    let dry = Observation::new(
+        StationId::new("HUULUNG").unwrap(),
+        "rainfall",
+        0.0,
+        "mm",
+        later,
+        later,
+    )
+    .unwrap();
+    let r = p.accept(vec![dry], &actual(), later).await.unwrap();
+    assert_eq!(r.alerts.len(), 1, "{r:?}");
+    let end = store.get_alert(r.alerts[0].as_str()).await.unwrap().unwrap();
+    assert_eq!(
+        (end.msg_type.as_str(), end.follow.as_deref(), end.hazard.as_str()),
+        ("Update", Some("all-clear"), "flood")
+    );
+    assert!(end.references.contains(&c.id), "{end:?}");
+}
+
+async fn a_bulletin_that_lowers_the_level_is_announced_as_an_update_at_the_lower_level(db: Db) {
+    let (store, p) = pipeline(&db).await;
+    let set = rules::load(&[("t.toml".into(), ENGINE_RULES.into())]).unwrap();
+    let p = p.with_engine(set, engine_inputs());
+    let t = now();
+    let bulletin = |id: &str, level: u8| rules::eval::Bulletin {
+        id: id.into(),
+        sender: "Đài KTTV khu vực Việt Bắc".into(),
+        hazard: domain::Hazard::Flood,
+        level: domain::RiskLevel::new(level),
+        communes: vec![CommuneCode::new("06385").unwrap()],
+        effective: t,
+        expires: t + Duration::hours(12),
+        authoritative: true,
+        emergency: false,
+        grade: None,
+    };
+    let change = |id: &str, replaces: Vec<String>, level| ingest::bulletin::BulletinChange {
+        identifier: id.into(),
+        status: AlertStatus::Actual,
+        authoritative: true,
+        bulletins: vec![bulletin(id, level)],
+        replaces,
+    };
+    let first = p.accept_bulletin(&change("LU-1", vec![], 4), t).await.unwrap();
+    let at = t + Duration::minutes(30);
+    let r = p
+        .accept_bulletin(&change("LU-2", vec!["LU-1".into()], 2), at)
+        .await
+        .unwrap();
+    assert_eq!(r.alerts.len(), 1, "{r:?}");
+    let down = store.get_alert(r.alerts[0].as_str()).await.unwrap().unwrap();
+    assert_eq!(
+        (down.msg_type.as_str(), down.risk_level, down.class.as_str()),
+        ("Update", Some(2), "priority")
+    );
+    assert_eq!(down.references, vec![first.alerts[0].to_string()]);
+    assert!(down.headline.contains("hạ xuống cấp 2"), "{}", down.headline);
+    assert!(down.description.contains("LU-2"), "{}", down.description);
 }
 
 on_both_backends!(
@@ -1225,4 +1286,5 @@ on_both_backends!(
     an_officer_confirms_a_waiting_emergency_and_verified_figures_never_wait,
     a_risk_level_that_holds_is_restated_at_its_cadence_and_stops_when_it_ends,
     a_bulletins_level_is_restated_citing_the_live_bulletin_and_not_after_it_ends,
+    a_bulletin_that_lowers_the_level_is_announced_as_an_update_at_the_lower_level,
 );

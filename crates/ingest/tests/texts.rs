@@ -447,6 +447,32 @@ fn render_all() -> String {
         "flood level 4, vouched bulletin, restated 2 hours on",
         &restated,
     );
+    // The next bulletin lowers it; then the level ends.
+    let lower = assessment(Hazard::Flood, 2, bulletin(true, false), true);
+    let down = compose::risk_update(
+        &lower,
+        RiskLevel::new(2).unwrap(),
+        restated.communes.clone(),
+        vec![first.id.clone(), restated.id.clone()],
+        id("risk-3"),
+        &topics(),
+        &AlertPolicy::default(),
+        actual,
+        now() + Duration::hours(3),
+    )
+    .unwrap();
+    full(&mut out, "flood lowered to level 2 by the next bulletin", &down);
+    let record = store::AlertRecord::of(&down, Signer::from_seed(&[7; 32]).sign_alert(&down));
+    let end = compose::risk_end_alert(
+        &record,
+        id("risk-4"),
+        &topics(),
+        &AlertPolicy::default(),
+        now() + Duration::hours(6),
+    )
+    .unwrap()
+    .unwrap();
+    full(&mut out, "the flood level ends", &end);
 
     out.push_str("## A duty officer's warning, its update and its cancel\n\n");
     let policy = AlertPolicy::default();

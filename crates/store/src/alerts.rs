@@ -320,7 +320,33 @@ impl Tx<'_> {
     }
 }
 
+/// See [`Store::live_risk_alerts`].
+async fn live_risk_alerts<'e, E>(ex: E, status: &str, now: DateTime<Utc>) -> Result<Vec<AlertRecord>>
+where
+    E: sqlx::Executor<'e, Database = sqlx::Any>,
+{
+    let sql = format!(
+        "SELECT {ALERT_COLUMNS} FROM alerts
+         WHERE status = $1 AND expires_ms > $2 AND risk_level IS NOT NULL AND follow IS NULL
+           AND msg_type <> 'Cancel' AND origin_kind IN ('computed', 'bulletin')
+           AND (held_until_ms IS NULL OR held_until_ms <= $2)
+           AND NOT EXISTS (SELECT 1 FROM alert_refs x WHERE x.refers_to = alerts.id)
+         ORDER BY sent_ms, id"
+    );
+    let rows = sqlx::query(sqlx::AssertSqlSafe(sql))
+        .bind(status)
+        .bind(ms(now))
+        .fetch_all(ex)
+        .await?;
+    rows.iter().map(alert_from_row).collect()
+}
+
 impl Tx<'_> {
+    /// [`Store::live_risk_alerts`], in this transaction.
+    pub async fn live_risk_alerts(&mut self, status: &str, now: DateTime<Utc>) -> Result<Vec<AlertRecord>> {
+        live_risk_alerts(&mut *self.tx, status, now).await
+    }
+
     /// Whether a later message (an Update or a Cancel) references `alert_id`.
     pub async fn is_replaced(&mut self, alert_id: &str) -> Result<bool> {
         let row = sqlx::query("SELECT 1 AS one FROM alert_refs WHERE refers_to = $1 LIMIT 1")
@@ -477,20 +503,7 @@ impl Store {
     /// bulletin raised (not the station follower's, not an officer's): sent (not waiting),
     /// not expired, and not replaced by an Update or Cancel. Oldest first.
     pub async fn live_risk_alerts(&self, status: &str, now: DateTime<Utc>) -> Result<Vec<AlertRecord>> {
-        let sql = format!(
-            "SELECT {ALERT_COLUMNS} FROM alerts
-             WHERE status = $1 AND expires_ms > $2 AND risk_level IS NOT NULL AND follow IS NULL
-               AND msg_type <> 'Cancel' AND origin_kind IN ('computed', 'bulletin')
-               AND (held_until_ms IS NULL OR held_until_ms <= $2)
-               AND NOT EXISTS (SELECT 1 FROM alert_refs x WHERE x.refers_to = alerts.id)
-             ORDER BY sent_ms, id"
-        );
-        let rows = sqlx::query(sqlx::AssertSqlSafe(sql))
-            .bind(status)
-            .bind(ms(now))
-            .fetch_all(&self.pool)
-            .await?;
-        rows.iter().map(alert_from_row).collect()
+        live_risk_alerts(&self.pool, status, now).await
     }
 
     pub async fn get_alert(&self, id: &str) -> Result<Option<AlertRecord>> {
