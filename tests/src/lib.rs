@@ -542,6 +542,7 @@ impl TestApp {
             heartbeat: Duration::from_secs(1),
             drills,
             tls: Default::default(),
+            windows: Default::default(),
         };
         // A state file per receiver id in the app's data directory, as a real receiver
         // keeps: a restarted TestReceiver remembers what it played.

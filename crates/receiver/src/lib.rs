@@ -19,6 +19,7 @@ pub mod gate;
 pub mod play;
 pub mod schedule;
 pub mod state;
+pub mod windows;
 
 use std::collections::{HashMap, VecDeque};
 use std::path::{Path, PathBuf};
@@ -63,6 +64,9 @@ pub struct ReceiverConfig {
     pub drills: bool,
     /// For an `mqtts://` broker: the CA to trust and this receiver's certificate.
     pub tls: protocol::mqtt::TlsMaterial,
+    /// The commune's announcement windows (set by its operator): a Normal message waits
+    /// for the next one. Empty: everything plays as it comes.
+    pub windows: windows::AnnouncementWindows,
 }
 
 /// How a receiver remembers what it played and how it plays. The default remembers in
@@ -695,6 +699,15 @@ impl Agent<'_> {
         Some(tokio::time::Instant::now() + wait)
     }
 
+    /// When a Normal `alert` that may play from `from` must wait for the commune's next
+    /// announcement window: its opening; `None` if it need not wait.
+    fn window_for(&self, alert: &AlertPayload, from: DateTime<Utc>) -> Option<DateTime<Utc>> {
+        if MessageClass::from_code(&alert.class) != Some(MessageClass::Normal) {
+            return None;
+        }
+        self.cfg.windows.next_opening(from)
+    }
+
     /// Hands the scheduled alerts whose `effective` time came to the programme.
     async fn start_due(&mut self) {
         let now = self.trusted_now();
@@ -750,8 +763,15 @@ impl Agent<'_> {
             });
             return;
         }
-        let effective = alert.effective.parse::<DateTime<Utc>>().ok();
-        if let Some(effective) = effective.filter(|e| *e > self.trusted_now()) {
+        let now = self.trusted_now();
+        let effective = alert.effective.parse::<DateTime<Utc>>().ok().filter(|e| *e > now);
+        // A Normal message waits for the commune's next announcement window, from when it
+        // takes effect.
+        let effective = match self.window_for(&alert, effective.unwrap_or(now)) {
+            Some(opening) => Some(opening),
+            None => effective,
+        };
+        if let Some(effective) = effective.filter(|e| *e > now) {
             tracing::info!(alert_id = %alert.id, effective = %effective, receiver = %self.cfg.receiver_id,
                 "alert accepted; it plays when it takes effect");
             let _ = self.events.send(ReceiverEvent::Scheduled {

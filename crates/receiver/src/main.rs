@@ -71,6 +71,12 @@ struct Cli {
     client_cert: Option<PathBuf>,
     #[arg(long)]
     client_key: Option<PathBuf>,
+    /// The commune's announcement window for Normal messages, HH:MM-HH:MM in local time
+    /// (UTC+7), as its operator schedules the programme (repeatable). A Normal message
+    /// waits for the next window; Priority and Emergency ones never wait. Without any,
+    /// everything plays as it comes.
+    #[arg(long = "announce-window", value_name = "HH:MM-HH:MM")]
+    announce_window: Vec<String>,
     /// Where the versions played are recorded, so that a restart does not play them
     /// again [default: var/receiver-ID.state].
     #[arg(long)]
@@ -106,6 +112,7 @@ struct Common {
     play_command: Option<PlayCommand>,
     drills: bool,
     tls: protocol::mqtt::TlsMaterial,
+    windows: canhbao_receiver::windows::AnnouncementWindows,
 }
 
 /// One receiver to run.
@@ -257,6 +264,9 @@ fn validate(cli: Cli) -> Result<(Common, Mode)> {
                 })
         }
     };
+    let windows = canhbao_receiver::windows::AnnouncementWindows::parse(&cli.announce_window)
+        .map_err(|e| problems.push(format!("--announce-window: {e}")))
+        .unwrap_or_default();
     match (broker, topics, mode) {
         (Some(broker), Some(topics), Some(mode)) if problems.is_empty() => Ok((
             Common {
@@ -269,6 +279,7 @@ fn validate(cli: Cli) -> Result<(Common, Mode)> {
                 play_command,
                 drills: cli.drills,
                 tls,
+                windows,
             },
             mode,
         )),
@@ -304,6 +315,7 @@ fn receiver_config(common: &Common, p: &Planned) -> ReceiverConfig {
         heartbeat: common.heartbeat,
         drills: common.drills,
         tls: common.tls.clone(),
+        windows: common.windows.clone(),
     }
 }
 

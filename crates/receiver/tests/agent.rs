@@ -138,6 +138,7 @@ impl World {
             heartbeat: Duration::from_millis(200),
             drills: self.drills,
             tls: Default::default(),
+            windows: Default::default(),
         }
     }
 
@@ -928,6 +929,47 @@ async fn an_alert_plays_when_it_takes_effect_not_before() {
         Utc::now() >= effective - chrono::Duration::seconds(1),
         "played too early"
     );
+    rx.stop().await;
+    w.clear().await;
+}
+
+#[tokio::test]
+async fn a_normal_message_waits_for_the_communes_announcement_window_and_a_warning_never_does() {
+    let Some(url) = broker() else { return };
+    let mut w = World::new(url).await;
+    // A window twelve hours from now: the commune's programme is not on air.
+    let hour = (Utc::now()
+        .with_timezone(&protocol::time::vietnam())
+        .format("%H")
+        .to_string()
+        .parse::<u32>()
+        .unwrap()
+        + 12)
+        % 24;
+    let windows =
+        canhbao_receiver::windows::AnnouncementWindows::parse(&[format!("{hour:02}:00-{hour:02}:30")])
+            .unwrap();
+    let mut cfg = w.config(&unique("loa"), HUU_LUNG);
+    cfg.windows = windows.clone();
+    let mut rx = Rx::start(cfg, Playback::default());
+    rx.connected().await;
+    let notice = alert(&unique("n"), "normal", "Thông báo lịch tiêm phòng gia súc");
+    w.publish(&notice).await;
+    match rx.next().await {
+        ReceiverEvent::Scheduled { alert_id, effective } => {
+            assert_eq!(alert_id, notice.id);
+            assert_eq!(
+                Some(effective),
+                windows.next_opening(Utc::now()),
+                "the window's opening"
+            );
+        }
+        other => panic!("a normal message must wait for the window, got {other:?}"),
+    }
+    // A priority warning plays at once, window or not.
+    let warning = alert(&unique("p"), "priority", "Lũ trên sông Trung vượt báo động 2");
+    w.publish(&warning).await;
+    assert_eq!(played(&rx.next().await), Some(warning.id.as_str()));
     rx.stop().await;
     w.clear().await;
 }

@@ -97,6 +97,7 @@ impl Fleet {
                 heartbeat,
                 drills: true,
                 tls: Default::default(),
+                windows: Default::default(),
             };
             let playback = canhbao_receiver::Playback {
                 played: canhbao_receiver::state::PlayedLog::in_memory(),

@@ -180,6 +180,7 @@ impl Fleet {
                 heartbeat: Duration::from_secs(5),
                 drills: true,
                 tls: Default::default(),
+                windows: Default::default(),
             };
             let (tx, mut rx) = mpsc::unbounded_channel();
             let playback = Playback {
