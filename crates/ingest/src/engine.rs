@@ -113,6 +113,22 @@ impl Engine {
             .get(status)
             .cloned()
             .unwrap_or_else(|| Tracker::new(self.hold));
+        // Another instance may have moved a level since this one last stepped: start from
+        // what is stored (writers take turns, so this is the latest), never announcing a
+        // level twice.
+        let stored: Vec<(Hazard, CommuneCode, RiskLevel)> = tx
+            .area_levels(status)
+            .await?
+            .into_iter()
+            .filter_map(|(h, c, l)| {
+                Some((
+                    Hazard::from_code(&h)?,
+                    CommuneCode::new(&c).ok()?,
+                    u8::try_from(l).ok().and_then(RiskLevel::new)?,
+                ))
+            })
+            .collect();
+        tracker.sync(&stored);
         let mut inputs = (*self.base).clone();
         crate::historic::apply(&mut inputs.stations, &tx.historic_levels().await?);
         for r in tx.readings_since(status, now - HISTORY).await? {

@@ -335,6 +335,9 @@ pub async fn run_follower(pipeline: Pipeline, interval: StdDuration, shutdown: C
                 tracing::error!(error = %e, "station follower failed; a renewal or all-clear may be late");
             }
         }
+        if let Err(e) = pipeline.evaluate_rules(Utc::now()).await {
+            tracing::error!(error = %e, "rules evaluation on the timer failed; a level may change late");
+        }
         if let Err(e) = pipeline.restate_risk_alerts(Utc::now()).await {
             tracing::error!(error = %e, "risk-level restatement failed; a live level may go unannounced");
         }

@@ -167,6 +167,11 @@ impl Pipeline {
         self
     }
 
+    /// Whether a rules engine runs.
+    pub(crate) fn has_engine(&self) -> bool {
+        self.engine.is_some()
+    }
+
     /// Loads the engine's levels from storage, so that a restart does not announce them again.
     pub async fn restore_levels(&self) -> Result<usize, IngestError> {
         match &self.engine {

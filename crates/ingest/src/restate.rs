@@ -15,6 +15,26 @@ use domain::{AlertId, AlertStatus, CommuneCode};
 use crate::{IngestError, Pipeline, compose, new_alert_id};
 
 impl Pipeline {
+    /// Runs the rules at `now` on what is stored, in each series, without new data: a
+    /// level whose bulletin ended, or that failed to hold for the hold time, comes down
+    /// on time, and one that a forecast window or a bulletin's `effective` time brings
+    /// starts on time. Returns the transitions and alerts.
+    pub async fn evaluate_rules(&self, now: DateTime<Utc>) -> Result<crate::AcceptReport, IngestError> {
+        let mut all = crate::AcceptReport::default();
+        if !self.has_engine() {
+            return Ok(all);
+        }
+        for status in [AlertStatus::Actual, AlertStatus::Exercise, AlertStatus::Test] {
+            let tx = self.store.begin().await?;
+            let r = self
+                .finish(tx, status.code(), now, crate::AcceptReport::default())
+                .await?;
+            all.transitions += r.transitions;
+            all.alerts.extend(r.alerts);
+        }
+        Ok(all)
+    }
+
     /// Restates every live risk-level alert that is due at `now` and whose level still
     /// holds somewhere it was sent; returns the restatements sent.
     pub async fn restate_risk_alerts(&self, now: DateTime<Utc>) -> Result<Vec<AlertId>, IngestError> {

@@ -1201,19 +1201,17 @@ async fn a_bulletins_level_is_restated_citing_the_live_bulletin_and_not_after_it
             .unwrap()
             .is_empty()
     );
-    // Once the level has failed to hold for the hold time, the next evaluation ends it,
-    // and the end is announced to the communes that heard it.
+    // Once the level has failed to hold for the hold time, the rules' timer ends it
+    // without any new data, and the end is announced to the communes that heard it.
+    assert!(
+        p.evaluate_rules(t5 + Duration::minutes(170))
+            .await
+            .unwrap()
+            .alerts
+            .is_empty()
+    );
     let later = t5 + Duration::minutes(190);
-    let dry = Observation::new(
-        StationId::new("HUULUNG").unwrap(),
-        "rainfall",
-        0.0,
-        "mm",
-        later,
-        later,
-    )
-    .unwrap();
-    let r = p.accept(vec![dry], &actual(), later).await.unwrap();
+    let r = p.evaluate_rules(later).await.unwrap();
     assert_eq!(r.alerts.len(), 1, "{r:?}");
     let end = store.get_alert(r.alerts[0].as_str()).await.unwrap().unwrap();
     assert_eq!(
@@ -1264,6 +1262,26 @@ async fn a_bulletin_that_lowers_the_level_is_announced_as_an_update_at_the_lower
     assert!(down.description.contains("LU-2"), "{}", down.description);
 }
 
+async fn two_instances_never_announce_the_same_level_twice(db: Db) {
+    let store = Store::open(db.url()).await.unwrap();
+    let set = rules::load(&[("t.toml".into(), ENGINE_RULES.into())]).unwrap();
+    let a = pipeline_on(&store).with_engine(set.clone(), engine_inputs());
+    let b = pipeline_on(&store).with_engine(set, engine_inputs());
+    let t = now();
+    let r = a
+        .accept(vec![obs("rainfall", "mm", 60.0, t)], &actual(), t)
+        .await
+        .unwrap();
+    assert_eq!(r.alerts.len(), 1);
+    // The next batch goes to the other instance, which has not seen that level.
+    let t2 = t + Duration::minutes(5);
+    let wet = Observation::new(StationId::new("HUULUNG").unwrap(), "rainfall", 61.0, "mm", t2, t2).unwrap();
+    let r = b.accept(vec![wet], &actual(), t2).await.unwrap();
+    assert_eq!((r.alerts.len(), r.transitions), (0, 0), "{r:?}");
+    // And its timer says nothing new either.
+    assert_eq!(b.evaluate_rules(t2).await.unwrap().transitions, 0);
+}
+
 on_both_backends!(
     an_escalation_is_an_update_referencing_the_live_alert_and_a_repeat_raises_nothing,
     an_exercise_never_stands_in_for_a_real_alert,
@@ -1287,4 +1305,5 @@ on_both_backends!(
     a_risk_level_that_holds_is_restated_at_its_cadence_and_stops_when_it_ends,
     a_bulletins_level_is_restated_citing_the_live_bulletin_and_not_after_it_ends,
     a_bulletin_that_lowers_the_level_is_announced_as_an_update_at_the_lower_level,
+    two_instances_never_announce_the_same_level_twice,
 );

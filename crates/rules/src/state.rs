@@ -84,6 +84,26 @@ impl Tracker {
         );
     }
 
+    /// Takes the levels as stored (`area_levels`), which another instance may have moved
+    /// since this one last stepped: a level that matches keeps how long it has failed to
+    /// hold; a different one is taken as it is, without announcing it again; one no longer
+    /// stored is gone.
+    pub fn sync(&mut self, stored: &[(Hazard, CommuneCode, RiskLevel)]) {
+        let mut states = BTreeMap::new();
+        for (h, c, level) in stored {
+            let key = (*h, c.clone());
+            let state = match self.states.remove(&key) {
+                Some(s) if s.level == *level => s,
+                _ => AreaState {
+                    level: *level,
+                    below_since: None,
+                },
+            };
+            states.insert(key, state);
+        }
+        self.states = states;
+    }
+
     /// Whether any area has a level (de-escalation then needs the held evaluation).
     pub fn is_empty(&self) -> bool {
         self.states.is_empty()
