@@ -364,15 +364,22 @@ pub fn risk_update(
         headline: text.headline,
         description: text.description,
         instruction: text.instruction,
-        repeat: match class {
-            MessageClass::Emergency => policy.repeat_emergency,
-            MessageClass::Priority => policy.repeat_priority,
-            MessageClass::Normal => policy.repeat_normal,
-        },
+        repeat: policy.repeat_for(class),
         provisional,
         english: None,
         follow: None,
     })
+}
+
+/// Every message of `previous`'s incident, itself last: what an Update of it references.
+/// `None` when a stored id is not valid.
+pub(crate) fn incident_references(previous: &store::AlertRecord) -> Option<Vec<AlertId>> {
+    previous
+        .references
+        .iter()
+        .chain([&previous.id])
+        .map(|r| AlertId::new(r).ok())
+        .collect()
 }
 
 /// Whether a live risk-level alert is due to be restated at `now`: at its class's
@@ -409,12 +416,7 @@ pub fn restate_risk_alert(
         .and_then(domain::RiskLevel::new)?;
     let class = MessageClass::from_code(&previous.class)?;
     let status = AlertStatus::from_code(&previous.status)?;
-    let mut references: Vec<AlertId> = previous
-        .references
-        .iter()
-        .map(|r| AlertId::new(r).ok())
-        .collect::<Option<_>>()?;
-    references.push(AlertId::new(&previous.id).ok()?);
+    let references = incident_references(previous)?;
     let (from, origin) = match (previous.origin_kind.as_str(), bulletin) {
         ("bulletin", Some((bid, sender))) => (
             LevelFrom::Bulletin {
@@ -489,12 +491,7 @@ pub fn risk_end_alert(
         .iter()
         .map(|c| domain::CommuneCode::new(c).ok())
         .collect::<Option<_>>()?;
-    let mut references: Vec<AlertId> = previous
-        .references
-        .iter()
-        .map(|r| AlertId::new(r).ok())
-        .collect::<Option<_>>()?;
-    references.push(AlertId::new(&previous.id).ok()?);
+    let references = incident_references(previous)?;
     let origin = match previous.origin_kind.as_str() {
         "bulletin" => AlertOrigin::Bulletin {
             source: previous.origin_detail.clone(),

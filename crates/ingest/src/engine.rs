@@ -266,15 +266,9 @@ impl Engine {
             if mine.len() != previous.communes.len() || mine.iter().any(|d| d.2 != to) {
                 continue;
             }
-            let mut references: Vec<domain::AlertId> = previous
-                .references
-                .iter()
-                .filter_map(|r| domain::AlertId::new(r).ok())
-                .collect();
-            let Ok(id) = domain::AlertId::new(&previous.id) else {
+            let Some(references) = compose::incident_references(&previous) else {
                 continue;
             };
-            references.push(id);
             let alert = match (to, first.assessment.as_ref()) {
                 (Some(to), Some(a)) => compose::risk_update(
                     a,

@@ -448,6 +448,15 @@ fn check_rules(dir: Option<PathBuf>) -> ExitCode {
     }
 }
 
+/// `--format text|json`: whether it is JSON.
+fn json_format(format: &str) -> Result<bool> {
+    match format {
+        "text" => Ok(false),
+        "json" => Ok(true),
+        other => anyhow::bail!("--format {other:?} must be text or json"),
+    }
+}
+
 /// `--area-class STATION=N` arguments.
 fn area_classes(args: &[String]) -> Result<Vec<(String, u8)>> {
     let mut classes = Vec::new();
@@ -472,11 +481,7 @@ fn coverage(args: CoverageArgs) -> Result<ExitCode> {
             return Ok(ExitCode::FAILURE);
         }
     };
-    let json = match args.format.as_str() {
-        "text" => false,
-        "json" => true,
-        other => anyhow::bail!("--format {other:?} must be text or json"),
-    };
+    let json = json_format(&args.format)?;
     let inputs = canhbao_server::tools::inputs_for(&settings.area, &area_classes(&args.area_class)?)?;
     canhbao_server::tools::write_coverage(
         &settings.rules,
@@ -496,11 +501,7 @@ fn replay(args: ReplayArgs) -> Result<ExitCode> {
             return Ok(ExitCode::FAILURE);
         }
     };
-    let json = match args.format.as_str() {
-        "text" => false,
-        "json" => true,
-        other => anyhow::bail!("--format {other:?} must be text or json"),
-    };
+    let json = json_format(&args.format)?;
     let inputs = canhbao_server::tools::inputs_for(&settings.area, &area_classes(&args.area_class)?)?;
     let history = canhbao_server::tools::read_history(&args.path)?;
     canhbao_server::tools::run_replay(

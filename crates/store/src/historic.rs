@@ -37,16 +37,22 @@ fn record(r: &sqlx::any::AnyRow) -> Result<HistoricRecord> {
     })
 }
 
+async fn historic_levels<'e, E>(ex: E) -> Result<Vec<HistoricRecord>>
+where
+    E: sqlx::Executor<'e, Database = sqlx::Any>,
+{
+    let rows = sqlx::query(
+        "SELECT station, value_m, observed_ms, confirmed_by, confirmed_ms, reason FROM station_historic ORDER BY station",
+    )
+    .fetch_all(ex)
+    .await?;
+    rows.iter().map(record).collect()
+}
+
 impl Tx<'_> {
     /// Every confirmed historic level.
     pub async fn historic_levels(&mut self) -> Result<Vec<HistoricRecord>> {
-        let rows = sqlx::query(
-            "SELECT station, value_m, observed_ms, confirmed_by, confirmed_ms, reason FROM station_historic
-             ORDER BY station",
-        )
-        .fetch_all(&mut *self.tx)
-        .await?;
-        rows.iter().map(record).collect()
+        historic_levels(&mut *self.tx).await
     }
 
     /// The highest reading above `station`'s historic level noted so far: (value, when).
@@ -128,13 +134,7 @@ impl Tx<'_> {
 impl Store {
     /// Every confirmed historic level.
     pub async fn historic_levels(&self) -> Result<Vec<HistoricRecord>> {
-        let rows = sqlx::query(
-            "SELECT station, value_m, observed_ms, confirmed_by, confirmed_ms, reason FROM station_historic
-             ORDER BY station",
-        )
-        .fetch_all(&self.pool)
-        .await?;
-        rows.iter().map(record).collect()
+        historic_levels(&self.pool).await
     }
 
     /// Every candidate officers were told of.

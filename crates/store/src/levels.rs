@@ -225,30 +225,29 @@ impl Tx<'_> {
 impl Tx<'_> {
     /// [`Store::area_levels`], in this transaction: what the last writer committed.
     pub async fn area_levels(&mut self, status: &str) -> Result<Vec<(String, String, i64)>> {
-        let rows = sqlx::query(
-            "SELECT hazard, commune, level FROM area_levels WHERE status = $1 ORDER BY commune, hazard",
-        )
-        .bind(status)
-        .fetch_all(&mut *self.tx)
-        .await?;
-        rows.iter()
-            .map(|r| Ok((r.try_get("hazard")?, r.try_get("commune")?, r.try_get("level")?)))
-            .collect()
+        area_levels(&mut *self.tx, status).await
     }
+}
+
+async fn area_levels<'e, E>(ex: E, status: &str) -> Result<Vec<(String, String, i64)>>
+where
+    E: sqlx::Executor<'e, Database = sqlx::Any>,
+{
+    let rows = sqlx::query(
+        "SELECT hazard, commune, level FROM area_levels WHERE status = $1 ORDER BY commune, hazard",
+    )
+    .bind(status)
+    .fetch_all(ex)
+    .await?;
+    rows.iter()
+        .map(|r| Ok((r.try_get("hazard")?, r.try_get("commune")?, r.try_get("level")?)))
+        .collect()
 }
 
 impl Store {
     /// The current levels of a series, as (hazard, commune, level).
     pub async fn area_levels(&self, status: &str) -> Result<Vec<(String, String, i64)>> {
-        let rows = sqlx::query(
-            "SELECT hazard, commune, level FROM area_levels WHERE status = $1 ORDER BY commune, hazard",
-        )
-        .bind(status)
-        .fetch_all(&self.pool)
-        .await?;
-        rows.iter()
-            .map(|r| Ok((r.try_get("hazard")?, r.try_get("commune")?, r.try_get("level")?)))
-            .collect()
+        area_levels(&self.pool, status).await
     }
 
     /// The most recent transitions, newest first.
