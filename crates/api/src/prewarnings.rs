@@ -124,6 +124,7 @@ pub async fn confirm(
             id,
             sender: "",
             vouched: kind == "bulletin",
+            issued: None,
         },
         _ => dispatch::render::LevelFrom::Computed { official: a.official },
     };

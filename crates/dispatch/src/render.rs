@@ -175,6 +175,8 @@ pub enum LevelFrom<'a> {
         id: &'a str,
         sender: &'a str,
         vouched: bool,
+        /// When the bulletin was issued (its `effective` time), where it is known.
+        issued: Option<DateTime<Utc>>,
     },
 }
 
@@ -200,14 +202,22 @@ pub fn risk_level_text(
             }
             d
         }
-        LevelFrom::Bulletin { id, sender, vouched } => {
+        LevelFrom::Bulletin {
+            id,
+            sender,
+            vouched,
+            issued,
+        } => {
             let of = if sender.trim().is_empty() {
                 String::new()
             } else {
                 format!(" của {sender}")
             };
+            let when = issued
+                .map(|t| format!(" phát hành lúc {}", local_time_vi(t)))
+                .unwrap_or_default();
             let mut d = format!(
-                "Theo bản tin {id}{of}, cấp độ rủi ro thiên tai do {name} là cấp {n} (màu {colour}), \
+                "Theo bản tin {id}{of}{when}, cấp độ rủi ro thiên tai do {name} là cấp {n} (màu {colour}), \
                  theo Quyết định 18/2021/QĐ-TTg."
             );
             if !vouched {

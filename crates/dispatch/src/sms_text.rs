@@ -340,12 +340,17 @@ impl SmsTemplates {
         } else {
             template.clone()
         };
+        // A headline that states the level itself ("hạ xuống cấp 2") says it once.
+        let level_text = level
+            .map(|l| format!(" cấp {l}"))
+            .filter(|l| !headline.contains(l.trim_start()))
+            .unwrap_or_default();
         let text = template
             .replace("{prefix}", prefix)
             .replace("{sender}", &self.sender)
             .replace("{kind}", kind)
             .replace("{hazard}", &alert.hazard.name_vi().to_uppercase())
-            .replace("{level}", &level.map(|l| format!(" cấp {l}")).unwrap_or_default())
+            .replace("{level}", &level_text)
             .replace("{headline}", headline.trim_end_matches('.'))
             .replace("{instruction}", alert.instruction.trim())
             .replace("{description}", alert.description.trim())
@@ -453,6 +458,26 @@ mod template_tests {
             follow: None,
         })
         .unwrap()
+    }
+
+    #[test]
+    fn a_lowered_level_is_said_once() {
+        let t = SmsTemplates::builtin("PCTT Lạng Sơn");
+        let a = alert(AlertStatus::Actual, Some(2));
+        let view = SmsAlert {
+            status: a.status,
+            msg_type: MsgType::Update,
+            hazard: a.hazard,
+            level: Some(2),
+            headline: "Cảnh báo cấp độ rủi ro thiên tai do lũ: hạ xuống cấp 2",
+            description: &a.description,
+            instruction: &a.instruction,
+            expires: a.expires,
+        };
+        assert_eq!(
+            t.render_view(&view),
+            "[PCTT Lạng Sơn] CẬP NHẬT LŨ: hạ xuống cấp 2. Di chuyển ngay đến nơi an toàn. Hiệu lực đến 15 giờ 00 phút ngày 09/10/2026."
+        );
     }
 
     #[test]

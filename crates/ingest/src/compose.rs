@@ -312,12 +312,14 @@ pub fn risk_update(
             sender,
             authoritative,
             grade,
+            issued,
             ..
         } => (
             LevelFrom::Bulletin {
                 id,
                 sender,
                 vouched: *authoritative,
+                issued: Some(*issued),
             },
             AlertOrigin::Bulletin {
                 source: format!("{sender} {id}"),
@@ -397,12 +399,12 @@ pub fn risk_restate_due(previous: &store::AlertRecord, policy: &AlertPolicy, now
 /// The restatement of a live risk-level alert while its level holds: an Update of the
 /// whole incident, the same hazard, level and class, for `communes` (those where the level
 /// still holds), saying "(tiếp theo)" with the time of now; a bulletin's level cites
-/// `bulletin` (id, sender), the live bulletin that states it now. `None` when a stored
+/// `bulletin` (id, sender, issue time), the live bulletin that states it now. `None` when a stored
 /// code is not one canhbao knows.
 pub fn restate_risk_alert(
     previous: &store::AlertRecord,
     communes: Vec<domain::CommuneCode>,
-    bulletin: Option<(&str, &str)>,
+    bulletin: Option<(&str, &str, DateTime<Utc>)>,
     id: AlertId,
     topics: &Topics,
     policy: &AlertPolicy,
@@ -418,11 +420,12 @@ pub fn restate_risk_alert(
     let status = AlertStatus::from_code(&previous.status)?;
     let references = incident_references(previous)?;
     let (from, origin) = match (previous.origin_kind.as_str(), bulletin) {
-        ("bulletin", Some((bid, sender))) => (
+        ("bulletin", Some((bid, sender, issued))) => (
             LevelFrom::Bulletin {
                 id: bid,
                 sender,
                 vouched: true,
+                issued: Some(issued),
             },
             AlertOrigin::Bulletin {
                 source: format!("{sender} {bid}"),

@@ -88,7 +88,9 @@ impl Pipeline {
                 let Some(alert) = compose::restate_risk_alert(
                     &previous,
                     communes,
-                    cited.as_ref().map(|b| (b.identifier.as_str(), b.sender.as_str())),
+                    cited
+                        .as_ref()
+                        .map(|b| (b.identifier.as_str(), b.sender.as_str(), b.effective)),
                     new_alert_id(),
                     self.topics(),
                     self.policy(),

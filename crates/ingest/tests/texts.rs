@@ -105,12 +105,13 @@ fn risk(h: Hazard, level: u8, source: LevelSource, official: bool, status: Alert
 
 fn bulletin(authoritative: bool, emergency: bool) -> LevelSource {
     LevelSource::Bulletin {
-        id: "DBLU_12/09h00/DBQG".into(),
+        id: "DBLU_12/08h00/DBQG".into(),
         sender: "Trung tâm Dự báo KTTV quốc gia".into(),
         authoritative,
         emergency,
         // A vouched bulletin's sender graded it; the relayed CAP keeps that grade.
         grade: authoritative.then(|| domain::CapGrade::new("Expected", "Severe", "Observed").unwrap()),
+        issued: now(),
     }
 }
 
@@ -434,7 +435,11 @@ fn render_all() -> String {
     let restated = compose::restate_risk_alert(
         &record,
         first.communes.clone(),
-        Some(("DBLU_12/15h00/DBQG", "Trung tâm Dự báo KTTV quốc gia")),
+        Some((
+            "DBLU_12/10h00/DBQG",
+            "Trung tâm Dự báo KTTV quốc gia",
+            now() + Duration::hours(2),
+        )),
         id("risk-2"),
         &topics(),
         &AlertPolicy::default(),
@@ -593,7 +598,7 @@ fn the_texts_keep_the_rules_of_the_domain() {
     }
     // A bulletin's level cites the bulletin and its sender; the origin says bulletin.
     let b = risk(Hazard::Flood, 4, bulletin(true, false), true, AlertStatus::Actual);
-    assert!(b.description.contains("DBLU_12/09h00/DBQG"), "{}", b.description);
+    assert!(b.description.contains("DBLU_12/08h00/DBQG"), "{}", b.description);
     assert!(
         b.description.contains("Trung tâm Dự báo KTTV quốc gia"),
         "{}",

@@ -169,6 +169,8 @@ pub enum LevelSource {
         emergency: bool,
         /// How its sender graded it.
         grade: Option<domain::CapGrade>,
+        /// When it took effect (its issue time, unless it says otherwise).
+        issued: DateTime<Utc>,
     },
 }
 
@@ -1200,6 +1202,7 @@ fn apply_bulletins(out: &mut Vec<Assessment>, bulletins: &[Bulletin], now: DateT
                 authoritative: b.authoritative,
                 emergency: b.emergency,
                 grade: b.grade.clone(),
+                issued: b.effective,
             };
             a.rules = vec![format!("bulletin:{}", b.id)];
             if b.authoritative {

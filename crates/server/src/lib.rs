@@ -15,6 +15,7 @@ pub mod bench_outage;
 pub mod bench_receipts;
 pub mod bench_sms;
 pub mod bench_soak;
+pub mod bench_timer;
 #[cfg(feature = "embedded-broker")]
 pub mod broker;
 pub mod config;

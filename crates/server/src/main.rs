@@ -727,13 +727,22 @@ fn bench(b: BenchArgs) -> Result<ExitCode> {
                 anyhow::bail!("the soak lost {} and played twice {}", report.lost, report.twice);
             }
         }
-        "rules" => canhbao_server::tools::bench_rules(
-            &settings.rules,
-            &settings.area,
-            rounds,
-            if b.quick { 30 } else { 365 },
-            &mut std::io::stdout(),
-        )?,
+        "rules" => {
+            canhbao_server::tools::bench_rules(
+                &settings.rules,
+                &settings.area,
+                rounds,
+                if b.quick { 30 } else { 365 },
+                &mut std::io::stdout(),
+            )?;
+            let runtime = tokio::runtime::Builder::new_multi_thread().enable_all().build()?;
+            runtime.block_on(canhbao_server::bench_timer::bench_timer(
+                &settings,
+                if b.quick { 3 } else { 20 },
+                if b.quick { 3 } else { 7 },
+                &mut std::io::stdout(),
+            ))?;
+        }
         other => {
             anyhow::bail!(
                 "unknown bench scenario {other:?}; available: rules, dispatch, receipts, api, footprint, soak, sms, kill, outage"
