@@ -5,6 +5,7 @@
 
 mod authz;
 mod hostile;
+mod login;
 mod tls;
 mod warnings;
 
@@ -1735,7 +1736,7 @@ async fn an_alert_preview_shows_every_channel_and_sends_nothing() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn people_log_in_with_roles_lock_out_after_failures_and_the_bootstrap_token_retires() {
+async fn people_log_in_with_roles_are_held_off_after_failures_and_the_bootstrap_token_retires() {
     let app = TestApp::spawn(Broker::Embedded).await.unwrap();
     let store = app.app.store();
     let login = |user: &str, password: &str| {
@@ -1814,8 +1815,9 @@ async fn people_log_in_with_roles_lock_out_after_failures_and_the_bootstrap_toke
     let later = chrono::Utc::now() + chrono::Duration::hours(13);
     assert!(store.find_token(&hash, later).await.unwrap().is_none());
 
-    // A wrong name and a wrong password get the same answer; five wrong passwords lock
-    // the account, even against the right one.
+    // A wrong name and a wrong password get the same answer; five wrong passwords hold
+    // the name off from this address, even against the right one (tests/e2e/login.rs:
+    // not from another address).
     let (unknown, a) = login("nobody", "whatever-password").await;
     let (wrong, b) = login("truc.ban", "not-the-password").await;
     assert_eq!((unknown, wrong), (401, 401));
@@ -1825,7 +1827,7 @@ async fn people_log_in_with_roles_lock_out_after_failures_and_the_bootstrap_toke
     }
     let (locked, body) = login("truc.ban", &officer_pw).await;
     assert_eq!(locked, 429, "{body}");
-    // A reset lifts the lock and revokes the old token.
+    // A reset lifts the hold-off and revokes the old token.
     let new_pw = canhbao_server::users::reset_password(store, "truc.ban", None)
         .await
         .unwrap();

@@ -16,6 +16,20 @@ pub struct ApiError {
     pub field: Option<String>,
     /// Every fault, where there are several (each bad row of a batch).
     pub errors: Vec<FieldError>,
+    /// Seconds after which a refused request may be tried again (`Retry-After`).
+    pub retry_after: Option<std::num::NonZeroU32>,
+}
+
+/// Longest part of a client's value quoted back in an answer, a record or a log line.
+pub const QUOTE_CHARS: usize = 200;
+
+/// `value` as it may be quoted back: whole if short, else its first [`QUOTE_CHARS`]
+/// characters and its full length.
+pub fn cut(value: &str) -> std::borrow::Cow<'_, str> {
+    match value.char_indices().nth(QUOTE_CHARS) {
+        None => std::borrow::Cow::Borrowed(value),
+        Some((at, _)) => std::borrow::Cow::Owned(format!("{}… ({} bytes in all)", &value[..at], value.len())),
+    }
 }
 
 /// One fault of a request with several.
@@ -47,6 +61,7 @@ impl ApiError {
             detail: detail.into(),
             field: Some(field.into()),
             errors: Vec::new(),
+            retry_after: None,
         }
     }
 
@@ -58,6 +73,7 @@ impl ApiError {
             detail: detail.into(),
             field: Some(field.into()),
             errors: Vec::new(),
+            retry_after: None,
         }
     }
 
@@ -69,6 +85,7 @@ impl ApiError {
             detail: detail.into(),
             field: None,
             errors: Vec::new(),
+            retry_after: None,
         }
     }
 
@@ -80,6 +97,7 @@ impl ApiError {
             detail: detail.into(),
             field: None,
             errors: Vec::new(),
+            retry_after: None,
         }
     }
 
@@ -91,6 +109,7 @@ impl ApiError {
             detail: detail.into(),
             field: None,
             errors: Vec::new(),
+            retry_after: None,
         }
     }
 
@@ -102,6 +121,7 @@ impl ApiError {
             detail: detail.into(),
             field: None,
             errors: Vec::new(),
+            retry_after: None,
         }
     }
 
@@ -113,6 +133,7 @@ impl ApiError {
             detail: detail.into(),
             field: None,
             errors: Vec::new(),
+            retry_after: None,
         }
     }
 
@@ -126,6 +147,7 @@ impl ApiError {
             detail: "the server could not complete the request; see its log".into(),
             field: None,
             errors: Vec::new(),
+            retry_after: None,
         }
     }
 
@@ -137,6 +159,7 @@ impl ApiError {
             detail: detail.into(),
             field: None,
             errors: Vec::new(),
+            retry_after: None,
         }
     }
 
@@ -148,6 +171,7 @@ impl ApiError {
             detail: detail.into(),
             field: None,
             errors: Vec::new(),
+            retry_after: None,
         }
     }
 
@@ -159,6 +183,7 @@ impl ApiError {
             detail: detail.into(),
             field: None,
             errors: Vec::new(),
+            retry_after: None,
         }
     }
 }
@@ -184,6 +209,13 @@ pub fn require_media(headers: &axum::http::HeaderMap, accepted: &[&str]) -> Resu
 }
 
 impl ApiError {
+    /// Says when to try again (`Retry-After`, whole seconds, at least 1).
+    pub fn retry_after(mut self, wait: std::time::Duration) -> Self {
+        let secs = wait.as_secs_f64().ceil().clamp(1.0, f64::from(u32::MAX)) as u32;
+        self.retry_after = std::num::NonZeroU32::new(secs);
+        self
+    }
+
     /// Attaches every fault; the first stays in `field` and `detail`.
     pub fn with_errors(mut self, errors: Vec<FieldError>) -> Self {
         self.errors = errors;
@@ -212,6 +244,7 @@ impl From<store::StoreError> for ApiError {
                 detail: "the database is locked or unreachable; nothing was written; retry shortly".into(),
                 field: None,
                 errors: Vec::new(),
+                retry_after: None,
             };
         }
         Self::internal(e)
@@ -234,6 +267,10 @@ impl IntoResponse for ApiError {
             header::CONTENT_TYPE,
             HeaderValue::from_static("application/problem+json"),
         );
+        if let Some(secs) = self.retry_after {
+            resp.headers_mut()
+                .insert(header::RETRY_AFTER, HeaderValue::from(secs.get()));
+        }
         if self.status == StatusCode::UNAUTHORIZED {
             resp.headers_mut()
                 .insert(header::WWW_AUTHENTICATE, HeaderValue::from_static("Bearer"));
@@ -297,6 +334,7 @@ pub async fn problem_for_plain(resp: Response) -> Response {
         },
         field: None,
         errors: Vec::new(),
+        retry_after: None,
     }
     .into_response();
     if let Some(allow) = allow {

@@ -76,8 +76,8 @@ pub struct AppState {
     /// How SMS are worded and when officials get them (also when the channel is off, for
     /// previews).
     pub sms_settings: Arc<dispatch::sms_worker::SmsSettings>,
-    /// Login attempts as a whole (see [`login::login_limiter`]).
-    pub login_limiter: Arc<std::sync::Mutex<dispatch::sms_gateway::TokenBucket>>,
+    /// Login rate limits, back-off and hashing permits (see [`login`]).
+    pub login: Arc<login::LoginGuard>,
     /// Live changes for `GET /api/v1/events` (fed by [`events::run_feed`]).
     pub events: events::Hub,
     /// A receiver's clock off by more than this is flagged.

@@ -277,7 +277,7 @@ impl App {
             max_batch: settings.max_batch,
             sms,
             sms_settings: Arc::new(settings.sms.settings.clone()),
-            login_limiter: api::login::login_limiter(),
+            login: api::login::LoginGuard::new(settings.login.clone()),
             events: api::events::Hub::new(),
             max_clock_offset: settings.max_clock_offset,
         };
@@ -301,8 +301,11 @@ impl App {
         let router = api::router(state);
         let stop = shutdown.clone();
         tasks.spawn(async move {
-            let serve =
-                axum::serve(listener, router).with_graceful_shutdown(async move { stop.cancelled().await });
+            let serve = axum::serve(
+                listener,
+                router.into_make_service_with_connect_info::<std::net::SocketAddr>(),
+            )
+            .with_graceful_shutdown(async move { stop.cancelled().await });
             if let Err(e) = serve.await {
                 tracing::error!(error = %e, "HTTP server failed");
             }

@@ -132,6 +132,8 @@ pub struct Settings {
     pub sms: crate::sms_config::SmsConfig,
     /// When a duty officer's warning needs a second person.
     pub approval: ingest::warnings::ApprovalPolicy,
+    /// Login rate limits and back-off (`[login]`).
+    pub login: api::login::LoginLimits,
 }
 
 // ---- raw sections, as written ----
@@ -319,9 +321,10 @@ struct DomainRaw {
     rules_dir: String,
 }
 
-const SECTIONS: [&str; 15] = [
+const SECTIONS: [&str; 16] = [
     "service",
     "approval",
+    "login",
     "http",
     "database",
     "mqtt",
@@ -512,6 +515,23 @@ pub fn load(sources: &Sources) -> Result<Settings, Problems> {
     let signing: Option<SigningRaw> = section(&root, "signing", &mut problems);
     let demo: Option<DemoRaw> = section(&root, "demo", &mut problems);
     let alerts: Option<AlertsRaw> = section(&root, "alerts", &mut problems);
+    let login = section::<api::login::LoginLimits>(&root, "login", &mut problems).and_then(|l| {
+        if l.per_account_burst <= l.per_address_burst || l.per_account_per_minute <= l.per_address_per_minute {
+            problems.push(
+                "login.per_account_* must be above login.per_address_*: otherwise one address can use up an officer's logins"
+                    .to_owned(),
+            );
+            return None;
+        }
+        if l.first_hold_off_s > l.max_hold_off_s {
+            problems.push(format!(
+                "login.first_hold_off_s {} must not exceed login.max_hold_off_s {}",
+                l.first_hold_off_s, l.max_hold_off_s
+            ));
+            return None;
+        }
+        Some(l)
+    });
     let approval = section::<ApprovalRaw>(&root, "approval", &mut problems).and_then(|a| {
         let mut classes = Vec::new();
         for c in &a.classes {
@@ -922,6 +942,7 @@ pub fn load(sources: &Sources) -> Result<Settings, Problems> {
         poll,
         sms,
         approval,
+        login,
     ) {
         (
             Some(profile),
@@ -942,6 +963,7 @@ pub fn load(sources: &Sources) -> Result<Settings, Problems> {
             Some(poll),
             Some(sms),
             Some(approval),
+            Some(login),
         ) => Ok(Settings {
             profile,
             province,
@@ -963,6 +985,7 @@ pub fn load(sources: &Sources) -> Result<Settings, Problems> {
             poll,
             sms,
             approval,
+            login,
         }),
         _ => Err(Problems(vec!["settings are incomplete".into()])),
     }

@@ -121,16 +121,15 @@ pub async fn disable(store: &Store, username: &str) -> Result<()> {
 
 /// One line a user, for `users list`.
 pub async fn list(store: &Store) -> Result<Vec<String>> {
-    let now = Utc::now();
     Ok(store
         .list_users()
         .await?
         .into_iter()
         .map(|u| {
-            let state = match (u.disabled, u.locked_until) {
-                (Some(_), _) => "disabled".to_owned(),
-                (None, Some(t)) if t > now => format!("locked until {t}"),
-                _ => "active".to_owned(),
+            let state = if u.disabled.is_some() {
+                "disabled"
+            } else {
+                "active"
             };
             let last = u
                 .last_login

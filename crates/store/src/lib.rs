@@ -160,6 +160,7 @@ migrations! {
     15, "art46 one hazard", "0015_art46_one_hazard";
     16, "station historic", "0016_station_historic";
     17, "emergency hold", "0017_emergency_hold";
+    18, "login back-off", "0018_login_backoff";
 }
 
 fn migrator(backend: Backend, up_to: i64) -> Migrator {

@@ -89,7 +89,7 @@ impl Store {
         Ok(done.rows_affected() == 1)
     }
 
-    /// Sets a new password hash, lifts a lockout, and revokes the user's tokens; false if
+    /// Sets a new password hash, lifts every hold-off on the name, and revokes the user's tokens; false if
     /// there is no such user.
     pub async fn set_password(
         &self,
@@ -105,28 +105,94 @@ impl Store {
         .bind(username)
         .execute(&mut *tx.tx)
         .await?;
+        sqlx::query("DELETE FROM login_failures WHERE username = $1")
+            .bind(username)
+            .execute(&mut *tx.tx)
+            .await?;
         revoke_user_tokens(&mut tx, username, now).await?;
         tx.commit().await?;
         Ok(done.rows_affected() == 1)
     }
 
-    /// Counts a failed login; with `lock_until`, the account stays locked until then.
-    pub async fn login_failed(&self, user_id: i64, lock_until: Option<DateTime<Utc>>) -> Result<()> {
-        sqlx::query(
-            "UPDATE users SET failed_logins = failed_logins + 1,
-                locked_until_ms = COALESCE($1, locked_until_ms) WHERE id = $2",
+    /// Until when logins for `username` (as typed) from `address` are held off, if they are.
+    pub async fn login_blocked_until(&self, username: &str, address: &str) -> Result<Option<DateTime<Utc>>> {
+        let row: Option<(i64,)> = sqlx::query_as(
+            "SELECT blocked_until_ms FROM login_failures WHERE username = $1 AND address = $2",
         )
-        .bind(lock_until.map(ms))
-        .bind(user_id)
-        .execute(&self.pool)
+        .bind(username)
+        .bind(address)
+        .fetch_optional(&self.pool)
         .await?;
-        Ok(())
+        row.map(|(t,)| from_ms(t)).transpose()
     }
 
-    /// A successful login: clears the failure count and stores the login's token.
+    /// Counts a failed login for `username` (as typed, known or not) from `address`, in one
+    /// transaction, so that concurrent failures are each counted: the count starts again
+    /// at 1 when the last failure is older than `forget_before`. `hold_off` turns the
+    /// count into a time until which that name is refused from that address (it never
+    /// shortens one already set). A known user's own count of failures goes up too.
+    /// Returns the count.
+    pub async fn login_failed(
+        &self,
+        username: &str,
+        address: &str,
+        user_id: Option<i64>,
+        now: DateTime<Utc>,
+        forget_before: DateTime<Utc>,
+        hold_off: impl FnOnce(i64) -> Option<DateTime<Utc>>,
+    ) -> Result<i64> {
+        let mut tx = self.begin().await?;
+        let (failures,): (i64,) = sqlx::query_as(
+            "INSERT INTO login_failures (username, address, failures, last_ms, blocked_until_ms)
+             VALUES ($1, $2, 1, $3, 0)
+             ON CONFLICT (username, address) DO UPDATE SET
+                failures = CASE WHEN login_failures.last_ms < $4 THEN 1 ELSE login_failures.failures + 1 END,
+                last_ms = $3
+             RETURNING failures",
+        )
+        .bind(username)
+        .bind(address)
+        .bind(ms(now))
+        .bind(ms(forget_before))
+        .fetch_one(&mut *tx.tx)
+        .await?;
+        if let Some(until) = hold_off(failures) {
+            sqlx::query(
+                "UPDATE login_failures SET blocked_until_ms =
+                    CASE WHEN blocked_until_ms < $1 THEN $1 ELSE blocked_until_ms END
+                 WHERE username = $2 AND address = $3",
+            )
+            .bind(ms(until))
+            .bind(username)
+            .bind(address)
+            .execute(&mut *tx.tx)
+            .await?;
+        }
+        if let Some(id) = user_id {
+            sqlx::query("UPDATE users SET failed_logins = failed_logins + 1 WHERE id = $1")
+                .bind(id)
+                .execute(&mut *tx.tx)
+                .await?;
+        }
+        tx.commit().await?;
+        Ok(failures)
+    }
+
+    /// Forgets failed logins last seen before `before` whose hold-off has ended.
+    pub async fn prune_login_failures(&self, before: DateTime<Utc>) -> Result<u64> {
+        let done = sqlx::query("DELETE FROM login_failures WHERE last_ms < $1 AND blocked_until_ms < $1")
+            .bind(ms(before))
+            .execute(&self.pool)
+            .await?;
+        Ok(done.rows_affected())
+    }
+
+    /// A successful login from `address`: clears the failure counts (the user's, and the
+    /// name's from that address) and stores the login's token.
     pub async fn login_succeeded(
         &self,
         user: &UserRecord,
+        address: &str,
         token_sha256: &str,
         expires: DateTime<Utc>,
         now: DateTime<Utc>,
@@ -139,6 +205,11 @@ impl Store {
         .bind(user.id)
         .execute(&mut *tx.tx)
         .await?;
+        sqlx::query("DELETE FROM login_failures WHERE username = $1 AND address = $2")
+            .bind(&user.username)
+            .bind(address)
+            .execute(&mut *tx.tx)
+            .await?;
         sqlx::query(
             "INSERT INTO api_tokens (token_sha256, role, label, created_ms, user_id, expires_ms)
              VALUES ($1, $2, $3, $4, $5, $6)",
