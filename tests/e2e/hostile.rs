@@ -587,3 +587,89 @@ async fn machine_keys_do_only_what_their_scopes_allow() {
     }
     app.app.stop().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn echoes_are_bounded_every_bad_row_is_named_and_every_refusal_recorded() {
+    use canhbao_tests::observation_now;
+    let app = TestApp::spawn(Broker::Embedded).await.unwrap();
+
+    // A 900 KB station id: refused, quoted back cut, with its length.
+    let huge = "H".repeat(900_000);
+    let body = observation_now(&huge, 19.4);
+    let resp = app
+        .http
+        .post(format!("{}/api/v1/observations", app.base))
+        .bearer_auth(&app.token)
+        .header("content-type", "application/json")
+        .body(body)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(resp.status().as_u16(), 400);
+    let answer = resp.bytes().await.unwrap();
+    assert!(answer.len() < 4_000, "the answer is {} bytes", answer.len());
+    let text = String::from_utf8_lossy(&answer);
+    assert!(text.contains("900000 bytes in all"), "{text}");
+    let recorded = app.get("/api/v1/rejections").await.unwrap().1;
+    let longest = recorded
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|r| r["reason"].as_str().unwrap().len() + r["source"].as_str().unwrap().len())
+        .max()
+        .unwrap();
+    assert!(longest < 3_000, "a rejection row of {longest} bytes");
+
+    // A wrong-typed row and an unknown station in one batch: both named, in order.
+    let batch = format!(
+        "[{},{}]",
+        observation_now("HUULUNG", 19.4).replace("19.4", "\"19.4\""),
+        observation_now("NOWHERE", 19.4)
+    );
+    let (status, _, body) = app.post_observations(&batch).await.unwrap();
+    assert_eq!(status, 400, "{body}");
+    let fields: Vec<&str> = body["errors"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|e| e["field"].as_str().unwrap())
+        .collect();
+    assert_eq!(fields, ["[0].value", "[1].station"], "{body}");
+
+    // 500 bad rows: the first 100 named, and how many more.
+    let rows: Vec<String> = (0..500)
+        .map(|_| observation_now("HUULUNG", 19.4).replace("\"m\"", "\"cm\""))
+        .collect();
+    let (status, _, body) = app
+        .post_observations(&format!("[{}]", rows.join(",")))
+        .await
+        .unwrap();
+    assert_eq!(status, 400);
+    let errors = body["errors"].as_array().unwrap();
+    assert_eq!(errors.len(), 101, "{}", errors.len());
+    assert_eq!(errors[100]["detail"], "and 400 more faults like these");
+
+    // A body over the limit: refused, counted, and recorded for operators.
+    let (status, _, _) = raw(
+        &app,
+        &app.token,
+        "POST",
+        "/api/v1/observations",
+        "application/json",
+        vec![b' '; api::MAX_BODY_BYTES + 1],
+    )
+    .await;
+    assert!(status == 413 || status == 0, "{status}");
+    let recorded = app.get("/api/v1/rejections").await.unwrap().1;
+    assert!(
+        recorded
+            .as_array()
+            .unwrap()
+            .iter()
+            .any(|r| r["reason"].as_str().unwrap().starts_with("413:")),
+        "{recorded}"
+    );
+    let metrics = app.get_text("/metrics").await.unwrap();
+    assert!(metrics.contains("canhbao_too_large_total 1"), "{metrics}");
+    app.app.stop().await;
+}

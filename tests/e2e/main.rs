@@ -5,7 +5,9 @@
 
 mod authz;
 mod hostile;
+mod http;
 mod login;
+mod receipts;
 mod tls;
 mod warnings;
 
@@ -1327,15 +1329,7 @@ async fn receipts_drive_resends_and_only_registered_receivers_count() {
             .iter()
             .all(|r| r["receiver_id"] != "loa-rogue")
     );
-    let metrics = app
-        .http
-        .get(format!("{}/metrics", app.base))
-        .send()
-        .await
-        .unwrap()
-        .text()
-        .await
-        .unwrap();
+    let metrics = app.get_text("/metrics").await.unwrap();
     assert!(
         metrics.contains("canhbao_commune_receivers_online{commune=\"06385\"} 2"),
         "{metrics}"

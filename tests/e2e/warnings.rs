@@ -218,15 +218,7 @@ async fn a_level_3_warning_waits_for_a_second_person_who_is_never_its_author() {
     assert_eq!(m["summary"]["receivers_by_state"], json!({"played": 1}));
     // /metrics counts it: one live alert, a receiver that played it and how fast, and
     // the admin's warning still waiting for a second person.
-    let metrics = app
-        .http
-        .get(format!("{}/metrics", app.base))
-        .send()
-        .await
-        .unwrap()
-        .text()
-        .await
-        .unwrap();
+    let metrics = app.get_text("/metrics").await.unwrap();
     for line in [
         "canhbao_alerts{status=\"Actual\",state=\"live\"} 1",
         "canhbao_deliveries{channel=\"topic\",state=\"published\"} 1",

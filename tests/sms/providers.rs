@@ -504,6 +504,29 @@ async fn a_templated_webhook_gets_the_json_and_its_reports_apply() {
         .unwrap();
     assert_eq!(forged.status().as_u16(), 401);
     assert_eq!(dlr_rejections(&app, "hook-1").await.len(), 1);
+    // A flood of them: every one counted, one a second recorded (not a row each).
+    let started = std::time::Instant::now();
+    for i in 0..300 {
+        let r = client()
+            .post(format!(
+                "http://127.0.0.1:{port}/api/v1/sms/dlr/hook-1?ref={}&secret=guess-{i}",
+                url_encode(message_ref)
+            ))
+            .header("content-type", "application/json")
+            .body(r#"{"status": "UNDELIVERABLE"}"#)
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(r.status().as_u16(), 401);
+    }
+    let seconds = started.elapsed().as_secs() as usize + 2;
+    let recorded = dlr_rejections(&app, "hook-1").await.len();
+    assert!(
+        recorded <= 1 + seconds,
+        "{recorded} rows for 300 refusals in {seconds} s"
+    );
+    let metrics = app.get_text("/metrics").await.unwrap();
+    assert!(metrics.contains("canhbao_sms_dlr_refused_total 301"), "{metrics}");
     let rows = sms_rows(&app, &alerts[0], 1, &["delivered"]).await;
     assert_eq!(rows[0]["gateway"], "hook-1", "{rows:?}");
     assert_eq!(log.requests().len(), 1, "nothing sent twice");

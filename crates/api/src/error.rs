@@ -20,17 +20,16 @@ pub struct ApiError {
     pub retry_after: Option<std::num::NonZeroU32>,
 }
 
-/// Longest part of a client's value quoted back in an answer, a record or a log line.
-pub const QUOTE_CHARS: usize = 200;
+pub use domain::cut;
 
-/// `value` as it may be quoted back: whole if short, else its first [`QUOTE_CHARS`]
-/// characters and its full length.
-pub fn cut(value: &str) -> std::borrow::Cow<'_, str> {
-    match value.char_indices().nth(QUOTE_CHARS) {
-        None => std::borrow::Cow::Borrowed(value),
-        Some((at, _)) => std::borrow::Cow::Owned(format!("{}… ({} bytes in all)", &value[..at], value.len())),
-    }
+/// A detail as it goes back: a detail quotes values already cut, so only a runaway one
+/// is cut here.
+fn cut_detail(detail: &str) -> std::borrow::Cow<'_, str> {
+    domain::cut_to(detail, domain::TEXT_CHARS)
 }
+
+/// Most faults listed in one answer; the rest are counted in a last entry.
+pub const MAX_ERRORS: usize = 100;
 
 /// One fault of a request with several.
 #[derive(Debug, Clone, Serialize, utoipa::ToSchema)]
@@ -216,8 +215,17 @@ impl ApiError {
         self
     }
 
-    /// Attaches every fault; the first stays in `field` and `detail`.
-    pub fn with_errors(mut self, errors: Vec<FieldError>) -> Self {
+    /// Attaches every fault (up to [`MAX_ERRORS`], then how many more); the first stays
+    /// in `field` and `detail`.
+    pub fn with_errors(mut self, mut errors: Vec<FieldError>) -> Self {
+        if errors.len() > MAX_ERRORS {
+            let more = errors.len() - MAX_ERRORS;
+            errors.truncate(MAX_ERRORS);
+            errors.push(FieldError {
+                field: "…".into(),
+                detail: format!("and {more} more faults like these"),
+            });
+        }
         self.errors = errors;
         self
     }
@@ -253,13 +261,25 @@ impl From<store::StoreError> for ApiError {
 
 impl IntoResponse for ApiError {
     fn into_response(self) -> Response {
+        // Whatever a handler put in, no client value goes back longer than a few hundred
+        // characters.
+        let errors: Vec<FieldError> = self
+            .errors
+            .iter()
+            .map(|e| FieldError {
+                field: cut(&e.field).into_owned(),
+                detail: cut_detail(&e.detail).into_owned(),
+            })
+            .collect();
+        let field = self.field.as_deref().map(cut);
+        let detail = cut_detail(&self.detail);
         let body = Problem {
             kind: format!("/problems/{}", self.slug),
             title: self.title,
             status: self.status.as_u16(),
-            detail: &self.detail,
-            field: self.field.as_deref(),
-            errors: &self.errors,
+            detail: &detail,
+            field: field.as_deref(),
+            errors: &errors,
         };
         let bytes = serde_json::to_vec(&body).unwrap_or_default();
         let mut resp = (self.status, bytes).into_response();

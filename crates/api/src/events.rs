@@ -43,6 +43,8 @@ pub struct Ev {
 /// Fans events out to every connected client and keeps the recent ones.
 #[derive(Debug, Clone)]
 pub struct Hub {
+    /// Streams open, per caller and in all.
+    streams: Arc<Mutex<(usize, std::collections::HashMap<String, usize>)>>,
     tx: broadcast::Sender<Arc<Ev>>,
     ring: Arc<Mutex<(u64, VecDeque<Arc<Ev>>)>>,
     /// Set at shutdown: every stream ends, so that the server can stop.
@@ -61,6 +63,7 @@ impl Default for Hub {
 impl Hub {
     pub fn new() -> Self {
         Self {
+            streams: Arc::new(Mutex::new((0, std::collections::HashMap::new()))),
             tx: broadcast::channel(RING).0,
             ring: Arc::new(Mutex::new((0, VecDeque::with_capacity(RING)))),
             closing: Arc::new(tokio::sync::watch::channel(false).0),
@@ -246,7 +249,7 @@ fn sse(hub: &Hub, ev: &Ev) -> Event {
 #[utoipa::path(get, path = "/api/v1/events", tag = "monitoring", security(("bearer" = [])), params(("Last-Event-ID" = Option<String>, Header, description = "Resume after this event")), responses((status = 200, description = "Server-Sent Events: hello, alert, receipt, action, prewarning, reading, reset", content_type = "text/event-stream")))]
 pub async fn events(
     State(state): State<AppState>,
-    _caller: Caller,
+    caller: Caller,
     headers: HeaderMap,
 ) -> Result<Sse<impl Stream<Item = Result<Event, Infallible>>>, ApiError> {
     let last = match headers.get("last-event-id") {
@@ -266,6 +269,12 @@ pub async fn events(
                 .to_owned(),
         ),
     };
+    let slot = state.events.open_stream(&caller.label).ok_or_else(|| {
+        ApiError::too_many(format!(
+            "at most {MAX_STREAMS_PER_CALLER} event streams per token and {MAX_STREAMS} in all are open at once"
+        ))
+        .retry_after(Duration::from_secs(5))
+    })?;
     let hub = state.events.clone();
     let (rx, missed) = hub.subscribe(last.as_deref());
     let first: Vec<Event> = match missed {
@@ -286,12 +295,15 @@ pub async fn events(
         ],
     };
     let closing = state.events.closing.subscribe();
-    let live = stream::unfold((rx, closing, hub), |(mut rx, mut closing, hub)| async move {
-        let got = tokio::select! {
-            got = rx.recv() => got,
-            _ = closing.wait_for(|c| *c) => return None,
-        };
-        let ev = match got {
+    // The slot goes with the stream: it is given back when the client goes away.
+    let live = stream::unfold(
+        (rx, closing, hub, slot),
+        |(mut rx, mut closing, hub, slot)| async move {
+            let got = tokio::select! {
+                got = rx.recv() => got,
+                _ = closing.wait_for(|c| *c) => return None,
+            };
+            let ev = match got {
             Ok(ev) => sse(&hub, &ev),
             // A client too slow to keep up is told to re-read, then goes on.
             Err(broadcast::error::RecvError::Lagged(n)) => Event::default().event("reset").data(
@@ -300,15 +312,86 @@ pub async fn events(
             ),
             Err(broadcast::error::RecvError::Closed) => return None,
         };
-        Some((Ok(ev), (rx, closing, hub)))
-    });
+            Some((Ok(ev), (rx, closing, hub, slot)))
+        },
+    );
     let stream = stream::iter(first.into_iter().map(Ok)).chain(live);
     Ok(Sse::new(stream).keep_alive(KeepAlive::new().interval(Duration::from_secs(15))))
+}
+
+/// Event streams one token may hold open at once (a console per desk, a few tabs).
+pub const MAX_STREAMS_PER_CALLER: usize = 8;
+/// Event streams open at once in all.
+pub const MAX_STREAMS: usize = 256;
+
+/// An open event stream's place in the counts, given back when dropped.
+pub struct StreamSlot {
+    streams: Arc<Mutex<(usize, std::collections::HashMap<String, usize>)>>,
+    caller: String,
+}
+
+impl Drop for StreamSlot {
+    fn drop(&mut self) {
+        let mut s = self
+            .streams
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        s.0 = s.0.saturating_sub(1);
+        if let Some(n) = s.1.get_mut(&self.caller) {
+            *n = n.saturating_sub(1);
+            if *n == 0 {
+                s.1.remove(&self.caller);
+            }
+        }
+    }
+}
+
+impl Hub {
+    /// A place for one more stream of `caller`, if it and the whole are under their limits.
+    pub fn open_stream(&self, caller: &str) -> Option<StreamSlot> {
+        let mut s = self
+            .streams
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        let mine = s.1.get(caller).copied().unwrap_or(0);
+        if s.0 >= MAX_STREAMS || mine >= MAX_STREAMS_PER_CALLER {
+            return None;
+        }
+        s.0 += 1;
+        s.1.insert(caller.to_owned(), mine + 1);
+        Some(StreamSlot {
+            streams: self.streams.clone(),
+            caller: caller.to_owned(),
+        })
+    }
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn event_streams_are_limited_per_caller_and_in_all_and_given_back() {
+        let hub = Hub::new();
+        let mine: Vec<_> = (0..MAX_STREAMS_PER_CALLER)
+            .map(|_| hub.open_stream("user:a").unwrap())
+            .collect();
+        assert!(hub.open_stream("user:a").is_none(), "one token's limit");
+        assert!(
+            hub.open_stream("user:b").is_some(),
+            "another token is not held up"
+        );
+        drop(mine);
+        assert!(
+            hub.open_stream("user:a").is_some(),
+            "closed streams give their place back"
+        );
+        let all: Vec<_> = (0..MAX_STREAMS)
+            .filter_map(|i| hub.open_stream(&format!("key:{}", i / MAX_STREAMS_PER_CALLER)))
+            .collect();
+        assert_eq!(all.len(), MAX_STREAMS);
+        assert!(hub.open_stream("user:c").is_none(), "the limit in all");
+    }
 
     #[test]
     fn a_reconnecting_client_gets_what_it_missed_or_a_reset() {

@@ -18,7 +18,7 @@ use base64::engine::general_purpose::STANDARD as B64;
 use chrono::{DateTime, Duration, Utc};
 use serde::Serialize;
 use serde_json::Value;
-use sha2::{Digest, Sha512};
+use sha2::Sha512;
 
 use crate::AppState;
 use crate::auth::{Caller, Role};
@@ -314,42 +314,33 @@ pub fn is_mosquitto_hash(s: &str) -> bool {
     }
 }
 
-/// PBKDF2 (RFC 8018) with HMAC-SHA512 (RFC 2104), one 64-byte block: what OpenSSL's
-/// `PKCS5_PBKDF2_HMAC(.., EVP_sha512(), 64, ..)` gives Mosquitto. We only ever make
-/// hashes (Mosquitto checks them), so no constant-time comparison is needed here.
-/// `iterations` 0 counts as 1.
+/// PBKDF2-HMAC-SHA512 (the `pbkdf2` crate), one 64-byte block: what OpenSSL's
+/// `PKCS5_PBKDF2_HMAC(.., EVP_sha512(), 64, ..)` gives Mosquitto. `iterations` 0 counts as 1.
 fn pbkdf2_hmac_sha512(password: &[u8], salt: &[u8], iterations: u32) -> [u8; 64] {
-    const BLOCK: usize = 128;
-    let mut key = [0u8; BLOCK];
-    if password.len() > BLOCK {
-        key[..64].copy_from_slice(&Sha512::digest(password));
-    } else {
-        key[..password.len()].copy_from_slice(password);
-    }
-    let mut inner = Sha512::new();
-    inner.update(key.map(|b| b ^ 0x36));
-    let mut outer = Sha512::new();
-    outer.update(key.map(|b| b ^ 0x5c));
-    let hmac = |parts: &[&[u8]]| {
-        let mut i = inner.clone();
-        for p in parts {
-            i.update(p);
-        }
-        let mut o = outer.clone();
-        o.update(i.finalize());
-        let mut out = [0u8; 64];
-        out.copy_from_slice(&o.finalize());
-        out
+    let mut out = [0u8; 64];
+    pbkdf2::pbkdf2_hmac::<Sha512>(password, salt, iterations.max(1), &mut out);
+    out
+}
+
+/// Whether `password` matches a Mosquitto `$7$` hash, compared in constant time.
+pub fn verify_mosquitto_hash(password: &str, hash: &str) -> bool {
+    use subtle::ConstantTimeEq;
+    let parts: Vec<&str> = hash.split('$').collect();
+    let ["", "7", iterations, salt, expected] = parts.as_slice() else {
+        return false;
     };
-    let mut u = hmac(&[salt, &1u32.to_be_bytes()]);
-    let mut t = u;
-    for _ in 1..iterations {
-        u = hmac(&[&u]);
-        for (t, u) in t.iter_mut().zip(u) {
-            *t ^= u;
-        }
+    let (Ok(iterations), Ok(salt), Ok(expected)) =
+        (iterations.parse::<u32>(), B64.decode(salt), B64.decode(expected))
+    else {
+        return false;
+    };
+    // A hash asking for more work than Mosquitto's own ever would is not checked.
+    if iterations == 0 || iterations > 1_000_000 || expected.len() != 64 {
+        return false;
     }
-    t
+    pbkdf2_hmac_sha512(password.as_bytes(), &salt, iterations)
+        .ct_eq(expected.as_slice())
+        .into()
 }
 
 #[utoipa::path(delete, path = "/api/v1/receivers/{id}", tag = "admin", security(("bearer" = [])), params(("id" = String, Path, description = "Its id")), responses((status = 204, description = "Removed")))]
@@ -375,9 +366,10 @@ pub async fn remove_receiver(
     }
 }
 
-/// Fleet health as Prometheus text (no token: counts only, no identities).
-#[utoipa::path(get, path = "/metrics", tag = "public", responses((status = 200, description = "Prometheus text format", content_type = "text/plain")))]
-pub async fn metrics(State(state): State<AppState>) -> Result<impl IntoResponse, ApiError> {
+/// Fleet health as Prometheus text, for any token (a scraper uses a viewer key): it tells
+/// which communes' loudspeakers are offline, which is not for everyone to read.
+#[utoipa::path(get, path = "/metrics", tag = "monitoring", security(("bearer" = [])), responses((status = 200, description = "Prometheus text format", content_type = "text/plain")))]
+pub async fn metrics(State(state): State<AppState>, _caller: Caller) -> Result<impl IntoResponse, ApiError> {
     let f = fleet(&state).await?;
     let mut out = String::new();
     let by = |h: &str| f.receivers.iter().filter(|r| r.health == h).count();
@@ -420,16 +412,31 @@ pub async fn metrics(State(state): State<AppState>) -> Result<impl IntoResponse,
             c.commune, c.online
         );
     }
-    let _ = writeln!(
-        out,
-        "# HELP canhbao_unregistered_messages_total Messages ignored from unregistered receivers."
-    );
-    let _ = writeln!(out, "# TYPE canhbao_unregistered_messages_total counter");
-    let _ = writeln!(
-        out,
-        "canhbao_unregistered_messages_total {}",
-        f.unregistered_messages
-    );
+    let counters = [
+        (
+            "canhbao_unregistered_messages_total",
+            "Messages ignored from unregistered receivers.",
+            f.unregistered_messages.max(0) as u64 + state.counters.inbound.unregistered_unlisted(),
+        ),
+        (
+            "canhbao_too_large_total",
+            "Request bodies refused for their size since start (413).",
+            state.counters.too_large.count(),
+        ),
+        (
+            "canhbao_sms_dlr_refused_total",
+            "SMS delivery reports refused since start (wrong secret, malformed).",
+            state.counters.dlr_refused.count(),
+        ),
+        (
+            "canhbao_unsent_receipts_total",
+            "Receipts ignored since start: their alert was never sent to their receiver's commune.",
+            state.counters.inbound.unsent_receipts(),
+        ),
+    ];
+    for (name, help, value) in counters {
+        let _ = writeln!(out, "# HELP {name} {help}\n# TYPE {name} counter\n{name} {value}");
+    }
     let _ = writeln!(
         out,
         "# HELP canhbao_sms SMS messages by state (queued, sending, submitted, delivered, failed, unconfirmed, unreported, ...)."
@@ -631,6 +638,16 @@ mod tests {
         assert_eq!(salt.len(), MOSQUITTO_SALT_LEN);
         assert_eq!(mosquitto_hash("secret", &salt, MOSQUITTO_ITERATIONS), hash);
         assert!(is_mosquitto_hash(hash));
+        assert!(verify_mosquitto_hash("secret", hash));
+        assert!(!verify_mosquitto_hash("Secret", hash));
+        // `mosquitto_passwd -b FILE loa-06385-01 Lang-Son-2026-pw`, Mosquitto 2.0.11.
+        let hash = "$7$101$REconi8HaSZsH+LW$GZI03NwmH2EaqwyzouP+EIlzncf0tmNaA3t6Xm/UiczMjIaX+xF8Zza+I6mrmlb22q03U9gsPvkbZaaWDFEeww==";
+        assert!(verify_mosquitto_hash("Lang-Son-2026-pw", hash));
+        assert!(!verify_mosquitto_hash("Lang-Son-2026-pW", hash));
+        assert!(!verify_mosquitto_hash(
+            "Lang-Son-2026-pw",
+            &hash.replace("$101$", "$0$")
+        ));
     }
 
     #[test]

@@ -78,6 +78,8 @@ pub struct AppState {
     pub sms_settings: Arc<dispatch::sms_worker::SmsSettings>,
     /// Login rate limits, back-off and hashing permits (see [`login`]).
     pub login: Arc<login::LoginGuard>,
+    /// What was refused or ignored without a row of its own, since start (`/metrics`).
+    pub counters: Arc<Counters>,
     /// Live changes for `GET /api/v1/events` (fed by [`events::run_feed`]).
     pub events: events::Hub,
     /// A receiver's clock off by more than this is flagged.
@@ -128,7 +130,6 @@ pub fn router(state: AppState) -> Router {
         .route("/api/v1/warnings/{id}/reject", post(warnings::reject))
         .route("/api/v1/warnings/{id}/discard", post(warnings::discard))
         .route("/api/v1/notifications", get(warnings::notifications))
-        .route("/api/v1/events", get(events::events))
         .route("/api/v1/prewarnings", get(prewarnings::list))
         .route(
             "/api/v1/prewarnings/{id}/confirm",
@@ -162,9 +163,135 @@ pub fn router(state: AppState) -> Router {
         .route("/api/v1/contacts", get(contacts::list))
         .route("/api/v1/contacts/import", post(contacts::import))
         .fallback(not_found)
+        // Every request but the event stream (below) answers within REQUEST_TIMEOUT, and
+        // its body arrives within BODY_TIMEOUT: a client that dribbles it is cut off.
+        .layer(tower_http::timeout::RequestBodyTimeoutLayer::new(BODY_TIMEOUT))
+        .layer(tower_http::timeout::TimeoutLayer::with_status_code(
+            StatusCode::SERVICE_UNAVAILABLE,
+            REQUEST_TIMEOUT,
+        ))
+        // The event stream lives as long as its client; `events` bounds how many.
+        .route("/api/v1/events", get(events::events))
         .layer(DefaultBodyLimit::max(MAX_BODY_BYTES))
         .layer(axum::middleware::map_response(error::problem_for_plain))
+        .layer(from_fn_with_state(state.clone(), record_too_large))
+        .layer(tower::limit::GlobalConcurrencyLimitLayer::new(MAX_IN_FLIGHT))
+        // What every answer carries: no sniffing, no referrer, never framed, and a content
+        // security policy that lets a page load only its own origin's scripts and styles.
+        .layer(security_header(
+            axum::http::header::CONTENT_SECURITY_POLICY,
+            "default-src 'self'; frame-ancestors 'none'; base-uri 'none'; form-action 'self'",
+        ))
+        .layer(security_header(axum::http::header::X_CONTENT_TYPE_OPTIONS, "nosniff"))
+        .layer(security_header(axum::http::header::REFERRER_POLICY, "no-referrer"))
+        .layer(security_header(axum::http::header::X_FRAME_OPTIONS, "DENY"))
+        .layer(
+            tower_http::trace::TraceLayer::new_for_http().make_span_with(|req: &axum::extract::Request| {
+                let id = req
+                    .headers()
+                    .get("x-request-id")
+                    .and_then(|v| v.to_str().ok())
+                    .unwrap_or("-");
+                tracing::info_span!("request", id = %id, method = %req.method(), path = %domain::cut(req.uri().path()))
+            }),
+        )
+        .layer(tower_http::request_id::PropagateRequestIdLayer::x_request_id())
+        .layer(tower_http::request_id::SetRequestIdLayer::x_request_id(
+            tower_http::request_id::MakeRequestUuid,
+        ))
         .with_state(state)
+}
+
+/// Sets `name` on every answer that does not set it itself.
+fn security_header(
+    name: axum::http::HeaderName,
+    value: &'static str,
+) -> tower_http::set_header::SetResponseHeaderLayer<axum::http::HeaderValue> {
+    tower_http::set_header::SetResponseHeaderLayer::if_not_present(
+        name,
+        axum::http::HeaderValue::from_static(value),
+    )
+}
+
+/// Longest time a request (other than the event stream) may take to be answered.
+pub const REQUEST_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(30);
+/// Longest time a request's body may take to arrive.
+pub const BODY_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(20);
+/// Requests handled at once; more wait for a turn (the connection count is bounded by
+/// the server, `[http] max_connections`).
+pub const MAX_IN_FLIGHT: usize = 256;
+
+/// Refusals that anyone can cause by the thousand: every one counted (`/metrics`), at
+/// most one a second recorded at `/api/v1/rejections` and logged, so that a flood of
+/// them never becomes a flood of writes.
+pub struct Sampled {
+    count: std::sync::atomic::AtomicU64,
+    last_second: std::sync::atomic::AtomicI64,
+}
+
+impl Sampled {
+    pub const fn new() -> Self {
+        Self {
+            count: std::sync::atomic::AtomicU64::new(0),
+            last_second: std::sync::atomic::AtomicI64::new(i64::MIN),
+        }
+    }
+
+    /// Counts one at `now`; `Some(count so far)` if this one is to be recorded.
+    pub fn hit(&self, now: chrono::DateTime<chrono::Utc>) -> Option<u64> {
+        use std::sync::atomic::Ordering;
+        let n = self.count.fetch_add(1, Ordering::Relaxed) + 1;
+        (self.last_second.swap(now.timestamp(), Ordering::Relaxed) != now.timestamp()).then_some(n)
+    }
+
+    pub fn count(&self) -> u64 {
+        self.count.load(std::sync::atomic::Ordering::Relaxed)
+    }
+}
+
+impl Default for Sampled {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
+/// What this service refused or ignored without writing a row for each, since start.
+#[derive(Default)]
+pub struct Counters {
+    /// Bodies refused for their size.
+    pub too_large: Sampled,
+    /// SMS delivery reports refused (a wrong secret, a malformed report).
+    pub dlr_refused: Sampled,
+    /// Receipts and receiver messages the inbound task ignored.
+    pub inbound: Arc<dispatch::inbound::InboundCounters>,
+}
+
+/// A body over the limit is refused before its handler runs: it is counted here, and
+/// recorded at `/api/v1/rejections` (at most one record a second, so that a flood of
+/// them does not write a flood of rows).
+async fn record_too_large(
+    State(state): State<AppState>,
+    req: axum::extract::Request,
+    next: axum::middleware::Next,
+) -> axum::response::Response {
+    let path = req.uri().path().to_owned();
+    let resp = next.run(req).await;
+    if resp.status() == StatusCode::PAYLOAD_TOO_LARGE {
+        let now = chrono::Utc::now();
+        if let Some(n) = state.counters.too_large.hit(now) {
+            let reason =
+                format!("413: the body is over {MAX_BODY_BYTES} bytes ({n} such refusals since start)");
+            tracing::warn!(path = %domain::cut(&path), "{reason}");
+            if let Err(e) = state
+                .store
+                .record_rejection("http", &format!("api:{path}"), &reason, now)
+                .await
+            {
+                tracing::error!(error = %e, "recording a 413 refusal failed");
+            }
+        }
+    }
+    resp
 }
 
 #[derive(Serialize, utoipa::ToSchema)]

@@ -57,9 +57,10 @@ pub(crate) async fn record_refusal(
         return Ok(());
     }
     let reason = match &e.field {
-        Some(f) => format!("{} ({f}): {}", e.status.as_u16(), e.detail),
+        Some(f) => format!("{} ({}): {}", e.status.as_u16(), domain::cut(f), e.detail),
         None => format!("{}: {}", e.status.as_u16(), e.detail),
     };
+    let reason = domain::cut_to(&reason, domain::TEXT_CHARS);
     tracing::warn!(source = %caller.label, reason = %reason, "input refused");
     state
         .store
@@ -113,42 +114,64 @@ pub async fn post_observations(
     let now = Utc::now();
     let result = async {
         let csv = require_media(&headers, &["application/json", "text/csv"])? == 1;
-        let parsed = if csv {
+        let rows = if csv {
             let text = std::str::from_utf8(&body)
                 .map_err(|e| ApiError::bad_request("body", format!("the CSV body is not UTF-8: {e}")))?;
-            ingest::station::parse_csv(text, now, state.max_batch)
+            ingest::station::csv_rows(text, now, state.max_batch)
         } else {
-            ingest::station::parse_json(&body, now, state.max_batch)
-        };
-        let observations =
-            parsed.map_err(|errors| rows_error(StatusCode::BAD_REQUEST, row_errors(errors)))?;
-        // Every row's station must exist, and be the caller's own if it is a station token.
-        let indexed = csv || body.iter().find(|b| !b.is_ascii_whitespace()) == Some(&b'[');
+            ingest::station::json_rows(&body, now, state.max_batch)
+        }
+        .map_err(|errors| rows_error(StatusCode::BAD_REQUEST, row_errors(errors)))?;
+        // Every row is checked, and every fault named: a malformed row, an unknown
+        // station, a station that is not the caller's own (for a station token).
+        let mut malformed = Vec::new();
         let mut unknown = Vec::new();
         let mut forbidden = Vec::new();
-        for (i, o) in observations.iter().enumerate() {
-            let station = o.station();
-            let field = if indexed {
-                format!("[{i}].station")
-            } else {
-                "station".to_owned()
+        let mut observations = Vec::with_capacity(rows.len());
+        for (at, row) in rows {
+            let o = match row {
+                Ok(o) => o,
+                Err(e) => {
+                    malformed.push(FieldError {
+                        field: e.field,
+                        detail: e.detail,
+                    });
+                    continue;
+                }
             };
+            let station = o.station();
+            let field = format!("{at}station");
             if state.pipeline.station(station).is_none() {
                 unknown.push(FieldError {
                     field,
-                    detail: format!("station {:?} is not configured", station.as_str()),
+                    detail: format!("station {} is not configured", domain::quote(station.as_str())),
                 });
             } else if let Some(own) = &caller.stations
                 && !own.iter().any(|s| s == station.as_str())
             {
                 forbidden.push(FieldError {
                     field,
-                    detail: format!("this token may not write for station {:?}", station.as_str()),
+                    detail: format!(
+                        "this token may not write for station {}",
+                        domain::quote(station.as_str())
+                    ),
                 });
             }
+            observations.push(o);
         }
+        // The status says the gravest fault; the list names every one, in that order.
+        let by_gravity = |errors: Vec<Vec<FieldError>>| errors.into_iter().flatten().collect::<Vec<_>>();
         if !forbidden.is_empty() {
-            return Err(rows_error(StatusCode::FORBIDDEN, forbidden));
+            return Err(rows_error(
+                StatusCode::FORBIDDEN,
+                by_gravity(vec![forbidden, malformed, unknown]),
+            ));
+        }
+        if !malformed.is_empty() {
+            return Err(rows_error(
+                StatusCode::BAD_REQUEST,
+                by_gravity(vec![malformed, unknown]),
+            ));
         }
         if !unknown.is_empty() {
             return Err(rows_error(StatusCode::UNPROCESSABLE_ENTITY, unknown));

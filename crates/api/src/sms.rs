@@ -136,11 +136,21 @@ pub async fn delivery_report(
         .chars()
         .take(300)
         .collect();
-    tracing::warn!(%source, %reason, "delivery report refused");
-    state
-        .store
-        .record_rejection("http", &source, &reason, now)
-        .await
-        .map_err(ApiError::internal)?;
+    // Anyone can send these by the thousand: each is counted, one a second recorded.
+    if let Some(n) = state.counters.dlr_refused.hit(now) {
+        tracing::warn!(%source, %reason, refused_since_start = n, "delivery report refused");
+        state
+            .store
+            .record_rejection(
+                "http",
+                &source,
+                &format!("{reason} ({n} refused since start)"),
+                now,
+            )
+            .await
+            .map_err(ApiError::internal)?;
+    } else {
+        tracing::debug!(%source, %reason, "delivery report refused");
+    }
     Err(error)
 }

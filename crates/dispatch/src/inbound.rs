@@ -1,6 +1,8 @@
 //! Receipts, heartbeats and status messages from receivers: parsed, checked against
 //! their topic, and stored. Anything malformed or forged is refused and recorded.
 
+use std::sync::atomic::{AtomicU64, Ordering};
+
 use chrono::{DateTime, Utc};
 use domain::{AlertId, CommuneCode, ReceiptStatus, ReceiverId};
 use store::{DeliveryAdvance, NewReceipt, ReceiverTouch, Store};
@@ -142,6 +144,7 @@ pub async fn run_inbound(
     topics: Topics,
     mut inbound: mpsc::Receiver<InboundMessage>,
     telemetry: mpsc::Sender<Telemetry>,
+    counters: std::sync::Arc<InboundCounters>,
     shutdown: CancellationToken,
 ) {
     let mut batch = Vec::with_capacity(MAX_BATCH);
@@ -162,6 +165,14 @@ pub async fn run_inbound(
         }
         let mut stored = Vec::with_capacity(batch.len());
         for msg in batch.drain(..) {
+            // The service's own alert topics, watched: a live alert's retained copy that
+            // someone else cleared is published again, and the clearing recorded.
+            if let Some((commune, alert_id)) = topics.parse_any_alert(&msg.topic) {
+                if msg.payload.is_empty() {
+                    republish_cleared(&store, &msg.topic, &alert_id, &commune).await;
+                }
+                continue;
+            }
             // An empty retained message clears a status topic; nothing to record.
             if msg.payload.is_empty() {
                 continue;
@@ -174,22 +185,67 @@ pub async fn run_inbound(
             }
             stored.push(msg);
         }
-        if let Err(e) = store_batch(&store, &topics, &stored).await {
+        if let Err(e) = store_batch(&store, &topics, &counters, &stored).await {
             // One bad write must not cost the others: each message again, on its own.
             tracing::warn!(messages = stored.len(), error = %e, "storing an inbound batch failed; retrying one by one");
             for msg in &stored {
-                if let Err(e) = store_batch(&store, &topics, std::slice::from_ref(msg)).await {
-                    tracing::error!(topic = %msg.topic, error = %e, "storing an inbound message failed");
+                if let Err(e) = store_batch(&store, &topics, &counters, std::slice::from_ref(msg)).await {
+                    tracing::error!(topic = %domain::cut(&msg.topic), error = %e, "storing an inbound message failed");
                 }
             }
         }
     }
 }
 
+/// A live alert's retained copy on `topic` was cleared: its delivery is queued again (the
+/// outbox publishes it within its poll) and the clearing is recorded for operators. The
+/// service's own clearings (an alert cancelled or expired) find no live alert and do
+/// nothing.
+async fn republish_cleared(store: &Store, topic: &str, alert_id: &str, commune: &CommuneCode) {
+    let now = Utc::now();
+    match store.requeue_live_delivery(alert_id, commune.as_str(), now).await {
+        Ok(false) => {}
+        Ok(true) => {
+            let reason = format!(
+                "the retained copy of live alert {alert_id} was cleared by another client; published again"
+            );
+            tracing::warn!(topic = %topic, alert_id = %alert_id, commune = %commune, "{reason}");
+            if let Err(e) = store.record_rejection("mqtt", topic, &reason, now).await {
+                tracing::error!(error = %e, "recording a cleared retained alert failed");
+            }
+        }
+        Err(e) => tracing::error!(topic = %topic, error = %e, "re-queuing a cleared retained alert failed"),
+    }
+}
+
+/// What the inbound task ignored without writing, since start (for `/metrics`).
+#[derive(Debug, Default)]
+pub struct InboundCounters {
+    /// Receipts whose alert was never sent to their receiver's commune.
+    pub unsent_receipts: AtomicU64,
+    /// Messages from unregistered receivers beyond the listed ids.
+    pub unregistered_unlisted: AtomicU64,
+}
+
+impl InboundCounters {
+    pub fn unsent_receipts(&self) -> u64 {
+        self.unsent_receipts.load(Ordering::Relaxed)
+    }
+
+    pub fn unregistered_unlisted(&self) -> u64 {
+        self.unregistered_unlisted.load(Ordering::Relaxed)
+    }
+}
+
 /// Most inbound messages stored in one transaction.
 pub const MAX_BATCH: usize = 512;
 
-async fn store_batch(store: &Store, topics: &Topics, messages: &[InboundMessage]) -> store::Result<()> {
+async fn store_batch(
+    store: &Store,
+    topics: &Topics,
+    counters: &InboundCounters,
+    messages: &[InboundMessage],
+) -> store::Result<()> {
     if messages.is_empty() {
         return Ok(());
     }
@@ -212,11 +268,14 @@ async fn store_batch(store: &Store, topics: &Topics, messages: &[InboundMessage]
     let mut receipts = Vec::new();
     let mut advances = Vec::new();
     let mut touches = Vec::new();
+    // A receipt shows its receiver is online only if it is for an alert sent to it.
+    let mut receipt_touches = Vec::new();
+    let mut receipt_alerts = Vec::new();
     for (msg, checked) in messages.iter().zip(&checked) {
         let checked = match checked {
             Ok(c) => c,
             Err(reason) => {
-                tracing::warn!(topic = %msg.topic, reason = %reason, "inbound message refused");
+                tracing::warn!(topic = %domain::cut(&msg.topic), reason = %domain::cut_to(reason, domain::TEXT_CHARS), "inbound message refused");
                 tx.record_rejection("mqtt", &msg.topic, reason, now).await?;
                 continue;
             }
@@ -224,9 +283,11 @@ async fn store_batch(store: &Store, topics: &Topics, messages: &[InboundMessage]
         if let Some((receiver, commune)) = who(checked) {
             match registered.get(receiver.as_str()) {
                 None => {
-                    tracing::debug!(receiver = %receiver, topic = %msg.topic,
+                    tracing::debug!(receiver = %receiver, topic = %domain::cut(&msg.topic),
                         "message from an unregistered receiver ignored");
-                    tx.count_unregistered(receiver.as_str(), &msg.topic, now).await?;
+                    if !tx.count_unregistered(receiver.as_str(), &msg.topic, now).await? {
+                        counters.unregistered_unlisted.fetch_add(1, Ordering::Relaxed);
+                    }
                     continue;
                 }
                 Some(r) => {
@@ -237,7 +298,7 @@ async fn store_batch(store: &Store, topics: &Topics, messages: &[InboundMessage]
                             "receiver {receiver} is registered for commune {} but reports commune {c}",
                             r.commune
                         );
-                        tracing::warn!(topic = %msg.topic, reason = %reason, "inbound message refused");
+                        tracing::warn!(topic = %domain::cut(&msg.topic), reason = %domain::cut_to(&reason, domain::TEXT_CHARS), "inbound message refused");
                         tx.record_rejection("mqtt", &msg.topic, &reason, now).await?;
                         continue;
                     }
@@ -267,13 +328,14 @@ async fn store_batch(store: &Store, topics: &Topics, messages: &[InboundMessage]
                     state: status.code(),
                     reason: reason.as_deref(),
                 });
-                touches.push(ReceiverTouch {
+                receipt_touches.push(ReceiverTouch {
                     receiver_id: receiver.as_str(),
                     commune: commune.as_ref().map(CommuneCode::as_str),
                     online: true,
                     detail: None,
                     clock_offset_ms: None,
                 });
+                receipt_alerts.push(alert_id.as_str());
             }
             Checked::Heartbeat {
                 receiver,
@@ -307,6 +369,46 @@ async fn store_batch(store: &Store, topics: &Topics, messages: &[InboundMessage]
             Checked::Telemetry { .. } => {}
         }
     }
+    // A receipt counts only for an alert that was sent to its receiver's registered
+    // commune: others (made up, or meant for another commune) are counted in memory and
+    // write nothing.
+    let commune_of = |receiver: &str| {
+        registered
+            .get(receiver)
+            .map(|r| r.commune.as_str())
+            .unwrap_or_default()
+    };
+    let pairs: Vec<(&str, &str)> = receipts
+        .iter()
+        .map(|r| (r.alert_id, commune_of(r.receiver_id)))
+        .collect();
+    let sent = if pairs.is_empty() {
+        Default::default()
+    } else {
+        tx.sent_to_communes(&pairs).await?
+    };
+    let was_sent =
+        |alert: &str, receiver: &str| sent.contains(&(alert.to_owned(), commune_of(receiver).to_owned()));
+    let before = receipts.len();
+    receipts.retain(|r| was_sent(r.alert_id, r.receiver_id));
+    advances.retain(|a| was_sent(a.alert_id, a.receiver_id));
+    let unsent = before - receipts.len();
+    if unsent > 0 {
+        counters
+            .unsent_receipts
+            .fetch_add(unsent as u64, Ordering::Relaxed);
+        tracing::debug!(
+            receipts = unsent,
+            "receipts for alerts never sent to their receiver ignored"
+        );
+    }
+    touches.extend(
+        receipt_touches
+            .into_iter()
+            .zip(receipt_alerts)
+            .filter(|(t, alert)| was_sent(alert, t.receiver_id))
+            .map(|(t, _)| t),
+    );
     let new = tx.record_receipts(&receipts, now).await?;
     for (r, new) in receipts.iter().zip(new) {
         match r.status {

@@ -1,6 +1,6 @@
 //! The Kannel SMS gateway: a pure half that builds the `sendsms` request, reads Kannel's
-//! answer and its delivery-report (DLR) callbacks, plus a token bucket; and an I/O half,
-//! [`KannelGateway::send`], that sends one message under a concurrency cap, a rate limit
+//! answer and its delivery-report (DLR) callbacks; and an I/O half,
+//! [`KannelGateway::send`], that sends one message under a concurrency cap, a rate limit (`governor`)
 //! and a timeout.
 //!
 //! What Kannel answers (smsbox 1.4.5, checked against a live Kannel in
@@ -31,8 +31,7 @@
 
 use std::fmt;
 use std::num::{NonZeroU32, NonZeroUsize};
-use std::sync::Mutex;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use chrono::{DateTime, Utc};
 use sha2::{Digest, Sha256};
@@ -290,18 +289,17 @@ pub fn sendsms_url(config: &KannelConfig, msg: &SmsMessage) -> Result<SendsmsUrl
     Ok(SendsmsUrl(url))
 }
 
-/// RFC 3986: everything but unreserved characters as `%XX` of its UTF-8 bytes.
+/// What RFC 3986 leaves unencoded: letters, digits and `-._~`.
+const UNRESERVED: &percent_encoding::AsciiSet = &percent_encoding::NON_ALPHANUMERIC
+    .remove(b'-')
+    .remove(b'.')
+    .remove(b'_')
+    .remove(b'~');
+
+/// RFC 3986: everything but unreserved characters as `%XX` of its UTF-8 bytes (the
+/// `percent-encoding` crate).
 pub(crate) fn percent_encode(value: &str, out: &mut String) {
-    const HEX: &[u8; 16] = b"0123456789ABCDEF";
-    for b in value.bytes() {
-        if b.is_ascii_alphanumeric() || matches!(b, b'-' | b'.' | b'_' | b'~') {
-            out.push(char::from(b));
-        } else {
-            out.push('%');
-            out.push(char::from(HEX[usize::from(b >> 4)]));
-            out.push(char::from(HEX[usize::from(b & 0x0f)]));
-        }
-    }
+    out.extend(percent_encoding::utf8_percent_encode(value, UNRESERVED));
 }
 
 /// A literal query value inside a dlr-url: percent-encoded, then `%` doubled for Kannel.
@@ -538,84 +536,22 @@ pub fn parse_dlr_query(query: &str, secret: &str) -> Result<DeliveryReport, DlrE
     })
 }
 
-/// Compares SHA-256 digests in constant time, so neither the content nor the length of
-/// the expected secret leaks through timing.
+/// Compares SHA-256 digests in constant time (`subtle`), so neither the content nor the
+/// length of the expected secret leaks through timing.
 pub(crate) fn same_secret(given: &str, expected: &str) -> bool {
+    use subtle::ConstantTimeEq;
     let a = Sha256::digest(given.as_bytes());
     let b = Sha256::digest(expected.as_bytes());
-    a.iter().zip(b.iter()).fold(0u8, |acc, (x, y)| acc | (x ^ y)) == 0
+    a.ct_eq(&b).into()
 }
 
-/// `application/x-www-form-urlencoded` decoding: `+` is a space, `%XX` a byte; a broken
-/// escape is kept as it is, and bytes that are not UTF-8 become U+FFFD.
+/// `application/x-www-form-urlencoded` decoding of one key or value: `+` is a space,
+/// `%XX` a byte (the `percent-encoding` crate); a broken escape is kept as it is, and
+/// bytes that are not UTF-8 become U+FFFD.
 pub(crate) fn form_decode(value: &str) -> String {
-    fn hex(b: u8) -> Option<u8> {
-        char::from(b).to_digit(16).and_then(|d| u8::try_from(d).ok())
-    }
-    let bytes = value.as_bytes();
-    let mut out = Vec::with_capacity(bytes.len());
-    let mut i = 0;
-    while i < bytes.len() {
-        match bytes[i] {
-            b'+' => out.push(b' '),
-            b'%' => match (
-                bytes.get(i + 1).copied().and_then(hex),
-                bytes.get(i + 2).copied().and_then(hex),
-            ) {
-                (Some(hi), Some(lo)) => {
-                    out.push(hi << 4 | lo);
-                    i += 2;
-                }
-                _ => out.push(b'%'),
-            },
-            b => out.push(b),
-        }
-        i += 1;
-    }
-    String::from_utf8_lossy(&out).into_owned()
-}
-
-// ------------------------------------------------------------------------------------
-// Rate limit (pure)
-// ------------------------------------------------------------------------------------
-
-/// A token bucket: `per_second` tokens a second, at most `burst` saved up. Time is an
-/// argument.
-#[derive(Debug, Clone)]
-pub struct TokenBucket {
-    per_second: f64,
-    burst: f64,
-    tokens: f64,
-    last: Option<Instant>,
-}
-
-impl TokenBucket {
-    /// A full bucket.
-    pub fn new(per_second: NonZeroU32, burst: NonZeroU32) -> Self {
-        Self {
-            per_second: f64::from(per_second.get()),
-            burst: f64::from(burst.get()),
-            tokens: f64::from(burst.get()),
-            last: None,
-        }
-    }
-
-    /// Takes a token at `now` and returns how long to wait before using it: zero when one
-    /// was there. Tokens taken ahead are owed (the count goes below zero), so callers are
-    /// served in the order they reserved and the long-run rate never exceeds `per_second`.
-    pub fn reserve(&mut self, now: Instant) -> Duration {
-        if let Some(last) = self.last {
-            let elapsed = now.saturating_duration_since(last).as_secs_f64();
-            self.tokens = (self.tokens + elapsed * self.per_second).min(self.burst);
-        }
-        self.last = Some(self.last.map_or(now, |last| last.max(now)));
-        self.tokens -= 1.0;
-        if self.tokens >= 0.0 {
-            Duration::ZERO
-        } else {
-            Duration::from_secs_f64(-self.tokens / self.per_second)
-        }
-    }
+    percent_encoding::percent_decode_str(&value.replace('+', " "))
+        .decode_utf8_lossy()
+        .into_owned()
 }
 
 // ------------------------------------------------------------------------------------
@@ -709,7 +645,8 @@ pub struct HttpLink {
     timeout: Duration,
     client: reqwest::Client,
     in_flight: Semaphore,
-    bucket: Mutex<TokenBucket>,
+    /// The gateway's rate (`governor`): `per_second`, with `burst` saved up.
+    rate: governor::DefaultDirectRateLimiter,
 }
 
 impl HttpLink {
@@ -728,7 +665,9 @@ impl HttpLink {
             timeout: limits.timeout,
             client,
             in_flight: Semaphore::new(limits.max_in_flight.get()),
-            bucket: Mutex::new(TokenBucket::new(limits.per_second, limits.burst)),
+            rate: governor::RateLimiter::direct(
+                governor::Quota::per_second(limits.per_second).allow_burst(limits.burst),
+            ),
         })
     }
 
@@ -751,14 +690,7 @@ impl HttpLink {
         ready: impl Future<Output = Result<(), String>>,
     ) -> Result<(u16, String), GatewayError> {
         let _permit = self.in_flight.acquire().await.map_err(|_| GatewayError::Closed)?;
-        let wait = self
-            .bucket
-            .lock()
-            .unwrap_or_else(std::sync::PoisonError::into_inner)
-            .reserve(Instant::now());
-        if !wait.is_zero() {
-            tokio::time::sleep(wait).await;
-        }
+        self.rate.until_ready().await;
         ready.await.map_err(GatewayError::CalledOff)?;
         let mut response = request(&self.client)
             .send()
@@ -1283,48 +1215,53 @@ mod tests {
         );
     }
 
-    #[test]
-    fn the_token_bucket_allows_a_burst_then_the_rate() {
-        let t0 = Instant::now();
-        let ms = Duration::from_millis;
-        let mut bucket = TokenBucket::new(NonZeroU32::new(10).unwrap(), NonZeroU32::new(3).unwrap());
-        // (time of the reservation, expected wait)
-        let steps = [
-            (0, 0),
-            (0, 0),
-            (0, 0),
-            (0, 100),
-            (0, 200),
-            (300, 0), // the debt is paid by t=300: the bucket is empty again
-            (300, 100),
-            (1_000, 0), // refilled to the burst, no more
-            (1_000, 0),
-            (1_000, 0),
-            (1_000, 100),
-            (900, 200), // a late caller with an older instant does not get time back
-        ];
-        for (i, (at, wait)) in steps.into_iter().enumerate() {
-            let got = bucket.reserve(t0 + ms(at));
-            assert!(
-                got.abs_diff(ms(wait)) < Duration::from_micros(10),
-                "step {i}: {got:?} != {wait} ms"
-            );
+    #[tokio::test]
+    async fn a_gateway_is_driven_at_its_burst_then_never_above_its_rate() {
+        // A gateway that answers at once, so that only the rate paces the requests.
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let port = listener.local_addr().unwrap().port();
+        tokio::spawn(async move {
+            use tokio::io::{AsyncReadExt, AsyncWriteExt};
+            loop {
+                let Ok((mut socket, _)) = listener.accept().await else {
+                    return;
+                };
+                tokio::spawn(async move {
+                    let mut buf = [0u8; 4096];
+                    while let Ok(n) = socket.read(&mut buf).await {
+                        if n == 0
+                            || socket
+                                .write_all(b"HTTP/1.1 202 Accepted\r\ncontent-length: 2\r\n\r\nok")
+                                .await
+                                .is_err()
+                        {
+                            return;
+                        }
+                    }
+                });
+            }
+        });
+        let limits = GatewayLimits {
+            per_second: NonZeroU32::new(20).unwrap(),
+            burst: NonZeroU32::new(3).unwrap(),
+            ..GatewayLimits::default()
+        };
+        let link = HttpLink::new(format!("http://127.0.0.1:{port}"), limits).unwrap();
+        let url = format!("http://127.0.0.1:{port}/send");
+        let started = std::time::Instant::now();
+        let mut sent_at = Vec::new();
+        for _ in 0..13 {
+            let (status, _) = link.exchange(|c| c.get(&url), async { Ok(()) }).await.unwrap();
+            assert_eq!(status, 202);
+            sent_at.push(started.elapsed());
         }
-    }
-
-    #[test]
-    fn the_token_bucket_never_exceeds_its_rate_over_time() {
-        let t0 = Instant::now();
-        let mut bucket = TokenBucket::new(NonZeroU32::new(25).unwrap(), NonZeroU32::new(5).unwrap());
-        // 200 callers arriving every millisecond: the k-th may go at (k - burst + 1) / rate.
-        for k in 0u32..200 {
-            let now = t0 + Duration::from_millis(u64::from(k));
-            let go = now + bucket.reserve(now);
-            let earliest = Duration::from_secs_f64(f64::from(k.saturating_sub(4)) / 25.0);
-            let at = go - t0;
+        // The burst goes at once; then one every 50 ms: the 13th no sooner than 500 ms in.
+        assert!(sent_at[2] < Duration::from_millis(400), "{sent_at:?}");
+        for (k, at) in sent_at.iter().enumerate().skip(3) {
+            let earliest = Duration::from_millis(50 * (k as u64 - 2));
             assert!(
-                at + Duration::from_micros(10) >= earliest,
-                "caller {k} at {at:?} before {earliest:?}"
+                *at + Duration::from_millis(5) >= earliest,
+                "request {k} at {at:?}: {sent_at:?}"
             );
         }
     }

@@ -6,15 +6,17 @@ use std::fmt;
 /// Why a string is not a valid id or code.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum IdError {
-    #[error("{kind} {value:?} must be exactly {len} ASCII digits")]
+    #[error("{kind} {value} must be exactly {len} ASCII digits")]
     Digits {
         kind: &'static str,
+        /// The value, quoted and cut ([`crate::quote`]).
         value: String,
         len: usize,
     },
-    #[error("{kind} {value:?} must be 1 to {max} characters of {allowed}")]
+    #[error("{kind} {value} must be 1 to {max} characters of {allowed}")]
     Charset {
         kind: &'static str,
+        /// The value, quoted and cut ([`crate::quote`]).
         value: String,
         max: usize,
         allowed: &'static str,
@@ -27,7 +29,7 @@ fn digits(kind: &'static str, value: &str, len: usize) -> Result<String, IdError
     } else {
         Err(IdError::Digits {
             kind,
-            value: value.to_owned(),
+            value: crate::quote(value),
             len,
         })
     }
@@ -45,7 +47,7 @@ fn charset(
     } else {
         Err(IdError::Charset {
             kind,
-            value: value.to_owned(),
+            value: crate::quote(value),
             max,
             allowed,
         })

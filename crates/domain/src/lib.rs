@@ -27,6 +27,48 @@ pub use phone::{PhoneError, PhoneNumber};
 pub use place::{Commune, CommuneKind, Station};
 pub use provenance::{Tag, Tagged};
 
+/// Longest part of an outside value quoted back in an answer, a record or a log line.
+pub const QUOTE_CHARS: usize = 200;
+
+/// `value` as it may be quoted back: whole if short, else its first [`QUOTE_CHARS`]
+/// characters and its full length, so that a hostile megabyte is never echoed whole.
+pub fn cut(value: &str) -> std::borrow::Cow<'_, str> {
+    cut_to(value, QUOTE_CHARS)
+}
+
+/// `text` cut to its first `max_chars` characters and its full length, if longer: for
+/// texts that quote values already cut (a refusal's reason), as a last bound.
+pub fn cut_to(text: &str, max_chars: usize) -> std::borrow::Cow<'_, str> {
+    match text.char_indices().nth(max_chars) {
+        None => std::borrow::Cow::Borrowed(text),
+        Some((at, _)) => std::borrow::Cow::Owned(format!("{}… ({} bytes in all)", &text[..at], text.len())),
+    }
+}
+
+/// Longest reason, detail or log line built around quoted values.
+pub const TEXT_CHARS: usize = 2000;
+
+/// [`cut`], in quotes (as `{:?}` would quote it).
+pub fn quote(value: &str) -> String {
+    match value.char_indices().nth(QUOTE_CHARS) {
+        None => format!("{value:?}"),
+        Some((at, _)) => format!("{:?}… ({} bytes in all)", &value[..at], value.len()),
+    }
+}
+
+#[cfg(test)]
+mod quote_tests {
+    #[test]
+    fn long_values_are_cut_with_their_length_and_short_ones_kept() {
+        assert_eq!(super::quote("HUULUNG"), "\"HUULUNG\"");
+        let long = "ă".repeat(450_000);
+        let q = super::quote(&long);
+        assert!(q.chars().count() < 260, "{}", q.len());
+        assert!(q.ends_with("… (900000 bytes in all)"), "{q}");
+        assert_eq!(super::cut("x"), "x");
+    }
+}
+
 /// Delivery and receipt vocabulary shared by dispatch, store and the receiver.
 pub mod delivery;
 pub use delivery::{CommuneState, PublishState, ReceiptStatus};

@@ -93,10 +93,10 @@ pub const MAX_CLOCK_SKEW: Duration = Duration::minutes(10);
 #[derive(Debug, Clone, PartialEq, thiserror::Error)]
 pub enum ObservationError {
     #[error(
-        "parameter {0:?} is not one of water_level, rainfall, air_temperature, visibility, wind_beaufort, discharge, wind_gust_beaufort, cyclone_beaufort"
+        "parameter {0} is not one of water_level, rainfall, air_temperature, visibility, wind_beaufort, discharge, wind_gust_beaufort, cyclone_beaufort"
     )]
     UnknownParameter(String),
-    #[error("unit {unit:?} is wrong for {parameter}: expected {expected:?}")]
+    #[error("unit {unit} is wrong for {parameter}: expected {expected:?}")]
     WrongUnit {
         parameter: &'static str,
         unit: String,
@@ -193,11 +193,11 @@ impl Observation {
 /// Checks a parameter code, its unit and the value's plausibility.
 fn check_value(parameter: &str, value: f64, unit: &str) -> Result<Parameter, ObservationError> {
     let parameter = Parameter::from_code(parameter)
-        .ok_or_else(|| ObservationError::UnknownParameter(parameter.to_owned()))?;
+        .ok_or_else(|| ObservationError::UnknownParameter(crate::quote(parameter)))?;
     if unit != parameter.unit() {
         return Err(ObservationError::WrongUnit {
             parameter: parameter.code(),
-            unit: unit.to_owned(),
+            unit: crate::quote(unit),
             expected: parameter.unit(),
         });
     }

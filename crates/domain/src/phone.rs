@@ -11,17 +11,17 @@ use std::fmt;
 pub enum PhoneError {
     #[error("number is empty")]
     Empty,
-    #[error("{0:?} has characters other than digits, spaces, dots, dashes, parentheses and a leading +")]
+    #[error("{0} has characters other than digits, spaces, dots, dashes, parentheses and a leading +")]
     Characters(String),
-    #[error("{0:?} is not a Vietnamese number (+84, 84 or 0 followed by the subscriber number)")]
+    #[error("{0} is not a Vietnamese number (+84, 84 or 0 followed by the subscriber number)")]
     NotVietnamese(String),
-    #[error("{0:?} is a landline (02...): it cannot receive SMS")]
+    #[error("{0} is a landline (02...): it cannot receive SMS")]
     Landline(String),
-    #[error("{0:?} is an 11-digit 01... number, retired in 2018: use its new 03/05/07/08/09 form")]
+    #[error("{0} is an 11-digit 01... number, retired in 2018: use its new 03/05/07/08/09 form")]
     Retired(String),
-    #[error("{0:?} does not have the 9 digits of a mobile number after +84 / 0")]
+    #[error("{0} does not have the 9 digits of a mobile number after +84 / 0")]
     Length(String),
-    #[error("{0:?} has no mobile network prefix (3, 5, 7, 8 or 9 after +84 / 0)")]
+    #[error("{0} has no mobile network prefix (3, 5, 7, 8 or 9 after +84 / 0)")]
     Prefix(String),
 }
 
@@ -42,13 +42,13 @@ impl PhoneNumber {
             .chars()
             .all(|c| c.is_ascii_digit() || matches!(c, ' ' | '.' | '-' | '(' | ')'))
         {
-            return Err(PhoneError::Characters(raw.to_owned()));
+            return Err(PhoneError::Characters(crate::quote(raw)));
         }
         let digits: String = body.chars().filter(char::is_ascii_digit).collect();
         let national = if plus {
             digits
                 .strip_prefix("84")
-                .ok_or_else(|| PhoneError::NotVietnamese(raw.to_owned()))?
+                .ok_or_else(|| PhoneError::NotVietnamese(crate::quote(raw)))?
         } else if let Some(rest) = digits.strip_prefix("0084") {
             rest
         } else if let Some(rest) = digits.strip_prefix('0') {
@@ -56,18 +56,18 @@ impl PhoneNumber {
         } else if let Some(rest) = digits.strip_prefix("84").filter(|r| r.len() == 9) {
             rest
         } else {
-            return Err(PhoneError::NotVietnamese(raw.to_owned()));
+            return Err(PhoneError::NotVietnamese(crate::quote(raw)));
         };
         match national.chars().next() {
-            Some('2') => return Err(PhoneError::Landline(raw.to_owned())),
-            Some('1') if national.len() == 10 => return Err(PhoneError::Retired(raw.to_owned())),
+            Some('2') => return Err(PhoneError::Landline(crate::quote(raw))),
+            Some('1') if national.len() == 10 => return Err(PhoneError::Retired(crate::quote(raw))),
             _ => {}
         }
         if national.len() != 9 {
-            return Err(PhoneError::Length(raw.to_owned()));
+            return Err(PhoneError::Length(crate::quote(raw)));
         }
         if !matches!(national.as_bytes()[0], b'3' | b'5' | b'7' | b'8' | b'9') {
-            return Err(PhoneError::Prefix(raw.to_owned()));
+            return Err(PhoneError::Prefix(crate::quote(raw)));
         }
         Ok(Self(format!("+84{national}")))
     }

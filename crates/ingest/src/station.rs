@@ -66,7 +66,10 @@ fn observation(
         .map_err(|e| {
             RowError::new(
                 format!("{at}observed_at"),
-                format!("observed_at {observed_at:?} is not an RFC 3339 time with an offset: {e}"),
+                format!(
+                    "observed_at {} is not an RFC 3339 time with an offset: {e}",
+                    domain::quote(observed_at)
+                ),
             )
         })?
         .with_timezone(&Utc);
@@ -89,7 +92,11 @@ fn json_item(item: &Value, at: &str, now: DateTime<Utc>) -> Result<Observation, 
     if let Some(extra) = obj.keys().find(|k| !FIELDS.contains(&k.as_str())) {
         return Err(RowError::new(
             format!("{at}{extra}"),
-            format!("unknown field {extra:?}; expected {}", FIELDS.join(", ")),
+            format!(
+                "unknown field {}; expected {}",
+                domain::quote(extra),
+                FIELDS.join(", ")
+            ),
         ));
     }
     let station = string_field(obj, at, "station")?;
@@ -138,25 +145,39 @@ fn size_check(n: usize, max_batch: usize) -> Result<(), Vec<RowError>> {
     Ok(())
 }
 
+/// One row of a batch: where it is (`[2].`, `line 4.`, or empty for a lone object: the
+/// prefix of its fields' names) and what it gave.
+pub type Row = (String, Result<Observation, RowError>);
+
 /// Parses the JSON format: one observation object, or an array of them.
 pub fn parse_json(
     body: &[u8],
     now: DateTime<Utc>,
     max_batch: usize,
 ) -> Result<Vec<Observation>, Vec<RowError>> {
+    collect(json_rows(body, now, max_batch)?.into_iter().map(|(_, r)| r))
+}
+
+/// As [`parse_json`], every row on its own, so that a caller can check more of each good
+/// row (its station) and name every bad row at once. `Err` when the body as a whole is
+/// refused.
+pub fn json_rows(body: &[u8], now: DateTime<Utc>, max_batch: usize) -> Result<Vec<Row>, Vec<RowError>> {
     let value: Value = serde_json::from_slice(body)
         .map_err(|e| vec![RowError::new("body", format!("the body is not valid JSON: {e}"))])?;
     match &value {
         Value::Array(items) => {
             size_check(items.len(), max_batch)?;
-            collect(
-                items
-                    .iter()
-                    .enumerate()
-                    .map(|(i, item)| json_item(item, &format!("[{i}]."), now)),
-            )
+            Ok(items
+                .iter()
+                .enumerate()
+                .map(|(i, item)| {
+                    let at = format!("[{i}].");
+                    let r = json_item(item, &at, now);
+                    (at, r)
+                })
+                .collect())
         }
-        _ => collect(std::iter::once(json_item(&value, "", now))),
+        _ => Ok(vec![(String::new(), json_item(&value, "", now))]),
     }
 }
 
@@ -167,6 +188,11 @@ pub fn parse_csv(
     now: DateTime<Utc>,
     max_batch: usize,
 ) -> Result<Vec<Observation>, Vec<RowError>> {
+    collect(csv_rows(text, now, max_batch)?.into_iter().map(|(_, r)| r))
+}
+
+/// As [`parse_csv`], every row on its own (see [`json_rows`]).
+pub fn csv_rows(text: &str, now: DateTime<Utc>, max_batch: usize) -> Result<Vec<Row>, Vec<RowError>> {
     let mut lines = text
         .lines()
         .enumerate()
@@ -192,20 +218,30 @@ pub fn parse_csv(
     );
     let rows: Vec<(usize, &str)> = lines.collect();
     size_check(rows.len(), max_batch)?;
-    collect(rows.into_iter().map(|(i, line)| {
-        let at = format!("line {}.", i + 1);
-        let f: Vec<&str> = line.split(',').map(str::trim).collect();
-        if f.len() != cols.len() {
-            return Err(RowError::new(
-                format!("line {}", i + 1),
-                format!("{} fields, the header has {}", f.len(), cols.len()),
-            ));
-        }
-        let value: f64 = f[cv]
-            .parse()
-            .map_err(|_| RowError::new(format!("{at}value"), format!("value {:?} is not a number", f[cv])))?;
-        observation(&at, f[cs], f[cp], value, f[cu], f[ct], now)
-    }))
+    Ok(rows
+        .into_iter()
+        .map(|(i, line)| {
+            let at = format!("line {}.", i + 1);
+            let row = || {
+                let f: Vec<&str> = line.split(',').map(str::trim).collect();
+                if f.len() != cols.len() {
+                    return Err(RowError::new(
+                        format!("line {}", i + 1),
+                        format!("{} fields, the header has {}", f.len(), cols.len()),
+                    ));
+                }
+                let value: f64 = f[cv].parse().map_err(|_| {
+                    RowError::new(
+                        format!("{at}value"),
+                        format!("value {} is not a number", domain::quote(f[cv])),
+                    )
+                })?;
+                observation(&at, f[cs], f[cp], value, f[cu], f[ct], now)
+            };
+            let r = row();
+            (at, r)
+        })
+        .collect())
 }
 
 #[cfg(test)]

@@ -72,7 +72,7 @@ pub async fn run_telemetry(
             Err(reason) => Err(reason),
         };
         if let Err(reason) = result {
-            tracing::warn!(topic = %msg.topic, reason = %reason, "telemetry refused");
+            tracing::warn!(topic = %domain::cut(&msg.topic), reason = %domain::cut_to(&reason, domain::TEXT_CHARS), "telemetry refused");
             if let Err(e) = store.record_rejection("mqtt", &msg.topic, &reason, now).await {
                 tracing::error!(error = %e, "recording a refused telemetry message failed");
             }

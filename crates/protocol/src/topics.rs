@@ -97,6 +97,25 @@ impl Topics {
         ]
     }
 
+    /// Every commune's alert topics of the province, which the service watches so that
+    /// a live alert's retained copy cleared by someone else is published again.
+    pub fn province_alerts_filter(&self) -> String {
+        format!("{}/{}/+/alerts/+", self.prefix, self.province)
+    }
+
+    /// The commune and alert id of a province alert topic.
+    pub fn parse_any_alert(&self, topic: &str) -> Option<(CommuneCode, String)> {
+        let rest = topic
+            .strip_prefix(self.prefix.as_str())?
+            .strip_prefix('/')?
+            .strip_prefix(self.province.as_str())?
+            .strip_prefix('/')?;
+        let (commune, _) = rest.split_once('/')?;
+        let commune = CommuneCode::new(commune).ok()?;
+        let id = self.parse_alert(&commune, topic)?;
+        Some((commune, id))
+    }
+
     /// Classifies an inbound topic and extracts its receiver id.
     pub fn parse_inbound(&self, topic: &str) -> Result<Inbound, TopicError> {
         let unknown = || TopicError::Unknown(topic.to_owned());
@@ -148,6 +167,13 @@ mod tests {
         let c = CommuneCode::new("06385").unwrap();
         let a = AlertId::new("a-1").unwrap();
         assert_eq!(t.alert(&c, &a), "canhbao/v1/20/06385/alerts/a-1");
+        assert_eq!(
+            t.parse_any_alert("canhbao/v1/20/06385/alerts/a-1"),
+            Some((c.clone(), "a-1".to_owned()))
+        );
+        assert_eq!(t.parse_any_alert("canhbao/v1/20/06385/state"), None);
+        assert_eq!(t.parse_any_alert("canhbao/v1/21/06385/alerts/a-1"), None);
+        assert_eq!(t.province_alerts_filter(), "canhbao/v1/20/+/alerts/+");
         assert_eq!(t.alerts_filter(&c), "canhbao/v1/20/06385/alerts/+");
         assert_eq!(
             t.parse_alert(&c, "canhbao/v1/20/06385/alerts/a-1").as_deref(),

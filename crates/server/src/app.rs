@@ -50,6 +50,16 @@ impl App {
             .await
             .context("opening the database")?;
         tracing::info!(data_dir = %settings.data_dir.display(), "database ready, migrations applied");
+        // A SQLite database made before files were made 0600 (or by another tool) is
+        // brought to 0600, with its journal.
+        if let Some(path) = settings.database_url.strip_prefix("sqlite://") {
+            for suffix in ["", "-wal", "-shm"] {
+                let file = format!("{path}{suffix}");
+                if std::path::Path::new(&file).exists() {
+                    let _ = std::fs::set_permissions(&file, std::fs::Permissions::from_mode(0o600));
+                }
+            }
+        }
 
         let keyring_dir = settings.data_dir.join("keyring");
         let keyring = crate::keyring::Keyring::load_or_init(
@@ -108,7 +118,13 @@ impl App {
                 password: settings.mqtt.password.clone(),
                 keep_alive: settings.mqtt.keep_alive,
                 persistent_session: true,
-                subscriptions: topics.inbound_filters().to_vec(),
+                // What receivers send, and the province's alert topics: a live alert's
+                // retained copy that another client clears is published again.
+                subscriptions: topics
+                    .inbound_filters()
+                    .into_iter()
+                    .chain([topics.province_alerts_filter()])
+                    .collect(),
                 last_will: None,
                 on_connect: None,
                 tls: settings.mqtt.tls.clone(),
@@ -139,11 +155,13 @@ impl App {
         let mut tasks = JoinSet::new();
         tasks.spawn(driver.run(shutdown.clone()));
         let (telemetry_tx, telemetry_rx) = tokio::sync::mpsc::channel(dispatch::mqtt::INBOUND_CAPACITY);
+        let inbound_counters = Arc::new(inbound::InboundCounters::default());
         tasks.spawn(inbound::run_inbound(
             store.clone(),
             topics.clone(),
             inbound_rx,
             telemetry_tx,
+            inbound_counters.clone(),
             shutdown.clone(),
         ));
         tasks.spawn(ingest::telemetry::run_telemetry(
@@ -278,6 +296,10 @@ impl App {
             sms,
             sms_settings: Arc::new(settings.sms.settings.clone()),
             login: api::login::LoginGuard::new(settings.login.clone()),
+            counters: Arc::new(api::Counters {
+                inbound: inbound_counters,
+                ..Default::default()
+            }),
             events: api::events::Hub::new(),
             max_clock_offset: settings.max_clock_offset,
         };
@@ -299,17 +321,22 @@ impl App {
             .with_context(|| format!("binding the HTTP API to {}", settings.http_listen))?;
         let http_addr = listener.local_addr()?;
         let router = api::router(state);
-        let stop = shutdown.clone();
-        tasks.spawn(async move {
-            let serve = axum::serve(
-                listener,
-                router.into_make_service_with_connect_info::<std::net::SocketAddr>(),
-            )
-            .with_graceful_shutdown(async move { stop.cancelled().await });
-            if let Err(e) = serve.await {
-                tracing::error!(error = %e, "HTTP server failed");
-            }
-        });
+        let tls = match &settings.http.tls {
+            Some(files) => Some(crate::http::TlsReloader::new(files.clone())?),
+            None => None,
+        };
+        if settings.http.in_clear_on(http_addr) {
+            tracing::warn!(http = %http_addr,
+                "the API is plain HTTP on an address other than loopback: passwords and tokens cross the network in clear; set [http] tls_cert_file and tls_key_file, or listen on 127.0.0.1 behind a TLS proxy (docs/operations.md)");
+        }
+        tasks.spawn(crate::http::serve(
+            listener,
+            router,
+            tls,
+            settings.http.limits.clone(),
+            shutdown.clone(),
+            settings.grace,
+        ));
         tracing::info!(http = %http_addr, broker = %format!("mqtt://{}:{}", broker.host, broker.port),
             province = %settings.province, "canhbao started");
 

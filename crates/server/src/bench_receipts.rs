@@ -229,6 +229,7 @@ async fn round(store: &Store, communes: &[CommuneCode], receivers: usize) -> Res
         topics,
         rx,
         telemetry_tx,
+        Default::default(),
         CancellationToken::new(),
     ));
     for m in messages {

@@ -99,6 +99,21 @@ impl std::fmt::Debug for MqttConfig {
     }
 }
 
+/// How the API is served: HTTPS or not, and connection limits.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct HttpServing {
+    pub tls: Option<crate::http::TlsFiles>,
+    pub limits: crate::http::HttpLimits,
+}
+
+impl HttpServing {
+    /// Whether serving on `listen` sends passwords and tokens in clear to the network:
+    /// plain HTTP on an address other than loopback.
+    pub fn in_clear_on(&self, listen: SocketAddr) -> bool {
+        self.tls.is_none() && !listen.ip().is_loopback()
+    }
+}
+
 /// Validated settings.
 #[derive(Debug, Clone)]
 pub struct Settings {
@@ -106,6 +121,8 @@ pub struct Settings {
     pub province: ProvinceCode,
     pub data_dir: PathBuf,
     pub http_listen: SocketAddr,
+    /// HTTPS and connection limits (`[http]`).
+    pub http: HttpServing,
     pub database_url: String,
     pub mqtt: MqttConfig,
     pub signing_key_file: PathBuf,
@@ -150,6 +167,22 @@ struct ServiceRaw {
 #[serde(deny_unknown_fields)]
 struct HttpRaw {
     listen: String,
+    #[serde(default)]
+    tls_cert_file: String,
+    #[serde(default)]
+    tls_key_file: String,
+    #[serde(default = "default_header_read_timeout_s")]
+    header_read_timeout_s: u64,
+    #[serde(default = "default_max_connections")]
+    max_connections: usize,
+}
+
+fn default_header_read_timeout_s() -> u64 {
+    10
+}
+
+fn default_max_connections() -> usize {
+    1024
 }
 
 #[derive(Deserialize)]
@@ -709,11 +742,44 @@ pub fn load(sources: &Sources) -> Result<Settings, Problems> {
             .ok()
     });
     let data_dir = service.as_ref().map(|s| s.data_dir.clone());
-    let http_listen = http.and_then(|h| {
+    let http_listen = http.as_ref().and_then(|h| {
         h.listen
             .parse::<SocketAddr>()
             .map_err(|e| problems.push(format!("http.listen {:?}: {e}", h.listen)))
             .ok()
+    });
+    let http_serving = http.and_then(|h| {
+        let tls = match (h.tls_cert_file.trim(), h.tls_key_file.trim()) {
+            ("", "") => None,
+            ("", _) | (_, "") => {
+                problems.push(
+                    "http.tls_cert_file and http.tls_key_file go together: set both for HTTPS, or neither",
+                );
+                return None;
+            }
+            (cert, key) => Some(crate::http::TlsFiles {
+                cert_file: cert.into(),
+                key_file: key.into(),
+            }),
+        };
+        if !(1..=300).contains(&h.header_read_timeout_s) {
+            problems.push(format!(
+                "http.header_read_timeout_s {} must be 1 to 300",
+                h.header_read_timeout_s
+            ));
+            return None;
+        }
+        if h.max_connections == 0 {
+            problems.push("http.max_connections must be at least 1");
+            return None;
+        }
+        Some(HttpServing {
+            tls,
+            limits: crate::http::HttpLimits {
+                header_read_timeout: Duration::from_secs(h.header_read_timeout_s),
+                max_connections: h.max_connections,
+            },
+        })
     });
     let database_url = match (&database, &data_dir) {
         (Some(d), Some(dir)) if d.url.is_empty() => {
@@ -928,6 +994,7 @@ pub fn load(sources: &Sources) -> Result<Settings, Problems> {
         province,
         data_dir,
         http_listen,
+        http_serving,
         database_url,
         mqtt,
         signing_key_file,
@@ -949,6 +1016,7 @@ pub fn load(sources: &Sources) -> Result<Settings, Problems> {
             Some(province),
             Some(data_dir),
             Some(http_listen),
+            Some(http),
             Some(database_url),
             Some(mqtt),
             Some(signing_key_file),
@@ -969,6 +1037,7 @@ pub fn load(sources: &Sources) -> Result<Settings, Problems> {
             province,
             data_dir,
             http_listen,
+            http,
             database_url,
             mqtt,
             signing_key_file,

@@ -19,6 +19,7 @@ pub mod bench_timer;
 #[cfg(feature = "embedded-broker")]
 pub mod broker;
 pub mod config;
+pub mod http;
 pub mod keyring;
 pub mod mosquitto;
 pub mod places;

@@ -318,6 +318,9 @@ async fn serve(args: ConfigArgs) -> Result<ExitCode> {
         settings.mqtt.mode,
         canhbao_server::config::MqttMode::Embedded { .. }
     ));
+    // Every file the service makes (the database and its journal, keys, tokens) is for
+    // its own user alone.
+    rustix::process::umask(rustix::fs::Mode::from_raw_mode(0o077));
     let app = App::start(settings).await?;
     let stop = app.shutdown_token();
     tokio::spawn(async move {
@@ -371,7 +374,23 @@ fn check_config(args: ConfigArgs) -> ExitCode {
             println!("  profile        {:?}", s.profile);
             println!("  province       {}", s.province);
             println!("  data dir       {}", s.data_dir.display());
-            println!("  http           {}", s.http_listen);
+            println!(
+                "  http           {} ({})",
+                s.http_listen,
+                match &s.http.tls {
+                    Some(t) => format!("HTTPS, certificate {}", t.cert_file.display()),
+                    None => "plain HTTP".to_owned(),
+                }
+            );
+            if s.http.in_clear_on(s.http_listen) {
+                eprintln!(
+                    "WARNING: the API listens in plain HTTP on {}, an address other than loopback: \
+                     passwords, tokens and SMS callback secrets would cross the network in clear. \
+                     Set [http] tls_cert_file and tls_key_file, or listen on 127.0.0.1 behind a TLS \
+                     reverse proxy (docs/operations.md, \"HTTPS\").",
+                    s.http_listen
+                );
+            }
             println!("  broker         {broker}");
             println!(
                 "  demo           {}",

@@ -44,7 +44,9 @@ pub use levels::{AssessmentRecord, BulletinRecord, NewAssessment, StoredReading}
 pub use metrics::{Histogram, LATENCY_BUCKETS_S};
 pub use outbox::{ClaimedDelivery, DeliveryRecord};
 pub use receipts::{NewReceipt, ReceiptRecord, ReceiverRecord, ReceiverTouch, RejectionRecord};
-pub use registry::{DeliveryAdvance, FleetRecord, ReceiverDeliveryRecord, RegisteredReceiver};
+pub use registry::{
+    DeliveryAdvance, FleetRecord, MAX_UNREGISTERED, ReceiverDeliveryRecord, RegisteredReceiver,
+};
 pub use sms::{
     FallbackCandidate, FallbackRecord, IncomingReport, NewSms, OverdueSms, ReportDecision, SmsClaim,
     SmsOutcome, SmsRecord, SmsReportApplied,

@@ -165,6 +165,29 @@ impl Store {
         Ok(done.rows_affected())
     }
 
+    /// Re-queues the published delivery of `alert_id` to `commune` if the alert is still
+    /// live at `now` (as [`Store::requeue_live`] decides): its retained copy was cleared
+    /// by someone else. Returns whether it was re-queued.
+    pub async fn requeue_live_delivery(
+        &self,
+        alert_id: &str,
+        commune: &str,
+        now: DateTime<Utc>,
+    ) -> Result<bool> {
+        let done = sqlx::query(
+            "UPDATE deliveries SET state = 'queued', next_attempt_ms = $1, lease_until_ms = NULL
+             WHERE state = 'published' AND alert_id = $2 AND commune = $3
+               AND alert_id IN (SELECT id FROM alerts WHERE expires_ms > $1
+                                AND NOT EXISTS (SELECT 1 FROM alert_refs x WHERE x.refers_to = alerts.id))",
+        )
+        .bind(ms(now))
+        .bind(alert_id)
+        .bind(commune)
+        .execute(&self.pool)
+        .await?;
+        Ok(done.rows_affected() > 0)
+    }
+
     /// Makes due at `now` every queued delivery that was tried and is waiting out its
     /// back-off (the broker is back). Returns how many.
     pub async fn retry_queued_now(&self, now: DateTime<Utc>) -> Result<u64> {

@@ -241,7 +241,9 @@ impl Tx<'_> {
         Ok(())
     }
 
-    /// Records an input that was refused, so that operators can see it.
+    /// Records an input that was refused, so that operators can see it. The source and the
+    /// reason are cut ([`domain::cut`], [`domain::TEXT_CHARS`]): a hostile input never
+    /// fills a row.
     pub async fn record_rejection(
         &mut self,
         channel: &str,
@@ -252,8 +254,8 @@ impl Tx<'_> {
         sqlx::query("INSERT INTO rejections (at_ms, channel, source, reason) VALUES ($1, $2, $3, $4)")
             .bind(ms(now))
             .bind(channel)
-            .bind(source)
-            .bind(reason)
+            .bind(domain::cut(source).as_ref())
+            .bind(domain::cut_to(reason, domain::TEXT_CHARS).as_ref())
             .execute(&mut *self.tx)
             .await?;
         Ok(())

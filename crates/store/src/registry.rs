@@ -79,6 +79,10 @@ fn rank(state: &str) -> i64 {
     }
 }
 
+/// Unregistered receiver ids given a row of their own; messages from further ids are
+/// only counted in memory.
+pub const MAX_UNREGISTERED: i64 = 1000;
+
 impl Store {
     /// [`Tx::registered_receiver`] outside a transaction.
     pub async fn registered_receiver(&self, receiver_id: &str) -> Result<Option<RegisteredReceiver>> {
@@ -89,10 +93,16 @@ impl Store {
     }
 
     /// [`Tx::count_unregistered`] in a transaction of its own.
-    pub async fn count_unregistered(&self, receiver_id: &str, topic: &str, now: DateTime<Utc>) -> Result<()> {
+    pub async fn count_unregistered(
+        &self,
+        receiver_id: &str,
+        topic: &str,
+        now: DateTime<Utc>,
+    ) -> Result<bool> {
         let mut tx = self.begin().await?;
-        tx.count_unregistered(receiver_id, topic, now).await?;
-        tx.commit().await
+        let counted = tx.count_unregistered(receiver_id, topic, now).await?;
+        tx.commit().await?;
+        Ok(counted)
     }
 
     /// [`Tx::advance_receiver_delivery`] in a transaction of its own.
@@ -180,6 +190,14 @@ impl Store {
             sqlx::query("SELECT CAST(COALESCE(SUM(messages), 0) AS BIGINT) AS n FROM unregistered_receivers")
                 .fetch_one(&self.pool)
                 .await?;
+        Ok(row.try_get("n")?)
+    }
+
+    /// Unregistered receiver ids with a row of their own (at most [`MAX_UNREGISTERED`]).
+    pub async fn unregistered_ids(&self) -> Result<i64> {
+        let row = sqlx::query("SELECT COUNT(*) AS n FROM unregistered_receivers")
+            .fetch_one(&self.pool)
+            .await?;
         Ok(row.try_get("n")?)
     }
 
@@ -343,24 +361,82 @@ impl Tx<'_> {
         Ok(found)
     }
 
-    /// Counts a message from a receiver that is not registered.
+    /// Counts a message from a receiver that is not registered, in its row while fewer
+    /// than [`MAX_UNREGISTERED`] ids have one (so that operators see which ids appear);
+    /// returns false, writing nothing, for a new id beyond that (made-up ids cannot grow
+    /// the table).
     pub async fn count_unregistered(
         &mut self,
         receiver_id: &str,
         topic: &str,
         now: DateTime<Utc>,
-    ) -> Result<()> {
-        sqlx::query(
-            "INSERT INTO unregistered_receivers (receiver_id, messages, last_ms, last_topic) VALUES ($1, 1, $2, $3)
-             ON CONFLICT (receiver_id) DO UPDATE SET messages = unregistered_receivers.messages + 1, last_ms = excluded.last_ms,
-                last_topic = excluded.last_topic",
+    ) -> Result<bool> {
+        let done = sqlx::query(
+            "UPDATE unregistered_receivers SET messages = messages + 1, last_ms = $2, last_topic = $3
+             WHERE receiver_id = $1",
         )
         .bind(receiver_id)
         .bind(ms(now))
         .bind(topic)
         .execute(&mut *self.tx)
         .await?;
-        Ok(())
+        if done.rows_affected() > 0 {
+            return Ok(true);
+        }
+        let done = sqlx::query(
+            "INSERT INTO unregistered_receivers (receiver_id, messages, last_ms, last_topic)
+             SELECT $1, 1, $2, $3 WHERE (SELECT COUNT(*) FROM unregistered_receivers) < $4
+             ON CONFLICT (receiver_id) DO NOTHING",
+        )
+        .bind(receiver_id)
+        .bind(ms(now))
+        .bind(topic)
+        .bind(MAX_UNREGISTERED)
+        .execute(&mut *self.tx)
+        .await?;
+        Ok(done.rows_affected() > 0)
+    }
+
+    /// Of `pairs` (alert id, commune), those for which a delivery exists: the alert was
+    /// sent to that commune's topic.
+    pub async fn sent_to_communes(
+        &mut self,
+        pairs: &[(&str, &str)],
+    ) -> Result<std::collections::HashSet<(String, String)>> {
+        let mut found = std::collections::HashSet::new();
+        for chunk in pairs.chunks(256) {
+            let mut alerts: Vec<&str> = chunk.iter().map(|p| p.0).collect();
+            let mut communes: Vec<&str> = chunk.iter().map(|p| p.1).collect();
+            alerts.sort_unstable();
+            alerts.dedup();
+            communes.sort_unstable();
+            communes.dedup();
+            let list = |from: usize, n: usize| {
+                (from..from + n)
+                    .map(|i| format!("${i}"))
+                    .collect::<Vec<_>>()
+                    .join(", ")
+            };
+            let sql = format!(
+                "SELECT alert_id, commune FROM deliveries WHERE alert_id IN ({}) AND commune IN ({})",
+                list(1, alerts.len()),
+                list(1 + alerts.len(), communes.len())
+            );
+            // Only placeholders are formatted in; the values are bound.
+            let mut q = sqlx::query_as::<_, (String, String)>(sqlx::AssertSqlSafe(sql));
+            for a in &alerts {
+                q = q.bind(*a);
+            }
+            for c in &communes {
+                q = q.bind(*c);
+            }
+            for pair in q.fetch_all(&mut *self.tx).await? {
+                if chunk.iter().any(|(a, r)| *a == pair.0 && *r == pair.1) {
+                    found.insert(pair);
+                }
+            }
+        }
+        Ok(found)
     }
 
     /// Moves a receiver's delivery of an alert forward to `state` (never back), with the

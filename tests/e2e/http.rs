@@ -1,0 +1,141 @@
+//! The HTTP server as an attacker meets it: HTTPS from certificate files, a client that
+//! dribbles its headers is cut off while others are served, and every answer carries the
+//! security headers and a request id.
+
+use std::time::{Duration, Instant};
+
+use canhbao_tests::{Broker, TestApp};
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_api_serves_https_from_its_certificate_files() {
+    let dir = tempfile::tempdir().unwrap();
+    crate::tls::certificates(dir.path());
+    let cert = dir.path().join("server.pem").display().to_string();
+    let key = dir.path().join("server.key").display().to_string();
+    let app = TestApp::spawn_with(
+        Broker::Embedded,
+        &[
+            ("CANHBAO__HTTP__TLS_CERT_FILE", cert.as_str()),
+            ("CANHBAO__HTTP__TLS_KEY_FILE", key.as_str()),
+        ],
+    )
+    .await
+    .unwrap();
+    let ca = reqwest::Certificate::from_pem(&std::fs::read(dir.path().join("ca.pem")).unwrap()).unwrap();
+    let https = reqwest::Client::builder()
+        .tls_certs_only([ca])
+        .timeout(Duration::from_secs(10))
+        .build()
+        .unwrap();
+    let port = app.app.http_addr.port();
+    let r = https
+        .get(format!("https://127.0.0.1:{port}/healthz"))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status().as_u16(), 200);
+    // A login's password travels inside TLS only: plain HTTP to the port gets no answer.
+    let plain = reqwest::Client::builder()
+        .timeout(Duration::from_secs(5))
+        .build()
+        .unwrap()
+        .get(format!("http://127.0.0.1:{port}/healthz"))
+        .send()
+        .await;
+    assert!(plain.is_err(), "{plain:?}");
+    // A client that does not trust the CA is refused.
+    let untrusting = reqwest::Client::builder()
+        .timeout(Duration::from_secs(5))
+        .build()
+        .unwrap()
+        .get(format!("https://127.0.0.1:{port}/healthz"))
+        .send()
+        .await;
+    assert!(untrusting.is_err());
+    app.app.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_client_dribbling_its_headers_is_cut_off_and_others_are_served() {
+    let app = TestApp::spawn_with(Broker::Embedded, &[("CANHBAO__HTTP__HEADER_READ_TIMEOUT_S", "2")])
+        .await
+        .unwrap();
+    let addr = app.app.http_addr;
+    // 50 slow clients, one byte a second.
+    let mut slow = Vec::new();
+    for _ in 0..50 {
+        slow.push(tokio::net::TcpStream::connect(addr).await.unwrap());
+    }
+    let started = Instant::now();
+    let request =
+        b"GET /healthz HTTP/1.1\r\nHost: 127.0.0.1\r\nX-Slow: aaaaaaaaaaaaaaaaaaaaaaaaaaaaaa\r\n\r\n";
+    let mut closed_at = vec![None; slow.len()];
+    for byte in request.iter() {
+        for (i, s) in slow.iter_mut().enumerate() {
+            if closed_at[i].is_none() && s.write_all(std::slice::from_ref(byte)).await.is_err() {
+                closed_at[i] = Some(started.elapsed());
+            }
+        }
+        // Meanwhile an ordinary request is answered at once.
+        let r = app
+            .http
+            .get(format!("{}/healthz", app.base))
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(r.status().as_u16(), 200);
+        if closed_at.iter().all(Option::is_some) || started.elapsed() > Duration::from_secs(8) {
+            break;
+        }
+        tokio::time::sleep(Duration::from_secs(1)).await;
+    }
+    // The server closed them: a read sees the end (or the reset), well before the request
+    // could have been sent whole.
+    for s in &mut slow {
+        let mut buf = [0u8; 512];
+        let n = tokio::time::timeout(Duration::from_secs(5), s.read(&mut buf)).await;
+        match n {
+            Ok(Ok(n)) => {
+                let text = String::from_utf8_lossy(&buf[..n]);
+                assert!(n == 0 || text.starts_with("HTTP/1.1 408"), "{text}");
+            }
+            Ok(Err(_)) => {}
+            Err(_) => panic!("a slow client was still held open after {:?}", started.elapsed()),
+        }
+    }
+    assert!(
+        started.elapsed() < Duration::from_secs(12),
+        "{:?}",
+        started.elapsed()
+    );
+    app.app.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn every_answer_carries_security_headers_and_a_request_id() {
+    let app = TestApp::spawn(Broker::Embedded).await.unwrap();
+    for path in ["/healthz", "/api/v1/alerts", "/no/such/page"] {
+        let r = app.http.get(format!("{}{path}", app.base)).send().await.unwrap();
+        let h = r.headers();
+        assert_eq!(h["x-content-type-options"], "nosniff", "{path}");
+        assert_eq!(h["referrer-policy"], "no-referrer", "{path}");
+        assert_eq!(h["x-frame-options"], "DENY", "{path}");
+        let csp = h["content-security-policy"].to_str().unwrap();
+        assert!(csp.contains("frame-ancestors 'none'"), "{path}: {csp}");
+        assert!(
+            h.get("x-request-id").is_some_and(|v| v.len() >= 32),
+            "{path}: {h:?}"
+        );
+    }
+    // A request id the client sends comes back as it is.
+    let r = app
+        .http
+        .get(format!("{}/healthz", app.base))
+        .header("x-request-id", "desk-7-0001")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.headers()["x-request-id"], "desk-7-0001");
+    app.app.stop().await;
+}

@@ -1,0 +1,130 @@
+//! Receipts prove something: a receipt counts only for an alert that was sent to the
+//! receiver it names, and messages from made-up receiver ids cannot grow the database.
+//! Both are counted in `/metrics`. (Who may publish on a receiver's topics is the
+//! broker's ACL: `docs/security.md`.)
+
+use std::time::{Duration, Instant};
+
+use canhbao_tests::{Broker, TestApp};
+use dispatch::Topics;
+use domain::{ProvinceCode, ReceiverId};
+
+/// A counter's value in `/metrics`.
+fn counter(metrics: &str, name: &str) -> u64 {
+    metrics
+        .lines()
+        .find_map(|l| l.strip_prefix(name).and_then(|v| v.trim().parse().ok()))
+        .unwrap_or(0)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn receipts_for_alerts_never_sent_and_heartbeats_from_made_up_ids_write_nothing_but_counters() {
+    let app = TestApp::spawn(Broker::Embedded).await.unwrap();
+    app.register_receiver("06385", "loa-hl-1").await.unwrap();
+    let topics = Topics::new(&app.prefix, ProvinceCode::new("20").unwrap()).unwrap();
+    let (raw, stop) = app.raw_client().await.unwrap();
+    let receiver = ReceiverId::new("loa-hl-1").unwrap();
+    let now = chrono::Utc::now().to_rfc3339();
+    for i in 0..2000 {
+        let receipt = serde_json::json!({
+            "v": 1, "alert_id": format!("khong-co-that-{i}"), "receiver_id": "loa-hl-1",
+            "commune": "06385", "status": "played", "at": now,
+        });
+        raw.publish(
+            &topics.receipt(&receiver),
+            receipt.to_string().into_bytes(),
+            false,
+        )
+        .await
+        .unwrap();
+    }
+    for i in 0..1100 {
+        let id = ReceiverId::new(&format!("loa-gia-{i}")).unwrap();
+        let heartbeat = serde_json::json!({
+            "v": 1, "receiver_id": id.as_str(), "commune": "06385", "at": now,
+            "uptime_s": 1, "last_played": null,
+        });
+        raw.publish(&topics.heartbeat(&id), heartbeat.to_string().into_bytes(), false)
+            .await
+            .unwrap();
+    }
+    // Everything was taken in: the counters say so.
+    let deadline = Instant::now() + Duration::from_secs(60);
+    let metrics = loop {
+        let m = app.get_text("/metrics").await.unwrap();
+        if counter(&m, "canhbao_unsent_receipts_total") >= 2000
+            && counter(&m, "canhbao_unregistered_messages_total") >= 1100
+        {
+            break m;
+        }
+        assert!(Instant::now() < deadline, "{m}");
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    };
+    assert_eq!(counter(&metrics, "canhbao_unsent_receipts_total"), 2000);
+    let store = app.app.store();
+    for i in [0, 999, 1999] {
+        let alert = format!("khong-co-that-{i}");
+        assert!(
+            store.receipts_for_alert(&alert).await.unwrap().is_empty(),
+            "{alert}"
+        );
+    }
+    assert_eq!(
+        store.unregistered_ids().await.unwrap(),
+        store::MAX_UNREGISTERED,
+        "made-up ids cannot grow the table past its cap"
+    );
+    // The registered receiver is not marked online by receipts for nothing.
+    let (_, fleet) = app.get("/api/v1/receivers").await.unwrap();
+    let r = fleet["receivers"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|r| r["receiver_id"] == "loa-hl-1")
+        .unwrap();
+    assert_eq!(r["health"], "never_seen", "{r}");
+    stop.cancel();
+    app.app.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_live_alert_whose_retained_copy_another_client_clears_is_published_again() {
+    let app = TestApp::spawn(Broker::Embedded).await.unwrap();
+    app.prime("HUULUNG", 19.4).await.unwrap();
+    let (_, _, body) = app
+        .post_observations(&canhbao_tests::observation_now("HUULUNG", 19.4))
+        .await
+        .unwrap();
+    let alert_id = body["alerts"][0].as_str().unwrap().to_owned();
+    let deadline = Instant::now() + Duration::from_secs(15);
+    while !app.retained_alerts("06385").await.unwrap().contains(&alert_id) {
+        assert!(Instant::now() < deadline, "the alert was never retained");
+    }
+    // Anyone on the broker clears it, as an attacker (or a careless tool) would.
+    let (raw, stop) = app.raw_client().await.unwrap();
+    let topics = Topics::new(&app.prefix, ProvinceCode::new("20").unwrap()).unwrap();
+    let topic = topics.alert(
+        &domain::CommuneCode::new("06385").unwrap(),
+        &domain::AlertId::new(&alert_id).unwrap(),
+    );
+    raw.publish(&topic, Vec::new(), true).await.unwrap();
+    // A receiver connecting later still finds it: the service published it again.
+    let deadline = Instant::now() + Duration::from_secs(15);
+    loop {
+        tokio::time::sleep(Duration::from_millis(300)).await;
+        if app.retained_alerts("06385").await.unwrap().contains(&alert_id) {
+            break;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "the cleared alert was not published again"
+        );
+    }
+    let (_, rejections) = app.get("/api/v1/rejections").await.unwrap();
+    assert!(
+        rejections.to_string().contains("was cleared by another client"),
+        "{rejections}"
+    );
+    stop.cancel();
+    app.app.stop().await;
+}
