@@ -60,6 +60,10 @@ pub struct LoginLimits {
     /// Passwords checked at once; the others wait up to `hashing_wait_s`, then are refused.
     pub hashing: NonZeroU32,
     pub hashing_wait_s: NonZeroU32,
+    /// Reverse proxies in front of the service: a request from one of them is counted
+    /// for the client its `X-Forwarded-For` names (the last address not itself a proxy).
+    #[serde(default)]
+    pub trusted_proxies: Vec<IpAddr>,
 }
 
 impl Default for LoginLimits {
@@ -76,6 +80,7 @@ impl Default for LoginLimits {
             forget_after_s: n(3600),
             hashing: n(2),
             hashing_wait_s: n(10),
+            trusted_proxies: Vec::new(),
         }
     }
 }
@@ -278,12 +283,32 @@ pub struct LoginDto {
     pub expires: DateTime<Utc>,
 }
 
-/// The client's address: the connection's peer.
-pub fn client_address(parts: &axum::http::request::Parts) -> Option<IpAddr> {
-    parts
+/// The client's address: the connection's peer, or, when the peer is one of
+/// `trusted_proxies`, the last address of `X-Forwarded-For` that is not a trusted proxy
+/// (what a client writes itself into the header, to the left, is never believed).
+pub fn client_address(parts: &axum::http::request::Parts, trusted_proxies: &[IpAddr]) -> Option<IpAddr> {
+    let peer = parts
         .extensions
         .get::<ConnectInfo<std::net::SocketAddr>>()
-        .map(|c| c.0.ip())
+        .map(|c| c.0.ip())?;
+    if !trusted_proxies.contains(&peer) {
+        return Some(peer);
+    }
+    let forwarded: Vec<IpAddr> = parts
+        .headers
+        .get_all("x-forwarded-for")
+        .iter()
+        .filter_map(|v| v.to_str().ok())
+        .flat_map(|v| v.split(','))
+        .filter_map(|a| a.trim().parse().ok())
+        .collect();
+    Some(
+        forwarded
+            .into_iter()
+            .rev()
+            .find(|a| !trusted_proxies.contains(a))
+            .unwrap_or(peer),
+    )
 }
 
 /// `{"username": "...", "password": "..."}`: a bearer token for the user's role, valid
@@ -298,7 +323,7 @@ pub async fn login(
     let headers: &HeaderMap = &parts.headers;
     require_media(headers, &["application/json"])?;
     let guard = state.login.clone();
-    let Some(address) = client_address(&parts) else {
+    let Some(address) = client_address(&parts, &guard.limits.trusted_proxies) else {
         return Err(ApiError::internal(
             "the login route is served without the client's address",
         ));
@@ -450,6 +475,41 @@ mod tests {
         assert!(verify_in(&mut memory, &hash, "correct horse battery"));
         assert!(!verify_in(&mut memory, "not a hash", "correct horse battery"));
         assert_eq!(memory.len(), 19 * 1024, "19 MiB of 1 KiB blocks, allocated once");
+    }
+
+    #[test]
+    fn behind_a_trusted_proxy_the_client_is_the_last_address_it_adds() {
+        let parts = |peer: &str, forwarded: &[&str]| {
+            let mut b = axum::http::Request::builder();
+            for f in forwarded {
+                b = b.header("x-forwarded-for", *f);
+            }
+            let (mut parts, ()) = b.body(()).unwrap().into_parts();
+            parts
+                .extensions
+                .insert(ConnectInfo(peer.parse::<std::net::SocketAddr>().unwrap()));
+            parts
+        };
+        let ip = |s: &str| s.parse::<IpAddr>().unwrap();
+        let proxy = [ip("127.0.0.1")];
+        // Straight from a client: the header is its own words, not believed.
+        assert_eq!(
+            client_address(&parts("203.0.113.9:5000", &["198.51.100.1"]), &proxy),
+            Some(ip("203.0.113.9"))
+        );
+        // Through the proxy: what the proxy appended, not what the client wrote before it.
+        assert_eq!(
+            client_address(&parts("127.0.0.1:5000", &["10.9.9.9, 203.0.113.9"]), &proxy),
+            Some(ip("203.0.113.9"))
+        );
+        assert_eq!(
+            client_address(&parts("127.0.0.1:5000", &[]), &proxy),
+            Some(ip("127.0.0.1"))
+        );
+        assert_eq!(
+            client_address(&parts("127.0.0.1:5000", &["203.0.113.9"]), &[]),
+            Some(ip("127.0.0.1"))
+        );
     }
 
     #[test]

@@ -303,6 +303,11 @@ impl App {
             events: api::events::Hub::new(),
             max_clock_offset: settings.max_clock_offset,
         };
+        tasks.spawn(crate::retention::run(
+            store.clone(),
+            settings.retention.clone(),
+            shutdown.clone(),
+        ));
         tasks.spawn(api::idempotency::run_pruner(store.clone(), {
             let stop = shutdown.clone();
             async move { stop.cancelled().await }

@@ -151,6 +151,8 @@ pub struct Settings {
     pub approval: ingest::warnings::ApprovalPolicy,
     /// Login rate limits and back-off (`[login]`).
     pub login: api::login::LoginLimits,
+    /// How long each kind of record is kept (`[retention]`).
+    pub retention: crate::retention::Retention,
 }
 
 // ---- raw sections, as written ----
@@ -354,10 +356,11 @@ struct DomainRaw {
     rules_dir: String,
 }
 
-const SECTIONS: [&str; 16] = [
+const SECTIONS: [&str; 17] = [
     "service",
     "approval",
     "login",
+    "retention",
     "http",
     "database",
     "mqtt",
@@ -548,6 +551,29 @@ pub fn load(sources: &Sources) -> Result<Settings, Problems> {
     let signing: Option<SigningRaw> = section(&root, "signing", &mut problems);
     let demo: Option<DemoRaw> = section(&root, "demo", &mut problems);
     let alerts: Option<AlertsRaw> = section(&root, "alerts", &mut problems);
+    let retention = section::<std::collections::BTreeMap<String, u32>>(&root, "retention", &mut problems)
+        .map(|days| {
+            let mut kept = std::collections::BTreeMap::new();
+            for (name, d) in days {
+                match store::retention::Kind::ALL
+                    .into_iter()
+                    .find(|k| name == format!("{}_days", k.code()))
+                {
+                    Some(kind) => {
+                        kept.insert(kind, d);
+                    }
+                    None => problems.push(format!(
+                        "retention.{name}: not a kind of record; expected one of {}",
+                        store::retention::Kind::ALL
+                            .iter()
+                            .map(|k| format!("{}_days", k.code()))
+                            .collect::<Vec<_>>()
+                            .join(", ")
+                    )),
+                }
+            }
+            crate::retention::Retention(kept)
+        });
     let login = section::<api::login::LoginLimits>(&root, "login", &mut problems).and_then(|l| {
         if l.per_account_burst <= l.per_address_burst || l.per_account_per_minute <= l.per_address_per_minute {
             problems.push(
@@ -1010,6 +1036,7 @@ pub fn load(sources: &Sources) -> Result<Settings, Problems> {
         sms,
         approval,
         login,
+        retention,
     ) {
         (
             Some(profile),
@@ -1032,6 +1059,7 @@ pub fn load(sources: &Sources) -> Result<Settings, Problems> {
             Some(sms),
             Some(approval),
             Some(login),
+            Some(retention),
         ) => Ok(Settings {
             profile,
             province,
@@ -1055,6 +1083,7 @@ pub fn load(sources: &Sources) -> Result<Settings, Problems> {
             sms,
             approval,
             login,
+            retention,
         }),
         _ => Err(Problems(vec!["settings are incomplete".into()])),
     }
@@ -1389,6 +1418,35 @@ mod tests {
             !format!("{:?}", s.mqtt).contains("from-env"),
             "secrets never reach Debug output"
         );
+    }
+
+    #[test]
+    fn the_production_profile_never_serves_plain_http_on_a_public_address() {
+        let mut src = sources(&[("CANHBAO__MQTT__PASSWORD", "from-env")]);
+        src.env = Some("production".into());
+        let s = load(&src).unwrap();
+        assert!(!s.http.in_clear_on(s.http_listen), "{}", s.http_listen);
+        let mut src = sources(&[
+            ("CANHBAO__MQTT__PASSWORD", "from-env"),
+            ("CANHBAO__HTTP__LISTEN", "0.0.0.0:8080"),
+        ]);
+        src.env = Some("production".into());
+        let s = load(&src).unwrap();
+        assert!(s.http.in_clear_on(s.http_listen), "plain HTTP on 0.0.0.0 is told");
+        let half = load(&sources(&[("CANHBAO__HTTP__TLS_CERT_FILE", "/etc/ssl/c.pem")])).unwrap_err();
+        assert!(half.to_string().contains("go together"), "{half}");
+    }
+
+    #[test]
+    fn retention_names_known_kinds_and_keeps_alerts_out_of_reach() {
+        let s = load(&sources(&[])).unwrap();
+        assert_eq!(
+            s.retention.0.get(&store::retention::Kind::Observations),
+            Some(&800)
+        );
+        assert_eq!(s.retention.0.get(&store::retention::Kind::Rejections), Some(&90));
+        let bad = load(&sources(&[("CANHBAO__RETENTION__ALERTS_DAYS", "30")])).unwrap_err();
+        assert!(bad.to_string().contains("alerts_days"), "{bad}");
     }
 
     #[test]

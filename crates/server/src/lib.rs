@@ -23,6 +23,7 @@ pub mod http;
 pub mod keyring;
 pub mod mosquitto;
 pub mod places;
+pub mod retention;
 pub mod secrets;
 pub mod sms_config;
 pub mod tools;

@@ -21,6 +21,7 @@ mod metrics;
 mod outbox;
 mod receipts;
 mod registry;
+pub mod retention;
 mod sms;
 mod sources;
 mod tokens;

@@ -178,15 +178,6 @@ impl Store {
         Ok(failures)
     }
 
-    /// Forgets failed logins last seen before `before` whose hold-off has ended.
-    pub async fn prune_login_failures(&self, before: DateTime<Utc>) -> Result<u64> {
-        let done = sqlx::query("DELETE FROM login_failures WHERE last_ms < $1 AND blocked_until_ms < $1")
-            .bind(ms(before))
-            .execute(&self.pool)
-            .await?;
-        Ok(done.rows_affected())
-    }
-
     /// A successful login from `address`: clears the failure counts (the user's, and the
     /// name's from that address) and stores the login's token.
     pub async fn login_succeeded(

@@ -94,7 +94,87 @@ on_both_backends!(
     the_alert_list_counts_each_alerts_publications_plays_and_refusals_in_one_query,
     a_batch_of_receipts_and_heartbeats_leaves_what_one_write_after_another_would,
     a_published_batch_is_recorded_at_once_each_commune_with_its_own_time,
+    old_records_are_pruned_in_batches_and_alerts_and_the_audit_are_kept,
 );
+
+async fn old_records_are_pruned_in_batches_and_alerts_and_the_audit_are_kept(db: Db) {
+    use store::retention::Kind;
+    let store = db.open().await;
+    // Readings every hour for 10 days before t0, an old alert, old and new refusals.
+    let mut tx = store.begin().await.unwrap();
+    for h in 0..240 {
+        let at = t0() - Duration::hours(h);
+        let o = domain::Observation::new(
+            StationId::new("HUULUNG").unwrap(),
+            "water_level",
+            16.0,
+            "m",
+            at,
+            t0(),
+        )
+        .unwrap();
+        tx.insert_observation(&o, "test", "Actual", at).await.unwrap();
+    }
+    tx.record_rejection("http", "api:test", "old", t0() - Duration::days(9))
+        .await
+        .unwrap();
+    tx.record_rejection("http", "api:test", "new", t0())
+        .await
+        .unwrap();
+    tx.commit().await.unwrap();
+    insert(&store, &alert("old-alert", MessageClass::Priority, &["06385"]), 1).await;
+    let audit_before = store.verify_audit().await.unwrap();
+
+    // Keep 3 days of readings, in batches of 50: five batches and a short one.
+    let before = t0() - Duration::days(3);
+    let mut batches = Vec::new();
+    loop {
+        let n = store.prune_batch(Kind::Observations, before, 50).await.unwrap();
+        batches.push(n);
+        if n < 50 {
+            break;
+        }
+    }
+    assert_eq!(batches.iter().sum::<u64>(), 240 - 73, "{batches:?}");
+    assert!(batches.iter().all(|n| *n <= 50), "{batches:?}");
+    let mut tx = store.begin().await.unwrap();
+    let kept = tx
+        .readings_since("Actual", t0() - Duration::days(30))
+        .await
+        .unwrap();
+    tx.commit().await.unwrap();
+    assert_eq!(kept.len(), 73, "3 days and the hour at t0");
+    assert!(kept.iter().all(|r| r.at >= before));
+
+    assert_eq!(
+        store
+            .prune_batch(Kind::Rejections, t0() - Duration::days(1), 500)
+            .await
+            .unwrap(),
+        1
+    );
+    let left: Vec<String> = store
+        .list_rejections(10)
+        .await
+        .unwrap()
+        .into_iter()
+        .map(|r| r.reason)
+        .collect();
+    assert_eq!(left, ["new"]);
+    // Every other kind prunes without error, and alerts and the audit chain are untouched.
+    for kind in Kind::ALL {
+        store.prune_batch(kind, t0(), 500).await.unwrap();
+    }
+    assert!(
+        store
+            .list_alerts(10)
+            .await
+            .unwrap()
+            .iter()
+            .any(|a| a.id == "old-alert")
+    );
+    assert_eq!(store.verify_audit().await.unwrap(), audit_before);
+}
 
 async fn insert(store: &Store, a: &Alert, priority: i64) {
     let deliveries: Vec<NewDelivery> = a
