@@ -527,6 +527,37 @@ async fn a_templated_webhook_gets_the_json_and_its_reports_apply() {
     );
     let metrics = app.get_text("/metrics").await.unwrap();
     assert!(metrics.contains("canhbao_sms_dlr_refused_total 301"), "{metrics}");
+    // A provider that can may send the secret in a header instead of the URL (out of
+    // access logs): as X-Canhbao-Dlr-Secret, or as the password of basic auth.
+    let basic = {
+        use base64::Engine as _;
+        base64::engine::general_purpose::STANDARD.encode(format!("hook:{DLR_SECRET}"))
+    };
+    for (name, value, want) in [
+        ("x-canhbao-dlr-secret", DLR_SECRET.to_owned(), 200),
+        ("authorization", format!("Basic {basic}"), 200),
+        (
+            "x-canhbao-dlr-secret",
+            "guessed-secret-0000000000".to_owned(),
+            401,
+        ),
+    ] {
+        let r = client()
+            .post(format!(
+                "http://127.0.0.1:{port}/api/v1/sms/dlr/hook-1?ref={}",
+                url_encode(message_ref)
+            ))
+            .header(name, value)
+            .header("content-type", "application/json")
+            .body(r#"{"id": "msg-0001", "status": "DELIVERED"}"#)
+            .send()
+            .await
+            .unwrap();
+        let status = r.status().as_u16();
+        assert_eq!(status, want, "{name}: {}", r.text().await.unwrap_or_default());
+    }
+    let metrics = app.get_text("/metrics").await.unwrap();
+    assert!(metrics.contains("canhbao_sms_dlr_refused_total 302"), "{metrics}");
     let rows = sms_rows(&app, &alerts[0], 1, &["delivered"]).await;
     assert_eq!(rows[0]["gateway"], "hook-1", "{rows:?}");
     assert_eq!(log.requests().len(), 1, "nothing sent twice");

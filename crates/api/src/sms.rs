@@ -75,14 +75,17 @@ pub struct SmsContext {
 }
 
 /// `GET` or `POST /api/v1/sms/dlr/{gateway}`: a gateway's delivery report. Authenticated
-/// by the gateway's secret in the URL (no bearer token: gateways cannot send one), applied
-/// once whatever order reports come in, and answered with what the gateway expects
-/// (`ACK/Jasmin` for Jasmin). A refused report is recorded as a rejection.
+/// by the gateway's secret: in the URL's `secret` (Kannel and Jasmin can send nothing
+/// else), or, for a provider that can, in an `X-Canhbao-Dlr-Secret` header or as the
+/// password of HTTP basic auth, which keeps it out of access logs. Applied once whatever
+/// order reports come in, and answered with what the gateway expects (`ACK/Jasmin` for
+/// Jasmin). A refused report is counted, and recorded one a second at most.
 #[utoipa::path(method(get, post), path = "/api/v1/sms/dlr/{gateway}", tag = "public", params(("gateway" = String, Path, description = "A configured gateway id; its secret goes in the query")), responses((status = 200, description = "Applied (Jasmin gets ACK/Jasmin)", content_type = "text/plain")))]
 pub async fn delivery_report(
     axum::extract::State(state): axum::extract::State<crate::AppState>,
     axum::extract::Path(gateway): axum::extract::Path<String>,
     axum::extract::RawQuery(query): axum::extract::RawQuery,
+    headers: axum::http::HeaderMap,
     body: Bytes,
 ) -> Result<
     (
@@ -98,14 +101,22 @@ pub async fn delivery_report(
     };
     let now = chrono::Utc::now();
     let body = String::from_utf8_lossy(&body);
-    let result = apply_callback(
-        &sms.reports,
-        &sms.gateways,
-        &gateway,
-        query.as_deref().unwrap_or_default(),
-        &body,
-    )
-    .await;
+    // A secret in a header stands for the query's, when the query has none.
+    let mut query = query.unwrap_or_default();
+    let in_query = query
+        .split('&')
+        .any(|pair| pair.split('=').next() == Some("secret"));
+    if !in_query && let Some(secret) = header_secret(&headers) {
+        if !query.is_empty() {
+            query.push('&');
+        }
+        query.push_str("secret=");
+        query.extend(percent_encoding::utf8_percent_encode(
+            &secret,
+            percent_encoding::NON_ALPHANUMERIC,
+        ));
+    }
+    let result = apply_callback(&sms.reports, &sms.gateways, &gateway, &query, &body).await;
     let error = match result {
         Ok((_, state_after)) => {
             if state_after == "queued" {
@@ -153,4 +164,27 @@ pub async fn delivery_report(
         tracing::debug!(%source, %reason, "delivery report refused");
     }
     Err(error)
+}
+
+/// A delivery report's secret sent in a header: `X-Canhbao-Dlr-Secret`, or the password of
+/// `Authorization: Basic`.
+fn header_secret(headers: &axum::http::HeaderMap) -> Option<String> {
+    use base64::Engine as _;
+    // A secret may hold any UTF-8 (header values are bytes; `to_str` takes ASCII only).
+    if let Some(v) = headers
+        .get("x-canhbao-dlr-secret")
+        .and_then(|v| std::str::from_utf8(v.as_bytes()).ok())
+    {
+        return Some(v.trim().to_owned());
+    }
+    let basic = headers
+        .get(axum::http::header::AUTHORIZATION)?
+        .to_str()
+        .ok()?
+        .strip_prefix("Basic ")?;
+    let decoded = base64::engine::general_purpose::STANDARD
+        .decode(basic.trim())
+        .ok()?;
+    let decoded = String::from_utf8(decoded).ok()?;
+    decoded.split_once(':').map(|(_, password)| password.to_owned())
 }
