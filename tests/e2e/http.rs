@@ -139,3 +139,44 @@ async fn every_answer_carries_security_headers_and_a_request_id() {
     assert_eq!(r.headers()["x-request-id"], "desk-7-0001");
     app.app.stop().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_token_holds_at_most_eight_event_streams_and_the_api_still_answers() {
+    let app = TestApp::spawn(Broker::Embedded).await.unwrap();
+    let open = || {
+        app.http
+            .get(format!("{}/api/v1/events", app.base))
+            .bearer_auth(&app.token)
+            .header("accept", "text/event-stream")
+            .send()
+    };
+    let mut streams = Vec::new();
+    for _ in 0..api::events::MAX_STREAMS_PER_CALLER {
+        let r = open().await.unwrap();
+        assert_eq!(r.status().as_u16(), 200);
+        streams.push(r);
+    }
+    let refused = open().await.unwrap();
+    assert_eq!(refused.status().as_u16(), 429);
+    assert!(refused.headers().get("retry-after").is_some());
+    // The streams hold no request permit: ordinary requests are answered meanwhile.
+    for _ in 0..20 {
+        let (status, _) = app.get("/api/v1/alerts").await.unwrap();
+        assert_eq!(status, 200);
+    }
+    // A closed stream gives its place back.
+    drop(streams.pop());
+    let deadline = Instant::now() + Duration::from_secs(10);
+    loop {
+        let r = open().await.unwrap();
+        if r.status().as_u16() == 200 {
+            break;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "the closed stream's place never came back"
+        );
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    app.app.stop().await;
+}

@@ -170,12 +170,13 @@ pub fn router(state: AppState) -> Router {
             StatusCode::SERVICE_UNAVAILABLE,
             REQUEST_TIMEOUT,
         ))
-        // The event stream lives as long as its client; `events` bounds how many.
+        .layer(tower::limit::GlobalConcurrencyLimitLayer::new(MAX_IN_FLIGHT))
+        // The event stream lives as long as its client, so it holds no request permit;
+        // `events` bounds how many are open.
         .route("/api/v1/events", get(events::events))
         .layer(DefaultBodyLimit::max(MAX_BODY_BYTES))
         .layer(axum::middleware::map_response(error::problem_for_plain))
         .layer(from_fn_with_state(state.clone(), record_too_large))
-        .layer(tower::limit::GlobalConcurrencyLimitLayer::new(MAX_IN_FLIGHT))
         // What every answer carries: no sniffing, no referrer, never framed, and a content
         // security policy that lets a page load only its own origin's scripts and styles.
         .layer(security_header(
