@@ -128,3 +128,77 @@ async fn a_live_alert_whose_retained_copy_another_client_clears_is_published_aga
     stop.cancel();
     app.app.stop().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn on_the_embedded_broker_anyone_else_can_neither_touch_alert_topics_nor_take_the_services_id() {
+    let app = TestApp::spawn(Broker::Embedded).await.unwrap();
+    let mut rx = app.start_receiver("06385", "loa-acl-1").await.unwrap();
+    app.prime("HUULUNG", 19.4).await.unwrap();
+    let (_, _, body) = app
+        .post_observations(&canhbao_tests::observation_now("HUULUNG", 19.4))
+        .await
+        .unwrap();
+    let alert_id = body["alerts"][0].as_str().unwrap().to_owned();
+    loop {
+        match rx.next(Duration::from_secs(15)).await.unwrap() {
+            canhbao_receiver::ReceiverEvent::Played(a) if a.id == alert_id => break,
+            _ => {}
+        }
+    }
+    // An anonymous client on the machine clears the alert's retained copy and publishes a
+    // forged envelope: the broker drops both.
+    let (anon, stop) = app.anonymous_client().await.unwrap();
+    let topics = Topics::new(&app.prefix, ProvinceCode::new("20").unwrap()).unwrap();
+    let commune = domain::CommuneCode::new("06385").unwrap();
+    let topic = topics.alert(&commune, &domain::AlertId::new(&alert_id).unwrap());
+    anon.publish(&topic, Vec::new(), true).await.unwrap();
+    let forged = topics.alert(&commune, &domain::AlertId::new("gia-mao-1").unwrap());
+    anon.publish(
+        &forged,
+        br#"{"v":1,"key_id":"x","payload":"e30=","signature":"AA=="}"#.to_vec(),
+        true,
+    )
+    .await
+    .unwrap();
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    let retained = app.retained_alerts("06385").await.unwrap();
+    assert_eq!(
+        retained,
+        std::slice::from_ref(&alert_id),
+        "the live alert stays, nothing forged is kept"
+    );
+    // The receiver never saw the forgery (nothing to reject).
+    while let Ok(ev) = rx.next(Duration::from_millis(500)).await {
+        assert!(
+            !matches!(&ev, canhbao_receiver::ReceiverEvent::Rejected { alert_id, .. } if alert_id == "gia-mao-1"),
+            "{ev:?}"
+        );
+    }
+    stop.cancel();
+
+    // A client that connects with the service's client id is refused; the service stays on.
+    let service_id = app.app.broker_service.as_ref().unwrap().client_id.clone();
+    let (thief, _driver, _rx) = dispatch::mqtt::connect(dispatch::mqtt::MqttSettings {
+        broker: app.broker.clone(),
+        client_id: service_id,
+        username: None,
+        password: None,
+        keep_alive: Duration::from_secs(30),
+        persistent_session: true,
+        subscriptions: vec![],
+        last_will: None,
+        on_connect: None,
+        tls: Default::default(),
+    });
+    let stop_thief = tokio_util::sync::CancellationToken::new();
+    tokio::spawn(_driver.run(stop_thief.clone()));
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    assert!(
+        !thief.is_connected(),
+        "the broker let another client take the service's id"
+    );
+    stop_thief.cancel();
+    let (_, ready) = app.get("/readyz").await.unwrap();
+    assert_eq!(ready["broker"], "ok", "{ready}");
+    app.app.stop().await;
+}

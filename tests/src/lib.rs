@@ -563,13 +563,27 @@ impl TestApp {
         })
     }
 
-    /// A plain MQTT client on the same broker, for publishing what an attacker would.
+    /// A plain MQTT client on the same broker, for publishing what an attacker with write
+    /// access to the broker would (on the embedded broker, whose ACL keeps alert topics
+    /// to the service, it logs in with the service's own credentials).
     pub async fn raw_client(&self) -> Result<(MqttHandle, CancellationToken)> {
+        let service = self.app.broker_service.clone();
+        self.client(service.as_ref().map(|s| (s.username.clone(), s.password.clone())))
+            .await
+    }
+
+    /// A plain anonymous MQTT client on the same broker, as anyone on the machine.
+    pub async fn anonymous_client(&self) -> Result<(MqttHandle, CancellationToken)> {
+        self.client(None).await
+    }
+
+    async fn client(&self, credentials: Option<(String, String)>) -> Result<(MqttHandle, CancellationToken)> {
+        let (username, password) = credentials.unzip();
         let (handle, driver, _rx) = dispatch::mqtt::connect(MqttSettings {
             broker: self.broker.clone(),
             client_id: unique("raw"),
-            username: None,
-            password: None,
+            username,
+            password,
             keep_alive: Duration::from_secs(30),
             persistent_session: false,
             subscriptions: vec![],

@@ -36,6 +36,8 @@ pub struct App {
     store: Store,
     #[cfg(feature = "embedded-broker")]
     embedded: Option<crate::broker::EmbeddedBroker>,
+    /// On the embedded broker, the service's own credentials (this process's alone).
+    pub broker_service: Option<crate::broker::ServiceIdentity>,
 }
 
 impl App {
@@ -80,6 +82,7 @@ impl App {
 
         #[cfg(feature = "embedded-broker")]
         let mut embedded = None;
+        let mut broker_service = None;
         let fallback: Vec<BrokerUrl> = match &settings.mqtt.mode {
             MqttMode::External { fallback, .. } => fallback.iter().cloned().collect(),
             MqttMode::Embedded { .. } => vec![],
@@ -88,7 +91,15 @@ impl App {
             MqttMode::External { url, .. } => url.clone(),
             #[cfg(feature = "embedded-broker")]
             MqttMode::Embedded { listen } => {
-                let b = crate::broker::start(*listen).await?;
+                let service = crate::broker::ServiceIdentity::new(&settings.mqtt.client_id)?;
+                let b = crate::broker::start(
+                    *listen,
+                    service.clone(),
+                    &settings.mqtt.topic_prefix,
+                    settings.province.as_str(),
+                )
+                .await?;
+                broker_service = Some(service);
                 let url = BrokerUrl {
                     host: b.addr.ip().to_string(),
                     port: b.addr.port(),
@@ -114,8 +125,14 @@ impl App {
             MqttSettings {
                 broker: broker.clone(),
                 client_id: settings.mqtt.client_id.clone(),
-                username: settings.mqtt.username.clone(),
-                password: settings.mqtt.password.clone(),
+                username: broker_service
+                    .as_ref()
+                    .map(|s| s.username.clone())
+                    .or_else(|| settings.mqtt.username.clone()),
+                password: broker_service
+                    .as_ref()
+                    .map(|s| s.password.clone())
+                    .or_else(|| settings.mqtt.password.clone()),
                 keep_alive: settings.mqtt.keep_alive,
                 persistent_session: true,
                 // What receivers send, and the province's alert topics: a live alert's
@@ -356,6 +373,7 @@ impl App {
             store,
             #[cfg(feature = "embedded-broker")]
             embedded,
+            broker_service,
         })
     }
 

@@ -46,15 +46,135 @@ pub struct EmbeddedBroker {
     pub task: JoinHandle<()>,
 }
 
+/// The service's own identity on the embedded broker: its client id, and a username and
+/// password made for this process alone.
+#[derive(Clone)]
+pub struct ServiceIdentity {
+    pub client_id: String,
+    pub username: String,
+    pub password: String,
+}
+
+impl std::fmt::Debug for ServiceIdentity {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("ServiceIdentity")
+            .field("client_id", &self.client_id)
+            .field("username", &self.username)
+            .field("password", &"<redacted>")
+            .finish()
+    }
+}
+
+impl ServiceIdentity {
+    /// For `client_id`, with a fresh random password.
+    pub fn new(client_id: &str) -> Result<Self> {
+        let mut bytes = [0u8; 24];
+        getrandom::fill(&mut bytes).map_err(|e| anyhow::anyhow!("no system randomness: {e}"))?;
+        use base64::Engine as _;
+        Ok(Self {
+            client_id: client_id.to_owned(),
+            username: "canhbao-service".to_owned(),
+            password: base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(bytes),
+        })
+    }
+
+    fn is(&self, username: Option<&str>, password: Option<&[u8]>) -> bool {
+        use subtle::ConstantTimeEq;
+        username == Some(self.username.as_str())
+            && password.is_some_and(|p| bool::from(p.ct_eq(self.password.as_bytes())))
+    }
+}
+
+/// What the embedded broker enforces, whoever connects on loopback: only the service
+/// (its username and per-process password) may use the service's client id, and only the
+/// service may publish under the province's topics (alerts and commune states: so no
+/// other client can clear a live alert's retained copy or put a forged envelope before
+/// receivers). Receivers and stations stay anonymous here, reading alerts and writing
+/// their own receipts, heartbeats, status and telemetry.
+struct Acl {
+    service: ServiceIdentity,
+    /// `{prefix}/{province}/`: alert and state topics.
+    service_only: String,
+}
+
+#[async_trait]
+impl rmqtt::hook::Handler for Acl {
+    async fn hook(
+        &self,
+        param: &rmqtt::hook::Parameter,
+        acc: Option<rmqtt::hook::HookResult>,
+    ) -> rmqtt::hook::ReturnType {
+        use rmqtt::hook::{HookResult, Parameter};
+        use rmqtt::types::{AuthResult, PublishAclResult};
+        match param {
+            // Every client comes here (the listener takes no one anonymously on its own).
+            Parameter::ClientAuthenticate(info) => {
+                let user = info.username().map(|u| u.as_ref());
+                let password = info.password().map(|p| p.as_ref());
+                let is_service = self.service.is(user, password);
+                let result = if &info.client_id()[..] == self.service.client_id.as_str() && !is_service {
+                    tracing::warn!(client_id = %info.client_id(), "embedded broker: a client took the service's client id; refused");
+                    AuthResult::NotAuthorized
+                } else if user == Some(self.service.username.as_str()) {
+                    if is_service {
+                        AuthResult::Allow(true, None)
+                    } else {
+                        tracing::warn!(client_id = %info.client_id(), "embedded broker: the service's username with a wrong password refused");
+                        AuthResult::BadUsernameOrPassword
+                    }
+                } else {
+                    AuthResult::Allow(false, None)
+                };
+                (false, Some(HookResult::AuthResult(result)))
+            }
+            // Only reached for clients that are not the service (it is a superuser).
+            Parameter::MessagePublishCheckAcl(_, publish) => {
+                if publish.inner.topic.starts_with(self.service_only.as_str()) {
+                    tracing::warn!(topic = %domain::cut(&publish.inner.topic), "embedded broker: a client that is not the service published on an alert or state topic; dropped");
+                    return (
+                        false,
+                        Some(HookResult::PublishAclResult(PublishAclResult::rejected(
+                            false, None,
+                        ))),
+                    );
+                }
+                (true, acc)
+            }
+            _ => (true, acc),
+        }
+    }
+}
+
 /// Binds `listen` (port 0 picks a free port) and runs the broker on the current runtime.
-/// Anonymous clients are allowed: the listener is loopback-only by configuration.
-pub async fn start(listen: SocketAddr) -> Result<EmbeddedBroker> {
+/// Anonymous clients are allowed (the listener is loopback-only by configuration), under
+/// the [`Acl`] that keeps alert topics and the service's identity to the service.
+pub async fn start(
+    listen: SocketAddr,
+    service: ServiceIdentity,
+    topic_prefix: &str,
+    province: &str,
+) -> Result<EmbeddedBroker> {
     let scx = ServerContext::new().build().await;
     *scx.extends.retain_mut().await = Box::new(MemoryRetain(DefaultRetainStorage::new()));
+    {
+        use rmqtt::hook::Type;
+        let register = scx.extends.hook_mgr().register();
+        let acl = || {
+            Box::new(Acl {
+                service: service.clone(),
+                service_only: format!("{topic_prefix}/{province}/"),
+            })
+        };
+        register.add(Type::ClientAuthenticate, acl()).await;
+        register.add(Type::MessagePublishCheckAcl, acl()).await;
+        register.start().await;
+    }
     let listener = Builder::new()
         .name("canhbao/tcp")
         .laddr(listen)
-        .allow_anonymous(true)
+        // Anonymous clients are still let in, by the Acl's ClientAuthenticate hook, which
+        // sees every client this way (with anonymity allowed here it would skip them).
+        .allow_anonymous(false)
         .max_connections(100_000)
         // Receipts come back in bursts (two per receiver for each alert, all at once); the
         // default queue of 1,000 per client dropped part of such a burst for the service's
