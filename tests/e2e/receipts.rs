@@ -87,15 +87,20 @@ async fn receipts_for_alerts_never_sent_and_heartbeats_from_made_up_ids_write_no
     app.app.stop().await;
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn a_live_alert_whose_retained_copy_another_client_clears_is_published_again() {
-    let app = TestApp::spawn(Broker::Embedded).await.unwrap();
+/// Hữu Lũng above BĐ3: the id of the alert it raises for commune 06385.
+async fn flood_at_huu_lung(app: &TestApp) -> String {
     app.prime("HUULUNG", 19.4).await.unwrap();
     let (_, _, body) = app
         .post_observations(&canhbao_tests::observation_now("HUULUNG", 19.4))
         .await
         .unwrap();
-    let alert_id = body["alerts"][0].as_str().unwrap().to_owned();
+    body["alerts"][0].as_str().unwrap().to_owned()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_live_alert_whose_retained_copy_another_client_clears_is_published_again() {
+    let app = TestApp::spawn(Broker::Embedded).await.unwrap();
+    let alert_id = flood_at_huu_lung(&app).await;
     let deadline = Instant::now() + Duration::from_secs(15);
     while !app.retained_alerts("06385").await.unwrap().contains(&alert_id) {
         assert!(Instant::now() < deadline, "the alert was never retained");
@@ -133,12 +138,7 @@ async fn a_live_alert_whose_retained_copy_another_client_clears_is_published_aga
 async fn on_the_embedded_broker_anyone_else_can_neither_touch_alert_topics_nor_take_the_services_id() {
     let app = TestApp::spawn(Broker::Embedded).await.unwrap();
     let mut rx = app.start_receiver("06385", "loa-acl-1").await.unwrap();
-    app.prime("HUULUNG", 19.4).await.unwrap();
-    let (_, _, body) = app
-        .post_observations(&canhbao_tests::observation_now("HUULUNG", 19.4))
-        .await
-        .unwrap();
-    let alert_id = body["alerts"][0].as_str().unwrap().to_owned();
+    let alert_id = flood_at_huu_lung(&app).await;
     loop {
         match rx.next(Duration::from_secs(15)).await.unwrap() {
             canhbao_receiver::ReceiverEvent::Played(a) if a.id == alert_id => break,
