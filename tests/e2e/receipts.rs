@@ -135,7 +135,8 @@ async fn a_live_alert_whose_retained_copy_another_client_clears_is_published_aga
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn on_the_embedded_broker_anyone_else_can_neither_touch_alert_topics_nor_take_the_services_id() {
+async fn on_the_embedded_broker_nobody_else_forges_a_receivers_receipt_touches_alert_topics_or_takes_the_services_id()
+ {
     let app = TestApp::spawn(Broker::Embedded).await.unwrap();
     let mut rx = app.start_receiver("06385", "loa-acl-1").await.unwrap();
     let alert_id = flood_at_huu_lung(&app).await;
@@ -145,10 +146,39 @@ async fn on_the_embedded_broker_anyone_else_can_neither_touch_alert_topics_nor_t
             _ => {}
         }
     }
-    // An anonymous client on the machine clears the alert's retained copy and publishes a
-    // forged envelope: the broker drops both.
+    // A registered receiver that is not running: an anonymous client on the machine
+    // forges its `played` receipt (which would stop the resends and the SMS fallback).
+    // Only that receiver's own login may write its topics: the broker drops it.
+    app.register_receiver("06385", "loa-acl-2").await.unwrap();
+    tokio::time::sleep(Duration::from_millis(2500)).await;
     let (anon, stop) = app.anonymous_client().await.unwrap();
     let topics = Topics::new(&app.prefix, ProvinceCode::new("20").unwrap()).unwrap();
+    let forged_receipt = serde_json::json!({
+        "v": 1, "alert_id": alert_id, "receiver_id": "loa-acl-2", "commune": "06385",
+        "status": "played", "at": chrono::Utc::now().to_rfc3339(),
+    });
+    anon.publish(
+        &topics.receipt(&ReceiverId::new("loa-acl-2").unwrap()),
+        forged_receipt.to_string().into_bytes(),
+        false,
+    )
+    .await
+    .unwrap();
+    tokio::time::sleep(Duration::from_millis(1500)).await;
+    let receipts = app.app.store().receipts_for_alert(&alert_id).await.unwrap();
+    assert!(
+        receipts.iter().all(|r| r.receiver_id != "loa-acl-2"),
+        "a forged receipt was taken: {receipts:?}"
+    );
+    assert!(
+        receipts
+            .iter()
+            .any(|r| r.receiver_id == "loa-acl-1" && r.status == "played"),
+        "the real receiver's own receipt counts: {receipts:?}"
+    );
+
+    // It clears the alert's retained copy and publishes a forged envelope: the broker
+    // drops both.
     let commune = domain::CommuneCode::new("06385").unwrap();
     let topic = topics.alert(&commune, &domain::AlertId::new(&alert_id).unwrap());
     anon.publish(&topic, Vec::new(), true).await.unwrap();

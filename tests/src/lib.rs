@@ -127,6 +127,9 @@ pub struct TestApp {
     /// The app's database: its SQLite file, or a PostgreSQL database of its own.
     pub database_url: String,
     pub http: reqwest::Client,
+    /// Each receiver registered through [`TestApp::register_receiver`], with the broker
+    /// password its registration gave: its receivers log in with it.
+    passwords: std::sync::Mutex<std::collections::HashMap<String, String>>,
     _dir: Option<tempfile::TempDir>,
 }
 
@@ -192,6 +195,7 @@ impl TestApp {
                 .timeout(Duration::from_secs(10))
                 .danger_accept_invalid_certs(https)
                 .build()?,
+            passwords: Default::default(),
             _dir: None,
         };
         t.wait_ready(Duration::from_secs(10)).await?;
@@ -490,6 +494,12 @@ impl TestApp {
             status == 201 || status == 409,
             "registering {id}: {status} {answer}"
         );
+        if let Some(password) = answer["mqtt_password"].as_str() {
+            self.passwords
+                .lock()
+                .map_err(|_| anyhow::anyhow!("poisoned"))?
+                .insert(id.to_owned(), password.to_owned());
+        }
         Ok(())
     }
 
@@ -535,14 +545,22 @@ impl TestApp {
         command: Option<canhbao_receiver::play::PlayCommand>,
         drills: bool,
     ) -> Result<TestReceiver> {
+        let password = self
+            .passwords
+            .lock()
+            .map_err(|_| anyhow::anyhow!("poisoned"))?
+            .get(id)
+            .cloned();
         let cfg = ReceiverConfig {
             broker: self.broker.clone(),
             receiver_id: ReceiverId::new(id)?,
             commune: CommuneCode::new(commune)?,
             topics: self.topics(),
             keys: self.trusted_keys(),
-            username: None,
-            password: None,
+            // A registered receiver logs in as itself (the embedded broker, like
+            // Mosquitto's generated ACL, keeps its own topics to its own login).
+            username: password.as_ref().map(|_| id.to_owned()),
+            password,
             heartbeat: Duration::from_secs(1),
             drills,
             tls: Default::default(),

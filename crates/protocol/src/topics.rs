@@ -49,6 +49,11 @@ impl Topics {
         &self.province
     }
 
+    /// `[mqtt] topic_prefix`.
+    pub fn prefix(&self) -> &str {
+        &self.prefix
+    }
+
     /// `{prefix}/{province}/{commune}/alerts/{alert_id}`: QoS 1, retained.
     pub fn alert(&self, commune: &CommuneCode, alert: &AlertId) -> String {
         format!("{}/{}/{}/alerts/{}", self.prefix, self.province, commune, alert)

@@ -95,8 +95,8 @@ impl App {
                 let b = crate::broker::start(
                     *listen,
                     service.clone(),
-                    &settings.mqtt.topic_prefix,
-                    settings.province.as_str(),
+                    Topics::new(&settings.mqtt.topic_prefix, settings.province.clone())?,
+                    store.clone(),
                 )
                 .await?;
                 broker_service = Some(service);

@@ -2,6 +2,7 @@
 //! in-memory retained-message store (rmqtt keeps none without one).
 
 use std::net::SocketAddr;
+use std::sync::Arc;
 use std::time::Duration;
 
 use anyhow::{Context, Result};
@@ -95,6 +96,37 @@ struct Acl {
     service: ServiceIdentity,
     /// `{prefix}/{province}/`: alert and state topics.
     service_only: String,
+    /// Receivers' own topics, to tell whose a receipt, heartbeat or status topic is.
+    topics: dispatch::Topics,
+    /// Receivers registered with a broker password, and its hash, read from the registry
+    /// every few seconds (so that logins never wait on the database, nor fail while it is
+    /// away): their receipt, heartbeat and status topics take only their own login.
+    protected: Arc<std::sync::RwLock<std::collections::HashMap<String, String>>>,
+}
+
+impl Acl {
+    /// Whether a client logged in as `username` may publish on `topic` (a client that is
+    /// not the service: alert and state topics are refused, and a protected receiver's
+    /// own topics take only that receiver's login).
+    fn may_publish(&self, username: Option<&str>, topic: &str) -> bool {
+        if topic.starts_with(self.service_only.as_str()) {
+            return false;
+        }
+        let owner = match self.topics.parse_inbound(topic) {
+            Ok(
+                dispatch::topics::Inbound::Receipt(r)
+                | dispatch::topics::Inbound::Heartbeat(r)
+                | dispatch::topics::Inbound::Status(r),
+            ) => r,
+            _ => return true,
+        };
+        username == Some(owner.as_str())
+            || !self
+                .protected
+                .read()
+                .unwrap_or_else(std::sync::PoisonError::into_inner)
+                .contains_key(owner.as_str())
+    }
 }
 
 #[async_trait]
@@ -122,15 +154,40 @@ impl rmqtt::hook::Handler for Acl {
                         tracing::warn!(client_id = %info.client_id(), "embedded broker: the service's username with a wrong password refused");
                         AuthResult::BadUsernameOrPassword
                     }
+                } else if let Some(user) = user {
+                    // A registered receiver logs in with its id and broker password.
+                    let hash = self
+                        .protected
+                        .read()
+                        .unwrap_or_else(std::sync::PoisonError::into_inner)
+                        .get(user)
+                        .cloned();
+                    match hash {
+                        Some(hash)
+                            if password.is_some_and(|p| {
+                                std::str::from_utf8(p)
+                                    .is_ok_and(|p| api::fleet::verify_mosquitto_hash(p, &hash))
+                            }) =>
+                        {
+                            AuthResult::Allow(false, None)
+                        }
+                        Some(_) => {
+                            tracing::warn!(receiver = %domain::cut(user), "embedded broker: a receiver's login with a wrong password refused");
+                            AuthResult::BadUsernameOrPassword
+                        }
+                        // Not a receiver with a password: an anonymous client, as any other.
+                        None => AuthResult::Allow(false, None),
+                    }
                 } else {
                     AuthResult::Allow(false, None)
                 };
                 (false, Some(HookResult::AuthResult(result)))
             }
             // Only reached for clients that are not the service (it is a superuser).
-            Parameter::MessagePublishCheckAcl(_, publish) => {
-                if publish.inner.topic.starts_with(self.service_only.as_str()) {
-                    tracing::warn!(topic = %domain::cut(&publish.inner.topic), "embedded broker: a client that is not the service published on an alert or state topic; dropped");
+            Parameter::MessagePublishCheckAcl(session, publish) => {
+                let username = session.id.username.as_ref().map(|u| &u[..]);
+                if !self.may_publish(username, &publish.inner.topic) {
+                    tracing::warn!(topic = %domain::cut(&publish.inner.topic), "embedded broker: a client published on a topic that is not its own; dropped");
                     return (
                         false,
                         Some(HookResult::PublishAclResult(PublishAclResult::rejected(
@@ -151,9 +208,20 @@ impl rmqtt::hook::Handler for Acl {
 pub async fn start(
     listen: SocketAddr,
     service: ServiceIdentity,
-    topic_prefix: &str,
-    province: &str,
+    topics: dispatch::Topics,
+    store: store::Store,
 ) -> Result<EmbeddedBroker> {
+    let protected = Arc::new(std::sync::RwLock::new(std::collections::HashMap::new()));
+    refresh_protected(&store, &protected).await;
+    {
+        let (store, protected) = (store.clone(), protected.clone());
+        tokio::spawn(async move {
+            loop {
+                tokio::time::sleep(PROTECTED_REFRESH).await;
+                refresh_protected(&store, &protected).await;
+            }
+        });
+    }
     let scx = ServerContext::new().build().await;
     *scx.extends.retain_mut().await = Box::new(MemoryRetain(DefaultRetainStorage::new()));
     {
@@ -162,7 +230,9 @@ pub async fn start(
         let acl = || {
             Box::new(Acl {
                 service: service.clone(),
-                service_only: format!("{topic_prefix}/{province}/"),
+                service_only: format!("{}/{}/", topics.prefix(), topics.province()),
+                topics: topics.clone(),
+                protected: protected.clone(),
             })
         };
         register.add(Type::ClientAuthenticate, acl()).await;
@@ -201,4 +271,24 @@ pub async fn start(
     });
     tracing::info!(addr = %addr, "embedded MQTT broker listening");
     Ok(EmbeddedBroker { addr, task })
+}
+
+/// How often the receivers with a broker password are read again: a receiver registered
+/// with one is protected within this. While the database is away the last list stands.
+const PROTECTED_REFRESH: Duration = Duration::from_secs(2);
+
+async fn refresh_protected(
+    store: &store::Store,
+    protected: &std::sync::RwLock<std::collections::HashMap<String, String>>,
+) {
+    match store.receivers_with_password().await {
+        Ok(ids) => {
+            *protected
+                .write()
+                .unwrap_or_else(std::sync::PoisonError::into_inner) = ids.into_iter().collect();
+        }
+        Err(e) => {
+            tracing::warn!(error = %e, "embedded broker: the receivers with a password could not be read")
+        }
+    }
 }

@@ -193,6 +193,18 @@ impl Store {
         Ok(row.try_get("n")?)
     }
 
+    /// The registered receivers that have a broker password, with its hash (their own
+    /// topics are theirs alone on the embedded broker).
+    pub async fn receivers_with_password(&self) -> Result<Vec<(String, String)>> {
+        let rows: Vec<(String, String)> = sqlx::query_as(
+            "SELECT receiver_id, password_hash FROM receiver_registry
+             WHERE password_hash IS NOT NULL AND removed_ms IS NULL",
+        )
+        .fetch_all(&self.pool)
+        .await?;
+        Ok(rows)
+    }
+
     /// Unregistered receiver ids with a row of their own (at most [`MAX_UNREGISTERED`]).
     pub async fn unregistered_ids(&self) -> Result<i64> {
         let row = sqlx::query("SELECT COUNT(*) AS n FROM unregistered_receivers")

@@ -166,7 +166,9 @@ impl Fleet {
                 .send()
                 .await
                 .unwrap();
-            assert_eq!(r.status().as_u16(), 201, "{}", r.text().await.unwrap());
+            assert_eq!(r.status().as_u16(), 201);
+            let registered: serde_json::Value = r.json().await.unwrap();
+            let password = registered["mqtt_password"].as_str().map(str::to_owned);
             let (log, _) =
                 PlayedLog::open(&state_dir.join(format!("{id}.state")), chrono::Utc::now()).unwrap();
             let cfg = ReceiverConfig {
@@ -175,8 +177,8 @@ impl Fleet {
                 commune: CommuneCode::new(commune).unwrap(),
                 topics: topics.clone(),
                 keys: keys.clone(),
-                username: None,
-                password: None,
+                username: password.as_ref().map(|_| id.clone()),
+                password,
                 heartbeat: Duration::from_secs(5),
                 drills: true,
                 tls: Default::default(),
