@@ -269,8 +269,7 @@ async fn store_batch(
     let mut advances = Vec::new();
     let mut touches = Vec::new();
     // A receipt shows its receiver is online only if it is for an alert sent to it.
-    let mut receipt_touches = Vec::new();
-    let mut receipt_alerts = Vec::new();
+    let mut receipt_touches: Vec<(&str, ReceiverTouch)> = Vec::new();
     for (msg, checked) in messages.iter().zip(&checked) {
         let checked = match checked {
             Ok(c) => c,
@@ -328,14 +327,16 @@ async fn store_batch(
                     state: status.code(),
                     reason: reason.as_deref(),
                 });
-                receipt_touches.push(ReceiverTouch {
-                    receiver_id: receiver.as_str(),
-                    commune: commune.as_ref().map(CommuneCode::as_str),
-                    online: true,
-                    detail: None,
-                    clock_offset_ms: None,
-                });
-                receipt_alerts.push(alert_id.as_str());
+                receipt_touches.push((
+                    alert_id.as_str(),
+                    ReceiverTouch {
+                        receiver_id: receiver.as_str(),
+                        commune: commune.as_ref().map(CommuneCode::as_str),
+                        online: true,
+                        detail: None,
+                        clock_offset_ms: None,
+                    },
+                ));
             }
             Checked::Heartbeat {
                 receiver,
@@ -405,9 +406,8 @@ async fn store_batch(
     touches.extend(
         receipt_touches
             .into_iter()
-            .zip(receipt_alerts)
-            .filter(|(t, alert)| was_sent(alert, t.receiver_id))
-            .map(|(t, _)| t),
+            .filter(|(alert, t)| was_sent(alert, t.receiver_id))
+            .map(|(_, t)| t),
     );
     let new = tx.record_receipts(&receipts, now).await?;
     for (r, new) in receipts.iter().zip(new) {
