@@ -6,6 +6,7 @@
 mod authz;
 mod hostile;
 mod http;
+mod keys;
 mod login;
 mod receipts;
 mod tls;

@@ -221,6 +221,14 @@ impl TestApp {
         keys
     }
 
+    /// The provisioning key the service publishes (protocol §10a), as a receiver is given
+    /// it at enrolment.
+    pub fn provisioning_keys(&self) -> Result<TrustedKeys> {
+        let mut keys = TrustedKeys::default();
+        canhbao_receiver::load_provisioning_keys(&self.data_dir.join("signing-keys.pub.json"), &mut keys)?;
+        Ok(keys)
+    }
+
     async fn wait_ready(&self, within: Duration) -> Result<()> {
         let deadline = Instant::now() + within;
         loop {
@@ -557,6 +565,8 @@ impl TestApp {
             commune: CommuneCode::new(commune)?,
             topics: self.topics(),
             keys: self.trusted_keys(),
+            provisioning: self.provisioning_keys()?,
+            key_set_file: Some(self.data_dir.join("receivers").join(format!("{id}.keys"))),
             // A registered receiver logs in as itself (the embedded broker, like
             // Mosquitto's generated ACL, keeps its own topics to its own login).
             username: password.as_ref().map(|_| id.to_owned()),
@@ -576,6 +586,7 @@ impl TestApp {
         let task = tokio::spawn(canhbao_receiver::run_with(cfg, playback, tx, stop.clone()));
         Ok(TestReceiver {
             events: rx,
+            key_sets: Default::default(),
             stop,
             task,
         })
@@ -660,12 +671,15 @@ impl TestApp {
 /// A receiver running in-process.
 pub struct TestReceiver {
     events: mpsc::UnboundedReceiver<ReceiverEvent>,
+    /// Key set events (protocol §10a) set aside by [`TestReceiver::next`].
+    key_sets: std::collections::VecDeque<ReceiverEvent>,
     stop: CancellationToken,
     task: tokio::task::JoinHandle<()>,
 }
 
 impl TestReceiver {
-    /// The next played or rejected envelope (connection events are skipped).
+    /// The next event about an alert (connection and key set events are skipped; see
+    /// [`TestReceiver::next_key_set`]).
     pub async fn next(&mut self, within: Duration) -> Result<ReceiverEvent> {
         let deadline = tokio::time::Instant::now() + within;
         loop {
@@ -673,7 +687,32 @@ impl TestReceiver {
                 .await
                 .context("no receiver event in time")?
                 .context("receiver stopped")?;
-            if !matches!(ev, ReceiverEvent::Connected) {
+            match ev {
+                ReceiverEvent::Connected => {}
+                ReceiverEvent::KeySetApplied { .. } | ReceiverEvent::KeySetRefused { .. } => {
+                    self.key_sets.push_back(ev)
+                }
+                ev => return Ok(ev),
+            }
+        }
+    }
+
+    /// The next key set applied or refused, including those [`TestReceiver::next`] set
+    /// aside; alert events on the way are dropped.
+    pub async fn next_key_set(&mut self, within: Duration) -> Result<ReceiverEvent> {
+        let deadline = tokio::time::Instant::now() + within;
+        loop {
+            if let Some(ev) = self.key_sets.pop_front() {
+                return Ok(ev);
+            }
+            let ev = tokio::time::timeout_at(deadline, self.events.recv())
+                .await
+                .context("no key set event in time")?
+                .context("receiver stopped")?;
+            if matches!(
+                ev,
+                ReceiverEvent::KeySetApplied { .. } | ReceiverEvent::KeySetRefused { .. }
+            ) {
                 return Ok(ev);
             }
         }

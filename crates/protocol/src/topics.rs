@@ -75,6 +75,12 @@ impl Topics {
         topic == self.state(commune)
     }
 
+    /// `{prefix}/{province}/keys`: the key set (protocol §10a), QoS 1, retained: which
+    /// alert-signing keys receivers trust, signed by the provisioning key.
+    pub fn key_set(&self) -> String {
+        format!("{}/{}/keys", self.prefix, self.province)
+    }
+
     pub fn receipt(&self, receiver: &ReceiverId) -> String {
         format!("{}/receipts/{}", self.prefix, receiver)
     }

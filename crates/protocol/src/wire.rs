@@ -251,6 +251,18 @@ impl TrustedKeys {
         self.0.is_empty()
     }
 
+    /// Whether `key_id` is trusted.
+    pub fn contains(&self, key_id: &str) -> bool {
+        self.0.contains_key(key_id)
+    }
+
+    /// The trusted key ids, sorted.
+    pub fn ids(&self) -> Vec<String> {
+        let mut ids: Vec<String> = self.0.keys().cloned().collect();
+        ids.sort();
+        ids
+    }
+
     pub fn len(&self) -> usize {
         self.0.len()
     }
@@ -450,6 +462,83 @@ pub fn verify_envelope(
     Ok(alert)
 }
 
+/// The key set (protocol §10a), as JSON inside an envelope signed by a provisioning key,
+/// retained on `{prefix}/{province}/keys`: the complete list of the alert-signing keys a
+/// receiver trusts from now on, and the ids revoked.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct KeySetWire {
+    pub v: u32,
+    /// `"key_set"`: a key set is never mistaken for an alert or a state.
+    pub kind: String,
+    pub province: String,
+    /// Grows with every change: a receiver applies only a higher one than it holds.
+    pub seq: u64,
+    pub issued: String,
+    /// Every alert-signing key to trust; nothing else is trusted after it applies.
+    pub keys: Vec<KeyWire>,
+    /// Keys withdrawn for good: never trusted again, even if provisioned at enrolment.
+    pub revoked: Vec<String>,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct KeyWire {
+    pub key_id: String,
+    /// Base64 of the 32-byte Ed25519 public key.
+    pub public_key: String,
+}
+
+/// The `kind` of a key set.
+pub const KEY_SET: &str = "key_set";
+
+/// A verified key set: its content and the keys it makes trusted.
+#[derive(Debug, Clone)]
+pub struct KeySet {
+    pub wire: KeySetWire,
+    pub keys: TrustedKeys,
+}
+
+/// Verifies a key set envelope against the provisioning keys (never the alert-signing
+/// keys): the signature, version, kind and province, and every key in it. One bad key
+/// rejects the whole set, so that a receiver applies a set whole or not at all.
+pub fn verify_key_set(bytes: &[u8], provisioning: &TrustedKeys, province: &str) -> Result<KeySet, Rejection> {
+    let payload = signed_payload(bytes, provisioning)?;
+    let set: KeySetWire =
+        serde_json::from_slice(&payload).map_err(|e| Rejection::Malformed(format!("key set: {e}")))?;
+    if set.v != PROTOCOL_VERSION {
+        return Err(Rejection::UnsupportedVersion(set.v));
+    }
+    if set.kind != KEY_SET {
+        return Err(Rejection::Malformed(format!("key set kind {:?}", set.kind)));
+    }
+    if set.province != province {
+        return Err(Rejection::Malformed(format!(
+            "key set of province {:?}, not {province:?}",
+            set.province
+        )));
+    }
+    let mut keys = TrustedKeys::default();
+    for k in &set.keys {
+        keys.add_base64(&k.key_id, &k.public_key)
+            .map_err(|e| Rejection::Malformed(format!("key set: {e}")))?;
+        if set.revoked.contains(&k.key_id) {
+            return Err(Rejection::Malformed(format!(
+                "key set both trusts and revokes {}",
+                k.key_id
+            )));
+        }
+    }
+    if keys.is_empty() {
+        return Err(Rejection::Malformed("key set trusts no key".into()));
+    }
+    Ok(KeySet { wire: set, keys })
+}
+
+/// The key id an envelope names, if it parses (for a receiver that must tell which key
+/// signed what it holds).
+pub fn envelope_key_id(bytes: &[u8]) -> Option<String> {
+    serde_json::from_slice::<Envelope>(bytes).ok().map(|e| e.key_id)
+}
+
 /// A receipt to publish, as bytes.
 pub fn receipt_bytes(
     alert_id: &str,
@@ -469,4 +558,78 @@ pub fn receipt_bytes(
         reason,
     };
     to_json(&r)
+}
+
+#[cfg(test)]
+mod key_set_tests {
+    use super::*;
+
+    fn set(seq: u64, keys: &[&Signer], revoked: &[&str]) -> KeySetWire {
+        KeySetWire {
+            v: PROTOCOL_VERSION,
+            kind: KEY_SET.into(),
+            province: "20".into(),
+            seq,
+            issued: "2026-12-07T00:00:00Z".into(),
+            keys: keys
+                .iter()
+                .map(|k| KeyWire {
+                    key_id: k.key_id().to_owned(),
+                    public_key: B64.encode(k.public_key().as_bytes()),
+                })
+                .collect(),
+            revoked: revoked.iter().map(|r| (*r).to_owned()).collect(),
+        }
+    }
+
+    #[test]
+    fn a_key_set_verifies_only_against_the_provisioning_key_and_only_whole() {
+        let provisioning = Signer::from_seed(&[9; 32]);
+        let (a, b) = (Signer::from_seed(&[1; 32]), Signer::from_seed(&[2; 32]));
+        let mut trust = TrustedKeys::default();
+        trust.add(provisioning.public_key());
+        let sign = |s: &KeySetWire, by: &Signer| envelope_bytes(&by.sign(to_json(s)));
+
+        let ok = verify_key_set(&sign(&set(4, &[&b], &[a.key_id()]), &provisioning), &trust, "20").unwrap();
+        assert_eq!(ok.wire.seq, 4);
+        assert_eq!(ok.keys.ids(), [b.key_id().to_owned()]);
+
+        // Signed by an alert key: not a provisioning key.
+        let mut alert_keys = TrustedKeys::default();
+        alert_keys.add(a.public_key());
+        assert_eq!(
+            verify_key_set(&sign(&set(5, &[&a], &[]), &a), &trust, "20")
+                .unwrap_err()
+                .code(),
+            "unknown_key"
+        );
+        // The alert keys never verify a key set, whoever signed it.
+        assert!(verify_key_set(&sign(&set(5, &[&a], &[]), &provisioning), &alert_keys, "20").is_err());
+        // Another province's set.
+        assert!(verify_key_set(&sign(&set(5, &[&a], &[]), &provisioning), &trust, "01").is_err());
+        // One bad key spoils the whole set.
+        let mut bad = set(5, &[&a, &b], &[]);
+        bad.keys[1].public_key = "AAAA".into();
+        assert!(verify_key_set(&sign(&bad, &provisioning), &trust, "20").is_err());
+        let mut wrong_id = set(5, &[&a], &[]);
+        wrong_id.keys[0].key_id = b.key_id().to_owned();
+        assert!(verify_key_set(&sign(&wrong_id, &provisioning), &trust, "20").is_err());
+        // Empty, or trusting and revoking the same key.
+        assert!(verify_key_set(&sign(&set(5, &[], &[]), &provisioning), &trust, "20").is_err());
+        assert!(verify_key_set(&sign(&set(5, &[&a], &[a.key_id()]), &provisioning), &trust, "20").is_err());
+        // A changed byte.
+        let mut bytes = sign(&set(6, &[&a], &[]), &provisioning);
+        let env: Envelope = serde_json::from_slice(&bytes).unwrap();
+        let forged = String::from_utf8(B64.decode(&env.payload).unwrap())
+            .unwrap()
+            .replace("\"seq\":6", "\"seq\":7");
+        bytes = to_json(&Envelope {
+            payload: B64.encode(forged),
+            ..env
+        });
+        assert_eq!(
+            verify_key_set(&bytes, &trust, "20").unwrap_err().code(),
+            "bad_signature"
+        );
+    }
 }

@@ -16,6 +16,7 @@
 //! state file and decides where the receivers run; this crate reads no environment.
 
 pub mod gate;
+pub mod keys;
 pub mod play;
 pub mod schedule;
 pub mod state;
@@ -55,7 +56,14 @@ pub struct ReceiverConfig {
     pub receiver_id: ReceiverId,
     pub commune: CommuneCode,
     pub topics: Topics,
+    /// The alert-signing keys provisioned at enrolment; a key set (§10a) replaces them.
     pub keys: TrustedKeys,
+    /// The provisioning keys (§10a): the only keys a key set may be signed with. They
+    /// never verify an alert. Empty: key sets are refused.
+    pub provisioning: TrustedKeys,
+    /// Where the key set applied last is kept (its envelope, written atomically), so that
+    /// a restart keeps a revocation. `None`: kept in memory only.
+    pub key_set_file: Option<PathBuf>,
     pub username: Option<String>,
     pub password: Option<String>,
     pub heartbeat: Duration,
@@ -124,6 +132,17 @@ pub enum ReceiverEvent {
         alert_id: String,
         status: String,
     },
+    /// A key set (§10a) verified and applied: only `trusted` verifies alerts from now on.
+    KeySetApplied {
+        seq: u64,
+        trusted: Vec<String>,
+        revoked: Vec<String>,
+    },
+    /// A key set not applied: forged, malformed, of another province, or older than the
+    /// one held.
+    KeySetRefused {
+        reason: String,
+    },
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -143,11 +162,32 @@ pub enum KeyFileError {
 struct KeyFileEntry {
     key_id: String,
     public_key: String,
+    /// `active`, `valid`, or `provisioning` for a key that signs key sets only.
+    #[serde(default)]
+    state: Option<String>,
 }
 
-/// Reads trusted keys from a JSON array of `{"key_id", "public_key"}` (as the service
-/// writes to `DATA_DIR/signing-keys.pub.json`).
+/// The state of a provisioning key in the key file (protocol §10a).
+pub const PROVISIONING: &str = "provisioning";
+
+/// Reads the alert-signing keys from a JSON array of `{"key_id", "public_key", "state"}`
+/// (as the service writes to `DATA_DIR/signing-keys.pub.json`); provisioning keys are
+/// left out (see [`load_provisioning_keys`]).
 pub fn load_trusted_keys(path: &Path, keys: &mut TrustedKeys) -> Result<(), KeyFileError> {
+    load_keys(path, keys, |state| state != Some(PROVISIONING))
+}
+
+/// Reads the provisioning keys (`"state": "provisioning"`) of the same file: the keys that
+/// may sign a key set, and nothing else.
+pub fn load_provisioning_keys(path: &Path, keys: &mut TrustedKeys) -> Result<(), KeyFileError> {
+    load_keys(path, keys, |state| state == Some(PROVISIONING))
+}
+
+fn load_keys(
+    path: &Path,
+    keys: &mut TrustedKeys,
+    take: impl Fn(Option<&str>) -> bool,
+) -> Result<(), KeyFileError> {
     let text = std::fs::read_to_string(path).map_err(|source| KeyFileError::Read {
         path: path.to_owned(),
         source,
@@ -156,7 +196,7 @@ pub fn load_trusted_keys(path: &Path, keys: &mut TrustedKeys) -> Result<(), KeyF
         path: path.to_owned(),
         source,
     })?;
-    for e in entries {
+    for e in entries.into_iter().filter(|e| take(e.state.as_deref())) {
         keys.add_base64(&e.key_id, &e.public_key)
             .map_err(|source| KeyFileError::Key {
                 path: path.to_owned(),
@@ -216,6 +256,7 @@ pub async fn run_with(
         subscriptions: vec![
             cfg.topics.alerts_filter(&cfg.commune),
             cfg.topics.state(&cfg.commune),
+            cfg.topics.key_set(),
         ],
         last_will: Some((status_topic.clone(), status_bytes(&cfg, "offline"))),
         on_connect: Some((status_topic.clone(), status_bytes(&cfg, "online"))),
@@ -226,8 +267,11 @@ pub async fn run_with(
     let started = Instant::now();
     let mut heartbeat = tokio::time::interval(cfg.heartbeat);
     let (reports_tx, reports) = mpsc::unbounded_channel();
+    let (keys, key_set) = keys::initial(&cfg);
     let mut agent = Agent {
         cfg: &cfg,
+        keys,
+        key_set,
         mqtt,
         events,
         played: playback.played,
@@ -306,6 +350,8 @@ async fn sleep_until_some(at: Option<tokio::time::Instant>) {
 /// A verified alert, held until the commune state decides it.
 struct Held {
     alert: AlertPayload,
+    /// The key that signed it: a key set that revokes the key drops it.
+    key_id: String,
     sha256: String,
     expires: DateTime<Utc>,
     since: tokio::time::Instant,
@@ -314,6 +360,7 @@ struct Held {
 /// An accepted alert waiting for its `effective` time.
 struct Scheduled {
     alert: AlertPayload,
+    key_id: String,
     sha256: String,
     expires: DateTime<Utc>,
     effective: DateTime<Utc>,
@@ -358,6 +405,10 @@ enum ReportKind {
 /// The receiver's state, owned by its loop.
 struct Agent<'a> {
     cfg: &'a ReceiverConfig,
+    /// The alert-signing keys trusted now: the provisioned ones, or the last key set's.
+    keys: TrustedKeys,
+    /// The sequence number and digest of the key set applied, if one was.
+    key_set: Option<(u64, String)>,
     mqtt: MqttHandle,
     events: mpsc::UnboundedSender<ReceiverEvent>,
     played: PlayedLog,
@@ -481,6 +532,10 @@ impl Agent<'_> {
             self.handle_state(msg).await;
             return;
         }
+        if msg.topic == self.cfg.topics.key_set() {
+            self.handle_key_set(&msg.payload);
+            return;
+        }
         let Some(topic_id) = self.cfg.topics.parse_alert(&self.cfg.commune, &msg.topic) else {
             tracing::warn!(topic = %msg.topic, receiver = %self.cfg.receiver_id,
                 "message on an unexpected topic ignored");
@@ -508,7 +563,7 @@ impl Agent<'_> {
             reacknowledge = !msg.retain && !held;
             Ok(None)
         } else {
-            wire::verify_envelope(&msg.payload, &self.cfg.keys, &topic_id, &self.cfg.commune, now).map(Some)
+            wire::verify_envelope(&msg.payload, &self.keys, &topic_id, &self.cfg.commune, now).map(Some)
         }
         .and_then(|alert: Option<AlertPayload>| {
             let Some(alert) = alert else {
@@ -570,6 +625,7 @@ impl Agent<'_> {
                     // state decides (§4a): it waits for a state that knows it.
                     self.held.push(Held {
                         alert,
+                        key_id: wire::envelope_key_id(&msg.payload).unwrap_or_default(),
                         sha256,
                         expires,
                         since: tokio::time::Instant::now(),
@@ -589,6 +645,78 @@ impl Agent<'_> {
         }
     }
 
+    /// Handles a message on the key set topic (§10a): a verified set newer than the one
+    /// held is written to the key set file and then replaces the trusted keys at once;
+    /// alerts held or scheduled under a key it no longer trusts are dropped as rejected.
+    fn handle_key_set(&mut self, bytes: &[u8]) {
+        let digest = envelope_digest(bytes);
+        if self.key_set.as_ref().is_some_and(|(_, d)| *d == digest) {
+            return; // the retained copy of the set applied already
+        }
+        let set =
+            match wire::verify_key_set(bytes, &self.cfg.provisioning, self.cfg.topics.province().as_str()) {
+                Ok(set) => set,
+                Err(reason) => {
+                    tracing::error!(receiver = %self.cfg.receiver_id, reason = %reason,
+                    "key set refused: it does not verify against the provisioning keys");
+                    let _ = self.events.send(ReceiverEvent::KeySetRefused {
+                        reason: reason.to_string(),
+                    });
+                    return;
+                }
+            };
+        if let Some((held, _)) = self.key_set
+            && set.wire.seq <= held
+        {
+            tracing::warn!(receiver = %self.cfg.receiver_id, seq = set.wire.seq, held,
+                "key set older than (or as old as) the one applied; ignored");
+            let _ = self.events.send(ReceiverEvent::KeySetRefused {
+                reason: format!("stale: key set {} is not newer than {held}", set.wire.seq),
+            });
+            return;
+        }
+        if let Some(path) = &self.cfg.key_set_file
+            && let Err(e) = keys::persist(path, bytes)
+        {
+            // The revocation matters now: apply it, and say loudly that a restart loses it
+            // until the broker's retained copy arrives again.
+            tracing::error!(receiver = %self.cfg.receiver_id, path = %path.display(), error = %e,
+                "key set applied but not saved");
+        }
+        let trusted = set.keys.ids();
+        tracing::info!(receiver = %self.cfg.receiver_id, seq = set.wire.seq, trusted = ?trusted,
+            revoked = ?set.wire.revoked, "key set applied");
+        self.keys = set.keys;
+        self.key_set = Some((set.wire.seq, digest));
+        // What waits under a key no longer trusted never plays.
+        let keys = &self.keys;
+        let (held, dropped_held): (Vec<Held>, Vec<Held>) = std::mem::take(&mut self.held)
+            .into_iter()
+            .partition(|h| keys.contains(&h.key_id));
+        let (scheduled, dropped_scheduled): (Vec<Scheduled>, Vec<Scheduled>) =
+            std::mem::take(&mut self.scheduled)
+                .into_iter()
+                .partition(|s| keys.contains(&s.key_id));
+        self.held = held;
+        self.scheduled = scheduled;
+        for (id, key_id) in dropped_held
+            .into_iter()
+            .map(|h| (h.alert.id, h.key_id))
+            .chain(dropped_scheduled.into_iter().map(|s| (s.alert.id, s.key_id)))
+        {
+            let reason = Rejection::UnknownKey(key_id);
+            tracing::warn!(alert_id = %id, receiver = %self.cfg.receiver_id, reason = %reason,
+                "waiting alert dropped: the key set no longer trusts its key");
+            self.send(&id, ReceiptStatus::Rejected, Some(reason.to_string()));
+            let _ = self.events.send(ReceiverEvent::Rejected { alert_id: id, reason });
+        }
+        let _ = self.events.send(ReceiverEvent::KeySetApplied {
+            seq: set.wire.seq,
+            trusted,
+            revoked: set.wire.revoked,
+        });
+    }
+
     /// The alert that replaced `id` before it played here, if one did.
     fn superseded_by(&self, id: &str) -> Option<String> {
         match self.played.get(id) {
@@ -605,7 +733,7 @@ impl Agent<'_> {
         let digest = envelope_digest(&msg.payload);
         let verified = match &self.last_state {
             Some((d, s)) if *d == digest => Ok(s.clone()),
-            _ => wire::verify_state(&msg.payload, &self.cfg.keys, &self.cfg.commune),
+            _ => wire::verify_state(&msg.payload, &self.keys, &self.cfg.commune),
         };
         let state = match verified {
             Ok(s) => {
@@ -670,7 +798,7 @@ impl Agent<'_> {
             tracing::debug!(alert_id = %h.alert.id, receiver = %self.cfg.receiver_id, verdict = ?verdict,
                 trusted_seq = self.gate.trusted().map(|s| s.seq), "held alert");
             match verdict {
-                gate::Verdict::Accept => self.accept(h.alert, h.sha256, h.expires).await,
+                gate::Verdict::Accept => self.accept(h.alert, h.key_id, h.sha256, h.expires).await,
                 gate::Verdict::Replaced { by, until } => {
                     tracing::info!(alert_id = %h.alert.id, by = %by, receiver = %self.cfg.receiver_id,
                         "the commune state says this alert was replaced; not played");
@@ -685,7 +813,7 @@ impl Agent<'_> {
                     tracing::warn!(alert_id = %h.alert.id, receiver = %self.cfg.receiver_id,
                         waited_s = STATE_WAIT.as_secs(),
                         "no commune state knows this alert; accepting it rather than withholding a warning");
-                    self.accept(h.alert, h.sha256, h.expires).await;
+                    self.accept(h.alert, h.key_id, h.sha256, h.expires).await;
                 }
                 gate::Verdict::Wait => self.held.push(h),
             }
@@ -732,7 +860,7 @@ impl Agent<'_> {
 
     /// A verified new version: report it received; take a renewal of what played here
     /// without playing it; hold one not yet effective; hand the rest to the programme.
-    async fn accept(&mut self, alert: AlertPayload, sha256: String, expires: DateTime<Utc>) {
+    async fn accept(&mut self, alert: AlertPayload, key_id: String, sha256: String, expires: DateTime<Utc>) {
         self.send(&alert.id, ReceiptStatus::Received, None);
         // What it replaces and this receiver has not started (unseen, held, or waiting
         // for its time) must not play later, as it would if the broker still retains it.
@@ -780,6 +908,7 @@ impl Agent<'_> {
             });
             self.scheduled.push(Scheduled {
                 alert,
+                key_id,
                 sha256,
                 expires,
                 effective,

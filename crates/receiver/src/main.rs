@@ -11,7 +11,9 @@ use std::time::Duration;
 use anyhow::{Result, bail};
 use canhbao_receiver::play::PlayCommand;
 use canhbao_receiver::state::PlayedLog;
-use canhbao_receiver::{Playback, ReceiverConfig, ReceiverEvent, load_trusted_keys, render_vi, run_with};
+use canhbao_receiver::{
+    Playback, ReceiverConfig, ReceiverEvent, load_provisioning_keys, load_trusted_keys, render_vi, run_with,
+};
 use clap::Parser;
 use domain::{CommuneCode, ProvinceCode, ReceiverId};
 use protocol::mqtt::BrokerUrl;
@@ -49,6 +51,11 @@ struct Cli {
     /// An extra trusted key, as KEY_ID=BASE64 (repeatable).
     #[arg(long = "trusted-key")]
     trusted_key: Vec<String>,
+    /// An extra provisioning key (the key that signs key sets, protocol §10a), as
+    /// KEY_ID=BASE64 (repeatable). The trusted keys file gives the service's, marked
+    /// "provisioning".
+    #[arg(long = "provisioning-key")]
+    provisioning_key: Vec<String>,
     /// MQTT username, if the broker requires one.
     #[arg(long)]
     username: Option<String>,
@@ -106,6 +113,7 @@ struct Common {
     broker: BrokerUrl,
     topics: Topics,
     keys: TrustedKeys,
+    provisioning: TrustedKeys,
     username: Option<String>,
     password: Option<String>,
     heartbeat: Duration,
@@ -137,15 +145,31 @@ fn validate(cli: Cli) -> Result<(Common, Mode)> {
     {
         problems.push(e.to_string());
     }
-    for k in &cli.trusted_key {
-        match k.split_once('=') {
-            Some((id, b64)) => {
-                if let Err(e) = keys.add_base64(id, b64) {
-                    problems.push(format!("--trusted-key: {e}"));
+    let mut provisioning = TrustedKeys::default();
+    if cli.trusted_keys.exists()
+        && let Err(e) = load_provisioning_keys(&cli.trusted_keys, &mut provisioning)
+    {
+        problems.push(e.to_string());
+    }
+    for (flag, given, into) in [
+        ("--trusted-key", &cli.trusted_key, &mut keys),
+        ("--provisioning-key", &cli.provisioning_key, &mut provisioning),
+    ] {
+        for k in given {
+            match k.split_once('=') {
+                Some((id, b64)) => {
+                    if let Err(e) = into.add_base64(id, b64) {
+                        problems.push(format!("{flag}: {e}"));
+                    }
                 }
+                None => problems.push(format!("{flag} {k:?} must be KEY_ID=BASE64")),
             }
-            None => problems.push(format!("--trusted-key {k:?} must be KEY_ID=BASE64")),
         }
+    }
+    if provisioning.is_empty() {
+        tracing::warn!(
+            "no provisioning key: key sets (key rotation and revocation, protocol §10a) will be refused"
+        );
     }
     if keys.is_empty() && problems.is_empty() {
         problems.push("no trusted keys: give --trusted-keys FILE or --trusted-key KEY_ID=BASE64".into());
@@ -273,6 +297,7 @@ fn validate(cli: Cli) -> Result<(Common, Mode)> {
                 broker,
                 topics,
                 keys,
+                provisioning,
                 username: cli.username,
                 password: cli.password,
                 heartbeat: Duration::from_secs(cli.heartbeat_s),
@@ -310,6 +335,9 @@ fn receiver_config(common: &Common, p: &Planned) -> ReceiverConfig {
         commune: p.commune.clone(),
         topics: common.topics.clone(),
         keys: common.keys.clone(),
+        provisioning: common.provisioning.clone(),
+        // Beside the state file: var/receiver-ID.keys.
+        key_set_file: Some(p.state.with_extension("keys")),
         username: common.username.clone(),
         password: common.password.clone(),
         heartbeat: common.heartbeat,
@@ -398,6 +426,10 @@ async fn single(common: Common, p: Planned) -> Result<()> {
                 Some(ReceiverEvent::Replaced { alert_id, by }) => {
                     println!("--- Tin {alert_id} đã được thay bằng tin {by}: không phát\n")
                 }
+                Some(ReceiverEvent::KeySetApplied { seq, trusted, revoked }) => {
+                    println!("--- Bộ khóa {seq} áp dụng: tin tưởng {}; thu hồi {}\n", trusted.join(", "), revoked.join(", "))
+                }
+                Some(ReceiverEvent::KeySetRefused { reason }) => println!("!!! Từ chối bộ khóa: {reason}\n"),
                 Some(ReceiverEvent::Connected) => tracing::info!("connected and subscribed"),
                 None => break,
             },
@@ -522,6 +554,16 @@ async fn simulate(common: Common, receivers: Vec<Planned>, quiet: bool) -> Resul
             ReceiverEvent::Replaced { alert_id, by } => {
                 if !quiet {
                     println!("{id} did not play {alert_id}: replaced by {by}");
+                }
+            }
+            ReceiverEvent::KeySetApplied { seq, .. } => {
+                if !quiet {
+                    println!("{id} applied key set {seq}");
+                }
+            }
+            ReceiverEvent::KeySetRefused { reason } => {
+                if !quiet {
+                    println!("{id} refused a key set: {reason}");
                 }
             }
         }

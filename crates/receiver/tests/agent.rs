@@ -125,6 +125,62 @@ impl World {
         keys
     }
 
+    /// The world's provisioning key (protocol §10a): it signs key sets only.
+    fn provisioning() -> Signer {
+        Signer::from_seed(&[9; 32])
+    }
+
+    fn provisioning_keys(&self) -> TrustedKeys {
+        let mut keys = TrustedKeys::default();
+        keys.add(World::provisioning().public_key());
+        keys
+    }
+
+    /// Publishes, retained, a key set `seq` that trusts `keys` and revokes `revoked`,
+    /// signed by `by`; returns its envelope.
+    async fn publish_key_set(
+        &mut self,
+        seq: u64,
+        keys: &[&Signer],
+        revoked: &[&Signer],
+        by: &Signer,
+    ) -> Vec<u8> {
+        let set = wire::KeySetWire {
+            v: 1,
+            kind: wire::KEY_SET.into(),
+            province: "20".into(),
+            seq,
+            issued: wire::timestamp(Utc::now()),
+            keys: keys
+                .iter()
+                .map(|k| wire::KeyWire {
+                    key_id: k.key_id().to_owned(),
+                    public_key: base64::Engine::encode(
+                        &base64::engine::general_purpose::STANDARD,
+                        k.public_key().as_bytes(),
+                    ),
+                })
+                .collect(),
+            revoked: revoked.iter().map(|k| k.key_id().to_owned()).collect(),
+        };
+        let bytes = envelope_bytes(&by.sign(wire::to_json(&set)));
+        self.publish_raw_key_set(bytes.clone()).await;
+        bytes
+    }
+
+    async fn publish_raw_key_set(&mut self, bytes: Vec<u8>) {
+        let topic = self.topics.key_set();
+        self.monitor.publish(&topic, bytes, true).await.unwrap();
+        self.published.push(topic);
+    }
+
+    /// Publishes `alert` (and its commune state) signed by the key of `seed`.
+    async fn publish_signed(&mut self, alert: &AlertPayload, seed: [u8; 32]) {
+        let own = std::mem::replace(&mut self.signer, Signer::from_seed(&seed));
+        self.publish(alert).await;
+        self.signer = own;
+    }
+
     fn config(&mut self, receiver: &str, commune: &str) -> ReceiverConfig {
         self.receivers.push(receiver.to_owned());
         ReceiverConfig {
@@ -133,6 +189,8 @@ impl World {
             commune: CommuneCode::new(commune).unwrap(),
             topics: self.topics.clone(),
             keys: self.keys(),
+            provisioning: self.provisioning_keys(),
+            key_set_file: None,
             username: None,
             password: None,
             heartbeat: Duration::from_millis(200),
@@ -970,6 +1028,151 @@ async fn a_normal_message_waits_for_the_communes_announcement_window_and_a_warni
     let warning = alert(&unique("p"), "priority", "Lũ trên sông Trung vượt báo động 2");
     w.publish(&warning).await;
     assert_eq!(played(&rx.next().await), Some(warning.id.as_str()));
+    rx.stop().await;
+    w.clear().await;
+}
+
+/// The seeds of the world's alert-signing keys in the key set tests: the one it starts
+/// with, a second one, and an attacker's.
+const FIRST: [u8; 32] = [7; 32];
+const SECOND: [u8; 32] = [8; 32];
+const ATTACKER: [u8; 32] = [66; 32];
+
+fn rejected_for(ev: &ReceiverEvent) -> Option<(&str, &'static str)> {
+    match ev {
+        ReceiverEvent::Rejected { alert_id, reason } => Some((alert_id.as_str(), reason.code())),
+        _ => None,
+    }
+}
+
+#[tokio::test]
+async fn a_key_set_adds_and_revokes_keys_and_a_forged_or_stale_one_changes_nothing() {
+    let Some(url) = broker() else { return };
+    let mut w = World::new(url).await;
+    let (first, second, attacker) = (
+        Signer::from_seed(&FIRST),
+        Signer::from_seed(&SECOND),
+        Signer::from_seed(&ATTACKER),
+    );
+    let mut rx = Rx::start(w.config(&unique("loa-keys"), HUU_LUNG), Playback::default());
+    rx.connected().await;
+
+    // Not provisioned with the second key: its alert is refused.
+    let a = alert(&unique("k2-early"), "priority", "Tin ký bằng khóa mới");
+    w.publish_signed(&a, SECOND).await;
+    assert_eq!(
+        rejected_for(&rx.next().await),
+        Some((a.id.as_str(), "unknown_key"))
+    );
+
+    // The provisioning key adds it.
+    let set1 = w
+        .publish_key_set(1, &[&first, &second], &[], &World::provisioning())
+        .await;
+    match rx.next().await {
+        ReceiverEvent::KeySetApplied {
+            seq,
+            trusted,
+            revoked,
+        } => {
+            assert_eq!(seq, 1);
+            assert_eq!(trusted.len(), 2);
+            assert!(revoked.is_empty());
+        }
+        other => panic!("expected the key set applied, got {other:?}"),
+    }
+    let b = alert(&unique("k2"), "priority", "Tin ký bằng khóa mới");
+    w.publish_signed(&b, SECOND).await;
+    assert_eq!(played(&rx.next().await), Some(b.id.as_str()));
+
+    // The first key is revoked: the very next alert it signed is rejected.
+    w.publish_key_set(2, &[&second], &[&first], &World::provisioning())
+        .await;
+    assert!(matches!(
+        rx.next().await,
+        ReceiverEvent::KeySetApplied { seq: 2, .. }
+    ));
+    let c = alert(&unique("k1-revoked"), "emergency", "Tin ký bằng khóa đã thu hồi");
+    w.publish_signed(&c, FIRST).await;
+    assert_eq!(
+        rejected_for(&rx.next().await),
+        Some((c.id.as_str(), "unknown_key"))
+    );
+
+    // A key set signed by an alert key (even a trusted one), not the provisioning key,
+    // is refused, and the attacker's key it names is not trusted.
+    w.publish_key_set(9, &[&second, &attacker], &[], &second).await;
+    match rx.next().await {
+        ReceiverEvent::KeySetRefused { reason } => assert!(reason.starts_with("unknown_key"), "{reason}"),
+        other => panic!("a forged key set must be refused, got {other:?}"),
+    }
+    let d = alert(&unique("attacker"), "emergency", "Tin giả");
+    w.publish_signed(&d, ATTACKER).await;
+    assert_eq!(
+        rejected_for(&rx.next().await),
+        Some((d.id.as_str(), "unknown_key"))
+    );
+
+    // An old key set replayed (it once was genuine) cannot bring the revoked key back.
+    w.publish_raw_key_set(set1).await;
+    match rx.next().await {
+        ReceiverEvent::KeySetRefused { reason } => assert!(reason.starts_with("stale"), "{reason}"),
+        other => panic!("a replayed older key set must be refused, got {other:?}"),
+    }
+    let e = alert(&unique("k1-again"), "emergency", "Tin ký bằng khóa đã thu hồi");
+    w.publish_signed(&e, FIRST).await;
+    assert_eq!(
+        rejected_for(&rx.next().await),
+        Some((e.id.as_str(), "unknown_key"))
+    );
+    rx.stop().await;
+    w.clear().await;
+}
+
+#[tokio::test]
+async fn a_receiver_offline_during_a_key_change_takes_it_on_reconnect_and_keeps_it_across_restarts() {
+    let Some(url) = broker() else { return };
+    let mut w = World::new(url).await;
+    let dir = tempfile::tempdir().unwrap();
+    let rx_id = unique("loa-away");
+    let config = |w: &mut World| {
+        let mut cfg = w.config(&rx_id, HUU_LUNG);
+        cfg.key_set_file = Some(dir.path().join("rx.keys"));
+        cfg
+    };
+    let mut rx = Rx::start(config(&mut w), Playback::default());
+    rx.connected().await;
+    rx.stop().await;
+
+    // While it is away, the first key is revoked for the second.
+    let (first, second) = (Signer::from_seed(&FIRST), Signer::from_seed(&SECOND));
+    w.publish_key_set(1, &[&second], &[&first], &World::provisioning())
+        .await;
+    let mut rx = Rx::start(config(&mut w), Playback::default());
+    assert!(matches!(
+        rx.next().await,
+        ReceiverEvent::KeySetApplied { seq: 1, .. }
+    ));
+    let a = alert(&unique("old-key"), "emergency", "Tin ký bằng khóa đã thu hồi");
+    w.publish_signed(&a, FIRST).await;
+    assert_eq!(
+        rejected_for(&rx.next().await),
+        Some((a.id.as_str(), "unknown_key"))
+    );
+    rx.stop().await;
+
+    // The broker loses its retained key set: the receiver kept its own copy.
+    let topic = w.topics.key_set();
+    w.monitor.publish(&topic, Vec::new(), true).await.unwrap();
+    let mut rx = Rx::start(config(&mut w), Playback::default());
+    // The broker still retains the alert of the revoked key: it is rejected again.
+    assert_eq!(
+        rejected_for(&rx.next().await),
+        Some((a.id.as_str(), "unknown_key"))
+    );
+    let c = alert(&unique("new-key"), "emergency", "Tin ký bằng khóa mới");
+    w.publish_signed(&c, SECOND).await;
+    assert_eq!(played(&rx.next().await), Some(c.id.as_str()));
     rx.stop().await;
     w.clear().await;
 }

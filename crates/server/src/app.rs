@@ -64,7 +64,7 @@ impl App {
         }
 
         let keyring_dir = settings.data_dir.join("keyring");
-        let keyring = crate::keyring::Keyring::load_or_init(
+        let mut keyring = crate::keyring::Keyring::load_or_init(
             &keyring_dir,
             &settings.signing_key_file,
             chrono::Utc::now(),
@@ -75,8 +75,16 @@ impl App {
             keys = keyring.published().len(),
             "signing keyring loaded"
         );
+        // The key set receivers get (protocol §10a), signed again if the keyring changed
+        // since it was last signed.
+        keyring.refresh_key_set(&keyring_dir, settings.province.as_str(), chrono::Utc::now())?;
+        let (provisioning_id, provisioning_b64) = crate::keyring::provisioning_public(&keyring_dir)?;
+        let mut provisioning = dispatch::TrustedKeys::default();
+        provisioning.add_base64(&provisioning_id, &provisioning_b64)?;
+        let mut published = keyring.published();
+        published.push((provisioning_id, provisioning_b64, "provisioning".to_owned()));
         let public_keys = settings.data_dir.join("signing-keys.pub.json");
-        secrets::write_public_keys(&public_keys, &keyring.published())?;
+        secrets::write_public_keys(&public_keys, &published)?;
         tracing::info!(path = %public_keys.display(), "public signing keys for receivers written");
         secrets::bootstrap_admin_token(&store, &settings.data_dir).await?;
 
@@ -188,6 +196,16 @@ impl App {
             telemetry_rx,
             shutdown.clone(),
         ));
+        tasks.spawn(
+            crate::keyset::KeySetPublisher {
+                mqtt: mqtt.clone(),
+                topics: topics.clone(),
+                file: crate::keyring::key_set_path(&keyring_dir),
+                provisioning,
+                signing_key_id: signer.key_id().to_owned(),
+            }
+            .run(shutdown.clone()),
+        );
         tasks.spawn(worker::run_outbox(
             store.clone(),
             mqtt.clone(),
@@ -283,8 +301,7 @@ impl App {
             store: store.clone(),
             pipeline,
             keys: Arc::new(
-                keyring
-                    .published()
+                published
                     .into_iter()
                     .map(|(key_id, public_key, state)| api::KeyDto {
                         key_id,

@@ -92,6 +92,8 @@ impl Fleet {
                 commune: commune.clone(),
                 topics: topics.clone(),
                 keys: keys.clone(),
+                provisioning: TrustedKeys::default(),
+                key_set_file: None,
                 username: None,
                 password: None,
                 heartbeat,

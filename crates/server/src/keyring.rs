@@ -19,6 +19,7 @@ use dispatch::Signer;
 use serde::{Deserialize, Serialize};
 
 use crate::secrets;
+use dispatch::wire;
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct KeyEntry {
@@ -35,6 +36,29 @@ pub struct KeyEntry {
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
 pub struct Keyring {
     pub keys: Vec<KeyEntry>,
+    /// The sequence number of the newest key set signed (protocol §10a).
+    #[serde(default)]
+    pub key_set_seq: u64,
+}
+
+/// The signed key set (protocol §10a) that the service publishes, retained, on
+/// `{prefix}/{province}/keys`: the envelope bytes, as receivers get them.
+pub fn key_set_path(dir: &Path) -> PathBuf {
+    dir.join("keyset.json")
+}
+
+/// The seed of the provisioning key, which signs key sets and nothing else.
+pub fn provisioning_path(dir: &Path) -> PathBuf {
+    dir.join("provisioning.key")
+}
+
+/// The provisioning key's public half, for receivers' key files: (key id, base64).
+pub fn provisioning_public(dir: &Path) -> Result<(String, String)> {
+    let signer = secrets::load_or_create_signing_key(&provisioning_path(dir))?;
+    Ok((
+        signer.key_id().to_owned(),
+        B64.encode(signer.public_key().as_bytes()),
+    ))
 }
 
 fn manifest(dir: &Path) -> PathBuf {
@@ -73,6 +97,7 @@ impl Keyring {
                 secrets::write_private(&seed_path(dir, signer.key_id()), &fs::read(legacy_key)?)?;
                 let ring = Keyring {
                     keys: vec![entry(&signer, "active", now)],
+                    key_set_seq: 0,
                 };
                 ring.save(dir)?;
                 Ok(ring)
@@ -198,6 +223,55 @@ impl Keyring {
         self.save(dir)
     }
 
+    /// Signs a new key set when the keys published or retired differ from those of the
+    /// key set on file (or there is none), with the next sequence number, and writes it
+    /// beside the keyring. Returns whether it signed one. The provisioning key is created
+    /// on first use.
+    pub fn refresh_key_set(&mut self, dir: &Path, province: &str, now: DateTime<Utc>) -> Result<bool> {
+        let provisioning = secrets::load_or_create_signing_key(&provisioning_path(dir))?;
+        let keys: Vec<wire::KeyWire> = self
+            .published()
+            .into_iter()
+            .map(|(key_id, public_key, _)| wire::KeyWire { key_id, public_key })
+            .collect();
+        let revoked: Vec<String> = self
+            .keys
+            .iter()
+            .filter(|k| k.state == "retired")
+            .map(|k| k.key_id.clone())
+            .collect();
+        let mut trust = dispatch::TrustedKeys::default();
+        trust.add(provisioning.public_key());
+        let on_file = fs::read(key_set_path(dir))
+            .ok()
+            .and_then(|b| wire::verify_key_set(&b, &trust, province).ok());
+        if let Some(set) = &on_file
+            && set.wire.keys == keys
+            && set.wire.revoked == revoked
+            && set.wire.seq >= self.key_set_seq
+        {
+            return Ok(false);
+        }
+        self.key_set_seq = self.key_set_seq.max(on_file.map_or(0, |s| s.wire.seq)) + 1;
+        let set = wire::KeySetWire {
+            v: wire::PROTOCOL_VERSION,
+            kind: wire::KEY_SET.to_owned(),
+            province: province.to_owned(),
+            seq: self.key_set_seq,
+            issued: wire::timestamp(now),
+            keys,
+            revoked,
+        };
+        let bytes = wire::envelope_bytes(&provisioning.sign(wire::to_json(&set)));
+        let path = key_set_path(dir);
+        let tmp = path.with_extension("tmp");
+        fs::write(&tmp, &bytes).with_context(|| format!("writing {}", tmp.display()))?;
+        fs::rename(&tmp, &path).with_context(|| format!("writing {}", path.display()))?;
+        self.save(dir)?;
+        tracing::info!(seq = self.key_set_seq, "key set signed");
+        Ok(true)
+    }
+
     /// Saves after [`Keyring::activate`].
     pub fn commit(&self, dir: &Path) -> Result<()> {
         self.check()?;
@@ -223,6 +297,7 @@ pub fn run_keys(
     action: &KeysAction,
     data_dir: &Path,
     legacy_key: &Path,
+    province: &str,
     now: DateTime<Utc>,
     out: &mut impl std::io::Write,
 ) -> Result<()> {
@@ -251,9 +326,18 @@ pub fn run_keys(
             }
         }
     }
+    // Every change is signed into a new key set at once; the running service publishes
+    // it to receivers (protocol §10a).
+    ring.refresh_key_set(&dir, province, now)?;
     for k in &ring.keys {
         writeln!(out, "{}", serde_json::to_string(k)?)?;
     }
+    let (id, public_key) = provisioning_public(&dir)?;
+    writeln!(
+        out,
+        "{}",
+        serde_json::json!({"key_id": id, "public_key": public_key, "state": "provisioning", "key_set_seq": ring.key_set_seq})
+    )?;
     Ok(())
 }
 
@@ -306,8 +390,12 @@ mod tests {
         );
         assert!(!seed_path(&dir, &first).exists(), "a retired seed is deleted");
         let mut out = Vec::new();
-        run_keys(&KeysAction::List, tmp.path(), &legacy, now, &mut out).unwrap();
-        assert_eq!(String::from_utf8(out).unwrap().lines().count(), 2);
+        run_keys(&KeysAction::List, tmp.path(), &legacy, "20", now, &mut out).unwrap();
+        assert_eq!(
+            String::from_utf8(out).unwrap().lines().count(),
+            3,
+            "two keys and the provisioning key"
+        );
         assert!(ring2.activate(&first).is_err());
         let mode = {
             use std::os::unix::fs::PermissionsExt;
@@ -335,12 +423,13 @@ mod command_tests {
             &KeysAction::Generate { activate: true },
             tmp.path(),
             &legacy,
+            "20",
             now,
             sink,
         )
         .unwrap();
         let first = secrets::load_signing_key(&legacy).unwrap().key_id().to_owned();
-        run_keys(&KeysAction::Retire(first), tmp.path(), &legacy, now, sink).unwrap();
+        run_keys(&KeysAction::Retire(first), tmp.path(), &legacy, "20", now, sink).unwrap();
         assert!(
             !legacy.exists(),
             "the retired secret must not survive in its old file"

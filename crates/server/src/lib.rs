@@ -21,6 +21,7 @@ pub mod broker;
 pub mod config;
 pub mod http;
 pub mod keyring;
+pub mod keyset;
 pub mod mosquitto;
 pub mod places;
 pub mod retention;

@@ -933,10 +933,15 @@ fn keys(action: KeysCli, args: &ConfigArgs) -> Result<ExitCode> {
         &action,
         &settings.data_dir,
         &settings.signing_key_file,
+        settings.province.as_str(),
         chrono::Utc::now(),
         &mut std::io::stdout().lock(),
     )?;
-    eprintln!("the running service uses the keyring as it was when it started: restart it to apply");
+    eprintln!(
+        "the key set for receivers is signed: a running service publishes it within 2 seconds \
+         (protocol §10a); it signs alerts with the key that was active when it started: restart it \
+         after `keys activate` or `keys generate --activate`, before retiring the old key"
+    );
     Ok(ExitCode::SUCCESS)
 }
 

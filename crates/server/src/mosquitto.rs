@@ -185,21 +185,23 @@ pub fn render(
          # get no access from this file.\n\n",
     );
     acl.push_str("# The service: publishes (and may read back) every alert and commune state of the\n");
-    acl.push_str("# province; reads receipts, heartbeats, statuses and station telemetry.\n");
+    acl.push_str("# province and its key set; reads receipts, heartbeats, statuses and station telemetry.\n");
     acl.push_str(&format!("user {}\n", service.username));
     acl.push_str(&format!("topic readwrite {}\n", layout.province_alerts()));
     acl.push_str(&format!("topic readwrite {}\n", layout.province_states()));
+    acl.push_str(&format!("topic readwrite {}\n", t.key_set()));
     for filter in t.inbound_filters() {
         acl.push_str(&format!("topic read {filter}\n"));
     }
     for r in receivers {
         acl.push_str(&format!(
-            "\n# Receiver {}: reads its commune's alerts and state; writes only its own topics.\n",
+            "\n# Receiver {}: reads its commune's alerts and state and the key set; writes only its\n# own topics.\n",
             r.id
         ));
         acl.push_str(&format!("user {}\n", r.id));
         acl.push_str(&format!("topic read {}\n", layout.commune_alerts(&r.commune)));
         acl.push_str(&format!("topic read {}\n", t.state(&r.commune)));
+        acl.push_str(&format!("topic read {}\n", t.key_set()));
         acl.push_str(&format!("topic write {}\n", t.receipt(&r.id)));
         acl.push_str(&format!("topic write {}\n", t.heartbeat(&r.id)));
         acl.push_str(&format!("topic write {}\n", t.status(&r.id)));
@@ -436,6 +438,7 @@ mod tests {
                 "user canhbao",
                 "topic readwrite canhbao/v1/20/+/alerts/#",
                 "topic readwrite canhbao/v1/20/+/state",
+                "topic readwrite canhbao/v1/20/keys",
                 "topic read canhbao/v1/receipts/+",
                 "topic read canhbao/v1/heartbeat/+",
                 "topic read canhbao/v1/status/+",
@@ -443,12 +446,14 @@ mod tests {
                 "user loa-06385-01",
                 "topic read canhbao/v1/20/06385/alerts/#",
                 "topic read canhbao/v1/20/06385/state",
+                "topic read canhbao/v1/20/keys",
                 "topic write canhbao/v1/receipts/loa-06385-01",
                 "topic write canhbao/v1/heartbeat/loa-06385-01",
                 "topic write canhbao/v1/status/loa-06385-01",
                 "user loa-05977-01",
                 "topic read canhbao/v1/20/05977/alerts/#",
                 "topic read canhbao/v1/20/05977/state",
+                "topic read canhbao/v1/20/keys",
                 "topic write canhbao/v1/receipts/loa-05977-01",
                 "topic write canhbao/v1/heartbeat/loa-05977-01",
                 "topic write canhbao/v1/status/loa-05977-01",

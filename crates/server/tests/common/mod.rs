@@ -148,6 +148,8 @@ impl Fleet {
         let communes = communes();
         let mut keys = TrustedKeys::default();
         canhbao_receiver::load_trusted_keys(keys_file, &mut keys).unwrap();
+        let mut provisioning = TrustedKeys::default();
+        canhbao_receiver::load_provisioning_keys(keys_file, &mut provisioning).unwrap();
         let topics = Topics::new(prefix, ProvinceCode::new("20").unwrap()).unwrap();
         let played: Arc<Mutex<HashMap<String, Vec<String>>>> = Arc::default();
         let stop = CancellationToken::new();
@@ -177,6 +179,8 @@ impl Fleet {
                 commune: CommuneCode::new(commune).unwrap(),
                 topics: topics.clone(),
                 keys: keys.clone(),
+                provisioning: provisioning.clone(),
+                key_set_file: Some(state_dir.join(format!("{id}.keys"))),
                 username: password.as_ref().map(|_| id.clone()),
                 password,
                 heartbeat: Duration::from_secs(5),
