@@ -180,3 +180,55 @@ async fn a_token_holds_at_most_eight_event_streams_and_the_api_still_answers() {
     }
     app.app.stop().await;
 }
+
+/// A counter's value in `/metrics`.
+fn metric(metrics: &str, name: &str) -> Option<f64> {
+    metrics
+        .lines()
+        .find_map(|l| l.strip_prefix(name).and_then(|v| v.trim().parse().ok()))
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_flood_of_scrapes_reads_the_database_once_and_counters_stay_current() {
+    let app = TestApp::spawn(Broker::Embedded).await.unwrap();
+    let mut scrapes = tokio::task::JoinSet::new();
+    for _ in 0..200 {
+        let (http, url, token) = (
+            app.http.clone(),
+            format!("{}/metrics", app.base),
+            app.token.clone(),
+        );
+        scrapes.spawn(async move {
+            let r = http.get(url).bearer_auth(token).send().await.unwrap();
+            assert_eq!(r.status(), 200);
+            r.text().await.unwrap()
+        });
+    }
+    while let Some(text) = scrapes.join_next().await {
+        let text = text.unwrap();
+        assert!(text.contains("canhbao_receivers{health=\"online\"} 0"), "{text}");
+    }
+    let last = app.get_text("/metrics").await.unwrap();
+    assert_eq!(
+        metric(&last, "canhbao_metrics_snapshots_total"),
+        Some(1.0),
+        "201 scrapes, one read of the tables:\n{last}"
+    );
+    assert!(metric(&last, "canhbao_metrics_age_seconds").is_some_and(|age| age < 15.0));
+    // What is counted in memory is current in every scrape: a body refused for its size
+    // shows at once, though the snapshot is older.
+    let before = metric(&last, "canhbao_too_large_total").unwrap();
+    let (status, _) = app
+        .post(
+            "/api/v1/observations",
+            "application/json",
+            &vec![b' '; 3 * 1024 * 1024],
+        )
+        .await
+        .unwrap();
+    assert_eq!(status, 413);
+    let after = app.get_text("/metrics").await.unwrap();
+    assert_eq!(metric(&after, "canhbao_too_large_total"), Some(before + 1.0));
+    assert_eq!(metric(&after, "canhbao_metrics_snapshots_total"), Some(1.0));
+    app.app.stop().await;
+}

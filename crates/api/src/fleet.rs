@@ -7,6 +7,7 @@
 
 use std::collections::BTreeMap;
 use std::fmt::Write as _;
+use std::sync::Arc;
 
 use axum::Json;
 use axum::body::Bytes;
@@ -368,9 +369,83 @@ pub async fn remove_receiver(
 
 /// Fleet health as Prometheus text, for any token (a scraper uses a viewer key): it tells
 /// which communes' loudspeakers are offline, which is not for everyone to read.
+///
+/// What comes from the tables is a snapshot taken at most once per
+/// [`crate::METRICS_MAX_AGE`], by one scrape while the others wait for it: a flood of
+/// scrapes costs the database nothing more. The counters kept in memory are always current.
 #[utoipa::path(get, path = "/metrics", tag = "monitoring", security(("bearer" = [])), responses((status = 200, description = "Prometheus text format", content_type = "text/plain")))]
 pub async fn metrics(State(state): State<AppState>, _caller: Caller) -> Result<impl IntoResponse, ApiError> {
-    let f = fleet(&state).await?;
+    let snapshot = {
+        let mut cached = state.metrics.snapshot.lock().await;
+        match cached.as_ref() {
+            Some(s) if s.taken.elapsed() < crate::METRICS_MAX_AGE => s.clone(),
+            _ => {
+                let fresh = Arc::new(snapshot(&state).await?);
+                state
+                    .metrics
+                    .refreshes
+                    .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+                *cached = Some(fresh.clone());
+                fresh
+            }
+        }
+    };
+    let mut out = snapshot.text.clone();
+    let counters = [
+        (
+            "canhbao_unregistered_messages_total",
+            "Messages ignored from unregistered receivers.",
+            snapshot.unregistered_messages.max(0) as u64 + state.counters.inbound.unregistered_unlisted(),
+        ),
+        (
+            "canhbao_too_large_total",
+            "Request bodies refused for their size since start (413).",
+            state.counters.too_large.count(),
+        ),
+        (
+            "canhbao_sms_dlr_refused_total",
+            "SMS delivery reports refused since start (wrong secret, malformed).",
+            state.counters.dlr_refused.count(),
+        ),
+        (
+            "canhbao_unsent_receipts_total",
+            "Receipts ignored since start: their alert was never sent to their receiver's commune.",
+            state.counters.inbound.unsent_receipts(),
+        ),
+    ];
+    for (name, help, value) in counters {
+        let _ = writeln!(out, "# HELP {name} {help}\n# TYPE {name} counter\n{name} {value}");
+    }
+    let _ = writeln!(
+        out,
+        "# HELP canhbao_metrics_age_seconds How old the figures read from the database are.\n# TYPE canhbao_metrics_age_seconds gauge\ncanhbao_metrics_age_seconds {:.3}",
+        snapshot.taken.elapsed().as_secs_f64()
+    );
+    let _ = writeln!(
+        out,
+        "# HELP canhbao_metrics_snapshots_total Snapshots of the database's figures taken since start.\n# TYPE canhbao_metrics_snapshots_total counter\ncanhbao_metrics_snapshots_total {}",
+        state.metrics.refreshes.load(std::sync::atomic::Ordering::Relaxed)
+    );
+    Ok(([(header::CONTENT_TYPE, "text/plain; version=0.0.4")], out))
+}
+
+/// The figures of `/metrics` read from the database, and when.
+#[derive(Debug)]
+pub struct MetricsSnapshot {
+    text: String,
+    unregistered_messages: i64,
+    taken: std::time::Instant,
+}
+
+/// The last snapshot, shared by every scrape.
+#[derive(Debug, Default)]
+pub struct MetricsCache {
+    snapshot: tokio::sync::Mutex<Option<Arc<MetricsSnapshot>>>,
+    refreshes: std::sync::atomic::AtomicU64,
+}
+
+async fn snapshot(state: &AppState) -> Result<MetricsSnapshot, ApiError> {
+    let f = fleet(state).await?;
     let mut out = String::new();
     let by = |h: &str| f.receivers.iter().filter(|r| r.health == h).count();
     let _ = writeln!(out, "# HELP canhbao_receivers Registered receivers by health.");
@@ -411,31 +486,6 @@ pub async fn metrics(State(state): State<AppState>, _caller: Caller) -> Result<i
             "canhbao_commune_receivers_online{{commune=\"{}\"}} {}",
             c.commune, c.online
         );
-    }
-    let counters = [
-        (
-            "canhbao_unregistered_messages_total",
-            "Messages ignored from unregistered receivers.",
-            f.unregistered_messages.max(0) as u64 + state.counters.inbound.unregistered_unlisted(),
-        ),
-        (
-            "canhbao_too_large_total",
-            "Request bodies refused for their size since start (413).",
-            state.counters.too_large.count(),
-        ),
-        (
-            "canhbao_sms_dlr_refused_total",
-            "SMS delivery reports refused since start (wrong secret, malformed).",
-            state.counters.dlr_refused.count(),
-        ),
-        (
-            "canhbao_unsent_receipts_total",
-            "Receipts ignored since start: their alert was never sent to their receiver's commune.",
-            state.counters.inbound.unsent_receipts(),
-        ),
-    ];
-    for (name, help, value) in counters {
-        let _ = writeln!(out, "# HELP {name} {help}\n# TYPE {name} counter\n{name} {value}");
     }
     let _ = writeln!(
         out,
@@ -566,7 +616,11 @@ pub async fn metrics(State(state): State<AppState>, _caller: Caller) -> Result<i
     );
     let _ = writeln!(out, "# TYPE canhbao_warnings_pending gauge");
     let _ = writeln!(out, "canhbao_warnings_pending {pending}");
-    Ok(([(header::CONTENT_TYPE, "text/plain; version=0.0.4")], out))
+    Ok(MetricsSnapshot {
+        text: out,
+        unregistered_messages: f.unregistered_messages,
+        taken: std::time::Instant::now(),
+    })
 }
 
 #[cfg(test)]

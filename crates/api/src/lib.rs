@@ -84,9 +84,15 @@ pub struct AppState {
     pub events: events::Hub,
     /// A receiver's clock off by more than this is flagged.
     pub max_clock_offset: chrono::Duration,
+    /// The last snapshot of `/metrics`' figures from the database.
+    pub metrics: Arc<fleet::MetricsCache>,
 }
 
 /// Largest request body accepted.
+/// How old the figures `/metrics` reads from the database may be: at most one scrape in
+/// this time reads them, whatever the number of scrapers.
+pub const METRICS_MAX_AGE: std::time::Duration = std::time::Duration::from_secs(15);
+
 pub const MAX_BODY_BYTES: usize = 2 * 1024 * 1024;
 
 pub fn router(state: AppState) -> Router {

@@ -336,6 +336,7 @@ impl App {
             }),
             events: api::events::Hub::new(),
             max_clock_offset: settings.max_clock_offset,
+            metrics: Default::default(),
         };
         tasks.spawn(crate::retention::run(
             store.clone(),
