@@ -83,10 +83,10 @@ async fn kannel_takes_our_messages_delivers_them_intact_and_reports_back() {
     let config = KannelConfig {
         base_url: kannel.sendsms_base(),
         username: "tester".to_owned(),
-        password: "foobar".to_owned(),
+        password: "foobar".to_owned().into(),
         from: "CANHBAO".to_owned(),
         dlr_url_base: format!("http://127.0.0.1:{dlr_port}/api/v1/sms/dlr/kannel"),
-        dlr_secret: SECRET.to_owned(),
+        dlr_secret: SECRET.to_owned().into(),
     };
     let limits = GatewayLimits {
         per_second: NonZeroU32::new(20).unwrap(),
@@ -125,7 +125,7 @@ async fn kannel_takes_our_messages_delivers_them_intact_and_reports_back() {
 
     let wrong = KannelGateway::new(
         KannelConfig {
-            password: "not-the-password".to_owned(),
+            password: "not-the-password".to_owned().into(),
             ..config.clone()
         },
         limits,

@@ -570,7 +570,7 @@ impl TestApp {
             // A registered receiver logs in as itself (the embedded broker, like
             // Mosquitto's generated ACL, keeps its own topics to its own login).
             username: password.as_ref().map(|_| id.to_owned()),
-            password,
+            password: password.map(secrecy::SecretString::from),
             heartbeat: Duration::from_secs(1),
             drills,
             tls: Default::default(),
@@ -606,7 +606,10 @@ impl TestApp {
         self.client(None).await
     }
 
-    async fn client(&self, credentials: Option<(String, String)>) -> Result<(MqttHandle, CancellationToken)> {
+    async fn client(
+        &self,
+        credentials: Option<(String, secrecy::SecretString)>,
+    ) -> Result<(MqttHandle, CancellationToken)> {
         let (username, password) = credentials.unzip();
         let (handle, driver, _rx) = dispatch::mqtt::connect(MqttSettings {
             broker: self.broker.clone(),

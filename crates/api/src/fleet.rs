@@ -9,6 +9,8 @@ use std::collections::BTreeMap;
 use std::fmt::Write as _;
 use std::sync::Arc;
 
+use secrecy::ExposeSecret as _;
+
 use axum::Json;
 use axum::body::Bytes;
 use axum::extract::{Path, State};
@@ -240,7 +242,7 @@ pub async fn register_receiver(
             commune: record.commune,
             trusted_keys,
             firmware,
-            mqtt_password: credentials.password,
+            mqtt_password: credentials.password.expose_secret().to_owned(),
         }),
     ))
 }
@@ -259,18 +261,13 @@ pub const BROKER_PASSWORD_LEN: usize = 24;
 
 const PASSWORD_ALPHABET: &[u8; 62] = b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789";
 
-/// A new broker password and its Mosquitto hash. `Debug` shows neither.
+/// A new broker password and its Mosquitto hash. `Debug` does not show the password.
+#[derive(Debug)]
 pub struct BrokerPassword {
     /// Shown once to whoever registered the receiver; never stored or logged.
-    pub password: String,
+    pub password: secrecy::SecretString,
     /// `$7$101$<salt>$<hash>`, for the registry and Mosquitto's password file.
     pub hash: String,
-}
-
-impl std::fmt::Debug for BrokerPassword {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.write_str("BrokerPassword(<redacted>)")
-    }
 }
 
 /// Draws a password from the operating system's CSPRNG (letters and digits, without
@@ -290,7 +287,10 @@ pub fn new_broker_password() -> Result<BrokerPassword, getrandom::Error> {
     let mut salt = [0u8; MOSQUITTO_SALT_LEN];
     getrandom::fill(&mut salt)?;
     let hash = mosquitto_hash(&password, &salt, MOSQUITTO_ITERATIONS);
-    Ok(BrokerPassword { password, hash })
+    Ok(BrokerPassword {
+        password: password.into(),
+        hash,
+    })
 }
 
 /// The password hash as Mosquitto 2.0's `mosquitto_passwd` writes it after `user:`:
@@ -708,19 +708,16 @@ mod tests {
     fn new_broker_passwords_are_random_letters_and_digits_with_their_hash() {
         let a = new_broker_password().unwrap();
         let b = new_broker_password().unwrap();
-        assert_ne!(a.password, b.password);
+        assert_ne!(a.password.expose_secret(), b.password.expose_secret());
         for p in [&a, &b] {
-            assert_eq!(p.password.len(), BROKER_PASSWORD_LEN);
-            assert!(
-                p.password.bytes().all(|c| c.is_ascii_alphanumeric()),
-                "{}",
-                p.password
-            );
+            let password = p.password.expose_secret();
+            assert_eq!(password.len(), BROKER_PASSWORD_LEN);
+            assert!(password.bytes().all(|c| c.is_ascii_alphanumeric()), "{password}");
             assert!(is_mosquitto_hash(&p.hash), "{}", p.hash);
             assert!(p.hash.starts_with("$7$101$"));
             let salt = B64.decode(p.hash.split('$').nth(3).unwrap()).unwrap();
-            assert_eq!(mosquitto_hash(&p.password, &salt, MOSQUITTO_ITERATIONS), p.hash);
-            assert!(!format!("{p:?}").contains(&p.password));
+            assert_eq!(mosquitto_hash(password, &salt, MOSQUITTO_ITERATIONS), p.hash);
+            assert!(!format!("{p:?}").contains(password));
         }
     }
 

@@ -115,7 +115,8 @@ pub struct LoginGuard {
 /// A password to check against a hash, and where the answer goes.
 struct Check {
     hash: String,
-    password: String,
+    /// Wiped from memory when dropped (`secrecy`).
+    password: secrecy::SecretString,
     answer: tokio::sync::oneshot::Sender<bool>,
 }
 
@@ -138,7 +139,11 @@ fn start_checkers(n: u32) -> std::sync::mpsc::Sender<Check> {
                         .unwrap_or_else(std::sync::PoisonError::into_inner)
                         .recv();
                     let Ok(check) = next else { return };
-                    let matches = verify_in(&mut memory, &check.hash, &check.password);
+                    let matches = verify_in(
+                        &mut memory,
+                        &check.hash,
+                        secrecy::ExposeSecret::expose_secret(&check.password),
+                    );
                     let _ = check.answer.send(matches);
                 }
             });
@@ -335,7 +340,10 @@ pub async fn login(
             .map(str::to_owned)
             .ok_or_else(|| ApiError::bad_request(name, format!("{name} is required (at most 256 bytes)")))
     };
-    let (username, password) = (field("username")?, field("password")?);
+    let (username, password) = (
+        field("username")?,
+        secrecy::SecretString::from(field("password")?),
+    );
     let now = Utc::now();
     let from = address.to_string();
     let held_off = || ApiError::too_many("too many failed logins for this name from this address");

@@ -29,6 +29,7 @@
 //! errors or in logs: [`KannelConfig`] and [`SendsmsUrl`] redact them, and transport
 //! errors are stripped of their URL.
 
+use secrecy::ExposeSecret as _;
 use std::fmt;
 use std::num::{NonZeroU32, NonZeroUsize};
 use std::time::Duration;
@@ -62,7 +63,8 @@ const REDACTED: &str = "[redacted]";
 // ------------------------------------------------------------------------------------
 
 /// One Kannel gateway: its smsbox, its `sendsms-user`, the sender and our DLR endpoint.
-#[derive(Clone, PartialEq, Eq)]
+/// `Debug` shows the secrets as `[REDACTED]` (`secrecy`).
+#[derive(Clone, Debug)]
 pub struct KannelConfig {
     /// smsbox's HTTP root, for example `http://127.0.0.1:13013` (its `sendsms-port`);
     /// [`SENDSMS_PATH`] is appended.
@@ -70,7 +72,7 @@ pub struct KannelConfig {
     /// The `sendsms-user` group's `username`.
     pub username: String,
     /// The `sendsms-user` group's `password`. Never shown.
-    pub password: String,
+    pub password: secrecy::SecretString,
     /// The sender: a registered brandname or a number.
     pub from: String,
     /// Our delivery-report endpoint for this gateway, for example
@@ -78,7 +80,7 @@ pub struct KannelConfig {
     /// Kannel's escape codes are added as query parameters.
     pub dlr_url_base: String,
     /// The per-gateway secret that authenticates delivery reports. Never shown.
-    pub dlr_secret: String,
+    pub dlr_secret: secrecy::SecretString,
 }
 
 impl KannelConfig {
@@ -103,32 +105,19 @@ impl KannelConfig {
         if self.username.is_empty() {
             problems.push("username is empty".to_owned());
         }
-        if self.password.is_empty() {
+        if self.password.expose_secret().is_empty() {
             problems.push("password is empty".to_owned());
         }
         if self.from.trim().is_empty() {
             problems.push("from (the sender) is empty".to_owned());
         }
-        if self.dlr_secret.chars().count() < Self::MIN_SECRET_CHARS {
+        if self.dlr_secret.expose_secret().chars().count() < Self::MIN_SECRET_CHARS {
             problems.push(format!(
                 "dlr_secret is shorter than {} characters",
                 Self::MIN_SECRET_CHARS
             ));
         }
         problems
-    }
-}
-
-impl fmt::Debug for KannelConfig {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.debug_struct("KannelConfig")
-            .field("base_url", &self.base_url)
-            .field("username", &self.username)
-            .field("password", &REDACTED)
-            .field("from", &self.from)
-            .field("dlr_url_base", &self.dlr_url_base)
-            .field("dlr_secret", &REDACTED)
-            .finish()
     }
 }
 
@@ -248,7 +237,7 @@ pub fn dlr_url(config: &KannelConfig, message_ref: &MessageRef) -> String {
     url.push_str("ref=");
     url.push_str(&kannel_literal(message_ref.as_str()));
     url.push_str("&secret=");
-    url.push_str(&kannel_literal(&config.dlr_secret));
+    url.push_str(&kannel_literal(config.dlr_secret.expose_secret()));
     url.push_str("&status=%d&ts=%T&answer=%A&smsc=%i&msgid=%F&to=%p");
     url
 }
@@ -269,7 +258,7 @@ pub fn sendsms_url(config: &KannelConfig, msg: &SmsMessage) -> Result<SendsmsUrl
     let dlr = dlr_url(config, &msg.message_ref);
     let params: [(&str, &str); 9] = [
         ("username", &config.username),
-        ("password", &config.password),
+        ("password", config.password.expose_secret()),
         ("from", &config.from),
         ("to", &msg.to),
         ("text", &msg.text),
@@ -902,10 +891,10 @@ mod tests {
         KannelConfig {
             base_url: "http://127.0.0.1:23013/".to_owned(),
             username: "tester".to_owned(),
-            password: "foobar".to_owned(),
+            password: "foobar".to_owned().into(),
             from: "CANHBAO".to_owned(),
             dlr_url_base: "http://127.0.0.1:23080/dlr".to_owned(),
-            dlr_secret: SECRET.to_owned(),
+            dlr_secret: SECRET.to_owned().into(),
         }
     }
 
@@ -975,7 +964,7 @@ mod tests {
     fn the_dlr_url_doubles_every_literal_percent_for_kannel() {
         let mut cfg = config();
         cfg.dlr_url_base = "https://x.example/dlr?gw=k%201".to_owned();
-        cfg.dlr_secret = "Zq%C3+/&x=1 ~Lạng sơn".to_owned();
+        cfg.dlr_secret = "Zq%C3+/&x=1 ~Lạng sơn".to_owned().into();
         let url = dlr_url(&cfg, &MessageRef::new("r-1").unwrap());
         assert_eq!(
             url,
@@ -989,7 +978,7 @@ mod tests {
     fn a_report_filled_in_by_kannel_parses_back_to_our_reference_and_secret() {
         for secret in [SECRET, "Zq%C3+/&x=1 ~Lạng sơn", "%d%A%%%F%T....."] {
             let mut cfg = config();
-            cfg.dlr_secret = secret.to_owned();
+            cfg.dlr_secret = secret.to_owned().into();
             let reference = MessageRef::new("alert-7.v2:84912345678").unwrap();
             let filled = kannel_fill(&dlr_url(&cfg, &reference), 16, "NACK/0x0000000b/Invalid Dest", "");
             let report = parse_dlr_query(query_of(&filled), secret).unwrap();
@@ -1187,10 +1176,10 @@ mod tests {
         let bad = KannelConfig {
             base_url: "127.0.0.1:13013?x".to_owned(),
             username: String::new(),
-            password: String::new(),
+            password: String::new().into(),
             from: " ".to_owned(),
             dlr_url_base: "http://h/dlr#x".to_owned(),
-            dlr_secret: "short".to_owned(),
+            dlr_secret: "short".to_owned().into(),
         };
         assert_eq!(bad.problems().len(), 7, "{:?}", bad.problems());
         assert!(config().problems().is_empty());

@@ -1,6 +1,7 @@
 //! Every configured SMS gateway behind one type: [`Gateway`] sends one message and reads
 //! the delivery reports that come back to its callback, whatever kind it is.
 
+use secrecy::ExposeSecret as _;
 use std::fmt;
 
 use crate::sms_gateway::{
@@ -71,8 +72,8 @@ impl Gateway {
     /// The gateway's secret is checked before anything else.
     pub fn parse_dlr(&self, query: &str, body: &str) -> Result<DeliveryReport, DlrError> {
         match &self.kind {
-            GatewayKind::Kannel(g) => parse_dlr_query(query, &g.config().dlr_secret),
-            GatewayKind::Jasmin(g) => parse_jasmin_dlr(query, body, &g.config().dlr_secret),
+            GatewayKind::Kannel(g) => parse_dlr_query(query, g.config().dlr_secret.expose_secret()),
+            GatewayKind::Jasmin(g) => parse_jasmin_dlr(query, body, g.config().dlr_secret.expose_secret()),
             GatewayKind::Webhook(g) => parse_webhook_dlr(query, body, g.config()),
         }
     }

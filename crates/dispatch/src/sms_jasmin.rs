@@ -39,6 +39,7 @@
 //! Secrets (the password and the DLR secret) never appear in `Debug` output, in errors or
 //! in logs.
 
+use secrecy::ExposeSecret as _;
 use std::fmt;
 
 use crate::sms_gateway::{
@@ -65,14 +66,15 @@ const REDACTED: &str = "[redacted]";
 // ------------------------------------------------------------------------------------
 
 /// One Jasmin gateway: its HTTP API, its user, the sender and our DLR endpoint.
-#[derive(Clone, PartialEq, Eq)]
+/// `Debug` shows the secrets as `[REDACTED]` (`secrecy`).
+#[derive(Clone, Debug)]
 pub struct JasminConfig {
     /// The HTTP API's root, for example `http://127.0.0.1:1401`; [`SEND_PATH`] is appended.
     pub base_url: String,
     /// The Jasmin user's `username`.
     pub username: String,
     /// The Jasmin user's `password`. Never shown.
-    pub password: String,
+    pub password: secrecy::SecretString,
     /// The sender: a registered brandname or a number.
     pub from: String,
     /// Our delivery-report endpoint for this gateway, for example
@@ -80,7 +82,7 @@ pub struct JasminConfig {
     /// added as query parameters.
     pub dlr_url_base: String,
     /// The per-gateway secret that authenticates delivery reports. Never shown.
-    pub dlr_secret: String,
+    pub dlr_secret: secrecy::SecretString,
 }
 
 impl JasminConfig {
@@ -96,27 +98,14 @@ impl JasminConfig {
         if self.username.is_empty() {
             problems.push("username is empty".to_owned());
         }
-        if self.password.is_empty() {
+        if self.password.expose_secret().is_empty() {
             problems.push("password is empty".to_owned());
         }
         if self.from.trim().is_empty() {
             problems.push("from (the sender) is empty".to_owned());
         }
-        check_secret(&mut problems, &self.dlr_secret);
+        check_secret(&mut problems, self.dlr_secret.expose_secret());
         problems
-    }
-}
-
-impl fmt::Debug for JasminConfig {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.debug_struct("JasminConfig")
-            .field("base_url", &self.base_url)
-            .field("username", &self.username)
-            .field("password", &REDACTED)
-            .field("from", &self.from)
-            .field("dlr_url_base", &self.dlr_url_base)
-            .field("dlr_secret", &REDACTED)
-            .finish()
     }
 }
 
@@ -180,7 +169,11 @@ pub(crate) fn callback_url(base: &str, message_ref: &MessageRef, secret: &str) -
 
 /// The `dlr-url` for one message: our endpoint with the reference and the secret.
 pub fn jasmin_dlr_url(config: &JasminConfig, message_ref: &MessageRef) -> String {
-    callback_url(&config.dlr_url_base, message_ref, &config.dlr_secret)
+    callback_url(
+        &config.dlr_url_base,
+        message_ref,
+        config.dlr_secret.expose_secret(),
+    )
 }
 
 /// The text as upper-case hexadecimal UTF-16BE, for `hex-content`.
@@ -243,7 +236,7 @@ pub fn jasmin_request(config: &JasminConfig, msg: &SmsMessage) -> Result<JasminR
     };
     let fields: [(&str, &str); 10] = [
         ("username", &config.username),
-        ("password", &config.password),
+        ("password", config.password.expose_secret()),
         ("to", to),
         ("from", &config.from),
         ("coding", &coding),
@@ -482,10 +475,10 @@ mod tests {
         JasminConfig {
             base_url: "http://127.0.0.1:1401/".to_owned(),
             username: "canhbao".to_owned(),
-            password: "jasm1n&pw=+".to_owned(),
+            password: "jasm1n&pw=+".to_owned().into(),
             from: "CANHBAO".to_owned(),
             dlr_url_base: "http://127.0.0.1:23080/dlr".to_owned(),
-            dlr_secret: SECRET.to_owned(),
+            dlr_secret: SECRET.to_owned().into(),
         }
     }
 
@@ -596,7 +589,7 @@ mod tests {
     fn the_dlr_url_carries_our_reference_and_secret_percent_encoded_once() {
         let mut cfg = config();
         cfg.dlr_url_base = "https://x.example/dlr?gw=j%201".to_owned();
-        cfg.dlr_secret = "Zq%C3+/&x=1 ~Lạng sơn?".to_owned();
+        cfg.dlr_secret = "Zq%C3+/&x=1 ~Lạng sơn?".to_owned().into();
         let reference = MessageRef::new("r-1").unwrap();
         let url = jasmin_dlr_url(&cfg, &reference);
         assert_eq!(
@@ -605,8 +598,12 @@ mod tests {
              &secret=Zq%25C3%2B%2F%26x%3D1%20~L%E1%BA%A1ng%20s%C6%A1n%3F"
         );
         let query = url.split_once('?').unwrap().1;
-        let report =
-            parse_jasmin_dlr(query, "id=x&level=1&message_status=ESME_ROK", &cfg.dlr_secret).unwrap();
+        let report = parse_jasmin_dlr(
+            query,
+            "id=x&level=1&message_status=ESME_ROK",
+            cfg.dlr_secret.expose_secret(),
+        )
+        .unwrap();
         assert_eq!(report.message_ref, reference);
     }
 
@@ -832,10 +829,10 @@ mod tests {
         let bad = JasminConfig {
             base_url: "127.0.0.1:1401?x".to_owned(),
             username: String::new(),
-            password: String::new(),
+            password: String::new().into(),
             from: " ".to_owned(),
             dlr_url_base: "http://h/dlr#x".to_owned(),
-            dlr_secret: "short".to_owned(),
+            dlr_secret: "short".to_owned().into(),
         };
         assert_eq!(bad.problems().len(), 7, "{:?}", bad.problems());
         assert!(config().problems().is_empty());

@@ -11,6 +11,7 @@
 //! Secrets (header values, which hold API keys; literal strings of the body template; the
 //! URL's query; the DLR secret) never appear in `Debug` output, in errors or in logs.
 
+use secrecy::ExposeSecret as _;
 use std::fmt;
 
 use reqwest::header::{CONTENT_TYPE, HeaderName, HeaderValue};
@@ -104,7 +105,7 @@ impl Placeholder {
 }
 
 /// One webhook provider.
-#[derive(Clone, PartialEq)]
+#[derive(Clone)]
 pub struct WebhookConfig {
     /// Where to send, for example `https://sms.example/v1/messages`. Its query, if any, is
     /// never shown (it may hold a key).
@@ -123,7 +124,7 @@ pub struct WebhookConfig {
     /// reference and the secret as query parameters.
     pub dlr_url_base: String,
     /// The per-gateway secret that authenticates delivery reports. Never shown.
-    pub dlr_secret: String,
+    pub dlr_secret: secrecy::SecretString,
     /// A JSON pointer (RFC 6901) to the status in a delivery report's JSON body;
     /// [`WebhookConfig::DEFAULT_STATUS_POINTER`] by default.
     pub status_pointer: String,
@@ -147,7 +148,7 @@ impl WebhookConfig {
             body,
             from: String::new(),
             dlr_url_base: String::new(),
-            dlr_secret: String::new(),
+            dlr_secret: String::new().into(),
             status_pointer: Self::DEFAULT_STATUS_POINTER.to_owned(),
             status_map: Vec::new(),
             accepted_statuses: Vec::new(),
@@ -159,7 +160,7 @@ impl WebhookConfig {
         let mut problems = Vec::new();
         check_url(&mut problems, "url", &self.url);
         check_url(&mut problems, "dlr_url_base", &self.dlr_url_base);
-        check_secret(&mut problems, &self.dlr_secret);
+        check_secret(&mut problems, self.dlr_secret.expose_secret());
 
         let mut used = Vec::new();
         let mut unknown = Vec::new();
@@ -376,7 +377,11 @@ impl Values<'_> {
 
 /// The `{{dlr_url}}` for one message.
 pub fn webhook_dlr_url(config: &WebhookConfig, message_ref: &MessageRef) -> String {
-    callback_url(&config.dlr_url_base, message_ref, &config.dlr_secret)
+    callback_url(
+        &config.dlr_url_base,
+        message_ref,
+        config.dlr_secret.expose_secret(),
+    )
 }
 
 /// Why a webhook request cannot be built (nothing was sent).
@@ -513,7 +518,7 @@ pub fn parse_webhook_dlr(
     body: &str,
     config: &WebhookConfig,
 ) -> Result<DeliveryReport, DlrError> {
-    let message_ref = authenticate_callback(&Fields::query(query), &config.dlr_secret)?;
+    let message_ref = authenticate_callback(&Fields::query(query), config.dlr_secret.expose_secret())?;
     let json: Value = serde_json::from_str(body).map_err(|e| DlrError::NotJson(e.to_string()))?;
     let word = match json.pointer(&config.status_pointer) {
         Some(Value::String(s)) => s.clone(),
@@ -591,7 +596,7 @@ mod tests {
             ],
             from: "CANHBAO".to_owned(),
             dlr_url_base: "https://canhbao.example/api/v1/sms/dlr/hook".to_owned(),
-            dlr_secret: SECRET.to_owned(),
+            dlr_secret: SECRET.to_owned().into(),
             status_map: vec![
                 ("delivered".to_owned(), DlrStatus::Delivered),
                 ("failed".to_owned(), DlrStatus::Failed),
@@ -690,7 +695,7 @@ mod tests {
             ],
             body: json!({"msg": "{{txt}}", "from": "{{from}}"}),
             dlr_url_base: "/dlr".to_owned(),
-            dlr_secret: "short".to_owned(),
+            dlr_secret: "short".to_owned().into(),
             status_pointer: "status".to_owned(),
             status_map: Vec::new(),
             accepted_statuses: vec![200, 404],
@@ -904,7 +909,7 @@ mod tests {
             DlrError::BadRef("a/b".to_owned()),
         );
         let mut unset = config();
-        unset.dlr_secret = String::new();
+        unset.dlr_secret = String::new().into();
         assert_eq!(
             parse_webhook_dlr(&format!("ref=a&secret={SECRET}"), body, &unset),
             Err(DlrError::NoSecretConfigured)

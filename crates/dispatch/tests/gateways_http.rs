@@ -114,10 +114,10 @@ fn jasmin_config(base_url: &str) -> JasminConfig {
     JasminConfig {
         base_url: base_url.to_owned(),
         username: "canhbao".to_owned(),
-        password: "jasmin-pw&=+".to_owned(),
+        password: "jasmin-pw&=+".to_owned().into(),
         from: "CANHBAO".to_owned(),
         dlr_url_base: "http://127.0.0.1:9/api/v1/sms/dlr/jasmin".to_owned(),
-        dlr_secret: SECRET.to_owned(),
+        dlr_secret: SECRET.to_owned().into(),
     }
 }
 
@@ -130,7 +130,7 @@ fn webhook_config(url: &str) -> WebhookConfig {
         ],
         from: "CANHBAO".to_owned(),
         dlr_url_base: "http://127.0.0.1:9/api/v1/sms/dlr/hook".to_owned(),
-        dlr_secret: SECRET.to_owned(),
+        dlr_secret: SECRET.to_owned().into(),
         status_pointer: "/event/status".to_owned(),
         status_map: vec![
             ("DELIVERED".to_owned(), DlrStatus::Delivered),
@@ -285,7 +285,7 @@ async fn jasmin_gets_every_field_and_its_answers_map_to_outcomes() {
     );
     let wrong_password = JasminGateway::new(
         JasminConfig {
-            password: "not-it".to_owned(),
+            password: "not-it".to_owned().into(),
             ..jasmin_config(&base)
         },
         limits(),

@@ -7,6 +7,7 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
 
 use rumqttc::{AsyncClient, Event, EventLoop, LastWill, MqttOptions, Packet, QoS};
+use secrecy::{ExposeSecret as _, SecretString};
 use tokio::sync::{mpsc, watch};
 use tokio_util::sync::CancellationToken;
 
@@ -78,12 +79,13 @@ impl std::fmt::Debug for TlsMaterial {
 }
 
 /// How to connect.
-#[derive(Clone)]
+#[derive(Clone, Debug)]
 pub struct MqttSettings {
     pub broker: BrokerUrl,
     pub client_id: String,
     pub username: Option<String>,
-    pub password: Option<String>,
+    /// Never shown: `Debug` prints it redacted.
+    pub password: Option<SecretString>,
     pub keep_alive: Duration,
     /// Keep the session (and QoS 1 messages queued for it) across reconnects.
     pub persistent_session: bool,
@@ -95,17 +97,6 @@ pub struct MqttSettings {
     pub on_connect: Option<(String, Vec<u8>)>,
     /// For `mqtts://` brokers.
     pub tls: TlsMaterial,
-}
-
-impl std::fmt::Debug for MqttSettings {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("MqttSettings")
-            .field("broker", &self.broker)
-            .field("client_id", &self.client_id)
-            .field("username", &self.username)
-            .field("password", &self.password.as_ref().map(|_| "<redacted>"))
-            .finish_non_exhaustive()
-    }
 }
 
 /// An inbound PUBLISH, as received.
@@ -254,7 +245,7 @@ fn options(settings: &MqttSettings, broker: &BrokerUrl) -> MqttOptions {
     opts.set_clean_session(!settings.persistent_session);
     opts.set_max_packet_size(256 * 1024, 256 * 1024);
     if let (Some(u), Some(p)) = (&settings.username, &settings.password) {
-        opts.set_credentials(u, p);
+        opts.set_credentials(u, p.expose_secret());
     }
     if let Some((topic, payload)) = &settings.last_will {
         opts.set_last_will(LastWill::new(topic, payload.clone(), QoS::AtLeastOnce, true));

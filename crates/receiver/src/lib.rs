@@ -65,7 +65,7 @@ pub struct ReceiverConfig {
     /// a restart keeps a revocation. `None`: kept in memory only.
     pub key_set_file: Option<PathBuf>,
     pub username: Option<String>,
-    pub password: Option<String>,
+    pub password: Option<secrecy::SecretString>,
     pub heartbeat: Duration,
     /// Enrolled for drills: plays Exercise and Test alerts. A receiver not enrolled
     /// ignores them (no play, no receipt); the service does not expect it to.

@@ -348,7 +348,7 @@ async fn baseline(
     let config = KannelConfig {
         base_url: bench.kannel.clone(),
         username: bench.username.clone(),
-        password: bench.password.clone(),
+        password: bench.password.clone().into(),
         from: "CANHBAO".into(),
         dlr_url_base: sink.unwrap_or("http://127.0.0.1:9/unused").to_owned(),
         dlr_secret: "baseline-secret-baseline".into(),

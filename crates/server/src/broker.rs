@@ -12,6 +12,7 @@ use rmqtt::net::Builder;
 use rmqtt::retain::{DefaultRetainStorage, RetainStorage};
 use rmqtt::server::MqttServer;
 use rmqtt::types::{Retain, TopicFilter, TopicName};
+use secrecy::{ExposeSecret as _, SecretString};
 use tokio::task::JoinHandle;
 
 /// Retained messages kept in memory, through rmqtt's own retain tree. Lost when the
@@ -49,21 +50,12 @@ pub struct EmbeddedBroker {
 
 /// The service's own identity on the embedded broker: its client id, and a username and
 /// password made for this process alone.
-#[derive(Clone)]
+#[derive(Clone, Debug)]
 pub struct ServiceIdentity {
     pub client_id: String,
     pub username: String,
-    pub password: String,
-}
-
-impl std::fmt::Debug for ServiceIdentity {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("ServiceIdentity")
-            .field("client_id", &self.client_id)
-            .field("username", &self.username)
-            .field("password", &"<redacted>")
-            .finish()
-    }
+    /// Never shown: `Debug` prints it redacted.
+    pub password: SecretString,
 }
 
 impl ServiceIdentity {
@@ -75,14 +67,16 @@ impl ServiceIdentity {
         Ok(Self {
             client_id: client_id.to_owned(),
             username: "canhbao-service".to_owned(),
-            password: base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(bytes),
+            password: base64::engine::general_purpose::URL_SAFE_NO_PAD
+                .encode(bytes)
+                .into(),
         })
     }
 
     fn is(&self, username: Option<&str>, password: Option<&[u8]>) -> bool {
         use subtle::ConstantTimeEq;
         username == Some(self.username.as_str())
-            && password.is_some_and(|p| bool::from(p.ct_eq(self.password.as_bytes())))
+            && password.is_some_and(|p| bool::from(p.ct_eq(self.password.expose_secret().as_bytes())))
     }
 }
 

@@ -75,7 +75,7 @@ pub enum MqttMode {
     },
 }
 
-#[derive(Clone)]
+#[derive(Clone, Debug)]
 pub struct MqttConfig {
     pub mode: MqttMode,
     /// For `mqtts://` brokers: the CA to trust and the client certificate, read at load.
@@ -83,20 +83,9 @@ pub struct MqttConfig {
     pub topic_prefix: String,
     pub client_id: String,
     pub username: Option<String>,
-    pub password: Option<String>,
+    /// Never shown: `Debug` prints it redacted.
+    pub password: Option<secrecy::SecretString>,
     pub keep_alive: Duration,
-}
-
-impl std::fmt::Debug for MqttConfig {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("MqttConfig")
-            .field("mode", &self.mode)
-            .field("topic_prefix", &self.topic_prefix)
-            .field("client_id", &self.client_id)
-            .field("username", &self.username)
-            .field("password", &self.password.as_ref().map(|_| "<redacted>"))
-            .finish()
-    }
 }
 
 /// How the API is served: HTTPS or not, and connection limits.
@@ -1270,7 +1259,7 @@ fn mqtt_config(m: MqttRaw, problems: &mut Problems) -> Option<MqttConfig> {
         topic_prefix: m.topic_prefix,
         client_id: m.client_id,
         username: non_empty(m.username),
-        password: non_empty(m.password),
+        password: non_empty(m.password).map(secrecy::SecretString::from),
         keep_alive: Duration::from_secs(m.keep_alive_s),
     })
 }

@@ -1040,7 +1040,11 @@ fn mosquitto_config(
     std::fs::create_dir_all(&settings.data_dir)?;
     let (password, source) = mosquitto::service_password(
         password_file,
-        settings.mqtt.password.as_deref(),
+        settings
+            .mqtt
+            .password
+            .as_ref()
+            .map(secrecy::ExposeSecret::expose_secret),
         &settings.data_dir,
     )?;
     let service = ServiceAccount::new(&username, &password)?;

@@ -314,8 +314,15 @@ pub fn service_password(
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
             let new = api::fleet::new_broker_password()
                 .map_err(|e| anyhow::anyhow!("no system randomness for a password: {e}"))?;
-            write_replacing(&path, format!("{}\n", new.password).as_bytes(), 0o600)?;
-            Ok((new.password, PasswordSource::Created(path)))
+            write_replacing(
+                &path,
+                format!("{}\n", secrecy::ExposeSecret::expose_secret(&new.password)).as_bytes(),
+                0o600,
+            )?;
+            Ok((
+                secrecy::ExposeSecret::expose_secret(&new.password).to_owned(),
+                PasswordSource::Created(path),
+            ))
         }
         Err(e) => Err(e).with_context(|| format!("reading {}", path.display())),
     }

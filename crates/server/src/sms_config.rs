@@ -2,6 +2,7 @@
 //! order. Gateway secrets (passwords, DLR secrets, API keys) never live in a file: each
 //! is named by an environment variable starting with `CANHBAO_SECRET_`.
 
+use secrecy::ExposeSecret as _;
 use std::collections::BTreeMap;
 use std::num::{NonZeroU32, NonZeroUsize};
 use std::time::Duration;
@@ -295,12 +296,15 @@ pub(crate) fn load(
                 let config = KannelConfig {
                     base_url: g.url.clone(),
                     username: g.username.clone(),
-                    password,
+                    password: password.into(),
                     from: raw.sender.clone(),
                     dlr_url_base,
-                    dlr_secret,
+                    dlr_secret: dlr_secret.into(),
                 };
-                let missing = (config.password.is_empty(), config.dlr_secret.is_empty());
+                let missing = (
+                    config.password.expose_secret().is_empty(),
+                    config.dlr_secret.expose_secret().is_empty(),
+                );
                 problems.extend(gateway_problems(&at, config.problems(), missing));
                 Some(SpecKind::Kannel(config))
             }
@@ -309,12 +313,15 @@ pub(crate) fn load(
                 let config = JasminConfig {
                     base_url: g.url.clone(),
                     username: g.username.clone(),
-                    password,
+                    password: password.into(),
                     from: raw.sender.clone(),
                     dlr_url_base,
-                    dlr_secret,
+                    dlr_secret: dlr_secret.into(),
                 };
-                let missing = (config.password.is_empty(), config.dlr_secret.is_empty());
+                let missing = (
+                    config.password.expose_secret().is_empty(),
+                    config.dlr_secret.expose_secret().is_empty(),
+                );
                 problems.extend(gateway_problems(&at, config.problems(), missing));
                 Some(SpecKind::Jasmin(config))
             }
@@ -437,7 +444,7 @@ fn webhook(
     config.headers = headers;
     config.from = sender.to_owned();
     config.dlr_url_base = dlr_url_base;
-    config.dlr_secret = dlr_secret;
+    config.dlr_secret = dlr_secret.into();
     if let Some(p) = &g.status_pointer {
         config.status_pointer = p.clone();
     }
@@ -445,7 +452,7 @@ fn webhook(
     problems.extend(gateway_problems(
         at,
         config.problems(),
-        (false, config.dlr_secret.is_empty()),
+        (false, config.dlr_secret.expose_secret().is_empty()),
     ));
     Some(config)
 }

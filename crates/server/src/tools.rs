@@ -488,7 +488,11 @@ pub async fn receivers_add(
         note,
         "registered {id} for commune {commune}; its MQTT username is {id}"
     )?;
-    writeln!(out, "{}", credentials.password)?;
+    writeln!(
+        out,
+        "{}",
+        secrecy::ExposeSecret::expose_secret(&credentials.password)
+    )?;
     writeln!(
         note,
         "this is the only time its MQTT password is shown; the registry keeps only its hash. \

@@ -182,7 +182,7 @@ impl Fleet {
                 provisioning: provisioning.clone(),
                 key_set_file: Some(state_dir.join(format!("{id}.keys"))),
                 username: password.as_ref().map(|_| id.clone()),
-                password,
+                password: password.map(secrecy::SecretString::from),
                 heartbeat: Duration::from_secs(5),
                 drills: true,
                 tls: Default::default(),
