@@ -177,6 +177,57 @@ async fn on_the_embedded_broker_nobody_else_forges_a_receivers_receipt_touches_a
         "the real receiver's own receipt counts: {receipts:?}"
     );
 
+    // A receiver registered straight into the store, without a broker password (as no
+    // command or API call does): nobody may speak for it, and nobody may log in as it.
+    app.app
+        .store()
+        .register_receiver(&store::RegisteredReceiver {
+            receiver_id: "loa-acl-3".into(),
+            commune: "06385".into(),
+            password_hash: None,
+            trusted_keys: vec![],
+            firmware: None,
+            registered: chrono::Utc::now(),
+            drills: false,
+        })
+        .await
+        .unwrap();
+    tokio::time::sleep(Duration::from_millis(2500)).await;
+    let mut forged_receipt = forged_receipt.clone();
+    forged_receipt["receiver_id"] = "loa-acl-3".into();
+    anon.publish(
+        &topics.receipt(&ReceiverId::new("loa-acl-3").unwrap()),
+        forged_receipt.to_string().into_bytes(),
+        false,
+    )
+    .await
+    .unwrap();
+    let (impostor, impostor_driver, _rx) = dispatch::mqtt::connect(dispatch::mqtt::MqttSettings {
+        broker: app.broker.clone(),
+        client_id: "rx-loa-acl-3".into(),
+        username: Some("loa-acl-3".into()),
+        password: Some("anything at all".into()),
+        keep_alive: Duration::from_secs(30),
+        persistent_session: false,
+        subscriptions: vec![],
+        last_will: None,
+        on_connect: None,
+        tls: Default::default(),
+    });
+    let stop_impostor = tokio_util::sync::CancellationToken::new();
+    tokio::spawn(impostor_driver.run(stop_impostor.clone()));
+    tokio::time::sleep(Duration::from_millis(1500)).await;
+    assert!(
+        !impostor.is_connected(),
+        "a login as a receiver without a broker password was taken"
+    );
+    stop_impostor.cancel();
+    let receipts = app.app.store().receipts_for_alert(&alert_id).await.unwrap();
+    assert!(
+        receipts.iter().all(|r| r.receiver_id != "loa-acl-3"),
+        "a forged receipt was taken: {receipts:?}"
+    );
+
     // It clears the alert's retained copy and publishes a forged envelope: the broker
     // drops both.
     let commune = domain::CommuneCode::new("06385").unwrap();

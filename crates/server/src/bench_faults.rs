@@ -37,9 +37,12 @@ pub(crate) async fn register(
     run: &str,
     n: usize,
     communes: &[CommuneCode],
-) -> Result<Vec<(ReceiverId, CommuneCode)>> {
+) -> Result<Members> {
     let now = Utc::now();
     let mut out = Vec::with_capacity(n);
+    // One broker password for the run's receivers (each logs in as itself with it): the
+    // embedded broker takes a registered receiver's topics only from its own login.
+    let credentials = api::fleet::new_broker_password()?;
     for i in 0..n {
         let id = ReceiverId::new(&format!("{run}-{i}"))?;
         let commune = communes[i % communes.len()].clone();
@@ -47,7 +50,7 @@ pub(crate) async fn register(
             .register_receiver(&store::RegisteredReceiver {
                 receiver_id: id.to_string(),
                 commune: commune.to_string(),
-                password_hash: None,
+                password_hash: Some(credentials.hash.clone()),
                 trusted_keys: vec![],
                 firmware: None,
                 registered: now,
@@ -56,7 +59,16 @@ pub(crate) async fn register(
             .await?;
         out.push((id, commune));
     }
-    Ok(out)
+    Ok(Members {
+        list: out,
+        password: credentials.password,
+    })
+}
+
+/// Receivers registered for a run, and the broker password they share.
+pub(crate) struct Members {
+    pub list: Vec<(ReceiverId, CommuneCode)>,
+    pub password: secrecy::SecretString,
 }
 
 /// A heartbeat interval longer than any run: no burst of heartbeats lands inside one.
@@ -78,9 +90,13 @@ impl Fleet {
         broker: &BrokerUrl,
         topics: &Topics,
         keys: &TrustedKeys,
-        members: Vec<(ReceiverId, CommuneCode)>,
+        members: Members,
         heartbeat: Duration,
     ) -> Fleet {
+        let Members {
+            list: members,
+            password,
+        } = members;
         let plays = Arc::new(Mutex::new(vec![Vec::new(); members.len()]));
         let count = Arc::new(AtomicUsize::new(0));
         let stop = CancellationToken::new();
@@ -94,8 +110,8 @@ impl Fleet {
                 keys: keys.clone(),
                 provisioning: TrustedKeys::default(),
                 key_set_file: None,
-                username: None,
-                password: None,
+                username: Some(id.to_string()),
+                password: Some(password.clone()),
                 heartbeat,
                 drills: true,
                 tls: Default::default(),

@@ -84,18 +84,20 @@ impl ServiceIdentity {
 /// (its username and per-process password) may use the service's client id, and only the
 /// service may publish under the province's topics (alerts and commune states: so no
 /// other client can clear a live alert's retained copy or put a forged envelope before
-/// receivers). Receivers and stations stay anonymous here, reading alerts and writing
-/// their own receipts, heartbeats, status and telemetry.
+/// receivers). A registered receiver logs in with its id and broker password, and alone
+/// writes its receipts, heartbeat and status; anyone may read alerts, and stations push
+/// telemetry anonymously.
 struct Acl {
     service: ServiceIdentity,
     /// `{prefix}/{province}/`: alert and state topics.
     service_only: String,
     /// Receivers' own topics, to tell whose a receipt, heartbeat or status topic is.
     topics: dispatch::Topics,
-    /// Receivers registered with a broker password, and its hash, read from the registry
-    /// every few seconds (so that logins never wait on the database, nor fail while it is
-    /// away): their receipt, heartbeat and status topics take only their own login.
-    protected: Arc<std::sync::RwLock<std::collections::HashMap<String, String>>>,
+    /// Every registered receiver, with its broker password hash if it has one, read from
+    /// the registry every few seconds (so that logins never wait on the database, nor fail
+    /// while it is away): their receipt, heartbeat and status topics take only their own
+    /// login, and one without a password cannot log in at all.
+    protected: Arc<std::sync::RwLock<std::collections::HashMap<String, Option<String>>>>,
 }
 
 impl Acl {
@@ -114,6 +116,9 @@ impl Acl {
             ) => r,
             _ => return true,
         };
+        // A registered receiver's topics take only its own login (checked against its
+        // broker password when it connected); an unregistered id's messages count for
+        // nothing, and are left to the service to count.
         username == Some(owner.as_str())
             || !self
                 .protected
@@ -157,7 +162,7 @@ impl rmqtt::hook::Handler for Acl {
                         .get(user)
                         .cloned();
                     match hash {
-                        Some(hash)
+                        Some(Some(hash))
                             if password.is_some_and(|p| {
                                 std::str::from_utf8(p)
                                     .is_ok_and(|p| api::fleet::verify_mosquitto_hash(p, &hash))
@@ -165,8 +170,14 @@ impl rmqtt::hook::Handler for Acl {
                         {
                             AuthResult::Allow(false, None)
                         }
-                        Some(_) => {
+                        Some(Some(_)) => {
                             tracing::warn!(receiver = %domain::cut(user), "embedded broker: a receiver's login with a wrong password refused");
+                            AuthResult::BadUsernameOrPassword
+                        }
+                        // Registered without a broker password (only the store can do
+                        // that): nobody may speak for it.
+                        Some(None) => {
+                            tracing::warn!(receiver = %domain::cut(user), "embedded broker: a receiver registered without a broker password cannot log in; register it with `canhbao receivers add` or POST /api/v1/receivers");
                             AuthResult::BadUsernameOrPassword
                         }
                         // Not a receiver with a password: an anonymous client, as any other.
@@ -267,22 +278,22 @@ pub async fn start(
     Ok(EmbeddedBroker { addr, task })
 }
 
-/// How often the receivers with a broker password are read again: a receiver registered
-/// with one is protected within this. While the database is away the last list stands.
+/// How often the registered receivers are read again: a receiver registered is protected
+/// within this. While the database is away the last list stands.
 const PROTECTED_REFRESH: Duration = Duration::from_secs(2);
 
 async fn refresh_protected(
     store: &store::Store,
-    protected: &std::sync::RwLock<std::collections::HashMap<String, String>>,
+    protected: &std::sync::RwLock<std::collections::HashMap<String, Option<String>>>,
 ) {
-    match store.receivers_with_password().await {
+    match store.receiver_logins().await {
         Ok(ids) => {
             *protected
                 .write()
                 .unwrap_or_else(std::sync::PoisonError::into_inner) = ids.into_iter().collect();
         }
         Err(e) => {
-            tracing::warn!(error = %e, "embedded broker: the receivers with a password could not be read")
+            tracing::warn!(error = %e, "embedded broker: the registered receivers could not be read")
         }
     }
 }

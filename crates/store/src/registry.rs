@@ -193,12 +193,11 @@ impl Store {
         Ok(row.try_get("n")?)
     }
 
-    /// The registered receivers that have a broker password, with its hash (their own
-    /// topics are theirs alone on the embedded broker).
-    pub async fn receivers_with_password(&self) -> Result<Vec<(String, String)>> {
-        let rows: Vec<(String, String)> = sqlx::query_as(
-            "SELECT receiver_id, password_hash FROM receiver_registry
-             WHERE password_hash IS NOT NULL AND removed_ms IS NULL",
+    /// Every registered receiver (not removed) with its broker password hash, if it has
+    /// one: who may log in on the embedded broker as which receiver.
+    pub async fn receiver_logins(&self) -> Result<Vec<(String, Option<String>)>> {
+        let rows: Vec<(String, Option<String>)> = sqlx::query_as(
+            "SELECT receiver_id, password_hash FROM receiver_registry WHERE removed_ms IS NULL",
         )
         .fetch_all(&self.pool)
         .await?;
