@@ -232,3 +232,48 @@ async fn a_flood_of_scrapes_reads_the_database_once_and_counters_stay_current() 
     assert_eq!(metric(&after, "canhbao_metrics_snapshots_total"), Some(1.0));
     app.app.stop().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn each_route_takes_a_body_no_larger_than_its_purpose_needs() {
+    let app = TestApp::spawn(Broker::Embedded).await.unwrap();
+    let big = |n: usize| format!("{{\"x\":\"{}\"}}", "a".repeat(n)).into_bytes();
+    // A login is a name and a password: 8 KiB is refused before any password is checked.
+    let (status, _) = app
+        .post("/api/v1/login", "application/json", &big(8 * 1024))
+        .await
+        .unwrap();
+    assert_eq!(status, 413);
+    // A warning is a form: 300 KiB is refused, on the routes that send too.
+    let (status, _) = app
+        .post("/api/v1/warnings", "application/json", &big(300 * 1024))
+        .await
+        .unwrap();
+    assert_eq!(status, 413);
+    let (status, _) = app
+        .call_as(
+            &app.token,
+            "POST",
+            "/api/v1/alerts/khong-co/cancel",
+            None,
+            &serde_json::json!({"reason": "x".repeat(300 * 1024)}),
+        )
+        .await
+        .map(|(s, v, _)| (s, v))
+        .unwrap();
+    assert_eq!(status, 413);
+    // An observation batch may be larger: 300 KiB reaches its parser (and is refused there
+    // for what it says, not for its size).
+    let (status, _) = app
+        .post("/api/v1/observations", "application/json", &big(300 * 1024))
+        .await
+        .unwrap();
+    assert_eq!(status, 400);
+    let (_, rejections) = app.get("/api/v1/rejections").await.unwrap();
+    assert!(
+        rejections
+            .to_string()
+            .contains("413: the body is over this route's limit"),
+        "{rejections}"
+    );
+    app.app.stop().await;
+}

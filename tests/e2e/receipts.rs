@@ -283,3 +283,125 @@ async fn on_the_embedded_broker_nobody_else_forges_a_receivers_receipt_touches_a
     assert_eq!(ready["broker"], "ok", "{ready}");
     app.app.stop().await;
 }
+
+/// Connects to the app's broker (as `login`, or anonymously), subscribes to `filters` and
+/// collects what arrives within `window`.
+async fn read_as(
+    app: &TestApp,
+    login: Option<&str>,
+    filters: &[String],
+    window: Duration,
+) -> Vec<dispatch::mqtt::InboundMessage> {
+    let (_handle, driver, mut rx) = dispatch::mqtt::connect(dispatch::mqtt::MqttSettings {
+        broker: app.broker.clone(),
+        client_id: format!("reader-{}-{}", login.unwrap_or("anon"), filters.len()),
+        username: login.map(str::to_owned),
+        password: login.map(|id| app.receiver_password(id).unwrap().into()),
+        keep_alive: Duration::from_secs(30),
+        persistent_session: false,
+        subscriptions: filters.to_vec(),
+        last_will: None,
+        on_connect: None,
+        tls: Default::default(),
+    });
+    let stop = tokio_util::sync::CancellationToken::new();
+    tokio::spawn(driver.run(stop.clone()));
+    let mut got = Vec::new();
+    let deadline = tokio::time::Instant::now() + window;
+    while let Ok(Some(m)) = tokio::time::timeout_at(deadline, rx.recv()).await {
+        got.push(m);
+    }
+    stop.cancel();
+    got
+}
+
+fn topics_of(messages: &[dispatch::mqtt::InboundMessage]) -> Vec<&str> {
+    messages.iter().map(|m| m.topic.as_str()).collect()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn on_the_embedded_broker_a_receiver_reads_only_its_commune_and_nobody_reads_what_receivers_send() {
+    let app = TestApp::spawn(Broker::Embedded).await.unwrap();
+    let mut rx = app.start_receiver("06385", "loa-doc-1").await.unwrap();
+    let alert_id = flood_at_huu_lung(&app).await;
+    loop {
+        match rx.next(Duration::from_secs(15)).await.unwrap() {
+            canhbao_receiver::ReceiverEvent::Played(a) if a.id == alert_id => break,
+            _ => {}
+        }
+    }
+    app.register_receiver("05977", "loa-khac-1").await.unwrap();
+    tokio::time::sleep(Duration::from_millis(2500)).await;
+    let topics = Topics::new(&app.prefix, ProvinceCode::new("20").unwrap()).unwrap();
+    let huu_lung = domain::CommuneCode::new("06385").unwrap();
+    let window = Duration::from_millis(1500);
+
+    // Hữu Lũng's own receiver reads its alert; another commune's receiver gets nothing,
+    // neither on Hữu Lũng's topics nor through a wildcard over the province.
+    let own = read_as(
+        &app,
+        Some("loa-doc-1"),
+        &[topics.alerts_filter(&huu_lung)],
+        window,
+    )
+    .await;
+    assert!(
+        own.iter().any(|m| m.topic.ends_with(&alert_id)),
+        "{:?}",
+        topics_of(&own)
+    );
+    let other = read_as(
+        &app,
+        Some("loa-khac-1"),
+        &[
+            topics.alerts_filter(&huu_lung),
+            format!("{}/20/+/alerts/+", app.prefix),
+        ],
+        window,
+    )
+    .await;
+    assert!(
+        other.is_empty(),
+        "another commune's receiver read {:?}",
+        topics_of(&other)
+    );
+    // The key set is for every receiver.
+    let keys = read_as(&app, Some("loa-khac-1"), &[topics.key_set()], window).await;
+    assert_eq!(keys.len(), 1, "{:?}", topics_of(&keys));
+
+    // Nobody but the service reads receipts, heartbeats or statuses (the running receiver
+    // sends a heartbeat every second); an anonymous client still reads public warnings.
+    let snooped = read_as(
+        &app,
+        None,
+        &[
+            format!("{}/heartbeat/+", app.prefix),
+            format!("{}/status/+", app.prefix),
+            format!("{}/receipts/+", app.prefix),
+            "#".to_owned(),
+        ],
+        Duration::from_millis(2500),
+    )
+    .await;
+    assert!(
+        snooped.is_empty(),
+        "an anonymous client read {:?}",
+        topics_of(&snooped)
+    );
+    let snooped = read_as(
+        &app,
+        Some("loa-khac-1"),
+        &[format!("{}/heartbeat/+", app.prefix)],
+        window,
+    )
+    .await;
+    assert!(snooped.is_empty(), "a receiver read {:?}", topics_of(&snooped));
+    let public = read_as(&app, None, &[topics.alerts_filter(&huu_lung)], window).await;
+    assert!(
+        public.iter().any(|m| m.topic.ends_with(&alert_id)),
+        "{:?}",
+        topics_of(&public)
+    );
+    rx.stop().await;
+    app.app.stop().await;
+}

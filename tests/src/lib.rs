@@ -511,6 +511,11 @@ impl TestApp {
         Ok(())
     }
 
+    /// The broker password `id` was given when this harness registered it.
+    pub fn receiver_password(&self, id: &str) -> Option<String> {
+        self.passwords.lock().ok()?.get(id).cloned()
+    }
+
     /// Registers and starts an in-process `canhbao-receiver` for `commune`, enrolled for
     /// drills (the harness's exercises reach it).
     pub async fn start_receiver(&self, commune: &str, id: &str) -> Result<TestReceiver> {

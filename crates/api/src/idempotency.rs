@@ -20,7 +20,7 @@ use store::IdempotencyBegin;
 
 use crate::auth::{Caller, Role};
 use crate::error::ApiError;
-use crate::{AppState, MAX_BODY_BYTES};
+use crate::{AppState, FORM_BODY_BYTES};
 
 pub const HEADER: &str = "idempotency-key";
 /// How long a retry waits for the first request's answer.
@@ -71,8 +71,9 @@ async fn run(sends: &Sends, req: Request, next: Next) -> Result<Response, Respon
         .map_err(IntoResponse::into_response)?;
     let key =
         key_of(&Request::from_parts(parts.clone(), Body::empty())).map_err(IntoResponse::into_response)?;
-    let bytes = to_bytes(body, MAX_BODY_BYTES).await.map_err(|_| {
-        ApiError::too_large(format!("the body is over {MAX_BODY_BYTES} bytes")).into_response()
+    // Every route that sends is a form.
+    let bytes = to_bytes(body, FORM_BODY_BYTES).await.map_err(|_| {
+        ApiError::too_large(format!("the body is over {FORM_BODY_BYTES} bytes")).into_response()
     })?;
     let mut h = Sha256::new();
     h.update(parts.method.as_str().as_bytes());

@@ -94,6 +94,12 @@ pub struct AppState {
 pub const METRICS_MAX_AGE: std::time::Duration = std::time::Duration::from_secs(15);
 
 pub const MAX_BODY_BYTES: usize = 2 * 1024 * 1024;
+/// The body limit of a login or logout: a name and a password.
+pub const LOGIN_BODY_BYTES: usize = 4 * 1024;
+/// The body limit of a form: a warning, a cancel, a receiver, an SMS preview, a
+/// delivery report. Only observation batches, bulletins and contact imports may be larger
+/// (up to [`MAX_BODY_BYTES`]).
+pub const FORM_BODY_BYTES: usize = 256 * 1024;
 
 pub fn router(state: AppState) -> Router {
     // Every request that can send a warning needs an Idempotency-Key.
@@ -106,45 +112,75 @@ pub fn router(state: AppState) -> Router {
             idempotency::require,
         )
     };
+    let login_body = || DefaultBodyLimit::max(LOGIN_BODY_BYTES);
+    let form_body = || DefaultBodyLimit::max(FORM_BODY_BYTES);
     Router::new()
         .route("/healthz", get(healthz))
         .route("/readyz", get(readyz))
         .route("/api/v1/keys", get(keys))
         .route("/api/v1/openapi.json", get(openapi::openapi_json))
-        .route("/api/v1/login", post(login::login))
-        .route("/api/v1/logout", post(login::logout))
+        .route("/api/v1/login", post(login::login).layer(login_body()))
+        .route("/api/v1/logout", post(login::logout).layer(login_body()))
         .route("/api/v1/observations", post(observations::post_observations))
         .route("/api/v1/alerts", get(alerts::list_alerts))
-        .route("/api/v1/alerts/preview", post(preview::preview))
+        .route("/api/v1/alerts/preview", post(preview::preview).layer(form_body()))
         .route("/api/v1/alerts/{id}", get(alerts::get_alert_or_cap))
         .route("/api/v1/alerts/{id}/deliveries", get(matrix::deliveries))
         .route(
             "/api/v1/alerts/{id}/cancel",
-            post(alerts::cancel_alert).route_layer(sends(&warnings::AUTHORS)),
+            post(alerts::cancel_alert)
+                .route_layer(sends(&warnings::AUTHORS))
+                .layer(form_body()),
         )
-        .route("/api/v1/alerts/{id}/release", post(alerts::release_alert))
-        .route("/api/v1/warnings", get(warnings::list).post(warnings::create))
-        .route("/api/v1/warnings/{id}", get(warnings::get).put(warnings::edit))
+        .route(
+            "/api/v1/alerts/{id}/release",
+            post(alerts::release_alert).layer(form_body()),
+        )
+        .route(
+            "/api/v1/warnings",
+            get(warnings::list).post(warnings::create).layer(form_body()),
+        )
+        .route(
+            "/api/v1/warnings/{id}",
+            get(warnings::get).put(warnings::edit).layer(form_body()),
+        )
         .route(
             "/api/v1/warnings/{id}/submit",
-            post(warnings::submit).route_layer(sends(&warnings::AUTHORS)),
+            post(warnings::submit)
+                .route_layer(sends(&warnings::AUTHORS))
+                .layer(form_body()),
         )
         .route(
             "/api/v1/warnings/{id}/approve",
-            post(warnings::approve).route_layer(sends(&warnings::APPROVERS)),
+            post(warnings::approve)
+                .route_layer(sends(&warnings::APPROVERS))
+                .layer(form_body()),
         )
-        .route("/api/v1/warnings/{id}/reject", post(warnings::reject))
-        .route("/api/v1/warnings/{id}/discard", post(warnings::discard))
+        .route(
+            "/api/v1/warnings/{id}/reject",
+            post(warnings::reject).layer(form_body()),
+        )
+        .route(
+            "/api/v1/warnings/{id}/discard",
+            post(warnings::discard).layer(form_body()),
+        )
         .route("/api/v1/notifications", get(warnings::notifications))
         .route("/api/v1/prewarnings", get(prewarnings::list))
         .route(
             "/api/v1/prewarnings/{id}/confirm",
-            post(prewarnings::confirm).route_layer(sends(&warnings::AUTHORS)),
+            post(prewarnings::confirm)
+                .route_layer(sends(&warnings::AUTHORS))
+                .layer(form_body()),
         )
-        .route("/api/v1/prewarnings/{id}/dismiss", post(prewarnings::dismiss))
+        .route(
+            "/api/v1/prewarnings/{id}/dismiss",
+            post(prewarnings::dismiss).layer(form_body()),
+        )
         .route(
             "/api/v1/receivers",
-            get(fleet::list_receivers).post(fleet::register_receiver),
+            get(fleet::list_receivers)
+                .post(fleet::register_receiver)
+                .layer(form_body()),
         )
         .route("/api/v1/receivers/{id}", delete(fleet::remove_receiver))
         .route("/metrics", get(fleet::metrics))
@@ -154,17 +190,22 @@ pub fn router(state: AppState) -> Router {
         .route("/api/v1/readings/flagged", get(readings::flagged))
         .route("/api/v1/stations/historic", get(stations::list))
         .route("/api/v1/coverage", get(stations::coverage))
-        .route("/api/v1/stations/{id}/historic", post(stations::confirm))
+        .route(
+            "/api/v1/stations/{id}/historic",
+            post(stations::confirm).layer(form_body()),
+        )
         .route("/api/v1/audit", get(audit::list))
         .route("/api/v1/audit/verify", get(audit::verify))
         .route("/api/v1/assessments", get(assessments::list_assessments))
         .route("/api/v1/bulletins", post(bulletins::post_bulletin))
         .route("/api/v1/sources", get(alerts::list_sources))
         .route("/api/v1/forecasts", get(forecasts::list_forecasts))
-        .route("/api/v1/sms/preview", post(sms::preview))
+        .route("/api/v1/sms/preview", post(sms::preview).layer(form_body()))
         .route(
             "/api/v1/sms/dlr/{gateway}",
-            get(sms::delivery_report).post(sms::delivery_report),
+            get(sms::delivery_report)
+                .post(sms::delivery_report)
+                .layer(form_body()),
         )
         .route("/api/v1/contacts", get(contacts::list))
         .route("/api/v1/contacts/import", post(contacts::import))
@@ -180,6 +221,8 @@ pub fn router(state: AppState) -> Router {
         // The event stream lives as long as its client, so it holds no request permit;
         // `events` bounds how many are open.
         .route("/api/v1/events", get(events::events))
+        // The largest bodies (observation batches, bulletins, contact imports); forms and
+        // logins have smaller limits of their own, above.
         .layer(DefaultBodyLimit::max(MAX_BODY_BYTES))
         .layer(axum::middleware::map_response(error::problem_for_plain))
         .layer(from_fn_with_state(state.clone(), record_too_large))
@@ -286,8 +329,7 @@ async fn record_too_large(
     if resp.status() == StatusCode::PAYLOAD_TOO_LARGE {
         let now = chrono::Utc::now();
         if let Some(n) = state.counters.too_large.hit(now) {
-            let reason =
-                format!("413: the body is over {MAX_BODY_BYTES} bytes ({n} such refusals since start)");
+            let reason = format!("413: the body is over this route's limit ({n} such refusals since start)");
             tracing::warn!(path = %domain::cut(&path), "{reason}");
             if let Err(e) = state
                 .store

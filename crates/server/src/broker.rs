@@ -97,10 +97,58 @@ struct Acl {
     /// the registry every few seconds (so that logins never wait on the database, nor fail
     /// while it is away): their receipt, heartbeat and status topics take only their own
     /// login, and one without a password cannot log in at all.
-    protected: Arc<std::sync::RwLock<std::collections::HashMap<String, Option<String>>>>,
+    protected: Arc<std::sync::RwLock<std::collections::HashMap<String, Login>>>,
+}
+
+/// Whether some topic matches both MQTT filters (`+` one level, `#` the rest).
+fn filters_intersect(a: &str, b: &str) -> bool {
+    let (mut a, mut b) = (a.split('/'), b.split('/'));
+    loop {
+        match (a.next(), b.next()) {
+            (Some("#"), _) | (_, Some("#")) => return true,
+            (None, None) => return true,
+            (Some(x), Some(y)) if x == "+" || y == "+" || x == y => {}
+            _ => return false,
+        }
+    }
+}
+
+/// A registered receiver, as the broker knows it.
+#[derive(Debug, Clone)]
+struct Login {
+    commune: String,
+    /// Its broker password's Mosquitto hash; `None`: it cannot log in.
+    hash: Option<String>,
 }
 
 impl Acl {
+    /// Whether a client logged in as `username` may subscribe to `filter` (a client that
+    /// is not the service). A registered receiver (its login checked when it connected)
+    /// reads its own commune's alerts and state and the key set, as Mosquitto's generated
+    /// ACL says; any other client reads anything but what receivers and stations send
+    /// (receipts, heartbeats, statuses, telemetry): a filter that could match one of those
+    /// is refused whole.
+    fn may_subscribe(&self, username: Option<&str>, filter: &str) -> bool {
+        let commune = username.and_then(|u| {
+            self.protected
+                .read()
+                .unwrap_or_else(std::sync::PoisonError::into_inner)
+                .get(u)
+                .map(|l| l.commune.clone())
+        });
+        match commune {
+            Some(commune) => {
+                filter == self.topics.key_set()
+                    || filter.starts_with(&format!("{}{commune}/", self.service_only))
+            }
+            None => !self
+                .topics
+                .inbound_filters()
+                .iter()
+                .any(|inbound| filters_intersect(filter, inbound)),
+        }
+    }
+
     /// Whether a client logged in as `username` may publish on `topic` (a client that is
     /// not the service: alert and state topics are refused, and a protected receiver's
     /// own topics take only that receiver's login).
@@ -160,7 +208,7 @@ impl rmqtt::hook::Handler for Acl {
                         .read()
                         .unwrap_or_else(std::sync::PoisonError::into_inner)
                         .get(user)
-                        .cloned();
+                        .map(|l| l.hash.clone());
                     match hash {
                         Some(Some(hash))
                             if password.is_some_and(|p| {
@@ -189,6 +237,22 @@ impl rmqtt::hook::Handler for Acl {
                 (false, Some(HookResult::AuthResult(result)))
             }
             // Only reached for clients that are not the service (it is a superuser).
+            Parameter::ClientSubscribeCheckAcl(session, subscribe) => {
+                let username = session.id.username.as_ref().map(|u| &u[..]);
+                if !self.may_subscribe(username, &subscribe.topic_filter) {
+                    tracing::warn!(filter = %domain::cut(&subscribe.topic_filter), username = ?username.map(domain::cut),
+                        "embedded broker: a subscription to topics that are not the client's to read refused");
+                    return (
+                        false,
+                        Some(HookResult::SubscribeAclResult(
+                            rmqtt::types::SubscribeAclResult::new_failure(
+                                rmqtt::codec::v5::SubscribeAckReason::NotAuthorized,
+                            ),
+                        )),
+                    );
+                }
+                (true, acc)
+            }
             Parameter::MessagePublishCheckAcl(session, publish) => {
                 let username = session.id.username.as_ref().map(|u| &u[..]);
                 if !self.may_publish(username, &publish.inner.topic) {
@@ -242,6 +306,7 @@ pub async fn start(
         };
         register.add(Type::ClientAuthenticate, acl()).await;
         register.add(Type::MessagePublishCheckAcl, acl()).await;
+        register.add(Type::ClientSubscribeCheckAcl, acl()).await;
         register.start().await;
     }
     let listener = Builder::new()
@@ -284,16 +349,47 @@ const PROTECTED_REFRESH: Duration = Duration::from_secs(2);
 
 async fn refresh_protected(
     store: &store::Store,
-    protected: &std::sync::RwLock<std::collections::HashMap<String, Option<String>>>,
+    protected: &std::sync::RwLock<std::collections::HashMap<String, Login>>,
 ) {
     match store.receiver_logins().await {
         Ok(ids) => {
             *protected
                 .write()
-                .unwrap_or_else(std::sync::PoisonError::into_inner) = ids.into_iter().collect();
+                .unwrap_or_else(std::sync::PoisonError::into_inner) = ids
+                .into_iter()
+                .map(|(id, commune, hash)| (id, Login { commune, hash }))
+                .collect();
         }
         Err(e) => {
             tracing::warn!(error = %e, "embedded broker: the registered receivers could not be read")
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::filters_intersect;
+
+    #[test]
+    fn filters_intersect_where_some_topic_matches_both() {
+        let receipts = "canhbao/v1/receipts/+";
+        for f in [
+            "#",
+            "canhbao/#",
+            "+/v1/receipts/loa-1",
+            "canhbao/v1/+/+",
+            "canhbao/+/receipts/#",
+        ] {
+            assert!(filters_intersect(f, receipts), "{f}");
+        }
+        for f in [
+            "canhbao/v1/20/06385/alerts/+",
+            "canhbao/v1/receipts",
+            "canhbao/v1/receipts/a/b",
+            "other/v1/receipts/+",
+            "canhbao/v1/+",
+        ] {
+            assert!(!filters_intersect(f, receipts), "{f}");
         }
     }
 }

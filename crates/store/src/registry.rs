@@ -193,11 +193,11 @@ impl Store {
         Ok(row.try_get("n")?)
     }
 
-    /// Every registered receiver (not removed) with its broker password hash, if it has
-    /// one: who may log in on the embedded broker as which receiver.
-    pub async fn receiver_logins(&self) -> Result<Vec<(String, Option<String>)>> {
-        let rows: Vec<(String, Option<String>)> = sqlx::query_as(
-            "SELECT receiver_id, password_hash FROM receiver_registry WHERE removed_ms IS NULL",
+    /// Every registered receiver (not removed) with its commune and its broker password
+    /// hash, if it has one: who may log in on the embedded broker as which receiver.
+    pub async fn receiver_logins(&self) -> Result<Vec<(String, String, Option<String>)>> {
+        let rows: Vec<(String, String, Option<String>)> = sqlx::query_as(
+            "SELECT receiver_id, commune, password_hash FROM receiver_registry WHERE removed_ms IS NULL",
         )
         .fetch_all(&self.pool)
         .await?;
