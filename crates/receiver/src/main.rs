@@ -56,7 +56,8 @@ struct Cli {
     /// "provisioning".
     #[arg(long = "provisioning-key")]
     provisioning_key: Vec<String>,
-    /// MQTT username, if the broker requires one.
+    /// MQTT username [default: the receiver's --id when a password is given, as the
+    /// generated Mosquitto password file and the embedded broker expect].
     #[arg(long)]
     username: Option<String>,
     /// MQTT password; prefer the environment variable.
@@ -338,7 +339,11 @@ fn receiver_config(common: &Common, p: &Planned) -> ReceiverConfig {
         provisioning: common.provisioning.clone(),
         // Beside the state file: var/receiver-ID.keys.
         key_set_file: Some(p.state.with_extension("keys")),
-        username: common.username.clone(),
+        // A receiver logs in as its id (protocol §2) unless told otherwise.
+        username: common
+            .username
+            .clone()
+            .or_else(|| common.password.as_ref().map(|_| p.id.to_string())),
         password: common.password.clone(),
         heartbeat: common.heartbeat,
         drills: common.drills,
@@ -619,5 +624,43 @@ async fn main() -> ExitCode {
             eprintln!("error: {e:#}");
             ExitCode::FAILURE
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn common(cli: &[&str]) -> (Common, Mode) {
+        let dir = tempfile::tempdir().unwrap();
+        let keys = dir.path().join("keys.json");
+        std::fs::write(
+            &keys,
+            r#"[{"key_id":"ed25519:56475aa75463474c","public_key":"A6EHv/POEL4dcN0Y50vAmWfk1jCbpQ1fHdyGZBJVMbg=","state":"active"}]"#,
+        )
+        .unwrap();
+        let mut args = vec!["canhbao-receiver", "--trusted-keys", keys.to_str().unwrap()];
+        args.extend_from_slice(cli);
+        validate(Cli::try_parse_from(args).unwrap()).unwrap()
+    }
+
+    #[test]
+    fn a_receiver_given_a_password_logs_in_as_its_id_unless_told_otherwise() {
+        let base = ["--commune", "06385", "--id", "loa-06385-01"];
+        let (c, Mode::Single(p)) = common(&[&base[..], &["--password", "pw"]].concat()) else {
+            panic!("one receiver")
+        };
+        assert_eq!(receiver_config(&c, &p).username.as_deref(), Some("loa-06385-01"));
+        let (c, Mode::Single(p)) =
+            common(&[&base[..], &["--password", "pw", "--username", "other"]].concat())
+        else {
+            panic!("one receiver")
+        };
+        assert_eq!(receiver_config(&c, &p).username.as_deref(), Some("other"));
+        // Without a password it connects anonymously, as before.
+        let (c, Mode::Single(p)) = common(&base) else {
+            panic!("one receiver")
+        };
+        assert_eq!(receiver_config(&c, &p).username, None);
     }
 }

@@ -112,6 +112,10 @@ enum Command {
         /// DATA_DIR/mqtt-service.password, made on first use).
         #[arg(long)]
         service_password_file: Option<PathBuf>,
+        /// Write an ACL without receivers over one that has some (otherwise refused: a
+        /// reload would lock every receiver out).
+        #[arg(long)]
+        force: bool,
         #[command(flatten)]
         config: ConfigArgs,
     },
@@ -223,8 +227,8 @@ struct CoverageArgs {
 
 #[derive(Args, Clone)]
 struct ConfigArgs {
-    /// The config directory.
-    #[arg(long, default_value = "config")]
+    /// The config directory (the systemd unit sets CANHBAO_CONFIG_DIR).
+    #[arg(long, env = "CANHBAO_CONFIG_DIR", default_value = "config")]
     config_dir: PathBuf,
     /// The environment file to layer on the defaults (`production` reads production.toml).
     #[arg(long, env = "CANHBAO_ENV")]
@@ -293,6 +297,29 @@ fn load(args: &ConfigArgs) -> Result<Settings, config::Problems> {
         sources.vars.extend(files);
     }
     config::load(&sources)
+}
+
+/// The settings of the deployment an administrative command acts on, said on standard
+/// error; or `None` after saying why it must not act (the problems with the settings, or
+/// a database or keyring that does not exist: see `tools::existing_deployment`).
+fn deployment(args: &ConfigArgs, needs_keyring: bool) -> Option<Settings> {
+    let settings = load_or_report(args)?;
+    match canhbao_server::tools::existing_deployment(
+        &args.config_dir,
+        args.env.as_deref(),
+        &settings.database_url,
+        &settings.data_dir,
+        needs_keyring,
+    ) {
+        Ok(shown) => {
+            eprintln!("canhbao: using {shown}");
+            Some(settings)
+        }
+        Err(refusal) => {
+            eprintln!("error: {refusal}");
+            None
+        }
+    }
 }
 
 /// The settings, or `None` after printing every problem with them.
@@ -856,7 +883,7 @@ enum ContactsAction {
 }
 
 fn contacts(action: ContactsAction, args: &ConfigArgs) -> Result<ExitCode> {
-    let Some(settings) = load_or_report(args) else {
+    let Some(settings) = deployment(args, false) else {
         return Ok(ExitCode::FAILURE);
     };
     let ContactsAction::Import { file } = action;
@@ -919,7 +946,7 @@ enum KeysCli {
 }
 
 fn keys(action: KeysCli, args: &ConfigArgs) -> Result<ExitCode> {
-    let Some(settings) = load_or_report(args) else {
+    let Some(settings) = deployment(args, true) else {
         return Ok(ExitCode::FAILURE);
     };
     use canhbao_server::keyring::{KeysAction, run_keys};
@@ -1011,7 +1038,7 @@ fn with_store<T>(
     args: &ConfigArgs,
     f: impl AsyncFnOnce(&Settings, &store::Store) -> Result<T>,
 ) -> Result<Option<T>> {
-    let Some(settings) = load_or_report(args) else {
+    let Some(settings) = deployment(args, false) else {
         return Ok(None);
     };
     let runtime = tokio::runtime::Builder::new_current_thread()
@@ -1029,10 +1056,11 @@ fn with_store<T>(
 fn mosquitto_config(
     dir: &std::path::Path,
     password_file: Option<&std::path::Path>,
+    force: bool,
     args: &ConfigArgs,
 ) -> Result<ExitCode> {
     use canhbao_server::mosquitto::{self, AclLayout, PasswordSource, ServiceAccount};
-    let Some(settings) = load_or_report(args) else {
+    let Some(settings) = deployment(args, false) else {
         return Ok(ExitCode::FAILURE);
     };
     let layout = AclLayout::new(&settings.mqtt.topic_prefix, settings.province.clone())?;
@@ -1053,6 +1081,24 @@ fn mosquitto_config(
         .build()?;
     let written = runtime.block_on(async {
         let store = store::Store::open(&settings.database_url).await?;
+        let receivers = store
+            .receiver_logins()
+            .await?
+            .iter()
+            .filter(|(_, _, hash)| hash.is_some())
+            .count();
+        let live = std::fs::read_to_string(dir.join("acl"))
+            .map(|text| mosquitto::receivers_in_acl(&text, &username))
+            .unwrap_or(0);
+        if receivers == 0 && live > 0 && !force {
+            store.close().await;
+            anyhow::bail!(
+                "this database registers no receiver with a broker password, but {}/acl grants {live}: \
+                 writing it would lock them out at the next reload. Is this the deployment you mean? \
+                 (--force writes it anyway)",
+                dir.display()
+            );
+        }
         let written = mosquitto::write_config(&store, &layout, &service, dir).await;
         store.close().await;
         written
@@ -1103,7 +1149,7 @@ fn token_create(
     scopes: &[String],
     args: &ConfigArgs,
 ) -> Result<ExitCode> {
-    let Some(settings) = load_or_report(args) else {
+    let Some(settings) = deployment(args, false) else {
         return Ok(ExitCode::FAILURE);
     };
     for s in stations {
@@ -1133,7 +1179,7 @@ fn ingest_file(
     points: &[String],
     args: &ConfigArgs,
 ) -> Result<ExitCode> {
-    let Some(settings) = load_or_report(args) else {
+    let Some(settings) = deployment(args, false) else {
         return Ok(ExitCode::FAILURE);
     };
     let mut map = match source {
@@ -1190,8 +1236,14 @@ fn main() -> ExitCode {
         Command::MosquittoConfig {
             out,
             service_password_file,
+            force,
             config,
-        } => report(mosquitto_config(&out, service_password_file.as_deref(), &config)),
+        } => report(mosquitto_config(
+            &out,
+            service_password_file.as_deref(),
+            force,
+            &config,
+        )),
         Command::TokenCreate {
             role,
             label,

@@ -209,6 +209,15 @@ pub fn render(
     Ok(Rendered { passwd, acl })
 }
 
+/// How many users other than `service_user` an ACL written here grants (its `user`
+/// lines): the receivers a reload of it lets in.
+pub fn receivers_in_acl(text: &str, service_user: &str) -> usize {
+    text.lines()
+        .filter_map(|l| l.trim().strip_prefix("user "))
+        .filter(|u| u.trim() != service_user)
+        .count()
+}
+
 /// The `mosquitto.conf` lines that use the files in `dir` (an absolute path) on
 /// `listener` (a port, or a port and an address, as Mosquitto's `listener` takes them).
 pub fn conf_snippet(dir: &Path, listener: &str) -> String {

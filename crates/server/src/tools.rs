@@ -969,3 +969,90 @@ mod tests {
         assert!(ok && out.contains("Flood Watch"), "{out}");
     }
 }
+
+/// The database URL with any password in it replaced by `***`, to be shown.
+pub fn shown_database_url(url: &str) -> String {
+    match (url.find("://"), url.rfind('@')) {
+        (Some(scheme), Some(at)) if at > scheme => {
+            let userinfo = &url[scheme + 3..at];
+            match userinfo.split_once(':') {
+                Some((user, _)) => format!("{}{user}:***{}", &url[..scheme + 3], &url[at..]),
+                None => url.to_owned(),
+            }
+        }
+        _ => url.to_owned(),
+    }
+}
+
+/// What an administrative command acts on, in one line for its operator; or why it must
+/// not act: a SQLite database (or a keyring, for `needs_keyring`) that does not exist yet
+/// means the command was not pointed at the deployment its operator meant (a shell
+/// without `CANHBAO_ENV=production`, another directory), and it would quietly start a new
+/// one of its own. The service creates both when it first starts.
+pub fn existing_deployment(
+    config_dir: &Path,
+    env: Option<&str>,
+    database_url: &str,
+    data_dir: &Path,
+    needs_keyring: bool,
+) -> Result<String, String> {
+    let shown = format!(
+        "config {} (environment {}), database {}, data directory {}",
+        config_dir.display(),
+        env.unwrap_or("default"),
+        shown_database_url(database_url),
+        data_dir.display()
+    );
+    let advice = "this command acts on an existing deployment: give the config of the one you mean \
+                  (--config-dir, CANHBAO_ENV=production or --env production, --data-dir, and the \
+                  credentials the service reads), or start the service once with this configuration \
+                  (`canhbao serve`), which creates it";
+    if let Some(path) = database_url.strip_prefix("sqlite://")
+        && !Path::new(path).exists()
+    {
+        return Err(format!("no database at {path} ({shown}); {advice}"));
+    }
+    let keyring = data_dir.join("keyring").join("keyring.json");
+    if needs_keyring && !keyring.exists() {
+        return Err(format!(
+            "no signing keyring at {} ({shown}); {advice}",
+            keyring.display()
+        ));
+    }
+    Ok(shown)
+}
+
+#[cfg(test)]
+mod deployment_tests {
+    use super::*;
+
+    #[test]
+    fn an_admin_command_refuses_a_deployment_that_does_not_exist_and_names_the_one_it_uses() {
+        let tmp = tempfile::tempdir().unwrap();
+        let db = tmp.path().join("canhbao.db");
+        let url = format!("sqlite://{}", db.display());
+        let refused = existing_deployment(Path::new("config"), None, &url, tmp.path(), false).unwrap_err();
+        assert!(
+            refused.contains("no database at") && refused.contains("CANHBAO_ENV=production"),
+            "{refused}"
+        );
+        std::fs::write(&db, b"").unwrap();
+        let shown = existing_deployment(
+            Path::new("/etc/canhbao"),
+            Some("production"),
+            &url,
+            tmp.path(),
+            false,
+        )
+        .unwrap();
+        assert!(shown.contains("/etc/canhbao (environment production)"), "{shown}");
+        assert!(existing_deployment(Path::new("config"), None, &url, tmp.path(), true).is_err());
+        let pg = "postgres://canhbao:hunter2-secret@db.example/canhbao";
+        let shown = existing_deployment(Path::new("config"), None, pg, tmp.path(), false).unwrap();
+        assert!(
+            shown.contains("postgres://canhbao:***@db.example/canhbao"),
+            "{shown}"
+        );
+        assert!(!shown.contains("hunter2"));
+    }
+}

@@ -25,7 +25,8 @@ fn the_systemd_unit_verifies_and_keeps_its_hardening() {
         "PrivateDevices=true",
         "CapabilityBoundingSet=",
         "RestrictAddressFamilies=AF_INET AF_INET6 AF_UNIX",
-        "LoadCredential=CANHBAO__DATABASE__URL:/etc/canhbao/credentials/database-url",
+        "LoadCredential=CANHBAO__DATABASE__URL:/etc/canhbao/credentials/CANHBAO__DATABASE__URL",
+        "Environment=CANHBAO_CONFIG_DIR=/opt/canhbao/config",
     ] {
         assert!(unit.lines().any(|l| l == line), "{line} missing from the unit");
     }
