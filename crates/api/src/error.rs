@@ -104,7 +104,7 @@ impl ApiError {
         Self {
             status: StatusCode::CONFLICT,
             slug: "conflict",
-            title: "The resource already exists",
+            title: "Conflict with the current state",
             detail: detail.into(),
             field: None,
             errors: Vec::new(),

@@ -1224,8 +1224,11 @@ pub fn render_vi(a: &AlertPayload) -> String {
     if !a.instruction.is_empty() {
         out.push_str(&format!("Khuyến cáo: {}\n", a.instruction));
     }
+    // A Cancel ends a warning: it has no level to state. Otherwise an unassessed level
+    // is said so.
     match a.risk_level {
         Some(l) => out.push_str(&format!("Cấp độ rủi ro thiên tai: cấp {l}\n")),
+        None if a.msg_type == "Cancel" => {}
         None => out.push_str("Cấp độ rủi ro thiên tai: chưa xác định\n"),
     }
     if a.provisional {
@@ -1236,9 +1239,59 @@ pub fn render_vi(a: &AlertPayload) -> String {
         .parse::<chrono::DateTime<Utc>>()
         .map(protocol::time::local_time_vi)
         .unwrap_or_else(|_| a.expires.clone());
-    out.push_str(&format!(
-        "Phát {} lần, cách nhau {} giây. Hiệu lực đến {expires}. Mã tin: {}\n",
-        a.repeat.times, a.repeat.interval_s, a.id
-    ));
+    let plays = if a.repeat.times > 1 {
+        format!(
+            "Phát {} lần, cách nhau {} giây.",
+            a.repeat.times, a.repeat.interval_s
+        )
+    } else {
+        "Phát 1 lần.".to_owned()
+    };
+    out.push_str(&format!("{plays} Hiệu lực đến {expires}. Mã tin: {}\n", a.id));
     out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn payload(msg_type: &str, times: u8, interval_s: u32, risk_level: Option<u8>) -> AlertPayload {
+        AlertPayload {
+            v: 1,
+            id: "a-1".into(),
+            province: "20".into(),
+            msg_type: msg_type.into(),
+            status: "Actual".into(),
+            references: vec![],
+            sent: "2026-10-09T01:00:00Z".into(),
+            effective: "2026-10-09T01:00:00Z".into(),
+            expires: "2026-10-09T07:00:00Z".into(),
+            hazard: "flood".into(),
+            risk_level,
+            alarm_level: None,
+            class: "priority".into(),
+            communes: vec!["06385".into()],
+            headline: "Hủy cảnh báo lũ".into(),
+            description: "Cảnh báo lũ sông Trung tại Hữu Lũng đã hết hiệu lực.".into(),
+            instruction: String::new(),
+            repeat: wire::RepeatWire { times, interval_s },
+            origin: "officer".into(),
+            provisional: false,
+            provisional_reasons: vec![],
+            renewal: false,
+        }
+    }
+
+    #[test]
+    fn a_cancel_states_no_level_and_a_single_play_no_interval() {
+        let text = render_vi(&payload("Cancel", 1, 0, None));
+        assert!(!text.contains("Cấp độ rủi ro"), "{text}");
+        assert!(text.contains("Phát 1 lần. Hiệu lực đến"), "{text}");
+        assert!(!text.contains("cách nhau 0 giây"), "{text}");
+        let text = render_vi(&payload("Alert", 3, 300, Some(2)));
+        assert!(text.contains("Cấp độ rủi ro thiên tai: cấp 2"), "{text}");
+        assert!(text.contains("Phát 3 lần, cách nhau 300 giây."), "{text}");
+        let text = render_vi(&payload("Alert", 1, 0, None));
+        assert!(text.contains("Cấp độ rủi ro thiên tai: chưa xác định"), "{text}");
+    }
 }
