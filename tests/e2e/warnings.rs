@@ -967,3 +967,74 @@ async fn a_spike_is_stored_flagged_and_duty_officers_see_it_on_every_channel() {
     );
     app.app.stop().await;
 }
+
+/// An officer's cancel reached an instance that sent the Cancel and died before it kept
+/// its answer; the officer's client retries with the same Idempotency-Key (on the other
+/// instance, or this one restarted). The retry takes the claim over once its lease ran out
+/// and answers with the Cancel that was sent: the first outcome, and nothing sent twice.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_retry_after_the_instance_died_mid_request_gets_the_first_outcome_and_sends_nothing_again() {
+    use sqlx::{Connection, Row};
+    let app = TestApp::spawn(Broker::Embedded).await.unwrap();
+    app.prime("HUULUNG", 19.4).await.unwrap();
+    let (_, _, body) = app
+        .post_observations(&canhbao_tests::observation_now("HUULUNG", 19.4))
+        .await
+        .unwrap();
+    let alert_id = body["alerts"][0].as_str().unwrap().to_owned();
+    let key = "6f1c1a4e-4c55-4a8e-9d52-0c3f6b1d2e7a";
+    let path = format!("/api/v1/alerts/{alert_id}/cancel");
+    let reason = json!({"reason": "Nước sông Trung đã xuống dưới báo động 1"});
+    let (status, first, _) = app
+        .call_as(&app.token, "POST", &path, Some(key), &reason)
+        .await
+        .unwrap();
+    assert_eq!(status, 201, "{first}");
+    let cancel_id = first["cancel_id"].as_str().unwrap().to_owned();
+
+    // The claim names the Cancel, written with it. Now the instance "dies" after sending
+    // it: its answer was never kept, and its lease is long gone.
+    sqlx::any::install_default_drivers();
+    let mut db = sqlx::AnyConnection::connect(&app.database_url).await.unwrap();
+    let named: Option<String> = sqlx::query("SELECT alert_id FROM idempotency_keys WHERE key = $1")
+        .bind(key)
+        .fetch_one(&mut db)
+        .await
+        .unwrap()
+        .try_get("alert_id")
+        .unwrap();
+    assert_eq!(named.as_deref(), Some(cancel_id.as_str()));
+    let reset = sqlx::query(
+        "UPDATE idempotency_keys SET state = 'running', status = NULL, content_type = NULL, body = NULL,
+            lease_ms = 0 WHERE key = $1",
+    )
+    .bind(key)
+    .execute(&mut db)
+    .await
+    .unwrap();
+    assert_eq!(reset.rows_affected(), 1);
+
+    let (status, retried, _) = app
+        .call_as(&app.token, "POST", &path, Some(key), &reason)
+        .await
+        .unwrap();
+    assert_eq!(
+        status, 201,
+        "the first outcome, not 409 already cancelled: {retried}"
+    );
+    assert_eq!(retried["cancel_id"], cancel_id.as_str());
+    let cancels: i64 = sqlx::query("SELECT COUNT(*) AS n FROM alerts WHERE msg_type = 'Cancel'")
+        .fetch_one(&mut db)
+        .await
+        .unwrap()
+        .try_get("n")
+        .unwrap();
+    assert_eq!(cancels, 1, "one Cancel sent");
+    // The answer is kept now: a third try gets it at once.
+    let (status, third, _) = app
+        .call_as(&app.token, "POST", &path, Some(key), &reason)
+        .await
+        .unwrap();
+    assert_eq!((status, &third["cancel_id"]), (201, &json!(cancel_id)));
+    app.app.stop().await;
+}

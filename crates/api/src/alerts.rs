@@ -631,6 +631,7 @@ pub async fn cancel_alert(
     State(state): State<AppState>,
     caller: Caller,
     Path(id): Path<String>,
+    replay: Option<axum::Extension<crate::idempotency::Replay>>,
     headers: axum::http::HeaderMap,
     body: axum::body::Bytes,
 ) -> Result<(axum::http::StatusCode, Json<CancelledDto>), ApiError> {
@@ -638,6 +639,16 @@ pub async fn cancel_alert(
         &[crate::auth::Role::Admin, crate::auth::Role::Officer],
         "cancel alerts",
     )?;
+    // The first try's instance died after it sent the Cancel: answer as it would have.
+    if let Some(axum::Extension(crate::idempotency::Replay(cancel_id))) = replay {
+        return Ok((
+            axum::http::StatusCode::CREATED,
+            Json(CancelledDto {
+                cancelled: id,
+                cancel_id,
+            }),
+        ));
+    }
     let v = crate::warnings::json_body(&headers, &body)?;
     // Why it ends is what people will ask first: a cancel always says it.
     let reason = crate::warnings::reason(&v, "reason", true)?.unwrap_or_default();

@@ -59,6 +59,11 @@ fn key_of(req: &Request) -> Result<String, ApiError> {
     }
 }
 
+/// Set on a request that takes over the claim of one whose instance died after it sent
+/// this alert: the handler answers with it as it would have, and sends nothing again.
+#[derive(Debug, Clone)]
+pub struct Replay(pub String);
+
 async fn run(sends: &Sends, req: Request, next: Next) -> Result<Response, Response> {
     let state = &sends.state;
     let (mut parts, body) = req.into_parts();
@@ -84,14 +89,21 @@ async fn run(sends: &Sends, req: Request, next: Next) -> Result<Response, Respon
     let request: String = h.finalize().iter().map(|b| format!("{b:02x}")).collect();
     let scope = caller.label.clone();
     let started = tokio::time::Instant::now();
+    let mut last_claim = started;
     let mut begun = state
         .store
         .idempotency_begin(&scope, &key, &request, chrono::Utc::now())
         .await
         .map_err(|e| ApiError::from(e).into_response())?;
+    let mut replay = None;
     loop {
         match begun {
             IdempotencyBegin::Run => break,
+            IdempotencyBegin::Resume { alert_id } => {
+                tracing::warn!(alert_id = %alert_id, "a retry takes over a request whose instance died after it sent its alert; it answers with that alert");
+                replay = Some(Replay(alert_id));
+                break;
+            }
             IdempotencyBegin::Running { same: false } | IdempotencyBegin::Done { same: false, .. } => {
                 return Err(ApiError::unprocessable(
                     "Idempotency-Key",
@@ -107,15 +119,28 @@ async fn run(sends: &Sends, req: Request, next: Next) -> Result<Response, Respon
                     .into_response());
                 }
                 tokio::time::sleep(Duration::from_millis(100)).await;
-                // Read only while waiting; claim again only if the first let go.
-                begun = match state.store.idempotency_peek(&scope, &key, &request).await {
-                    Ok(Some(b)) => b,
-                    Ok(None) => state
-                        .store
-                        .idempotency_begin(&scope, &key, &request, chrono::Utc::now())
-                        .await
-                        .map_err(|e| ApiError::from(e).into_response())?,
-                    Err(e) => return Err(ApiError::from(e).into_response()),
+                // Read while waiting; claim again if the first let go, and once a second
+                // (the claim taken over if its instance died: its lease ran out).
+                let peeked = state
+                    .store
+                    .idempotency_peek(&scope, &key, &request)
+                    .await
+                    .map_err(|e| ApiError::from(e).into_response())?;
+                begun = match peeked {
+                    Some(b @ IdempotencyBegin::Running { .. })
+                        if last_claim.elapsed() < Duration::from_secs(1) =>
+                    {
+                        b
+                    }
+                    Some(b @ IdempotencyBegin::Done { .. }) => b,
+                    _ => {
+                        last_claim = tokio::time::Instant::now();
+                        state
+                            .store
+                            .idempotency_begin(&scope, &key, &request, chrono::Utc::now())
+                            .await
+                            .map_err(|e| ApiError::from(e).into_response())?
+                    }
                 };
             }
             IdempotencyBegin::Done {
@@ -137,8 +162,33 @@ async fn run(sends: &Sends, req: Request, next: Next) -> Result<Response, Respon
     // The request runs, and its answer is kept, in a task of its own: a client that hangs
     // up does not cut it short, and its retry gets the answer.
     let store = state.store.clone();
+    if let Some(r) = replay {
+        parts.extensions.insert(r);
+    }
+    let claim = store::Claim {
+        scope: scope.clone(),
+        key: key.clone(),
+    };
     let task = tokio::spawn(async move {
-        let resp = next.run(Request::from_parts(parts, Body::from(bytes))).await;
+        // While it runs, its claim's lease is renewed: a retry waits for it, however long
+        // it takes, and takes over only if this instance dies.
+        let renew = {
+            let (store, scope, key) = (store.clone(), scope.clone(), key.clone());
+            async move {
+                loop {
+                    tokio::time::sleep(store::LEASE_RENEWAL).await;
+                    if let Err(e) = store.idempotency_renew(&scope, &key, chrono::Utc::now()).await {
+                        tracing::warn!(error = %e, "the lease of an Idempotency-Key claim could not be renewed");
+                    }
+                }
+            }
+        };
+        // An alert the request sends is recorded on its claim as it is inserted.
+        let run = store::CLAIM.scope(claim, next.run(Request::from_parts(parts, Body::from(bytes))));
+        let resp = tokio::select! {
+            resp = run => resp,
+            never = renew => never,
+        };
         let (rparts, rbody) = resp.into_parts();
         let rbytes = match to_bytes(rbody, MAX_KEPT_RESPONSE).await {
             Ok(b) => b,

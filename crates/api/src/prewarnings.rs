@@ -104,10 +104,14 @@ pub async fn confirm(
     State(state): State<AppState>,
     caller: Caller,
     Path(id): Path<String>,
+    replay: Option<axum::Extension<crate::idempotency::Replay>>,
     headers: HeaderMap,
     body: Bytes,
 ) -> Result<(StatusCode, Json<IssuedDto>), ApiError> {
     caller.require(&AUTHORS, "confirm pre-warnings")?;
+    if let Some(axum::Extension(r)) = &replay {
+        return crate::warnings::replayed(&state, &id, r).await;
+    }
     let v = json_body(&headers, &body)?;
     let override_reason = reason(&v, "override_reason", false)?;
     let a = open(&state, &id).await?;

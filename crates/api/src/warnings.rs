@@ -340,6 +340,35 @@ pub(crate) async fn submitted(
     })
 }
 
+/// The answer to a request that takes over one whose instance died after it sent
+/// `replay`'s alert (`crate::idempotency::Replay`): 201 with that alert, as the first
+/// would have answered, the warning found by its alert (`id` if none names it).
+pub(crate) async fn replayed(
+    state: &AppState,
+    id: &str,
+    replay: &crate::idempotency::Replay,
+) -> Result<(StatusCode, Json<IssuedDto>), ApiError> {
+    let alert = state
+        .store
+        .get_alert(&replay.0)
+        .await?
+        .ok_or_else(|| ApiError::internal(format!("the alert {} this request sent is gone", replay.0)))?;
+    let warning = state
+        .store
+        .warning_for_alert(&replay.0)
+        .await?
+        .map_or_else(|| id.to_owned(), |w| w.id);
+    Ok((
+        StatusCode::CREATED,
+        Json(IssuedDto {
+            warning: load(state, &warning).await?.into(),
+            alert_id: Some(alert.id),
+            msg_type: Some(alert.msg_type),
+            references: alert.references,
+        }),
+    ))
+}
+
 async fn issued(state: &AppState, id: &str, alert: Option<&domain::Alert>) -> Result<IssuedDto, ApiError> {
     Ok(IssuedDto {
         warning: load(state, id).await?.into(),
@@ -359,10 +388,14 @@ pub async fn submit(
     State(state): State<AppState>,
     caller: Caller,
     Path(id): Path<String>,
+    replay: Option<axum::Extension<crate::idempotency::Replay>>,
     headers: HeaderMap,
     body: Bytes,
 ) -> Result<(StatusCode, Json<IssuedDto>), ApiError> {
     caller.require(&AUTHORS, "submit warnings")?;
+    if let Some(axum::Extension(r)) = &replay {
+        return replayed(&state, &id, r).await;
+    }
     let v = json_body(&headers, &body)?;
     let override_reason = reason(&v, "override_reason", false)?;
     let w = load(&state, &id).await?;
@@ -382,10 +415,14 @@ pub async fn approve(
     State(state): State<AppState>,
     caller: Caller,
     Path(id): Path<String>,
+    replay: Option<axum::Extension<crate::idempotency::Replay>>,
     headers: HeaderMap,
     body: Bytes,
 ) -> Result<(StatusCode, Json<IssuedDto>), ApiError> {
     caller.require(&APPROVERS, "approve warnings")?;
+    if let Some(axum::Extension(r)) = &replay {
+        return replayed(&state, &id, r).await;
+    }
     // A second person is a person: a machine key, whatever its label, approves nothing.
     if caller.user_id.is_none() {
         return Err(ApiError::forbidden(

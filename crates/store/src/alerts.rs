@@ -252,6 +252,11 @@ impl Tx<'_> {
                 .execute(&mut *self.tx)
                 .await?;
         }
+        // A request with an Idempotency-Key that sends this alert says so on its claim,
+        // in this transaction: a retry after its instance died answers with this alert.
+        if let Ok(claim) = crate::idempotency::CLAIM.try_with(Clone::clone) {
+            crate::Store::idempotency_sent(self, &claim, alert.id.as_str()).await?;
+        }
         let (origin_kind, origin_detail) = origin_columns(&alert.origin);
         sqlx::query(
             "INSERT INTO alerts (id, province, msg_type, status, refs, origin_kind, origin_detail, hazard,

@@ -40,7 +40,7 @@ pub use contacts::ContactRecord;
 pub use follow::{CommuneState, FlaggedReading, IncidentHead, QualityEvent};
 pub use forecasts::ForecastRecord;
 pub use historic::{HistoricCandidate, HistoricRecord};
-pub use idempotency::IdempotencyBegin;
+pub use idempotency::{CLAIM, Claim, IdempotencyBegin, LEASE, LEASE_RENEWAL};
 pub use levels::{AssessmentRecord, BulletinRecord, NewAssessment, StoredReading};
 pub use metrics::{Histogram, LATENCY_BUCKETS_S};
 pub use outbox::{ClaimedDelivery, DeliveryRecord};
@@ -164,6 +164,7 @@ migrations! {
     16, "station historic", "0016_station_historic";
     17, "emergency hold", "0017_emergency_hold";
     18, "login back-off", "0018_login_backoff";
+    19, "idempotency lease", "0019_idempotency_lease";
 }
 
 fn migrator(backend: Backend, up_to: i64) -> Migrator {

@@ -304,6 +304,16 @@ impl Store {
         row.as_ref().map(record).transpose()
     }
 
+    /// The warning that issued `alert_id`, if one did.
+    pub async fn warning_for_alert(&self, alert_id: &str) -> Result<Option<WarningRecord>> {
+        let sql = format!("SELECT {COLUMNS} FROM warnings WHERE alert_id = $1");
+        let row = sqlx::query(sqlx::AssertSqlSafe(sql))
+            .bind(alert_id)
+            .fetch_optional(&self.pool)
+            .await?;
+        row.as_ref().map(record).transpose()
+    }
+
     /// Warnings, most recently changed first, optionally in one state.
     pub async fn list_warnings(&self, state: Option<&str>, limit: i64) -> Result<Vec<WarningRecord>> {
         let sql = format!(

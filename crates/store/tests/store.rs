@@ -95,7 +95,52 @@ on_both_backends!(
     a_batch_of_receipts_and_heartbeats_leaves_what_one_write_after_another_would,
     a_published_batch_is_recorded_at_once_each_commune_with_its_own_time,
     old_records_are_pruned_in_batches_and_alerts_and_the_audit_are_kept,
+    a_running_idempotency_claim_is_taken_over_only_once_its_lease_runs_out,
 );
+
+/// A request still running (its instance renews the lease) is never taken over, however
+/// long it takes; one whose instance died is, once the lease runs out.
+async fn a_running_idempotency_claim_is_taken_over_only_once_its_lease_runs_out(db: Db) {
+    use store::IdempotencyBegin as B;
+    let store = &db.open().await;
+    let at = |s: i64| t0() + Duration::seconds(s);
+    assert_eq!(
+        store
+            .idempotency_begin("officer", "k", "sha", at(0))
+            .await
+            .unwrap(),
+        B::Run
+    );
+    // A retry while it runs waits; it runs long, renewing its lease.
+    for s in [5, 10, 15, 20, 25] {
+        store.idempotency_renew("officer", "k", at(s)).await.unwrap();
+        assert_eq!(
+            store
+                .idempotency_begin("officer", "k", "sha", at(s + 14))
+                .await
+                .unwrap(),
+            B::Running { same: true },
+            "taken over at {}s while its instance renews the lease",
+            s + 14
+        );
+    }
+    // Its instance dies after the last renewal (25 s): taken over 15 s later.
+    assert_eq!(
+        store
+            .idempotency_begin("officer", "k", "sha", at(41))
+            .await
+            .unwrap(),
+        B::Run
+    );
+    // The new claim holds a lease of its own.
+    assert_eq!(
+        store
+            .idempotency_begin("officer", "k", "sha", at(50))
+            .await
+            .unwrap(),
+        B::Running { same: true }
+    );
+}
 
 async fn old_records_are_pruned_in_batches_and_alerts_and_the_audit_are_kept(db: Db) {
     use store::retention::Kind;
