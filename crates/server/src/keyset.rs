@@ -139,8 +139,11 @@ mod tests {
         let tmp = tempfile::tempdir().unwrap();
         let legacy = tmp.path().join("signing.key");
         let now: chrono::DateTime<chrono::Utc> = "2026-10-09T02:00:00Z".parse().unwrap();
-        let out = &mut Vec::new();
-        run_keys(&KeysAction::List, tmp.path(), &legacy, "20", now, out).unwrap();
+        // `canhbao keys ACTION` on this data directory.
+        let keys = |action: KeysAction| {
+            run_keys(&action, tmp.path(), &legacy, "20", now, &mut Vec::new()).unwrap();
+        };
+        keys(KeysAction::List);
         let dir = tmp.path().join("keyring");
         let running = crate::secrets::load_signing_key(&legacy)
             .unwrap()
@@ -156,37 +159,21 @@ mod tests {
             Err(Refusal::Invalid(_))
         ));
 
-        run_keys(
-            &KeysAction::Generate { activate: true },
-            tmp.path(),
-            &legacy,
-            "20",
-            now,
-            out,
-        )
-        .unwrap();
+        keys(KeysAction::Generate { activate: true });
         let second = std::fs::read(key_set_path(&dir)).unwrap();
         assert_eq!(
             check(&second, &provisioning, "20", &running),
             Ok(2),
             "both keys are trusted"
         );
-        run_keys(
-            &KeysAction::Retire(running.clone()),
-            tmp.path(),
-            &legacy,
-            "20",
-            now,
-            out,
-        )
-        .unwrap();
+        keys(KeysAction::Retire(running.clone()));
         let third = std::fs::read(key_set_path(&dir)).unwrap();
         assert_eq!(
             check(&third, &provisioning, "20", &running),
             Err(Refusal::RevokesOwnKey { seq: 3 })
         );
         // A plain listing signs nothing new.
-        run_keys(&KeysAction::List, tmp.path(), &legacy, "20", now, out).unwrap();
+        keys(KeysAction::List);
         assert_eq!(std::fs::read(key_set_path(&dir)).unwrap(), third);
     }
 }
