@@ -142,12 +142,21 @@ async fn hostile_requests_get_clean_problems_and_write_nothing() {
             422,
         ),
         (
+            "20 000 communes",
+            "POST",
+            "/api/v1/warnings",
+            json_ct,
+            with(&|d| d["communes"] = json!(vec!["06385"; 20_000])),
+            422,
+        ),
+        (
+            // Over a form's body limit (256 KiB): refused before it is read.
             "100 000 communes",
             "POST",
             "/api/v1/warnings",
             json_ct,
             with(&|d| d["communes"] = json!(vec!["06385"; 100_000])),
-            422,
+            413,
         ),
         (
             "headline too long",
