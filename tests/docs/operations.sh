@@ -1,0 +1,188 @@
+#!/usr/bin/env bash
+# docs/operations.md, executed: the blocks marked `<!-- ci: NAME -->` run as written, in a
+# scratch directory, and each one's effect is checked. `.ci/run` runs this after the tests
+# (it needs the debug `canhbao` binary, PostgreSQL at PGHOST and a free port 8080).
+#
+# What cannot run here is stood in for, and only that: the paths /opt/canhbao, /etc/canhbao,
+# /var/lib/canhbao, /etc/systemd/system, /usr/local/bin and /etc/mosquitto/canhbao are moved
+# into the scratch directory; `cargo build` is the binary under test; `useradd` and `chgrp`
+# do nothing (there is no canhbao user: ownership is not checked); `install -o/-g` drop
+# the owner; `sudo -u USER` runs the command as this user; `systemctl` starts the service
+# as the unit says (its Environment=, EnvironmentFile=, LoadCredential= directory,
+# WorkingDirectory= and ExecStart=; StateDirectory= as the moved /var/lib/canhbao, which
+# the config's copy names too), or,
+# for `reload mosquitto`, a Mosquitto of this run's own on the generated files. The
+# PostgreSQL blocks run on a database and role of this run's own, named for it.
+set -euo pipefail
+
+repo=$(cd "$(dirname "$0")/../.." && pwd)
+bin=${CANHBAO_BIN:-$repo/target/debug/canhbao}
+[ -x "$bin" ] || { echo "error: no canhbao binary at $bin (cargo build first)" >&2; exit 1; }
+S=$(mktemp -d)
+export S
+pids=()
+cleanup() {
+  for p in "${pids[@]}"; do kill "$p" 2>/dev/null || true; done
+  [ -f "$S/service.pid" ] && kill "$(cat "$S/service.pid")" 2>/dev/null || true
+  [ -f "$S/mosquitto.pid" ] && kill "$(cat "$S/mosquitto.pid")" 2>/dev/null || true
+  if [ -n "${DB:-}" ]; then
+    dropdb --if-exists "$DB" >/dev/null 2>&1 || true
+    psql -q -d postgres -c "DROP ROLE IF EXISTS $DB" >/dev/null 2>&1 || true
+  fi
+  rm -rf "$S"
+}
+trap cleanup EXIT
+fail() { echo "error: $*" >&2; [ -f "$S/service.log" ] && tail -5 "$S/service.log" >&2; exit 1; }
+step() { printf '\n--- %s\n' "$*"; }
+
+# The block after `<!-- ci: NAME -->` (indented blocks are unindented).
+block() {
+  awk -v marker="<!-- ci: $1 -->" '
+    { line = $0; sub(/^[ \t]+/, "", line) }
+    line == marker { armed = 1; next }
+    armed && !inside && line ~ /^```sh/ { inside = 1; next }
+    inside && line ~ /^```/ { exit }
+    inside { print line }' "$repo/docs/operations.md"
+}
+relocate() {
+  sed -e "s#/opt/canhbao#$S/opt/canhbao#g" -e "s#/etc/canhbao#$S/etc/canhbao#g" \
+    -e "s#/var/lib/canhbao#$S/var/lib/canhbao#g" -e "s#/etc/systemd/system#$S/etc/systemd/system#g" \
+    -e "s#/usr/local/bin#$S/bin#g" -e "s#/etc/mosquitto/canhbao#$S/etc/mosquitto/canhbao#g"
+}
+run_block() { # name: runs it from $S/src, its output in $S/NAME.out
+  local text
+  text=$(block "$1" | relocate)
+  [ -n "$text" ] || fail "docs/operations.md has no block marked $1"
+  printf '%s\n' "$text" | sed 's/^/    /'
+  (cd "$S/src" && PATH="$S/stub:$S/bin:$PATH" bash -euo pipefail -c "$text") > "$S/$1.out" 2> "$S/$1.err" \
+    || { cat "$S/$1.err" >&2; fail "the block $1 failed"; }
+}
+
+# The stand-ins.
+mkdir -p "$S/stub" "$S/bin" "$S/src/target/release"
+cp "$bin" "$S/src/target/release/canhbao"
+cp -r "$repo/config" "$S/src/config"
+# The data directory the production profile names, moved like the other paths.
+sed -i "s#/var/lib/canhbao#$S/var/lib/canhbao#g" "$S/src/config/"*.toml
+ln -s "$repo/deploy" "$S/src/deploy"
+for cmd in cargo useradd chgrp; do printf '#!/bin/sh\nexit 0\n' > "$S/stub/$cmd"; done
+cat > "$S/stub/install" <<'SH'
+#!/bin/sh
+# install without -o and -g: there is no canhbao user here.
+args=""
+while [ $# -gt 0 ]; do
+  case "$1" in -o|-g) shift 2 ;; *) args="$args '$1'"; shift ;; esac
+done
+eval exec /usr/bin/install $args
+SH
+cat > "$S/stub/sudo" <<'SH'
+#!/bin/sh
+[ "$1" = -u ] && shift 2
+exec "$@"
+SH
+cat > "$S/stub/systemctl" <<'SH'
+#!/bin/bash
+set -euo pipefail
+unit="$S/etc/systemd/system/canhbao.service"
+start_service() {
+  # As the unit says, with the paths moved.
+  local envs=() file dir exec
+  while IFS= read -r l; do envs+=("${l#Environment=}"); done < <(grep '^Environment=' "$unit" | sed "s#/opt/canhbao#$S/opt/canhbao#g")
+  file=$(grep '^EnvironmentFile=' "$unit" | sed -e 's/^EnvironmentFile=-\{0,1\}//' -e "s#/etc/canhbao#$S/etc/canhbao#")
+  dir=$(grep '^WorkingDirectory=' "$unit" | sed -e 's/^WorkingDirectory=//' -e "s#/opt/canhbao#$S/opt/canhbao#")
+  exec=$(grep '^ExecStart=' "$unit" | sed -e 's/^ExecStart=//' -e "s#/opt/canhbao#$S/opt/canhbao#")
+  mkdir -p "$S/var/lib/canhbao"
+  (
+    set -a; [ -f "$file" ] && . "$file"; set +a
+    cd "$dir"
+    env -i PATH="$PATH" "${envs[@]}" CREDENTIALS_DIRECTORY="$S/etc/canhbao/credentials" \
+      $exec > "$S/service.log" 2>&1 &
+    echo $! > "$S/service.pid"
+  )
+  for _ in $(seq 1 100); do
+    curl -sf http://127.0.0.1:8080/readyz > /dev/null && return 0
+    kill -0 "$(cat "$S/service.pid")" 2>/dev/null || { tail -5 "$S/service.log" >&2; exit 1; }
+    sleep 0.2
+  done
+  echo "systemctl: canhbao not ready after 20 s" >&2; exit 1
+}
+case "$*" in
+  daemon-reload) ;;
+  "enable --now canhbao"|"start canhbao") start_service ;;
+  "stop canhbao") kill "$(cat "$S/service.pid")"; sleep 1 ;;
+  "reload mosquitto")
+    port=$(cat "$S/mosquitto.port")
+    [ -f "$S/mosquitto.pid" ] && kill "$(cat "$S/mosquitto.pid")" 2>/dev/null && sleep 0.5
+    printf 'listener %s 127.0.0.1\nallow_anonymous false\npassword_file %s\nacl_file %s\n' \
+      "$port" "$S/etc/mosquitto/canhbao/passwd" "$S/etc/mosquitto/canhbao/acl" > "$S/mosquitto.conf"
+    # Run as root (CI), Mosquitto would drop to its own user, who cannot enter the scratch
+    # directory; it keeps this run's user instead.
+    [ "$(id -u)" = 0 ] && echo "user root" >> "$S/mosquitto.conf"
+    mosquitto -c "$S/mosquitto.conf" > "$S/mosquitto.log" 2>&1 &
+    echo $! > "$S/mosquitto.pid"
+    for _ in $(seq 1 50); do (exec 3<>"/dev/tcp/127.0.0.1/$port") 2>/dev/null && exit 0; sleep 0.1; done
+    echo "systemctl: mosquitto did not start: $(cat "$S/mosquitto.log")" >&2; exit 1 ;;
+  *) echo "systemctl stand-in: $* is not stood in for" >&2; exit 1 ;;
+esac
+SH
+chmod 0755 "$S/stub/"*
+python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])' > "$S/mosquitto.port"
+
+step "Install (systemd), as written"
+run_block install
+ready=$(curl -s http://127.0.0.1:8080/readyz)
+echo "    readyz: $ready"
+[[ "$ready" == *'"database":"ok"'* && "$ready" == *'"broker":"ok"'* ]] || fail "not ready: $ready"
+grep -q 'configuration OK' "$S/install.out" || fail "check-config did not pass: $(cat "$S/install.out")"
+[ -s "$S/var/lib/canhbao/canhbao.db" ] || fail "no database at the credential's path"
+[ ! -e "$S/var/lib/canhbao/admin.token" ] || fail "the bootstrap token was not retired by the first admin"
+admin_pw=$(sed -n 's/^password (shown once): //p' "$S/install.out")
+[ "${#admin_pw}" -ge 16 ] || fail "users add printed no password: $(cat "$S/install.out")"
+code=$(curl -s -o /dev/null -w '%{http_code}' -H 'content-type: application/json' \
+  -d "{\"username\":\"truong.phong\",\"password\":\"$admin_pw\"}" http://127.0.0.1:8080/api/v1/login)
+[ "$code" = 200 ] || fail "the admin it made cannot log in: $code"
+echo "    ok: ready, check-config passed, the first admin logs in, the bootstrap token is gone"
+
+step "Adding a receiver, as written"
+run_block add-receiver
+rx_pw=$(head -n 1 "$S/add-receiver.out")
+grep -q '^user loa-06385-02$' "$S/etc/mosquitto/canhbao/acl" || fail "the ACL has no user for the receiver"
+port=$(cat "$S/mosquitto.port")
+mosquitto_pub -h 127.0.0.1 -p "$port" -i rx-loa-06385-02 -u loa-06385-02 -P "$rx_pw" \
+  -t canhbao/v1/heartbeat/loa-06385-02 -q 1 -m '{}' || fail "the receiver cannot log in with its password"
+if mosquitto_pub -h 127.0.0.1 -p "$port" -u loa-06385-02 -P wrong-password -t x -m x 2>/dev/null; then
+  fail "a wrong password was taken"
+fi
+echo "    ok: the receiver logs in to a Mosquitto on the generated files, a wrong password does not"
+
+step "Back up and restore on PostgreSQL, as written"
+export PGHOST=${PGHOST:-127.0.0.1} PGUSER=${PGUSER:-postgres}
+DB="cbdocs_$$"
+psql -q -d postgres -c "CREATE ROLE $DB LOGIN" && createdb --owner "$DB" "$DB"
+pg_serve() { # a second instance on the database, until ready; then stopped
+  CANHBAO__DATABASE__URL="postgres://$DB@$PGHOST:5432/$DB" "$bin" serve --config-dir "$repo/config" \
+    --data-dir "$S/pg-instance" --http 127.0.0.1:0 --mqtt-listen 127.0.0.1:0 --no-demo > "$S/pg-$1.log" 2>&1 &
+  local pid=$!
+  for _ in $(seq 1 100); do
+    grep -q 'migrations applied' "$S/pg-$1.log" && { kill "$pid"; wait "$pid" || true; return 0; }
+    kill -0 "$pid" 2>/dev/null || { tail -3 "$S/pg-$1.log" >&2; return 1; }
+    sleep 0.2
+  done
+  kill "$pid"; return 1
+}
+pg_serve first || fail "the first start on PostgreSQL failed"
+mkdir -p "$S/backup"
+for name in pg-backup pg-restore; do
+  text=$(block "$name" | sed -e "s/--owner canhbao canhbao/--owner $DB $DB/" -e "s/--role=canhbao/--role=$DB/" \
+    -e "s/-d canhbao /-d $DB /" -e "s/--if-exists canhbao\$/--if-exists $DB/" -e "s/-Fc canhbao /-Fc $DB /" \
+    -e "s#/backup/#$S/backup/#g" -e 's/canhbao-DATE\.dump/canhbao-$(date +%F).dump/')
+  if grep -qE '(^| )canhbao( |$)' <<< "$text"; then fail "the block $name names the database in a way this run does not know"; fi
+  printf '%s\n' "$text" | sed 's/^/    /'
+  PATH="$S/stub:$PATH" bash -euo pipefail -c "$text" || fail "the block $name failed"
+done
+dump=$(ls "$S"/backup/*.dump)
+[ "$(stat -c %a "$dump")" = 600 ] || fail "the dump is readable by others: $(stat -c %a "$dump")"
+pg_serve restored || fail "the service cannot start on the restored database"
+echo "    ok: the dump is mode 600; the restored database takes the service"
+echo
+echo "docs/operations.md: every marked block ran as written"
