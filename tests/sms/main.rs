@@ -455,3 +455,70 @@ async fn bench_sms_delivers_to_every_recipient_and_reports_a_ratio() {
     .await;
     eprintln!("{text}");
 }
+
+/// Anyone on the machine forges the `played` receipt of a commune's only loudspeaker,
+/// which is online but has not played: had it counted, the officials' SMS would never go.
+/// The broker drops it (only the receiver's own login writes its receipts, even a second
+/// after the receiver was registered), and the fallback goes out at its deadline.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_forged_played_receipt_does_not_hold_back_the_officials_sms() {
+    let http = http();
+    let port = free_port();
+    let Some(k) = kannel(&http, port).await else {
+        return;
+    };
+    let app = sms_app(port, &[("kannel-a", k.sendsms_base(), 50)]).await;
+    import_contacts(
+        &app,
+        "name,phone,commune,role,language,opt_out\nChủ tịch Hữu Lũng,0912000011,06385,commune_chair,vi,no\n",
+    )
+    .await;
+    let _slow: TestReceiver = app
+        .start_receiver_playing_with("06385", "loa-cham", "sleep 60")
+        .await
+        .unwrap();
+    app.wait_for("/api/v1/receivers", WAIT, |b| {
+        b["receivers"]
+            .as_array()
+            .is_some_and(|r| r.iter().any(|r| r["health"] == "online"))
+    })
+    .await
+    .unwrap();
+    let issued = Instant::now();
+    let alert_id = issue(&app, "LU-FORGE-1", &["06385"]).await.remove(0);
+    let (anon, stop) = app.anonymous_client().await.unwrap();
+    let topics = dispatch::Topics::new(&app.prefix, domain::ProvinceCode::new("20").unwrap()).unwrap();
+    let forged = serde_json::json!({
+        "v": 1, "alert_id": alert_id, "receiver_id": "loa-cham", "commune": "06385",
+        "status": "played", "at": chrono::Utc::now().to_rfc3339(),
+    });
+    anon.publish(
+        &topics.receipt(&domain::ReceiverId::new("loa-cham").unwrap()),
+        forged.to_string().into_bytes(),
+        false,
+    )
+    .await
+    .unwrap();
+    wait_until("the SMS to 06385's chair despite the forged receipt", || {
+        received(&k).contains_key("+84912000011")
+    })
+    .await;
+    assert!(
+        issued.elapsed() >= Duration::from_secs(4),
+        "it waited for the loudspeaker's deadline"
+    );
+    let detail = app.get(&format!("/api/v1/alerts/{alert_id}")).await.unwrap().1;
+    let rx = &detail["receiver_deliveries"][0];
+    assert!(
+        rx["state"] != "played" && rx["played"].is_null(),
+        "the forged receipt counted: {detail}"
+    );
+    assert!(
+        detail["sms_fallbacks"][0]["reason"]
+            .as_str()
+            .is_some_and(|r| r.starts_with("0 of 1 loudspeaker receivers reported played")),
+        "{detail}"
+    );
+    stop.cancel();
+    app.app.stop().await;
+}

@@ -98,6 +98,9 @@ struct Acl {
     /// while it is away): their receipt, heartbeat and status topics take only their own
     /// login, and one without a password cannot log in at all.
     protected: Arc<std::sync::RwLock<std::collections::HashMap<String, Login>>>,
+    /// The registry, asked when an id is not in `protected` (registered since the last
+    /// read): a receiver registered a second ago is protected at once.
+    store: store::Store,
 }
 
 /// Whether some topic matches both MQTT filters (`+` one level, `#` the rest).
@@ -122,6 +125,35 @@ struct Login {
 }
 
 impl Acl {
+    /// The registered receiver `id`, from the cache or else the registry (a database that
+    /// does not answer counts as not registered, and says so).
+    async fn login(&self, id: &str) -> Option<Login> {
+        let cached = self
+            .protected
+            .read()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .get(id)
+            .cloned();
+        if cached.is_some() {
+            return cached;
+        }
+        match self.store.receiver_login(id).await {
+            Ok(Some((commune, hash))) => {
+                let login = Login { commune, hash };
+                self.protected
+                    .write()
+                    .unwrap_or_else(std::sync::PoisonError::into_inner)
+                    .insert(id.to_owned(), login.clone());
+                Some(login)
+            }
+            Ok(None) => None,
+            Err(e) => {
+                tracing::warn!(receiver = %domain::cut(id), error = %e, "embedded broker: the registry could not be read for a receiver; taking it as unregistered");
+                None
+            }
+        }
+    }
+
     /// Whether a client logged in as `username` may subscribe to `filter` (a client that
     /// is not the service). A registered receiver (its login checked when it connected)
     /// reads its own commune's alerts and state and the key set, as Mosquitto's generated
@@ -152,7 +184,7 @@ impl Acl {
     /// Whether a client logged in as `username` may publish on `topic` (a client that is
     /// not the service: alert and state topics are refused, and a protected receiver's
     /// own topics take only that receiver's login).
-    fn may_publish(&self, username: Option<&str>, topic: &str) -> bool {
+    async fn may_publish(&self, username: Option<&str>, topic: &str) -> bool {
         if topic.starts_with(self.service_only.as_str()) {
             return false;
         }
@@ -167,12 +199,7 @@ impl Acl {
         // A registered receiver's topics take only its own login (checked against its
         // broker password when it connected); an unregistered id's messages count for
         // nothing, and are left to the service to count.
-        username == Some(owner.as_str())
-            || !self
-                .protected
-                .read()
-                .unwrap_or_else(std::sync::PoisonError::into_inner)
-                .contains_key(owner.as_str())
+        username == Some(owner.as_str()) || self.login(owner.as_str()).await.is_none()
     }
 }
 
@@ -203,12 +230,7 @@ impl rmqtt::hook::Handler for Acl {
                     }
                 } else if let Some(user) = user {
                     // A registered receiver logs in with its id and broker password.
-                    let hash = self
-                        .protected
-                        .read()
-                        .unwrap_or_else(std::sync::PoisonError::into_inner)
-                        .get(user)
-                        .map(|l| l.hash.clone());
+                    let hash = self.login(user).await.map(|l| l.hash);
                     match hash {
                         Some(Some(hash))
                             if password.is_some_and(|p| {
@@ -255,7 +277,7 @@ impl rmqtt::hook::Handler for Acl {
             }
             Parameter::MessagePublishCheckAcl(session, publish) => {
                 let username = session.id.username.as_ref().map(|u| &u[..]);
-                if !self.may_publish(username, &publish.inner.topic) {
+                if !self.may_publish(username, &publish.inner.topic).await {
                     tracing::warn!(topic = %domain::cut(&publish.inner.topic), "embedded broker: a client published on a topic that is not its own; dropped");
                     return (
                         false,
@@ -302,6 +324,7 @@ pub async fn start(
                 service_only: format!("{}/{}/", topics.prefix(), topics.province()),
                 topics: topics.clone(),
                 protected: protected.clone(),
+                store: store.clone(),
             })
         };
         register.add(Type::ClientAuthenticate, acl()).await;

@@ -193,6 +193,17 @@ impl Store {
         Ok(row.try_get("n")?)
     }
 
+    /// One registered receiver (not removed): its commune and broker password hash.
+    pub async fn receiver_login(&self, id: &str) -> Result<Option<(String, Option<String>)>> {
+        let row: Option<(String, Option<String>)> = sqlx::query_as(
+            "SELECT commune, password_hash FROM receiver_registry WHERE receiver_id = $1 AND removed_ms IS NULL",
+        )
+        .bind(id)
+        .fetch_optional(&self.pool)
+        .await?;
+        Ok(row)
+    }
+
     /// Every registered receiver (not removed) with its commune and its broker password
     /// hash, if it has one: who may log in on the embedded broker as which receiver.
     pub async fn receiver_logins(&self) -> Result<Vec<(String, String, Option<String>)>> {
