@@ -137,8 +137,10 @@ impl Acl {
         if cached.is_some() {
             return cached;
         }
-        match self.store.receiver_login(id).await {
-            Ok(Some((commune, hash))) => {
+        // Never wait long on the database: while it is away, logins and receipts go on
+        // (an id it cannot answer for counts as unregistered, as before it was asked).
+        match tokio::time::timeout(REGISTRY_WAIT, self.store.receiver_login(id)).await {
+            Ok(Ok(Some((commune, hash)))) => {
                 let login = Login { commune, hash };
                 self.protected
                     .write()
@@ -146,9 +148,13 @@ impl Acl {
                     .insert(id.to_owned(), login.clone());
                 Some(login)
             }
-            Ok(None) => None,
-            Err(e) => {
+            Ok(Ok(None)) => None,
+            Ok(Err(e)) => {
                 tracing::warn!(receiver = %domain::cut(id), error = %e, "embedded broker: the registry could not be read for a receiver; taking it as unregistered");
+                None
+            }
+            Err(_) => {
+                tracing::warn!(receiver = %domain::cut(id), "embedded broker: the registry did not answer in time for a receiver; taking it as unregistered");
                 None
             }
         }
@@ -365,6 +371,9 @@ pub async fn start(
     tracing::info!(addr = %addr, "embedded MQTT broker listening");
     Ok(EmbeddedBroker { addr, task })
 }
+
+/// How long a login or a publish waits for the registry about an id not yet read.
+const REGISTRY_WAIT: Duration = Duration::from_millis(300);
 
 /// How often the registered receivers are read again: a receiver registered is protected
 /// within this. While the database is away the last list stands.
