@@ -63,6 +63,9 @@ impl KeySetPublisher {
         let mut connections = self.mqtt.connections();
         // The bytes last published (or refused), and on which connection.
         let mut last: Option<Vec<u8>> = None;
+        // The file's modification time and length when it was last read: it is read again
+        // only when they change.
+        let mut stamp: Option<(std::time::SystemTime, u64)> = None;
         let mut published_on: Option<u64> = None;
         let mut since = tokio::time::Instant::now();
         let mut tick = tokio::time::interval(CHECK);
@@ -76,7 +79,14 @@ impl KeySetPublisher {
             if connection == 0 {
                 continue; // never connected yet: the first connection publishes
             }
-            let bytes = match std::fs::read(&self.file) {
+            let now_stamp = std::fs::metadata(&self.file).and_then(|m| Ok((m.modified()?, m.len())));
+            let read = match (&now_stamp, &last) {
+                (Ok(s), Some(bytes)) if stamp == Some(*s) && !bytes.is_empty() => Ok(bytes.clone()),
+                (Ok(_), _) => std::fs::read(&self.file),
+                (Err(e), _) => Err(std::io::Error::new(e.kind(), e.to_string())),
+            };
+            stamp = now_stamp.ok();
+            let bytes = match read {
                 Ok(b) => b,
                 Err(e) => {
                     if last.is_some() || published_on.is_none() {
