@@ -5,7 +5,7 @@
 #
 # What cannot run here is stood in for, and only that: the paths /opt/canhbao, /etc/canhbao,
 # /var/lib/canhbao, /etc/systemd/system, /usr/local/bin and /etc/mosquitto/canhbao are moved
-# into the scratch directory; `cargo build` is the binary under test; `useradd` and `chgrp`
+# (and /var/backups) into the scratch directory; `cargo build` is the binary under test; `useradd` and `chgrp`
 # do nothing (there is no canhbao user: ownership is not checked); `install -o/-g` drop
 # the owner; `sudo -u USER` runs the command as this user; `systemctl` starts the service
 # as the unit says (its Environment=, EnvironmentFile=, LoadCredential= directory,
@@ -47,7 +47,8 @@ block() {
 relocate() {
   sed -e "s#/opt/canhbao#$S/opt/canhbao#g" -e "s#/etc/canhbao#$S/etc/canhbao#g" \
     -e "s#/var/lib/canhbao#$S/var/lib/canhbao#g" -e "s#/etc/systemd/system#$S/etc/systemd/system#g" \
-    -e "s#/usr/local/bin#$S/bin#g" -e "s#/etc/mosquitto/canhbao#$S/etc/mosquitto/canhbao#g"
+    -e "s#/usr/local/bin#$S/bin#g" -e "s#/etc/mosquitto/canhbao#$S/etc/mosquitto/canhbao#g" \
+    -e "s#/var/backups#$S/var/backups#g"
 }
 run_block() { # name: runs it from $S/src, its output in $S/NAME.out
   local text
@@ -154,6 +155,18 @@ if mosquitto_pub -h 127.0.0.1 -p "$port" -u loa-06385-02 -P wrong-password -t x 
   fail "a wrong password was taken"
 fi
 echo "    ok: the receiver logs in to a Mosquitto on the generated files, a wrong password does not"
+
+step "Upgrade (SQLite), as written"
+mkdir -p "$S/var/backups"
+run_block upgrade
+copy=$(ls "$S"/var/backups/canhbao-*.db)
+[ "$(stat -c %a "$copy")" = 600 ] || fail "the backup is readable by others: $(stat -c %a "$copy")"
+[ "$(sqlite3 "$copy" 'PRAGMA integrity_check')" = ok ] || fail "the backup is not a sound database"
+grep -q 'configuration OK' "$S/upgrade.out" || fail "check-config did not pass: $(cat "$S/upgrade.out")"
+code=$(curl -s -o /dev/null -w '%{http_code}' -H 'content-type: application/json' \
+  -d "{\"username\":\"truong.phong\",\"password\":\"$admin_pw\"}" http://127.0.0.1:8080/api/v1/login)
+[ "$code" = 200 ] || fail "the admin cannot log in after the upgrade: $code"
+echo "    ok: the backup is a sound database of mode 600; the upgraded service is ready and keeps its people"
 
 step "Back up and restore on PostgreSQL, as written"
 export PGHOST=${PGHOST:-127.0.0.1} PGUSER=${PGUSER:-postgres}

@@ -7,77 +7,14 @@
 
 mod common;
 
-use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
 use canhbao_server::bench_dispatch::unique;
-use common::{Fleet, Service, issue_province_alerts, spawn_service, tail, wait_all_played, wait_ready};
+use common::{Fleet, Instance, issue_province_alerts, share_keys, tail, wait_all_played, wait_ready};
 use testkit::kannel::free_port;
 use testkit::postgres::PgDatabase;
 
 const RECEIVERS: usize = 200;
-
-/// One instance: its own data directory, port, client id and log.
-struct Instance {
-    data_dir: PathBuf,
-    base: String,
-    log: PathBuf,
-    env: Vec<(&'static str, String)>,
-}
-
-impl Instance {
-    fn new(root: &Path, name: &str, database: &str, broker: &str, prefix: &str, feed: &str) -> Instance {
-        let data_dir = root.join(name);
-        let port = free_port();
-        let env = vec![
-            ("CANHBAO__SERVICE__DATA_DIR", data_dir.display().to_string()),
-            ("CANHBAO__DATABASE__URL", database.to_owned()),
-            ("CANHBAO__HTTP__LISTEN", format!("127.0.0.1:{port}")),
-            ("CANHBAO__MQTT__MODE", "external".into()),
-            ("CANHBAO__MQTT__URL", broker.to_owned()),
-            ("CANHBAO__MQTT__TOPIC_PREFIX", prefix.to_owned()),
-            ("CANHBAO__MQTT__CLIENT_ID", unique(&format!("canhbao-{name}"))),
-            ("CANHBAO__OUTBOX__IDLE_POLL_MS", "1000".into()),
-            ("CANHBAO__OUTBOX__LEASE_S", "10".into()),
-            ("CANHBAO__OUTBOX__RESEND_S", "[2, 5]".into()),
-            // A source nobody answers: what is tested is who polls it.
-            (
-                "CANHBAO__INGEST__SOURCES",
-                format!(
-                    r#"[{{ id = "gauge", url = "{feed}", format = "cap", interval_s = 2, timeout_s = 1 }}]"#
-                ),
-            ),
-        ];
-        Instance {
-            data_dir,
-            base: format!("http://127.0.0.1:{port}"),
-            log: root.join(format!("{name}.log")),
-            env,
-        }
-    }
-
-    fn start(&self) -> Service {
-        let env: Vec<(&str, String)> = self.env.iter().map(|(k, v)| (*k, v.clone())).collect();
-        spawn_service(&self.log, &env)
-    }
-
-    fn log_text(&self) -> String {
-        std::fs::read_to_string(&self.log).unwrap_or_default()
-    }
-}
-
-/// Copies the signing keyring of one instance to another: every instance signs with the
-/// province's key, which receivers trust.
-fn share_keys(from: &Path, to: &Path) {
-    std::fs::create_dir_all(to.join("keyring")).unwrap();
-    for entry in std::fs::read_dir(from.join("keyring")).unwrap() {
-        let entry = entry.unwrap();
-        std::fs::copy(entry.path(), to.join("keyring").join(entry.file_name())).unwrap();
-    }
-    if from.join("signing.key").exists() {
-        std::fs::copy(from.join("signing.key"), to.join("signing.key")).unwrap();
-    }
-}
 
 const POLLING: &str = "polling this source";
 

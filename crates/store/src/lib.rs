@@ -64,6 +64,12 @@ pub enum StoreError {
     Open { url: String, source: sqlx::Error },
     #[error("database migration failed: {0}")]
     Migrate(#[from] sqlx::migrate::MigrateError),
+    #[error(
+        "the database's schema is version {found}, newer than this build's {known}: a later \
+         release migrated it. Run that release, or restore the backup taken before the upgrade; \
+         nothing was changed"
+    )]
+    NewerSchema { found: i64, known: i64 },
     #[error("database error: {0}")]
     Db(#[from] sqlx::Error),
     #[error("stored row is corrupt: {0}")]
@@ -309,6 +315,27 @@ async fn connect(url: &str, max: u32) -> Result<(AnyPool, Backend)> {
     Ok((pool, backend))
 }
 
+/// Refuses a database that a later release migrated (its newest applied migration is one
+/// this build does not know), before anything is written: an older binary must not run
+/// on a newer schema, and sqlx's own refusal ("previously applied but is missing") does
+/// not say what to do.
+async fn refuse_newer_schema(pool: &AnyPool) -> Result<()> {
+    use sqlx::Row;
+    // No history table yet: a new database.
+    let Ok(row) = sqlx::query("SELECT MAX(version) FROM _sqlx_migrations")
+        .fetch_one(pool)
+        .await
+    else {
+        return Ok(());
+    };
+    let found: Option<i64> = row.try_get(0)?;
+    let known = Store::schema_version();
+    match found {
+        Some(found) if found > known => Err(StoreError::NewerSchema { found, known }),
+        _ => Ok(()),
+    }
+}
+
 impl Store {
     /// Opens the database at `url` and applies migrations: `sqlite://PATH` (created if
     /// missing) or `sqlite::memory:`, or `postgres://USER@HOST/DB`.
@@ -316,6 +343,7 @@ impl Store {
         // An in-memory database exists once per connection: keep exactly one.
         let max = if url.contains(":memory:") { 1 } else { 8 };
         let (pool, backend) = connect(url, max).await?;
+        refuse_newer_schema(&pool).await?;
         migrator(backend, i64::MAX).run(&pool).await?;
         Ok(Self {
             pool,

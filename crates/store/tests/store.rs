@@ -89,6 +89,7 @@ on_both_backends!(
     a_commune_whose_loudspeakers_all_played_is_never_a_fallback_candidate,
     the_audit_chain_detects_a_changed_or_removed_row,
     a_database_of_the_previous_release_upgrades_with_its_data_intact,
+    a_database_a_later_release_migrated_is_refused_and_left_untouched,
     workers_of_two_instances_claiming_at_once_never_get_the_same_delivery,
     a_new_alert_wakes_the_workers_of_every_instance,
     the_alert_list_counts_each_alerts_publications_plays_and_refusals_in_one_query,
@@ -1039,6 +1040,82 @@ async fn a_database_of_the_previous_release_upgrades_with_its_data_intact(db: Db
     let again = Store::open(&url).await.unwrap();
     assert_eq!(again.get_alert("old-1").await.unwrap().unwrap().headline, "Lũ");
     assert!(Store::schema_version() > PREVIOUS_RELEASE_SCHEMA);
+}
+
+/// An instance of an older release must not run on a newer schema (an upgrade that was
+/// rolled back by replacing the binary, or an instance left running on the old release):
+/// it refuses to start, says why and what to do, and writes nothing.
+async fn a_database_a_later_release_migrated_is_refused_and_left_untouched(db: Db) {
+    let url = db.url().to_owned();
+    let store = Store::open(&url).await.unwrap();
+    store
+        .register_receiver(&store::RegisteredReceiver {
+            receiver_id: "loa-1".into(),
+            commune: "06385".into(),
+            password_hash: None,
+            trusted_keys: vec![],
+            firmware: None,
+            registered: t0(),
+            drills: false,
+        })
+        .await
+        .unwrap();
+    drop(store);
+    // The later release's migration, as sqlx records it.
+    let later = Store::schema_version() + 1;
+    let raw = Store::open_at_schema(&url, Store::schema_version())
+        .await
+        .unwrap();
+    let blob = match &db {
+        Db::Sqlite(..) => "X'00'",
+        Db::Postgres(_) => "'\\x00'",
+    };
+    sqlx::query(sqlx::AssertSqlSafe(format!(
+        "INSERT INTO _sqlx_migrations (version, description, success, checksum, execution_time)
+         VALUES ({later}, 'a later release', TRUE, {blob}, 1)"
+    )))
+    .execute(&raw)
+    .await
+    .unwrap();
+    let tables = |pool: sqlx::AnyPool| async move {
+        use sqlx::Row;
+        let n: i64 = sqlx::query("SELECT COUNT(*) FROM _sqlx_migrations")
+            .fetch_one(&pool)
+            .await
+            .unwrap()
+            .get(0);
+        pool.close().await;
+        n
+    };
+    let before = tables(raw).await;
+
+    let Err(refused) = Store::open(&url).await else {
+        panic!("an older build opened a newer schema");
+    };
+    assert!(
+        matches!(refused, store::StoreError::NewerSchema { found, known }
+            if found == later && known == Store::schema_version()),
+        "{refused:?}"
+    );
+    let said = refused.to_string();
+    assert!(
+        said.contains(&format!("version {later}")) && said.contains("restore the backup"),
+        "{said}"
+    );
+    // Nothing changed: the history as the later release left it, the data still there.
+    let pool = sqlx::any::AnyPoolOptions::new()
+        .max_connections(1)
+        .connect(&url)
+        .await
+        .unwrap();
+    use sqlx::Row;
+    let receivers: i64 = sqlx::query("SELECT COUNT(*) FROM receiver_registry")
+        .fetch_one(&pool)
+        .await
+        .unwrap()
+        .get(0);
+    assert_eq!(receivers, 1);
+    assert_eq!(tables(pool).await, before);
 }
 
 #[tokio::test]

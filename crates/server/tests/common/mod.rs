@@ -14,6 +14,7 @@ use dispatch::mqtt::BrokerUrl;
 use dispatch::{Topics, TrustedKeys};
 use domain::{CommuneCode, ProvinceCode, ReceiverId};
 use serde_json::Value;
+use testkit::kannel::free_port;
 use tokio::sync::mpsc;
 use tokio_util::sync::CancellationToken;
 
@@ -383,4 +384,96 @@ pub async fn issue_province_alerts(
         alerts.push(ids[0].as_str().unwrap().to_owned());
     }
     alerts
+}
+
+/// One instance: its own data directory, port, client id and log.
+pub struct Instance {
+    pub data_dir: PathBuf,
+    pub base: String,
+    pub log: PathBuf,
+    pub env: Vec<(&'static str, String)>,
+}
+
+impl Instance {
+    pub fn new(root: &Path, name: &str, database: &str, broker: &str, prefix: &str, feed: &str) -> Instance {
+        let data_dir = root.join(name);
+        let port = free_port();
+        let env = vec![
+            ("CANHBAO__SERVICE__DATA_DIR", data_dir.display().to_string()),
+            ("CANHBAO__DATABASE__URL", database.to_owned()),
+            ("CANHBAO__HTTP__LISTEN", format!("127.0.0.1:{port}")),
+            ("CANHBAO__MQTT__MODE", "external".into()),
+            ("CANHBAO__MQTT__URL", broker.to_owned()),
+            ("CANHBAO__MQTT__TOPIC_PREFIX", prefix.to_owned()),
+            ("CANHBAO__MQTT__CLIENT_ID", unique(&format!("canhbao-{name}"))),
+            ("CANHBAO__OUTBOX__IDLE_POLL_MS", "1000".into()),
+            ("CANHBAO__OUTBOX__LEASE_S", "10".into()),
+            ("CANHBAO__OUTBOX__RESEND_S", "[2, 5]".into()),
+            // A source nobody answers: what is tested is who polls it.
+            (
+                "CANHBAO__INGEST__SOURCES",
+                format!(
+                    r#"[{{ id = "gauge", url = "{feed}", format = "cap", interval_s = 2, timeout_s = 1 }}]"#
+                ),
+            ),
+        ];
+        Instance {
+            data_dir,
+            base: format!("http://127.0.0.1:{port}"),
+            log: root.join(format!("{name}.log")),
+            env,
+        }
+    }
+
+    pub fn start(&self) -> Service {
+        let env: Vec<(&str, String)> = self.env.iter().map(|(k, v)| (*k, v.clone())).collect();
+        spawn_service(&self.log, &env)
+    }
+
+    pub fn log_text(&self) -> String {
+        std::fs::read_to_string(&self.log).unwrap_or_default()
+    }
+}
+
+/// Copies the signing keyring of one instance to another: every instance signs with the
+/// province's key, which receivers trust.
+pub fn share_keys(from: &Path, to: &Path) {
+    std::fs::create_dir_all(to.join("keyring")).unwrap();
+    for entry in std::fs::read_dir(from.join("keyring")).unwrap() {
+        let entry = entry.unwrap();
+        std::fs::copy(entry.path(), to.join("keyring").join(entry.file_name())).unwrap();
+    }
+    if from.join("signing.key").exists() {
+        std::fs::copy(from.join("signing.key"), to.join("signing.key")).unwrap();
+    }
+}
+
+impl Instance {
+    /// Runs `canhbao ARGS` as an operator on this instance's host does: its config
+    /// directory and environment, `stdin` written to the command. Panics with the output
+    /// if it fails.
+    pub fn admin(&self, args: &[&str], stdin: &str) -> String {
+        use std::io::Write;
+        let mut command = Command::new(env!("CARGO_BIN_EXE_canhbao"));
+        command
+            .args(args)
+            .env("CANHBAO_CONFIG_DIR", repo().join("config"))
+            .env("CANHBAO__DEMO__ENABLED", "false")
+            .stdin(std::process::Stdio::piped())
+            .stdout(std::process::Stdio::piped())
+            .stderr(std::process::Stdio::piped());
+        for (k, v) in &self.env {
+            command.env(k, v);
+        }
+        let mut child = command.spawn().unwrap();
+        child.stdin.take().unwrap().write_all(stdin.as_bytes()).unwrap();
+        let out = child.wait_with_output().unwrap();
+        let text = format!(
+            "{}{}",
+            String::from_utf8_lossy(&out.stdout),
+            String::from_utf8_lossy(&out.stderr)
+        );
+        assert!(out.status.success(), "canhbao {args:?}: {text}");
+        text
+    }
 }
