@@ -4,15 +4,16 @@
 # (it needs the debug `canhbao` binary, PostgreSQL at PGHOST and a free port 8080).
 #
 # What cannot run here is stood in for, and only that: the paths /opt/canhbao, /etc/canhbao,
-# /var/lib/canhbao, /etc/systemd/system, /usr/local/bin and /etc/mosquitto/canhbao are moved
-# (and /var/backups) into the scratch directory; `cargo build` is the binary under test; `useradd` and `chgrp`
-# do nothing (there is no canhbao user: ownership is not checked); `install -o/-g` drop
-# the owner; `sudo -u USER` runs the command as this user; `systemctl` starts the service
-# as the unit says (its Environment=, EnvironmentFile=, LoadCredential= directory,
-# WorkingDirectory= and ExecStart=; StateDirectory= as the moved /var/lib/canhbao, which
-# the config's copy names too), or,
+# /var/lib/canhbao, /var/backups, /etc/systemd/system, /usr/local/bin and
+# /etc/mosquitto/canhbao are moved into the scratch directory; `cargo build` is the binary
+# under test; `useradd` and `chgrp` do nothing (there is no canhbao user: ownership is not
+# checked); `install -o/-g` drop the owner; `sudo -u USER` runs the command as this user;
+# `systemctl` starts, stops and restarts the service as the unit says (its Environment=,
+# EnvironmentFile=, LoadCredential= directory, WorkingDirectory= and ExecStart=;
+# StateDirectory= as the moved /var/lib/canhbao, which the config's copy names too), or,
 # for `reload mosquitto`, a Mosquitto of this run's own on the generated files. The
-# PostgreSQL blocks run on a database and role of this run's own, named for it.
+# PostgreSQL blocks run on a database and role of this run's own, named for it, and the
+# key rotation's NEW_KEY_ID and OLD_KEY_ID are the ids its first block printed.
 set -euo pipefail
 
 repo=$(cd "$(dirname "$0")/../.." && pwd)
@@ -111,6 +112,7 @@ case "$*" in
   daemon-reload) ;;
   "enable --now canhbao"|"start canhbao") start_service ;;
   "stop canhbao") kill "$(cat "$S/service.pid")"; sleep 1 ;;
+  "restart canhbao") kill "$(cat "$S/service.pid")"; sleep 1; start_service ;;
   "reload mosquitto")
     port=$(cat "$S/mosquitto.port")
     [ -f "$S/mosquitto.pid" ] && kill "$(cat "$S/mosquitto.pid")" 2>/dev/null && sleep 0.5
@@ -168,12 +170,49 @@ code=$(curl -s -o /dev/null -w '%{http_code}' -H 'content-type: application/json
 [ "$code" = 200 ] || fail "the admin cannot log in after the upgrade: $code"
 echo "    ok: the backup is a sound database of mode 600; the upgraded service is ready and keeps its people"
 
-step "Back up and restore on PostgreSQL, as written"
+step "Key rotation, as written"
+run_block key-rotation-add
+old=$(grep '"state":"active"' "$S/key-rotation-add.out" | head -n 1 | sed 's/.*"key_id":"\([^"]*\)".*/\1/')
+new=$(grep '"state":"valid"' "$S/key-rotation-add.out" | grep -v "$old" | tail -n 1 | sed 's/.*"key_id":"\([^"]*\)".*/\1/')
+[ -n "$old" ] && [ -n "$new" ] && [ "$old" != "$new" ] || fail "keys list/generate named no old and new key: $(cat "$S/key-rotation-add.out")"
+text=$(block key-rotation-switch | relocate | sed -e "s/NEW_KEY_ID/$new/g" -e "s/OLD_KEY_ID/$old/g")
+printf '%s\n' "$text" | sed 's/^/    /'
+(cd "$S/src" && PATH="$S/stub:$S/bin:$PATH" bash -euo pipefail -c "$text") > "$S/key-rotation-switch.out" 2>&1 \
+  || { cat "$S/key-rotation-switch.out" >&2; fail "the block key-rotation-switch failed"; }
+keys=$(curl -s http://127.0.0.1:8080/api/v1/keys)
+grep -q "\"key_id\":\"$new\"[^}]*\"state\":\"active\"" <<< "$keys" || fail "after the restart $new does not sign: $keys"
+grep -q "\"key_id\":\"$old\"[^}]*\"state\":\"retired\"" "$S/key-rotation-switch.out" || fail "$old is not retired: $(cat "$S/key-rotation-switch.out")"
+# The key set the service publishes to receivers: an envelope whose payload lists the revoked keys.
+revoked=$(python3 -c 'import sys, json, base64
+e = json.load(open(sys.argv[1]))
+print(" ".join(json.loads(base64.b64decode(e["payload"]))["revoked"]))' "$S/var/lib/canhbao/keyring/keyset.json")
+[[ " $revoked " == *" $old "* ]] || fail "the key set does not revoke $old: $revoked"
+echo "    ok: the new key signs after the restart, the old one is retired and revoked in the key set"
+
+step "Several instances on PostgreSQL: the database, then back up and restore, as written"
 export PGHOST=${PGHOST:-127.0.0.1} PGUSER=${PGUSER:-postgres}
 DB="cbdocs_$$"
-psql -q -d postgres -c "CREATE ROLE $DB LOGIN" && createdb --owner "$DB" "$DB"
+pg_block() { # name: the block with the run's database, role, password, host and backup directory
+  block "$1" | relocate | sed -e "s/--owner canhbao canhbao/--owner $DB $DB/" -e "s/--role=canhbao/--role=$DB/" \
+    -e "s/-d canhbao /-d $DB /" -e "s/--if-exists canhbao\$/--if-exists $DB/" -e "s/-Fc canhbao /-Fc $DB /" \
+    -e "s/--pwprompt canhbao\$/--pwprompt $DB/" -e "s#postgres://canhbao:PASSWORD@db.internal:5432/canhbao#postgres://$DB:$DB-pw@$PGHOST:5432/$DB#" \
+    -e "s#/backup/#$S/backup/#g" -e 's/canhbao-DATE\.dump/canhbao-$(date +%F).dump/'
+}
+text=$(pg_block pg-setup)
+printf '%s\n' "$text" | sed 's/^/    /'
+if grep -qE '(^| )canhbao( |$)' <<< "$text"; then fail "the block pg-setup names the database in a way this run does not know"; fi
+# createuser asks for the password on the terminal, or on its input when there is none.
+printf '%s\n%s\n' "$DB-pw" "$DB-pw" | PATH="$S/stub:$PATH" setsid -w bash -euo pipefail -c "$text" \
+  || fail "the block pg-setup failed"
+url=$(cat "$S/etc/canhbao/credentials/CANHBAO__DATABASE__URL")
+[ "$url" = "postgres://$DB:$DB-pw@$PGHOST:5432/$DB" ] || fail "the credential holds $url"
+[ "$(psql -tA -d postgres -c "SELECT pg_get_userbyid(datdba) FROM pg_database WHERE datname = '$DB'")" = "$DB" ] \
+  || fail "the database is not owned by the service's role"
+[ "$(psql -tA -d postgres -c "SELECT rolpassword IS NOT NULL FROM pg_authid WHERE rolname = '$DB'")" = t ] \
+  || fail "the role has no password"
+echo "    ok: the role has its password, owns its database, and the credential names both"
 pg_serve() { # a second instance on the database, until ready; then stopped
-  CANHBAO__DATABASE__URL="postgres://$DB@$PGHOST:5432/$DB" "$bin" serve --config-dir "$repo/config" \
+  CANHBAO__DATABASE__URL="$url" "$bin" serve --config-dir "$repo/config" \
     --data-dir "$S/pg-instance" --http 127.0.0.1:0 --mqtt-listen 127.0.0.1:0 --no-demo > "$S/pg-$1.log" 2>&1 &
   local pid=$!
   for _ in $(seq 1 100); do
@@ -186,9 +225,7 @@ pg_serve() { # a second instance on the database, until ready; then stopped
 pg_serve first || fail "the first start on PostgreSQL failed"
 mkdir -p "$S/backup"
 for name in pg-backup pg-restore; do
-  text=$(block "$name" | sed -e "s/--owner canhbao canhbao/--owner $DB $DB/" -e "s/--role=canhbao/--role=$DB/" \
-    -e "s/-d canhbao /-d $DB /" -e "s/--if-exists canhbao\$/--if-exists $DB/" -e "s/-Fc canhbao /-Fc $DB /" \
-    -e "s#/backup/#$S/backup/#g" -e 's/canhbao-DATE\.dump/canhbao-$(date +%F).dump/')
+  text=$(pg_block "$name")
   if grep -qE '(^| )canhbao( |$)' <<< "$text"; then fail "the block $name names the database in a way this run does not know"; fi
   printf '%s\n' "$text" | sed 's/^/    /'
   PATH="$S/stub:$PATH" bash -euo pipefail -c "$text" || fail "the block $name failed"

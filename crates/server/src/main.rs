@@ -941,8 +941,42 @@ enum KeysCli {
     List,
     /// Make a valid key the one that signs; the previous one stays valid.
     Activate { key_id: String },
-    /// Stop publishing a key that no longer signs, and delete its secret.
-    Retire { key_id: String },
+    /// Revoke a key that no longer signs: receivers stop trusting it (and drop what it
+    /// signed), and its secret is deleted. Refused while an alert it signed is live,
+    /// unless --force (a stolen key).
+    Retire {
+        key_id: String,
+        /// Retire it even though alerts it signed are live: receivers drop them.
+        #[arg(long)]
+        force: bool,
+    },
+}
+
+/// Whether no live alert was signed by `key_id`; otherwise says which are, and until when.
+fn retire_is_safe(key_id: &str, settings: &Settings) -> Result<bool> {
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()?;
+    let live = runtime.block_on(async {
+        let store = store::Store::open(&settings.database_url).await?;
+        let live = store.live_alerts_signed_by(key_id, chrono::Utc::now()).await;
+        store.close().await;
+        anyhow::Ok(live?)
+    })?;
+    let Some((_, last)) = live.last() else {
+        return Ok(true);
+    };
+    eprintln!(
+        "error: {} live alert(s) are signed by {key_id}; retiring it now would make every \
+         receiver drop them. The last expires at {}. Retire it after that, or with --force if \
+         the key was stolen:",
+        live.len(),
+        last.to_rfc3339()
+    );
+    for (id, expires) in live.iter().take(20) {
+        eprintln!("  {id} (expires {})", expires.to_rfc3339());
+    }
+    Ok(false)
 }
 
 fn keys(action: KeysCli, args: &ConfigArgs) -> Result<ExitCode> {
@@ -954,7 +988,12 @@ fn keys(action: KeysCli, args: &ConfigArgs) -> Result<ExitCode> {
         KeysCli::Generate { activate } => KeysAction::Generate { activate },
         KeysCli::List => KeysAction::List,
         KeysCli::Activate { key_id } => KeysAction::Activate(key_id),
-        KeysCli::Retire { key_id } => KeysAction::Retire(key_id),
+        KeysCli::Retire { key_id, force } => {
+            if !force && !retire_is_safe(&key_id, &settings)? {
+                return Ok(ExitCode::FAILURE);
+            }
+            KeysAction::Retire(key_id)
+        }
     };
     run_keys(
         &action,

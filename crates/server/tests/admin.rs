@@ -1,6 +1,10 @@
 //! Administrative commands act on the deployment their operator means, or refuse: run as
 //! the `canhbao` binary, as an operator runs them from a shell.
 
+#![allow(clippy::unwrap_used)]
+
+mod common;
+
 use std::path::Path;
 use std::process::Command;
 
@@ -93,4 +97,81 @@ fn mosquitto_config_never_writes_an_acl_without_receivers_over_one_with_some_unl
     );
     assert!(ok, "{text}");
     assert!(text.contains("0 receivers"), "{text}");
+}
+
+/// Retiring a key revokes it in the key set, and every receiver drops what it signed: an
+/// operator who retires the old key while its alerts are live silences them. Refused,
+/// naming the alerts and when the last expires, unless `--force` (a stolen key).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn retiring_a_key_whose_alerts_are_live_is_refused_unless_forced() {
+    let tmp = tempfile::tempdir().unwrap();
+    let data = tmp.path().join("var");
+    let port = testkit::kannel::free_port();
+    let base = format!("http://127.0.0.1:{port}");
+    let log = tmp.path().join("serve.log");
+    let service = common::spawn_service(
+        &log,
+        &[
+            ("CANHBAO__SERVICE__DATA_DIR", data.display().to_string()),
+            ("CANHBAO__HTTP__LISTEN", format!("127.0.0.1:{port}")),
+            (
+                "CANHBAO__MQTT__LISTEN",
+                format!("127.0.0.1:{}", testkit::kannel::free_port()),
+            ),
+        ],
+    );
+    let http = reqwest::Client::new();
+    common::wait_ready(&http, &base, &log).await;
+    let token = std::fs::read_to_string(data.join("admin.token")).unwrap();
+    let r = http
+        .post(format!("{base}/api/v1/bulletins"))
+        .bearer_auth(token.trim())
+        .header("content-type", "application/cap+xml")
+        .body(common::bulletin("retire-guard-1", "flood", 2))
+        .send()
+        .await
+        .unwrap();
+    let body: serde_json::Value = r.json().await.unwrap();
+    let alert = body["alerts"][0]
+        .as_str()
+        .unwrap_or_else(|| panic!("{body}"))
+        .to_owned();
+    service.kill();
+
+    let list = |text: &str| -> Vec<serde_json::Value> {
+        text.lines()
+            .filter_map(|l| serde_json::from_str(l).ok())
+            .collect()
+    };
+    let (ok, text) = canhbao(&data, &["keys", "list"]);
+    assert!(ok, "{text}");
+    let old = list(&text).into_iter().find(|k| k["state"] == "active").unwrap()["key_id"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    let (ok, text) = canhbao(&data, &["keys", "generate", "--activate"]);
+    assert!(ok, "{text}");
+
+    let (ok, text) = canhbao(&data, &["keys", "retire", &old]);
+    assert!(!ok, "retired while its alert is live: {text}");
+    assert!(
+        text.contains(&alert) && text.contains("--force") && text.contains("1 live alert"),
+        "{text}"
+    );
+    let (_, text) = canhbao(&data, &["keys", "list"]);
+    assert!(
+        list(&text)
+            .iter()
+            .any(|k| k["key_id"] == old.as_str() && k["state"] == "valid"),
+        "the refused retirement changed the keyring: {text}"
+    );
+
+    let (ok, text) = canhbao(&data, &["keys", "retire", &old, "--force"]);
+    assert!(ok, "{text}");
+    assert!(
+        list(&text)
+            .iter()
+            .any(|k| k["key_id"] == old.as_str() && k["state"] == "retired"),
+        "{text}"
+    );
 }

@@ -489,6 +489,29 @@ impl Store {
 
     /// Live public alerts at `now`: CAP status Actual, not expired, and not replaced by an
     /// Update or Cancel (a live Cancel is listed: it is the news). Newest first.
+    /// Alerts signed by `key_id` that receivers may still hold or repeat at `now` (any
+    /// status, not expired, not replaced by an Update or Cancel): (id, expiry), soonest
+    /// expiry first. Retiring the key revokes it, and receivers drop what it signed.
+    pub async fn live_alerts_signed_by(
+        &self,
+        key_id: &str,
+        now: DateTime<Utc>,
+    ) -> Result<Vec<(String, DateTime<Utc>)>> {
+        let rows = sqlx::query(
+            "SELECT id, expires_ms FROM alerts
+             WHERE key_id = $1 AND expires_ms > $2
+               AND NOT EXISTS (SELECT 1 FROM alert_refs x WHERE x.refers_to = alerts.id)
+             ORDER BY expires_ms, id",
+        )
+        .bind(key_id)
+        .bind(ms(now))
+        .fetch_all(&self.pool)
+        .await?;
+        rows.iter()
+            .map(|r| Ok((r.try_get("id")?, from_ms(r.try_get("expires_ms")?)?)))
+            .collect()
+    }
+
     pub async fn live_public_alerts(&self, now: DateTime<Utc>, limit: i64) -> Result<Vec<AlertRecord>> {
         let sql = format!(
             "SELECT {ALERT_COLUMNS} FROM alerts
