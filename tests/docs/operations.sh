@@ -7,7 +7,8 @@
 # /var/lib/canhbao, /var/backups, /etc/systemd/system, /usr/local/bin and
 # /etc/mosquitto/canhbao are moved into the scratch directory; `cargo build` is the binary
 # under test; `useradd` and `chgrp` do nothing (there is no canhbao user: ownership is not
-# checked); `install -o/-g` drop the owner; `sudo -u USER` runs the command as this user;
+# checked); `install -o/-g` drop the owner; `runuser -u USER --` runs the command as this user;
+# `apt-get` does nothing (CI installs the packages);
 # `systemctl` starts, stops and restarts the service as the unit says (its Environment=,
 # EnvironmentFile=, LoadCredential= directory, WorkingDirectory= and ExecStart=;
 # StateDirectory= as the moved /var/lib/canhbao, which the config's copy names too), or,
@@ -49,7 +50,7 @@ relocate() {
   sed -e "s#/opt/canhbao#$S/opt/canhbao#g" -e "s#/etc/canhbao#$S/etc/canhbao#g" \
     -e "s#/var/lib/canhbao#$S/var/lib/canhbao#g" -e "s#/etc/systemd/system#$S/etc/systemd/system#g" \
     -e "s#/usr/local/bin#$S/bin#g" -e "s#/etc/mosquitto/canhbao#$S/etc/mosquitto/canhbao#g" \
-    -e "s#/var/backups#$S/var/backups#g"
+    -e "s#/var/backups#$S/var/backups#g" -e "s#/etc/mosquitto/conf.d#$S/etc/mosquitto/conf.d#g"
 }
 run_block() { # name: runs it from $S/src, its output in $S/NAME.out
   local text
@@ -64,10 +65,16 @@ run_block() { # name: runs it from $S/src, its output in $S/NAME.out
 mkdir -p "$S/stub" "$S/bin" "$S/src/target/release"
 cp "$bin" "$S/src/target/release/canhbao"
 cp -r "$repo/config" "$S/src/config"
-# The data directory the production profile names, moved like the other paths.
-sed -i "s#/var/lib/canhbao#$S/var/lib/canhbao#g" "$S/src/config/"*.toml
+# The data directory the production profile names, moved like the other paths, and its
+# broker on this run's own Mosquitto.
+python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])' > "$S/mosquitto.port"
+sed -i -e "s#/var/lib/canhbao#$S/var/lib/canhbao#g" \
+  -e "s#mqtt://127.0.0.1:1883#mqtt://127.0.0.1:$(cat "$S/mosquitto.port")#" "$S/src/config/"*.toml
 ln -s "$repo/deploy" "$S/src/deploy"
-for cmd in cargo useradd chgrp; do printf '#!/bin/sh\nexit 0\n' > "$S/stub/$cmd"; done
+ln -s "$repo/docs" "$S/src/docs"
+# What the mosquitto package makes.
+mkdir -p "$S/etc/mosquitto/conf.d"
+for cmd in cargo useradd chgrp apt-get; do printf '#!/bin/sh\nexit 0\n' > "$S/stub/$cmd"; done
 cat > "$S/stub/install" <<'SH'
 #!/bin/sh
 # install without -o and -g: there is no canhbao user here.
@@ -77,9 +84,11 @@ while [ $# -gt 0 ]; do
 done
 eval exec /usr/bin/install $args
 SH
-cat > "$S/stub/sudo" <<'SH'
+cat > "$S/stub/runuser" <<'SH'
 #!/bin/sh
+# runuser -u USER -- COMMAND...: as this user.
 [ "$1" = -u ] && shift 2
+[ "$1" = -- ] && shift
 exec "$@"
 SH
 cat > "$S/stub/systemctl" <<'SH'
@@ -101,8 +110,9 @@ start_service() {
       $exec > "$S/service.log" 2>&1 &
     echo $! > "$S/service.pid"
   )
+  # Up once it answers with its database (the broker may come later, as on a first install).
   for _ in $(seq 1 100); do
-    curl -sf http://127.0.0.1:8080/readyz > /dev/null && return 0
+    curl -s http://127.0.0.1:8080/readyz | grep -q '"database":"ok"' && return 0
     kill -0 "$(cat "$S/service.pid")" 2>/dev/null || { tail -5 "$S/service.log" >&2; exit 1; }
     sleep 0.2
   done
@@ -113,11 +123,13 @@ case "$*" in
   "enable --now canhbao"|"start canhbao") start_service ;;
   "stop canhbao") kill "$(cat "$S/service.pid")"; sleep 1 ;;
   "restart canhbao") kill "$(cat "$S/service.pid")"; sleep 1; start_service ;;
-  "reload mosquitto")
+  "reload mosquitto"|"restart mosquitto")
+    # The shipped conf.d file as installed, on this run's port and paths.
     port=$(cat "$S/mosquitto.port")
     [ -f "$S/mosquitto.pid" ] && kill "$(cat "$S/mosquitto.pid")" 2>/dev/null && sleep 0.5
-    printf 'listener %s 127.0.0.1\nallow_anonymous false\npassword_file %s\nacl_file %s\n' \
-      "$port" "$S/etc/mosquitto/canhbao/passwd" "$S/etc/mosquitto/canhbao/acl" > "$S/mosquitto.conf"
+    [ -f "$S/etc/mosquitto/conf.d/canhbao.conf" ] || { echo "systemctl: no conf.d/canhbao.conf installed" >&2; exit 1; }
+    sed -e "s#^listener 1883\$#listener $port 127.0.0.1#" -e "s#/etc/mosquitto/canhbao#$S/etc/mosquitto/canhbao#g" \
+      "$S/etc/mosquitto/conf.d/canhbao.conf" > "$S/mosquitto.conf"
     # Run as root (CI), Mosquitto would drop to its own user, who cannot enter the scratch
     # directory; it keeps this run's user instead.
     [ "$(id -u)" = 0 ] && echo "user root" >> "$S/mosquitto.conf"
@@ -129,7 +141,6 @@ case "$*" in
 esac
 SH
 chmod 0755 "$S/stub/"*
-python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])' > "$S/mosquitto.port"
 
 step "Install (systemd), as written"
 run_block install

@@ -103,6 +103,12 @@ fn stamp(files: &TlsFiles) -> Option<SystemTime> {
     m(&files.cert_file).max(m(&files.key_file))
 }
 
+/// Whether the certificate and key can be read, parsed and go together: what
+/// `check-config` says before the service would fail to start on them.
+pub fn check_tls_files(files: &TlsFiles) -> Result<()> {
+    load_tls(files).map(drop)
+}
+
 fn load_tls(files: &TlsFiles) -> Result<rustls::ServerConfig> {
     use rustls::pki_types::pem::PemObject;
     use rustls::pki_types::{CertificateDer, PrivateKeyDer};

@@ -397,6 +397,12 @@ fn check_config(args: ConfigArgs) -> ExitCode {
                         .unwrap_or_default()
                 ),
             };
+            if let Some(tls) = &s.http.tls
+                && let Err(e) = canhbao_server::http::check_tls_files(tls)
+            {
+                eprintln!("http.tls_cert_file / http.tls_key_file: {e:#}");
+                return ExitCode::FAILURE;
+            }
             println!("configuration OK");
             println!("  profile        {:?}", s.profile);
             println!("  province       {}", s.province);

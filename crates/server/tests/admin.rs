@@ -175,3 +175,44 @@ async fn retiring_a_key_whose_alerts_are_live_is_refused_unless_forced() {
         "{text}"
     );
 }
+
+/// `check-config` reads the TLS files the service would serve with: a path that does not
+/// exist, or a key the service's user cannot use, is a problem before the service fails
+/// to start on it.
+#[test]
+fn check_config_refuses_tls_files_it_cannot_read() {
+    let tmp = tempfile::tempdir().unwrap();
+    let run = |cert: &Path, key: &Path| {
+        let out = Command::new(env!("CARGO_BIN_EXE_canhbao"))
+            .arg("check-config")
+            .arg("--config-dir")
+            .arg(concat!(env!("CARGO_MANIFEST_DIR"), "/../../config"))
+            .arg("--data-dir")
+            .arg(tmp.path())
+            .env_remove("CANHBAO_ENV")
+            .env("CANHBAO__HTTP__TLS_CERT_FILE", cert)
+            .env("CANHBAO__HTTP__TLS_KEY_FILE", key)
+            .output()
+            .unwrap();
+        (
+            out.status.success(),
+            format!(
+                "{}{}",
+                String::from_utf8_lossy(&out.stdout),
+                String::from_utf8_lossy(&out.stderr)
+            ),
+        )
+    };
+    let missing = tmp.path().join("nonexistent.pem");
+    let (ok, text) = run(&missing, &missing);
+    assert!(!ok, "{text}");
+    assert!(
+        text.contains("nonexistent.pem") && !text.contains("configuration OK"),
+        "{text}"
+    );
+    // A file that holds no certificate.
+    let junk = tmp.path().join("junk.pem");
+    std::fs::write(&junk, "not a certificate\n").unwrap();
+    let (ok, text) = run(&junk, &junk);
+    assert!(!ok && text.contains("junk.pem"), "{text}");
+}

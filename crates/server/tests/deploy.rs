@@ -141,7 +141,10 @@ fn the_trial_compose_file_is_valid_and_its_settings_load() {
     let dockerfile = std::fs::read_to_string(deploy.join("Dockerfile")).unwrap();
     assert!(dockerfile.contains("--bin canhbao --bin canhbao-receiver"));
     assert!(dockerfile.contains("COPY config /opt/canhbao/config"));
-    assert!(dockerfile.contains(r#""--config-dir", "/opt/canhbao/config""#));
+    // The service and an admin command run in the container (`docker compose exec`) read
+    // the same config directory.
+    assert!(dockerfile.contains("CANHBAO_CONFIG_DIR=/opt/canhbao/config"));
+    assert!(dockerfile.contains(r#"ENTRYPOINT ["canhbao", "serve"]"#));
     assert!(
         dockerfile.contains("USER canhbao"),
         "the service never runs as root"
