@@ -9,9 +9,7 @@ mod common;
 
 use std::time::{Duration, Instant};
 
-use canhbao_server::bench_dispatch::unique;
-use common::{Fleet, Instance, issue_province_alerts, share_keys, tail, wait_all_played, wait_ready};
-use testkit::kannel::free_port;
+use common::{Fleet, Pair, issue_province_alerts, tail, wait_all_played};
 use testkit::postgres::PgDatabase;
 
 const RECEIVERS: usize = 200;
@@ -29,24 +27,15 @@ async fn two_instances_share_one_database_and_the_survivor_of_a_kill_finishes_th
         return;
     };
     let tmp = tempfile::tempdir().unwrap();
-    let prefix = format!("{}/v1", unique("cbpair"));
-    let feed = format!("http://127.0.0.1:{}/cap.xml", free_port());
-    let a = Instance::new(tmp.path(), "a", &pg.url, &broker, &prefix, &feed);
-    let b = Instance::new(tmp.path(), "b", &pg.url, &broker, &prefix, &feed);
-    let http = reqwest::Client::builder()
-        .timeout(Duration::from_secs(10))
-        .build()
-        .unwrap();
-
-    let mut service_a = a.start();
-    wait_ready(&http, &a.base, &a.log).await;
-    share_keys(&a.data_dir, &b.data_dir);
-    let service_b = b.start();
-    wait_ready(&http, &b.base, &b.log).await;
-    let token = std::fs::read_to_string(a.data_dir.join("admin.token"))
-        .unwrap()
-        .trim()
-        .to_owned();
+    let Pair {
+        a,
+        b,
+        mut service_a,
+        service_b,
+        token,
+        http,
+        prefix,
+    } = Pair::start(tmp.path(), &pg.url, &broker, "cbpair").await;
     assert!(
         !b.data_dir.join("admin.token").exists(),
         "the second instance found the first one's admin key in the shared database"
@@ -65,17 +54,7 @@ async fn two_instances_share_one_database_and_the_survivor_of_a_kill_finishes_th
     }
     assert!(!b.log_text().contains(POLLING), "b polls too:\n{}", tail(&b.log));
 
-    let fleet = Fleet::start(
-        &http,
-        &a.base,
-        &token,
-        &a.data_dir.join("signing-keys.pub.json"),
-        &tmp.path().join("rx"),
-        &broker,
-        &prefix,
-        RECEIVERS,
-    )
-    .await;
+    let fleet = Fleet::through(&http, &a, &token, tmp.path(), &broker, &prefix, RECEIVERS).await;
     // Receivers registered through a are known to b: the registry is in the database.
     let fleet_b: serde_json::Value = http
         .get(format!("{}/api/v1/receivers", b.base))
@@ -94,11 +73,7 @@ async fn two_instances_share_one_database_and_the_survivor_of_a_kill_finishes_th
 
     // Three province-wide alerts through a; a is killed mid-dispatch.
     let alerts = issue_province_alerts(&http, &a.base, &token, "PAIR").await;
-    let deadline = Instant::now() + Duration::from_secs(30);
-    while fleet.plays() < 30 {
-        assert!(Instant::now() < deadline, "the dispatch never started");
-        tokio::time::sleep(Duration::from_millis(5)).await;
-    }
+    fleet.wait_for_plays(30).await;
     service_a.0.kill().unwrap();
     service_a.0.wait().unwrap();
     let killed = Instant::now();

@@ -21,13 +21,10 @@ use std::os::unix::fs::PermissionsExt;
 use std::time::{Duration, Instant};
 
 use canhbao_server::bench_dispatch::unique;
-use common::{
-    Fleet, Instance, communes, issue_province_alerts, share_keys, tail, wait_all_played, wait_ready,
-};
+use common::{Fleet, Pair, communes, issue_province_alerts, tail, wait_all_played, wait_ready};
 use serde_json::{Value, json};
 use sqlx::{Connection, PgConnection, Row};
 use store::Store;
-use testkit::kannel::free_port;
 use testkit::postgres::PgDatabase;
 
 const RECEIVERS: usize = 130;
@@ -148,26 +145,17 @@ async fn an_upgrade_by_the_book_from_the_previous_release_loses_no_alert() {
         "every migration since the previous release is undone here"
     );
     let tmp = tempfile::tempdir().unwrap();
-    let prefix = format!("{}/v1", unique("cbupgrade"));
-    let feed = format!("http://127.0.0.1:{}/cap.xml", free_port());
-    let a = Instance::new(tmp.path(), "a", &pg.url, &broker, &prefix, &feed);
-    let b = Instance::new(tmp.path(), "b", &pg.url, &broker, &prefix, &feed);
-    let http = reqwest::Client::builder()
-        .timeout(Duration::from_secs(10))
-        .build()
-        .unwrap();
-
     // The previous release at work: two instances sharing the province's key, people,
     // loudspeakers, a warning waiting for its second person, and a dispatch under way.
-    let old_a = a.start();
-    wait_ready(&http, &a.base, &a.log).await;
-    share_keys(&a.data_dir, &b.data_dir);
-    let old_b = b.start();
-    wait_ready(&http, &b.base, &b.log).await;
-    let token = std::fs::read_to_string(a.data_dir.join("admin.token"))
-        .unwrap()
-        .trim()
-        .to_owned();
+    let Pair {
+        a,
+        b,
+        service_a: old_a,
+        service_b: old_b,
+        token,
+        http,
+        prefix,
+    } = Pair::start(tmp.path(), &pg.url, &broker, "cbupgrade").await;
     let password = "mật-khẩu-đủ-dài-2026";
     a.admin(
         &["users", "add", "an.tran", "--role", "officer", "--password-stdin"],
@@ -199,23 +187,9 @@ async fn an_upgrade_by_the_book_from_the_previous_release_loses_no_alert() {
     .await;
     assert_eq!((status, &w["warning"]["state"]), (202, &json!("pending")), "{w}");
 
-    let fleet = Fleet::start(
-        &http,
-        &a.base,
-        &token,
-        &a.data_dir.join("signing-keys.pub.json"),
-        &tmp.path().join("rx"),
-        &broker,
-        &prefix,
-        RECEIVERS,
-    )
-    .await;
+    let fleet = Fleet::through(&http, &a, &token, tmp.path(), &broker, &prefix, RECEIVERS).await;
     let alerts = issue_province_alerts(&http, &a.base, &token, "UPGRADE").await;
-    let deadline = Instant::now() + Duration::from_secs(30);
-    while fleet.plays() < 30 {
-        assert!(Instant::now() < deadline, "the dispatch never started");
-        tokio::time::sleep(Duration::from_millis(5)).await;
-    }
+    fleet.wait_for_plays(30).await;
     // The worst hour: one instance dies, the operator stops the other as the guide says
     // ("stop every instance"), with the dispatch unfinished.
     old_a.kill();

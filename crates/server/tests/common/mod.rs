@@ -477,3 +477,84 @@ impl Instance {
         text
     }
 }
+
+/// Two instances on one PostgreSQL database and one broker, as docs/operations.md sets
+/// them up: the first started, its keyring copied to the second, then the second.
+pub struct Pair {
+    pub a: Instance,
+    pub b: Instance,
+    pub service_a: Service,
+    pub service_b: Service,
+    /// The first instance's bootstrap admin token.
+    pub token: String,
+    pub http: reqwest::Client,
+    pub prefix: String,
+}
+
+impl Pair {
+    pub async fn start(root: &Path, database: &str, broker: &str, tag: &str) -> Pair {
+        let prefix = format!("{}/v1", unique(tag));
+        // A source nobody answers: what the tests look at is who polls it.
+        let feed = format!("http://127.0.0.1:{}/cap.xml", free_port());
+        let a = Instance::new(root, "a", database, broker, &prefix, &feed);
+        let b = Instance::new(root, "b", database, broker, &prefix, &feed);
+        let http = reqwest::Client::builder()
+            .timeout(Duration::from_secs(10))
+            .build()
+            .unwrap();
+        let service_a = a.start();
+        wait_ready(&http, &a.base, &a.log).await;
+        share_keys(&a.data_dir, &b.data_dir);
+        let service_b = b.start();
+        wait_ready(&http, &b.base, &b.log).await;
+        let token = std::fs::read_to_string(a.data_dir.join("admin.token"))
+            .unwrap()
+            .trim()
+            .to_owned();
+        Pair {
+            a,
+            b,
+            service_a,
+            service_b,
+            token,
+            http,
+            prefix,
+        }
+    }
+}
+
+impl Fleet {
+    /// `n` receivers registered through instance `a`, trusting its keys, their state under
+    /// `root/rx`.
+    #[allow(clippy::too_many_arguments)]
+    pub async fn through(
+        http: &reqwest::Client,
+        a: &Instance,
+        token: &str,
+        root: &Path,
+        broker: &str,
+        prefix: &str,
+        n: usize,
+    ) -> Fleet {
+        Fleet::start(
+            http,
+            &a.base,
+            token,
+            &a.data_dir.join("signing-keys.pub.json"),
+            &root.join("rx"),
+            broker,
+            prefix,
+            n,
+        )
+        .await
+    }
+
+    /// Waits until the fleet has played `n` times in all: a dispatch under way.
+    pub async fn wait_for_plays(&self, n: usize) {
+        let deadline = Instant::now() + Duration::from_secs(30);
+        while self.plays() < n {
+            assert!(Instant::now() < deadline, "the dispatch never started");
+            tokio::time::sleep(Duration::from_millis(5)).await;
+        }
+    }
+}
