@@ -516,14 +516,14 @@ pub(crate) async fn cap_document(
     let mut references = Vec::new();
     for r in &alert.references {
         if let Some(old) = state.store.get_alert(r).await? {
-            references.push(dispatch::cap_out::CapReference {
+            references.push(desk::cap_out::CapReference {
                 id: old.id,
                 sent: old.sent,
             });
         }
     }
     let sender = cap_sender(&state.province);
-    let ctx = dispatch::cap_out::CapContext {
+    let ctx = desk::cap_out::CapContext {
         sender: &sender,
         sender_name: "canhbao",
         commune_geocode: &state.bulletins.commune_geocode,
@@ -535,7 +535,7 @@ pub(crate) async fn cap_document(
         hazard_parameter: &state.bulletins.hazard_parameter,
     };
     let xml =
-        dispatch::cap_out::alert_cap_xml(&alert, &references, &ctx, |c| state.commune_names.get(c).cloned())
+        desk::cap_out::alert_cap_xml(&alert, &references, &ctx, |c| state.commune_names.get(c).cloned())
             .ok_or_else(|| {
                 ApiError::internal(format!("alert {id} has a stored code canhbao does not know"))
             })?;
@@ -652,7 +652,7 @@ pub async fn cancel_alert(
     let v = crate::warnings::json_body(&headers, &body)?;
     // Why it ends is what people will ask first: a cancel always says it.
     let reason = crate::warnings::reason(&v, "reason", true)?.unwrap_or_default();
-    use ingest::CancelError as E;
+    use desk::CancelError as E;
     match state
         .pipeline
         .cancel(&id, &reason, &caller.label, Utc::now())
@@ -668,7 +668,7 @@ pub async fn cancel_alert(
         Err(e @ E::NotFound(_)) => Err(ApiError::not_found(e.to_string())),
         Err(e @ (E::AlreadyCancelled { .. } | E::NotLatest { .. })) => Err(ApiError::conflict(e.to_string())),
         Err(e @ (E::Expired { .. } | E::IsCancel(_))) => Err(ApiError::unprocessable("id", e.to_string())),
-        Err(E::Ingest(e)) => Err(e.into()),
+        Err(E::Desk(e)) => Err(e.into()),
         Err(e) => Err(ApiError::internal(e)),
     }
 }

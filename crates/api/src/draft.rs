@@ -10,7 +10,7 @@
 
 use chrono::{DateTime, Duration, Utc};
 use domain::{AlertStatus, CommuneCode, Hazard, MessageClass, RiskLevel};
-use ingest::compose::{Draft, Escalation};
+use desk::compose::{Draft, Escalation};
 use serde_json::{Value, json};
 
 use crate::error::{ApiError, FieldError};

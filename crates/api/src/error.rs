@@ -231,10 +231,10 @@ impl ApiError {
     }
 }
 
-impl From<ingest::IngestError> for ApiError {
-    fn from(e: ingest::IngestError) -> Self {
+impl From<desk::DeskError> for ApiError {
+    fn from(e: desk::DeskError) -> Self {
         match e {
-            ingest::IngestError::Store(s) => s.into(),
+            desk::DeskError::Store(s) => s.into(),
             other => Self::internal(other),
         }
     }

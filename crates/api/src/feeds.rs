@@ -25,7 +25,7 @@ pub async fn alerts_atom(State(state): State<AppState>, headers: HeaderMap) -> R
         state.province
     );
     // The feed's time is that of its newest alert, so an unchanged feed has an unchanged body.
-    let body = dispatch::cap_out::alerts_atom(&alerts, &feed_id, &title, chrono::DateTime::UNIX_EPOCH);
+    let body = desk::cap_out::alerts_atom(&alerts, &feed_id, &title, chrono::DateTime::UNIX_EPOCH);
     let digest = Sha256::digest(body.as_bytes());
     let etag: String = format!(
         "\"{}\"",

@@ -59,7 +59,7 @@ pub struct KeyDto {
 #[derive(Clone)]
 pub struct AppState {
     pub store: Store,
-    pub pipeline: ingest::Pipeline,
+    pub pipeline: desk::Pipeline,
     pub keys: Arc<Vec<KeyDto>>,
     /// Whether the MQTT broker connection is up.
     pub broker_ready: Arc<dyn Fn() -> bool + Send + Sync>,

@@ -10,7 +10,7 @@ use axum::extract::State;
 use axum::http::{HeaderMap, StatusCode};
 use chrono::{DateTime, Utc};
 use domain::AlertStatus;
-use ingest::{IngestError, Source};
+use desk::{DeskError, Source};
 use serde::Serialize;
 
 use crate::AppState;
@@ -33,8 +33,8 @@ pub struct AcceptedDto {
     pub untrusted: Option<String>,
 }
 
-impl From<ingest::AcceptReport> for AcceptedDto {
-    fn from(r: ingest::AcceptReport) -> Self {
+impl From<desk::AcceptReport> for AcceptedDto {
+    fn from(r: desk::AcceptReport) -> Self {
         Self {
             stored: r.stored,
             duplicates: r.duplicates,
@@ -185,7 +185,7 @@ pub async fn post_observations(
             .accept(observations, &source, now)
             .await
             .map_err(|e| match e {
-                IngestError::UnknownStation(s) => {
+                DeskError::UnknownStation(s) => {
                     ApiError::unprocessable("station", format!("station {s:?} is not configured"))
                 }
                 other => other.into(),

@@ -124,15 +124,15 @@ pub async fn confirm(
         .ok_or_else(|| ApiError::internal(format!("pre-warning {} has level {:?}", a.id, a.level)))?;
     // A pre-warning from a bulletin cites it; the officer confirms what it states.
     let from = match a.source.split_once(':') {
-        Some((kind, id)) if kind.starts_with("bulletin") => dispatch::render::LevelFrom::Bulletin {
+        Some((kind, id)) if kind.starts_with("bulletin") => desk::render::LevelFrom::Bulletin {
             id,
             sender: "",
             vouched: kind == "bulletin",
             issued: None,
         },
-        _ => dispatch::render::LevelFrom::Computed { official: a.official },
+        _ => desk::render::LevelFrom::Computed { official: a.official },
     };
-    let text = dispatch::render::risk_level_text(hazard, level, from, a.at);
+    let text = desk::render::risk_level_text(hazard, level, from, a.at);
     let mut draft = json!({
         "hazard": a.hazard, "risk_level": level.get(), "communes": [a.commune],
         "headline": text.headline, "description": text.description, "instruction": text.instruction,

@@ -10,7 +10,7 @@ use axum::body::Bytes;
 use axum::extract::{Path, State};
 use axum::http::{HeaderMap, StatusCode};
 use chrono::{DateTime, Utc};
-use ingest::historic::HistoricError;
+use desk::historic::HistoricError;
 use serde::Serialize;
 
 use crate::AppState;
@@ -60,7 +60,7 @@ pub async fn list(
         .pipeline
         .stations()
         .map(|s| {
-            let in_force = ingest::historic::in_force(s, &confirmed);
+            let in_force = desk::historic::in_force(s, &confirmed);
             let c = confirmed.iter().find(|h| h.station == s.id.as_str());
             StationHistoricDto {
                 station: s.id.to_string(),

@@ -1,15 +1,15 @@
 //! Duty officers' warnings: `POST /api/v1/warnings` writes a draft (an Update when it
 //! names the alert it `updates`); its author edits, discards or submits it; a second
 //! person approves or returns it. The two-person rule, the override and the references
-//! of an Update are decided by the server (`ingest::warnings`), never by the client.
+//! of an Update are decided by the server (`desk::warnings`), never by the client.
 
 use axum::Json;
 use axum::body::Bytes;
 use axum::extract::{Path, State};
 use axum::http::{HeaderMap, StatusCode};
 use chrono::{DateTime, Utc};
-use ingest::compose::Draft;
-use ingest::warnings::{LifecycleError, Submitted, WarningError};
+use desk::compose::Draft;
+use desk::warnings::{LifecycleError, Submitted, WarningError};
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
 use store::WarningRecord;
@@ -119,7 +119,7 @@ pub(crate) fn warning_error(e: WarningError) -> ApiError {
         e @ E::OverrideWithoutReason => ApiError::unprocessable("override_reason", e.to_string()),
         e @ E::Draft(_) => ApiError::unprocessable("draft", e.to_string()),
         E::Store(s) => s.into(),
-        E::Ingest(i) => i.into(),
+        E::Desk(i) => i.into(),
         e @ E::Corrupt(..) => ApiError::internal(e),
     }
 }
@@ -231,7 +231,7 @@ pub async fn list(
     Q(q): Q<WarningQuery>,
 ) -> Result<Json<Vec<WarningDto>>, ApiError> {
     if let Some(s) = &q.state
-        && ingest::warnings::WarningState::from_code(s).is_none()
+        && desk::warnings::WarningState::from_code(s).is_none()
     {
         return Err(ApiError::bad_request(
             "state",
@@ -271,7 +271,7 @@ pub async fn edit(
             "what a warning updates is set when it is written; write a new warning instead",
         ));
     }
-    check(&w, &caller, ingest::warnings::Action::Edit)?;
+    check(&w, &caller, desk::warnings::Action::Edit)?;
     let now = Utc::now();
     let draft = draft_json(&draft).to_string();
     let mut tx = state.store.begin().await?;
@@ -290,10 +290,10 @@ pub async fn edit(
     Ok(Json(load(&state, &id).await?.into()))
 }
 
-fn check(w: &WarningRecord, caller: &Caller, action: ingest::warnings::Action) -> Result<(), ApiError> {
-    let state = ingest::warnings::WarningState::from_code(&w.state)
+fn check(w: &WarningRecord, caller: &Caller, action: desk::warnings::Action) -> Result<(), ApiError> {
+    let state = desk::warnings::WarningState::from_code(&w.state)
         .ok_or_else(|| ApiError::internal(format!("warning {} has state {:?}", w.id, w.state)))?;
-    ingest::warnings::check(&w.id, state, &w.author, &caller.label, action)
+    desk::warnings::check(&w.id, state, &w.author, &caller.label, action)
         .map_err(|e| warning_error(e.into()))
 }
 
@@ -306,7 +306,7 @@ pub async fn discard(
 ) -> Result<Json<WarningDto>, ApiError> {
     caller.require(&AUTHORS, "discard warnings")?;
     let w = load(&state, &id).await?;
-    check(&w, &caller, ingest::warnings::Action::Discard)?;
+    check(&w, &caller, desk::warnings::Action::Discard)?;
     let now = Utc::now();
     let mut tx = state.store.begin().await?;
     if !tx.discard_warning(&id, now).await? {

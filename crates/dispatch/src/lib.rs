@@ -1,7 +1,6 @@
 //! Dissemination over MQTT: the receiver contract's wire format and signatures
-//! ([`wire`], [`topics`], from the `protocol` crate that receivers share), pure message
-//! rendering ([`render`], and SMS encoding and parts
-//! in [`sms_text`]), the MQTT owner task
+//! ([`wire`], [`topics`], from the `protocol` crate that receivers share), SMS encoding
+//! and parts in [`sms_text`], the MQTT owner task
 //! ([`mqtt`]), the outbox worker ([`worker`]) and the consumer of receipts and
 //! heartbeats ([`inbound`]).
 //!
@@ -9,9 +8,7 @@
 //! are plain async functions taking a shutdown token ([`mqtt::MqttDriver::run`],
 //! [`worker::run_outbox`], [`inbound::run_inbound`]); the binary decides where they run.
 
-pub mod cap_out;
 pub mod inbound;
-pub mod render;
 pub mod sms_gateway;
 pub mod sms_gateways;
 pub mod sms_jasmin;

@@ -354,7 +354,7 @@ impl SmsTemplates {
             .replace("{headline}", headline.trim_end_matches('.'))
             .replace("{instruction}", alert.instruction.trim())
             .replace("{description}", alert.description.trim())
-            .replace("{expires}", &crate::render::local_time_vi(alert.expires));
+            .replace("{expires}", &protocol::time::local_time_vi(alert.expires));
         // An empty placeholder leaves double spaces behind.
         text.split_whitespace().collect::<Vec<_>>().join(" ")
     }

@@ -14,6 +14,7 @@ use domain::{AlertStatus, CommuneCode, Hazard, RiskLevel};
 use rules::eval::Bulletin;
 
 use crate::cap::CapAlert;
+pub use desk::bulletin::BulletinChange;
 
 /// How CAP fields map to bulletins.
 #[derive(Debug, Clone, Default)]
@@ -170,20 +171,6 @@ pub fn channel_vouches(
             }
         }
     }
-}
-
-/// What one CAP message does.
-#[derive(Debug, Clone, PartialEq)]
-pub struct BulletinChange {
-    pub identifier: String,
-    pub status: AlertStatus,
-    /// Whether its channel (and signature) vouches for its sender ([`vouch`]); `false`
-    /// until the caller, which knows the channel, says so.
-    pub authoritative: bool,
-    /// New bulletins (none for a Cancel).
-    pub bulletins: Vec<Bulletin>,
-    /// Identifiers of earlier bulletins that this Update or Cancel replaces.
-    pub replaces: Vec<String>,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]

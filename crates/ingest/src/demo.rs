@@ -8,7 +8,7 @@ use chrono::Utc;
 use domain::{AlertStatus, Observation, StationId};
 use tokio_util::sync::CancellationToken;
 
-use crate::{Pipeline, Source};
+use desk::{Pipeline, Source};
 
 /// The bundled series (`demo/series.csv`).
 pub const SERIES_CSV: &str = include_str!("../demo/series.csv");

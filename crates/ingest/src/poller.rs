@@ -14,7 +14,7 @@ use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
 
 use crate::bulletin::BulletinSettings;
-use crate::{Pipeline, Source};
+use desk::{Pipeline, Source};
 
 /// What a source serves.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

@@ -3,13 +3,16 @@
 //! message is accepted or refused as a whole; refusals are recorded for operators.
 
 use chrono::Utc;
-use dispatch::inbound::Telemetry;
 use domain::{AlertStatus, StationId};
 use store::Store;
 use tokio::sync::mpsc;
 use tokio_util::sync::CancellationToken;
 
-use crate::{IngestError, Pipeline, Source};
+/// A station's telemetry as the MQTT consumer hands it on: the station its topic names,
+/// and the message.
+pub type Telemetry = (StationId, protocol::mqtt::InboundMessage);
+
+use desk::{DeskError, Pipeline, Source};
 
 /// Checks one telemetry message and returns its observations, or why it is refused.
 pub fn check(
@@ -63,7 +66,7 @@ pub async fn run_telemetry(
                     tracing::debug!(station = %station, stored = report.stored, "telemetry accepted");
                     Ok(())
                 }
-                Err(IngestError::UnknownStation(s)) => Err(format!("station {s:?} is not configured")),
+                Err(DeskError::UnknownStation(s)) => Err(format!("station {s:?} is not configured")),
                 Err(e) => {
                     tracing::error!(station = %station, error = %e, "telemetry could not be stored");
                     continue;

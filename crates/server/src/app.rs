@@ -157,7 +157,7 @@ impl App {
             fallback,
         );
         let wake = Arc::new(Notify::new());
-        let pipeline = ingest::Pipeline::new(
+        let pipeline = desk::Pipeline::new(
             store.clone(),
             settings.area.stations.clone(),
             signer.clone(),
@@ -282,7 +282,7 @@ impl App {
                 wake: Arc::new(move || sms_wake.notify_one()),
             })
         };
-        tasks.spawn(ingest::follow::run_follower(
+        tasks.spawn(desk::follow::run_follower(
             pipeline.clone(),
             settings.follow_interval,
             shutdown.clone(),

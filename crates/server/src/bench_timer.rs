@@ -1,5 +1,5 @@
 //! `canhbao bench rules`, its second part: what the follower's timer costs when it runs
-//! the rules every minute on what is stored ([`ingest::Pipeline::evaluate_rules`]: one
+//! the rules every minute on what is stored ([`desk::Pipeline::evaluate_rules`]: one
 //! transaction per alert status, the stored levels read, the rules run over the recent
 //! readings of every series), against the work each minute brings anyway: storing one
 //! reading from every station, in the same SQLite file, in the same run.
@@ -12,7 +12,7 @@ use anyhow::{Context, Result};
 use chrono::{DateTime, Utc};
 use dispatch::Signer;
 use domain::{AlertStatus, Observation};
-use ingest::{Pipeline, Source};
+use desk::{Pipeline, Source};
 use tokio::sync::Notify;
 
 use crate::bench_dispatch::{TempDir, median};

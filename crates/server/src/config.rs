@@ -9,7 +9,7 @@ use std::time::Duration;
 use dispatch::mqtt::BrokerUrl;
 use dispatch::worker::OutboxSettings;
 use domain::{ProvinceCode, Repeat};
-use ingest::AlertPolicy;
+use desk::AlertPolicy;
 use rules::RuleSet;
 use serde::Deserialize;
 use serde::de::DeserializeOwned;
@@ -137,7 +137,7 @@ pub struct Settings {
     /// The SMS channel: off (no gateway) unless `[[sms.gateways]]` names one.
     pub sms: crate::sms_config::SmsConfig,
     /// When a duty officer's warning needs a second person.
-    pub approval: ingest::warnings::ApprovalPolicy,
+    pub approval: desk::warnings::ApprovalPolicy,
     /// Login rate limits and back-off (`[login]`).
     pub login: api::login::LoginLimits,
     /// How long each kind of record is kept (`[retention]`).
@@ -597,7 +597,7 @@ pub fn load(sources: &Sources) -> Result<Settings, Problems> {
             ));
             return None;
         }
-        (classes.len() == a.classes.len()).then_some(ingest::warnings::ApprovalPolicy {
+        (classes.len() == a.classes.len()).then_some(desk::warnings::ApprovalPolicy {
             enabled: a.two_person,
             min_level: a.min_level,
             classes,

@@ -151,7 +151,7 @@ pub fn write_coverage(
 }
 
 fn local(t: DateTime<Utc>) -> String {
-    t.with_timezone(&dispatch::render::vietnam())
+    t.with_timezone(&desk::render::vietnam())
         .format("%Y-%m-%d %H:%M")
         .to_string()
 }
@@ -341,7 +341,7 @@ fn entry_json(e: &TimelineEntry) -> serde_json::Value {
 
 /// The replay settings of the service's `[alerts]` and `[ingest]` policy (history is taken
 /// as real readings of stations that confirm first readings, the default).
-pub fn follow_replay(policy: &ingest::AlertPolicy) -> FollowReplay {
+pub fn follow_replay(policy: &desk::AlertPolicy) -> FollowReplay {
     FollowReplay {
         follow: policy.follow(),
         qc: rules::quality::QcSettings {

@@ -3,8 +3,8 @@
 use std::collections::HashMap;
 
 use chrono::{DateTime, Duration, Utc};
-use dispatch::Topics;
-use dispatch::render::flood_follow_text;
+use protocol::Topics;
+use crate::render::flood_follow_text;
 use domain::{
     Alert, AlertError, AlertId, AlertOrigin, AlertSpec, AlertStatus, FollowKind, MessageClass, MsgType,
     Parameter, Repeat, Station, StationId,
@@ -299,7 +299,7 @@ pub fn risk_update(
     status: AlertStatus,
     now: DateTime<Utc>,
 ) -> Result<Alert, AlertError> {
-    use dispatch::render::LevelFrom;
+    use crate::render::LevelFrom;
     let (from, origin) = match &a.source {
         rules::eval::LevelSource::Computed => (
             LevelFrom::Computed { official: a.official },
@@ -327,7 +327,7 @@ pub fn risk_update(
             },
         ),
     };
-    let mut text = dispatch::render::risk_level_text(a.hazard, level, from, now);
+    let mut text = crate::render::risk_level_text(a.hazard, level, from, now);
     if !references.is_empty() {
         text.headline = format!(
             "Cảnh báo cấp độ rủi ro thiên tai do {}: hạ xuống cấp {}",
@@ -410,7 +410,7 @@ pub fn restate_risk_alert(
     policy: &AlertPolicy,
     now: DateTime<Utc>,
 ) -> Option<Result<Alert, AlertError>> {
-    use dispatch::render::LevelFrom;
+    use crate::render::LevelFrom;
     let hazard = domain::Hazard::from_code(&previous.hazard)?;
     let level = previous
         .risk_level
@@ -442,7 +442,7 @@ pub fn restate_risk_alert(
         ),
         _ => return None,
     };
-    let mut text = dispatch::render::risk_level_text(hazard, level, from, now);
+    let mut text = crate::render::risk_level_text(hazard, level, from, now);
     text.headline = format!(
         "Cảnh báo cấp độ rủi ro thiên tai do {} (tiếp theo): cấp {}",
         hazard.name_vi(),
@@ -530,7 +530,7 @@ pub fn risk_end_alert(
         headline,
         description: format!(
             "Lúc {}, cấp độ rủi ro thiên tai do {name} (trước đó cấp {from}) đã kết thúc.",
-            dispatch::render::local_time_vi(now)
+            crate::render::local_time_vi(now)
         ),
         instruction: "Tiếp tục theo dõi thông báo của chính quyền địa phương; chỉ trở lại nơi nguy hiểm khi được thông báo an toàn."
             .to_owned(),

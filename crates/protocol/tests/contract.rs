@@ -5,8 +5,8 @@
 use base64::Engine as _;
 use base64::engine::general_purpose::STANDARD as B64;
 use chrono::{DateTime, Utc};
-use dispatch::wire::{Envelope, verify_envelope};
-use dispatch::{Signer, TrustedKeys};
+use protocol::wire::{Envelope, verify_envelope};
+use protocol::{Signer, TrustedKeys};
 use domain::CommuneCode;
 
 const DOC: &str = include_str!("../../../docs/receiver-protocol.md");

@@ -16,7 +16,7 @@ use serde_json::json;
 use store::{NewAssessment, Store, Tx};
 use tokio::sync::{Mutex, OwnedMutexGuard};
 
-use crate::{AcceptReport, IngestError, Pipeline, compose, new_alert_id};
+use crate::{AcceptReport, DeskError, Pipeline, compose, new_alert_id};
 
 /// How far back readings are loaded for evaluation (the longest rule looks 11 days back).
 const HISTORY: Duration = Duration::days(15);
@@ -77,7 +77,7 @@ impl Engine {
         }
     }
 
-    pub(crate) async fn restore(&self, store: &Store) -> Result<usize, IngestError> {
+    pub(crate) async fn restore(&self, store: &Store) -> Result<usize, DeskError> {
         let mut trackers = self.trackers.lock().await;
         let mut n = 0;
         for status in STATUSES {
@@ -107,7 +107,7 @@ impl Engine {
         status: &str,
         now: DateTime<Utc>,
         report: &mut AcceptReport,
-    ) -> Result<Staged, IngestError> {
+    ) -> Result<Staged, DeskError> {
         let guard = self.trackers.clone().lock_owned().await;
         let mut tracker = guard
             .get(status)
@@ -233,7 +233,7 @@ impl Engine {
         status: &str,
         now: DateTime<Utc>,
         changes: &[Change],
-    ) -> Result<BTreeMap<(Hazard, CommuneCode), domain::AlertId>, IngestError> {
+    ) -> Result<BTreeMap<(Hazard, CommuneCode), domain::AlertId>, DeskError> {
         let mut out = BTreeMap::new();
         let down: Vec<(&Change, RiskLevel, Option<RiskLevel>)> = changes
             .iter()
@@ -295,7 +295,7 @@ impl Engine {
                     }
                 }
             }
-            .map_err(|source| IngestError::RiskAlert { hazard, source })?;
+            .map_err(|source| DeskError::RiskAlert { hazard, source })?;
             pipeline.write_alert(tx, &alert, now).await?;
             tracing::info!(alert_id = %alert.id, previous = %previous.id, hazard = hazard.code(),
                 to = to.map(RiskLevel::get), "risk level came down: announced");
@@ -315,7 +315,7 @@ impl Engine {
         status: &str,
         now: DateTime<Utc>,
         changes: &[Change],
-    ) -> Result<BTreeMap<(Hazard, CommuneCode), domain::AlertId>, IngestError> {
+    ) -> Result<BTreeMap<(Hazard, CommuneCode), domain::AlertId>, DeskError> {
         type Group<'a> = (Vec<CommuneCode>, &'a Assessment);
         let mut groups: BTreeMap<(Hazard, RiskLevel, Vec<String>), Group> = BTreeMap::new();
         for c in changes {
@@ -344,7 +344,7 @@ impl Engine {
                 status,
                 now,
             )
-            .map_err(|source| IngestError::RiskAlert { hazard, source })?;
+            .map_err(|source| DeskError::RiskAlert { hazard, source })?;
             pipeline.write_alert(tx, &alert, now).await?;
             let unverified = !a.official && matches!(a.source, rules::eval::LevelSource::Computed);
             if let Some(wait) = compose::confirmation_wait(&alert, unverified, pipeline.policy()) {

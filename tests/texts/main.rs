@@ -1,29 +1,29 @@
 //! Every template of canhbao's alert texts, rendered in full: the loudspeaker text, the
 //! SMS and the CAP fields that say what to do, for each hazard and level, each status and
 //! message type, each station-follower kind and each source of a level. The rendering is
-//! compared with `tests/golden/texts.md`, which is the review copy: read it as a duty
+//! compared with `tests/texts/golden/texts.md`, which is the review copy: read it as a duty
 //! officer would. After a deliberate change of wording, write it again with
-//! `CANHBAO_BLESS=1 cargo test -p ingest --test texts` and review the diff.
+//! `CANHBAO_BLESS=1 cargo test -p canhbao-tests --test texts` and review the diff.
 
 #![allow(clippy::unwrap_used)]
 
 use std::fmt::Write as _;
 
 use chrono::{DateTime, Duration, Utc};
-use dispatch::cap_out::{CapContext, alert_cap_xml};
+use desk::cap_out::{CapContext, alert_cap_xml};
 use dispatch::sms_text::{SmsPolicy, SmsTemplates, render as sms_render};
 use dispatch::{Signer, Topics};
 use domain::{
     AlarmLevel, Alert, AlertId, AlertStatus, CommuneCode, Hazard, ProvinceCode, RiskLevel, Station,
     StationId, Tag, Tagged,
 };
-use ingest::compose::{self, AlertPolicy, Cancelled, Draft};
+use desk::compose::{self, AlertPolicy, Cancelled, Draft};
 use rules::engine::Action;
 use rules::eval::{Assessment, LevelSource};
 use rules::follow::Decision;
 use rules::quality::Point;
 
-const GOLDEN: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/tests/golden/texts.md");
+const GOLDEN: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/texts/golden/texts.md");
 
 fn now() -> DateTime<Utc> {
     "2026-10-09T01:00:00Z".parse().unwrap()
@@ -226,7 +226,7 @@ fn full(out: &mut String, title: &str, alert: &Alert) {
 fn render_all() -> String {
     let mut out = String::from(
         "# canhbao's alert texts, rendered\n\n\
-         Written by `crates/ingest/tests/texts.rs`; reviewed as a duty officer reads them. \
+         Written by `tests/texts/main.rs`; reviewed as a duty officer reads them. \
          Times are local (UTC+7). The SMS is the built-in template with sender \"PCTT Lạng Sơn\".\n\n",
     );
     let actual = AlertStatus::Actual;

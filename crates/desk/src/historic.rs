@@ -11,7 +11,7 @@ use chrono::{DateTime, Utc};
 use domain::{Parameter, Station, StationId, Tag, Tagged};
 use store::{HistoricRecord, Tx};
 
-use crate::{IngestError, Pipeline};
+use crate::{DeskError, Pipeline};
 
 /// Why a historic level was not confirmed.
 #[derive(Debug, thiserror::Error)]
@@ -59,9 +59,9 @@ pub fn notice_text(station: &Station, value: f64, at: DateTime<Utc>, historic: f
          Quản trị viên kiểm tra số liệu và xác nhận mức lũ lịch sử mới (POST /api/v1/stations/{}/historic).",
         station.name,
         station.id,
-        dispatch::render::metres_vi(value),
-        dispatch::render::local_time_vi(at),
-        dispatch::render::metres_vi(historic),
+        crate::render::metres_vi(value),
+        crate::render::local_time_vi(at),
+        crate::render::metres_vi(historic),
         station.id,
     )
 }
@@ -76,7 +76,7 @@ impl Pipeline {
         value: f64,
         at: DateTime<Utc>,
         now: DateTime<Utc>,
-    ) -> Result<(), IngestError> {
+    ) -> Result<(), DeskError> {
         let Some(s) = self.station(station) else {
             return Ok(());
         };
@@ -162,9 +162,9 @@ impl Pipeline {
             "LŨ LỊCH SỬ MỚI: trạm {} ({}) {} m lúc {} (trước đây {} m), do {} xác nhận: {reason}.",
             s.name,
             s.id,
-            dispatch::render::metres_vi(value),
-            dispatch::render::local_time_vi(observed_at),
-            dispatch::render::metres_vi(historic),
+            crate::render::metres_vi(value),
+            crate::render::local_time_vi(observed_at),
+            crate::render::metres_vi(historic),
             by,
         );
         for user in tx.duty_users().await? {

@@ -193,7 +193,7 @@ pub enum WarningError {
     #[error(transparent)]
     Store(#[from] StoreError),
     #[error(transparent)]
-    Ingest(#[from] crate::IngestError),
+    Desk(#[from] crate::DeskError),
 }
 
 /// What a submit did.

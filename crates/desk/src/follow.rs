@@ -19,7 +19,7 @@ use rules::quality::{Flag, Point, Quality, classify};
 use store::{IncidentHead, Tx};
 use tokio_util::sync::CancellationToken;
 
-use crate::{AcceptReport, IngestError, Pipeline, compose, new_alert_id};
+use crate::{AcceptReport, DeskError, Pipeline, compose, new_alert_id};
 
 /// The hazard the follower follows at water-level stations.
 const FLOOD: &str = "flood";
@@ -92,7 +92,7 @@ impl Pipeline {
         from: DateTime<Utc>,
         now: DateTime<Utc>,
         report: &mut AcceptReport,
-    ) -> Result<(), IngestError> {
+    ) -> Result<(), DeskError> {
         let qc = self.policy().qc(station, parameter, status);
         // Context before the batch: enough for the persistence check, and the reading that
         // a first new one may confirm.
@@ -157,7 +157,7 @@ impl Pipeline {
                             "SỐ LIỆU NGHI VẤN: {station} {} {:.2} lúc {}: {} ({})",
                             parameter.code(),
                             r.value,
-                            dispatch::render::local_time_vi(r.at),
+                            crate::render::local_time_vi(r.at),
                             flag.quality.code(),
                             flag.reason.as_deref().unwrap_or("")
                         );
@@ -195,7 +195,7 @@ impl Pipeline {
         station: &Station,
         status: AlertStatus,
         now: DateTime<Utc>,
-    ) -> Result<Option<Followed>, IngestError> {
+    ) -> Result<Option<Followed>, DeskError> {
         let head = tx
             .incident_head(station.id.as_str(), FLOOD, status.code())
             .await?;
@@ -225,7 +225,7 @@ impl Pipeline {
                 .chain([&h.id])
                 .map(|r| AlertId::new(r))
                 .collect::<Result<Vec<_>, _>>()
-                .map_err(|e| IngestError::Corrupt(h.id.clone(), e.to_string()))?,
+                .map_err(|e| DeskError::Corrupt(h.id.clone(), e.to_string()))?,
             _ => Vec::new(),
         };
         let id = new_alert_id();
@@ -241,7 +241,7 @@ impl Pipeline {
         ) else {
             return Ok(None);
         };
-        let alert = alert.map_err(|source| IngestError::Alert {
+        let alert = alert.map_err(|source| DeskError::Alert {
             station: station.id.clone(),
             source,
         })?;
@@ -273,7 +273,7 @@ impl Pipeline {
     /// Asks the follower about every station with alarm levels, in each series, at `now`:
     /// a station with something to send gets a transaction of its own. Returns what was
     /// sent.
-    pub async fn follow_all(&self, now: DateTime<Utc>) -> Result<Vec<Followed>, IngestError> {
+    pub async fn follow_all(&self, now: DateTime<Utc>) -> Result<Vec<Followed>, DeskError> {
         let mut out = Vec::new();
         let mut stations: Vec<&Station> = self
             .stations

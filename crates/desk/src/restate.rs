@@ -12,14 +12,14 @@ use std::collections::BTreeSet;
 use chrono::{DateTime, Utc};
 use domain::{AlertId, AlertStatus, CommuneCode};
 
-use crate::{IngestError, Pipeline, compose, new_alert_id};
+use crate::{DeskError, Pipeline, compose, new_alert_id};
 
 impl Pipeline {
     /// Runs the rules at `now` on what is stored, in each series, without new data: a
     /// level whose bulletin ended, or that failed to hold for the hold time, comes down
     /// on time, and one that a forecast window or a bulletin's `effective` time brings
     /// starts on time. Returns the transitions and alerts.
-    pub async fn evaluate_rules(&self, now: DateTime<Utc>) -> Result<crate::AcceptReport, IngestError> {
+    pub async fn evaluate_rules(&self, now: DateTime<Utc>) -> Result<crate::AcceptReport, DeskError> {
         let mut all = crate::AcceptReport::default();
         if !self.has_engine() {
             return Ok(all);
@@ -37,7 +37,7 @@ impl Pipeline {
 
     /// Restates every live risk-level alert that is due at `now` and whose level still
     /// holds somewhere it was sent; returns the restatements sent.
-    pub async fn restate_risk_alerts(&self, now: DateTime<Utc>) -> Result<Vec<AlertId>, IngestError> {
+    pub async fn restate_risk_alerts(&self, now: DateTime<Utc>) -> Result<Vec<AlertId>, DeskError> {
         let mut out = Vec::new();
         for status in [AlertStatus::Actual, AlertStatus::Exercise, AlertStatus::Test] {
             // A read first: most minutes, nothing is due, and no write lock is taken.
@@ -99,7 +99,7 @@ impl Pipeline {
                     tracing::warn!(alert_id = %previous.id, "stored risk alert not restated: a stored code is not known");
                     continue;
                 };
-                let alert = alert.map_err(|e| IngestError::Corrupt(previous.id.clone(), e.to_string()))?;
+                let alert = alert.map_err(|e| DeskError::Corrupt(previous.id.clone(), e.to_string()))?;
                 self.write_alert(&mut tx, &alert, now).await?;
                 tx.commit().await?;
                 tracing::info!(alert_id = %alert.id, previous = %previous.id, hazard = %previous.hazard, level,

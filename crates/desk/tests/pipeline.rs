@@ -7,9 +7,9 @@
 use std::sync::Arc;
 
 use chrono::{DateTime, Duration, Utc};
-use dispatch::{Signer, Topics};
+use protocol::{Signer, Topics};
 use domain::{AlertStatus, CommuneCode, Observation, ProvinceCode, Station, StationId, Tag, Tagged};
-use ingest::{AlertPolicy, Pipeline, Source};
+use desk::{AlertPolicy, Pipeline, Source};
 use store::Store;
 use tokio::sync::Notify;
 
@@ -229,11 +229,11 @@ async fn every_alert_is_signed_with_the_pipelines_key(db: Db) {
         .unwrap();
     let a = store.get_alert(r.alerts[0].as_str()).await.unwrap().unwrap();
     let signer = Signer::from_seed(&[1; 32]);
-    let mut keys = dispatch::TrustedKeys::default();
+    let mut keys = protocol::TrustedKeys::default();
     keys.add(signer.public_key());
-    let envelope = dispatch::wire::envelope_bytes(&a.signed);
+    let envelope = protocol::wire::envelope_bytes(&a.signed);
     let payload =
-        dispatch::wire::verify_envelope(&envelope, &keys, &a.id, &CommuneCode::new("06385").unwrap(), t)
+        protocol::wire::verify_envelope(&envelope, &keys, &a.id, &CommuneCode::new("06385").unwrap(), t)
             .unwrap();
     assert_eq!(payload.status, "Actual");
     assert!(payload.provisional);
@@ -852,7 +852,7 @@ async fn a_reading_above_the_historic_flood_is_told_and_once_confirmed_raises_it
     let later = t + Duration::minutes(90);
     assert!(matches!(
         p.confirm_historic("HUULUNG", peak_at, " ", "admin", later).await,
-        Err(ingest::historic::HistoricError::NoReason)
+        Err(desk::historic::HistoricError::NoReason)
     ));
     assert!(matches!(
         p.confirm_historic(
@@ -863,16 +863,16 @@ async fn a_reading_above_the_historic_flood_is_told_and_once_confirmed_raises_it
             later
         )
         .await,
-        Err(ingest::historic::HistoricError::NoReading { .. })
+        Err(desk::historic::HistoricError::NoReading { .. })
     ));
     assert!(matches!(
         p.confirm_historic("HUULUNG", t, "kiểm tra", "admin", later).await,
-        Err(ingest::historic::HistoricError::NotAbove { .. })
+        Err(desk::historic::HistoricError::NotAbove { .. })
     ));
     assert!(matches!(
         p.confirm_historic("NOWHERE", peak_at, "kiểm tra", "admin", later)
             .await,
-        Err(ingest::historic::HistoricError::UnknownStation(_))
+        Err(desk::historic::HistoricError::UnknownStation(_))
     ));
     assert!(
         store.historic_levels().await.unwrap().is_empty(),
@@ -900,7 +900,7 @@ async fn a_reading_above_the_historic_flood_is_told_and_once_confirmed_raises_it
     assert!(matches!(
         p.confirm_historic("HUULUNG", peak_at, "lại", "admin", later)
             .await,
-        Err(ingest::historic::HistoricError::NotAbove { .. })
+        Err(desk::historic::HistoricError::NotAbove { .. })
     ));
 
     // The rules use it at once: the river held at 24.0-24.1 m, above the old historic
@@ -1160,7 +1160,7 @@ async fn a_bulletins_level_is_restated_citing_the_live_bulletin_and_not_after_it
         emergency: false,
         grade: None,
     };
-    let change = |id: &str, replaces: Vec<String>, bulletins| ingest::bulletin::BulletinChange {
+    let change = |id: &str, replaces: Vec<String>, bulletins| desk::bulletin::BulletinChange {
         identifier: id.into(),
         status: AlertStatus::Actual,
         authoritative: true,
@@ -1238,7 +1238,7 @@ async fn a_bulletin_that_lowers_the_level_is_announced_as_an_update_at_the_lower
         emergency: false,
         grade: None,
     };
-    let change = |id: &str, replaces: Vec<String>, level| ingest::bulletin::BulletinChange {
+    let change = |id: &str, replaces: Vec<String>, level| desk::bulletin::BulletinChange {
         identifier: id.into(),
         status: AlertStatus::Actual,
         authoritative: true,
