@@ -13,10 +13,10 @@ use std::time::{Duration, Instant};
 
 use canhbao_tests::kannel::{Kannel, decode_fakesmsc_ucs2, installed};
 
-use dispatch::sms_gateway::{
-    DeliveryReport, DlrStatus, Encoding, GatewayLimits, KannelConfig, KannelGateway, MessageRef, RejectKind,
-    SendOutcome, SmsMessage, parse_dlr_query,
-};
+use sms::callback::{DeliveryReport, DlrStatus};
+use sms::kannel::{Encoding, KannelConfig, KannelGateway, parse_dlr_query};
+use sms::link::GatewayLimits;
+use sms::message::{MessageRef, RejectKind, SendOutcome, SmsMessage};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::sync::mpsc;
 

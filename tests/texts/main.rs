@@ -11,17 +11,17 @@ use std::fmt::Write as _;
 
 use chrono::{DateTime, Duration, Utc};
 use desk::cap_out::{CapContext, alert_cap_xml};
-use dispatch::sms_text::{SmsPolicy, SmsTemplates, render as sms_render};
+use desk::compose::{self, AlertPolicy, Cancelled, Draft};
 use dispatch::{Signer, Topics};
 use domain::{
     AlarmLevel, Alert, AlertId, AlertStatus, CommuneCode, Hazard, ProvinceCode, RiskLevel, Station,
     StationId, Tag, Tagged,
 };
-use desk::compose::{self, AlertPolicy, Cancelled, Draft};
 use rules::engine::Action;
 use rules::eval::{Assessment, LevelSource};
 use rules::follow::Decision;
 use rules::quality::Point;
+use sms::text::{SmsPolicy, SmsTemplates, render as sms_render};
 
 const GOLDEN: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/texts/golden/texts.md");
 

@@ -9,8 +9,8 @@
 //! optional.
 
 use chrono::{DateTime, Duration, Utc};
-use domain::{AlertStatus, CommuneCode, Hazard, MessageClass, RiskLevel};
 use desk::compose::{Draft, Escalation};
+use domain::{AlertStatus, CommuneCode, Hazard, MessageClass, RiskLevel};
 use serde_json::{Value, json};
 
 use crate::error::{ApiError, FieldError};

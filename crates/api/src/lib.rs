@@ -75,7 +75,7 @@ pub struct AppState {
     pub sms: Option<sms::SmsContext>,
     /// How SMS are worded and when officials get them (also when the channel is off, for
     /// previews).
-    pub sms_settings: Arc<dispatch::sms_worker::SmsSettings>,
+    pub sms_settings: Arc<::sms::worker::SmsSettings>,
     /// Login rate limits, back-off and hashing permits (see [`login`]).
     pub login: Arc<login::LoginGuard>,
     /// What was refused or ignored without a row of its own, since start (`/metrics`).

@@ -9,8 +9,8 @@ use axum::body::Bytes;
 use axum::extract::State;
 use axum::http::{HeaderMap, StatusCode};
 use chrono::{DateTime, Utc};
-use domain::AlertStatus;
 use desk::{DeskError, Source};
+use domain::AlertStatus;
 use serde::Serialize;
 
 use crate::AppState;

@@ -4,13 +4,13 @@
 //! communes' officials would get it by SMS at once or after the fallback deadline.
 //! Nothing is written, signed or sent.
 
+use ::sms::plan::{CommuneLoudspeakers, fallback};
+use ::sms::text::render;
 use axum::Json;
 use axum::body::Bytes;
 use axum::extract::State;
 use axum::http::HeaderMap;
 use chrono::Utc;
-use dispatch::sms_plan::{CommuneLoudspeakers, fallback};
-use dispatch::sms_text::render;
 use domain::AlertStatus;
 use serde::Serialize;
 use serde_json::Value;

@@ -1,10 +1,10 @@
 //! `POST /api/v1/sms/preview`: how a text would go out by SMS under a policy (encoding,
 //! the text as sent, and the number of parts), without sending anything.
 
+use ::sms::text::{SmsPolicy, render};
 use axum::Json;
 use axum::body::Bytes;
 use axum::http::HeaderMap;
-use dispatch::sms_text::{SmsPolicy, render};
 use serde::Serialize;
 use serde_json::Value;
 
@@ -67,9 +67,9 @@ pub async fn preview(_caller: Caller, headers: HeaderMap, body: Bytes) -> Result
 /// The SMS channel's running parts that the API needs.
 #[derive(Clone)]
 pub struct SmsContext {
-    pub gateways: dispatch::sms_worker::Gateways,
+    pub gateways: ::sms::worker::Gateways,
     /// Applies delivery reports, a burst in one transaction.
-    pub reports: dispatch::sms_worker::ReportApplier,
+    pub reports: ::sms::worker::ReportApplier,
     /// Wakes the SMS sender (a report may have moved a message to another gateway).
     pub wake: std::sync::Arc<dyn Fn() + Send + Sync>,
 }
@@ -95,7 +95,7 @@ pub async fn delivery_report(
     ),
     ApiError,
 > {
-    use dispatch::sms_worker::{ReportError, apply_callback};
+    use ::sms::worker::{ReportError, apply_callback};
     let Some(sms) = &state.sms else {
         return Err(ApiError::not_found("the sms channel is not configured"));
     };
@@ -135,7 +135,7 @@ pub async fn delivery_report(
         Err(e @ ReportError::UnknownGateway(_)) => ApiError::not_found(e.to_string()),
         Err(e @ ReportError::UnknownMessage(_)) => ApiError::not_found(e.to_string()),
         Err(ReportError::Refused(e)) => match e {
-            dispatch::sms_gateway::DlrError::MissingSecret | dispatch::sms_gateway::DlrError::WrongSecret => {
+            ::sms::callback::DlrError::MissingSecret | ::sms::callback::DlrError::WrongSecret => {
                 ApiError::unauthorized(e.to_string())
             }
             other => ApiError::bad_request("report", other.to_string()),

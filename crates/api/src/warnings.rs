@@ -293,8 +293,7 @@ pub async fn edit(
 fn check(w: &WarningRecord, caller: &Caller, action: desk::warnings::Action) -> Result<(), ApiError> {
     let state = desk::warnings::WarningState::from_code(&w.state)
         .ok_or_else(|| ApiError::internal(format!("warning {} has state {:?}", w.id, w.state)))?;
-    desk::warnings::check(&w.id, state, &w.author, &caller.label, action)
-        .map_err(|e| warning_error(e.into()))
+    desk::warnings::check(&w.id, state, &w.author, &caller.label, action).map_err(|e| warning_error(e.into()))
 }
 
 /// `POST /api/v1/warnings/{id}/discard`: its author drops a draft.

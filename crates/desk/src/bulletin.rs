@@ -17,4 +17,3 @@ pub struct BulletinChange {
     /// Identifiers of earlier bulletins that this Update or Cancel replaces.
     pub replaces: Vec<String>,
 }
-

@@ -2,13 +2,13 @@
 
 use std::collections::HashMap;
 
-use chrono::{DateTime, Duration, Utc};
-use protocol::Topics;
 use crate::render::flood_follow_text;
+use chrono::{DateTime, Duration, Utc};
 use domain::{
     Alert, AlertError, AlertId, AlertOrigin, AlertSpec, AlertStatus, FollowKind, MessageClass, MsgType,
     Parameter, Repeat, Station, StationId,
 };
+use protocol::Topics;
 use rules::follow::{Decision, FollowSettings};
 use rules::quality::{FirstReading, QcSettings};
 

@@ -26,8 +26,8 @@ use std::collections::HashMap;
 use std::sync::Arc;
 
 use chrono::{DateTime, Duration, Utc};
-use protocol::{Signer, Topics};
 use domain::{AlertId, AlertStatus, Observation, Parameter, Station, StationId};
+use protocol::{Signer, Topics};
 use store::{NewDelivery, Store};
 use tokio::sync::Notify;
 

@@ -7,9 +7,9 @@
 use std::sync::Arc;
 
 use chrono::{DateTime, Duration, Utc};
-use protocol::{Signer, Topics};
-use domain::{AlertStatus, CommuneCode, Observation, ProvinceCode, Station, StationId, Tag, Tagged};
 use desk::{AlertPolicy, Pipeline, Source};
+use domain::{AlertStatus, CommuneCode, Observation, ProvinceCode, Station, StationId, Tag, Tagged};
+use protocol::{Signer, Topics};
 use store::Store;
 use tokio::sync::Notify;
 

@@ -5,9 +5,9 @@
 use base64::Engine as _;
 use base64::engine::general_purpose::STANDARD as B64;
 use chrono::{DateTime, Utc};
+use domain::CommuneCode;
 use protocol::wire::{Envelope, verify_envelope};
 use protocol::{Signer, TrustedKeys};
-use domain::CommuneCode;
 
 const DOC: &str = include_str!("../../../docs/receiver-protocol.md");
 const TOPIC_ID: &str = "8051d214-8e83-4b0f-91da-87e51aec6543";

@@ -257,7 +257,7 @@ impl App {
         // The sender always runs: without a gateway it still ends queued messages visibly.
         let gateways = settings.sms.build().context("building the sms gateways")?;
         let sms_wake = Arc::new(Notify::new());
-        tasks.spawn(dispatch::sms_worker::run_sms(
+        tasks.spawn(sms::worker::run_sms(
             store.clone(),
             gateways.clone(),
             settings.sms.settings.clone(),
@@ -269,8 +269,8 @@ impl App {
             None
         } else {
             tracing::info!(gateways = ?gateways.order(), "sms channel on");
-            let (reports, queue) = dispatch::sms_worker::ReportApplier::new();
-            tasks.spawn(dispatch::sms_worker::run_report_applier(
+            let (reports, queue) = sms::worker::ReportApplier::new();
+            tasks.spawn(sms::worker::run_report_applier(
                 store.clone(),
                 gateways.clone(),
                 queue,

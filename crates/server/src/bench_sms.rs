@@ -15,7 +15,8 @@ use std::time::{Duration, Instant};
 
 use anyhow::{Context, Result, bail, ensure};
 use chrono::Utc;
-use dispatch::sms_gateway::{Encoding, KannelConfig, MessageRef, SendOutcome, SmsMessage, sendsms_url};
+use sms::kannel::{Encoding, KannelConfig, sendsms_url};
+use sms::message::{MessageRef, SendOutcome, SmsMessage};
 
 use crate::bench_dispatch::{TempDir, median, ms, province_bulletin, unique};
 use crate::config::Sources;
@@ -393,7 +394,7 @@ async fn baseline(
                 let answer = http.get(&url).send().await?;
                 let status = answer.status().as_u16();
                 let body = answer.text().await?;
-                match dispatch::sms_gateway::parse_sendsms_answer(status, &body) {
+                match sms::kannel::parse_sendsms_answer(status, &body) {
                     Ok(SendOutcome::Accepted | SendOutcome::Queued) => {}
                     other => bail!("kannel refused a baseline message: {other:?}"),
                 }

@@ -10,9 +10,9 @@ use std::time::{Duration, Instant};
 
 use anyhow::{Context, Result};
 use chrono::{DateTime, Utc};
+use desk::{Pipeline, Source};
 use dispatch::Signer;
 use domain::{AlertStatus, Observation};
-use desk::{Pipeline, Source};
 use tokio::sync::Notify;
 
 use crate::bench_dispatch::{TempDir, median};

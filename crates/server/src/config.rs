@@ -6,10 +6,10 @@ use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
+use desk::AlertPolicy;
 use dispatch::mqtt::BrokerUrl;
 use dispatch::worker::OutboxSettings;
 use domain::{ProvinceCode, Repeat};
-use desk::AlertPolicy;
 use rules::RuleSet;
 use serde::Deserialize;
 use serde::de::DeserializeOwned;

@@ -7,14 +7,16 @@ use std::collections::BTreeMap;
 use std::num::{NonZeroU32, NonZeroUsize};
 use std::time::Duration;
 
-use dispatch::sms_gateway::{DlrStatus, GatewayLimits, KannelConfig, KannelGateway};
-use dispatch::sms_gateways::{Gateway, GatewayKind};
-use dispatch::sms_jasmin::{JasminConfig, JasminGateway};
-use dispatch::sms_plan::{FallbackAfter, SmsTiming};
-use dispatch::sms_text::{SmsPolicy, SmsTemplates};
-use dispatch::sms_webhook::{WebhookConfig, WebhookGateway, WebhookMethod};
-use dispatch::sms_worker::{Gateways, SmsSettings};
 use serde::Deserialize;
+use sms::callback::DlrStatus;
+use sms::gateways::{Gateway, GatewayKind};
+use sms::jasmin::{JasminConfig, JasminGateway};
+use sms::kannel::{KannelConfig, KannelGateway};
+use sms::link::GatewayLimits;
+use sms::plan::{FallbackAfter, SmsTiming};
+use sms::text::{SmsPolicy, SmsTemplates};
+use sms::webhook::{WebhookConfig, WebhookGateway, WebhookMethod};
+use sms::worker::{Gateways, SmsSettings};
 
 /// Environment variables holding gateway secrets start with this.
 pub const SECRET_PREFIX: &str = "CANHBAO_SECRET_";
@@ -142,7 +144,7 @@ enum SpecKind {
 
 impl SmsConfig {
     /// The gateways, in failover order. Fails on settings a gateway refuses.
-    pub fn build(&self) -> Result<Gateways, dispatch::sms_gateway::GatewayError> {
+    pub fn build(&self) -> Result<Gateways, sms::link::GatewayError> {
         let mut out = Vec::with_capacity(self.gateways.len());
         for g in &self.gateways {
             let kind = match &g.kind {

@@ -31,14 +31,15 @@
 
 use secrecy::ExposeSecret as _;
 use std::fmt;
-use std::num::{NonZeroU32, NonZeroUsize};
-use std::time::Duration;
 
-use chrono::{DateTime, Utc};
-use sha2::{Digest, Sha256};
-use tokio::sync::Semaphore;
+use chrono::DateTime;
 
-pub use crate::sms_text::Encoding;
+use crate::callback::{DeliveryReport, DlrError, DlrStatus, form_decode, same_secret};
+use crate::link::{GatewayError, HttpGateway, Protocol, Request};
+use crate::message::{
+    MessageError, MessageRef, SendOutcome, SmsMessage, UnexpectedAnswer, is_e164, rejected,
+};
+pub use crate::text::Encoding;
 
 /// smsbox's `sendsms-url` (Kannel's default), appended to [`KannelConfig::base_url`].
 pub const SENDSMS_PATH: &str = "/cgi-bin/sendsms";
@@ -53,13 +54,10 @@ pub const SENDSMS_PATH: &str = "/cgi-bin/sendsms";
 /// - 1 (delivered) and 2 (failed) are the final answers about the handset.
 pub const DLR_MASK: u8 = 31;
 
-/// Most bytes of a sendsms answer that are read; Kannel's are under 50.
-const MAX_ANSWER_BYTES: usize = 4096;
-
 const REDACTED: &str = "[redacted]";
 
 // ------------------------------------------------------------------------------------
-// Settings and message
+// Settings
 // ------------------------------------------------------------------------------------
 
 /// One Kannel gateway: its smsbox, its `sendsms-user`, the sender and our DLR endpoint.
@@ -118,74 +116,6 @@ impl KannelConfig {
             ));
         }
         problems
-    }
-}
-
-/// Our reference for one SMS (one alert version to one number), echoed back in its
-/// delivery reports: 1 to 64 characters of `A-Z a-z 0-9 . _ : -`.
-#[derive(Debug, Clone, PartialEq, Eq, Hash)]
-pub struct MessageRef(String);
-
-impl MessageRef {
-    pub const MAX_CHARS: usize = 64;
-
-    pub fn new(value: &str) -> Result<Self, MessageError> {
-        let ok = !value.is_empty()
-            && value.len() <= Self::MAX_CHARS
-            && value
-                .bytes()
-                .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'.' | b'_' | b':' | b'-'));
-        if ok {
-            Ok(Self(value.to_owned()))
-        } else {
-            Err(MessageError::BadRef(value.chars().take(80).collect()))
-        }
-    }
-
-    pub fn as_str(&self) -> &str {
-        &self.0
-    }
-}
-
-impl fmt::Display for MessageRef {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str(&self.0)
-    }
-}
-
-/// One SMS to one number.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct SmsMessage {
-    /// E.164, for example `+84912345678`.
-    pub to: String,
-    /// The text as it is to arrive (already GSM-7-safe when `encoding` is GSM-7).
-    pub text: String,
-    pub encoding: Encoding,
-    pub message_ref: MessageRef,
-}
-
-/// Why a message cannot be sent at all (nothing was sent).
-#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
-pub enum MessageError {
-    #[error("recipient {0:?} is not an E.164 number (+ and 8 to 15 digits)")]
-    BadNumber(String),
-    #[error("the text is empty")]
-    EmptyText,
-    #[error("the text has characters outside the GSM-7 alphabet but the encoding is GSM-7")]
-    NotGsm7,
-    #[error("message reference {0:?} is not 1 to 64 characters of A-Z a-z 0-9 . _ : -")]
-    BadRef(String),
-}
-
-/// `+`, a non-zero digit, then 7 to 14 more digits.
-pub(crate) fn is_e164(number: &str) -> bool {
-    match number.strip_prefix('+') {
-        Some(digits) => {
-            (8..=15).contains(&digits.len())
-                && digits.bytes().all(|b| b.is_ascii_digit())
-                && !digits.starts_with('0')
-        }
-        None => false,
     }
 }
 
@@ -250,7 +180,7 @@ pub fn sendsms_url(config: &KannelConfig, msg: &SmsMessage) -> Result<SendsmsUrl
     if msg.text.is_empty() {
         return Err(MessageError::EmptyText);
     }
-    if msg.encoding == Encoding::Gsm7 && !crate::sms_text::is_gsm7(&msg.text) {
+    if msg.encoding == Encoding::Gsm7 && !crate::text::is_gsm7(&msg.text) {
         return Err(MessageError::NotGsm7);
     }
     let coding = coding(msg.encoding).to_string();
@@ -302,43 +232,6 @@ fn kannel_literal(value: &str) -> String {
 // Kannel's answer (pure)
 // ------------------------------------------------------------------------------------
 
-/// What Kannel said to one sendsms request.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub enum SendOutcome {
-    /// `0: Accepted for delivery`: handed to an SMSC link.
-    Accepted,
-    /// `3: Queued for later delivery`: stored by bearerbox while no SMSC link can take it;
-    /// Kannel sends it when one comes back.
-    Queued,
-    /// Kannel took nothing.
-    Rejected {
-        status: u16,
-        reason: String,
-        kind: RejectKind,
-    },
-}
-
-/// Whether the same request could succeed later.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum RejectKind {
-    /// 5xx, 408, 429: Kannel is overloaded or has no route for now. Retry with backoff,
-    /// or move the message to another gateway.
-    Transient,
-    /// Any other answer: bad credentials, a bad request, not routable. This gateway will
-    /// never take it as it is; another gateway may.
-    Permanent,
-}
-
-/// A 2xx that is neither of Kannel's two success answers: Kannel may have taken the
-/// message.
-#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
-#[error("the gateway answered {status} with the unexpected body {body:?}")]
-pub struct UnexpectedAnswer {
-    pub status: u16,
-    /// The first 200 characters.
-    pub body: String,
-}
-
 /// Reads smsbox's answer to a sendsms request.
 pub fn parse_sendsms_answer(status: u16, body: &str) -> Result<SendOutcome, UnexpectedAnswer> {
     let text = body.trim();
@@ -355,118 +248,9 @@ pub fn parse_sendsms_answer(status: u16, body: &str) -> Result<SendOutcome, Unex
     Ok(rejected(status, text, false))
 }
 
-/// A refusal (nothing taken): transient for 5xx, 408 and 429, or when the gateway's own
-/// answer says it will pass (`passing`); permanent otherwise. Keeps 200 characters.
-pub(crate) fn rejected(status: u16, text: &str, passing: bool) -> SendOutcome {
-    let kind = if status >= 500 || status == 408 || status == 429 || passing {
-        RejectKind::Transient
-    } else {
-        RejectKind::Permanent
-    };
-    SendOutcome::Rejected {
-        status,
-        reason: text.chars().take(200).collect(),
-        kind,
-    }
-}
-
 // ------------------------------------------------------------------------------------
-// Delivery reports (pure)
+// Kannel's delivery-report callback (pure)
 // ------------------------------------------------------------------------------------
-
-/// Kannel's delivery-report types (`%d`, dlr.h).
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
-pub enum DlrStatus {
-    /// 1: delivered to the handset.
-    Delivered,
-    /// 2: not delivered to the handset.
-    Failed,
-    /// 4: buffered at the SMSC (the handset is not reachable yet).
-    Buffered,
-    /// 8: the SMSC accepted the message.
-    SmscAccepted,
-    /// 16: the SMSC rejected the message.
-    SmscRejected,
-}
-
-impl DlrStatus {
-    pub fn from_code(code: u8) -> Option<Self> {
-        Some(match code {
-            1 => Self::Delivered,
-            2 => Self::Failed,
-            4 => Self::Buffered,
-            8 => Self::SmscAccepted,
-            16 => Self::SmscRejected,
-            _ => return None,
-        })
-    }
-
-    pub fn code(self) -> u8 {
-        match self {
-            Self::Delivered => 1,
-            Self::Failed => 2,
-            Self::Buffered => 4,
-            Self::SmscAccepted => 8,
-            Self::SmscRejected => 16,
-        }
-    }
-
-    /// No later report changes the outcome.
-    pub fn is_final(self) -> bool {
-        match self {
-            Self::Delivered | Self::Failed | Self::SmscRejected => true,
-            Self::Buffered | Self::SmscAccepted => false,
-        }
-    }
-}
-
-/// One delivery report, authenticated.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct DeliveryReport {
-    pub message_ref: MessageRef,
-    pub status: DlrStatus,
-    /// Kannel's time for the report (`%T`), when it gave one.
-    pub at: Option<DateTime<Utc>>,
-    /// The SMSC's reply (`%A`): `ACK/`, `NACK/<reason>`, or an SMPP receipt text.
-    pub reason: String,
-    /// The SMSC's message id (`%F`), when it gave one.
-    pub smsc_message_id: Option<String>,
-    /// Kannel's smsc-id of the link (`%i`).
-    pub smsc: Option<String>,
-    /// The recipient (`%p`).
-    pub to: Option<String>,
-}
-
-/// Why a delivery-report callback is refused.
-#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
-pub enum DlrError {
-    #[error("no dlr secret is configured for this gateway")]
-    NoSecretConfigured,
-    #[error("the delivery report has no secret")]
-    MissingSecret,
-    #[error("the delivery report's secret is wrong")]
-    WrongSecret,
-    #[error("the delivery report repeats {0:?}")]
-    Duplicate(&'static str),
-    #[error("the delivery report has no {0:?}")]
-    Missing(&'static str),
-    #[error("the delivery report's reference {0:?} is not one of ours")]
-    BadRef(String),
-    #[error("the delivery report's status {0:?} is not 1, 2, 4, 8 or 16")]
-    BadStatus(String),
-    #[error("the delivery report's time {0:?} is not a Unix time")]
-    BadTime(String),
-    /// A status word the gateway is not known to send (Jasmin's `message_status`, or a
-    /// webhook status missing from its `status_map`).
-    #[error("the delivery report's status {0:?} is not one this gateway is known to send")]
-    UnknownStatus(String),
-    #[error("the delivery report's level {0:?} is not 1, 2 or 3")]
-    BadLevel(String),
-    #[error("the delivery report's body is not JSON: {0}")]
-    NotJson(String),
-    #[error("the delivery report's body has no status (a string or a number) at {0:?}")]
-    NoStatusAt(String),
-}
 
 /// Reads a delivery-report callback's query string (with or without its `?`), as made
 /// from [`dlr_url`]. The secret is checked first, in constant time; a report that fails
@@ -525,287 +309,12 @@ pub fn parse_dlr_query(query: &str, secret: &str) -> Result<DeliveryReport, DlrE
     })
 }
 
-/// Compares SHA-256 digests in constant time (`subtle`), so neither the content nor the
-/// length of the expected secret leaks through timing.
-pub(crate) fn same_secret(given: &str, expected: &str) -> bool {
-    use subtle::ConstantTimeEq;
-    let a = Sha256::digest(given.as_bytes());
-    let b = Sha256::digest(expected.as_bytes());
-    a.ct_eq(&b).into()
-}
-
-/// `application/x-www-form-urlencoded` decoding of one key or value: `+` is a space,
-/// `%XX` a byte (the `percent-encoding` crate); a broken escape is kept as it is, and
-/// bytes that are not UTF-8 become U+FFFD.
-pub(crate) fn form_decode(value: &str) -> String {
-    percent_encoding::percent_decode_str(&value.replace('+', " "))
-        .decode_utf8_lossy()
-        .into_owned()
-}
-
 // ------------------------------------------------------------------------------------
-// The gateway (I/O)
+// Kannel over the HTTP link (I/O)
 // ------------------------------------------------------------------------------------
-
-/// How hard one gateway may be driven.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct GatewayLimits {
-    /// Messages a second, over time.
-    pub per_second: NonZeroU32,
-    /// Messages that may go at once after a quiet spell.
-    pub burst: NonZeroU32,
-    /// Requests in flight at once.
-    pub max_in_flight: NonZeroUsize,
-    /// For one whole request (connect, send, answer).
-    pub timeout: Duration,
-    /// For the connection alone.
-    pub connect_timeout: Duration,
-}
-
-impl Default for GatewayLimits {
-    fn default() -> Self {
-        Self {
-            per_second: NonZeroU32::MIN.saturating_add(9),
-            burst: NonZeroU32::MIN.saturating_add(9),
-            max_in_flight: NonZeroUsize::MIN.saturating_add(3),
-            timeout: Duration::from_secs(10),
-            connect_timeout: Duration::from_secs(3),
-        }
-    }
-}
-
-/// Why a send did not get an answer from a gateway (any kind: Kannel, Jasmin, webhook).
-#[derive(Debug, thiserror::Error)]
-pub enum GatewayError {
-    #[error("invalid gateway settings: {}", .0.join("; "))]
-    Config(Vec<String>),
-    #[error("the http client could not be built")]
-    Client(#[source] reqwest::Error),
-    #[error("the message cannot be sent")]
-    Message(#[from] MessageError),
-    #[error("the gateway is closed")]
-    Closed,
-    #[error("the send was called off before anything left: {0}")]
-    CalledOff(String),
-    #[error("the gateway at {endpoint} cannot be reached")]
-    Unreachable {
-        endpoint: String,
-        #[source]
-        source: reqwest::Error,
-    },
-    #[error("the gateway at {endpoint} did not answer within {timeout:?}")]
-    Timeout { endpoint: String, timeout: Duration },
-    #[error("the request to the gateway at {endpoint} failed")]
-    Transport {
-        endpoint: String,
-        #[source]
-        source: reqwest::Error,
-    },
-    #[error("the gateway at {endpoint} gave an answer that cannot be read")]
-    Unexpected {
-        endpoint: String,
-        #[source]
-        source: UnexpectedAnswer,
-    },
-}
-
-impl GatewayError {
-    /// Whether the gateway may have taken the message although we have no answer saying so.
-    /// Sending it again (here or elsewhere) may then give the person a second copy: this
-    /// is the at-least-once edge, and the only one.
-    pub fn may_have_sent(&self) -> bool {
-        match self {
-            Self::Config(_)
-            | Self::Client(_)
-            | Self::Message(_)
-            | Self::Closed
-            | Self::CalledOff(_)
-            | Self::Unreachable { .. } => false,
-            Self::Timeout { .. } | Self::Transport { .. } | Self::Unexpected { .. } => true,
-        }
-    }
-}
-
-/// The HTTP side every gateway kind shares: a client that follows no redirects (they
-/// would carry credentials elsewhere) and takes no proxy from the environment, a
-/// concurrency cap and a rate limit.
-pub struct HttpLink {
-    endpoint: String,
-    timeout: Duration,
-    client: reqwest::Client,
-    in_flight: Semaphore,
-    /// The gateway's rate (`governor`): `per_second`, with `burst` saved up.
-    rate: governor::DefaultDirectRateLimiter,
-}
-
-impl HttpLink {
-    /// `endpoint` names the gateway in errors and logs; it must hold no secret.
-    pub fn new(endpoint: String, limits: GatewayLimits) -> Result<Self, GatewayError> {
-        let client = reqwest::Client::builder()
-            .no_proxy()
-            .redirect(reqwest::redirect::Policy::none())
-            .timeout(limits.timeout)
-            .connect_timeout(limits.connect_timeout)
-            .pool_max_idle_per_host(limits.max_in_flight.get())
-            .build()
-            .map_err(|e| GatewayError::Client(e.without_url()))?;
-        Ok(Self {
-            endpoint,
-            timeout: limits.timeout,
-            client,
-            in_flight: Semaphore::new(limits.max_in_flight.get()),
-            rate: governor::RateLimiter::direct(
-                governor::Quota::per_second(limits.per_second).allow_burst(limits.burst),
-            ),
-        })
-    }
-
-    pub fn endpoint(&self) -> &str {
-        &self.endpoint
-    }
-
-    /// Refuses every later request with [`GatewayError::Closed`] (nothing sent).
-    pub fn close(&self) {
-        self.in_flight.close();
-    }
-
-    /// Sends `request` (built from [`HttpLink::client`]) once a slot is free and the rate
-    /// limit allows, and reads the status and at most 4 KiB of the answer. `ready` runs
-    /// just before the request leaves (the outbox's `sending` mark); if it fails, nothing
-    /// is sent.
-    pub async fn exchange(
-        &self,
-        request: impl FnOnce(&reqwest::Client) -> reqwest::RequestBuilder,
-        ready: impl Future<Output = Result<(), String>>,
-    ) -> Result<(u16, String), GatewayError> {
-        let _permit = self.in_flight.acquire().await.map_err(|_| GatewayError::Closed)?;
-        self.rate.until_ready().await;
-        ready.await.map_err(GatewayError::CalledOff)?;
-        let mut response = request(&self.client)
-            .send()
-            .await
-            .map_err(|e| self.transport_error(e))?;
-        let status = response.status().as_u16();
-        let mut body = Vec::new();
-        while body.len() < MAX_ANSWER_BYTES {
-            match response.chunk().await {
-                Ok(Some(chunk)) => body.extend_from_slice(&chunk),
-                Ok(None) => break,
-                Err(e) => return Err(self.transport_error(e)),
-            }
-        }
-        Ok((status, String::from_utf8_lossy(&body).into_owned()))
-    }
-
-    /// An answer that cannot be read, as an error naming this gateway.
-    pub fn unexpected(&self, source: UnexpectedAnswer) -> GatewayError {
-        GatewayError::Unexpected {
-            endpoint: self.endpoint.clone(),
-            source,
-        }
-    }
-
-    fn transport_error(&self, error: reqwest::Error) -> GatewayError {
-        let endpoint = self.endpoint.clone();
-        let source = error.without_url();
-        if source.is_connect() {
-            GatewayError::Unreachable { endpoint, source }
-        } else if source.is_timeout() {
-            GatewayError::Timeout {
-                endpoint,
-                timeout: self.timeout,
-            }
-        } else {
-            GatewayError::Transport { endpoint, source }
-        }
-    }
-}
-
-/// What makes one kind of gateway: its settings' problems, its endpoint, its request for
-/// a message (pure, built before any slot is taken) and how its answers read.
-pub trait Protocol: fmt::Debug + Send + Sync {
-    /// For logs: `kannel`, `jasmin`, `webhook`.
-    const NAME: &'static str;
-    /// Every problem with the settings, none if they are usable.
-    fn problems(&self) -> Vec<String>;
-    /// The URL requests go to, without secrets (for errors and logs).
-    fn endpoint(&self) -> String;
-    /// The request for `msg`, or why it cannot be sent at all.
-    fn request(&self, msg: &SmsMessage) -> Result<Request, GatewayError>;
-    /// What the gateway's answer means.
-    fn read_answer(&self, status: u16, body: &str) -> Result<SendOutcome, UnexpectedAnswer>;
-    /// The gateway's own id for the message, when its answer carries one.
-    fn message_id<'a>(&self, _body: &'a str) -> Option<&'a str> {
-        None
-    }
-}
-
-/// A request built from a message, applied to the client once a slot is free.
-pub type Request = Box<dyn FnOnce(&reqwest::Client) -> reqwest::RequestBuilder + Send>;
-
-/// One gateway of kind `P`, driven within its [`GatewayLimits`].
-pub struct HttpGateway<P> {
-    config: P,
-    link: HttpLink,
-}
 
 /// One Kannel smsbox.
 pub type KannelGateway = HttpGateway<KannelConfig>;
-
-impl<P: Protocol> fmt::Debug for HttpGateway<P> {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.debug_struct("HttpGateway")
-            .field("kind", &P::NAME)
-            .field("config", &self.config)
-            .field("endpoint", &self.link.endpoint)
-            .finish_non_exhaustive()
-    }
-}
-
-impl<P: Protocol> HttpGateway<P> {
-    /// Checks the settings (every problem at once) and builds the HTTP client: no proxy
-    /// from the environment, no redirects (they would carry credentials elsewhere).
-    pub fn new(config: P, limits: GatewayLimits) -> Result<Self, GatewayError> {
-        let problems = config.problems();
-        if !problems.is_empty() {
-            return Err(GatewayError::Config(problems));
-        }
-        let link = HttpLink::new(config.endpoint(), limits)?;
-        Ok(Self { config, link })
-    }
-
-    pub fn config(&self) -> &P {
-        &self.config
-    }
-
-    /// Refuses every later send with [`GatewayError::Closed`] (nothing sent); sends under
-    /// way finish.
-    pub fn close(&self) {
-        self.link.close();
-    }
-
-    /// Sends one message: waits for a free slot and for the rate limit, then asks the
-    /// gateway.
-    pub async fn send(&self, msg: &SmsMessage) -> Result<SendOutcome, GatewayError> {
-        self.send_when(msg, std::future::ready(Ok(()))).await
-    }
-
-    /// As [`HttpGateway::send`], with `ready` run just before the request leaves.
-    pub async fn send_when(
-        &self,
-        msg: &SmsMessage,
-        ready: impl Future<Output = Result<(), String>>,
-    ) -> Result<SendOutcome, GatewayError> {
-        let request = self.config.request(msg)?;
-        let (status, body) = self.link.exchange(request, ready).await?;
-        let outcome = self
-            .config
-            .read_answer(status, &body)
-            .map_err(|e| self.link.unexpected(e));
-        log_outcome(P::NAME, &msg.message_ref, self.config.message_id(&body), &outcome);
-        outcome
-    }
-}
 
 impl Protocol for KannelConfig {
     const NAME: &'static str = "kannel";
@@ -828,62 +337,15 @@ impl Protocol for KannelConfig {
     }
 }
 
-/// What a gateway said to one message, logged the same way for every kind: the number,
-/// the text and the secrets are not logged, and numbers a gateway echoes back in a reason
-/// are masked ([`loggable`]).
-pub(crate) fn log_outcome(
-    gateway: &'static str,
-    message_ref: &MessageRef,
-    gateway_message_id: Option<&str>,
-    outcome: &Result<SendOutcome, GatewayError>,
-) {
-    match outcome {
-        Ok(SendOutcome::Accepted) => {
-            tracing::debug!(gateway, %message_ref, gateway_message_id, "sms accepted for delivery");
-        }
-        Ok(SendOutcome::Queued) => {
-            tracing::info!(gateway, %message_ref, "sms queued by the gateway for later delivery");
-        }
-        Ok(SendOutcome::Rejected { status, reason, kind }) => {
-            let reason = loggable(reason);
-            tracing::warn!(gateway, %message_ref, status, ?kind, %reason, "sms rejected by the gateway");
-        }
-        Err(e) => {
-            tracing::warn!(gateway, %message_ref, error = %e, "gateway answer unreadable");
-        }
-    }
-}
-
-/// A gateway's answer for a log: runs of 6 or more digits (a phone number a gateway echoes
-/// back, as Jasmin's `Argument [to] has an invalid value: [...]` does) become `[number]`.
-pub(crate) fn loggable(reason: &str) -> String {
-    let mut out = String::with_capacity(reason.len());
-    let mut digits = String::new();
-    let flush = |digits: &mut String, out: &mut String| {
-        if digits.len() >= 6 {
-            out.push_str("[number]");
-        } else {
-            out.push_str(digits);
-        }
-        digits.clear();
-    };
-    for c in reason.chars() {
-        if c.is_ascii_digit() {
-            digits.push(c);
-        } else {
-            flush(&mut digits, &mut out);
-            out.push(c);
-        }
-    }
-    flush(&mut digits, &mut out);
-    out
-}
-
 #[cfg(test)]
 mod tests {
     #![allow(clippy::unwrap_used)]
 
+    use std::time::Duration;
+
     use super::*;
+    use crate::link::GatewayLimits;
+    use crate::message::RejectKind;
 
     const SECRET: &str = "0123456789abcdef-secret";
 
@@ -1205,57 +667,6 @@ mod tests {
     }
 
     #[tokio::test]
-    async fn a_gateway_is_driven_at_its_burst_then_never_above_its_rate() {
-        // A gateway that answers at once, so that only the rate paces the requests.
-        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-        let port = listener.local_addr().unwrap().port();
-        tokio::spawn(async move {
-            use tokio::io::{AsyncReadExt, AsyncWriteExt};
-            loop {
-                let Ok((mut socket, _)) = listener.accept().await else {
-                    return;
-                };
-                tokio::spawn(async move {
-                    let mut buf = [0u8; 4096];
-                    while let Ok(n) = socket.read(&mut buf).await {
-                        if n == 0
-                            || socket
-                                .write_all(b"HTTP/1.1 202 Accepted\r\ncontent-length: 2\r\n\r\nok")
-                                .await
-                                .is_err()
-                        {
-                            return;
-                        }
-                    }
-                });
-            }
-        });
-        let limits = GatewayLimits {
-            per_second: NonZeroU32::new(20).unwrap(),
-            burst: NonZeroU32::new(3).unwrap(),
-            ..GatewayLimits::default()
-        };
-        let link = HttpLink::new(format!("http://127.0.0.1:{port}"), limits).unwrap();
-        let url = format!("http://127.0.0.1:{port}/send");
-        let started = std::time::Instant::now();
-        let mut sent_at = Vec::new();
-        for _ in 0..13 {
-            let (status, _) = link.exchange(|c| c.get(&url), async { Ok(()) }).await.unwrap();
-            assert_eq!(status, 202);
-            sent_at.push(started.elapsed());
-        }
-        // The burst goes at once; then one every 50 ms: the 13th no sooner than 500 ms in.
-        assert!(sent_at[2] < Duration::from_millis(400), "{sent_at:?}");
-        for (k, at) in sent_at.iter().enumerate().skip(3) {
-            let earliest = Duration::from_millis(50 * (k as u64 - 2));
-            assert!(
-                *at + Duration::from_millis(5) >= earliest,
-                "request {k} at {at:?}: {sent_at:?}"
-            );
-        }
-    }
-
-    #[tokio::test]
     async fn an_unreachable_gateway_is_known_to_have_sent_nothing() {
         // A port that was free a moment ago: nothing listens there.
         let port = std::net::TcpListener::bind("127.0.0.1:0")
@@ -1302,15 +713,5 @@ mod tests {
         assert!(matches!(err, GatewayError::Timeout { .. }), "{err:?}");
         assert!(err.may_have_sent());
         hold.abort();
-    }
-
-    #[test]
-    fn numbers_are_masked_in_logged_reasons() {
-        assert_eq!(
-            loggable("Error \"Argument [to] has an invalid value: [84912345678].\""),
-            "Error \"Argument [to] has an invalid value: [[number]].\""
-        );
-        assert_eq!(loggable("Error 412 at 12345"), "Error 412 at 12345");
-        assert_eq!(loggable("+84912345678"), "+[number]");
     }
 }

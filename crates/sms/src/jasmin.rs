@@ -42,11 +42,10 @@
 use secrecy::ExposeSecret as _;
 use std::fmt;
 
-use crate::sms_gateway::{
-    DeliveryReport, DlrError, DlrStatus, Encoding, GatewayError, HttpGateway, KannelConfig, MessageError,
-    MessageRef, Protocol, Request, SendOutcome, SmsMessage, UnexpectedAnswer, form_decode, is_e164,
-    percent_encode, same_secret,
-};
+use crate::callback::{DeliveryReport, DlrError, DlrStatus, form_decode, same_secret};
+use crate::kannel::{Encoding, KannelConfig, percent_encode};
+use crate::link::{GatewayError, HttpGateway, Protocol, Request};
+use crate::message::{MessageError, MessageRef, SendOutcome, SmsMessage, UnexpectedAnswer, is_e164};
 
 /// Jasmin's send endpoint, appended to [`JasminConfig::base_url`].
 pub const SEND_PATH: &str = "/send";
@@ -149,7 +148,7 @@ pub(crate) fn check_message(msg: &SmsMessage) -> Result<(), MessageError> {
     if msg.text.is_empty() {
         return Err(MessageError::EmptyText);
     }
-    if msg.encoding == Encoding::Gsm7 && !crate::sms_text::is_gsm7(&msg.text) {
+    if msg.encoding == Encoding::Gsm7 && !crate::text::is_gsm7(&msg.text) {
         return Err(MessageError::NotGsm7);
     }
     Ok(())
@@ -289,7 +288,7 @@ pub fn parse_jasmin_answer(status: u16, body: &str) -> Result<SendOutcome, Unexp
         (403, "Error \"User throughput exceeded\"")
             | (412, "Error \"Failover route has no bound connectors\"")
     );
-    Ok(crate::sms_gateway::rejected(status, text, passing))
+    Ok(crate::message::rejected(status, text, passing))
 }
 
 // ------------------------------------------------------------------------------------
@@ -633,7 +632,7 @@ mod tests {
 
     #[test]
     fn jasmins_documented_answers_are_read() {
-        use crate::sms_gateway::RejectKind::{Permanent, Transient};
+        use crate::message::RejectKind::{Permanent, Transient};
         fn check(status: u16, body: &str, expected: Result<SendOutcome, UnexpectedAnswer>) {
             assert_eq!(parse_jasmin_answer(status, body), expected, "{status} {body:?}");
         }
@@ -836,7 +835,7 @@ mod tests {
         };
         assert_eq!(bad.problems().len(), 7, "{:?}", bad.problems());
         assert!(config().problems().is_empty());
-        match JasminGateway::new(bad, crate::sms_gateway::GatewayLimits::default()) {
+        match JasminGateway::new(bad, crate::link::GatewayLimits::default()) {
             Err(GatewayError::Config(problems)) => assert_eq!(problems.len(), 7),
             other => panic!("{other:?}"),
         }
@@ -846,7 +845,7 @@ mod tests {
     fn secrets_never_show_in_debug_output() {
         let cfg = config();
         let request = jasmin_request(&cfg, &message("+84912345678", "x", Encoding::Gsm7)).unwrap();
-        let gateway = JasminGateway::new(cfg.clone(), crate::sms_gateway::GatewayLimits::default()).unwrap();
+        let gateway = JasminGateway::new(cfg.clone(), crate::link::GatewayLimits::default()).unwrap();
         for shown in [format!("{cfg:?}"), format!("{request:?}"), format!("{gateway:?}")] {
             assert!(!shown.contains("jasm1n"), "{shown}");
             assert!(!shown.contains(SECRET), "{shown}");

@@ -8,7 +8,9 @@ use domain::MessageClass;
 use sha2::{Digest, Sha256};
 use store::SmsOutcome;
 
-use crate::sms_gateway::{DlrStatus, GatewayError, MessageRef, SendOutcome};
+use crate::callback::DlrStatus;
+use crate::link::GatewayError;
+use crate::message::{MessageRef, SendOutcome};
 
 /// Where one SMS to one number stands.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
@@ -244,8 +246,8 @@ pub fn after_send(
         Ok(SendOutcome::Rejected { status, reason, kind }) => {
             let error = format!("{gateway} refused it: {status} {reason}");
             match kind {
-                crate::sms_gateway::RejectKind::Transient => transient(error),
-                crate::sms_gateway::RejectKind::Permanent => given_up(error),
+                crate::message::RejectKind::Transient => transient(error),
+                crate::message::RejectKind::Permanent => given_up(error),
             }
         }
         Err(GatewayError::CalledOff(_)) => return None,
@@ -491,7 +493,7 @@ mod tests {
 
     #[test]
     fn a_message_moves_to_another_gateway_only_when_no_copy_can_be_out() {
-        use crate::sms_gateway::RejectKind;
+        use crate::message::RejectKind;
         let now: DateTime<Utc> = "2026-10-09T02:00:00Z".parse().unwrap();
         let o = order();
         let a = ["a".to_owned()];
@@ -570,7 +572,7 @@ mod tests {
             send(Err(&timeout), route("a", &none, &none, &o), 1),
             SmsOutcome::Unconfirmed { .. }
         ));
-        let bad = GatewayError::Message(crate::sms_gateway::MessageError::EmptyText);
+        let bad = GatewayError::Message(crate::message::MessageError::EmptyText);
         assert!(matches!(
             send(Err(&bad), route("b", &none, &a, &o), 1),
             SmsOutcome::Failed { .. }

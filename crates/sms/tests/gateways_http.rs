@@ -8,13 +8,14 @@ use std::num::{NonZeroU32, NonZeroUsize};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use dispatch::sms_gateway::{
-    DlrStatus, Encoding, GatewayError, GatewayLimits, MessageRef, RejectKind, SendOutcome, SmsMessage,
-};
-use dispatch::sms_gateways::{Gateway, GatewayKind};
-use dispatch::sms_jasmin::{JasminConfig, JasminGateway};
-use dispatch::sms_webhook::{WebhookConfig, WebhookGateway, WebhookMethod};
 use serde_json::{Value, json};
+use sms::callback::DlrStatus;
+use sms::gateways::{Gateway, GatewayKind};
+use sms::jasmin::{JasminConfig, JasminGateway};
+use sms::kannel::Encoding;
+use sms::link::{GatewayError, GatewayLimits};
+use sms::message::{MessageRef, RejectKind, SendOutcome, SmsMessage};
+use sms::webhook::{WebhookConfig, WebhookGateway, WebhookMethod};
 use testkit::http::{Request, form_encode, read_request, respond};
 use tokio::net::TcpListener;
 use tokio::sync::mpsc;

@@ -17,13 +17,10 @@ use std::fmt;
 use reqwest::header::{CONTENT_TYPE, HeaderName, HeaderValue};
 use serde_json::Value;
 
-use crate::sms_gateway::{
-    DeliveryReport, DlrError, DlrStatus, GatewayError, HttpGateway, MessageError, MessageRef, Protocol,
-    Request, SendOutcome, SmsMessage, UnexpectedAnswer,
-};
-use crate::sms_jasmin::{
-    Fields, authenticate_callback, callback_url, check_message, check_secret, check_url,
-};
+use crate::callback::{DeliveryReport, DlrError, DlrStatus};
+use crate::jasmin::{Fields, authenticate_callback, callback_url, check_message, check_secret, check_url};
+use crate::link::{GatewayError, HttpGateway, Protocol, Request};
+use crate::message::{MessageError, MessageRef, SendOutcome, SmsMessage, UnexpectedAnswer};
 
 const REDACTED: &str = "[redacted]";
 
@@ -501,7 +498,7 @@ pub fn parse_webhook_answer(
             body: text.chars().take(200).collect(),
         });
     }
-    Ok(crate::sms_gateway::rejected(status, text, false))
+    Ok(crate::message::rejected(status, text, false))
 }
 
 // ------------------------------------------------------------------------------------
@@ -583,7 +580,7 @@ mod tests {
     use serde_json::json;
 
     use super::*;
-    use crate::sms_gateway::Encoding;
+    use crate::kannel::Encoding;
 
     const SECRET: &str = "0123456789abcdef-secret";
     const KEY: &str = "sk_live_abcdef123456";
@@ -730,7 +727,7 @@ mod tests {
             ]
         );
         assert!(config().problems().is_empty(), "{:?}", config().problems());
-        match WebhookGateway::new(bad, crate::sms_gateway::GatewayLimits::default()) {
+        match WebhookGateway::new(bad, crate::link::GatewayLimits::default()) {
             Err(GatewayError::Config(p)) => assert_eq!(p.len(), expected.len()),
             other => panic!("{other:?}"),
         }
@@ -775,7 +772,7 @@ mod tests {
 
     #[test]
     fn answers_are_read_by_status() {
-        use crate::sms_gateway::RejectKind::{Permanent, Transient};
+        use crate::message::RejectKind::{Permanent, Transient};
         fn check(status: u16, accepted: &[u16], expected: Result<SendOutcome, UnexpectedAnswer>) {
             assert_eq!(
                 parse_webhook_answer(status, " {\"error\":\"x\"} ", accepted),
@@ -920,7 +917,7 @@ mod tests {
     fn keys_and_secrets_never_show_in_debug_output() {
         let cfg = config();
         let request = webhook_request(&cfg, &message("Cảnh báo", Encoding::Ucs2)).unwrap();
-        let gateway = WebhookGateway::new(cfg.clone(), crate::sms_gateway::GatewayLimits::default()).unwrap();
+        let gateway = WebhookGateway::new(cfg.clone(), crate::link::GatewayLimits::default()).unwrap();
         for shown in [format!("{cfg:?}"), format!("{request:?}"), format!("{gateway:?}")] {
             for secret in [KEY, SECRET, "bodykey", "querykey", "84912345678", "Cảnh"] {
                 assert!(!shown.contains(secret), "{secret} in {shown}");

@@ -4,11 +4,12 @@
 use secrecy::ExposeSecret as _;
 use std::fmt;
 
-use crate::sms_gateway::{
-    DeliveryReport, DlrError, GatewayError, KannelGateway, SendOutcome, SmsMessage, parse_dlr_query,
-};
-use crate::sms_jasmin::{DLR_ACK, JasminGateway, parse_jasmin_dlr};
-use crate::sms_webhook::{WebhookGateway, parse_webhook_dlr};
+use crate::callback::{DeliveryReport, DlrError};
+use crate::jasmin::{DLR_ACK, JasminGateway, parse_jasmin_dlr};
+use crate::kannel::{KannelGateway, parse_dlr_query};
+use crate::link::GatewayError;
+use crate::message::{SendOutcome, SmsMessage};
+use crate::webhook::{WebhookGateway, parse_webhook_dlr};
 
 /// The kinds of gateway canhbao speaks to.
 pub enum GatewayKind {

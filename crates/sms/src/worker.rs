@@ -19,13 +19,14 @@ use store::{NewSms, SmsClaim, SmsOutcome, Store};
 use tokio::sync::Notify;
 use tokio_util::sync::CancellationToken;
 
-use crate::sms_gateway::{DeliveryReport, DlrError, MessageRef, SmsMessage};
-use crate::sms_gateways::Gateway;
-use crate::sms_plan::{
+use crate::callback::{DeliveryReport, DlrError};
+use crate::gateways::Gateway;
+use crate::message::{MessageRef, SmsMessage};
+use crate::plan::{
     CommuneLoudspeakers, FallbackAfter, ReportEffect, Route, SmsState, SmsTiming, after_report, after_send,
     fallback, message_ref,
 };
-use crate::sms_text::{Encoding, SmsPolicy, SmsTemplates, render};
+use crate::text::{Encoding, SmsPolicy, SmsTemplates, render};
 
 /// How the SMS channel behaves.
 #[derive(Debug, Clone)]
@@ -185,7 +186,7 @@ pub async fn run_report_applier(
                         .status
                         .parse()
                         .ok()
-                        .and_then(crate::sms_gateway::DlrStatus::from_code),
+                        .and_then(crate::callback::DlrStatus::from_code),
                 ) else {
                     return store::ReportDecision::Keep;
                 };
