@@ -8,8 +8,8 @@ use std::net::TcpListener;
 use std::path::Path;
 use std::time::{Duration, Instant};
 
+use bench::outage::{MOSQUITTO, Mosquitto};
 use canhbao_receiver::ReceiverEvent;
-use canhbao_server::bench_outage::{MOSQUITTO, Mosquitto};
 use canhbao_tests::{Broker, TestApp, TestReceiver};
 use serde_json::Value;
 use tokio_util::sync::CancellationToken;
@@ -27,7 +27,7 @@ fn province_bulletin(identifier: &str, hazard: &str, level: u8) -> Vec<u8> {
         ..Default::default()
     })
     .unwrap();
-    canhbao_server::bench_dispatch::province_bulletin(
+    bench::dispatch::province_bulletin(
         identifier,
         "kttv-langson@example.vn",
         hazard,

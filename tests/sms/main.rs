@@ -418,7 +418,7 @@ async fn bench_sms_delivers_to_every_recipient_and_reports_a_ratio() {
     let Some(k) = kannel(&http, free_port()).await else {
         return;
     };
-    let bench = canhbao_server::bench_sms::SmsBench {
+    let bench = bench::sms::SmsBench {
         recipients: 100,
         kannel: k.sendsms_base(),
         username: "tester".into(),
@@ -431,9 +431,7 @@ async fn bench_sms_delivers_to_every_recipient_and_reports_a_ratio() {
         ..Default::default()
     };
     let mut out = Vec::new();
-    let report = canhbao_server::bench_sms::bench_sms(&sources, &bench, &mut out)
-        .await
-        .unwrap();
+    let report = bench::sms::bench_sms(&sources, &bench, &mut out).await.unwrap();
     let text = String::from_utf8(out).unwrap();
     assert_eq!(report.rounds[0].counted_delivered, 100, "{text}");
     assert_eq!(report.communes, 65, "{text}");

@@ -9,13 +9,13 @@ use std::time::{Duration, Instant};
 
 use anyhow::{Context, Result, bail};
 use canhbao_receiver::{ReceiverConfig, ReceiverEvent};
-use canhbao_server::bench_dispatch::unique;
 use canhbao_server::config::{self, Sources};
 use canhbao_server::{App, Settings};
 use dispatch::mqtt::{BrokerUrl, MqttHandle, MqttSettings};
 use dispatch::{Topics, TrustedKeys};
 use domain::{CommuneCode, ProvinceCode, ReceiverId};
 use serde_json::Value;
+use testkit::unique;
 use tokio::sync::mpsc;
 use tokio_util::sync::CancellationToken;
 

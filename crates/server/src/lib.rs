@@ -1,23 +1,14 @@
 //! The `canhbao` service as a library: settings ([`config`]), the province's places
 //! ([`places`]), secrets ([`secrets`]), the embedded broker, Mosquitto's password file and
-//! ACL ([`mosquitto`]), and the wiring that starts
-//! and stops everything ([`app::App`]). The binary in `main.rs` only parses arguments,
+//! ACL ([`mosquitto`]), the command lines' shared settings ([`cli`]), and the wiring that
+//! starts and stops everything ([`app::App`]). The binary in `main.rs` only parses arguments,
 //! sets up telemetry and signals, and calls into here, so that tests drive the same
 //! wiring in-process.
 
 pub mod app;
-pub mod bench_api;
-pub mod bench_dispatch;
-pub mod bench_faults;
-pub mod bench_footprint;
-pub mod bench_kill;
-pub mod bench_outage;
-pub mod bench_receipts;
-pub mod bench_sms;
-pub mod bench_soak;
-pub mod bench_timer;
 #[cfg(feature = "embedded-broker")]
 pub mod broker;
+pub mod cli;
 pub mod config;
 pub mod http;
 pub mod keyring;

@@ -10,9 +10,9 @@ mod common;
 use std::path::PathBuf;
 use std::time::{Duration, Instant};
 
-use canhbao_server::bench_dispatch::unique;
 use common::{Fleet, Service, issue_province_alerts, spawn_service, wait_all_played, wait_ready};
 use testkit::kannel::free_port;
+use testkit::unique;
 
 const RECEIVERS: usize = 300;
 

@@ -20,12 +20,12 @@ use std::collections::BTreeMap;
 use std::os::unix::fs::PermissionsExt;
 use std::time::{Duration, Instant};
 
-use canhbao_server::bench_dispatch::unique;
 use common::{Fleet, Pair, communes, issue_province_alerts, tail, wait_all_played, wait_ready};
 use serde_json::{Value, json};
 use sqlx::{Connection, PgConnection, Row};
 use store::Store;
 use testkit::postgres::PgDatabase;
+use testkit::unique;
 
 const RECEIVERS: usize = 130;
 

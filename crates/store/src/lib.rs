@@ -585,10 +585,12 @@ pub mod scratch {
     }
 }
 
+#[cfg(feature = "bench")]
 impl Store {
-    /// The baseline of `canhbao bench receipts`: `rows` (alert, receiver, commune, status,
+    /// The baseline of `canhbao-bench receipts`: `rows` (alert, receiver, commune, status,
     /// receiver ms) inserted plainly into `receipts`, `batch` rows per write transaction.
-    #[doc(hidden)]
+    /// Only with the `bench` feature, which the `bench` crate turns on and the service
+    /// never does.
     pub async fn bench_insert_receipts_raw(
         &self,
         rows: &[(String, String, String, String, i64)],

@@ -2,6 +2,7 @@
 //! started on free loopback ports, a TCP proxy a test can cut, and the bare HTTP/1.1 and
 //! form helpers their fake servers use. Never a dependency of a product crate.
 
+pub mod cap;
 pub mod db;
 pub mod http;
 pub mod kannel;
@@ -30,6 +31,41 @@ fn skip(tool: &str, present: bool, required: bool) -> bool {
     );
     eprintln!("skipped: {tool} is not installed");
     true
+}
+
+/// The `canhbao` binary of this build, for tests outside its package that start the
+/// service (the benchmark scenarios): `target/<profile>/canhbao`, beside the test's own
+/// `deps/` directory. `cargo test --workspace` builds it (the server package has
+/// integration tests); a test run of one package alone needs `cargo build --bin canhbao`
+/// first, and fails saying so rather than measuring nothing.
+pub fn canhbao_binary() -> std::path::PathBuf {
+    let exe = std::env::current_exe().expect("a test knows its own path");
+    let profile = exe
+        .parent()
+        .and_then(std::path::Path::parent)
+        .expect("a test runs from target/<profile>/deps");
+    let bin = profile.join("canhbao");
+    assert!(
+        bin.exists(),
+        "no canhbao binary at {}: run `cargo build --bin canhbao` (cargo test --workspace builds it)",
+        bin.display()
+    );
+    bin
+}
+
+/// A name no other run uses (topic prefixes, client ids, temp dirs).
+pub fn unique(tag: &str) -> String {
+    use std::sync::atomic::{AtomicU32, Ordering};
+    static N: AtomicU32 = AtomicU32::new(0);
+    let nanos = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.subsec_nanos())
+        .unwrap_or(0);
+    format!(
+        "{tag}-{}-{}-{nanos:x}",
+        std::process::id(),
+        N.fetch_add(1, Ordering::Relaxed)
+    )
 }
 
 #[cfg(test)]

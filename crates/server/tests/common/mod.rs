@@ -9,12 +9,13 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use canhbao_receiver::{Playback, ReceiverConfig, ReceiverEvent, state::PlayedLog};
-use canhbao_server::bench_dispatch::{province_bulletin, unique};
+use canhbao_server::Settings;
 use dispatch::mqtt::BrokerUrl;
 use dispatch::{Topics, TrustedKeys};
 use domain::{CommuneCode, ProvinceCode, ReceiverId};
 use serde_json::Value;
 use testkit::kannel::free_port;
+use testkit::unique;
 use tokio::sync::mpsc;
 use tokio_util::sync::CancellationToken;
 
@@ -105,7 +106,30 @@ pub fn bulletin(identifier: &str, hazard: &str, level: u8) -> String {
         ..Default::default()
     })
     .unwrap();
-    province_bulletin(identifier, SENDER, hazard, level, "Actual", &settings)
+    province_bulletin(identifier, hazard, level, &settings)
+}
+
+/// A CAP bulletin from [`SENDER`] stating `hazard` at `level` for the whole province, in
+/// the terms `settings` reads bulletins with.
+pub fn province_bulletin(identifier: &str, hazard: &str, level: u8, settings: &Settings) -> String {
+    testkit::cap::province_bulletin(
+        identifier,
+        SENDER,
+        hazard,
+        level,
+        "Actual",
+        &testkit::cap::BulletinTerms {
+            hazard_parameter: settings.bulletins.hazard_parameter.clone(),
+            level_parameter: settings
+                .bulletins
+                .level_parameters
+                .first()
+                .cloned()
+                .unwrap_or_else(|| "riskLevel".to_owned()),
+            province_geocode: settings.bulletins.province_geocode.clone(),
+            province: settings.province.to_string(),
+        },
+    )
 }
 
 /// The province's commune codes, from the area file.

@@ -4,13 +4,13 @@
 
 #![allow(clippy::unwrap_used)]
 
-use canhbao_server::bench_footprint::{FootprintBench, bench_footprint};
+use bench::footprint::{FootprintBench, bench_footprint};
 use domain::CommuneCode;
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn bench_footprint_starts_the_service_on_both_stores_and_reads_its_memory() {
     let bench = FootprintBench {
-        program: env!("CARGO_BIN_EXE_canhbao").into(),
+        program: testkit::canhbao_binary(),
         receivers: 50,
         idle: std::time::Duration::ZERO,
         rounds: 1,

@@ -18,8 +18,8 @@ use domain::{CommuneCode, ReceiverId};
 use tokio::sync::mpsc;
 use tokio_util::sync::CancellationToken;
 
-use crate::Settings;
-use crate::config::Sources;
+use canhbao_server::Settings;
+use canhbao_server::config::Sources;
 
 /// One play, as the receiver saw it.
 #[derive(Debug, Clone)]
@@ -404,7 +404,7 @@ impl Service {
         env.extend(spec.extra);
         let mut sources = base.clone();
         sources.vars.extend(env.iter().cloned());
-        let settings = crate::config::load(&sources).map_err(|p| anyhow::anyhow!("{p}"))?;
+        let settings = canhbao_server::config::load(&sources).map_err(|p| anyhow::anyhow!("{p}"))?;
         let service = Service {
             program: spec.program.to_owned(),
             config_dir: base.config_dir.clone(),

@@ -11,8 +11,8 @@ use std::time::{Duration, Instant};
 use anyhow::{Context, Result, bail};
 use domain::CommuneCode;
 
-use crate::bench_api::populate;
-use crate::bench_dispatch::{TempDir, median};
+use crate::api::populate;
+use crate::dispatch::{TempDir, median};
 
 #[derive(Debug, Clone)]
 pub struct FootprintBench {

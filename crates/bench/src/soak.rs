@@ -17,10 +17,10 @@ use dispatch::mqtt::BrokerUrl;
 use dispatch::{Topics, TrustedKeys};
 use domain::CommuneCode;
 
-use crate::Settings;
-use crate::bench_dispatch::{TempDir, province_bulletin, unique};
-use crate::bench_faults::{Expected, Fleet, register, tally};
-use crate::bench_footprint::{free_port, memory};
+use crate::dispatch::{TempDir, province_bulletin, unique};
+use crate::faults::{Expected, Fleet, register, tally};
+use crate::footprint::{free_port, memory};
+use canhbao_server::Settings;
 
 /// Communes of each alert: the k-th alert covers a group of them, in turn, and a group's
 /// level rises by one each time its turn comes again, so that every bulletin raises an

@@ -19,7 +19,7 @@ use domain::{
 use store::{NewDelivery, RegisteredReceiver, SignedPayload, Store};
 use tokio_util::sync::CancellationToken;
 
-use crate::bench_dispatch::{TempDir, median, unique};
+use crate::dispatch::{TempDir, median, unique};
 
 /// What to measure.
 #[derive(Debug, Clone)]

@@ -7,7 +7,7 @@
 
 use std::time::Duration;
 
-use canhbao_server::bench_soak::{SoakBench, bench_soak};
+use bench::soak::{SoakBench, bench_soak};
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_short_soak_loses_nothing_plays_nothing_twice_and_samples_memory() {
@@ -18,7 +18,7 @@ async fn a_short_soak_loses_nothing_plays_nothing_twice_and_samples_memory() {
     })
     .unwrap();
     let bench = SoakBench {
-        program: env!("CARGO_BIN_EXE_canhbao").into(),
+        program: testkit::canhbao_binary(),
         duration: Duration::from_secs(8),
         receivers: 40,
         heartbeat: Duration::from_secs(2),

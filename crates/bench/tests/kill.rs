@@ -7,7 +7,7 @@
 
 use std::time::Duration;
 
-use canhbao_server::bench_kill::{KillBench, bench_kill};
+use bench::kill::{KillBench, bench_kill};
 use canhbao_server::config::Sources;
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -23,7 +23,7 @@ async fn bench_kill_restarts_the_service_and_loses_nothing_and_plays_nothing_twi
         ..Default::default()
     };
     let bench = KillBench {
-        program: env!("CARGO_BIN_EXE_canhbao").into(),
+        program: testkit::canhbao_binary(),
         receivers: 30,
         alerts: 6,
         pace: Duration::from_millis(300),

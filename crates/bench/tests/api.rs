@@ -4,7 +4,7 @@
 
 #![allow(clippy::unwrap_used)]
 
-use canhbao_server::bench_api::{ApiBench, bench_api};
+use bench::api::{ApiBench, bench_api};
 use canhbao_server::config::Sources;
 use domain::CommuneCode;
 

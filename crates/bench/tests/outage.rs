@@ -7,7 +7,7 @@
 
 use std::time::Duration;
 
-use canhbao_server::bench_outage::{MOSQUITTO, OutageBench, bench_outage};
+use bench::outage::{MOSQUITTO, OutageBench, bench_outage};
 use canhbao_server::config::Sources;
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

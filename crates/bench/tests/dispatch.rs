@@ -3,7 +3,7 @@
 //! never in a test). On an external broker it runs only when `CANHBAO_TEST_MQTT_URL` is
 //! set; on the embedded broker it always runs.
 
-use canhbao_server::bench_dispatch::{DispatchBench, bench_dispatch};
+use bench::dispatch::{DispatchBench, bench_dispatch};
 use canhbao_server::config::Sources;
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -33,7 +33,7 @@ async fn counts_every_receiver(broker: String) -> String {
         receivers: 20,
         broker,
         rounds: 1,
-        program: env!("CARGO_BIN_EXE_canhbao").into(),
+        program: testkit::canhbao_binary(),
     };
     let mut out = Vec::new();
     let report = bench_dispatch(&sources, &bench, &mut out)

@@ -12,10 +12,10 @@ use chrono::Utc;
 use domain::CommuneCode;
 use store::Store;
 
-use crate::App;
-use crate::bench_dispatch::{TempDir, median, settings};
-use crate::bench_receipts::{insert_bench_alert, register_bench_receivers};
-use crate::config::Sources;
+use crate::dispatch::{TempDir, median, settings};
+use crate::receipts::{insert_bench_alert, register_bench_receivers};
+use canhbao_server::App;
+use canhbao_server::config::Sources;
 
 /// What to measure.
 #[derive(Debug, Clone)]

@@ -5,7 +5,7 @@
 
 #![allow(clippy::unwrap_used)]
 
-use canhbao_server::bench_receipts::{ReceiptsBench, bench_receipts};
+use bench::receipts::{ReceiptsBench, bench_receipts};
 use domain::CommuneCode;
 
 fn communes() -> Vec<CommuneCode> {

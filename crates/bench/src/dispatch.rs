@@ -12,7 +12,6 @@
 
 use std::io::Write;
 use std::path::PathBuf;
-use std::sync::atomic::{AtomicU32, Ordering};
 use std::time::{Duration, Instant};
 
 use anyhow::{Context, Result, bail, ensure};
@@ -20,14 +19,13 @@ use chrono::Utc;
 use dispatch::mqtt::{BrokerUrl, MqttHandle, MqttSettings};
 use dispatch::{Topics, TrustedKeys};
 use domain::{AlertId, CommuneCode, ReceiverId};
+pub use testkit::unique;
 use tokio::sync::mpsc;
 use tokio_util::sync::CancellationToken;
 
-use crate::Settings;
-use crate::bench_faults::{
-    ChildBroker, ChildSpec, Fleet, NO_HEARTBEAT_BURST, Service, register, wait_online,
-};
-use crate::config::{MqttMode, Sources};
+use crate::faults::{ChildBroker, ChildSpec, Fleet, NO_HEARTBEAT_BURST, Service, register, wait_online};
+use canhbao_server::Settings;
+use canhbao_server::config::{MqttMode, Sources};
 
 /// The bulletin's sender, made authoritative for the bench's own instance only.
 pub(crate) const SENDER: &str = "canhbao-bench@example.invalid";
@@ -195,20 +193,6 @@ impl DispatchReport {
     }
 }
 
-/// A name no other run uses (topic prefixes, client ids, temp dirs).
-pub fn unique(tag: &str) -> String {
-    static N: AtomicU32 = AtomicU32::new(0);
-    let nanos = std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map(|d| d.subsec_nanos())
-        .unwrap_or(0);
-    format!(
-        "{tag}-{}-{}-{nanos:x}",
-        std::process::id(),
-        N.fetch_add(1, Ordering::Relaxed)
-    )
-}
-
 /// A temporary directory, removed when dropped.
 pub(crate) struct TempDir(pub(crate) PathBuf);
 
@@ -257,11 +241,11 @@ pub(crate) fn settings(base: &Sources, data_dir: &std::path::Path, broker: Optio
             Array(vec![S(SENDER.into())]),
         ),
     ]);
-    crate::config::load(&sources).map_err(|p| anyhow::anyhow!("{p}"))
+    canhbao_server::config::load(&sources).map_err(|p| anyhow::anyhow!("{p}"))
 }
 
-/// A CAP bulletin from `sender` for the whole province, stating `hazard` at risk `level`,
-/// live from a minute ago for two hours, in the CAP field names of `settings`.
+/// A CAP bulletin from `sender` for the whole province (see
+/// [`testkit::cap::province_bulletin`]), in the terms `settings` reads bulletins with.
 pub fn province_bulletin(
     identifier: &str,
     sender: &str,
@@ -270,49 +254,23 @@ pub fn province_bulletin(
     status: &str,
     settings: &Settings,
 ) -> String {
-    let now = Utc::now();
-    let t = |d: chrono::Duration| (now + d).to_rfc3339_opts(chrono::SecondsFormat::Secs, true);
-    format!(
-        r#"<?xml version="1.0" encoding="UTF-8"?>
-<alert xmlns="urn:oasis:names:tc:emergency:cap:1.2">
-  <identifier>{identifier}</identifier>
-  <sender>{sender}</sender>
-  <sent>{sent}</sent>
-  <status>{status}</status>
-  <msgType>Alert</msgType>
-  <scope>Public</scope>
-  <info>
-    <language>vi-VN</language>
-    <category>Met</category>
-    <event>{hazard}</event>
-    <urgency>Immediate</urgency>
-    <severity>Severe</severity>
-    <certainty>Likely</certainty>
-    <effective>{sent}</effective>
-    <expires>{expires}</expires>
-    <senderName>canhbao</senderName>
-    <headline>Tin {hazard} toàn tỉnh</headline>
-    <description>Bản tin {hazard} cấp {level} cho toàn tỉnh.</description>
-    <parameter><valueName>{hazard_name}</valueName><value>{hazard}</value></parameter>
-    <parameter><valueName>{level_name}</valueName><value>{level}</value></parameter>
-    <area>
-      <areaDesc>Toàn tỉnh</areaDesc>
-      <geocode><valueName>{geocode}</valueName><value>{province}</value></geocode>
-    </area>
-  </info>
-</alert>
-"#,
-        sent = t(chrono::Duration::minutes(-1)),
-        expires = t(chrono::Duration::hours(2)),
-        hazard_name = settings.bulletins.hazard_parameter,
-        level_name = settings
-            .bulletins
-            .level_parameters
-            .first()
-            .map(String::as_str)
-            .unwrap_or("riskLevel"),
-        geocode = settings.bulletins.province_geocode,
-        province = settings.province,
+    testkit::cap::province_bulletin(
+        identifier,
+        sender,
+        hazard,
+        level,
+        status,
+        &testkit::cap::BulletinTerms {
+            hazard_parameter: settings.bulletins.hazard_parameter.clone(),
+            level_parameter: settings
+                .bulletins
+                .level_parameters
+                .first()
+                .cloned()
+                .unwrap_or_else(|| "riskLevel".to_owned()),
+            province_geocode: settings.bulletins.province_geocode.clone(),
+            province: settings.province.to_string(),
+        },
     )
 }
 
@@ -327,8 +285,8 @@ fn external(bench: &DispatchBench) -> Option<&str> {
 pub async fn run(base: &Sources, bench: &DispatchBench) -> Result<DispatchReport> {
     if bench.broker == "spawn" {
         let dir = TempDir::new()?;
-        let port = crate::bench_footprint::free_port()?;
-        let _mosquitto = crate::bench_outage::Mosquitto::start(&dir.0, port)?;
+        let port = crate::footprint::free_port()?;
+        let _mosquitto = crate::outage::Mosquitto::start(&dir.0, port)?;
         let own = DispatchBench {
             broker: format!("mqtt://127.0.0.1:{port}"),
             ..bench.clone()
@@ -504,11 +462,11 @@ async fn start(
     bench: &DispatchBench,
     data_dir: &std::path::Path,
 ) -> Result<(Target, Settings)> {
-    let http_port = crate::bench_footprint::free_port()?;
+    let http_port = crate::footprint::free_port()?;
     let (broker, broker_url) = match external(bench) {
         Some(url) => (ChildBroker::External(url), url.to_owned()),
         None => {
-            let port = crate::bench_footprint::free_port()?;
+            let port = crate::footprint::free_port()?;
             (ChildBroker::Embedded(port), format!("mqtt://127.0.0.1:{port}"))
         }
     };

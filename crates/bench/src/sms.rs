@@ -18,8 +18,8 @@ use chrono::Utc;
 use sms::kannel::{Encoding, KannelConfig, sendsms_url};
 use sms::message::{MessageRef, SendOutcome, SmsMessage};
 
-use crate::bench_dispatch::{TempDir, median, ms, province_bulletin, unique};
-use crate::config::Sources;
+use crate::dispatch::{TempDir, median, ms, province_bulletin, unique};
+use canhbao_server::config::Sources;
 
 const SENDER: &str = "canhbao-bench@example.invalid";
 const POLL: Duration = Duration::from_millis(20);
@@ -204,7 +204,7 @@ async fn canhbao_round(base: &Sources, bench: &SmsBench) -> Result<(SmsRound, st
         // Nothing may move to another gateway or be given up on during the run.
         ("sms.report_deadline_s".into(), Integer(3600)),
     ]);
-    let settings = crate::config::load(&sources).map_err(|p| anyhow::anyhow!("{p}"))?;
+    let settings = canhbao_server::config::load(&sources).map_err(|p| anyhow::anyhow!("{p}"))?;
     let communes: Vec<String> = settings
         .area
         .communes
@@ -213,7 +213,7 @@ async fn canhbao_round(base: &Sources, bench: &SmsBench) -> Result<(SmsRound, st
         .collect();
     ensure!(!communes.is_empty(), "the area file has no communes");
     let bulletin = province_bulletin(&unique("SMSBENCH"), SENDER, "flood", 3, "Actual", &settings);
-    let app = crate::App::start(settings).await?;
+    let app = canhbao_server::App::start(settings).await?;
     let result = drive(&app, &dir.0, bench, &communes, bulletin).await;
     app.stop().await;
     let (round, sent) = result?;
@@ -221,7 +221,7 @@ async fn canhbao_round(base: &Sources, bench: &SmsBench) -> Result<(SmsRound, st
 }
 
 async fn drive(
-    app: &crate::App,
+    app: &canhbao_server::App,
     data_dir: &std::path::Path,
     bench: &SmsBench,
     communes: &[String],

@@ -19,13 +19,13 @@ use anyhow::{Context, Result, bail, ensure};
 use dispatch::{Topics, TrustedKeys};
 use domain::{CommuneCode, Hazard};
 
-use crate::bench_dispatch::{SENDER, TempDir, province_bulletin, settings, unique};
-use crate::bench_faults::{
+use crate::dispatch::{SENDER, TempDir, province_bulletin, settings, unique};
+use crate::faults::{
     Expected, Fleet, NO_HEARTBEAT_BURST, Tally, ready, register, secs, store_states, tally, wait_online,
 };
-use crate::bench_footprint::free_port;
-use crate::config::Sources;
-use crate::{App, Settings};
+use crate::footprint::free_port;
+use canhbao_server::config::Sources;
+use canhbao_server::{App, Settings};
 
 pub const MOSQUITTO: &str = "/usr/sbin/mosquitto";
 

@@ -28,13 +28,13 @@ use dispatch::Topics;
 use dispatch::mqtt::BrokerUrl;
 use domain::{AlertId, CommuneCode, Hazard};
 
-use crate::bench_dispatch::{TempDir, clear_retained, forget_sessions, province_bulletin, unique};
-use crate::bench_faults::{
+use crate::dispatch::{TempDir, clear_retained, forget_sessions, province_bulletin, unique};
+use crate::faults::{
     ChildBroker, ChildSpec, Expected, Fleet, NO_HEARTBEAT_BURST, Rng, Service, Tally, register, secs,
     store_states, tally, wait_online,
 };
-use crate::bench_footprint::free_port;
-use crate::config::Sources;
+use crate::footprint::free_port;
+use canhbao_server::config::Sources;
 
 const SENDER: &str = "canhbao-bench@example.invalid";
 /// Statuses the bulletins alternate between; the receivers are enrolled for drills.
@@ -362,7 +362,7 @@ async fn drive(
     http: &reqwest::Client,
     base_url: &str,
     token: &str,
-    settings: &crate::Settings,
+    settings: &canhbao_server::Settings,
     outbox: String,
 ) -> Result<KillReport> {
     let n = bench.receivers;
@@ -503,7 +503,7 @@ async fn settle(
     issue_time: Duration,
     last_ready: Instant,
     t0: Instant,
-    settings: &crate::Settings,
+    settings: &canhbao_server::Settings,
     outbox: String,
     service: &Service,
 ) -> Result<KillReport> {

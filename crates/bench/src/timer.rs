@@ -15,8 +15,8 @@ use dispatch::Signer;
 use domain::{AlertStatus, Observation};
 use tokio::sync::Notify;
 
-use crate::bench_dispatch::{TempDir, median};
-use crate::config::Settings;
+use crate::dispatch::{TempDir, median};
+use canhbao_server::config::Settings;
 
 /// Stores `days` of the synthetic readings (every station, every 10 minutes), then times
 /// `rounds` timed rules runs against `rounds` stores of one reading per station.
@@ -25,7 +25,7 @@ pub async fn bench_timer(settings: &Settings, rounds: usize, days: u32, out: &mu
     let dir = TempDir::new()?;
     let store = store::Store::open(&format!("sqlite://{}", dir.0.join("timer.db").display())).await?;
     let start: DateTime<Utc> = "2025-01-01T00:00:00Z".parse()?;
-    let csv = crate::tools::synthetic_year_csv(area, start, days);
+    let csv = crate::rules::synthetic_year_csv(area, start, days);
     let readings = ingest::history::parse_csv("bench.csv", &csv)?;
     let end = readings
         .iter()
@@ -43,7 +43,10 @@ pub async fn bench_timer(settings: &Settings, rounds: usize, days: u32, out: &mu
         settings.alerts.clone(),
         Arc::new(Notify::new()),
     )
-    .with_engine(settings.rules.clone(), crate::tools::inputs_for(area, &classes)?);
+    .with_engine(
+        settings.rules.clone(),
+        canhbao_server::tools::inputs_for(area, &classes)?,
+    );
     let source = Source {
         name: "bench".into(),
         alert_status: AlertStatus::Actual,
