@@ -114,7 +114,7 @@ async fn publish_forgery(app: &TestApp, alert_id: &str, mutate: impl FnOnce(Enve
 }
 
 async fn genuine_envelope(app: &TestApp, topic: &str) -> Envelope {
-    let (_, driver, mut rx) = dispatch::mqtt::connect(dispatch::mqtt::MqttSettings {
+    let (_, driver, mut rx) = mqtt::connect(mqtt::MqttSettings {
         broker: app.broker.clone(),
         client_id: format!("peek-{}", std::process::id()),
         username: None,
@@ -2158,7 +2158,7 @@ async fn with_its_broker_down_the_service_uses_the_fallback_broker() {
     .await
     .unwrap();
     // Receivers are on the broker that is up.
-    app.broker = dispatch::mqtt::BrokerUrl::parse(&mosquitto).unwrap();
+    app.broker = mqtt::BrokerUrl::parse(&mosquitto).unwrap();
     app.wait_for("/readyz", WAIT, |r| r["broker"] == "ok")
         .await
         .unwrap();

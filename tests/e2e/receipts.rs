@@ -202,7 +202,7 @@ async fn on_the_embedded_broker_nobody_else_forges_a_receivers_receipt_touches_a
     )
     .await
     .unwrap();
-    let (impostor, impostor_driver, _rx) = dispatch::mqtt::connect(dispatch::mqtt::MqttSettings {
+    let (impostor, impostor_driver, _rx) = mqtt::connect(mqtt::MqttSettings {
         broker: app.broker.clone(),
         client_id: "rx-loa-acl-3".into(),
         username: Some("loa-acl-3".into()),
@@ -259,7 +259,7 @@ async fn on_the_embedded_broker_nobody_else_forges_a_receivers_receipt_touches_a
 
     // A client that connects with the service's client id is refused; the service stays on.
     let service_id = app.app.broker_service.as_ref().unwrap().client_id.clone();
-    let (thief, _driver, _rx) = dispatch::mqtt::connect(dispatch::mqtt::MqttSettings {
+    let (thief, _driver, _rx) = mqtt::connect(mqtt::MqttSettings {
         broker: app.broker.clone(),
         client_id: service_id,
         username: None,
@@ -291,8 +291,8 @@ async fn read_as(
     login: Option<&str>,
     filters: &[String],
     window: Duration,
-) -> Vec<dispatch::mqtt::InboundMessage> {
-    let (_handle, driver, mut rx) = dispatch::mqtt::connect(dispatch::mqtt::MqttSettings {
+) -> Vec<mqtt::InboundMessage> {
+    let (_handle, driver, mut rx) = mqtt::connect(mqtt::MqttSettings {
         broker: app.broker.clone(),
         client_id: format!("reader-{}-{}", login.unwrap_or("anon"), filters.len()),
         username: login.map(str::to_owned),
@@ -315,7 +315,7 @@ async fn read_as(
     got
 }
 
-fn topics_of(messages: &[dispatch::mqtt::InboundMessage]) -> Vec<&str> {
+fn topics_of(messages: &[mqtt::InboundMessage]) -> Vec<&str> {
     messages.iter().map(|m| m.topic.as_str()).collect()
 }
 

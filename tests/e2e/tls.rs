@@ -152,7 +152,7 @@ async fn the_service_reaches_mosquitto_over_tls_with_its_client_certificate() {
     app.wait_for("/readyz", Duration::from_secs(15), |r| r["broker"] == "ok")
         .await
         .unwrap();
-    app.broker = dispatch::mqtt::BrokerUrl::parse(&format!("mqtt://127.0.0.1:{plain_port}")).unwrap();
+    app.broker = mqtt::BrokerUrl::parse(&format!("mqtt://127.0.0.1:{plain_port}")).unwrap();
     let mut rx = app.start_receiver("06385", "loa-tls").await.unwrap();
     let alert_id = app.issue_bulletin("LU-TLS").await.unwrap();
     loop {

@@ -11,9 +11,9 @@ use anyhow::{Context, Result, bail};
 use canhbao_receiver::{ReceiverConfig, ReceiverEvent};
 use canhbao_server::config::{self, Sources};
 use canhbao_server::{App, Settings};
-use dispatch::mqtt::{BrokerUrl, MqttHandle, MqttSettings};
 use dispatch::{Topics, TrustedKeys};
 use domain::{CommuneCode, ProvinceCode, ReceiverId};
+use mqtt::{BrokerUrl, MqttHandle, MqttSettings};
 use serde_json::Value;
 use testkit::unique;
 use tokio::sync::mpsc;
@@ -616,7 +616,7 @@ impl TestApp {
         credentials: Option<(String, secrecy::SecretString)>,
     ) -> Result<(MqttHandle, CancellationToken)> {
         let (username, password) = credentials.unzip();
-        let (handle, driver, _rx) = dispatch::mqtt::connect(MqttSettings {
+        let (handle, driver, _rx) = mqtt::connect(MqttSettings {
             broker: self.broker.clone(),
             client_id: unique("raw"),
             username,
@@ -647,7 +647,7 @@ impl TestApp {
     pub async fn retained_alerts(&self, commune: &str) -> Result<Vec<String>> {
         let commune = CommuneCode::new(commune)?;
         let topics = self.topics();
-        let (_handle, driver, mut rx) = dispatch::mqtt::connect(MqttSettings {
+        let (_handle, driver, mut rx) = mqtt::connect(MqttSettings {
             broker: self.broker.clone(),
             client_id: unique("retained"),
             username: None,

@@ -16,9 +16,9 @@ use std::time::{Duration, Instant};
 
 use anyhow::{Context, Result, bail, ensure};
 use chrono::Utc;
-use dispatch::mqtt::{BrokerUrl, MqttHandle, MqttSettings};
 use dispatch::{Topics, TrustedKeys};
 use domain::{AlertId, CommuneCode, ReceiverId};
+use mqtt::{BrokerUrl, MqttHandle, MqttSettings};
 pub use testkit::unique;
 use tokio::sync::mpsc;
 use tokio_util::sync::CancellationToken;
@@ -321,7 +321,7 @@ pub async fn run(base: &Sources, bench: &DispatchBench) -> Result<DispatchReport
 
 /// A plain client on the broker, connected.
 async fn client(broker: &BrokerUrl, id: String, subscriptions: Vec<String>) -> Result<Client> {
-    let (handle, driver, inbound) = dispatch::mqtt::connect(MqttSettings {
+    let (handle, driver, inbound) = mqtt::connect(MqttSettings {
         broker: broker.clone(),
         client_id: id,
         username: None,
@@ -356,7 +356,7 @@ struct Client {
     handle: MqttHandle,
     stop: CancellationToken,
     task: tokio::task::JoinHandle<()>,
-    inbound: mpsc::Receiver<dispatch::mqtt::InboundMessage>,
+    inbound: mpsc::Receiver<mqtt::InboundMessage>,
 }
 
 impl Client {

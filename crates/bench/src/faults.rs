@@ -12,9 +12,9 @@ use std::time::{Duration, Instant};
 
 use anyhow::{Context, Result, bail};
 use chrono::Utc;
-use dispatch::mqtt::BrokerUrl;
 use dispatch::{Topics, TrustedKeys};
 use domain::{CommuneCode, ReceiverId};
+use mqtt::BrokerUrl;
 use tokio::sync::mpsc;
 use tokio_util::sync::CancellationToken;
 

@@ -25,8 +25,8 @@ use std::time::{Duration, Instant};
 
 use anyhow::{Context, Result, ensure};
 use dispatch::Topics;
-use dispatch::mqtt::BrokerUrl;
 use domain::{AlertId, CommuneCode, Hazard};
+use mqtt::BrokerUrl;
 
 use crate::dispatch::{TempDir, clear_retained, forget_sessions, province_bulletin, unique};
 use crate::faults::{

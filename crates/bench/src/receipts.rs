@@ -11,11 +11,11 @@ use std::time::{Duration, Instant};
 use anyhow::{Context, Result, ensure};
 use chrono::Utc;
 use dispatch::Topics;
-use dispatch::mqtt::InboundMessage;
 use domain::{
     AlarmLevel, Alert, AlertId, AlertOrigin, AlertSpec, AlertStatus, CommuneCode, Hazard, MessageClass,
     MsgType, ProvinceCode, ReceiptStatus, ReceiverId, Repeat,
 };
+use mqtt::InboundMessage;
 use store::{NewDelivery, RegisteredReceiver, SignedPayload, Store};
 use tokio_util::sync::CancellationToken;
 

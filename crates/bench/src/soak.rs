@@ -13,9 +13,9 @@ use std::time::{Duration, Instant};
 
 use anyhow::{Context, Result, bail, ensure};
 use chrono::Utc;
-use dispatch::mqtt::BrokerUrl;
 use dispatch::{Topics, TrustedKeys};
 use domain::CommuneCode;
+use mqtt::BrokerUrl;
 
 use crate::dispatch::{TempDir, province_bulletin, unique};
 use crate::faults::{Expected, Fleet, register, tally};

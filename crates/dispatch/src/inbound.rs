@@ -9,9 +9,9 @@ use store::{DeliveryAdvance, NewReceipt, ReceiverTouch, Store};
 use tokio::sync::mpsc;
 use tokio_util::sync::CancellationToken;
 
-use crate::mqtt::InboundMessage;
 use crate::topics::{Inbound, Topics};
 use crate::wire::{HeartbeatWire, PROTOCOL_VERSION, ReceiptWire, StatusWire};
+use mqtt::InboundMessage;
 
 /// What one inbound message amounts to, after checks.
 #[derive(Debug, Clone, PartialEq)]

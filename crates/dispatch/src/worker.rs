@@ -14,8 +14,8 @@ use tokio::sync::Notify;
 use tokio_util::sync::CancellationToken;
 
 use crate::Topics;
-use crate::mqtt::MqttHandle;
 use crate::wire::{CommuneStateWire, Signer, envelope_bytes, to_json};
+use mqtt::MqttHandle;
 
 /// What the worker needs to publish commune states: the key that signs them, where, and
 /// every commune of the province (each always has a retained state, so that a receiver
@@ -147,12 +147,7 @@ pub async fn run_outbox(
 /// service's session lost its retained alerts too (and maybe receipts in flight): every
 /// live alert is published again, so that a receiver connecting later still finds it,
 /// and the receivers acknowledge again what they already played (without playing it).
-async fn broker_back(
-    store: &Store,
-    mqtt: &MqttHandle,
-    states: &StatePublisher,
-    connected: crate::mqtt::Connected,
-) {
+async fn broker_back(store: &Store, mqtt: &MqttHandle, states: &StatePublisher, connected: mqtt::Connected) {
     // Without this service's session (a broker that restarted without persistence, an
     // embedded one, or a first connection ever), the broker cannot be trusted to hold the
     // retained alerts and states: publish every commune's state, and every live alert,
@@ -297,7 +292,7 @@ enum StateError {
     #[error(transparent)]
     Store(#[from] store::StoreError),
     #[error(transparent)]
-    Publish(#[from] crate::mqtt::PublishError),
+    Publish(#[from] mqtt::PublishError),
 }
 
 /// Signs and publishes, retained, the state of each of `communes` now; returns the `seq`

@@ -10,7 +10,7 @@ use tokio_util::sync::CancellationToken;
 
 /// A station's telemetry as the MQTT consumer hands it on: the station its topic names,
 /// and the message.
-pub type Telemetry = (StationId, protocol::mqtt::InboundMessage);
+pub type Telemetry = (StationId, protocol::InboundMessage);
 
 use desk::{DeskError, Pipeline, Source};
 

@@ -28,8 +28,8 @@ use std::time::{Duration, Instant};
 
 use chrono::{DateTime, Utc};
 use domain::{AlertId, CommuneCode, MessageClass, ReceiptStatus, ReceiverId};
+use mqtt::{BrokerUrl, InboundMessage, MqttHandle, MqttSettings};
 use protocol::Topics;
-use protocol::mqtt::{BrokerUrl, InboundMessage, MqttHandle, MqttSettings};
 use protocol::wire::{
     self, AlertPayload, HeartbeatWire, KeyError, PROTOCOL_VERSION, Rejection, StatusWire, TrustedKeys,
 };
@@ -71,7 +71,7 @@ pub struct ReceiverConfig {
     /// ignores them (no play, no receipt); the service does not expect it to.
     pub drills: bool,
     /// For an `mqtts://` broker: the CA to trust and this receiver's certificate.
-    pub tls: protocol::mqtt::TlsMaterial,
+    pub tls: mqtt::TlsMaterial,
     /// The commune's announcement windows (set by its operator): a Normal message waits
     /// for the next one. Empty: everything plays as it comes.
     pub windows: windows::AnnouncementWindows,
@@ -246,7 +246,7 @@ pub async fn run_with(
     shutdown: CancellationToken,
 ) {
     let status_topic = cfg.topics.status(&cfg.receiver_id);
-    let (mqtt, driver, mut inbound) = protocol::mqtt::connect(MqttSettings {
+    let (mqtt, driver, mut inbound) = mqtt::connect(MqttSettings {
         broker: cfg.broker.clone(),
         client_id: format!("rx-{}", cfg.receiver_id),
         username: cfg.username.clone(),

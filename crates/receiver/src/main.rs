@@ -16,7 +16,7 @@ use canhbao_receiver::{
 };
 use clap::Parser;
 use domain::{CommuneCode, ProvinceCode, ReceiverId};
-use protocol::mqtt::BrokerUrl;
+use mqtt::BrokerUrl;
 use protocol::{Topics, TrustedKeys};
 use tokio::sync::mpsc;
 use tokio_util::sync::CancellationToken;
@@ -120,7 +120,7 @@ struct Common {
     heartbeat: Duration,
     play_command: Option<PlayCommand>,
     drills: bool,
-    tls: protocol::mqtt::TlsMaterial,
+    tls: mqtt::TlsMaterial,
     windows: canhbao_receiver::windows::AnnouncementWindows,
 }
 
@@ -199,9 +199,9 @@ fn validate(cli: Cli) -> Result<(Common, Mode)> {
             None
         }
     };
-    let tls = protocol::mqtt::TlsMaterial { ca_pem, client };
+    let tls = mqtt::TlsMaterial { ca_pem, client };
     if (tls.ca_pem.is_some() || tls.client.is_some())
-        && let Err(e) = protocol::mqtt::tls_config(&tls)
+        && let Err(e) = mqtt::tls_config(&tls)
     {
         problems.push(format!("TLS files: {e}"));
     }

@@ -16,7 +16,7 @@ use canhbao_receiver::state::PlayedLog;
 use canhbao_receiver::{Playback, ReceiverConfig, ReceiverEvent, run_with};
 use chrono::Utc;
 use domain::{AlertId, CommuneCode, ProvinceCode, ReceiverId};
-use protocol::mqtt::{BrokerUrl, InboundMessage, MqttHandle, MqttSettings};
+use mqtt::{BrokerUrl, InboundMessage, MqttHandle, MqttSettings};
 use protocol::wire::{self, AlertPayload, ReceiptWire, RepeatWire, envelope_bytes};
 use protocol::{Signer, Topics, TrustedKeys};
 use tokio::sync::mpsc;
@@ -82,7 +82,7 @@ impl World {
     async fn new(broker: BrokerUrl) -> World {
         let prefix = format!("canhbao-test/{}", unique("rx"));
         let topics = Topics::new(&prefix, ProvinceCode::new("20").unwrap()).unwrap();
-        let (monitor, driver, inbound) = protocol::mqtt::connect(MqttSettings {
+        let (monitor, driver, inbound) = mqtt::connect(MqttSettings {
             broker: broker.clone(),
             client_id: unique("monitor"),
             username: None,
@@ -290,7 +290,7 @@ impl World {
             self.monitor.publish(topic, Vec::new(), true).await.unwrap();
         }
         for id in &self.receivers {
-            let (handle, driver, _rx) = protocol::mqtt::connect(MqttSettings {
+            let (handle, driver, _rx) = mqtt::connect(MqttSettings {
                 broker: self.broker.clone(),
                 client_id: format!("rx-{id}"),
                 username: None,

@@ -10,9 +10,9 @@ use anyhow::{Context, Result};
 use base64::Engine as _;
 use base64::engine::general_purpose::STANDARD as B64;
 use chrono::Utc;
-use dispatch::mqtt::{BrokerUrl, MqttSettings};
 use dispatch::wire::key_id;
 use dispatch::{Topics, inbound, worker};
+use mqtt::{BrokerUrl, MqttSettings};
 use store::Store;
 use tokio::sync::Notify;
 use tokio::task::JoinSet;
@@ -129,7 +129,7 @@ impl App {
         };
 
         let topics = Topics::new(&settings.mqtt.topic_prefix, settings.province.clone())?;
-        let (mqtt, driver, inbound_rx) = dispatch::mqtt::connect_with_fallback(
+        let (mqtt, driver, inbound_rx) = mqtt::connect_with_fallback(
             MqttSettings {
                 broker: broker.clone(),
                 client_id: settings.mqtt.client_id.clone(),
@@ -179,7 +179,7 @@ impl App {
 
         let mut tasks = JoinSet::new();
         tasks.spawn(driver.run(shutdown.clone()));
-        let (telemetry_tx, telemetry_rx) = tokio::sync::mpsc::channel(dispatch::mqtt::INBOUND_CAPACITY);
+        let (telemetry_tx, telemetry_rx) = tokio::sync::mpsc::channel(mqtt::INBOUND_CAPACITY);
         let inbound_counters = Arc::new(inbound::InboundCounters::default());
         tasks.spawn(inbound::run_inbound(
             store.clone(),

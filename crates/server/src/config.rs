@@ -7,9 +7,9 @@ use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 use desk::AlertPolicy;
-use dispatch::mqtt::BrokerUrl;
 use dispatch::worker::OutboxSettings;
 use domain::{ProvinceCode, Repeat};
+use mqtt::BrokerUrl;
 use rules::RuleSet;
 use serde::Deserialize;
 use serde::de::DeserializeOwned;
@@ -79,7 +79,7 @@ pub enum MqttMode {
 pub struct MqttConfig {
     pub mode: MqttMode,
     /// For `mqtts://` brokers: the CA to trust and the client certificate, read at load.
-    pub tls: dispatch::mqtt::TlsMaterial,
+    pub tls: mqtt::TlsMaterial,
     pub topic_prefix: String,
     pub client_id: String,
     pub username: Option<String>,
@@ -1266,7 +1266,7 @@ fn mqtt_config(m: MqttRaw, problems: &mut Problems) -> Option<MqttConfig> {
 
 /// The TLS files of `[mqtt]`, read: `ca_file` (PEM; empty: the system's roots) and the
 /// client certificate with its key (both or neither; they need `ca_file`).
-fn mqtt_tls(m: &MqttRaw, problems: &mut Problems) -> Option<dispatch::mqtt::TlsMaterial> {
+fn mqtt_tls(m: &MqttRaw, problems: &mut Problems) -> Option<mqtt::TlsMaterial> {
     let read = |name: &str, path: &str, problems: &mut Problems| -> Option<Option<Vec<u8>>> {
         if path.trim().is_empty() {
             return Some(None);
@@ -1300,10 +1300,10 @@ fn mqtt_tls(m: &MqttRaw, problems: &mut Problems) -> Option<dispatch::mqtt::TlsM
             .push("a client certificate (mqtt.client_cert_file) needs mqtt.ca_file, the CA of the broker");
         return None;
     }
-    let material = dispatch::mqtt::TlsMaterial { ca_pem: ca, client };
+    let material = mqtt::TlsMaterial { ca_pem: ca, client };
     // Whether the files make a TLS configuration is known now, not at the first connect.
     if (material.ca_pem.is_some() || material.client.is_some())
-        && let Err(e) = dispatch::mqtt::tls_config(&material)
+        && let Err(e) = mqtt::tls_config(&material)
     {
         problems.push(format!("mqtt TLS files: {e}"));
         return None;

@@ -10,8 +10,8 @@
 use std::path::PathBuf;
 use std::time::Duration;
 
-use dispatch::mqtt::MqttHandle;
 use dispatch::{Topics, TrustedKeys, wire};
+use mqtt::MqttHandle;
 use tokio_util::sync::CancellationToken;
 
 /// How often the file is looked at.

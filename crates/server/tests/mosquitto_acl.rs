@@ -9,8 +9,8 @@ use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
 use canhbao_server::mosquitto::{self, AclLayout, ServiceAccount};
-use dispatch::mqtt::{BrokerUrl, InboundMessage, MqttHandle, MqttSettings};
 use domain::{CommuneCode, ProvinceCode};
+use mqtt::{BrokerUrl, InboundMessage, MqttHandle, MqttSettings};
 use tokio::sync::mpsc;
 use tokio_util::sync::CancellationToken;
 
@@ -84,7 +84,7 @@ impl Drop for Client {
 }
 
 fn client(port: u16, client_id: &str, username: &str, password: &str, subscriptions: &[String]) -> Client {
-    let (handle, driver, inbound) = dispatch::mqtt::connect(MqttSettings {
+    let (handle, driver, inbound) = mqtt::connect(MqttSettings {
         broker: BrokerUrl {
             host: "127.0.0.1".into(),
             port,

@@ -11,7 +11,7 @@ use std::path::Path;
 use std::time::{Duration, Instant};
 
 use common::{Service, spawn_service, tail, wait_ready};
-use dispatch::mqtt::{BrokerUrl, MqttSettings};
+use mqtt::{BrokerUrl, MqttSettings};
 use testkit::kannel::free_port;
 use tokio_util::sync::CancellationToken;
 
@@ -30,11 +30,11 @@ fn start(data: &Path, log: &Path, http: u16, mqtt: u16) -> Service {
 }
 
 /// MQTT clients connected to the embedded broker, as receivers would be.
-async fn clients(port: u16, n: usize) -> (Vec<dispatch::mqtt::MqttHandle>, CancellationToken) {
+async fn clients(port: u16, n: usize) -> (Vec<mqtt::MqttHandle>, CancellationToken) {
     let stop = CancellationToken::new();
     let mut handles = Vec::new();
     for i in 0..n {
-        let (handle, driver, _rx) = dispatch::mqtt::connect(MqttSettings {
+        let (handle, driver, _rx) = mqtt::connect(MqttSettings {
             broker: BrokerUrl {
                 host: "127.0.0.1".into(),
                 port,

@@ -10,9 +10,9 @@ use std::time::{Duration, Instant};
 
 use canhbao_receiver::{Playback, ReceiverConfig, ReceiverEvent, state::PlayedLog};
 use canhbao_server::Settings;
-use dispatch::mqtt::BrokerUrl;
 use dispatch::{Topics, TrustedKeys};
 use domain::{CommuneCode, ProvinceCode, ReceiverId};
+use mqtt::BrokerUrl;
 use serde_json::Value;
 use testkit::kannel::free_port;
 use testkit::unique;
@@ -287,7 +287,7 @@ impl Fleet {
         for t in self.tasks {
             let _ = t.await;
         }
-        let (raw, driver, _rx) = dispatch::mqtt::connect(dispatch::mqtt::MqttSettings {
+        let (raw, driver, _rx) = mqtt::connect(mqtt::MqttSettings {
             broker: BrokerUrl::parse(&self.broker).unwrap(),
             client_id: unique("fleet-clean"),
             username: None,

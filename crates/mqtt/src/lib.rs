@@ -1,6 +1,7 @@
-//! The MQTT owner task: the one task that owns the broker connection. Others reach it
-//! through a cloneable [`MqttHandle`]; inbound messages leave it through a channel, so
-//! nothing ever blocks inside the rumqttc event loop.
+//! The MQTT link, shared by the service's loudspeaker channel (`dispatch`) and the
+//! loudspeaker agent (`receiver`): the one task that owns the broker connection. Others
+//! reach it through a cloneable [`MqttHandle`]; inbound messages ([`InboundMessage`]) leave
+//! it through a channel, so nothing ever blocks inside the rumqttc event loop.
 
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -10,6 +11,8 @@ use rumqttc::{AsyncClient, Event, EventLoop, LastWill, MqttOptions, Packet, QoS}
 use secrecy::{ExposeSecret as _, SecretString};
 use tokio::sync::{mpsc, watch};
 use tokio_util::sync::CancellationToken;
+
+pub use protocol::InboundMessage;
 
 /// A broker address: `mqtt://host:port` or `tcp://host:port` (port 1883 if omitted).
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -97,17 +100,6 @@ pub struct MqttSettings {
     pub on_connect: Option<(String, Vec<u8>)>,
     /// For `mqtts://` brokers.
     pub tls: TlsMaterial,
-}
-
-/// An inbound PUBLISH, as received.
-#[derive(Debug, Clone)]
-pub struct InboundMessage {
-    pub topic: String,
-    pub payload: Vec<u8>,
-    pub retain: bool,
-    /// Which connection it came on ([`Connected::count`] then): a receiver keeps what it
-    /// learns of the broker's retained messages per connection.
-    pub connection: u64,
 }
 
 #[derive(Debug, thiserror::Error)]
