@@ -602,9 +602,11 @@ async fn main() -> ExitCode {
     // unless RUST_LOG asks for more.
     let level = if cli.simulate.is_some() { "warn" } else { "info" };
     let filter = EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new(level));
+    // Colours only on a terminal: never escape codes in a file or journald.
     tracing_subscriber::fmt()
         .with_env_filter(filter)
         .with_target(false)
+        .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
         .with_writer(std::io::stderr)
         .init();
     let (common, mode) = match validate(cli) {

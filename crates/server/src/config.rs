@@ -966,6 +966,39 @@ pub fn load(sources: &Sources) -> Result<Settings, Problems> {
         }
     });
 
+    // The province the service publishes for is the one its area file describes: another
+    // code would put every alert on topics no receiver of this province listens to.
+    if let (Some(code), Some((area, _))) = (&province, &places)
+        && !area.code.is_empty()
+        && code.as_str() != area.code
+    {
+        problems.push(format!(
+            "service.province {:?} is not the area file's province {:?} ({}): alerts would go to \
+             topics no receiver of {} listens to",
+            code.as_str(),
+            area.code,
+            area.name,
+            area.name
+        ));
+    }
+    // The bundled demo feed reads stations by id: each must be one the area file has.
+    if let (Some(_), Some((area, _))) = (&demo_interval, &places)
+        && let Ok(series) = ingest::demo::parse_series(ingest::demo::SERIES_CSV)
+    {
+        let mut missing: Vec<&str> = series
+            .iter()
+            .map(|r| r.station.as_str())
+            .filter(|id| !area.stations.iter().any(|s| s.id.as_str() == *id))
+            .collect();
+        missing.sort_unstable();
+        missing.dedup();
+        if !missing.is_empty() {
+            problems.push(format!(
+                "demo.enabled: the demo feed reads stations {missing:?}, which the area file does \
+                 not configure (turn the demo off with --no-demo or CANHBAO__DEMO__ENABLED=false)"
+            ));
+        }
+    }
     if let (Some(poll), Some((area, _))) = (&poll, &places) {
         for src in &poll.sources {
             for (point, target) in &src.points.0 {
@@ -1393,6 +1426,21 @@ mod tests {
         assert!(s.rules.rules.len() >= 30);
         assert!(s.demo_interval.is_some());
         assert_eq!(s.database_url, "sqlite://./var/canhbao.db");
+    }
+
+    /// The settings are checked against the data: a province code that is not the area
+    /// file's would publish where no receiver of the province listens.
+    #[test]
+    fn a_province_other_than_the_area_files_is_refused() {
+        let problems = load(&sources(&[("CANHBAO__SERVICE__PROVINCE", "99")]))
+            .err()
+            .expect("province 99 against Lạng Sơn's area file");
+        let said = problems.to_string();
+        assert!(
+            said.contains("service.province \"99\" is not the area file's province \"20\" (Lạng Sơn)"),
+            "{said}"
+        );
+        assert!(load(&sources(&[("CANHBAO__SERVICE__PROVINCE", "20")])).is_ok());
     }
 
     #[test]

@@ -4,7 +4,7 @@ use std::path::PathBuf;
 use std::process::ExitCode;
 
 use anyhow::Result;
-use canhbao_server::cli::{ConfigArgs, deployment, init_telemetry, load};
+use canhbao_server::cli::{ConfigArgs, ServeArgs, deployment, init_telemetry, load, load_sources};
 use canhbao_server::config::{self, MqttMode};
 use canhbao_server::{App, Settings};
 use clap::{Args, Parser, Subcommand};
@@ -23,7 +23,7 @@ struct Cli {
 #[derive(Subcommand)]
 enum Command {
     /// Run the service (embedded default: SQLite, in-process broker, demo feed).
-    Serve(ConfigArgs),
+    Serve(ServeArgs),
     /// Load and validate the settings, reporting every problem at once.
     CheckConfig(ConfigArgs),
     /// Validate rule files and run their examples; print a summary per hazard.
@@ -147,8 +147,8 @@ struct CoverageArgs {
     config: ConfigArgs,
 }
 
-async fn serve(args: ConfigArgs) -> Result<ExitCode> {
-    let settings = match load(&args) {
+async fn serve(args: ServeArgs) -> Result<ExitCode> {
+    let settings = match load_sources(args.sources()) {
         Ok(s) => s,
         Err(problems) => {
             eprint!("{problems}");

@@ -55,6 +55,8 @@ struct MappingRaw {
 /// Everything the area file says.
 #[derive(Debug, Clone, Default)]
 pub struct Area {
+    /// The province's 2-digit code (`[province] code`).
+    pub code: String,
     pub name: String,
     pub province_group: Option<u8>,
     pub communes: Vec<Commune>,
@@ -149,6 +151,7 @@ pub fn parse_area(text: &str) -> (Area, Vec<String>) {
         }
     }
     let area = Area {
+        code: p.code.clone(),
         name: p.name.clone(),
         province_group: p.flash_flood_group,
         communes,

@@ -216,3 +216,77 @@ fn check_config_refuses_tls_files_it_cannot_read() {
     let (ok, text) = run(&junk, &junk);
     assert!(!ok && text.contains("junk.pem"), "{text}");
 }
+
+/// Options go where an operator types them: the deployment's flags after the last word of
+/// the command as well as after the first, and the service's own flags only under `serve`.
+#[test]
+fn deployment_flags_follow_any_word_and_service_flags_belong_to_serve() {
+    let tmp = tempfile::tempdir().unwrap();
+    let data = tmp.path().join("var");
+    let run = |args: &[&str]| {
+        let out = Command::new(env!("CARGO_BIN_EXE_canhbao"))
+            .args(args)
+            .env_remove("CANHBAO_ENV")
+            .env(
+                "CANHBAO_CONFIG_DIR",
+                concat!(env!("CARGO_MANIFEST_DIR"), "/../../config"),
+            )
+            .output()
+            .unwrap();
+        (
+            out.status.success(),
+            format!(
+                "{}{}",
+                String::from_utf8_lossy(&out.stdout),
+                String::from_utf8_lossy(&out.stderr)
+            ),
+        )
+    };
+    // Either place, the same refusal about the same (missing) deployment: the flag was read.
+    for args in [
+        &[
+            "receivers",
+            "add",
+            "--id",
+            "loa-1",
+            "--commune",
+            "06385",
+            "--data-dir",
+        ][..],
+        &[
+            "receivers",
+            "--data-dir",
+            "X",
+            "add",
+            "--id",
+            "loa-1",
+            "--commune",
+            "06385",
+        ][..],
+    ] {
+        let mut args = args.to_vec();
+        let d = data.to_str().unwrap();
+        if args.last() == Some(&"--data-dir") {
+            args.push(d);
+        } else {
+            args[2] = d;
+        }
+        let (ok, text) = run(&args);
+        assert!(!ok, "{text}");
+        assert!(
+            text.contains(&format!("no database at {}", data.join("canhbao.db").display())),
+            "{args:?}: {text}"
+        );
+    }
+    let (ok, help) = run(&["receivers", "add", "--help"]);
+    assert!(ok, "{help}");
+    assert!(
+        help.contains("--data-dir") && !help.contains("--http") && !help.contains("--no-demo"),
+        "{help}"
+    );
+    let (ok, help) = run(&["serve", "--help"]);
+    assert!(
+        ok && help.contains("--http") && help.contains("--mqtt-listen") && help.contains("--no-demo"),
+        "{help}"
+    );
+}
