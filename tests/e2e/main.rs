@@ -90,7 +90,6 @@ async fn an_observation_above_bd3_reaches_a_receiver_verified_and_receipted_on_t
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn an_observation_above_bd3_reaches_a_receiver_verified_and_receipted_on_mosquitto() {
     let Some(broker) = external_broker() else {
-        eprintln!("CANHBAO_TEST_MQTT_URL is not set: the Mosquitto scenario runs in CI");
         return;
     };
     let app = TestApp::spawn(broker).await.unwrap();
@@ -2120,7 +2119,6 @@ async fn every_action_lands_in_a_verifiable_audit_chain() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_receiver_contract_holds_on_the_nats_mqtt_gateway() {
     if !testkit::nats::wanted() {
-        eprintln!("CANHBAO_TEST_NATS_URL is not set: the NATS scenario runs in CI");
         return;
     }
     let nats = testkit::nats::Nats::start();
@@ -2146,7 +2144,6 @@ async fn the_receiver_contract_holds_on_the_nats_mqtt_gateway() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn with_its_broker_down_the_service_uses_the_fallback_broker() {
     let Some(Broker::External(mosquitto)) = external_broker() else {
-        eprintln!("CANHBAO_TEST_MQTT_URL is not set: the fallback scenario runs in CI");
         return;
     };
     // A port nobody listens on stands for the primary broker, down.
@@ -2238,7 +2235,6 @@ async fn a_receiver_back_on_its_session_plays_the_cancel_and_never_the_alert_it_
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_receiver_back_on_its_session_plays_the_cancel_and_never_the_alert_it_cancels_on_mosquitto() {
     let Some(broker) = external_broker() else {
-        eprintln!("CANHBAO_TEST_MQTT_URL is not set: skipped");
         return;
     };
     a_receiver_back_on_its_session_plays_the_cancel_and_never_the_alert_it_cancels(broker).await;

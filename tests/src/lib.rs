@@ -30,10 +30,7 @@ pub enum Broker {
 
 /// The external broker to test against, when `CANHBAO_TEST_MQTT_URL` is set.
 pub fn external_broker() -> Option<Broker> {
-    std::env::var("CANHBAO_TEST_MQTT_URL")
-        .ok()
-        .filter(|s| !s.is_empty())
-        .map(Broker::External)
+    testkit::service("CANHBAO_TEST_MQTT_URL").map(Broker::External)
 }
 
 pub fn repo_config_dir() -> PathBuf {

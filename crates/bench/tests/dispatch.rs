@@ -8,10 +8,7 @@ use canhbao_server::config::Sources;
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn bench_dispatch_counts_every_receiver_and_reports_a_ratio() {
-    let Some(broker) = std::env::var("CANHBAO_TEST_MQTT_URL")
-        .ok()
-        .filter(|s| !s.is_empty())
-    else {
+    let Some(broker) = testkit::service("CANHBAO_TEST_MQTT_URL") else {
         return;
     };
     counts_every_receiver(broker).await;

@@ -12,10 +12,7 @@ use canhbao_server::config::Sources;
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn bench_kill_restarts_the_service_and_loses_nothing_and_plays_nothing_twice() {
-    let Some(broker) = std::env::var("CANHBAO_TEST_MQTT_URL")
-        .ok()
-        .filter(|s| !s.is_empty())
-    else {
+    let Some(broker) = testkit::service("CANHBAO_TEST_MQTT_URL") else {
         return;
     };
     let sources = Sources {

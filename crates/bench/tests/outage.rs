@@ -12,8 +12,8 @@ use canhbao_server::config::Sources;
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn bench_outage_delivers_everything_once_after_the_broker_returns() {
-    if std::env::var("CANHBAO_TEST_MQTT_URL").map_or(true, |s| s.is_empty())
-        || !std::path::Path::new(MOSQUITTO).exists()
+    if testkit::service("CANHBAO_TEST_MQTT_URL").is_none()
+        || testkit::skip_without("mosquitto", std::path::Path::new(MOSQUITTO).exists())
     {
         return;
     }

@@ -43,8 +43,7 @@ async fn bench_receipts_on_sqlite_moves_every_delivery_to_played() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn bench_receipts_on_postgres_moves_every_delivery_to_played() {
-    let Ok(url) = std::env::var("CANHBAO_TEST_POSTGRES_URL") else {
-        eprintln!("CANHBAO_TEST_POSTGRES_URL is not set: skipped");
+    let Some(url) = testkit::service("CANHBAO_TEST_POSTGRES_URL") else {
         return;
     };
     run(Some(url)).await;

@@ -27,10 +27,7 @@ const WAIT: Duration = Duration::from_secs(10);
 const HUU_LUNG: &str = "06385";
 
 fn broker() -> Option<BrokerUrl> {
-    let url = std::env::var("CANHBAO_TEST_MQTT_URL").ok()?;
-    if url.is_empty() {
-        return None;
-    }
+    let url = testkit::service("CANHBAO_TEST_MQTT_URL")?;
     Some(BrokerUrl::parse(&url).unwrap())
 }
 

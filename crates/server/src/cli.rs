@@ -105,7 +105,10 @@ pub fn init_telemetry() {
             .init(),
         Ok(other) => {
             builder.with_ansi(false).init();
-            tracing::warn!(value = other, "{LOG_FORMAT_VAR} must be text or json; logging text");
+            tracing::warn!(
+                value = other,
+                "{LOG_FORMAT_VAR} must be text or json; logging text"
+            );
         }
     }
 }

@@ -1432,9 +1432,9 @@ mod tests {
     /// file's would publish where no receiver of the province listens.
     #[test]
     fn a_province_other_than_the_area_files_is_refused() {
-        let problems = load(&sources(&[("CANHBAO__SERVICE__PROVINCE", "99")]))
-            .err()
-            .expect("province 99 against Lạng Sơn's area file");
+        let Err(problems) = load(&sources(&[("CANHBAO__SERVICE__PROVINCE", "99")])) else {
+            panic!("province 99 loaded against Lạng Sơn's area file");
+        };
         let said = problems.to_string();
         assert!(
             said.contains("service.province \"99\" is not the area file's province \"20\" (Lạng Sơn)"),

@@ -18,12 +18,10 @@ const POLLING: &str = "polling this source";
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn two_instances_share_one_database_and_the_survivor_of_a_kill_finishes_the_dispatch() {
-    let Ok(broker) = std::env::var("CANHBAO_TEST_MQTT_URL") else {
-        eprintln!("CANHBAO_TEST_MQTT_URL is not set: skipped");
+    let Some(broker) = testkit::service("CANHBAO_TEST_MQTT_URL") else {
         return;
     };
     let Some(pg) = PgDatabase::from_env().await else {
-        eprintln!("{} is not set: skipped", testkit::postgres::ENV);
         return;
     };
     let tmp = tempfile::tempdir().unwrap();

@@ -43,7 +43,7 @@ fn start(s: &Setup) -> Service {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn a_service_killed_mid_dispatch_delivers_everything_once_after_a_restart() {
-    let Ok(broker) = std::env::var("CANHBAO_TEST_MQTT_URL") else {
+    let Some(broker) = testkit::service("CANHBAO_TEST_MQTT_URL") else {
         return;
     };
     let tmp = tempfile::tempdir().unwrap();

@@ -131,12 +131,10 @@ async fn call(http: &reqwest::Client, token: &str, method: &str, url: String, bo
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn an_upgrade_by_the_book_from_the_previous_release_loses_no_alert() {
-    let Ok(broker) = std::env::var("CANHBAO_TEST_MQTT_URL") else {
-        eprintln!("CANHBAO_TEST_MQTT_URL is not set: skipped");
+    let Some(broker) = testkit::service("CANHBAO_TEST_MQTT_URL") else {
         return;
     };
     let Some(pg) = PgDatabase::from_env().await else {
-        eprintln!("{} is not set: skipped", testkit::postgres::ENV);
         return;
     };
     assert_eq!(

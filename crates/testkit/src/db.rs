@@ -61,7 +61,8 @@ macro_rules! on_both_backends {
                 async fn $name() {
                     match $crate::postgres::PgDatabase::from_env().await {
                         Some(pg) => super::$name($crate::db::TestDb::Postgres(pg)).await,
-                        None => eprintln!("{} is not set: skipped", $crate::postgres::ENV),
+                        // Said by `from_env`; a failure instead under CI.
+                        None => {}
                     }
                 }
             )*

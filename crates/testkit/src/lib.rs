@@ -10,24 +10,66 @@ pub mod nats;
 pub mod postgres;
 pub mod proxy;
 
-/// Set by `.ci/run`: a test whose outside tool (Kannel, Mosquitto) is missing fails instead
-/// of skipping, so that CI never passes a test it did not run.
-pub const REQUIRE_TOOLS_ENV: &str = "CANHBAO_TEST_REQUIRE_TOOLS";
+/// Set by `.ci/run`, and only there: a test whose outside service or tool is missing fails
+/// instead of skipping, so that CI never counts as passed a test it did not run.
+pub const CI_ENV: &str = "CANHBAO_CI";
+
+/// Set by `.ci/run` to a file: every test that runs against a real service or tool appends
+/// a line `WHAT TEST` to it, and CI prints the tally per service.
+pub const TALLY_ENV: &str = "CANHBAO_TEST_TALLY";
+
+fn in_ci() -> bool {
+    std::env::var(CI_ENV).is_ok_and(|v| !v.is_empty())
+}
+
+/// Records that the running test uses `what` (a service's variable, `tool:NAME`).
+fn tally(what: &str) {
+    use std::io::Write;
+    let Ok(path) = std::env::var(TALLY_ENV) else {
+        return;
+    };
+    let test = std::thread::current().name().unwrap_or("?").to_owned();
+    // One short append per line: whole lines even with many test processes at once.
+    if let Ok(mut f) = std::fs::OpenOptions::new().create(true).append(true).open(path) {
+        let _ = f.write_all(format!("{what} {test}\n").as_bytes());
+    }
+}
+
+/// The address of the real service that the environment variable `var` names
+/// (`CANHBAO_TEST_MQTT_URL`, `CANHBAO_TEST_POSTGRES_URL`, ...), for a test that runs
+/// against it; `None` when it is not set, after saying the test is skipped. Under CI
+/// ([`CI_ENV`]) a missing service is a failure, never a skip.
+pub fn service(var: &str) -> Option<String> {
+    match std::env::var(var).ok().filter(|v| !v.is_empty()) {
+        Some(value) => {
+            tally(var);
+            Some(value)
+        }
+        None => {
+            assert!(
+                !in_ci(),
+                "{var} is not set, and {CI_ENV} says this run must have it"
+            );
+            eprintln!("{var} is not set: skipped");
+            None
+        }
+    }
+}
 
 /// Whether a test that needs `tool` must be skipped: never when it is `present`; when it is
-/// not, a panic if [`REQUIRE_TOOLS_ENV`] is set (CI) and a skip said on stderr elsewhere.
+/// not, a panic under CI ([`CI_ENV`]) and a skip said on stderr elsewhere.
 pub fn skip_without(tool: &str, present: bool) -> bool {
-    let required = std::env::var(REQUIRE_TOOLS_ENV).is_ok_and(|v| !v.is_empty());
-    skip(tool, present, required)
+    skip(tool, present, in_ci())
 }
 
 fn skip(tool: &str, present: bool, required: bool) -> bool {
     if present {
+        tally(&format!("tool:{tool}"));
         return false;
     }
     assert!(
         !required,
-        "{tool} is not installed, and {REQUIRE_TOOLS_ENV} says this run must have it"
+        "{tool} is not installed, and {CI_ENV} says this run must have it"
     );
     eprintln!("skipped: {tool} is not installed");
     true
@@ -80,7 +122,7 @@ mod tests {
     }
 
     #[test]
-    #[should_panic(expected = "mosquitto is not installed, and CANHBAO_TEST_REQUIRE_TOOLS")]
+    #[should_panic(expected = "mosquitto is not installed, and CANHBAO_CI")]
     fn a_missing_tool_fails_the_test_when_ci_requires_it() {
         skip("mosquitto", false, true);
     }

@@ -21,7 +21,7 @@ pub struct Nats {
 
 /// Whether tests should run against NATS (`CANHBAO_TEST_NATS_URL` is set).
 pub fn wanted() -> bool {
-    std::env::var("CANHBAO_TEST_NATS_URL").is_ok_and(|v| !v.is_empty())
+    crate::service("CANHBAO_TEST_NATS_URL").is_some()
 }
 
 impl Nats {

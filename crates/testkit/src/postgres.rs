@@ -24,7 +24,7 @@ impl PgDatabase {
     /// A new database on the server `CANHBAO_TEST_POSTGRES_URL` names, or `None` when the
     /// variable is not set (the caller then says it skipped).
     pub async fn from_env() -> Option<Self> {
-        let base = std::env::var(ENV).ok().filter(|u| !u.is_empty())?;
+        let base = crate::service(ENV)?;
         Some(Self::create(&base).await)
     }
 
