@@ -4,6 +4,7 @@
 #![allow(clippy::unwrap_used)]
 
 mod authz;
+mod console;
 mod hostile;
 mod http;
 mod keys;

@@ -144,35 +144,43 @@ impl FromRequestParts<AppState> for Caller {
             .map(str::trim)
             .filter(|s| !s.is_empty())
             .ok_or_else(|| ApiError::unauthorized("the Authorization header is not 'Bearer <token>'"))?;
-        let record = state
-            .store
-            .find_token(&token_hash(secret), chrono::Utc::now())
-            .await?
-            .ok_or_else(|| ApiError::unauthorized("the token is unknown, expired or revoked"))?;
-        let role = Role::from_code(&record.role).ok_or_else(|| {
-            ApiError::internal(format!("token {} has unknown role {:?}", record.id, record.role))
-        })?;
-        let scopes = match (record.user_id, &record.scopes) {
-            (Some(_), _) => None,
-            (None, Some(list)) => Some(list.iter().filter_map(|s| Scope::from_code(s)).collect()),
-            (None, None) => Some(match role {
-                Role::Station => vec![Scope::Observations, Scope::Read],
-                Role::Viewer => vec![Scope::Read],
-                _ => vec![Scope::Observations, Scope::Bulletins, Scope::Read],
-            }),
-        };
-        let caller = Caller {
-            label: record.label,
-            role,
-            stations: record.stations,
-            user_id: record.user_id,
-            scopes,
-        };
+        let caller = caller_from_secret(state, secret).await?;
         if parts.method == axum::http::Method::GET || parts.method == axum::http::Method::HEAD {
             caller.require_scope(Scope::Read)?;
         }
         Ok(caller)
     }
+}
+
+/// The caller a token's secret stands for (a bearer header, or the console's session
+/// cookie, which holds the same kind of token): unknown, expired and revoked tokens are
+/// refused alike.
+pub(crate) async fn caller_from_secret(state: &AppState, secret: &str) -> Result<Caller, ApiError> {
+    let record = state
+        .store
+        .find_token(&token_hash(secret), chrono::Utc::now())
+        .await?
+        .ok_or_else(|| ApiError::unauthorized("the token is unknown, expired or revoked"))?;
+    let role = Role::from_code(&record.role).ok_or_else(|| {
+        ApiError::internal(format!("token {} has unknown role {:?}", record.id, record.role))
+    })?;
+    let scopes = match (record.user_id, &record.scopes) {
+        (Some(_), _) => None,
+        (None, Some(list)) => Some(list.iter().filter_map(|s| Scope::from_code(s)).collect()),
+        (None, None) => Some(match role {
+            Role::Station => vec![Scope::Observations, Scope::Read],
+            Role::Viewer => vec![Scope::Read],
+            _ => vec![Scope::Observations, Scope::Bulletins, Scope::Read],
+        }),
+    };
+    let caller = Caller {
+        label: record.label,
+        role,
+        stations: record.stations,
+        user_id: record.user_id,
+        scopes,
+    };
+    Ok(caller)
 }
 
 #[cfg(test)]

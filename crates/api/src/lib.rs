@@ -10,6 +10,7 @@ pub mod assessments;
 pub mod audit;
 pub mod auth;
 pub mod bulletins;
+pub mod console;
 pub mod contacts;
 pub mod draft;
 pub mod error;
@@ -86,6 +87,8 @@ pub struct AppState {
     pub max_clock_offset: chrono::Duration,
     /// The last snapshot of `/metrics`' figures from the database.
     pub metrics: Arc<fleet::MetricsCache>,
+    /// What the console's pages need beyond the API's state.
+    pub console: Arc<console::ConsoleSettings>,
 }
 
 /// Largest request body accepted.
@@ -209,6 +212,7 @@ pub fn router(state: AppState) -> Router {
         )
         .route("/api/v1/contacts", get(contacts::list))
         .route("/api/v1/contacts/import", post(contacts::import))
+        .merge(console::routes())
         .fallback(not_found)
         // Every request but the event stream (below) answers within REQUEST_TIMEOUT, and
         // its body arrives within BODY_TIMEOUT: a client that dribbles it is cut off.

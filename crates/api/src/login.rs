@@ -322,15 +322,7 @@ pub async fn login(
 ) -> Result<Json<LoginDto>, ApiError> {
     let headers: &HeaderMap = &parts.headers;
     require_media(headers, &["application/json"])?;
-    let guard = state.login.clone();
-    let Some(address) = client_address(&parts, &guard.limits.trusted_proxies) else {
-        return Err(ApiError::internal(
-            "the login route is served without the client's address",
-        ));
-    };
-    guard
-        .check(&guard.by_address, &address)
-        .map_err(|wait| ApiError::too_many("too many login attempts from this address").retry_after(wait))?;
+    let address = admit_address(&state, &parts)?;
     let v: Value = serde_json::from_slice(&body)
         .map_err(|e| ApiError::bad_request("body", format!("not valid JSON: {e}")))?;
     let field = |name: &str| {
@@ -344,6 +336,40 @@ pub async fn login(
         field("username")?,
         secrecy::SecretString::from(field("password")?),
     );
+    Ok(Json(authenticate(&state, address, &username, password).await?))
+}
+
+/// The client's address for a login, refused at once (before any password is read) when
+/// that address tries too often.
+pub(crate) fn admit_address(
+    state: &AppState,
+    parts: &axum::http::request::Parts,
+) -> Result<IpAddr, ApiError> {
+    let guard = &state.login;
+    let Some(address) = client_address(parts, &guard.limits.trusted_proxies) else {
+        return Err(ApiError::internal(
+            "the login route is served without the client's address",
+        ));
+    };
+    guard
+        .check(&guard.by_address, &address)
+        .map_err(|wait| ApiError::too_many("too many login attempts from this address").retry_after(wait))?;
+    Ok(address)
+}
+
+/// Checks `username` and `password` from `address` under every limit the login has (the
+/// back-off per name and address, the per-name rate, the hashing permits), records the
+/// outcome, and on success makes a token for one duty shift. The JSON login and the
+/// console's form login both come here.
+pub(crate) async fn authenticate(
+    state: &AppState,
+    address: IpAddr,
+    username: &str,
+    password: secrecy::SecretString,
+) -> Result<LoginDto, ApiError> {
+    let guard = state.login.clone();
+    let username = username.to_owned();
+
     let now = Utc::now();
     let from = address.to_string();
     let held_off = || ApiError::too_many("too many failed logins for this name from this address");
@@ -400,7 +426,7 @@ pub async fn login(
         tracing::warn!(username = %crate::error::cut(&username), address = %from, failures, "login failed");
         if let Some(u) = &user {
             crate::audit::record(
-                &state,
+                state,
                 &u.username,
                 if limits.hold_off(failures, now).is_some() {
                     "login.held-off"
@@ -422,19 +448,19 @@ pub async fn login(
         .await?;
     tracing::info!(username = %user.username, role = %user.role, address = %from, "login");
     crate::audit::record(
-        &state,
+        state,
         &user.username,
         "login",
         &user.username,
         serde_json::json!({"role": user.role, "expires": expires, "address": from}),
     )
     .await;
-    Ok(Json(LoginDto {
+    Ok(LoginDto {
         token,
         token_type: "Bearer",
         role: user.role.clone(),
         expires,
-    }))
+    })
 }
 
 /// Revokes the token the request carries.

@@ -298,6 +298,12 @@ impl App {
         let public_key_b64 = B64.encode(signer.public_key().as_bytes());
         let key_id = key_id(&signer.public_key());
         let state = api::AppState {
+            console: Arc::new(api::console::ConsoleSettings {
+                province_name: settings.area.name.clone(),
+                // Secure when the service itself serves HTTPS. Behind a TLS proxy it sees
+                // plain HTTP and cannot tell (left: a setting for it).
+                secure_cookie: settings.http.tls.is_some(),
+            }),
             store: store.clone(),
             pipeline,
             keys: Arc::new(
