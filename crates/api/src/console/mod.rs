@@ -412,7 +412,7 @@ async fn board_context(
     Ok(minijinja::context! {
         title => "Tình hình",
         province_name => state.console.province_name.clone(),
-        user => caller.label.clone(),
+        user => caller.label.strip_prefix("user:").unwrap_or(&caller.label).to_owned(),
         role_vi => role_vi(caller.role),
         csrf => csrf_token(secret),
         now_vi => desk::render::local_time_vi(now),
