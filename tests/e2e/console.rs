@@ -213,3 +213,68 @@ async fn the_cookie_is_secure_when_a_trusted_proxy_says_the_browser_used_https()
     assert!(!login("http").await.contains("Secure"));
     app.app.stop().await;
 }
+
+/// The board's counts lead to lists a person reads: the newest bulletins with their kind,
+/// level and state, and the warnings waiting for a second person with their author and
+/// the version to approve.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_alert_list_and_the_approval_queue_show_what_waits_and_what_was_sent() {
+    let app = TestApp::spawn(Broker::Embedded).await.unwrap();
+    let password = add_person(&app, "chi.le", "approver").await;
+    let cookie = log_in(&app, "chi.le", &password).await;
+    for path in ["/console/alerts", "/console/approvals"] {
+        let (status, location, _) = get_page(&app, path, None).await;
+        assert_eq!(
+            (status, location.as_deref()),
+            (303, Some("/console/login")),
+            "{path}"
+        );
+    }
+    let (_, _, empty) = get_page(&app, "/console/approvals", Some(&cookie)).await;
+    assert!(empty.contains("Không có cảnh báo nào chờ phê duyệt"), "{empty}");
+
+    app.issue_bulletin("console-list-1").await.unwrap();
+    let an = app.login_new_user("an.tran", "officer").await.unwrap();
+    let draft = serde_json::json!({
+        "hazard": "flood", "risk_level": 3, "communes": ["06385"],
+        "headline": "Lũ lớn trên sông Thương", "description": "Mực nước lên nhanh.",
+        "instruction": "Chuẩn bị sơ tán.", "valid_minutes": 120,
+    });
+    let (status, w, _) = app
+        .call_as(&an, "POST", "/api/v1/warnings", None, &draft)
+        .await
+        .unwrap();
+    assert_eq!(status, 201, "{w}");
+    let id = w["id"].as_str().unwrap().to_owned();
+    let (status, sub, _) = app
+        .call_as(
+            &an,
+            "POST",
+            &format!("/api/v1/warnings/{id}/submit"),
+            Some("console-list-submit-1"),
+            &serde_json::json!({}),
+        )
+        .await
+        .unwrap();
+    assert_eq!(status, 202, "{sub}");
+
+    let (status, _, alerts) = get_page(&app, "/console/alerts", Some(&cookie)).await;
+    assert_eq!(status, 200);
+    assert!(
+        alerts.contains("đang hiệu lực") && alerts.contains("class=\"lv lv3\">3<"),
+        "{alerts}"
+    );
+    assert!(
+        alerts.contains("vừa xong") || alerts.contains("phút trước"),
+        "{alerts}"
+    );
+    let (status, _, queue) = get_page(&app, "/console/approvals", Some(&cookie)).await;
+    assert_eq!(status, 200);
+    assert!(
+        queue.contains("Lũ lớn trên sông Thương") && queue.contains("an.tran"),
+        "{queue}"
+    );
+    assert!(queue.contains("risk level 3"), "why it waits: {queue}");
+    assert!(!queue.contains("<script") && !queue.contains("style="));
+    app.app.stop().await;
+}

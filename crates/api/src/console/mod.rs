@@ -43,6 +43,8 @@ pub fn routes() -> Router<AppState> {
         .route("/console", get(board))
         .route("/console/login", get(login_page).post(login_form))
         .route("/console/logout", axum::routing::post(logout_form))
+        .route("/console/alerts", get(alerts_page))
+        .route("/console/approvals", get(approvals_page))
         .route("/console/static/console.css", get(stylesheet))
         .layer(axum::extract::DefaultBodyLimit::max(crate::LOGIN_BODY_BYTES))
 }
@@ -55,6 +57,9 @@ fn templates() -> &'static minijinja::Environment<'static> {
             ("base.html", include_str!("templates/base.html")),
             ("login.html", include_str!("templates/login.html")),
             ("board.html", include_str!("templates/board.html")),
+            ("alerts.html", include_str!("templates/alerts.html")),
+            ("approvals.html", include_str!("templates/approvals.html")),
+            ("error.html", include_str!("templates/error.html")),
         ] {
             // The templates are part of the binary; one that does not parse is a build
             // mistake the console's tests catch on their first page.
@@ -320,18 +325,7 @@ async fn board(State(state): State<AppState>, headers: HeaderMap) -> Response {
     };
     match board_context(&state, &caller, &secret).await {
         Ok(ctx) => render(StatusCode::OK, "board.html", ctx),
-        Err(e) => {
-            tracing::error!(error = %e.detail, "console board could not read the store");
-            render(
-                StatusCode::SERVICE_UNAVAILABLE,
-                "login.html",
-                minijinja::context! {
-                    title => "Tạm thời không đọc được dữ liệu",
-                    province_name => state.console.province_name.clone(),
-                    error => "Không đọc được cơ sở dữ liệu lúc này. Hãy tải lại trang sau ít phút.",
-                },
-            )
-        }
+        Err(e) => unavailable(&state, &e.detail),
     }
 }
 
@@ -424,4 +418,151 @@ async fn board_context(
         live_alerts => live_alerts,
         offline_communes => offline_communes,
     })
+}
+
+/// "12 phút trước": how long ago, as the board and the lists show it beside a time.
+pub fn age_vi(now: chrono::DateTime<Utc>, t: chrono::DateTime<Utc>) -> String {
+    let secs = (now - t).num_seconds();
+    match secs {
+        s if s < 0 => "sắp tới".to_owned(),
+        s if s < 60 => "vừa xong".to_owned(),
+        s if s < 3600 => format!("{} phút trước", s / 60),
+        s if s < 86_400 => format!("{} giờ trước", s / 3600),
+        s => format!("{} ngày trước", s / 86_400),
+    }
+}
+
+/// The page's frame: who is logged in, their CSRF token, the province.
+fn frame(state: &AppState, caller: &Caller, secret: &str, title: &str) -> minijinja::Value {
+    minijinja::context! {
+        title => title,
+        province_name => state.console.province_name.clone(),
+        user => caller.label.strip_prefix("user:").unwrap_or(&caller.label).to_owned(),
+        role_vi => role_vi(caller.role),
+        csrf => csrf_token(secret),
+    }
+}
+
+#[derive(Serialize)]
+struct AlertRow {
+    sent: String,
+    age: String,
+    kind: &'static str,
+    hazard: &'static str,
+    level: Option<i64>,
+    drill: bool,
+    status: &'static str,
+    headline: String,
+    communes: usize,
+    expires: String,
+    state: String,
+}
+
+fn status_vi(status: &str) -> &'static str {
+    match status {
+        "Actual" => "Thật",
+        "Exercise" => "DIỄN TẬP",
+        "Test" => "THỬ NGHIỆM",
+        _ => "Khác",
+    }
+}
+
+/// The newest alerts, each with its kind, level, status and whether it still holds.
+async fn alerts_page(State(state): State<AppState>, headers: HeaderMap) -> Response {
+    let Some((caller, secret)) = session(&state, &headers).await else {
+        return see_other("/console/login");
+    };
+    let now = Utc::now();
+    let alerts = match state.store.list_alerts(200).await {
+        Ok(a) => a,
+        Err(e) => return unavailable(&state, &e.to_string()),
+    };
+    let rows: Vec<AlertRow> = alerts
+        .iter()
+        .map(|a| AlertRow {
+            sent: desk::render::local_time_vi(a.sent),
+            age: age_vi(now, a.sent),
+            kind: match a.msg_type.as_str() {
+                "Update" => "Cập nhật",
+                "Cancel" => "Hủy",
+                _ => "Mới",
+            },
+            hazard: domain::Hazard::from_code(&a.hazard).map_or("khác", domain::Hazard::name_vi),
+            level: a.risk_level.or(a.alarm_level),
+            drill: a.status != "Actual",
+            status: status_vi(&a.status),
+            headline: a.headline.clone(),
+            communes: a.communes.len(),
+            expires: desk::render::local_time_vi(a.expires),
+            state: match &a.replaced_by {
+                Some((kind, _)) if kind == "Cancel" => "đã hủy".to_owned(),
+                Some(_) => "đã có bản cập nhật".to_owned(),
+                None if a.expires <= now => "hết hiệu lực".to_owned(),
+                None => "đang hiệu lực".to_owned(),
+            },
+        })
+        .collect();
+    let mut ctx = frame(&state, &caller, &secret, "Bản tin");
+    ctx = minijinja::context! { alerts => minijinja::Value::from(minijinja::value::Serde(&rows)), ..ctx };
+    render(StatusCode::OK, "alerts.html", ctx)
+}
+
+#[derive(Serialize)]
+struct WarningRow {
+    submitted: String,
+    age: String,
+    headline: String,
+    level: Option<i64>,
+    author: String,
+    reason: String,
+    version: i64,
+}
+
+/// Warnings waiting for a second person: what each is, who wrote it, and the version an
+/// approver would approve.
+async fn approvals_page(State(state): State<AppState>, headers: HeaderMap) -> Response {
+    let Some((caller, secret)) = session(&state, &headers).await else {
+        return see_other("/console/login");
+    };
+    let now = Utc::now();
+    let warnings = match state.store.list_warnings(Some("pending"), 500).await {
+        Ok(w) => w,
+        Err(e) => return unavailable(&state, &e.to_string()),
+    };
+    let rows: Vec<WarningRow> = warnings
+        .iter()
+        .map(|w| {
+            let draft: serde_json::Value = serde_json::from_str(&w.draft).unwrap_or_default();
+            let submitted = w.submitted.unwrap_or(w.updated);
+            WarningRow {
+                submitted: desk::render::local_time_vi(submitted),
+                age: age_vi(now, submitted),
+                headline: draft["headline"]
+                    .as_str()
+                    .unwrap_or("(không có tiêu đề)")
+                    .to_owned(),
+                level: draft["risk_level"].as_i64(),
+                author: w.author.strip_prefix("user:").unwrap_or(&w.author).to_owned(),
+                reason: w.approval_reason.clone().unwrap_or_default(),
+                version: w.version,
+            }
+        })
+        .collect();
+    let mut ctx = frame(&state, &caller, &secret, "Chờ phê duyệt");
+    ctx = minijinja::context! { warnings => minijinja::Value::from(minijinja::value::Serde(&rows)), ..ctx };
+    render(StatusCode::OK, "approvals.html", ctx)
+}
+
+/// The store could not be read: a page that says so, never a stack of errors.
+fn unavailable(state: &AppState, why: &str) -> Response {
+    tracing::error!(error = %why, "console page could not read the store");
+    render(
+        StatusCode::SERVICE_UNAVAILABLE,
+        "error.html",
+        minijinja::context! {
+            title => "Tạm thời không đọc được dữ liệu",
+            province_name => state.console.province_name.clone(),
+            error => "Không đọc được cơ sở dữ liệu lúc này. Hãy tải lại trang sau ít phút.",
+        },
+    )
 }
