@@ -258,11 +258,28 @@ async fn the_alert_list_and_the_approval_queue_show_what_waits_and_what_was_sent
         .unwrap();
     assert_eq!(status, 202, "{sub}");
 
+    // A station above its alarm level 3: an alarm level, not a risk level, so no risk colour.
+    app.prime("HUULUNG", 19.4).await.unwrap();
+    let (status, _, answer) = app
+        .post_observations(&canhbao_tests::observation_now("HUULUNG", 19.4))
+        .await
+        .unwrap();
+    assert_eq!(status, 200, "{answer}");
+
     let (status, _, alerts) = get_page(&app, "/console/alerts", Some(&cookie)).await;
     assert_eq!(status, 200);
     assert!(
         alerts.contains("đang hiệu lực") && alerts.contains("class=\"lv lv3\">3<"),
         "{alerts}"
+    );
+    assert!(
+        alerts.contains("BĐ3</abbr>"),
+        "the station's alarm level: {alerts}"
+    );
+    assert_eq!(
+        alerts.matches("class=\"lv lv3").count(),
+        1,
+        "only the bulletin's risk level is coloured"
     );
     assert!(
         alerts.contains("vừa xong") || alerts.contains("phút trước"),

@@ -449,7 +449,10 @@ struct AlertRow {
     age: String,
     kind: &'static str,
     hazard: &'static str,
+    /// The risk level (Decision 18's colours), if the alert states one.
     level: Option<i64>,
+    /// The station alarm level (BĐ1–BĐ3), which is not a risk level and has no risk colour.
+    alarm: Option<i64>,
     drill: bool,
     status: &'static str,
     headline: String,
@@ -488,7 +491,8 @@ async fn alerts_page(State(state): State<AppState>, headers: HeaderMap) -> Respo
                 _ => "Mới",
             },
             hazard: domain::Hazard::from_code(&a.hazard).map_or("khác", domain::Hazard::name_vi),
-            level: a.risk_level.or(a.alarm_level),
+            level: a.risk_level,
+            alarm: a.alarm_level.filter(|_| a.risk_level.is_none()),
             drill: a.status != "Actual",
             status: status_vi(&a.status),
             headline: a.headline.clone(),
