@@ -9,7 +9,6 @@ use std::process::{Child, Command, Stdio};
 use std::time::Duration;
 
 use canhbao_tests::{Broker, TestApp, external_broker};
-use testkit::kannel::free_port;
 
 fn openssl(dir: &Path, args: &[&str]) {
     let out = Command::new("openssl")
@@ -111,7 +110,7 @@ async fn the_service_reaches_mosquitto_over_tls_with_its_client_certificate() {
             std::fs::set_permissions(entry.unwrap().path(), std::fs::Permissions::from_mode(0o644)).unwrap();
         }
     }
-    let (tls_port, plain_port) = (free_port(), free_port());
+    let [tls_port, plain_port] = testkit::kannel::free_ports::<2>();
     let d = dir.path().display();
     std::fs::write(
         dir.path().join("mosquitto.conf"),

@@ -12,7 +12,6 @@ use std::time::{Duration, Instant};
 
 use common::{Service, spawn_service, tail, wait_ready};
 use mqtt::{BrokerUrl, MqttSettings};
-use testkit::kannel::free_port;
 use tokio_util::sync::CancellationToken;
 
 /// `deploy/systemd/canhbao.service`'s `RestartSec`.
@@ -66,7 +65,7 @@ async fn a_service_killed_with_sigkill_serves_again_on_its_ports_within_5_s_of_a
     let tmp = tempfile::tempdir().unwrap();
     let data = tmp.path().join("data");
     let log = tmp.path().join("service.log");
-    let (http_port, mqtt_port) = (free_port(), free_port());
+    let [http_port, mqtt_port] = testkit::kannel::free_ports::<2>();
     let base = format!("http://127.0.0.1:{http_port}");
     let http = reqwest::Client::builder()
         .timeout(Duration::from_secs(2))

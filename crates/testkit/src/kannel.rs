@@ -40,11 +40,17 @@ pub fn find_program(name: &str) -> Option<PathBuf> {
 }
 
 pub fn free_port() -> u16 {
-    StdListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
+    free_ports::<1>()[0]
+}
+
+/// `N` distinct free ports on loopback. Each listener is held until all are chosen: ports
+/// taken one after another can come back the same (the OS hands out a port just released
+/// again), and a Kannel given one port twice does not start ("Address already in use").
+pub fn free_ports<const N: usize>() -> [u16; N] {
+    let listeners: Vec<StdListener> = (0..N)
+        .map(|_| StdListener::bind("127.0.0.1:0").unwrap())
+        .collect();
+    std::array::from_fn(|i| listeners[i].local_addr().unwrap().port())
 }
 
 /// A running Kannel; its processes are killed when it goes, and its logs shown if the test
@@ -64,8 +70,7 @@ impl Kannel {
     pub fn configure(dlr_port: u16) -> Self {
         let dir = tempfile::tempdir().unwrap();
         let run = dir.path().display().to_string();
-        let (admin_port, box_port, smsc_port, sendsms_port) =
-            (free_port(), free_port(), free_port(), free_port());
+        let [admin_port, box_port, smsc_port, sendsms_port] = free_ports::<4>();
         let conf = format!(
             r#"group = core
 admin-port = {admin_port}

@@ -9,7 +9,7 @@ use std::net::TcpStream;
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
-use crate::kannel::{find_program, free_port};
+use crate::kannel::{find_program, free_ports};
 
 /// A running nats-server; killed when dropped (its log shown if the test failed).
 pub struct Nats {
@@ -30,7 +30,7 @@ impl Nats {
         let program = find_program("nats-server")
             .expect("CANHBAO_TEST_NATS_URL is set but nats-server is not installed");
         let dir = tempfile::tempdir().unwrap();
-        let (port, mqtt) = (free_port(), free_port());
+        let [port, mqtt] = free_ports::<2>();
         let conf = dir.path().join("nats.conf");
         std::fs::write(
             &conf,
