@@ -403,12 +403,8 @@ async fn board_context(
             })
         })
         .count();
+    let frame = frame(state, caller, secret, "Tình hình");
     Ok(minijinja::context! {
-        title => "Tình hình",
-        province_name => state.console.province_name.clone(),
-        user => caller.label.strip_prefix("user:").unwrap_or(&caller.label).to_owned(),
-        role_vi => role_vi(caller.role),
-        csrf => csrf_token(secret),
         now_vi => desk::render::local_time_vi(now),
         hazards => minijinja::Value::from(minijinja::value::Serde(&hazards)),
         communes => minijinja::Value::from(minijinja::value::Serde(&communes)),
@@ -417,6 +413,7 @@ async fn board_context(
         prewarnings => prewarnings,
         live_alerts => live_alerts,
         offline_communes => offline_communes,
+        ..frame
     })
 }
 
